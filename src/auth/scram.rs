@@ -5,32 +5,368 @@
 //! (`v=...`) or `AuthError::Failed`. An unknown user gets `ScramServer::mock(user, mock_key)`,
 //! which runs the same exchange with a deterministic fake salt and always fails, so unknown users
 //! look like wrong passwords.
+//!
+//! Pure: no I/O and no PBKDF2 (the verifier is precomputed), only a few HMAC/SHA-256 calls.
+//! Parsing follows PostgreSQL's `auth-scram.c`: the SCRAM username (`n=`) is ignored (the
+//! startup-packet user is authoritative), authzid and mandatory extensions are rejected, optional
+//! extensions are skipped, and the proof must be the last attribute of client-final-message.
+//! Any exchange error leaves the state machine finished; a new `ScramServer` is needed to retry.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::{AuthError, ScramSecret};
+
+#[cfg(test)]
+mod tests;
 
 /// The mechanism name offered in AuthenticationSASL.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 
-#[derive(Debug)]
+/// Upper bound on a client SCRAM message; real ones are ~100 bytes (a few hundred with channel
+/// binding data).
+const MAX_MESSAGE_LEN: usize = 4096;
+/// Raw server nonce length before base64, as PostgreSQL's SCRAM_RAW_NONCE_LEN.
+const SERVER_NONCE_LEN: usize = 18;
+/// Mock exchanges use PostgreSQL's defaults so they look like a real `scram_sha_256()` verifier.
+const MOCK_ITERATIONS: u32 = 4096;
+const MOCK_SALT_LEN: usize = 16;
+
+/// The gs2-cbind-flag of client-first-message (RFC 5802 §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChannelBinding {
+    /// `n`: the client does not support channel binding.
+    NotSupported,
+    /// `y`: the client supports channel binding but believes the server does not. Accepted
+    /// because only SCRAM-SHA-256 is offered; once SCRAM-SHA-256-PLUS is advertised this must be
+    /// rejected as a downgrade attack (PostgreSQL: "channel binding negotiation error").
+    ClientOnly,
+    // SCRAM-SHA-256-PLUS goes here: `Required(cb_name)` for `p=<cb-name>`, checked against
+    // "tls-server-end-point", with the TLS certificate hash given to `ScramServer` and returned
+    // by `cbind_data()` so that the expected `c=` value covers it.
+}
+
+impl ChannelBinding {
+    /// Data appended to the gs2 header in the client-final `c=` attribute.
+    fn cbind_data(self) -> &'static [u8] {
+        match self {
+            ChannelBinding::NotSupported | ChannelBinding::ClientOnly => &[],
+        }
+    }
+}
+
+enum State {
+    Initial,
+    ServerFirstSent {
+        channel_binding: ChannelBinding,
+        /// gs2 header exactly as the client sent it, e.g. `n,,`.
+        gs2_header: String,
+        client_first_bare: String,
+        server_first: String,
+        /// Client nonce followed by server nonce.
+        nonce: String,
+    },
+    Succeeded {
+        client_key: [u8; 32],
+    },
+    Finished,
+}
+
+/// Server side of one SCRAM-SHA-256 exchange.
 pub struct ScramServer {
-    _private: (),
+    secret: ScramSecret,
+    mock: bool,
+    /// Fixed server nonce for deterministic tests; random otherwise.
+    server_nonce: Option<String>,
+    state: State,
+}
+
+impl std::fmt::Debug for ScramServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No keys, nonces or messages.
+        let state = match self.state {
+            State::Initial => "Initial",
+            State::ServerFirstSent { .. } => "ServerFirstSent",
+            State::Succeeded { .. } => "Succeeded",
+            State::Finished => "Finished",
+        };
+        f.debug_struct("ScramServer")
+            .field("mock", &self.mock)
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ScramServer {
+    /// Start an exchange verifying against `secret`.
     pub fn new(secret: ScramSecret) -> Self {
-        let _ = secret;
-        ScramServer { _private: () }
+        ScramServer {
+            secret,
+            mock: false,
+            server_nonce: None,
+            state: State::Initial,
+        }
     }
+
+    /// Start an exchange for a user that does not exist (or cannot use SCRAM). The salt is
+    /// derived from `mock_key` and `user` so repeated attempts for the same name see the same
+    /// salt, like PostgreSQL's `scram_mock_salt`; `client_final` always fails.
     pub fn mock(user: &str, mock_key: &[u8]) -> Self {
-        let _ = (user, mock_key);
-        ScramServer { _private: () }
+        let digest = Sha256::new()
+            .chain_update(mock_key)
+            .chain_update(user)
+            .finalize();
+        let mut stored_key = [0u8; 32];
+        let mut server_key = [0u8; 32];
+        OsRng.fill_bytes(&mut stored_key);
+        OsRng.fill_bytes(&mut server_key);
+        let secret = ScramSecret {
+            iterations: MOCK_ITERATIONS,
+            salt: digest[..MOCK_SALT_LEN].to_vec(),
+            stored_key,
+            server_key,
+        };
+        ScramServer {
+            secret,
+            mock: true,
+            server_nonce: None,
+            state: State::Initial,
+        }
     }
+
+    /// Like `new`, with a fixed server nonce (for recorded test vectors).
+    #[cfg(test)]
+    pub(crate) fn with_server_nonce(secret: ScramSecret, server_nonce: &str) -> Self {
+        ScramServer {
+            server_nonce: Some(server_nonce.to_owned()),
+            ..Self::new(secret)
+        }
+    }
+
+    /// Handle client-first-message (SASLInitialResponse data); returns server-first-message.
     pub fn client_first(&mut self, msg: &[u8]) -> Result<Vec<u8>, AuthError> {
-        let _ = msg;
-        Err(AuthError::Failed)
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Initial => {}
+            succeeded @ State::Succeeded { .. } => {
+                self.state = succeeded; // a stray message does not undo a success
+                return Err(AuthError::Malformed("unexpected message"));
+            }
+            State::ServerFirstSent { .. } | State::Finished => {
+                return Err(AuthError::Malformed("unexpected message"))
+            }
+        }
+        let first = parse_client_first(as_text(msg)?)?;
+
+        let server_nonce = match &self.server_nonce {
+            Some(n) => n.clone(),
+            None => {
+                let mut raw = [0u8; SERVER_NONCE_LEN];
+                OsRng.fill_bytes(&mut raw);
+                STANDARD.encode(raw)
+            }
+        };
+        let nonce = format!("{}{}", first.client_nonce, server_nonce);
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            STANDARD.encode(&self.secret.salt),
+            self.secret.iterations
+        );
+        let reply = server_first.clone().into_bytes();
+        self.state = State::ServerFirstSent {
+            channel_binding: first.channel_binding,
+            gs2_header: first.gs2_header.to_owned(),
+            client_first_bare: first.bare.to_owned(),
+            server_first,
+            nonce,
+        };
+        Ok(reply)
     }
+
+    /// Handle client-final-message (SASLResponse data); returns server-final-message
+    /// (`v=<ServerSignature>`) when the proof verifies, `AuthError::Failed` when it does not.
     pub fn client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, AuthError> {
-        let _ = msg;
-        Err(AuthError::Failed)
+        let state = std::mem::replace(&mut self.state, State::Finished);
+        let State::ServerFirstSent {
+            channel_binding,
+            gs2_header,
+            client_first_bare,
+            server_first,
+            nonce,
+        } = state
+        else {
+            if let State::Succeeded { .. } = state {
+                self.state = state; // a stray message does not undo a success
+            }
+            return Err(AuthError::Malformed("unexpected message"));
+        };
+        let fin = parse_client_final(as_text(msg)?)?;
+
+        let mut cbind_input = gs2_header.into_bytes();
+        cbind_input.extend_from_slice(channel_binding.cbind_data());
+        if fin.channel_binding != STANDARD.encode(&cbind_input) {
+            return Err(AuthError::Malformed("channel binding mismatch"));
+        }
+        if !bool::from(fin.nonce.as_bytes().ct_eq(nonce.as_bytes())) {
+            return Err(AuthError::Malformed("nonce mismatch"));
+        }
+        let proof: [u8; 32] = STANDARD
+            .decode(fin.proof)
+            .ok()
+            .and_then(|p| p.try_into().ok())
+            .ok_or(AuthError::Malformed("invalid proof"))?;
+
+        let auth_message = format!("{client_first_bare},{server_first},{}", fin.without_proof);
+        let client_signature = hmac(&self.secret.stored_key, auth_message.as_bytes());
+        let mut client_key = proof;
+        for (k, s) in client_key.iter_mut().zip(client_signature) {
+            *k ^= s;
+        }
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let valid = bool::from(stored_key.ct_eq(&self.secret.stored_key));
+        if self.mock || !valid {
+            return Err(AuthError::Failed);
+        }
+        let server_signature = hmac(&self.secret.server_key, auth_message.as_bytes());
+        self.state = State::Succeeded { client_key };
+        Ok(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
     }
+
+    /// The client's ClientKey, recovered from its proof, once the exchange has succeeded. With it
+    /// pgporter can answer a PostgreSQL SCRAM challenge for the same verifier (passthrough).
+    pub fn client_key(&self) -> Option<[u8; 32]> {
+        match self.state {
+            State::Succeeded { client_key } => Some(client_key),
+            _ => None,
+        }
+    }
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+fn as_text(msg: &[u8]) -> Result<&str, AuthError> {
+    if msg.len() > MAX_MESSAGE_LEN {
+        return Err(AuthError::Malformed("message too long"));
+    }
+    if msg.contains(&0) {
+        return Err(AuthError::Malformed("message contains a NUL byte"));
+    }
+    std::str::from_utf8(msg).map_err(|_| AuthError::Malformed("message is not valid UTF-8"))
+}
+
+/// The value of `<name>=<value>` if `field` is that attribute.
+fn attr(field: &str, name: u8) -> Option<&str> {
+    match field.as_bytes() {
+        [n, b'=', ..] if *n == name => Some(&field[2..]),
+        _ => None,
+    }
+}
+
+/// Any well-formed `<letter>=<value>` attribute (used for skipped extensions).
+fn is_attr(field: &str) -> bool {
+    matches!(field.as_bytes(), [n, b'=', ..] if n.is_ascii_alphabetic())
+}
+
+#[derive(Debug)]
+struct ClientFirst<'a> {
+    channel_binding: ChannelBinding,
+    gs2_header: &'a str,
+    bare: &'a str,
+    client_nonce: &'a str,
+}
+
+/// `gs2-cbind-flag "," [authzid] "," "n=" saslname "," "r=" nonce ["," extensions]`
+fn parse_client_first(msg: &str) -> Result<ClientFirst<'_>, AuthError> {
+    let mut parts = msg.splitn(3, ',');
+    let (flag, authzid, bare) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(f), Some(a), Some(b)) => (f, a, b),
+        _ => return Err(AuthError::Malformed("invalid gs2 header")),
+    };
+    let channel_binding = match flag {
+        "n" => ChannelBinding::NotSupported,
+        "y" => ChannelBinding::ClientOnly,
+        _ if attr(flag, b'p').is_some() => {
+            return Err(AuthError::Malformed("channel binding not supported"))
+        }
+        _ => return Err(AuthError::Malformed("invalid channel binding flag")),
+    };
+    match authzid {
+        "" | "a=" => {}
+        _ if attr(authzid, b'a').is_some() => {
+            return Err(AuthError::Malformed("authorization identity not supported"))
+        }
+        _ => return Err(AuthError::Malformed("invalid gs2 header")),
+    }
+    let gs2_header = &msg[..flag.len() + authzid.len() + 2];
+
+    let mut fields = bare.split(',');
+    let user = fields.next().unwrap_or_default();
+    if attr(user, b'm').is_some() {
+        return Err(AuthError::Malformed("mandatory extensions not supported"));
+    }
+    // The SCRAM username is ignored, as in PostgreSQL: the startup packet's user is used.
+    attr(user, b'n').ok_or(AuthError::Malformed("expected username attribute"))?;
+    let client_nonce = fields
+        .next()
+        .and_then(|f| attr(f, b'r'))
+        .ok_or(AuthError::Malformed("expected nonce attribute"))?;
+    if client_nonce.is_empty() || !client_nonce.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(AuthError::Malformed("invalid nonce"));
+    }
+    if !fields.all(is_attr) {
+        return Err(AuthError::Malformed("invalid attribute"));
+    }
+    Ok(ClientFirst {
+        channel_binding,
+        gs2_header,
+        bare,
+        client_nonce,
+    })
+}
+
+#[derive(Debug)]
+struct ClientFinal<'a> {
+    channel_binding: &'a str,
+    nonce: &'a str,
+    without_proof: &'a str,
+    proof: &'a str,
+}
+
+/// `"c=" base64 "," "r=" nonce ["," extensions] "," "p=" base64`
+fn parse_client_final(msg: &str) -> Result<ClientFinal<'_>, AuthError> {
+    let (without_proof, last) = msg
+        .rsplit_once(',')
+        .ok_or(AuthError::Malformed("missing proof"))?;
+    let proof = attr(last, b'p').ok_or(AuthError::Malformed("missing proof"))?;
+    let mut fields = without_proof.split(',');
+    let channel_binding = fields
+        .next()
+        .and_then(|f| attr(f, b'c'))
+        .ok_or(AuthError::Malformed("expected channel binding attribute"))?;
+    let nonce = fields
+        .next()
+        .and_then(|f| attr(f, b'r'))
+        .ok_or(AuthError::Malformed("expected nonce attribute"))?;
+    for field in fields {
+        if attr(field, b'p').is_some() {
+            return Err(AuthError::Malformed("proof must be the last attribute"));
+        }
+        if !is_attr(field) {
+            return Err(AuthError::Malformed("invalid attribute"));
+        }
+    }
+    Ok(ClientFinal {
+        channel_binding,
+        nonce,
+        without_proof,
+        proof,
+    })
 }

@@ -18,9 +18,9 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Secret;
 
-pub use databases::{parse_connstring, DatabaseEntry};
-pub use ini::{parse_ini, IniEntry, RawIni};
-pub use settings::{AuthType, PoolMode, Settings};
+pub use databases::{parse_connstring, DatabaseEntry, DEFAULT_HOST, DEFAULT_PORT};
+pub use ini::{parse_ini, IniEntry, RawIni, MAX_INCLUDE_DEPTH};
+pub use settings::{AuthType, PoolMode, Settings, MAX_PACKET_SIZE_LIMIT};
 pub use userlist::parse_userlist;
 
 /// One problem in a config file, with where it is.
@@ -72,9 +72,7 @@ pub struct Config {
 impl Config {
     /// The database entry a client's database name resolves to (explicit or via `*`).
     pub fn database(&self, name: &str) -> Option<&DatabaseEntry> {
-        self.databases
-            .get(name)
-            .or(self.fallback_database.as_ref())
+        self.databases.get(name).or(self.fallback_database.as_ref())
     }
 
     /// Seconds-based helper for timeouts given as 0 = disabled.
@@ -162,3 +160,6 @@ impl ConfigHandle {
         self.0.store(Arc::new(config));
     }
 }
+
+#[cfg(test)]
+mod tests;

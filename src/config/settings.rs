@@ -1,6 +1,11 @@
 //! [pgbouncer] / [pgporter] keys -> typed [`Settings`] with PgBouncer's defaults.
 //!
 //! Every field is named exactly like its ini key. "reload: yes" marks keys a RELOAD applies.
+//!
+//! Value syntax: integers are plain decimal; booleans 0/1, yes/no, on/off, true/false (any
+//! case); durations are seconds as in PgBouncer (`15`, `0.5`) or carry a unit (`500ms`, `30s`,
+//! `2min`, `1h`); lists are comma-separated. Known PgBouncer keys that pgporter does not
+//! implement yet, and unknown keys, are warnings, never errors.
 
 use std::time::Duration;
 
@@ -125,16 +130,303 @@ impl Default for Settings {
     }
 }
 
+/// PgBouncer keys pgporter knows but does not implement yet: accepted with a warning so an
+/// existing pgbouncer.ini loads unchanged.
+const NOT_IMPLEMENTED: &[&str] = &[
+    "auth_dbname",
+    "auth_hba_file",
+    "auth_ident_file",
+    "auth_ldap_options",
+    "auth_query",
+    "auth_user",
+    "autodb_idle_timeout",
+    "cancel_wait_timeout",
+    "client_idle_timeout",
+    "client_tls13_ciphers",
+    "client_tls_ca_file",
+    "client_tls_cert_file",
+    "client_tls_ciphers",
+    "client_tls_dheparams",
+    "client_tls_ecdhcurve",
+    "client_tls_key_file",
+    "client_tls_protocols",
+    "client_tls_sslmode",
+    "conffile",
+    "disable_pqexec",
+    "dns_max_ttl",
+    "dns_nxdomain_ttl",
+    "dns_zone_check_period",
+    "idle_transaction_timeout",
+    "job_name",
+    "listen_backlog",
+    "log_stats",
+    "max_db_client_connections",
+    "max_prepared_statements",
+    "max_user_client_connections",
+    "peer_id",
+    "pkt_buf",
+    "query_timeout",
+    "query_wait_notify",
+    "reserve_pool_size",
+    "reserve_pool_timeout",
+    "resolv_conf",
+    "sbuf_loopcnt",
+    "scram_iterations",
+    "server_check_delay",
+    "server_check_query",
+    "server_fast_close",
+    "server_login_retry",
+    "server_reset_query_always",
+    "server_round_robin",
+    "server_tls13_ciphers",
+    "server_tls_ca_file",
+    "server_tls_cert_file",
+    "server_tls_ciphers",
+    "server_tls_key_file",
+    "server_tls_protocols",
+    "server_tls_sslmode",
+    "service_name",
+    "so_reuseport",
+    "stats_period",
+    "suspend_timeout",
+    "syslog",
+    "syslog_facility",
+    "syslog_ident",
+    "tcp_defer_accept",
+    "tcp_keepalive",
+    "tcp_keepcnt",
+    "tcp_keepidle",
+    "tcp_keepintvl",
+    "tcp_socket_buffer",
+    "tcp_user_timeout",
+    "track_extra_parameters",
+    "transaction_timeout",
+    "unix_socket_group",
+    "user",
+    "verbose",
+];
+
+/// Largest `max_packet_size`: PostgreSQL's own message limit, 1 GiB - 1.
+pub const MAX_PACKET_SIZE_LIMIT: u32 = (1 << 30) - 1;
+
 impl Settings {
     /// Typed settings from the [pgbouncer] (or [pgporter]) section; bad values go to `errors`,
-    /// unknown keys to `warnings`.
+    /// unknown keys to `warnings`. A repeated key: the last one wins (every occurrence is
+    /// still validated).
     pub fn from_ini(
         raw: &RawIni,
         errors: &mut Vec<ConfigError>,
         warnings: &mut Vec<ConfigWarning>,
     ) -> Settings {
-        // IMPLEMENTED BY THE CONFIG WORK (see module docs).
-        let _ = (raw, errors, warnings);
-        Settings::default()
+        section_warnings(raw, warnings);
+        let mut settings = Settings::default();
+        for e in raw.section("pgbouncer") {
+            let message = match settings.apply(&e.key, &e.value) {
+                Ok(true) => continue,
+                Ok(false) if NOT_IMPLEMENTED.contains(&e.key.as_str()) => {
+                    "not implemented yet, ignored"
+                }
+                Ok(false) => "unknown key, ignored",
+                Err(message) => {
+                    errors.push(ConfigError {
+                        file: e.file.clone(),
+                        line: e.line,
+                        key: e.key.clone(),
+                        message,
+                    });
+                    continue;
+                }
+            };
+            warnings.push(ConfigWarning {
+                file: e.file.clone(),
+                line: e.line,
+                key: e.key.clone(),
+                message: message.into(),
+            });
+        }
+        settings
+    }
+
+    /// Set the field named `key` from `v`; `Ok(false)` if no field has that name.
+    fn apply(&mut self, key: &str, v: &str) -> Result<bool, String> {
+        match key {
+            "listen_addr" => self.listen_addr = parse_list(v),
+            "listen_port" => self.listen_port = parse_u16(v)?,
+            "unix_socket_dir" => self.unix_socket_dir = v.to_string(),
+            "unix_socket_mode" => self.unix_socket_mode = parse_mode(v)?,
+            "auth_type" => self.auth_type = parse_auth_type(v)?,
+            "auth_file" => self.auth_file = non_empty(v),
+            "pool_mode" => self.pool_mode = parse_pool_mode(v)?,
+            "max_client_conn" => self.max_client_conn = parse_u32(v)?,
+            "default_pool_size" => self.default_pool_size = parse_u32(v)?,
+            "min_pool_size" => self.min_pool_size = parse_u32(v)?,
+            "max_db_connections" => self.max_db_connections = parse_u32(v)?,
+            "max_user_connections" => self.max_user_connections = parse_u32(v)?,
+            "server_reset_query" => self.server_reset_query = v.to_string(),
+            "server_connect_timeout" => self.server_connect_timeout = parse_duration(v)?,
+            "server_idle_timeout" => self.server_idle_timeout = parse_duration(v)?,
+            "server_lifetime" => self.server_lifetime = parse_duration(v)?,
+            "query_wait_timeout" => self.query_wait_timeout = parse_duration(v)?,
+            "client_login_timeout" => self.client_login_timeout = parse_duration(v)?,
+            "ignore_startup_parameters" => {
+                self.ignore_startup_parameters =
+                    parse_list(v).iter().map(|p| p.to_lowercase()).collect();
+            }
+            "application_name_add_host" => self.application_name_add_host = parse_bool(v)?,
+            "log_connections" => self.log_connections = parse_bool(v)?,
+            "log_disconnections" => self.log_disconnections = parse_bool(v)?,
+            "log_pooler_errors" => self.log_pooler_errors = parse_bool(v)?,
+            "admin_users" => self.admin_users = parse_list(v),
+            "stats_users" => self.stats_users = parse_list(v),
+            "logfile" => self.logfile = non_empty(v),
+            "pidfile" => self.pidfile = non_empty(v),
+            "max_packet_size" => self.max_packet_size = parse_packet_size(v)?,
+            "server_reset_timeout" => self.server_reset_timeout = parse_duration(v)?,
+            "shutdown_wait_timeout" => self.shutdown_wait_timeout = parse_duration(v)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
+
+/// One warning per section pgporter does not read.
+fn section_warnings(raw: &RawIni, warnings: &mut Vec<ConfigWarning>) {
+    let mut seen: Vec<&str> = Vec::new();
+    for e in &raw.entries {
+        let s = e.section.as_str();
+        if matches!(s, "pgbouncer" | "databases" | "users") || seen.contains(&s) {
+            continue;
+        }
+        seen.push(s);
+        let message = if s == "peers" {
+            "section not implemented yet, ignored"
+        } else {
+            "unknown section, ignored"
+        };
+        warnings.push(ConfigWarning {
+            file: e.file.clone(),
+            line: e.line,
+            key: format!("[{s}]"),
+            message: message.into(),
+        });
+    }
+}
+
+fn non_empty(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// Comma-separated, items trimmed, empty items dropped.
+pub(super) fn parse_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A non-negative decimal integer no larger than `max`.
+fn parse_uint(v: &str, max: u64) -> Result<u64, String> {
+    let t = v.trim();
+    if t.starts_with('-') {
+        return Err(format!("{v:?} must not be negative"));
+    }
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{v:?} is not an integer"));
+    }
+    match t.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("{v:?} is out of range (0..={max})")),
+    }
+}
+
+pub(super) fn parse_u32(v: &str) -> Result<u32, String> {
+    parse_uint(v, u32::MAX.into()).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+pub(super) fn parse_u16(v: &str) -> Result<u16, String> {
+    parse_uint(v, u16::MAX.into()).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
+}
+
+/// PgBouncer's booleans: 0/1, yes/no, on/off, true/false, any case.
+pub(super) fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" | "true" => Ok(true),
+        "0" | "no" | "off" | "false" => Ok(false),
+        _ => Err(format!(
+            "{v:?} is not a boolean (use 0/1, yes/no, on/off or true/false)"
+        )),
+    }
+}
+
+/// Seconds as in PgBouncer (`15`, `0.5`), or a number with a unit: `ms`, `s`, `min`, `h`.
+pub(super) fn parse_duration(v: &str) -> Result<Duration, String> {
+    let t = v.trim();
+    if t.starts_with('-') {
+        return Err(format!("duration {v:?} must not be negative"));
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let bad = || format!("{v:?} is not a duration (seconds, or a number with ms, s, min or h)");
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {v:?} is out of range"))
+}
+
+/// An octal file mode such as `0777`.
+fn parse_mode(v: &str) -> Result<u32, String> {
+    let t = v.trim();
+    match u32::from_str_radix(t, 8) {
+        Ok(m) if m <= 0o777 && !t.starts_with('+') => Ok(m),
+        _ => Err(format!("{v:?} is not an octal file mode (e.g. 0777)")),
+    }
+}
+
+fn parse_packet_size(v: &str) -> Result<u32, String> {
+    let n = parse_u32(v)?;
+    if n == 0 || n > MAX_PACKET_SIZE_LIMIT {
+        return Err(format!(
+            "{n} is out of range (1..={MAX_PACKET_SIZE_LIMIT}, PostgreSQL's message size limit)"
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_auth_type(v: &str) -> Result<AuthType, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "scram-sha-256" => Ok(AuthType::ScramSha256),
+        "md5" => Ok(AuthType::Md5),
+        "plain" => Ok(AuthType::Plain),
+        "trust" => Ok(AuthType::Trust),
+        other @ ("hba" | "cert" | "pam" | "any" | "ldap") => Err(format!(
+            "auth_type={other} is not supported yet (use scram-sha-256, md5, plain or trust)"
+        )),
+        _ => Err(format!(
+            "unknown auth_type {v:?} (use scram-sha-256, md5, plain or trust)"
+        )),
+    }
+}
+
+/// Shared with [databases]/[users] entries.
+pub(super) fn parse_pool_mode(v: &str) -> Result<PoolMode, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "session" => Ok(PoolMode::Session),
+        other @ ("transaction" | "statement") => Err(format!(
+            "pool_mode={other} is not supported yet (only session)"
+        )),
+        _ => Err(format!(
+            "unknown pool_mode {v:?} (only session is supported)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

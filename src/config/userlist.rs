@@ -1,4 +1,10 @@
 //! auth_file: PgBouncer's userlist.txt, `"user" "secret"` per line.
+//!
+//! Each non-blank line holds two double-quoted fields, user name and secret (a `"` inside a
+//! field is written `""`); anything after the second field is ignored, as PgBouncer does. Lines
+//! starting with `;` or `#` are comments. The secret is plaintext, `md5...` or
+//! `SCRAM-SHA-256$...` (see [`Secret::parse`]). A repeated user name: the last line wins.
+//! Error messages name the file, line and user, never the secret.
 
 use std::collections::HashMap;
 
@@ -7,6 +13,78 @@ use crate::auth::Secret;
 
 /// Parse userlist text into user -> secret.
 pub fn parse_userlist(text: &str, file: &str) -> Result<HashMap<String, Secret>, Vec<ConfigError>> {
-    let _ = (text, file);
-    Ok(HashMap::new())
+    let mut users = HashMap::new();
+    let mut errors = Vec::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for (i, line) in text.lines().enumerate() {
+        let error = |key: &str, message: String| ConfigError {
+            file: file.to_string(),
+            line: i + 1,
+            key: key.to_string(),
+            message,
+        };
+        let (user, secret) = match parse_line(line) {
+            Ok(Some(pair)) => pair,
+            Ok(None) => continue,
+            Err(message) => {
+                errors.push(error("", message));
+                continue;
+            }
+        };
+        match Secret::parse(&secret) {
+            Ok(parsed) => {
+                users.insert(user, parsed);
+            }
+            Err(reason) => {
+                // The reason comes from another module: drop it if it quotes the secret.
+                let message = if !secret.is_empty() && reason.contains(secret.as_str()) {
+                    "invalid secret".to_string()
+                } else {
+                    format!("invalid secret: {reason}")
+                };
+                errors.push(error(&user, message));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(users)
+    } else {
+        Err(errors)
+    }
 }
+
+/// One line: `Ok(None)` for blank lines and comments, else (user, secret).
+fn parse_line(line: &str) -> Result<Option<(String, String)>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+        return Ok(None);
+    }
+    let (user, rest) = quoted_field(line).map_err(|m| format!("user name: {m}"))?;
+    if user.is_empty() {
+        return Err("empty user name".into());
+    }
+    let (secret, _ignored) = quoted_field(rest.trim_start()).map_err(|m| format!("secret: {m}"))?;
+    Ok(Some((user, secret)))
+}
+
+/// A `"..."` field at the start of `s` (`""` is a literal quote) and the text after it.
+fn quoted_field(s: &str) -> Result<(String, &str), String> {
+    let Some(body) = s.strip_prefix('"') else {
+        return Err("expected a double-quoted field (\"user\" \"secret\")".into());
+    };
+    let mut out = String::new();
+    let mut chars = body.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c != '"' {
+            out.push(c);
+        } else if chars.next_if(|&(_, c)| c == '"').is_some() {
+            out.push('"');
+        } else {
+            return Ok((out, body.get(i + 1..).unwrap_or("")));
+        }
+    }
+    Err("missing closing double quote".into())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+//! Client startup parameters: which are accepted, what the client is welcomed with, and the SETs
+//! that make a reused server connection match the client.
+
+use bytes::BytesMut;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::protocol::backend;
+use crate::server::{simple_query, QueryOutcome, ServerConn, ServerError};
+
+/// Startup parameters that are not GUCs or that pgporter consumes itself.
+const CONSUMED: &[&str] = &["user", "database", "replication"];
+
+/// The parameters a client asked for, to be applied to any server connection it gets.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ClientParams {
+    pub wanted: Vec<(String, String)>,
+}
+
+impl ClientParams {
+    /// Validate the startup parameters. Unknown-to-PostgreSQL names are caught by the server
+    /// (the SET fails); names that are not plain identifiers, and `options`, are refused here
+    /// unless listed in ignore_startup_parameters.
+    pub(super) fn from_startup(
+        params: &[(String, String)],
+        config: &Config,
+        client_addr: &str,
+    ) -> Result<ClientParams, Error> {
+        let ignored = &config.settings.ignore_startup_parameters;
+        let mut wanted = Vec::new();
+        for (name, value) in params {
+            let lower = name.to_ascii_lowercase();
+            // `_pq_.` protocol options were declined in NegotiateProtocolVersion.
+            if CONSUMED.contains(&lower.as_str())
+                || ignored.contains(&lower)
+                || lower.starts_with("_pq_.")
+            {
+                continue;
+            }
+            if lower == "options" || !is_guc_name(name) {
+                return Err(Error::UnsupportedStartupParameter(name.clone()));
+            }
+            let mut value = value.clone();
+            if lower == "application_name" && config.settings.application_name_add_host {
+                value = format!("{value} - {client_addr}");
+            }
+            wanted.push((name.clone(), value));
+        }
+        Ok(ClientParams { wanted })
+    }
+
+    /// ParameterStatus messages for the client: the server's reported values, with the
+    /// client's own values where it set a reported parameter.
+    pub(super) fn welcome(&self, reported: &[(String, String)], buf: &mut BytesMut) {
+        for (name, value) in reported {
+            let value = self
+                .wanted
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map_or(value.as_str(), |(_, v)| v.as_str());
+            backend::parameter_status(buf, name, value);
+        }
+    }
+
+    /// SET what differs between the client's wishes and the server connection's state.
+    /// A value the server refuses becomes the client's error.
+    pub(super) async fn apply(&self, server: &mut ServerConn) -> Result<(), Error> {
+        let mut sql = String::new();
+        for (name, value) in &self.wanted {
+            let current = server
+                .params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str());
+            if current != Some(value.as_str()) {
+                sql.push_str(&format!("SET {} = {};", name, quote_literal(value)));
+            }
+        }
+        if sql.is_empty() {
+            return Ok(());
+        }
+        match simple_query(server, &sql)
+            .await
+            .map_err(Error::ServerLogin)?
+        {
+            QueryOutcome::Done(_) => Ok(()),
+            QueryOutcome::Failed(fields) => Err(Error::ServerLogin(ServerError::Rejected(fields))),
+        }
+    }
+}
+
+/// A parameter name safe to put in a SET unquoted: letters, digits, `_`, `.` (custom GUCs).
+fn is_guc_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// `'...'` with quotes doubled (standard_conforming_strings is on in every supported server,
+/// and an E'' form is used when a backslash appears).
+fn quote_literal(value: &str) -> String {
+    let body = value.replace('\'', "''");
+    if body.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_literal("a'b"), "'a''b'");
+        assert_eq!(quote_literal(r"a\b"), r"E'a\\b'");
+    }
+
+    #[test]
+    fn guc_names() {
+        assert!(is_guc_name("application_name"));
+        assert!(is_guc_name("pgporter.client_user"));
+        assert!(!is_guc_name("a; drop table x"));
+        assert!(!is_guc_name(""));
+    }
+}

@@ -1,0 +1,110 @@
+//! The session loop (session pool mode): the client keeps one server connection from its first
+//! query until it leaves; then the connection is reset and returned, or closed.
+
+use std::sync::Arc;
+
+use crate::app::Shared;
+use crate::error::Error;
+use crate::net::Stream;
+use crate::pool::{Pool, PoolError};
+use crate::protocol::{frontend, FramedConn};
+use crate::server::ServerConn;
+
+use super::cancel::CancelSlot;
+use super::params::ClientParams;
+use super::relay::{relay, RelayEnd, TxTracker};
+
+/// A logged-in client, ready to be served.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub pool: Arc<Pool>,
+    pub params: ClientParams,
+    pub cancel: Arc<CancelSlot>,
+    /// A server connection taken during login (to learn the welcome parameters), if any.
+    pub server: Option<ServerConn>,
+}
+
+pub(super) async fn serve(
+    conn: &mut FramedConn<Stream>,
+    mut session: Session,
+    shared: &Shared,
+) -> Result<(), Error> {
+    let server = match session.server.take() {
+        Some(server) => server,
+        None => {
+            if !first_request(conn, shared).await? {
+                return Ok(());
+            }
+            checkout(&session, shared).await?
+        }
+    };
+    let pool = Arc::clone(&session.pool);
+    let mut server = server;
+    if let Err(e) = session.params.apply(&mut server).await {
+        pool.release(server, false).await;
+        return Err(e);
+    }
+    session.cancel.attach(server.addr.clone(), server.key);
+    let mut tracker = TxTracker::default();
+    let max_message =
+        usize::try_from(shared.config.load().settings.max_packet_size).unwrap_or(usize::MAX);
+    let end = tokio::select! {
+        biased;
+        _ = shared.shutdown.cancelled() => None,
+        end = relay(conn, &mut server.conn, &mut tracker, max_message) => Some(end),
+    };
+    session.cancel.detach();
+    match end {
+        Some(RelayEnd::Terminate | RelayEnd::ClientGone) => {
+            pool.release(server, tracker.is_idle()).await;
+            Ok(())
+        }
+        Some(RelayEnd::ClientError(e)) => {
+            pool.release(server, false).await;
+            if e.is_disconnect() {
+                Ok(())
+            } else {
+                Err(Error::ClientProtocol(e))
+            }
+        }
+        Some(RelayEnd::ServerGone) => {
+            pool.discard(server).await;
+            Err(Error::ServerClosed)
+        }
+        Some(RelayEnd::ServerError(e)) => {
+            pool.discard(server).await;
+            Err(Error::ServerLost(e))
+        }
+        None => {
+            pool.discard(server).await;
+            Err(Error::Shutdown)
+        }
+    }
+}
+
+/// Wait for the client's first request; false if it leaves (EOF or Terminate) first.
+async fn first_request(conn: &mut FramedConn<Stream>, shared: &Shared) -> Result<bool, Error> {
+    tokio::select! {
+        biased;
+        _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),
+        read = conn.fill() => match read {
+            Ok(()) => {}
+            Err(e) if e.is_disconnect() => return Ok(false),
+            Err(e) => return Err(Error::ClientProtocol(e)),
+        },
+    }
+    Ok(conn.rbuf.first() != Some(&frontend::TERMINATE))
+}
+
+pub(super) async fn checkout(session: &Session, shared: &Shared) -> Result<ServerConn, Error> {
+    let wait = crate::config::Config::nonzero(shared.config.load().settings.query_wait_timeout);
+    let result = tokio::select! {
+        biased;
+        _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),
+        r = session.pool.checkout(&session.params.wanted, wait) => r,
+    };
+    result.map_err(|e| match e {
+        PoolError::WaitTimeout => Error::QueryWaitTimeout,
+        PoolError::Connect(e) => Error::ServerLogin(e),
+    })
+}

@@ -1,0 +1,150 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::ini::parse_ini_with;
+use crate::config::PoolMode;
+
+fn raw(text: &str) -> RawIni {
+    parse_ini_with(text, "d.ini", &mut |_: &Path| Err("no includes".into())).unwrap()
+}
+
+#[test]
+fn defaults() {
+    let e = parse_connstring("app", "").unwrap();
+    assert_eq!(e.name, "app");
+    assert_eq!(e.host, DEFAULT_HOST);
+    assert_eq!(e.port, 5432);
+    assert_eq!(e.dbname, None);
+    assert_eq!(e.user, None);
+    assert!(e.connect_params.is_empty());
+}
+
+#[test]
+fn all_keys() {
+    let e = parse_connstring(
+        "app",
+        "host=db.example port = 6000 dbname=real user=u password=p auth_user=au pool_size=3 \
+         min_pool_size=1 max_db_connections=9 application_name=x Client_Encoding=UTF8 \
+         datestyle='ISO, MDY' timezone=UTC pool_mode=session connect_query='select 1' \
+         reserve_pool=2 max_db_client_connections=5",
+    )
+    .unwrap();
+    assert_eq!(e.host, "db.example");
+    assert_eq!(e.port, 6000);
+    assert_eq!(e.dbname.as_deref(), Some("real"));
+    assert_eq!(e.user.as_deref(), Some("u"));
+    assert_eq!(e.password.as_deref(), Some("p"));
+    assert_eq!(e.auth_user.as_deref(), Some("au"));
+    assert_eq!(
+        (e.pool_size, e.min_pool_size, e.max_db_connections),
+        (Some(3), Some(1), Some(9))
+    );
+    let params: Vec<(&str, &str)> = e
+        .connect_params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        params,
+        vec![
+            ("application_name", "x"),
+            ("client_encoding", "UTF8"),
+            ("datestyle", "ISO, MDY"),
+            ("timezone", "UTC")
+        ]
+    );
+}
+
+#[test]
+fn quoted_values_and_escapes() {
+    let e = parse_connstring(
+        "x",
+        r"password='it\'s a \\ secret'   user = 'the user'  dbname=a\ b host=''",
+    )
+    .unwrap();
+    assert_eq!(e.password.as_deref(), Some(r"it's a \ secret"));
+    assert_eq!(e.user.as_deref(), Some("the user"));
+    assert_eq!(e.dbname.as_deref(), Some("a b"));
+    assert_eq!(e.host, DEFAULT_HOST);
+}
+
+#[test]
+fn repeated_connstring_key_last_wins() {
+    let e = parse_connstring("x", "port=1 port=2 timezone=a timezone=b").unwrap();
+    assert_eq!(e.port, 2);
+    assert_eq!(
+        e.connect_params,
+        vec![("timezone".to_string(), "b".to_string())]
+    );
+}
+
+#[test]
+fn connstring_errors() {
+    for (value, needle) in [
+        ("bogus=1", "unknown parameter \"bogus\""),
+        ("host", "missing \"=\""),
+        ("=x", "missing key"),
+        ("password='unterminated", "unterminated"),
+        ("port=0", "port"),
+        ("port=70000", "out of range"),
+        ("pool_size=-1", "negative"),
+        ("pool_mode=transaction", "not supported yet"),
+    ] {
+        let err = parse_connstring("x", value).unwrap_err();
+        assert!(err.contains(needle), "{value}: {err}");
+    }
+    // Values, which may be passwords, are not echoed.
+    let err = parse_connstring("x", "password='hunter2").unwrap_err();
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn databases_section_with_fallback() {
+    let (mut errors, raw) = (
+        Vec::new(),
+        raw("[databases]\napp = dbname=a\n\"my db\" = dbname=b\n* = host=fallback\napp = dbname=c\n"),
+    );
+    let (dbs, fallback) = from_ini(&raw, &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(dbs.len(), 2);
+    assert_eq!(dbs["app"].dbname.as_deref(), Some("c"));
+    assert_eq!(dbs["my db"].dbname.as_deref(), Some("b"));
+    let fallback = fallback.unwrap();
+    assert_eq!(
+        (fallback.name.as_str(), fallback.host.as_str()),
+        ("*", "fallback")
+    );
+}
+
+#[test]
+fn database_errors_carry_location() {
+    let mut errors = Vec::new();
+    let raw = raw("[databases]\nok = dbname=x\nbad = dbname=x frobnicate=1\nworse = port=x\n");
+    let (dbs, _) = from_ini(&raw, &mut errors);
+    assert_eq!(dbs.len(), 1);
+    let got: Vec<(&str, usize, &str)> = errors
+        .iter()
+        .map(|e| (e.file.as_str(), e.line, e.key.as_str()))
+        .collect();
+    assert_eq!(got, vec![("d.ini", 3, "bad"), ("d.ini", 4, "worse")]);
+    assert!(errors[0].message.contains("frobnicate"));
+}
+
+#[test]
+fn users_section() {
+    let mut errors = Vec::new();
+    let raw = raw(
+        "[users]\nalice = pool_mode=session max_user_connections=3\n\
+         bob = max_user_client_connections = 7\ncarol = pool_size=1\ndave = pool_mode=statement\n",
+    );
+    let users = users_from_ini(&raw, &mut errors);
+    assert_eq!(users["alice"].pool_mode, Some(PoolMode::Session));
+    assert_eq!(users["alice"].max_user_connections, Some(3));
+    assert_eq!(users["bob"].max_user_client_connections, Some(7));
+    assert_eq!(users["bob"].pool_mode, None);
+    let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(got, vec![(4, "carol"), (5, "dave")]);
+    assert!(errors[0]
+        .message
+        .contains("unknown parameter \"pool_size\""));
+}

@@ -1,0 +1,47 @@
+//! `load()` end to end: ini + `%include` + auth_file from a temporary directory.
+
+use super::*;
+
+#[test]
+fn load_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir(p.join("conf.d")).unwrap();
+    std::fs::write(
+        p.join("pgbouncer.ini"),
+        "[pgporter]\nauth_file = users.txt\nsyslog = 1\n%include conf.d/dbs.ini\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("conf.d/dbs.ini"),
+        "[databases]\napp = host=127.0.0.1 dbname=real\n* = port=5433\n[users]\nu = max_user_connections=2\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("users.txt"), "\"u\" \"pw\"\n").unwrap();
+
+    let config = load(&p.join("pgbouncer.ini")).unwrap();
+    assert_eq!(config.settings.auth_file.as_deref(), Some("users.txt"));
+    assert_eq!(
+        config.database("app").unwrap().dbname.as_deref(),
+        Some("real")
+    );
+    assert_eq!(config.database("other").unwrap().port, 5433);
+    assert_eq!(config.users["u"].max_user_connections, Some(2));
+    assert_eq!(config.userlist["u"].plaintext(), Some("pw"));
+    assert_eq!(config.warnings.len(), 1);
+    assert_eq!(config.warnings[0].key, "syslog");
+}
+
+#[test]
+fn load_reports_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("p.ini");
+    std::fs::write(
+        &ini,
+        "[pgbouncer]\nlisten_port = x\nauth_file = missing.txt\n[databases]\nd = nope=1\n",
+    )
+    .unwrap();
+    let errors = load(&ini).unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, vec!["listen_port", "d", "auth_file"]);
+}

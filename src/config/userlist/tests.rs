@@ -1,0 +1,81 @@
+use super::*;
+
+#[test]
+fn line_syntax() {
+    assert_eq!(parse_line(""), Ok(None));
+    assert_eq!(parse_line("  ; comment"), Ok(None));
+    assert_eq!(parse_line("# comment"), Ok(None));
+    assert_eq!(
+        parse_line(r#""alice" "secret""#),
+        Ok(Some(("alice".into(), "secret".into())))
+    );
+    assert_eq!(
+        parse_line(r#"  "a""b"   "x""y""z"  "extra" ignored "#),
+        Ok(Some((r#"a"b"#.into(), r#"x"y"z"#.into())))
+    );
+    assert_eq!(
+        parse_line(r#""bob" """#),
+        Ok(Some(("bob".into(), String::new())))
+    );
+}
+
+#[test]
+fn line_errors_do_not_leak_secret() {
+    for line in [
+        r#"alice "pw""#,
+        r#""alice" pw"#,
+        r#""alice "pw""#,
+        r#""" "pw""#,
+        r#""alice" "hunter2"#,
+    ] {
+        let err = parse_line(line).unwrap_err();
+        assert!(
+            !err.contains("hunter2") && !err.contains("pw\""),
+            "{line}: {err}"
+        );
+    }
+    assert!(parse_line(r#""alice" "hunter2"#)
+        .unwrap_err()
+        .contains("closing"));
+}
+
+#[test]
+fn errors_name_file_and_line() {
+    let errs = parse_userlist("; header\nnot quoted\n\n\"x\"\n", "users.txt").unwrap_err();
+    let got: Vec<(&str, usize)> = errs.iter().map(|e| (e.file.as_str(), e.line)).collect();
+    assert_eq!(got, vec![("users.txt", 2), ("users.txt", 4)]);
+}
+
+// The cases below go through `Secret::parse` (src/auth/secret.rs).
+
+#[test]
+fn plaintext_md5_and_scram_secrets() {
+    let text = concat!(
+        "\"alice\" \"plain pw\"\n",
+        "\"bob\" \"md5e8a48653851e28c69d0506508fb27fc5\"\n",
+        "\"carol\" \"SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0$",
+        "mCDSGnf5PE1a3IG5n5eIx+uwbwyWrUrX3CdEFSwl1tw=:",
+        "XRQfQzYOMNi5o/u46wAvd1kTeSKaxCdcgwRVaz2k5Mw=\"\n",
+        "\"we\"\"ird\" \"x\" \"ignored\"\n",
+    );
+    let users = parse_userlist(text, "users.txt").unwrap();
+    assert_eq!(users.len(), 4);
+    assert_eq!(users["alice"].plaintext(), Some("plain pw"));
+    assert!(matches!(users["bob"], Secret::Md5(_)));
+    assert!(matches!(users["carol"], Secret::Scram(_)));
+    assert_eq!(users["we\"ird"].plaintext(), Some("x"));
+}
+
+#[test]
+fn malformed_scram_secret_is_an_error_without_the_secret() {
+    let errs = parse_userlist("\"carol\" \"SCRAM-SHA-256$nonsense\"\n", "u.txt").unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!((errs[0].line, errs[0].key.as_str()), (1, "carol"));
+    assert!(!errs[0].message.contains("nonsense"), "{}", errs[0].message);
+}
+
+#[test]
+fn last_line_for_a_user_wins() {
+    let users = parse_userlist("\"a\" \"one\"\n\"a\" \"two\"\n", "u.txt").unwrap();
+    assert_eq!(users["a"].plaintext(), Some("two"));
+}

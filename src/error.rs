@@ -1,0 +1,137 @@
+//! The one error type at session boundaries, and the one place SQLSTATEs are chosen.
+
+use bytes::BytesMut;
+
+use crate::protocol::backend::{self, ErrorFields, Severity};
+use crate::protocol::{sqlstate, ProtocolError};
+use crate::server::ServerError;
+
+/// Who caused a failure (for logging levels and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Server,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("client protocol error")]
+    ClientProtocol(#[source] ProtocolError),
+    #[error("unsupported frontend protocol {major}.{minor}")]
+    UnsupportedProtocol { major: u16, minor: u16 },
+    #[error("no user name in startup packet")]
+    NoUser,
+    #[error("unsupported startup parameter: {0}")]
+    UnsupportedStartupParameter(String),
+    #[error("password authentication failed for user \"{user}\"")]
+    AuthFailed { user: String },
+    #[error("no such database: {0}")]
+    UnknownDatabase(String),
+    #[error("no more connections allowed (max_client_conn)")]
+    TooManyClients,
+    #[error("query_wait_timeout")]
+    QueryWaitTimeout,
+    #[error("client_login_timeout")]
+    LoginTimeout,
+    #[error("server login failed: {0}")]
+    ServerLogin(#[source] ServerError),
+    #[error("server connection failed")]
+    ServerLost(#[source] ProtocolError),
+    #[error("server closed the connection unexpectedly")]
+    ServerClosed,
+    #[error("pooler is shutting down")]
+    Shutdown,
+    #[error("{0}")]
+    Config(String),
+    #[error("I/O error")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The SQLSTATE sent to the client.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::ClientProtocol(_)
+            | Error::NoUser
+            | Error::UnsupportedStartupParameter(_)
+            | Error::QueryWaitTimeout
+            | Error::LoginTimeout => sqlstate::PROTOCOL_VIOLATION,
+            Error::UnsupportedProtocol { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
+            Error::AuthFailed { .. } => sqlstate::INVALID_PASSWORD,
+            Error::UnknownDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
+            Error::TooManyClients => sqlstate::TOO_MANY_CONNECTIONS,
+            Error::ServerLogin(_) | Error::ServerLost(_) | Error::ServerClosed => {
+                sqlstate::CONNECTION_FAILURE
+            }
+            Error::Shutdown => sqlstate::ADMIN_SHUTDOWN,
+            Error::Config(_) | Error::Io(_) => sqlstate::INTERNAL_ERROR,
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::ClientProtocol(_)
+            | Error::UnsupportedProtocol { .. }
+            | Error::NoUser
+            | Error::UnsupportedStartupParameter(_)
+            | Error::AuthFailed { .. }
+            | Error::UnknownDatabase(_)
+            | Error::TooManyClients
+            | Error::LoginTimeout => Fault::Client,
+            Error::QueryWaitTimeout
+            | Error::ServerLogin(_)
+            | Error::ServerLost(_)
+            | Error::ServerClosed => Fault::Server,
+            Error::Shutdown | Error::Config(_) | Error::Io(_) => Fault::Internal,
+        }
+    }
+
+    /// True when the client is gone or never spoke the protocol: nothing to tell it.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            Error::ClientProtocol(e) => e.is_disconnect(),
+            Error::Io(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Encode the FATAL ErrorResponse the client gets for this error.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        // A server's own login error (bad database, role missing ...) goes to the client as is.
+        if let Error::ServerLogin(ServerError::Rejected(fields)) = self {
+            return fatal_copy(fields, buf);
+        }
+        let text = match self {
+            Error::ServerLogin(e) => format!("server login failed: {e}"),
+            Error::ClientProtocol(e) => format!("protocol error: {e}"),
+            other => other.to_string(),
+        };
+        backend::error_response(buf, Severity::Fatal, self.sqlstate(), &text, None);
+    }
+}
+
+fn fatal_copy(fields: &ErrorFields, buf: &mut BytesMut) {
+    fields.encode(buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates() {
+        assert_eq!(Error::AuthFailed { user: "a".into() }.sqlstate(), "28P01");
+        assert_eq!(Error::UnknownDatabase("x".into()).sqlstate(), "3D000");
+        assert_eq!(Error::TooManyClients.sqlstate(), "53300");
+        assert_eq!(Error::QueryWaitTimeout.sqlstate(), "08P01");
+        assert_eq!(Error::Shutdown.sqlstate(), "57P01");
+        assert_eq!(
+            Error::AuthFailed {
+                user: "alice".into()
+            }
+            .to_string(),
+            "password authentication failed for user \"alice\""
+        );
+    }
+}

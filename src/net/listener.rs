@@ -1,0 +1,150 @@
+//! Listening sockets (TCP and the unix socket `.s.PGSQL.<port>`), the accept loops, and the
+//! max_client_conn gate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::time::Duration;
+
+use crate::app::Shared;
+use crate::client::{self, Peer};
+use crate::config::Settings;
+use crate::error::Error;
+use crate::net::Stream;
+
+#[derive(Debug)]
+pub struct Listeners {
+    tcp: Vec<TcpListener>,
+    unix: Option<(UnixListener, PathBuf)>,
+}
+
+impl Listeners {
+    pub async fn bind(settings: &Settings) -> Result<Listeners, Error> {
+        let mut tcp = Vec::new();
+        for addr in &settings.listen_addr {
+            let hosts: Vec<&str> = if addr == "*" {
+                vec!["0.0.0.0", "::"]
+            } else {
+                vec![addr.as_str()]
+            };
+            for host in hosts {
+                let listener = TcpListener::bind((host, settings.listen_port))
+                    .await
+                    .map_err(|e| {
+                        Error::Config(format!(
+                            "cannot listen on {host}:{}: {e}",
+                            settings.listen_port
+                        ))
+                    })?;
+                tcp.push(listener);
+            }
+        }
+        let port = match tcp.first() {
+            Some(l) => l.local_addr()?.port(),
+            None => settings.listen_port,
+        };
+        let unix = if settings.unix_socket_dir.is_empty() {
+            None
+        } else {
+            Some(bind_unix(
+                &settings.unix_socket_dir,
+                port,
+                settings.unix_socket_mode,
+            )?)
+        };
+        if tcp.is_empty() && unix.is_none() {
+            return Err(Error::Config(
+                "nothing to listen on (listen_addr and unix_socket_dir are empty)".into(),
+            ));
+        }
+        Ok(Listeners { tcp, unix })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.tcp
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+}
+
+fn bind_unix(dir: &str, port: u16, mode: u32) -> Result<(UnixListener, PathBuf), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = PathBuf::from(dir).join(format!(".s.PGSQL.{port}"));
+    // A stale socket from a crashed run; a live pooler would still hold the TCP port we just bound.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)
+        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", path.display())))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    Ok((listener, path))
+}
+
+/// Accept on every listener until shutdown; remove the unix socket file at the end.
+pub async fn serve(listeners: Listeners, shared: Arc<Shared>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in listeners.tcp {
+        tasks.spawn(accept_tcp(l, Arc::clone(&shared)));
+    }
+    let unix_path = listeners.unix.map(|(l, path)| {
+        tasks.spawn(accept_unix(l, Arc::clone(&shared)));
+        path
+    });
+    shared.shutdown.cancelled().await;
+    tasks.shutdown().await;
+    if let Some(path) = unix_path {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, addr)) => {
+                let _ = tcp.set_nodelay(true);
+                spawn_client(Stream::Tcp(tcp), Peer::Tcp(addr), &shared);
+            }
+            Err(e) => backoff(e).await,
+        }
+    }
+}
+
+async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((unix, _)) => spawn_client(Stream::Unix(unix), Peer::Unix, &shared),
+            Err(e) => backoff(e).await,
+        }
+    }
+}
+
+/// Out of file descriptors and the like: log and retry shortly instead of spinning.
+async fn backoff(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+fn spawn_client(stream: Stream, peer: Peer, shared: &Arc<Shared>) {
+    let max = usize::try_from(shared.config.load().settings.max_client_conn).unwrap_or(usize::MAX);
+    let count = shared.clients.fetch_add(1, Ordering::AcqRel) + 1;
+    let shared = Arc::clone(shared);
+    shared.tracker.clone().spawn(async move {
+        if count > max {
+            reject(stream, &Error::TooManyClients).await;
+            tracing::warn!(%peer, "no more connections allowed (max_client_conn)");
+        } else {
+            client::run(stream, peer, Arc::clone(&shared)).await;
+        }
+        shared.clients.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
+async fn reject(mut stream: Stream, error: &Error) {
+    let mut buf = BytesMut::new();
+    error.encode(&mut buf);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&buf)).await;
+}

@@ -1,0 +1,162 @@
+//! `FramedConn`: one connection plus its read and write buffers.
+//!
+//! Reads are cancel-safe: partial bytes stay in `rbuf` (mini-redis `Connection`). Whole messages
+//! are read only during authentication and setup ([`FramedConn::read_message`]); the relay
+//! (`client::relay`) streams straight out of `rbuf` without waiting for whole messages.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::ProtocolError;
+
+/// Read-buffer size for one read call; buffers start empty and grow only while data flows.
+pub(crate) const READ_CHUNK: usize = 8 * 1024;
+
+/// One whole message: its type byte and body (without the length word).
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub tag: u8,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+pub struct FramedConn<S> {
+    pub io: S,
+    pub rbuf: BytesMut,
+    pub wbuf: BytesMut,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
+    pub fn new(io: S) -> Self {
+        FramedConn {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+        }
+    }
+
+    /// Read more bytes into `rbuf`; `Eof` when the peer closed. Cancel-safe.
+    pub async fn fill(&mut self) -> Result<(), ProtocolError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 512 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let n = self.io.read_buf(&mut self.rbuf).await?;
+        if n == 0 {
+            return Err(ProtocolError::Eof);
+        }
+        Ok(())
+    }
+
+    /// Read one whole typed message of at most `max` body bytes. Cancel-safe.
+    pub async fn read_message(&mut self, max: usize) -> Result<Message, ProtocolError> {
+        loop {
+            if let Some(msg) = parse_message(&mut self.rbuf, max)? {
+                return Ok(msg);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Read the untyped startup packet (length word first), at most `max` bytes in all.
+    /// Returns the body after the length word. Cancel-safe.
+    pub async fn read_startup(&mut self, max: usize) -> Result<Bytes, ProtocolError> {
+        loop {
+            if let Some(&[a, b, c, d]) = self.rbuf.get(..4) {
+                let len = i32::from_be_bytes([a, b, c, d]);
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|l| *l >= 8)
+                    .ok_or(ProtocolError::BadLength(len.into()))?;
+                if len > max {
+                    return Err(ProtocolError::TooLong { len, max });
+                }
+                if self.rbuf.len() >= len {
+                    let mut packet = self.rbuf.split_to(len);
+                    packet.advance(4);
+                    return Ok(packet.freeze());
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Queue bytes for the next [`flush`](Self::flush).
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    /// Write everything queued.
+    pub async fn flush(&mut self) -> Result<(), ProtocolError> {
+        if !self.wbuf.is_empty() {
+            self.io.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Drop buffer capacity kept from earlier traffic (idle connections cost little).
+    pub fn shrink(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > READ_CHUNK {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > READ_CHUNK {
+            self.wbuf = BytesMut::new();
+        }
+    }
+}
+
+/// Split one whole message off the front of `buf`, if it is all there.
+pub fn parse_message(buf: &mut BytesMut, max: usize) -> Result<Option<Message>, ProtocolError> {
+    let Some(&[tag, a, b, c, d]) = buf.get(..5) else {
+        return Ok(None);
+    };
+    let len = i32::from_be_bytes([a, b, c, d]);
+    let body_len = usize::try_from(len)
+        .ok()
+        .and_then(|l| l.checked_sub(4))
+        .ok_or(ProtocolError::BadLength(len.into()))?;
+    if body_len > max {
+        return Err(ProtocolError::TooLong { len: body_len, max });
+    }
+    if buf.len() < 5 + body_len {
+        buf.reserve(5 + body_len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(5);
+    let body = buf.split_to(body_len).freeze();
+    Ok(Some(Message { tag, body }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_whole_messages_only() {
+        let mut buf = BytesMut::from(&b"Z\0\0\0\x05I"[..]);
+        let msg = parse_message(&mut buf, 100).unwrap().unwrap();
+        assert_eq!(msg.tag, b'Z');
+        assert_eq!(&msg.body[..], b"I");
+        assert!(buf.is_empty());
+
+        let mut partial = BytesMut::from(&b"Z\0\0\0\x05"[..]);
+        assert!(parse_message(&mut partial, 100).unwrap().is_none());
+    }
+
+    #[test]
+    fn rejects_bad_lengths() {
+        let mut short = BytesMut::from(&b"Q\0\0\0\x03"[..]);
+        assert!(matches!(
+            parse_message(&mut short, 100),
+            Err(ProtocolError::BadLength(3))
+        ));
+        let mut long = BytesMut::from(&b"Q\x7f\xff\xff\xff"[..]);
+        assert!(matches!(
+            parse_message(&mut long, 100),
+            Err(ProtocolError::TooLong { .. })
+        ));
+        let mut negative = BytesMut::from(&b"Q\xff\xff\xff\xff"[..]);
+        assert!(parse_message(&mut negative, 100).is_err());
+    }
+}

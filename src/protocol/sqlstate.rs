@@ -1,0 +1,13 @@
+//! SQLSTATE codes pgporter itself emits (PostgreSQL Appendix A).
+
+pub const SUCCESSFUL_COMPLETION: &str = "00000";
+pub const CONNECTION_FAILURE: &str = "08006";
+pub const PROTOCOL_VIOLATION: &str = "08P01";
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
+pub const INVALID_PASSWORD: &str = "28P01";
+pub const INVALID_CATALOG_NAME: &str = "3D000";
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
+pub const ADMIN_SHUTDOWN: &str = "57P01";
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
+pub const INTERNAL_ERROR: &str = "XX000";

@@ -1,0 +1,123 @@
+//! One PostgreSQL connection ("backend"): connect, authenticate, run setup and reset queries.
+
+mod connect;
+mod query;
+
+use std::collections::BTreeMap;
+
+use tokio::time::Instant;
+
+use crate::net::Stream;
+use crate::protocol::backend::ErrorFields;
+use crate::protocol::startup::CancelKey;
+use crate::protocol::{FramedConn, ProtocolError};
+
+pub use connect::connect;
+pub(crate) use connect::send_cancel;
+pub use query::{simple_query, QueryOutcome};
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTarget {
+    pub addr: ServerAddr,
+    pub dbname: String,
+    pub user: String,
+    pub password: BackendPassword,
+    /// Startup parameters from the database entry (application_name, client_encoding ...).
+    pub params: Vec<(String, String)>,
+}
+
+/// A TCP host:port, or a unix socket directory and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerAddr {
+    Tcp { host: String, port: u16 },
+    Unix { dir: String, port: u16 },
+}
+
+impl ServerAddr {
+    pub fn new(host: &str, port: u16) -> Self {
+        if host.starts_with('/') {
+            ServerAddr::Unix {
+                dir: host.to_string(),
+                port,
+            }
+        } else {
+            ServerAddr::Tcp {
+                host: host.to_string(),
+                port,
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
+            ServerAddr::Unix { dir, port } => write!(f, "{dir}/.s.PGSQL.{port}"),
+        }
+    }
+}
+
+/// The credential pgporter logs in to PostgreSQL with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BackendPassword {
+    None,
+    Plain(String),
+    /// A stored `md5...` hash: enough to answer an md5 challenge.
+    Md5(String),
+}
+
+impl std::fmt::Debug for BackendPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendPassword::None => "None",
+            BackendPassword::Plain(_) => "Plain(..)",
+            BackendPassword::Md5(_) => "Md5(..)",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not connect to {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("timed out (server_connect_timeout)")]
+    Timeout,
+    #[error("protocol error")]
+    Protocol(#[from] ProtocolError),
+    #[error("{0}")]
+    Rejected(ErrorFields),
+    #[error("server requested {0} authentication, but no usable password is configured")]
+    NoPassword(&'static str),
+    #[error("unsupported authentication request {0}")]
+    UnsupportedAuth(i32),
+    #[error("SCRAM exchange with the server failed: {0}")]
+    Scram(String),
+}
+
+/// A logged-in server connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub conn: FramedConn<Stream>,
+    pub addr: ServerAddr,
+    /// The server's own cancel key (BackendKeyData).
+    pub key: CancelKey,
+    /// Parameter values in effect: startup values plus every ParameterStatus seen.
+    pub params: BTreeMap<String, String>,
+    /// The ParameterStatus values the server sent at login (a client welcome is built from them).
+    pub reported: Vec<(String, String)>,
+    pub created_at: Instant,
+    pub last_used: Instant,
+}
+
+impl ServerConn {
+    /// The server process id (BackendKeyData pid).
+    pub fn pid(&self) -> i32 {
+        self.key.pid
+    }
+}

@@ -1,0 +1,9 @@
+//! pgporter's integration tests: one binary, a real PostgreSQL 15 shared by all tests
+//! (see `support::pg`), one pgporter per test, in parallel. Run with `scripts/test.sh`.
+
+mod support;
+
+mod auth;
+mod clients;
+mod negative;
+mod session;

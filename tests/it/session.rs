@@ -1,0 +1,387 @@
+//! One client session through pgporter with tokio-postgres: the protocol features a
+//! transparent pooler must relay, and session state that must not leak between clients.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{pin_mut, SinkExt as _, StreamExt as _, TryStreamExt as _};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
+
+use crate::support::{connect_with_messages, db_error, Fixture, HANG};
+
+/// The first column of the first row of a simple query.
+async fn simple_value(client: &tokio_postgres::Client, sql: &str) -> Option<String> {
+    let msgs = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
+        _ => None,
+    })?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_query() {
+    let fx = Fixture::new(4).await;
+    let client = fx.connect().await;
+    let msgs = client
+        .simple_query("select 1 as one, 'two' as two; select current_user")
+        .await
+        .expect("simple query");
+    let rows: Vec<_> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get("one"), Some("1"));
+    assert_eq!(rows[0].get("two"), Some("two"));
+    assert_eq!(rows[1].get(0), Some(fx.user.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_query_with_parameters() {
+    let fx = Fixture::new(4).await;
+    let client = fx.connect().await;
+    let row = client
+        .query_one(
+            "select $1::int4 + $2::int4, $3::text || '!'",
+            &[&40i32, &2i32, &"hi"],
+        )
+        .await
+        .expect("extended query");
+    assert_eq!(row.get::<_, i32>(0), 42);
+    assert_eq!(row.get::<_, String>(1), "hi!");
+
+    // A named prepared statement reused several times in the same session.
+    let stmt = client
+        .prepare("select $1::int8 * 2, current_database()")
+        .await
+        .expect("prepare");
+    for i in 0..5i64 {
+        let row = client
+            .query_one(&stmt, &[&i])
+            .await
+            .expect("execute prepared");
+        assert_eq!(row.get::<_, i64>(0), i * 2);
+        assert_eq!(row.get::<_, String>(1), fx.db);
+    }
+    // NULL parameters and zero-row results.
+    let rows = client
+        .query(
+            "select x from (select $1::text as x) s where x is not null",
+            &[&None::<String>],
+        )
+        .await
+        .expect("null parameter");
+    assert!(rows.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_copy_out() {
+    let fx = Fixture::new(4).await;
+    let client = fx.connect().await;
+    client
+        .batch_execute("create table items (id int primary key, name text)")
+        .await
+        .expect("create table");
+
+    let n = 10_000;
+    let data: String = (1..=n).map(|i| format!("{i}\tname {i}\n")).collect();
+    let sink = client
+        .copy_in("COPY items (id, name) FROM STDIN")
+        .await
+        .expect("copy in");
+    pin_mut!(sink);
+    // Several chunks, so the COPY spans many CopyData messages.
+    for chunk in data.as_bytes().chunks(16 * 1024) {
+        sink.send(Bytes::copy_from_slice(chunk))
+            .await
+            .expect("copy data");
+    }
+    let copied = sink.as_mut().finish().await.expect("copy done");
+    assert_eq!(copied, n);
+
+    let stream = client
+        .copy_out("COPY (select id, name from items order by id) TO STDOUT")
+        .await
+        .expect("copy out");
+    let chunks: Vec<Bytes> = stream.try_collect().await.expect("copy out data");
+    let out: Vec<u8> = chunks.concat();
+    assert_eq!(String::from_utf8(out).expect("utf8"), data);
+
+    // The session is usable after both COPYs.
+    assert_eq!(
+        simple_value(&client, "select count(*) from items")
+            .await
+            .as_deref(),
+        Some("10000")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_cancels_running_query() {
+    let fx = Fixture::new(4).await;
+    let client = fx.connect().await;
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move {
+        let res = client.simple_query("select pg_sleep(30)").await;
+        (client, res)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token
+        .cancel_query(NoTls)
+        .await
+        .expect("sending the cancel request");
+
+    let (client, res) = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the cancelled query did not end within 10 s")
+        .expect("task");
+    let err = res.expect_err("pg_sleep(30) should have been cancelled");
+    assert_eq!(db_error(&err).code(), &SqlState::QUERY_CANCELED, "{err:?}");
+    // The session survives the cancel.
+    assert_eq!(
+        simple_value(&client, "select 1").await.as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_notify_between_two_clients() {
+    let fx = Fixture::new(4).await;
+    let (listener, mut messages) = connect_with_messages(&fx.connstring()).await;
+    listener
+        .batch_execute("LISTEN porter_events")
+        .await
+        .expect("listen");
+    let notifier = fx.connect().await;
+    notifier
+        .batch_execute("NOTIFY porter_events, 'hello through pgporter'")
+        .await
+        .expect("notify");
+
+    let note = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match messages.recv().await {
+                Some(AsyncMessage::Notification(n)) => break n,
+                Some(_) => continue,
+                None => panic!("listener connection closed"),
+            }
+        }
+    })
+    .await
+    .expect("no notification within 10 s");
+    assert_eq!(note.channel(), "porter_events");
+    assert_eq!(note.payload(), "hello through pgporter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_table_survives_across_statements() {
+    let fx = Fixture::new(4).await;
+    let client = fx.connect().await;
+    client
+        .batch_execute("create temporary table scratch (x int)")
+        .await
+        .expect("create temp table");
+    client
+        .execute(
+            "insert into scratch select generate_series(1, $1)",
+            &[&10i32],
+        )
+        .await
+        .expect("insert");
+    client
+        .batch_execute("set work_mem = '8MB'")
+        .await
+        .expect("set");
+    let row = client
+        .query_one(
+            "select sum(x)::int8, current_setting('work_mem') from scratch",
+            &[],
+        )
+        .await
+        .expect("select from temp table");
+    assert_eq!(row.get::<_, i64>(0), 55);
+    assert_eq!(row.get::<_, String>(1), "8MB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_result_is_streamed_completely() {
+    let fx = Fixture::new(4).await;
+    let client = fx.connect().await;
+    const ROWS: i64 = 200_000;
+    const WIDTH: usize = 250;
+    let sql = format!("select g::int8, repeat('x', {WIDTH}) from generate_series(1, {ROWS}) g");
+    let stream = tokio::time::timeout(
+        HANG,
+        client.query_raw(sql.as_str(), std::iter::empty::<&dyn ToSql>()),
+    )
+    .await
+    .expect("query hung")
+    .expect("large query");
+    pin_mut!(stream);
+    let (mut rows, mut bytes, mut last) = (0i64, 0usize, 0i64);
+    let counting = async {
+        while let Some(row) = stream.next().await {
+            let row = row.expect("row");
+            last = row.get::<_, i64>(0);
+            bytes += row.get::<_, &str>(1).len();
+            rows += 1;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), counting)
+        .await
+        .expect("streaming ~50 MB took longer than 120 s");
+    assert_eq!(rows, ROWS);
+    assert_eq!(last, ROWS);
+    assert_eq!(bytes, ROWS as usize * WIDTH);
+    assert_eq!(
+        simple_value(&client, "select 'still here'")
+            .await
+            .as_deref(),
+        Some("still here")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notice_reaches_the_client() {
+    let fx = Fixture::new(4).await;
+    let (client, mut messages) = connect_with_messages(&fx.connstring()).await;
+    client
+        .batch_execute("DO $$ BEGIN RAISE NOTICE 'porter notice %', 42; END $$")
+        .await
+        .expect("DO block");
+    let notice = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match messages.recv().await {
+                Some(AsyncMessage::Notice(n)) => break n,
+                Some(_) => continue,
+                None => panic!("connection closed"),
+            }
+        }
+    })
+    .await
+    .expect("no notice within 5 s");
+    assert_eq!(notice.message(), "porter notice 42");
+    assert_eq!(notice.severity(), "NOTICE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_carries_its_sqlstate_and_session_continues() {
+    let fx = Fixture::new(4).await;
+    let client = fx.connect().await;
+    let err = client
+        .simple_query("select * from no_such_table")
+        .await
+        .expect_err("selecting from a missing table");
+    let db = db_error(&err);
+    assert_eq!(db.code(), &SqlState::UNDEFINED_TABLE);
+    assert!(db.message().contains("no_such_table"), "{}", db.message());
+    // Extended protocol error too, then recovery.
+    let err = client
+        .query("select 1/0", &[])
+        .await
+        .expect_err("division by zero");
+    assert_eq!(db_error(&err).code(), &SqlState::DIVISION_BY_ZERO);
+    assert_eq!(
+        simple_value(&client, "select 2").await.as_deref(),
+        Some("2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_does_not_leak_to_next_client() {
+    let fx = Fixture::new(1).await;
+    let first = fx.connect().await;
+    first
+        .batch_execute(
+            "create temporary table leaked (x int); insert into leaked values (1); \
+             set pgporter_test.marker = 'leaked'; set statement_timeout = '123s'; \
+             prepare leaked_stmt as select 1",
+        )
+        .await
+        .expect("setting session state");
+    let first_pid = simple_value(&first, "select pg_backend_pid()").await;
+    drop(first);
+
+    let second = fx.connect().await;
+    let second_pid = simple_value(&second, "select pg_backend_pid()").await;
+    assert_eq!(
+        first_pid, second_pid,
+        "with pool size 1 the second client should get the first client's server connection \
+         back (reset, not reconnected); otherwise this test does not check the reset"
+    );
+    assert_eq!(
+        simple_value(&second, "select to_regclass('pg_temp.leaked')::text").await,
+        None
+    );
+    let marker = simple_value(
+        &second,
+        "select current_setting('pgporter_test.marker', true)",
+    )
+    .await;
+    assert!(
+        matches!(marker.as_deref(), None | Some("")),
+        "GUC leaked: {marker:?}"
+    );
+    assert_eq!(
+        simple_value(&second, "show statement_timeout")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        simple_value(&second, "select count(*) from pg_prepared_statements")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_leaving_mid_transaction_leaves_no_open_transaction() {
+    let fx = Fixture::new(1).await;
+    let setup = fx.direct().await;
+    setup
+        .batch_execute("create table ledger (x int)")
+        .await
+        .expect("create table");
+
+    let first = fx.connect().await;
+    first
+        .batch_execute("begin; insert into ledger values (1); set local work_mem = '9MB'")
+        .await
+        .expect("open transaction");
+    drop(first); // Terminate while the server is inside the transaction.
+
+    let second = fx.connect().await;
+    assert_eq!(
+        simple_value(&second, "select count(*) from ledger")
+            .await
+            .as_deref(),
+        Some("0"),
+        "the next client saw the abandoned transaction's insert"
+    );
+    assert_eq!(
+        simple_value(&second, "select pg_current_xact_id_if_assigned()::text").await,
+        None,
+        "the next client runs inside someone else's transaction"
+    );
+    // A BEGIN/COMMIT of its own works normally (would warn/fail inside a leftover transaction).
+    second
+        .batch_execute("begin; insert into ledger values (2); commit")
+        .await
+        .expect("own transaction");
+    let count: i64 = setup
+        .query_one("select count(*) from ledger", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 1);
+}

@@ -1,0 +1,23 @@
+//! Integration-test harness: one shared PostgreSQL 15 ([`pg`]), pgporter in-process
+//! ([`porter`]), per-test fixtures and client helpers ([`fixture`], [`clients`], [`cmd`]).
+
+// Not every test module uses every helper.
+#![allow(dead_code)]
+
+pub(crate) mod clients;
+pub(crate) mod cmd;
+pub(crate) mod fixture;
+pub(crate) mod pg;
+pub(crate) mod porter;
+
+// The harness's public surface; not every item is used by today's tests.
+#[allow(unused_imports)]
+pub(crate) use clients::{connect, connect_with_messages, db_error};
+pub(crate) use fixture::Fixture;
+#[allow(unused_imports)]
+pub(crate) use pg::{cluster, PgCluster};
+#[allow(unused_imports)]
+pub(crate) use porter::{spawn_pgporter, Porter};
+
+/// How long a client-side operation may take before a test calls it a hang.
+pub(crate) const HANG: std::time::Duration = std::time::Duration::from_secs(20);

@@ -1,0 +1,114 @@
+//! pgporter in-process on 127.0.0.1:0, one instance per test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::pg::quote;
+
+/// A running pgporter. Dropping it triggers the shutdown future `App::run` was given; the task
+/// itself ends with the test's runtime at the latest.
+#[derive(Debug)]
+pub(crate) struct Porter {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), String>>>,
+}
+
+/// Write `pgporter.ini` and `userlist.txt` into a fresh temp dir, load, bind, and serve.
+///
+/// In `ini`, `{dir}` is replaced by that temp dir (e.g. `unix_socket_dir = {dir}`); relative
+/// paths such as `auth_file = userlist.txt` resolve against it as the ini's directory.
+pub(crate) async fn spawn_pgporter(ini: &str, userlist: &str) -> Porter {
+    let dir = tempfile::Builder::new()
+        .prefix("pgporter-porter-")
+        .tempdir()
+        .expect("creating pgporter's temp dir");
+    let ini = ini.replace("{dir}", &dir.path().display().to_string());
+    let ini_path = dir.path().join("pgporter.ini");
+    std::fs::write(&ini_path, &ini).expect("writing pgporter.ini");
+    std::fs::write(dir.path().join("userlist.txt"), userlist).expect("writing userlist.txt");
+
+    let config = pgporter::config::load(&ini_path).unwrap_or_else(|errors| {
+        let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        panic!(
+            "pgporter rejected the test config:\n{}\n--- pgporter.ini ---\n{ini}",
+            list.join("\n")
+        )
+    });
+    let app = pgporter::App::bind(config)
+        .await
+        .unwrap_or_else(|e| panic!("pgporter failed to bind: {e}"));
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        // Resolves on send or when the sender is dropped with the Porter.
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        app.run(shutdown).await.map_err(|e| e.to_string())
+    });
+    Porter {
+        addr,
+        dir,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl Porter {
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The directory holding pgporter.ini / userlist.txt (and the unix socket if configured).
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub(crate) fn ini_path(&self) -> PathBuf {
+        self.dir.path().join("pgporter.ini")
+    }
+
+    /// `host=127.0.0.1 port=.. user=.. password=.. dbname=.. sslmode=disable`, for
+    /// tokio-postgres, psql, pgbench and psycopg2.
+    pub(crate) fn connstring(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={} password={} dbname={} sslmode=disable",
+            self.port(),
+            quote(user),
+            quote(password),
+            quote(db)
+        )
+    }
+
+    /// Trigger shutdown and wait (bounded) for `App::run` to return; panics on an error or a
+    /// drain that does not finish.
+    pub(crate) async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let res = tokio::time::timeout(std::time::Duration::from_secs(30), task)
+                .await
+                .expect("pgporter did not finish shutting down within 30 s");
+            res.expect("pgporter task panicked")
+                .unwrap_or_else(|e| panic!("pgporter returned an error: {e}"));
+        }
+    }
+}
+
+impl Drop for Porter {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
