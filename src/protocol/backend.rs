@@ -224,6 +224,7 @@ pub fn parse_authentication(body: &[u8]) -> Option<(i32, &[u8])> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::protocol::codec::parse_message;

@@ -129,6 +129,7 @@ pub fn parse_message(buf: &mut BytesMut, max: usize) -> Result<Option<Message>, 
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

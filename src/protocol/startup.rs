@@ -113,6 +113,7 @@ fn cstr(b: &[u8]) -> Result<(String, &[u8]), ProtocolError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
