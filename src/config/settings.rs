@@ -392,12 +392,12 @@ fn parse_mode(v: &str) -> Result<u32, String> {
 
 fn parse_packet_size(v: &str) -> Result<u32, String> {
     let n = parse_u32(v)?;
-    if n == 0 || n > MAX_PACKET_SIZE_LIMIT {
-        return Err(format!(
-            "{n} is out of range (1..={MAX_PACKET_SIZE_LIMIT}, PostgreSQL's message size limit)"
-        ));
+    if n == 0 {
+        return Err("must be at least 1".into());
     }
-    Ok(n)
+    // PgBouncer's default is 2147483647; PostgreSQL itself never sends or accepts more than
+    // 1 GiB - 1, so larger values mean "no limit beyond PostgreSQL's".
+    Ok(n.min(MAX_PACKET_SIZE_LIMIT))
 }
 
 fn parse_auth_type(v: &str) -> Result<AuthType, String> {

@@ -203,12 +203,12 @@ fn auth_type_and_pool_mode() {
 fn max_packet_size_limit() {
     let s = ok("[pgbouncer]\nmax_packet_size = 1073741823\n");
     assert_eq!(s.max_packet_size, (1 << 30) - 1);
-    assert!(one_error("[pgbouncer]\nmax_packet_size = 1073741824\n")
-        .message
-        .contains("out of range"));
+    // PgBouncer's default (2147483647) is accepted and clamped to PostgreSQL's limit.
+    let s = ok("[pgbouncer]\nmax_packet_size = 2147483647\n");
+    assert_eq!(s.max_packet_size, (1 << 30) - 1);
     assert!(one_error("[pgbouncer]\nmax_packet_size = 0\n")
         .message
-        .contains("out of range"));
+        .contains("at least 1"));
 }
 
 #[test]
