@@ -84,6 +84,14 @@ pub(super) async fn serve(
 
 /// Wait for the client's first request; false if it leaves (EOF or Terminate) first.
 async fn first_request(conn: &mut FramedConn<Stream>, shared: &Shared) -> Result<bool, Error> {
+    conn.shrink();
+    if conn.rbuf.is_empty() {
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),
+            ready = conn.io.readable() => ready.map_err(|e| Error::ClientProtocol(e.into()))?,
+        }
+    }
     tokio::select! {
         biased;
         _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),

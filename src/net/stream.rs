@@ -14,9 +14,17 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// Human-readable peer description for logs.
     pub fn is_unix(&self) -> bool {
         matches!(self, Stream::Unix(_))
+    }
+
+    /// Wait until the socket has data (or EOF) without holding a read buffer meanwhile, so an
+    /// idle client costs no buffer memory.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+        }
     }
 }
 

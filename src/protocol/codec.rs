@@ -95,12 +95,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
         Ok(())
     }
 
-    /// Drop buffer capacity kept from earlier traffic (idle connections cost little).
+    /// Drop buffer capacity kept from earlier traffic, so an idle connection costs little.
     pub fn shrink(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > READ_CHUNK {
+        if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
         }
-        if self.wbuf.is_empty() && self.wbuf.capacity() > READ_CHUNK {
+        if self.wbuf.is_empty() {
             self.wbuf = BytesMut::new();
         }
     }

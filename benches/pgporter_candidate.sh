@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Start pgporter as the benchmark "candidate" from the BENCH_* variables that
+# ../shared/bench/compare.sh and benches/compare.sh export (see their headers):
+#   CANDIDATE_CMD="$PWD/benches/pgporter_candidate.sh" ../shared/bench/compare.sh
+# Session mode, SCRAM client auth from the same auth file PgBouncer gets, same pool size.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="${PGPORTER_BIN:-$here/target/release/pgporter}"
+dir="${BENCH_RUN_DIR:-/tmp}/pgporter-candidate"
+mkdir -p "$dir"
+cp "$BENCH_AUTH_FILE" "$dir/userlist.txt"
+# The auth file holds the server's SCRAM secret; until SCRAM passthrough is configured the
+# backend login uses the bench password from the database entry.
+cat >"$dir/pgporter.ini" <<INI
+[databases]
+$BENCH_DB = host=$BENCH_PG_HOST port=$BENCH_PG_PORT dbname=$BENCH_DB password=$BENCH_PASSWORD
+[pgbouncer]
+listen_addr = $BENCH_LISTEN_HOST
+listen_port = $BENCH_LISTEN_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = userlist.txt
+pool_mode = ${BENCH_POOL_MODE:-session}
+default_pool_size = $BENCH_POOL_SIZE
+max_client_conn = $BENCH_MAX_CLIENT_CONN
+log_connections = 0
+log_disconnections = 0
+INI
+exec "$bin" -q "$dir/pgporter.ini"
