@@ -2,8 +2,11 @@
 # The one test command: unit tests, the integration binary (tests/it) against a real
 # PostgreSQL 15, doc tests. Installs what the integration tests need when it can:
 #   - PostgreSQL 15 server + client binaries (apt, as root),
-#   - a Python venv at ./target/test-venv with psycopg2-binary and SQLAlchemy 2,
-# and exports PGPORTER_TEST_PYTHON so no test is skipped. Exits non-zero on any failure.
+#   - a Python venv at ./target/test-venv with the drivers of the driver matrix (psycopg2-binary,
+#     psycopg 3, asyncpg, pg8000, SQLAlchemy 2) and the Rubin data butler (lsst-daf-butler),
+#   - Debian's PostgreSQL JDBC driver (libpostgresql-jdbc-java) for the JDBC column,
+# and exports PGPORTER_TEST_PYTHON. Skips are never silent: each prints its reason, and the
+# list and count of skips (PGPORTER_SKIP_LOG) is printed at the end. Exits non-zero on any failure.
 #
 # Extra arguments go to the test binaries, e.g. `scripts/test.sh session::` to filter.
 set -euo pipefail
@@ -31,14 +34,32 @@ ensure_postgres() {
   [[ -x "$PG_BIN/initdb" ]] || { log "still no $PG_BIN/initdb after apt-get"; exit 1; }
 }
 
+# First install ~45 s and ~450 MB (lsst-daf-butler brings astropy and numpy); reused afterwards.
+PY_PACKAGES=('psycopg2-binary>=2.9' 'sqlalchemy>=2,<3' 'psycopg[binary]>=3.1' 'asyncpg>=0.29'
+  'pg8000>=1.30' 'lsst-daf-butler')
+PY_CHECK='import psycopg2, psycopg, asyncpg, pg8000, sqlalchemy, lsst.daf.butler
+assert sqlalchemy.__version__.startswith("2."), sqlalchemy.__version__'
+
 ensure_venv() {
-  if [[ -x "$VENV/bin/python" ]] &&
-     "$VENV/bin/python" -c 'import psycopg2, sqlalchemy; assert sqlalchemy.__version__.startswith("2.")' 2>/dev/null; then
+  if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c "$PY_CHECK" 2>/dev/null; then
     return
   fi
-  log "creating Python venv $VENV (psycopg2-binary, sqlalchemy 2)"
+  log "creating Python venv $VENV (${PY_PACKAGES[*]})"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'psycopg2-binary>=2.9' 'sqlalchemy>=2,<3'
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+  "$VENV/bin/python" -c "$PY_CHECK"
+}
+
+# The JDBC column of the driver matrix; without root or apt the test skips with its reason.
+ensure_jdbc() {
+  if [[ -f /usr/share/java/postgresql.jar ]] || [[ "$(id -u)" -ne 0 ]]; then
+    return
+  fi
+  log "installing libpostgresql-jdbc-java"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends libpostgresql-jdbc-java >/dev/null ||
+    { apt-get update -q && apt-get install -y -q --no-install-recommends libpostgresql-jdbc-java >/dev/null; } ||
+    log "could not install libpostgresql-jdbc-java: the JDBC test will skip"
 }
 
 log "versions:"
@@ -48,7 +69,18 @@ ensure_postgres
 "$PG_BIN/postgres" --version >&2
 python3 --version >&2
 ensure_venv
+ensure_jdbc
 export PGPORTER_TEST_PYTHON="$VENV/bin/python"
+export PGPORTER_SKIP_LOG="$PWD/target/test-skips.log"
+: >"$PGPORTER_SKIP_LOG"
+
+report_skips() {
+  local n
+  n=$(wc -l <"$PGPORTER_SKIP_LOG")
+  log "skips: $n (each with its reason)"
+  sed 's/^/    /' "$PGPORTER_SKIP_LOG" >&2
+}
+trap report_skips EXIT
 export PGPORTER_PG_BIN="$PG_BIN"
 
 # Skip notices are written straight to stderr (not captured by libtest), so they show here.

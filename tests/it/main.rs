@@ -4,6 +4,9 @@
 mod support;
 
 mod auth;
+mod butler;
 mod clients;
+mod drivers;
+mod drivers_native;
 mod negative;
 mod session;

@@ -4,11 +4,13 @@
 // Not every test module uses every helper.
 #![allow(dead_code)]
 
+pub(crate) mod checklist;
 pub(crate) mod clients;
 pub(crate) mod cmd;
 pub(crate) mod fixture;
 pub(crate) mod pg;
 pub(crate) mod porter;
+pub(crate) mod skip;
 
 // The harness's public surface; not every item is used by today's tests.
 #[allow(unused_imports)]
