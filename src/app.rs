@@ -18,7 +18,7 @@ use crate::pool::{run_janitor, Pools};
 /// Everything a task needs, handed to it explicitly (no globals).
 #[derive(Debug)]
 pub struct Shared {
-    pub config: ConfigHandle,
+    pub config: Arc<ConfigHandle>,
     pub pools: Arc<Pools>,
     pub cancels: CancelRegistry,
     /// Fires when sessions must end.
@@ -44,9 +44,10 @@ impl App {
             tracing::warn!("{}:{}: {}: {}", w.file, w.line, w.key, w.message);
         }
         let listeners = Listeners::bind(&config.settings).await?;
+        let config = Arc::new(ConfigHandle::new(config));
         let shared = Arc::new(Shared {
-            config: ConfigHandle::new(config),
-            pools: Arc::new(Pools::default()),
+            pools: Arc::new(Pools::new(Arc::clone(&config))),
+            config,
             cancels: CancelRegistry::default(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),

@@ -2,6 +2,7 @@
 
 use bytes::BytesMut;
 
+use crate::pool::{Blocker, ClientLimit};
 use crate::protocol::backend::{self, ErrorFields, Severity};
 use crate::protocol::{sqlstate, ProtocolError};
 use crate::server::ServerError;
@@ -30,8 +31,12 @@ pub enum Error {
     UnknownDatabase(String),
     #[error("no more connections allowed (max_client_conn)")]
     TooManyClients,
-    #[error("query_wait_timeout")]
-    QueryWaitTimeout,
+    /// Waited query_wait_timeout for a server connection; names the limit that held it back.
+    #[error("query_wait_timeout (held back by {0})")]
+    QueryWaitTimeout(Blocker),
+    /// A client-connection cap refused the login (PgBouncer's text).
+    #[error("client connections exceeded ({})", .0.name())]
+    ClientLimit(ClientLimit),
     #[error("client_login_timeout")]
     LoginTimeout,
     #[error("server login failed: {0}")]
@@ -55,12 +60,12 @@ impl Error {
             Error::ClientProtocol(_)
             | Error::NoUser
             | Error::UnsupportedStartupParameter(_)
-            | Error::QueryWaitTimeout
+            | Error::QueryWaitTimeout(_)
             | Error::LoginTimeout => sqlstate::PROTOCOL_VIOLATION,
             Error::UnsupportedProtocol { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             Error::AuthFailed { .. } => sqlstate::INVALID_PASSWORD,
             Error::UnknownDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
-            Error::TooManyClients => sqlstate::TOO_MANY_CONNECTIONS,
+            Error::TooManyClients | Error::ClientLimit(_) => sqlstate::TOO_MANY_CONNECTIONS,
             Error::ServerLogin(_) | Error::ServerLost(_) | Error::ServerClosed => {
                 sqlstate::CONNECTION_FAILURE
             }
@@ -78,8 +83,9 @@ impl Error {
             | Error::AuthFailed { .. }
             | Error::UnknownDatabase(_)
             | Error::TooManyClients
+            | Error::ClientLimit(_)
             | Error::LoginTimeout => Fault::Client,
-            Error::QueryWaitTimeout
+            Error::QueryWaitTimeout(_)
             | Error::ServerLogin(_)
             | Error::ServerLost(_)
             | Error::ServerClosed => Fault::Server,
@@ -124,7 +130,20 @@ mod tests {
         assert_eq!(Error::AuthFailed { user: "a".into() }.sqlstate(), "28P01");
         assert_eq!(Error::UnknownDatabase("x".into()).sqlstate(), "3D000");
         assert_eq!(Error::TooManyClients.sqlstate(), "53300");
-        assert_eq!(Error::QueryWaitTimeout.sqlstate(), "08P01");
+        assert_eq!(
+            Error::QueryWaitTimeout(Blocker::PoolSize).sqlstate(),
+            "08P01"
+        );
+        assert_eq!(
+            Error::QueryWaitTimeout(Blocker::MaxDbConnections).to_string(),
+            "query_wait_timeout (held back by max_db_connections)"
+        );
+        let capped = Error::ClientLimit(ClientLimit::MaxUserClientConnections);
+        assert_eq!(capped.sqlstate(), "53300");
+        assert_eq!(
+            capped.to_string(),
+            "client connections exceeded (max_user_client_connections)"
+        );
         assert_eq!(Error::Shutdown.sqlstate(), "57P01");
         assert_eq!(
             Error::AuthFailed {

@@ -18,6 +18,7 @@ use crate::app::Shared;
 use crate::config::Config;
 use crate::error::{Error, Fault};
 use crate::net::Stream;
+use crate::pool::ClientSlot;
 use crate::protocol::{backend, FramedConn};
 
 pub use cancel::CancelRegistry;
@@ -99,16 +100,31 @@ async fn start<'s>(
     if config.settings.log_connections {
         tracing::info!(%peer, %who, "login attempt: ok");
     }
+    let client_slot = admit(shared, &route.client_user, &route.database, peer)?;
     let params = ClientParams::from_startup(&startup.params, config, &peer.to_string())?;
     let registration = shared.cancels.register();
     let mut session = Session {
         pool: route.pool,
+        identity: Arc::from(route.client_user.as_str()),
+        _client_slot: client_slot,
         params,
         cancel: Arc::clone(&registration.slot),
         server: None,
     };
     welcome(conn, &mut session, registration.key, shared).await?;
     Ok(Some((session, registration, who)))
+}
+
+/// Count the authenticated client against max_user_client_connections and
+/// max_db_client_connections (checked after authentication, so that clients without the
+/// password cannot use up a user's slots).
+fn admit(shared: &Shared, user: &str, db: &str, peer: &Peer) -> Result<ClientSlot, Error> {
+    let limits = shared.pools.limits();
+    limits.admit_client(user, db).map_err(|limit| {
+        let n = limits.rejections.record(user, limit.name());
+        tracing::warn!(%peer, user, db, limit = limit.name(), rejections = n, "client connections exceeded");
+        Error::ClientLimit(limit)
+    })
 }
 
 /// AuthenticationOk, ParameterStatus*, BackendKeyData, ReadyForQuery. The parameters come from

@@ -37,11 +37,12 @@ pub(super) fn route(
         db: database.to_string(),
         user: backend_user.to_string(),
     };
-    let pool = pools.get_or_create(&key, || {
+    let pool = pools.get_or_create(&key, |limits| {
         Pool::new(
             key.clone(),
             target(entry, database, backend_user, config),
             pool_settings(entry, config),
+            limits,
         )
     });
     Ok(Route {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::app::Shared;
 use crate::error::Error;
 use crate::net::Stream;
-use crate::pool::{Pool, PoolError};
+use crate::pool::{ClientSlot, Identity, Pool, PoolError};
 use crate::protocol::{frontend, FramedConn};
 use crate::server::ServerConn;
 
@@ -18,6 +18,10 @@ use super::relay::{relay, RelayEnd, TxTracker};
 #[derive(Debug)]
 pub(super) struct Session {
     pub pool: Arc<Pool>,
+    /// Who the client is for fair sharing: its login user name.
+    pub identity: Identity,
+    /// Counted against the client-connection caps until the session ends.
+    pub _client_slot: ClientSlot,
     pub params: ClientParams,
     pub cancel: Arc<CancelSlot>,
     /// A server connection taken during login (to learn the welcome parameters), if any.
@@ -109,10 +113,14 @@ pub(super) async fn checkout(session: &Session, shared: &Shared) -> Result<Serve
     let result = tokio::select! {
         biased;
         _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),
-        r = session.pool.checkout(&session.params.wanted, wait) => r,
+        r = session.pool.checkout(&session.identity, &session.params.wanted, wait) => r,
     };
     result.map_err(|e| match e {
-        PoolError::WaitTimeout => Error::QueryWaitTimeout,
+        PoolError::WaitTimeout(blocker) => {
+            let n = shared.pools.limits().rejections.record(&session.identity, "query_wait_timeout");
+            tracing::warn!(user = %session.identity, pool = ?session.pool.key, limit = %blocker, rejections = n, "query_wait_timeout");
+            Error::QueryWaitTimeout(blocker)
+        }
         PoolError::Connect(e) => Error::ServerLogin(e),
     })
 }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use super::limits::{parse_pool_share, PoolShare};
 use super::settings::{parse_pool_mode, parse_u16, parse_u32};
 use super::{ConfigError, RawIni, UserEntry};
 
@@ -25,9 +26,6 @@ const IGNORED_DB_KEYS: &[&str] = &[
     "auth_query",
     "connect_query",
     "load_balance_hosts",
-    "max_db_client_connections",
-    "reserve_pool",
-    "reserve_pool_size",
     "server_lifetime",
 ];
 
@@ -61,6 +59,12 @@ pub struct DatabaseEntry {
     pub min_pool_size: Option<u32>,
     /// `max_db_connections=`.
     pub max_db_connections: Option<u32>,
+    /// `max_db_client_connections=`.
+    pub max_db_client_connections: Option<u32>,
+    /// `reserve_pool_size=` (or PgBouncer's older `reserve_pool=`).
+    pub reserve_pool_size: Option<u32>,
+    /// `max_user_pool_share=` (`Some(None)`: explicitly no cap for this database).
+    pub max_user_pool_share: Option<Option<PoolShare>>,
     /// `application_name=`, `client_encoding=`, `datestyle=`, `timezone=`: startup parameters
     /// sent to the server (lower-cased keys).
     pub connect_params: Vec<(String, String)>,
@@ -81,6 +85,9 @@ pub fn parse_connstring(name: &str, value: &str) -> Result<DatabaseEntry, String
         pool_size: None,
         min_pool_size: None,
         max_db_connections: None,
+        max_db_client_connections: None,
+        reserve_pool_size: None,
+        max_user_pool_share: None,
         connect_params: Vec::new(),
         auth_user: None,
     };
@@ -98,6 +105,12 @@ pub fn parse_connstring(name: &str, value: &str) -> Result<DatabaseEntry, String
             "pool_size" => e.pool_size = int(&val)?,
             "min_pool_size" => e.min_pool_size = int(&val)?,
             "max_db_connections" => e.max_db_connections = int(&val)?,
+            "max_db_client_connections" => e.max_db_client_connections = int(&val)?,
+            "reserve_pool" | "reserve_pool_size" => e.reserve_pool_size = int(&val)?,
+            "max_user_pool_share" => {
+                e.max_user_pool_share =
+                    Some(parse_pool_share(&val).map_err(|m| format!("{key}: {m}"))?);
+            }
             "pool_mode" => {
                 parse_pool_mode(&val)?;
             }

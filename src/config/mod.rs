@@ -6,6 +6,7 @@
 
 mod databases;
 mod ini;
+mod limits;
 mod settings;
 mod userlist;
 
@@ -20,6 +21,7 @@ use crate::auth::Secret;
 
 pub use databases::{parse_connstring, DatabaseEntry, DEFAULT_HOST, DEFAULT_PORT};
 pub use ini::{parse_ini, IniEntry, RawIni, MAX_INCLUDE_DEPTH};
+pub use limits::PoolShare;
 pub use settings::{AuthType, PoolMode, Settings, MAX_PACKET_SIZE_LIMIT};
 pub use userlist::parse_userlist;
 

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use super::limits::{parse_pool_share, PoolShare};
 use super::{ConfigError, ConfigWarning, RawIni};
 
 /// How clients authenticate to pgporter.
@@ -53,6 +54,22 @@ pub struct Settings {
     pub max_db_connections: u32,
     /// Default 0 (no limit). reload: yes
     pub max_user_connections: u32,
+    /// Client connections per database; default 0 (no limit). reload: yes
+    pub max_db_client_connections: u32,
+    /// Client connections per login user; default 0 (no limit). reload: yes
+    pub max_user_client_connections: u32,
+    /// Extra connections per pool for clients waiting past reserve_pool_timeout; default 0.
+    /// reload: yes
+    pub reserve_pool_size: u32,
+    /// Default 5 s; 0 = never use the reserve pool. reload: yes
+    pub reserve_pool_timeout: Duration,
+    /// Most of one pool a single client identity may hold (`5` or `50%`); default none
+    /// (pgporter key). reload: yes
+    pub max_user_pool_share: Option<PoolShare>,
+    /// Default true: a freed server connection goes to the waiting identity holding the
+    /// fewest connections of the pool; false = first come, first served (pgporter key).
+    /// reload: yes
+    pub fair_sharing: bool,
     /// Default `DISCARD ALL`; empty = no reset. reload: yes
     pub server_reset_query: String,
     /// Default 15 s. reload: yes
@@ -108,6 +125,12 @@ impl Default for Settings {
             min_pool_size: 0,
             max_db_connections: 0,
             max_user_connections: 0,
+            max_db_client_connections: 0,
+            max_user_client_connections: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Duration::from_secs(5),
+            max_user_pool_share: None,
+            fair_sharing: true,
             server_reset_query: "DISCARD ALL".into(),
             server_connect_timeout: Duration::from_secs(15),
             server_idle_timeout: Duration::from_secs(600),
@@ -160,15 +183,11 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "job_name",
     "listen_backlog",
     "log_stats",
-    "max_db_client_connections",
     "max_prepared_statements",
-    "max_user_client_connections",
     "peer_id",
     "pkt_buf",
     "query_timeout",
     "query_wait_notify",
-    "reserve_pool_size",
-    "reserve_pool_timeout",
     "resolv_conf",
     "sbuf_loopcnt",
     "scram_iterations",
@@ -262,6 +281,12 @@ impl Settings {
             "min_pool_size" => self.min_pool_size = parse_u32(v)?,
             "max_db_connections" => self.max_db_connections = parse_u32(v)?,
             "max_user_connections" => self.max_user_connections = parse_u32(v)?,
+            "max_db_client_connections" => self.max_db_client_connections = parse_u32(v)?,
+            "max_user_client_connections" => self.max_user_client_connections = parse_u32(v)?,
+            "reserve_pool_size" => self.reserve_pool_size = parse_u32(v)?,
+            "reserve_pool_timeout" => self.reserve_pool_timeout = parse_duration(v)?,
+            "max_user_pool_share" => self.max_user_pool_share = parse_pool_share(v)?,
+            "fair_sharing" => self.fair_sharing = parse_bool(v)?,
             "server_reset_query" => self.server_reset_query = v.to_string(),
             "server_connect_timeout" => self.server_connect_timeout = parse_duration(v)?,
             "server_idle_timeout" => self.server_idle_timeout = parse_duration(v)?,

@@ -1,5 +1,6 @@
-//! Periodic pool upkeep: close idle connections past server_idle_timeout / server_lifetime and
-//! keep min_pool_size connections warm.
+//! Periodic pool upkeep: close idle connections past server_idle_timeout / server_lifetime,
+//! keep min_pool_size connections warm (within the cross-pool limits), and re-run each pool's
+//! dispatch so limits raised by a reload reach clients already waiting.
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub async fn run_janitor(pools: Arc<Pools>, shutdown: CancellationToken) {
         for pool in pools.all() {
             pool.evict_expired().await;
             pool.fill_min();
+            pool.poke();
         }
     }
 }
@@ -39,30 +41,40 @@ impl Pool {
                 .drain(..)
                 .partition(|c| !expired(c, &settings, now));
             inner.idle.extend(keep);
-            inner.total -= u32::try_from(stale.len()).unwrap_or(0);
+            self.drop_slot(&mut inner, u32::try_from(stale.len()).unwrap_or(0));
             stale
         };
+        if stale.is_empty() {
+            return;
+        }
+        self.limits.wake(&self.key);
         for conn in stale {
             tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing idle server connection");
             terminate(conn).await;
         }
     }
 
-    /// Open connections in the background until min_pool_size is met.
+    /// Open connections in the background until min_pool_size is met, as far as the pool size
+    /// and max_db_connections / max_user_connections allow.
     fn fill_min(self: &Arc<Self>) {
         let settings = self.settings();
+        let lim = self.limits.resolve(&self.key, &settings);
         let missing = {
             let mut inner = self.lock();
             let want = settings.min_size.min(settings.size);
-            let missing = want.saturating_sub(inner.total);
-            inner.total += missing;
+            let mut missing = 0;
+            while inner.total < want && self.limits.room(&self.key, &lim).open.is_ok() {
+                inner.total += 1;
+                self.limits.add_server(&self.key);
+                missing += 1;
+            }
             missing
         };
         for _ in 0..missing {
             let pool = Arc::clone(self);
             let settings = settings.clone();
             tokio::spawn(async move {
-                match pool.connect(&[], &settings).await {
+                match pool.connect_for(None, &[], &settings).await {
                     Ok(conn) => pool.checkin(conn),
                     Err(e) => {
                         tracing::warn!(pool = ?pool.key, error = %e, "min_pool_size connection failed")

@@ -1,21 +1,33 @@
 //! Server connection pools, keyed by (database, backend user).
 //!
-//! Bookkeeping (idle list, counts, waiters) sits behind one short sync `Mutex` per pool; no
-//! `.await` happens under it. Connecting, resetting and closing happen outside the lock.
+//! Bookkeeping (idle list, counts, waiters, per-identity holdings) sits behind one short sync
+//! `Mutex` per pool; no `.await` happens under it. Connecting, resetting and closing happen
+//! outside the lock. Who gets a freed connection is decided in `dispatch.rs` with the limits
+//! of `limits.rs` and the fair wait queue of `waiters.rs`.
 
+mod checkout;
+mod dispatch;
 mod janitor;
+mod limits;
+mod rejections;
 mod release;
+mod waiters;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
-use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
-use crate::server::{self, ServerConn, ServerError, ServerTarget};
+use crate::config::ConfigHandle;
+use crate::server::{ServerConn, ServerError, ServerTarget};
 
 pub use janitor::run_janitor;
+pub use limits::{Blocker, ClientLimit, ClientSlot, Limits};
+pub use rejections::Rejections;
+pub use waiters::{Identity, Order};
+
+use waiters::{Holders, Waiters};
 
 /// A pool's identity: the database name clients use and the user pgporter logs in as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,6 +37,7 @@ pub struct PoolKey {
 }
 
 /// Sizes and timeouts of one pool (from the config snapshot that created or last resized it).
+/// Limits shared with other pools are read from the live config instead (see `limits.rs`).
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     pub size: u32,
@@ -38,8 +51,8 @@ pub struct PoolSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("query_wait_timeout")]
-    WaitTimeout,
+    #[error("query_wait_timeout (held back by {0})")]
+    WaitTimeout(Blocker),
     #[error(transparent)]
     Connect(#[from] ServerError),
 }
@@ -50,7 +63,7 @@ pub enum PoolError {
 #[derive(Debug)]
 enum Grant {
     Conn(ServerConn),
-    /// A slot was freed: connect a new server connection yourself.
+    /// A slot was reserved for the client: connect a new server connection yourself.
     Permit,
 }
 
@@ -59,7 +72,9 @@ struct Inner {
     idle: VecDeque<ServerConn>,
     /// Idle + in use + being connected.
     total: u32,
-    waiters: VecDeque<oneshot::Sender<Grant>>,
+    /// In use + being connected, per client identity.
+    holders: Holders,
+    waiters: Waiters<Grant>,
     /// Server-reported parameters for the client welcome, from the first connection.
     welcome: Option<Arc<Vec<(String, String)>>>,
 }
@@ -69,6 +84,7 @@ pub struct Pool {
     pub key: PoolKey,
     pub target: ServerTarget,
     settings: Mutex<PoolSettings>,
+    limits: Arc<Limits>,
     inner: Mutex<Inner>,
 }
 
@@ -80,19 +96,19 @@ pub struct PoolCounts {
     pub waiting: u32,
 }
 
-#[allow(clippy::large_enum_variant)]
-enum Decision {
-    Take(ServerConn),
-    Connect,
-    Wait(oneshot::Receiver<Grant>),
-}
-
 impl Pool {
-    pub fn new(key: PoolKey, target: ServerTarget, settings: PoolSettings) -> Self {
+    /// A pool counting its connections against `limits` (shared by all pools).
+    pub fn new(
+        key: PoolKey,
+        target: ServerTarget,
+        settings: PoolSettings,
+        limits: Arc<Limits>,
+    ) -> Self {
         Pool {
             key,
             target,
             settings: Mutex::new(settings),
+            limits,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -110,9 +126,11 @@ impl Pool {
             .clone()
     }
 
-    /// Apply new sizes/timeouts (config reload); a smaller size takes effect as connections return.
+    /// Apply new sizes/timeouts (config reload): a larger size serves waiters at once, a
+    /// smaller one takes effect as connections return.
     pub fn update_settings(&self, settings: PoolSettings) {
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
+        self.poke();
     }
 
     pub fn counts(&self) -> PoolCounts {
@@ -124,127 +142,14 @@ impl Pool {
         }
     }
 
+    /// Server connections of this pool held by clients of `identity` (in use or connecting).
+    pub fn held_by(&self, identity: &str) -> u32 {
+        self.lock().holders.get(identity)
+    }
+
     /// The server parameters to welcome a client with, once a connection has been made.
     pub fn welcome(&self) -> Option<Arc<Vec<(String, String)>>> {
         self.lock().welcome.clone()
-    }
-
-    /// Get a server connection: an idle one, a new one if under the pool size, or wait up to
-    /// `wait` (None = forever) for one to be released.
-    pub async fn checkout(
-        &self,
-        extra_params: &[(String, String)],
-        wait: Option<Duration>,
-    ) -> Result<ServerConn, PoolError> {
-        let settings = self.settings();
-        let grant = match self.decide(&settings) {
-            Decision::Take(conn) => Grant::Conn(conn),
-            Decision::Connect => Grant::Permit,
-            Decision::Wait(rx) => self.wait(rx, wait).await?,
-        };
-        match grant {
-            Grant::Conn(mut conn) => {
-                conn.last_used = Instant::now();
-                Ok(conn)
-            }
-            Grant::Permit => self.connect(extra_params, &settings).await,
-        }
-    }
-
-    fn decide(&self, settings: &PoolSettings) -> Decision {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        while let Some(conn) = inner.idle.pop_back() {
-            if expired(&conn, settings, now) {
-                inner.total -= 1;
-                drop(conn);
-                continue;
-            }
-            return Decision::Take(conn);
-        }
-        if inner.total < settings.size {
-            inner.total += 1;
-            return Decision::Connect;
-        }
-        let (tx, rx) = oneshot::channel();
-        inner.waiters.push_back(tx);
-        Decision::Wait(rx)
-    }
-
-    async fn wait(
-        &self,
-        mut rx: oneshot::Receiver<Grant>,
-        wait: Option<Duration>,
-    ) -> Result<Grant, PoolError> {
-        let received = match wait {
-            Some(limit) => tokio::time::timeout(limit, &mut rx).await.ok(),
-            None => Some((&mut rx).await),
-        };
-        match received {
-            Some(Ok(grant)) => Ok(grant),
-            // The pool is being dropped (never happens while we hold an Arc), or timed out:
-            // close the channel and take anything that raced in, so nothing is lost.
-            Some(Err(_)) | None => {
-                rx.close();
-                rx.try_recv().map_err(|_| PoolError::WaitTimeout)
-            }
-        }
-    }
-
-    async fn connect(
-        &self,
-        extra_params: &[(String, String)],
-        settings: &PoolSettings,
-    ) -> Result<ServerConn, PoolError> {
-        match server::connect(&self.target, extra_params, settings.connect_timeout).await {
-            Ok(conn) => {
-                let mut inner = self.lock();
-                if inner.welcome.is_none() {
-                    inner.welcome = Some(Arc::new(conn.reported.clone()));
-                }
-                Ok(conn)
-            }
-            Err(e) => {
-                self.forget_one();
-                Err(e.into())
-            }
-        }
-    }
-
-    /// A connection counted in `total` is gone: free its slot, or hand the slot to a waiter.
-    fn forget_one(&self) {
-        let mut inner = self.lock();
-        inner.total -= 1;
-        let size = self.settings().size;
-        while inner.total < size {
-            let Some(tx) = inner.waiters.pop_front() else {
-                break;
-            };
-            inner.total += 1;
-            if tx.send(Grant::Permit).is_ok() {
-                break;
-            }
-            inner.total -= 1;
-        }
-    }
-
-    /// Put a clean, reset connection back: to the longest waiter, else onto the idle list.
-    fn checkin(&self, mut conn: ServerConn) {
-        let mut inner = self.lock();
-        if inner.total > self.settings().size {
-            // Shrunk by a reload: let this one go.
-            inner.total -= 1;
-            return;
-        }
-        while let Some(tx) = inner.waiters.pop_front() {
-            match tx.send(Grant::Conn(conn)) {
-                Ok(()) => return,
-                Err(Grant::Conn(back)) => conn = back,
-                Err(Grant::Permit) => return,
-            }
-        }
-        conn.conn.shrink();
-        inner.idle.push_back(conn);
     }
 }
 
@@ -257,22 +162,50 @@ fn expired(conn: &ServerConn, settings: &PoolSettings, now: Instant) -> bool {
             .is_some_and(|l| now.duration_since(conn.last_used) >= l)
 }
 
-/// All pools, created on first use.
-#[derive(Debug, Default)]
+/// All pools, created on first use, and the limits they share.
+#[derive(Debug)]
 pub struct Pools {
     map: DashMap<PoolKey, Arc<Pool>>,
+    limits: Arc<Limits>,
 }
 
 impl Pools {
-    /// The pool for `key`, created with `make` if missing.
-    pub fn get_or_create(&self, key: &PoolKey, make: impl FnOnce() -> Pool) -> Arc<Pool> {
+    /// Pools whose limits follow the live configuration in `config`.
+    pub fn new(config: Arc<ConfigHandle>) -> Self {
+        Pools {
+            map: DashMap::new(),
+            limits: Arc::new(Limits::new(config)),
+        }
+    }
+
+    /// The limits (and their counters) every pool shares.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
+    }
+
+    /// The pool for `key`, created with `make` (given the shared limits) if missing.
+    pub fn get_or_create(
+        &self,
+        key: &PoolKey,
+        make: impl FnOnce(Arc<Limits>) -> Pool,
+    ) -> Arc<Pool> {
         if let Some(pool) = self.map.get(key) {
             return pool.clone();
         }
-        self.map
+        let mut created = None;
+        let pool = self
+            .map
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(make()))
-            .clone()
+            .or_insert_with(|| {
+                let pool = Arc::new(make(Arc::clone(&self.limits)));
+                created = Some(Arc::clone(&pool));
+                pool
+            })
+            .clone();
+        if let Some(pool) = created {
+            self.limits.register(&pool);
+        }
+        pool
     }
 
     pub fn get(&self, key: &PoolKey) -> Option<Arc<Pool>> {

@@ -52,8 +52,9 @@ impl Pool {
     }
 
     /// Close a connection that must not be reused, and free its slot.
-    pub async fn discard(&self, conn: ServerConn) {
-        self.forget_one();
+    pub async fn discard(&self, mut conn: ServerConn) {
+        let holder = conn.holder.take();
+        self.forget(holder.as_deref());
         terminate(conn).await;
     }
 }

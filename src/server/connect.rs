@@ -49,6 +49,7 @@ async fn connect_inner(
         reported,
         created_at: now,
         last_used: now,
+        holder: None,
     })
 }
 

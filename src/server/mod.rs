@@ -113,6 +113,8 @@ pub struct ServerConn {
     pub reported: Vec<(String, String)>,
     pub created_at: Instant,
     pub last_used: Instant,
+    /// Pool bookkeeping: the client identity this connection is lent to, if any.
+    pub holder: Option<std::sync::Arc<str>>,
 }
 
 impl ServerConn {

@@ -8,5 +8,6 @@ mod butler;
 mod clients;
 mod drivers;
 mod drivers_native;
+mod limits;
 mod negative;
 mod session;

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -16,6 +17,7 @@ pub(crate) struct Porter {
     dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
+    shared: Arc<pgporter::app::Shared>,
 }
 
 /// Write `pgporter.ini` and `userlist.txt` into a fresh temp dir, load, bind, and serve.
@@ -43,6 +45,7 @@ pub(crate) async fn spawn_pgporter(ini: &str, userlist: &str) -> Porter {
         .await
         .unwrap_or_else(|e| panic!("pgporter failed to bind: {e}"));
     let addr = app.local_addr();
+    let shared = app.shared();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         // Resolves on send or when the sender is dropped with the Porter.
@@ -56,6 +59,7 @@ pub(crate) async fn spawn_pgporter(ini: &str, userlist: &str) -> Porter {
         dir,
         shutdown: Some(tx),
         task: Some(task),
+        shared,
     }
 }
 
@@ -87,6 +91,21 @@ impl Porter {
             quote(password),
             quote(db)
         )
+    }
+
+    /// The running app's shared state (pools, limits and their counters).
+    pub(crate) fn shared(&self) -> &pgporter::app::Shared {
+        &self.shared
+    }
+
+    /// Rewrite pgporter.ini as `ini` (with `{dir}` replaced) and swap the new snapshot in, as a
+    /// reload does: connected clients stay.
+    pub(crate) fn store_config(&self, ini: &str) {
+        let ini = ini.replace("{dir}", &self.dir.path().display().to_string());
+        std::fs::write(self.ini_path(), &ini).expect("writing pgporter.ini");
+        let config = pgporter::config::load(&self.ini_path())
+            .unwrap_or_else(|errors| panic!("pgporter rejected the new config: {errors:?}"));
+        self.shared.config.store(config);
     }
 
     /// Trigger shutdown and wait (bounded) for `App::run` to return; panics on an error or a

@@ -1,0 +1,113 @@
+//! Connection limits as the current snapshot resolves them: per-database entries and [users]
+//! overrides first, then the [pgbouncer] defaults. 0 always means "no limit".
+//!
+//! Pools and the login path call these on every decision with the live snapshot, so a reload
+//! changes limits without touching connected clients.
+
+use super::Config;
+
+/// `max_user_pool_share`: how much of one pool a single client identity may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolShare {
+    /// At most this many server connections.
+    Count(u32),
+    /// At most this percentage (1..=100) of the pool size, rounded up, at least 1.
+    Percent(u32),
+}
+
+impl PoolShare {
+    /// The cap in connections for a pool of `size`.
+    pub fn cap(self, size: u32) -> u32 {
+        match self {
+            PoolShare::Count(n) => n,
+            PoolShare::Percent(p) => {
+                let cap = (u64::from(size) * u64::from(p)).div_ceil(100);
+                u32::try_from(cap).unwrap_or(u32::MAX).max(1)
+            }
+        }
+    }
+}
+
+/// `5` (connections), `50%` (of the pool size); `0` = no cap.
+pub(super) fn parse_pool_share(v: &str) -> Result<Option<PoolShare>, String> {
+    let t = v.trim();
+    if let Some(p) = t.strip_suffix('%') {
+        return match super::settings::parse_u32(p) {
+            Ok(0) => Ok(None),
+            Ok(p) if p <= 100 => Ok(Some(PoolShare::Percent(p))),
+            _ => Err(format!("{v:?} is not a percentage (1% ..= 100%)")),
+        };
+    }
+    match super::settings::parse_u32(t)? {
+        0 => Ok(None),
+        n => Ok(Some(PoolShare::Count(n))),
+    }
+}
+
+impl Config {
+    /// Server connections of backend user `user` across all pools.
+    pub fn max_user_connections(&self, user: &str) -> u32 {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or(self.settings.max_user_connections)
+    }
+
+    /// Client connections logged in as `user`.
+    pub fn max_user_client_connections(&self, user: &str) -> u32 {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_client_connections)
+            .unwrap_or(self.settings.max_user_client_connections)
+    }
+
+    /// Server connections to database `db` across all its pools.
+    pub fn max_db_connections(&self, db: &str) -> u32 {
+        self.database(db)
+            .and_then(|e| e.max_db_connections)
+            .unwrap_or(self.settings.max_db_connections)
+    }
+
+    /// Client connections to database `db`.
+    pub fn max_db_client_connections(&self, db: &str) -> u32 {
+        self.database(db)
+            .and_then(|e| e.max_db_client_connections)
+            .unwrap_or(self.settings.max_db_client_connections)
+    }
+
+    /// Extra connections a pool of `db` may open for clients waiting past reserve_pool_timeout.
+    pub fn reserve_pool_size(&self, db: &str) -> u32 {
+        self.database(db)
+            .and_then(|e| e.reserve_pool_size)
+            .unwrap_or(self.settings.reserve_pool_size)
+    }
+
+    /// The per-identity cap inside a pool of `db`.
+    pub fn max_user_pool_share(&self, db: &str) -> Option<PoolShare> {
+        match self.database(db).and_then(|e| e.max_user_pool_share) {
+            Some(share) => share,
+            None => self.settings.max_user_pool_share,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares() {
+        assert_eq!(parse_pool_share("5"), Ok(Some(PoolShare::Count(5))));
+        assert_eq!(parse_pool_share(" 50% "), Ok(Some(PoolShare::Percent(50))));
+        assert_eq!(parse_pool_share("0"), Ok(None));
+        assert_eq!(parse_pool_share("0%"), Ok(None));
+        assert!(parse_pool_share("101%").is_err());
+        assert!(parse_pool_share("-1").is_err());
+        assert!(parse_pool_share("half").is_err());
+        assert_eq!(PoolShare::Percent(50).cap(10), 5);
+        assert_eq!(PoolShare::Percent(50).cap(5), 3);
+        assert_eq!(PoolShare::Percent(1).cap(3), 1);
+        assert_eq!(PoolShare::Percent(100).cap(0), 1);
+        assert_eq!(PoolShare::Count(4).cap(10), 4);
+    }
+}

@@ -1,0 +1,214 @@
+//! Getting a server connection: queue, let the dispatcher decide, wait (bounded by
+//! query_wait_timeout, with the reserve pool opening after reserve_pool_timeout), connect.
+//!
+//! Cancel-safe: a checkout dropped while waiting or connecting gives back whatever it was
+//! granted (guards below), so no slot or identity holding leaks.
+
+use tokio::sync::oneshot;
+use tokio::time::{timeout_at, Duration, Instant};
+
+use super::limits::Blocker;
+use super::waiters::Identity;
+use super::{Grant, Pool, PoolError, PoolSettings};
+use crate::server::{self, ServerConn};
+
+impl Pool {
+    /// Get a server connection for a client of `identity`: an idle one, a new one if the
+    /// limits allow, or wait up to `wait` (None = forever) for one.
+    pub async fn checkout(
+        &self,
+        identity: &Identity,
+        extra_params: &[(String, String)],
+        wait: Option<Duration>,
+    ) -> Result<ServerConn, PoolError> {
+        let settings = self.settings();
+        let since = Instant::now();
+        let (seq, mut rx, blocker, close) = {
+            let mut inner = self.lock();
+            let (seq, rx) = inner.waiters.push(identity.clone());
+            let close = self.dispatch(&mut inner, &settings);
+            let blocker = inner
+                .waiters
+                .get(seq)
+                .map(|_| self.blocker(&inner, &settings, identity, false));
+            (seq, rx, blocker, close)
+        };
+        self.settle(close);
+        let grant = match rx.try_recv() {
+            Ok(grant) => grant,
+            Err(_) => {
+                if let Some(b) = blocker {
+                    self.limits.evict_for(&self.key, b);
+                }
+                let mut guard = WaitGuard {
+                    pool: self,
+                    identity,
+                    seq,
+                    rx: Some(rx),
+                };
+                guard.wait(since, wait, &settings).await?
+            }
+        };
+        match grant {
+            Grant::Conn(mut conn) => {
+                conn.last_used = Instant::now();
+                conn.holder = Some(identity.clone());
+                Ok(conn)
+            }
+            Grant::Permit => {
+                self.connect_for(Some(identity), extra_params, &settings)
+                    .await
+            }
+        }
+    }
+
+    /// Open a connection in a slot already counted (for `holder`, or for the idle list).
+    pub(super) async fn connect_for(
+        &self,
+        holder: Option<&Identity>,
+        extra_params: &[(String, String)],
+        settings: &PoolSettings,
+    ) -> Result<ServerConn, PoolError> {
+        let mut slot = SlotGuard {
+            pool: self,
+            holder,
+            armed: true,
+        };
+        let mut conn =
+            server::connect(&self.target, extra_params, settings.connect_timeout).await?;
+        slot.armed = false;
+        conn.holder = holder.cloned();
+        let mut inner = self.lock();
+        if inner.welcome.is_none() {
+            inner.welcome = Some(std::sync::Arc::new(conn.reported.clone()));
+        }
+        Ok(conn)
+    }
+
+    /// The waiter `seq` has waited past reserve_pool_timeout: let it use the reserve pool.
+    fn allow_reserve(&self, seq: u64, settings: &PoolSettings) {
+        let close = {
+            let mut inner = self.lock();
+            match inner.waiters.get_mut(seq) {
+                Some(w) => w.reserve = true,
+                None => return,
+            }
+            self.dispatch(&mut inner, settings)
+        };
+        self.settle(close);
+    }
+}
+
+/// A queued checkout. Dropped early (client gone, shutdown), it leaves the queue and returns
+/// a grant that raced in.
+struct WaitGuard<'p> {
+    pool: &'p Pool,
+    identity: &'p Identity,
+    seq: u64,
+    rx: Option<oneshot::Receiver<Grant>>,
+}
+
+impl WaitGuard<'_> {
+    async fn wait(
+        &mut self,
+        since: Instant,
+        wait: Option<Duration>,
+        settings: &PoolSettings,
+    ) -> Result<Grant, PoolError> {
+        let deadline = wait.map(|w| since + w);
+        let reserve_at = {
+            let lim = self.pool.limits.resolve(&self.pool.key, settings);
+            lim.reserve_timeout
+                .filter(|_| lim.reserve_size > 0)
+                .map(|t| since + t)
+        };
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(PoolError::WaitTimeout(Blocker::PoolSize));
+        };
+        if let Some(at) = reserve_at.filter(|at| deadline.map_or(true, |d| *at < d)) {
+            if let Ok(received) = timeout_at(at, &mut *rx).await {
+                return self.received(received);
+            }
+            self.pool.allow_reserve(self.seq, settings);
+        }
+        let received = match deadline {
+            Some(d) => match timeout_at(d, &mut *rx).await {
+                Ok(received) => received,
+                Err(_) => return self.timed_out(settings),
+            },
+            None => rx.await,
+        };
+        self.received(received)
+    }
+
+    fn received(
+        &mut self,
+        received: Result<Grant, oneshot::error::RecvError>,
+    ) -> Result<Grant, PoolError> {
+        self.rx = None;
+        // The sender only goes away unsent when the pool drops it, which it never does while
+        // the waiter is queued; treat it as a timeout rather than panic.
+        received.map_err(|_| PoolError::WaitTimeout(Blocker::PoolSize))
+    }
+
+    fn timed_out(&mut self, settings: &PoolSettings) -> Result<Grant, PoolError> {
+        let blocker = {
+            let mut inner = self.pool.lock();
+            match inner.waiters.remove(self.seq) {
+                Some(w) => Some(
+                    self.pool
+                        .blocker(&inner, settings, self.identity, w.reserve),
+                ),
+                None => None,
+            }
+        };
+        match blocker {
+            Some(b) => {
+                self.rx = None;
+                Err(PoolError::WaitTimeout(b))
+            }
+            // Granted while the timer fired: the grant is in the channel already.
+            None => match self.rx.as_mut().map(oneshot::Receiver::try_recv) {
+                Some(Ok(grant)) => {
+                    self.rx = None;
+                    Ok(grant)
+                }
+                _ => Err(PoolError::WaitTimeout(Blocker::PoolSize)),
+            },
+        }
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        // Leave the queue first, so nothing more can be sent; then return what was.
+        self.pool.lock().waiters.remove(self.seq);
+        match rx.try_recv() {
+            Ok(Grant::Conn(mut conn)) => {
+                conn.holder = Some(self.identity.clone());
+                self.pool.checkin(conn);
+            }
+            Ok(Grant::Permit) => self.pool.forget(Some(self.identity)),
+            Err(_) => {}
+        }
+    }
+}
+
+/// A counted slot being connected; dropped armed (connect failed or was cancelled), it frees
+/// the slot.
+struct SlotGuard<'p> {
+    pool: &'p Pool,
+    holder: Option<&'p Identity>,
+    armed: bool,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.forget(self.holder.map(|h| &**h));
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Who gets what is free: idle connections and open slots go to waiters in fair order, within
+//! the pool size (plus the reserve for clients that waited long enough), each identity's
+//! share, and the cross-pool limits. Everything here runs under the pool lock and does no I/O;
+//! connections to close are handed back and closed afterwards by [`Pool::settle`].
+
+use tokio::time::Instant;
+
+use super::limits::{Blocker, PoolLimits};
+use super::release::terminate;
+use super::{expired, Grant, Inner, Pool, PoolSettings};
+use crate::server::ServerConn;
+
+impl Pool {
+    /// Re-run the dispatch: after a reload, a freed cross-pool slot, or as a periodic check.
+    pub(super) fn poke(&self) {
+        let settings = self.settings();
+        let close = {
+            let mut inner = self.lock();
+            if inner.waiters.is_empty() && inner.idle.is_empty() {
+                return;
+            }
+            self.dispatch(&mut inner, &settings)
+        };
+        self.settle(close);
+    }
+
+    /// Serve waiters with what is free now; returns connections to close (idle ones over the
+    /// pool size or over a lowered limit, and expired ones met on the way).
+    pub(super) fn dispatch(&self, inner: &mut Inner, settings: &PoolSettings) -> Vec<ServerConn> {
+        let lim = self.limits.resolve(&self.key, settings);
+        let mut close = Vec::new();
+        inner.waiters.prune();
+        while !inner.waiters.is_empty() {
+            let room = self.limits.room(&self.key, &lim);
+            let total = inner.total;
+            let idle = !inner.idle.is_empty();
+            let pick = inner.waiters.pick(lim.order, &inner.holders, |w, held| {
+                if lim.share_cap.is_some_and(|cap| held >= cap) {
+                    return false;
+                }
+                let cap = lim.cap(w.reserve);
+                if idle {
+                    total <= cap && !room.over
+                } else {
+                    total < cap && room.open.is_ok()
+                }
+            });
+            let Some(seq) = pick else { break };
+            let grant = if idle {
+                let Some(conn) = inner.idle.pop_back() else {
+                    break;
+                };
+                if expired(&conn, settings, Instant::now()) {
+                    self.drop_slot(inner, 1);
+                    close.push(conn);
+                    continue;
+                }
+                Grant::Conn(conn)
+            } else {
+                inner.total += 1;
+                self.limits.add_server(&self.key);
+                Grant::Permit
+            };
+            let Some(waiter) = inner.waiters.remove(seq) else {
+                break;
+            };
+            match waiter.tx.send(grant) {
+                Ok(()) => inner.holders.add(&waiter.identity),
+                Err(Grant::Conn(conn)) => inner.idle.push_back(conn),
+                Err(Grant::Permit) => self.drop_slot(inner, 1),
+            }
+        }
+        self.trim(inner, &lim, &mut close);
+        close
+    }
+
+    /// Idle connections beyond the pool size (reserve connections going idle, a smaller size
+    /// after a reload) or over a lowered cross-pool limit are closed.
+    fn trim(&self, inner: &mut Inner, lim: &PoolLimits, close: &mut Vec<ServerConn>) {
+        while !inner.idle.is_empty()
+            && (inner.total > lim.size || self.limits.room(&self.key, lim).over)
+        {
+            if let Some(conn) = inner.idle.pop_front() {
+                self.drop_slot(inner, 1);
+                close.push(conn);
+            }
+        }
+    }
+
+    /// `n` connections counted in `total` are gone.
+    pub(super) fn drop_slot(&self, inner: &mut Inner, n: u32) {
+        inner.total = inner.total.saturating_sub(n);
+        self.limits.remove_servers(&self.key, n);
+    }
+
+    /// After the lock is released: close what dispatch set aside (in the background, this is
+    /// the rare path) and, as slots were freed, let sibling pools' waiters have them.
+    pub(super) fn settle(&self, close: Vec<ServerConn>) {
+        if close.is_empty() {
+            return;
+        }
+        for conn in close {
+            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing server connection over the pool's limits");
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(terminate(conn));
+            }
+        }
+        self.limits.wake(&self.key);
+    }
+
+    /// Why a client of `identity` is still waiting (for the query_wait_timeout error).
+    pub(super) fn blocker(
+        &self,
+        inner: &Inner,
+        settings: &PoolSettings,
+        identity: &str,
+        reserve: bool,
+    ) -> Blocker {
+        let lim = self.limits.resolve(&self.key, settings);
+        if lim
+            .share_cap
+            .is_some_and(|cap| inner.holders.get(identity) >= cap)
+        {
+            return Blocker::MaxUserPoolShare;
+        }
+        if inner.total >= lim.cap(reserve) {
+            return Blocker::PoolSize;
+        }
+        self.limits
+            .room(&self.key, &lim)
+            .open
+            .err()
+            .unwrap_or(Blocker::PoolSize)
+    }
+
+    /// A clean, reset connection comes back: to the best waiter, else onto the idle list (or
+    /// closed if the pool is over its limits).
+    pub(super) fn checkin(&self, mut conn: ServerConn) {
+        let holder = conn.holder.take();
+        conn.conn.shrink();
+        let settings = self.settings();
+        let close = {
+            let mut inner = self.lock();
+            if let Some(h) = &holder {
+                inner.holders.sub(h);
+            }
+            inner.idle.push_back(conn);
+            self.dispatch(&mut inner, &settings)
+        };
+        self.settle(close);
+    }
+
+    /// A connection counted in `total` (held by `holder`, if lent) is gone: free its slot for
+    /// this pool's waiters, then for sibling pools'.
+    pub(super) fn forget(&self, holder: Option<&str>) {
+        let settings = self.settings();
+        let close = {
+            let mut inner = self.lock();
+            if let Some(h) = holder {
+                inner.holders.sub(h);
+            }
+            self.drop_slot(&mut inner, 1);
+            self.dispatch(&mut inner, &settings)
+        };
+        self.settle(close);
+        self.limits.wake(&self.key);
+    }
+
+    /// Close one idle connection to make room in another pool; false if none is idle.
+    pub(super) fn evict_one_idle(&self) -> bool {
+        let conn = {
+            let mut inner = self.lock();
+            let Some(conn) = inner.idle.pop_front() else {
+                return false;
+            };
+            self.drop_slot(&mut inner, 1);
+            conn
+        };
+        self.settle(vec![conn]);
+        true
+    }
+}

@@ -1,0 +1,283 @@
+//! Limits that span pools (max_db_connections, max_user_connections) and client connections
+//! (max_db_client_connections, max_user_client_connections), read from the live config
+//! snapshot at every decision so a reload applies them without dropping anyone.
+//!
+//! Lock order: a pool's own mutex may be held while taking [`Limits`]' counters, never the
+//! reverse; the pool registry is only read to pick pools, then released before any pool lock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use tokio::time::Duration;
+
+use super::rejections::Rejections;
+use super::waiters::Order;
+use super::{Pool, PoolKey, PoolSettings};
+use crate::config::{Config, ConfigHandle};
+
+/// The limit that kept a waiting client from a server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocker {
+    /// The pool is full (pool_size / default_pool_size, plus the reserve once usable).
+    PoolSize,
+    MaxDbConnections,
+    MaxUserConnections,
+    /// The client's identity holds its max_user_pool_share of the pool.
+    MaxUserPoolShare,
+}
+
+impl Blocker {
+    /// The config key, as named in errors and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Blocker::PoolSize => "pool_size",
+            Blocker::MaxDbConnections => "max_db_connections",
+            Blocker::MaxUserConnections => "max_user_connections",
+            Blocker::MaxUserPoolShare => "max_user_pool_share",
+        }
+    }
+}
+
+impl std::fmt::Display for Blocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A client-connection cap that refused a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientLimit {
+    MaxUserClientConnections,
+    MaxDbClientConnections,
+}
+
+impl ClientLimit {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientLimit::MaxUserClientConnections => "max_user_client_connections",
+            ClientLimit::MaxDbClientConnections => "max_db_client_connections",
+        }
+    }
+}
+
+/// One pool's limits as the current snapshot resolves them.
+#[derive(Debug, Clone)]
+pub(super) struct PoolLimits {
+    pub size: u32,
+    pub reserve_size: u32,
+    /// None: the reserve pool is never used.
+    pub reserve_timeout: Option<Duration>,
+    pub share_cap: Option<u32>,
+    pub order: Order,
+    pub max_db: u32,
+    pub max_user: u32,
+}
+
+impl PoolLimits {
+    /// The pool size a waiter may fill: the reserve counts once it has waited long enough.
+    pub(super) fn cap(&self, reserve: bool) -> u32 {
+        if reserve {
+            self.size.saturating_add(self.reserve_size)
+        } else {
+            self.size
+        }
+    }
+}
+
+/// Whether the cross-pool limits leave room for one more server connection of a pool.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Room {
+    /// Ok, or the limit that is full.
+    pub open: Result<(), Blocker>,
+    /// Usage is above a limit (lowered by a reload): connections going idle are closed.
+    pub over: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    servers_by_db: HashMap<String, u32>,
+    servers_by_user: HashMap<String, u32>,
+    clients_by_db: HashMap<String, u32>,
+    clients_by_user: HashMap<String, u32>,
+}
+
+/// Shared by every pool (through [`super::Pools`]).
+#[derive(Debug)]
+pub struct Limits {
+    config: Arc<ConfigHandle>,
+    counts: Mutex<Counts>,
+    pools: Mutex<Vec<Weak<Pool>>>,
+    /// Per-user rejections, for logs now and admin/metrics later.
+    pub rejections: Rejections,
+}
+
+impl Limits {
+    pub fn new(config: Arc<ConfigHandle>) -> Self {
+        Limits {
+            config,
+            counts: Mutex::new(Counts::default()),
+            pools: Mutex::new(Vec::new()),
+            rejections: Rejections::default(),
+        }
+    }
+
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load()
+    }
+
+    pub(super) fn register(&self, pool: &Arc<Pool>) {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
+    }
+
+    /// `key`'s limits from the live snapshot (pool size and timeouts from `settings`).
+    pub(super) fn resolve(&self, key: &PoolKey, settings: &PoolSettings) -> PoolLimits {
+        let config = self.config.load();
+        let s = &config.settings;
+        PoolLimits {
+            size: settings.size,
+            reserve_size: config.reserve_pool_size(&key.db),
+            reserve_timeout: Config::nonzero(s.reserve_pool_timeout),
+            share_cap: config
+                .max_user_pool_share(&key.db)
+                .map(|share| share.cap(settings.size)),
+            order: if s.fair_sharing {
+                Order::Fair
+            } else {
+                Order::Fifo
+            },
+            max_db: config.max_db_connections(&key.db),
+            max_user: config.max_user_connections(&key.user),
+        }
+    }
+
+    pub(super) fn room(&self, key: &PoolKey, lim: &PoolLimits) -> Room {
+        let counts = self.counts();
+        let db = counts.servers_by_db.get(&key.db).copied().unwrap_or(0);
+        let user = counts.servers_by_user.get(&key.user).copied().unwrap_or(0);
+        let full = |used: u32, max: u32| max > 0 && used >= max;
+        let over = |used: u32, max: u32| max > 0 && used > max;
+        let open = if full(db, lim.max_db) {
+            Err(Blocker::MaxDbConnections)
+        } else if full(user, lim.max_user) {
+            Err(Blocker::MaxUserConnections)
+        } else {
+            Ok(())
+        };
+        Room {
+            open,
+            over: over(db, lim.max_db) || over(user, lim.max_user),
+        }
+    }
+
+    /// One more server connection of `key`'s pool exists (or is being made).
+    pub(super) fn add_server(&self, key: &PoolKey) {
+        let mut counts = self.counts();
+        *counts.servers_by_db.entry(key.db.clone()).or_insert(0) += 1;
+        *counts.servers_by_user.entry(key.user.clone()).or_insert(0) += 1;
+    }
+
+    /// `n` server connections of `key`'s pool are gone.
+    pub(super) fn remove_servers(&self, key: &PoolKey, n: u32) {
+        let mut counts = self.counts();
+        decrement(&mut counts.servers_by_db, &key.db, n);
+        decrement(&mut counts.servers_by_user, &key.user, n);
+    }
+
+    /// Server connections of database `db` and of backend user `user`, across pools.
+    pub fn server_counts(&self, db: &str, user: &str) -> (u32, u32) {
+        let counts = self.counts();
+        (
+            counts.servers_by_db.get(db).copied().unwrap_or(0),
+            counts.servers_by_user.get(user).copied().unwrap_or(0),
+        )
+    }
+
+    /// Other pools sharing `key`'s database (`by_db`) or backend user (`by_user`).
+    fn siblings(&self, key: &PoolKey, by_db: bool, by_user: bool) -> Vec<Arc<Pool>> {
+        let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|p| p.key != *key)
+            .filter(|p| (by_db && p.key.db == key.db) || (by_user && p.key.user == key.user))
+            .collect()
+    }
+
+    /// Slots of `key`'s database and user were freed: let sibling pools' waiters have them.
+    pub(super) fn wake(&self, key: &PoolKey) {
+        for pool in self.siblings(key, true, true) {
+            pool.poke();
+        }
+    }
+
+    /// A client of `key`'s pool waits on a cross-pool limit: close one idle connection of
+    /// another pool that counts against it (as PgBouncer does), freeing a slot.
+    pub(super) fn evict_for(&self, key: &PoolKey, blocker: Blocker) {
+        let (by_db, by_user) = match blocker {
+            Blocker::MaxDbConnections => (true, false),
+            Blocker::MaxUserConnections => (false, true),
+            Blocker::PoolSize | Blocker::MaxUserPoolShare => return,
+        };
+        for pool in self.siblings(key, by_db, by_user) {
+            if pool.evict_one_idle() {
+                tracing::debug!(pool = ?pool.key, for_pool = ?key, limit = %blocker, "closed an idle server connection to make room");
+                return;
+            }
+        }
+    }
+
+    /// Count a logged-in client against max_user_client_connections and
+    /// max_db_client_connections, or say which one is full. The slot frees on drop.
+    pub fn admit_client(self: &Arc<Self>, user: &str, db: &str) -> Result<ClientSlot, ClientLimit> {
+        let config = self.config.load();
+        let max_user = config.max_user_client_connections(user);
+        let max_db = config.max_db_client_connections(db);
+        let mut counts = self.counts();
+        let by_user = counts.clients_by_user.get(user).copied().unwrap_or(0);
+        let by_db = counts.clients_by_db.get(db).copied().unwrap_or(0);
+        if max_user > 0 && by_user >= max_user {
+            return Err(ClientLimit::MaxUserClientConnections);
+        }
+        if max_db > 0 && by_db >= max_db {
+            return Err(ClientLimit::MaxDbClientConnections);
+        }
+        *counts.clients_by_user.entry(user.to_string()).or_insert(0) += 1;
+        *counts.clients_by_db.entry(db.to_string()).or_insert(0) += 1;
+        Ok(ClientSlot {
+            limits: Arc::clone(self),
+            user: user.to_string(),
+            db: db.to_string(),
+        })
+    }
+}
+
+fn decrement(map: &mut HashMap<String, u32>, key: &str, n: u32) {
+    if let Some(v) = map.get_mut(key) {
+        *v = v.saturating_sub(n);
+        if *v == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+/// A client connection counted against the client caps, for as long as it lives.
+#[derive(Debug)]
+pub struct ClientSlot {
+    limits: Arc<Limits>,
+    user: String,
+    db: String,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.limits.counts();
+        decrement(&mut counts.clients_by_user, &self.user, 1);
+        decrement(&mut counts.clients_by_db, &self.db, 1);
+    }
+}

@@ -1,0 +1,168 @@
+//! Limits across pools (max_db_connections, max_user_connections), the reserve pool, and the
+//! query_wait_timeout error.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{backends, base_settings, code_and_message, eventually, ini, select1, try_connect};
+use crate::support::fixture::{userlist, PASSWORD};
+use crate::support::{cluster, spawn_pgporter, Porter};
+
+fn connstring(porter: &Porter, user: &str, db: &str) -> String {
+    porter.connstring(user, PASSWORD, db)
+}
+
+/// Two users' pools on one database share max_db_connections; an idle connection of one pool
+/// is closed to make room for the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_connections_holds_across_pools() {
+    let cluster = cluster().await;
+    let (u1, u2, db) = (
+        cluster.unique_name("u"),
+        cluster.unique_name("u"),
+        cluster.unique_name("db"),
+    );
+    cluster.create_role(&u1, PASSWORD).await;
+    cluster.create_role(&u2, PASSWORD).await;
+    cluster.create_database(&db, &u1).await;
+    let line = format!("{db} = host=127.0.0.1 port={}", cluster.port());
+    let settings = format!("{}max_db_connections = 2\n", base_settings(5, "1"));
+    let porter = spawn_pgporter(
+        &ini(&[line], &settings, ""),
+        &userlist(&[(&u1, PASSWORD), (&u2, PASSWORD)]),
+    )
+    .await;
+    let first = try_connect(&connstring(&porter, &u1, &db))
+        .await
+        .expect("u1");
+    let second = try_connect(&connstring(&porter, &u1, &db))
+        .await
+        .expect("u1");
+    select1(&first).await.expect("u1 first");
+    select1(&second).await.expect("u1 second");
+    // u2's pool has room (5) but the database has not: its login waits, then fails.
+    let err = try_connect(&connstring(&porter, &u2, &db))
+        .await
+        .expect_err("database full");
+    assert_eq!(
+        code_and_message(&err),
+        (
+            "08P01".to_string(),
+            "query_wait_timeout (held back by max_db_connections)".to_string()
+        )
+    );
+    // u1's second session leaves: its connection goes idle in u1's pool, and is closed when
+    // u2 needs the slot.
+    drop(second);
+    eventually("u1's connection is back in its pool", || async {
+        porter
+            .shared()
+            .pools
+            .all()
+            .iter()
+            .any(|p| p.counts().idle == 1)
+    })
+    .await;
+    let u2c = try_connect(&connstring(&porter, &u2, &db))
+        .await
+        .expect("u2 after room was made");
+    select1(&u2c).await.expect("u2 query");
+    assert_eq!(backends(cluster, None, Some(&db)).await, 2);
+    assert_eq!(backends(cluster, Some(&u2), Some(&db)).await, 1);
+}
+
+/// One backend user's pools on two databases share max_user_connections ([users] override).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_user_connections_holds_across_pools() {
+    let cluster = cluster().await;
+    let (u, d1, d2) = (
+        cluster.unique_name("u"),
+        cluster.unique_name("db"),
+        cluster.unique_name("db"),
+    );
+    cluster.create_role(&u, PASSWORD).await;
+    cluster.create_database(&d1, &u).await;
+    cluster.create_database(&d2, &u).await;
+    let lines: Vec<String> = [&d1, &d2]
+        .iter()
+        .map(|d| format!("{d} = host=127.0.0.1 port={}", cluster.port()))
+        .collect();
+    let porter = spawn_pgporter(
+        &ini(
+            &lines,
+            &base_settings(5, "1"),
+            &format!("{u} = max_user_connections=1\n"),
+        ),
+        &userlist(&[(&u, PASSWORD)]),
+    )
+    .await;
+    let on_d1 = try_connect(&connstring(&porter, &u, &d1))
+        .await
+        .expect("d1");
+    select1(&on_d1).await.expect("d1 query");
+    let err = try_connect(&connstring(&porter, &u, &d2))
+        .await
+        .expect_err("user at max_user_connections");
+    assert_eq!(
+        code_and_message(&err).1,
+        "query_wait_timeout (held back by max_user_connections)"
+    );
+    drop(on_d1);
+    eventually("the d1 connection is idle", || async {
+        porter
+            .shared()
+            .pools
+            .all()
+            .iter()
+            .any(|p| p.counts().idle == 1)
+    })
+    .await;
+    let on_d2 = try_connect(&connstring(&porter, &u, &d2))
+        .await
+        .expect("d2");
+    select1(&on_d2).await.expect("d2 query");
+    assert_eq!(backends(cluster, Some(&u), None).await, 1);
+}
+
+/// The reserve pool opens only after reserve_pool_timeout; beyond it, query_wait_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_pool_only_after_its_timeout() {
+    let acct = super::SharedAccount::new(
+        1,
+        "4",
+        "reserve_pool_size = 1\nreserve_pool_timeout = 1\n",
+        "",
+    )
+    .await;
+    let holder = acct.connect("alice").await;
+    select1(&holder).await.expect("first session");
+    let second = acct.connect("bob").await;
+    let started = Instant::now();
+    select1(&second)
+        .await
+        .expect("served from the reserve pool");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "reserve pool used after {waited:?}, before reserve_pool_timeout"
+    );
+    assert_eq!(acct.backends().await, 2);
+    // Pool and reserve are both in use: the next client times out, naming the pool size.
+    let third = acct.connect("carol").await;
+    let err = select1(&third).await.expect_err("pool and reserve full");
+    assert_eq!(
+        code_and_message(&err),
+        (
+            "08P01".to_string(),
+            "query_wait_timeout (held back by pool_size)".to_string()
+        )
+    );
+    // A released reserve connection is closed: the pool goes back to its size.
+    drop(second);
+    eventually("the reserve connection is closed", || async {
+        acct.backends().await == 1
+    })
+    .await;
+    drop(holder);
+}
