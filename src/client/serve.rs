@@ -28,6 +28,16 @@ pub(super) struct Session {
     pub server: Option<ServerConn>,
 }
 
+impl Drop for Session {
+    /// A connection taken at login whose session never started (client gone, login timeout)
+    /// would otherwise leak its pool slot.
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.pool.abandon(server);
+        }
+    }
+}
+
 pub(super) async fn serve(
     conn: &mut FramedConn<Stream>,
     mut session: Session,

@@ -51,6 +51,16 @@ impl Pool {
         self.checkin(conn);
     }
 
+    /// Give up a lent connection where it cannot be reset (no async context, e.g. a session
+    /// dropped during login): free its slot now and close it in the background.
+    pub fn abandon(&self, mut conn: ServerConn) {
+        let holder = conn.holder.take();
+        self.forget(holder.as_deref());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(terminate(conn));
+        }
+    }
+
     /// Close a connection that must not be reused, and free its slot.
     pub async fn discard(&self, mut conn: ServerConn) {
         let holder = conn.holder.take();

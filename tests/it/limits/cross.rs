@@ -166,3 +166,63 @@ async fn reserve_pool_only_after_its_timeout() {
     .await;
     drop(holder);
 }
+
+/// A client whose login times out while it waits for a server connection gives its place
+/// back: nothing leaks, later clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_waits_leak_nothing() {
+    let cluster = cluster().await;
+    let (u1, u2, db) = (
+        cluster.unique_name("u"),
+        cluster.unique_name("u"),
+        cluster.unique_name("db"),
+    );
+    cluster.create_role(&u1, PASSWORD).await;
+    cluster.create_role(&u2, PASSWORD).await;
+    cluster.create_database(&db, &u1).await;
+    let line = format!("{db} = host=127.0.0.1 port={}", cluster.port());
+    let settings = format!(
+        "{}max_db_connections = 1\nclient_login_timeout = 1\n",
+        base_settings(5, "10")
+    );
+    let porter = spawn_pgporter(
+        &ini(&[line], &settings, ""),
+        &userlist(&[(&u1, PASSWORD), (&u2, PASSWORD)]),
+    )
+    .await;
+    let holder = try_connect(&connstring(&porter, &u1, &db))
+        .await
+        .expect("u1");
+    // u2's first login needs a server connection (welcome parameters) and waits for the
+    // database slot until client_login_timeout ends it.
+    for _ in 0..3 {
+        let err = try_connect(&connstring(&porter, &u2, &db))
+            .await
+            .expect_err("login timeout");
+        assert_eq!(code_and_message(&err).1, "client_login_timeout");
+    }
+    let waiting: u32 = porter
+        .shared()
+        .pools
+        .all()
+        .iter()
+        .map(|p| p.counts().waiting)
+        .sum();
+    assert_eq!(waiting, 0, "abandoned waiters left in the queue");
+    drop(holder);
+    let u2c = try_connect(&connstring(&porter, &u2, &db))
+        .await
+        .expect("u2 once u1 left");
+    select1(&u2c).await.expect("u2 query");
+    let totals: u32 = porter
+        .shared()
+        .pools
+        .all()
+        .iter()
+        .map(|p| p.counts().total)
+        .sum();
+    assert_eq!(
+        totals, 1,
+        "one server connection in all: u1's was closed for u2"
+    );
+}
