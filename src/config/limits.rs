@@ -110,4 +110,49 @@ mod tests {
         assert_eq!(PoolShare::Percent(100).cap(0), 1);
         assert_eq!(PoolShare::Count(4).cap(10), 4);
     }
+
+    fn config(text: &str) -> Config {
+        let raw = crate::config::parse_ini(text, "t.ini").expect("ini");
+        crate::config::from_raw(std::path::Path::new("t.ini"), raw).expect("config")
+    }
+
+    #[test]
+    fn overrides_before_defaults() {
+        let c = config(
+            "[databases]\n\
+             app = host=h max_db_connections=3 max_db_client_connections=7 reserve_pool=2 max_user_pool_share=0\n\
+             other = host=h max_user_pool_share=25%\n\
+             [pgbouncer]\n\
+             max_db_connections = 10\nmax_user_connections = 4\nmax_db_client_connections = 50\n\
+             max_user_client_connections = 20\nreserve_pool_size = 1\nreserve_pool_timeout = 500ms\n\
+             max_user_pool_share = 3\nfair_sharing = off\n\
+             [users]\nalice = max_user_connections=1 max_user_client_connections=2\n",
+        );
+        assert_eq!(c.max_db_connections("app"), 3);
+        assert_eq!(c.max_db_connections("other"), 10);
+        assert_eq!(c.max_db_client_connections("app"), 7);
+        assert_eq!(c.max_db_client_connections("nope"), 50);
+        assert_eq!(c.reserve_pool_size("app"), 2);
+        assert_eq!(c.reserve_pool_size("other"), 1);
+        assert_eq!(c.max_user_connections("alice"), 1);
+        assert_eq!(c.max_user_connections("bob"), 4);
+        assert_eq!(c.max_user_client_connections("alice"), 2);
+        assert_eq!(c.max_user_client_connections("bob"), 20);
+        assert_eq!(c.max_user_pool_share("app"), None);
+        assert_eq!(c.max_user_pool_share("other"), Some(PoolShare::Percent(25)));
+        assert_eq!(c.max_user_pool_share("nope"), Some(PoolShare::Count(3)));
+        assert_eq!(
+            c.settings.reserve_pool_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert!(!c.settings.fair_sharing);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn bad_share_is_an_error() {
+        let raw = crate::config::parse_ini("[pgbouncer]\nmax_user_pool_share = 150%\n", "t.ini")
+            .expect("ini");
+        assert!(crate::config::from_raw(std::path::Path::new("t.ini"), raw).is_err());
+    }
 }
