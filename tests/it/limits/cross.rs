@@ -186,7 +186,7 @@ async fn abandoned_waits_leak_nothing() {
         base_settings(5, "10")
     );
     let porter = spawn_pgporter(
-        &ini(&[line], &settings, ""),
+        &ini(std::slice::from_ref(&line), &settings, ""),
         &userlist(&[(&u1, PASSWORD), (&u2, PASSWORD)]),
     )
     .await;
@@ -210,6 +210,21 @@ async fn abandoned_waits_leak_nothing() {
         .sum();
     assert_eq!(waiting, 0, "abandoned waiters left in the queue");
     drop(holder);
+    eventually("u1's connection is idle", || async {
+        porter
+            .shared()
+            .pools
+            .all()
+            .iter()
+            .any(|p| p.counts().idle == 1)
+    })
+    .await;
+    // A login that makes a server connection may take more than 1 s on a loaded machine.
+    porter.store_config(&ini(
+        &[line],
+        &format!("{}max_db_connections = 1\n", base_settings(5, "10")),
+        "",
+    ));
     let u2c = try_connect(&connstring(&porter, &u2, &db))
         .await
         .expect("u2 once u1 left");

@@ -122,10 +122,11 @@ async fn light_identity_is_served_during_a_flood() {
         "the flood was too small: {}",
         o.heavy_sessions
     );
-    // Served at the next release: only sessions already holding a connection (POOL of them)
-    // may finish meanwhile, not the ~36 queued before it (a generous margin for jitter).
+    // Served at the next release: only sessions already holding a connection (POOL of them,
+    // and those taking their place while the light one runs its query) may finish meanwhile,
+    // not the ~36 queued before it (first come, first served lets ~40 through).
     assert!(
-        o.max_overtakes <= 2 * POOL as usize,
+        o.max_overtakes <= 3 * POOL as usize,
         "{} heavy sessions overtook a light one",
         o.max_overtakes
     );
