@@ -51,7 +51,8 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     let mut conn = FramedConn::new(stream);
     let login = timeout(
         config.settings.client_login_timeout,
-        start(&mut conn, &peer, &shared, &config),
+        // Login is large and short-lived: boxed, so an idle session's task stays small.
+        Box::pin(start(&mut conn, &peer, &shared, &config)),
     )
     .await;
     let result = match login {
@@ -59,7 +60,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
         Ok(Err(e)) => Err(e),
         Ok(Ok(None)) => return,
         Ok(Ok(Some((session, registration, who)))) => {
-            let result = serve(&mut conn, session, &shared).await;
+            let result = serve(&mut conn, Box::new(session), &shared).await;
             drop(registration);
             if config.settings.log_disconnections {
                 tracing::info!(%peer, %who, "client closed");
@@ -140,7 +141,7 @@ async fn welcome(
         None => {
             let server = serve::checkout(session, shared).await?;
             let reported = Arc::new(server.reported.clone());
-            session.server = Some(server);
+            session.server = Some(Box::new(server));
             reported
         }
     };

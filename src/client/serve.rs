@@ -25,7 +25,8 @@ pub(super) struct Session {
     pub params: ClientParams,
     pub cancel: Arc<CancelSlot>,
     /// A server connection taken during login (to learn the welcome parameters), if any.
-    pub server: Option<ServerConn>,
+    /// Boxed: rare, and an idle session should stay small.
+    pub server: Option<Box<ServerConn>>,
 }
 
 impl Drop for Session {
@@ -33,27 +34,38 @@ impl Drop for Session {
     /// would otherwise leak its pool slot.
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
-            self.pool.abandon(server);
+            self.pool.abandon(*server);
         }
     }
 }
 
 pub(super) async fn serve(
     conn: &mut FramedConn<Stream>,
-    mut session: Session,
+    mut session: Box<Session>,
     shared: &Shared,
 ) -> Result<(), Error> {
     let server = match session.server.take() {
-        Some(server) => server,
+        Some(server) => *server,
         None => {
             if !first_request(conn, shared).await? {
                 return Ok(());
             }
-            checkout(&session, shared).await?
+            Box::pin(checkout(&session, shared)).await?
         }
     };
+    // Boxed: an idle session's task then holds only the small wait above.
+    Box::pin(active(conn, &session, server, shared)).await
+}
+
+/// Relay between the client and its server connection until one of them ends, then give the
+/// server connection back (or close it).
+async fn active(
+    conn: &mut FramedConn<Stream>,
+    session: &Session,
+    mut server: ServerConn,
+    shared: &Shared,
+) -> Result<(), Error> {
     let pool = Arc::clone(&session.pool);
-    let mut server = server;
     if let Err(e) = session.params.apply(&mut server).await {
         pool.release(server, false).await;
         return Err(e);
