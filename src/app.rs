@@ -1,19 +1,27 @@
-//! The application: shared state, listeners, background tasks, and shutdown.
+//! The application: shared state, listeners, background tasks, control and shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use tokio::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::CancelRegistry;
 use crate::config::{Config, ConfigHandle};
+use crate::control::{self, Control};
 use crate::error::Error;
+use crate::gates::Gates;
+use crate::health::HostStates;
+use crate::metrics::Metrics;
 use crate::net::listener::{self, Listeners};
 use crate::pool::{run_janitor, Pools};
+use crate::sessions::Sessions;
+use crate::shutdown::{Lifecycle, ShutdownMode};
+use crate::stats::Stats;
 
 /// Everything a task needs, handed to it explicitly (no globals).
 #[derive(Debug)]
@@ -21,7 +29,7 @@ pub struct Shared {
     pub config: Arc<ConfigHandle>,
     pub pools: Arc<Pools>,
     pub cancels: CancelRegistry,
-    /// Fires when sessions must end.
+    /// Fires when sessions must end (after the drain, or at once).
     pub shutdown: CancellationToken,
     /// Every client session task, for the bounded drain.
     pub tracker: TaskTracker,
@@ -29,13 +37,27 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Per-process key for mock SCRAM salts of unknown users.
     pub mock_key: [u8; 32],
+    pub stats: Stats,
+    pub sessions: Sessions,
+    pub gates: Gates,
+    pub lifecycle: Lifecycle,
+    pub hosts: HostStates,
+    pub metrics: Metrics,
+    /// The OS user we run as (peer authentication of `pgbouncer` on the unix socket).
+    pub own_uid: Option<u32>,
 }
 
 #[derive(Debug)]
 pub struct App {
     shared: Arc<Shared>,
     listeners: Listeners,
+    http: Option<tokio::net::TcpListener>,
+    control_tx: mpsc::UnboundedSender<Control>,
+    control_rx: mpsc::UnboundedReceiver<Control>,
 }
+
+/// Sends [`Control`] requests to a running [`App`] (signals, tests).
+pub type ControlSender = mpsc::UnboundedSender<Control>;
 
 impl App {
     /// Bind the listeners (listen_port = 0 picks a free port).
@@ -44,6 +66,10 @@ impl App {
             tracing::warn!("{}:{}: {}: {}", w.file, w.line, w.key, w.message);
         }
         let listeners = Listeners::bind(&config.settings).await?;
+        let http = match &config.settings.metrics_listen_addr {
+            Some(addr) => Some(crate::http::bind(addr).await?),
+            None => None,
+        };
         let config = Arc::new(ConfigHandle::new(config));
         let shared = Arc::new(Shared {
             pools: Arc::new(Pools::new(Arc::clone(&config))),
@@ -53,8 +79,22 @@ impl App {
             tracker: TaskTracker::new(),
             clients: AtomicUsize::new(0),
             mock_key: rand::random(),
+            stats: Stats::default(),
+            sessions: Sessions::default(),
+            gates: Gates::default(),
+            lifecycle: Lifecycle::default(),
+            hosts: HostStates::default(),
+            metrics: Metrics::new(),
+            own_uid: own_uid(),
         });
-        Ok(App { shared, listeners })
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        Ok(App {
+            shared,
+            listeners,
+            http,
+            control_tx,
+            control_rx,
+        })
     }
 
     /// The first TCP listener's address.
@@ -62,41 +102,146 @@ impl App {
         self.listeners.local_addr()
     }
 
+    /// The HTTP (metrics/probes) listener's address, if configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn shared(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)
     }
 
-    /// Serve until `shutdown` resolves; then stop accepting, end sessions (57P01) and wait
-    /// up to shutdown_wait_timeout for them.
+    /// A handle to send [`Control`] requests (reload, pause, shutdown ...) to the app.
+    pub fn controller(&self) -> ControlSender {
+        self.control_tx.clone()
+    }
+
+    /// Serve until `shutdown` resolves, then shut down at once ([`ShutdownMode::Immediate`]):
+    /// sessions end with 57P01, and the app waits up to shutdown_wait_timeout for them.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let App { shared, listeners } = self;
-        let accept = listener::serve(listeners, Arc::clone(&shared));
-        let janitor = tokio::spawn(run_janitor(
-            Arc::clone(&shared.pools),
-            shared.shutdown.clone(),
-        ));
-        tokio::select! {
-            () = shutdown => tracing::info!("shutting down"),
-            () = accept => {}
+        let tx = self.controller();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(Control::Shutdown(ShutdownMode::Immediate));
+        });
+        self.serve().await
+    }
+
+    /// Serve until a [`Control::Shutdown`] (from [`App::controller`] or the admin console)
+    /// has run its course.
+    pub async fn serve(self) -> Result<(), Error> {
+        let App {
+            shared,
+            listeners,
+            http,
+            control_tx: _,
+            mut control_rx,
+        } = self;
+        let accept = tokio::spawn(listener::serve(listeners, Arc::clone(&shared)));
+        let background = spawn_background(&shared, http);
+        let mut mode_rx = shared.lifecycle.subscribe();
+        loop {
+            tokio::select! {
+                Some(c) = control_rx.recv() => spawn_control(&shared, c),
+                _ = mode_rx.wait_for(Option::is_some) => break,
+            }
         }
+        drain(&shared, &mut control_rx).await;
         shared.shutdown.cancel();
         shared.tracker.close();
-        let wait = shared
-            .config
-            .load()
-            .settings
-            .shutdown_wait_timeout
-            .max(Duration::from_millis(100));
+        let wait = Duration::from_secs(2).max(
+            shared
+                .config
+                .load()
+                .settings
+                .shutdown_wait_timeout
+                .min(Duration::from_secs(5)),
+        );
         if tokio::time::timeout(wait, shared.tracker.wait())
             .await
             .is_err()
         {
-            tracing::warn!("sessions still running after shutdown_wait_timeout");
+            tracing::warn!("sessions still running after the shutdown");
         }
-        let _ = janitor.await;
+        let _ = accept.await;
+        for task in background {
+            let _ = task.await;
+        }
+        tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+fn spawn_control(shared: &Arc<Shared>, c: Control) {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let what = format!("{c:?}");
+        if let Err(e) = control::apply(&shared, c).await {
+            tracing::warn!(control = %what, error = %e, "control request failed");
+        }
+    });
+}
+
+fn spawn_background(
+    shared: &Arc<Shared>,
+    http: Option<tokio::net::TcpListener>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![
+        tokio::spawn(run_janitor(
+            Arc::clone(&shared.pools),
+            shared.shutdown.clone(),
+        )),
+        tokio::spawn(crate::health::run(Arc::clone(shared))),
+        tokio::spawn(crate::metrics::run_stats_period(Arc::clone(shared))),
+    ];
+    if let Some(l) = http {
+        tasks.push(tokio::spawn(crate::http::serve(l, Arc::clone(shared))));
+    }
+    tasks
+}
+
+/// Wait as the shutdown mode in force says; a stronger request (or a repeated one) cuts it
+/// short. Control requests keep being served meanwhile.
+async fn drain(shared: &Arc<Shared>, control_rx: &mut mpsc::UnboundedReceiver<Control>) {
+    let started = Instant::now();
+    let mut mode_rx = shared.lifecycle.subscribe();
+    loop {
+        let Some(mode) = shared.lifecycle.mode() else {
+            return;
+        };
+        let deadline = match mode {
+            ShutdownMode::Immediate => return,
+            ShutdownMode::Drain => {
+                Some(started + shared.config.load().settings.shutdown_wait_timeout)
+            }
+            ShutdownMode::WaitForClients | ShutdownMode::WaitForServers => None,
+        };
+        if shared.sessions.regular_count() == 0 {
+            return;
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {
+                tracing::info!("shutdown_wait_timeout reached; closing remaining sessions");
+                return;
+            }
+            _ = mode_rx.changed() => {}
+            Some(c) = control_rx.recv() => spawn_control(shared, c),
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+/// Our effective uid, from /proc (no unsafe libc call).
+fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }

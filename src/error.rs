@@ -47,6 +47,16 @@ pub enum Error {
     ServerClosed,
     #[error("pooler is shutting down")]
     Shutdown,
+    #[error("pooler is shutting down; not accepting new connections")]
+    Draining,
+    #[error("connection terminated by the admin console")]
+    Killed,
+    #[error("query_wait_timeout (database paused)")]
+    PausedWaitTimeout,
+    #[error("database \"{0}\" is not currently accepting connections")]
+    DatabaseDisabled(String),
+    #[error("user \"{0}\" is not allowed on the admin console")]
+    AdminNotAllowed(String),
     #[error("{0}")]
     Config(String),
     #[error("I/O error")]
@@ -61,6 +71,7 @@ impl Error {
             | Error::NoUser
             | Error::UnsupportedStartupParameter(_)
             | Error::QueryWaitTimeout(_)
+            | Error::PausedWaitTimeout
             | Error::LoginTimeout => sqlstate::PROTOCOL_VIOLATION,
             Error::UnsupportedProtocol { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             Error::AuthFailed { .. } => sqlstate::INVALID_PASSWORD,
@@ -69,7 +80,10 @@ impl Error {
             Error::ServerLogin(_) | Error::ServerLost(_) | Error::ServerClosed => {
                 sqlstate::CONNECTION_FAILURE
             }
-            Error::Shutdown => sqlstate::ADMIN_SHUTDOWN,
+            Error::Shutdown | Error::Killed => sqlstate::ADMIN_SHUTDOWN,
+            Error::Draining => sqlstate::CANNOT_CONNECT_NOW,
+            Error::DatabaseDisabled(_) => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Error::AdminNotAllowed(_) => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             Error::Config(_) | Error::Io(_) => sqlstate::INTERNAL_ERROR,
         }
     }
@@ -84,12 +98,17 @@ impl Error {
             | Error::UnknownDatabase(_)
             | Error::TooManyClients
             | Error::ClientLimit(_)
-            | Error::LoginTimeout => Fault::Client,
+            | Error::LoginTimeout
+            | Error::DatabaseDisabled(_)
+            | Error::AdminNotAllowed(_) => Fault::Client,
             Error::QueryWaitTimeout(_)
+            | Error::PausedWaitTimeout
             | Error::ServerLogin(_)
             | Error::ServerLost(_)
             | Error::ServerClosed => Fault::Server,
-            Error::Shutdown | Error::Config(_) | Error::Io(_) => Fault::Internal,
+            Error::Shutdown | Error::Draining | Error::Killed | Error::Config(_) | Error::Io(_) => {
+                Fault::Internal
+            }
         }
     }
 
@@ -121,6 +140,27 @@ fn fatal_copy(fields: &ErrorFields, buf: &mut BytesMut) {
     fields.encode(buf);
 }
 
+/// The SQLSTATE of an admin console command error (an ERROR; the console session goes on).
+pub fn admin_sqlstate(e: &crate::admin::AdminError) -> &'static str {
+    use crate::admin::{AdminError, ParseError};
+    use crate::control::ControlError;
+    match e {
+        AdminError::Parse(ParseError::Invalid(_) | ParseError::BadClientId(_))
+        | AdminError::Parse(ParseError::DatabaseRequired) => sqlstate::SYNTAX_ERROR,
+        AdminError::NotAllowed => sqlstate::INSUFFICIENT_PRIVILEGE,
+        AdminError::ExtendedProtocol => sqlstate::FEATURE_NOT_SUPPORTED,
+        AdminError::Control(c) => match c {
+            ControlError::NoSuchDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
+            ControlError::NoSuchClient => sqlstate::UNDEFINED_OBJECT,
+            ControlError::NotPaused(_) | ControlError::PoolerNotPaused => {
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            ControlError::ShuttingDown => sqlstate::ADMIN_SHUTDOWN,
+            ControlError::Reload(_) => sqlstate::CONFIG_FILE_ERROR,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +185,9 @@ mod tests {
             "client connections exceeded (max_user_client_connections)"
         );
         assert_eq!(Error::Shutdown.sqlstate(), "57P01");
+        assert_eq!(Error::Draining.sqlstate(), "57P03");
+        assert_eq!(Error::Killed.sqlstate(), "57P01");
+        assert_eq!(Error::AdminNotAllowed("x".into()).sqlstate(), "28000");
         assert_eq!(
             Error::AuthFailed {
                 user: "alice".into()

@@ -1,18 +1,32 @@
 //! pgporter: a PgBouncer-compatible PostgreSQL connection pooler.
 //!
 //! One client session reads top to bottom in [`client`]: handshake, route, authenticate,
-//! welcome, serve (relay to a pooled server connection), release.
+//! welcome, serve (relay to a pooled server connection), release. Operations: the admin
+//! console ([`admin`]), [`control`] requests (signals, console), [`metrics`] and probes
+//! ([`http`]).
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod error;
+pub mod gates;
+pub mod health;
+pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod protocol;
 pub mod server;
+pub mod sessions;
+pub mod shutdown;
+pub mod snapshot;
+pub mod stats;
 
 pub use app::App;
 pub use config::Config;
+pub use control::Control;
 pub use error::Error;
+pub use shutdown::ShutdownMode;

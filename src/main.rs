@@ -41,7 +41,6 @@ fn main() -> ExitCode {
         println!("{VERSION}");
         return ExitCode::SUCCESS;
     }
-    init_tracing(&cli);
     let Some(path) = cli.config.as_deref() else {
         eprintln!("pgporter: a config file is required (see --help)");
         return ExitCode::from(64);
@@ -53,7 +52,10 @@ fn main() -> ExitCode {
         return ExitCode::from(64);
     }
     let config = match config::load(path) {
-        Ok(c) => c,
+        Ok(c) => {
+            init_tracing(&cli, c.settings.log_format);
+            c
+        }
         Err(errors) => {
             for e in &errors {
                 eprintln!("pgporter: {e}");
@@ -96,31 +98,17 @@ async fn run(config: config::Config) -> Result<(), pgporter::Error> {
         std::fs::write(p, format!("{}\n", std::process::id()))?;
     }
     let app = App::bind(config).await?;
-    tracing::info!(version = VERSION, addr = %app.local_addr(), "listening");
-    let result = app.run(signals()).await;
+    tracing::info!(version = VERSION, addr = %app.local_addr(), http = ?app.http_addr(), "listening");
+    tokio::spawn(pgporter::control::forward_signals(app.controller()));
+    let result = app.serve().await;
     if let Some(p) = &pidfile {
         let _ = std::fs::remove_file(p);
     }
     result
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn signals() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-}
-
-fn init_tracing(cli: &Cli) {
+/// Logs go to stdout (12-factor / Kubernetes), as text or one JSON object per line.
+fn init_tracing(cli: &Cli, format: config::LogFormat) {
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
@@ -129,8 +117,11 @@ fn init_tracing(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stdout);
+    match format {
+        config::LogFormat::Text => builder.init(),
+        config::LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }

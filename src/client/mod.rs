@@ -14,15 +14,19 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::time::{timeout, Duration};
 
+use crate::admin;
 use crate::app::Shared;
 use crate::config::Config;
 use crate::error::{Error, Fault};
 use crate::net::Stream;
 use crate::pool::ClientSlot;
 use crate::protocol::{backend, FramedConn};
+use crate::sessions::{NewSession, SessionGuard, SessionInfo};
+use crate::stats::Meter;
 
 pub use cancel::CancelRegistry;
 pub use relay::TxTracker;
+pub use route::pool_plan;
 
 use handshake::{handshake, Hello};
 use params::ClientParams;
@@ -35,6 +39,22 @@ pub enum Peer {
     Unix,
 }
 
+impl Peer {
+    /// The client address for SHOW CLIENTS (`unix` for the unix socket).
+    pub fn addr(&self) -> String {
+        match self {
+            Peer::Tcp(a) => a.ip().to_string(),
+            Peer::Unix => "unix".into(),
+        }
+    }
+    pub fn port(&self) -> u16 {
+        match self {
+            Peer::Tcp(a) => a.port(),
+            Peer::Unix => 0,
+        }
+    }
+}
+
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -42,6 +62,24 @@ impl std::fmt::Display for Peer {
             Peer::Unix => f.write_str("unix"),
         }
     }
+}
+
+/// What a connection turned out to be, once logged in.
+// Built once per connection and matched at once; boxing the session would only allocate.
+#[allow(clippy::large_enum_variant)]
+enum Started<'s> {
+    /// A CancelRequest (already handled).
+    Cancel,
+    Pool {
+        session: Session,
+        _cancel: cancel::Registration<'s>,
+        guard: SessionGuard<'s>,
+        who: String,
+    },
+    Admin {
+        role: admin::Role,
+        guard: SessionGuard<'s>,
+    },
 }
 
 /// Serve one client connection to its end. Every failure the client can be told about becomes
@@ -58,10 +96,18 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     let result = match login {
         Err(_) => Err(Error::LoginTimeout),
         Ok(Err(e)) => Err(e),
-        Ok(Ok(None)) => return,
-        Ok(Ok(Some((session, registration, who)))) => {
-            let result = serve(&mut conn, Box::new(session), &shared).await;
-            drop(registration);
+        Ok(Ok(Started::Cancel)) => return,
+        Ok(Ok(Started::Admin { role, guard })) => {
+            admin::serve(&mut conn, role, &guard.info, &shared).await
+        }
+        Ok(Ok(Started::Pool {
+            session,
+            _cancel,
+            guard,
+            who,
+        })) => {
+            let result = serve(&mut conn, Box::new(session), &guard.info, &shared).await;
+            drop(_cancel);
             if config.settings.log_disconnections {
                 tracing::info!(%peer, %who, "client closed");
             }
@@ -73,37 +119,59 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     }
 }
 
-/// Handshake, route and login; `None` for a cancel request (handled here).
+/// Handshake, route and login.
 async fn start<'s>(
     conn: &mut FramedConn<Stream>,
     peer: &Peer,
     shared: &'s Shared,
     config: &Config,
-) -> Result<Option<(Session, cancel::Registration<'s>, String)>, Error> {
+) -> Result<Started<'s>, Error> {
     let startup = match handshake(conn).await? {
         Hello::Cancel(key) => {
             shared.cancels.cancel(key).await;
-            return Ok(None);
+            return Ok(Started::Cancel);
         }
         Hello::Startup(startup) => startup,
     };
+    let user = startup.get("user").unwrap_or_default();
+    let database = startup
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(user);
+    if admin::is_admin_database(database) && !user.is_empty() {
+        return start_admin(conn, peer, &startup, shared, config).await;
+    }
+    if shared.lifecycle.draining() {
+        return Err(Error::Draining);
+    }
     let route = route::route(&startup, config, &shared.pools)?;
+    if shared.gates.is_disabled(&route.database) {
+        return Err(Error::DatabaseDisabled(route.database));
+    }
     let who = format!("{}@{}", route.client_user, route.database);
-    let secret = config.userlist.get(&route.client_user);
-    login::authenticate(
-        conn,
-        config.settings.auth_type,
-        &route.client_user,
-        secret,
-        &shared.mock_key,
-    )
-    .await?;
+    authenticate(conn, config, &route.client_user, shared).await?;
     if config.settings.log_connections {
         tracing::info!(%peer, %who, "login attempt: ok");
     }
     let client_slot = admit(shared, &route.client_user, &route.database, peer)?;
     let params = ClientParams::from_startup(&startup.params, config, &peer.to_string())?;
     let registration = shared.cancels.register();
+    let guard = shared.sessions.register(
+        NewSession {
+            user: &route.client_user,
+            database: &route.database,
+            pool_user: &route.pool.key.user,
+            addr: peer.addr(),
+            port: peer.port(),
+            application_name: startup.get("application_name").unwrap_or_default(),
+            admin: false,
+        },
+        &shared.shutdown,
+    );
+    let meter = Meter::new(
+        shared.stats.pool(&route.pool.key.db, &route.pool.key.user),
+        shared.metrics.query_histogram(&route.database),
+    );
     let mut session = Session {
         pool: route.pool,
         identity: Arc::from(route.client_user.as_str()),
@@ -111,9 +179,89 @@ async fn start<'s>(
         params,
         cancel: Arc::clone(&registration.slot),
         server: None,
+        meter,
     };
-    welcome(conn, &mut session, registration.key, shared).await?;
-    Ok(Some((session, registration, who)))
+    welcome(conn, &mut session, registration.key, &guard.info, shared).await?;
+    Ok(Started::Pool {
+        session,
+        _cancel: registration,
+        guard,
+        who,
+    })
+}
+
+/// Authenticate against the auth_file; count failures per known user.
+async fn authenticate(
+    conn: &mut FramedConn<Stream>,
+    config: &Config,
+    user: &str,
+    shared: &Shared,
+) -> Result<(), Error> {
+    let secret = config.userlist.get(user);
+    let result = login::authenticate(
+        conn,
+        config.settings.auth_type,
+        user,
+        secret,
+        &shared.mock_key,
+    )
+    .await;
+    if let Err(Error::AuthFailed { .. }) = &result {
+        let label = if secret.is_some() {
+            user
+        } else {
+            crate::stats::UNKNOWN_USER
+        };
+        shared.stats.auth_failed(label);
+    }
+    result
+}
+
+/// The admin console: `pgbouncer` over the unix socket from our own OS user gets in without a
+/// password; others authenticate and must be in admin_users or stats_users.
+async fn start_admin<'s>(
+    conn: &mut FramedConn<Stream>,
+    peer: &Peer,
+    startup: &crate::protocol::startup::StartupParams,
+    shared: &'s Shared,
+    config: &Config,
+) -> Result<Started<'s>, Error> {
+    let user = startup.get("user").unwrap_or_default();
+    let database = startup
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(user);
+    let peer_ok =
+        user == "pgbouncer" && shared.own_uid.is_some() && conn.io.peer_uid() == shared.own_uid;
+    if !peer_ok {
+        authenticate(conn, config, user, shared).await?;
+    }
+    let s = &config.settings;
+    let role = if peer_ok || s.admin_users.iter().any(|u| u == user) {
+        admin::Role::Admin
+    } else if s.stats_users.iter().any(|u| u == user) {
+        admin::Role::Stats
+    } else {
+        return Err(Error::AdminNotAllowed(user.to_string()));
+    };
+    if s.log_connections {
+        tracing::info!(%peer, user, role = ?role, "admin console login");
+    }
+    let guard = shared.sessions.register(
+        NewSession {
+            user,
+            database,
+            pool_user: user,
+            addr: peer.addr(),
+            port: peer.port(),
+            application_name: startup.get("application_name").unwrap_or_default(),
+            admin: true,
+        },
+        &shared.shutdown,
+    );
+    let key: (i32, i32) = (rand::random::<i32>() & i32::MAX, rand::random());
+    admin::welcome(conn, key).await?;
+    Ok(Started::Admin { role, guard })
 }
 
 /// Count the authenticated client against max_user_client_connections and
@@ -134,12 +282,13 @@ async fn welcome(
     conn: &mut FramedConn<Stream>,
     session: &mut Session,
     key: crate::protocol::startup::CancelKey,
+    info: &SessionInfo,
     shared: &Shared,
 ) -> Result<(), Error> {
     let reported = match session.pool.welcome() {
         Some(reported) => reported,
         None => {
-            let server = serve::checkout(session, shared).await?;
+            let server = serve::checkout(session, info, shared).await?;
             let reported = Arc::new(server.reported.clone());
             session.server = Some(Box::new(server));
             reported

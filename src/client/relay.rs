@@ -14,6 +14,7 @@ use tokio_util::io::poll_read_buf;
 
 use crate::protocol::scan::{Flow, Scanner};
 use crate::protocol::{backend, frontend, FramedConn, ProtocolError};
+use crate::stats::Meter;
 
 /// Why relaying ended.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ pub struct TxTracker {
     unsynced: bool,
     /// Status byte of the last ReadyForQuery ('I', 'T' or 'E').
     status: u8,
+    /// Where query/transaction counts and times go (None: not counted).
+    meter: Option<Meter>,
 }
 
 impl Default for TxTracker {
@@ -47,16 +50,29 @@ impl Default for TxTracker {
             outstanding: 0,
             unsynced: false,
             status: b'I',
+            meter: None,
         }
     }
 }
 
 impl TxTracker {
+    /// A tracker that also counts queries, transactions and bytes into `meter`.
+    pub fn metered(meter: Meter) -> Self {
+        TxTracker {
+            meter: Some(meter),
+            ..TxTracker::default()
+        }
+    }
+
     fn on_client(&mut self, tag: u8) -> Flow {
         match tag {
             frontend::TERMINATE => return Flow::StopBefore,
-            frontend::QUERY | frontend::FUNCTION_CALL => self.outstanding += 1,
+            frontend::QUERY | frontend::FUNCTION_CALL => {
+                self.request_started();
+                self.outstanding += 1;
+            }
             frontend::SYNC => {
+                self.request_started();
                 self.outstanding += 1;
                 self.unsynced = false;
             }
@@ -75,8 +91,29 @@ impl TxTracker {
         if tag == backend::READY_FOR_QUERY {
             self.outstanding = self.outstanding.saturating_sub(1);
             self.status = body.first().copied().unwrap_or(b'E');
+            let (idle, more) = (self.status == b'I', self.outstanding > 0);
+            if let Some(m) = &mut self.meter {
+                m.ready_for_query(idle, more);
+            }
         }
         Flow::Continue
+    }
+
+    /// A sync point goes out: the clock starts if the server was idle (one clock read per
+    /// request burst, not per message).
+    fn request_started(&mut self) {
+        if self.outstanding == 0 {
+            if let Some(m) = &mut self.meter {
+                m.request_started();
+            }
+        }
+    }
+
+    /// Count relayed bytes (received from the client, sent to it).
+    fn bytes(&mut self, received: u64, sent: u64) {
+        if let Some(m) = &self.meter {
+            m.pool.bytes(received, sent);
+        }
     }
 
     /// True when the server is idle outside a transaction with nothing in flight.
@@ -98,6 +135,8 @@ struct Pump {
     ready: usize,
     need_flush: bool,
     stopped: bool,
+    /// Bytes cleared for forwarding since the last [`Pump::take_counted`].
+    counted: u64,
 }
 
 impl Pump {
@@ -107,7 +146,12 @@ impl Pump {
             ready: 0,
             need_flush: false,
             stopped: false,
+            counted: 0,
         }
+    }
+
+    fn take_counted(&mut self) -> u64 {
+        std::mem::take(&mut self.counted)
     }
 }
 
@@ -142,6 +186,7 @@ where
             |tag, _| tracker.on_client(tag),
         );
         if let Poll::Ready(end) = c2s {
+            tracker.bytes(up.take_counted(), down.take_counted());
             return Poll::Ready(match end {
                 PumpEnd::Stopped => RelayEnd::Terminate,
                 PumpEnd::Eof => RelayEnd::ClientGone,
@@ -158,6 +203,7 @@ where
             |tag| tag == backend::READY_FOR_QUERY,
             |tag, body| tracker.on_server(tag, body),
         );
+        tracker.bytes(up.take_counted(), down.take_counted());
         match s2c {
             Poll::Ready(PumpEnd::Stopped | PumpEnd::Eof) => Poll::Ready(RelayEnd::ServerGone),
             Poll::Ready(PumpEnd::ReadError(e)) => Poll::Ready(RelayEnd::ServerError(e)),
@@ -210,6 +256,7 @@ where
             match pump.scanner.scan(unscanned, want_body, &mut visit) {
                 Ok(s) => {
                     pump.ready += s.forward;
+                    pump.counted += s.forward as u64;
                     pump.stopped = s.stopped;
                 }
                 Err(e) => return Poll::Ready(PumpEnd::ReadError(e)),

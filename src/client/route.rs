@@ -85,3 +85,16 @@ pub(crate) fn pool_settings(entry: &DatabaseEntry, config: &Config) -> PoolSetti
         reset_timeout: s.server_reset_timeout,
     }
 }
+
+/// What pool `key` should look like under `config` (reload): its server target and sizes, or
+/// None when the config no longer leads there.
+pub fn pool_plan(config: &Config, key: &PoolKey) -> Option<(ServerTarget, PoolSettings)> {
+    let entry = config.database(&key.db)?;
+    if entry.user.as_deref().is_some_and(|u| u != key.user) {
+        return None;
+    }
+    Some((
+        target(entry, &key.db, &key.user, config),
+        pool_settings(entry, config),
+    ))
+}

@@ -9,6 +9,8 @@ use crate::net::Stream;
 use crate::pool::{ClientSlot, Identity, Pool, PoolError};
 use crate::protocol::{frontend, FramedConn};
 use crate::server::ServerConn;
+use crate::sessions::{ServerLink, SessionInfo};
+use crate::stats::Meter;
 
 use super::cancel::CancelSlot;
 use super::params::ClientParams;
@@ -27,6 +29,7 @@ pub(super) struct Session {
     /// A server connection taken during login (to learn the welcome parameters), if any.
     /// Boxed: rare, and an idle session should stay small.
     pub server: Option<Box<ServerConn>>,
+    pub meter: Meter,
 }
 
 impl Drop for Session {
@@ -42,27 +45,30 @@ impl Drop for Session {
 pub(super) async fn serve(
     conn: &mut FramedConn<Stream>,
     mut session: Box<Session>,
+    info: &SessionInfo,
     shared: &Shared,
 ) -> Result<(), Error> {
     let server = match session.server.take() {
         Some(server) => *server,
         None => {
-            if !first_request(conn, shared).await? {
+            if !first_request(conn, info, shared).await? {
                 return Ok(());
             }
-            Box::pin(checkout(&session, shared)).await?
+            Box::pin(checkout(&session, info, shared)).await?
         }
     };
     // Boxed: an idle session's task then holds only the small wait above.
-    Box::pin(active(conn, &session, server, shared)).await
+    let result = Box::pin(relay_session(conn, &session, server, info, shared)).await;
+    info.set_idle();
+    result
 }
 
-/// Relay between the client and its server connection until one of them ends, then give the
-/// server connection back (or close it).
-async fn active(
+/// Relay between the client and `server` until one side ends; then release or close it.
+async fn relay_session(
     conn: &mut FramedConn<Stream>,
     session: &Session,
     mut server: ServerConn,
+    info: &SessionInfo,
     shared: &Shared,
 ) -> Result<(), Error> {
     let pool = Arc::clone(&session.pool);
@@ -71,18 +77,29 @@ async fn active(
         return Err(e);
     }
     session.cancel.attach(server.addr.clone(), server.key);
-    let mut tracker = TxTracker::default();
+    let mut tracker = TxTracker::metered(session.meter.clone());
     let max_message =
         usize::try_from(shared.config.load().settings.max_packet_size).unwrap_or(usize::MAX);
     let end = tokio::select! {
         biased;
-        _ = shared.shutdown.cancelled() => None,
+        _ = info.kill.cancelled() => None,
         end = relay(conn, &mut server.conn, &mut tracker, max_message) => Some(end),
     };
     session.cancel.detach();
+    let reconnect_before = session
+        .meter
+        .pool
+        .reconnect_before_us
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let stale = reconnect_before > 0
+        && crate::stats::micros(
+            server
+                .created_at
+                .saturating_duration_since(shared.stats.epoch),
+        ) < reconnect_before;
     match end {
         Some(RelayEnd::Terminate | RelayEnd::ClientGone) => {
-            pool.release(server, tracker.is_idle()).await;
+            pool.release(server, tracker.is_idle() && !stale).await;
             Ok(())
         }
         Some(RelayEnd::ClientError(e)) => {
@@ -103,24 +120,37 @@ async fn active(
         }
         None => {
             pool.discard(server).await;
-            Err(Error::Shutdown)
+            Err(ended(shared))
         }
     }
 }
 
+/// Why a session's kill token fired: process shutdown, or the admin console.
+fn ended(shared: &Shared) -> Error {
+    if shared.shutdown.is_cancelled() {
+        Error::Shutdown
+    } else {
+        Error::Killed
+    }
+}
+
 /// Wait for the client's first request; false if it leaves (EOF or Terminate) first.
-async fn first_request(conn: &mut FramedConn<Stream>, shared: &Shared) -> Result<bool, Error> {
+async fn first_request(
+    conn: &mut FramedConn<Stream>,
+    info: &SessionInfo,
+    shared: &Shared,
+) -> Result<bool, Error> {
     conn.shrink();
     if conn.rbuf.is_empty() {
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),
+            _ = info.kill.cancelled() => return Err(ended(shared)),
             ready = conn.io.readable() => ready.map_err(|e| Error::ClientProtocol(e.into()))?,
         }
     }
     tokio::select! {
         biased;
-        _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),
+        _ = info.kill.cancelled() => return Err(ended(shared)),
         read = conn.fill() => match read {
             Ok(()) => {}
             Err(e) if e.is_disconnect() => return Ok(false),
@@ -130,19 +160,73 @@ async fn first_request(conn: &mut FramedConn<Stream>, shared: &Shared) -> Result
     Ok(conn.rbuf.first() != Some(&frontend::TERMINATE))
 }
 
-pub(super) async fn checkout(session: &Session, shared: &Shared) -> Result<ServerConn, Error> {
-    let wait = crate::config::Config::nonzero(shared.config.load().settings.query_wait_timeout);
+/// Get a server connection: wait while the database is paused (PAUSE, KILL), then check one
+/// out of the pool; the whole wait is bounded by query_wait_timeout. The pool's own checkout
+/// enforces the remaining time itself (it is never cancelled mid-wait by a timer here).
+pub(super) async fn checkout(
+    session: &Session,
+    info: &SessionInfo,
+    shared: &Shared,
+) -> Result<ServerConn, Error> {
+    let limit = crate::config::Config::nonzero(shared.config.load().settings.query_wait_timeout);
+    let started = tokio::time::Instant::now();
+    info.set_waiting(shared.stats.now_us());
+    let db = &session.pool.key.db;
+    let get = async {
+        if shared.gates.is_paused(db) {
+            let unpaused = shared.gates.wait_unpaused(db);
+            match limit {
+                Some(l) => tokio::time::timeout(l, unpaused)
+                    .await
+                    .map_err(|_| Error::PausedWaitTimeout)?,
+                None => unpaused.await,
+            }
+        }
+        let left = limit.map(|l| l.saturating_sub(started.elapsed()));
+        session
+            .pool
+            .checkout(&session.identity, &session.params.wanted, left)
+            .await
+            .map_err(|e| match e {
+                PoolError::WaitTimeout(blocker) => {
+                    let n = shared
+                        .pools
+                        .limits()
+                        .rejections
+                        .record(&session.identity, "query_wait_timeout");
+                    tracing::warn!(user = %session.identity, pool = ?session.pool.key, limit = %blocker, rejections = n, "query_wait_timeout");
+                    Error::QueryWaitTimeout(blocker)
+                }
+                PoolError::Connect(e) => Error::ServerLogin(e),
+            })
+    };
     let result = tokio::select! {
         biased;
-        _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),
-        r = session.pool.checkout(&session.identity, &session.params.wanted, wait) => r,
+        _ = info.kill.cancelled() => Err(ended(shared)),
+        r = get => r,
     };
-    result.map_err(|e| match e {
-        PoolError::WaitTimeout(blocker) => {
-            let n = shared.pools.limits().rejections.record(&session.identity, "query_wait_timeout");
-            tracing::warn!(user = %session.identity, pool = ?session.pool.key, limit = %blocker, rejections = n, "query_wait_timeout");
-            Error::QueryWaitTimeout(blocker)
+    match &result {
+        Ok(server) => {
+            let waited = started.elapsed();
+            session.meter.pool.assigned(waited);
+            shared
+                .metrics
+                .wait_histogram(db)
+                .record(waited.as_secs_f64());
+            let (addr, port) = match &server.addr {
+                crate::server::ServerAddr::Tcp { host, port } => (host.clone(), *port),
+                crate::server::ServerAddr::Unix { dir, port } => (dir.clone(), *port),
+            };
+            let age = server.created_at.elapsed();
+            info.set_active(ServerLink {
+                id: u64::try_from(server.pid()).unwrap_or(0),
+                addr,
+                port,
+                pid: server.pid(),
+                connect_time: std::time::SystemTime::now() - age,
+            });
         }
-        PoolError::Connect(e) => Error::ServerLogin(e),
-    })
+        Err(_) => info.set_idle(),
+    }
+    result
 }

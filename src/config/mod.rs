@@ -5,6 +5,7 @@
 //! Reload builds a new snapshot the same way and swaps it in whole ([`ConfigHandle`]).
 
 mod databases;
+pub mod diff;
 mod ini;
 mod limits;
 mod settings;
@@ -22,7 +23,7 @@ use crate::auth::Secret;
 pub use databases::{parse_connstring, DatabaseEntry, DEFAULT_HOST, DEFAULT_PORT};
 pub use ini::{parse_ini, IniEntry, RawIni, MAX_INCLUDE_DEPTH};
 pub use limits::PoolShare;
-pub use settings::{AuthType, PoolMode, Settings, MAX_PACKET_SIZE_LIMIT};
+pub use settings::{AuthType, LogFormat, PoolMode, Settings, MAX_PACKET_SIZE_LIMIT};
 pub use userlist::parse_userlist;
 
 /// One problem in a config file, with where it is.

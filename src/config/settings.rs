@@ -108,6 +108,22 @@ pub struct Settings {
     pub server_reset_timeout: Duration,
     /// Default 10 s; PgBouncer's `shutdown_wait_timeout`-like drain bound (pgporter key). reload: yes
     pub shutdown_wait_timeout: Duration,
+    /// `host:port` of the HTTP listener for /metrics, /healthz, /readyz; empty = off (default).
+    /// pgporter key. reload: no
+    pub metrics_listen_addr: Option<String>,
+    /// `text` (default) or `json` log lines on stdout. pgporter key. reload: no
+    pub log_format: LogFormat,
+    /// Period of the stats log line and of SHOW STATS averages. Default 60 s. reload: yes
+    pub stats_period: Duration,
+    /// Write the periodic stats line. Default true. reload: yes
+    pub log_stats: bool,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Default for Settings {
@@ -149,6 +165,10 @@ impl Default for Settings {
             max_packet_size: (1 << 30) - 1,
             server_reset_timeout: Duration::from_secs(15),
             shutdown_wait_timeout: Duration::from_secs(10),
+            metrics_listen_addr: None,
+            log_format: LogFormat::Text,
+            stats_period: Duration::from_secs(60),
+            log_stats: true,
         }
     }
 }
@@ -182,7 +202,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "idle_transaction_timeout",
     "job_name",
     "listen_backlog",
-    "log_stats",
     "max_prepared_statements",
     "peer_id",
     "pkt_buf",
@@ -206,7 +225,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "server_tls_sslmode",
     "service_name",
     "so_reuseport",
-    "stats_period",
     "suspend_timeout",
     "syslog",
     "syslog_facility",
@@ -308,6 +326,10 @@ impl Settings {
             "max_packet_size" => self.max_packet_size = parse_packet_size(v)?,
             "server_reset_timeout" => self.server_reset_timeout = parse_duration(v)?,
             "shutdown_wait_timeout" => self.shutdown_wait_timeout = parse_duration(v)?,
+            "metrics_listen_addr" => self.metrics_listen_addr = parse_listen_addr(v)?,
+            "log_format" => self.log_format = parse_log_format(v)?,
+            "stats_period" => self.stats_period = parse_nonzero_duration(v)?,
+            "log_stats" => self.log_stats = parse_bool(v)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -404,6 +426,37 @@ pub(super) fn parse_duration(v: &str) -> Result<Duration, String> {
         _ => return Err(bad()),
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {v:?} is out of range"))
+}
+
+/// `host:port` (empty = off); the port is required, the host may be `*` (all addresses).
+fn parse_listen_addr(v: &str) -> Result<Option<String>, String> {
+    let t = v.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let Some((host, port)) = t.rsplit_once(':') else {
+        return Err(format!("{v:?} is not host:port"));
+    };
+    if host.is_empty() {
+        return Err(format!("{v:?} has no host (use *:port for all addresses)"));
+    }
+    parse_u16(port).map_err(|m| format!("port: {m}"))?;
+    Ok(Some(t.to_string()))
+}
+
+fn parse_log_format(v: &str) -> Result<LogFormat, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("unknown log_format {v:?} (use text or json)")),
+    }
+}
+
+fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
+    match parse_duration(v)? {
+        d if d.is_zero() => Err(format!("{v:?} must be greater than zero")),
+        d => Ok(d),
+    }
 }
 
 /// An octal file mode such as `0777`.

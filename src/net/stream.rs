@@ -28,6 +28,16 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// The peer's uid on a unix socket (SO_PEERCRED), None otherwise.
+    pub fn peer_uid(&self) -> Option<u32> {
+        if let Stream::Unix(s) = self {
+            return s.peer_cred().ok().map(|c| c.uid());
+        }
+        None
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

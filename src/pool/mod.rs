@@ -11,6 +11,7 @@ mod janitor;
 mod limits;
 mod rejections;
 mod release;
+mod snapshot;
 mod waiters;
 
 use std::collections::VecDeque;
@@ -27,6 +28,7 @@ pub use limits::{Blocker, ClientLimit, ClientSlot, Limits};
 pub use rejections::Rejections;
 pub use waiters::{Identity, Order};
 
+pub use snapshot::IdleServer;
 use waiters::{Holders, Waiters};
 
 /// A pool's identity: the database name clients use and the user pgporter logs in as.

@@ -123,3 +123,8 @@ impl ServerConn {
         self.key.pid
     }
 }
+
+/// Can a socket to `addr` be opened? (health checks; the socket is closed at once)
+pub async fn probe(addr: &ServerAddr) -> Result<(), ServerError> {
+    connect::open(addr).await.map(drop)
+}

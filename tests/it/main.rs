@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin;
 mod auth;
 mod butler;
 mod clients;
@@ -10,4 +11,5 @@ mod drivers;
 mod drivers_native;
 mod limits;
 mod negative;
+mod ops;
 mod session;

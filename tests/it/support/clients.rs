@@ -44,3 +44,14 @@ pub(crate) fn db_error(e: &tokio_postgres::Error) -> &DbError {
     e.as_db_error()
         .unwrap_or_else(|| panic!("expected an ErrorResponse from the server, got: {e:?}"))
 }
+
+/// Connect, expecting the login to fail; returns the error.
+pub(crate) async fn connect_err(connstring: &str) -> tokio_postgres::Error {
+    match tokio::time::timeout(super::HANG, tokio_postgres::connect(connstring, NoTls))
+        .await
+        .unwrap_or_else(|_| panic!("connect hung: {connstring}"))
+    {
+        Ok(_) => panic!("connect unexpectedly succeeded: {connstring}"),
+        Err(e) => e,
+    }
+}

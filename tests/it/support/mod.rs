@@ -8,6 +8,7 @@ pub(crate) mod checklist;
 pub(crate) mod clients;
 pub(crate) mod cmd;
 pub(crate) mod fixture;
+pub(crate) mod http;
 pub(crate) mod pg;
 pub(crate) mod porter;
 pub(crate) mod skip;

@@ -14,6 +14,8 @@ use super::pg::quote;
 #[derive(Debug)]
 pub(crate) struct Porter {
     addr: SocketAddr,
+    http: Option<SocketAddr>,
+    control: pgporter::app::ControlSender,
     dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
@@ -46,6 +48,8 @@ pub(crate) async fn spawn_pgporter(ini: &str, userlist: &str) -> Porter {
         .unwrap_or_else(|e| panic!("pgporter failed to bind: {e}"));
     let addr = app.local_addr();
     let shared = app.shared();
+    let http = app.http_addr();
+    let control = app.controller();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         // Resolves on send or when the sender is dropped with the Porter.
@@ -56,6 +60,8 @@ pub(crate) async fn spawn_pgporter(ini: &str, userlist: &str) -> Porter {
     });
     Porter {
         addr,
+        http,
+        control,
         dir,
         shutdown: Some(tx),
         task: Some(task),
@@ -66,6 +72,28 @@ pub(crate) async fn spawn_pgporter(ini: &str, userlist: &str) -> Porter {
 impl Porter {
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics/probes HTTP address (metrics_listen_addr = 127.0.0.1:0 in the ini).
+    pub(crate) fn http_addr(&self) -> SocketAddr {
+        self.http
+            .expect("metrics_listen_addr is not set in this test's ini")
+    }
+
+    /// Send a control request (what a signal or the admin console would send).
+    pub(crate) fn control(&self, c: pgporter::Control) {
+        self.control.send(c).expect("pgporter is running");
+    }
+
+    /// Wait (bounded) until the pgporter task has returned.
+    pub(crate) async fn wait_stopped(&mut self, limit: std::time::Duration) {
+        if let Some(task) = self.task.take() {
+            let res = tokio::time::timeout(limit, task)
+                .await
+                .expect("pgporter did not stop in time");
+            res.expect("pgporter task panicked")
+                .unwrap_or_else(|e| panic!("pgporter returned an error: {e}"));
+        }
     }
 
     pub(crate) fn port(&self) -> u16 {

@@ -1,0 +1,124 @@
+//! SHOW CONFIG: key, value, default, changeable (PgBouncer's columns).
+
+use std::time::Duration;
+
+use super::resultset::{ResultSet, Type::Text};
+use crate::config::{AuthType, LogFormat, Settings};
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{}", d.as_secs())
+    } else {
+        format!("{s}")
+    }
+}
+
+fn auth(a: AuthType) -> &'static str {
+    match a {
+        AuthType::ScramSha256 => "scram-sha-256",
+        AuthType::Md5 => "md5",
+        AuthType::Plain => "plain",
+        AuthType::Trust => "trust",
+    }
+}
+
+fn b(v: bool) -> String {
+    if v { "1" } else { "0" }.to_string()
+}
+
+/// (key, value, reloadable) for every setting, in key order.
+fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
+    let mut v = vec![
+        ("admin_users", s.admin_users.join(","), true),
+        (
+            "application_name_add_host",
+            b(s.application_name_add_host),
+            true,
+        ),
+        ("auth_file", s.auth_file.clone().unwrap_or_default(), true),
+        ("auth_type", auth(s.auth_type).to_string(), true),
+        ("client_login_timeout", secs(s.client_login_timeout), true),
+        ("default_pool_size", s.default_pool_size.to_string(), true),
+        (
+            "ignore_startup_parameters",
+            s.ignore_startup_parameters.join(","),
+            true,
+        ),
+        ("listen_addr", s.listen_addr.join(","), false),
+        ("listen_port", s.listen_port.to_string(), false),
+        ("log_connections", b(s.log_connections), true),
+        ("log_disconnections", b(s.log_disconnections), true),
+        (
+            "log_format",
+            match s.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+            .to_string(),
+            false,
+        ),
+        ("log_pooler_errors", b(s.log_pooler_errors), true),
+        ("log_stats", b(s.log_stats), true),
+        ("logfile", s.logfile.clone().unwrap_or_default(), true),
+        ("max_client_conn", s.max_client_conn.to_string(), true),
+        ("max_db_connections", s.max_db_connections.to_string(), true),
+        ("max_packet_size", s.max_packet_size.to_string(), true),
+        (
+            "max_user_connections",
+            s.max_user_connections.to_string(),
+            true,
+        ),
+        (
+            "metrics_listen_addr",
+            s.metrics_listen_addr.clone().unwrap_or_default(),
+            false,
+        ),
+        ("min_pool_size", s.min_pool_size.to_string(), true),
+        ("pidfile", s.pidfile.clone().unwrap_or_default(), false),
+        ("pool_mode", "session".to_string(), true),
+        ("query_wait_timeout", secs(s.query_wait_timeout), true),
+        (
+            "server_connect_timeout",
+            secs(s.server_connect_timeout),
+            true,
+        ),
+        ("server_idle_timeout", secs(s.server_idle_timeout), true),
+        ("server_lifetime", secs(s.server_lifetime), true),
+        ("server_reset_query", s.server_reset_query.clone(), true),
+        ("server_reset_timeout", secs(s.server_reset_timeout), true),
+        ("shutdown_wait_timeout", secs(s.shutdown_wait_timeout), true),
+        ("stats_period", secs(s.stats_period), true),
+        ("stats_users", s.stats_users.join(","), true),
+        ("unix_socket_dir", s.unix_socket_dir.clone(), false),
+        (
+            "unix_socket_mode",
+            format!("0{:o}", s.unix_socket_mode),
+            false,
+        ),
+    ];
+    v.sort_by_key(|r| r.0);
+    v
+}
+
+pub(super) fn config(s: &Settings) -> ResultSet {
+    let defaults: std::collections::HashMap<&str, String> = rows(&Settings::default())
+        .into_iter()
+        .map(|(k, v, _)| (k, v))
+        .collect();
+    let mut rs = ResultSet::new(&[
+        ("key", Text),
+        ("value", Text),
+        ("default", Text),
+        ("changeable", Text),
+    ]);
+    for (k, v, reloadable) in rows(s) {
+        rs.push(vec![
+            k.into(),
+            v.into(),
+            defaults.get(k).cloned().unwrap_or_default().into(),
+            if reloadable { "yes" } else { "no" }.into(),
+        ]);
+    }
+    rs
+}

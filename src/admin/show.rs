@@ -1,0 +1,566 @@
+//! SHOW builders: pure functions of a [`Snapshot`] -> [`ResultSet`]. Column names, order and
+//! types are PgBouncer's (1.24), so scripts and pgbouncer_exporter read them unchanged;
+//! pgporter's own views are separate commands (SHOW HOSTS, SHOW IDENTITIES).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use super::command::Show;
+use super::resultset::{ResultSet, Type, Type::*, Value};
+use crate::sessions::ClientState;
+use crate::snapshot::Snapshot;
+use crate::stats::{Averages, Totals};
+
+/// The one pool mode pgporter has today.
+const POOL_MODE: &str = "session";
+
+pub(super) fn build(what: Show, s: &Snapshot, version: &str) -> ResultSet {
+    match what {
+        Show::Help => ResultSet::new(&[]),
+        Show::Version => {
+            let mut rs = ResultSet::new(&[("version", Text)]);
+            rs.push(vec![version.into()]);
+            rs
+        }
+        Show::Config => super::config_rows::config(&s.config.settings),
+        Show::Databases => databases(s),
+        Show::Pools => pools(s),
+        Show::Clients => clients(s),
+        Show::Servers => servers(s),
+        Show::Users => users(s),
+        Show::Stats => stats(s),
+        Show::StatsTotals => stats_totals(s),
+        Show::StatsAverages => stats_averages(s),
+        Show::Totals => totals(s),
+        Show::Lists => lists(s),
+        Show::DnsHosts => ResultSet::new(&[("hostname", Text), ("ttl", Int8), ("addrs", Text)]),
+        Show::DnsZones => ResultSet::new(&[("zonename", Text), ("serial", Int8), ("count", Int4)]),
+        Show::Mem => ResultSet::new(&[
+            ("name", Text),
+            ("size", Int4),
+            ("used", Int4),
+            ("free", Int4),
+            ("memtotal", Int4),
+        ]),
+        Show::State => state(s),
+        Show::Hosts => hosts(s),
+        Show::Identities => identities(s),
+    }
+}
+
+fn flag(b: bool) -> Value {
+    Value::Int(i64::from(b))
+}
+
+fn databases(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        ("name", Text),
+        ("host", Text),
+        ("port", Int4),
+        ("database", Text),
+        ("force_user", Text),
+        ("pool_size", Int4),
+        ("min_pool_size", Int4),
+        ("reserve_pool_size", Int4),
+        ("server_lifetime", Int4),
+        ("pool_mode", Text),
+        ("load_balance_hosts", Text),
+        ("max_connections", Int4),
+        ("current_connections", Int4),
+        ("max_client_connections", Int4),
+        ("current_client_connections", Int4),
+        ("paused", Int4),
+        ("disabled", Int4),
+    ]);
+    let set = &s.config.settings;
+    let mut names: Vec<_> = s.config.databases.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(db) = s.config.databases.get(name) else {
+            continue;
+        };
+        let servers = s.servers.iter().filter(|v| &v.database == name).count() as u64;
+        let clients = s
+            .clients
+            .iter()
+            .filter(|c| !c.admin && &c.database == name)
+            .count() as u64;
+        rs.push(vec![
+            name.as_str().into(),
+            db.host.as_str().into(),
+            db.port.into(),
+            db.dbname.clone().unwrap_or_else(|| name.clone()).into(),
+            db.user.clone().into(),
+            db.pool_size.unwrap_or(set.default_pool_size).into(),
+            db.min_pool_size.unwrap_or(set.min_pool_size).into(),
+            0u32.into(),
+            u64::from(u32::try_from(set.server_lifetime.as_secs()).unwrap_or(u32::MAX)).into(),
+            Value::Null,
+            Value::Null,
+            db.max_db_connections
+                .unwrap_or(set.max_db_connections)
+                .into(),
+            servers.into(),
+            0u32.into(),
+            clients.into(),
+            flag(s.gates.is_paused(name)),
+            flag(s.gates.is_disabled(name)),
+        ]);
+    }
+    rs
+}
+
+fn pools(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        ("database", Text),
+        ("user", Text),
+        ("cl_active", Int4),
+        ("cl_waiting", Int4),
+        ("cl_active_cancel_req", Int4),
+        ("cl_waiting_cancel_req", Int4),
+        ("sv_active", Int4),
+        ("sv_active_cancel", Int4),
+        ("sv_being_canceled", Int4),
+        ("sv_idle", Int4),
+        ("sv_used", Int4),
+        ("sv_tested", Int4),
+        ("sv_login", Int4),
+        ("maxwait", Int4),
+        ("maxwait_us", Int4),
+        ("pool_mode", Text),
+        ("load_balance_hosts", Text),
+    ]);
+    for p in &s.pools {
+        rs.push(vec![
+            p.database.as_str().into(),
+            p.user.as_str().into(),
+            p.cl_active.into(),
+            p.cl_waiting.into(),
+            0u32.into(),
+            0u32.into(),
+            p.sv_active.into(),
+            0u32.into(),
+            0u32.into(),
+            p.sv_idle.into(),
+            0u32.into(),
+            0u32.into(),
+            p.sv_login.into(),
+            p.maxwait.as_secs().into(),
+            p.maxwait.subsec_micros().into(),
+            POOL_MODE.into(),
+            Value::Null,
+        ]);
+    }
+    rs
+}
+
+const SOCKET_COLUMNS: &[(&str, Type)] = &[
+    ("type", Text),
+    ("user", Text),
+    ("database", Text),
+    ("replication", Text),
+    ("state", Text),
+    ("addr", Text),
+    ("port", Int4),
+    ("local_addr", Text),
+    ("local_port", Int4),
+    ("connect_time", Timestamp),
+    ("request_time", Timestamp),
+    ("wait", Int4),
+    ("wait_us", Int4),
+    ("close_needed", Int4),
+    ("ptr", Text),
+    ("link", Text),
+    ("remote_pid", Int4),
+    ("tls", Text),
+    ("application_name", Text),
+    ("prepared_statements", Int4),
+    ("id", Int8),
+];
+
+fn clients(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(SOCKET_COLUMNS);
+    for c in &s.clients {
+        let state = c.state();
+        let wait_us = if state == ClientState::Waiting {
+            s.now_us
+                .saturating_sub(c.wait_start_us.load(std::sync::atomic::Ordering::Relaxed))
+        } else {
+            0
+        };
+        let request = SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_secs(
+                c.request_time.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        let link = c.server().map(|l| format!("{:x}", l.pid));
+        rs.push(vec![
+            "C".into(),
+            c.user.as_str().into(),
+            c.database.as_str().into(),
+            "none".into(),
+            state.as_str().into(),
+            c.addr.as_str().into(),
+            c.port.into(),
+            Value::Null,
+            Value::Null,
+            Value::Time(c.connect_time),
+            Value::Time(request),
+            (wait_us / 1_000_000).into(),
+            (wait_us % 1_000_000).into(),
+            0u32.into(),
+            format!("{:x}", c.id).into(),
+            link.into(),
+            0u32.into(),
+            "".into(),
+            c.application_name.as_str().into(),
+            0u32.into(),
+            c.id.into(),
+        ]);
+    }
+    rs
+}
+
+fn servers(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(SOCKET_COLUMNS);
+    for v in &s.servers {
+        let (addr, port) = match &v.addr {
+            crate::server::ServerAddr::Tcp { host, port } => (host.clone(), *port),
+            crate::server::ServerAddr::Unix { dir, port } => (dir.clone(), *port),
+        };
+        rs.push(vec![
+            "S".into(),
+            v.user.as_str().into(),
+            v.database.as_str().into(),
+            "none".into(),
+            v.state.into(),
+            addr.into(),
+            port.into(),
+            Value::Null,
+            Value::Null,
+            Value::Time(v.connect_time),
+            Value::Time(v.request_time),
+            0u32.into(),
+            0u32.into(),
+            0u32.into(),
+            format!("{:x}", v.pid).into(),
+            v.link.map(|l| format!("{l:x}")).into(),
+            v.pid.into(),
+            "".into(),
+            v.application_name.as_str().into(),
+            0u32.into(),
+            u64::try_from(v.pid).unwrap_or(0).into(),
+        ]);
+    }
+    rs
+}
+
+fn users(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        ("name", Text),
+        ("pool_size", Text),
+        ("reserve_pool_size", Text),
+        ("pool_mode", Text),
+        ("max_user_connections", Int4),
+        ("current_connections", Int4),
+        ("max_user_client_connections", Int4),
+        ("current_client_connections", Int4),
+    ]);
+    let set = &s.config.settings;
+    let mut names: Vec<&String> = s
+        .config
+        .userlist
+        .keys()
+        .chain(s.config.users.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let entry = s.config.users.get(name);
+        let servers = s.servers.iter().filter(|v| &v.user == name).count() as u64;
+        let clients = s
+            .clients
+            .iter()
+            .filter(|c| !c.admin && &c.user == name)
+            .count() as u64;
+        rs.push(vec![
+            name.as_str().into(),
+            "".into(),
+            "".into(),
+            entry.and_then(|e| e.pool_mode).map(|_| POOL_MODE).into(),
+            entry
+                .and_then(|e| e.max_user_connections)
+                .unwrap_or(set.max_user_connections)
+                .into(),
+            servers.into(),
+            entry
+                .and_then(|e| e.max_user_client_connections)
+                .unwrap_or(0)
+                .into(),
+            clients.into(),
+        ]);
+    }
+    rs
+}
+
+const STAT_NAMES: [&str; 11] = [
+    "server_assignment_count",
+    "xact_count",
+    "query_count",
+    "received",
+    "sent",
+    "xact_time",
+    "query_time",
+    "wait_time",
+    "client_parse_count",
+    "server_parse_count",
+    "bind_count",
+];
+
+fn total_values(t: &Totals) -> [u64; 11] {
+    [
+        t.server_assignment_count,
+        t.xact_count,
+        t.query_count,
+        t.received,
+        t.sent,
+        t.xact_time_us,
+        t.query_time_us,
+        t.wait_time_us,
+        0,
+        0,
+        0,
+    ]
+}
+
+fn average_values(a: &Averages) -> [u64; 11] {
+    [
+        a.server_assignment_count,
+        a.xact_count,
+        a.query_count,
+        a.recv,
+        a.sent,
+        a.xact_time,
+        a.query_time,
+        a.wait_time,
+        0,
+        0,
+        0,
+    ]
+}
+
+fn stats(s: &Snapshot) -> ResultSet {
+    let mut cols: Vec<(&'static str, Type)> = vec![("database", Text)];
+    for n in STAT_NAMES {
+        cols.push((
+            match n {
+                "received" => "total_received",
+                "sent" => "total_sent",
+                other => total_name(other),
+            },
+            Numeric,
+        ));
+    }
+    for n in STAT_NAMES {
+        cols.push((
+            match n {
+                "received" => "avg_recv",
+                "sent" => "avg_sent",
+                other => avg_name(other),
+            },
+            Numeric,
+        ));
+    }
+    let mut rs = ResultSet::new(&cols);
+    for (db, t, a) in &s.stats {
+        let mut row: Vec<Value> = vec![db.as_str().into()];
+        row.extend(total_values(t).into_iter().map(Value::from));
+        row.extend(average_values(a).into_iter().map(Value::from));
+        rs.push(row);
+    }
+    rs
+}
+
+fn total_name(n: &str) -> &'static str {
+    match n {
+        "server_assignment_count" => "total_server_assignment_count",
+        "xact_count" => "total_xact_count",
+        "query_count" => "total_query_count",
+        "xact_time" => "total_xact_time",
+        "query_time" => "total_query_time",
+        "wait_time" => "total_wait_time",
+        "client_parse_count" => "total_client_parse_count",
+        "server_parse_count" => "total_server_parse_count",
+        _ => "total_bind_count",
+    }
+}
+
+fn avg_name(n: &str) -> &'static str {
+    match n {
+        "server_assignment_count" => "avg_server_assignment_count",
+        "xact_count" => "avg_xact_count",
+        "query_count" => "avg_query_count",
+        "xact_time" => "avg_xact_time",
+        "query_time" => "avg_query_time",
+        "wait_time" => "avg_wait_time",
+        "client_parse_count" => "avg_client_parse_count",
+        "server_parse_count" => "avg_server_parse_count",
+        _ => "avg_bind_count",
+    }
+}
+
+/// STATS_TOTALS / STATS_AVERAGES column names (bytes_received / bytes_sent as in PgBouncer).
+fn short_columns() -> Vec<(&'static str, Type)> {
+    let mut cols = vec![("database", Text)];
+    for n in STAT_NAMES {
+        cols.push((
+            match n {
+                "received" => "bytes_received",
+                "sent" => "bytes_sent",
+                other => other,
+            },
+            Numeric,
+        ));
+    }
+    cols
+}
+
+fn stats_totals(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(&short_columns());
+    for (db, t, _) in &s.stats {
+        let mut row: Vec<Value> = vec![db.as_str().into()];
+        row.extend(total_values(t).into_iter().map(Value::from));
+        rs.push(row);
+    }
+    rs
+}
+
+fn stats_averages(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(&short_columns());
+    for (db, _, a) in &s.stats {
+        let mut row: Vec<Value> = vec![db.as_str().into()];
+        row.extend(average_values(a).into_iter().map(Value::from));
+        rs.push(row);
+    }
+    rs
+}
+
+fn totals(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(&[("name", Text), ("value", Numeric)]);
+    let sum = s
+        .stats
+        .iter()
+        .fold(Totals::default(), |acc, (_, t, _)| acc + *t);
+    for (n, v) in STAT_NAMES.iter().zip(total_values(&sum)) {
+        let name = match *n {
+            "received" => "total_received",
+            "sent" => "total_sent",
+            other => total_name(other),
+        };
+        rs.push(vec![name.into(), v.into()]);
+    }
+    rs
+}
+
+fn lists(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(&[("list", Text), ("items", Int4)]);
+    let users: std::collections::BTreeSet<&String> = s
+        .config
+        .userlist
+        .keys()
+        .chain(s.config.users.keys())
+        .collect();
+    let rows: [(&str, u64); 14] = [
+        ("databases", s.config.databases.len() as u64),
+        ("users", users.len() as u64),
+        ("peers", 0),
+        ("pools", s.pools.len() as u64),
+        ("peer_pools", 0),
+        ("free_clients", 0),
+        ("used_clients", s.clients.len() as u64),
+        ("login_clients", 0),
+        ("free_servers", 0),
+        ("used_servers", s.servers.len() as u64),
+        ("dns_names", 0),
+        ("dns_zones", 0),
+        ("dns_queries", 0),
+        ("dns_pending", 0),
+    ];
+    for (k, v) in rows {
+        rs.push(vec![k.into(), v.into()]);
+    }
+    rs
+}
+
+fn state(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(&[("key", Text), ("value", Text)]);
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let paused = s.gates.all_paused;
+    rs.push(vec!["active".into(), yes(!paused).into()]);
+    rs.push(vec!["paused".into(), yes(paused).into()]);
+    rs.push(vec!["suspended".into(), "no".into()]);
+    rs
+}
+
+fn hosts(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        ("host", Text),
+        ("port", Int4),
+        ("role", Text),
+        ("state", Text),
+        ("lag_ms", Int8),
+        ("last_check", Timestamp),
+        ("error", Text),
+    ]);
+    for (addr, h) in &s.hosts {
+        let (host, port) = match addr {
+            crate::server::ServerAddr::Tcp { host, port } => (host.clone(), *port),
+            crate::server::ServerAddr::Unix { dir, port } => (dir.clone(), *port),
+        };
+        rs.push(vec![
+            host.into(),
+            port.into(),
+            h.role.into(),
+            if h.up { "up" } else { "down" }.into(),
+            h.lag
+                .map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX))
+                .into(),
+            Value::Time(h.last_check),
+            h.error.clone().into(),
+        ]);
+    }
+    rs
+}
+
+/// Per client identity (the login user until session tagging provides more).
+fn identities(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        ("identity", Text),
+        ("clients", Int4),
+        ("servers", Int4),
+        ("waiting", Int4),
+        ("rejections", Int8),
+        ("auth_failures", Int8),
+    ]);
+    let mut rows: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+    for c in s.clients.iter().filter(|c| !c.admin) {
+        let r = rows.entry(c.user.clone()).or_default();
+        r[0] += 1;
+        match c.state() {
+            ClientState::Active => r[1] += 1,
+            ClientState::Waiting => r[2] += 1,
+            ClientState::Idle => {}
+        }
+    }
+    for (u, n) in &s.rejections {
+        rows.entry(u.clone()).or_default()[3] = *n;
+    }
+    for (u, n) in &s.auth_failures {
+        rows.entry(u.clone()).or_default()[4] = *n;
+    }
+    for (id, r) in rows {
+        let mut row: Vec<Value> = vec![id.into()];
+        row.extend(r.into_iter().map(Value::from));
+        rs.push(row);
+    }
+    rs
+}

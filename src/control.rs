@@ -1,0 +1,293 @@
+//! `Control`: what operators ask of a running pgporter, from Unix signals or the admin console,
+//! and the one place each request is carried out ([`apply`]).
+//!
+//! Signals: SIGHUP reload, SIGINT safe shutdown (wait for servers), SIGTERM drain (readiness
+//! off, bounded wait, then 57P01), SIGQUIT immediate, SIGUSR1 pause, SIGUSR2 resume.
+
+use std::sync::Arc;
+
+use tokio::time::Duration;
+
+use crate::app::Shared;
+use crate::config::diff::{keep_unreloadable, ConfigDiff};
+use crate::shutdown::ShutdownMode;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Reload,
+    /// Stop handing out server connections (all databases when None) and wait until the ones
+    /// in use are released.
+    Pause(Option<String>),
+    Resume(Option<String>),
+    /// Refuse new clients for a database.
+    Disable(String),
+    Enable(String),
+    /// Close server connections as they are released.
+    Reconnect(Option<String>),
+    /// Drop every client and server connection of a database (all when None), and pause it.
+    Kill(Option<String>),
+    KillClient(u64),
+    Shutdown(ShutdownMode),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no such database: {0}")]
+    NoSuchDatabase(String),
+    #[error("database {0} is not paused")]
+    NotPaused(String),
+    #[error("pooler is not paused")]
+    PoolerNotPaused,
+    #[error("pooler is shutting down")]
+    ShuttingDown,
+    #[error("client not found")]
+    NoSuchClient,
+    #[error("RELOAD failed: {0}")]
+    Reload(String),
+}
+
+/// Carry out `c`. PAUSE returns once the paused databases' server connections are released.
+pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError> {
+    match c {
+        Control::Reload => reload(shared),
+        Control::Pause(db) => pause(shared, db).await,
+        Control::Resume(db) => resume(shared, db),
+        Control::Disable(db) => {
+            known_db(shared, &db)?;
+            tracing::info!(db, "DISABLE");
+            shared.gates.update(|g| {
+                g.disabled.insert(db);
+            });
+            Ok(())
+        }
+        Control::Enable(db) => {
+            known_db(shared, &db)?;
+            tracing::info!(db, "ENABLE");
+            shared.gates.update(|g| {
+                g.disabled.remove(&db);
+            });
+            Ok(())
+        }
+        Control::Reconnect(db) => {
+            if let Some(d) = &db {
+                known_db(shared, d)?;
+            }
+            tracing::info!(db = db.as_deref().unwrap_or("*"), "RECONNECT");
+            let now = shared.stats.now_us();
+            for pool in pools_of(shared, db.as_deref()) {
+                shared
+                    .stats
+                    .pool(&pool.key.db, &pool.key.user)
+                    .reconnect_before_us
+                    .store(now, std::sync::atomic::Ordering::Relaxed);
+                pool.close_idle().await;
+            }
+            Ok(())
+        }
+        Control::Kill(db) => {
+            if let Some(d) = &db {
+                known_db(shared, d)?;
+            }
+            tracing::info!(db = db.as_deref().unwrap_or("*"), "KILL");
+            shared.gates.update(|g| match &db {
+                Some(d) => {
+                    g.paused.insert(d.clone());
+                }
+                None => g.all_paused = true,
+            });
+            shared.sessions.kill_database(db.as_deref());
+            for pool in pools_of(shared, db.as_deref()) {
+                pool.close_idle().await;
+            }
+            Ok(())
+        }
+        Control::KillClient(id) => {
+            let s = shared
+                .sessions
+                .get(id)
+                .filter(|s| !s.admin)
+                .ok_or(ControlError::NoSuchClient)?;
+            tracing::info!(id, user = %s.user, db = %s.database, "KILL_CLIENT");
+            s.kill.cancel();
+            Ok(())
+        }
+        Control::Shutdown(mode) => {
+            shared.lifecycle.request(mode);
+            Ok(())
+        }
+    }
+}
+
+fn known_db(shared: &Shared, db: &str) -> Result<(), ControlError> {
+    if shared.config.load().databases.contains_key(db) || !pools_of(shared, Some(db)).is_empty() {
+        Ok(())
+    } else {
+        Err(ControlError::NoSuchDatabase(db.to_string()))
+    }
+}
+
+fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<crate::pool::Pool>> {
+    shared
+        .pools
+        .all()
+        .into_iter()
+        .filter(|p| db.map_or(true, |d| d == p.key.db))
+        .collect()
+}
+
+async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlError> {
+    if let Some(d) = &db {
+        known_db(shared, d)?;
+    }
+    tracing::info!(db = db.as_deref().unwrap_or("*"), "PAUSE");
+    shared.gates.update(|g| match &db {
+        Some(d) => {
+            g.paused.insert(d.clone());
+        }
+        None => g.all_paused = true,
+    });
+    // Session mode: a server connection is released when its client leaves.
+    loop {
+        let busy = shared.sessions.all().iter().any(|s| {
+            !s.admin
+                && s.state() == crate::sessions::ClientState::Active
+                && db.as_deref().map_or(true, |d| d == s.database)
+        });
+        if !busy {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for pool in pools_of(shared, db.as_deref()) {
+        pool.close_idle().await;
+    }
+    Ok(())
+}
+
+fn resume(shared: &Shared, db: Option<String>) -> Result<(), ControlError> {
+    if shared.lifecycle.draining() {
+        return Err(ControlError::ShuttingDown);
+    }
+    let state = shared.gates.state();
+    match &db {
+        None if !state.all_paused && state.paused.is_empty() => {
+            return Err(ControlError::PoolerNotPaused)
+        }
+        Some(d) if !state.paused.contains(d) && !state.all_paused => {
+            known_db(shared, d)?;
+            return Err(ControlError::NotPaused(d.clone()));
+        }
+        _ => {}
+    }
+    tracing::info!(db = db.as_deref().unwrap_or("*"), "RESUME");
+    shared.gates.update(|g| match &db {
+        Some(d) => {
+            g.paused.remove(d);
+        }
+        None => {
+            g.all_paused = false;
+            g.paused.clear();
+        }
+    });
+    Ok(())
+}
+
+/// Re-read the ini and auth_file into a whole new snapshot, or keep the old one. Connected
+/// clients stay connected: pools are resized in place; a database whose connection string
+/// changed (or that was removed) gets a fresh pool for new sessions, and the old pool's idle
+/// server connections are closed.
+fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
+    let old = shared.config.load();
+    let mut new = match crate::config::load(&old.path) {
+        Ok(c) => c,
+        Err(errors) => {
+            shared
+                .stats
+                .reloads_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for e in &errors {
+                tracing::error!(error = %e, "reload rejected; keeping the running configuration");
+            }
+            let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+            return Err(ControlError::Reload(first));
+        }
+    };
+    let diff = ConfigDiff::between(&old, &new);
+    for key in &diff.refused {
+        tracing::warn!(
+            key,
+            "changing this setting needs a restart; keeping the running value"
+        );
+    }
+    keep_unreloadable(&old, &mut new);
+    for w in &new.warnings {
+        tracing::warn!("{}:{}: {}: {}", w.file, w.line, w.key, w.message);
+    }
+    shared.config.store(new);
+    let config = shared.config.load();
+    for pool in shared.pools.all() {
+        let wanted = crate::client::pool_plan(&config, &pool.key);
+        match wanted {
+            Some((target, settings)) if target == pool.target => pool.update_settings(settings),
+            _ => {
+                shared.pools.remove(&pool.key);
+                let pool = Arc::clone(&pool);
+                tokio::spawn(async move { pool.close_idle().await });
+            }
+        }
+    }
+    shared
+        .stats
+        .reloads_ok
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        added = ?diff.added,
+        removed = ?diff.removed,
+        changed = ?diff.changed,
+        "configuration reloaded"
+    );
+    Ok(())
+}
+
+/// Map Unix signals to [`Control`] requests until the receiver is gone.
+pub async fn forward_signals(tx: crate::app::ControlSender) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::quit(), "SIGQUIT"),
+        (SignalKind::user_defined1(), "SIGUSR1"),
+        (SignalKind::user_defined2(), "SIGUSR2"),
+    ];
+    let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel();
+    for (kind, name) in kinds {
+        let Ok(mut s) = signal(kind) else {
+            tracing::warn!(signal = name, "cannot install signal handler");
+            continue;
+        };
+        let sig_tx = sig_tx.clone();
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                if sig_tx.send(name).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(sig_tx);
+    while let Some(name) = sig_rx.recv().await {
+        tracing::info!(signal = name, "signal received");
+        let c = match name {
+            "SIGHUP" => Control::Reload,
+            "SIGINT" => Control::Shutdown(ShutdownMode::WaitForServers),
+            "SIGTERM" => Control::Shutdown(ShutdownMode::Drain),
+            "SIGQUIT" => Control::Shutdown(ShutdownMode::Immediate),
+            "SIGUSR1" => Control::Pause(None),
+            _ => Control::Resume(None),
+        };
+        if tx.send(c).is_err() {
+            return;
+        }
+    }
+}

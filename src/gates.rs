@@ -1,0 +1,86 @@
+//! PAUSE / DISABLE state: which databases may hand out server connections and accept new
+//! clients. A `watch` channel so paused sessions wait without polling and RESUME wakes them.
+
+use std::collections::BTreeSet;
+
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GateState {
+    /// PAUSE without a database (also SIGUSR1).
+    pub all_paused: bool,
+    /// PAUSE db / KILL db.
+    pub paused: BTreeSet<String>,
+    /// DISABLE db.
+    pub disabled: BTreeSet<String>,
+}
+
+impl GateState {
+    pub fn is_paused(&self, db: &str) -> bool {
+        self.all_paused || self.paused.contains(db)
+    }
+    pub fn is_disabled(&self, db: &str) -> bool {
+        self.disabled.contains(db)
+    }
+}
+
+#[derive(Debug)]
+pub struct Gates {
+    tx: watch::Sender<GateState>,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates {
+            tx: watch::Sender::new(GateState::default()),
+        }
+    }
+}
+
+impl Gates {
+    pub fn state(&self) -> GateState {
+        self.tx.borrow().clone()
+    }
+    pub fn is_paused(&self, db: &str) -> bool {
+        self.tx.borrow().is_paused(db)
+    }
+    pub fn is_disabled(&self, db: &str) -> bool {
+        self.tx.borrow().is_disabled(db)
+    }
+    pub fn update(&self, f: impl FnOnce(&mut GateState)) {
+        self.tx.send_modify(f);
+    }
+
+    /// Resolve once `db` is not paused.
+    pub async fn wait_unpaused(&self, db: &str) {
+        let mut rx = self.tx.subscribe();
+        // The sender lives as long as `self`; an error cannot happen while we borrow it.
+        let _ = rx.wait_for(|s| !s.is_paused(db)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pause_and_resume_wakes_waiters() {
+        let g = std::sync::Arc::new(Gates::default());
+        g.update(|s| {
+            s.paused.insert("a".into());
+        });
+        assert!(g.is_paused("a"));
+        assert!(!g.is_paused("b"));
+        let g2 = std::sync::Arc::clone(&g);
+        let waiter = tokio::spawn(async move { g2.wait_unpaused("a").await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        g.update(|s| {
+            s.paused.remove("a");
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("no panic");
+    }
+}

@@ -1,0 +1,138 @@
+//! Backend host reachability, for /readyz, SHOW HOSTS and the host metrics: a periodic probe
+//! opens a socket to every configured host. Role and replication lag are reported as unknown
+//! until primary discovery (read/write routing) publishes them here.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+use tokio::time::{timeout, Duration};
+
+use crate::app::Shared;
+use crate::config::Config;
+use crate::server::ServerAddr;
+
+const PERIOD: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What we know about one backend host.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    pub up: bool,
+    /// `primary`, `standby`, or `unknown` (not discovered yet).
+    pub role: &'static str,
+    /// Replication lag, when known.
+    pub lag: Option<Duration>,
+    pub last_check: SystemTime,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct HostStates {
+    map: DashMap<ServerAddr, HostState>,
+}
+
+impl HostStates {
+    pub fn get(&self, addr: &ServerAddr) -> Option<HostState> {
+        self.map.get(addr).map(|h| h.clone())
+    }
+
+    /// Every host probed so far, sorted by address.
+    pub fn all(&self) -> Vec<(ServerAddr, HostState)> {
+        let mut v: Vec<_> = self
+            .map
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        v.sort_by_key(|a| a.0.to_string());
+        v
+    }
+
+    fn set(&self, addr: ServerAddr, state: HostState) {
+        self.map.insert(addr, state);
+    }
+
+    /// True when every configured database has a reachable host.
+    pub fn all_databases_reachable(&self, config: &Config) -> Result<(), String> {
+        for (name, db) in &config.databases {
+            let addr = ServerAddr::new(&db.host, db.port);
+            match self.get(&addr) {
+                Some(h) if h.up => {}
+                Some(_) => return Err(format!("database {name}: host {addr} is down")),
+                None => return Err(format!("database {name}: host {addr} not checked yet")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The hosts named in `config`, each once.
+pub fn configured_hosts(config: &Config) -> Vec<ServerAddr> {
+    let mut hosts: Vec<ServerAddr> = config
+        .databases
+        .values()
+        .chain(config.fallback_database.iter())
+        .map(|d| ServerAddr::new(&d.host, d.port))
+        .collect();
+    hosts.sort_by_key(|a| a.to_string());
+    hosts.dedup();
+    hosts
+}
+
+/// Probe every configured host each [`PERIOD`] until shutdown.
+pub async fn run(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let hosts = configured_hosts(&shared.config.load());
+        let probes = hosts.into_iter().map(|addr| async move {
+            let result = timeout(PROBE_TIMEOUT, crate::server::probe(&addr)).await;
+            let error = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("timed out".to_string()),
+            };
+            (addr, error)
+        });
+        for (addr, error) in futures_join_all(probes).await {
+            if let Some(e) = &error {
+                tracing::debug!(host = %addr, error = %e, "backend host unreachable");
+            }
+            let previous = shared.hosts.get(&addr);
+            shared.hosts.set(
+                addr,
+                HostState {
+                    up: error.is_none(),
+                    role: previous.as_ref().map_or("unknown", |p| p.role),
+                    lag: previous.and_then(|p| p.lag),
+                    last_check: SystemTime::now(),
+                    error,
+                },
+            );
+        }
+    }
+}
+
+/// Await all futures concurrently (a few hosts; no extra crate for this).
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for f in futures {
+        set.spawn(f);
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(v) = r {
+            out.push(v);
+        }
+    }
+    out
+}

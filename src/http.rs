@@ -1,0 +1,125 @@
+//! The HTTP listener (metrics_listen_addr): GET /metrics, /healthz, /readyz. A deliberately
+//! tiny HTTP/1.x server: one request per connection, bounded request head, bounded time.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{timeout, Duration};
+
+use crate::app::Shared;
+use crate::error::Error;
+use crate::snapshot::{readiness, Snapshot};
+
+const MAX_HEAD: usize = 8 * 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bind `host:port` (`*` = all IPv4 addresses).
+pub async fn bind(addr: &str) -> Result<TcpListener, Error> {
+    let addr = match addr.strip_prefix("*:") {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    };
+    TcpListener::bind(&addr).await.map_err(|e| {
+        Error::Config(format!(
+            "cannot listen on {addr} (metrics_listen_addr): {e}"
+        ))
+    })
+}
+
+/// Serve until shutdown (the listener stays up during the drain, so /readyz can say 503).
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    if let Err(e) = timeout(IO_TIMEOUT, handle(stream, &shared)).await {
+                        tracing::debug!(error = %e, "http request timed out");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "http accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, shared: &Shared) {
+    let Some(path) = read_request_path(&mut stream).await else {
+        let _ = respond(&mut stream, 400, "text/plain", "bad request\n").await;
+        return;
+    };
+    let (status, ctype, body) = route(&path, shared);
+    let _ = respond(&mut stream, status, ctype, &body).await;
+}
+
+/// (status, content type, body) for a GET of `path`.
+fn route(path: &str, shared: &Shared) -> (u16, &'static str, String) {
+    let path = path.split('?').next().unwrap_or(path);
+    match path {
+        "/healthz" | "/livez" => (200, "text/plain", "ok\n".into()),
+        "/readyz" => match readiness(shared, &shared.config.load()) {
+            Ok(()) => (200, "text/plain", "ready\n".into()),
+            Err(why) => (503, "text/plain", format!("not ready: {why}\n")),
+        },
+        "/metrics" => {
+            let snapshot = Snapshot::take(shared);
+            (
+                200,
+                "text/plain; version=0.0.4",
+                shared.metrics.render(&snapshot),
+            )
+        }
+        _ => (404, "text/plain", "not found\n".into()),
+    }
+}
+
+/// The path of a `GET path HTTP/1.x` request, after reading its whole head.
+async fn read_request_path(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() + n > MAX_HEAD {
+            return None;
+        }
+        buf.extend_from_slice(chunk.get(..n)?);
+    }
+    let head = std::str::from_utf8(&buf).ok()?;
+    let mut parts = head.lines().next()?.split_whitespace();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("GET" | "HEAD"), Some(path), Some(v)) if v.starts_with("HTTP/1.") => {
+            Some(path.to_string())
+        }
+        _ => None,
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        _ => "Service Unavailable",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

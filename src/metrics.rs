@@ -1,0 +1,356 @@
+//! Prometheus metrics: names, label rules, rendering, and the periodic stats line.
+//!
+//! Histograms (wait time, query duration) are recorded as things happen into a recorder owned
+//! by the app (no global recorder: several apps can run in one process, as the tests do).
+//! Everything else is read from the counters and registries at scrape time into a fresh
+//! recorder, so removed pools disappear and nothing is double-kept. Labels come from a closed
+//! set (database, user, identity, host, state, role, outcome): never ports or session ids;
+//! user labels are the configured users, anything else is `unknown` (see `stats`).
+
+use std::sync::Arc;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+
+use crate::app::Shared;
+use crate::sessions::ClientState;
+use crate::snapshot::Snapshot;
+
+pub const CLIENT_CONNECTIONS: &str = "pgporter_client_connections";
+pub const IDENTITY_CLIENTS: &str = "pgporter_identity_client_connections";
+pub const SERVER_CONNECTIONS: &str = "pgporter_server_connections";
+pub const SERVER_CONNECTIONS_BY_HOST: &str = "pgporter_host_server_connections";
+pub const CLIENT_MAXWAIT: &str = "pgporter_client_maxwait_seconds";
+pub const CLIENT_WAIT: &str = "pgporter_client_wait_seconds";
+pub const QUERY_DURATION: &str = "pgporter_query_duration_seconds";
+pub const TRANSACTIONS: &str = "pgporter_transactions_total";
+pub const QUERIES: &str = "pgporter_queries_total";
+pub const RECEIVED: &str = "pgporter_received_bytes_total";
+pub const SENT: &str = "pgporter_sent_bytes_total";
+pub const ASSIGNMENTS: &str = "pgporter_server_assignments_total";
+pub const AUTH_FAILURES: &str = "pgporter_auth_failures_total";
+pub const REJECTIONS: &str = "pgporter_limit_rejections_total";
+pub const BACKEND_UP: &str = "pgporter_backend_up";
+pub const BACKEND_ROLE: &str = "pgporter_backend_role";
+pub const BACKEND_LAG: &str = "pgporter_backend_replication_lag_seconds";
+pub const RELOADS: &str = "pgporter_reloads_total";
+pub const READY: &str = "pgporter_ready";
+pub const PAUSED: &str = "pgporter_database_paused";
+
+/// Buckets (seconds) for both histograms: 100 µs .. 60 s.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// The app's histogram recorder.
+pub struct Metrics {
+    histograms: PrometheusRecorder,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(CLIENT_WAIT.into()), BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(QUERY_DURATION.into()), BUCKETS))
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let histograms = builder.build_recorder();
+        metrics::with_local_recorder(&histograms, || {
+            describe_histogram!(
+                CLIENT_WAIT,
+                metrics::Unit::Seconds,
+                "Time clients waited for a server connection"
+            );
+            describe_histogram!(
+                QUERY_DURATION,
+                metrics::Unit::Seconds,
+                "Time from a request to its ReadyForQuery"
+            );
+        });
+        Metrics { histograms }
+    }
+
+    /// The wait-time histogram of `database` (take once per session, record many times).
+    pub fn wait_histogram(&self, database: &str) -> metrics::Histogram {
+        let db = database.to_string();
+        metrics::with_local_recorder(
+            &self.histograms,
+            || histogram!(CLIENT_WAIT, "database" => db),
+        )
+    }
+
+    /// The query-duration histogram of `database`.
+    pub fn query_histogram(&self, database: &str) -> metrics::Histogram {
+        let db = database.to_string();
+        metrics::with_local_recorder(
+            &self.histograms,
+            || histogram!(QUERY_DURATION, "database" => db),
+        )
+    }
+
+    /// The whole /metrics page.
+    pub fn render(&self, s: &Snapshot) -> String {
+        let now = PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&now, || {
+            native(s);
+            pgbouncer_compat(s);
+        });
+        let mut out = now.handle().render();
+        out.push_str(&self.histograms.handle().render());
+        out
+    }
+}
+
+/// pgporter's own metrics.
+fn native(s: &Snapshot) {
+    describe_gauge!(
+        CLIENT_CONNECTIONS,
+        "Client connections by database, user and state"
+    );
+    describe_gauge!(
+        IDENTITY_CLIENTS,
+        "Client connections by client identity and state"
+    );
+    describe_gauge!(SERVER_CONNECTIONS, "Server connections by pool and state");
+    describe_gauge!(
+        SERVER_CONNECTIONS_BY_HOST,
+        "Server connections by backend host and state"
+    );
+    describe_gauge!(
+        CLIENT_MAXWAIT,
+        "Longest current wait for a server connection"
+    );
+    describe_counter!(TRANSACTIONS, "Transactions pooled");
+    describe_counter!(QUERIES, "Queries pooled");
+    describe_counter!(RECEIVED, "Bytes received from clients");
+    describe_counter!(SENT, "Bytes sent to clients");
+    describe_counter!(
+        ASSIGNMENTS,
+        "Times a server connection was assigned to a client"
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "Failed client logins by user (unknown users: unknown)"
+    );
+    describe_counter!(REJECTIONS, "Connections refused by a limit, by user");
+    describe_gauge!(
+        BACKEND_UP,
+        "1 when the backend host answered the last probe"
+    );
+    describe_gauge!(BACKEND_ROLE, "Backend host role (1 for the current role)");
+    describe_counter!(RELOADS, "Configuration reloads by outcome");
+    describe_gauge!(READY, "1 when /readyz answers 200");
+    describe_gauge!(PAUSED, "1 when the database is paused");
+    for state in [ClientState::Active, ClientState::Waiting, ClientState::Idle] {
+        let mut by_pool: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+        let mut by_identity: std::collections::BTreeMap<&str, u64> = Default::default();
+        for p in &s.pools {
+            by_pool.insert((&p.database, &p.user), 0);
+        }
+        for c in s.clients.iter().filter(|c| !c.admin && c.state() == state) {
+            *by_pool.entry((&c.database, &c.pool_user)).or_default() += 1;
+            *by_identity.entry(&c.user).or_default() += 1;
+        }
+        for ((db, user), n) in by_pool {
+            gauge!(CLIENT_CONNECTIONS, "database" => db.to_string(), "user" => user.to_string(), "state" => state.as_str())
+                .set(n as f64);
+        }
+        for (id, n) in by_identity {
+            gauge!(IDENTITY_CLIENTS, "identity" => id.to_string(), "state" => state.as_str())
+                .set(n as f64);
+        }
+    }
+    let mut by_host: std::collections::BTreeMap<(String, &str), u64> = Default::default();
+    for p in &s.pools {
+        let labels = [("database", p.database.clone()), ("user", p.user.clone())];
+        for (state, n) in [
+            ("active", p.sv_active),
+            ("idle", p.sv_idle),
+            ("login", p.sv_login),
+        ] {
+            gauge!(
+                SERVER_CONNECTIONS,
+                &[
+                    ("database", labels[0].1.clone()),
+                    ("user", labels[1].1.clone()),
+                    ("state", state.to_string()),
+                ]
+            )
+            .set(n as f64);
+        }
+        gauge!(CLIENT_MAXWAIT, &labels).set(p.maxwait.as_secs_f64());
+    }
+    for v in &s.servers {
+        *by_host.entry((v.addr.to_string(), v.state)).or_default() += 1;
+    }
+    for ((host, state), n) in by_host {
+        gauge!(SERVER_CONNECTIONS_BY_HOST, "host" => host, "state" => state).set(n as f64);
+    }
+    for (db, t, _) in &s.stats {
+        let l = [("database", db.clone())];
+        counter!(TRANSACTIONS, &l).absolute(t.xact_count);
+        counter!(QUERIES, &l).absolute(t.query_count);
+        counter!(RECEIVED, &l).absolute(t.received);
+        counter!(SENT, &l).absolute(t.sent);
+        counter!(ASSIGNMENTS, &l).absolute(t.server_assignment_count);
+    }
+    for (user, n) in &s.auth_failures {
+        counter!(AUTH_FAILURES, "user" => user.clone()).absolute(*n);
+    }
+    for (user, n) in &s.rejections {
+        counter!(REJECTIONS, "user" => user.clone()).absolute(*n);
+    }
+    for (addr, h) in &s.hosts {
+        gauge!(BACKEND_UP, "host" => addr.to_string()).set(f64::from(u8::from(h.up)));
+        gauge!(BACKEND_ROLE, "host" => addr.to_string(), "role" => h.role).set(1.0);
+        if let Some(lag) = h.lag {
+            gauge!(BACKEND_LAG, "host" => addr.to_string()).set(lag.as_secs_f64());
+        }
+    }
+    counter!(RELOADS, "outcome" => "ok").absolute(s.reloads_ok);
+    counter!(RELOADS, "outcome" => "failed").absolute(s.reloads_failed);
+    gauge!(READY).set(f64::from(u8::from(s.readiness.is_ok())));
+    for name in s.config.databases.keys() {
+        gauge!(PAUSED, "database" => name.clone())
+            .set(f64::from(u8::from(s.gates.is_paused(name))));
+    }
+}
+
+/// The names pgbouncer_exporter publishes, so existing dashboards work unchanged.
+fn pgbouncer_compat(s: &Snapshot) {
+    describe_gauge!("pgbouncer_up", "The pooler answered the scrape");
+    gauge!("pgbouncer_up").set(1.0);
+    for p in &s.pools {
+        let l = [("database", p.database.clone()), ("user", p.user.clone())];
+        let pool_gauges: [(&'static str, f64); 8] = [
+            (
+                "pgbouncer_pools_client_active_connections",
+                p.cl_active as f64,
+            ),
+            (
+                "pgbouncer_pools_client_waiting_connections",
+                p.cl_waiting as f64,
+            ),
+            (
+                "pgbouncer_pools_server_active_connections",
+                p.sv_active as f64,
+            ),
+            ("pgbouncer_pools_server_idle_connections", p.sv_idle as f64),
+            ("pgbouncer_pools_server_used_connections", 0.0),
+            ("pgbouncer_pools_server_testing_connections", 0.0),
+            (
+                "pgbouncer_pools_server_login_connections",
+                p.sv_login as f64,
+            ),
+            (
+                "pgbouncer_pools_client_maxwait_seconds",
+                p.maxwait.as_secs_f64(),
+            ),
+        ];
+        for (name, v) in pool_gauges {
+            gauge!(name, &l).set(v);
+        }
+    }
+    for (db, t, _) in &s.stats {
+        let l = [("database", db.clone())];
+        counter!("pgbouncer_stats_queries_pooled_total", &l).absolute(t.query_count);
+        counter!("pgbouncer_stats_sql_transactions_pooled_total", &l).absolute(t.xact_count);
+        counter!("pgbouncer_stats_received_bytes_total", &l).absolute(t.received);
+        counter!("pgbouncer_stats_sent_bytes_total", &l).absolute(t.sent);
+        counter!("pgbouncer_stats_server_assignments_total", &l)
+            .absolute(t.server_assignment_count);
+        // Float-valued totals: the metrics crate's counters are integers, so these are gauges
+        // that only grow (rate() works the same).
+        let secs = |us: u64| us as f64 / 1e6;
+        gauge!("pgbouncer_stats_queries_duration_seconds_total", &l).set(secs(t.query_time_us));
+        gauge!("pgbouncer_stats_server_in_transaction_seconds_total", &l).set(secs(t.xact_time_us));
+        gauge!("pgbouncer_stats_client_wait_seconds_total", &l).set(secs(t.wait_time_us));
+    }
+    let set = &s.config.settings;
+    let mut names: Vec<_> = s.config.databases.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(db) = s.config.databases.get(name) else {
+            continue;
+        };
+        let l = [
+            ("name", name.clone()),
+            ("host", db.host.clone()),
+            ("port", db.port.to_string()),
+            (
+                "database",
+                db.dbname.clone().unwrap_or_else(|| name.clone()),
+            ),
+            ("force_user", db.user.clone().unwrap_or_default()),
+            ("pool_mode", "session".to_string()),
+        ];
+        let current = s.servers.iter().filter(|v| &v.database == name).count();
+        let db_gauges: [(&'static str, f64); 7] = [
+            ("pgbouncer_databases_current_connections", current as f64),
+            (
+                "pgbouncer_databases_pool_size",
+                f64::from(db.pool_size.unwrap_or(set.default_pool_size)),
+            ),
+            (
+                "pgbouncer_databases_min_pool_size",
+                f64::from(db.min_pool_size.unwrap_or(set.min_pool_size)),
+            ),
+            ("pgbouncer_databases_reserve_pool", 0.0),
+            (
+                "pgbouncer_databases_max_connections",
+                f64::from(db.max_db_connections.unwrap_or(set.max_db_connections)),
+            ),
+            (
+                "pgbouncer_databases_paused",
+                f64::from(u8::from(s.gates.is_paused(name))),
+            ),
+            (
+                "pgbouncer_databases_disabled",
+                f64::from(u8::from(s.gates.is_disabled(name))),
+            ),
+        ];
+        for (metric, v) in db_gauges {
+            gauge!(metric, &l).set(v);
+        }
+    }
+    gauge!("pgbouncer_config_max_client_connections").set(f64::from(set.max_client_conn));
+    gauge!("pgbouncer_config_max_user_connections").set(f64::from(set.max_user_connections));
+}
+
+/// Every stats_period: close the averaging period and, with log_stats, log one line (as
+/// PgBouncer does).
+pub async fn run_stats_period(shared: Arc<Shared>) {
+    loop {
+        let period = shared.config.load().settings.stats_period;
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let a = shared.stats.roll();
+        if shared.config.load().settings.log_stats {
+            tracing::info!(
+                xacts_per_s = a.xact_count,
+                queries_per_s = a.query_count,
+                in_bytes_per_s = a.recv,
+                out_bytes_per_s = a.sent,
+                xact_us = a.xact_time,
+                query_us = a.query_time,
+                wait_us = a.wait_time,
+                "stats"
+            );
+        }
+    }
+}

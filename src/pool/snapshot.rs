@@ -1,0 +1,55 @@
+//! Read-only views of pools for the admin console and metrics, and the few operations the
+//! control requests need (close idle connections, drop a pool from the registry).
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::release::terminate;
+use super::{Pool, PoolKey, Pools};
+use crate::server::ServerAddr;
+
+/// One idle server connection (SHOW SERVERS).
+#[derive(Debug, Clone)]
+pub struct IdleServer {
+    pub addr: ServerAddr,
+    pub pid: i32,
+    pub created_at: Instant,
+    pub last_used: Instant,
+}
+
+impl Pool {
+    /// The idle server connections right now.
+    pub fn idle_servers(&self) -> Vec<IdleServer> {
+        self.lock()
+            .idle
+            .iter()
+            .map(|c| IdleServer {
+                addr: c.addr.clone(),
+                pid: c.pid(),
+                created_at: c.created_at,
+                last_used: c.last_used,
+            })
+            .collect()
+    }
+
+    /// Close every idle server connection (PAUSE, KILL, RECONNECT, reload).
+    pub async fn close_idle(&self) {
+        let idle: Vec<_> = {
+            let mut inner = self.lock();
+            let idle: Vec<_> = inner.idle.drain(..).collect();
+            inner.total -= u32::try_from(idle.len()).unwrap_or(0);
+            idle
+        };
+        for conn in idle {
+            terminate(conn).await;
+        }
+    }
+}
+
+impl Pools {
+    /// Forget a pool: new sessions get a fresh one; sessions holding this one keep it.
+    pub fn remove(&self, key: &PoolKey) -> Option<Arc<Pool>> {
+        self.map.remove(key).map(|(_, p)| p)
+    }
+}

@@ -1,0 +1,240 @@
+//! The registry of logged-in client sessions, for SHOW CLIENTS / SERVERS / POOLS, /metrics,
+//! KILL / KILL_CLIENT and the drain. Updated at state changes (login, waiting for a server,
+//! server attached, released, end), never per message. A sink: imports nothing upstream.
+
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+
+/// Where a session is in its life (SHOW CLIENTS `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    /// Logged in, no server connection (no query waiting).
+    Idle = 0,
+    /// Waiting for a server connection.
+    Waiting = 1,
+    /// Linked to a server connection.
+    Active = 2,
+}
+
+impl ClientState {
+    fn from_u8(v: u8) -> ClientState {
+        match v {
+            1 => ClientState::Waiting,
+            2 => ClientState::Active,
+            _ => ClientState::Idle,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Idle => "idle",
+            ClientState::Waiting => "waiting",
+            ClientState::Active => "active",
+        }
+    }
+}
+
+/// The server connection a session holds (SHOW SERVERS row data).
+#[derive(Debug, Clone)]
+pub struct ServerLink {
+    pub id: u64,
+    pub addr: String,
+    pub port: u16,
+    pub pid: i32,
+    pub connect_time: SystemTime,
+}
+
+/// One session, shared between its task and the registry.
+#[derive(Debug)]
+pub struct SessionInfo {
+    /// Unique per process, never reused (SHOW CLIENTS `id`, KILL_CLIENT argument).
+    pub id: u64,
+    pub user: String,
+    pub database: String,
+    /// The user pgporter logs in to PostgreSQL as (the pool's user).
+    pub pool_user: String,
+    pub addr: String,
+    pub port: u16,
+    pub application_name: String,
+    pub admin: bool,
+    pub connect_time: SystemTime,
+    state: AtomicU8,
+    /// µs since the stats epoch at which the current wait started.
+    pub wait_start_us: AtomicU64,
+    /// Wall-clock seconds since the UNIX epoch of the latest request.
+    pub request_time: AtomicU64,
+    pub server_pid: AtomicI32,
+    server: Mutex<Option<ServerLink>>,
+    /// Fires to end this session now (KILL, KILL_CLIENT).
+    pub kill: CancellationToken,
+}
+
+impl SessionInfo {
+    pub fn state(&self) -> ClientState {
+        ClientState::from_u8(self.state.load(Relaxed))
+    }
+    pub fn set_waiting(&self, now_us: u64) {
+        self.wait_start_us.store(now_us, Relaxed);
+        self.request_time
+            .store(unix_secs(SystemTime::now()), Relaxed);
+        self.state.store(ClientState::Waiting as u8, Relaxed);
+    }
+    pub fn set_idle(&self) {
+        self.state.store(ClientState::Idle as u8, Relaxed);
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.server_pid.store(0, Relaxed);
+    }
+    pub fn set_active(&self, link: ServerLink) {
+        self.server_pid.store(link.pid, Relaxed);
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
+        self.state.store(ClientState::Active as u8, Relaxed);
+    }
+    pub fn server(&self) -> Option<ServerLink> {
+        self.server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What a new session registers with.
+#[derive(Debug)]
+pub struct NewSession<'a> {
+    pub user: &'a str,
+    pub database: &'a str,
+    pub pool_user: &'a str,
+    pub addr: String,
+    pub port: u16,
+    pub application_name: &'a str,
+    pub admin: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: DashMap<u64, Arc<SessionInfo>>,
+    next_id: AtomicU64,
+    /// Server connection ids (SHOW SERVERS `id`).
+    next_server_id: AtomicU64,
+}
+
+/// Removes the session from the registry when dropped.
+#[derive(Debug)]
+pub struct SessionGuard<'a> {
+    sessions: &'a Sessions,
+    pub info: Arc<SessionInfo>,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        self.sessions.map.remove(&self.info.id);
+    }
+}
+
+impl Sessions {
+    /// Register a logged-in session; `parent` is the token whose cancellation also ends it.
+    pub fn register(&self, s: NewSession<'_>, parent: &CancellationToken) -> SessionGuard<'_> {
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let now = SystemTime::now();
+        let info = Arc::new(SessionInfo {
+            id,
+            user: s.user.to_string(),
+            database: s.database.to_string(),
+            pool_user: s.pool_user.to_string(),
+            addr: s.addr,
+            port: s.port,
+            application_name: s.application_name.to_string(),
+            admin: s.admin,
+            connect_time: now,
+            state: AtomicU8::new(ClientState::Idle as u8),
+            wait_start_us: AtomicU64::new(0),
+            request_time: AtomicU64::new(unix_secs(now)),
+            server_pid: AtomicI32::new(0),
+            server: Mutex::new(None),
+            kill: parent.child_token(),
+        });
+        self.map.insert(id, Arc::clone(&info));
+        SessionGuard {
+            sessions: self,
+            info,
+        }
+    }
+
+    /// A fresh id for a server connection being attached.
+    pub fn next_server_id(&self) -> u64 {
+        self.next_server_id.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Every session, sorted by id (no map guard kept).
+    pub fn all(&self) -> Vec<Arc<SessionInfo>> {
+        let mut v: Vec<_> = self.map.iter().map(|e| Arc::clone(e.value())).collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<SessionInfo>> {
+        self.map.get(&id).map(|e| Arc::clone(e.value()))
+    }
+
+    /// Sessions that are not on the admin console (the drain waits for these).
+    pub fn regular_count(&self) -> usize {
+        self.map.iter().filter(|e| !e.value().admin).count()
+    }
+
+    /// End every regular session on `db` (all databases when None); returns how many.
+    pub fn kill_database(&self, db: Option<&str>) -> usize {
+        let mut n = 0;
+        for e in self.map.iter() {
+            let s = e.value();
+            if !s.admin && db.map_or(true, |d| d == s.database) {
+                s.kill.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new<'a>(db: &'a str, admin: bool) -> NewSession<'a> {
+        NewSession {
+            user: "u",
+            database: db,
+            pool_user: "u",
+            addr: "127.0.0.1".into(),
+            port: 1,
+            application_name: "",
+            admin,
+        }
+    }
+
+    #[test]
+    fn register_kill_and_drop() {
+        let root = CancellationToken::new();
+        let s = Sessions::default();
+        let a = s.register(new("a", false), &root);
+        let b = s.register(new("b", false), &root);
+        let adm = s.register(new("pgbouncer", true), &root);
+        assert_eq!(s.regular_count(), 2);
+        assert!(b.info.id > a.info.id);
+        assert_eq!(s.kill_database(Some("a")), 1);
+        assert!(a.info.kill.is_cancelled());
+        assert!(!b.info.kill.is_cancelled());
+        assert!(!adm.info.kill.is_cancelled());
+        drop(a);
+        assert_eq!(s.regular_count(), 1);
+        root.cancel();
+        assert!(b.info.kill.is_cancelled());
+    }
+}

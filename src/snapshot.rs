@@ -1,0 +1,214 @@
+//! One consistent-enough picture of the running process, taken on demand (SHOW commands,
+//! /metrics scrapes) so that `admin::show` and `metrics` stay pure functions of it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::{Duration, Instant};
+
+use crate::app::Shared;
+use crate::config::Config;
+use crate::gates::GateState;
+use crate::health::HostState;
+use crate::server::ServerAddr;
+use crate::sessions::{ClientState, SessionInfo};
+use crate::shutdown::ShutdownMode;
+use crate::stats::{Averages, Totals};
+
+/// One pool's counts (SHOW POOLS row).
+#[derive(Debug, Clone)]
+pub struct PoolRow {
+    pub database: String,
+    pub user: String,
+    pub cl_active: u64,
+    pub cl_waiting: u64,
+    pub sv_active: u64,
+    pub sv_idle: u64,
+    /// Being connected or reset.
+    pub sv_login: u64,
+    pub maxwait: Duration,
+    pub pool_size: u32,
+}
+
+/// One server connection (SHOW SERVERS row).
+#[derive(Debug, Clone)]
+pub struct ServerRow {
+    pub database: String,
+    pub user: String,
+    pub state: &'static str,
+    pub addr: ServerAddr,
+    pub pid: i32,
+    pub connect_time: SystemTime,
+    pub request_time: SystemTime,
+    /// The client session holding it.
+    pub link: Option<u64>,
+    pub application_name: String,
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub pools: Vec<PoolRow>,
+    pub clients: Vec<Arc<SessionInfo>>,
+    pub servers: Vec<ServerRow>,
+    pub stats: Vec<(String, Totals, Averages)>,
+    pub gates: GateState,
+    pub hosts: Vec<(ServerAddr, HostState)>,
+    pub shutdown: Option<ShutdownMode>,
+    pub now_us: u64,
+    pub auth_failures: Vec<(String, u64)>,
+    pub rejections: Vec<(String, u64)>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub readiness: Result<(), String>,
+}
+
+impl Snapshot {
+    pub fn take(shared: &Shared) -> Snapshot {
+        let config = shared.config.load();
+        let clients = shared.sessions.all();
+        let now_us = shared.stats.now_us();
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mut pools = Vec::new();
+        let mut servers = Vec::new();
+        for pool in sorted_pools(shared) {
+            let (db, user) = (&pool.key.db, &pool.key.user);
+            let mine = clients
+                .iter()
+                .filter(|c| !c.admin && &c.database == db && &c.pool_user == user);
+            let (mut active, mut waiting, mut maxwait_us) = (0, 0, 0u64);
+            for c in mine {
+                match c.state() {
+                    ClientState::Waiting => {
+                        waiting += 1;
+                        let started = c.wait_start_us.load(std::sync::atomic::Ordering::Relaxed);
+                        maxwait_us = maxwait_us.max(now_us.saturating_sub(started));
+                    }
+                    // PgBouncer counts idle logged-in clients as cl_active too.
+                    ClientState::Active | ClientState::Idle => active += 1,
+                }
+                if let Some(link) = c.server() {
+                    servers.push(ServerRow {
+                        database: db.clone(),
+                        user: user.clone(),
+                        state: "active",
+                        addr: pool.target.addr.clone(),
+                        pid: link.pid,
+                        connect_time: link.connect_time,
+                        request_time: secs_to_time(
+                            c.request_time.load(std::sync::atomic::Ordering::Relaxed),
+                        ),
+                        link: Some(c.id),
+                        application_name: c.application_name.clone(),
+                    });
+                }
+            }
+            let counts = pool.counts();
+            let idle = pool.idle_servers();
+            let sv_active = servers
+                .iter()
+                .filter(|s| &s.database == db && &s.user == user)
+                .count() as u64;
+            for s in &idle {
+                servers.push(ServerRow {
+                    database: db.clone(),
+                    user: user.clone(),
+                    state: "idle",
+                    addr: s.addr.clone(),
+                    pid: s.pid,
+                    connect_time: wall - now.duration_since(s.created_at),
+                    request_time: wall - now.duration_since(s.last_used),
+                    link: None,
+                    application_name: String::new(),
+                });
+            }
+            pools.push(PoolRow {
+                database: db.clone(),
+                user: user.clone(),
+                cl_active: active,
+                cl_waiting: waiting,
+                sv_active,
+                sv_idle: u64::from(counts.idle),
+                sv_login: u64::from(counts.total)
+                    .saturating_sub(u64::from(counts.idle) + sv_active),
+                maxwait: Duration::from_micros(maxwait_us),
+                pool_size: pool.settings().size,
+            });
+        }
+        let stats = shared
+            .stats
+            .per_database()
+            .into_iter()
+            .map(|(db, t)| {
+                let a = shared.stats.averages(&db);
+                (db, t, a)
+            })
+            .collect();
+        let readiness = readiness(shared, &config);
+        Snapshot {
+            pools,
+            clients,
+            servers,
+            stats,
+            gates: shared.gates.state(),
+            hosts: shared.hosts.all(),
+            shutdown: shared.lifecycle.mode(),
+            now_us,
+            auth_failures: counters(&shared.stats.auth_failures),
+            rejections: rejections(shared),
+            reloads_ok: shared
+                .stats
+                .reloads_ok
+                .load(std::sync::atomic::Ordering::Relaxed),
+            reloads_failed: shared
+                .stats
+                .reloads_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            readiness,
+            config,
+        }
+    }
+}
+
+/// /readyz: config loaded and listening (true once the app runs), not draining, and every
+/// configured database reachable.
+pub fn readiness(shared: &Shared, config: &Config) -> Result<(), String> {
+    if let Some(mode) = shared.lifecycle.mode() {
+        return Err(format!("shutting down ({})", mode.as_str()));
+    }
+    shared.hosts.all_databases_reachable(config)
+}
+
+fn sorted_pools(shared: &Shared) -> Vec<Arc<crate::pool::Pool>> {
+    let mut v = shared.pools.all();
+    v.sort_by(|a, b| a.key.cmp(&b.key));
+    v
+}
+
+fn counters(map: &dashmap::DashMap<String, std::sync::atomic::AtomicU64>) -> Vec<(String, u64)> {
+    let mut v: Vec<_> = map
+        .iter()
+        .map(|e| {
+            (
+                e.key().clone(),
+                e.value().load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Limit rejections per user, summed over the limits (from the pool limits' registry).
+fn rejections(shared: &Shared) -> Vec<(String, u64)> {
+    let mut sums: std::collections::BTreeMap<String, u64> = Default::default();
+    for (user, _limit, n) in shared.pools.limits().rejections.snapshot() {
+        *sums.entry(user).or_default() += n;
+    }
+    sums.into_iter().collect()
+}
+
+fn secs_to_time(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}

@@ -1,0 +1,319 @@
+//! Live reload, drain and shutdown, and the example configs.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pgporter::{Control, ShutdownMode};
+
+use crate::admin::{find, rows, Ops, ADMIN_PW};
+use crate::support::http::get;
+use crate::support::{cluster, cmd, connect, db_error, HANG};
+
+/// Poll `f` every 50 ms until it returns true (bounded by [`HANG`]).
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let ok = tokio::time::timeout(HANG, async {
+        while !f().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "timed out waiting for: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_pool_size_and_new_database_and_rejects_bad_config() {
+    let ops = Ops::new("").await;
+    let cluster = cluster().await;
+    let app = ops.client().await;
+    app.batch_execute("begin; create temp table t(x int); insert into t values (1)")
+        .await
+        .expect("open a transaction");
+
+    let new_db = cluster.unique_name("db");
+    cluster.create_database(&new_db, &ops.user).await;
+    let ini_path = ops.porter.ini_path();
+    let ini = std::fs::read_to_string(&ini_path).expect("ini");
+    let ini = ini
+        .replace("default_pool_size = 4", "default_pool_size = 7")
+        .replace(
+            "[pgbouncer]",
+            &format!(
+                "{new_db} = host=127.0.0.1 port={} dbname={new_db}\n[pgbouncer]",
+                cluster.port()
+            ),
+        );
+    std::fs::write(&ini_path, &ini).expect("write ini");
+    let admin = ops.admin().await;
+    admin.simple_query("RELOAD").await.expect("reload");
+
+    // The open session kept its transaction and keeps working.
+    let row = app
+        .query_one("select count(*) from t", &[])
+        .await
+        .expect("same session");
+    assert_eq!(row.get::<_, i64>(0), 1);
+    app.batch_execute("commit").await.expect("commit");
+    let dbs = rows(&admin, "SHOW DATABASES").await;
+    assert_eq!(find(&dbs, "name", &ops.db).get("pool_size"), Some("7"));
+    let cfg = rows(&admin, "SHOW CONFIG").await;
+    assert_eq!(
+        find(&cfg, "key", "default_pool_size").get("value"),
+        Some("7")
+    );
+    let fresh = connect(&ops.porter.connstring(&ops.user, "pw", &new_db)).await;
+    let row = fresh
+        .query_one("select current_database()", &[])
+        .await
+        .expect("new database");
+    assert_eq!(row.get::<_, String>(0), new_db);
+
+    // A broken file is rejected whole; the running config stays.
+    std::fs::write(
+        &ini_path,
+        ini.replace("default_pool_size = 7", "default_pool_size = lots"),
+    )
+    .expect("write bad ini");
+    let e = admin.simple_query("RELOAD").await.expect_err("bad reload");
+    assert_eq!(db_error(&e).code().code(), "F0000");
+    assert!(db_error(&e).message().contains("default_pool_size"), "{e}");
+    let cfg = rows(&admin, "SHOW CONFIG").await;
+    assert_eq!(
+        find(&cfg, "key", "default_pool_size").get("value"),
+        Some("7")
+    );
+    app.simple_query("select 1").await.expect("still working");
+    // SIGHUP's path (Control::Reload) also refuses it, and the failure is counted.
+    ops.porter.control(Control::Reload);
+    let http = ops.porter.http_addr();
+    eventually("failed reloads counted", || async move {
+        let (_, page) = get(http, "/metrics").await;
+        page.contains("pgporter_reloads_total{outcome=\"failed\"} 2")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_flips_readiness_refuses_new_clients_and_lets_transactions_finish() {
+    let mut ops = Ops::new("shutdown_wait_timeout = 15").await;
+    let http = ops.porter.http_addr();
+    eventually(
+        "ready",
+        || async move { get(http, "/readyz").await.0 == 200 },
+    )
+    .await;
+    let app = ops.client().await;
+    app.batch_execute("begin; select 1")
+        .await
+        .expect("open transaction");
+
+    ops.porter.control(Control::Shutdown(ShutdownMode::Drain));
+    eventually("not ready", || async move {
+        get(http, "/readyz").await.0 == 503
+    })
+    .await;
+    let e = crate::support::clients::connect_err(&ops.porter.connstring(&ops.user, "pw", &ops.db))
+        .await;
+    assert_eq!(db_error(&e).code().code(), "57P03");
+    // The admin console still answers during the drain.
+    let admin = ops.admin().await;
+    let pools = rows(&admin, "SHOW POOLS").await;
+    assert_eq!(
+        find(&pools, "database", &ops.db).get("cl_active"),
+        Some("1")
+    );
+
+    app.batch_execute("select 2; commit")
+        .await
+        .expect("the transaction finishes");
+    drop(app);
+    // The last client left: pgporter exits long before shutdown_wait_timeout.
+    ops.porter.wait_stopped(Duration::from_secs(10)).await;
+    let _ = ADMIN_PW;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_closes_remaining_sessions_with_57p01() {
+    let mut ops = Ops::new("shutdown_wait_timeout = 1").await;
+    let app = ops.client().await;
+    app.simple_query("select 1").await.expect("works");
+    ops.porter.control(Control::Shutdown(ShutdownMode::Drain));
+    ops.porter.wait_stopped(Duration::from_secs(15)).await;
+    let e = app.simple_query("select 1").await.expect_err("closed");
+    if let Some(db) = e.as_db_error() {
+        assert_eq!(db.code().code(), "57P01");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The real binary and a real SIGTERM, as Kubernetes sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_real_binary() {
+    let cluster = cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, http_port) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("pgporter.ini"),
+        format!(
+            "[databases]\n{db} = host=127.0.0.1 port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+             listen_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\n\
+             metrics_listen_addr = 127.0.0.1:{http_port}\nshutdown_wait_timeout = 20\n\
+             log_format = json\n",
+            cluster.port()
+        ),
+    )
+    .expect("ini");
+    std::fs::write(
+        dir.path().join("userlist.txt"),
+        format!("\"{user}\" \"pw\"\n"),
+    )
+    .expect("userlist");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgporter"))
+        .arg(dir.path().join("pgporter.ini"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pgporter");
+    let http: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let connstring =
+        format!("host=127.0.0.1 port={port} user={user} password=pw dbname={db} sslmode=disable");
+    let mut app = None;
+    for _ in 0..100 {
+        if let Ok((c, conn)) = tokio_postgres::connect(&connstring, tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            app = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let app = app.expect("pgporter came up");
+    eventually(
+        "ready",
+        || async move { get(http, "/readyz").await.0 == 200 },
+    )
+    .await;
+    app.batch_execute("begin; select 1")
+        .await
+        .expect("transaction");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    eventually("not ready after SIGTERM", || async move {
+        get(http, "/readyz").await.0 == 503
+    })
+    .await;
+    app.batch_execute("select 2; commit")
+        .await
+        .expect("transaction finishes during the drain");
+    drop(app);
+    let waited = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Ok(Some(status)) = child.try_wait() {
+                let out = child.wait_with_output().expect("output");
+                return Some((status, out.stdout));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        None
+    })
+    .await
+    .expect("join");
+    let (status, stdout) = waited.expect("pgporter exited within 10 s of the last client leaving");
+    assert!(status.success(), "exit status {status}");
+    let log = String::from_utf8_lossy(&stdout);
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with('{') && l.contains("SIGTERM")),
+        "json logs: {log}"
+    );
+}
+
+/// The ini and userlist blocks (`pgporter.ini: |`, `userlist.txt: |`) of a Kubernetes YAML.
+fn yaml_blocks(yaml: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let lines: Vec<&str> = yaml.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let trimmed = line.trim_start();
+        if let Some(key) = trimmed.strip_suffix(": |") {
+            let indent = line.len() - trimmed.len();
+            let mut body = String::new();
+            i += 1;
+            while i < lines.len() {
+                let l = lines[i];
+                let ind = l.len() - l.trim_start().len();
+                if !l.trim().is_empty() && ind <= indent {
+                    break;
+                }
+                body.push_str(l.get(indent + 2..).unwrap_or("").trim_end());
+                body.push('\n');
+                i += 1;
+            }
+            out.push((key.trim().to_string(), body));
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_config_passes_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    let mut configs = vec![root.join("pgporter.ini")];
+    for entry in std::fs::read_dir(root.join("k8s")).expect("config/k8s") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).expect("yaml");
+            let blocks = yaml_blocks(&text);
+            let Some((_, ini)) = blocks.iter().find(|b| b.0 == "pgporter.ini") else {
+                continue;
+            };
+            let dir = tempfile::tempdir().expect("tempdir").keep();
+            std::fs::write(dir.join("pgporter.ini"), ini).expect("ini");
+            let userlist = blocks
+                .iter()
+                .find(|b| b.0 == "userlist.txt")
+                .map(|b| b.1.clone())
+                .unwrap_or_else(|| "\"admin\" \"x\"\n".into());
+            // The ini names its auth_file by an absolute path in the pod; check it beside it.
+            let ini = ini.replace("/etc/pgporter/userlist.txt", "userlist.txt");
+            std::fs::write(dir.join("pgporter.ini"), ini).expect("ini");
+            std::fs::write(dir.join("userlist.txt"), userlist).expect("userlist");
+            configs.push(dir.join("pgporter.ini"));
+        }
+    }
+    for path in &configs {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pgporter"));
+        c.arg("--check").arg(path);
+        cmd::success(
+            &cmd::run(c, HANG).await,
+            &format!("pgporter --check {}", path.display()),
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "expected the example ini and two Kubernetes examples, got {checked}"
+    );
+}
