@@ -9,11 +9,14 @@ use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::auth_query::AuthQueryCache;
 use crate::client::CancelRegistry;
 use crate::config::{Config, ConfigHandle};
 use crate::error::Error;
 use crate::net::listener::{self, Listeners};
 use crate::pool::{run_janitor, Pools};
+use crate::stats::AuthFailures;
+use crate::tls::TlsState;
 
 /// Everything a task needs, handed to it explicitly (no globals).
 #[derive(Debug)]
@@ -29,6 +32,12 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Per-process key for mock SCRAM salts of unknown users.
     pub mock_key: [u8; 32],
+    /// TLS contexts for clients and servers, built at startup.
+    pub tls: TlsState,
+    /// Failed logins per user.
+    pub auth_failures: AuthFailures,
+    /// auth_query answers.
+    pub auth_cache: AuthQueryCache,
 }
 
 #[derive(Debug)]
@@ -43,6 +52,7 @@ impl App {
         for w in &config.warnings {
             tracing::warn!("{}:{}: {}: {}", w.file, w.line, w.key, w.message);
         }
+        let tls = TlsState::build(&config).map_err(Error::Config)?;
         let listeners = Listeners::bind(&config.settings).await?;
         let config = Arc::new(ConfigHandle::new(config));
         let shared = Arc::new(Shared {
@@ -53,6 +63,9 @@ impl App {
             tracker: TaskTracker::new(),
             clients: AtomicUsize::new(0),
             mock_key: rand::random(),
+            tls,
+            auth_failures: AuthFailures::default(),
+            auth_cache: AuthQueryCache::default(),
         });
         Ok(App { shared, listeners })
     }

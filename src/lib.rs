@@ -12,6 +12,8 @@ pub mod net;
 pub mod pool;
 pub mod protocol;
 pub mod server;
+pub mod stats;
+pub mod tls;
 
 pub use app::App;
 pub use config::Config;

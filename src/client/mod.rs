@@ -9,17 +9,22 @@ mod relay;
 mod route;
 mod serve;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::time::{timeout, Duration};
 
 use crate::app::Shared;
+use crate::auth::hba::Transport;
+use crate::auth::passthrough::ScramKeys;
+use crate::auth::{self, Method, PlanError, Secret};
 use crate::config::Config;
 use crate::error::{Error, Fault};
 use crate::net::Stream;
 use crate::pool::ClientSlot;
 use crate::protocol::{backend, FramedConn};
+use crate::server::BackendPassword;
 
 pub use cancel::CancelRegistry;
 pub use relay::TxTracker;
@@ -80,24 +85,28 @@ async fn start<'s>(
     shared: &'s Shared,
     config: &Config,
 ) -> Result<Option<(Session, cancel::Registration<'s>, String)>, Error> {
-    let startup = match handshake(conn).await? {
+    let client_tls = shared.tls.client.as_ref();
+    let startup = match handshake(conn, client_tls).await? {
         Hello::Cancel(key) => {
             shared.cancels.cancel(key).await;
             return Ok(None);
         }
         Hello::Startup(startup) => startup,
     };
-    let route = route::route(&startup, config, &shared.pools)?;
+    let tls = conn.io.is_tls();
+    if client_tls.is_some_and(|t| t.mode.requires_tls()) && !tls && !conn.io.is_unix() {
+        return Err(Error::SslRequired);
+    }
+    let route = route::route(&startup, config, &shared.pools, shared.tls.server.as_ref())?;
     let who = format!("{}@{}", route.client_user, route.database);
-    let secret = config.userlist.get(&route.client_user);
-    login::authenticate(
-        conn,
-        config.settings.auth_type,
-        &route.client_user,
-        secret,
-        &shared.mock_key,
-    )
-    .await?;
+    if let Err(e) = login(conn, peer, &route, shared, config).await {
+        if e.is_auth_failure() {
+            let failures = shared.auth_failures.record(&route.client_user);
+            tracing::warn!(%peer, %who, failures, error = %e, "login failed");
+            tokio::time::sleep(config.settings.auth_failure_delay).await;
+        }
+        return Err(e);
+    }
     if config.settings.log_connections {
         tracing::info!(%peer, %who, "login attempt: ok");
     }
@@ -126,6 +135,113 @@ fn admit(shared: &Shared, user: &str, db: &str, peer: &Peer) -> Result<ClientSlo
         tracing::warn!(%peer, user, db, limit = limit.name(), rejections = n, "client connections exceeded");
         Error::ClientLimit(limit)
     })
+}
+
+/// Choose the method (auth_type / hba), find the secret (auth_file, else auth_query), run the
+/// exchange, and hand the pool any credential the login revealed (SCRAM passthrough).
+async fn login(
+    conn: &mut FramedConn<Stream>,
+    peer: &Peer,
+    route: &route::Route,
+    shared: &Shared,
+    config: &Config,
+) -> Result<(), Error> {
+    let tls = conn.io.is_tls();
+    let transport = match peer {
+        Peer::Tcp(addr) => Transport::Tcp {
+            addr: addr.ip(),
+            tls,
+        },
+        Peer::Unix => Transport::Unix,
+    };
+    let user = route.client_user.as_str();
+    let method = auth::plan(
+        config.settings.auth_type,
+        &config.hba,
+        transport,
+        &route.database,
+        user,
+    )
+    .map_err(|e| {
+        let host = match peer {
+            Peer::Tcp(addr) => addr.ip().to_string(),
+            Peer::Unix => "[local]".to_string(),
+        };
+        let (user, database) = (user.to_string(), route.database.clone());
+        match e {
+            PlanError::NoEntry => Error::HbaNoEntry {
+                host,
+                user,
+                database,
+                tls,
+            },
+            PlanError::Rejected => Error::HbaReject {
+                host,
+                user,
+                database,
+                tls,
+            },
+        }
+    })?;
+    let secret = match method {
+        Method::Trust | Method::Cert { .. } => None,
+        _ => lookup_secret(route, user, shared, config).await?,
+    };
+    let ctx = login::LoginContext {
+        mock_key: &shared.mock_key,
+        end_point: shared
+            .tls
+            .client
+            .as_ref()
+            .filter(|_| tls)
+            .and_then(|t| t.end_point.clone()),
+        ident: &config.ident,
+    };
+    let client_key = login::authenticate(conn, &method, user, secret.as_deref(), &ctx).await?;
+    // Passthrough: the pool logs in as this very user, and the config has no password for it.
+    if route.pool.key.user == user {
+        match (secret.as_deref(), client_key) {
+            (Some(Secret::Scram(s)), Some(client_key)) => {
+                route.pool.learn(BackendPassword::ScramKeys(ScramKeys {
+                    client_key,
+                    server_key: s.server_key,
+                }));
+            }
+            (Some(Secret::Md5(hash)), _) => route.pool.learn(BackendPassword::Md5(hash.clone())),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The user's secret from auth_file, else from auth_query when auth_user is set.
+async fn lookup_secret<'c>(
+    route: &route::Route,
+    user: &str,
+    shared: &Shared,
+    config: &'c Config,
+) -> Result<Option<Cow<'c, Secret>>, Error> {
+    if let Some(secret) = config.userlist.get(user) {
+        return Ok(Some(Cow::Borrowed(secret)));
+    }
+    let Some(pool) = route::auth_pool(
+        config,
+        &shared.pools,
+        &route.database,
+        shared.tls.server.as_ref(),
+    ) else {
+        return Ok(None);
+    };
+    let s = &config.settings;
+    let found = shared
+        .auth_cache
+        .lookup(&pool, &s.auth_query, user, s.auth_query_cache_ttl)
+        .await
+        .map_err(|e| {
+            tracing::warn!(user, error = %e, source = ?std::error::Error::source(&e), "auth_query lookup failed");
+            Error::AuthQuery
+        })?;
+    Ok(found.map(Cow::Owned))
 }
 
 /// AuthenticationOk, ParameterStatus*, BackendKeyData, ReadyForQuery. The parameters come from
