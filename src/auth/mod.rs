@@ -82,7 +82,7 @@ pub fn plan(
 /// Whether a certificate name `cn` may log in as `user`: equal names, or an ident-map entry
 /// (in `map` if given, else in any map).
 pub fn cert_name_allowed(
-    ident: &[(String, String, String)],
+    ident: &[crate::config::hba::IdentEntry],
     map: Option<&str>,
     cn: &str,
     user: &str,
@@ -92,5 +92,5 @@ pub fn cert_name_allowed(
     }
     ident
         .iter()
-        .any(|(m, system, pg)| map.map_or(true, |want| want == m) && system == cn && pg == user)
+        .any(|e| map.map_or(true, |want| want == e.map) && e.cert_name == cn && e.user == user)
 }

@@ -24,7 +24,7 @@ pub(super) struct LoginContext<'a> {
     /// tls-server-end-point data when the client is on TLS (offers SCRAM-SHA-256-PLUS).
     pub end_point: Option<Arc<[u8]>>,
     /// auth_ident_file entries for cert authentication.
-    pub ident: &'a [(String, String, String)],
+    pub ident: &'a [crate::config::hba::IdentEntry],
 }
 
 /// Authenticate `user` (AuthenticationOk is not sent here). Unknown users fail exactly like
@@ -66,7 +66,7 @@ fn cert(
     conn: &FramedConn<Stream>,
     map: Option<&str>,
     user: &str,
-    ident: &[(String, String, String)],
+    ident: &[crate::config::hba::IdentEntry],
 ) -> Result<Option<[u8; 32]>, Error> {
     let cert = conn
         .io

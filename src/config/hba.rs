@@ -70,7 +70,7 @@ struct Word {
 pub fn parse_hba(
     text: &str,
     read_include: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<Vec<HbaRule>, Vec<(usize, String)>> {
+) -> Result<Vec<HbaRule>, LineErrors> {
     let mut rules = Vec::new();
     let mut errors = Vec::new();
     for (line, logical) in logical_lines(text) {
@@ -319,12 +319,25 @@ fn mask_prefix(mask: IpAddr) -> Option<u8> {
         IpAddr::V6(m) => (u128::from(m), 128),
     };
     let ones = bits.leading_ones();
-    (bits.checked_shl(ones).unwrap_or(0) == 0 && ones <= width).then(|| ones as u8)
+    u8::try_from(ones)
+        .ok()
+        .filter(|_| bits.checked_shl(ones).unwrap_or(0) == 0 && ones <= width)
 }
+
+/// One auth_ident_file line: certificate name `cert_name` may log in as `user` under `map`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentEntry {
+    pub map: String,
+    pub cert_name: String,
+    pub user: String,
+}
+
+/// Problems found in a file: (1-based line, message).
+pub type LineErrors = Vec<(usize, String)>;
 
 /// auth_ident_file: `MAPNAME SYSTEM-USERNAME PG-USERNAME` per line (a subset of
 /// pg_ident.conf: exact names only, no regular expressions).
-pub fn parse_ident(text: &str) -> Result<Vec<(String, String, String)>, Vec<(usize, String)>> {
+pub fn parse_ident(text: &str) -> Result<Vec<IdentEntry>, LineErrors> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -338,9 +351,11 @@ pub fn parse_ident(text: &str) -> Result<Vec<(String, String, String)>, Vec<(usi
         let words: Vec<Word> = words.into_iter().flatten().collect();
         match words.as_slice() {
             [] => {}
-            [map, system, pg] if !system.text.starts_with('/') => {
-                out.push((map.text.clone(), system.text.clone(), pg.text.clone()))
-            }
+            [map, system, pg] if !system.text.starts_with('/') => out.push(IdentEntry {
+                map: map.text.clone(),
+                cert_name: system.text.clone(),
+                user: pg.text.clone(),
+            }),
             [_, _, _] => errors.push((i + 1, "regular expressions are not supported".into())),
             _ => errors.push((i + 1, "expected MAPNAME SYSTEM-USERNAME PG-USERNAME".into())),
         }

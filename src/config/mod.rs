@@ -75,7 +75,7 @@ pub struct Config {
     /// auth_hba_file rules (empty when unset).
     pub hba: Vec<HbaRule>,
     /// auth_ident_file entries: (map name, certificate name, user name).
-    pub ident: Vec<(String, String, String)>,
+    pub ident: Vec<hba::IdentEntry>,
     pub warnings: Vec<ConfigWarning>,
 }
 
@@ -198,11 +198,7 @@ fn load_hba(path: &Path, file: &str, errors: &mut Vec<ConfigError>) -> Vec<HbaRu
     }
 }
 
-fn load_ident(
-    path: &Path,
-    file: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<(String, String, String)> {
+fn load_ident(path: &Path, file: &str, errors: &mut Vec<ConfigError>) -> Vec<hba::IdentEntry> {
     let file = resolve_relative(path, file);
     let parsed = std::fs::read_to_string(&file)
         .map_err(|e| vec![(0, format!("cannot read {}: {e}", file.display()))])

@@ -4,10 +4,14 @@
 mod support;
 
 mod auth;
+mod auth_query;
 mod butler;
 mod clients;
 mod drivers;
 mod drivers_native;
+mod hba;
 mod limits;
 mod negative;
+mod passthrough;
 mod session;
+mod tls;

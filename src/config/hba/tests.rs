@@ -58,7 +58,11 @@ fn ident_map() {
     let m = parse_ident("# map\ncerts alice-laptop alice\n\ncerts bob bob\n").unwrap();
     assert_eq!(
         m[0],
-        ("certs".into(), "alice-laptop".into(), "alice".into())
+        IdentEntry {
+            map: "certs".into(),
+            cert_name: "alice-laptop".into(),
+            user: "alice".into()
+        }
     );
     assert!(parse_ident("certs /^(.*)$ \\1").is_err());
     assert!(parse_ident("certs only-two").is_err());
