@@ -94,3 +94,35 @@ pub fn cert_name_allowed(
         .iter()
         .any(|e| map.map_or(true, |want| want == e.map) && e.cert_name == cn && e.user == user)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::hba::IdentEntry;
+
+    #[test]
+    fn cert_names_and_maps() {
+        let ident = [IdentEntry {
+            map: "laptops".into(),
+            cert_name: "alice-laptop".into(),
+            user: "alice".into(),
+        }];
+        assert!(cert_name_allowed(&ident, None, "bob", "bob"));
+        assert!(cert_name_allowed(&ident, None, "alice-laptop", "alice"));
+        assert!(cert_name_allowed(
+            &ident,
+            Some("laptops"),
+            "alice-laptop",
+            "alice"
+        ));
+        // With a map named, only the map decides (as PostgreSQL).
+        assert!(!cert_name_allowed(&ident, Some("laptops"), "bob", "bob"));
+        assert!(!cert_name_allowed(
+            &ident,
+            Some("other"),
+            "alice-laptop",
+            "alice"
+        ));
+        assert!(!cert_name_allowed(&ident, None, "alice-laptop", "bob"));
+    }
+}

@@ -123,8 +123,7 @@ pub struct Settings {
     pub client_tls_key_file: Option<String>,
     /// Certificate chain (PEM) for client TLS; required unless disabled. reload: no
     pub client_tls_cert_file: Option<String>,
-    /// CA (PEM) to verify client certificates; required for verify-ca, verify-full and cert
-    /// authentication. Default unset. reload: no
+    /// CA (PEM) for client certificates (verify-ca/full, cert auth). Default unset. reload: no
     pub client_tls_ca_file: Option<String>,
     /// Default `secure` (TLS 1.2 and 1.3; rustls has nothing older). reload: no
     pub client_tls_protocols: TlsProtocols,
@@ -144,21 +143,17 @@ pub struct Settings {
     pub server_tls_ciphers: TlsCiphers,
     /// pg_hba.conf-style rules for auth_type = hba. Default unset. reload: yes
     pub auth_hba_file: Option<String>,
-    /// pg_ident.conf-style maps for cert authentication (`map=` in hba, or any map for
-    /// auth_type = cert). Default unset. reload: yes
+    /// pg_ident.conf-style maps for cert auth (hba `map=`). Default unset. reload: yes
     pub auth_ident_file: Option<String>,
-    /// User whose connection runs auth_query for users missing from auth_file. Default unset
-    /// (auth_query off). reload: yes
+    /// Runs auth_query for users missing from auth_file. Default unset (off). reload: yes
     pub auth_user: Option<String>,
     /// Default `SELECT usename, passwd FROM pg_shadow WHERE usename=$1`. reload: yes
     pub auth_query: String,
-    /// Database auth_query runs in; default unset = the database the client asked for. reload: yes
+    /// auth_query's [databases] entry; default unset = the client's. reload: yes
     pub auth_dbname: Option<String>,
-    /// How long an auth_query answer (found or not) is reused. Default 10 s (pgporter key).
-    /// reload: yes
+    /// auth_query answers (found or not) are reused this long. Default 10 s. reload: yes
     pub auth_query_cache_ttl: Duration,
-    /// How long a failed login waits before its error is sent. Default 0.5 s (pgporter key,
-    /// like PostgreSQL's auth_delay). reload: yes
+    /// A failed login waits this long before its error. Default 0.5 s (pgporter). reload: yes
     pub auth_failure_delay: Duration,
 }
 

@@ -233,6 +233,64 @@ async fn cert_auth_uses_the_common_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hba_cert_line_with_ident_map() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|n| Spec {
+        files: vec![
+            (
+                "hba.conf".into(),
+                "hostssl all all 127.0.0.1/32 cert map=laptops\n".into(),
+            ),
+            (
+                "ident.conf".into(),
+                format!("laptops alice-laptop {}\n", n.user),
+            ),
+        ],
+        ..Spec::new(format!(
+            "auth_type = hba\nauth_hba_file = hba.conf\nauth_ident_file = ident.conf\n{}",
+            certs.client_tls("require")
+        ))
+    })
+    .await;
+    let ca = certs.pki.ca_file().display().to_string();
+    let with = |leaf: &Leaf| {
+        format!(
+            "host=127.0.0.1 port={} user={} dbname={} sslmode=verify-full sslrootcert={ca} \
+             sslcert={} sslkey={}",
+            fx.porter.port(),
+            fx.user,
+            fx.db,
+            leaf.cert.display(),
+            leaf.key.display()
+        )
+    };
+    let laptop = certs.pki.client("alice-laptop", "laptop");
+    assert_eq!(
+        psql_ok(&with(&laptop), "SELECT current_user").await,
+        fx.user
+    );
+    // With a map, the user's own name as CN is not enough.
+    let own = certs.pki.client(&fx.user, "own");
+    let err = psql_err(&with(&own), "SELECT 1").await;
+    assert!(err.contains("certificate authentication failed"), "{err}");
+    // No certificate at all.
+    let err = psql_err(
+        &format!(
+            "host=127.0.0.1 port={} user={} dbname={} sslmode=require",
+            fx.porter.port(),
+            fx.user,
+            fx.db
+        ),
+        "SELECT 1",
+    )
+    .await;
+    assert!(
+        err.contains("connection requires a valid client certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_tls_verify_full_with_wrong_ca_fails_clearly() {
     let certs = Certs::new();
     let fx = Fixture::custom(|_| {
