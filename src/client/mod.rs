@@ -63,7 +63,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     let result = match login {
         Err(_) => Err(Error::LoginTimeout),
         Ok(Err(e)) => Err(e),
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => Ok(()),
         Ok(Ok(Some((session, registration, who)))) => {
             let result = serve(&mut conn, Box::new(session), &shared).await;
             drop(registration);
@@ -76,6 +76,13 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     if let Err(e) = result {
         report(&mut conn, &peer, &e, &config).await;
     }
+    // A TLS peer gets close_notify (libpq 17's encrypted cancel waits for it: without it
+    // OpenSSL reports "unexpected eof"); TCP gets FIN after everything queued.
+    let _ = timeout(
+        Duration::from_secs(1),
+        tokio::io::AsyncWriteExt::shutdown(&mut conn.io),
+    )
+    .await;
 }
 
 /// Handshake, route and login; `None` for a cancel request (handled here).
