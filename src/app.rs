@@ -10,6 +10,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::auth_query::AuthQueryCache;
 use crate::client::CancelRegistry;
 use crate::config::{Config, ConfigHandle};
 use crate::control::{self, Control};
@@ -22,6 +23,7 @@ use crate::pool::{run_janitor, Pools};
 use crate::sessions::Sessions;
 use crate::shutdown::{Lifecycle, ShutdownMode};
 use crate::stats::Stats;
+use crate::tls::TlsState;
 
 /// Everything a task needs, handed to it explicitly (no globals).
 #[derive(Debug)]
@@ -45,6 +47,10 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The OS user we run as (peer authentication of `pgbouncer` on the unix socket).
     pub own_uid: Option<u32>,
+    /// TLS contexts for clients and servers, built at startup.
+    pub tls: TlsState,
+    /// auth_query answers.
+    pub auth_cache: AuthQueryCache,
 }
 
 #[derive(Debug)]
@@ -65,6 +71,7 @@ impl App {
         for w in &config.warnings {
             tracing::warn!("{}:{}: {}: {}", w.file, w.line, w.key, w.message);
         }
+        let tls = TlsState::build(&config).map_err(Error::Config)?;
         let listeners = Listeners::bind(&config.settings).await?;
         let http = match &config.settings.metrics_listen_addr {
             Some(addr) => Some(crate::http::bind(addr).await?),
@@ -86,6 +93,8 @@ impl App {
             hosts: HostStates::default(),
             metrics: Metrics::new(),
             own_uid: own_uid(),
+            tls,
+            auth_cache: AuthQueryCache::default(),
         });
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         Ok(App {

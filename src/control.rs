@@ -226,7 +226,7 @@ fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
     shared.config.store(new);
     let config = shared.config.load();
     for pool in shared.pools.all() {
-        let wanted = crate::client::pool_plan(&config, &pool.key);
+        let wanted = crate::client::pool_plan(&config, &pool.key, shared.tls.server.as_ref());
         match wanted {
             Some((target, settings)) if target == pool.target => pool.update_settings(settings),
             _ => {

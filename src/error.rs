@@ -27,6 +27,30 @@ pub enum Error {
     UnsupportedStartupParameter(String),
     #[error("password authentication failed for user \"{user}\"")]
     AuthFailed { user: String },
+    #[error("SSL required")]
+    SslRequired,
+    #[error("TLS handshake with the client failed")]
+    ClientTls(#[source] std::io::Error),
+    #[error("no pg_hba.conf entry for host \"{host}\", user \"{user}\", database \"{database}\", {}", encryption(*.tls))]
+    HbaNoEntry {
+        host: String,
+        user: String,
+        database: String,
+        tls: bool,
+    },
+    #[error("pg_hba.conf rejects connection for host \"{host}\", user \"{user}\", database \"{database}\", {}", encryption(*.tls))]
+    HbaReject {
+        host: String,
+        user: String,
+        database: String,
+        tls: bool,
+    },
+    #[error("connection requires a valid client certificate")]
+    NoClientCertificate,
+    #[error("certificate authentication failed for user \"{user}\"")]
+    CertAuthFailed { user: String },
+    #[error("authentication lookup failed (auth_query)")]
+    AuthQuery,
     #[error("no such database: {0}")]
     UnknownDatabase(String),
     #[error("no more connections allowed (max_client_conn)")]
@@ -75,15 +99,22 @@ impl Error {
             | Error::LoginTimeout => sqlstate::PROTOCOL_VIOLATION,
             Error::UnsupportedProtocol { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             Error::AuthFailed { .. } => sqlstate::INVALID_PASSWORD,
+            Error::SslRequired
+            | Error::HbaNoEntry { .. }
+            | Error::HbaReject { .. }
+            | Error::NoClientCertificate
+            | Error::CertAuthFailed { .. } => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            Error::ClientTls(_) => sqlstate::PROTOCOL_VIOLATION,
             Error::UnknownDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
             Error::TooManyClients | Error::ClientLimit(_) => sqlstate::TOO_MANY_CONNECTIONS,
-            Error::ServerLogin(_) | Error::ServerLost(_) | Error::ServerClosed => {
-                sqlstate::CONNECTION_FAILURE
-            }
             Error::Shutdown | Error::Killed => sqlstate::ADMIN_SHUTDOWN,
             Error::Draining => sqlstate::CANNOT_CONNECT_NOW,
             Error::DatabaseDisabled(_) => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
             Error::AdminNotAllowed(_) => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            Error::ServerLogin(_)
+            | Error::ServerLost(_)
+            | Error::ServerClosed
+            | Error::AuthQuery => sqlstate::CONNECTION_FAILURE,
             Error::Config(_) | Error::Io(_) => sqlstate::INTERNAL_ERROR,
         }
     }
@@ -95,6 +126,12 @@ impl Error {
             | Error::NoUser
             | Error::UnsupportedStartupParameter(_)
             | Error::AuthFailed { .. }
+            | Error::SslRequired
+            | Error::ClientTls(_)
+            | Error::HbaNoEntry { .. }
+            | Error::HbaReject { .. }
+            | Error::NoClientCertificate
+            | Error::CertAuthFailed { .. }
             | Error::UnknownDatabase(_)
             | Error::TooManyClients
             | Error::ClientLimit(_)
@@ -103,6 +140,7 @@ impl Error {
             | Error::AdminNotAllowed(_) => Fault::Client,
             Error::QueryWaitTimeout(_)
             | Error::PausedWaitTimeout
+            | Error::AuthQuery
             | Error::ServerLogin(_)
             | Error::ServerLost(_)
             | Error::ServerClosed => Fault::Server,
@@ -121,6 +159,18 @@ impl Error {
         }
     }
 
+    /// A failed login attempt that costs the client `auth_failure_delay` and is counted.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::AuthFailed { .. }
+                | Error::CertAuthFailed { .. }
+                | Error::NoClientCertificate
+                | Error::HbaReject { .. }
+                | Error::HbaNoEntry { .. }
+        )
+    }
+
     /// Encode the FATAL ErrorResponse the client gets for this error.
     pub fn encode(&self, buf: &mut BytesMut) {
         // A server's own login error (bad database, role missing ...) goes to the client as is.
@@ -133,6 +183,14 @@ impl Error {
             other => other.to_string(),
         };
         backend::error_response(buf, Severity::Fatal, self.sqlstate(), &text, None);
+    }
+}
+
+fn encryption(tls: bool) -> &'static str {
+    if tls {
+        "SSL encryption"
+    } else {
+        "no encryption"
     }
 }
 
@@ -188,6 +246,18 @@ mod tests {
         assert_eq!(Error::Draining.sqlstate(), "57P03");
         assert_eq!(Error::Killed.sqlstate(), "57P01");
         assert_eq!(Error::AdminNotAllowed("x".into()).sqlstate(), "28000");
+        assert_eq!(Error::SslRequired.sqlstate(), "28000");
+        let e = Error::HbaNoEntry {
+            host: "127.0.0.1".into(),
+            user: "u".into(),
+            database: "d".into(),
+            tls: false,
+        };
+        assert_eq!(e.sqlstate(), "28000");
+        assert_eq!(
+            e.to_string(),
+            "no pg_hba.conf entry for host \"127.0.0.1\", user \"u\", database \"d\", no encryption"
+        );
         assert_eq!(
             Error::AuthFailed {
                 user: "alice".into()

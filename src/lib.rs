@@ -24,6 +24,7 @@ pub mod sessions;
 pub mod shutdown;
 pub mod snapshot;
 pub mod stats;
+pub mod tls;
 
 pub use app::App;
 pub use config::Config;

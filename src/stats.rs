@@ -308,6 +308,13 @@ impl Stats {
     pub fn auth_failed(&self, user_label: &str) {
         bump(&self.auth_failures, user_label);
     }
+
+    /// Failed logins counted under `user_label` so far.
+    pub fn auth_failures_of(&self, user_label: &str) -> u64 {
+        self.auth_failures
+            .get(user_label)
+            .map_or(0, |n| n.load(Relaxed))
+    }
 }
 
 fn bump(map: &DashMap<String, AtomicU64>, key: &str) {

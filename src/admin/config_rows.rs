@@ -20,6 +20,8 @@ fn auth(a: AuthType) -> &'static str {
         AuthType::Md5 => "md5",
         AuthType::Plain => "plain",
         AuthType::Trust => "trust",
+        AuthType::Hba => "hba",
+        AuthType::Cert => "cert",
     }
 }
 

@@ -25,8 +25,11 @@ use super::{AuthError, ScramSecret};
 #[cfg(test)]
 mod tests;
 
-/// The mechanism name offered in AuthenticationSASL.
+/// The mechanism names offered in AuthenticationSASL.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The only channel-binding type supported (RFC 5929), as PostgreSQL.
+const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
 
 /// Upper bound on a client SCRAM message; real ones are ~100 bytes (a few hundred with channel
 /// binding data).
@@ -43,21 +46,12 @@ enum ChannelBinding {
     /// `n`: the client does not support channel binding.
     NotSupported,
     /// `y`: the client supports channel binding but believes the server does not. Accepted
-    /// because only SCRAM-SHA-256 is offered; once SCRAM-SHA-256-PLUS is advertised this must be
-    /// rejected as a downgrade attack (PostgreSQL: "channel binding negotiation error").
+    /// only when SCRAM-SHA-256-PLUS was not offered; otherwise it is a downgrade attack
+    /// (PostgreSQL: "channel binding negotiation error").
     ClientOnly,
-    // SCRAM-SHA-256-PLUS goes here: `Required(cb_name)` for `p=<cb-name>`, checked against
-    // "tls-server-end-point", with the TLS certificate hash given to `ScramServer` and returned
-    // by `cbind_data()` so that the expected `c=` value covers it.
-}
-
-impl ChannelBinding {
-    /// Data appended to the gs2 header in the client-final `c=` attribute.
-    fn cbind_data(self) -> &'static [u8] {
-        match self {
-            ChannelBinding::NotSupported | ChannelBinding::ClientOnly => &[],
-        }
-    }
+    /// `p=tls-server-end-point` with SCRAM-SHA-256-PLUS: the client-final `c=` must cover the
+    /// hash of our TLS certificate.
+    Required,
 }
 
 enum State {
@@ -81,6 +75,10 @@ enum State {
 pub struct ScramServer {
     secret: ScramSecret,
     mock: bool,
+    /// tls-server-end-point data of the TLS connection; `Some` offers SCRAM-SHA-256-PLUS.
+    end_point: Option<std::sync::Arc<[u8]>>,
+    /// The client chose SCRAM-SHA-256-PLUS.
+    plus: bool,
     /// Fixed server nonce for deterministic tests; random otherwise.
     server_nonce: Option<String>,
     state: State,
@@ -108,6 +106,8 @@ impl ScramServer {
         ScramServer {
             secret,
             mock: false,
+            end_point: None,
+            plus: false,
             server_nonce: None,
             state: State::Initial,
         }
@@ -134,9 +134,38 @@ impl ScramServer {
         ScramServer {
             secret,
             mock: true,
+            end_point: None,
+            plus: false,
             server_nonce: None,
             state: State::Initial,
         }
+    }
+
+    /// Offer SCRAM-SHA-256-PLUS bound to this TLS end point (the hash of our certificate).
+    pub fn with_channel_binding(mut self, end_point: Option<std::sync::Arc<[u8]>>) -> Self {
+        self.end_point = end_point;
+        self
+    }
+
+    /// The mechanisms to list in AuthenticationSASL, PLUS first when offered (as PostgreSQL).
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        if self.end_point.is_some() {
+            &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
+        } else {
+            &[SCRAM_SHA_256]
+        }
+    }
+
+    /// Record the mechanism named in SASLInitialResponse.
+    pub fn select_mechanism(&mut self, name: &[u8]) -> Result<(), AuthError> {
+        if name == SCRAM_SHA_256.as_bytes() {
+            self.plus = false;
+        } else if name == SCRAM_SHA_256_PLUS.as_bytes() && self.end_point.is_some() {
+            self.plus = true;
+        } else {
+            return Err(AuthError::Malformed("unsupported SASL mechanism"));
+        }
+        Ok(())
     }
 
     /// Like `new`, with a fixed server nonce (for recorded test vectors).
@@ -161,6 +190,20 @@ impl ScramServer {
             }
         }
         let first = parse_client_first(as_text(msg)?)?;
+        match (first.channel_binding, self.plus) {
+            (ChannelBinding::Required, false) => {
+                return Err(AuthError::Malformed("channel binding not supported"))
+            }
+            (ChannelBinding::NotSupported | ChannelBinding::ClientOnly, true) => {
+                return Err(AuthError::Malformed(
+                    "SCRAM-SHA-256-PLUS selected without channel binding",
+                ))
+            }
+            (ChannelBinding::ClientOnly, false) if self.end_point.is_some() => {
+                return Err(AuthError::Malformed("channel binding negotiation error"))
+            }
+            _ => {}
+        }
 
         let server_nonce = match &self.server_nonce {
             Some(n) => n.clone(),
@@ -207,7 +250,9 @@ impl ScramServer {
         let fin = parse_client_final(as_text(msg)?)?;
 
         let mut cbind_input = gs2_header.into_bytes();
-        cbind_input.extend_from_slice(channel_binding.cbind_data());
+        if channel_binding == ChannelBinding::Required {
+            cbind_input.extend_from_slice(self.end_point.as_deref().unwrap_or_default());
+        }
         if fin.channel_binding != STANDARD.encode(&cbind_input) {
             return Err(AuthError::Malformed("channel binding mismatch"));
         }
@@ -293,10 +338,11 @@ fn parse_client_first(msg: &str) -> Result<ClientFirst<'_>, AuthError> {
     let channel_binding = match flag {
         "n" => ChannelBinding::NotSupported,
         "y" => ChannelBinding::ClientOnly,
-        _ if attr(flag, b'p').is_some() => {
-            return Err(AuthError::Malformed("channel binding not supported"))
-        }
-        _ => return Err(AuthError::Malformed("invalid channel binding flag")),
+        _ => match attr(flag, b'p') {
+            Some(TLS_SERVER_END_POINT) => ChannelBinding::Required,
+            Some(_) => return Err(AuthError::Malformed("channel binding not supported")),
+            None => return Err(AuthError::Malformed("invalid channel binding flag")),
+        },
     };
     match authzid {
         "" | "a=" => {}

@@ -1,12 +1,13 @@
 //! Drive the client's authentication exchange over the connection (the pure state machines are
 //! in `auth`).
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use subtle::ConstantTimeEq;
 
-use crate::auth::scram::{ScramServer, SCRAM_SHA_256};
-use crate::auth::{md5, AuthError, Secret};
-use crate::config::AuthType;
+use crate::auth::scram::ScramServer;
+use crate::auth::{cert_name_allowed, md5, AuthError, Method, Secret};
 use crate::error::Error;
 use crate::net::Stream;
 use crate::protocol::backend::{
@@ -15,25 +16,40 @@ use crate::protocol::backend::{
 use crate::protocol::frontend::{self, SaslInitialResponse};
 use crate::protocol::{FramedConn, ProtocolError, MAX_CONTROL_MESSAGE};
 
+/// What a login exchange needs besides the user and secret.
+#[derive(Debug)]
+pub(super) struct LoginContext<'a> {
+    /// Per-process key for mock SCRAM salts of unknown users.
+    pub mock_key: &'a [u8],
+    /// tls-server-end-point data when the client is on TLS (offers SCRAM-SHA-256-PLUS).
+    pub end_point: Option<Arc<[u8]>>,
+    /// auth_ident_file entries for cert authentication.
+    pub ident: &'a [crate::config::hba::IdentEntry],
+}
+
 /// Authenticate `user` (AuthenticationOk is not sent here). Unknown users fail exactly like
-/// wrong passwords.
+/// wrong passwords. A SCRAM login returns the ClientKey recovered from the client's proof.
 pub(super) async fn authenticate(
     conn: &mut FramedConn<Stream>,
-    method: AuthType,
+    method: &Method,
     user: &str,
     secret: Option<&Secret>,
-    mock_key: &[u8],
-) -> Result<(), Error> {
+    ctx: &LoginContext<'_>,
+) -> Result<Option<[u8; 32]>, Error> {
+    // As PostgreSQL: an md5 method with only a SCRAM secret stored uses SCRAM.
+    let scram_only = matches!(secret, Some(Secret::Scram(_)));
     let outcome = match method {
-        AuthType::Trust => Ok(()),
-        AuthType::Plain => plain(conn, user, secret).await?,
-        AuthType::Md5 => md5_exchange(conn, user, secret).await?,
-        AuthType::ScramSha256 => {
+        Method::Trust => Ok(None),
+        Method::Cert { map } => return cert(conn, map.as_deref(), user, ctx.ident),
+        Method::Plain => plain(conn, user, secret).await?.map(|()| None),
+        Method::Md5 if !scram_only => md5_exchange(conn, user, secret).await?.map(|()| None),
+        Method::Md5 | Method::ScramSha256 => {
             let server = match secret.and_then(Secret::scram) {
                 Some(s) => ScramServer::new(s.clone()),
-                None => ScramServer::mock(user, mock_key),
+                None => ScramServer::mock(user, ctx.mock_key),
             };
-            scram_exchange(conn, server).await?
+            let server = server.with_channel_binding(ctx.end_point.clone());
+            scram_exchange(conn, server).await?.map(Some)
         }
     };
     outcome.map_err(|e| match e {
@@ -42,6 +58,30 @@ pub(super) async fn authenticate(
             user: user.to_string(),
         },
     })
+}
+
+/// The client's TLS certificate (already verified against client_tls_ca_file by rustls) must
+/// name the user, directly or through the ident map.
+fn cert(
+    conn: &FramedConn<Stream>,
+    map: Option<&str>,
+    user: &str,
+    ident: &[crate::config::hba::IdentEntry],
+) -> Result<Option<[u8; 32]>, Error> {
+    let cert = conn
+        .io
+        .peer_certificate()
+        .ok_or(Error::NoClientCertificate)?;
+    let failed = || Error::CertAuthFailed {
+        user: user.to_string(),
+    };
+    let cn = crate::tls::common_name(cert).ok_or_else(failed)?;
+    if cert_name_allowed(ident, map, &cn, user) {
+        Ok(None)
+    } else {
+        tracing::info!(user, certificate_cn = %cn, "certificate name does not match the user");
+        Err(failed())
+    }
 }
 
 async fn send_auth(conn: &mut FramedConn<Stream>, code: i32, data: &[u8]) -> Result<(), Error> {
@@ -100,9 +140,9 @@ async fn md5_exchange(
 async fn scram_exchange(
     conn: &mut FramedConn<Stream>,
     mut server: ScramServer,
-) -> Result<Outcome, Error> {
+) -> Result<Result<[u8; 32], AuthError>, Error> {
     let mut buf = BytesMut::new();
-    backend::authentication_sasl(&mut buf, &[SCRAM_SHA_256]);
+    backend::authentication_sasl(&mut buf, server.mechanisms());
     conn.queue(&buf);
     conn.flush().await.map_err(Error::ClientProtocol)?;
 
@@ -110,10 +150,8 @@ async fn scram_exchange(
     let initial = SaslInitialResponse::parse(&body).ok_or(Error::ClientProtocol(
         ProtocolError::Malformed("SASLInitialResponse"),
     ))?;
-    if initial.mechanism != SCRAM_SHA_256.as_bytes() {
-        return Err(Error::ClientProtocol(ProtocolError::Malformed(
-            "unsupported SASL mechanism",
-        )));
+    if let Err(e) = server.select_mechanism(initial.mechanism) {
+        return Ok(Err(e));
     }
     let server_first = match server.client_first(initial.data) {
         Ok(m) => m,
@@ -127,7 +165,7 @@ async fn scram_exchange(
         Err(e) => return Ok(Err(e)),
     };
     send_auth(conn, AUTH_SASL_FINAL, &server_final).await?;
-    Ok(Ok(()))
+    Ok(server.client_key().ok_or(AuthError::Failed))
 }
 
 fn ct_result(a: &[u8], b: &[u8]) -> Outcome {

@@ -9,6 +9,7 @@ mod relay;
 mod route;
 mod serve;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -16,11 +17,15 @@ use tokio::time::{timeout, Duration};
 
 use crate::admin;
 use crate::app::Shared;
+use crate::auth::hba::Transport;
+use crate::auth::passthrough::ScramKeys;
+use crate::auth::{self, Method, PlanError, Secret};
 use crate::config::Config;
 use crate::error::{Error, Fault};
 use crate::net::Stream;
 use crate::pool::ClientSlot;
 use crate::protocol::{backend, FramedConn};
+use crate::server::BackendPassword;
 use crate::sessions::{NewSession, SessionGuard, SessionInfo};
 use crate::stats::Meter;
 
@@ -117,6 +122,13 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     if let Err(e) = result {
         report(&mut conn, &peer, &e, &config).await;
     }
+    // A TLS peer gets close_notify (libpq 17's encrypted cancel waits for it: without it
+    // OpenSSL reports "unexpected eof"); TCP gets FIN after everything queued.
+    let _ = timeout(
+        Duration::from_secs(1),
+        tokio::io::AsyncWriteExt::shutdown(&mut conn.io),
+    )
+    .await;
 }
 
 /// Handshake, route and login.
@@ -126,13 +138,18 @@ async fn start<'s>(
     shared: &'s Shared,
     config: &Config,
 ) -> Result<Started<'s>, Error> {
-    let startup = match handshake(conn).await? {
+    let client_tls = shared.tls.client.as_ref();
+    let startup = match handshake(conn, client_tls).await? {
         Hello::Cancel(key) => {
             shared.cancels.cancel(key).await;
             return Ok(Started::Cancel);
         }
         Hello::Startup(startup) => startup,
     };
+    if client_tls.is_some_and(|t| t.mode.requires_tls()) && !conn.io.is_tls() && !conn.io.is_unix()
+    {
+        return Err(Error::SslRequired);
+    }
     let user = startup.get("user").unwrap_or_default();
     let database = startup
         .get("database")
@@ -144,12 +161,13 @@ async fn start<'s>(
     if shared.lifecycle.draining() {
         return Err(Error::Draining);
     }
-    let route = route::route(&startup, config, &shared.pools)?;
+    let route = route::route(&startup, config, &shared.pools, shared.tls.server.as_ref())?;
     if shared.gates.is_disabled(&route.database) {
         return Err(Error::DatabaseDisabled(route.database));
     }
     let who = format!("{}@{}", route.client_user, route.database);
-    authenticate(conn, config, &route.client_user, shared).await?;
+    let login = login(conn, peer, &route, shared, config).await;
+    after_login(login, peer, &who, &route.client_user, shared, config).await?;
     if config.settings.log_connections {
         tracing::info!(%peer, %who, "login attempt: ok");
     }
@@ -190,31 +208,55 @@ async fn start<'s>(
     })
 }
 
-/// Authenticate against the auth_file; count failures per known user.
-async fn authenticate(
-    conn: &mut FramedConn<Stream>,
-    config: &Config,
+/// Count a failed login (per known user; unknown names share one label), log it, and make
+/// the attacker wait `auth_failure_delay` before the error goes out.
+async fn after_login(
+    result: Result<(), Error>,
+    peer: &Peer,
+    who: &str,
     user: &str,
     shared: &Shared,
+    config: &Config,
 ) -> Result<(), Error> {
-    let secret = config.userlist.get(user);
-    let result = login::authenticate(
-        conn,
-        config.settings.auth_type,
-        user,
-        secret,
-        &shared.mock_key,
-    )
-    .await;
-    if let Err(Error::AuthFailed { .. }) = &result {
-        let label = if secret.is_some() {
-            user
-        } else {
-            crate::stats::UNKNOWN_USER
-        };
-        shared.stats.auth_failed(label);
+    if let Err(e) = &result {
+        if e.is_auth_failure() {
+            let label = if config.userlist.contains_key(user) {
+                user
+            } else {
+                crate::stats::UNKNOWN_USER
+            };
+            shared.stats.auth_failed(label);
+            tracing::warn!(%peer, %who, error = %e, "login failed");
+            tokio::time::sleep(config.settings.auth_failure_delay).await;
+        }
     }
     result
+}
+
+/// Authenticate an admin-console user (auth_type / hba, secrets from auth_file only).
+async fn authenticate_admin(
+    conn: &mut FramedConn<Stream>,
+    peer: &Peer,
+    database: &str,
+    user: &str,
+    shared: &Shared,
+    config: &Config,
+) -> Result<(), Error> {
+    let method = plan(conn, peer, database, user, config)?;
+    let ctx = login_context(conn, shared, config);
+    let secret = config.userlist.get(user);
+    let result = login::authenticate(conn, &method, user, secret, &ctx)
+        .await
+        .map(|_| ());
+    after_login(
+        result,
+        peer,
+        &format!("{user}@{database}"),
+        user,
+        shared,
+        config,
+    )
+    .await
 }
 
 /// The admin console: `pgbouncer` over the unix socket from our own OS user gets in without a
@@ -234,7 +276,7 @@ async fn start_admin<'s>(
     let peer_ok =
         user == "pgbouncer" && shared.own_uid.is_some() && conn.io.peer_uid() == shared.own_uid;
     if !peer_ok {
-        authenticate(conn, config, user, shared).await?;
+        authenticate_admin(conn, peer, database, user, shared, config).await?;
     }
     let s = &config.settings;
     let role = if peer_ok || s.admin_users.iter().any(|u| u == user) {
@@ -274,6 +316,134 @@ fn admit(shared: &Shared, user: &str, db: &str, peer: &Peer) -> Result<ClientSlo
         tracing::warn!(%peer, user, db, limit = limit.name(), rejections = n, "client connections exceeded");
         Error::ClientLimit(limit)
     })
+}
+
+/// Choose the method (auth_type / hba), find the secret (auth_file, else auth_query), run the
+/// exchange, and hand the pool any credential the login revealed (SCRAM passthrough).
+async fn login(
+    conn: &mut FramedConn<Stream>,
+    peer: &Peer,
+    route: &route::Route,
+    shared: &Shared,
+    config: &Config,
+) -> Result<(), Error> {
+    let user = route.client_user.as_str();
+    let method = plan(conn, peer, &route.database, user, config)?;
+    let secret = match method {
+        Method::Trust | Method::Cert { .. } => None,
+        _ => lookup_secret(route, user, shared, config).await?,
+    };
+    let ctx = login_context(conn, shared, config);
+    let client_key = login::authenticate(conn, &method, user, secret.as_deref(), &ctx).await?;
+    // Passthrough: the pool logs in as this very user, and the config has no password for it.
+    if route.pool.key.user == user {
+        match (secret.as_deref(), client_key) {
+            (Some(Secret::Scram(s)), Some(client_key)) => {
+                route.pool.learn(BackendPassword::ScramKeys(ScramKeys {
+                    client_key,
+                    server_key: s.server_key,
+                }));
+            }
+            (Some(Secret::Md5(hash)), _) => route.pool.learn(BackendPassword::Md5(hash.clone())),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The authentication method for this connection (auth_type, or the first matching hba line).
+fn plan(
+    conn: &FramedConn<Stream>,
+    peer: &Peer,
+    database: &str,
+    user: &str,
+    config: &Config,
+) -> Result<Method, Error> {
+    let tls = conn.io.is_tls();
+    let transport = match peer {
+        Peer::Tcp(addr) => Transport::Tcp {
+            addr: addr.ip(),
+            tls,
+        },
+        Peer::Unix => Transport::Unix,
+    };
+    auth::plan(
+        config.settings.auth_type,
+        &config.hba,
+        transport,
+        database,
+        user,
+    )
+    .map_err(|e| {
+        let host = match peer {
+            Peer::Tcp(addr) => addr.ip().to_string(),
+            Peer::Unix => "[local]".to_string(),
+        };
+        let (user, database) = (user.to_string(), database.to_string());
+        match e {
+            PlanError::NoEntry => Error::HbaNoEntry {
+                host,
+                user,
+                database,
+                tls,
+            },
+            PlanError::Rejected => Error::HbaReject {
+                host,
+                user,
+                database,
+                tls,
+            },
+        }
+    })
+}
+
+/// What the exchange needs besides the secret: mock key, TLS channel-binding data, ident map.
+fn login_context<'a>(
+    conn: &FramedConn<Stream>,
+    shared: &'a Shared,
+    config: &'a Config,
+) -> login::LoginContext<'a> {
+    let tls = conn.io.is_tls();
+    login::LoginContext {
+        mock_key: &shared.mock_key,
+        end_point: shared
+            .tls
+            .client
+            .as_ref()
+            .filter(|_| tls)
+            .and_then(|t| t.end_point.clone()),
+        ident: &config.ident,
+    }
+}
+
+/// The user's secret from auth_file, else from auth_query when auth_user is set.
+async fn lookup_secret<'c>(
+    route: &route::Route,
+    user: &str,
+    shared: &Shared,
+    config: &'c Config,
+) -> Result<Option<Cow<'c, Secret>>, Error> {
+    if let Some(secret) = config.userlist.get(user) {
+        return Ok(Some(Cow::Borrowed(secret)));
+    }
+    let Some(pool) = route::auth_pool(
+        config,
+        &shared.pools,
+        &route.database,
+        shared.tls.server.as_ref(),
+    ) else {
+        return Ok(None);
+    };
+    let s = &config.settings;
+    let found = shared
+        .auth_cache
+        .lookup(&pool, &s.auth_query, user, s.auth_query_cache_ttl)
+        .await
+        .map_err(|e| {
+            tracing::warn!(user, error = %e, source = ?std::error::Error::source(&e), "auth_query lookup failed");
+            Error::AuthQuery
+        })?;
+    Ok(found.map(Cow::Owned))
 }
 
 /// AuthenticationOk, ParameterStatus*, BackendKeyData, ReadyForQuery. The parameters come from

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::pool::{Pool, PoolKey, PoolSettings, Pools};
 use crate::protocol::startup::StartupParams;
 use crate::server::{BackendPassword, ServerAddr, ServerTarget};
+use crate::tls::ServerTls;
 
 #[derive(Debug)]
 pub(super) struct Route {
@@ -20,6 +21,7 @@ pub(super) fn route(
     startup: &StartupParams,
     config: &Config,
     pools: &Pools,
+    tls: Option<&Arc<ServerTls>>,
 ) -> Result<Route, Error> {
     let client_user = startup
         .get("user")
@@ -40,7 +42,7 @@ pub(super) fn route(
     let pool = pools.get_or_create(&key, |limits| {
         Pool::new(
             key.clone(),
-            target(entry, database, backend_user, config),
+            target(entry, database, backend_user, config, tls),
             pool_settings(entry, config),
             limits,
         )
@@ -52,11 +54,41 @@ pub(super) fn route(
     })
 }
 
+/// The pool auth_query runs on: auth_user's connection to auth_dbname (a [databases] name), or
+/// to the client's database when auth_dbname is unset.
+pub(super) fn auth_pool(
+    config: &Config,
+    pools: &Pools,
+    client_database: &str,
+    tls: Option<&Arc<ServerTls>>,
+) -> Option<Arc<Pool>> {
+    let auth_user = config.settings.auth_user.as_deref()?;
+    let database = config
+        .settings
+        .auth_dbname
+        .as_deref()
+        .unwrap_or(client_database);
+    let entry = config.database(database)?;
+    let key = PoolKey {
+        db: database.to_string(),
+        user: auth_user.to_string(),
+    };
+    Some(pools.get_or_create(&key, |limits| {
+        Pool::new(
+            key.clone(),
+            target(entry, database, auth_user, config, tls),
+            pool_settings(entry, config),
+            limits,
+        )
+    }))
+}
+
 fn target(
     entry: &DatabaseEntry,
     database: &str,
     backend_user: &str,
     config: &Config,
+    tls: Option<&Arc<ServerTls>>,
 ) -> ServerTarget {
     let password = match (&entry.password, config.userlist.get(backend_user)) {
         (Some(p), _) => BackendPassword::Plain(p.clone()),
@@ -70,6 +102,7 @@ fn target(
         user: backend_user.to_string(),
         password,
         params: entry.connect_params.clone(),
+        tls: tls.cloned(),
     }
 }
 
@@ -88,13 +121,17 @@ pub(crate) fn pool_settings(entry: &DatabaseEntry, config: &Config) -> PoolSetti
 
 /// What pool `key` should look like under `config` (reload): its server target and sizes, or
 /// None when the config no longer leads there.
-pub fn pool_plan(config: &Config, key: &PoolKey) -> Option<(ServerTarget, PoolSettings)> {
+pub fn pool_plan(
+    config: &Config,
+    key: &PoolKey,
+    server_tls: Option<&Arc<ServerTls>>,
+) -> Option<(ServerTarget, PoolSettings)> {
     let entry = config.database(&key.db)?;
     if entry.user.as_deref().is_some_and(|u| u != key.user) {
         return None;
     }
     Some((
-        target(entry, &key.db, &key.user, config),
+        target(entry, &key.db, &key.user, config, server_tls),
         pool_settings(entry, config),
     ))
 }

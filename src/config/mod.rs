@@ -6,8 +6,10 @@
 
 mod databases;
 pub mod diff;
+pub mod hba;
 mod ini;
 mod limits;
+mod security;
 mod settings;
 mod userlist;
 
@@ -21,8 +23,10 @@ use arc_swap::ArcSwap;
 use crate::auth::Secret;
 
 pub use databases::{parse_connstring, DatabaseEntry, DEFAULT_HOST, DEFAULT_PORT};
+pub use hba::{HbaMethod, HbaRule};
 pub use ini::{parse_ini, IniEntry, RawIni, MAX_INCLUDE_DEPTH};
 pub use limits::PoolShare;
+pub use security::{SslMode, TlsCiphers, TlsProtocols, DEFAULT_AUTH_QUERY};
 pub use settings::{AuthType, LogFormat, PoolMode, Settings, MAX_PACKET_SIZE_LIMIT};
 pub use userlist::parse_userlist;
 
@@ -69,6 +73,10 @@ pub struct Config {
     pub users: HashMap<String, UserEntry>,
     /// auth_file contents: user name -> secret.
     pub userlist: HashMap<String, Secret>,
+    /// auth_hba_file rules (empty when unset).
+    pub hba: Vec<HbaRule>,
+    /// auth_ident_file entries: (map name, certificate name, user name).
+    pub ident: Vec<hba::IdentEntry>,
     pub warnings: Vec<ConfigWarning>,
 }
 
@@ -76,6 +84,11 @@ impl Config {
     /// The database entry a client's database name resolves to (explicit or via `*`).
     pub fn database(&self, name: &str) -> Option<&DatabaseEntry> {
         self.databases.get(name).or(self.fallback_database.as_ref())
+    }
+
+    /// A file named in the config, resolved against the config file's directory.
+    pub fn resolve(&self, file: &str) -> PathBuf {
+        resolve_relative(&self.path, file)
     }
 
     /// Seconds-based helper for timeouts given as 0 = disabled.
@@ -121,6 +134,15 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
         }
         None => HashMap::new(),
     };
+    let hba = match &settings.auth_hba_file {
+        Some(file) => load_hba(path, file, &mut errors),
+        None => Vec::new(),
+    };
+    let ident = match &settings.auth_ident_file {
+        Some(file) => load_ident(path, file, &mut errors),
+        None => Vec::new(),
+    };
+    check_security(path, &settings, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -131,8 +153,106 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
         fallback_database,
         users,
         userlist,
+        hba,
+        ident,
         warnings,
     })
+}
+
+fn file_error(path: &Path, key: &str, message: String) -> ConfigError {
+    ConfigError {
+        file: path.display().to_string(),
+        line: 0,
+        key: key.into(),
+        message,
+    }
+}
+
+fn load_hba(path: &Path, file: &str, errors: &mut Vec<ConfigError>) -> Vec<HbaRule> {
+    let file = resolve_relative(path, file);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(file_error(
+                path,
+                "auth_hba_file",
+                format!("cannot read {}: {e}", file.display()),
+            ));
+            return Vec::new();
+        }
+    };
+    let include = |name: &str| {
+        let p = resolve_relative(&file, name);
+        std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    match hba::parse_hba(&text, &include) {
+        Ok(rules) => rules,
+        Err(list) => {
+            errors.extend(list.into_iter().map(|(line, message)| ConfigError {
+                file: file.display().to_string(),
+                line,
+                key: "auth_hba_file".into(),
+                message,
+            }));
+            Vec::new()
+        }
+    }
+}
+
+fn load_ident(path: &Path, file: &str, errors: &mut Vec<ConfigError>) -> Vec<hba::IdentEntry> {
+    let file = resolve_relative(path, file);
+    let parsed = std::fs::read_to_string(&file)
+        .map_err(|e| vec![(0, format!("cannot read {}: {e}", file.display()))])
+        .and_then(|text| hba::parse_ident(&text));
+    parsed.unwrap_or_else(|list| {
+        errors.extend(list.into_iter().map(|(line, message)| ConfigError {
+            file: file.display().to_string(),
+            line,
+            key: "auth_ident_file".into(),
+            message,
+        }));
+        Vec::new()
+    })
+}
+
+/// Combinations of TLS/auth keys that cannot work.
+fn check_security(path: &Path, s: &Settings, errors: &mut Vec<ConfigError>) {
+    let mut need = |ok: bool, key: &str, message: &str| {
+        if !ok {
+            errors.push(file_error(path, key, message.into()));
+        }
+    };
+    let client_tls = s.client_tls_sslmode != SslMode::Disable;
+    need(
+        !client_tls || (s.client_tls_key_file.is_some() && s.client_tls_cert_file.is_some()),
+        "client_tls_sslmode",
+        "client TLS needs client_tls_key_file and client_tls_cert_file",
+    );
+    need(
+        !s.client_tls_sslmode.verifies() || s.client_tls_ca_file.is_some(),
+        "client_tls_sslmode",
+        "verify-ca and verify-full need client_tls_ca_file",
+    );
+    need(
+        !s.server_tls_sslmode.verifies() || s.server_tls_ca_file.is_some(),
+        "server_tls_sslmode",
+        "verify-ca and verify-full need server_tls_ca_file",
+    );
+    need(
+        s.server_tls_key_file.is_some() == s.server_tls_cert_file.is_some(),
+        "server_tls_key_file",
+        "server_tls_key_file and server_tls_cert_file go together",
+    );
+    need(
+        s.auth_type != AuthType::Hba || s.auth_hba_file.is_some(),
+        "auth_type",
+        "auth_type = hba needs auth_hba_file",
+    );
+    need(
+        s.auth_type != AuthType::Cert || (client_tls && s.client_tls_ca_file.is_some()),
+        "auth_type",
+        "auth_type = cert needs client TLS (client_tls_sslmode) and client_tls_ca_file",
+    );
 }
 
 /// A path in the config is relative to the config file's directory (as in PgBouncer).

@@ -10,6 +10,10 @@
 use std::time::Duration;
 
 use super::limits::{parse_pool_share, PoolShare};
+use super::security::{
+    parse_ciphers, parse_protocols, parse_sslmode, SslMode, TlsCiphers, TlsProtocols,
+    DEFAULT_AUTH_QUERY,
+};
 use super::{ConfigError, ConfigWarning, RawIni};
 
 /// How clients authenticate to pgporter.
@@ -19,6 +23,10 @@ pub enum AuthType {
     Md5,
     Plain,
     Trust,
+    /// The method comes from the first matching auth_hba_file line.
+    Hba,
+    /// TLS client certificate; the user name is the certificate's CN.
+    Cert,
 }
 
 /// When a server connection is given back to the pool.
@@ -117,6 +125,44 @@ pub struct Settings {
     pub stats_period: Duration,
     /// Write the periodic stats line. Default true. reload: yes
     pub log_stats: bool,
+    /// TLS toward clients. Default disable. reload: no
+    pub client_tls_sslmode: SslMode,
+    /// Private key (PEM) for client TLS; required unless client_tls_sslmode = disable. reload: no
+    pub client_tls_key_file: Option<String>,
+    /// Certificate chain (PEM) for client TLS; required unless disabled. reload: no
+    pub client_tls_cert_file: Option<String>,
+    /// CA (PEM) for client certificates (verify-ca/full, cert auth). Default unset. reload: no
+    pub client_tls_ca_file: Option<String>,
+    /// Default `secure` (TLS 1.2 and 1.3; rustls has nothing older). reload: no
+    pub client_tls_protocols: TlsProtocols,
+    /// Default `default` (rustls's suites); or rustls suite names. reload: no
+    pub client_tls_ciphers: TlsCiphers,
+    /// TLS toward PostgreSQL. Default prefer (as PgBouncer). reload: no
+    pub server_tls_sslmode: SslMode,
+    /// CA (PEM) to verify PostgreSQL's certificate; required for verify-ca/verify-full. reload: no
+    pub server_tls_ca_file: Option<String>,
+    /// Client key (PEM) presented to PostgreSQL; default unset. reload: no
+    pub server_tls_key_file: Option<String>,
+    /// Client certificate (PEM) presented to PostgreSQL; default unset. reload: no
+    pub server_tls_cert_file: Option<String>,
+    /// Default `secure`. reload: no
+    pub server_tls_protocols: TlsProtocols,
+    /// Default `default`. reload: no
+    pub server_tls_ciphers: TlsCiphers,
+    /// pg_hba.conf-style rules for auth_type = hba. Default unset. reload: yes
+    pub auth_hba_file: Option<String>,
+    /// pg_ident.conf-style maps for cert auth (hba `map=`). Default unset. reload: yes
+    pub auth_ident_file: Option<String>,
+    /// Runs auth_query for users missing from auth_file. Default unset (off). reload: yes
+    pub auth_user: Option<String>,
+    /// Default `SELECT usename, passwd FROM pg_shadow WHERE usename=$1`. reload: yes
+    pub auth_query: String,
+    /// auth_query's [databases] entry; default unset = the client's. reload: yes
+    pub auth_dbname: Option<String>,
+    /// auth_query answers (found or not) are reused this long. Default 10 s. reload: yes
+    pub auth_query_cache_ttl: Duration,
+    /// A failed login waits this long before its error. Default 0.5 s (pgporter). reload: yes
+    pub auth_failure_delay: Duration,
 }
 
 /// Log line format.
@@ -169,6 +215,25 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             stats_period: Duration::from_secs(60),
             log_stats: true,
+            client_tls_sslmode: SslMode::Disable,
+            client_tls_key_file: None,
+            client_tls_cert_file: None,
+            client_tls_ca_file: None,
+            client_tls_protocols: TlsProtocols::default(),
+            client_tls_ciphers: TlsCiphers::Default,
+            server_tls_sslmode: SslMode::Prefer,
+            server_tls_ca_file: None,
+            server_tls_key_file: None,
+            server_tls_cert_file: None,
+            server_tls_protocols: TlsProtocols::default(),
+            server_tls_ciphers: TlsCiphers::Default,
+            auth_hba_file: None,
+            auth_ident_file: None,
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.into(),
+            auth_dbname: None,
+            auth_query_cache_ttl: Duration::from_secs(10),
+            auth_failure_delay: Duration::from_millis(500),
         }
     }
 }
@@ -176,24 +241,13 @@ impl Default for Settings {
 /// PgBouncer keys pgporter knows but does not implement yet: accepted with a warning so an
 /// existing pgbouncer.ini loads unchanged.
 const NOT_IMPLEMENTED: &[&str] = &[
-    "auth_dbname",
-    "auth_hba_file",
-    "auth_ident_file",
     "auth_ldap_options",
-    "auth_query",
-    "auth_user",
     "autodb_idle_timeout",
     "cancel_wait_timeout",
     "client_idle_timeout",
     "client_tls13_ciphers",
-    "client_tls_ca_file",
-    "client_tls_cert_file",
-    "client_tls_ciphers",
     "client_tls_dheparams",
     "client_tls_ecdhcurve",
-    "client_tls_key_file",
-    "client_tls_protocols",
-    "client_tls_sslmode",
     "conffile",
     "disable_pqexec",
     "dns_max_ttl",
@@ -217,12 +271,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "server_reset_query_always",
     "server_round_robin",
     "server_tls13_ciphers",
-    "server_tls_ca_file",
-    "server_tls_cert_file",
-    "server_tls_ciphers",
-    "server_tls_key_file",
-    "server_tls_protocols",
-    "server_tls_sslmode",
     "service_name",
     "so_reuseport",
     "suspend_timeout",
@@ -330,6 +378,25 @@ impl Settings {
             "log_format" => self.log_format = parse_log_format(v)?,
             "stats_period" => self.stats_period = parse_nonzero_duration(v)?,
             "log_stats" => self.log_stats = parse_bool(v)?,
+            "client_tls_sslmode" => self.client_tls_sslmode = parse_sslmode(v)?,
+            "client_tls_key_file" => self.client_tls_key_file = non_empty(v),
+            "client_tls_cert_file" => self.client_tls_cert_file = non_empty(v),
+            "client_tls_ca_file" => self.client_tls_ca_file = non_empty(v),
+            "client_tls_protocols" => self.client_tls_protocols = parse_protocols(v)?,
+            "client_tls_ciphers" => self.client_tls_ciphers = parse_ciphers(v)?,
+            "server_tls_sslmode" => self.server_tls_sslmode = parse_sslmode(v)?,
+            "server_tls_ca_file" => self.server_tls_ca_file = non_empty(v),
+            "server_tls_key_file" => self.server_tls_key_file = non_empty(v),
+            "server_tls_cert_file" => self.server_tls_cert_file = non_empty(v),
+            "server_tls_protocols" => self.server_tls_protocols = parse_protocols(v)?,
+            "server_tls_ciphers" => self.server_tls_ciphers = parse_ciphers(v)?,
+            "auth_hba_file" => self.auth_hba_file = non_empty(v),
+            "auth_ident_file" => self.auth_ident_file = non_empty(v),
+            "auth_user" => self.auth_user = non_empty(v),
+            "auth_query" => self.auth_query = v.to_string(),
+            "auth_dbname" => self.auth_dbname = non_empty(v),
+            "auth_query_cache_ttl" => self.auth_query_cache_ttl = parse_duration(v)?,
+            "auth_failure_delay" => self.auth_failure_delay = parse_duration(v)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -484,11 +551,13 @@ fn parse_auth_type(v: &str) -> Result<AuthType, String> {
         "md5" => Ok(AuthType::Md5),
         "plain" => Ok(AuthType::Plain),
         "trust" => Ok(AuthType::Trust),
-        other @ ("hba" | "cert" | "pam" | "any" | "ldap") => Err(format!(
-            "auth_type={other} is not supported yet (use scram-sha-256, md5, plain or trust)"
+        "hba" => Ok(AuthType::Hba),
+        "cert" => Ok(AuthType::Cert),
+        other @ ("pam" | "any" | "ldap") => Err(format!(
+            "auth_type={other} is not supported yet (use scram-sha-256, md5, plain, trust, hba or cert)"
         )),
         _ => Err(format!(
-            "unknown auth_type {v:?} (use scram-sha-256, md5, plain or trust)"
+            "unknown auth_type {v:?} (use scram-sha-256, md5, plain, trust, hba or cert)"
         )),
     }
 }

@@ -1,4 +1,4 @@
-//! `Stream`: TCP or unix socket (TLS joins here later), one type for both directions.
+//! `Stream`: TCP, unix socket or TLS over TCP, one type for both directions.
 
 use std::io;
 use std::pin::Pin;
@@ -6,11 +6,17 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsStream;
 
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TLS over TCP, accepted from a client or connected to a server.
+    Tls(Box<TlsStream<TcpStream>>),
+    /// The socket was handed to a TLS handshake that has not given it back (it failed):
+    /// reads see EOF, writes fail.
+    Detached,
 }
 
 impl Stream {
@@ -19,13 +25,55 @@ impl Stream {
     }
 
     /// Wait until the socket has data (or EOF) without holding a read buffer meanwhile, so an
-    /// idle client costs no buffer memory.
+    /// idle client costs no buffer memory. TLS returns at once: rustls may already hold
+    /// decrypted bytes that the socket no longer shows, so the caller's read does the waiting.
     pub async fn readable(&self) -> std::io::Result<()> {
         match self {
             Stream::Tcp(s) => s.readable().await,
             Stream::Unix(s) => s.readable().await,
+            Stream::Tls(_) | Stream::Detached => Ok(()),
         }
     }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Take the TCP socket out for a TLS handshake, leaving `Detached`; `None` (and `self`
+    /// unchanged) for anything but plain TCP.
+    pub fn take_tcp(&mut self) -> Option<TcpStream> {
+        match std::mem::replace(self, Stream::Detached) {
+            Stream::Tcp(tcp) => Some(tcp),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// The peer's end-entity certificate on a TLS connection (the client's certificate on an
+    /// accepted connection, the server's on one we opened).
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        let Stream::Tls(tls) = self else { return None };
+        let certs = match tls.as_ref() {
+            TlsStream::Server(s) => s.get_ref().1.peer_certificates(),
+            TlsStream::Client(c) => c.get_ref().1.peer_certificates(),
+        };
+        certs.and_then(|c| c.first()).map(|c| c.as_ref())
+    }
+
+    /// The ALPN protocol agreed on a TLS connection.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        let Stream::Tls(tls) = self else { return None };
+        match tls.as_ref() {
+            TlsStream::Server(s) => s.get_ref().1.alpn_protocol(),
+            TlsStream::Client(c) => c.get_ref().1.alpn_protocol(),
+        }
+    }
+}
+
+fn detached() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "socket detached for TLS")
 }
 
 impl Stream {
@@ -47,6 +95,8 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Detached => Poll::Ready(Ok(())),
         }
     }
 }
@@ -60,6 +110,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
 
@@ -67,6 +119,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Detached => Poll::Ready(Ok(())),
         }
     }
 
@@ -74,6 +128,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Detached => Poll::Ready(Ok(())),
         }
     }
 
@@ -85,6 +141,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
 
@@ -92,6 +150,8 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Tcp(s) => s.is_write_vectored(),
             Stream::Unix(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Detached => false,
         }
     }
 }

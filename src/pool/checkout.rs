@@ -74,8 +74,12 @@ impl Pool {
             holder,
             armed: true,
         };
-        let mut conn =
-            server::connect(&self.target, extra_params, settings.connect_timeout).await?;
+        let mut conn = server::connect(
+            &self.effective_target(),
+            extra_params,
+            settings.connect_timeout,
+        )
+        .await?;
         slot.armed = false;
         conn.holder = holder.cloned();
         let mut inner = self.lock();

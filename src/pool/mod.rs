@@ -21,7 +21,7 @@ use dashmap::DashMap;
 use tokio::time::{Duration, Instant};
 
 use crate::config::ConfigHandle;
-use crate::server::{ServerConn, ServerError, ServerTarget};
+use crate::server::{BackendPassword, ServerConn, ServerError, ServerTarget};
 
 pub use janitor::run_janitor;
 pub use limits::{Blocker, ClientLimit, ClientSlot, Limits};
@@ -88,6 +88,9 @@ pub struct Pool {
     settings: Mutex<PoolSettings>,
     limits: Arc<Limits>,
     inner: Mutex<Inner>,
+    /// A credential learned from a client login when the config holds none for this user
+    /// (SCRAM passthrough keys, or an md5 hash from auth_query).
+    learned: Mutex<Option<BackendPassword>>,
 }
 
 /// Counts for SHOW POOLS-style views and tests.
@@ -112,6 +115,31 @@ impl Pool {
             settings: Mutex::new(settings),
             limits,
             inner: Mutex::new(Inner::default()),
+            learned: Mutex::new(None),
+        }
+    }
+
+    /// Remember a credential from a successful client login, if the config gave none. The
+    /// latest one wins (a changed password replaces stale keys).
+    pub fn learn(&self, password: BackendPassword) {
+        if self.target.password == BackendPassword::None {
+            *self.learned.lock().unwrap_or_else(|p| p.into_inner()) = Some(password);
+        }
+    }
+
+    /// The target with any learned credential filled in.
+    pub(super) fn effective_target(&self) -> std::borrow::Cow<'_, ServerTarget> {
+        let learned = self
+            .learned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match learned {
+            Some(password) => std::borrow::Cow::Owned(ServerTarget {
+                password,
+                ..self.target.clone()
+            }),
+            None => std::borrow::Cow::Borrowed(&self.target),
         }
     }
 

@@ -1,16 +1,21 @@
 //! One PostgreSQL connection ("backend"): connect, authenticate, run setup and reset queries.
 
+mod auth;
 mod connect;
 mod query;
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use tokio::time::Instant;
 
+use crate::auth::passthrough::ScramKeys;
 use crate::net::Stream;
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::startup::CancelKey;
 use crate::protocol::{FramedConn, ProtocolError};
+use crate::tls::ServerTls;
 
 pub use connect::connect;
 pub(crate) use connect::send_cancel;
@@ -25,6 +30,8 @@ pub struct ServerTarget {
     pub password: BackendPassword,
     /// Startup parameters from the database entry (application_name, client_encoding ...).
     pub params: Vec<(String, String)>,
+    /// TLS toward the server (`None`: server_tls_sslmode = disable).
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// A TCP host:port, or a unix socket directory and port.
@@ -66,6 +73,9 @@ pub enum BackendPassword {
     Plain(String),
     /// A stored `md5...` hash: enough to answer an md5 challenge.
     Md5(String),
+    /// SCRAM passthrough: the ClientKey recovered from the user's login and the verifier's
+    /// ServerKey answer a SCRAM challenge without the password.
+    ScramKeys(ScramKeys),
 }
 
 impl std::fmt::Debug for BackendPassword {
@@ -74,6 +84,7 @@ impl std::fmt::Debug for BackendPassword {
             BackendPassword::None => "None",
             BackendPassword::Plain(_) => "Plain(..)",
             BackendPassword::Md5(_) => "Md5(..)",
+            BackendPassword::ScramKeys(_) => "ScramKeys(..)",
         })
     }
 }
@@ -98,6 +109,10 @@ pub enum ServerError {
     UnsupportedAuth(i32),
     #[error("SCRAM exchange with the server failed: {0}")]
     Scram(String),
+    #[error("server does not support TLS (server_tls_sslmode requires it)")]
+    TlsRefused,
+    #[error("TLS handshake with the server failed")]
+    Tls(#[source] std::io::Error),
 }
 
 /// A logged-in server connection.

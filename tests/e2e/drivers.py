@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import sys
 import threading
 import time
@@ -38,8 +39,12 @@ def cancel_later(cancel, delay: float = 0.5) -> threading.Thread:
     return t
 
 
+# PGPORTER_TEST_SSLMODE=require runs the same check list over client TLS (default: disable).
+SSLMODE = os.environ.get("PGPORTER_TEST_SSLMODE", "disable")
+
+
 def libpq_dsn(host, port, user, password, db) -> str:
-    return f"host={host} port={port} user={user} password={password} dbname={db} sslmode=disable"
+    return f"host={host} port={port} user={user} password={password} dbname={db} sslmode={SSLMODE}"
 
 
 # --- psycopg2 (libpq, simple query protocol with client-side parameters) -------------------
@@ -189,7 +194,8 @@ async def run_asyncpg(name, host, port, user, password, db) -> None:
     import asyncpg
 
     def connect(pw):
-        return asyncpg.connect(host=host, port=port, user=user, password=pw, database=db, ssl=False)
+        ssl = "require" if SSLMODE != "disable" else False
+        return asyncpg.connect(host=host, port=port, user=user, password=pw, database=db, ssl=ssl)
 
     conn = await connect(password)
     passed(name, "connect")
@@ -260,7 +266,7 @@ def run_sqlalchemy(name, host, port, user, password, db) -> None:
     assert sqlalchemy.__version__.startswith("2."), sqlalchemy.__version__
 
     def engine_for(pw):
-        url = URL.create("postgresql+psycopg2", user, pw, host, port, db, {"sslmode": "disable"})
+        url = URL.create("postgresql+psycopg2", user, pw, host, port, db, {"sslmode": SSLMODE})
         return create_engine(url, pool_size=2, pool_pre_ping=True)
 
     engine = engine_for(password)

@@ -4,40 +4,48 @@
 //! wrong password). Python drivers and JDBC run tests/e2e programs; tokio-postgres is checked
 //! here; libpq through psql and pgbench is in `drivers_libpq`.
 //!
-//! TLS: every driver here would also run with sslmode=require once pgporter terminates client
-//! TLS (`pending::TLS`); until then each test records that skip.
+//! TLS: each driver here runs the check list twice, in the clear and again with
+//! sslmode=require against a pgporter with client_tls_sslmode=require (certificates made by
+//! the test), so every check also passes over client TLS.
 
 use std::process::Command;
 use std::time::Duration;
 
 use crate::support::checklist::{e2e_file, run_checklist};
-use crate::support::skip::{pending, python, skip};
-use crate::support::Fixture;
+use crate::support::skip::{python, skip};
+use crate::support::{Fixture, Spec};
+use crate::tls::Certs;
 
-/// Record the TLS variant of `driver` as skipped while pgporter has no client TLS.
-pub(crate) fn tls_pending(driver: &str) {
-    if let Some(reason) = pending::TLS {
-        skip(&format!("{driver}:tls"), reason);
-    }
+/// The plain fixture, or (with `certs`) one whose pgporter requires client TLS.
+async fn fixture(certs: Option<&Certs>) -> Fixture {
+    let extra = certs.map_or(String::new(), |c| c.client_tls("require"));
+    Fixture::custom(|_| Spec {
+        pool_size: 4,
+        ..Spec::new(extra)
+    })
+    .await
 }
 
 async fn python_driver(driver: &str) {
     let Some(python) = python(&format!("{driver} driver matrix")) else {
         return;
     };
-    let fx = Fixture::new(4).await;
-    let mut cmd = Command::new(python);
-    cmd.arg(e2e_file("drivers.py"))
-        .arg(driver)
-        .args(["127.0.0.1", &fx.porter.port().to_string()])
-        .args([&fx.user, &fx.password, &fx.db]);
-    run_checklist(
-        cmd,
-        &format!("drivers.py {driver}"),
-        Duration::from_secs(120),
-    )
-    .await;
-    tls_pending(driver);
+    let certs = Certs::new();
+    for (tls, sslmode) in [(None, "disable"), (Some(&certs), "require")] {
+        let fx = fixture(tls).await;
+        let mut cmd = Command::new(&python);
+        cmd.arg(e2e_file("drivers.py"))
+            .arg(driver)
+            .args(["127.0.0.1", &fx.porter.port().to_string()])
+            .args([&fx.user, &fx.password, &fx.db])
+            .env("PGPORTER_TEST_SSLMODE", sslmode);
+        run_checklist(
+            cmd,
+            &format!("drivers.py {driver} (sslmode={sslmode})"),
+            Duration::from_secs(120),
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,13 +90,21 @@ async fn jdbc() {
         skip("jdbc driver matrix", "no `java` on PATH (Java 11+ needed)");
         return;
     }
-    let fx = Fixture::new(4).await;
-    let mut cmd = Command::new("java");
-    cmd.arg("-cp")
-        .arg(&jar)
-        .arg(e2e_file("jdbc/JdbcMatrix.java"))
-        .args(["127.0.0.1", &fx.porter.port().to_string()])
-        .args([&fx.user, &fx.password, &fx.db]);
-    run_checklist(cmd, "JdbcMatrix.java", Duration::from_secs(180)).await;
-    tls_pending("jdbc");
+    let certs = Certs::new();
+    for (tls, sslmode) in [(None, "disable"), (Some(&certs), "require")] {
+        let fx = fixture(tls).await;
+        let mut cmd = Command::new("java");
+        cmd.arg("-cp")
+            .arg(&jar)
+            .arg(e2e_file("jdbc/JdbcMatrix.java"))
+            .args(["127.0.0.1", &fx.porter.port().to_string()])
+            .args([&fx.user, &fx.password, &fx.db])
+            .env("PGPORTER_TEST_SSLMODE", sslmode);
+        run_checklist(
+            cmd,
+            &format!("JdbcMatrix.java (sslmode={sslmode})"),
+            Duration::from_secs(180),
+        )
+        .await;
+    }
 }

@@ -11,7 +11,6 @@ use futures_util::{pin_mut, SinkExt as _, TryStreamExt as _};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use crate::drivers::tls_pending;
 use crate::support::cmd::{run, success};
 use crate::support::skip::skip;
 use crate::support::{db_error, Fixture};
@@ -119,7 +118,10 @@ async fn tokio_postgres() {
     };
     assert_eq!(db_error(&err).code(), &SqlState::INVALID_PASSWORD);
     pass("tokio-postgres:wrong-password");
-    tls_pending("tokio-postgres");
+    skip(
+        "tokio-postgres:tls",
+        "no rustls connector for tokio-postgres in the test dependencies",
+    );
 }
 
 async fn count_t(client: &tokio_postgres::Client) -> i64 {
@@ -220,7 +222,7 @@ async fn psql_libpq() {
         "{stderr}"
     );
     pass("psql:wrong-password");
-    tls_pending("psql");
+    // psql over TLS (require, verify-full, channel_binding, client certificates): tests/it/tls.rs.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,5 +267,5 @@ async fn pgbench_libpq_protocols() {
         pass(&format!("pgbench:{mode}"));
     }
     skip("pgbench:cancel", "pgbench never sends a CancelRequest");
-    tls_pending("pgbench");
+    // libpq over TLS is covered by psql in tests/it/tls.rs.
 }

@@ -5,11 +5,15 @@ mod support;
 
 mod admin;
 mod auth;
+mod auth_query;
 mod butler;
 mod clients;
 mod drivers;
 mod drivers_native;
+mod hba;
 mod limits;
 mod negative;
 mod ops;
+mod passthrough;
 mod session;
+mod tls;

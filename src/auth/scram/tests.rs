@@ -323,3 +323,70 @@ fn debug_hides_secrets() {
     assert!(dbg.contains("Succeeded"), "{dbg}");
     assert!(!dbg.contains("W22Z") && !dbg.contains("rOpr"), "{dbg}");
 }
+
+#[test]
+fn channel_binding_plus() {
+    let end_point: std::sync::Arc<[u8]> = std::sync::Arc::from(&[9u8; 32][..]);
+    let plus = || ScramServer::new(secret_for("pw")).with_channel_binding(Some(end_point.clone()));
+    assert_eq!(plus().mechanisms(), [SCRAM_SHA_256_PLUS, SCRAM_SHA_256]);
+    assert_eq!(
+        ScramServer::new(secret_for("pw")).mechanisms(),
+        [SCRAM_SHA_256]
+    );
+
+    // A real exchange bound to the same end point succeeds.
+    let mut server = plus();
+    server
+        .select_mechanism(SCRAM_SHA_256_PLUS.as_bytes())
+        .unwrap();
+    exchange(
+        &mut server,
+        "pw",
+        ClientCb::tls_server_end_point(end_point.to_vec()),
+    )
+    .unwrap();
+
+    // Bound to another certificate (a man in the middle): refused.
+    let mut server = plus();
+    server
+        .select_mechanism(SCRAM_SHA_256_PLUS.as_bytes())
+        .unwrap();
+    assert_eq!(
+        malformed(exchange(
+            &mut server,
+            "pw",
+            ClientCb::tls_server_end_point(vec![1; 32])
+        )),
+        "channel binding mismatch"
+    );
+
+    // Downgrades.
+    let mut server = plus();
+    server.select_mechanism(SCRAM_SHA_256.as_bytes()).unwrap();
+    assert_eq!(
+        malformed(server.client_first(b"y,,n=,r=abc")),
+        "channel binding negotiation error"
+    );
+    let mut server = plus();
+    server
+        .select_mechanism(SCRAM_SHA_256_PLUS.as_bytes())
+        .unwrap();
+    assert_eq!(
+        malformed(server.client_first(b"n,,n=,r=abc")),
+        "SCRAM-SHA-256-PLUS selected without channel binding"
+    );
+    let mut server = plus();
+    server.select_mechanism(SCRAM_SHA_256.as_bytes()).unwrap();
+    assert_eq!(
+        malformed(server.client_first(b"p=tls-server-end-point,,n=,r=abc")),
+        "channel binding not supported"
+    );
+    // PLUS cannot be chosen when it was not offered; "n" without PLUS is fine.
+    let mut plain = ScramServer::new(secret_for("pw"));
+    assert!(plain
+        .select_mechanism(SCRAM_SHA_256_PLUS.as_bytes())
+        .is_err());
+    let mut server = plus();
+    server.select_mechanism(SCRAM_SHA_256.as_bytes()).unwrap();
+    exchange(&mut server, "pw", ClientCb::unsupported()).unwrap();
+}

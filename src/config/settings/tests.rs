@@ -184,7 +184,9 @@ fn auth_type_and_pool_mode() {
     assert_eq!(parse_auth_type("SCRAM-SHA-256"), Ok(AuthType::ScramSha256));
     assert_eq!(parse_auth_type("plain"), Ok(AuthType::Plain));
     assert_eq!(parse_auth_type("trust"), Ok(AuthType::Trust));
-    let e = one_error("[pgbouncer]\nauth_type = hba\n");
+    assert_eq!(parse_auth_type("hba"), Ok(AuthType::Hba));
+    assert_eq!(parse_auth_type("cert"), Ok(AuthType::Cert));
+    let e = one_error("[pgbouncer]\nauth_type = pam\n");
     assert!(e.message.contains("not supported yet"), "{e}");
     assert!(parse_auth_type("kerberos").unwrap_err().contains("unknown"));
 
@@ -231,7 +233,7 @@ fn all_errors_reported_at_once() {
 #[test]
 fn unknown_and_unimplemented_keys_warn() {
     let (s, errors, warnings) = load(
-        "[pgbouncer]\nserver_tls_sslmode = require\nTCP_KEEPALIVE = 1\nno_such_key = 1\n\
+        "[pgbouncer]\nclient_tls13_ciphers = x\nTCP_KEEPALIVE = 1\nno_such_key = 1\n\
          [peers]\n1 = host=x\n[weird]\na = b\n[databases]\n[users]\n",
     );
     assert!(errors.is_empty(), "{errors:?}");
@@ -245,7 +247,7 @@ fn unknown_and_unimplemented_keys_warn() {
         vec![
             (6, "[peers]", "section not implemented yet, ignored"),
             (8, "[weird]", "unknown section, ignored"),
-            (2, "server_tls_sslmode", "not implemented yet, ignored"),
+            (2, "client_tls13_ciphers", "not implemented yet, ignored"),
             (3, "tcp_keepalive", "not implemented yet, ignored"),
             (4, "no_such_key", "unknown key, ignored"),
         ]

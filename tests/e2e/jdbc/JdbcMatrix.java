@@ -38,7 +38,9 @@ public class JdbcMatrix {
         Properties p = new Properties();
         p.setProperty("user", user);
         p.setProperty("password", password);
-        p.setProperty("sslmode", "disable");
+        // PGPORTER_TEST_SSLMODE=require: the same checks over client TLS (no CA check).
+        String sslmode = System.getenv("PGPORTER_TEST_SSLMODE");
+        p.setProperty("sslmode", sslmode == null ? "disable" : sslmode);
         // Server-side prepare (a named statement) from the first execution on.
         p.setProperty("prepareThreshold", "1");
         return DriverManager.getConnection(url, p);

@@ -4,7 +4,7 @@
 use tokio_postgres::Client;
 
 use super::pg::{cluster, PgCluster};
-use super::porter::{spawn_pgporter, Porter};
+use super::porter::{spawn_pgporter, spawn_pgporter_with_files, Porter};
 
 pub(crate) const PASSWORD: &str = "s3cret-pw";
 
@@ -41,6 +41,44 @@ impl Fixture {
         }
     }
 
+    /// A fresh role + database; `spec` sees their names (and the role's SCRAM verifier as
+    /// PostgreSQL stored it) and says how pgporter is configured.
+    pub(crate) async fn custom(spec: impl FnOnce(&Names) -> Spec) -> Fixture {
+        let cluster = cluster().await;
+        let user = cluster.unique_name("u");
+        let db = cluster.unique_name("db");
+        cluster.create_role(&user, PASSWORD).await;
+        cluster.create_database(&db, &user).await;
+        let row = cluster
+            .superuser_client()
+            .await
+            .query_one(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                &[&user],
+            )
+            .await
+            .expect("reading the role's verifier");
+        let names = Names {
+            pg_ca: cluster.ca_file(),
+            user: user.clone(),
+            db: db.clone(),
+            scram_secret: row.get(0),
+        };
+        let spec = spec(&names);
+        let ini = ini(&[(&db, cluster.port())], spec.pool_size, &spec.extra);
+        let userlist = spec
+            .userlist
+            .unwrap_or_else(|| userlist(&[(&user, PASSWORD)]));
+        let porter = spawn_pgporter_with_files(&ini, &userlist, &spec.files).await;
+        Fixture {
+            cluster,
+            user,
+            password: PASSWORD.to_string(),
+            db,
+            porter,
+        }
+    }
+
     /// Through pgporter as the fixture's user.
     pub(crate) fn connstring(&self) -> String {
         self.porter.connstring(&self.user, &self.password, &self.db)
@@ -60,6 +98,40 @@ impl Fixture {
     /// Straight to PostgreSQL as the superuser.
     pub(crate) async fn superuser(&self) -> Client {
         self.cluster.superuser_client().await
+    }
+}
+
+/// The names [`Fixture::custom`] made.
+#[derive(Debug)]
+pub(crate) struct Names {
+    pub(crate) user: String,
+    pub(crate) db: String,
+    /// `SCRAM-SHA-256$...` as in pg_authid.
+    pub(crate) scram_secret: String,
+    /// The CA of PostgreSQL's server certificate.
+    pub(crate) pg_ca: std::path::PathBuf,
+}
+
+/// How [`Fixture::custom`] configures pgporter.
+#[derive(Debug)]
+pub(crate) struct Spec {
+    pub(crate) pool_size: u32,
+    /// Extra `[pgbouncer]` lines.
+    pub(crate) extra: String,
+    /// userlist.txt text; `None` = the user with its plaintext password.
+    pub(crate) userlist: Option<String>,
+    /// Files written next to pgporter.ini.
+    pub(crate) files: Vec<(String, String)>,
+}
+
+impl Spec {
+    pub(crate) fn new(extra: impl Into<String>) -> Spec {
+        Spec {
+            pool_size: 2,
+            extra: extra.into(),
+            userlist: None,
+            files: Vec::new(),
+        }
     }
 }
 

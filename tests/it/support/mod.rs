@@ -4,6 +4,7 @@
 // Not every test module uses every helper.
 #![allow(dead_code)]
 
+pub(crate) mod certs;
 pub(crate) mod checklist;
 pub(crate) mod clients;
 pub(crate) mod cmd;
@@ -11,12 +12,15 @@ pub(crate) mod fixture;
 pub(crate) mod http;
 pub(crate) mod pg;
 pub(crate) mod porter;
+pub(crate) mod psql;
 pub(crate) mod skip;
 
 // The harness's public surface; not every item is used by today's tests.
 #[allow(unused_imports)]
 pub(crate) use clients::{connect, connect_with_messages, db_error};
 pub(crate) use fixture::Fixture;
+#[allow(unused_imports)]
+pub(crate) use fixture::{Names, Spec};
 #[allow(unused_imports)]
 pub(crate) use pg::{cluster, PgCluster};
 #[allow(unused_imports)]

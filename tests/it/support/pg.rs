@@ -138,6 +138,7 @@ impl PgCluster {
         let dir = make_temp_dir();
         run_as.chown(&dir);
         init_data_dir(&bin, &dir, run_as);
+        enable_ssl(&dir, run_as);
 
         let mut last_err = String::new();
         for _ in 0..5 {
@@ -168,6 +169,11 @@ impl PgCluster {
     /// The directory holding PostgreSQL's client tools too (psql, pgbench).
     pub(crate) fn bin(&self, tool: &str) -> PathBuf {
         self.bin.join(tool)
+    }
+
+    /// The CA that signed PostgreSQL's server certificate (for `localhost` and `127.0.0.1`).
+    pub(crate) fn ca_file(&self) -> PathBuf {
+        self.dir.join("pg-ca.pem")
     }
 
     /// The unix socket directory (local connections are `trust`).
@@ -288,6 +294,22 @@ fn init_data_dir(bin: &Path, dir: &Path, run_as: RunAs) {
     .expect("writing pg_hba.conf");
 }
 
+/// PostgreSQL serves TLS (ssl = on) with a certificate from a CA made now; the key must be
+/// owned by the server's user and not readable by others.
+fn enable_ssl(dir: &Path, run_as: RunAs) {
+    let pki = super::certs::Pki::new(dir, "pg");
+    let leaf = pki.server("pg-server");
+    let data = dir.join("data");
+    for (from, to) in [(&leaf.cert, "server.crt"), (&leaf.key, "server.key")] {
+        let dest = data.join(to);
+        fs::copy(from, &dest).unwrap_or_else(|e| panic!("copying {to}: {e}"));
+        run_as.chown(&dest);
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(data.join("server.key"), fs::Permissions::from_mode(0o600))
+        .expect("chmod server.key");
+}
+
 fn write_server_config(dir: &Path, port: u16) {
     // postgresql.auto.conf is read after postgresql.conf, so rewriting it on a port retry wins.
     let conf = format!(
@@ -301,7 +323,10 @@ fn write_server_config(dir: &Path, port: u16) {
          full_page_writes = off\n\
          shared_buffers = 64MB\n\
          log_min_messages = warning\n\
-         log_connections = off\n",
+         log_connections = off\n\
+         ssl = on\n\
+         ssl_cert_file = 'server.crt'\n\
+         ssl_key_file = 'server.key'\n",
         dir.display()
     );
     let mut f = fs::OpenOptions::new()

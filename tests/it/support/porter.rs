@@ -27,6 +27,16 @@ pub(crate) struct Porter {
 /// In `ini`, `{dir}` is replaced by that temp dir (e.g. `unix_socket_dir = {dir}`); relative
 /// paths such as `auth_file = userlist.txt` resolve against it as the ini's directory.
 pub(crate) async fn spawn_pgporter(ini: &str, userlist: &str) -> Porter {
+    spawn_pgporter_with_files(ini, userlist, &[]).await
+}
+
+/// As [`spawn_pgporter`], writing `files` (name, contents) next to the ini first (an hba file,
+/// an ident map ...).
+pub(crate) async fn spawn_pgporter_with_files(
+    ini: &str,
+    userlist: &str,
+    files: &[(String, String)],
+) -> Porter {
     let dir = tempfile::Builder::new()
         .prefix("pgporter-porter-")
         .tempdir()
@@ -35,6 +45,10 @@ pub(crate) async fn spawn_pgporter(ini: &str, userlist: &str) -> Porter {
     let ini_path = dir.path().join("pgporter.ini");
     std::fs::write(&ini_path, &ini).expect("writing pgporter.ini");
     std::fs::write(dir.path().join("userlist.txt"), userlist).expect("writing userlist.txt");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text)
+            .unwrap_or_else(|e| panic!("writing {name}: {e}"));
+    }
 
     let config = pgporter::config::load(&ini_path).unwrap_or_else(|errors| {
         let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();

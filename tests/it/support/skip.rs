@@ -21,16 +21,6 @@ pub(crate) fn skip(what: &str, reason: &str) {
     }
 }
 
-/// pgporter features that other branches are building. The steps that need one are written
-/// but skipped with this reason; when the feature lands, set the constant to `None` and give
-/// the test the config it needs (the use site says what). The butler's read-only (issue 5) and
-/// audit (issue 4) steps are switched on by arguments of tests/e2e/butler_e2e.py instead.
-pub(crate) mod pending {
-    /// Client-facing TLS (issue 3): drivers would connect with sslmode=require.
-    pub(crate) const TLS: Option<&str> =
-        Some("client TLS in pgporter (issue 3) is not in this build");
-}
-
 /// The Python interpreter of scripts/test.sh's venv, or a recorded skip.
 pub(crate) fn python(what: &str) -> Option<std::ffi::OsString> {
     let python = std::env::var_os("PGPORTER_TEST_PYTHON");

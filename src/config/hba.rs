@@ -1,0 +1,371 @@
+//! auth_hba_file: PgBouncer's subset of pg_hba.conf. Parsing only; matching is `auth::hba`.
+//!
+//! Record types `local`, `host`, `hostssl`, `hostnossl`. Database field: `all`, `sameuser`,
+//! names, `@file` (names read from a file next to the hba file). User field: `all`, names,
+//! `@file`; `+group` needs role membership that pgporter cannot see and is rejected at load, as
+//! PgBouncer does. Address: `all`, an IPv4/IPv6 address with `/prefix`, or address and mask
+//! columns; host names are not supported. Methods: trust, reject, md5, password,
+//! scram-sha-256, cert (with optional `map=NAME` for auth_ident_file). `peer` is not supported.
+//! Quoted words lose their keyword meaning; `#` starts a comment; a trailing `\` continues a line.
+
+use std::net::IpAddr;
+
+/// Which connections a line applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnType {
+    Local,
+    Host,
+    HostSsl,
+    HostNoSsl,
+}
+
+/// One database or user name pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamePattern {
+    All,
+    /// Database field only: the database named like the user.
+    SameUser,
+    Name(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HbaAddress {
+    All,
+    Cidr { net: IpAddr, prefix: u8 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HbaMethod {
+    Trust,
+    Reject,
+    Md5,
+    Password,
+    ScramSha256,
+    Cert,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HbaRule {
+    /// 1-based line in the hba file, for logs.
+    pub line: usize,
+    pub conn: ConnType,
+    pub databases: Vec<NamePattern>,
+    pub users: Vec<NamePattern>,
+    /// `None` on `local` lines.
+    pub address: Option<HbaAddress>,
+    pub method: HbaMethod,
+    /// `map=` option (cert).
+    pub map: Option<String>,
+}
+
+/// A word from the file: its text and whether it was quoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Word {
+    text: String,
+    quoted: bool,
+}
+
+/// Parse the hba text; `read_include(name)` returns the contents of an `@name` file.
+/// Returns the rules or every problem as (line, message).
+pub fn parse_hba(
+    text: &str,
+    read_include: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Vec<HbaRule>, LineErrors> {
+    let mut rules = Vec::new();
+    let mut errors = Vec::new();
+    for (line, logical) in logical_lines(text) {
+        let fields = match split_fields(&logical) {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push((line, e));
+                continue;
+            }
+        };
+        if fields.is_empty() {
+            continue;
+        }
+        match parse_rule(line, &fields, read_include) {
+            Ok(rule) => rules.push(rule),
+            Err(e) => errors.push((line, e)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Join backslash-continued lines; yields (first line number, text without comment).
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let (start, mut acc) = pending.take().unwrap_or((i + 1, String::new()));
+        if let Some(body) = raw.strip_suffix('\\') {
+            acc.push_str(body);
+            acc.push(' ');
+            pending = Some((start, acc));
+        } else {
+            acc.push_str(raw);
+            out.push((start, acc));
+        }
+    }
+    out.extend(pending);
+    out
+}
+
+/// Split into fields; each field is a comma-separated list of words.
+fn split_fields(line: &str) -> Result<Vec<Vec<Word>>, String> {
+    let mut fields: Vec<Vec<Word>> = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        match chars.peek() {
+            None | Some('#') => return Ok(fields),
+            _ => {}
+        }
+        let mut field = Vec::new();
+        loop {
+            let mut word = Word {
+                text: String::new(),
+                quoted: false,
+            };
+            let mut in_quotes = false;
+            while let Some(&c) = chars.peek() {
+                if in_quotes {
+                    chars.next();
+                    if c == '"' {
+                        if chars.next_if_eq(&'"').is_some() {
+                            word.text.push('"');
+                        } else {
+                            in_quotes = false;
+                        }
+                    } else {
+                        word.text.push(c);
+                    }
+                } else if c == '"' {
+                    chars.next();
+                    in_quotes = true;
+                    word.quoted = true;
+                } else if c.is_whitespace() || c == ',' || c == '#' {
+                    break;
+                } else {
+                    chars.next();
+                    word.text.push(c);
+                }
+            }
+            if in_quotes {
+                return Err("unterminated quoted string".into());
+            }
+            field.push(word);
+            if chars.next_if_eq(&',').is_none() {
+                break;
+            }
+        }
+        fields.push(field);
+    }
+}
+
+fn single<'a>(field: Option<&'a Vec<Word>>, what: &str) -> Result<&'a Word, String> {
+    match field.map(Vec::as_slice) {
+        Some([w]) => Ok(w),
+        Some(_) => Err(format!("{what} must be a single value")),
+        None => Err(format!("missing {what}")),
+    }
+}
+
+fn keyword(w: &Word, k: &str) -> bool {
+    !w.quoted && w.text.eq_ignore_ascii_case(k)
+}
+
+fn parse_rule(
+    line: usize,
+    fields: &[Vec<Word>],
+    read_include: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<HbaRule, String> {
+    let kind = single(fields.first(), "connection type")?;
+    let conn = match kind.text.to_ascii_lowercase().as_str() {
+        "local" => ConnType::Local,
+        "host" => ConnType::Host,
+        "hostssl" => ConnType::HostSsl,
+        "hostnossl" => ConnType::HostNoSsl,
+        "hostgssenc" | "hostnogssenc" => return Err("GSSAPI encryption is not supported".into()),
+        other => return Err(format!("invalid connection type {other:?}")),
+    };
+    let databases = names(fields.get(1), "database", true, read_include)?;
+    let users = names(fields.get(2), "user", false, read_include)?;
+    let mut rest = fields.get(3..).unwrap_or_default();
+    let address = if conn == ConnType::Local {
+        None
+    } else {
+        let (address, used) = parse_address(rest)?;
+        rest = rest.get(used..).unwrap_or_default();
+        Some(address)
+    };
+    let method_word = single(rest.first(), "authentication method")?;
+    let method = match method_word.text.to_ascii_lowercase().as_str() {
+        "trust" => HbaMethod::Trust,
+        "reject" => HbaMethod::Reject,
+        "md5" => HbaMethod::Md5,
+        "password" => HbaMethod::Password,
+        "scram-sha-256" => HbaMethod::ScramSha256,
+        "cert" => HbaMethod::Cert,
+        other => return Err(format!("unsupported authentication method {other:?}")),
+    };
+    if method == HbaMethod::Cert && conn != ConnType::HostSsl {
+        return Err("cert authentication is only supported on hostssl lines".into());
+    }
+    let mut map = None;
+    for option in rest.get(1..).unwrap_or_default() {
+        let option = single(Some(option), "option")?;
+        match option.text.split_once('=') {
+            Some(("map", name)) if !name.is_empty() => map = Some(name.to_string()),
+            _ => return Err(format!("unsupported option {:?}", option.text)),
+        }
+    }
+    Ok(HbaRule {
+        line,
+        conn,
+        databases,
+        users,
+        address,
+        method,
+        map,
+    })
+}
+
+fn names(
+    field: Option<&Vec<Word>>,
+    what: &str,
+    database: bool,
+    read_include: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Vec<NamePattern>, String> {
+    let field = field.ok_or_else(|| format!("missing {what} field"))?;
+    let mut out = Vec::new();
+    for w in field {
+        if w.text.is_empty() && !w.quoted {
+            return Err(format!("empty {what} name"));
+        }
+        if keyword(w, "all") {
+            out.push(NamePattern::All);
+        } else if database && keyword(w, "sameuser") {
+            out.push(NamePattern::SameUser);
+        } else if keyword(w, "samerole") || keyword(w, "samegroup") || keyword(w, "replication") {
+            return Err(format!("{:?} is not supported", w.text));
+        } else if let Some(group) = w.text.strip_prefix('+').filter(|_| !w.quoted) {
+            return Err(format!(
+                "group membership (+{group}) is not supported: list the users or use @file"
+            ));
+        } else if let Some(file) = w.text.strip_prefix('@').filter(|_| !w.quoted) {
+            let text = read_include(file)?;
+            for line in text.lines() {
+                let line = line.split('#').next().unwrap_or_default();
+                let words = split_fields(line)?;
+                for name in words.into_iter().flatten() {
+                    if !name.text.is_empty() {
+                        out.push(NamePattern::Name(name.text));
+                    }
+                }
+            }
+        } else {
+            out.push(NamePattern::Name(w.text.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// `all`, `addr/prefix`, or `addr mask`; returns the address and how many fields it used.
+fn parse_address(fields: &[Vec<Word>]) -> Result<(HbaAddress, usize), String> {
+    let word = single(fields.first(), "address")?;
+    if keyword(word, "all") {
+        return Ok((HbaAddress::All, 1));
+    }
+    if keyword(word, "samehost") || keyword(word, "samenet") {
+        return Err(format!("{:?} is not supported", word.text));
+    }
+    if let Some((addr, prefix)) = word.text.split_once('/') {
+        let net: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("invalid IP address {addr:?} (host names are not supported)"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("invalid CIDR mask {prefix:?}"))?;
+        return Ok((HbaAddress::Cidr { net, prefix }, 1));
+    }
+    let net: IpAddr = word.text.parse().map_err(|_| {
+        format!(
+            "invalid IP address {:?} (host names are not supported)",
+            word.text
+        )
+    })?;
+    let mask: IpAddr = single(fields.get(1), "IP mask")?
+        .text
+        .parse()
+        .map_err(|_| "invalid IP mask".to_string())?;
+    let prefix = mask_prefix(mask).ok_or("IP mask is not contiguous")?;
+    if mask.is_ipv4() != net.is_ipv4() {
+        return Err("IP address and mask do not match in family".into());
+    }
+    Ok((HbaAddress::Cidr { net, prefix }, 2))
+}
+
+fn mask_prefix(mask: IpAddr) -> Option<u8> {
+    let (bits, width) = match mask {
+        IpAddr::V4(m) => (u128::from(u32::from(m)) << 96, 32),
+        IpAddr::V6(m) => (u128::from(m), 128),
+    };
+    let ones = bits.leading_ones();
+    u8::try_from(ones)
+        .ok()
+        .filter(|_| bits.checked_shl(ones).unwrap_or(0) == 0 && ones <= width)
+}
+
+/// One auth_ident_file line: certificate name `cert_name` may log in as `user` under `map`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentEntry {
+    pub map: String,
+    pub cert_name: String,
+    pub user: String,
+}
+
+/// Problems found in a file: (1-based line, message).
+pub type LineErrors = Vec<(usize, String)>;
+
+/// auth_ident_file: `MAPNAME SYSTEM-USERNAME PG-USERNAME` per line (a subset of
+/// pg_ident.conf: exact names only, no regular expressions).
+pub fn parse_ident(text: &str) -> Result<Vec<IdentEntry>, LineErrors> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let words = match split_fields(line) {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push((i + 1, e));
+                continue;
+            }
+        };
+        let words: Vec<Word> = words.into_iter().flatten().collect();
+        match words.as_slice() {
+            [] => {}
+            [map, system, pg] if !system.text.starts_with('/') => out.push(IdentEntry {
+                map: map.text.clone(),
+                cert_name: system.text.clone(),
+                user: pg.text.clone(),
+            }),
+            [_, _, _] => errors.push((i + 1, "regular expressions are not supported".into())),
+            _ => errors.push((i + 1, "expected MAPNAME SYSTEM-USERNAME PG-USERNAME".into())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests;

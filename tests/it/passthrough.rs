@@ -1,0 +1,71 @@
+//! SCRAM passthrough: auth_file holds only the user's SCRAM verifier (as in pg_authid), yet
+//! pgporter logs in to PostgreSQL as that user with the ClientKey recovered from the client.
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::support::psql::psql_ok;
+use crate::support::{db_error, Fixture, Spec, HANG};
+use crate::tls::{conn, server_verify_full, Certs};
+
+fn scram_only_userlist(user: &str, secret: &str) -> String {
+    format!("\"{user}\" \"{secret}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_secret_only_user_reaches_postgres() {
+    let fx = Fixture::custom(|n| Spec {
+        userlist: Some(scram_only_userlist(&n.user, &n.scram_secret)),
+        ..Spec::new("")
+    })
+    .await;
+    // Twice: the second login reuses the pooled connection made with the learned key.
+    for _ in 0..2 {
+        let client = fx.connect().await;
+        let row = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .expect("query through a passthrough connection");
+        assert_eq!(row.get::<_, String>(0), fx.user);
+    }
+    // Two at once: the second needs a second server connection, made with the keys alone.
+    let a = fx.connect().await;
+    let b = fx.connect().await;
+    a.batch_execute("SELECT 1").await.unwrap();
+    b.batch_execute("SELECT 1").await.unwrap();
+
+    let wrong = fx.porter.connstring(&fx.user, "wrong", &fx.db);
+    let err = tokio::time::timeout(HANG, tokio_postgres::connect(&wrong, NoTls))
+        .await
+        .expect("hung")
+        .err()
+        .expect("wrong password accepted");
+    assert_eq!(db_error(&err).code(), &SqlState::INVALID_PASSWORD);
+    assert_eq!(fx.porter.shared().stats.auth_failures_of(&fx.user), 1);
+}
+
+/// The acceptance line: verify-full + channel_binding=require to pgporter, pgporter to
+/// PostgreSQL over verified TLS, and no plaintext password anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acceptance_verify_full_channel_binding_no_plaintext() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|n| Spec {
+        userlist: Some(scram_only_userlist(&n.user, &n.scram_secret)),
+        ..Spec::new(format!(
+            "{}{}",
+            certs.client_tls("require"),
+            server_verify_full(&n.pg_ca)
+        ))
+    })
+    .await;
+    let ca = certs.pki.ca_file().display().to_string();
+    let out = psql_ok(
+        &conn(
+            &fx,
+            &format!("sslmode=verify-full sslrootcert={ca} channel_binding=require"),
+        ),
+        "SELECT current_user || ' ' || ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .await;
+    assert_eq!(out, format!("{} true", fx.user));
+}

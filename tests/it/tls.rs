@@ -1,0 +1,410 @@
+//! TLS toward clients (psql/libpq: sslmode, channel_binding, client certificates, direct TLS)
+//! and toward PostgreSQL (which the harness runs with ssl = on).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgporter::net::Stream;
+use pgporter::protocol::FramedConn;
+use postgres_protocol::message::frontend;
+use tokio::net::TcpStream;
+
+use crate::support::certs::{Leaf, Pki};
+use crate::support::psql::{psql_err, psql_ok};
+use crate::support::{Fixture, Spec, HANG};
+
+/// A CA and a pgporter server certificate in a temp dir that lives as long as this value.
+pub(crate) struct Certs {
+    _dir: tempfile::TempDir,
+    pub(crate) pki: Pki,
+    pub(crate) server: Leaf,
+}
+
+impl Certs {
+    pub(crate) fn new() -> Certs {
+        let dir = tempfile::Builder::new()
+            .prefix("pgporter-pki-")
+            .tempdir()
+            .expect("pki dir");
+        let pki = Pki::new(dir.path(), "porter");
+        let server = pki.server("porter-server");
+        Certs {
+            _dir: dir,
+            pki,
+            server,
+        }
+    }
+
+    /// `client_tls_*` lines for `mode`.
+    pub(crate) fn client_tls(&self, mode: &str) -> String {
+        format!(
+            "client_tls_sslmode = {mode}\n\
+             client_tls_cert_file = {}\n\
+             client_tls_key_file = {}\n\
+             client_tls_ca_file = {}\n",
+            self.server.cert.display(),
+            self.server.key.display(),
+            self.pki.ca_file().display()
+        )
+    }
+}
+
+/// `server_tls_*` lines verifying PostgreSQL fully against its CA.
+pub(crate) fn server_verify_full(pg_ca: &std::path::Path) -> String {
+    format!(
+        "server_tls_sslmode = verify-full\nserver_tls_ca_file = {}\n",
+        pg_ca.display()
+    )
+}
+
+/// libpq connstring through pgporter with extra options.
+pub(crate) fn conn(fx: &Fixture, options: &str) -> String {
+    format!(
+        "host=127.0.0.1 port={} user={} password={} dbname={} {options}",
+        fx.porter.port(),
+        fx.user,
+        fx.password,
+        fx.db
+    )
+}
+
+const SERVER_SSL: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_require_verify_full_and_channel_binding() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|names| {
+        Spec::new(format!(
+            "{}{}",
+            certs.client_tls("require"),
+            server_verify_full(&names.pg_ca)
+        ))
+    })
+    .await;
+    // pgporter reaches PostgreSQL over TLS, verified against the harness CA.
+    assert_eq!(
+        psql_ok(&conn(&fx, "sslmode=require"), SERVER_SSL).await,
+        "t"
+    );
+    let ca = certs.pki.ca_file().display().to_string();
+    assert_eq!(
+        psql_ok(
+            &conn(&fx, &format!("sslmode=verify-full sslrootcert={ca}")),
+            "SELECT 1"
+        )
+        .await,
+        "1"
+    );
+    assert_eq!(
+        psql_ok(
+            &conn(
+                &fx,
+                &format!("sslmode=verify-full sslrootcert={ca} channel_binding=require")
+            ),
+            "SELECT current_user"
+        )
+        .await,
+        fx.user
+    );
+    // libpq itself refuses channel binding without TLS.
+    let err = psql_err(
+        &conn(&fx, "sslmode=disable channel_binding=require"),
+        "SELECT 1",
+    )
+    .await;
+    assert!(
+        err.contains("SSL required") || err.contains("channel binding"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_client_refused_under_require() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|_| Spec::new(certs.client_tls("require"))).await;
+    let err = psql_err(&conn(&fx, "sslmode=disable"), "SELECT 1").await;
+    assert!(err.contains("SSL required"), "{err}");
+    assert_eq!(psql_ok(&conn(&fx, "sslmode=prefer"), "SELECT 1").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_root_ca_and_bad_client_certificates_fail() {
+    let certs = Certs::new();
+    let other = Certs::new();
+    let fx = Fixture::custom(|_| Spec::new(certs.client_tls("verify-ca"))).await;
+    let good = certs.pki.client(&fx.user, "good-client");
+    let forged = other.pki.client(&fx.user, "forged-client");
+    let ca = certs.pki.ca_file().display().to_string();
+
+    // The client does not trust pgporter's certificate.
+    let err = psql_err(
+        &conn(
+            &fx,
+            &format!(
+                "sslmode=verify-full sslrootcert={}",
+                other.pki.ca_file().display()
+            ),
+        ),
+        "SELECT 1",
+    )
+    .await;
+    assert!(err.contains("certificate verify failed"), "{err}");
+
+    // verify-ca: no client certificate, or one from another CA, is refused in the handshake.
+    // (libpq reports the TLS alert as an "SSL error"; no ErrorResponse can be sent mid-handshake.)
+    let err = psql_err(
+        &conn(&fx, &format!("sslmode=verify-full sslrootcert={ca}")),
+        "SELECT 1",
+    )
+    .await;
+    assert!(
+        err.contains("SSL error") || err.contains("certificate"),
+        "{err}"
+    );
+    let err = psql_err(
+        &conn(
+            &fx,
+            &format!(
+                "sslmode=verify-full sslrootcert={ca} sslcert={} sslkey={}",
+                forged.cert.display(),
+                forged.key.display()
+            ),
+        ),
+        "SELECT 1",
+    )
+    .await;
+    eprintln!("forged client certificate -> {err}");
+    assert!(
+        err.contains("SSL error") || err.contains("certificate"),
+        "{err}"
+    );
+
+    // A certificate from the right CA works (then the password too).
+    let ok = psql_ok(
+        &conn(
+            &fx,
+            &format!(
+                "sslmode=verify-full sslrootcert={ca} sslcert={} sslkey={}",
+                good.cert.display(),
+                good.key.display()
+            ),
+        ),
+        "SELECT 1",
+    )
+    .await;
+    assert_eq!(ok, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_auth_uses_the_common_name() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|_| {
+        Spec::new(format!(
+            "{}auth_type = cert\n",
+            certs.client_tls("verify-full")
+        ))
+    })
+    .await;
+    let ca = certs.pki.ca_file().display().to_string();
+    let mine = certs.pki.client(&fx.user, "mine");
+    let theirs = certs.pki.client("somebody_else", "theirs");
+    let with = |leaf: &Leaf| {
+        // No password: the certificate is the credential.
+        format!(
+            "host=127.0.0.1 port={} user={} dbname={} sslmode=verify-full sslrootcert={ca} \
+             sslcert={} sslkey={}",
+            fx.porter.port(),
+            fx.user,
+            fx.db,
+            leaf.cert.display(),
+            leaf.key.display()
+        )
+    };
+    assert_eq!(psql_ok(&with(&mine), "SELECT current_user").await, fx.user);
+    let err = psql_err(&with(&theirs), "SELECT 1").await;
+    assert!(
+        err.contains(&format!(
+            "certificate authentication failed for user \"{}\"",
+            fx.user
+        )),
+        "{err}"
+    );
+    assert_eq!(fx.porter.shared().stats.auth_failures_of(&fx.user), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hba_cert_line_with_ident_map() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|n| Spec {
+        files: vec![
+            (
+                "hba.conf".into(),
+                "hostssl all all 127.0.0.1/32 cert map=laptops\n".into(),
+            ),
+            (
+                "ident.conf".into(),
+                format!("laptops alice-laptop {}\n", n.user),
+            ),
+        ],
+        ..Spec::new(format!(
+            "auth_type = hba\nauth_hba_file = hba.conf\nauth_ident_file = ident.conf\n{}",
+            certs.client_tls("require")
+        ))
+    })
+    .await;
+    let ca = certs.pki.ca_file().display().to_string();
+    let with = |leaf: &Leaf| {
+        format!(
+            "host=127.0.0.1 port={} user={} dbname={} sslmode=verify-full sslrootcert={ca} \
+             sslcert={} sslkey={}",
+            fx.porter.port(),
+            fx.user,
+            fx.db,
+            leaf.cert.display(),
+            leaf.key.display()
+        )
+    };
+    let laptop = certs.pki.client("alice-laptop", "laptop");
+    assert_eq!(
+        psql_ok(&with(&laptop), "SELECT current_user").await,
+        fx.user
+    );
+    // With a map, the user's own name as CN is not enough.
+    let own = certs.pki.client(&fx.user, "own");
+    let err = psql_err(&with(&own), "SELECT 1").await;
+    assert!(err.contains("certificate authentication failed"), "{err}");
+    // No certificate at all.
+    let err = psql_err(
+        &format!(
+            "host=127.0.0.1 port={} user={} dbname={} sslmode=require",
+            fx.porter.port(),
+            fx.user,
+            fx.db
+        ),
+        "SELECT 1",
+    )
+    .await;
+    assert!(
+        err.contains("connection requires a valid client certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_tls_verify_full_with_wrong_ca_fails_clearly() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|_| {
+        Spec::new(format!(
+            "server_tls_sslmode = verify-full\nserver_tls_ca_file = {}\n",
+            certs.pki.ca_file().display()
+        ))
+    })
+    .await;
+    let err = psql_err(&conn(&fx, "sslmode=disable"), "SELECT 1").await;
+    assert!(
+        err.contains("TLS handshake with the server failed"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_tls_disable_stays_plaintext() {
+    let fx = Fixture::custom(|_| Spec::new("server_tls_sslmode = disable\n")).await;
+    assert_eq!(
+        psql_ok(&conn(&fx, "sslmode=disable"), SERVER_SSL).await,
+        "f"
+    );
+}
+
+/// A TLS client trusting `ca`, offering ALPN "postgresql".
+fn tls_client(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    let mut config = tls_client_config(ca);
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+async fn startup(conn: &mut FramedConn<Stream>, user: &str, db: &str) -> Vec<String> {
+    let mut buf = BytesMut::new();
+    frontend::startup_message([("user", user), ("database", db)], &mut buf).expect("encode");
+    conn.queue(&buf);
+    conn.flush().await.expect("sending startup");
+    let msg = conn.read_message(1 << 16).await.expect("auth request");
+    assert_eq!(msg.tag, b'R');
+    assert_eq!(&msg.body[..4], &10i32.to_be_bytes(), "AuthenticationSASL");
+    msg.body[4..]
+        .split(|&b| b == 0)
+        .filter(|m| !m.is_empty())
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_and_channel_binding_downgrade() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|_| Spec::new(certs.client_tls("require"))).await;
+    let connector = tls_client(certs.pki.ca_file());
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+
+    // Direct TLS (PostgreSQL 17's sslnegotiation=direct): TLS first, ALPN "postgresql".
+    let tcp = TcpStream::connect(fx.porter.addr()).await.unwrap();
+    let tls = tokio::time::timeout(HANG, connector.connect(name.clone(), tcp))
+        .await
+        .expect("direct TLS hung")
+        .expect("direct TLS handshake");
+    let mut conn = FramedConn::new(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))));
+    let mechanisms = startup(&mut conn, &fx.user, &fx.db).await;
+    assert_eq!(mechanisms, ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]);
+
+    // A client claiming "y" (supports binding, thinks we do not) while PLUS was offered: a
+    // downgrade, refused.
+    let mut buf = BytesMut::new();
+    frontend::sasl_initial_response("SCRAM-SHA-256", b"y,,n=,r=abcdefgh", &mut buf).unwrap();
+    conn.queue(&buf);
+    conn.flush().await.unwrap();
+    let msg = conn.read_message(1 << 16).await.expect("error response");
+    assert_eq!(msg.tag, b'E');
+    let text = String::from_utf8_lossy(&msg.body).into_owned();
+    assert!(text.contains("channel binding negotiation error"), "{text}");
+
+    // Direct TLS without ALPN is dropped.
+    let no_alpn = tls_client_config(certs.pki.ca_file());
+    let tcp = TcpStream::connect(fx.porter.addr()).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(no_alpn))
+        .connect(name, tcp)
+        .await
+        .expect("handshake completes before the ALPN check");
+    let mut conn = FramedConn::new(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))));
+    let mut buf = BytesMut::new();
+    frontend::startup_message([("user", fx.user.as_str())], &mut buf).unwrap();
+    conn.queue(&buf);
+    let _ = conn.flush().await;
+    let read = tokio::time::timeout(HANG, conn.read_message(1 << 16))
+        .await
+        .expect("no-ALPN connection hung");
+    match read {
+        Err(_) => {}
+        Ok(m) => assert_eq!(m.tag, b'E', "expected the connection to be refused"),
+    }
+}
+
+fn tls_client_config(ca: &std::path::Path) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).expect("reading CA");
+    use rustls::pki_types::pem::PemObject as _;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("CA pem")).expect("adding CA");
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+#[test]
+fn example_tls_config_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pgporter-tls.ini");
+    let config = pgporter::config::load(&path).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(config.hba.len(), 4);
+    assert!(config.userlist.values().all(|s| s.plaintext().is_none()));
+}
