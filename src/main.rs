@@ -74,6 +74,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.settings.effective_worker_threads())
         .enable_all()
         .build()
     {

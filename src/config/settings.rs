@@ -125,6 +125,10 @@ pub struct Settings {
     pub stats_period: Duration,
     /// Write the periodic stats line. Default true. reload: yes
     pub log_stats: bool,
+    /// Runtime worker threads; 0 (default) = auto: 1 on machines with up to 4 CPUs (where the
+    /// pooler shares CPUs with PostgreSQL or the application, and a second thread costs more in
+    /// cross-thread wake-ups than it brings), half the CPUs above that. pgporter key. reload: no
+    pub worker_threads: u32,
     /// TLS toward clients. Default disable. reload: no
     pub client_tls_sslmode: SslMode,
     /// Private key (PEM) for client TLS; required unless client_tls_sslmode = disable. reload: no
@@ -215,6 +219,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             stats_period: Duration::from_secs(60),
             log_stats: true,
+            worker_threads: 0,
             client_tls_sslmode: SslMode::Disable,
             client_tls_key_file: None,
             client_tls_cert_file: None,
@@ -295,6 +300,19 @@ const NOT_IMPLEMENTED: &[&str] = &[
 pub const MAX_PACKET_SIZE_LIMIT: u32 = (1 << 30) - 1;
 
 impl Settings {
+    /// The number of runtime worker threads `worker_threads` resolves to on this machine.
+    pub fn effective_worker_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return usize::try_from(self.worker_threads).unwrap_or(1);
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus <= 4 {
+            1
+        } else {
+            cpus / 2
+        }
+    }
+
     /// Typed settings from the [pgbouncer] (or [pgporter]) section; bad values go to `errors`,
     /// unknown keys to `warnings`. A repeated key: the last one wins (every occurrence is
     /// still validated).
@@ -378,6 +396,7 @@ impl Settings {
             "log_format" => self.log_format = parse_log_format(v)?,
             "stats_period" => self.stats_period = parse_nonzero_duration(v)?,
             "log_stats" => self.log_stats = parse_bool(v)?,
+            "worker_threads" => self.worker_threads = parse_u32(v)?,
             "client_tls_sslmode" => self.client_tls_sslmode = parse_sslmode(v)?,
             "client_tls_key_file" => self.client_tls_key_file = non_empty(v),
             "client_tls_cert_file" => self.client_tls_cert_file = non_empty(v),
