@@ -44,7 +44,7 @@ impl ConfigDiff {
                 s.client_tls_key_file.clone(),
                 s.client_tls_cert_file.clone(),
                 s.client_tls_ca_file.clone(),
-                s.client_tls_protocols.clone(),
+                s.client_tls_protocols,
                 s.client_tls_ciphers.clone(),
             )
         };
@@ -54,7 +54,7 @@ impl ConfigDiff {
                 s.server_tls_ca_file.clone(),
                 s.server_tls_key_file.clone(),
                 s.server_tls_cert_file.clone(),
-                s.server_tls_protocols.clone(),
+                s.server_tls_protocols,
                 s.server_tls_ciphers.clone(),
             )
         };
@@ -98,13 +98,13 @@ pub fn keep_unreloadable(old: &Config, new: &mut Config) {
     n.client_tls_key_file = o.client_tls_key_file.clone();
     n.client_tls_cert_file = o.client_tls_cert_file.clone();
     n.client_tls_ca_file = o.client_tls_ca_file.clone();
-    n.client_tls_protocols = o.client_tls_protocols.clone();
+    n.client_tls_protocols = o.client_tls_protocols;
     n.client_tls_ciphers = o.client_tls_ciphers.clone();
     n.server_tls_sslmode = o.server_tls_sslmode;
     n.server_tls_ca_file = o.server_tls_ca_file.clone();
     n.server_tls_key_file = o.server_tls_key_file.clone();
     n.server_tls_cert_file = o.server_tls_cert_file.clone();
-    n.server_tls_protocols = o.server_tls_protocols.clone();
+    n.server_tls_protocols = o.server_tls_protocols;
     n.server_tls_ciphers = o.server_tls_ciphers.clone();
 }
 
