@@ -53,7 +53,15 @@ fn main() -> ExitCode {
     }
     let config = match config::load(path) {
         Ok(c) => {
-            init_tracing(&cli, c.settings.log_format);
+            let logfile = c
+                .settings
+                .logfile
+                .as_deref()
+                .map(|f| config::resolve_relative(path, f));
+            if let Err(e) = init_tracing(&cli, c.settings.log_format, logfile.as_deref()) {
+                eprintln!("pgporter: cannot open logfile: {e}");
+                return ExitCode::from(64);
+            }
             c
         }
         Err(errors) => {
@@ -109,7 +117,13 @@ async fn run(config: config::Config) -> Result<(), pgporter::Error> {
 }
 
 /// Logs go to stdout (12-factor / Kubernetes), as text or one JSON object per line.
-fn init_tracing(cli: &Cli, format: config::LogFormat) {
+/// Log to stdout, and also to `logfile` (appended) when set.
+fn init_tracing(
+    cli: &Cli,
+    format: config::LogFormat,
+    logfile: Option<&std::path::Path>,
+) -> std::io::Result<()> {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
@@ -118,11 +132,24 @@ fn init_tracing(cli: &Cli, format: config::LogFormat) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let writer = match logfile {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            BoxMakeWriter::new(std::io::stdout.and(std::sync::Mutex::new(file)))
+        }
+        None => BoxMakeWriter::new(std::io::stdout),
+    };
+    let ansi = logfile.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_ansi(ansi)
+        .with_writer(writer);
     match format {
         config::LogFormat::Text => builder.init(),
         config::LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    Ok(())
 }
