@@ -58,7 +58,7 @@ impl ConfigDiff {
                 s.server_tls_ciphers.clone(),
             )
         };
-        let checks: [(&'static str, bool); 10] = [
+        let checks: [(&'static str, bool); 11] = [
             ("listen_addr", o.listen_addr != n.listen_addr),
             ("listen_port", o.listen_port != n.listen_port),
             ("unix_socket_dir", o.unix_socket_dir != n.unix_socket_dir),
@@ -70,6 +70,7 @@ impl ConfigDiff {
             ),
             ("log_format", o.log_format != n.log_format),
             ("worker_threads", o.worker_threads != n.worker_threads),
+            ("logfile", o.logfile != n.logfile),
             ("client_tls_*", client_tls(o) != client_tls(n)),
             ("server_tls_*", server_tls(o) != server_tls(n)),
         ];
@@ -94,6 +95,7 @@ pub fn keep_unreloadable(old: &Config, new: &mut Config) {
     n.metrics_listen_addr = o.metrics_listen_addr.clone();
     n.log_format = o.log_format;
     n.worker_threads = o.worker_threads;
+    n.logfile = o.logfile.clone();
     n.client_tls_sslmode = o.client_tls_sslmode;
     n.client_tls_key_file = o.client_tls_key_file.clone();
     n.client_tls_cert_file = o.client_tls_cert_file.clone();
