@@ -164,7 +164,10 @@ async fn scram_exchange(
         Ok(m) => m,
         Err(e) => return Ok(Err(e)),
     };
-    send_auth(conn, AUTH_SASL_FINAL, &server_final).await?;
+    // Queued, not flushed: it leaves with AuthenticationOk and the welcome in one write.
+    let mut buf = BytesMut::new();
+    backend::authentication(&mut buf, AUTH_SASL_FINAL, &server_final);
+    conn.queue(&buf);
     Ok(server.client_key().ok_or(AuthError::Failed))
 }
 

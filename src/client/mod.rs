@@ -123,12 +123,15 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
         report(&mut conn, &peer, &e, &config).await;
     }
     // A TLS peer gets close_notify (libpq 17's encrypted cancel waits for it: without it
-    // OpenSSL reports "unexpected eof"); TCP gets FIN after everything queued.
-    let _ = timeout(
-        Duration::from_secs(1),
-        tokio::io::AsyncWriteExt::shutdown(&mut conn.io),
-    )
-    .await;
+    // OpenSSL reports "unexpected eof"). Plain sockets just close (FIN): everything was
+    // flushed, and a separate shutdown() costs a syscall and a loopback round of its own.
+    if conn.io.is_tls() {
+        let _ = timeout(
+            Duration::from_secs(1),
+            tokio::io::AsyncWriteExt::shutdown(&mut conn.io),
+        )
+        .await;
+    }
 }
 
 /// Handshake, route and login.
@@ -172,7 +175,7 @@ async fn start<'s>(
         tracing::info!(%peer, %who, "login attempt: ok");
     }
     let client_slot = admit(shared, &route.client_user, &route.database, peer)?;
-    let params = ClientParams::from_startup(&startup.params, config, &peer.to_string())?;
+    let params = ClientParams::from_startup(&startup.params, config, peer)?;
     let registration = shared.cancels.register();
     let guard = shared.sessions.register(
         NewSession {

@@ -24,7 +24,7 @@ impl ClientParams {
     pub(super) fn from_startup(
         params: &[(String, String)],
         config: &Config,
-        client_addr: &str,
+        client_addr: &dyn std::fmt::Display,
     ) -> Result<ClientParams, Error> {
         let ignored = &config.settings.ignore_startup_parameters;
         let mut wanted = Vec::new();
