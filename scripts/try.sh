@@ -81,9 +81,25 @@ psql_su butler <<'SQL'
 GRANT USAGE, CREATE ON SCHEMA public TO alice, bob;
 SQL
 
+# The example config puts the unix socket in /var/run/postgresql (Debian's default for psql).
+# Where that directory cannot be used, run a copy of the config with the socket in /tmp.
+config=config/pgporter.ini
+if [[ "$(id -u)" -eq 0 ]]; then
+  mkdir -p /var/run/postgresql
+fi
+if [[ ! -w /var/run/postgresql ]]; then
+  mkdir -p .dev
+  sed 's|^unix_socket_dir = .*|unix_socket_dir = /tmp|' config/pgporter.ini >.dev/pgporter.ini
+  cp config/userlist.txt .dev/userlist.txt
+  config=.dev/pgporter.ini
+  echo "==> /var/run/postgresql is not writable: unix socket in /tmp instead (use psql -h /tmp)"
+fi
+
 echo
-echo "pgporter is starting on 127.0.0.1:6432 (config/pgporter.ini). In another terminal:"
+echo "pgporter is starting on 127.0.0.1:6432 ($config). In another terminal:"
 echo
 echo "  psql \"postgresql://alice:secret@127.0.0.1:6432/butler\" -c 'select current_user'"
+echo "  PGPASSWORD=secret psql -p 6432 -U admin pgbouncer -c 'SHOW POOLS'   # admin console"
+echo "  curl -s localhost:9127/metrics | grep pgbouncer_pools                 # Prometheus"
 echo
-target/release/pgporter config/pgporter.ini
+target/release/pgporter "$config"
