@@ -296,7 +296,7 @@ pub(super) fn init_data_dir(bin: &Path, dir: &Path, run_as: RunAs) {
 
 /// PostgreSQL serves TLS (ssl = on) with a certificate from a CA made now; the key must be
 /// owned by the server's user and not readable by others.
-fn enable_ssl(dir: &Path, run_as: RunAs) {
+pub(super) fn enable_ssl(dir: &Path, run_as: RunAs) {
     let pki = super::certs::Pki::new(dir, "pg");
     let leaf = pki.server("pg-server");
     let data = dir.join("data");

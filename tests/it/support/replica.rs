@@ -15,8 +15,8 @@ use tokio_postgres::{Client, NoTls};
 
 use super::cmd;
 use super::pg::{
-    free_port, ident, init_data_dir, literal, make_temp_dir, pg_ctl_start, quote, spawn_watchdog,
-    write_server_config, RunAs, SUPERUSER,
+    enable_ssl, free_port, ident, init_data_dir, literal, make_temp_dir, pg_ctl_start, quote,
+    spawn_watchdog, write_server_config, RunAs, SUPERUSER,
 };
 
 /// One node: its directory (data/, socket, server.log) and port.
@@ -62,6 +62,8 @@ impl ReplCluster {
         };
         let primary = cluster.node_dir(0);
         init_data_dir(&cluster.bin, &primary, run_as);
+        // The harness's server config turns ssl on; standbys get the files from the backup.
+        enable_ssl(&primary, run_as);
         fs::write(
             primary.join("data/pg_hba.conf"),
             "local all all trust\nlocal replication all trust\n\
