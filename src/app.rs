@@ -20,6 +20,7 @@ use crate::health::HostStates;
 use crate::metrics::Metrics;
 use crate::net::listener::{self, Listeners};
 use crate::pool::{run_janitor, Pools};
+use crate::routing::Hosts;
 use crate::sessions::Sessions;
 use crate::shutdown::{Lifecycle, ShutdownMode};
 use crate::stats::Stats;
@@ -44,6 +45,10 @@ pub struct Shared {
     pub gates: Gates,
     pub lifecycle: Lifecycle,
     pub hosts: HostStates,
+    /// Backend hosts as read/write routing sees them (health monitor, roles, lag).
+    pub routing: Arc<Hosts>,
+    /// The port the read-write listener is bound to (listen_port, resolved when 0).
+    pub listen_port: u16,
     pub metrics: Metrics,
     /// The OS user we run as (peer authentication of `pgbouncer` on the unix socket).
     pub own_uid: Option<u32>,
@@ -78,11 +83,14 @@ impl App {
             None => None,
         };
         let config = Arc::new(ConfigHandle::new(config));
+        let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             pools: Arc::new(Pools::new(Arc::clone(&config))),
             config,
             cancels: CancelRegistry::default(),
-            shutdown: CancellationToken::new(),
+            routing: Arc::new(Hosts::new(shutdown.clone())),
+            listen_port: listeners.local_addr().port(),
+            shutdown,
             tracker: TaskTracker::new(),
             clients: AtomicUsize::new(0),
             mock_key: rand::random(),
@@ -114,6 +122,11 @@ impl App {
     /// The HTTP (metrics/probes) listener's address, if configured.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The read-only listener's address (readonly_listen_port), if configured.
+    pub fn readonly_addr(&self) -> Option<SocketAddr> {
+        self.listeners.readonly_addr()
     }
 
     pub fn shared(&self) -> Arc<Shared> {
@@ -204,6 +217,7 @@ fn spawn_background(
             shared.shutdown.clone(),
         )),
         tokio::spawn(crate::health::run(Arc::clone(shared))),
+        tokio::spawn(evict_on_host_change(Arc::clone(shared))),
         tokio::spawn(crate::metrics::run_stats_period(Arc::clone(shared))),
     ];
     if let Some(l) = http {
@@ -253,4 +267,20 @@ async fn drain(shared: &Arc<Shared>, control_rx: &mut mpsc::UnboundedReceiver<Co
 fn own_uid() -> Option<u32> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// When a backend host goes down or changes role, close the idle connections no pool may
+/// hand out any more (checkout re-checks too; this frees them promptly).
+async fn evict_on_host_change(shared: Arc<Shared>) {
+    let mut changes = shared.routing.subscribe();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        for pool in shared.pools.all() {
+            pool.evict_expired().await;
+        }
+    }
 }

@@ -5,6 +5,7 @@ use bytes::BytesMut;
 use crate::pool::{Blocker, ClientLimit};
 use crate::protocol::backend::{self, ErrorFields, Severity};
 use crate::protocol::{sqlstate, ProtocolError};
+use crate::routing::NoHost;
 use crate::server::ServerError;
 
 /// Who caused a failure (for logging levels and metrics).
@@ -69,6 +70,10 @@ pub enum Error {
     ServerLost(#[source] ProtocolError),
     #[error("server closed the connection unexpectedly")]
     ServerClosed,
+    #[error("server host went down")]
+    ServerDown,
+    #[error(transparent)]
+    NoServer(NoHost),
     #[error("pooler is shutting down")]
     Shutdown,
     #[error("pooler is shutting down; not accepting new connections")]
@@ -114,6 +119,8 @@ impl Error {
             Error::ServerLogin(_)
             | Error::ServerLost(_)
             | Error::ServerClosed
+            | Error::ServerDown
+            | Error::NoServer(_)
             | Error::AuthQuery => sqlstate::CONNECTION_FAILURE,
             Error::Config(_) | Error::Io(_) => sqlstate::INTERNAL_ERROR,
         }
@@ -143,7 +150,9 @@ impl Error {
             | Error::AuthQuery
             | Error::ServerLogin(_)
             | Error::ServerLost(_)
-            | Error::ServerClosed => Fault::Server,
+            | Error::ServerClosed
+            | Error::ServerDown
+            | Error::NoServer(_) => Fault::Server,
             Error::Shutdown | Error::Draining | Error::Killed | Error::Config(_) | Error::Io(_) => {
                 Fault::Internal
             }
@@ -257,6 +266,16 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "no pg_hba.conf entry for host \"127.0.0.1\", user \"u\", database \"d\", no encryption"
+        );
+        assert_eq!(Error::ServerDown.sqlstate(), "08006");
+        let none = Error::NoServer(NoHost {
+            attrs: "read-write",
+            last: None,
+        });
+        assert_eq!(none.sqlstate(), "08006");
+        assert_eq!(
+            none.to_string(),
+            "no read-write server available within failover_wait_timeout"
         );
         assert_eq!(
             Error::AuthFailed {

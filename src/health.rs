@@ -1,6 +1,6 @@
 //! Backend host reachability, for /readyz, SHOW HOSTS and the host metrics: a periodic probe
-//! opens a socket to every configured host. Role and replication lag are reported as unknown
-//! until primary discovery (read/write routing) publishes them here.
+//! opens a socket to every configured host. Role and replication lag come from read/write
+//! routing's health monitor (`routing::Hosts`) for the hosts it monitors.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -55,11 +55,21 @@ impl HostStates {
     /// True when every configured database has a reachable host.
     pub fn all_databases_reachable(&self, config: &Config) -> Result<(), String> {
         for (name, db) in &config.databases {
-            let addr = ServerAddr::new(&db.host, db.port);
-            match self.get(&addr) {
-                Some(h) if h.up => {}
-                Some(_) => return Err(format!("database {name}: host {addr} is down")),
-                None => return Err(format!("database {name}: host {addr} not checked yet")),
+            // Reachable when any of its hosts is.
+            let mut problem = None;
+            for h in &db.hosts {
+                let addr = ServerAddr::new(&h.host, h.port);
+                match self.get(&addr) {
+                    Some(h) if h.up => {
+                        problem = None;
+                        break;
+                    }
+                    Some(_) => problem = Some(format!("database {name}: host {addr} is down")),
+                    None => problem = Some(format!("database {name}: host {addr} not checked yet")),
+                }
+            }
+            if let Some(p) = problem {
+                return Err(p);
             }
         }
         Ok(())
@@ -72,7 +82,8 @@ pub fn configured_hosts(config: &Config) -> Vec<ServerAddr> {
         .databases
         .values()
         .chain(config.fallback_database.iter())
-        .map(|d| ServerAddr::new(&d.host, d.port))
+        .flat_map(|d| d.hosts.iter())
+        .map(|h| ServerAddr::new(&h.host, h.port))
         .collect();
     hosts.sort_by_key(|a| a.to_string());
     hosts.dedup();
@@ -103,13 +114,13 @@ pub async fn run(shared: Arc<Shared>) {
             if let Some(e) = &error {
                 tracing::debug!(host = %addr, error = %e, "backend host unreachable");
             }
-            let previous = shared.hosts.get(&addr);
+            let routed = shared.routing.status(&addr);
             shared.hosts.set(
                 addr,
                 HostState {
                     up: error.is_none(),
-                    role: previous.as_ref().map_or("unknown", |p| p.role),
-                    lag: previous.and_then(|p| p.lag),
+                    role: routed.as_ref().map_or("unknown", |s| s.role.as_str()),
+                    lag: routed.and_then(|s| s.lag),
                     last_check: SystemTime::now(),
                     error,
                 },

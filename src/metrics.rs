@@ -287,8 +287,8 @@ fn pgbouncer_compat(s: &Snapshot) {
         };
         let l = [
             ("name", name.clone()),
-            ("host", db.host.clone()),
-            ("port", db.port.to_string()),
+            ("host", db.host_names()),
+            ("port", db.first_host().port.to_string()),
             (
                 "database",
                 db.dbname.clone().unwrap_or_else(|| name.clone()),

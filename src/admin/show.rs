@@ -87,8 +87,8 @@ fn databases(s: &Snapshot) -> ResultSet {
             .count() as u64;
         rs.push(vec![
             name.as_str().into(),
-            db.host.as_str().into(),
-            db.port.into(),
+            db.host_names().into(),
+            db.first_host().port.into(),
             db.dbname.clone().unwrap_or_else(|| name.clone()).into(),
             db.user.clone().into(),
             db.pool_size.unwrap_or(set.default_pool_size).into(),

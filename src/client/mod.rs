@@ -25,6 +25,7 @@ use crate::error::{Error, Fault};
 use crate::net::Stream;
 use crate::pool::ClientSlot;
 use crate::protocol::{backend, FramedConn};
+use crate::routing::Endpoint;
 use crate::server::BackendPassword;
 use crate::sessions::{NewSession, SessionGuard, SessionInfo};
 use crate::stats::Meter;
@@ -89,13 +90,13 @@ enum Started<'s> {
 
 /// Serve one client connection to its end. Every failure the client can be told about becomes
 /// a FATAL ErrorResponse with its SQLSTATE.
-pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
+pub async fn run(stream: Stream, peer: Peer, endpoint: Endpoint, shared: Arc<Shared>) {
     let config = shared.config.load();
     let mut conn = FramedConn::new(stream);
     let login = timeout(
         config.settings.client_login_timeout,
         // Login is large and short-lived: boxed, so an idle session's task stays small.
-        Box::pin(start(&mut conn, &peer, &shared, &config)),
+        Box::pin(start(&mut conn, &peer, endpoint, &shared, &config)),
     )
     .await;
     let result = match login {
@@ -138,6 +139,7 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
 async fn start<'s>(
     conn: &mut FramedConn<Stream>,
     peer: &Peer,
+    endpoint: Endpoint,
     shared: &'s Shared,
     config: &Config,
 ) -> Result<Started<'s>, Error> {
@@ -164,7 +166,7 @@ async fn start<'s>(
     if shared.lifecycle.draining() {
         return Err(Error::Draining);
     }
-    let route = route::route(&startup, config, &shared.pools, shared.tls.server.as_ref())?;
+    let route = route::route(&startup, config, shared, endpoint)?;
     if shared.gates.is_disabled(&route.database) {
         return Err(Error::DatabaseDisabled(route.database));
     }
@@ -201,6 +203,7 @@ async fn start<'s>(
         cancel: Arc::clone(&registration.slot),
         server: None,
         meter,
+        read_only_hint: route.read_only_hint,
     };
     welcome(conn, &mut session, registration.key, &guard.info, shared).await?;
     Ok(Started::Pool {

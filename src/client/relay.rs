@@ -1,7 +1,8 @@
 //! The relay: bytes flow both ways between a client and its server connection in one task,
 //! straight out of each side's read buffer, one write per read. Only message headers are
 //! inspected, plus ReadyForQuery's status byte, so that on the way out we know whether the server
-//! connection is idle and clean.
+//! connection is idle and clean. On read-only sessions, ErrorResponse bodies are inspected
+//! too, so that PostgreSQL's read-only error (25006) gets pgporter's HINT.
 
 use std::future::poll_fn;
 use std::io;
@@ -15,6 +16,8 @@ use tokio_util::io::poll_read_buf;
 use crate::protocol::scan::{Flow, Scanner};
 use crate::protocol::{backend, frontend, FramedConn, ProtocolError};
 use crate::stats::Meter;
+
+const READ_ONLY_SQL_TRANSACTION: &[u8] = b"25006";
 
 /// Why relaying ended.
 #[derive(Debug)]
@@ -42,6 +45,9 @@ pub struct TxTracker {
     status: u8,
     /// Where query/transaction counts and times go (None: not counted).
     meter: Option<Meter>,
+    /// The last `in_hot_standby` ParameterStatus (PostgreSQL 14+ reports a promotion on live
+    /// connections): Some(true) = standby.
+    hot_standby: Option<bool>,
 }
 
 impl Default for TxTracker {
@@ -51,6 +57,7 @@ impl Default for TxTracker {
             unsynced: false,
             status: b'I',
             meter: None,
+            hot_standby: None,
         }
     }
 }
@@ -95,8 +102,17 @@ impl TxTracker {
             if let Some(m) = &mut self.meter {
                 m.ready_for_query(idle, more);
             }
+        } else if tag == backend::PARAMETER_STATUS {
+            if let Some(value) = body.strip_prefix(b"in_hot_standby\0") {
+                self.hot_standby = Some(value.starts_with(b"on"));
+            }
         }
         Flow::Continue
+    }
+
+    /// What the server last reported as `in_hot_standby` during this relay, if anything.
+    pub fn reported_hot_standby(&self) -> Option<bool> {
+        self.hot_standby
     }
 
     /// A sync point goes out: the clock starts if the server was idle (one clock read per
@@ -163,11 +179,13 @@ enum PumpEnd {
 }
 
 /// Relay until one side ends. Both connections keep their buffers: unforwarded bytes stay put.
+/// `read_only_hint`: set on read-only sessions, added to the server's 25006 errors.
 pub(super) async fn relay<C, S>(
     client: &mut FramedConn<C>,
     server: &mut FramedConn<S>,
     tracker: &mut TxTracker,
     max_client_message: usize,
+    read_only_hint: Option<&str>,
 ) -> RelayEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -184,6 +202,7 @@ where
             &mut server.io,
             |_| false,
             |tag, _| tracker.on_client(tag),
+            |_| None,
         );
         if let Poll::Ready(end) = c2s {
             tracker.bytes(up.take_counted(), down.take_counted());
@@ -200,8 +219,23 @@ where
             &mut server.io,
             &mut server.rbuf,
             &mut client.io,
-            |tag| tag == backend::READY_FOR_QUERY,
-            |tag, body| tracker.on_server(tag, body),
+            |tag| {
+                // ParameterStatus is rare and small: read it for in_hot_standby.
+                tag == backend::READY_FOR_QUERY
+                    || tag == backend::PARAMETER_STATUS
+                    || (read_only_hint.is_some() && tag == backend::ERROR_RESPONSE)
+            },
+            |tag, body| {
+                // Held back (stop) to be re-encoded with the hint by `rewrite` below.
+                if read_only_hint.is_some()
+                    && tag == backend::ERROR_RESPONSE
+                    && backend::error_code(body) == Some(READ_ONLY_SQL_TRANSACTION)
+                {
+                    return Flow::StopBefore;
+                }
+                tracker.on_server(tag, body)
+            },
+            |buf| read_only_hint.and_then(|hint| add_hint(buf, hint)),
         );
         tracker.bytes(up.take_counted(), down.take_counted());
         match s2c {
@@ -214,7 +248,25 @@ where
     .await
 }
 
+/// Replace the whole ErrorResponse at the front of `buf` with one carrying `hint`; returns
+/// its new length.
+fn add_hint(buf: &mut BytesMut, hint: &str) -> Option<usize> {
+    let &[_, a, b, c, d] = buf.get(..5)? else {
+        return None;
+    };
+    let total = 1 + usize::try_from(i32::from_be_bytes([a, b, c, d])).ok()?;
+    let new = backend::error_with_hint(buf.get(5..total)?, hint)?;
+    let tail = buf.split_off(total);
+    let len = new.len();
+    *buf = new;
+    buf.extend_from_slice(&tail);
+    Some(len)
+}
+
 /// Move bytes from `src` to `dst` until something blocks (Pending) or the direction ends.
+/// A message `visit` stops at is offered to `rewrite` (once it is at the front of `buf`): if
+/// that replaces it, relaying goes on with the new message; otherwise the direction stops.
+#[allow(clippy::too_many_arguments)]
 fn poll_pump<R, W>(
     cx: &mut Context<'_>,
     pump: &mut Pump,
@@ -223,6 +275,7 @@ fn poll_pump<R, W>(
     dst: &mut W,
     want_body: impl Fn(u8) -> bool + Copy,
     mut visit: impl FnMut(u8, &[u8]) -> Flow,
+    mut rewrite: impl FnMut(&mut BytesMut) -> Option<usize>,
 ) -> Poll<PumpEnd>
 where
     R: AsyncRead + Unpin,
@@ -248,7 +301,15 @@ where
             pump.need_flush = false;
         }
         if pump.stopped {
-            return Poll::Ready(PumpEnd::Stopped);
+            match rewrite(buf) {
+                Some(len) => {
+                    pump.stopped = false;
+                    pump.ready = len;
+                    pump.counted += len as u64;
+                    continue;
+                }
+                None => return Poll::Ready(PumpEnd::Stopped),
+            }
         }
         // Scan what the buffer holds beyond the cleared part (left from setup, or just read).
         let unscanned = buf.get(pump.ready..).unwrap_or_default();

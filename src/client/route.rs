@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
+use crate::app::Shared;
 use crate::auth::Secret;
 use crate::config::{Config, DatabaseEntry};
 use crate::error::Error;
 use crate::pool::{Pool, PoolKey, PoolSettings, Pools};
 use crate::protocol::startup::StartupParams;
+use crate::routing::Endpoint;
 use crate::server::{BackendPassword, ServerAddr, ServerTarget};
 use crate::tls::ServerTls;
 
@@ -15,13 +17,15 @@ pub(super) struct Route {
     pub client_user: String,
     pub database: String,
     pub pool: Arc<Pool>,
+    /// On a read-only pool: the HINT added to PostgreSQL's read-only errors (25006).
+    pub read_only_hint: Option<String>,
 }
 
 pub(super) fn route(
     startup: &StartupParams,
     config: &Config,
-    pools: &Pools,
-    tls: Option<&Arc<ServerTls>>,
+    shared: &Shared,
+    endpoint: Endpoint,
 ) -> Result<Route, Error> {
     let client_user = startup
         .get("user")
@@ -38,19 +42,28 @@ pub(super) fn route(
     let key = PoolKey {
         db: database.to_string(),
         user: backend_user.to_string(),
+        endpoint,
     };
-    let pool = pools.get_or_create(&key, |limits| {
-        Pool::new(
-            key.clone(),
-            target(entry, database, backend_user, config, tls),
-            pool_settings(entry, config),
-            limits,
-        )
+    let attrs = endpoint.attrs(entry);
+    let pool = shared.pools.get_or_create(&key, |limits| {
+        let target = pool_target(entry, &key, config, shared.tls.server.as_ref());
+        let set = shared.routing.host_set(
+            entry,
+            attrs,
+            &target,
+            &config.settings.routing,
+            config.settings.server_connect_timeout,
+        );
+        Pool::new(key.clone(), target, pool_settings(entry, config), limits).with_hosts(set)
     });
+    let read_only_hint = attrs
+        .is_read_only()
+        .then(|| read_only_hint(endpoint, entry, config, shared.listen_port));
     Ok(Route {
         client_user: client_user.to_string(),
         database: database.to_string(),
         pool,
+        read_only_hint,
     })
 }
 
@@ -72,6 +85,7 @@ pub(super) fn auth_pool(
     let key = PoolKey {
         db: database.to_string(),
         user: auth_user.to_string(),
+        endpoint: Endpoint::ReadWrite,
     };
     Some(pools.get_or_create(&key, |limits| {
         Pool::new(
@@ -81,6 +95,49 @@ pub(super) fn auth_pool(
             limits,
         )
     }))
+}
+
+/// What to tell a client whose write failed on a read-only pool.
+fn read_only_hint(
+    endpoint: Endpoint,
+    entry: &DatabaseEntry,
+    config: &Config,
+    listen_port: u16,
+) -> String {
+    const TAIL: &str = "for writes and temporary tables, or turn off your client's use of \
+                        temporary tables.";
+    if endpoint == Endpoint::ReadOnly {
+        return format!(
+            "This is pgporter's read-only endpoint, served by standbys: connect to port {} \
+             {TAIL}",
+            listen_port
+        );
+    }
+    // A read-write entry for the same database and hosts, if the config has one.
+    let target_db = entry.dbname.as_deref().unwrap_or(&entry.name);
+    let mut rw: Vec<&str> = config
+        .databases
+        .values()
+        .filter(|e| {
+            !e.target_session_attrs.is_read_only()
+                && e.hosts == entry.hosts
+                && e.dbname.as_deref().unwrap_or(&e.name) == target_db
+        })
+        .map(|e| e.name.as_str())
+        .collect();
+    rw.sort_unstable();
+    match rw.first() {
+        Some(name) => format!(
+            "Database \"{}\" is pgporter's read-only endpoint, served by standbys: use \
+             database \"{name}\" {TAIL}",
+            entry.name
+        ),
+        None => format!(
+            "Database \"{}\" is pgporter's read-only endpoint, served by standbys: use a \
+             read-write database entry {TAIL}",
+            entry.name
+        ),
+    }
 }
 
 fn target(
@@ -97,7 +154,10 @@ fn target(
         (None, Some(Secret::Scram(_)) | None) => BackendPassword::None,
     };
     ServerTarget {
-        addr: ServerAddr::new(&entry.host, entry.port),
+        addr: entry.hosts.first().map_or_else(
+            || ServerAddr::new(crate::config::DEFAULT_HOST, crate::config::DEFAULT_PORT),
+            |h| ServerAddr::new(&h.host, h.port),
+        ),
         dbname: entry.dbname.clone().unwrap_or_else(|| database.to_string()),
         user: backend_user.to_string(),
         password,
@@ -119,8 +179,29 @@ pub(crate) fn pool_settings(entry: &DatabaseEntry, config: &Config) -> PoolSetti
     }
 }
 
+/// The server target of pool `key`: read-only pools log in with
+/// `default_transaction_read_only=on`.
+fn pool_target(
+    entry: &DatabaseEntry,
+    key: &PoolKey,
+    config: &Config,
+    tls: Option<&Arc<ServerTls>>,
+) -> ServerTarget {
+    let mut target = target(entry, &key.db, &key.user, config, tls);
+    if key.endpoint.attrs(entry).is_read_only() {
+        target
+            .params
+            .retain(|(k, _)| k != "default_transaction_read_only");
+        target
+            .params
+            .push(("default_transaction_read_only".into(), "on".into()));
+    }
+    target
+}
+
 /// What pool `key` should look like under `config` (reload): its server target and sizes, or
-/// None when the config no longer leads there.
+/// None when the config no longer leads there. (A changed host list or target_session_attrs
+/// beyond the first host applies to pools created after the change.)
 pub fn pool_plan(
     config: &Config,
     key: &PoolKey,
@@ -131,7 +212,7 @@ pub fn pool_plan(
         return None;
     }
     Some((
-        target(entry, &key.db, &key.user, config, server_tls),
+        pool_target(entry, key, config, server_tls),
         pool_settings(entry, config),
     ))
 }

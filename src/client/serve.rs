@@ -30,6 +30,8 @@ pub(super) struct Session {
     /// Boxed: rare, and an idle session should stay small.
     pub server: Option<Box<ServerConn>>,
     pub meter: Meter,
+    /// Read-only pools: the HINT added to the server's 25006 errors.
+    pub read_only_hint: Option<String>,
 }
 
 impl Drop for Session {
@@ -80,12 +82,25 @@ async fn relay_session(
     let mut tracker = TxTracker::metered(session.meter.clone());
     let max_message =
         usize::try_from(shared.config.load().settings.max_packet_size).unwrap_or(usize::MAX);
+    // Cancelled when the health monitor sees the server's host down: end instead of hanging.
+    let gone = server
+        .tag
+        .as_ref()
+        .map(|t| t.gone().clone())
+        .unwrap_or_default();
+    let hint = session.read_only_hint.as_deref();
     let end = tokio::select! {
         biased;
-        _ = info.kill.cancelled() => None,
-        end = relay(conn, &mut server.conn, &mut tracker, max_message) => Some(end),
+        _ = info.kill.cancelled() => Err(ended(shared)),
+        _ = gone.cancelled() => Err(Error::ServerDown),
+        end = relay(conn, &mut server.conn, &mut tracker, max_message, hint) => Ok(end),
     };
     session.cancel.detach();
+    // A promotion reported on this connection: close it (and re-check the host).
+    let role_changed = server
+        .tag
+        .as_ref()
+        .is_some_and(|t| t.contradicted_by(tracker.reported_hot_standby()));
     let reconnect_before = session
         .meter
         .pool
@@ -98,11 +113,12 @@ async fn relay_session(
                 .saturating_duration_since(shared.stats.epoch),
         ) < reconnect_before;
     match end {
-        Some(RelayEnd::Terminate | RelayEnd::ClientGone) => {
-            pool.release(server, tracker.is_idle() && !stale).await;
+        Ok(RelayEnd::Terminate | RelayEnd::ClientGone) => {
+            let reusable = tracker.is_idle() && !stale && !role_changed;
+            pool.release(server, reusable).await;
             Ok(())
         }
-        Some(RelayEnd::ClientError(e)) => {
+        Ok(RelayEnd::ClientError(e)) => {
             pool.release(server, false).await;
             if e.is_disconnect() {
                 Ok(())
@@ -110,17 +126,17 @@ async fn relay_session(
                 Err(Error::ClientProtocol(e))
             }
         }
-        Some(RelayEnd::ServerGone) => {
+        Ok(RelayEnd::ServerGone) => {
             pool.discard(server).await;
             Err(Error::ServerClosed)
         }
-        Some(RelayEnd::ServerError(e)) => {
+        Ok(RelayEnd::ServerError(e)) => {
             pool.discard(server).await;
             Err(Error::ServerLost(e))
         }
-        None => {
+        Err(e) => {
             pool.discard(server).await;
-            Err(ended(shared))
+            Err(e)
         }
     }
 }
@@ -198,6 +214,7 @@ pub(super) async fn checkout(
                     Error::QueryWaitTimeout(blocker)
                 }
                 PoolError::Connect(e) => Error::ServerLogin(e),
+                PoolError::NoHost(e) => Error::NoServer(e),
             })
     };
     let result = tokio::select! {

@@ -25,7 +25,6 @@ const IGNORED_DB_KEYS: &[&str] = &[
     "auth_dbname",
     "auth_query",
     "connect_query",
-    "load_balance_hosts",
     "server_lifetime",
 ];
 
@@ -37,16 +36,69 @@ const CONNECT_PARAMS: &[&str] = &[
     "timezone",
 ];
 
+/// One backend host of a [databases] entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    /// A host name or address; a value starting with `/` is a unix socket directory.
+    pub host: String,
+    pub port: u16,
+}
+
+/// libpq's `target_session_attrs`: which hosts of an entry a server connection may go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SessionAttrs {
+    /// Any live host (libpq's default).
+    #[default]
+    Any,
+    /// `read-write` or `primary`: only the primary.
+    Primary,
+    /// `read-only` or `standby`: only standbys (pgporter treats both alike; see the README).
+    Standby,
+    /// `prefer-standby`: standbys; the primary when no standby is usable.
+    PreferStandby,
+}
+
+impl SessionAttrs {
+    /// Server connections of such a pool run with `default_transaction_read_only=on`.
+    pub fn is_read_only(self) -> bool {
+        matches!(self, SessionAttrs::Standby | SessionAttrs::PreferStandby)
+    }
+
+    /// libpq's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionAttrs::Any => "any",
+            SessionAttrs::Primary => "read-write",
+            SessionAttrs::Standby => "standby",
+            SessionAttrs::PreferStandby => "prefer-standby",
+        }
+    }
+}
+
+/// `load_balance_hosts`: how new server connections are spread over eligible hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LoadBalance {
+    /// The first eligible host in the listed order.
+    #[default]
+    Disable,
+    RoundRobin,
+    Random,
+    /// The eligible host with the fewest server connections (all pools counted).
+    LeastConnections,
+}
+
 /// One [databases] entry: `name = host=... port=... dbname=... user=... password=... pool_size=...`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseEntry {
     /// The name clients use (the ini key; `*` for the fallback).
     pub name: String,
-    /// `host=`; default [`DEFAULT_HOST`] (a unix socket directory). A value starting with `/`
-    /// is a unix socket directory.
-    pub host: String,
-    /// `port=`, default 5432.
-    pub port: u16,
+    /// `host=a,b,c` with `port=` one port or one per host; default one host, [`DEFAULT_HOST`]
+    /// (a unix socket directory) on [`DEFAULT_PORT`]. Never empty.
+    pub hosts: Vec<HostPort>,
+    /// `target_session_attrs=`, default any.
+    pub target_session_attrs: SessionAttrs,
+    /// `load_balance_hosts=`, default disable.
+    pub load_balance_hosts: LoadBalance,
     /// `dbname=`; None = the client's database name.
     pub dbname: Option<String>,
     /// `user=`: forced backend user; None = the client's user name.
@@ -72,13 +124,30 @@ pub struct DatabaseEntry {
     pub auth_user: Option<String>,
 }
 
+impl DatabaseEntry {
+    /// The first listed host (where a single-host view such as SHOW DATABASES looks).
+    pub fn first_host(&self) -> HostPort {
+        self.hosts.first().cloned().unwrap_or(HostPort {
+            host: DEFAULT_HOST.into(),
+            port: DEFAULT_PORT,
+        })
+    }
+
+    /// `a,b,c`: every host, as written in the connstring.
+    pub fn host_names(&self) -> String {
+        let names: Vec<&str> = self.hosts.iter().map(|h| h.host.as_str()).collect();
+        names.join(",")
+    }
+}
+
 /// Parse one connstring value (libpq key=value syntax with single-quoted values and `\` escapes).
 /// The error names the offending key, never a value (it may be a password).
 pub fn parse_connstring(name: &str, value: &str) -> Result<DatabaseEntry, String> {
     let mut e = DatabaseEntry {
         name: name.to_string(),
-        host: DEFAULT_HOST.into(),
-        port: DEFAULT_PORT,
+        hosts: Vec::new(),
+        target_session_attrs: SessionAttrs::Any,
+        load_balance_hosts: LoadBalance::Disable,
         dbname: None,
         user: None,
         password: None,
@@ -91,13 +160,19 @@ pub fn parse_connstring(name: &str, value: &str) -> Result<DatabaseEntry, String
         connect_params: Vec::new(),
         auth_user: None,
     };
+    let (mut host, mut port) = (String::new(), String::new());
     for (key, val) in split_pairs(value)? {
         let k = key.to_ascii_lowercase();
         let int = |v: &str| parse_u32(v).map(Some).map_err(|m| format!("{key}: {m}"));
         match k.as_str() {
-            "host" if val.is_empty() => e.host = DEFAULT_HOST.into(),
-            "host" => e.host = val,
-            "port" => e.port = parse_port(&val).map_err(|m| format!("{key}: {m}"))?,
+            "host" => host = val,
+            "port" => port = val,
+            "target_session_attrs" => {
+                e.target_session_attrs = parse_attrs(&val).map_err(|m| format!("{key}: {m}"))?;
+            }
+            "load_balance_hosts" => {
+                e.load_balance_hosts = parse_balance(&val).map_err(|m| format!("{key}: {m}"))?;
+            }
             "dbname" => e.dbname = Some(val),
             "user" => e.user = Some(val),
             "password" => e.password = Some(val),
@@ -122,7 +197,40 @@ pub fn parse_connstring(name: &str, value: &str) -> Result<DatabaseEntry, String
             _ => return Err(format!("unknown parameter {key:?}")),
         }
     }
+    e.hosts = host_list(&host, &port)?;
     Ok(e)
+}
+
+/// `host=a,b,c` and `port=p` or `port=p1,p2,p3` (libpq's rules: an empty host is the default
+/// one; one port applies to every host; otherwise one port per host).
+fn host_list(host: &str, port: &str) -> Result<Vec<HostPort>, String> {
+    let hosts: Vec<&str> = host.split(',').map(str::trim).collect();
+    let ports = if port.trim().is_empty() {
+        vec![DEFAULT_PORT]
+    } else {
+        port.split(',')
+            .map(|p| parse_port(p.trim()).map_err(|m| format!("port: {m}")))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if ports.len() != 1 && ports.len() != hosts.len() {
+        return Err(format!(
+            "port: {} ports given for {} hosts (give one port, or one per host)",
+            ports.len(),
+            hosts.len()
+        ));
+    }
+    Ok(hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| HostPort {
+            host: if h.is_empty() { DEFAULT_HOST } else { h }.to_string(),
+            port: ports
+                .get(i)
+                .or(ports.first())
+                .copied()
+                .unwrap_or(DEFAULT_PORT),
+        })
+        .collect())
 }
 
 fn parse_port(v: &str) -> Result<u16, String> {
@@ -130,6 +238,30 @@ fn parse_port(v: &str) -> Result<u16, String> {
         0 => Err("port 0 is not valid".into()),
         port => Ok(port),
     }
+}
+
+fn parse_attrs(v: &str) -> Result<SessionAttrs, String> {
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "any" => SessionAttrs::Any,
+        "read-write" | "primary" => SessionAttrs::Primary,
+        "read-only" | "standby" => SessionAttrs::Standby,
+        "prefer-standby" => SessionAttrs::PreferStandby,
+        _ => {
+            return Err(
+                "expected any, read-write, primary, read-only, standby or prefer-standby".into(),
+            )
+        }
+    })
+}
+
+fn parse_balance(v: &str) -> Result<LoadBalance, String> {
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "disable" => LoadBalance::Disable,
+        "round-robin" => LoadBalance::RoundRobin,
+        "random" => LoadBalance::Random,
+        "least-connections" => LoadBalance::LeastConnections,
+        _ => return Err("expected disable, round-robin, random or least-connections".into()),
+    })
 }
 
 /// All [databases] entries; the `*` one separately.

@@ -22,12 +22,17 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Secret;
 
-pub use databases::{parse_connstring, DatabaseEntry, DEFAULT_HOST, DEFAULT_PORT};
+pub use databases::{
+    parse_connstring, DatabaseEntry, HostPort, LoadBalance, SessionAttrs, DEFAULT_HOST,
+    DEFAULT_PORT,
+};
 pub use hba::{HbaMethod, HbaRule};
 pub use ini::{parse_ini, IniEntry, RawIni, MAX_INCLUDE_DEPTH};
 pub use limits::PoolShare;
 pub use security::{SslMode, TlsCiphers, TlsProtocols, DEFAULT_AUTH_QUERY};
-pub use settings::{AuthType, LogFormat, PoolMode, Settings, MAX_PACKET_SIZE_LIMIT};
+pub use settings::{
+    AuthType, LogFormat, PoolMode, RoutingSettings, Settings, MAX_PACKET_SIZE_LIMIT,
+};
 pub use userlist::parse_userlist;
 
 /// One problem in a config file, with where it is.

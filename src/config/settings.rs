@@ -167,6 +167,8 @@ pub struct Settings {
     pub auth_query_cache_ttl: Duration,
     /// A failed login waits this long before its error. Default 0.5 s (pgporter). reload: yes
     pub auth_failure_delay: Duration,
+    /// Routing settings (pgporter keys, issue 5).
+    pub routing: RoutingSettings,
 }
 
 /// Log line format.
@@ -174,6 +176,36 @@ pub struct Settings {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Read/write routing: the read-only listener, health checks, failover (pgporter keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingSettings {
+    /// A second port on `listen_addr` where every database resolves to its standby pool.
+    /// Default: none; `0` picks a free port (tests). reload: no
+    pub readonly_listen_port: Option<u16>,
+    /// How often each monitored backend host is checked. Default 1 s. reload: no (new monitors)
+    pub health_check_period: Duration,
+    /// A standby replaying further behind than this leaves rotation. Default 0 = no limit.
+    /// reload: yes
+    pub max_standby_lag: Duration,
+    /// The same in bytes of received-but-unreplayed WAL. Default 0 = no limit. reload: yes
+    pub max_standby_lag_bytes: u64,
+    /// How long a new session waits for an eligible host (a primary after a failover). Default
+    /// 30 s; 0 = fail at once. reload: yes
+    pub failover_wait_timeout: Duration,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        RoutingSettings {
+            readonly_listen_port: None,
+            health_check_period: Duration::from_secs(1),
+            max_standby_lag: Duration::ZERO,
+            max_standby_lag_bytes: 0,
+            failover_wait_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -239,6 +271,7 @@ impl Default for Settings {
             auth_dbname: None,
             auth_query_cache_ttl: Duration::from_secs(10),
             auth_failure_delay: Duration::from_millis(500),
+            routing: RoutingSettings::default(),
         }
     }
 }
@@ -416,6 +449,23 @@ impl Settings {
             "auth_dbname" => self.auth_dbname = non_empty(v),
             "auth_query_cache_ttl" => self.auth_query_cache_ttl = parse_duration(v)?,
             "auth_failure_delay" => self.auth_failure_delay = parse_duration(v)?,
+            "readonly_listen_port" => {
+                self.routing.readonly_listen_port = match v.trim() {
+                    "" => None,
+                    port => Some(parse_u16(port)?),
+                }
+            }
+            "health_check_period" => {
+                self.routing.health_check_period = match parse_duration(v)? {
+                    d if d.is_zero() => return Err("must be greater than 0".into()),
+                    d => d,
+                }
+            }
+            "max_standby_lag" => self.routing.max_standby_lag = parse_duration(v)?,
+            "max_standby_lag_bytes" => {
+                self.routing.max_standby_lag_bytes = parse_uint(v, u64::MAX)?;
+            }
+            "failover_wait_timeout" => self.routing.failover_wait_timeout = parse_duration(v)?,
             _ => return Ok(false),
         }
         Ok(true)

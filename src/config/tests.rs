@@ -25,7 +25,7 @@ fn load_from_disk() {
         config.database("app").unwrap().dbname.as_deref(),
         Some("real")
     );
-    assert_eq!(config.database("other").unwrap().port, 5433);
+    assert_eq!(config.database("other").unwrap().hosts[0].port, 5433);
     assert_eq!(config.users["u"].max_user_connections, Some(2));
     assert_eq!(config.userlist["u"].plaintext(), Some("pw"));
     assert_eq!(config.warnings.len(), 1);

@@ -1,5 +1,5 @@
-//! Listening sockets (TCP and the unix socket `.s.PGSQL.<port>`), the accept loops, and the
-//! max_client_conn gate.
+//! Listening sockets (TCP and the unix socket `.s.PGSQL.<port>`, plus the read-only TCP
+//! listener on readonly_listen_port), the accept loops, and the max_client_conn gate.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,34 +16,42 @@ use crate::client::{self, Peer};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::net::Stream;
+use crate::routing::Endpoint;
 
 #[derive(Debug)]
 pub struct Listeners {
     tcp: Vec<TcpListener>,
     unix: Option<(UnixListener, PathBuf)>,
+    /// readonly_listen_port on the same addresses (TCP only).
+    readonly: Vec<TcpListener>,
+}
+
+/// TCP listeners on every `listen_addr` (`*` = all IPv4 + IPv6) at `port`.
+async fn bind_tcp(settings: &Settings, port: u16) -> Result<Vec<TcpListener>, Error> {
+    let mut tcp = Vec::new();
+    for addr in &settings.listen_addr {
+        let hosts: Vec<&str> = if addr == "*" {
+            vec!["0.0.0.0", "::"]
+        } else {
+            vec![addr.as_str()]
+        };
+        for host in hosts {
+            let listener = TcpListener::bind((host, port))
+                .await
+                .map_err(|e| Error::Config(format!("cannot listen on {host}:{port}: {e}")))?;
+            tcp.push(listener);
+        }
+    }
+    Ok(tcp)
 }
 
 impl Listeners {
     pub async fn bind(settings: &Settings) -> Result<Listeners, Error> {
-        let mut tcp = Vec::new();
-        for addr in &settings.listen_addr {
-            let hosts: Vec<&str> = if addr == "*" {
-                vec!["0.0.0.0", "::"]
-            } else {
-                vec![addr.as_str()]
-            };
-            for host in hosts {
-                let listener = TcpListener::bind((host, settings.listen_port))
-                    .await
-                    .map_err(|e| {
-                        Error::Config(format!(
-                            "cannot listen on {host}:{}: {e}",
-                            settings.listen_port
-                        ))
-                    })?;
-                tcp.push(listener);
-            }
-        }
+        let tcp = bind_tcp(settings, settings.listen_port).await?;
+        let readonly = match settings.routing.readonly_listen_port {
+            Some(port) => bind_tcp(settings, port).await?,
+            None => Vec::new(),
+        };
         let port = match tcp.first() {
             Some(l) => l.local_addr()?.port(),
             None => settings.listen_port,
@@ -62,7 +70,16 @@ impl Listeners {
                 "nothing to listen on (listen_addr and unix_socket_dir are empty)".into(),
             ));
         }
-        Ok(Listeners { tcp, unix })
+        Ok(Listeners {
+            tcp,
+            unix,
+            readonly,
+        })
+    }
+
+    /// The first read-only listener's address.
+    pub fn readonly_addr(&self) -> Option<SocketAddr> {
+        self.readonly.first().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -88,7 +105,10 @@ fn bind_unix(dir: &str, port: u16, mode: u32) -> Result<(UnixListener, PathBuf),
 pub async fn serve(listeners: Listeners, shared: Arc<Shared>) {
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners.tcp {
-        tasks.spawn(accept_tcp(l, Arc::clone(&shared)));
+        tasks.spawn(accept_tcp(l, Endpoint::ReadWrite, Arc::clone(&shared)));
+    }
+    for l in listeners.readonly {
+        tasks.spawn(accept_tcp(l, Endpoint::ReadOnly, Arc::clone(&shared)));
     }
     let unix_path = listeners.unix.map(|(l, path)| {
         tasks.spawn(accept_unix(l, Arc::clone(&shared)));
@@ -101,12 +121,12 @@ pub async fn serve(listeners: Listeners, shared: Arc<Shared>) {
     }
 }
 
-async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_tcp(listener: TcpListener, endpoint: Endpoint, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((tcp, addr)) => {
                 let _ = tcp.set_nodelay(true);
-                spawn_client(Stream::Tcp(tcp), Peer::Tcp(addr), &shared);
+                spawn_client(Stream::Tcp(tcp), Peer::Tcp(addr), endpoint, &shared);
             }
             Err(e) => backoff(e).await,
         }
@@ -116,7 +136,9 @@ async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
 async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
-            Ok((unix, _)) => spawn_client(Stream::Unix(unix), Peer::Unix, &shared),
+            Ok((unix, _)) => {
+                spawn_client(Stream::Unix(unix), Peer::Unix, Endpoint::ReadWrite, &shared)
+            }
             Err(e) => backoff(e).await,
         }
     }
@@ -128,7 +150,7 @@ async fn backoff(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-fn spawn_client(stream: Stream, peer: Peer, shared: &Arc<Shared>) {
+fn spawn_client(stream: Stream, peer: Peer, endpoint: Endpoint, shared: &Arc<Shared>) {
     let max = usize::try_from(shared.config.load().settings.max_client_conn).unwrap_or(usize::MAX);
     let count = shared.clients.fetch_add(1, Ordering::AcqRel) + 1;
     let shared = Arc::clone(shared);
@@ -137,7 +159,7 @@ fn spawn_client(stream: Stream, peer: Peer, shared: &Arc<Shared>) {
             reject(stream, &Error::TooManyClients).await;
             tracing::warn!(%peer, "no more connections allowed (max_client_conn)");
         } else {
-            client::run(stream, peer, Arc::clone(&shared)).await;
+            client::run(stream, peer, endpoint, Arc::clone(&shared)).await;
         }
         shared.clients.fetch_sub(1, Ordering::AcqRel);
     });

@@ -10,12 +10,30 @@ use tokio::time::{timeout_at, Duration, Instant};
 use super::limits::Blocker;
 use super::waiters::Identity;
 use super::{Grant, Pool, PoolError, PoolSettings};
-use crate::server::{self, ServerConn};
+use crate::routing;
+use crate::server::ServerConn;
 
 impl Pool {
     /// Get a server connection for a client of `identity`: an idle one, a new one if the
-    /// limits allow, or wait up to `wait` (None = forever) for one.
+    /// limits allow, or wait up to `wait` (None = forever) for one. An idle connection whose
+    /// host went down or changed role (routing) is closed and another one taken.
     pub async fn checkout(
+        &self,
+        identity: &Identity,
+        extra_params: &[(String, String)],
+        wait: Option<Duration>,
+    ) -> Result<ServerConn, PoolError> {
+        loop {
+            let mut conn = self.checkout_one(identity, extra_params, wait).await?;
+            if self.reusable(&mut conn) {
+                return Ok(conn);
+            }
+            tracing::debug!(pid = conn.pid(), host = %conn.addr, "closing a stale idle server connection");
+            self.discard(conn).await;
+        }
+    }
+
+    async fn checkout_one(
         &self,
         identity: &Identity,
         extra_params: &[(String, String)],
@@ -74,7 +92,8 @@ impl Pool {
             holder,
             armed: true,
         };
-        let mut conn = server::connect(
+        let mut conn = routing::connect(
+            &self.hosts,
             &self.effective_target(),
             extra_params,
             settings.connect_timeout,

@@ -31,7 +31,9 @@ pub async fn run_janitor(pools: Arc<Pools>, shutdown: CancellationToken) {
 }
 
 impl Pool {
-    async fn evict_expired(&self) {
+    /// Close idle connections past their idle timeout or lifetime, or whose host went down or
+    /// changed role (also run at once on a host change).
+    pub async fn evict_expired(&self) {
         let settings = self.settings();
         let now = Instant::now();
         let stale: Vec<_> = {
@@ -39,7 +41,7 @@ impl Pool {
             let (keep, stale): (Vec<_>, Vec<_>) = inner
                 .idle
                 .drain(..)
-                .partition(|c| !expired(c, &settings, now));
+                .partition(|c| !expired(c, &settings, now) && self.hosts.accepts(c.tag.as_ref()));
             inner.idle.extend(keep);
             self.drop_slot(&mut inner, u32::try_from(stale.len()).unwrap_or(0));
             stale

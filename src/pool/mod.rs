@@ -21,6 +21,7 @@ use dashmap::DashMap;
 use tokio::time::{Duration, Instant};
 
 use crate::config::ConfigHandle;
+use crate::routing::{Endpoint, HostSet, NoHost, RouteError};
 use crate::server::{BackendPassword, ServerConn, ServerError, ServerTarget};
 
 pub use janitor::run_janitor;
@@ -31,11 +32,13 @@ pub use waiters::{Identity, Order};
 pub use snapshot::IdleServer;
 use waiters::{Holders, Waiters};
 
-/// A pool's identity: the database name clients use and the user pgporter logs in as.
+/// A pool's identity: the database name clients use, the user pgporter logs in as, and the
+/// endpoint (the read-only listener has its own, standby-bound pools).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
     pub db: String,
     pub user: String,
+    pub endpoint: Endpoint,
 }
 
 /// Sizes and timeouts of one pool (from the config snapshot that created or last resized it).
@@ -57,6 +60,17 @@ pub enum PoolError {
     WaitTimeout(Blocker),
     #[error(transparent)]
     Connect(#[from] ServerError),
+    #[error(transparent)]
+    NoHost(#[from] NoHost),
+}
+
+impl From<RouteError> for PoolError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::Server(e) => PoolError::Connect(e),
+            RouteError::NoHost(e) => PoolError::NoHost(e),
+        }
+    }
 }
 
 /// What a waiting client is handed.
@@ -85,6 +99,8 @@ struct Inner {
 pub struct Pool {
     pub key: PoolKey,
     pub target: ServerTarget,
+    /// The backend hosts and the rules for choosing one (routing).
+    pub hosts: HostSet,
     settings: Mutex<PoolSettings>,
     limits: Arc<Limits>,
     inner: Mutex<Inner>,
@@ -111,6 +127,7 @@ impl Pool {
     ) -> Self {
         Pool {
             key,
+            hosts: HostSet::single(target.addr.clone()),
             target,
             settings: Mutex::new(settings),
             limits,
@@ -141,6 +158,18 @@ impl Pool {
             }),
             None => std::borrow::Cow::Borrowed(&self.target),
         }
+    }
+
+    /// Use these backend hosts instead of the target's single address.
+    pub fn with_hosts(mut self, hosts: HostSet) -> Self {
+        self.hosts = hosts;
+        self
+    }
+
+    /// May this idle connection be handed out? Not if its host went down or changed role, or
+    /// if it spoke while idle.
+    fn reusable(&self, conn: &mut ServerConn) -> bool {
+        self.hosts.accepts(conn.tag.as_ref()) && !conn.spoke_while_idle()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

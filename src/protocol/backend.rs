@@ -217,6 +217,56 @@ pub fn parse_backend_key_data(body: &[u8]) -> Option<(i32, i32)> {
     Some((i32::from_be_bytes(*pid), i32::from_be_bytes(secret)))
 }
 
+/// DataRow body -> column values (text format, lossy UTF-8; NULL as None).
+pub fn parse_data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let (count, mut rest) = body.split_first_chunk::<2>()?;
+    let count = u16::from_be_bytes(*count);
+    let mut values = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = i32::from_be_bytes(*len);
+        match usize::try_from(len) {
+            Err(_) => {
+                values.push(None);
+                rest = tail;
+            }
+            Ok(len) => {
+                let value = tail.get(..len)?;
+                values.push(Some(String::from_utf8_lossy(value).into_owned()));
+                rest = tail.get(len..)?;
+            }
+        }
+    }
+    Some(values)
+}
+
+/// An ErrorResponse body with a HINT field set to `hint` (replacing one the server sent),
+/// encoded as a whole message. None if `body` is not a well-formed ErrorResponse.
+pub fn error_with_hint(body: &[u8], hint: &str) -> Option<BytesMut> {
+    let mut fields = ErrorFields::parse(body)?;
+    fields.fields.retain(|(code, _)| *code != b'H');
+    fields.fields.push((b'H', hint.to_string()));
+    let mut buf = BytesMut::new();
+    fields.encode(&mut buf);
+    Some(buf)
+}
+
+/// The SQLSTATE (`C` field) of an ErrorResponse body, without decoding the other fields.
+pub fn error_code(body: &[u8]) -> Option<&[u8]> {
+    let mut rest = body;
+    loop {
+        let (&code, tail) = rest.split_first()?;
+        if code == 0 {
+            return None;
+        }
+        let nul = tail.iter().position(|&c| c == 0)?;
+        if code == b'C' {
+            return tail.get(..nul);
+        }
+        rest = tail.get(nul + 1..)?;
+    }
+}
+
 /// Authentication request body -> (code, data).
 pub fn parse_authentication(body: &[u8]) -> Option<(i32, &[u8])> {
     let (code, rest) = body.split_first_chunk::<4>()?;
@@ -245,6 +295,33 @@ mod tests {
         assert_eq!(f.code(), "28P01");
         assert_eq!(f.severity(), "FATAL");
         assert_eq!(f.message(), "password authentication failed");
+    }
+
+    #[test]
+    fn hint_rewrite_and_code() {
+        let mut buf = BytesMut::new();
+        error_response(&mut buf, Severity::Error, "25006", "read-only", Some("old"));
+        let msg = parse_message(&mut buf, 1000).unwrap().unwrap();
+        assert_eq!(error_code(&msg.body), Some(&b"25006"[..]));
+        let mut out = error_with_hint(&msg.body, "use the rw port").unwrap();
+        let msg = parse_message(&mut out, 1000).unwrap().unwrap();
+        let f = ErrorFields::parse(&msg.body).unwrap();
+        assert_eq!(f.code(), "25006");
+        assert_eq!(f.message(), "read-only");
+        let hints: Vec<_> = f.fields.iter().filter(|(c, _)| *c == b'H').collect();
+        assert_eq!(hints, vec![&(b'H', "use the rw port".to_string())]);
+        assert!(error_with_hint(b"Sx", "h").is_none());
+        assert_eq!(error_code(b"Sx\0\0"), None);
+    }
+
+    #[test]
+    fn data_rows() {
+        let body = [0, 2, 0, 0, 0, 1, b't', 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(
+            parse_data_row(&body),
+            Some(vec![Some("t".to_string()), None])
+        );
+        assert_eq!(parse_data_row(&[0, 1, 0, 0, 0, 5, b'x']), None);
     }
 
     #[test]

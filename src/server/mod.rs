@@ -19,7 +19,7 @@ use crate::tls::ServerTls;
 
 pub use connect::connect;
 pub(crate) use connect::send_cancel;
-pub use query::{simple_query, QueryOutcome};
+pub use query::{query_row, simple_query, QueryOutcome};
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,12 +130,34 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// Pool bookkeeping: the client identity this connection is lent to, if any.
     pub holder: Option<std::sync::Arc<str>>,
+    /// The backend host and role this connection was made for (routing); None until tagged.
+    pub tag: Option<crate::routing::HostTag>,
 }
 
 impl ServerConn {
     /// The server process id (BackendKeyData pid).
     pub fn pid(&self) -> i32 {
         self.key.pid
+    }
+
+    /// An idle connection must be silent: bytes or EOF arriving while it sat in the pool (a
+    /// FATAL from a shutting-down server, a role change) mean it must not be handed out.
+    /// Does not wait.
+    pub fn spoke_while_idle(&mut self) -> bool {
+        use std::future::Future;
+        use std::sync::Arc;
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Noop;
+        impl Wake for Noop {
+            fn wake(self: Arc<Self>) {}
+        }
+        if !self.conn.rbuf.is_empty() {
+            return true;
+        }
+        let waker = Waker::from(Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        let fill = std::pin::pin!(self.conn.fill());
+        matches!(fill.poll(&mut cx), Poll::Ready(_))
     }
 }
 

@@ -54,3 +54,53 @@ pub async fn simple_query(server: &mut ServerConn, sql: &str) -> Result<QueryOut
         }
     }
 }
+
+/// Run `sql` (text format) and return the first row's values; `None` for no row. A server
+/// error is returned as [`ServerError::Rejected`].
+pub async fn query_row(
+    server: &mut ServerConn,
+    sql: &str,
+) -> Result<Option<Vec<Option<String>>>, ServerError> {
+    let mut buf = BytesMut::new();
+    frontend::query(sql, &mut buf).map_err(ProtocolError::Io)?;
+    server.conn.queue(&buf);
+    server.conn.flush().await?;
+    let (mut row, mut error) = (None, None);
+    loop {
+        let msg = server
+            .conn
+            .read_message(crate::protocol::MAX_CONTROL_MESSAGE)
+            .await?;
+        match msg.tag {
+            backend::READY_FOR_QUERY => {
+                return match error {
+                    Some(e) => Err(ServerError::Rejected(e)),
+                    None => Ok(row),
+                };
+            }
+            backend::ERROR_RESPONSE => {
+                error = Some(
+                    ErrorFields::parse(&msg.body)
+                        .ok_or(ProtocolError::Malformed("ErrorResponse"))?,
+                );
+            }
+            backend::DATA_ROW if row.is_none() => {
+                row = Some(
+                    backend::parse_data_row(&msg.body)
+                        .ok_or(ProtocolError::Malformed("DataRow"))?,
+                );
+            }
+            backend::PARAMETER_STATUS => {
+                if let Some((k, v)) = backend::parse_parameter_status(&msg.body) {
+                    server.params.insert(k, v);
+                }
+            }
+            backend::COPY_IN_RESPONSE
+            | backend::COPY_OUT_RESPONSE
+            | backend::COPY_BOTH_RESPONSE => {
+                return Err(ProtocolError::Unexpected(msg.tag).into());
+            }
+            _ => {}
+        }
+    }
+}

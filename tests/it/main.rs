@@ -15,5 +15,6 @@ mod limits;
 mod negative;
 mod ops;
 mod passthrough;
+mod routing;
 mod session;
 mod tls;

@@ -12,8 +12,15 @@ fn raw(text: &str) -> RawIni {
 fn defaults() {
     let e = parse_connstring("app", "").unwrap();
     assert_eq!(e.name, "app");
-    assert_eq!(e.host, DEFAULT_HOST);
-    assert_eq!(e.port, 5432);
+    assert_eq!(
+        e.hosts,
+        vec![HostPort {
+            host: DEFAULT_HOST.into(),
+            port: 5432
+        }]
+    );
+    assert_eq!(e.target_session_attrs, SessionAttrs::Any);
+    assert_eq!(e.load_balance_hosts, LoadBalance::Disable);
     assert_eq!(e.dbname, None);
     assert_eq!(e.user, None);
     assert!(e.connect_params.is_empty());
@@ -29,8 +36,10 @@ fn all_keys() {
          reserve_pool=2 max_db_client_connections=5",
     )
     .unwrap();
-    assert_eq!(e.host, "db.example");
-    assert_eq!(e.port, 6000);
+    assert_eq!(
+        (e.hosts[0].host.as_str(), e.hosts[0].port),
+        ("db.example", 6000)
+    );
     assert_eq!(e.dbname.as_deref(), Some("real"));
     assert_eq!(e.user.as_deref(), Some("u"));
     assert_eq!(e.password.as_deref(), Some("p"));
@@ -65,13 +74,13 @@ fn quoted_values_and_escapes() {
     assert_eq!(e.password.as_deref(), Some(r"it's a \ secret"));
     assert_eq!(e.user.as_deref(), Some("the user"));
     assert_eq!(e.dbname.as_deref(), Some("a b"));
-    assert_eq!(e.host, DEFAULT_HOST);
+    assert_eq!(e.hosts[0].host, DEFAULT_HOST);
 }
 
 #[test]
 fn repeated_connstring_key_last_wins() {
     let e = parse_connstring("x", "port=1 port=2 timezone=a timezone=b").unwrap();
-    assert_eq!(e.port, 2);
+    assert_eq!(e.hosts[0].port, 2);
     assert_eq!(
         e.connect_params,
         vec![("timezone".to_string(), "b".to_string())]
@@ -111,7 +120,7 @@ fn databases_section_with_fallback() {
     assert_eq!(dbs["my db"].dbname.as_deref(), Some("b"));
     let fallback = fallback.unwrap();
     assert_eq!(
-        (fallback.name.as_str(), fallback.host.as_str()),
+        (fallback.name.as_str(), fallback.hosts[0].host.as_str()),
         ("*", "fallback")
     );
 }
@@ -147,4 +156,53 @@ fn users_section() {
     assert!(errors[0]
         .message
         .contains("unknown parameter \"pool_size\""));
+}
+
+#[test]
+fn host_lists_and_routing_keys() {
+    let e = parse_connstring(
+        "app",
+        "host=pg-0,pg-1,pg-2 port=5432 target_session_attrs=read-write load_balance_hosts=round-robin",
+    )
+    .unwrap();
+    let hosts: Vec<(&str, u16)> = e.hosts.iter().map(|h| (h.host.as_str(), h.port)).collect();
+    assert_eq!(hosts, vec![("pg-0", 5432), ("pg-1", 5432), ("pg-2", 5432)]);
+    assert_eq!(e.target_session_attrs, SessionAttrs::Primary);
+    assert_eq!(e.load_balance_hosts, LoadBalance::RoundRobin);
+
+    let e = parse_connstring("app", "port=1,2 host=a,/sock target_session_attrs=standby").unwrap();
+    let hosts: Vec<(&str, u16)> = e.hosts.iter().map(|h| (h.host.as_str(), h.port)).collect();
+    assert_eq!(hosts, vec![("a", 1), ("/sock", 2)]);
+    assert!(e.target_session_attrs.is_read_only());
+
+    for (attrs, want) in [
+        ("any", SessionAttrs::Any),
+        ("primary", SessionAttrs::Primary),
+        ("read-only", SessionAttrs::Standby),
+        ("Prefer-Standby", SessionAttrs::PreferStandby),
+    ] {
+        let e = parse_connstring("x", &format!("target_session_attrs={attrs}")).unwrap();
+        assert_eq!(e.target_session_attrs, want, "{attrs}");
+    }
+    for (lb, want) in [
+        ("disable", LoadBalance::Disable),
+        ("random", LoadBalance::Random),
+        ("least-connections", LoadBalance::LeastConnections),
+    ] {
+        let e = parse_connstring("x", &format!("load_balance_hosts={lb}")).unwrap();
+        assert_eq!(e.load_balance_hosts, want, "{lb}");
+    }
+}
+
+#[test]
+fn host_list_errors() {
+    for (value, needle) in [
+        ("host=a,b,c port=1,2", "2 ports given for 3 hosts"),
+        ("host=a,b port=1,x", "port"),
+        ("target_session_attrs=writer", "target_session_attrs"),
+        ("load_balance_hosts=yes", "load_balance_hosts"),
+    ] {
+        let err = parse_connstring("x", value).unwrap_err();
+        assert!(err.contains(needle), "{value}: {err}");
+    }
 }

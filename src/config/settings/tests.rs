@@ -261,3 +261,33 @@ fn not_implemented_list_is_disjoint_from_fields() {
         assert_eq!(s.apply(key, "1"), Ok(false), "{key} is implemented");
     }
 }
+
+#[test]
+fn routing_keys() {
+    let s = ok("[pgbouncer]\n");
+    assert_eq!(s.routing, RoutingSettings::default());
+    assert_eq!(s.routing.failover_wait_timeout, Duration::from_secs(30));
+    let s = ok(
+        "[pgbouncer]\nreadonly_listen_port = 6433\nhealth_check_period = 250ms\n\
+                max_standby_lag = 5\nmax_standby_lag_bytes = 1048576\nfailover_wait_timeout = 0\n",
+    );
+    assert_eq!(s.routing.readonly_listen_port, Some(6433));
+    assert_eq!(s.routing.health_check_period, Duration::from_millis(250));
+    assert_eq!(s.routing.max_standby_lag, Duration::from_secs(5));
+    assert_eq!(s.routing.max_standby_lag_bytes, 1 << 20);
+    assert_eq!(s.routing.failover_wait_timeout, Duration::ZERO);
+    assert_eq!(
+        ok("[pgbouncer]\nreadonly_listen_port =\n")
+            .routing
+            .readonly_listen_port,
+        None
+    );
+    assert_eq!(
+        one_error("[pgbouncer]\nhealth_check_period = 0\n").key,
+        "health_check_period"
+    );
+    assert_eq!(
+        one_error("[pgbouncer]\nreadonly_listen_port = x\n").key,
+        "readonly_listen_port"
+    );
+}

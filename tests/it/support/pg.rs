@@ -66,12 +66,12 @@ pub(crate) struct PgCluster {
 
 /// Who runs initdb/pg_ctl: ourselves, or the `postgres` OS user when we are root.
 #[derive(Debug, Clone, Copy)]
-struct RunAs {
+pub(super) struct RunAs {
     ids: Option<(u32, u32)>,
 }
 
 impl RunAs {
-    fn detect() -> RunAs {
+    pub(super) fn detect() -> RunAs {
         let euid = fs::metadata("/proc/self")
             .map(|m| m.uid())
             .unwrap_or(u32::MAX);
@@ -85,7 +85,7 @@ impl RunAs {
         }
     }
 
-    fn command(self, program: &Path, cwd: &Path) -> Command {
+    pub(super) fn command(self, program: &Path, cwd: &Path) -> Command {
         let mut cmd = Command::new(program);
         cmd.current_dir(cwd).stdin(Stdio::null());
         if let Some((uid, gid)) = self.ids {
@@ -95,7 +95,7 @@ impl RunAs {
         cmd
     }
 
-    fn chown(self, path: &Path) {
+    pub(super) fn chown(self, path: &Path) {
         if let Some((uid, gid)) = self.ids {
             std::os::unix::fs::chown(path, Some(uid), Some(gid))
                 .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", path.display()));
@@ -257,7 +257,7 @@ pub(crate) fn literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
 
-fn make_temp_dir() -> PathBuf {
+pub(super) fn make_temp_dir() -> PathBuf {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -267,7 +267,7 @@ fn make_temp_dir() -> PathBuf {
     dir
 }
 
-fn init_data_dir(bin: &Path, dir: &Path, run_as: RunAs) {
+pub(super) fn init_data_dir(bin: &Path, dir: &Path, run_as: RunAs) {
     let pwfile = dir.join("pwfile");
     fs::write(&pwfile, format!("{SUPERUSER_PASSWORD}\n")).expect("writing pwfile");
     run_as.chown(&pwfile);
@@ -296,7 +296,7 @@ fn init_data_dir(bin: &Path, dir: &Path, run_as: RunAs) {
 
 /// PostgreSQL serves TLS (ssl = on) with a certificate from a CA made now; the key must be
 /// owned by the server's user and not readable by others.
-fn enable_ssl(dir: &Path, run_as: RunAs) {
+pub(super) fn enable_ssl(dir: &Path, run_as: RunAs) {
     let pki = super::certs::Pki::new(dir, "pg");
     let leaf = pki.server("pg-server");
     let data = dir.join("data");
@@ -310,7 +310,7 @@ fn enable_ssl(dir: &Path, run_as: RunAs) {
         .expect("chmod server.key");
 }
 
-fn write_server_config(dir: &Path, port: u16) {
+pub(super) fn write_server_config(dir: &Path, port: u16) {
     // postgresql.auto.conf is read after postgresql.conf, so rewriting it on a port retry wins.
     let conf = format!(
         "listen_addresses = '127.0.0.1'\n\
@@ -339,7 +339,7 @@ fn write_server_config(dir: &Path, port: u16) {
 }
 
 /// `pg_ctl start -w`; returns the postmaster's pid.
-fn pg_ctl_start(bin: &Path, dir: &Path, run_as: RunAs) -> Result<u32, String> {
+pub(super) fn pg_ctl_start(bin: &Path, dir: &Path, run_as: RunAs) -> Result<u32, String> {
     let out = run_as
         .command(&bin.join("pg_ctl"), dir)
         .args(["start", "-w", "-t", "60", "-D", "data", "-l", "server.log"])
@@ -369,7 +369,7 @@ fn pg_ctl_start(bin: &Path, dir: &Path, run_as: RunAs) -> Result<u32, String> {
 /// (SIGQUIT to the postmaster) and remove the temp dir.
 // Never waited for on purpose: it must outlive this process (init reaps it).
 #[allow(clippy::zombie_processes)]
-fn spawn_watchdog(dir: &Path, postmaster_pid: u32) {
+pub(super) fn spawn_watchdog(dir: &Path, postmaster_pid: u32) {
     let script = format!(
         "trap '' INT HUP TERM; \
          while kill -0 {me} 2>/dev/null; do sleep 1; done; \
@@ -391,7 +391,7 @@ fn spawn_watchdog(dir: &Path, postmaster_pid: u32) {
         .expect("spawning the PostgreSQL watchdog");
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -16,6 +16,7 @@ pub(crate) struct Porter {
     addr: SocketAddr,
     http: Option<SocketAddr>,
     control: pgporter::app::ControlSender,
+    readonly_addr: Option<SocketAddr>,
     dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
@@ -64,6 +65,7 @@ pub(crate) async fn spawn_pgporter_with_files(
     let shared = app.shared();
     let http = app.http_addr();
     let control = app.controller();
+    let readonly_addr = app.readonly_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         // Resolves on send or when the sender is dropped with the Porter.
@@ -76,10 +78,11 @@ pub(crate) async fn spawn_pgporter_with_files(
         addr,
         http,
         control,
+        readonly_addr,
+        shared,
         dir,
         shutdown: Some(tx),
         task: Some(task),
-        shared,
     }
 }
 
@@ -112,6 +115,23 @@ impl Porter {
 
     pub(crate) fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The read-only listener's port (readonly_listen_port); panics if not configured.
+    pub(crate) fn readonly_port(&self) -> u16 {
+        self.readonly_addr
+            .expect("readonly_listen_port is not configured")
+            .port()
+    }
+
+    /// pgporter's host registry, for watching it from a spawned task.
+    pub(crate) fn shared_hosts(&self) -> std::sync::Arc<pgporter::routing::Hosts> {
+        std::sync::Arc::clone(&self.shared.routing)
+    }
+
+    /// pgporter's view of its backend hosts (what SHOW HOSTS will render).
+    pub(crate) fn hosts(&self) -> Vec<pgporter::routing::HostSnapshot> {
+        self.shared.routing.snapshot()
     }
 
     /// The directory holding pgporter.ini / userlist.txt (and the unix socket if configured).

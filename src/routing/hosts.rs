@@ -1,0 +1,382 @@
+//! Backend hosts: their observed state, the host set of one pool, and the choice of a host for
+//! a new server connection (target_session_attrs filter, load_balance_hosts spread).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{watch, Notify};
+use tokio::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{LoadBalance, SessionAttrs};
+use crate::server::ServerAddr;
+
+/// What a host is, as last observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Unknown,
+    Primary,
+    Standby,
+}
+
+impl Role {
+    /// From PostgreSQL's `in_hot_standby` ParameterStatus (14+) value.
+    pub fn from_hot_standby(value: &str) -> Role {
+        match value {
+            "on" => Role::Standby,
+            "off" => Role::Primary,
+            _ => Role::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Unknown => "unknown",
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+        }
+    }
+}
+
+/// Whether a host answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Not checked yet (or not monitored at all).
+    Unknown,
+    Up,
+    Down,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Unknown => "unknown",
+            Liveness::Up => "up",
+            Liveness::Down => "down",
+        }
+    }
+}
+
+/// A host's state as the health monitor last saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostStatus {
+    pub liveness: Liveness,
+    pub role: Role,
+    /// Received but not yet replayed WAL, on a standby.
+    pub lag_bytes: Option<u64>,
+    /// Time since the last replayed transaction while WAL is waiting to be replayed.
+    pub lag: Option<Duration>,
+    /// Over max_standby_lag / max_standby_lag_bytes: out of rotation.
+    pub lagging: bool,
+    /// Bumped on every change of liveness or role: connections made in an older epoch are
+    /// never handed out again.
+    pub epoch: u64,
+}
+
+impl Default for HostStatus {
+    fn default() -> Self {
+        HostStatus {
+            liveness: Liveness::Unknown,
+            role: Role::Unknown,
+            lag_bytes: None,
+            lag: None,
+            lagging: false,
+            epoch: 0,
+        }
+    }
+}
+
+/// One health-check result.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Observation {
+    Down,
+    Up {
+        role: Role,
+        lag_bytes: Option<u64>,
+        lag: Option<Duration>,
+        lagging: bool,
+    },
+}
+
+/// One backend host, shared by every pool that lists it.
+#[derive(Debug)]
+pub struct Host {
+    pub addr: ServerAddr,
+    status: Mutex<HostStatus>,
+    /// Cancelled when the host goes down: sessions relaying to it end with an error.
+    gone: Mutex<CancellationToken>,
+    /// Server connections to this host, all pools counted.
+    connections: AtomicU32,
+    pub(super) monitor_started: AtomicBool,
+    /// Ask the monitor to check now (a connect failed, a role looked wrong).
+    pub(super) poke: Notify,
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Host {
+    pub(super) fn new(addr: ServerAddr, changed: Arc<watch::Sender<u64>>) -> Host {
+        Host {
+            addr,
+            status: Mutex::new(HostStatus::default()),
+            gone: Mutex::new(CancellationToken::new()),
+            connections: AtomicU32::new(0),
+            monitor_started: AtomicBool::new(false),
+            poke: Notify::new(),
+            changed,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HostStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn status(&self) -> HostStatus {
+        self.lock().clone()
+    }
+
+    pub fn connections(&self) -> u32 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Ask for an immediate re-check.
+    pub fn poke(&self) {
+        self.poke.notify_one();
+    }
+
+    /// Record a health-check result; returns the previous status when something that matters
+    /// for routing changed (then waiters are woken, and idle connections re-checked).
+    pub(super) fn observe(&self, seen: &Observation) -> Option<HostStatus> {
+        let (old, went_down) = {
+            let mut status = self.lock();
+            let old = status.clone();
+            match *seen {
+                Observation::Down => {
+                    status.liveness = Liveness::Down;
+                    status.lag_bytes = None;
+                    status.lag = None;
+                    status.lagging = false;
+                }
+                Observation::Up {
+                    role,
+                    lag_bytes,
+                    lag,
+                    lagging,
+                } => {
+                    status.liveness = Liveness::Up;
+                    status.role = role;
+                    status.lag_bytes = lag_bytes;
+                    status.lag = lag;
+                    status.lagging = lagging;
+                }
+            }
+            if status.liveness != old.liveness || status.role != old.role {
+                status.epoch += 1;
+            }
+            let routing_changed = status.epoch != old.epoch || status.lagging != old.lagging;
+            if !routing_changed {
+                return None;
+            }
+            (old, status.liveness == Liveness::Down)
+        };
+        if went_down {
+            let mut gone = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+            gone.cancel();
+            *gone = CancellationToken::new();
+        }
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        Some(old)
+    }
+
+    /// Tag a new server connection to this host, made for `role` in `epoch`.
+    pub(super) fn tag(self: &Arc<Self>, role: Role, epoch: u64) -> HostTag {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        let gone = self
+            .gone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .child_token();
+        HostTag {
+            host: Arc::clone(self),
+            role,
+            epoch,
+            gone,
+        }
+    }
+}
+
+/// Which host, role and epoch a server connection was made for. Counts the connection on
+/// its host while it lives.
+#[derive(Debug)]
+pub struct HostTag {
+    host: Arc<Host>,
+    role: Role,
+    epoch: u64,
+    gone: CancellationToken,
+}
+
+impl HostTag {
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Cancelled when the host is seen down.
+    pub fn gone(&self) -> &CancellationToken {
+        &self.gone
+    }
+
+    /// Does a reported `in_hot_standby` contradict the role this connection was made for?
+    /// Then the host is re-checked now.
+    pub fn contradicted_by(&self, hot_standby: Option<bool>) -> bool {
+        let seen = match hot_standby {
+            Some(true) => Role::Standby,
+            Some(false) => Role::Primary,
+            None => return false,
+        };
+        let wrong = self.role != Role::Unknown && seen != self.role;
+        if wrong {
+            self.host.poke();
+        }
+        wrong
+    }
+}
+
+impl Drop for HostTag {
+    fn drop(&mut self) {
+        self.host.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The hosts of one pool, with the rules for choosing among them.
+#[derive(Debug)]
+pub struct HostSet {
+    hosts: Vec<Arc<Host>>,
+    pub attrs: SessionAttrs,
+    balance: LoadBalance,
+    /// False for a single host with target_session_attrs=any: no health checks, always used.
+    pub(super) monitored: bool,
+    pub(super) failover_wait: Duration,
+    /// For `subscribe`: bumped on any routing-relevant host change.
+    pub(super) changed: Arc<watch::Sender<u64>>,
+    next: AtomicUsize,
+}
+
+impl HostSet {
+    pub(super) fn new(
+        hosts: Vec<Arc<Host>>,
+        attrs: SessionAttrs,
+        balance: LoadBalance,
+        failover_wait: Duration,
+        changed: Arc<watch::Sender<u64>>,
+    ) -> HostSet {
+        let monitored = hosts.len() > 1 || attrs != SessionAttrs::Any;
+        HostSet {
+            hosts,
+            attrs,
+            balance,
+            monitored,
+            failover_wait,
+            changed,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A single unmonitored host (pools built without routing, e.g. in unit tests).
+    pub fn single(addr: ServerAddr) -> HostSet {
+        let changed = Arc::new(watch::channel(0).0);
+        let host = Arc::new(Host::new(addr, Arc::clone(&changed)));
+        HostSet::new(
+            vec![host],
+            SessionAttrs::Any,
+            LoadBalance::Disable,
+            Duration::ZERO,
+            changed,
+        )
+    }
+
+    pub fn hosts(&self) -> &[Arc<Host>] {
+        &self.hosts
+    }
+
+    /// Pick a host for a new connection, skipping `exclude` (hosts that just failed).
+    pub fn choose(&self, exclude: &[ServerAddr]) -> Option<(Arc<Host>, Role, u64)> {
+        let statuses: Vec<HostStatus> = self.hosts.iter().map(|h| h.status()).collect();
+        let eligible: Vec<usize> = if self.monitored {
+            eligible(self.attrs, &statuses)
+        } else {
+            (0..self.hosts.len()).collect()
+        };
+        let candidates: Vec<usize> = eligible
+            .into_iter()
+            .filter(|&i| {
+                self.hosts
+                    .get(i)
+                    .is_some_and(|h| !exclude.contains(&h.addr))
+            })
+            .collect();
+        let i = match self.balance {
+            LoadBalance::Disable => candidates.first().copied(),
+            LoadBalance::RoundRobin => {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                candidates.get(n % candidates.len().max(1)).copied()
+            }
+            LoadBalance::Random if candidates.is_empty() => None,
+            LoadBalance::Random => candidates
+                .get(rand::random::<usize>() % candidates.len())
+                .copied(),
+            LoadBalance::LeastConnections => candidates
+                .iter()
+                .copied()
+                .min_by_key(|&i| self.hosts.get(i).map_or(u32::MAX, |h| h.connections())),
+        }?;
+        let host = self.hosts.get(i)?;
+        let status = statuses.get(i)?;
+        Some((Arc::clone(host), status.role, status.epoch))
+    }
+
+    /// May an idle connection with this tag be handed out now? Its host must be in the same
+    /// epoch (no restart or role change since it connected) and still eligible.
+    pub fn accepts(&self, tag: Option<&HostTag>) -> bool {
+        if !self.monitored {
+            return true;
+        }
+        let Some(tag) = tag else { return false };
+        let statuses: Vec<HostStatus> = self.hosts.iter().map(|h| h.status()).collect();
+        eligible(self.attrs, &statuses).into_iter().any(|i| {
+            self.hosts.get(i).is_some_and(|h| Arc::ptr_eq(h, &tag.host))
+                && statuses
+                    .get(i)
+                    .is_some_and(|s| s.epoch == tag.epoch && s.role == tag.role)
+        })
+    }
+}
+
+/// Indexes of the hosts a new connection may go to under `attrs`.
+pub fn eligible(attrs: SessionAttrs, statuses: &[HostStatus]) -> Vec<usize> {
+    let usable = |s: &HostStatus| s.liveness == Liveness::Up;
+    let standby = |s: &HostStatus| usable(s) && s.role == Role::Standby && !s.lagging;
+    let primary = |s: &HostStatus| usable(s) && s.role == Role::Primary;
+    let pick = |f: &dyn Fn(&HostStatus) -> bool| -> Vec<usize> {
+        statuses
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| f(s))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    match attrs {
+        SessionAttrs::Primary => pick(&primary),
+        SessionAttrs::Standby => pick(&standby),
+        SessionAttrs::PreferStandby => {
+            let standbys = pick(&standby);
+            if standbys.is_empty() {
+                pick(&primary)
+            } else {
+                standbys
+            }
+        }
+        SessionAttrs::Any => pick(&|s| primary(s) || standby(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

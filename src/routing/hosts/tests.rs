@@ -1,0 +1,114 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn st(liveness: Liveness, role: Role, lagging: bool) -> HostStatus {
+    HostStatus {
+        liveness,
+        role,
+        lagging,
+        ..HostStatus::default()
+    }
+}
+
+#[test]
+fn eligibility_by_attrs() {
+    use Liveness::{Down, Up};
+    use Role::{Primary, Standby};
+    let hosts = [
+        st(Up, Primary, false),
+        st(Up, Standby, false),
+        st(Up, Standby, true),
+        st(Down, Standby, false),
+        st(Liveness::Unknown, Role::Unknown, false),
+    ];
+    assert_eq!(eligible(SessionAttrs::Primary, &hosts), vec![0]);
+    assert_eq!(eligible(SessionAttrs::Standby, &hosts), vec![1]);
+    assert_eq!(eligible(SessionAttrs::PreferStandby, &hosts), vec![1]);
+    assert_eq!(eligible(SessionAttrs::Any, &hosts), vec![0, 1]);
+    // No usable standby: prefer-standby falls back to the primary, standby gets nothing.
+    let hosts = [st(Up, Primary, false), st(Up, Standby, true)];
+    assert_eq!(eligible(SessionAttrs::PreferStandby, &hosts), vec![0]);
+    assert!(eligible(SessionAttrs::Standby, &hosts).is_empty());
+    // Failover: no primary yet.
+    let hosts = [st(Down, Primary, false), st(Up, Standby, false)];
+    assert!(eligible(SessionAttrs::Primary, &hosts).is_empty());
+}
+
+fn set(n: u16, attrs: SessionAttrs, balance: LoadBalance) -> HostSet {
+    let changed = Arc::new(watch::channel(0).0);
+    let hosts = (0..n)
+        .map(|i| {
+            Arc::new(Host::new(
+                ServerAddr::new("127.0.0.1", 5000 + i),
+                Arc::clone(&changed),
+            ))
+        })
+        .collect();
+    HostSet::new(hosts, attrs, balance, Duration::ZERO, changed)
+}
+
+fn up(h: &Host, role: Role) {
+    h.observe(&Observation::Up {
+        role,
+        lag_bytes: None,
+        lag: None,
+        lagging: false,
+    });
+}
+
+#[test]
+fn round_robin_and_least_connections() {
+    let s = set(3, SessionAttrs::Standby, LoadBalance::RoundRobin);
+    up(&s.hosts[0], Role::Primary);
+    up(&s.hosts[1], Role::Standby);
+    up(&s.hosts[2], Role::Standby);
+    let picks: Vec<u16> = (0..4)
+        .map(|_| match s.choose(&[]).unwrap().0.addr {
+            ServerAddr::Tcp { port, .. } => port,
+            ServerAddr::Unix { port, .. } => port,
+        })
+        .collect();
+    assert_eq!(picks, vec![5001, 5002, 5001, 5002]);
+    assert_eq!(
+        s.choose(&[s.hosts[1].addr.clone()]).unwrap().0.addr,
+        s.hosts[2].addr
+    );
+
+    let s = set(2, SessionAttrs::Any, LoadBalance::LeastConnections);
+    up(&s.hosts[0], Role::Primary);
+    up(&s.hosts[1], Role::Standby);
+    let (h, role, epoch) = s.choose(&[]).unwrap();
+    let _tag = h.tag(role, epoch);
+    assert_eq!(s.choose(&[]).unwrap().0.addr, s.hosts[1].addr);
+}
+
+#[test]
+fn tags_go_stale_on_role_change_and_down() {
+    let s = set(2, SessionAttrs::Primary, LoadBalance::Disable);
+    assert!(s.choose(&[]).is_none(), "unchecked hosts are not used");
+    up(&s.hosts[0], Role::Primary);
+    up(&s.hosts[1], Role::Standby);
+    let (h, role, epoch) = s.choose(&[]).unwrap();
+    let tag = h.tag(role, epoch);
+    assert!(s.accepts(Some(&tag)));
+    assert_eq!(h.connections(), 1);
+    // The primary dies: its tag is stale and its sessions are told.
+    assert!(s.hosts[0].observe(&Observation::Down).is_some());
+    assert!(tag.gone().is_cancelled());
+    assert!(!s.accepts(Some(&tag)));
+    // The standby is promoted.
+    up(&s.hosts[1], Role::Primary);
+    let (h2, role2, _) = s.choose(&[]).unwrap();
+    assert_eq!(
+        (h2.addr.clone(), role2),
+        (s.hosts[1].addr.clone(), Role::Primary)
+    );
+    // The old primary comes back (a new epoch): the old tag stays stale.
+    up(&s.hosts[0], Role::Primary);
+    assert!(!s.accepts(Some(&tag)));
+    drop(tag);
+    assert_eq!(h.connections(), 0);
+    // Unmonitored sets accept anything.
+    assert!(HostSet::single(ServerAddr::new("/tmp", 1)).accepts(None));
+}

@@ -1,0 +1,292 @@
+//! Read/write routing: which backend host a new server connection goes to.
+//!
+//! [`Hosts`] holds every backend host pgporter knows (shared by all pools listing it) and starts
+//! one health monitor per host of a monitored entry. A pool's [`HostSet`] applies its
+//! target_session_attrs and load_balance_hosts; [`connect`] picks a host, connects, checks the
+//! role the server reports, falls over to the next host, and when no host is eligible (a
+//! failover in progress) waits up to failover_wait_timeout for one.
+
+mod health;
+mod hosts;
+mod lag;
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DatabaseEntry, RoutingSettings, SessionAttrs};
+use crate::server::{self, ServerAddr, ServerConn, ServerError, ServerTarget};
+
+pub use hosts::{eligible, Host, HostSet, HostStatus, HostTag, Liveness, Role};
+
+/// Which listener a client came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Endpoint {
+    /// listen_port: databases as configured.
+    #[default]
+    ReadWrite,
+    /// readonly_listen_port: every database resolves to its standby pool.
+    ReadOnly,
+}
+
+impl Endpoint {
+    /// The target_session_attrs a database entry gets on this endpoint. On the read-only
+    /// endpoint, entries not already restricted to standbys prefer standbys (and fall back to
+    /// the primary, where default_transaction_read_only=on still refuses writes).
+    pub fn attrs(self, entry: &DatabaseEntry) -> SessionAttrs {
+        match (self, entry.target_session_attrs) {
+            (Endpoint::ReadWrite, attrs) | (Endpoint::ReadOnly, attrs @ SessionAttrs::Standby) => {
+                attrs
+            }
+            (Endpoint::ReadOnly, _) => SessionAttrs::PreferStandby,
+        }
+    }
+}
+
+/// No eligible host within failover_wait_timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no {attrs} server available within failover_wait_timeout")]
+pub struct NoHost {
+    pub attrs: &'static str,
+    #[source]
+    pub last: Option<ServerError>,
+}
+
+/// Why a routed connect failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    NoHost(#[from] NoHost),
+}
+
+/// One host's state for SHOW HOSTS / logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostSnapshot {
+    pub addr: String,
+    pub status: HostStatus,
+    pub connections: u32,
+    pub monitored: bool,
+}
+
+/// Every backend host, and the change signal failover waiters listen to.
+#[derive(Debug)]
+pub struct Hosts {
+    map: DashMap<ServerAddr, Arc<Host>>,
+    changed: Arc<watch::Sender<u64>>,
+    shutdown: CancellationToken,
+}
+
+impl Hosts {
+    /// Monitors stop when `shutdown` fires.
+    pub fn new(shutdown: CancellationToken) -> Hosts {
+        Hosts {
+            map: DashMap::new(),
+            changed: Arc::new(watch::channel(0).0),
+            shutdown,
+        }
+    }
+
+    fn host(&self, addr: &ServerAddr) -> Arc<Host> {
+        if let Some(h) = self.map.get(addr) {
+            return Arc::clone(&h);
+        }
+        let host = self
+            .map
+            .entry(addr.clone())
+            .or_insert_with(|| Arc::new(Host::new(addr.clone(), Arc::clone(&self.changed))));
+        Arc::clone(&host)
+    }
+
+    /// The hosts of `entry` under `attrs`; starts the health monitors a monitored set needs
+    /// (logging in like `target`, which is the pool's). Must run inside the runtime.
+    pub fn host_set(
+        &self,
+        entry: &DatabaseEntry,
+        attrs: SessionAttrs,
+        target: &ServerTarget,
+        settings: &RoutingSettings,
+        connect_timeout: Duration,
+    ) -> HostSet {
+        let hosts: Vec<Arc<Host>> = entry
+            .hosts
+            .iter()
+            .map(|h| self.host(&ServerAddr::new(&h.host, h.port)))
+            .collect();
+        let set = HostSet::new(
+            hosts,
+            attrs,
+            entry.load_balance_hosts,
+            settings.failover_wait_timeout,
+            Arc::clone(&self.changed),
+        );
+        if set.monitored {
+            for host in set.hosts() {
+                self.start_monitor(host, target, settings, connect_timeout);
+            }
+        }
+        set
+    }
+
+    fn start_monitor(
+        &self,
+        host: &Arc<Host>,
+        target: &ServerTarget,
+        settings: &RoutingSettings,
+        connect_timeout: Duration,
+    ) {
+        if host
+            .monitor_started
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let cfg = health::MonitorSettings {
+            target: ServerTarget {
+                addr: host.addr.clone(),
+                params: Vec::new(),
+                ..target.clone()
+            },
+            period: settings.health_check_period,
+            connect_timeout,
+            max_lag: settings.max_standby_lag,
+            max_lag_bytes: settings.max_standby_lag_bytes,
+        };
+        tracing::info!(host = %host.addr, user = %target.user, "starting health monitor");
+        tokio::spawn(health::monitor(
+            Arc::clone(host),
+            cfg,
+            self.shutdown.clone(),
+        ));
+    }
+
+    /// The monitored state of the host at `addr`, if routing knows it (and monitors it).
+    pub fn status(&self, addr: &ServerAddr) -> Option<HostStatus> {
+        let host = self.map.get(addr)?;
+        host.monitor_started
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then(|| host.status())
+    }
+
+    /// Fires on every routing-relevant host change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Every known host's state (for the admin console's SHOW HOSTS).
+    pub fn snapshot(&self) -> Vec<HostSnapshot> {
+        let mut all: Vec<HostSnapshot> = self
+            .map
+            .iter()
+            .map(|e| HostSnapshot {
+                addr: e.key().to_string(),
+                status: e.value().status(),
+                connections: e.value().connections(),
+                monitored: e
+                    .value()
+                    .monitor_started
+                    .load(std::sync::atomic::Ordering::Acquire),
+            })
+            .collect();
+        all.sort_by(|a, b| a.addr.cmp(&b.addr));
+        all
+    }
+}
+
+/// Open a server connection on a host `set` allows, tagged with that host. Hosts that fail
+/// are skipped (and their monitor poked); with no eligible host left, waits for a host change
+/// up to the set's failover wait.
+pub async fn connect(
+    set: &HostSet,
+    target: &ServerTarget,
+    extra_params: &[(String, String)],
+    connect_timeout: Duration,
+) -> Result<ServerConn, RouteError> {
+    let deadline = Instant::now() + set.failover_wait;
+    let mut changes = set.changed.subscribe();
+    let mut failed: Vec<ServerAddr> = Vec::new();
+    let mut last: Option<ServerError> = None;
+    loop {
+        changes.borrow_and_update();
+        if let Some((host, role, epoch)) = set.choose(&failed) {
+            let target = ServerTarget {
+                addr: host.addr.clone(),
+                ..target.clone()
+            };
+            match server::connect(&target, extra_params, connect_timeout).await {
+                Ok(mut conn) => {
+                    let seen = conn
+                        .params
+                        .get("in_hot_standby")
+                        .map(|v| Role::from_hot_standby(v));
+                    if set.monitored && seen.is_some_and(|r| r != role) {
+                        // The monitor has not noticed a promotion (or a demotion) yet.
+                        tracing::info!(host = %host.addr, expected = role.as_str(), "server reports another role; re-checking the host");
+                        host.poke();
+                        failed.push(host.addr.clone());
+                        continue;
+                    }
+                    tracing::debug!(host = %host.addr, role = role.as_str(), "server connection routed");
+                    conn.tag = Some(host.tag(role, epoch));
+                    return Ok(conn);
+                }
+                Err(e) if !host_failure(&e) => return Err(e.into()),
+                Err(e) => {
+                    tracing::debug!(host = %host.addr, error = %e, "server connect failed; trying another host");
+                    host.poke();
+                    failed.push(host.addr.clone());
+                    last = Some(e);
+                    continue;
+                }
+            }
+        }
+        if !set.monitored {
+            return Err(match last {
+                Some(e) => e.into(),
+                None => NoHost {
+                    attrs: set.attrs.as_str(),
+                    last,
+                }
+                .into(),
+            });
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(NoHost {
+                attrs: set.attrs.as_str(),
+                last,
+            }
+            .into());
+        }
+        // Wait for the monitors to report a change; retry failed hosts now and then anyway.
+        let retry = (deadline - now).min(Duration::from_millis(500));
+        let woke = tokio::time::timeout(retry, changes.changed()).await;
+        tracing::debug!(
+            attrs = set.attrs.as_str(),
+            changed = woke.is_ok(),
+            "no eligible host yet; looking again"
+        );
+        failed.clear();
+    }
+}
+
+/// Connect failures that say "this host, not your request": refused, timed out, or the
+/// server starting up / shutting down / in recovery.
+fn host_failure(e: &ServerError) -> bool {
+    match e {
+        ServerError::Rejected(fields) => {
+            let code = fields.code();
+            code.starts_with("57") || code.starts_with("08") || code == "53300"
+        }
+        ServerError::Connect { .. } | ServerError::Timeout | ServerError::Protocol(_) => true,
+        ServerError::NoPassword(_)
+        | ServerError::UnsupportedAuth(_)
+        | ServerError::Scram(_)
+        | ServerError::TlsRefused
+        | ServerError::Tls(_) => false,
+    }
+}

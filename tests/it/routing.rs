@@ -1,0 +1,400 @@
+//! Read/write routing against a real primary and two streaming standbys (issue 5): reads
+//! spread over standbys, writes refused on the read-only endpoint with a hint, a standby lost
+//! or lagging taken out of rotation, and a failover new sessions do not feel.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::support::{connect, db_error, ReplFixture, HANG};
+
+const WHERE: &str = "select pg_is_in_recovery(), inet_server_port()";
+
+/// One new session: connect, ask where it landed, close. Never panics.
+async fn where_am_i(connstring: &str) -> Result<(bool, u16), String> {
+    let session = async {
+        let (client, conn) = tokio_postgres::connect(connstring, NoTls)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        tokio::spawn(conn);
+        let row = client
+            .query_one(WHERE, &[])
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => format!("query: {}: {}", db.code().code(), db.message()),
+                None => format!("query: {e}"),
+            })?;
+        let port: i32 = row.get(1);
+        Ok((row.get(0), u16::try_from(port).unwrap_or(0)))
+    };
+    tokio::time::timeout(HANG, session)
+        .await
+        .unwrap_or_else(|_| Err("session hung".into()))
+}
+
+/// `n` sessions open at the same time (so each needs its own server connection): where
+/// each one landed.
+async fn concurrent(n: usize, connstring: &str) -> Vec<(bool, u16)> {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(connect(connstring).await);
+    }
+    let mut seen = Vec::new();
+    for c in &clients {
+        let row = c.query_one(WHERE, &[]).await.expect("where am i");
+        let port: i32 = row.get(1);
+        seen.push((row.get(0), u16::try_from(port).unwrap_or(0)));
+    }
+    seen
+}
+
+fn ports(seen: &[(bool, u16)]) -> BTreeSet<u16> {
+    seen.iter().map(|(_, p)| *p).collect()
+}
+
+/// Wait (bounded) until pgporter's host snapshot satisfies `ok`.
+async fn until_hosts(
+    fx: &ReplFixture,
+    what: &str,
+    ok: impl Fn(&[pgporter::routing::HostSnapshot]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let hosts = fx.porter.hosts();
+        if ok(&hosts) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: hosts are {hosts:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Wait until the monitors have seen every host up (the first pool starts them).
+async fn all_up(fx: &ReplFixture) {
+    let n = fx.cluster.nodes.len();
+    until_hosts(fx, "every host up", |h| {
+        h.len() == n
+            && h.iter()
+                .all(|s| s.status.liveness == pgporter::routing::Liveness::Up)
+    })
+    .await;
+}
+
+fn host(
+    hosts: &[pgporter::routing::HostSnapshot],
+    port: u16,
+) -> Option<&pgporter::routing::HostSnapshot> {
+    hosts.iter().find(|h| h.addr == format!("127.0.0.1:{port}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_spread_writes_guarded_and_a_lost_standby_is_not_felt() {
+    let fx = ReplFixture::new(2, 10, "").await;
+    let (p0, p1, p2) = (fx.cluster.port(0), fx.cluster.port(1), fx.cluster.port(2));
+    let rw_port = fx.porter.port();
+    let ro_port = fx.porter.readonly_port();
+    let rw = fx.connstring(rw_port, &fx.db);
+    let ro_listener = fx.connstring(ro_port, &fx.db);
+    let ro_alias = fx.connstring(rw_port, &format!("{}_ro", fx.db));
+
+    // Writes through the read-write endpoint land on the primary.
+    let writer = connect(&rw).await;
+    let row = writer.query_one(WHERE, &[]).await.expect("rw where");
+    assert_eq!(
+        (row.get::<_, bool>(0), row.get::<_, i32>(1)),
+        (false, i32::from(p0))
+    );
+    writer
+        .batch_execute("create table t (i int); insert into t values (1)")
+        .await
+        .expect("write through the read-write endpoint");
+    fx.cluster.wait_replayed(1).await;
+    fx.cluster.wait_replayed(2).await;
+    all_up(&fx).await;
+
+    // Reads through both read-only endpoints are spread over both standbys.
+    for (what, cs) in [("listener", &ro_listener), ("alias", &ro_alias)] {
+        let seen = concurrent(4, cs).await;
+        assert!(seen.iter().all(|(standby, _)| *standby), "{what}: {seen:?}");
+        assert_eq!(ports(&seen), BTreeSet::from([p1, p2]), "{what}: {seen:?}");
+    }
+
+    // Writes through the read-only endpoints fail with 25006 and pgporter's hint.
+    let ro = connect(&ro_listener).await;
+    for sql in [
+        "create temporary table tmp (i int)",
+        "insert into t values (2)",
+    ] {
+        let e = ro.batch_execute(sql).await.expect_err(sql);
+        let e = db_error(&e);
+        assert_eq!(
+            e.code(),
+            &SqlState::READ_ONLY_SQL_TRANSACTION,
+            "{sql}: {e:?}"
+        );
+        let hint = e.hint().unwrap_or_default();
+        assert!(
+            hint.contains("read-only endpoint") && hint.contains(&format!("port {rw_port}")),
+            "{hint}"
+        );
+    }
+    ro.query_one("select 1", &[])
+        .await
+        .expect("the session goes on");
+    let alias = connect(&ro_alias).await;
+    let e = alias
+        .batch_execute("create temporary table tmp (i int)")
+        .await
+        .expect_err("temp table on the alias");
+    let hint = db_error(&e).hint().unwrap_or_default().to_string();
+    assert!(hint.contains(&format!("database \"{}\"", fx.db)), "{hint}");
+    drop((ro, alias));
+
+    // Stop one standby while read-only sessions keep coming.
+    // Each worker goes on until it has run 3 sessions started after the stop.
+    let stopped_at = Arc::new(OnceLock::new());
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let (stopped_at, cs) = (Arc::clone(&stopped_at), ro_listener.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut log, mut after) = (Vec::new(), 0);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while after < 3 && Instant::now() < deadline {
+                let started = Instant::now();
+                if stopped_at.get().is_some_and(|s| started >= *s) {
+                    after += 1;
+                }
+                log.push((started, where_am_i(&cs).await));
+            }
+            log
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.cluster.stop(1).await;
+    let stopped = Instant::now();
+    stopped_at.set(stopped).expect("set once");
+    let mut log = Vec::new();
+    for w in workers {
+        log.extend(w.await.expect("worker"));
+    }
+    // Sessions started once the standby was gone must all work, on the other standby. A
+    // session whose query was running on the standby when it stopped gets PostgreSQL's own
+    // 57P01 (as it would without a pooler): counted, not asserted.
+    let after: Vec<_> = log.iter().filter(|(t, _)| *t >= stopped).collect();
+    let failed = log.iter().filter(|(_, r)| r.is_err()).count();
+    eprintln!(
+        "standby loss: {} read-only sessions, {} started after the stop (all must work), \
+         {failed} failed (in flight on the stopping standby)",
+        log.len(),
+        after.len()
+    );
+    assert!(after.len() >= 9, "{log:?}");
+    for (_, r) in &after {
+        assert_eq!(
+            r.as_ref().ok(),
+            Some(&(true, p2)),
+            "after the stop: {log:?}"
+        );
+    }
+    for (_, r) in &log {
+        if let Err(e) = r {
+            assert!(
+                e.starts_with("query: 57P01") || e.starts_with("query: 08006"),
+                "{e}"
+            );
+        }
+    }
+
+    // No standby left: the read-only listener (prefer-standby) falls back to the primary,
+    // where default_transaction_read_only still refuses writes.
+    fx.cluster.stop(2).await;
+    until_hosts(&fx, "both standbys down", |h| {
+        host(h, p2).is_some_and(|s| s.status.liveness == pgporter::routing::Liveness::Down)
+    })
+    .await;
+    let ro = connect(&ro_listener).await;
+    let row = ro.query_one(WHERE, &[]).await.expect("ro on the primary");
+    assert_eq!(
+        (row.get::<_, bool>(0), row.get::<_, i32>(1)),
+        (false, i32::from(p0))
+    );
+    let e = ro
+        .batch_execute("insert into t values (3)")
+        .await
+        .expect_err("write");
+    assert_eq!(db_error(&e).code(), &SqlState::READ_ONLY_SQL_TRANSACTION);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_standby_leaves_rotation_and_comes_back() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("pgporter=debug")
+        .with_test_writer()
+        .try_init();
+    let fx = ReplFixture::new(2, 10, "max_standby_lag = 1").await;
+    let (p1, p2) = (fx.cluster.port(1), fx.cluster.port(2));
+    let alias = fx.connstring(fx.porter.port(), &format!("{}_ro", fx.db));
+    // First use of a pool starts the monitors.
+    assert!(where_am_i(&alias).await.is_ok());
+    all_up(&fx).await;
+    // One idle connection is reused, three new ones alternate over both standbys.
+    assert_eq!(
+        ports(&concurrent(4, &alias).await),
+        BTreeSet::from([p1, p2])
+    );
+
+    let writer = fx.cluster.client(0, &fx.user, &fx.db).await;
+    writer
+        .batch_execute("create table w (i int)")
+        .await
+        .expect("create");
+    fx.cluster.wait_replayed(1).await;
+    let su1 = fx.cluster.superuser(1).await;
+    su1.batch_execute("select pg_wal_replay_pause()")
+        .await
+        .expect("pause");
+    // Keep writing until pgporter sees standby 1 lagging.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        writer
+            .batch_execute("insert into w values (1)")
+            .await
+            .expect("insert");
+        let hosts = fx.porter.hosts();
+        if host(&hosts, p1).is_some_and(|h| h.status.lagging) {
+            let s = &host(&hosts, p1).expect("p1").status;
+            assert!(
+                s.lag_bytes.unwrap_or(0) > 0 && s.lag.unwrap_or_default() > Duration::from_secs(1),
+                "{s:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "standby 1 never seen lagging: {hosts:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = concurrent(4, &alias).await;
+    assert_eq!(
+        ports(&seen),
+        BTreeSet::from([p2]),
+        "lagging standby still used: {seen:?}; hosts now: {:#?}",
+        fx.porter.hosts()
+    );
+
+    su1.batch_execute("select pg_wal_replay_resume()")
+        .await
+        .expect("resume");
+    until_hosts(&fx, "standby 1 caught up", |h| {
+        host(h, p1).is_some_and(|s| !s.status.lagging)
+    })
+    .await;
+    // A fresh pool (the read-only listener) spreads over both again.
+    let ro = fx.connstring(fx.porter.readonly_port(), &fx.db);
+    assert_eq!(ports(&concurrent(4, &ro).await), BTreeSet::from([p1, p2]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_new_sessions_wait_for_the_promoted_standby() {
+    let fx = ReplFixture::new(2, 10, "failover_wait_timeout = 30").await;
+    let (p0, p1, p2) = (fx.cluster.port(0), fx.cluster.port(1), fx.cluster.port(2));
+    let rw = fx.connstring(fx.porter.port(), &fx.db);
+    assert_eq!(where_am_i(&rw).await, Ok((false, p0)));
+    all_up(&fx).await;
+    let held = connect(&rw).await;
+    held.query_one("select 1", &[]).await.expect("held session");
+    // Idle standby connections on both standbys in the standby-only pool.
+    let alias = fx.connstring(fx.porter.port(), &format!("{}_ro", fx.db));
+    assert_eq!(
+        ports(&concurrent(2, &alias).await),
+        BTreeSet::from([p1, p2])
+    );
+
+    fx.cluster.stop(0).await;
+    // The session on the dead primary gets a clean error, not a hang.
+    let e = tokio::time::timeout(HANG, held.simple_query("select 1"))
+        .await
+        .expect("the session on the dead primary hung")
+        .expect_err("the primary is gone");
+    if let Some(db) = e.as_db_error() {
+        assert!(["57P01", "08006"].contains(&db.code().code()), "{db:?}");
+    } else {
+        assert!(e.is_closed(), "{e:?}");
+    }
+
+    // New read-write sessions during the outage.
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let cs = rw.clone();
+        sessions.push(tokio::spawn(async move {
+            let r = where_am_i(&cs).await;
+            (r, Instant::now())
+        }));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let promote = Instant::now();
+    let seen_primary = {
+        let hosts = fx.porter.shared_hosts();
+        tokio::spawn(async move {
+            let addr = format!("127.0.0.1:{p1}");
+            loop {
+                let primary = hosts
+                    .snapshot()
+                    .iter()
+                    .any(|h| h.addr == addr && h.status.role == pgporter::routing::Role::Primary);
+                if primary {
+                    return Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    fx.cluster.promote(1).await;
+    let promoted = promote.elapsed();
+    let mut results = Vec::new();
+    for s in sessions {
+        results.push(s.await.expect("session task"));
+    }
+    let failed = results.iter().filter(|(r, _)| r.is_err()).count();
+    let first = results
+        .iter()
+        .filter(|(r, _)| r.is_ok())
+        .map(|(_, t)| t.saturating_duration_since(promote))
+        .min();
+    let seen = tokio::time::timeout(HANG, seen_primary)
+        .await
+        .expect("pgporter never saw the new primary")
+        .expect("poller")
+        .saturating_duration_since(promote);
+    eprintln!(
+        "failover: pg_ctl promote -> first new read-write session through pgporter: {first:?} \
+         (pg_ctl promote -w took {promoted:?}, pgporter saw the new primary after {seen:?}); \
+         {} new sessions during the outage, {failed} failed",
+        results.len()
+    );
+    for (r, _) in &results {
+        assert_eq!(
+            r,
+            &Ok((false, p1)),
+            "a session during the outage: {results:?}"
+        );
+    }
+    assert_eq!(failed, 0);
+    // Afterwards: writes on the new primary, reads on the remaining standby.
+    let writer = connect(&rw).await;
+    writer
+        .batch_execute("create table after_failover (i int)")
+        .await
+        .expect("write on the new primary");
+    let ro = fx.connstring(fx.porter.readonly_port(), &fx.db);
+    assert_eq!(where_am_i(&ro).await, Ok((true, p2)));
+    // The promoted host's idle standby-pool connections are never handed out again.
+    let seen = concurrent(4, &alias).await;
+    assert!(seen.iter().all(|s| *s == (true, p2)), "{seen:?}");
+}
