@@ -5,8 +5,7 @@
 //! butler".
 //!
 //! Steps waiting for other pgporter features are skipped with a printed, counted reason by the
-//! script: the read-only endpoint (issue 5: when it exists, add `readonly_listen_port` to the
-//! ini below and pass `--readonly-port`) and the audit trail / identity tag (issue 4: add
+//! script: the audit trail / identity tag (issue 4: add
 //! `audit_log` and pass `--audit-log`).
 
 use std::process::Command;
@@ -74,6 +73,7 @@ async fn butler_end_to_end() {
          [pgbouncer]\n\
          listen_addr = 127.0.0.1\n\
          listen_port = 0\n\
+         readonly_listen_port = 0\n\
          unix_socket_dir =\n\
          auth_type = scram-sha-256\n\
          auth_file = userlist.txt\n\
@@ -94,6 +94,7 @@ async fn butler_end_to_end() {
         .arg(work.path())
         .args(["--host", "127.0.0.1", "--port", &porter.port().to_string()])
         .args(["--dbname", "butler"])
+        .args(["--readonly-port", &porter.readonly_port().to_string()])
         .args(["--person", &format!("alice:psycopg2:{ALICE_PW}")])
         .args(["--person", &format!("bob:psycopg:{BOB_PW}")]);
     let out = run_checklist(cmd, "butler_e2e.py", Duration::from_secs(600)).await;
@@ -103,6 +104,7 @@ async fn butler_end_to_end() {
         "put-get",
         "tagged",
         "temp-table-queries",
+        "readonly",
     ] {
         assert!(
             out.contains(&format!("STEP {step}")),
