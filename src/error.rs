@@ -69,6 +69,10 @@ pub enum Error {
     ServerLost(#[source] ProtocolError),
     #[error("server closed the connection unexpectedly")]
     ServerClosed,
+    #[error("permission denied: the client identity settings are managed by the pooler")]
+    IdentitySpoof,
+    #[error("PROXY protocol")]
+    Proxy(#[source] crate::net::proxy::ProxyError),
     #[error("pooler is shutting down")]
     Shutdown,
     #[error("pooler is shutting down; not accepting new connections")]
@@ -92,6 +96,7 @@ impl Error {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Error::ClientProtocol(_)
+            | Error::Proxy(_)
             | Error::NoUser
             | Error::UnsupportedStartupParameter(_)
             | Error::QueryWaitTimeout(_)
@@ -115,6 +120,7 @@ impl Error {
             | Error::ServerLost(_)
             | Error::ServerClosed
             | Error::AuthQuery => sqlstate::CONNECTION_FAILURE,
+            Error::IdentitySpoof => sqlstate::INSUFFICIENT_PRIVILEGE,
             Error::Config(_) | Error::Io(_) => sqlstate::INTERNAL_ERROR,
         }
     }
@@ -136,6 +142,8 @@ impl Error {
             | Error::TooManyClients
             | Error::ClientLimit(_)
             | Error::LoginTimeout
+            | Error::IdentitySpoof
+            | Error::Proxy(_)
             | Error::DatabaseDisabled(_)
             | Error::AdminNotAllowed(_) => Fault::Client,
             Error::QueryWaitTimeout(_)
@@ -258,6 +266,7 @@ mod tests {
             e.to_string(),
             "no pg_hba.conf entry for host \"127.0.0.1\", user \"u\", database \"d\", no encryption"
         );
+        assert_eq!(Error::IdentitySpoof.sqlstate(), "42501");
         assert_eq!(
             Error::AuthFailed {
                 user: "alice".into()

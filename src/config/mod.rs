@@ -4,9 +4,11 @@
 //! [`Config`] snapshot, or every problem found at once (each naming file, line and key).
 //! Reload builds a new snapshot the same way and swaps it in whole ([`ConfigHandle`]).
 
+mod cidr;
 mod databases;
 pub mod diff;
 pub mod hba;
+mod identity;
 mod ini;
 mod limits;
 mod security;
@@ -22,12 +24,16 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Secret;
 
+pub use cidr::Cidr;
 pub use databases::{parse_connstring, DatabaseEntry, DEFAULT_HOST, DEFAULT_PORT};
 pub use hba::{HbaMethod, HbaRule};
 pub use ini::{parse_ini, IniEntry, RawIni, MAX_INCLUDE_DEPTH};
 pub use limits::PoolShare;
 pub use security::{SslMode, TlsCiphers, TlsProtocols, DEFAULT_AUTH_QUERY};
-pub use settings::{AuthType, LogFormat, PoolMode, Settings, MAX_PACKET_SIZE_LIMIT};
+pub use settings::{
+    AuditSettings, AuditStatements, AuthType, IdentitySettings, LogFormat, PoolMode, Settings,
+    MAX_PACKET_SIZE_LIMIT,
+};
 pub use userlist::parse_userlist;
 
 /// One problem in a config file, with where it is.

@@ -4,6 +4,8 @@
 //! Cancel-safe: a checkout dropped while waiting or connecting gives back whatever it was
 //! granted (guards below), so no slot or identity holding leaks.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Duration, Instant};
 
@@ -15,9 +17,15 @@ use crate::server::{self, ServerConn};
 impl Pool {
     /// Get a server connection for a client of `identity`: an idle one, a new one if the
     /// limits allow, or wait up to `wait` (None = forever) for one.
+    ///
+    /// `tag`: the session tag the connection must carry (`crate::identity`; the extra params
+    /// carry it to a new connection). An idle connection with that tag is preferred; else a
+    /// new one in a free slot; else (pool full) a connection of another tag is closed and a
+    /// tagged one connected in its slot.
     pub async fn checkout(
         &self,
         identity: &Identity,
+        tag: Option<&Arc<str>>,
         extra_params: &[(String, String)],
         wait: Option<Duration>,
     ) -> Result<ServerConn, PoolError> {
@@ -25,7 +33,7 @@ impl Pool {
         let since = Instant::now();
         let (seq, mut rx, blocker, close) = {
             let mut inner = self.lock();
-            let (seq, rx) = inner.waiters.push(identity.clone());
+            let (seq, rx) = inner.waiters.push_tagged(identity.clone(), tag.cloned());
             let close = self.dispatch(&mut inner, &settings);
             let blocker = inner
                 .waiters
@@ -50,13 +58,19 @@ impl Pool {
             }
         };
         match grant {
-            Grant::Conn(mut conn) => {
+            Grant::Conn(mut conn) if conn.tag.as_ref() == tag => {
                 conn.last_used = Instant::now();
                 conn.holder = Some(identity.clone());
                 Ok(conn)
             }
+            Grant::Conn(other) => {
+                // Tagged for someone else: close it and connect in its slot.
+                tokio::spawn(super::release::terminate(other));
+                self.connect_for(Some(identity), tag, extra_params, &settings)
+                    .await
+            }
             Grant::Permit => {
-                self.connect_for(Some(identity), extra_params, &settings)
+                self.connect_for(Some(identity), tag, extra_params, &settings)
                     .await
             }
         }
@@ -66,6 +80,7 @@ impl Pool {
     pub(super) async fn connect_for(
         &self,
         holder: Option<&Identity>,
+        tag: Option<&Arc<str>>,
         extra_params: &[(String, String)],
         settings: &PoolSettings,
     ) -> Result<ServerConn, PoolError> {
@@ -82,6 +97,7 @@ impl Pool {
         .await?;
         slot.armed = false;
         conn.holder = holder.cloned();
+        conn.tag = tag.cloned();
         let mut inner = self.lock();
         if inner.welcome.is_none() {
             inner.welcome = Some(std::sync::Arc::new(conn.reported.clone()));

@@ -54,6 +54,7 @@ async fn connect_inner(
         created_at: now,
         last_used: now,
         holder: None,
+        tag: None,
     })
 }
 

@@ -130,6 +130,8 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// Pool bookkeeping: the client identity this connection is lent to, if any.
     pub holder: Option<std::sync::Arc<str>>,
+    /// The client identity this connection is tagged with (startup GUCs), if any.
+    pub tag: Option<std::sync::Arc<str>>,
 }
 
 impl ServerConn {

@@ -6,8 +6,7 @@
 //!
 //! Steps waiting for other pgporter features are skipped with a printed, counted reason by the
 //! script: the read-only endpoint (issue 5: when it exists, add `readonly_listen_port` to the
-//! ini below and pass `--readonly-port`) and the audit trail / identity tag (issue 4: add
-//! `audit_log` and pass `--audit-log`).
+//! ini below and pass `--readonly-port`). The audit step reads pgporter's audit log.
 
 use std::process::Command;
 use std::time::Duration;
@@ -79,7 +78,8 @@ async fn butler_end_to_end() {
          auth_file = userlist.txt\n\
          pool_mode = session\n\
          default_pool_size = 8\n\
-         query_wait_timeout = 30\n",
+         query_wait_timeout = 30\n\
+         audit_log = {{dir}}/audit.log\n",
         port = cluster.port(),
     );
     let porter = spawn_pgporter(&ini, &users).await;
@@ -95,7 +95,9 @@ async fn butler_end_to_end() {
         .args(["--host", "127.0.0.1", "--port", &porter.port().to_string()])
         .args(["--dbname", "butler"])
         .args(["--person", &format!("alice:psycopg2:{ALICE_PW}")])
-        .args(["--person", &format!("bob:psycopg:{BOB_PW}")]);
+        .args(["--person", &format!("bob:psycopg:{BOB_PW}")])
+        .arg("--audit-log")
+        .arg(porter.dir().join("audit.log"));
     let out = run_checklist(cmd, "butler_e2e.py", Duration::from_secs(600)).await;
     for step in [
         "create",
@@ -103,6 +105,7 @@ async fn butler_end_to_end() {
         "put-get",
         "tagged",
         "temp-table-queries",
+        "audit",
     ] {
         assert!(
             out.contains(&format!("STEP {step}")),

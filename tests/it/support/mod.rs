@@ -13,6 +13,7 @@ pub(crate) mod http;
 pub(crate) mod pg;
 pub(crate) mod porter;
 pub(crate) mod psql;
+pub(crate) mod shared_account;
 pub(crate) mod skip;
 
 // The harness's public surface; not every item is used by today's tests.
@@ -25,6 +26,7 @@ pub(crate) use fixture::{Names, Spec};
 pub(crate) use pg::{cluster, PgCluster};
 #[allow(unused_imports)]
 pub(crate) use porter::{spawn_pgporter, Porter};
+pub(crate) use shared_account::SharedAccount;
 
 /// How long a client-side operation may take before a test calls it a hang.
 pub(crate) const HANG: std::time::Duration = std::time::Duration::from_secs(20);
