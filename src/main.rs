@@ -101,24 +101,11 @@ async fn run(config: config::Config) -> Result<(), pgporter::Error> {
     let app = App::bind(config).await?;
     tracing::info!(version = VERSION, addr = %app.local_addr(), http = ?app.http_addr(), "listening");
     tokio::spawn(pgporter::control::forward_signals(app.controller()));
-    tokio::spawn(reopen_on_sighup(app.shared().audit.clone()));
     let result = app.serve().await;
     if let Some(p) = &pidfile {
         let _ = std::fs::remove_file(p);
     }
     result
-}
-
-/// SIGHUP: reopen the audit log (log rotation). Full config reload hooks in here too.
-async fn reopen_on_sighup(audit: pgporter::audit::AuditHandle) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP received: reopening the audit log");
-        audit.reopen();
-    }
 }
 
 /// Logs go to stdout (12-factor / Kubernetes), as text or one JSON object per line.

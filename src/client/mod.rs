@@ -151,14 +151,17 @@ pub async fn run(stream: Stream, peer: Peer, shared: Arc<Shared>) {
     .await;
 }
 
-/// The real client address when a trusted proxy sent a PROXY header.
+/// The real client address when a trusted proxy sent a PROXY header (TCP only).
 async fn proxied_peer(
     conn: &mut FramedConn<Stream>,
     peer: Peer,
     config: &Config,
 ) -> Result<Peer, Error> {
+    let Stream::Tcp(tcp) = &mut conn.io else {
+        return Ok(peer);
+    };
     let trusted = &config.settings.proxy_protocol_trusted;
-    match crate::net::proxy::accept(conn, peer.ip(), trusted).await {
+    match crate::net::proxy::accept(tcp, peer.ip(), trusted).await {
         Ok(Some(addr)) => Ok(Peer::Tcp(addr)),
         Ok(None) => Ok(peer),
         Err(e) => Err(Error::Proxy(e)),

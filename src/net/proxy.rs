@@ -4,10 +4,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 use crate::config::Cidr;
-use crate::protocol::FramedConn;
 
 /// v2 signature.
 const V2_SIG: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -167,40 +167,53 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(Header, usize)>, ProxyError> {
     Ok(Some((header, total)))
 }
 
-/// At a new connection from `peer`: consume a PROXY header if one is there and `peer` is
-/// trusted, and return the real client address (`None`: keep `peer`).
-pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut FramedConn<S>,
+/// At a new TCP connection from `peer`: consume a PROXY header if one is there and `peer` is
+/// trusted, and return the real client address (`None`: keep `peer`). Looks with `peek`, and
+/// reads exactly the header's bytes, so what follows (SSLRequest, direct TLS, startup) is
+/// left on the socket for the handshake.
+pub async fn accept(
+    tcp: &mut TcpStream,
     peer: Option<IpAddr>,
     trusted: &[Cidr],
 ) -> Result<Option<SocketAddr>, ProxyError> {
+    let mut buf = vec![0u8; 16];
     loop {
-        match classify(&conn.rbuf) {
-            Start::Header => break,
+        let n = match tcp.peek(&mut buf).await {
+            Ok(0) | Err(_) => return Ok(None), // the handshake reports EOF / errors
+            Ok(n) => n,
+        };
+        match classify(buf.get(..n).unwrap_or_default()) {
             Start::Other => return Ok(None),
-            Start::Unsure => {
-                if conn.fill().await.is_err() {
-                    // EOF or error: let the handshake report it as usual.
-                    return Ok(None);
-                }
-            }
+            Start::Header => break,
+            // Readiness stays set while bytes wait unread: poll gently for the rest.
+            Start::Unsure => tokio::time::sleep(PEEK_RETRY).await,
         }
     }
-    let is_trusted = peer.is_some_and(|ip| trusted.iter().any(|c| c.contains(ip)));
-    if !is_trusted {
+    if !peer.is_some_and(|ip| trusted.iter().any(|c| c.contains(ip))) {
         return Err(ProxyError::Untrusted);
     }
+    buf.resize(V2_MAX, 0);
     loop {
-        if let Some((header, len)) = parse(&conn.rbuf)? {
-            let _ = conn.rbuf.split_to(len);
+        let n = tcp.peek(&mut buf).await.map_err(|_| ProxyError::Eof)?;
+        if n == 0 {
+            return Err(ProxyError::Eof);
+        }
+        if let Some((header, len)) = parse(buf.get(..n).unwrap_or_default())? {
+            let mut header_bytes = vec![0u8; len];
+            tcp.read_exact(&mut header_bytes)
+                .await
+                .map_err(|_| ProxyError::Eof)?;
             return Ok(match header {
                 Header::Proxied(addr) => Some(addr),
                 Header::Local => None,
             });
         }
-        conn.fill().await.map_err(|_| ProxyError::Eof)?;
+        tokio::time::sleep(PEEK_RETRY).await;
     }
 }
+
+/// Pause between peeks at an incomplete header (bounded overall by client_login_timeout).
+const PEEK_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
