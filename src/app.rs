@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -10,6 +10,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::AuditHandle;
 use crate::auth::auth_query::AuthQueryCache;
 use crate::client::CancelRegistry;
 use crate::config::{Config, ConfigHandle};
@@ -56,6 +57,10 @@ pub struct Shared {
     pub tls: TlsState,
     /// auth_query answers.
     pub auth_cache: AuthQueryCache,
+    /// The audit log (a no-op handle when audit_log is not set).
+    pub audit: AuditHandle,
+    /// Next session id (audit events, logs).
+    pub session_ids: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -82,6 +87,26 @@ impl App {
             Some(addr) => Some(crate::http::bind(addr).await?),
             None => None,
         };
+        // A relative audit_log path is relative to the config file, like auth_file.
+        let mut audit_settings = config.settings.audit.clone();
+        if let Some(target) = &mut audit_settings.audit_log {
+            if target != "stdout" {
+                *target = crate::config::resolve_relative(&config.path, target)
+                    .display()
+                    .to_string();
+            }
+        }
+        let audit = AuditHandle::start(&audit_settings).map_err(|e| {
+            Error::Config(format!(
+                "cannot open audit_log {}: {e}",
+                config
+                    .settings
+                    .audit
+                    .audit_log
+                    .as_deref()
+                    .unwrap_or_default()
+            ))
+        })?;
         let config = Arc::new(ConfigHandle::new(config));
         let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
@@ -103,6 +128,8 @@ impl App {
             own_uid: own_uid(),
             tls,
             auth_cache: AuthQueryCache::default(),
+            audit,
+            session_ids: AtomicU64::new(1),
         });
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         Ok(App {
@@ -192,6 +219,7 @@ impl App {
         for task in background {
             let _ = task.await;
         }
+        shared.audit.flush().await;
         tracing::info!("shutdown complete");
         Ok(())
     }

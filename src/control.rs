@@ -49,7 +49,11 @@ pub enum ControlError {
 /// Carry out `c`. PAUSE returns once the paused databases' server connections are released.
 pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError> {
     match c {
-        Control::Reload => reload(shared),
+        Control::Reload => {
+            // Log rotation: reopen the audit log whether or not the new config loads.
+            shared.audit.reopen();
+            reload(shared)
+        }
         Control::Pause(db) => pause(shared, db).await,
         Control::Resume(db) => resume(shared, db),
         Control::Disable(db) => {

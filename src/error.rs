@@ -74,6 +74,10 @@ pub enum Error {
     ServerDown,
     #[error(transparent)]
     NoServer(NoHost),
+    #[error("permission denied: the client identity settings are managed by the pooler")]
+    IdentitySpoof,
+    #[error("PROXY protocol")]
+    Proxy(#[source] crate::net::proxy::ProxyError),
     #[error("pooler is shutting down")]
     Shutdown,
     #[error("pooler is shutting down; not accepting new connections")]
@@ -97,6 +101,7 @@ impl Error {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Error::ClientProtocol(_)
+            | Error::Proxy(_)
             | Error::NoUser
             | Error::UnsupportedStartupParameter(_)
             | Error::QueryWaitTimeout(_)
@@ -122,6 +127,7 @@ impl Error {
             | Error::ServerDown
             | Error::NoServer(_)
             | Error::AuthQuery => sqlstate::CONNECTION_FAILURE,
+            Error::IdentitySpoof => sqlstate::INSUFFICIENT_PRIVILEGE,
             Error::Config(_) | Error::Io(_) => sqlstate::INTERNAL_ERROR,
         }
     }
@@ -143,6 +149,8 @@ impl Error {
             | Error::TooManyClients
             | Error::ClientLimit(_)
             | Error::LoginTimeout
+            | Error::IdentitySpoof
+            | Error::Proxy(_)
             | Error::DatabaseDisabled(_)
             | Error::AdminNotAllowed(_) => Fault::Client,
             Error::QueryWaitTimeout(_)
@@ -277,6 +285,7 @@ mod tests {
             none.to_string(),
             "no read-write server available within failover_wait_timeout"
         );
+        assert_eq!(Error::IdentitySpoof.sqlstate(), "42501");
         assert_eq!(
             Error::AuthFailed {
                 user: "alice".into()

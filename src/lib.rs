@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod gates;
 pub mod health;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -8,6 +8,9 @@ mod params;
 mod relay;
 mod route;
 mod serve;
+mod statements;
+mod tap;
+mod tracker;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -36,7 +39,7 @@ pub use route::pool_plan;
 
 use handshake::{handshake, Hello};
 use params::ClientParams;
-use serve::{serve, Session};
+use serve::{serve, Session, Who};
 
 /// Where a client connected from.
 #[derive(Debug, Clone)]
@@ -57,6 +60,14 @@ impl Peer {
         match self {
             Peer::Tcp(a) => a.port(),
             Peer::Unix => 0,
+        }
+    }
+
+    /// The client's IP address (None for a unix socket).
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Unix => None,
         }
     }
 }
@@ -93,12 +104,21 @@ enum Started<'s> {
 pub async fn run(stream: Stream, peer: Peer, endpoint: Endpoint, shared: Arc<Shared>) {
     let config = shared.config.load();
     let mut conn = FramedConn::new(stream);
+    let mut real = peer.clone();
     let login = timeout(
         config.settings.client_login_timeout,
         // Login is large and short-lived: boxed, so an idle session's task stays small.
-        Box::pin(start(&mut conn, &peer, endpoint, &shared, &config)),
+        Box::pin(async {
+            real = proxied_peer(&mut conn, peer.clone(), &config).await?;
+            start(&mut conn, &real, endpoint, &shared, &config).await
+        }),
     )
     .await;
+    if let Ok(Err(Error::Proxy(e))) = &login {
+        tracing::warn!(%peer, error = %e, "closing connection");
+        return;
+    }
+    let peer = real;
     let result = match login {
         Err(_) => Err(Error::LoginTimeout),
         Ok(Err(e)) => Err(e),
@@ -132,6 +152,23 @@ pub async fn run(stream: Stream, peer: Peer, endpoint: Endpoint, shared: Arc<Sha
             tokio::io::AsyncWriteExt::shutdown(&mut conn.io),
         )
         .await;
+    }
+}
+
+/// The real client address when a trusted proxy sent a PROXY header (TCP only).
+async fn proxied_peer(
+    conn: &mut FramedConn<Stream>,
+    peer: Peer,
+    config: &Config,
+) -> Result<Peer, Error> {
+    let Stream::Tcp(tcp) = &mut conn.io else {
+        return Ok(peer);
+    };
+    let trusted = &config.settings.proxy_protocol_trusted;
+    match crate::net::proxy::accept(tcp, peer.ip(), trusted).await {
+        Ok(Some(addr)) => Ok(Peer::Tcp(addr)),
+        Ok(None) => Ok(peer),
+        Err(e) => Err(Error::Proxy(e)),
     }
 }
 
@@ -172,12 +209,52 @@ async fn start<'s>(
     }
     let who = format!("{}@{}", route.client_user, route.database);
     let login = login(conn, peer, &route, shared, config).await;
+    if let Err(e @ Error::AuthFailed { .. }) = &login {
+        shared
+            .audit
+            .send(crate::audit::AuditEvent::AuthFailure {
+                user: route.client_user.clone(),
+                client_addr: crate::identity::addr_text(peer.ip()),
+                client_port: Some(peer.port()).filter(|p| *p != 0),
+                database: route.database.clone(),
+                reason: e.to_string(),
+            })
+            .await;
+    }
     after_login(login, peer, &who, &route.client_user, shared, config).await?;
     if config.settings.log_connections {
         tracing::info!(%peer, %who, "login attempt: ok");
     }
-    let client_slot = admit(shared, &route.client_user, &route.database, peer)?;
-    let params = ClientParams::from_startup(&startup.params, config, peer)?;
+    let client_slot = match admit(shared, &route.client_user, &route.database, peer) {
+        Ok(slot) => slot,
+        Err(e) => {
+            shared
+                .audit
+                .send(crate::audit::AuditEvent::LimitRejection {
+                    user: Some(route.client_user.clone()),
+                    client_addr: crate::identity::addr_text(peer.ip()),
+                    database: Some(route.database.clone()),
+                    reason: e.to_string(),
+                })
+                .await;
+            return Err(e);
+        }
+    };
+    let session_who = who_is(
+        &route,
+        &startup.params,
+        peer,
+        shared,
+        config,
+        conn.io.is_tls(),
+    );
+    let params = ClientParams::from_startup(
+        &startup.params,
+        config,
+        peer,
+        &route.client_user,
+        session_who.names.is_empty(),
+    )?;
     let registration = shared.cancels.register();
     let guard = shared.sessions.register(
         NewSession {
@@ -203,7 +280,8 @@ async fn start<'s>(
         cancel: Arc::clone(&registration.slot),
         server: None,
         meter,
-        read_only_hint: route.read_only_hint,
+        read_only_hint: route.read_only_hint.map(Arc::from),
+        who: session_who,
     };
     welcome(conn, &mut session, registration.key, &guard.info, shared).await?;
     Ok(Started::Pool {
@@ -450,6 +528,47 @@ async fn lookup_secret<'c>(
             Error::AuthQuery
         })?;
     Ok(found.map(Cow::Owned))
+}
+
+/// The session's identity: tag, spoof-check names (none for admin users), audit info.
+fn who_is(
+    route: &route::Route,
+    startup: &[(String, String)],
+    peer: &Peer,
+    shared: &Shared,
+    config: &Config,
+    tls: bool,
+) -> Who {
+    let identity = &config.settings.identity;
+    let admin = config.settings.admin_users.contains(&route.client_user);
+    let pool = &route.pool;
+    let info = crate::audit::SessionInfo {
+        session_id: shared
+            .session_ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        client_user: route.client_user.clone(),
+        client_addr: crate::identity::addr_text(peer.ip()),
+        client_port: Some(peer.port()).filter(|p| *p != 0),
+        tls,
+        database: route.database.clone(),
+        backend_user: pool.target.user.clone(),
+        backend_host: pool.target.addr.to_string(),
+        application_name: startup
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+            .map(|(_, v)| v.clone()),
+    };
+    Who {
+        info: Arc::new(info),
+        tag: crate::identity::tag(identity, &route.client_user, peer.ip()),
+        names: if admin {
+            crate::identity::GucNames::default()
+        } else {
+            crate::identity::GucNames::new(identity)
+        },
+        audit: shared.audit.clone(),
+        started: tokio::time::Instant::now(),
+    }
 }
 
 /// AuthenticationOk, ParameterStatus*, BackendKeyData, ReadyForQuery. The parameters come from

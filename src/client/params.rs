@@ -21,15 +21,28 @@ impl ClientParams {
     /// Validate the startup parameters. Unknown-to-PostgreSQL names are caught by the server
     /// (the SET fails); names that are not plain identifiers, and `options`, are refused here
     /// unless listed in ignore_startup_parameters.
+    ///
+    /// A client may not set the identity GUCs itself (42501) unless `may_set_identity`
+    /// (admin users); `application_name` gets the configured host / user suffixes.
     pub(super) fn from_startup(
         params: &[(String, String)],
         config: &Config,
-        client_addr: &dyn std::fmt::Display,
+        peer: &super::Peer,
+        user: &str,
+        may_set_identity: bool,
     ) -> Result<ClientParams, Error> {
         let ignored = &config.settings.ignore_startup_parameters;
+        let identity = &config.settings.identity;
         let mut wanted = Vec::new();
+        let mut app_name_seen = false;
         for (name, value) in params {
             let lower = name.to_ascii_lowercase();
+            if identity.identity_tagging
+                && !may_set_identity
+                && (lower == identity.identity_guc || lower == identity.identity_addr_guc)
+            {
+                return Err(Error::IdentitySpoof);
+            }
             // `_pq_.` protocol options were declined in NegotiateProtocolVersion.
             if CONSUMED.contains(&lower.as_str())
                 || ignored.contains(&lower)
@@ -41,10 +54,16 @@ impl ClientParams {
                 return Err(Error::UnsupportedStartupParameter(name.clone()));
             }
             let mut value = value.clone();
-            if lower == "application_name" && config.settings.application_name_add_host {
-                value = format!("{value} - {client_addr}");
+            if lower == "application_name" {
+                app_name_seen = true;
+                value = app_name(value, config, peer, user);
             }
             wanted.push((name.clone(), value));
+        }
+        let decorated = identity.identity_tagging && identity.application_name_add_user;
+        if !app_name_seen && decorated {
+            let value = app_name(String::new(), config, peer, user);
+            wanted.push(("application_name".into(), value));
         }
         Ok(ClientParams { wanted })
     }
@@ -89,6 +108,20 @@ impl ClientParams {
     }
 }
 
+/// `name - host:port` (application_name_add_host) `- user@addr` (application_name_add_user).
+fn app_name(mut value: String, config: &Config, peer: &super::Peer, user: &str) -> String {
+    let sep = |v: &str| if v.is_empty() { "" } else { " - " };
+    if config.settings.application_name_add_host {
+        value = format!("{value}{}{peer}", sep(&value));
+    }
+    let identity = &config.settings.identity;
+    if identity.identity_tagging && identity.application_name_add_user {
+        let addr = crate::identity::addr_text(peer.ip());
+        value = format!("{value}{}{user}@{addr}", sep(&value));
+    }
+    value
+}
+
 /// A parameter name safe to put in a SET unquoted: letters, digits, `_`, `.` (custom GUCs).
 fn is_guc_name(name: &str) -> bool {
     !name.is_empty()
@@ -118,6 +151,38 @@ mod tests {
     fn quoting() {
         assert_eq!(quote_literal("a'b"), "'a''b'");
         assert_eq!(quote_literal(r"a\b"), r"E'a\\b'");
+    }
+
+    fn config(settings: &str) -> Config {
+        let raw =
+            crate::config::parse_ini(&format!("[pgbouncer]\n{settings}\n"), "t.ini").expect("ini");
+        crate::config::from_raw(std::path::Path::new("t.ini"), raw).expect("config")
+    }
+
+    #[test]
+    fn identity_gucs_in_the_startup_packet_are_refused() {
+        let peer = super::super::Peer::Tcp("10.1.2.3:5000".parse().unwrap());
+        let cfg = config("application_name_add_user = 1");
+        let spoof = vec![("PGPORTER.client_user".to_string(), "bob".to_string())];
+        assert!(matches!(
+            ClientParams::from_startup(&spoof, &cfg, &peer, "alice", false),
+            Err(Error::IdentitySpoof)
+        ));
+        // Admins may; with tagging off the names are ordinary.
+        assert!(ClientParams::from_startup(&spoof, &cfg, &peer, "alice", true).is_ok());
+        let off = config("identity_tagging = 0");
+        assert!(ClientParams::from_startup(&spoof, &off, &peer, "alice", false).is_ok());
+        let app = vec![("application_name".to_string(), "psql".to_string())];
+        let p = ClientParams::from_startup(&app, &cfg, &peer, "alice", false).unwrap();
+        assert_eq!(
+            p.wanted,
+            vec![("application_name".into(), "psql - alice@10.1.2.3".into())]
+        );
+        let p = ClientParams::from_startup(&[], &cfg, &peer, "alice", false).unwrap();
+        assert_eq!(
+            p.wanted,
+            vec![("application_name".into(), "alice@10.1.2.3".into())]
+        );
     }
 
     #[test]

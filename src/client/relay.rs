@@ -1,8 +1,8 @@
 //! The relay: bytes flow both ways between a client and its server connection in one task,
-//! straight out of each side's read buffer, one write per read. Only message headers are
-//! inspected, plus ReadyForQuery's status byte, so that on the way out we know whether the server
-//! connection is idle and clean. On read-only sessions, ErrorResponse bodies are inspected
-//! too, so that PostgreSQL's read-only error (25006) gets pgporter's HINT.
+//! straight out of each side's read buffer, one write per read. Message headers are inspected,
+//! plus ReadyForQuery's status byte (so that on the way out we know whether the server
+//! connection is idle and clean) and, through [`super::tap`], the bodies the spoof check and
+//! the audit log need.
 
 use std::future::poll_fn;
 use std::io;
@@ -13,11 +13,12 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
-use crate::protocol::scan::{Flow, Scanner};
-use crate::protocol::{backend, frontend, FramedConn, ProtocolError};
-use crate::stats::Meter;
+use crate::protocol::backend::Severity;
+use crate::protocol::scan::{Scanner, Visit};
+use crate::protocol::{backend, frontend, sqlstate, FramedConn, ProtocolError};
 
-const READ_ONLY_SQL_TRANSACTION: &[u8] = b"25006";
+use super::tap::{Held, RelayState};
+pub use super::tracker::TxTracker;
 
 /// Why relaying ended.
 #[derive(Debug)]
@@ -32,115 +33,10 @@ pub(super) enum RelayEnd {
     ClientError(ProtocolError),
     /// The server connection failed.
     ServerError(ProtocolError),
-}
-
-/// Transaction bookkeeping across both directions: is the server connection reusable?
-#[derive(Debug, Clone)]
-pub struct TxTracker {
-    /// Sync points (Query, Sync, FunctionCall) sent and not yet answered by ReadyForQuery.
-    outstanding: u32,
-    /// Extended-protocol messages sent since the last Sync.
-    unsynced: bool,
-    /// Status byte of the last ReadyForQuery ('I', 'T' or 'E').
-    status: u8,
-    /// Where query/transaction counts and times go (None: not counted).
-    meter: Option<Meter>,
-    /// The last `in_hot_standby` ParameterStatus (PostgreSQL 14+ reports a promotion on live
-    /// connections): Some(true) = standby.
-    hot_standby: Option<bool>,
-}
-
-impl Default for TxTracker {
-    fn default() -> Self {
-        TxTracker {
-            outstanding: 0,
-            unsynced: false,
-            status: b'I',
-            meter: None,
-            hot_standby: None,
-        }
-    }
-}
-
-impl TxTracker {
-    /// A tracker that also counts queries, transactions and bytes into `meter`.
-    pub fn metered(meter: Meter) -> Self {
-        TxTracker {
-            meter: Some(meter),
-            ..TxTracker::default()
-        }
-    }
-
-    fn on_client(&mut self, tag: u8) -> Flow {
-        match tag {
-            frontend::TERMINATE => return Flow::StopBefore,
-            frontend::QUERY | frontend::FUNCTION_CALL => {
-                self.request_started();
-                self.outstanding += 1;
-            }
-            frontend::SYNC => {
-                self.request_started();
-                self.outstanding += 1;
-                self.unsynced = false;
-            }
-            frontend::PARSE
-            | frontend::BIND
-            | frontend::EXECUTE
-            | frontend::DESCRIBE
-            | frontend::CLOSE
-            | frontend::FLUSH => self.unsynced = true,
-            _ => {}
-        }
-        Flow::Continue
-    }
-
-    fn on_server(&mut self, tag: u8, body: &[u8]) -> Flow {
-        if tag == backend::READY_FOR_QUERY {
-            self.outstanding = self.outstanding.saturating_sub(1);
-            self.status = body.first().copied().unwrap_or(b'E');
-            let (idle, more) = (self.status == b'I', self.outstanding > 0);
-            if let Some(m) = &mut self.meter {
-                m.ready_for_query(idle, more);
-            }
-        } else if tag == backend::PARAMETER_STATUS {
-            if let Some(value) = body.strip_prefix(b"in_hot_standby\0") {
-                self.hot_standby = Some(value.starts_with(b"on"));
-            }
-        }
-        Flow::Continue
-    }
-
-    /// What the server last reported as `in_hot_standby` during this relay, if anything.
-    pub fn reported_hot_standby(&self) -> Option<bool> {
-        self.hot_standby
-    }
-
-    /// A sync point goes out: the clock starts if the server was idle (one clock read per
-    /// request burst, not per message).
-    fn request_started(&mut self) {
-        if self.outstanding == 0 {
-            if let Some(m) = &mut self.meter {
-                m.request_started();
-            }
-        }
-    }
-
-    /// Count relayed bytes (received from the client, sent to it).
-    fn bytes(&mut self, received: u64, sent: u64) {
-        if let Some(m) = &self.meter {
-            m.pool.bytes(received, sent);
-        }
-    }
-
-    /// True when the server is idle outside a transaction with nothing in flight.
-    pub fn is_idle(&self) -> bool {
-        self.outstanding == 0 && !self.unsynced && self.status == b'I'
-    }
-
-    /// The last ReadyForQuery status byte.
-    pub fn status(&self) -> u8 {
-        self.status
-    }
+    /// The client named an identity GUC where the message could not be held back whole
+    /// (mid-batch, or a body too large to wait for): the session ends (FATAL 42501) and the
+    /// server connection, holding at most an incomplete message, is closed.
+    Spoofed,
 }
 
 /// One direction of the relay.
@@ -151,7 +47,9 @@ struct Pump {
     ready: usize,
     need_flush: bool,
     stopped: bool,
-    /// Bytes cleared for forwarding since the last [`Pump::take_counted`].
+    /// Bytes forwarded.
+    bytes: u64,
+    /// Bytes cleared for forwarding since the last [`Pump::take_counted`] (stats).
     counted: u64,
 }
 
@@ -162,6 +60,7 @@ impl Pump {
             ready: 0,
             need_flush: false,
             stopped: false,
+            bytes: 0,
             counted: 0,
         }
     }
@@ -178,14 +77,20 @@ enum PumpEnd {
     WriteError(io::Error),
 }
 
+/// Byte counts of one relay (client -> server, server -> client).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Traffic {
+    pub up: u64,
+    pub down: u64,
+}
+
 /// Relay until one side ends. Both connections keep their buffers: unforwarded bytes stay put.
-/// `read_only_hint`: set on read-only sessions, added to the server's 25006 errors.
 pub(super) async fn relay<C, S>(
     client: &mut FramedConn<C>,
     server: &mut FramedConn<S>,
-    tracker: &mut TxTracker,
+    state: &mut RelayState,
     max_client_message: usize,
-    read_only_hint: Option<&str>,
+    traffic: &mut Traffic,
 ) -> RelayEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -193,95 +98,191 @@ where
 {
     let mut up = Pump::new(max_client_message);
     let mut down = Pump::new(usize::MAX);
-    poll_fn(|cx| {
-        let c2s = poll_pump(
-            cx,
-            &mut up,
-            &mut client.io,
-            &mut client.rbuf,
-            &mut server.io,
-            |_| false,
-            |tag, _| tracker.on_client(tag),
-            |_| None,
-        );
-        if let Poll::Ready(end) = c2s {
-            tracker.bytes(up.take_counted(), down.take_counted());
-            return Poll::Ready(match end {
-                PumpEnd::Stopped => RelayEnd::Terminate,
-                PumpEnd::Eof => RelayEnd::ClientGone,
-                PumpEnd::ReadError(e) => RelayEnd::ClientError(e),
-                PumpEnd::WriteError(e) => RelayEnd::ServerError(e.into()),
-            });
-        }
-        let s2c = poll_pump(
-            cx,
-            &mut down,
-            &mut server.io,
-            &mut server.rbuf,
-            &mut client.io,
-            |tag| {
-                // ParameterStatus is rare and small: read it for in_hot_standby.
-                tag == backend::READY_FOR_QUERY
-                    || tag == backend::PARAMETER_STATUS
-                    || (read_only_hint.is_some() && tag == backend::ERROR_RESPONSE)
-            },
-            |tag, body| {
-                // Held back (stop) to be re-encoded with the hint by `rewrite` below.
-                if read_only_hint.is_some()
-                    && tag == backend::ERROR_RESPONSE
-                    && backend::error_code(body) == Some(READ_ONLY_SQL_TRANSACTION)
-                {
-                    return Flow::StopBefore;
+    let end = loop {
+        let end = poll_fn(|cx| {
+            let end = poll_both(cx, client, server, state, &mut up, &mut down);
+            state.tracker.bytes(up.take_counted(), down.take_counted());
+            end
+        })
+        .await;
+        match end {
+            RelayEnd::Terminate if state.spoofed => break RelayEnd::Spoofed,
+            RelayEnd::Terminate if state.held.is_some() => {
+                if let Err(end) = refuse_held(client, server, state, &mut down).await {
+                    break end;
                 }
-                tracker.on_server(tag, body)
-            },
-            |buf| read_only_hint.and_then(|hint| add_hint(buf, hint)),
-        );
-        tracker.bytes(up.take_counted(), down.take_counted());
-        match s2c {
-            Poll::Ready(PumpEnd::Stopped | PumpEnd::Eof) => Poll::Ready(RelayEnd::ServerGone),
-            Poll::Ready(PumpEnd::ReadError(e)) => Poll::Ready(RelayEnd::ServerError(e)),
-            Poll::Ready(PumpEnd::WriteError(e)) => Poll::Ready(RelayEnd::ClientError(e.into())),
-            Poll::Pending => Poll::Pending,
+                up.stopped = false;
+            }
+            end => break end,
         }
-    })
-    .await
+    };
+    traffic.up += up.bytes;
+    traffic.down += down.bytes;
+    end
 }
 
-/// Replace the whole ErrorResponse at the front of `buf` with one carrying `hint`; returns
-/// its new length.
-fn add_hint(buf: &mut BytesMut, hint: &str) -> Option<usize> {
-    let &[_, a, b, c, d] = buf.get(..5)? else {
-        return None;
+fn poll_both<C, S>(
+    cx: &mut Context<'_>,
+    client: &mut FramedConn<C>,
+    server: &mut FramedConn<S>,
+    state: &mut RelayState,
+    up: &mut Pump,
+    down: &mut Pump,
+) -> Poll<RelayEnd>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let c2s = poll_pump(
+        cx,
+        up,
+        &mut client.io,
+        &mut client.rbuf,
+        &mut server.io,
+        &mut state.front(),
+    );
+    if let Poll::Ready(end) = c2s {
+        return Poll::Ready(match end {
+            PumpEnd::Stopped => RelayEnd::Terminate,
+            PumpEnd::Eof => RelayEnd::ClientGone,
+            PumpEnd::ReadError(e) => RelayEnd::ClientError(e),
+            PumpEnd::WriteError(e) => RelayEnd::ServerError(e.into()),
+        });
+    }
+    poll_down(cx, server, &mut client.io, state, down)
+}
+
+fn poll_down<C, S>(
+    cx: &mut Context<'_>,
+    server: &mut FramedConn<S>,
+    client_io: &mut C,
+    state: &mut RelayState,
+    down: &mut Pump,
+) -> Poll<RelayEnd>
+where
+    C: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match poll_pump(
+        cx,
+        down,
+        &mut server.io,
+        &mut server.rbuf,
+        client_io,
+        &mut state.back(),
+    ) {
+        Poll::Ready(PumpEnd::Stopped | PumpEnd::Eof) => Poll::Ready(RelayEnd::ServerGone),
+        Poll::Ready(PumpEnd::ReadError(e)) => Poll::Ready(RelayEnd::ServerError(e)),
+        Poll::Ready(PumpEnd::WriteError(e)) => Poll::Ready(RelayEnd::ClientError(e.into())),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// The client named an identity GUC in a Query or Parse (held, unforwarded, at the front of
+/// its buffer): let the server finish answering what came before, then refuse it as
+/// PostgreSQL would refuse a statement (ERROR 42501; for Parse, skip to the next Sync).
+async fn refuse_held<C, S>(
+    client: &mut FramedConn<C>,
+    server: &mut FramedConn<S>,
+    state: &mut RelayState,
+    down: &mut Pump,
+) -> Result<(), RelayEnd>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    poll_fn(|cx| {
+        if let Poll::Ready(end) = poll_down(cx, server, &mut client.io, state, down) {
+            return Poll::Ready(Err(end));
+        }
+        if state.tracker.answered() && down.ready == 0 && !down.need_flush {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await?;
+    let held = state.held.take();
+    skip_message(client).await.map_err(RelayEnd::ClientError)?;
+    let mut buf = bytes::BytesMut::new();
+    backend::error_response(
+        &mut buf,
+        Severity::Error,
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        "pgporter: the client identity settings cannot be read or changed by clients",
+        Some("The identity GUCs are set by the pooler; statements naming them are refused."),
+    );
+    client.queue(&buf);
+    if held == Some(Held::Parse) {
+        client.flush().await.map_err(RelayEnd::ClientError)?;
+        skip_through_sync(client)
+            .await
+            .map_err(RelayEnd::ClientError)?;
+    }
+    buf.clear();
+    backend::ready_for_query(&mut buf, state.tracker.status());
+    client.queue(&buf);
+    client.flush().await.map_err(RelayEnd::ClientError)
+}
+
+/// Drop the message at the front of the client's buffer, reading more of it if needed.
+async fn skip_message<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut FramedConn<C>,
+) -> Result<u8, ProtocolError> {
+    while client.rbuf.len() < 5 {
+        client.fill().await?;
+    }
+    let (tag, len) = match client.rbuf.get(..5) {
+        Some(&[tag, a, b, c, d]) => (tag, i32::from_be_bytes([a, b, c, d])),
+        _ => return Err(ProtocolError::Malformed("message header")),
     };
-    let total = 1 + usize::try_from(i32::from_be_bytes([a, b, c, d])).ok()?;
-    let new = backend::error_with_hint(buf.get(5..total)?, hint)?;
-    let tail = buf.split_off(total);
-    let len = new.len();
-    *buf = new;
-    buf.extend_from_slice(&tail);
-    Some(len)
+    let mut left = usize::try_from(len)
+        .ok()
+        .filter(|l| *l >= 4)
+        .ok_or(ProtocolError::BadLength(len.into()))?
+        + 1;
+    loop {
+        let take = left.min(client.rbuf.len());
+        client.rbuf.advance(take);
+        left -= take;
+        if left == 0 {
+            return Ok(tag);
+        }
+        client.fill().await?;
+    }
+}
+
+/// After a refused Parse: discard what the client sent up to and including its Sync.
+async fn skip_through_sync<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut FramedConn<C>,
+) -> Result<(), ProtocolError> {
+    loop {
+        match skip_message(client).await? {
+            frontend::SYNC => return Ok(()),
+            frontend::TERMINATE => return Err(ProtocolError::Eof),
+            _ => {}
+        }
+    }
 }
 
 /// Move bytes from `src` to `dst` until something blocks (Pending) or the direction ends.
-/// A message `visit` stops at is offered to `rewrite` (once it is at the front of `buf`): if
-/// that replaces it, relaying goes on with the new message; otherwise the direction stops.
-#[allow(clippy::too_many_arguments)]
 fn poll_pump<R, W>(
     cx: &mut Context<'_>,
     pump: &mut Pump,
     src: &mut R,
     buf: &mut BytesMut,
     dst: &mut W,
-    want_body: impl Fn(u8) -> bool + Copy,
-    mut visit: impl FnMut(u8, &[u8]) -> Flow,
-    mut rewrite: impl FnMut(&mut BytesMut) -> Option<usize>,
+    visit: &mut impl Visit,
 ) -> Poll<PumpEnd>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     loop {
+        if pump.ready > 0 {
+            // E.g. audit events for what is about to be forwarded go to the writer first.
+            ready!(visit.before_forward(cx));
+        }
         while pump.ready > 0 {
             let chunk = buf.get(..pump.ready).unwrap_or_default();
             match ready!(Pin::new(&mut *dst).poll_write(cx, chunk)) {
@@ -290,6 +291,7 @@ where
                     buf.advance(n);
                     pump.ready -= n;
                     pump.need_flush = true;
+                    pump.bytes += n as u64;
                 }
                 Err(e) => return Poll::Ready(PumpEnd::WriteError(e)),
             }
@@ -301,20 +303,16 @@ where
             pump.need_flush = false;
         }
         if pump.stopped {
-            match rewrite(buf) {
-                Some(len) => {
-                    pump.stopped = false;
-                    pump.ready = len;
-                    pump.counted += len as u64;
-                    continue;
-                }
-                None => return Poll::Ready(PumpEnd::Stopped),
+            if visit.rewrite(buf) {
+                pump.stopped = false;
+                continue;
             }
+            return Poll::Ready(PumpEnd::Stopped);
         }
         // Scan what the buffer holds beyond the cleared part (left from setup, or just read).
         let unscanned = buf.get(pump.ready..).unwrap_or_default();
         if !unscanned.is_empty() {
-            match pump.scanner.scan(unscanned, want_body, &mut visit) {
+            match pump.scanner.scan(unscanned, visit) {
                 Ok(s) => {
                     pump.ready += s.forward;
                     pump.counted += s.forward as u64;

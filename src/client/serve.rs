@@ -3,8 +3,13 @@
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use crate::app::Shared;
+use crate::audit::{self, AuditEvent, AuditHandle, SessionEnd};
+use crate::config::AuditStatements;
 use crate::error::Error;
+use crate::identity::{GucNames, Tag};
 use crate::net::Stream;
 use crate::pool::{ClientSlot, Identity, Pool, PoolError};
 use crate::protocol::{frontend, FramedConn};
@@ -14,7 +19,9 @@ use crate::stats::Meter;
 
 use super::cancel::CancelSlot;
 use super::params::ClientParams;
-use super::relay::{relay, RelayEnd, TxTracker};
+use super::relay::{relay, RelayEnd, Traffic, TxTracker};
+use super::statements::StatementAudit;
+use super::tap::RelayState;
 
 /// A logged-in client, ready to be served.
 #[derive(Debug)]
@@ -31,7 +38,28 @@ pub(super) struct Session {
     pub server: Option<Box<ServerConn>>,
     pub meter: Meter,
     /// Read-only pools: the HINT added to the server's 25006 errors.
-    pub read_only_hint: Option<String>,
+    pub read_only_hint: Option<Arc<str>>,
+    /// Tagging, spoof check and audit.
+    pub who: Who,
+}
+
+/// Who the session is, for tagging, the spoof check and the audit log.
+#[derive(Debug)]
+pub(super) struct Who {
+    pub info: Arc<audit::SessionInfo>,
+    pub tag: Option<Tag>,
+    /// Identity GUC names this client may not mention (empty for admin users).
+    pub names: GucNames,
+    pub audit: AuditHandle,
+    pub started: Instant,
+}
+
+/// What a session did, for its session_end event.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    traffic: Traffic,
+    statements: u64,
+    pid: Option<i32>,
 }
 
 impl Drop for Session {
@@ -50,17 +78,63 @@ pub(super) async fn serve(
     info: &SessionInfo,
     shared: &Shared,
 ) -> Result<(), Error> {
+    let mut tally = Tally {
+        pid: session.server.as_ref().map(|s| s.pid()),
+        ..Tally::default()
+    };
+    let result = serve_inner(conn, &mut session, info, shared, &mut tally).await;
+    if session.who.audit.enabled() {
+        Box::pin(audit_end(&session.who, &result, &tally)).await;
+    }
+    result
+}
+
+/// session_start if it was never written (no server connection), then session_end.
+async fn audit_end(who: &Who, result: &Result<(), Error>, tally: &Tally) {
+    if tally.pid.is_none() {
+        who.audit
+            .send(AuditEvent::SessionStart {
+                session: Arc::clone(&who.info),
+                backend_pid: None,
+            })
+            .await;
+    }
+    let reason = match result {
+        Ok(()) => "client closed".to_string(),
+        Err(e) => e.to_string(),
+    };
+    who.audit
+        .send(AuditEvent::SessionEnd(SessionEnd {
+            session: Arc::clone(&who.info),
+            backend_pid: tally.pid,
+            duration: who.started.elapsed(),
+            statements: tally.statements,
+            bytes_in: tally.traffic.up,
+            bytes_out: tally.traffic.down,
+            reason,
+        }))
+        .await;
+}
+
+async fn serve_inner(
+    conn: &mut FramedConn<Stream>,
+    session: &mut Session,
+    info: &SessionInfo,
+    shared: &Shared,
+    tally: &mut Tally,
+) -> Result<(), Error> {
     let server = match session.server.take() {
         Some(server) => *server,
         None => {
             if !first_request(conn, info, shared).await? {
                 return Ok(());
             }
-            Box::pin(checkout(&session, info, shared)).await?
+            Box::pin(checkout(session, info, shared)).await?
         }
     };
+    tally.pid = Some(server.pid());
     // Boxed: an idle session's task then holds only the small wait above.
-    let result = Box::pin(relay_session(conn, &session, server, info, shared)).await;
+    let result = Box::pin(relay_session(conn, session, server, info, shared, tally)).await;
     info.set_idle();
     result
 }
@@ -72,35 +146,54 @@ async fn relay_session(
     mut server: ServerConn,
     info: &SessionInfo,
     shared: &Shared,
+    tally: &mut Tally,
 ) -> Result<(), Error> {
     let pool = Arc::clone(&session.pool);
     if let Err(e) = session.params.apply(&mut server).await {
         pool.release(server, false).await;
         return Err(e);
     }
+    let who = &session.who;
+    who.audit
+        .send(AuditEvent::SessionStart {
+            session: Arc::clone(&who.info),
+            backend_pid: Some(server.pid()),
+        })
+        .await;
     session.cancel.attach(server.addr.clone(), server.key);
-    let mut tracker = TxTracker::metered(session.meter.clone());
-    let max_message =
-        usize::try_from(shared.config.load().settings.max_packet_size).unwrap_or(usize::MAX);
+    let config = shared.config.load();
+    let mut state = relay_state(session, &config, server.pid())
+        .with_read_only_hint(session.read_only_hint.clone());
+    let max_message = usize::try_from(config.settings.max_packet_size).unwrap_or(usize::MAX);
+    let traffic = &mut tally.traffic;
     // Cancelled when the health monitor sees the server's host down: end instead of hanging.
     let gone = server
         .tag
         .as_ref()
         .map(|t| t.gone().clone())
         .unwrap_or_default();
-    let hint = session.read_only_hint.as_deref();
     let end = tokio::select! {
         biased;
         _ = info.kill.cancelled() => Err(ended(shared)),
         _ = gone.cancelled() => Err(Error::ServerDown),
-        end = relay(conn, &mut server.conn, &mut tracker, max_message, hint) => Ok(end),
+        end = relay(conn, &mut server.conn, &mut state, max_message, traffic) => Ok(end),
     };
     session.cancel.detach();
+    if let Some(mut a) = state.audit.take() {
+        a.abandon();
+        tally.statements = a.count;
+        if let Some(sender) = &mut state.sender {
+            while let Some(ev) = a.events.pop_front() {
+                sender.send(ev).await;
+            }
+        }
+    }
+    let tracker = &state.tracker;
     // A promotion reported on this connection: close it (and re-check the host).
     let role_changed = server
         .tag
         .as_ref()
-        .is_some_and(|t| t.contradicted_by(tracker.reported_hot_standby()));
+        .is_some_and(|t| t.contradicted_by(state.hot_standby));
     let reconnect_before = session
         .meter
         .pool
@@ -126,6 +219,10 @@ async fn relay_session(
                 Err(Error::ClientProtocol(e))
             }
         }
+        Ok(RelayEnd::Spoofed) => {
+            pool.discard(server).await;
+            Err(Error::IdentitySpoof)
+        }
         Ok(RelayEnd::ServerGone) => {
             pool.discard(server).await;
             Err(Error::ServerClosed)
@@ -139,6 +236,35 @@ async fn relay_session(
             Err(e)
         }
     }
+}
+
+/// The relay's view of the session: stats meter, spoof check, statement audit (what to log
+/// follows the live config; where to, the audit handle).
+fn relay_state(session: &Session, config: &crate::config::Config, pid: i32) -> RelayState {
+    let who = &session.who;
+    let audit_cfg = &config.settings.audit;
+    let mode = match who.audit.enabled() {
+        true => audit_cfg.audit_statements,
+        false => AuditStatements::None,
+    };
+    let max_len = audit_cfg.audit_max_statement_length;
+    let stmt_audit = match mode {
+        AuditStatements::None => None,
+        mode => Some(StatementAudit::new(
+            mode,
+            max_len,
+            Arc::clone(&who.info),
+            pid,
+        )),
+    };
+    let sender = stmt_audit.as_ref().and_then(|_| who.audit.poll_sender());
+    RelayState::new(
+        TxTracker::metered(session.meter.clone()),
+        who.names.clone(),
+        stmt_audit,
+        sender,
+        max_len.saturating_add(1024),
+    )
 }
 
 /// Why a session's kill token fired: process shutdown, or the admin console.
@@ -199,9 +325,14 @@ pub(super) async fn checkout(
             }
         }
         let left = limit.map(|l| l.saturating_sub(started.elapsed()));
+        let tag = session.who.tag.as_ref();
+        let mut params = session.params.wanted.clone();
+        if let Some(tag) = tag {
+            params.extend(tag.params.iter().cloned());
+        }
         session
             .pool
-            .checkout(&session.identity, &session.params.wanted, left)
+            .checkout(&session.identity, tag.map(|t| &t.key), &params, left)
             .await
             .map_err(|e| match e {
                 PoolError::WaitTimeout(blocker) => {
@@ -243,7 +374,22 @@ pub(super) async fn checkout(
                 connect_time: std::time::SystemTime::now() - age,
             });
         }
-        Err(_) => info.set_idle(),
+        Err(e) => {
+            info.set_idle();
+            if let Error::QueryWaitTimeout(_) | Error::PausedWaitTimeout = e {
+                let who = &session.who.info;
+                session
+                    .who
+                    .audit
+                    .send(AuditEvent::LimitRejection {
+                        user: Some(who.client_user.clone()),
+                        client_addr: who.client_addr.clone(),
+                        database: Some(who.database.clone()),
+                        reason: e.to_string(),
+                    })
+                    .await;
+            }
+        }
     }
     result
 }

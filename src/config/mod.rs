@@ -4,9 +4,11 @@
 //! [`Config`] snapshot, or every problem found at once (each naming file, line and key).
 //! Reload builds a new snapshot the same way and swaps it in whole ([`ConfigHandle`]).
 
+mod cidr;
 mod databases;
 pub mod diff;
 pub mod hba;
+mod identity;
 mod ini;
 mod limits;
 mod security;
@@ -22,6 +24,7 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Secret;
 
+pub use cidr::Cidr;
 pub use databases::{
     parse_connstring, DatabaseEntry, HostPort, LoadBalance, SessionAttrs, DEFAULT_HOST,
     DEFAULT_PORT,
@@ -31,7 +34,8 @@ pub use ini::{parse_ini, IniEntry, RawIni, MAX_INCLUDE_DEPTH};
 pub use limits::PoolShare;
 pub use security::{SslMode, TlsCiphers, TlsProtocols, DEFAULT_AUTH_QUERY};
 pub use settings::{
-    AuthType, LogFormat, PoolMode, RoutingSettings, Settings, MAX_PACKET_SIZE_LIMIT,
+    AuditSettings, AuditStatements, AuthType, IdentitySettings, LogFormat, PoolMode,
+    RoutingSettings, Settings, MAX_PACKET_SIZE_LIMIT,
 };
 pub use userlist::parse_userlist;
 

@@ -9,12 +9,14 @@
 
 use std::time::Duration;
 
+use super::identity::{parse_audit_statements, parse_custom_guc, parse_positive};
+pub use super::identity::{AuditSettings, AuditStatements, IdentitySettings};
 use super::limits::{parse_pool_share, PoolShare};
 use super::security::{
     parse_ciphers, parse_protocols, parse_sslmode, SslMode, TlsCiphers, TlsProtocols,
     DEFAULT_AUTH_QUERY,
 };
-use super::{ConfigError, ConfigWarning, RawIni};
+use super::{Cidr, ConfigError, ConfigWarning, RawIni};
 
 /// How clients authenticate to pgporter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +171,12 @@ pub struct Settings {
     pub auth_failure_delay: Duration,
     /// Routing settings (pgporter keys, issue 5).
     pub routing: RoutingSettings,
+    /// Identity (pgporter keys, see README "Identity and audit").
+    pub identity: IdentitySettings,
+    /// Audit log (pgporter keys).
+    pub audit: AuditSettings,
+    /// PROXY protocol v1/v2 accepted only from these networks; empty = off. reload: yes
+    pub proxy_protocol_trusted: Vec<Cidr>,
 }
 
 /// Log line format.
@@ -272,6 +280,9 @@ impl Default for Settings {
             auth_query_cache_ttl: Duration::from_secs(10),
             auth_failure_delay: Duration::from_millis(500),
             routing: RoutingSettings::default(),
+            identity: IdentitySettings::default(),
+            audit: AuditSettings::default(),
+            proxy_protocol_trusted: Vec::new(),
         }
     }
 }
@@ -466,6 +477,24 @@ impl Settings {
                 self.routing.max_standby_lag_bytes = parse_uint(v, u64::MAX)?;
             }
             "failover_wait_timeout" => self.routing.failover_wait_timeout = parse_duration(v)?,
+            "identity_tagging" => self.identity.identity_tagging = parse_bool(v)?,
+            "identity_guc" => self.identity.identity_guc = parse_custom_guc(v, false)?,
+            "identity_addr_guc" => self.identity.identity_addr_guc = parse_custom_guc(v, true)?,
+            "application_name_add_user" => {
+                self.identity.application_name_add_user = parse_bool(v)?;
+            }
+            "audit_log" => self.audit.audit_log = non_empty(v),
+            "audit_statements" => self.audit.audit_statements = parse_audit_statements(v)?,
+            "audit_max_statement_length" => {
+                self.audit.audit_max_statement_length = parse_positive(v)?;
+            }
+            "audit_queue_size" => self.audit.audit_queue_size = parse_positive(v)?,
+            "proxy_protocol_trusted" => {
+                self.proxy_protocol_trusted = parse_list(v)
+                    .iter()
+                    .map(|c| c.parse())
+                    .collect::<Result<_, _>>()?;
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -158,6 +158,15 @@ fn spawn_client(stream: Stream, peer: Peer, endpoint: Endpoint, shared: &Arc<Sha
         if count > max {
             reject(stream, &Error::TooManyClients).await;
             tracing::warn!(%peer, "no more connections allowed (max_client_conn)");
+            shared
+                .audit
+                .send(crate::audit::AuditEvent::LimitRejection {
+                    user: None,
+                    client_addr: crate::identity::addr_text(peer.ip()),
+                    database: None,
+                    reason: "max_client_conn".into(),
+                })
+                .await;
         } else {
             client::run(stream, peer, endpoint, Arc::clone(&shared)).await;
         }

@@ -4,6 +4,8 @@
 //! Cancel-safe: a checkout dropped while waiting or connecting gives back whatever it was
 //! granted (guards below), so no slot or identity holding leaks.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Duration, Instant};
 
@@ -17,14 +19,20 @@ impl Pool {
     /// Get a server connection for a client of `identity`: an idle one, a new one if the
     /// limits allow, or wait up to `wait` (None = forever) for one. An idle connection whose
     /// host went down or changed role (routing) is closed and another one taken.
+    ///
+    /// `tag`: the session tag the connection must carry (`crate::identity`; the extra params
+    /// carry it to a new connection). An idle connection with that tag is preferred; else a
+    /// new one in a free slot; else (pool full) a connection of another tag is closed and a
+    /// tagged one connected in its slot.
     pub async fn checkout(
         &self,
         identity: &Identity,
+        tag: Option<&Arc<str>>,
         extra_params: &[(String, String)],
         wait: Option<Duration>,
     ) -> Result<ServerConn, PoolError> {
         loop {
-            let mut conn = self.checkout_one(identity, extra_params, wait).await?;
+            let mut conn = self.checkout_one(identity, tag, extra_params, wait).await?;
             if self.reusable(&mut conn) {
                 return Ok(conn);
             }
@@ -36,6 +44,7 @@ impl Pool {
     async fn checkout_one(
         &self,
         identity: &Identity,
+        tag: Option<&Arc<str>>,
         extra_params: &[(String, String)],
         wait: Option<Duration>,
     ) -> Result<ServerConn, PoolError> {
@@ -43,7 +52,7 @@ impl Pool {
         let since = Instant::now();
         let (seq, mut rx, blocker, close) = {
             let mut inner = self.lock();
-            let (seq, rx) = inner.waiters.push(identity.clone());
+            let (seq, rx) = inner.waiters.push_tagged(identity.clone(), tag.cloned());
             let close = self.dispatch(&mut inner, &settings);
             let blocker = inner
                 .waiters
@@ -68,13 +77,19 @@ impl Pool {
             }
         };
         match grant {
-            Grant::Conn(mut conn) => {
+            Grant::Conn(mut conn) if conn.identity_tag.as_ref() == tag => {
                 conn.last_used = Instant::now();
                 conn.holder = Some(identity.clone());
                 Ok(conn)
             }
+            Grant::Conn(other) => {
+                // Tagged for someone else: close it and connect in its slot.
+                tokio::spawn(super::release::terminate(other));
+                self.connect_for(Some(identity), tag, extra_params, &settings)
+                    .await
+            }
             Grant::Permit => {
-                self.connect_for(Some(identity), extra_params, &settings)
+                self.connect_for(Some(identity), tag, extra_params, &settings)
                     .await
             }
         }
@@ -84,6 +99,7 @@ impl Pool {
     pub(super) async fn connect_for(
         &self,
         holder: Option<&Identity>,
+        tag: Option<&Arc<str>>,
         extra_params: &[(String, String)],
         settings: &PoolSettings,
     ) -> Result<ServerConn, PoolError> {
@@ -101,6 +117,7 @@ impl Pool {
         .await?;
         slot.armed = false;
         conn.holder = holder.cloned();
+        conn.identity_tag = tag.cloned();
         let mut inner = self.lock();
         if inner.welcome.is_none() {
             inner.welcome = Some(std::sync::Arc::new(conn.reported.clone()));

@@ -46,10 +46,18 @@ impl Pool {
                 }
             });
             let Some(seq) = pick else { break };
-            let grant = if idle {
-                let Some(conn) = inner.idle.pop_back() else {
-                    break;
-                };
+            let conn = if idle {
+                let (tag, reserve) = inner
+                    .waiters
+                    .get(seq)
+                    .map(|w| (w.tag.clone(), w.reserve))
+                    .unwrap_or_default();
+                let free_slot = total < lim.cap(reserve) && room.open.is_ok();
+                take_idle(&mut inner.idle, tag.as_ref(), free_slot)
+            } else {
+                None
+            };
+            let grant = if let Some(conn) = conn {
                 if expired(&conn, settings, Instant::now()) {
                     self.drop_slot(inner, 1);
                     close.push(conn);
@@ -178,5 +186,20 @@ impl Pool {
         };
         self.settle(vec![conn]);
         true
+    }
+}
+
+/// The idle connection for a waiter wanting `tag`: the most recently used one with that tag;
+/// else, when no slot is free, the least recently used one of another tag (the waiter closes
+/// it and connects in its slot); else none (connect a new one in the free slot).
+fn take_idle(
+    idle: &mut std::collections::VecDeque<ServerConn>,
+    tag: Option<&std::sync::Arc<str>>,
+    free_slot: bool,
+) -> Option<ServerConn> {
+    match idle.iter().rposition(|c| c.identity_tag.as_ref() == tag) {
+        Some(i) => idle.remove(i),
+        None if free_slot => None,
+        None => idle.pop_front(),
     }
 }

@@ -32,6 +32,8 @@ pub(super) struct Waiter<T> {
     pub identity: Identity,
     /// Waited past reserve_pool_timeout: may use the reserve pool.
     pub reserve: bool,
+    /// The session tag a server connection must carry for this waiter (`crate::identity`).
+    pub tag: Option<Arc<str>>,
     pub tx: oneshot::Sender<T>,
 }
 
@@ -53,7 +55,17 @@ impl<T> Default for Waiters<T> {
 
 impl<T> Waiters<T> {
     /// Queue a waiter; returns its sequence number and the receiving end of its grant.
+    #[cfg(test)]
     pub(super) fn push(&mut self, identity: Identity) -> (u64, oneshot::Receiver<T>) {
+        self.push_tagged(identity, None)
+    }
+
+    /// Queue a waiter that wants connections tagged `tag`.
+    pub(super) fn push_tagged(
+        &mut self,
+        identity: Identity,
+        tag: Option<Arc<str>>,
+    ) -> (u64, oneshot::Receiver<T>) {
         let (tx, rx) = oneshot::channel();
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -61,6 +73,7 @@ impl<T> Waiters<T> {
             seq,
             identity,
             reserve: false,
+            tag,
             tx,
         });
         (seq, rx)

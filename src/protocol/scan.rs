@@ -21,11 +21,63 @@ pub struct Scanned {
     pub stopped: bool,
 }
 
+/// What the scanner asks about each message.
+pub trait Visit {
+    /// Wait for this message's whole body before [`Visit::header`] when it is at most
+    /// [`super::MAX_CONTROL_MESSAGE`] bytes; a larger body is streamed through
+    /// [`Visit::chunk`] instead (header gets `None`).
+    fn want_body(&self, tag: u8) -> bool;
+    /// A message header; `body` is the whole body when wanted and small enough.
+    fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow;
+    /// The next piece of a wanted body too large to wait for; `last` on its final piece.
+    /// `StopBefore` keeps this piece (and everything after it) from being forwarded.
+    fn chunk(&mut self, _bytes: &[u8], _last: bool) -> Flow {
+        Flow::Continue
+    }
+    /// Called before scanned bytes are forwarded; Pending holds them back (the visitor
+    /// arranges the wake-up).
+    fn before_forward(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Ready(())
+    }
+    /// The message [`Visit::header`] stopped at is whole at the front of `buf`: replace it
+    /// (true: relaying goes on, and the new message is scanned and visited again) or leave it
+    /// (false: this direction stops).
+    fn rewrite(&mut self, _buf: &mut bytes::BytesMut) -> bool {
+        false
+    }
+}
+
+/// A [`Visit`] from two closures (bodies wanted whole only, never streamed).
+#[derive(Debug)]
+pub struct Closures<W, V> {
+    pub want_body: W,
+    pub visit: V,
+}
+
+impl<W: Fn(u8) -> bool, V: FnMut(u8, &[u8]) -> Flow> Visit for Closures<W, V> {
+    fn want_body(&self, tag: u8) -> bool {
+        (self.want_body)(tag)
+    }
+    fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
+        (self.visit)(tag, body.unwrap_or_default())
+    }
+}
+
+/// Build a [`Closures`] (the bounds let closure parameter lifetimes be inferred).
+pub fn closures<W: Fn(u8) -> bool, V: FnMut(u8, &[u8]) -> Flow>(
+    want_body: W,
+    visit: V,
+) -> Closures<W, V> {
+    Closures { want_body, visit }
+}
+
 /// Remembers how much of the current message's body is still to come.
 #[derive(Debug, Clone)]
 pub struct Scanner {
     remaining: usize,
     max_body: usize,
+    /// The rest of the current body goes to [`Visit::chunk`].
+    streaming: bool,
 }
 
 impl Scanner {
@@ -34,6 +86,7 @@ impl Scanner {
         Scanner {
             remaining: 0,
             max_body,
+            streaming: false,
         }
     }
 
@@ -42,33 +95,36 @@ impl Scanner {
         self.remaining == 0
     }
 
-    /// Scan `buf`, which starts where the previous scan's `forward` ended. For each message header
-    /// found, `visit(tag, body)` decides; `body` is the whole body when `want_body(tag)` (such
-    /// messages must be small and are awaited whole), empty otherwise.
-    pub fn scan(
-        &mut self,
-        buf: &[u8],
-        want_body: impl Fn(u8) -> bool,
-        mut visit: impl FnMut(u8, &[u8]) -> Flow,
-    ) -> Result<Scanned, ProtocolError> {
+    /// Scan `buf`, which starts where the previous scan's `forward` ended, asking `v` about
+    /// each message header found.
+    pub fn scan(&mut self, buf: &[u8], v: &mut impl Visit) -> Result<Scanned, ProtocolError> {
         let mut pos = 0usize;
+        let stop = |forward| Scanned {
+            forward,
+            stopped: true,
+        };
+        let go = |forward| Scanned {
+            forward,
+            stopped: false,
+        };
         loop {
             if self.remaining > 0 {
                 let take = self.remaining.min(buf.len() - pos);
+                if self.streaming && take > 0 {
+                    let piece = buf.get(pos..pos + take).unwrap_or_default();
+                    if v.chunk(piece, take == self.remaining) == Flow::StopBefore {
+                        return Ok(stop(pos));
+                    }
+                }
                 pos += take;
                 self.remaining -= take;
                 if self.remaining > 0 {
-                    return Ok(Scanned {
-                        forward: pos,
-                        stopped: false,
-                    });
+                    return Ok(go(pos));
                 }
+                self.streaming = false;
             }
             let Some(&[tag, a, b, c, d]) = buf.get(pos..pos + 5) else {
-                return Ok(Scanned {
-                    forward: pos,
-                    stopped: false,
-                });
+                return Ok(go(pos));
             };
             let len = i32::from_be_bytes([a, b, c, d]);
             let body_len = usize::try_from(len)
@@ -81,33 +137,24 @@ impl Scanner {
                     max: self.max_body,
                 });
             }
-            let body: &[u8] = if want_body(tag) {
-                if body_len > super::MAX_CONTROL_MESSAGE {
-                    return Err(ProtocolError::TooLong {
-                        len: body_len,
-                        max: super::MAX_CONTROL_MESSAGE,
-                    });
-                }
-                match buf.get(pos + 5..pos + 5 + body_len) {
-                    Some(body) => body,
-                    None => {
-                        return Ok(Scanned {
-                            forward: pos,
-                            stopped: false,
-                        })
-                    }
-                }
+            let mut streaming = false;
+            let body = if !v.want_body(tag) {
+                None
+            } else if body_len > super::MAX_CONTROL_MESSAGE {
+                streaming = true;
+                None
             } else {
-                &[]
+                match buf.get(pos + 5..pos + 5 + body_len) {
+                    Some(body) => Some(body),
+                    None => return Ok(go(pos)),
+                }
             };
-            if visit(tag, body) == Flow::StopBefore {
-                return Ok(Scanned {
-                    forward: pos,
-                    stopped: true,
-                });
+            if v.header(tag, body) == Flow::StopBefore {
+                return Ok(stop(pos));
             }
             pos += 5;
             self.remaining = body_len;
+            self.streaming = streaming;
         }
     }
 }
@@ -116,6 +163,63 @@ impl Scanner {
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    fn none() -> impl Visit {
+        closures(|_| false, |_, _| Flow::Continue)
+    }
+
+    /// Wants every body; records headers and streamed chunks.
+    #[derive(Default)]
+    struct Rec {
+        headers: Vec<(u8, Option<usize>)>,
+        chunks: Vec<(usize, bool)>,
+        stop_in_chunk: bool,
+    }
+
+    impl Visit for Rec {
+        fn want_body(&self, _: u8) -> bool {
+            true
+        }
+        fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
+            self.headers.push((tag, body.map(<[u8]>::len)));
+            Flow::Continue
+        }
+        fn chunk(&mut self, bytes: &[u8], last: bool) -> Flow {
+            self.chunks.push((bytes.len(), last));
+            if self.stop_in_chunk {
+                Flow::StopBefore
+            } else {
+                Flow::Continue
+            }
+        }
+    }
+
+    #[test]
+    fn streams_large_wanted_bodies_to_chunk() {
+        let big = msg(b'Q', &vec![b'x'; crate::protocol::MAX_CONTROL_MESSAGE + 10]);
+        let mut s = Scanner::new(1 << 20);
+        let mut rec = Rec::default();
+        let r = s.scan(&big[..1000], &mut rec).unwrap();
+        assert_eq!(r.forward, 1000);
+        let r = s.scan(&big[1000..], &mut rec).unwrap();
+        assert_eq!(r.forward, big.len() - 1000);
+        assert_eq!(rec.headers, vec![(b'Q', None)]);
+        assert_eq!(rec.chunks, vec![(995, false), (big.len() - 1000, true)]);
+        // Stopping inside a chunk keeps that chunk back.
+        let mut s = Scanner::new(1 << 20);
+        let mut rec = Rec {
+            stop_in_chunk: true,
+            ..Rec::default()
+        };
+        let r = s.scan(&big, &mut rec).unwrap();
+        assert_eq!(
+            r,
+            Scanned {
+                forward: 5,
+                stopped: true
+            }
+        );
+    }
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![tag];
@@ -132,18 +236,18 @@ mod tests {
         let r = s
             .scan(
                 &big[..100],
-                |_| false,
-                |t, _| {
-                    seen.push(t);
-                    Flow::Continue
-                },
+                &mut closures(
+                    |_| false,
+                    |t, _| {
+                        seen.push(t);
+                        Flow::Continue
+                    },
+                ),
             )
             .unwrap();
         assert_eq!(r.forward, 100);
         assert!(!s.at_boundary());
-        let r = s
-            .scan(&big[100..], |_| false, |_, _| Flow::Continue)
-            .unwrap();
+        let r = s.scan(&big[100..], &mut none()).unwrap();
         assert_eq!(r.forward, big.len() - 100);
         assert!(s.at_boundary());
         assert_eq!(seen, vec![b'D']);
@@ -159,13 +263,15 @@ mod tests {
         let r = s
             .scan(
                 &buf,
-                |t| t == b'Z',
-                |t, b| {
-                    if t == b'Z' {
-                        status = b.first().copied();
-                    }
-                    Flow::Continue
-                },
+                &mut closures(
+                    |t| t == b'Z',
+                    |t, b: &[u8]| {
+                        if t == b'Z' {
+                            status = b.first().copied();
+                        }
+                        Flow::Continue
+                    },
+                ),
             )
             .unwrap();
         assert_eq!(r.forward, buf.len() - 5);
@@ -173,13 +279,15 @@ mod tests {
         let r = s
             .scan(
                 &z,
-                |t| t == b'Z',
-                |t, b| {
-                    if t == b'Z' {
-                        status = b.first().copied();
-                    }
-                    Flow::Continue
-                },
+                &mut closures(
+                    |t| t == b'Z',
+                    |t, b: &[u8]| {
+                        if t == b'Z' {
+                            status = b.first().copied();
+                        }
+                        Flow::Continue
+                    },
+                ),
             )
             .unwrap();
         assert_eq!(r.forward, z.len());
@@ -195,14 +303,16 @@ mod tests {
         let r = s
             .scan(
                 &buf,
-                |_| false,
-                |t, _| {
-                    if t == b'X' {
-                        Flow::StopBefore
-                    } else {
-                        Flow::Continue
-                    }
-                },
+                &mut closures(
+                    |_| false,
+                    |t, _| {
+                        if t == b'X' {
+                            Flow::StopBefore
+                        } else {
+                            Flow::Continue
+                        }
+                    },
+                ),
             )
             .unwrap();
         assert_eq!(
@@ -217,12 +327,8 @@ mod tests {
     #[test]
     fn rejects_bad_lengths() {
         let mut s = Scanner::new(100);
-        assert!(s
-            .scan(b"Q\0\0\0\x02", |_| false, |_, _| Flow::Continue)
-            .is_err());
+        assert!(s.scan(b"Q\0\0\0\x02", &mut none()).is_err());
         let mut s = Scanner::new(100);
-        assert!(s
-            .scan(&msg(b'Q', &[1; 200]), |_| false, |_, _| Flow::Continue)
-            .is_err());
+        assert!(s.scan(&msg(b'Q', &[1; 200]), &mut none()).is_err());
     }
 }

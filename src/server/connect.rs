@@ -55,6 +55,7 @@ async fn connect_inner(
         last_used: now,
         holder: None,
         tag: None,
+        identity_tag: None,
     })
 }
 

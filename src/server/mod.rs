@@ -132,6 +132,8 @@ pub struct ServerConn {
     pub holder: Option<std::sync::Arc<str>>,
     /// The backend host and role this connection was made for (routing); None until tagged.
     pub tag: Option<crate::routing::HostTag>,
+    /// The client identity this connection is tagged with (startup GUCs), if any.
+    pub identity_tag: Option<std::sync::Arc<str>>,
 }
 
 impl ServerConn {

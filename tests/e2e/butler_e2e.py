@@ -305,9 +305,15 @@ def audit(args: argparse.Namespace, people: list[Person]) -> None:
 
 
 def _audit(args: argparse.Namespace, people: list[Person]) -> None:
-    text = Path(args.audit_log).read_text()
+    import json
+
+    events = [json.loads(line) for line in Path(args.audit_log).read_text().splitlines()]
     for person in people:
-        assert f'"{person.name}"' in text, f"no audit events for {person.name}"
+        mine = [e for e in events if e.get("client_user") == person.name]
+        assert mine, f"no audit events for {person.name}"
+        writes = [e for e in mine if e["event"] == "statement" and e["outcome"] == "ok"]
+        assert writes, f"no logged writes for {person.name}"
+        print(f"audit: {person.name}: {len(writes)} write statements logged", flush=True)
 
 
 if __name__ == "__main__":

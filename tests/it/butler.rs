@@ -5,8 +5,7 @@
 //! butler".
 //!
 //! Steps waiting for other pgporter features are skipped with a printed, counted reason by the
-//! script: the audit trail / identity tag (issue 4: add
-//! `audit_log` and pass `--audit-log`).
+//! script (none today: the read-only endpoint and the audit trail steps both run).
 
 use std::process::Command;
 use std::time::Duration;
@@ -79,7 +78,8 @@ async fn butler_end_to_end() {
          auth_file = userlist.txt\n\
          pool_mode = session\n\
          default_pool_size = 8\n\
-         query_wait_timeout = 30\n",
+         query_wait_timeout = 30\n\
+         audit_log = {{dir}}/audit.log\n",
         port = cluster.port(),
     );
     let porter = spawn_pgporter(&ini, &users).await;
@@ -96,7 +96,9 @@ async fn butler_end_to_end() {
         .args(["--dbname", "butler"])
         .args(["--readonly-port", &porter.readonly_port().to_string()])
         .args(["--person", &format!("alice:psycopg2:{ALICE_PW}")])
-        .args(["--person", &format!("bob:psycopg:{BOB_PW}")]);
+        .args(["--person", &format!("bob:psycopg:{BOB_PW}")])
+        .arg("--audit-log")
+        .arg(porter.dir().join("audit.log"));
     let out = run_checklist(cmd, "butler_e2e.py", Duration::from_secs(600)).await;
     for step in [
         "create",
@@ -105,6 +107,7 @@ async fn butler_end_to_end() {
         "tagged",
         "temp-table-queries",
         "readonly",
+        "audit",
     ] {
         assert!(
             out.contains(&format!("STEP {step}")),

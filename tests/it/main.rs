@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod audit;
 mod auth;
 mod auth_query;
 mod butler;
@@ -11,6 +12,7 @@ mod clients;
 mod drivers;
 mod drivers_native;
 mod hba;
+mod identity;
 mod limits;
 mod negative;
 mod ops;

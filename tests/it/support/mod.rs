@@ -14,6 +14,7 @@ pub(crate) mod pg;
 pub(crate) mod porter;
 pub(crate) mod psql;
 pub(crate) mod replica;
+pub(crate) mod shared_account;
 pub(crate) mod skip;
 
 // The harness's public surface; not every item is used by today's tests.
@@ -28,6 +29,7 @@ pub(crate) use pg::{cluster, PgCluster};
 pub(crate) use porter::{spawn_pgporter, Porter};
 #[allow(unused_imports)]
 pub(crate) use replica::{ReplCluster, ReplFixture};
+pub(crate) use shared_account::SharedAccount;
 
 /// How long a client-side operation may take before a test calls it a hang.
 pub(crate) const HANG: std::time::Duration = std::time::Duration::from_secs(20);

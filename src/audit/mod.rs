@@ -1,0 +1,135 @@
+//! The audit log: events, and the handle sessions send them through.
+//!
+//! A bounded queue feeds one dedicated writer thread ([`writer`]). Senders wait when it is
+//! full (backpressure): an event is never dropped silently. If the writer itself has failed
+//! for good, the loss is logged with `error!` for every event.
+
+mod classify;
+mod event;
+mod redact;
+mod writer;
+
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
+
+use crate::config::AuditSettings;
+
+pub use classify::is_read_only;
+pub use event::{AuditEvent, Outcome, SessionEnd, SessionInfo, StatementEvent};
+pub use redact::redact;
+
+/// What the writer thread is asked to do.
+#[derive(Debug)]
+pub enum Command {
+    Write(AuditEvent),
+    /// Reopen the log file (log rotation, SIGHUP).
+    Reopen,
+}
+
+/// Cheap to clone; sessions keep one.
+/// What goes in (audit_statements, audit_max_statement_length) is read from the live config
+/// by each session; the handle is only the way to the writer.
+#[derive(Debug, Clone)]
+pub struct AuditHandle {
+    tx: Option<mpsc::Sender<Command>>,
+}
+
+impl AuditHandle {
+    /// No audit log: every send is a no-op.
+    pub fn disabled() -> AuditHandle {
+        AuditHandle { tx: None }
+    }
+
+    /// Start the writer for `settings.audit_log` (none = disabled). Fails if the file cannot
+    /// be opened.
+    pub fn start(settings: &AuditSettings) -> std::io::Result<AuditHandle> {
+        let Some(target) = &settings.audit_log else {
+            return Ok(AuditHandle::disabled());
+        };
+        let tx = writer::spawn(target, settings.audit_queue_size)?;
+        Ok(AuditHandle { tx: Some(tx) })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queue an event, waiting while the queue is full.
+    pub async fn send(&self, event: AuditEvent) {
+        if let Some(tx) = &self.tx {
+            if let Err(e) = tx.send(Command::Write(event)).await {
+                lost(&e.0);
+            }
+        }
+    }
+
+    /// Ask the writer to reopen its file (called on SIGHUP): queued behind every event sent
+    /// so far, or (queue full) by a task that waits for room.
+    pub fn reopen(&self) {
+        if let Some(tx) = &self.tx {
+            if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(Command::Reopen) {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(cmd).await;
+                });
+            }
+        }
+    }
+
+    /// A sender usable from poll functions (the relay), or None when auditing is off.
+    pub fn poll_sender(&self) -> Option<AuditSender> {
+        self.tx.clone().map(|tx| AuditSender {
+            tx: PollSender::new(tx),
+        })
+    }
+
+    /// Wait until every event queued so far has been written (tests, shutdown).
+    pub async fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            if tx
+                .send(Command::Write(AuditEvent::Barrier(done)))
+                .await
+                .is_ok()
+            {
+                let _ = wait.await;
+            }
+        }
+    }
+}
+
+/// Poll-based sending for the relay: `poll_send` is Pending while the queue is full.
+#[derive(Debug)]
+pub struct AuditSender {
+    tx: PollSender<Command>,
+}
+
+impl AuditSender {
+    /// Reserve room; `Ready` once an event can be sent with [`AuditSender::send_reserved`].
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // An error means the writer is gone: sending will fail and be reported.
+        self.tx.poll_reserve(cx).map(|_| ())
+    }
+
+    /// Send after a `Ready` from [`AuditSender::poll_ready`].
+    pub fn send_reserved(&mut self, event: AuditEvent) {
+        if let Err(e) = self.tx.send_item(Command::Write(event)) {
+            if let Some(Command::Write(event)) = e.into_inner() {
+                lost(&event);
+            }
+        }
+    }
+
+    /// Async send (outside poll functions).
+    pub async fn send(&mut self, event: AuditEvent) {
+        poll_fn(|cx| self.poll_ready(cx)).await;
+        self.send_reserved(event);
+    }
+}
+
+fn lost(event: &impl std::fmt::Debug) {
+    tracing::error!(?event, "audit writer is gone: event lost");
+}

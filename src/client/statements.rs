@@ -1,0 +1,361 @@
+//! Statement auditing inside the relay: which SQL text each Query / Execute ran, and how it
+//! ended (CommandComplete tag and rows, or the SQLSTATE), matched up in protocol order.
+//!
+//! Extended protocol: Parse records statement name -> text, Bind portal -> statement, and
+//! Execute logs the prepared text. Responses come back in request order, so one FIFO of
+//! in-flight requests (Query, Execute, Sync, FunctionCall) is enough to attribute them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::audit::{self, AuditEvent, Outcome, SessionInfo, StatementEvent};
+use crate::config::AuditStatements;
+use crate::protocol::{backend, frontend};
+
+/// Statement text as logged: redacted, truncated, and whether it is logged at all.
+#[derive(Debug, Clone)]
+struct Text {
+    sql: Arc<str>,
+    truncated: bool,
+    log: bool,
+}
+
+#[derive(Debug)]
+enum InFlight {
+    /// A simple Query (completed by ReadyForQuery) or Execute (by CommandComplete & co).
+    Stmt {
+        text: Option<Text>,
+        extended: bool,
+        started: Instant,
+        tags: Vec<String>,
+        rows: u64,
+        error: Option<String>,
+    },
+    Sync,
+    /// FunctionCall: answered up to ReadyForQuery, not logged.
+    Other,
+}
+
+#[derive(Debug)]
+pub(super) struct StatementAudit {
+    mode: AuditStatements,
+    max_len: usize,
+    session: Arc<SessionInfo>,
+    pid: i32,
+    prepared: HashMap<Vec<u8>, Text>,
+    portals: HashMap<Vec<u8>, Text>,
+    inflight: VecDeque<InFlight>,
+    /// Events ready for the writer.
+    pub events: VecDeque<AuditEvent>,
+    /// The text of statements not logged (no allocation per statement).
+    empty: Arc<str>,
+    /// Query and Execute messages the client sent.
+    pub count: u64,
+}
+
+impl StatementAudit {
+    pub(super) fn new(
+        mode: AuditStatements,
+        max_len: usize,
+        session: Arc<SessionInfo>,
+        pid: i32,
+    ) -> Self {
+        StatementAudit {
+            mode,
+            max_len,
+            session,
+            pid,
+            prepared: HashMap::new(),
+            portals: HashMap::new(),
+            inflight: VecDeque::new(),
+            events: VecDeque::new(),
+            empty: Arc::from(""),
+            count: 0,
+        }
+    }
+
+    fn text(&self, sql: &[u8], more: bool) -> Text {
+        let log = match self.mode {
+            AuditStatements::None => false,
+            AuditStatements::All => true,
+            AuditStatements::Write => more || !audit::is_read_only(sql),
+        };
+        if !log {
+            return Text {
+                sql: Arc::clone(&self.empty),
+                truncated: false,
+                log,
+            };
+        }
+        let cut = sql.len().min(self.max_len);
+        let shown = String::from_utf8_lossy(sql.get(..cut).unwrap_or_default());
+        Text {
+            sql: Arc::from(audit::redact(&shown).as_ref()),
+            truncated: more || cut < sql.len(),
+            log,
+        }
+    }
+
+    /// A client message that will be forwarded. `body` may be a prefix (`partial`) of a
+    /// body too large to wait for.
+    pub(super) fn on_client(&mut self, tag: u8, body: &[u8], partial: bool) {
+        match tag {
+            frontend::QUERY => {
+                let text = self.text(cstr(body), partial);
+                self.count += 1;
+                self.push_stmt(Some(text), false);
+            }
+            frontend::PARSE => {
+                let (name, rest) = split_cstr(body);
+                let text = self.text(cstr(rest), partial);
+                self.prepared.insert(name.to_vec(), text);
+            }
+            frontend::BIND => {
+                let (portal, rest) = split_cstr(body);
+                let (stmt, _) = split_cstr(rest);
+                match self.prepared.get(stmt) {
+                    Some(t) => self.portals.insert(portal.to_vec(), t.clone()),
+                    None => self.portals.remove(portal),
+                };
+            }
+            frontend::EXECUTE => {
+                let (portal, _) = split_cstr(body);
+                let text = self.portals.get(portal).cloned();
+                self.count += 1;
+                self.push_stmt(text, true);
+            }
+            frontend::CLOSE => {
+                if let Some((&kind, rest)) = body.split_first() {
+                    let (name, _) = split_cstr(rest);
+                    match kind {
+                        b'S' => self.prepared.remove(name),
+                        _ => self.portals.remove(name),
+                    };
+                }
+            }
+            frontend::SYNC => self.inflight.push_back(InFlight::Sync),
+            frontend::FUNCTION_CALL => self.inflight.push_back(InFlight::Other),
+            _ => {}
+        }
+    }
+
+    fn push_stmt(&mut self, text: Option<Text>, extended: bool) {
+        self.inflight.push_back(InFlight::Stmt {
+            text,
+            extended,
+            started: Instant::now(),
+            tags: Vec::new(),
+            rows: 0,
+            error: None,
+        });
+    }
+
+    /// A server message (bodies of CommandComplete and ErrorResponse are wanted).
+    pub(super) fn on_server(&mut self, tag: u8, body: Option<&[u8]>) {
+        match tag {
+            backend::COMMAND_COMPLETE => {
+                let extended = self.front_is_extended();
+                if let Some(InFlight::Stmt {
+                    tags,
+                    rows,
+                    text: Some(Text { log: true, .. }),
+                    ..
+                }) = self.front_stmt()
+                {
+                    let tag_text =
+                        String::from_utf8_lossy(cstr(body.unwrap_or_default())).into_owned();
+                    *rows += rows_of(&tag_text);
+                    tags.push(tag_text);
+                }
+                if extended {
+                    self.finish_front();
+                }
+            }
+            EMPTY_QUERY | PORTAL_SUSPENDED if self.front_is_extended() => {
+                if tag == PORTAL_SUSPENDED {
+                    if let Some(InFlight::Stmt { tags, .. }) = self.front_stmt() {
+                        tags.push("(portal suspended)".into());
+                    }
+                }
+                self.finish_front();
+            }
+            backend::ERROR_RESPONSE => {
+                let code = body
+                    .and_then(backend::ErrorFields::parse)
+                    .map_or_else(|| "XX000".to_string(), |f| f.code().to_string());
+                let extended = self.front_is_extended();
+                if let Some(InFlight::Stmt { error, .. }) = self.front_stmt() {
+                    error.get_or_insert(code);
+                }
+                if extended {
+                    self.finish_front();
+                    // Executes up to the Sync are skipped by the server.
+                    for item in self.inflight.iter_mut() {
+                        match item {
+                            InFlight::Sync => break,
+                            InFlight::Stmt { error, .. } => {
+                                error.get_or_insert_with(|| SKIPPED.into());
+                            }
+                            InFlight::Other => {}
+                        }
+                    }
+                }
+            }
+            backend::READY_FOR_QUERY => {
+                while let Some(item) = self.inflight.pop_front() {
+                    match item {
+                        InFlight::Sync | InFlight::Other => break,
+                        stmt @ InFlight::Stmt {
+                            extended: false, ..
+                        } => {
+                            self.emit(stmt);
+                            break;
+                        }
+                        stmt => self.emit(stmt),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The server ignores `n` Syncs sent after the statement that started a COPY IN.
+    pub(super) fn drop_ignored_syncs(&mut self, mut n: u32) {
+        let mut i = 1;
+        while n > 0 && i < self.inflight.len() {
+            if matches!(self.inflight.get(i), Some(InFlight::Sync)) {
+                self.inflight.remove(i);
+                n -= 1;
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn front_stmt(&mut self) -> Option<&mut InFlight> {
+        self.inflight
+            .front_mut()
+            .filter(|i| matches!(i, InFlight::Stmt { .. }))
+    }
+
+    fn front_is_extended(&self) -> bool {
+        matches!(
+            self.inflight.front(),
+            Some(InFlight::Stmt { extended: true, .. })
+        )
+    }
+
+    fn finish_front(&mut self) {
+        if let Some(stmt) = self.inflight.pop_front() {
+            self.emit(stmt);
+        }
+    }
+
+    /// The session ended: whatever is still in flight has an unknown outcome.
+    pub(super) fn abandon(&mut self) {
+        while let Some(item) = self.inflight.pop_front() {
+            if let InFlight::Stmt {
+                text,
+                extended,
+                started,
+                ..
+            } = item
+            {
+                self.emit(InFlight::Stmt {
+                    text,
+                    extended,
+                    started,
+                    tags: Vec::new(),
+                    rows: 0,
+                    error: Some(UNKNOWN.into()),
+                });
+            }
+        }
+    }
+
+    fn emit(&mut self, item: InFlight) {
+        let InFlight::Stmt {
+            text: Some(text),
+            extended,
+            started,
+            tags,
+            rows,
+            error,
+        } = item
+        else {
+            return;
+        };
+        if !text.log {
+            return;
+        }
+        let outcome = match error.as_deref() {
+            None => Outcome::Ok { tags, rows },
+            Some(SKIPPED) => Outcome::Skipped,
+            Some(UNKNOWN) => Outcome::Unknown,
+            Some(code) => Outcome::Error {
+                sqlstate: code.to_string(),
+                tags,
+            },
+        };
+        self.events.push_back(AuditEvent::Statement(StatementEvent {
+            session: Arc::clone(&self.session),
+            backend_pid: self.pid,
+            protocol: if extended { "extended" } else { "simple" },
+            text: text.sql.to_string(),
+            truncated: text.truncated,
+            outcome,
+            duration: started.elapsed(),
+        }));
+    }
+}
+
+const EMPTY_QUERY: u8 = b'I';
+const PORTAL_SUSPENDED: u8 = b's';
+const SKIPPED: &str = "skipped";
+const UNKNOWN: &str = "unknown";
+
+/// Rows reported by a CommandComplete tag (`INSERT 0 5`, `UPDATE 3`, `COPY 7`, `SELECT 2`).
+fn rows_of(tag: &str) -> u64 {
+    let mut words = tag.split(' ');
+    let counted = matches!(
+        words.next(),
+        Some("INSERT" | "UPDATE" | "DELETE" | "SELECT" | "COPY" | "MERGE" | "FETCH" | "MOVE")
+    );
+    if !counted {
+        return 0;
+    }
+    tag.rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The bytes before the first NUL (all of them if none: a truncated prefix).
+fn cstr(b: &[u8]) -> &[u8] {
+    split_cstr(b).0
+}
+
+fn split_cstr(b: &[u8]) -> (&[u8], &[u8]) {
+    match b.iter().position(|&c| c == 0) {
+        Some(n) => (
+            b.get(..n).unwrap_or_default(),
+            b.get(n + 1..).unwrap_or_default(),
+        ),
+        None => (b, &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_counts() {
+        assert_eq!(rows_of("INSERT 0 5"), 5);
+        assert_eq!(rows_of("UPDATE 3"), 3);
+        assert_eq!(rows_of("COPY 7"), 7);
+        assert_eq!(rows_of("CREATE TABLE"), 0);
+    }
+}

@@ -1,0 +1,332 @@
+//! What the relay looks at in passing: transaction state (ReadyForQuery), the spoof check on
+//! Query/Parse text, and statement auditing. Two [`Visit`] views of one [`RelayState`], one per
+//! direction.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+
+use crate::audit::AuditSender;
+use crate::identity::{GucNames, GucStream};
+use crate::protocol::scan::{Flow, Visit};
+use crate::protocol::{backend, frontend};
+
+use super::relay::TxTracker;
+use super::statements::StatementAudit;
+
+/// A refused message held at the front of the client's buffer until the server has answered
+/// everything before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Held {
+    Query,
+    Parse,
+}
+
+/// A wanted body too large to wait for, seen in chunks.
+#[derive(Debug)]
+struct Streamed {
+    tag: u8,
+    matcher: GucStream,
+    prefix: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub(super) struct RelayState {
+    pub tracker: TxTracker,
+    /// The identity GUC names to refuse (empty: no check, e.g. admin users).
+    names: GucNames,
+    pub audit: Option<StatementAudit>,
+    /// Where statement events go (None when the audit log is off).
+    pub sender: Option<AuditSender>,
+    pub held: Option<Held>,
+    /// An identity GUC was named where the message could not be held back whole.
+    pub spoofed: bool,
+    streamed: Option<Streamed>,
+    prefix_cap: usize,
+    /// Read-only sessions: the HINT added to PostgreSQL's 25006 errors.
+    read_only_hint: Option<Arc<str>>,
+    /// The 25006 error at the front of the server buffer already carries the hint.
+    hint_added: bool,
+    /// The last `in_hot_standby` ParameterStatus (PostgreSQL 14+ reports a promotion on live
+    /// connections): Some(true) = standby.
+    pub hot_standby: Option<bool>,
+}
+
+impl RelayState {
+    pub(super) fn new(
+        tracker: TxTracker,
+        names: GucNames,
+        audit: Option<StatementAudit>,
+        sender: Option<AuditSender>,
+        prefix_cap: usize,
+    ) -> Self {
+        RelayState {
+            tracker,
+            names,
+            audit,
+            sender,
+            held: None,
+            spoofed: false,
+            streamed: None,
+            prefix_cap,
+            read_only_hint: None,
+            hint_added: false,
+            hot_standby: None,
+        }
+    }
+
+    /// On a read-only session, PostgreSQL's 25006 errors get `hint`.
+    pub(super) fn with_read_only_hint(mut self, hint: Option<Arc<str>>) -> Self {
+        self.read_only_hint = hint;
+        self
+    }
+
+    pub(super) fn front(&mut self) -> Front<'_> {
+        Front(self)
+    }
+
+    pub(super) fn back(&mut self) -> Back<'_> {
+        Back(self)
+    }
+
+    fn refuse(&mut self, tag: u8) -> Flow {
+        if self.tracker.mid_batch() {
+            self.spoofed = true;
+        } else {
+            self.held = Some(if tag == frontend::QUERY {
+                Held::Query
+            } else {
+                Held::Parse
+            });
+        }
+        Flow::StopBefore
+    }
+}
+
+/// Client -> server.
+#[derive(Debug)]
+pub(super) struct Front<'a>(&'a mut RelayState);
+
+impl Visit for Front<'_> {
+    fn want_body(&self, tag: u8) -> bool {
+        match tag {
+            frontend::QUERY | frontend::PARSE => !self.0.names.is_empty() || self.0.audit.is_some(),
+            frontend::BIND | frontend::EXECUTE | frontend::CLOSE => self.0.audit.is_some(),
+            _ => false,
+        }
+    }
+
+    fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
+        let wanted = self.want_body(tag);
+        let st = &mut *self.0;
+        let text_msg = matches!(tag, frontend::QUERY | frontend::PARSE);
+        match body {
+            Some(b) => {
+                if text_msg && st.names.mentioned(b) {
+                    return st.refuse(tag);
+                }
+                if let Some(a) = &mut st.audit {
+                    a.on_client(tag, b, false);
+                }
+            }
+            None if wanted => {
+                st.streamed = Some(Streamed {
+                    tag,
+                    matcher: st.names.stream(),
+                    prefix: Vec::new(),
+                });
+            }
+            None => {
+                let counted = tag != frontend::SYNC || st.tracker.sync_counts();
+                if let (Some(a), true) = (&mut st.audit, counted) {
+                    a.on_client(tag, &[], false);
+                }
+            }
+        }
+        st.tracker.on_client(tag)
+    }
+
+    fn chunk(&mut self, bytes: &[u8], last: bool) -> Flow {
+        let st = &mut *self.0;
+        let Some(s) = &mut st.streamed else {
+            return Flow::Continue;
+        };
+        if matches!(s.tag, frontend::QUERY | frontend::PARSE)
+            && st.names.feed(&mut s.matcher, bytes)
+        {
+            st.spoofed = true;
+            return Flow::StopBefore;
+        }
+        if st.audit.is_some() {
+            let room = st.prefix_cap.saturating_sub(s.prefix.len());
+            s.prefix
+                .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+        }
+        if last {
+            if let (Some(s), Some(a)) = (st.streamed.take(), &mut st.audit) {
+                a.on_client(s.tag, &s.prefix, true);
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// Server -> client.
+#[derive(Debug)]
+pub(super) struct Back<'a>(&'a mut RelayState);
+
+impl Visit for Back<'_> {
+    fn want_body(&self, tag: u8) -> bool {
+        // ParameterStatus is rare and small: read it for in_hot_standby.
+        tag == backend::READY_FOR_QUERY
+            || tag == backend::PARAMETER_STATUS
+            || ((self.0.audit.is_some() || self.0.read_only_hint.is_some())
+                && tag == backend::ERROR_RESPONSE)
+            || (self.0.audit.is_some() && tag == backend::COMMAND_COMPLETE)
+    }
+
+    /// A response reaches the client only once the statement events it completes are queued
+    /// for the writer: Pending while the queue is full (backpressure).
+    fn before_forward(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let st = &mut *self.0;
+        let (Some(sender), Some(stmts)) = (st.sender.as_mut(), st.audit.as_mut()) else {
+            return Poll::Ready(());
+        };
+        while !stmts.events.is_empty() {
+            std::task::ready!(sender.poll_ready(cx));
+            if let Some(ev) = stmts.events.pop_front() {
+                sender.send_reserved(ev);
+            }
+        }
+        Poll::Ready(())
+    }
+
+    fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
+        let st = &mut *self.0;
+        if tag == backend::PARAMETER_STATUS {
+            if let Some(value) = body.and_then(|b| b.strip_prefix(b"in_hot_standby\0")) {
+                st.hot_standby = Some(value.starts_with(b"on"));
+            }
+        }
+        if tag == backend::ERROR_RESPONSE
+            && st.read_only_hint.is_some()
+            && body.and_then(backend::error_code) == Some(READ_ONLY_SQL_TRANSACTION)
+        {
+            if !st.hint_added {
+                // Held back, to be re-encoded with the hint by `rewrite`.
+                return Flow::StopBefore;
+            }
+            st.hint_added = false;
+        }
+        let ignored = self.0.tracker.on_server(tag, body.unwrap_or_default());
+        if let Some(a) = &mut self.0.audit {
+            a.drop_ignored_syncs(ignored);
+            a.on_server(tag, body);
+        }
+        Flow::Continue
+    }
+
+    /// Replace the held 25006 ErrorResponse at the front of `buf` with one carrying the hint.
+    fn rewrite(&mut self, buf: &mut BytesMut) -> bool {
+        let Some(hint) = self.0.read_only_hint.as_deref() else {
+            return false;
+        };
+        let rewritten = add_hint(buf, hint).is_some();
+        self.0.hint_added = rewritten;
+        rewritten
+    }
+}
+
+const READ_ONLY_SQL_TRANSACTION: &[u8] = b"25006";
+
+/// Replace the whole ErrorResponse at the front of `buf` with one carrying `hint`; returns
+/// its new length.
+fn add_hint(buf: &mut BytesMut, hint: &str) -> Option<usize> {
+    let &[_, a, b, c, d] = buf.get(..5)? else {
+        return None;
+    };
+    let total = 1 + usize::try_from(i32::from_be_bytes([a, b, c, d])).ok()?;
+    let new = backend::error_with_hint(buf.get(5..total)?, hint)?;
+    let tail = buf.split_off(total);
+    let len = new.len();
+    *buf = new;
+    buf.extend_from_slice(&tail);
+    Some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IdentitySettings;
+
+    fn state() -> RelayState {
+        RelayState::new(
+            TxTracker::default(),
+            GucNames::new(&IdentitySettings::default()),
+            None,
+            None,
+            0,
+        )
+    }
+
+    #[test]
+    fn spoof_at_a_clean_boundary_is_held() {
+        let mut st = state();
+        let flow = st
+            .front()
+            .header(frontend::QUERY, Some(b"set pgporter.client_user = 'x'\0"));
+        assert_eq!(flow, Flow::StopBefore);
+        assert_eq!(st.held, Some(Held::Query));
+        assert!(!st.spoofed);
+        let mut st = state();
+        let flow = st.front().header(
+            frontend::PARSE,
+            Some(b"\0select current_setting('pgporter.client_addr')\0\0\0"),
+        );
+        assert_eq!(flow, Flow::StopBefore);
+        assert_eq!(st.held, Some(Held::Parse));
+    }
+
+    #[test]
+    fn spoof_mid_batch_or_streamed_is_fatal() {
+        let mut st = state();
+        assert_eq!(st.front().header(frontend::BIND, None), Flow::Continue);
+        let flow = st.front().header(
+            frontend::PARSE,
+            Some(b"\0set pgporter.client_user to 'x'\0\0\0"),
+        );
+        assert_eq!(flow, Flow::StopBefore);
+        assert!(st.spoofed && st.held.is_none());
+
+        let mut st = state();
+        assert_eq!(st.front().header(frontend::QUERY, None), Flow::Continue);
+        assert_eq!(
+            st.front().chunk(b"select 1; set pgporter.cli", false),
+            Flow::Continue
+        );
+        assert_eq!(
+            st.front().chunk(b"ent_user = 'x'\0", true),
+            Flow::StopBefore
+        );
+        assert!(st.spoofed);
+    }
+
+    #[test]
+    fn admins_and_innocent_text_pass() {
+        let mut st = RelayState::new(TxTracker::default(), GucNames::default(), None, None, 0);
+        let flow = st
+            .front()
+            .header(frontend::QUERY, Some(b"show pgporter.client_user\0"));
+        assert_eq!(flow, Flow::Continue);
+        let mut st = state();
+        let flow = st
+            .front()
+            .header(frontend::QUERY, Some(b"select client_user from t\0"));
+        assert_eq!(flow, Flow::Continue);
+        assert!(
+            !st.front().want_body(frontend::BIND),
+            "no audit: Bind bodies not needed"
+        );
+    }
+}

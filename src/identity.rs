@@ -1,0 +1,215 @@
+//! Per-user identity on shared accounts: what a server session is tagged with, and the
+//! text check that keeps a client from changing its own tag (42501).
+//!
+//! Tagging mechanism: the identity GUCs travel in the startup packet of the server
+//! connection (PostgreSQL takes unknown startup parameters as GUC settings, and custom
+//! `prefix.name` GUCs are allowed). A startup value is the session default, so the client's
+//! own RESET ALL / DISCARD ALL / RESET of the GUC / SET ROLE / SET SESSION AUTHORIZATION all
+//! leave it in place, with no extra round trip. A server connection therefore carries one
+//! identity; the pool prefers connections whose [`Tag::key`] matches the client.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::config::IdentitySettings;
+
+/// What a server connection is tagged with for one client identity.
+#[derive(Debug, Clone)]
+pub struct Tag {
+    /// Pool matching key: a connection tagged with another key is not handed to this client.
+    pub key: Arc<str>,
+    /// Startup parameters carrying the tag.
+    pub params: Vec<(String, String)>,
+}
+
+/// The address as tagged: the IP (no port, so that connections can be reused by the same
+/// person), or `local` for a unix socket.
+pub fn addr_text(addr: Option<IpAddr>) -> String {
+    addr.map_or_else(|| "local".to_string(), |a| a.to_string())
+}
+
+/// The tag for `user` connecting from `addr`; `None` when tagging is off.
+pub fn tag(settings: &IdentitySettings, user: &str, addr: Option<IpAddr>) -> Option<Tag> {
+    if !settings.identity_tagging {
+        return None;
+    }
+    let mut params = vec![(settings.identity_guc.clone(), user.to_string())];
+    let mut key = user.to_string();
+    if !settings.identity_addr_guc.is_empty() {
+        let addr = addr_text(addr);
+        key.push('\0');
+        key.push_str(&addr);
+        params.push((settings.identity_addr_guc.clone(), addr));
+    }
+    Some(Tag {
+        key: Arc::from(key),
+        params,
+    })
+}
+
+/// The identity GUC names, for the spoof check. A GUC `prefix.name` counts as mentioned when
+/// both `prefix` and `name` appear (ASCII case-insensitively) anywhere in the text, which also
+/// catches `"prefix"."name"`, `prefix . name` and `'prefix.' || 'name'`. It is a text check:
+/// SQL that builds the name from smaller pieces evades it (see README).
+#[derive(Debug, Clone, Default)]
+pub struct GucNames {
+    /// Distinct lower-cased name components.
+    parts: Vec<Vec<u8>>,
+    /// For each GUC, the bit mask of its components in `parts`.
+    gucs: Vec<u64>,
+    longest: usize,
+}
+
+impl GucNames {
+    pub fn new(settings: &IdentitySettings) -> GucNames {
+        let mut names = GucNames::default();
+        if !settings.identity_tagging {
+            return names;
+        }
+        for guc in [&settings.identity_guc, &settings.identity_addr_guc] {
+            if guc.is_empty() {
+                continue;
+            }
+            let mut mask = 0u64;
+            for part in guc.split('.') {
+                let part = part.to_ascii_lowercase().into_bytes();
+                let i = match names.parts.iter().position(|p| *p == part) {
+                    Some(i) => i,
+                    None => {
+                        names.longest = names.longest.max(part.len());
+                        names.parts.push(part);
+                        names.parts.len() - 1
+                    }
+                };
+                mask |= 1 << i;
+            }
+            names.gucs.push(mask);
+        }
+        names
+    }
+
+    /// True when there is nothing to check.
+    pub fn is_empty(&self) -> bool {
+        self.gucs.is_empty()
+    }
+
+    fn found(&self, text: &[u8]) -> u64 {
+        let mut mask = 0;
+        for (i, part) in self.parts.iter().enumerate() {
+            if contains_ci(text, part) {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+
+    fn complete(&self, mask: u64) -> bool {
+        self.gucs.iter().any(|g| g & mask == *g)
+    }
+
+    /// Does `text` (a whole message body) name an identity GUC?
+    pub fn mentioned(&self, text: &[u8]) -> bool {
+        !self.is_empty() && self.complete(self.found(text))
+    }
+
+    /// A matcher for a body seen in chunks.
+    pub fn stream(&self) -> GucStream {
+        GucStream {
+            found: 0,
+            carry: Vec::new(),
+        }
+    }
+
+    /// Feed the next chunk; true once an identity GUC has been named.
+    pub fn feed(&self, stream: &mut GucStream, chunk: &[u8]) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        stream.carry.extend_from_slice(chunk);
+        stream.found |= self.found(&stream.carry);
+        let keep = self.longest.saturating_sub(1);
+        let cut = stream.carry.len().saturating_sub(keep);
+        stream.carry.drain(..cut);
+        self.complete(stream.found)
+    }
+}
+
+/// State of a chunked match (see [`GucNames::feed`]).
+#[derive(Debug, Clone, Default)]
+pub struct GucStream {
+    found: u64,
+    carry: Vec<u8>,
+}
+
+/// ASCII case-insensitive substring test; `needle` is lower case.
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    if hay.len() < needle.len() {
+        return false;
+    }
+    let last_start = hay.len() - needle.len();
+    hay.iter().enumerate().take(last_start + 1).any(|(i, &b)| {
+        b.to_ascii_lowercase() == first
+            && hay
+                .get(i + 1..i + needle.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(rest))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> GucNames {
+        GucNames::new(&IdentitySettings::default())
+    }
+
+    #[test]
+    fn detects_names_in_any_case_and_spelling() {
+        let n = names();
+        assert!(n.mentioned(b"SET pgporter.client_user = 'bob'"));
+        assert!(n.mentioned(b"set PGPORTER.CLIENT_ADDR to '1.2.3.4'"));
+        assert!(n.mentioned(b"SET \"pgporter\".\"client_user\" = 'bob'"));
+        assert!(n.mentioned(b"select set_config('pgporter.' || 'client_user', 'x', false)"));
+        assert!(!n.mentioned(b"select client_user from t"));
+        assert!(!n.mentioned(b"select 'pgporter'"));
+        assert!(!n.mentioned(b""));
+    }
+
+    #[test]
+    fn streaming_across_chunk_boundaries() {
+        let n = names();
+        let text = b"select 1; set pgporter.client_user = 'mallory'";
+        for split in 0..text.len() {
+            let mut s = n.stream();
+            let a = n.feed(&mut s, &text[..split]);
+            let b = n.feed(&mut s, &text[split..]);
+            assert!(a || b, "split at {split}");
+        }
+        let mut s = n.stream();
+        assert!(!n.feed(&mut s, b"select client_"));
+        assert!(!n.feed(&mut s, b"user"));
+    }
+
+    #[test]
+    fn tags_and_keys() {
+        let s = IdentitySettings::default();
+        let t = tag(&s, "alice", Some("10.0.0.7".parse().unwrap())).unwrap();
+        assert_eq!(
+            t.params,
+            vec![
+                ("pgporter.client_user".to_string(), "alice".to_string()),
+                ("pgporter.client_addr".to_string(), "10.0.0.7".to_string())
+            ]
+        );
+        assert_eq!(&*t.key, "alice\u{0}10.0.0.7");
+        let off = IdentitySettings {
+            identity_tagging: false,
+            ..IdentitySettings::default()
+        };
+        assert!(tag(&off, "alice", None).is_none());
+        assert!(GucNames::new(&off).is_empty());
+    }
+}
