@@ -2,6 +2,7 @@
 # Start pgporter as the benchmark "candidate" from the BENCH_* variables that
 # ../shared/bench/compare.sh and benches/compare.sh export (see their headers):
 #   CANDIDATE_CMD="$PWD/benches/pgporter_candidate.sh" ../shared/bench/compare.sh
+# WORKER_THREADS (or BENCH_WORKER_THREADS), when set, becomes `worker_threads` (0 = one per CPU).
 # Session mode, SCRAM client auth from the same auth file PgBouncer gets, same pool size.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,4 +27,8 @@ max_client_conn = $BENCH_MAX_CLIENT_CONN
 log_connections = 0
 log_disconnections = 0
 INI
+threads="${BENCH_WORKER_THREADS:-${WORKER_THREADS:-}}"
+if [[ -n "$threads" ]]; then
+    echo "worker_threads = $threads" >>"$dir/pgporter.ini"
+fi
 exec "$bin" -q "$dir/pgporter.ini"

@@ -5,6 +5,7 @@
 #   - a Python venv at ./target/test-venv with the drivers of the driver matrix (psycopg2-binary,
 #     psycopg 3, asyncpg, pg8000, SQLAlchemy 2) and the Rubin data butler (lsst-daf-butler),
 #   - Debian's PostgreSQL JDBC driver (libpostgresql-jdbc-java) for the JDBC column,
+#   - PgBouncer (apt, as root; its service is never started) for the benchmark smoke run,
 # and exports PGPORTER_TEST_PYTHON. Skips are never silent: each prints its reason, and the
 # list and count of skips (PGPORTER_SKIP_LOG) is printed at the end. Exits non-zero on any failure.
 #
@@ -62,6 +63,24 @@ ensure_jdbc() {
     log "could not install libpostgresql-jdbc-java: the JDBC test will skip"
 }
 
+# PgBouncer for the benchmark's side-by-side column. Its package would start the system service:
+# a policy-rc.d that refuses (exit 101) keeps it stopped (Docker images ship one already).
+ensure_pgbouncer() {
+  if command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || [[ "$(id -u)" -ne 0 ]]; then
+    return
+  fi
+  log "installing pgbouncer (service not started)"
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && own_policy=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends pgbouncer >/dev/null ||
+    { apt-get update -q && apt-get install -y -q --no-install-recommends pgbouncer >/dev/null; } ||
+    log "could not install pgbouncer: the benchmark smoke run leaves its column out"
+  if [[ "$own_policy" == 1 ]]; then rm -f "$policy"; fi
+}
+
 log "versions:"
 cargo --version >&2
 rustc --version >&2
@@ -70,6 +89,7 @@ ensure_postgres
 python3 --version >&2
 ensure_venv
 ensure_jdbc
+ensure_pgbouncer
 export PGPORTER_TEST_PYTHON="$VENV/bin/python"
 export PGPORTER_SKIP_LOG="$PWD/target/test-skips.log"
 : >"$PGPORTER_SKIP_LOG"
@@ -84,8 +104,19 @@ trap report_skips EXIT
 export PGPORTER_PG_BIN="$PG_BIN"
 
 # Skip notices are written straight to stderr (not captured by libtest), so they show here.
+# --all-targets also builds the idle_clients example and runs each criterion micro-benchmark once
+# (criterion's test mode), so the benches keep compiling without a separate `cargo bench --no-run`.
 log "cargo test --all-targets"
 cargo test --all-targets -- "$@"
 log "cargo test --doc"
 cargo test --doc
+# The load benchmark's short mode as a smoke test (debug build: it must complete, speed is not
+# judged). Skipped when a test filter was given.
+if [[ $# -eq 0 ]]; then
+  if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
+    echo "benchmark smoke run: pgbouncer not installed, its column is left out" >>"$PGPORTER_SKIP_LOG"
+  fi
+  log "benchmark smoke run: SHORT=1 PROFILE=dev benches/compare.sh"
+  SHORT=1 PROFILE=dev OUT="$PWD/target/bench-smoke.json" bash benches/compare.sh
+fi
 log "all tests passed"
