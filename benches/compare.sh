@@ -13,7 +13,7 @@
 #   W5 pgbench -S -c 1 -j 1 -l: p50/p99 latency from the per-transaction log
 #   W6 $IDLE_CLIENTS logged-in idle clients (target/*/examples/idle_clients): pooler RSS per client
 #   W7 pooler CPU microseconds per transaction (/proc/PID/stat) during W1 and W3
-# Each round runs every target once per workload (A B C A B C ...); a cell is the median of rounds.
+# Each round runs every target once per workload (A B C, then C B A, ...); a cell is the median of rounds.
 #
 # Usage: bash benches/compare.sh            (full: ~10 min)     SHORT=1 bash benches/compare.sh (~1-2 min)
 # Knobs (environment; full / SHORT=1 defaults):
@@ -289,7 +289,9 @@ for wl in $WORKLOADS; do
     fi
     [[ -n "$(wl_args "$wl")" ]] || die "unknown workload $wl"
     for ((rnd = 1; rnd <= ROUNDS; rnd++)); do
-        for t in "${TARGETS[@]}"; do
+        order=("${TARGETS[@]}") # odd rounds A B C, even rounds C B A: no target always goes first
+        if ((rnd % 2 == 0)); then order=($(printf '%s\n' "${TARGETS[@]}" | tac)); fi
+        for t in "${order[@]}"; do
             if [[ "$wl" == W4 && "$t" == direct ]] && ((MAX_CONNECTIONS < W4_CLIENTS + 10)); then
                 log "W4 direct skipped: $W4_CLIENTS clients > max_connections $MAX_CONNECTIONS - 10"
                 continue

@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
@@ -121,7 +121,7 @@ async fn run(args: Args) -> Result<(), String> {
     let cfg = Arc::new(cfg);
     let tally = Arc::new(Tally::default());
     let gate = Arc::new(Semaphore::new(args.concurrency));
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(args.n);
     for _ in 0..args.n {
         let (cfg, tally, gate) = (Arc::clone(&cfg), Arc::clone(&tally), Arc::clone(&gate));

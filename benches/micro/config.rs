@@ -17,7 +17,9 @@ fn ini_text() -> String {
     }
     s.push_str("* = host=127.0.0.1 port=5432\n\n[users]\n");
     for i in 0..20 {
-        s.push_str(&format!("user{i} = pool_mode=session max_user_connections=40\n"));
+        s.push_str(&format!(
+            "user{i} = pool_mode=session max_user_connections=40\n"
+        ));
     }
     s.push_str(
         "\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = 6432\nunix_socket_dir =\n\

@@ -42,7 +42,10 @@ fn result_set(rows: usize) -> Vec<u8> {
 fn pgbench_exchange(exchanges: usize) -> (Vec<u8>, Vec<u8>) {
     let (mut up, mut down) = (Vec::new(), Vec::new());
     for i in 0..exchanges {
-        let q = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {};\0", 1 + i * 7919);
+        let q = format!(
+            "SELECT abalance FROM pgbench_accounts WHERE aid = {};\0",
+            1 + i * 7919
+        );
         msg(&mut up, b'Q', q.as_bytes());
         let one = result_set(1);
         down.extend_from_slice(&one);

@@ -37,7 +37,9 @@ fn exchange(secret: &ScramSecret) {
     let mut client = ScramSha256::new(PASSWORD, ChannelBinding::unsupported());
     let first = server.client_first(client.message()).expect("client-first");
     client.update(&first).expect("server-first");
-    let fin = server.client_final(client.message()).expect("proof accepted");
+    let fin = server
+        .client_final(client.message())
+        .expect("proof accepted");
     client.finish(&fin).expect("server signature");
     black_box(server.client_key());
 }
