@@ -255,6 +255,11 @@ def report(runs_path, mem_path, meta_path, out_path):
     result = {"meta": meta, "summary": summary, "ratios": ratios, "memory": memory, "runs": runs, "table": table}
     with open(out_path, "w") as f:
         json.dump(result, f, indent=1)
+    idle_bad = [t for t, m in mem_t.items() if m.get("error") or m.get("failed") or m.get("lost_while_held")]
+    if failed or idle_bad:
+        print("benchmark had failures: %d pgbench run(s)%s" % (
+            len(failed), "; idle clients: %s" % ", ".join(idle_bad) if idle_bad else ""), file=sys.stderr)
+        return 3
     return 0
 
 

@@ -317,5 +317,5 @@ json.dump({"short": $SHORT == 1, "duration_s": $DURATION, "rounds": $ROUNDS, "sc
 EOF
 mkdir -p "$(dirname "$OUT")"
 echo "pgporter benchmark: $(nproc) CPUs ($cpu_model), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 "$TOOL" report "$RUNS" "$MEM" "$RUN/meta.json" "$OUT"
+python3 "$TOOL" report "$RUNS" "$MEM" "$RUN/meta.json" "$OUT" || die "some runs failed (pgbench logs in $RUN)"
 log "JSON written to $OUT; wall time $(($(date +%s) - T0)) s"
