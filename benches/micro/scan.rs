@@ -2,7 +2,7 @@
 //! server-to-client, and a pgbench -S exchange in both directions.
 
 use criterion::{black_box, Criterion, Throughput};
-use pgporter::protocol::scan::{Flow, Scanner};
+use pgporter::protocol::scan::{closures, Flow, Scanner};
 
 fn msg(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.push(tag);
@@ -60,11 +60,12 @@ fn scan_all(buf: &[u8], chunk: usize, want_body: fn(u8) -> bool) -> usize {
     let mut start = 0usize;
     let mut end = chunk.min(buf.len());
     while start < buf.len() {
+        let mut visit = closures(want_body, |_, _| {
+            seen += 1;
+            Flow::Continue
+        });
         let r = scanner
-            .scan(&buf[start..end], want_body, |_, _| {
-                seen += 1;
-                Flow::Continue
-            })
+            .scan(&buf[start..end], &mut visit)
             .expect("valid stream");
         start += r.forward;
         if start == end || r.forward == 0 {
