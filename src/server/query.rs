@@ -18,41 +18,12 @@ pub enum QueryOutcome {
 
 /// Run `sql` and read up to ReadyForQuery, keeping ParameterStatus values; rows are discarded.
 pub async fn simple_query(server: &mut ServerConn, sql: &str) -> Result<QueryOutcome, ServerError> {
-    let mut buf = BytesMut::new();
-    frontend::query(sql, &mut buf).map_err(ProtocolError::Io)?;
-    server.conn.queue(&buf);
-    server.conn.flush().await?;
-    let mut error = None;
-    loop {
-        // Rows of a reset or SET are tiny; anything larger is still read in whole messages.
-        let msg = server.conn.read_message(usize::MAX >> 1).await?;
-        match msg.tag {
-            backend::READY_FOR_QUERY => {
-                let status = msg.body.first().copied().unwrap_or(b'E');
-                return Ok(match error {
-                    Some(e) => QueryOutcome::Failed(e),
-                    None => QueryOutcome::Done(status),
-                });
-            }
-            backend::ERROR_RESPONSE => {
-                error = Some(
-                    ErrorFields::parse(&msg.body)
-                        .ok_or(ProtocolError::Malformed("ErrorResponse"))?,
-                );
-            }
-            backend::PARAMETER_STATUS => {
-                if let Some((k, v)) = backend::parse_parameter_status(&msg.body) {
-                    server.params.insert(k, v);
-                }
-            }
-            backend::COPY_IN_RESPONSE
-            | backend::COPY_OUT_RESPONSE
-            | backend::COPY_BOTH_RESPONSE => {
-                return Err(ProtocolError::Unexpected(msg.tag).into());
-            }
-            _ => {}
-        }
-    }
+    // Rows of a reset or SET are tiny; anything larger is still read in whole messages.
+    let (status, error) = run(server, sql, usize::MAX >> 1, |_| Ok(())).await?;
+    Ok(match error {
+        Some(e) => QueryOutcome::Failed(e),
+        None => QueryOutcome::Done(status),
+    })
 }
 
 /// Run `sql` (text format) and return the first row's values; `None` for no row. A server
@@ -61,22 +32,39 @@ pub async fn query_row(
     server: &mut ServerConn,
     sql: &str,
 ) -> Result<Option<Vec<Option<String>>>, ServerError> {
+    let mut row = None;
+    let limit = crate::protocol::MAX_CONTROL_MESSAGE;
+    let (_, error) = run(server, sql, limit, |body| {
+        if row.is_none() {
+            row = Some(backend::parse_data_row(body).ok_or(ProtocolError::Malformed("DataRow"))?);
+        }
+        Ok(())
+    })
+    .await?;
+    match error {
+        Some(e) => Err(ServerError::Rejected(e)),
+        None => Ok(row),
+    }
+}
+
+/// Send `sql` as a simple Query and read through ReadyForQuery: DataRow bodies go to `on_row`,
+/// ParameterStatus values are kept; returns the status byte and the server's error, if any.
+async fn run(
+    server: &mut ServerConn,
+    sql: &str,
+    max_message: usize,
+    mut on_row: impl FnMut(&[u8]) -> Result<(), ProtocolError>,
+) -> Result<(u8, Option<ErrorFields>), ServerError> {
     let mut buf = BytesMut::new();
     frontend::query(sql, &mut buf).map_err(ProtocolError::Io)?;
     server.conn.queue(&buf);
     server.conn.flush().await?;
-    let (mut row, mut error) = (None, None);
+    let mut error = None;
     loop {
-        let msg = server
-            .conn
-            .read_message(crate::protocol::MAX_CONTROL_MESSAGE)
-            .await?;
+        let msg = server.conn.read_message(max_message).await?;
         match msg.tag {
             backend::READY_FOR_QUERY => {
-                return match error {
-                    Some(e) => Err(ServerError::Rejected(e)),
-                    None => Ok(row),
-                };
+                return Ok((msg.body.first().copied().unwrap_or(b'E'), error));
             }
             backend::ERROR_RESPONSE => {
                 error = Some(
@@ -84,12 +72,7 @@ pub async fn query_row(
                         .ok_or(ProtocolError::Malformed("ErrorResponse"))?,
                 );
             }
-            backend::DATA_ROW if row.is_none() => {
-                row = Some(
-                    backend::parse_data_row(&msg.body)
-                        .ok_or(ProtocolError::Malformed("DataRow"))?,
-                );
-            }
+            backend::DATA_ROW => on_row(&msg.body)?,
             backend::PARAMETER_STATUS => {
                 if let Some((k, v)) = backend::parse_parameter_status(&msg.body) {
                     server.params.insert(k, v);
