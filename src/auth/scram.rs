@@ -23,6 +23,8 @@ use subtle::ConstantTimeEq;
 use super::{AuthError, ScramSecret};
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 /// The mechanism names offered in AuthenticationSASL.

@@ -294,4 +294,6 @@ impl ConfigHandle {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -12,6 +12,9 @@ pub mod scan;
 pub mod sqlstate;
 pub mod startup;
 
+#[cfg(test)]
+mod proptests;
+
 pub(crate) use codec::READ_CHUNK;
 pub use codec::{parse_message, FramedConn, Message};
 
