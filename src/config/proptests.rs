@@ -138,7 +138,7 @@ proptest! {
         pairs in vec(
             (
                 prop_oneof![
-                    Just("host".to_string()), Just("dbname".to_string()), Just("user".to_string()), Just("password".to_string()),
+                    Just("dbname".to_string()), Just("user".to_string()), Just("password".to_string()),
                     Just("application_name".to_string()), Just("auth_user".to_string()),
                 ],
                 "[^\u{0}]{0,16}",
@@ -156,14 +156,10 @@ proptest! {
             last.insert(key.as_str(), value.clone());
         }
         let e = parse_connstring("db", &text).unwrap();
-        prop_assert_eq!(e.port, port);
-        prop_assert_eq!(e.pool_size, Some(pool_size));
-        let host = match last.get("host") {
-            None => DEFAULT_HOST.to_string(),
-            Some(h) if h.is_empty() => DEFAULT_HOST.to_string(),
-            Some(h) => h.clone(),
-        };
-        prop_assert_eq!(e.host, host);
+        // Host lists have their own tests; with no host= the default socket directory is used.
+        prop_assert_eq!(e.hosts.len(), 1);
+        prop_assert_eq!(e.hosts[0].host.as_str(), DEFAULT_HOST);
+        prop_assert_eq!(e.hosts[0].port, port);
         prop_assert_eq!(e.dbname, last.get("dbname").cloned());
         prop_assert_eq!(e.user, last.get("user").cloned());
         prop_assert_eq!(e.password, last.get("password").cloned());

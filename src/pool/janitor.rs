@@ -41,7 +41,13 @@ impl Pool {
             let (keep, stale): (Vec<_>, Vec<_>) = inner
                 .idle
                 .drain(..)
-                .partition(|c| !expired(c, &settings, now) && self.hosts.accepts(c.tag.as_ref()));
+                .map(|mut c| (c.spoke_while_idle(), c))
+                .partition(|(spoke, c)| {
+                    // Closed by the server (restart, terminate) or over its time: close it now.
+                    !spoke && !expired(c, &settings, now) && self.hosts.accepts(c.tag.as_ref())
+                });
+            let keep = keep.into_iter().map(|(_, c)| c);
+            let stale: Vec<_> = stale.into_iter().map(|(_, c)| c).collect();
             inner.idle.extend(keep);
             self.drop_slot(&mut inner, u32::try_from(stale.len()).unwrap_or(0));
             stale

@@ -25,7 +25,15 @@ impl Fixture {
 
     /// As [`Fixture::new`], with extra `[pgbouncer]` lines appended (keys not set by [`ini`]).
     pub(crate) async fn with_settings(pool_size: u32, extra: &str) -> Fixture {
-        let cluster = cluster().await;
+        Fixture::on_cluster(cluster().await, pool_size, extra).await
+    }
+
+    /// As [`Fixture::with_settings`], on a given cluster (e.g. a private one).
+    pub(crate) async fn on_cluster(
+        cluster: &'static PgCluster,
+        pool_size: u32,
+        extra: &str,
+    ) -> Fixture {
         let user = cluster.unique_name("u");
         let db = cluster.unique_name("db");
         cluster.create_role(&user, PASSWORD).await;

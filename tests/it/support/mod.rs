@@ -6,13 +6,16 @@
 
 pub(crate) mod certs;
 pub(crate) mod checklist;
+pub(crate) mod checks;
 pub(crate) mod clients;
 pub(crate) mod cmd;
 pub(crate) mod fixture;
 pub(crate) mod http;
 pub(crate) mod pg;
 pub(crate) mod porter;
+pub(crate) mod process;
 pub(crate) mod psql;
+pub(crate) mod raw;
 pub(crate) mod replica;
 pub(crate) mod shared_account;
 pub(crate) mod skip;

@@ -166,6 +166,54 @@ impl PgCluster {
         self.port
     }
 
+    /// A cluster of the test's own, for faults that would disturb every other test (restart,
+    /// SIGSTOP of the postmaster). The watchdog removes it when the process ends; call
+    /// [`PgCluster::stop_now`] to free it earlier.
+    pub(crate) async fn start_private() -> PgCluster {
+        tokio::task::spawn_blocking(PgCluster::start)
+            .await
+            .expect("starting a private PostgreSQL cluster")
+    }
+
+    /// The postmaster's pid (first line of postmaster.pid).
+    pub(crate) fn postmaster_pid(&self) -> i32 {
+        let text = fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .expect("reading postmaster.pid");
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("postmaster.pid holds a pid")
+    }
+
+    /// `pg_ctl <args>` as the cluster's owner, off the async workers; panics on failure.
+    pub(crate) async fn pg_ctl(&self, args: &[&str]) {
+        let (bin, dir) = (self.bin.clone(), self.dir.clone());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            RunAs::detect()
+                .command(&bin.join("pg_ctl"), &dir)
+                .args(["-D", "data", "-l", "server.log"])
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .output()
+                .expect("running pg_ctl")
+        })
+        .await
+        .expect("pg_ctl thread");
+        assert!(
+            out.status.success(),
+            "pg_ctl failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stop immediately (private clusters only).
+    pub(crate) async fn stop_now(&self) {
+        self.pg_ctl(&["stop", "-m", "immediate", "-w"]).await;
+    }
+
     /// The directory holding PostgreSQL's client tools too (psql, pgbench).
     pub(crate) fn bin(&self, tool: &str) -> PathBuf {
         self.bin.join(tool)

@@ -155,6 +155,26 @@ impl Porter {
         )
     }
 
+    /// Counts of every pool, sorted by pool key.
+    pub(crate) fn pool_counts(&self) -> Vec<(String, pgporter::pool::PoolCounts)> {
+        let mut all: Vec<_> = self
+            .shared
+            .pools
+            .all()
+            .iter()
+            .map(|p| (format!("{}@{}", p.key.user, p.key.db), p.counts()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Client sessions pgporter is serving right now.
+    pub(crate) fn clients(&self) -> usize {
+        self.shared
+            .clients
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The running app's shared state (pools, limits and their counters).
     pub(crate) fn shared(&self) -> &pgporter::app::Shared {
         &self.shared

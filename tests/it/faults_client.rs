@@ -1,0 +1,299 @@
+//! Faults on the client side: clients that vanish mid-transaction, mid-COPY and mid-result,
+//! stall half-way through a message, read a huge result slowly, send cancels with bad keys,
+//! or follow an SSLRequest with garbage. After each, the pool is back to its baseline and the
+//! next client gets a clean server connection.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{pin_mut, SinkExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+use tokio_postgres::NoTls;
+
+use crate::support::checks::{assert_clean, pool_at_baseline, server_conns_at_most};
+use crate::support::fixture::{ini, userlist};
+use crate::support::process::PorterProcess;
+use crate::support::raw::RawClient;
+use crate::support::{Fixture, HANG};
+
+async fn recovered(fx: &Fixture, size: u32) {
+    pool_at_baseline(fx, size).await;
+    server_conns_at_most(fx, i64::from(size)).await;
+    let next = fx.connect().await;
+    assert_clean(&next).await;
+    drop(next);
+    pool_at_baseline(fx, size).await;
+}
+
+/// Connect with tokio-postgres and return the client plus the task driving its socket:
+/// aborting the task closes the socket without a Terminate.
+async fn abortable(fx: &Fixture) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
+    let (client, conn) = tokio_postgres::connect(&fx.connstring(), NoTls)
+        .await
+        .expect("connect");
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (client, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_vanishes_mid_transaction() {
+    let fx = Fixture::new(1).await;
+    fx.direct()
+        .await
+        .batch_execute("create table kept (x int)")
+        .await
+        .unwrap();
+    let (client, task) = abortable(&fx).await;
+    client
+        .batch_execute(
+            "set search_path = pg_catalog; set statement_timeout = 1234; \
+             set porter.tag = 'dirty'; prepare p as select 1; listen ch; \
+             select pg_advisory_lock(42); \
+             begin; create temp table tt (x int); insert into public.kept values (1); \
+             declare c cursor for select 1",
+        )
+        .await
+        .unwrap();
+    task.abort();
+    recovered(&fx, 1).await;
+    let rows: i64 = fx
+        .direct()
+        .await
+        .query_one("select count(*) from kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "an abandoned transaction was committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_vanishes_mid_copy_in() {
+    let fx = Fixture::new(1).await;
+    fx.direct()
+        .await
+        .batch_execute("create table t (x int)")
+        .await
+        .unwrap();
+    let (client, task) = abortable(&fx).await;
+    let sink = client.copy_in("copy t from stdin").await.expect("copy in");
+    pin_mut!(sink);
+    sink.send(Bytes::from_static(b"1\n2\n")).await.unwrap();
+    sink.flush().await.unwrap();
+    task.abort();
+    recovered(&fx, 1).await;
+    let rows: i64 = fx
+        .direct()
+        .await
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "an abandoned COPY was committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_vanishes_mid_large_result() {
+    let fx = Fixture::new(1).await;
+    let mut raw = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
+    raw.query("select repeat('x', 1000) from generate_series(1, 2000000)")
+        .await;
+    let mut got = 0;
+    while got < 256 * 1024 {
+        let n = raw.read_some(64 * 1024).await;
+        assert!(n > 0, "result ended early");
+        got += n;
+    }
+    drop(raw);
+    recovered(&fx, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_startup_packet_hits_client_login_timeout() {
+    let fx = Fixture::with_settings(1, "client_login_timeout = 1").await;
+    let mut sock = TcpStream::connect(fx.porter.addr()).await.unwrap();
+    // Length word says 100 bytes; only 10 follow.
+    let mut half = BytesMut::new();
+    half.put_i32(100);
+    half.put_i32(196_608);
+    half.put_slice(b"us");
+    sock.write_all(&half).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    timeout(HANG, sock.read_to_end(&mut answer))
+        .await
+        .expect("pgporter kept a silent half-started client past client_login_timeout")
+        .ok();
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let msg = crate::support::raw::Msg {
+        tag: answer.first().copied().unwrap_or(0),
+        body: answer.get(5..).unwrap_or_default().to_vec(),
+    };
+    assert_eq!(msg.sqlstate().as_deref(), Some("08P01"), "{answer:?}");
+    recovered(&fx, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_sasl_message_hits_client_login_timeout() {
+    let fx = Fixture::with_settings(1, "client_login_timeout = 1").await;
+    let mut raw = RawClient::connect(fx.porter.addr()).await;
+    let mut out = BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(
+        [("user", fx.user.as_str()), ("database", fx.db.as_str())],
+        &mut out,
+    )
+    .unwrap();
+    raw.send(&out).await;
+    let sasl = raw.read_msg().await.expect("AuthenticationSASL");
+    assert_eq!(sasl.tag, b'R');
+    // A SASLInitialResponse header promising 200 bytes, and 3 of them.
+    raw.send(b"p\0\0\0\xccSCR").await;
+    let reply = raw
+        .read_msg()
+        .await
+        .expect("an ErrorResponse before closing");
+    assert_eq!(reply.sqlstate().as_deref(), Some("08P01"));
+    assert!(raw.read_msg().await.is_none(), "still open after the error");
+    recovered(&fx, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_of_a_huge_result_keeps_pgporter_memory_bounded() {
+    let fx = Fixture::new(1).await;
+    let ini = ini(&[(&fx.db, fx.cluster.port())], 1, "");
+    let list = userlist(&[(&fx.user, &fx.password)]);
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_pgporter"));
+    let porter = PorterProcess::spawn(bin, &ini, &list).await;
+    let mut raw = RawClient::login(porter.addr(), &fx.user, &fx.password, &fx.db).await;
+    let rss_before = porter.status_kb("VmRSS");
+    // About 1 GB of rows; PostgreSQL produces them far faster than we read.
+    raw.query("select repeat('x', 1000) from generate_series(1, 1000000)")
+        .await;
+    let mut read = 0usize;
+    let mut peak = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        read += raw.read_some(16 * 1024).await;
+        peak = peak.max(porter.status_kb("VmRSS"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "slow reader: read {} kB in 4 s; pgporter RSS {} kB before, peak {} kB",
+        read / 1024,
+        rss_before,
+        peak
+    );
+    assert!(read > 0);
+    assert!(
+        peak < rss_before + 32 * 1024,
+        "pgporter buffered the result: RSS {rss_before} kB -> {peak} kB"
+    );
+    drop(raw);
+    // The process pgporter must still serve, with a clean server connection.
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user={} password={} dbname={} sslmode=disable",
+            porter.addr().port(),
+            fx.user,
+            fx.password,
+            fx.db
+        ),
+        NoTls,
+    )
+    .await
+    .expect("connect after the slow reader");
+    tokio::spawn(conn);
+    assert_clean(&client).await;
+}
+
+/// A CancelRequest with this key on a fresh connection; returns once pgporter closed it.
+async fn send_cancel(fx: &Fixture, pid: i32, secret: i32) {
+    let mut sock = TcpStream::connect(fx.porter.addr()).await.unwrap();
+    let mut out = BytesMut::new();
+    postgres_protocol::message::frontend::cancel_request(pid, secret, &mut out);
+    sock.write_all(&out).await.unwrap();
+    let mut rest = Vec::new();
+    timeout(HANG, sock.read_to_end(&mut rest))
+        .await
+        .expect("cancel connection left open")
+        .ok();
+    assert!(rest.is_empty(), "a cancel request got an answer: {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_with_unknown_or_stale_key_is_ignored() {
+    let fx = Fixture::new(2).await;
+    // A stale key: its session is gone.
+    let gone = fx.connect().await;
+    let stale = gone.cancel_token();
+    drop(gone);
+    pool_at_baseline(&fx, 2).await;
+
+    let busy = fx.connect().await;
+    let sleeping = tokio::spawn(async move {
+        busy.simple_query("select pg_sleep(1.5)")
+            .await
+            .map(|_| busy)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (pid, secret) in [(0, 0), (1, 2), (i32::MAX, -1), (-5, 7)] {
+        send_cancel(&fx, pid, secret).await;
+    }
+    stale.cancel_query(NoTls).await.expect("stale cancel sent");
+    let busy = timeout(HANG, sleeping)
+        .await
+        .expect("hung")
+        .unwrap()
+        .expect("a query was cancelled by a key that is not its own");
+
+    // The right key still works.
+    let token = busy.cancel_token();
+    let long = tokio::spawn(async move { busy.simple_query("select pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(NoTls).await.unwrap();
+    let err = timeout(HANG, long)
+        .await
+        .expect("cancel did not land")
+        .unwrap()
+        .expect_err("query not cancelled");
+    assert_eq!(err.as_db_error().map(|d| d.code().code()), Some("57014"));
+    recovered(&fx, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_request_then_garbage() {
+    let fx = Fixture::new(1).await;
+    let ssl_request: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    for (together, garbage) in [
+        (false, &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..]), // a TLS ClientHello
+        (false, &b"GET / HTTP/1.1\r\n\r\n"[..]),
+        (false, &b"\xff\xff\xff\xff\x00\x03\x00\x00"[..]),
+        (true, &b"\x00\x00\x00\x08\x04\xd2\x16\x2f"[..]),
+    ] {
+        let mut sock = TcpStream::connect(fx.porter.addr()).await.unwrap();
+        let mut first = ssl_request.to_vec();
+        if together {
+            first.extend_from_slice(garbage);
+        }
+        sock.write_all(&first).await.unwrap();
+        if !together {
+            let mut n = [0u8; 1];
+            sock.read_exact(&mut n).await.expect("answer to SSLRequest");
+            assert_eq!(&n, b"N");
+            let _ = sock.write_all(garbage).await;
+        }
+        let mut rest = Vec::new();
+        timeout(Duration::from_secs(10), sock.read_to_end(&mut rest))
+            .await
+            .expect("pgporter neither answered nor closed after SSLRequest + garbage")
+            .ok();
+        assert!(
+            rest.is_empty() || rest.first() == Some(&b'E'),
+            "unexpected answer {rest:?}"
+        );
+    }
+    recovered(&fx, 1).await;
+}

@@ -1,0 +1,271 @@
+//! Faults on the PostgreSQL side, made by a real server: backends terminated mid-query and
+//! mid-COPY, a restart under load, a stalled postmaster and a stalled backend. After each, the
+//! pool is back to its baseline and the next client gets a clean server connection.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{pin_mut, SinkExt as _, StreamExt as _};
+use tokio::time::{timeout, Instant};
+use tokio_postgres::NoTls;
+
+use crate::support::checks::{assert_clean, pool_at_baseline, server_conns_at_most};
+use crate::support::{Fixture, PgCluster, HANG};
+
+/// The pid of the fixture user's backend whose query contains `needle`, once it is running.
+pub(crate) async fn backend_running(fx: &Fixture, needle: &str) -> i32 {
+    let su = fx.superuser().await;
+    let deadline = Instant::now() + HANG;
+    loop {
+        let rows = su
+            .query(
+                "select pid from pg_stat_activity where usename = $1 and state = 'active' \
+                 and query like '%' || $2 || '%'",
+                &[&fx.user, &needle],
+            )
+            .await
+            .expect("pg_stat_activity");
+        if let Some(row) = rows.first() {
+            return row.get(0);
+        }
+        assert!(Instant::now() < deadline, "no backend running {needle:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn terminate(fx: &Fixture, pid: i32) {
+    fx.superuser()
+        .await
+        .execute("select pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("pg_terminate_backend");
+}
+
+pub(crate) fn signal(pid: i32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("running kill")
+        .success();
+    assert!(ok, "kill {sig} {pid} failed");
+}
+
+/// Everything that must hold after a fault: baseline pool, bounded backends, clean next client.
+async fn recovered(fx: &Fixture, size: u32) {
+    pool_at_baseline(fx, size).await;
+    server_conns_at_most(fx, i64::from(size)).await;
+    let next = fx.connect().await;
+    assert_clean(&next).await;
+    drop(next);
+    pool_at_baseline(fx, size).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_terminated_mid_query() {
+    let fx = Fixture::new(2).await;
+    let client = fx.connect().await;
+    let query = tokio::spawn(async move { client.simple_query("select pg_sleep(60)").await });
+    let pid = backend_running(&fx, "pg_sleep(60)").await;
+    terminate(&fx, pid).await;
+    let outcome = timeout(HANG, query).await.expect("client hung").unwrap();
+    let err = outcome.expect_err("the query survived pg_terminate_backend");
+    if let Some(db) = err.as_db_error() {
+        // PostgreSQL's own FATAL, relayed, or pgporter's report of the lost connection.
+        assert!(
+            ["57P01", "08006"].contains(&db.code().code()),
+            "unexpected error {db:?}"
+        );
+    }
+    recovered(&fx, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_terminated_mid_copy_in() {
+    let fx = Fixture::new(2).await;
+    fx.direct()
+        .await
+        .batch_execute("create table t (x int)")
+        .await
+        .unwrap();
+    let client = fx.connect().await;
+    let sink = client.copy_in("copy t from stdin").await.expect("copy in");
+    pin_mut!(sink);
+    sink.send(Bytes::from_static(b"1\n2\n3\n")).await.unwrap();
+    sink.flush().await.unwrap();
+    let pid = backend_running(&fx, "copy t from stdin").await;
+    terminate(&fx, pid).await;
+    let finished = timeout(HANG, async {
+        // More data, then the end: one of them must fail.
+        let _ = sink.send(Bytes::from_static(b"4\n")).await;
+        sink.finish().await
+    })
+    .await
+    .expect("COPY hung after its backend was terminated");
+    assert!(finished.is_err(), "COPY succeeded on a terminated backend");
+    let rows: i64 = fx
+        .direct()
+        .await
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+    recovered(&fx, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_terminated_mid_copy_out() {
+    let fx = Fixture::new(2).await;
+    let client = fx.connect().await;
+    let stream = client
+        .copy_out("copy (select g, repeat('x', 100) from generate_series(1, 50000000) g) to stdout")
+        .await
+        .expect("copy out");
+    pin_mut!(stream);
+    stream.next().await.expect("first chunk").expect("data");
+    let pid = backend_running(&fx, "generate_series(1, 50000000)").await;
+    terminate(&fx, pid).await;
+    let end = timeout(HANG, async {
+        while let Some(item) = stream.next().await {
+            item?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    })
+    .await
+    .expect("COPY OUT hung after its backend was terminated");
+    assert!(end.is_err(), "COPY OUT completed on a terminated backend");
+    recovered(&fx, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_backend_and_vanished_client_free_the_slot() {
+    let fx = Fixture::new(1).await;
+    let (client, conn) = tokio_postgres::connect(&fx.connstring(), NoTls)
+        .await
+        .unwrap();
+    let conn_task = tokio::spawn(conn);
+    client.simple_query("select 1").await.unwrap();
+    let pid: i32 = fx
+        .superuser()
+        .await
+        .query_one(
+            "select pid from pg_stat_activity where usename = $1",
+            &[&fx.user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    signal(pid, "-STOP");
+    let stuck = tokio::spawn(async move { client.simple_query("select 2").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn_task.abort();
+    let _ = stuck.await;
+    // The only slot belonged to the stalled backend; the next client must still be served.
+    let served = timeout(HANG, async {
+        let c = fx.connect().await;
+        c.simple_query("select 3").await.map(|_| ())
+    })
+    .await;
+    signal(pid, "-CONT");
+    served
+        .expect("next client not served while the old backend is stalled")
+        .expect("next client's query");
+    recovered(&fx, 1).await;
+}
+
+/// A cluster of this test's own (restarts and a stopped postmaster would hurt other tests).
+async fn private_cluster() -> &'static PgCluster {
+    Box::leak(Box::new(PgCluster::start_private().await))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_under_load() {
+    let pg = private_cluster().await;
+    let fx =
+        Fixture::on_cluster(pg, 4, "server_connect_timeout = 5\nquery_wait_timeout = 20").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..6 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let connstring = fx.connstring();
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let round = timeout(HANG, async {
+                    let (c, conn) = tokio_postgres::connect(&connstring, NoTls).await?;
+                    tokio::spawn(conn);
+                    for _ in 0..3 {
+                        c.simple_query("select 1").await?;
+                    }
+                    Ok::<_, tokio_postgres::Error>(())
+                })
+                .await
+                .expect("a load client hung");
+                let counter = if round.is_ok() { &ok } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    pg.pg_ctl(&["restart", "-m", "fast", "-w", "-t", "60"])
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    eprintln!(
+        "restart under load: {} sessions ok, {} failed",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    recovered(&fx, 4).await;
+
+    // Idle pooled connections killed by a restart must not be handed to the next clients.
+    let clients: Vec<_> = futures_util::future::join_all((0..4).map(|_| fx.connect())).await;
+    for c in &clients {
+        c.simple_query("select 1").await.unwrap();
+    }
+    drop(clients);
+    pool_at_baseline(&fx, 4).await;
+    assert!(fx.porter.pool_counts().iter().any(|(_, c)| c.idle > 0));
+    pg.pg_ctl(&["restart", "-m", "fast", "-w", "-t", "60"])
+        .await;
+    let clients: Vec<_> = futures_util::future::join_all((0..4).map(|_| fx.connect())).await;
+    for c in &clients {
+        c.simple_query("select 1")
+            .await
+            .expect("a client got a server connection that died in the restart");
+    }
+    drop(clients);
+    recovered(&fx, 4).await;
+    pg.stop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_postmaster_hits_server_connect_timeout() {
+    let pg = private_cluster().await;
+    let fx = Fixture::on_cluster(pg, 2, "server_connect_timeout = 2").await;
+    let postmaster = pg.postmaster_pid();
+    signal(postmaster, "-STOP");
+    let started = Instant::now();
+    let outcome = timeout(HANG, tokio_postgres::connect(&fx.connstring(), NoTls)).await;
+    let elapsed = started.elapsed();
+    signal(postmaster, "-CONT");
+    let err = match outcome.expect("login hung although server_connect_timeout = 2") {
+        Ok(_) => panic!("logged in through a stopped postmaster"),
+        Err(e) => e,
+    };
+    let db = err.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code().code(), "08006", "{db:?}");
+    assert!(db.message().contains("timed out"), "{}", db.message());
+    assert!(
+        elapsed >= Duration::from_millis(1900),
+        "gave up after {elapsed:?}"
+    );
+    recovered(&fx, 2).await;
+    pg.stop_now().await;
+}

@@ -1,0 +1,98 @@
+//! pgporter as a child process (the built binary), for measurements that must see pgporter
+//! alone: resident memory and file descriptors from /proc/<pid>. Shared with the soak tool
+//! under benches/ (included there by path), so it depends on std, tokio and tempfile only.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub(crate) struct PorterProcess {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl PorterProcess {
+    /// Write `ini` (its `listen_port = 0` replaced by a free port) and `userlist` into a temp
+    /// dir, start `bin` on it, and wait (up to 30 s) until it accepts connections.
+    pub(crate) async fn spawn(bin: &Path, ini: &str, userlist: &str) -> PorterProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("pgporter-proc-")
+            .tempdir()
+            .expect("temp dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let ini = ini.replace("listen_port = 0", &format!("listen_port = {port}"));
+        let ini_path = dir.path().join("pgporter.ini");
+        std::fs::write(&ini_path, ini).expect("writing pgporter.ini");
+        std::fs::write(dir.path().join("userlist.txt"), userlist).expect("writing userlist");
+        let log = std::fs::File::create(dir.path().join("pgporter.log")).expect("log file");
+        let child = Command::new(bin)
+            .arg("--quiet")
+            .arg(&ini_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut p = PorterProcess { child, addr, dir };
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return p;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("pgporter exited at startup ({status}):\n{}", p.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("pgporter did not listen within 30 s:\n{}", p.log());
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What pgporter logged so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pgporter.log")).unwrap_or_default()
+    }
+
+    /// True while the process runs.
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// A `/proc/<pid>/status` field in kB (VmRSS = resident now, VmHWM = peak resident).
+    pub(crate) fn status_kb(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Open file descriptors.
+    pub(crate) fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for PorterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,148 @@
+//! A raw wire-protocol client for fault tests: it logs in (SCRAM, via postgres-protocol's
+//! client state machine) and then lets the test send partial messages, read slowly, or vanish.
+
+use bytes::{Buf, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use super::HANG;
+
+/// One whole backend message.
+#[derive(Debug)]
+pub(crate) struct Msg {
+    pub(crate) tag: u8,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Msg {
+    /// The SQLSTATE of an ErrorResponse ('C' field), if this is one.
+    pub(crate) fn sqlstate(&self) -> Option<String> {
+        if self.tag != b'E' {
+            return None;
+        }
+        let mut rest = &self.body[..];
+        while let Some((&code, tail)) = rest.split_first() {
+            let nul = tail.iter().position(|&b| b == 0)?;
+            if code == b'C' {
+                return Some(String::from_utf8_lossy(&tail[..nul]).into_owned());
+            }
+            rest = &tail[nul + 1..];
+        }
+        None
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct RawClient {
+    pub(crate) sock: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawClient {
+    pub(crate) async fn connect(addr: std::net::SocketAddr) -> RawClient {
+        let sock = TcpStream::connect(addr).await.expect("tcp connect");
+        RawClient {
+            sock,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Connect and log in as `user` on `db`; returns after the first ReadyForQuery.
+    pub(crate) async fn login(
+        addr: std::net::SocketAddr,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> RawClient {
+        let mut c = RawClient::connect(addr).await;
+        let mut out = BytesMut::new();
+        frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
+        c.send(&out).await;
+        let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+        loop {
+            let m = c.read_msg().await.expect("login: connection closed");
+            match (m.tag, auth_code(&m)) {
+                (b'R', Some(10)) => {
+                    let mut out = BytesMut::new();
+                    frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out)
+                        .unwrap();
+                    c.send(&out).await;
+                }
+                (b'R', Some(11)) => {
+                    scram.update(&m.body[4..]).expect("server-first");
+                    let mut out = BytesMut::new();
+                    frontend::sasl_response(scram.message(), &mut out).unwrap();
+                    c.send(&out).await;
+                }
+                (b'R', Some(12)) => scram.finish(&m.body[4..]).expect("server-final"),
+                (b'Z', _) => return c,
+                (b'E', _) => panic!("login refused: {:?}", m.sqlstate()),
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) async fn send(&mut self, bytes: &[u8]) {
+        self.sock.write_all(bytes).await.expect("write");
+    }
+
+    /// Send a simple Query (without waiting for anything).
+    pub(crate) async fn query(&mut self, sql: &str) {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out).unwrap();
+        self.send(&out).await;
+    }
+
+    /// The next whole message, or None at EOF / reset. Bounded by [`HANG`].
+    pub(crate) async fn read_msg(&mut self) -> Option<Msg> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                let total = 1 + usize::try_from(len).expect("negative length");
+                if self.buf.len() >= total {
+                    let tag = self.buf[0];
+                    self.buf.advance(5);
+                    let body = self.buf.split_to(total - 5).to_vec();
+                    return Some(Msg { tag, body });
+                }
+            }
+            let n = tokio::time::timeout(HANG, self.sock.read_buf(&mut self.buf))
+                .await
+                .expect("read_msg hung");
+            match n {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Messages up to and including ReadyForQuery (None if the connection ended first).
+    pub(crate) async fn until_ready(&mut self) -> Option<Vec<Msg>> {
+        let mut msgs = Vec::new();
+        loop {
+            let m = self.read_msg().await?;
+            let done = m.tag == b'Z';
+            msgs.push(m);
+            if done {
+                return Some(msgs);
+            }
+        }
+    }
+
+    /// Read at most `n` raw bytes (for slow-reader tests); 0 at EOF.
+    pub(crate) async fn read_some(&mut self, n: usize) -> usize {
+        let mut chunk = vec![0u8; n];
+        match tokio::time::timeout(HANG, self.sock.read(&mut chunk)).await {
+            Ok(Ok(k)) => k,
+            Ok(Err(_)) => 0,
+            Err(_) => panic!("read_some hung"),
+        }
+    }
+}
+
+fn auth_code(m: &Msg) -> Option<i32> {
+    let b: [u8; 4] = m.body.get(..4)?.try_into().ok()?;
+    Some(i32::from_be_bytes(b))
+}
