@@ -124,5 +124,9 @@ if [[ $# -eq 0 ]]; then
   fi
   log "benchmark smoke run: SHORT=1 PROFILE=dev benches/compare.sh"
   SHORT=1 PROFILE=dev OUT="$PWD/target/bench-smoke.json" bash benches/compare.sh
+  # The soak's short mode (about a minute): idle clients, churn, and a mixed soak with faults;
+  # fails on any unexcused failed session, leaked fd or server connection.
+  log "soak, short mode (benches/soak)"
+  bash scripts/soak.sh short
 fi
 log "all tests passed"

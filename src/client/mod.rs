@@ -278,7 +278,6 @@ async fn start<'s>(
         _client_slot: client_slot,
         params,
         cancel: Arc::clone(&registration.slot),
-        server: None,
         meter,
         read_only_hint: route.read_only_hint.map(Arc::from),
         who: session_who,
@@ -572,7 +571,7 @@ fn who_is(
 }
 
 /// AuthenticationOk, ParameterStatus*, BackendKeyData, ReadyForQuery. The parameters come from
-/// the pool's first server connection; a pool without one makes it now and keeps it.
+/// the pool's first server connection; a pool without one makes it now and puts it back.
 async fn welcome(
     conn: &mut FramedConn<Stream>,
     session: &mut Session,
@@ -585,7 +584,11 @@ async fn welcome(
         None => {
             let server = serve::checkout(session, info, shared).await?;
             let reported = Arc::new(server.reported.clone());
-            session.server = Some(Box::new(server));
+            // A logged-in client holds no server until its first request, as in PgBouncer's
+            // session mode. Keeping this one would let a burst of idle clients on a cold pool
+            // hold every server while the logins queued behind them time out. Synchronous, so
+            // a login timeout cannot cut the hand-back short.
+            session.pool.return_unused(server);
             reported
         }
     };

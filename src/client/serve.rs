@@ -33,9 +33,6 @@ pub(super) struct Session {
     pub _client_slot: ClientSlot,
     pub params: ClientParams,
     pub cancel: Arc<CancelSlot>,
-    /// A server connection taken during login (to learn the welcome parameters), if any.
-    /// Boxed: rare, and an idle session should stay small.
-    pub server: Option<Box<ServerConn>>,
     pub meter: Meter,
     /// Read-only pools: the HINT added to the server's 25006 errors.
     pub read_only_hint: Option<Arc<str>>,
@@ -62,26 +59,13 @@ pub(super) struct Tally {
     pid: Option<i32>,
 }
 
-impl Drop for Session {
-    /// A connection taken at login whose session never started (client gone, login timeout)
-    /// would otherwise leak its pool slot.
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.pool.abandon(*server);
-        }
-    }
-}
-
 pub(super) async fn serve(
     conn: &mut FramedConn<Stream>,
     mut session: Box<Session>,
     info: &SessionInfo,
     shared: &Shared,
 ) -> Result<(), Error> {
-    let mut tally = Tally {
-        pid: session.server.as_ref().map(|s| s.pid()),
-        ..Tally::default()
-    };
+    let mut tally = Tally::default();
     let result = serve_inner(conn, &mut session, info, shared, &mut tally).await;
     if session.who.audit.enabled() {
         Box::pin(audit_end(&session.who, &result, &tally)).await;
@@ -123,15 +107,10 @@ async fn serve_inner(
     shared: &Shared,
     tally: &mut Tally,
 ) -> Result<(), Error> {
-    let server = match session.server.take() {
-        Some(server) => *server,
-        None => {
-            if !first_request(conn, info, shared).await? {
-                return Ok(());
-            }
-            Box::pin(checkout(session, info, shared)).await?
-        }
-    };
+    if !first_request(conn, info, shared).await? {
+        return Ok(());
+    }
+    let server = Box::pin(checkout(session, info, shared)).await?;
     tally.pid = Some(server.pid());
     // Boxed: an idle session's task then holds only the small wait above.
     let result = Box::pin(relay_session(conn, session, server, info, shared, tally)).await;

@@ -51,6 +51,13 @@ impl Pool {
         self.checkin(conn);
     }
 
+    /// Give back a connection nobody ran anything on (e.g. one made to learn the welcome
+    /// parameters): straight to a waiter or the idle list, no reset. Synchronous, so a login
+    /// timeout cannot cut it short and leak the slot.
+    pub fn return_unused(&self, conn: ServerConn) {
+        self.checkin(conn);
+    }
+
     /// Give up a lent connection where it cannot be reset (no async context, e.g. a session
     /// dropped during login): free its slot now and close it in the background.
     pub fn abandon(&self, mut conn: ServerConn) {

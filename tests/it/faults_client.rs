@@ -297,3 +297,28 @@ async fn ssl_request_then_garbage() {
     }
     recovered(&fx, 1).await;
 }
+
+/// Regression: a client logging in on a cold pool used to keep the server connection made
+/// for its welcome, so a burst of idle clients held every server while the logins queued
+/// behind them hit client_login_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_burst_on_a_cold_pool() {
+    let fx = Fixture::with_settings(2, "client_login_timeout = 5\nquery_wait_timeout = 30").await;
+    let connstring = fx.connstring();
+    let logins = (0..20).map(|_| tokio_postgres::connect(&connstring, NoTls));
+    let mut clients = Vec::new();
+    for login in futures_util::future::join_all(logins).await {
+        let (client, conn) = login.expect("a login of the burst failed");
+        tokio::spawn(conn);
+        clients.push(client);
+    }
+    // Logged in and idle: nobody holds a server connection.
+    for (_, c) in fx.porter.pool_counts() {
+        assert!(c.total <= 2 && c.idle == c.total, "{c:?}");
+    }
+    // Session mode: a server stays with its client until it leaves, so one after another.
+    for c in clients {
+        c.simple_query("select 1").await.expect("query");
+    }
+    recovered(&fx, 2).await;
+}
