@@ -33,6 +33,9 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// (salt, iterations).
+type SaltKey = (Vec<u8>, u32);
+
 /// Login credentials plus the salted-password cache shared by every client.
 #[derive(Debug)]
 pub(crate) struct Creds {
@@ -40,7 +43,7 @@ pub(crate) struct Creds {
     pub(crate) user: String,
     pub(crate) password: String,
     pub(crate) db: String,
-    salted: Mutex<HashMap<(Vec<u8>, u32), [u8; 32]>>,
+    salted: Mutex<HashMap<SaltKey, [u8; 32]>>,
 }
 
 impl Creds {

@@ -15,6 +15,8 @@
 //! Overrides: --idle N --cycles N --soak-secs N --workers N --pool N --restart-every SECS.
 //! Without --mode (e.g. under `cargo test --all-targets`) it does nothing.
 
+#![allow(clippy::unwrap_used)] // a load tool: a failed unwrap is a failed run
+
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../tests/it/support/certs.rs"]
 mod certs;
@@ -31,7 +33,7 @@ mod setup;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use tokio::time::{Duration, Instant};
 
 use client::Creds;
 use phases::{FaultClock, Tally};

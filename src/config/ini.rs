@@ -56,7 +56,7 @@ impl RawIni {
 }
 
 /// Reads an included file; the error is a human-readable reason.
-pub(super) type ReadFile<'a> = dyn FnMut(&Path) -> Result<String, String> + 'a;
+pub type ReadFile<'a> = dyn FnMut(&Path) -> Result<String, String> + 'a;
 
 /// Parse ini text. `file` names the source in errors and anchors relative `%include` paths,
 /// which are read from disk.
@@ -80,7 +80,7 @@ pub(super) fn read_ini_file(path: &Path) -> Result<RawIni, Vec<ConfigError>> {
 }
 
 /// [`parse_ini`] with `%include` files obtained through `read` (tests use an in-memory map).
-pub(super) fn parse_ini_with(
+pub fn parse_ini_with(
     text: &str,
     file: &str,
     read: &mut ReadFile<'_>,

@@ -30,7 +30,7 @@ pub use databases::{
     DEFAULT_PORT,
 };
 pub use hba::{HbaMethod, HbaRule};
-pub use ini::{parse_ini, IniEntry, RawIni, MAX_INCLUDE_DEPTH};
+pub use ini::{parse_ini, parse_ini_with, IniEntry, RawIni, ReadFile, MAX_INCLUDE_DEPTH};
 pub use limits::PoolShare;
 pub use security::{SslMode, TlsCiphers, TlsProtocols, DEFAULT_AUTH_QUERY};
 pub use settings::{

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 
 use super::backend::{self, ErrorFields};
 use super::frontend::{self, SaslInitialResponse};
-use super::scan::{Flow, Scanner};
+use super::scan::{closures, Flow, Scanner};
 use super::startup::{self, CancelKey, FirstPacket, StartupParams};
 use super::{parse_message, ProtocolError, MAX_CONTROL_MESSAGE};
 
@@ -67,7 +67,8 @@ struct ScanLog {
 }
 
 /// Feed `chunks` through a Scanner the way the relay does: append to a buffer, scan what is
-/// not yet cleared, forward (drop) the cleared prefix, keep the rest for the next read.
+/// not yet cleared, forward (drop) the cleared prefix and scan again, keep the rest for the
+/// next read.
 fn scan_chunks(chunks: &[Vec<u8>], max_body: usize, stop_tag: Option<u8>) -> ScanLog {
     let mut scanner = Scanner::new(max_body);
     let mut buf: Vec<u8> = Vec::new();
@@ -79,35 +80,56 @@ fn scan_chunks(chunks: &[Vec<u8>], max_body: usize, stop_tag: Option<u8>) -> Sca
     };
     for chunk in chunks {
         buf.extend_from_slice(chunk);
-        let result = scanner.scan(
-            &buf,
-            |t| t == backend::READY_FOR_QUERY,
-            |t, body| {
-                log.visits.push((t, body.to_vec()));
-                if Some(t) == stop_tag {
-                    Flow::StopBefore
-                } else {
-                    Flow::Continue
+        loop {
+            let visits = &mut log.visits;
+            let result = scanner.scan(
+                &buf,
+                &mut closures(
+                    |t| t == backend::READY_FOR_QUERY,
+                    |t, body: &[u8]| {
+                        visits.push((t, body.to_vec()));
+                        if Some(t) == stop_tag {
+                            Flow::StopBefore
+                        } else {
+                            Flow::Continue
+                        }
+                    },
+                ),
+            );
+            match result {
+                Ok(s) => {
+                    assert!(s.forward <= buf.len(), "forwarded more than it was given");
+                    buf.drain(..s.forward);
+                    log.forwarded += s.forward;
+                    if s.stopped {
+                        log.stopped = true;
+                        return log;
+                    }
+                    if s.forward == 0 || buf.is_empty() {
+                        break;
+                    }
                 }
-            },
-        );
-        match result {
-            Ok(s) => {
-                assert!(s.forward <= buf.len(), "forwarded more than it was given");
-                buf.drain(..s.forward);
-                log.forwarded += s.forward;
-                if s.stopped {
-                    log.stopped = true;
+                Err(_) => {
+                    log.failed = true;
                     return log;
                 }
-            }
-            Err(_) => {
-                log.failed = true;
-                return log;
             }
         }
     }
     log
+}
+
+/// A header no scanner accepts: a length word below 4, or beyond any limit.
+fn bad_header() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<u8>(),
+        prop_oneof![i32::MIN..4, 0x4000_0000..=i32::MAX],
+    )
+        .prop_map(|(tag, len)| {
+            let mut v = vec![tag];
+            v.extend_from_slice(&len.to_be_bytes());
+            v
+        })
 }
 
 proptest! {
@@ -214,7 +236,7 @@ proptest! {
     #[test]
     fn scanner_chunked_equals_whole(msgs in messages(), points in vec(any::<usize>(), 0..10)) {
         let stream: Vec<u8> = msgs.iter().flat_map(|(t, b)| frame(*t, b)).collect();
-        let whole = scan_chunks(&[stream.clone()], 1 << 20, None);
+        let whole = scan_chunks(std::slice::from_ref(&stream), 1 << 20, None);
         let chunked = scan_chunks(&split_at_points(&stream, &points), 1 << 20, None);
         prop_assert_eq!(&whole, &chunked);
         // Every message seen once, wanted bodies whole, everything forwarded.
@@ -233,7 +255,7 @@ proptest! {
         points in vec(any::<usize>(), 0..10),
     ) {
         let stream: Vec<u8> = msgs.iter().flat_map(|(t, b)| frame(*t, b)).collect();
-        let whole = scan_chunks(&[stream.clone()], 1 << 20, Some(frontend::TERMINATE));
+        let whole = scan_chunks(std::slice::from_ref(&stream), 1 << 20, Some(frontend::TERMINATE));
         let chunked =
             scan_chunks(&split_at_points(&stream, &points), 1 << 20, Some(frontend::TERMINATE));
         prop_assert_eq!(&whole, &chunked);
@@ -251,9 +273,25 @@ proptest! {
         points in vec(any::<usize>(), 0..10),
         max_body in 0usize..2000,
     ) {
-        let whole = scan_chunks(&[bytes.clone()], max_body, None);
+        let whole = scan_chunks(std::slice::from_ref(&bytes), max_body, None);
         let chunked = scan_chunks(&split_at_points(&bytes, &points), max_body, None);
         prop_assert_eq!(whole, chunked);
+    }
+
+    #[test]
+    fn valid_messages_before_a_bad_header_are_forwarded_however_split(
+        msgs in messages(),
+        bad in bad_header(),
+        points in vec(any::<usize>(), 0..10),
+    ) {
+        let mut stream: Vec<u8> = msgs.iter().flat_map(|(t, b)| frame(*t, b)).collect();
+        let valid = stream.len();
+        stream.extend_from_slice(&bad);
+        let whole = scan_chunks(std::slice::from_ref(&stream), 1 << 20, None);
+        let chunked = scan_chunks(&split_at_points(&stream, &points), 1 << 20, None);
+        prop_assert_eq!(&whole, &chunked);
+        prop_assert!(whole.failed);
+        prop_assert_eq!(whole.forwarded, valid);
     }
 
     #[test]

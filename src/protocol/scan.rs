@@ -126,17 +126,16 @@ impl Scanner {
             let Some(&[tag, a, b, c, d]) = buf.get(pos..pos + 5) else {
                 return Ok(go(pos));
             };
-            let len = i32::from_be_bytes([a, b, c, d]);
-            let body_len = usize::try_from(len)
-                .ok()
-                .and_then(|l| l.checked_sub(4))
-                .ok_or(ProtocolError::BadLength(len.into()))?;
-            if body_len > self.max_body {
-                return Err(ProtocolError::TooLong {
-                    len: body_len,
-                    max: self.max_body,
-                });
-            }
+            // A malformed header is an error only when it comes first in `buf`; after valid
+            // messages the scan stops before it, so those are forwarded first and the next scan
+            // reports it. What reaches the peer before the error then does not depend on how
+            // the stream was split into reads (PostgreSQL, too, acts on each message before it
+            // reads the next).
+            let body_len = match self.body_len([a, b, c, d]) {
+                Ok(len) => len,
+                Err(e) if pos == 0 => return Err(e),
+                Err(_) => return Ok(go(pos)),
+            };
             let mut streaming = false;
             let body = if !v.want_body(tag) {
                 None
@@ -156,6 +155,22 @@ impl Scanner {
             self.remaining = body_len;
             self.streaming = streaming;
         }
+    }
+
+    /// The body length a header's length word declares, if acceptable.
+    fn body_len(&self, len: [u8; 4]) -> Result<usize, ProtocolError> {
+        let len = i32::from_be_bytes(len);
+        let body_len = usize::try_from(len)
+            .ok()
+            .and_then(|l| l.checked_sub(4))
+            .ok_or(ProtocolError::BadLength(len.into()))?;
+        if body_len > self.max_body {
+            return Err(ProtocolError::TooLong {
+                len: body_len,
+                max: self.max_body,
+            });
+        }
+        Ok(body_len)
     }
 }
 
@@ -322,6 +337,19 @@ mod tests {
                 stopped: true
             }
         );
+    }
+
+    /// Regression (found by the `frames` fuzz target): valid messages before a bad header used
+    /// to be dropped with the error when they arrived in the same read, but forwarded when the
+    /// read boundary fell between them.
+    #[test]
+    fn forwards_valid_messages_before_a_bad_header() {
+        let mut s = Scanner::new(100);
+        let mut buf = msg(0, b"");
+        buf.extend_from_slice(&[23, 0, 0, 0, 0, 0, 0]);
+        let r = s.scan(&buf, &mut none()).unwrap();
+        assert_eq!(r.forward, 5);
+        assert!(s.scan(&buf[5..], &mut none()).is_err());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! or follow an SSLRequest with garbage. After each, the pool is back to its baseline and the
 //! next client gets a clean server connection.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};

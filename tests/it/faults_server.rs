@@ -2,6 +2,8 @@
 //! mid-COPY, a restart under load, a stalled postmaster and a stalled backend. After each, the
 //! pool is back to its baseline and the next client gets a clean server connection.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

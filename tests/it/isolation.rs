@@ -3,6 +3,8 @@
 //! vanish politely or abruptly; no client ever observes another's state on a reused server
 //! connection, nor another identity's server connection.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};

@@ -1,6 +1,8 @@
 //! After-fault checks: the pool is back to its baseline, PostgreSQL holds no more connections
 //! than the pool allows, and the next client gets a clean server connection.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use tokio_postgres::{Client, SimpleQueryMessage};

@@ -1,6 +1,8 @@
 //! A raw wire-protocol client for fault tests: it logs in (SCRAM, via postgres-protocol's
 //! client state machine) and then lets the test send partial messages, read slowly, or vanish.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
