@@ -193,6 +193,9 @@ async fn abandoned_waits_leak_nothing() {
     let holder = try_connect(&connstring(&porter, &u1, &db))
         .await
         .expect("u1");
+    // A logged-in client holds no server until its first request; this one takes the
+    // database's only slot for its session.
+    holder.simple_query("select 1").await.expect("u1's query");
     // u2's first login needs a server connection (welcome parameters) and waits for the
     // database slot until client_login_timeout ends it.
     for _ in 0..3 {
