@@ -21,6 +21,9 @@ use crate::protocol::{frontend, FramedConn, ProtocolError, MAX_CONTROL_MESSAGE};
 use crate::sessions::SessionInfo;
 use crate::snapshot::Snapshot;
 
+#[cfg(test)]
+mod proptests;
+
 pub use command::{parse, AdminCommand, ParseError, Show};
 pub use resultset::{ResultSet, Value};
 

@@ -171,3 +171,35 @@ proptest! {
         prop_assert_eq!(e.connect_params, app);
     }
 }
+
+/// Words and punctuation the hba / ident lexers care about.
+fn hba_like() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        Just("local".to_string()),
+        Just("host".to_string()),
+        Just("hostssl".to_string()),
+        Just("all".to_string()),
+        Just("scram-sha-256".to_string()),
+        Just("cert".to_string()),
+        Just("127.0.0.1/32".to_string()),
+        Just("::1/128".to_string()),
+        Just("@inc".to_string()),
+        Just("\"".to_string()),
+        Just(",".to_string()),
+        Just("\\\n".to_string()),
+        Just("#".to_string()),
+        Just("map=".to_string()),
+        Just(" ".to_string()),
+        "[^\n]{1,4}",
+    ];
+    vec(vec(token, 0..10).prop_map(|t| t.join(" ")), 0..8).prop_map(|l| l.join("\n"))
+}
+
+proptest! {
+    #[test]
+    fn hba_and_ident_parsers_never_panic(text in hba_like(), include in hba_like()) {
+        let _ = super::hba::parse_hba(&text, &|_name: &str| Ok(include.clone()));
+        let _ = super::hba::parse_hba(&text, &|_name: &str| Err("gone".into()));
+        let _ = super::hba::parse_ident(&text);
+    }
+}
