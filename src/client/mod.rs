@@ -582,13 +582,14 @@ async fn welcome(
     let reported = match session.pool.welcome() {
         Some(reported) => reported,
         None => {
-            let server = serve::checkout(session, info, shared).await?;
+            let server = serve::acquire(session, info, shared).await?;
             let reported = Arc::new(server.reported.clone());
             // A logged-in client holds no server until its first request, as in PgBouncer's
             // session mode. Keeping this one would let a burst of idle clients on a cold pool
             // hold every server while the logins queued behind them time out. Synchronous, so
             // a login timeout cannot cut the hand-back short.
             session.pool.return_unused(server);
+            info.set_idle();
             reported
         }
     };

@@ -281,10 +281,63 @@ async fn first_request(
     Ok(conn.rbuf.first() != Some(&frontend::TERMINATE))
 }
 
+/// A server connection for the client's session, counted as an assignment (stats, metrics,
+/// SHOW CLIENTS link, audit of limit rejections).
+pub(super) async fn checkout(
+    session: &Session,
+    info: &SessionInfo,
+    shared: &Shared,
+) -> Result<ServerConn, Error> {
+    let started = tokio::time::Instant::now();
+    let result = acquire(session, info, shared).await;
+    let db = &session.pool.key.db;
+    match &result {
+        Ok(server) => {
+            let waited = started.elapsed();
+            session.meter.pool.assigned(waited);
+            shared
+                .metrics
+                .wait_histogram(db)
+                .record(waited.as_secs_f64());
+            let (addr, port) = match &server.addr {
+                crate::server::ServerAddr::Tcp { host, port } => (host.clone(), *port),
+                crate::server::ServerAddr::Unix { dir, port } => (dir.clone(), *port),
+            };
+            let age = server.created_at.elapsed();
+            info.set_active(ServerLink {
+                id: u64::try_from(server.pid()).unwrap_or(0),
+                addr,
+                port,
+                pid: server.pid(),
+                connect_time: std::time::SystemTime::now() - age,
+            });
+        }
+        Err(e) => {
+            info.set_idle();
+            if let Error::QueryWaitTimeout(_) | Error::PausedWaitTimeout = e {
+                let who = &session.who.info;
+                session
+                    .who
+                    .audit
+                    .send(AuditEvent::LimitRejection {
+                        user: Some(who.client_user.clone()),
+                        client_addr: who.client_addr.clone(),
+                        database: Some(who.database.clone()),
+                        reason: e.to_string(),
+                    })
+                    .await;
+            }
+        }
+    }
+    result
+}
+
 /// Get a server connection: wait while the database is paused (PAUSE, KILL), then check one
 /// out of the pool; the whole wait is bounded by query_wait_timeout. The pool's own checkout
 /// enforces the remaining time itself (it is never cancelled mid-wait by a timer here).
-pub(super) async fn checkout(
+/// Not yet counted as assigned: the welcome takes one this way to learn the server's
+/// parameters.
+pub(super) async fn acquire(
     session: &Session,
     info: &SessionInfo,
     shared: &Shared,
@@ -327,48 +380,9 @@ pub(super) async fn checkout(
                 PoolError::NoHost(e) => Error::NoServer(e),
             })
     };
-    let result = tokio::select! {
+    tokio::select! {
         biased;
         _ = info.kill.cancelled() => Err(ended(shared)),
         r = get => r,
-    };
-    match &result {
-        Ok(server) => {
-            let waited = started.elapsed();
-            session.meter.pool.assigned(waited);
-            shared
-                .metrics
-                .wait_histogram(db)
-                .record(waited.as_secs_f64());
-            let (addr, port) = match &server.addr {
-                crate::server::ServerAddr::Tcp { host, port } => (host.clone(), *port),
-                crate::server::ServerAddr::Unix { dir, port } => (dir.clone(), *port),
-            };
-            let age = server.created_at.elapsed();
-            info.set_active(ServerLink {
-                id: u64::try_from(server.pid()).unwrap_or(0),
-                addr,
-                port,
-                pid: server.pid(),
-                connect_time: std::time::SystemTime::now() - age,
-            });
-        }
-        Err(e) => {
-            info.set_idle();
-            if let Error::QueryWaitTimeout(_) | Error::PausedWaitTimeout = e {
-                let who = &session.who.info;
-                session
-                    .who
-                    .audit
-                    .send(AuditEvent::LimitRejection {
-                        user: Some(who.client_user.clone()),
-                        client_addr: who.client_addr.clone(),
-                        database: Some(who.database.clone()),
-                        reason: e.to_string(),
-                    })
-                    .await;
-            }
-        }
     }
-    result
 }
