@@ -6,6 +6,8 @@
 
 mod classify;
 mod event;
+#[cfg(test)]
+mod proptests;
 mod redact;
 mod writer;
 

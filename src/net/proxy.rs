@@ -216,5 +216,7 @@ pub async fn accept(
 const PEEK_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests;
