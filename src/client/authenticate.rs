@@ -1,0 +1,197 @@
+//! Authentication of a client: choose the method (auth_type / hba), find the secret
+//! (auth_file, else auth_query), run the exchange (`login`), hand the pool what SCRAM
+//! passthrough learned, and count and slow down failures.
+
+use std::borrow::Cow;
+
+use crate::app::Shared;
+use crate::auth::hba::Transport;
+use crate::auth::passthrough::ScramKeys;
+use crate::auth::{self, Method, PlanError, Secret};
+use crate::config::Config;
+use crate::error::Error;
+use crate::net::Stream;
+use crate::protocol::FramedConn;
+use crate::server::BackendPassword;
+
+use super::{route, Peer};
+
+/// Count a failed login (per known user; unknown names share one label), log it, and make
+/// the attacker wait `auth_failure_delay` before the error goes out.
+pub(super) async fn after_login(
+    result: Result<(), Error>,
+    peer: &Peer,
+    who: &str,
+    user: &str,
+    shared: &Shared,
+    config: &Config,
+) -> Result<(), Error> {
+    if let Err(e) = &result {
+        if e.is_auth_failure() {
+            let label = if config.userlist.contains_key(user) {
+                user
+            } else {
+                crate::stats::UNKNOWN_USER
+            };
+            shared.stats.auth_failed(label);
+            tracing::warn!(%peer, %who, error = %e, "login failed");
+            tokio::time::sleep(config.settings.auth_failure_delay).await;
+        }
+    }
+    result
+}
+
+/// Authenticate an admin-console user (auth_type / hba, secrets from auth_file only).
+pub(super) async fn authenticate_admin(
+    conn: &mut FramedConn<Stream>,
+    peer: &Peer,
+    database: &str,
+    user: &str,
+    shared: &Shared,
+    config: &Config,
+) -> Result<(), Error> {
+    let method = plan(conn, peer, database, user, config)?;
+    let ctx = login_context(conn, shared, config);
+    let secret = config.userlist.get(user);
+    let result = super::login::authenticate(conn, &method, user, secret, &ctx)
+        .await
+        .map(|_| ());
+    after_login(
+        result,
+        peer,
+        &format!("{user}@{database}"),
+        user,
+        shared,
+        config,
+    )
+    .await
+}
+
+/// Choose the method (auth_type / hba), find the secret (auth_file, else auth_query), run the
+/// exchange, and hand the pool any credential the login revealed (SCRAM passthrough).
+pub(super) async fn login(
+    conn: &mut FramedConn<Stream>,
+    peer: &Peer,
+    route: &route::Route,
+    shared: &Shared,
+    config: &Config,
+) -> Result<(), Error> {
+    let user = route.client_user.as_str();
+    let method = plan(conn, peer, &route.database, user, config)?;
+    let secret = match method {
+        Method::Trust | Method::Cert { .. } => None,
+        _ => lookup_secret(route, user, shared, config).await?,
+    };
+    let ctx = login_context(conn, shared, config);
+    let client_key =
+        super::login::authenticate(conn, &method, user, secret.as_deref(), &ctx).await?;
+    // Passthrough: the pool logs in as this very user, and the config has no password for it.
+    if route.pool.key.user == user {
+        match (secret.as_deref(), client_key) {
+            (Some(Secret::Scram(s)), Some(client_key)) => {
+                route.pool.learn(BackendPassword::ScramKeys(ScramKeys {
+                    client_key,
+                    server_key: s.server_key,
+                }));
+            }
+            (Some(Secret::Md5(hash)), _) => route.pool.learn(BackendPassword::Md5(hash.clone())),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The authentication method for this connection (auth_type, or the first matching hba line).
+fn plan(
+    conn: &FramedConn<Stream>,
+    peer: &Peer,
+    database: &str,
+    user: &str,
+    config: &Config,
+) -> Result<Method, Error> {
+    let tls = conn.io.is_tls();
+    let transport = match peer {
+        Peer::Tcp(addr) => Transport::Tcp {
+            addr: addr.ip(),
+            tls,
+        },
+        Peer::Unix => Transport::Unix,
+    };
+    auth::plan(
+        config.settings.auth_type,
+        &config.hba,
+        transport,
+        database,
+        user,
+    )
+    .map_err(|e| {
+        let host = match peer {
+            Peer::Tcp(addr) => addr.ip().to_string(),
+            Peer::Unix => "[local]".to_string(),
+        };
+        let (user, database) = (user.to_string(), database.to_string());
+        match e {
+            PlanError::NoEntry => Error::HbaNoEntry {
+                host,
+                user,
+                database,
+                tls,
+            },
+            PlanError::Rejected => Error::HbaReject {
+                host,
+                user,
+                database,
+                tls,
+            },
+        }
+    })
+}
+
+/// What the exchange needs besides the secret: mock key, TLS channel-binding data, ident map.
+fn login_context<'a>(
+    conn: &FramedConn<Stream>,
+    shared: &'a Shared,
+    config: &'a Config,
+) -> super::login::LoginContext<'a> {
+    let tls = conn.io.is_tls();
+    super::login::LoginContext {
+        mock_key: &shared.mock_key,
+        end_point: shared
+            .tls
+            .client
+            .as_ref()
+            .filter(|_| tls)
+            .and_then(|t| t.end_point.clone()),
+        ident: &config.ident,
+    }
+}
+
+/// The user's secret from auth_file, else from auth_query when auth_user is set.
+async fn lookup_secret<'c>(
+    route: &route::Route,
+    user: &str,
+    shared: &Shared,
+    config: &'c Config,
+) -> Result<Option<Cow<'c, Secret>>, Error> {
+    if let Some(secret) = config.userlist.get(user) {
+        return Ok(Some(Cow::Borrowed(secret)));
+    }
+    let Some(pool) = route::auth_pool(
+        config,
+        &shared.pools,
+        &route.database,
+        shared.tls.server.as_ref(),
+    ) else {
+        return Ok(None);
+    };
+    let s = &config.settings;
+    let found = shared
+        .auth_cache
+        .lookup(&pool, &s.auth_query, user, s.auth_query_cache_ttl)
+        .await
+        .map_err(|e| {
+            tracing::warn!(user, error = %e, source = ?std::error::Error::source(&e), "auth_query lookup failed");
+            Error::AuthQuery
+        })?;
+    Ok(found.map(Cow::Owned))
+}
