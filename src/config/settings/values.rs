@@ -1,0 +1,154 @@
+//! Value syntax of [pgbouncer] keys: integers, booleans, durations, lists, enums.
+
+use std::time::Duration;
+
+use super::{AuthType, LogFormat, PoolMode, MAX_PACKET_SIZE_LIMIT};
+
+pub(in crate::config) fn non_empty(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// Comma-separated, items trimmed, empty items dropped.
+pub(in crate::config) fn parse_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A non-negative decimal integer no larger than `max`.
+pub(in crate::config) fn parse_uint(v: &str, max: u64) -> Result<u64, String> {
+    let t = v.trim();
+    if t.starts_with('-') {
+        return Err(format!("{v:?} must not be negative"));
+    }
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{v:?} is not an integer"));
+    }
+    match t.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("{v:?} is out of range (0..={max})")),
+    }
+}
+
+pub(in crate::config) fn parse_u32(v: &str) -> Result<u32, String> {
+    parse_uint(v, u32::MAX.into()).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+pub(in crate::config) fn parse_u16(v: &str) -> Result<u16, String> {
+    parse_uint(v, u16::MAX.into()).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
+}
+
+/// PgBouncer's booleans: 0/1, yes/no, on/off, true/false, any case.
+pub(in crate::config) fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" | "true" => Ok(true),
+        "0" | "no" | "off" | "false" => Ok(false),
+        _ => Err(format!(
+            "{v:?} is not a boolean (use 0/1, yes/no, on/off or true/false)"
+        )),
+    }
+}
+
+/// Seconds as in PgBouncer (`15`, `0.5`), or a number with a unit: `ms`, `s`, `min`, `h`.
+pub(in crate::config) fn parse_duration(v: &str) -> Result<Duration, String> {
+    let t = v.trim();
+    if t.starts_with('-') {
+        return Err(format!("duration {v:?} must not be negative"));
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let bad = || format!("{v:?} is not a duration (seconds, or a number with ms, s, min or h)");
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {v:?} is out of range"))
+}
+
+/// `host:port` (empty = off); the port is required, the host may be `*` (all addresses).
+pub(in crate::config) fn parse_listen_addr(v: &str) -> Result<Option<String>, String> {
+    let t = v.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let Some((host, port)) = t.rsplit_once(':') else {
+        return Err(format!("{v:?} is not host:port"));
+    };
+    if host.is_empty() {
+        return Err(format!("{v:?} has no host (use *:port for all addresses)"));
+    }
+    parse_u16(port).map_err(|m| format!("port: {m}"))?;
+    Ok(Some(t.to_string()))
+}
+
+pub(in crate::config) fn parse_log_format(v: &str) -> Result<LogFormat, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("unknown log_format {v:?} (use text or json)")),
+    }
+}
+
+pub(in crate::config) fn parse_nonzero_duration(v: &str) -> Result<Duration, String> {
+    match parse_duration(v)? {
+        d if d.is_zero() => Err(format!("{v:?} must be greater than zero")),
+        d => Ok(d),
+    }
+}
+
+/// An octal file mode such as `0777`.
+pub(in crate::config) fn parse_mode(v: &str) -> Result<u32, String> {
+    let t = v.trim();
+    match u32::from_str_radix(t, 8) {
+        Ok(m) if m <= 0o777 && !t.starts_with('+') => Ok(m),
+        _ => Err(format!("{v:?} is not an octal file mode (e.g. 0777)")),
+    }
+}
+
+pub(in crate::config) fn parse_packet_size(v: &str) -> Result<u32, String> {
+    let n = parse_u32(v)?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    // PgBouncer's default is 2147483647; PostgreSQL itself never sends or accepts more than
+    // 1 GiB - 1, so larger values mean "no limit beyond PostgreSQL's".
+    Ok(n.min(MAX_PACKET_SIZE_LIMIT))
+}
+
+pub(in crate::config) fn parse_auth_type(v: &str) -> Result<AuthType, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "scram-sha-256" => Ok(AuthType::ScramSha256),
+        "md5" => Ok(AuthType::Md5),
+        "plain" => Ok(AuthType::Plain),
+        "trust" => Ok(AuthType::Trust),
+        "hba" => Ok(AuthType::Hba),
+        "cert" => Ok(AuthType::Cert),
+        other @ ("pam" | "any" | "ldap") => Err(format!(
+            "auth_type={other} is not supported yet (use scram-sha-256, md5, plain, trust, hba or cert)"
+        )),
+        _ => Err(format!(
+            "unknown auth_type {v:?} (use scram-sha-256, md5, plain, trust, hba or cert)"
+        )),
+    }
+}
+
+/// Shared with [databases]/[users] entries.
+pub(in crate::config) fn parse_pool_mode(v: &str) -> Result<PoolMode, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "session" => Ok(PoolMode::Session),
+        other @ ("transaction" | "statement") => Err(format!(
+            "pool_mode={other} is not supported yet (only session)"
+        )),
+        _ => Err(format!(
+            "unknown pool_mode {v:?} (only session is supported)"
+        )),
+    }
+}
