@@ -247,6 +247,7 @@ fn spawn_background(
         tokio::spawn(crate::health::run(Arc::clone(shared))),
         tokio::spawn(evict_on_host_change(Arc::clone(shared))),
         tokio::spawn(crate::metrics::run_stats_period(Arc::clone(shared))),
+        tokio::spawn(crate::metrics::run_upkeep(Arc::clone(shared))),
     ];
     if let Some(l) = http {
         tasks.push(tokio::spawn(crate::http::serve(l, Arc::clone(shared))));

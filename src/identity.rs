@@ -146,15 +146,12 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     let Some((&first, rest)) = needle.split_first() else {
         return true;
     };
-    if hay.len() < needle.len() {
-        return false;
-    }
-    let last_start = hay.len() - needle.len();
-    hay.iter().enumerate().take(last_start + 1).any(|(i, &b)| {
-        b.to_ascii_lowercase() == first
-            && hay
-                .get(i + 1..i + needle.len())
-                .is_some_and(|w| w.eq_ignore_ascii_case(rest))
+    // Every statement passes through here: find the candidates for the first byte with
+    // memchr's vectorised search, then compare the rest.
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    memchr::memchr2_iter(lower, upper, hay).any(|i| {
+        hay.get(i + 1..i + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(rest))
     })
 }
 
@@ -211,5 +208,18 @@ mod tests {
         };
         assert!(tag(&off, "alice", None).is_none());
         assert!(GucNames::new(&off).is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn contains_ci_agrees_with_a_plain_window_search(
+            hay in proptest::collection::vec(proptest::sample::select(b"aApP.x_".to_vec()), 0..40),
+            needle in proptest::collection::vec(proptest::sample::select(b"ap._".to_vec()), 1..4),
+        ) {
+            let plain = hay
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(&needle));
+            proptest::prop_assert_eq!(contains_ci(&hay, &needle), plain);
+        }
     }
 }

@@ -100,6 +100,13 @@ impl Metrics {
         )
     }
 
+    /// Fold the samples recorded since the last call into the histograms. The exporter keeps
+    /// every sample until then, so without it memory grows with each query when nobody
+    /// scrapes /metrics (measured: ~18 bytes per query).
+    pub fn upkeep(&self) {
+        self.histograms.handle().run_upkeep();
+    }
+
     /// The whole /metrics page.
     pub fn render(&self, s: &Snapshot) -> String {
         let now = PrometheusBuilder::new().build_recorder();
@@ -331,6 +338,22 @@ fn pgbouncer_compat(s: &Snapshot) {
 
 /// Every stats_period: close the averaging period and, with log_stats, log one line (as
 /// PgBouncer does).
+/// How often recorded histogram samples are folded in (see [`Metrics::upkeep`]).
+const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fold histogram samples in every few seconds until shutdown.
+pub async fn run_upkeep(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(UPKEEP_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => shared.metrics.upkeep(),
+        }
+    }
+}
+
 pub async fn run_stats_period(shared: Arc<Shared>) {
     loop {
         let period = shared.config.load().settings.stats_period;

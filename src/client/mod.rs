@@ -79,13 +79,12 @@ impl std::fmt::Display for Peer {
 }
 
 /// What a connection turned out to be, once logged in.
-// Built once per connection and matched at once; boxing the session would only allocate.
-#[allow(clippy::large_enum_variant)]
 enum Started<'s> {
     /// A CancelRequest (already handled).
     Cancel,
     Pool {
-        session: Session,
+        /// Boxed: the login result stays small in the task that holds it for the session.
+        session: Box<Session>,
         _cancel: cancel::Registration<'s>,
         guard: SessionGuard<'s>,
         who: String,
@@ -121,7 +120,8 @@ pub async fn run(stream: Stream, peer: Peer, endpoint: Endpoint, shared: Arc<Sha
         Ok(Err(e)) => Err(e),
         Ok(Ok(Started::Cancel)) => return,
         Ok(Ok(Started::Admin { role, guard })) => {
-            admin::serve(&mut conn, role, &guard.info, &shared).await
+            // Boxed: rare and large, it would otherwise size every client's task.
+            Box::pin(admin::serve(&mut conn, role, &guard.info, &shared)).await
         }
         Ok(Ok(Started::Pool {
             session,
@@ -129,7 +129,7 @@ pub async fn run(stream: Stream, peer: Peer, endpoint: Endpoint, shared: Arc<Sha
             guard,
             who,
         })) => {
-            let result = serve(&mut conn, Box::new(session), &guard.info, &shared).await;
+            let result = serve(&mut conn, session, &guard.info, &shared).await;
             drop(_cancel);
             if config.settings.log_disconnections {
                 tracing::info!(%peer, %who, "client closed");
@@ -269,7 +269,7 @@ async fn start<'s>(
         shared.stats.pool(&route.pool.key.db, &route.pool.key.user),
         shared.metrics.query_histogram(&route.database),
     );
-    let mut session = Session {
+    let mut session = Box::new(Session {
         pool: route.pool,
         identity: Arc::from(route.client_user.as_str()),
         _client_slot: client_slot,
@@ -278,7 +278,7 @@ async fn start<'s>(
         meter,
         read_only_hint: route.read_only_hint.map(Arc::from),
         who: session_who,
-    };
+    });
     welcome(conn, &mut session, registration.key, &guard.info, shared).await?;
     Ok(Started::Pool {
         session,
