@@ -28,18 +28,18 @@ pub fn addr_text(addr: Option<IpAddr>) -> String {
     addr.map_or_else(|| "local".to_string(), |a| a.to_string())
 }
 
-/// The tag for `user` connecting from `addr`; `None` when tagging is off.
-pub fn tag(settings: &IdentitySettings, user: &str, addr: Option<IpAddr>) -> Option<Tag> {
+/// The tag for `user` connecting from `addr` (as [`addr_text`] writes it); `None` when
+/// tagging is off.
+pub fn tag(settings: &IdentitySettings, user: &str, addr: &str) -> Option<Tag> {
     if !settings.identity_tagging {
         return None;
     }
     let mut params = vec![(settings.identity_guc.clone(), user.to_string())];
     let mut key = user.to_string();
     if !settings.identity_addr_guc.is_empty() {
-        let addr = addr_text(addr);
         key.push('\0');
-        key.push_str(&addr);
-        params.push((settings.identity_addr_guc.clone(), addr));
+        key.push_str(addr);
+        params.push((settings.identity_addr_guc.clone(), addr.to_string()));
     }
     Some(Tag {
         key: Arc::from(key),
@@ -193,7 +193,7 @@ mod tests {
     #[test]
     fn tags_and_keys() {
         let s = IdentitySettings::default();
-        let t = tag(&s, "alice", Some("10.0.0.7".parse().unwrap())).unwrap();
+        let t = tag(&s, "alice", "10.0.0.7").unwrap();
         assert_eq!(
             t.params,
             vec![
@@ -206,7 +206,7 @@ mod tests {
             identity_tagging: false,
             ..IdentitySettings::default()
         };
-        assert!(tag(&off, "alice", None).is_none());
+        assert!(tag(&off, "alice", "local").is_none());
         assert!(GucNames::new(&off).is_empty());
     }
 

@@ -250,7 +250,7 @@ async fn start<'s>(
         config,
         peer,
         &route.client_user,
-        session_who.names.is_empty(),
+        !session_who.checked,
     )?;
     let registration = shared.cancels.register();
     let guard = shared.sessions.register(
@@ -347,7 +347,7 @@ fn admit(shared: &Shared, user: &str, db: &str, peer: &Peer) -> Result<ClientSlo
     })
 }
 
-/// The session's identity: tag, spoof-check names (none for admin users), audit info.
+/// The session's identity: audit info, and whether the spoof check applies (not to admin users).
 fn who_is(
     route: &route::Route,
     startup: &[(String, String)],
@@ -356,7 +356,6 @@ fn who_is(
     config: &Config,
     tls: bool,
 ) -> Who {
-    let identity = &config.settings.identity;
     let admin = config.settings.admin_users.contains(&route.client_user);
     let pool = &route.pool;
     let info = crate::audit::SessionInfo {
@@ -377,12 +376,7 @@ fn who_is(
     };
     Who {
         info: Arc::new(info),
-        tag: crate::identity::tag(identity, &route.client_user, peer.ip()),
-        names: if admin {
-            crate::identity::GucNames::default()
-        } else {
-            crate::identity::GucNames::new(identity)
-        },
+        checked: !admin,
         audit: shared.audit.clone(),
         started: tokio::time::Instant::now(),
     }

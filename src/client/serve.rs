@@ -9,7 +9,7 @@ use crate::app::Shared;
 use crate::audit::{self, AuditEvent, AuditHandle, SessionEnd};
 use crate::config::AuditStatements;
 use crate::error::Error;
-use crate::identity::{GucNames, Tag};
+use crate::identity::GucNames;
 use crate::net::Stream;
 use crate::pool::{ClientSlot, Identity, Pool, PoolError};
 use crate::protocol::{frontend, FramedConn};
@@ -44,9 +44,10 @@ pub(super) struct Session {
 #[derive(Debug)]
 pub(super) struct Who {
     pub info: Arc<audit::SessionInfo>,
-    pub tag: Option<Tag>,
-    /// Identity GUC names this client may not mention (empty for admin users).
-    pub names: GucNames,
+    /// Whether the identity GUCs are refused to this client (not to admin users). The tag
+    /// and the names to refuse are worked out from the live config when the client gets a
+    /// server connection: an idle session keeps neither.
+    pub checked: bool,
     pub audit: AuditHandle,
     pub started: Instant,
 }
@@ -239,7 +240,11 @@ fn relay_state(session: &Session, config: &crate::config::Config, pid: i32) -> R
     let sender = stmt_audit.as_ref().and_then(|_| who.audit.poll_sender());
     RelayState::new(
         TxTracker::metered(session.meter.clone()),
-        who.names.clone(),
+        if who.checked {
+            GucNames::new(&config.settings.identity)
+        } else {
+            GucNames::default()
+        },
         stmt_audit,
         sender,
         max_len.saturating_add(1024),
@@ -357,7 +362,10 @@ pub(super) async fn acquire(
             }
         }
         let left = limit.map(|l| l.saturating_sub(started.elapsed()));
-        let tag = session.who.tag.as_ref();
+        let who = &session.who;
+        let identity = &shared.config.load().settings.identity;
+        let tag = crate::identity::tag(identity, &session.identity, &who.info.client_addr);
+        let tag = tag.as_ref();
         let mut params = session.params.wanted.clone();
         if let Some(tag) = tag {
             params.extend(tag.params.iter().cloned());
