@@ -97,58 +97,66 @@ enum Started<'s> {
 
 /// Serve one client connection to its end. Every failure the client can be told about becomes
 /// a FATAL ErrorResponse with its SQLSTATE.
-pub async fn run(stream: Stream, peer: Peer, endpoint: Endpoint, shared: Arc<Shared>) {
-    let config = shared.config.load();
+pub fn run(
+    stream: Stream,
+    peer: Peer,
+    endpoint: Endpoint,
+    shared: crate::net::listener::ClientCount,
+) -> impl std::future::Future<Output = ()> + Send {
+    // A plain fn around an async block: the block's captures are its only copies of the
+    // arguments (an async fn keeps two of each), so every client's task stays smaller.
     let mut conn = FramedConn::new(stream);
-    let mut real = peer.clone();
-    let login = timeout(
-        config.settings.client_login_timeout,
-        // Login is large and short-lived: boxed, so an idle session's task stays small.
-        Box::pin(async {
-            real = proxied_peer(&mut conn, peer.clone(), &config).await?;
-            start(&mut conn, &real, endpoint, &shared, &config).await
-        }),
-    )
-    .await;
-    if let Ok(Err(Error::Proxy(e))) = &login {
-        tracing::warn!(%peer, error = %e, "closing connection");
-        return;
-    }
-    let peer = real;
-    let result = match login {
-        Err(_) => Err(Error::LoginTimeout),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(Started::Cancel)) => return,
-        Ok(Ok(Started::Admin { role, guard })) => {
-            // Boxed: rare and large, it would otherwise size every client's task.
-            Box::pin(admin::serve(&mut conn, role, &guard.info, &shared)).await
-        }
-        Ok(Ok(Started::Pool {
-            session,
-            _cancel,
-            guard,
-            who,
-        })) => {
-            let result = serve(&mut conn, session, &guard.info, &shared).await;
-            drop(_cancel);
-            if config.settings.log_disconnections {
-                tracing::info!(%peer, %who, "client closed");
-            }
-            result
-        }
-    };
-    if let Err(e) = result {
-        report(&mut conn, &peer, &e, &config).await;
-    }
-    // A TLS peer gets close_notify (libpq 17's encrypted cancel waits for it: without it
-    // OpenSSL reports "unexpected eof"). Plain sockets just close (FIN): everything was
-    // flushed, and a separate shutdown() costs a syscall and a loopback round of its own.
-    if conn.io.is_tls() {
-        let _ = timeout(
-            Duration::from_secs(1),
-            tokio::io::AsyncWriteExt::shutdown(&mut conn.io),
+    let mut peer = peer;
+    async move {
+        let config = shared.config.load();
+        let login = timeout(
+            config.settings.client_login_timeout,
+            // Login is large and short-lived: boxed, so an idle session's task stays small.
+            Box::pin(async {
+                peer = proxied_peer(&mut conn, peer.clone(), &config).await?;
+                start(&mut conn, &peer, endpoint, &shared, &config).await
+            }),
         )
         .await;
+        if let Ok(Err(Error::Proxy(e))) = &login {
+            tracing::warn!(%peer, error = %e, "closing connection");
+            return;
+        }
+        let result = match login {
+            Err(_) => Err(Error::LoginTimeout),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Started::Cancel)) => return,
+            Ok(Ok(Started::Admin { role, guard })) => {
+                // Boxed: rare and large, it would otherwise size every client's task.
+                Box::pin(admin::serve(&mut conn, role, &guard.info, &shared)).await
+            }
+            Ok(Ok(Started::Pool {
+                session,
+                _cancel,
+                guard,
+                who,
+            })) => {
+                let result = serve(&mut conn, session, &guard.info, &shared).await;
+                drop(_cancel);
+                if config.settings.log_disconnections {
+                    tracing::info!(%peer, %who, "client closed");
+                }
+                result
+            }
+        };
+        if let Err(e) = result {
+            report(&mut conn, &peer, &e, &config).await;
+        }
+        // A TLS peer gets close_notify (libpq 17's encrypted cancel waits for it: without it
+        // OpenSSL reports "unexpected eof"). Plain sockets just close (FIN): everything was
+        // flushed, and a separate shutdown() costs a syscall and a loopback round of its own.
+        if conn.io.is_tls() {
+            let _ = timeout(
+                Duration::from_secs(1),
+                tokio::io::AsyncWriteExt::shutdown(&mut conn.io),
+            )
+            .await;
+        }
     }
 }
 

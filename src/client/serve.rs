@@ -1,7 +1,9 @@
 //! The session loop (session pool mode): the client keeps one server connection from its first
 //! query until it leaves; then the connection is reset and returned, or closed.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::time::Instant;
 
@@ -62,12 +64,27 @@ pub(super) struct Tally {
 
 pub(super) async fn serve(
     conn: &mut FramedConn<Stream>,
-    mut session: Box<Session>,
+    session: Box<Session>,
     info: &SessionInfo,
     shared: &Shared,
 ) -> Result<(), Error> {
     let mut tally = Tally::default();
-    let result = serve_inner(conn, &mut session, info, shared, &mut tally).await;
+    // An idle session waits here, in the first_request future: everything after it is boxed,
+    // so the task of an idle client stays small (W6).
+    let result = match first_request(conn, info, shared).await {
+        Ok(true) => {
+            let result = Box::pin(async {
+                let server = checkout(&session, info, shared).await?;
+                tally.pid = Some(server.pid());
+                relay_session(conn, &session, server, info, shared, &mut tally).await
+            })
+            .await;
+            info.set_idle();
+            result
+        }
+        Ok(false) => Ok(()),
+        Err(e) => Err(e),
+    };
     if session.who.audit.enabled() {
         Box::pin(audit_end(&session.who, &result, &tally)).await;
     }
@@ -99,24 +116,6 @@ async fn audit_end(who: &Who, result: &Result<(), Error>, tally: &Tally) {
             reason,
         }))
         .await;
-}
-
-async fn serve_inner(
-    conn: &mut FramedConn<Stream>,
-    session: &mut Session,
-    info: &SessionInfo,
-    shared: &Shared,
-    tally: &mut Tally,
-) -> Result<(), Error> {
-    if !first_request(conn, info, shared).await? {
-        return Ok(());
-    }
-    let server = Box::pin(checkout(session, info, shared)).await?;
-    tally.pid = Some(server.pid());
-    // Boxed: an idle session's task then holds only the small wait above.
-    let result = Box::pin(relay_session(conn, session, server, info, shared, tally)).await;
-    info.set_idle();
-    result
 }
 
 /// Relay between the client and `server` until one side ends; then release or close it.
@@ -268,11 +267,16 @@ async fn first_request(
 ) -> Result<bool, Error> {
     conn.shrink();
     if conn.rbuf.is_empty() {
-        tokio::select! {
-            biased;
-            _ = info.kill.cancelled() => return Err(ended(shared)),
-            ready = conn.io.readable() => ready.map_err(|e| Error::ClientProtocol(e.into()))?,
-        }
+        let mut kill = std::pin::pin!(info.kill.cancelled());
+        std::future::poll_fn(|cx| {
+            if kill.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(ended(shared)));
+            }
+            conn.io
+                .poll_read_ready(cx)
+                .map_err(|e| Error::ClientProtocol(e.into()))
+        })
+        .await?;
     }
     tokio::select! {
         biased;

@@ -153,25 +153,43 @@ async fn backoff(e: std::io::Error) {
 fn spawn_client(stream: Stream, peer: Peer, endpoint: Endpoint, shared: &Arc<Shared>) {
     let max = usize::try_from(shared.config.load().settings.max_client_conn).unwrap_or(usize::MAX);
     let count = shared.clients.fetch_add(1, Ordering::AcqRel) + 1;
-    let shared = Arc::clone(shared);
-    shared.tracker.clone().spawn(async move {
-        if count > max {
-            reject(stream, &Error::TooManyClients).await;
-            tracing::warn!(%peer, "no more connections allowed (max_client_conn)");
-            shared
-                .audit
-                .send(crate::audit::AuditEvent::LimitRejection {
-                    user: None,
-                    client_addr: crate::identity::addr_text(peer.ip()),
-                    database: None,
-                    reason: "max_client_conn".into(),
-                })
-                .await;
-        } else {
-            client::run(stream, peer, endpoint, Arc::clone(&shared)).await;
-        }
-        shared.clients.fetch_sub(1, Ordering::AcqRel);
+    let counted = ClientCount(Arc::clone(shared));
+    let tracker = &shared.tracker;
+    if count <= max {
+        // The session's own future, unwrapped: it is what an idle client costs (W6).
+        tracker.spawn(client::run(stream, peer, endpoint, counted));
+        return;
+    }
+    tracker.spawn(async move {
+        reject(stream, &Error::TooManyClients).await;
+        tracing::warn!(%peer, "no more connections allowed (max_client_conn)");
+        counted
+            .audit
+            .send(crate::audit::AuditEvent::LimitRejection {
+                user: None,
+                client_addr: crate::identity::addr_text(peer.ip()),
+                database: None,
+                reason: "max_client_conn".into(),
+            })
+            .await;
     });
+}
+
+/// An accepted client connection, counted against max_client_conn until dropped.
+#[derive(Debug)]
+pub struct ClientCount(Arc<Shared>);
+
+impl std::ops::Deref for ClientCount {
+    type Target = Arc<Shared>;
+    fn deref(&self) -> &Arc<Shared> {
+        &self.0
+    }
+}
+
+impl Drop for ClientCount {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 async fn reject(mut stream: Stream, error: &Error) {

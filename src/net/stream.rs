@@ -24,14 +24,15 @@ impl Stream {
         matches!(self, Stream::Unix(_))
     }
 
-    /// Wait until the socket has data (or EOF) without holding a read buffer meanwhile, so an
-    /// idle client costs no buffer memory. TLS returns at once: rustls may already hold
-    /// decrypted bytes that the socket no longer shows, so the caller's read does the waiting.
-    pub async fn readable(&self) -> std::io::Result<()> {
+    /// Ready once the socket has data (or EOF), without a read buffer meanwhile, so an idle
+    /// client costs no buffer memory; a poll function rather than a future, so the idle task
+    /// stores nothing for it either. TLS is ready at once: rustls may already hold decrypted
+    /// bytes that the socket no longer shows, so the caller's read does the waiting.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
-            Stream::Tls(_) | Stream::Detached => Ok(()),
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+            Stream::Tls(_) | Stream::Detached => Poll::Ready(Ok(())),
         }
     }
 
