@@ -155,7 +155,7 @@ async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlEr
         let busy = shared.sessions.all().iter().any(|s| {
             !s.admin
                 && s.state() == crate::sessions::ClientState::Active
-                && db.as_deref().map_or(true, |d| d == s.database)
+                && db.as_deref().map_or(true, |d| d == &*s.database)
         });
         if !busy {
             break;

@@ -52,10 +52,10 @@ pub struct ServerLink {
 pub struct SessionInfo {
     /// Unique per process, never reused (SHOW CLIENTS `id`, KILL_CLIENT argument).
     pub id: u64,
-    pub user: String,
-    pub database: String,
+    pub user: Arc<str>,
+    pub database: Arc<str>,
     /// The user pgporter logs in to PostgreSQL as (the pool's user).
-    pub pool_user: String,
+    pub pool_user: Arc<str>,
     pub addr: String,
     pub port: u16,
     pub application_name: String,
@@ -109,9 +109,9 @@ pub fn unix_secs(t: SystemTime) -> u64 {
 /// What a new session registers with.
 #[derive(Debug)]
 pub struct NewSession<'a> {
-    pub user: &'a str,
-    pub database: &'a str,
-    pub pool_user: &'a str,
+    pub user: Arc<str>,
+    pub database: Arc<str>,
+    pub pool_user: Arc<str>,
     pub addr: String,
     pub port: u16,
     pub application_name: &'a str,
@@ -146,9 +146,9 @@ impl Sessions {
         let now = SystemTime::now();
         let info = Arc::new(SessionInfo {
             id,
-            user: s.user.to_string(),
-            database: s.database.to_string(),
-            pool_user: s.pool_user.to_string(),
+            user: s.user,
+            database: s.database,
+            pool_user: s.pool_user,
             addr: s.addr,
             port: s.port,
             application_name: s.application_name.to_string(),
@@ -194,7 +194,7 @@ impl Sessions {
         let mut n = 0;
         for e in self.map.iter() {
             let s = e.value();
-            if !s.admin && db.map_or(true, |d| d == s.database) {
+            if !s.admin && db.map_or(true, |d| d == &*s.database) {
                 s.kill.cancel();
                 n += 1;
             }
@@ -209,9 +209,9 @@ mod tests {
 
     fn new<'a>(db: &'a str, admin: bool) -> NewSession<'a> {
         NewSession {
-            user: "u",
-            database: db,
-            pool_user: "u",
+            user: "u".into(),
+            database: db.into(),
+            pool_user: "u".into(),
             addr: "127.0.0.1".into(),
             port: 1,
             application_name: "",

@@ -76,7 +76,7 @@ impl Snapshot {
             let (db, user) = (&pool.key.db, &pool.key.user);
             let mine = clients
                 .iter()
-                .filter(|c| !c.admin && &c.database == db && &c.pool_user == user);
+                .filter(|c| !c.admin && *c.database == **db && *c.pool_user == **user);
             let (mut active, mut waiting, mut maxwait_us) = (0, 0, 0u64);
             for c in mine {
                 match c.state() {

@@ -83,7 +83,7 @@ fn databases(s: &Snapshot) -> ResultSet {
         let clients = s
             .clients
             .iter()
-            .filter(|c| !c.admin && &c.database == name)
+            .filter(|c| !c.admin && *c.database == **name)
             .count() as u64;
         rs.push(vec![
             name.as_str().into(),
@@ -195,8 +195,8 @@ fn clients(s: &Snapshot) -> ResultSet {
         let link = c.server().map(|l| format!("{:x}", l.pid));
         rs.push(vec![
             "C".into(),
-            c.user.as_str().into(),
-            c.database.as_str().into(),
+            (&*c.user).into(),
+            (&*c.database).into(),
             "none".into(),
             state.as_str().into(),
             c.addr.as_str().into(),
@@ -280,7 +280,7 @@ fn users(s: &Snapshot) -> ResultSet {
         let clients = s
             .clients
             .iter()
-            .filter(|c| !c.admin && &c.user == name)
+            .filter(|c| !c.admin && *c.user == **name)
             .count() as u64;
         rs.push(vec![
             name.as_str().into(),
@@ -543,7 +543,7 @@ fn identities(s: &Snapshot) -> ResultSet {
     ]);
     let mut rows: BTreeMap<String, [u64; 5]> = BTreeMap::new();
     for c in s.clients.iter().filter(|c| !c.admin) {
-        let r = rows.entry(c.user.clone()).or_default();
+        let r = rows.entry(c.user.to_string()).or_default();
         r[0] += 1;
         match c.state() {
             ClientState::Active => r[1] += 1,

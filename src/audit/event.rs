@@ -8,14 +8,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
     pub session_id: u64,
-    pub client_user: String,
+    /// Names shared with the session registry and the pool (one allocation, not one per use).
+    pub client_user: Arc<str>,
     /// Client IP (after PROXY protocol) or `local`.
     pub client_addr: String,
     pub client_port: Option<u16>,
     pub tls: bool,
-    pub database: String,
-    pub backend_user: String,
-    pub backend_host: String,
+    pub database: Arc<str>,
+    pub backend_user: Arc<str>,
+    pub backend_host: Arc<str>,
     pub application_name: Option<String>,
 }
 

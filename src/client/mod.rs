@@ -230,7 +230,10 @@ async fn start<'s>(
     if config.settings.log_connections {
         tracing::info!(%peer, %who, "login attempt: ok");
     }
-    let client_slot = match admit(shared, &route.client_user, &route.database, peer) {
+    // The names every part of the session keeps (limits, registry, audit, pool): one
+    // allocation each, shared.
+    let names = SessionNames::new(&route);
+    let client_slot = match admit(shared, &names.user, &names.db, peer) {
         Ok(slot) => slot,
         Err(e) => {
             shared
@@ -247,6 +250,7 @@ async fn start<'s>(
     };
     let session_who = who_is(
         &route,
+        &names,
         &startup.params,
         peer,
         shared,
@@ -263,9 +267,9 @@ async fn start<'s>(
     let registration = shared.cancels.register();
     let guard = shared.sessions.register(
         NewSession {
-            user: &route.client_user,
-            database: &route.database,
-            pool_user: &route.pool.key.user,
+            user: Arc::clone(&names.user),
+            database: Arc::clone(&names.db),
+            pool_user: Arc::clone(&names.pool_user),
             addr: peer.addr(),
             port: peer.port(),
             application_name: startup.get("application_name").unwrap_or_default(),
@@ -279,7 +283,7 @@ async fn start<'s>(
     );
     let mut session = Box::new(Session {
         pool: route.pool,
-        identity: Arc::from(route.client_user.as_str()),
+        identity: Arc::clone(&names.user),
         _client_slot: client_slot,
         params,
         cancel: Arc::clone(&registration.slot),
@@ -328,9 +332,9 @@ async fn start_admin<'s>(
     }
     let guard = shared.sessions.register(
         NewSession {
-            user,
-            database,
-            pool_user: user,
+            user: Arc::from(user),
+            database: Arc::from(database),
+            pool_user: Arc::from(user),
             addr: peer.addr(),
             port: peer.port(),
             application_name: startup.get("application_name").unwrap_or_default(),
@@ -346,18 +350,50 @@ async fn start_admin<'s>(
 /// Count the authenticated client against max_user_client_connections and
 /// max_db_client_connections (checked after authentication, so that clients without the
 /// password cannot use up a user's slots).
-fn admit(shared: &Shared, user: &str, db: &str, peer: &Peer) -> Result<ClientSlot, Error> {
+fn admit(
+    shared: &Shared,
+    user: &Arc<str>,
+    db: &Arc<str>,
+    peer: &Peer,
+) -> Result<ClientSlot, Error> {
     let limits = shared.pools.limits();
     limits.admit_client(user, db).map_err(|limit| {
+        let (user, db) = (&**user, &**db);
         let n = limits.rejections.record(user, limit.name());
         tracing::warn!(%peer, user, db, limit = limit.name(), rejections = n, "client connections exceeded");
         Error::ClientLimit(limit)
     })
 }
 
+/// A session's user, database and backend names, shared by its parts.
+struct SessionNames {
+    user: Arc<str>,
+    db: Arc<str>,
+    pool_user: Arc<str>,
+    backend_user: Arc<str>,
+}
+
+impl SessionNames {
+    fn new(route: &route::Route) -> SessionNames {
+        let pool_user: Arc<str> = Arc::from(route.pool.key.user.as_str());
+        let backend_user = if route.pool.target.user == route.pool.key.user {
+            Arc::clone(&pool_user)
+        } else {
+            Arc::from(route.pool.target.user.as_str())
+        };
+        SessionNames {
+            user: Arc::from(route.client_user.as_str()),
+            db: Arc::from(route.database.as_str()),
+            pool_user,
+            backend_user,
+        }
+    }
+}
+
 /// The session's identity: audit info, and whether the spoof check applies (not to admin users).
 fn who_is(
     route: &route::Route,
+    names: &SessionNames,
     startup: &[(String, String)],
     peer: &Peer,
     shared: &Shared,
@@ -370,13 +406,13 @@ fn who_is(
         session_id: shared
             .session_ids
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        client_user: route.client_user.clone(),
+        client_user: Arc::clone(&names.user),
         client_addr: crate::identity::addr_text(peer.ip()),
         client_port: Some(peer.port()).filter(|p| *p != 0),
         tls,
-        database: route.database.clone(),
-        backend_user: pool.target.user.clone(),
-        backend_host: pool.target.addr.to_string(),
+        database: Arc::clone(&names.db),
+        backend_user: Arc::clone(&names.backend_user),
+        backend_host: Arc::from(pool.target.addr.to_string()),
         application_name: startup
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))

@@ -65,6 +65,8 @@ impl ClientParams {
             let value = app_name(String::new(), config, peer, user);
             wanted.push(("application_name".into(), value));
         }
+        // Kept for the whole session: no spare capacity.
+        wanted.shrink_to_fit();
         Ok(ClientParams { wanted })
     }
 

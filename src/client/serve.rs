@@ -329,9 +329,9 @@ pub(super) async fn checkout(
                     .who
                     .audit
                     .send(AuditEvent::LimitRejection {
-                        user: Some(who.client_user.clone()),
+                        user: Some(who.client_user.to_string()),
                         client_addr: who.client_addr.clone(),
-                        database: Some(who.database.clone()),
+                        database: Some(who.database.to_string()),
                         reason: e.to_string(),
                     })
                     .await;

@@ -234,26 +234,40 @@ impl Limits {
 
     /// Count a logged-in client against max_user_client_connections and
     /// max_db_client_connections, or say which one is full. The slot frees on drop.
-    pub fn admit_client(self: &Arc<Self>, user: &str, db: &str) -> Result<ClientSlot, ClientLimit> {
+    pub fn admit_client(
+        self: &Arc<Self>,
+        user: &Arc<str>,
+        db: &Arc<str>,
+    ) -> Result<ClientSlot, ClientLimit> {
         let config = self.config.load();
         let max_user = config.max_user_client_connections(user);
         let max_db = config.max_db_client_connections(db);
         let mut counts = self.counts();
-        let by_user = counts.clients_by_user.get(user).copied().unwrap_or(0);
-        let by_db = counts.clients_by_db.get(db).copied().unwrap_or(0);
+        let by_user = counts.clients_by_user.get(&**user).copied().unwrap_or(0);
+        let by_db = counts.clients_by_db.get(&**db).copied().unwrap_or(0);
         if max_user > 0 && by_user >= max_user {
             return Err(ClientLimit::MaxUserClientConnections);
         }
         if max_db > 0 && by_db >= max_db {
             return Err(ClientLimit::MaxDbClientConnections);
         }
-        *counts.clients_by_user.entry(user.to_string()).or_insert(0) += 1;
-        *counts.clients_by_db.entry(db.to_string()).or_insert(0) += 1;
+        increment(&mut counts.clients_by_user, user);
+        increment(&mut counts.clients_by_db, db);
         Ok(ClientSlot {
             limits: Arc::clone(self),
-            user: user.to_string(),
-            db: db.to_string(),
+            user: Arc::clone(user),
+            db: Arc::clone(db),
         })
+    }
+}
+
+/// Count one more for `key` (allocating the key only the first time it is seen).
+fn increment(map: &mut HashMap<String, u32>, key: &str) {
+    match map.get_mut(key) {
+        Some(v) => *v += 1,
+        None => {
+            map.insert(key.to_string(), 1);
+        }
     }
 }
 
@@ -270,8 +284,8 @@ fn decrement(map: &mut HashMap<String, u32>, key: &str, n: u32) {
 #[derive(Debug)]
 pub struct ClientSlot {
     limits: Arc<Limits>,
-    user: String,
-    db: String,
+    user: Arc<str>,
+    db: Arc<str>,
 }
 
 impl Drop for ClientSlot {
