@@ -63,6 +63,31 @@ def proc_cpu(pid, children=False):
     return t
 
 
+def proc_user(pid):
+    """utime of pid, in ticks; 0 if gone."""
+    try:
+        with open("/proc/%s/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[11])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def proc_switches(pid):
+    """[voluntary, involuntary] context switches summed over pid's threads."""
+    total = [0, 0]
+    for path in glob.glob("/proc/%s/task/*/status" % pid):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total[0] += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        total[1] += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
 def child_pids(pid):
     try:
         with open("/proc/%s/task/%s/children" % (pid, pid)) as f:
@@ -82,6 +107,8 @@ def snap(shell_pid, pg_pid, poolers):
         "t": time.time(), "busy": busy, "total": total, "pg": pg,
         "shell": proc_cpu(shell_pid, True),
         "poolers": {p: proc_cpu(p) for p in poolers if p},
+        "pooler_user": {p: proc_user(p) for p in poolers if p},
+        "pooler_switches": {p: proc_switches(p) for p in poolers if p},
     }
 
 
@@ -134,6 +161,14 @@ def record(a):
     if a.pooler_pid and run["xacts"]:
         us = pooler_ticks.get(a.pooler_pid, 0) * 1e6 / TICK
         run["pooler_cpu_us_per_xact"] = round(us / run["xacts"], 2)
+        p = a.pooler_pid
+        if p in b.get("pooler_user", {}):
+            user = (e["pooler_user"].get(p, 0) - b["pooler_user"][p]) * 1e6 / TICK
+            run["pooler_user_us_per_xact"] = round(user / run["xacts"], 2)
+        if p in b.get("pooler_switches", {}):
+            (v0, i0), (v1, i1) = b["pooler_switches"][p], e["pooler_switches"].get(p, [0, 0])
+            run["pooler_vol_switches_per_xact"] = round((v1 - v0) / run["xacts"], 3)
+            run["pooler_invol_switches_per_xact"] = round((i1 - i0) / run["xacts"], 3)
     if a.latlog:
         lat = latencies_us(a.latlog)
         run["lat_samples"] = len(lat)
@@ -171,6 +206,9 @@ def summarize(runs):
                 "lat_p99_ms": median([r.get("lat_p99_ms") for r in good]),
                 "lat_avg_ms": median([r.get("lat_avg_ms") for r in good]),
                 "pooler_cpu_us_per_xact": median([r.get("pooler_cpu_us_per_xact") for r in good]),
+                "pooler_user_us_per_xact": median([r.get("pooler_user_us_per_xact") for r in good]),
+                "pooler_invol_switches_per_xact": median(
+                    [r.get("pooler_invol_switches_per_xact") for r in good]),
                 "foreign_cpu_pct_max": max([r["foreign_cpu_pct"] for r in rs], default=None),
             }
     return summary
@@ -223,6 +261,11 @@ def report(runs_path, mem_path, meta_path, out_path):
         if wl in summary:
             rows.append(("W7 pooler CPU us/xact %s" % wl,
                          None, *[cell(wl, t, "pooler_cpu_us_per_xact") for t in TARGETS[1:]], 1, None))
+            rows.append(("  of which user us/xact %s" % wl,
+                         None, *[cell(wl, t, "pooler_user_us_per_xact") for t in TARGETS[1:]], 1, None))
+            if wl == "W1":
+                rows.append(("  pooler preempted /xact W1", None,
+                             *[cell(wl, t, "pooler_invol_switches_per_xact") for t in TARGETS[1:]], 2, None))
 
     ratios = {}
     lines = ["%-30s %11s %11s %11s %9s %9s %8s" % (

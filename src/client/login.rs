@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use subtle::ConstantTimeEq;
 
 use crate::auth::scram::ScramServer;
@@ -85,9 +84,7 @@ fn cert(
 }
 
 async fn send_auth(conn: &mut FramedConn<Stream>, code: i32, data: &[u8]) -> Result<(), Error> {
-    let mut buf = BytesMut::new();
-    backend::authentication(&mut buf, code, data);
-    conn.queue(&buf);
+    backend::authentication(&mut conn.wbuf, code, data);
     conn.flush().await.map_err(Error::ClientProtocol)
 }
 
@@ -141,9 +138,7 @@ async fn scram_exchange(
     conn: &mut FramedConn<Stream>,
     mut server: ScramServer,
 ) -> Result<Result<[u8; 32], AuthError>, Error> {
-    let mut buf = BytesMut::new();
-    backend::authentication_sasl(&mut buf, server.mechanisms());
-    conn.queue(&buf);
+    backend::authentication_sasl(&mut conn.wbuf, server.mechanisms());
     conn.flush().await.map_err(Error::ClientProtocol)?;
 
     let body = read_password_message(conn).await?;
@@ -165,9 +160,7 @@ async fn scram_exchange(
         Err(e) => return Ok(Err(e)),
     };
     // Queued, not flushed: it leaves with AuthenticationOk and the welcome in one write.
-    let mut buf = BytesMut::new();
-    backend::authentication(&mut buf, AUTH_SASL_FINAL, &server_final);
-    conn.queue(&buf);
+    backend::authentication(&mut conn.wbuf, AUTH_SASL_FINAL, &server_final);
     Ok(server.client_key().ok_or(AuthError::Failed))
 }
 

@@ -449,12 +449,13 @@ async fn welcome(
             reported
         }
     };
-    let mut buf = BytesMut::new();
-    backend::authentication(&mut buf, backend::AUTH_OK, &[]);
-    session.params.welcome(&reported, &mut buf);
-    backend::backend_key_data(&mut buf, key.pid, key.secret);
-    backend::ready_for_query(&mut buf, b'I');
-    conn.queue(&buf);
+    // Straight into the write buffer (which may already hold SASLFinal), sized once.
+    let buf = &mut conn.wbuf;
+    buf.reserve(512);
+    backend::authentication(buf, backend::AUTH_OK, &[]);
+    session.params.welcome(&reported, buf);
+    backend::backend_key_data(buf, key.pid, key.secret);
+    backend::ready_for_query(buf, b'I');
     conn.flush().await.map_err(Error::ClientProtocol)
 }
 
