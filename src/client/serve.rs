@@ -146,15 +146,19 @@ async fn relay_session(
     let max_message = usize::try_from(config.settings.max_packet_size).unwrap_or(usize::MAX);
     let traffic = &mut tally.traffic;
     // Cancelled when the health monitor sees the server's host down: end instead of hanging.
-    let gone = server
-        .tag
-        .as_ref()
-        .map(|t| t.gone().clone())
-        .unwrap_or_default();
+    // Without a host tag (no routing) there is nothing to wait for: no token to poll (and
+    // lock) on every wake of the relay.
+    let gone = server.tag.as_ref().map(|t| t.gone().clone());
+    let host_down = async {
+        match &gone {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let end = tokio::select! {
         biased;
         _ = info.kill.cancelled() => Err(ended(shared)),
-        _ = gone.cancelled() => Err(Error::ServerDown),
+        () = host_down => Err(Error::ServerDown),
         end = relay(conn, &mut server.conn, &mut state, max_message, traffic) => Ok(end),
     };
     session.cancel.detach();
