@@ -28,6 +28,7 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod stats;
 pub mod tls;
+pub mod utc;
 
 pub use app::App;
 pub use config::Config;

@@ -156,27 +156,10 @@ pub(super) fn command_complete(buf: &mut BytesMut, tag: &str) {
 
 /// `YYYY-MM-DD HH:MM:SS+00`: timestamptz text output in UTC.
 pub(super) fn format_time(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil-from-days (proleptic Gregorian), as in Howard Hinnant's date algorithms.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let u = crate::utc::Utc::from(t);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}+00",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}+00",
+        u.year, u.month, u.day, u.hour, u.minute, u.second
     )
 }
 
