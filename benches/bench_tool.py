@@ -50,26 +50,20 @@ def scram_secret(password, iterations):
         iterations, b64(salt), b64(hashlib.sha256(client_key).digest()), b64(server_key))
 
 
-def proc_cpu(pid, children=False):
-    """utime+stime (and optionally the reaped children's) of pid, in ticks; 0 if gone."""
+def proc_ticks(pid):
+    """(utime, stime, cutime, cstime) of pid, in ticks; zeros if gone."""
     try:
         with open("/proc/%s/stat" % pid) as f:
             fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0
-    t = int(fields[11]) + int(fields[12])
-    if children:
-        t += int(fields[13]) + int(fields[14])
-    return t
-
-
-def proc_user(pid):
-    """utime of pid, in ticks; 0 if gone."""
-    try:
-        with open("/proc/%s/stat" % pid) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[11])
+        return tuple(int(x) for x in fields[11:15])
     except (OSError, IndexError, ValueError):
-        return 0
+        return (0, 0, 0, 0)
+
+
+def proc_cpu(pid, children=False):
+    """utime+stime (and optionally the reaped children's) of pid, in ticks; 0 if gone."""
+    t = proc_ticks(pid)
+    return sum(t) if children else t[0] + t[1]
 
 
 def proc_switches(pid):
@@ -103,11 +97,12 @@ def snap(shell_pid, pg_pid, poolers):
     busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
     total = busy + v[3] + v[4]
     pg = proc_cpu(pg_pid, True) + sum(proc_cpu(c, True) for c in child_pids(pg_pid))
+    ticks = {p: proc_ticks(p) for p in poolers if p}
     return {
         "t": time.time(), "busy": busy, "total": total, "pg": pg,
         "shell": proc_cpu(shell_pid, True),
-        "poolers": {p: proc_cpu(p) for p in poolers if p},
-        "pooler_user": {p: proc_user(p) for p in poolers if p},
+        "poolers": {p: t[0] + t[1] for p, t in ticks.items()},
+        "pooler_user": {p: t[0] for p, t in ticks.items()},
         "pooler_switches": {p: proc_switches(p) for p in poolers if p},
     }
 
