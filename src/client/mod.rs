@@ -330,11 +330,12 @@ async fn start_admin<'s>(
     if s.log_connections {
         tracing::info!(%peer, user, role = ?role, "admin console login");
     }
+    let user: Arc<str> = Arc::from(user);
     let guard = shared.sessions.register(
         NewSession {
-            user: Arc::from(user),
+            user: Arc::clone(&user),
             database: Arc::from(database),
-            pool_user: Arc::from(user),
+            pool_user: user,
             addr: peer.addr(),
             port: peer.port(),
             application_name: startup.get("application_name").unwrap_or_default(),
