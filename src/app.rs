@@ -20,6 +20,7 @@ use crate::gates::Gates;
 use crate::health::HostStates;
 use crate::metrics::Metrics;
 use crate::net::listener::{self, Listeners};
+use crate::net::lobby::Lobby;
 use crate::pool::{run_janitor, Pools};
 use crate::routing::Hosts;
 use crate::sessions::Sessions;
@@ -32,17 +33,19 @@ use crate::tls::TlsState;
 pub struct Shared {
     pub config: Arc<ConfigHandle>,
     pub pools: Arc<Pools>,
-    pub cancels: CancelRegistry,
+    pub cancels: Arc<CancelRegistry>,
     /// Fires when sessions must end (after the drain, or at once).
     pub shutdown: CancellationToken,
     /// Every client session task, for the bounded drain.
     pub tracker: TaskTracker,
+    /// Logged-in clients that went quiet, waiting without a task.
+    pub lobby: Arc<Lobby<crate::client::Parked>>,
     /// Connected clients, for max_client_conn.
     pub clients: AtomicUsize,
     /// Per-process key for mock SCRAM salts of unknown users.
     pub mock_key: [u8; 32],
     pub stats: Stats,
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     pub gates: Gates,
     pub lifecycle: Lifecycle,
     pub hosts: HostStates,
@@ -112,15 +115,16 @@ impl App {
         let shared = Arc::new(Shared {
             pools: Arc::new(Pools::new(Arc::clone(&config))),
             config,
-            cancels: CancelRegistry::default(),
+            cancels: Arc::default(),
             routing: Arc::new(Hosts::new(shutdown.clone())),
             listen_port: listeners.local_addr().port(),
             shutdown,
             tracker: TaskTracker::new(),
+            lobby: Arc::new(Lobby::new().map_err(Error::Io)?),
             clients: AtomicUsize::new(0),
             mock_key: rand::random(),
             stats: Stats::default(),
-            sessions: Sessions::default(),
+            sessions: Arc::default(),
             gates: Gates::default(),
             lifecycle: Lifecycle::default(),
             hosts: HostStates::default(),
@@ -190,6 +194,10 @@ impl App {
             mut control_rx,
         } = self;
         let accept = tokio::spawn(listener::serve(listeners, Arc::clone(&shared)));
+        // The tracker token: at shutdown the parked clients leave the lobby into tracked tasks
+        // before it is dropped, so the wait below covers them.
+        let runtime = tokio::runtime::Handle::current();
+        shared.lobby.start(runtime, shared.tracker.token())?;
         let background = spawn_background(&shared, http);
         let mut mode_rx = shared.lifecycle.subscribe();
         loop {
@@ -200,6 +208,7 @@ impl App {
         }
         drain(&shared, &mut control_rx).await;
         shared.shutdown.cancel();
+        shared.lobby.close();
         shared.tracker.close();
         let wait = Duration::from_secs(2).max(
             shared

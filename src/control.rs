@@ -100,6 +100,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
                 None => g.all_paused = true,
             });
             shared.sessions.kill_database(db.as_deref());
+            shared.lobby.nudge();
             for pool in pools_of(shared, db.as_deref()) {
                 pool.close_idle().await;
             }
@@ -113,6 +114,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
                 .ok_or(ControlError::NoSuchClient)?;
             tracing::info!(id, user = %s.user, db = %s.database, "KILL_CLIENT");
             s.kill.cancel();
+            shared.lobby.nudge();
             Ok(())
         }
         Control::Shutdown(mode) => {

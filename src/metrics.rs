@@ -36,6 +36,7 @@ pub const BACKEND_LAG: &str = "pgporter_backend_replication_lag_seconds";
 pub const RELOADS: &str = "pgporter_reloads_total";
 pub const READY: &str = "pgporter_ready";
 pub const PAUSED: &str = "pgporter_database_paused";
+pub const PARKED: &str = "pgporter_clients_parked";
 
 /// Buckets (seconds) for both histograms: 100 µs .. 60 s.
 const BUCKETS: &[f64] = &[
@@ -160,6 +161,11 @@ fn native(s: &Snapshot) {
     describe_counter!(RELOADS, "Configuration reloads by outcome");
     describe_gauge!(READY, "1 when /readyz answers 200");
     describe_gauge!(PAUSED, "1 when the database is paused");
+    describe_gauge!(
+        PARKED,
+        "Idle clients waiting in the lobby (taskless; also counted as idle)"
+    );
+    gauge!(PARKED).set(s.parked as f64);
     for state in [ClientState::Active, ClientState::Waiting, ClientState::Idle] {
         let mut by_pool: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
         let mut by_identity: std::collections::BTreeMap<&str, u64> = Default::default();

@@ -128,12 +128,12 @@ pub struct Sessions {
 
 /// Removes the session from the registry when dropped.
 #[derive(Debug)]
-pub struct SessionGuard<'a> {
-    sessions: &'a Sessions,
+pub struct SessionGuard {
+    sessions: Arc<Sessions>,
     pub info: Arc<SessionInfo>,
 }
 
-impl Drop for SessionGuard<'_> {
+impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.sessions.map.remove(&self.info.id);
     }
@@ -141,7 +141,11 @@ impl Drop for SessionGuard<'_> {
 
 impl Sessions {
     /// Register a logged-in session; `parent` is the token whose cancellation also ends it.
-    pub fn register(&self, s: NewSession<'_>, parent: &CancellationToken) -> SessionGuard<'_> {
+    pub fn register(
+        self: &Arc<Self>,
+        s: NewSession<'_>,
+        parent: &CancellationToken,
+    ) -> SessionGuard {
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
         let now = SystemTime::now();
         let info = Arc::new(SessionInfo {
@@ -163,7 +167,7 @@ impl Sessions {
         });
         self.map.insert(id, Arc::clone(&info));
         SessionGuard {
-            sessions: self,
+            sessions: Arc::clone(self),
             info,
         }
     }
@@ -222,7 +226,7 @@ mod tests {
     #[test]
     fn register_kill_and_drop() {
         let root = CancellationToken::new();
-        let s = Sessions::default();
+        let s = Arc::new(Sessions::default());
         let a = s.register(new("a", false), &root);
         let b = s.register(new("b", false), &root);
         let adm = s.register(new("pgbouncer", true), &root);

@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub pools: Vec<PoolRow>,
     pub clients: Vec<Arc<SessionInfo>>,
+    /// Idle clients waiting in the lobby (without a task).
+    pub parked: usize,
     pub servers: Vec<ServerRow>,
     pub stats: Vec<(String, Totals, Averages)>,
     pub gates: GateState,
@@ -149,6 +151,7 @@ impl Snapshot {
         Snapshot {
             pools,
             clients,
+            parked: shared.lobby.parked(),
             servers,
             stats,
             gates: shared.gates.state(),

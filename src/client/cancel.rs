@@ -37,13 +37,13 @@ pub struct CancelRegistry {
 
 /// Removes the key when the session ends.
 #[derive(Debug)]
-pub struct Registration<'a> {
-    registry: &'a CancelRegistry,
+pub struct Registration {
+    registry: Arc<CancelRegistry>,
     pub key: CancelKey,
     pub slot: Arc<CancelSlot>,
 }
 
-impl Drop for Registration<'_> {
+impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.map.remove(&self.key);
     }
@@ -51,7 +51,7 @@ impl Drop for Registration<'_> {
 
 impl CancelRegistry {
     /// A fresh unique key for a new client session.
-    pub fn register(&self) -> Registration<'_> {
+    pub fn register(self: &Arc<Self>) -> Registration {
         let slot = Arc::new(CancelSlot::default());
         let mut rng = rand::thread_rng();
         loop {
@@ -62,7 +62,7 @@ impl CancelRegistry {
             if let dashmap::Entry::Vacant(e) = self.map.entry(key) {
                 e.insert(slot.clone());
                 return Registration {
-                    registry: self,
+                    registry: Arc::clone(self),
                     key,
                     slot,
                 };

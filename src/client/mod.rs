@@ -6,6 +6,7 @@ mod cancel;
 mod handshake;
 mod login;
 mod params;
+mod park;
 mod relay;
 mod route;
 mod serve;
@@ -30,6 +31,7 @@ use crate::sessions::{NewSession, SessionGuard, SessionInfo};
 use crate::stats::Meter;
 
 pub use cancel::CancelRegistry;
+pub use park::Parked;
 pub use relay::TxTracker;
 pub use route::pool_plan;
 
@@ -79,20 +81,24 @@ impl std::fmt::Display for Peer {
 }
 
 /// What a connection turned out to be, once logged in.
-enum Started<'s> {
+enum Started {
     /// A CancelRequest (already handled).
     Cancel,
-    Pool {
-        /// Boxed: the login result stays small in the task that holds it for the session.
-        session: Box<Session>,
-        _cancel: cancel::Registration<'s>,
-        guard: SessionGuard<'s>,
-        who: String,
-    },
+    Pool(Seat),
     Admin {
         role: admin::Role,
-        guard: SessionGuard<'s>,
+        guard: SessionGuard,
     },
+}
+
+/// A logged-in pool client: its session and its entries in the session and cancel-key
+/// registries (removed when the seat is dropped). It may wait in the lobby between tasks.
+#[derive(Debug)]
+pub struct Seat {
+    /// Boxed: the seat stays small in the task (or lobby slot) that holds it.
+    session: Box<Session>,
+    cancel: cancel::Registration,
+    guard: SessionGuard,
 }
 
 /// Serve one client connection to its end. Every failure the client can be told about becomes
@@ -130,18 +136,14 @@ pub fn run(
                 // Boxed: rare and large, it would otherwise size every client's task.
                 Box::pin(admin::serve(&mut conn, role, &guard.info, &shared)).await
             }
-            Ok(Ok(Started::Pool {
-                session,
-                _cancel,
-                guard,
-                who,
-            })) => {
-                let result = serve(&mut conn, session, &guard.info, &shared).await;
-                drop(_cancel);
-                if config.settings.log_disconnections {
-                    tracing::info!(%peer, %who, "client closed");
+            Ok(Ok(Started::Pool(seat))) => {
+                // A client that stays quiet after its login waits in the lobby, taskless.
+                if park::quiet(&conn, &seat.guard.info).await {
+                    if let Some(tcp) = conn.io.take_tcp() {
+                        return park::park(tcp, Parked::new(peer, seat, shared));
+                    }
                 }
-                result
+                serve_seat(&mut conn, seat, &peer, &shared, &config).await
             }
         };
         if let Err(e) = result {
@@ -158,6 +160,29 @@ pub fn run(
             .await;
         }
     }
+}
+
+/// Serve a logged-in pool client to its end: in the task that logged it in, or in the one
+/// that took it back from the lobby.
+async fn serve_seat(
+    conn: &mut FramedConn<Stream>,
+    seat: Seat,
+    peer: &Peer,
+    shared: &Shared,
+    config: &Config,
+) -> Result<(), Error> {
+    let Seat {
+        session,
+        cancel,
+        guard,
+    } = seat;
+    let result = serve(conn, session, &guard.info, shared).await;
+    drop(cancel);
+    if config.settings.log_disconnections {
+        let who = format_args!("{}@{}", guard.info.user, guard.info.database);
+        tracing::info!(%peer, %who, "client closed");
+    }
+    result
 }
 
 /// The real client address when a trusted proxy sent a PROXY header (TCP only).
@@ -178,13 +203,13 @@ async fn proxied_peer(
 }
 
 /// Handshake, route and login.
-async fn start<'s>(
+async fn start(
     conn: &mut FramedConn<Stream>,
     peer: &Peer,
     endpoint: Endpoint,
-    shared: &'s Shared,
+    shared: &Shared,
     config: &Config,
-) -> Result<Started<'s>, Error> {
+) -> Result<Started, Error> {
     let client_tls = shared.tls.client.as_ref();
     let startup = match handshake(conn, client_tls).await? {
         Hello::Cancel(key) => {
@@ -292,23 +317,22 @@ async fn start<'s>(
         who: session_who,
     });
     welcome(conn, &mut session, registration.key, &guard.info, shared).await?;
-    Ok(Started::Pool {
+    Ok(Started::Pool(Seat {
         session,
-        _cancel: registration,
+        cancel: registration,
         guard,
-        who,
-    })
+    }))
 }
 
 /// The admin console: `pgbouncer` over the unix socket from our own OS user gets in without a
 /// password; others authenticate and must be in admin_users or stats_users.
-async fn start_admin<'s>(
+async fn start_admin(
     conn: &mut FramedConn<Stream>,
     peer: &Peer,
     startup: &crate::protocol::startup::StartupParams,
-    shared: &'s Shared,
+    shared: &Shared,
     config: &Config,
-) -> Result<Started<'s>, Error> {
+) -> Result<Started, Error> {
     let user = startup.get("user").unwrap_or_default();
     let database = startup
         .get("database")

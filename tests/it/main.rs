@@ -17,6 +17,7 @@ mod hba;
 mod identity;
 mod isolation;
 mod limits;
+mod lobby;
 mod negative;
 mod ops;
 mod passthrough;
