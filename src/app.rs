@@ -208,6 +208,7 @@ impl App {
         }
         drain(&shared, &mut control_rx).await;
         shared.shutdown.cancel();
+        shared.sessions.kill_all();
         shared.lobby.close();
         shared.tracker.close();
         let wait = Duration::from_secs(2).max(

@@ -113,7 +113,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
                 .filter(|s| !s.admin)
                 .ok_or(ControlError::NoSuchClient)?;
             tracing::info!(id, user = %s.user, db = %s.database, "KILL_CLIENT");
-            s.kill.cancel();
+            s.kill();
             shared.lobby.nudge();
             Ok(())
         }

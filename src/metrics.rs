@@ -47,6 +47,9 @@ const BUCKETS: &[f64] = &[
 /// The app's histogram recorder.
 pub struct Metrics {
     histograms: PrometheusRecorder,
+    /// Query-duration handles by database: each session keeps one, and a fresh handle is an
+    /// allocation of its own.
+    query: dashmap::DashMap<Box<str>, metrics::Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,7 +83,10 @@ impl Metrics {
                 "Time from a request to its ReadyForQuery"
             );
         });
-        Metrics { histograms }
+        Metrics {
+            histograms,
+            query: dashmap::DashMap::new(),
+        }
     }
 
     /// The wait-time histogram of `database` (take once per session, record many times).
@@ -94,11 +100,16 @@ impl Metrics {
 
     /// The query-duration histogram of `database`.
     pub fn query_histogram(&self, database: &str) -> metrics::Histogram {
+        if let Some(h) = self.query.get(database) {
+            return h.clone();
+        }
         let db = database.to_string();
-        metrics::with_local_recorder(
+        let h = metrics::with_local_recorder(
             &self.histograms,
             || histogram!(QUERY_DURATION, "database" => db),
-        )
+        );
+        self.query.insert(database.into(), h.clone());
+        h
     }
 
     /// Fold the samples recorded since the last call into the histograms. The exporter keeps

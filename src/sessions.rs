@@ -2,11 +2,15 @@
 //! KILL / KILL_CLIENT and the drain. Updated at state changes (login, waiting for a server,
 //! server attached, released, end), never per message. A sink: imports nothing upstream.
 
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::net::IpAddr;
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst,
+};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Where a session is in its life (SHOW CLIENTS `state`).
@@ -41,9 +45,12 @@ impl ClientState {
 #[derive(Debug, Clone)]
 pub struct ServerLink {
     pub id: u64,
+    /// Host name or address, or the unix socket directory (starts with `/`).
     pub addr: String,
     pub port: u16,
     pub pid: i32,
+    /// The server's cancel secret: a client's CancelRequest is forwarded with it.
+    pub secret: i32,
     pub connect_time: SystemTime,
 }
 
@@ -56,7 +63,8 @@ pub struct SessionInfo {
     pub database: Arc<str>,
     /// The user pgporter logs in to PostgreSQL as (the pool's user).
     pub pool_user: Arc<str>,
-    pub addr: String,
+    /// The client's IP address (None on the unix socket).
+    pub ip: Option<IpAddr>,
     pub port: u16,
     pub application_name: String,
     pub admin: bool,
@@ -67,12 +75,19 @@ pub struct SessionInfo {
     /// Wall-clock seconds since the UNIX epoch of the latest request.
     pub request_time: AtomicU64,
     pub server_pid: AtomicI32,
-    server: Mutex<Option<ServerLink>>,
-    /// Fires to end this session now (KILL, KILL_CLIENT).
-    pub kill: CancellationToken,
+    /// Boxed: most of an idle session's entry would be this empty slot.
+    server: Mutex<Option<Box<ServerLink>>>,
+    /// Set to end this session now (KILL, KILL_CLIENT, shutdown); `kill` wakes its waiter.
+    /// Inline, not a CancellationToken: that would be an allocation of its own per session.
+    killed: AtomicBool,
+    kill: Notify,
 }
 
 impl SessionInfo {
+    /// The client address for SHOW CLIENTS (`unix` for the unix socket).
+    pub fn addr(&self) -> String {
+        self.ip.map_or_else(|| "unix".into(), |ip| ip.to_string())
+    }
     pub fn state(&self) -> ClientState {
         ClientState::from_u8(self.state.load(Relaxed))
     }
@@ -89,14 +104,38 @@ impl SessionInfo {
     }
     pub fn set_active(&self, link: ServerLink) {
         self.server_pid.store(link.pid, Relaxed);
-        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(link));
         self.state.store(ClientState::Active as u8, Relaxed);
     }
+    /// End the session (it learns at its next wait, or at once if waiting in [`Self::killed`]).
+    pub fn kill(&self) {
+        self.killed.store(true, SeqCst);
+        self.kill.notify_waiters();
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(SeqCst)
+    }
+
+    /// Resolves once the session is killed.
+    pub async fn killed(&self) {
+        loop {
+            let mut woken = std::pin::pin!(self.kill.notified());
+            // Registered before the flag is read: a kill in between still wakes this.
+            woken.as_mut().enable();
+            if self.is_killed() {
+                return;
+            }
+            woken.await;
+        }
+    }
+
     pub fn server(&self) -> Option<ServerLink> {
         self.server
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .as_deref()
+            .cloned()
     }
 }
 
@@ -112,7 +151,7 @@ pub struct NewSession<'a> {
     pub user: Arc<str>,
     pub database: Arc<str>,
     pub pool_user: Arc<str>,
-    pub addr: String,
+    pub ip: Option<IpAddr>,
     pub port: u16,
     pub application_name: &'a str,
     pub admin: bool,
@@ -140,7 +179,8 @@ impl Drop for SessionGuard {
 }
 
 impl Sessions {
-    /// Register a logged-in session; `parent` is the token whose cancellation also ends it.
+    /// Register a logged-in session; `parent` is the shutdown token: a session registered
+    /// after it fired is killed at once (those registered before, by [`Self::kill_all`]).
     pub fn register(
         self: &Arc<Self>,
         s: NewSession<'_>,
@@ -153,7 +193,7 @@ impl Sessions {
             user: s.user,
             database: s.database,
             pool_user: s.pool_user,
-            addr: s.addr,
+            ip: s.ip,
             port: s.port,
             application_name: s.application_name.to_string(),
             admin: s.admin,
@@ -163,9 +203,14 @@ impl Sessions {
             request_time: AtomicU64::new(unix_secs(now)),
             server_pid: AtomicI32::new(0),
             server: Mutex::new(None),
-            kill: parent.child_token(),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
         });
         self.map.insert(id, Arc::clone(&info));
+        // After the insert: a shutdown either finds this session in the map or is seen here.
+        if parent.is_cancelled() {
+            info.kill();
+        }
         SessionGuard {
             sessions: Arc::clone(self),
             info,
@@ -199,11 +244,16 @@ impl Sessions {
         for e in self.map.iter() {
             let s = e.value();
             if !s.admin && db.map_or(true, |d| d == &*s.database) {
-                s.kill.cancel();
+                s.kill();
                 n += 1;
             }
         }
         n
+    }
+
+    /// End every session, admin consoles included (shutdown).
+    pub fn kill_all(&self) {
+        self.map.iter().for_each(|e| e.value().kill());
     }
 }
 
@@ -216,7 +266,7 @@ mod tests {
             user: "u".into(),
             database: db.into(),
             pool_user: "u".into(),
-            addr: "127.0.0.1".into(),
+            ip: Some([127, 0, 0, 1].into()),
             port: 1,
             application_name: "",
             admin,
@@ -233,12 +283,15 @@ mod tests {
         assert_eq!(s.regular_count(), 2);
         assert!(b.info.id > a.info.id);
         assert_eq!(s.kill_database(Some("a")), 1);
-        assert!(a.info.kill.is_cancelled());
-        assert!(!b.info.kill.is_cancelled());
-        assert!(!adm.info.kill.is_cancelled());
+        assert!(a.info.is_killed());
+        assert!(!b.info.is_killed());
+        assert!(!adm.info.is_killed());
         drop(a);
         assert_eq!(s.regular_count(), 1);
         root.cancel();
-        assert!(b.info.kill.is_cancelled());
+        s.kill_all();
+        assert!(b.info.is_killed() && adm.info.is_killed());
+        let late = s.register(new("a", false), &root);
+        assert!(late.info.is_killed(), "registered after the shutdown");
     }
 }

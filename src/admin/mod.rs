@@ -98,7 +98,7 @@ pub async fn serve(
     loop {
         let msg = tokio::select! {
             biased;
-            _ = session.kill.cancelled() => return Err(Error::Shutdown),
+            () = session.killed() => return Err(Error::Shutdown),
             m = conn.read_message(MAX_CONTROL_MESSAGE) => match m {
                 Ok(m) => m,
                 Err(e) if e.is_disconnect() => return Ok(()),
@@ -112,7 +112,7 @@ pub async fn serve(
                 let sql = cstr(&msg.body)?;
                 let done = tokio::select! {
                     biased;
-                    _ = session.kill.cancelled() => return Err(Error::Shutdown),
+                    () = session.killed() => return Err(Error::Shutdown),
                     r = execute(&sql, role, shared, &mut buf) => r,
                 };
                 if let Err(e) = done {

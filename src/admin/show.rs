@@ -199,7 +199,7 @@ fn clients(s: &Snapshot) -> ResultSet {
             (&*c.database).into(),
             "none".into(),
             state.as_str().into(),
-            c.addr.as_str().into(),
+            c.addr().into(),
             c.port.into(),
             Value::Null,
             Value::Null,

@@ -1,38 +1,19 @@
 //! Cancel keys: each client gets a BackendKeyData of pgporter's own; a CancelRequest with it is
-//! forwarded to the server connection the client holds at that moment.
+//! forwarded to the server connection the client holds at that moment (its session's registry
+//! entry says which: linked while the client is served, cleared before the server is released).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use rand::Rng;
 
 use crate::protocol::startup::CancelKey;
 use crate::server::{send_cancel, ServerAddr};
-
-/// Where a client's cancel goes right now (None while it holds no server connection).
-#[derive(Debug, Default)]
-pub struct CancelSlot {
-    target: Mutex<Option<(ServerAddr, CancelKey)>>,
-}
-
-impl CancelSlot {
-    pub fn attach(&self, addr: ServerAddr, key: CancelKey) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = Some((addr, key));
-    }
-    pub fn detach(&self) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-    fn get(&self) -> Option<(ServerAddr, CancelKey)> {
-        self.target
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
+use crate::sessions::SessionInfo;
 
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    map: DashMap<CancelKey, Arc<CancelSlot>>,
+    map: DashMap<CancelKey, Arc<SessionInfo>>,
 }
 
 /// Removes the key when the session ends.
@@ -40,7 +21,6 @@ pub struct CancelRegistry {
 pub struct Registration {
     registry: Arc<CancelRegistry>,
     pub key: CancelKey,
-    pub slot: Arc<CancelSlot>,
 }
 
 impl Drop for Registration {
@@ -51,8 +31,7 @@ impl Drop for Registration {
 
 impl CancelRegistry {
     /// A fresh unique key for a new client session.
-    pub fn register(self: &Arc<Self>) -> Registration {
-        let slot = Arc::new(CancelSlot::default());
+    pub fn register(self: &Arc<Self>, session: &Arc<SessionInfo>) -> Registration {
         let mut rng = rand::thread_rng();
         loop {
             let key = CancelKey {
@@ -60,11 +39,10 @@ impl CancelRegistry {
                 secret: rng.gen(),
             };
             if let dashmap::Entry::Vacant(e) = self.map.entry(key) {
-                e.insert(slot.clone());
+                e.insert(Arc::clone(session));
                 return Registration {
                     registry: Arc::clone(self),
                     key,
-                    slot,
                 };
             }
         }
@@ -73,10 +51,15 @@ impl CancelRegistry {
     /// Forward a cancel for `key`, if it names a live session holding a server connection.
     /// Unknown or stale keys are ignored silently, as PostgreSQL does.
     pub async fn cancel(&self, key: CancelKey) {
-        let target = self.map.get(&key).and_then(|slot| slot.get());
-        let Some((addr, server_key)) = target else {
+        let link = self.map.get(&key).and_then(|session| session.server());
+        let Some(link) = link else {
             tracing::debug!("cancel request for an unknown or idle session ignored");
             return;
+        };
+        let addr = ServerAddr::new(&link.addr, link.port);
+        let server_key = CancelKey {
+            pid: link.pid,
+            secret: link.secret,
         };
         if let Err(e) = send_cancel(&addr, server_key).await {
             tracing::warn!(server = %addr, error = %e, "could not forward cancel request");

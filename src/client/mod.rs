@@ -140,7 +140,7 @@ pub fn run(
                 // A client that stays quiet after its login waits in the lobby, taskless.
                 if park::quiet(&conn, &seat.guard.info).await {
                     if let Some(tcp) = conn.io.take_tcp() {
-                        return park::park(tcp, Parked::new(peer, seat, shared));
+                        return park::park(tcp, Parked::new(seat, shared));
                     }
                 }
                 serve_seat(&mut conn, seat, &peer, &shared, &config).await
@@ -289,19 +289,19 @@ async fn start(
         &route.client_user,
         !session_who.checked,
     )?;
-    let registration = shared.cancels.register();
     let guard = shared.sessions.register(
         NewSession {
             user: Arc::clone(&names.user),
             database: Arc::clone(&names.db),
             pool_user: Arc::clone(&names.pool_user),
-            addr: peer.addr(),
+            ip: peer.ip(),
             port: peer.port(),
             application_name: startup.get("application_name").unwrap_or_default(),
             admin: false,
         },
         &shared.shutdown,
     );
+    let registration = shared.cancels.register(&guard.info);
     let meter = Meter::new(
         shared.stats.pool(&route.pool.key.db, &route.pool.key.user),
         shared.metrics.query_histogram(&route.database),
@@ -311,7 +311,6 @@ async fn start(
         identity: Arc::clone(&names.user),
         _client_slot: client_slot,
         params,
-        cancel: Arc::clone(&registration.slot),
         meter,
         read_only_hint: route.read_only_hint.map(Arc::from),
         who: session_who,
@@ -360,7 +359,7 @@ async fn start_admin(
             user: Arc::clone(&user),
             database: Arc::from(database),
             pool_user: user,
-            addr: peer.addr(),
+            ip: peer.ip(),
             port: peer.port(),
             application_name: startup.get("application_name").unwrap_or_default(),
             admin: true,
@@ -400,17 +399,16 @@ struct SessionNames {
 
 impl SessionNames {
     fn new(route: &route::Route) -> SessionNames {
-        let pool_user: Arc<str> = Arc::from(route.pool.key.user.as_str());
-        let backend_user = if route.pool.target.user == route.pool.key.user {
-            Arc::clone(&pool_user)
-        } else {
-            Arc::from(route.pool.target.user.as_str())
+        let pool = &route.pool.names;
+        let shared = |name: &str, same: &Arc<str>| match name == &**same {
+            true => Arc::clone(same),
+            false => Arc::from(name),
         };
         SessionNames {
-            user: Arc::from(route.client_user.as_str()),
-            db: Arc::from(route.database.as_str()),
-            pool_user,
-            backend_user,
+            user: shared(&route.client_user, &pool.user),
+            db: shared(&route.database, &pool.db),
+            pool_user: Arc::clone(&pool.user),
+            backend_user: Arc::clone(&pool.backend_user),
         }
     }
 }
@@ -427,7 +425,8 @@ fn who_is(
 ) -> Who {
     let admin = config.settings.admin_users.contains(&route.client_user);
     let pool = &route.pool;
-    let info = crate::audit::SessionInfo {
+    // Only with an audit log: the registry entry serves everything else.
+    let info = shared.audit.enabled().then(|| crate::audit::SessionInfo {
         session_id: shared
             .session_ids
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -442,9 +441,9 @@ fn who_is(
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
             .map(|(_, v)| v.clone()),
-    };
+    });
     Who {
-        info: Arc::new(info),
+        info: info.map(Arc::new),
         checked: !admin,
         audit: shared.audit.clone(),
         started: tokio::time::Instant::now(),

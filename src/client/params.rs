@@ -11,10 +11,12 @@ use crate::server::{simple_query, QueryOutcome, ServerConn, ServerError};
 /// Startup parameters that are not GUCs or that pgporter consumes itself.
 const CONSUMED: &[&str] = &["user", "database", "replication"];
 
-/// The parameters a client asked for, to be applied to any server connection it gets.
+/// The parameters a client asked for, to be applied to any server connection it gets. Kept
+/// for the whole session, so packed into one allocation: `name\0value\0` per parameter
+/// (startup packet strings cannot hold a NUL).
 #[derive(Debug, Clone, Default)]
 pub(super) struct ClientParams {
-    pub wanted: Vec<(String, String)>,
+    packed: Box<str>,
 }
 
 impl ClientParams {
@@ -65,9 +67,19 @@ impl ClientParams {
             let value = app_name(String::new(), config, peer, user);
             wanted.push(("application_name".into(), value));
         }
-        // Kept for the whole session: no spare capacity.
-        wanted.shrink_to_fit();
-        Ok(ClientParams { wanted })
+        let mut packed = String::new();
+        for (name, value) in &wanted {
+            packed.extend([name.as_str(), "\0", value.as_str(), "\0"]);
+        }
+        Ok(ClientParams {
+            packed: packed.into_boxed_str(),
+        })
+    }
+
+    /// The parameters, in the client's order.
+    pub(super) fn wanted(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut parts = self.packed.split_terminator('\0');
+        std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
     }
 
     /// ParameterStatus messages for the client: the server's reported values, with the
@@ -75,10 +87,9 @@ impl ClientParams {
     pub(super) fn welcome(&self, reported: &[(String, String)], buf: &mut BytesMut) {
         for (name, value) in reported {
             let value = self
-                .wanted
-                .iter()
+                .wanted()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map_or(value.as_str(), |(_, v)| v.as_str());
+                .map_or(value.as_str(), |(_, v)| v);
             backend::parameter_status(buf, name, value);
         }
     }
@@ -87,13 +98,13 @@ impl ClientParams {
     /// A value the server refuses becomes the client's error.
     pub(super) async fn apply(&self, server: &mut ServerConn) -> Result<(), Error> {
         let mut sql = String::new();
-        for (name, value) in &self.wanted {
+        for (name, value) in self.wanted() {
             let current = server
                 .params
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.as_str());
-            if current != Some(value.as_str()) {
+            if current != Some(value) {
                 sql.push_str(&format!("SET {} = {};", name, quote_literal(value)));
             }
         }
@@ -177,13 +188,22 @@ mod tests {
         let app = vec![("application_name".to_string(), "psql".to_string())];
         let p = ClientParams::from_startup(&app, &cfg, &peer, "alice", false).unwrap();
         assert_eq!(
-            p.wanted,
-            vec![("application_name".into(), "psql - alice@10.1.2.3".into())]
+            p.wanted().collect::<Vec<_>>(),
+            [("application_name", "psql - alice@10.1.2.3")]
         );
         let p = ClientParams::from_startup(&[], &cfg, &peer, "alice", false).unwrap();
         assert_eq!(
-            p.wanted,
-            vec![("application_name".into(), "alice@10.1.2.3".into())]
+            p.wanted().collect::<Vec<_>>(),
+            [("application_name", "alice@10.1.2.3")]
+        );
+        let two = vec![
+            ("client_encoding".to_string(), "UTF8".to_string()),
+            ("search_path".to_string(), String::new()),
+        ];
+        let p = ClientParams::from_startup(&two, &off, &peer, "alice", false).unwrap();
+        assert_eq!(
+            p.wanted().collect::<Vec<_>>(),
+            [("client_encoding", "UTF8"), ("search_path", "")]
         );
     }
 

@@ -19,23 +19,31 @@ use super::{report, serve_seat, Peer, Seat};
 /// after their login (most do) never see the lobby and pay nothing for it.
 const GRACE: Duration = Duration::from_millis(100);
 
-/// A parked client: what its task held, without the task.
+/// A parked client: what its task held, without the task (its address is in the session's
+/// registry entry).
 #[derive(Debug)]
 pub struct Parked {
-    peer: Peer,
     seat: Seat,
     shared: ClientCount,
 }
 
 impl Parked {
-    pub(super) fn new(peer: Peer, seat: Seat, shared: ClientCount) -> Parked {
-        Parked { peer, seat, shared }
+    pub(super) fn new(seat: Seat, shared: ClientCount) -> Parked {
+        Parked { seat, shared }
+    }
+
+    fn peer(&self) -> Peer {
+        let info = &self.seat.guard.info;
+        match info.ip {
+            Some(ip) => Peer::Tcp(std::net::SocketAddr::new(ip, info.port)),
+            None => Peer::Unix,
+        }
     }
 }
 
 impl Guest for Parked {
     fn ended(&self) -> bool {
-        self.seat.guard.info.kill.is_cancelled()
+        self.seat.guard.info.is_killed()
     }
 
     fn leave(self, socket: std::net::TcpStream) {
@@ -51,7 +59,7 @@ pub(super) async fn quiet(conn: &FramedConn<Stream>, info: &SessionInfo) -> bool
     if !matches!(conn.io, Stream::Tcp(_)) || !conn.rbuf.is_empty() || !conn.wbuf.is_empty() {
         return false;
     }
-    let mut kill = pin!(info.kill.cancelled());
+    let mut kill = pin!(info.killed());
     let mut grace = pin!(tokio::time::sleep(GRACE));
     std::future::poll_fn(|cx| {
         if kill.as_mut().poll(cx).is_ready() || conn.io.poll_read_ready(cx).is_ready() {
@@ -70,14 +78,15 @@ pub(super) fn park(tcp: tokio::net::TcpStream, parked: Parked) {
             shared.lobby.park(socket, parked);
         }
         Err(e) => {
-            tracing::warn!(peer = %parked.peer, error = %e, "cannot park a quiet client; closing it")
+            tracing::warn!(peer = %parked.peer(), error = %e, "cannot park a quiet client; closing it")
         }
     }
 }
 
 /// The client is back from the lobby: serve it in a task of its own.
 async fn resume(socket: std::net::TcpStream, parked: Parked) {
-    let Parked { peer, seat, shared } = parked;
+    let peer = parked.peer();
+    let Parked { seat, shared } = parked;
     let tcp = match tokio::net::TcpStream::from_std(socket) {
         Ok(tcp) => tcp,
         Err(e) => {

@@ -19,7 +19,6 @@ use crate::server::ServerConn;
 use crate::sessions::{ServerLink, SessionInfo};
 use crate::stats::Meter;
 
-use super::cancel::CancelSlot;
 use super::params::ClientParams;
 use super::relay::{relay, RelayEnd, Traffic, TxTracker};
 use super::statements::StatementAudit;
@@ -34,7 +33,6 @@ pub(super) struct Session {
     /// Counted against the client-connection caps until the session ends.
     pub _client_slot: ClientSlot,
     pub params: ClientParams,
-    pub cancel: Arc<CancelSlot>,
     pub meter: Meter,
     /// Read-only pools: the HINT added to the server's 25006 errors.
     pub read_only_hint: Option<Arc<str>>,
@@ -45,7 +43,8 @@ pub(super) struct Session {
 /// Who the session is, for tagging, the spoof check and the audit log.
 #[derive(Debug)]
 pub(super) struct Who {
-    pub info: Arc<audit::SessionInfo>,
+    /// The session as the audit log names it (None without an audit log).
+    pub info: Option<Arc<audit::SessionInfo>>,
     /// Whether the identity GUCs are refused to this client (not to admin users). The tag
     /// and the names to refuse are worked out from the live config when the client gets a
     /// server connection: an idle session keeps neither.
@@ -85,18 +84,23 @@ pub(super) async fn serve(
         Ok(false) => Ok(()),
         Err(e) => Err(e),
     };
-    if session.who.audit.enabled() {
-        Box::pin(audit_end(&session.who, &result, &tally)).await;
+    if let Some(audited) = &session.who.info {
+        Box::pin(audit_end(&session.who, audited, &result, &tally)).await;
     }
     result
 }
 
 /// session_start if it was never written (no server connection), then session_end.
-async fn audit_end(who: &Who, result: &Result<(), Error>, tally: &Tally) {
+async fn audit_end(
+    who: &Who,
+    audited: &Arc<audit::SessionInfo>,
+    result: &Result<(), Error>,
+    tally: &Tally,
+) {
     if tally.pid.is_none() {
         who.audit
             .send(AuditEvent::SessionStart {
-                session: Arc::clone(&who.info),
+                session: Arc::clone(audited),
                 backend_pid: None,
             })
             .await;
@@ -107,7 +111,7 @@ async fn audit_end(who: &Who, result: &Result<(), Error>, tally: &Tally) {
     };
     who.audit
         .send(AuditEvent::SessionEnd(SessionEnd {
-            session: Arc::clone(&who.info),
+            session: Arc::clone(audited),
             backend_pid: tally.pid,
             duration: who.started.elapsed(),
             statements: tally.statements,
@@ -133,13 +137,14 @@ async fn relay_session(
         return Err(e);
     }
     let who = &session.who;
-    who.audit
-        .send(AuditEvent::SessionStart {
-            session: Arc::clone(&who.info),
-            backend_pid: Some(server.pid()),
-        })
-        .await;
-    session.cancel.attach(server.addr.clone(), server.key);
+    if let Some(audited) = &who.info {
+        who.audit
+            .send(AuditEvent::SessionStart {
+                session: Arc::clone(audited),
+                backend_pid: Some(server.pid()),
+            })
+            .await;
+    }
     let config = shared.config.load();
     let mut state = relay_state(session, &config, server.pid())
         .with_read_only_hint(session.read_only_hint.clone());
@@ -157,11 +162,12 @@ async fn relay_session(
     };
     let end = tokio::select! {
         biased;
-        _ = info.kill.cancelled() => Err(ended(shared)),
+        () = info.killed() => Err(ended(shared)),
         () = host_down => Err(Error::ServerDown),
         end = relay(conn, &mut server.conn, &mut state, max_message, traffic) => Ok(end),
     };
-    session.cancel.detach();
+    // No cancel may reach this server connection once it is released.
+    info.set_idle();
     if let Some(mut a) = state.audit.take() {
         a.abandon();
         tally.statements = a.count;
@@ -226,19 +232,10 @@ async fn relay_session(
 fn relay_state(session: &Session, config: &crate::config::Config, pid: i32) -> RelayState {
     let who = &session.who;
     let audit_cfg = &config.settings.audit;
-    let mode = match who.audit.enabled() {
-        true => audit_cfg.audit_statements,
-        false => AuditStatements::None,
-    };
     let max_len = audit_cfg.audit_max_statement_length;
-    let stmt_audit = match mode {
-        AuditStatements::None => None,
-        mode => Some(StatementAudit::new(
-            mode,
-            max_len,
-            Arc::clone(&who.info),
-            pid,
-        )),
+    let stmt_audit = match (audit_cfg.audit_statements, &who.info) {
+        (AuditStatements::None, _) | (_, None) => None,
+        (mode, Some(audited)) => Some(StatementAudit::new(mode, max_len, Arc::clone(audited), pid)),
     };
     let sender = stmt_audit.as_ref().and_then(|_| who.audit.poll_sender());
     RelayState::new(
@@ -254,7 +251,7 @@ fn relay_state(session: &Session, config: &crate::config::Config, pid: i32) -> R
     )
 }
 
-/// Why a session's kill token fired: process shutdown, or the admin console.
+/// Why a session was killed: process shutdown, or the admin console.
 fn ended(shared: &Shared) -> Error {
     if shared.shutdown.is_cancelled() {
         Error::Shutdown
@@ -271,7 +268,7 @@ async fn first_request(
 ) -> Result<bool, Error> {
     conn.shrink();
     if conn.rbuf.is_empty() {
-        let mut kill = std::pin::pin!(info.kill.cancelled());
+        let mut kill = std::pin::pin!(info.killed());
         std::future::poll_fn(|cx| {
             if kill.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(ended(shared)));
@@ -284,7 +281,7 @@ async fn first_request(
     }
     tokio::select! {
         biased;
-        _ = info.kill.cancelled() => return Err(ended(shared)),
+        () = info.killed() => return Err(ended(shared)),
         read = conn.fill() => match read {
             Ok(()) => {}
             Err(e) if e.is_disconnect() => return Ok(false),
@@ -322,20 +319,20 @@ pub(super) async fn checkout(
                 addr,
                 port,
                 pid: server.pid(),
+                secret: server.key.secret,
                 connect_time: std::time::SystemTime::now() - age,
             });
         }
         Err(e) => {
             info.set_idle();
             if let Error::QueryWaitTimeout(_) | Error::PausedWaitTimeout = e {
-                let who = &session.who.info;
                 session
                     .who
                     .audit
                     .send(AuditEvent::LimitRejection {
-                        user: Some(who.client_user.to_string()),
-                        client_addr: who.client_addr.clone(),
-                        database: Some(who.database.to_string()),
+                        user: Some(info.user.to_string()),
+                        client_addr: crate::identity::addr_text(info.ip),
+                        database: Some(info.database.to_string()),
                         reason: e.to_string(),
                     })
                     .await;
@@ -370,11 +367,13 @@ pub(super) async fn acquire(
             }
         }
         let left = limit.map(|l| l.saturating_sub(started.elapsed()));
-        let who = &session.who;
         let identity = &shared.config.load().settings.identity;
-        let tag = crate::identity::tag(identity, &session.identity, &who.info.client_addr);
+        let addr = crate::identity::addr_text(info.ip);
+        let tag = crate::identity::tag(identity, &session.identity, &addr);
         let tag = tag.as_ref();
-        let mut params = session.params.wanted.clone();
+        let mut params: Vec<(String, String)> = (session.params.wanted())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         if let Some(tag) = tag {
             params.extend(tag.params.iter().cloned());
         }
@@ -398,7 +397,7 @@ pub(super) async fn acquire(
     };
     tokio::select! {
         biased;
-        _ = info.kill.cancelled() => Err(ended(shared)),
+        () = info.killed() => Err(ended(shared)),
         r = get => r,
     }
 }

@@ -98,6 +98,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct Pool {
     pub key: PoolKey,
+    /// The key's names and the backend user, one allocation each for all its sessions.
+    pub names: PoolNames,
     pub target: ServerTarget,
     /// The backend hosts and the rules for choosing one (routing).
     pub hosts: HostSet,
@@ -107,6 +109,14 @@ pub struct Pool {
     /// A credential learned from a client login when the config holds none for this user
     /// (SCRAM passthrough keys, or an md5 hash from auth_query).
     learned: Mutex<Option<BackendPassword>>,
+}
+
+/// A pool's names as shared strings (sessions keep these instead of copies of their own).
+#[derive(Debug)]
+pub struct PoolNames {
+    pub db: Arc<str>,
+    pub user: Arc<str>,
+    pub backend_user: Arc<str>,
 }
 
 /// Counts for SHOW POOLS-style views and tests.
@@ -125,8 +135,18 @@ impl Pool {
         settings: PoolSettings,
         limits: Arc<Limits>,
     ) -> Self {
+        let user: Arc<str> = Arc::from(key.user.as_str());
+        let names = PoolNames {
+            db: Arc::from(key.db.as_str()),
+            backend_user: match target.user == key.user {
+                true => Arc::clone(&user),
+                false => Arc::from(target.user.as_str()),
+            },
+            user,
+        };
         Pool {
             key,
+            names,
             hosts: HostSet::single(target.addr.clone()),
             target,
             settings: Mutex::new(settings),
