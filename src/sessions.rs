@@ -66,7 +66,7 @@ pub struct SessionInfo {
     /// The client's IP address (None on the unix socket).
     pub ip: Option<IpAddr>,
     pub port: u16,
-    pub application_name: String,
+    pub application_name: Box<str>,
     pub admin: bool,
     pub connect_time: SystemTime,
     state: AtomicU8,
@@ -195,7 +195,7 @@ impl Sessions {
             pool_user: s.pool_user,
             ip: s.ip,
             port: s.port,
-            application_name: s.application_name.to_string(),
+            application_name: s.application_name.into(),
             admin: s.admin,
             connect_time: now,
             state: AtomicU8::new(ClientState::Idle as u8),

@@ -102,7 +102,7 @@ impl Snapshot {
                             c.request_time.load(std::sync::atomic::Ordering::Relaxed),
                         ),
                         link: Some(c.id),
-                        application_name: c.application_name.clone(),
+                        application_name: c.application_name.to_string(),
                     });
                 }
             }

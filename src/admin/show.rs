@@ -212,7 +212,7 @@ fn clients(s: &Snapshot) -> ResultSet {
             link.into(),
             0u32.into(),
             "".into(),
-            c.application_name.as_str().into(),
+            (&*c.application_name).into(),
             0u32.into(),
             c.id.into(),
         ]);

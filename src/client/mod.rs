@@ -28,7 +28,6 @@ use crate::pool::ClientSlot;
 use crate::protocol::{backend, FramedConn};
 use crate::routing::Endpoint;
 use crate::sessions::{NewSession, SessionGuard, SessionInfo};
-use crate::stats::Meter;
 
 pub use cancel::CancelRegistry;
 pub use park::Parked;
@@ -302,16 +301,12 @@ async fn start(
         &shared.shutdown,
     );
     let registration = shared.cancels.register(&guard.info);
-    let meter = Meter::new(
-        shared.stats.pool(&route.pool.key.db, &route.pool.key.user),
-        shared.metrics.query_histogram(&route.database),
-    );
+    let stats = shared.stats.pool(&route.pool.key.db, &route.pool.key.user);
     let mut session = Box::new(Session {
         pool: route.pool,
-        identity: Arc::clone(&names.user),
-        _client_slot: client_slot,
+        client_slot,
         params,
-        meter,
+        stats,
         read_only_hint: route.read_only_hint.map(Arc::from),
         who: session_who,
     });
@@ -446,7 +441,6 @@ fn who_is(
         info: info.map(Arc::new),
         checked: !admin,
         audit: shared.audit.clone(),
-        started: tokio::time::Instant::now(),
     }
 }
 

@@ -5,8 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 
-use tokio::time::Instant;
-
 use crate::app::Shared;
 use crate::audit::{self, AuditEvent, AuditHandle, SessionEnd};
 use crate::config::AuditStatements;
@@ -17,7 +15,7 @@ use crate::pool::{ClientSlot, Identity, Pool, PoolError};
 use crate::protocol::{frontend, FramedConn};
 use crate::server::ServerConn;
 use crate::sessions::{ServerLink, SessionInfo};
-use crate::stats::Meter;
+use crate::stats::{Meter, PoolStats};
 
 use super::params::ClientParams;
 use super::relay::{relay, RelayEnd, Traffic, TxTracker};
@@ -28,12 +26,12 @@ use super::tap::RelayState;
 #[derive(Debug)]
 pub(super) struct Session {
     pub pool: Arc<Pool>,
-    /// Who the client is for fair sharing: its login user name.
-    pub identity: Identity,
     /// Counted against the client-connection caps until the session ends.
-    pub _client_slot: ClientSlot,
+    pub client_slot: ClientSlot,
     pub params: ClientParams,
-    pub meter: Meter,
+    /// The pool's counters (the relay's meter is made from them and the database's query
+    /// histogram when the session gets a server).
+    pub stats: Arc<PoolStats>,
     /// Read-only pools: the HINT added to the server's 25006 errors.
     pub read_only_hint: Option<Arc<str>>,
     /// Tagging, spoof check and audit.
@@ -50,7 +48,13 @@ pub(super) struct Who {
     /// server connection: an idle session keeps neither.
     pub checked: bool,
     pub audit: AuditHandle,
-    pub started: Instant,
+}
+
+impl Session {
+    /// Who the client is for fair sharing: its login user name.
+    fn identity(&self) -> &Identity {
+        self.client_slot.user()
+    }
 }
 
 /// What a session did, for its session_end event.
@@ -85,7 +89,7 @@ pub(super) async fn serve(
         Err(e) => Err(e),
     };
     if let Some(audited) = &session.who.info {
-        Box::pin(audit_end(&session.who, audited, &result, &tally)).await;
+        Box::pin(audit_end(&session.who, audited, info, &result, &tally)).await;
     }
     result
 }
@@ -94,6 +98,7 @@ pub(super) async fn serve(
 async fn audit_end(
     who: &Who,
     audited: &Arc<audit::SessionInfo>,
+    info: &SessionInfo,
     result: &Result<(), Error>,
     tally: &Tally,
 ) {
@@ -113,7 +118,7 @@ async fn audit_end(
         .send(AuditEvent::SessionEnd(SessionEnd {
             session: Arc::clone(audited),
             backend_pid: tally.pid,
-            duration: who.started.elapsed(),
+            duration: info.connect_time.elapsed().unwrap_or_default(),
             statements: tally.statements,
             bytes_in: tally.traffic.up,
             bytes_out: tally.traffic.down,
@@ -146,7 +151,8 @@ async fn relay_session(
             .await;
     }
     let config = shared.config.load();
-    let mut state = relay_state(session, &config, server.pid())
+    let histogram = shared.metrics.query_histogram(&info.database);
+    let mut state = relay_state(session, &config, server.pid(), histogram)
         .with_read_only_hint(session.read_only_hint.clone());
     let max_message = usize::try_from(config.settings.max_packet_size).unwrap_or(usize::MAX);
     let traffic = &mut tally.traffic;
@@ -184,8 +190,7 @@ async fn relay_session(
         .as_ref()
         .is_some_and(|t| t.contradicted_by(state.hot_standby));
     let reconnect_before = session
-        .meter
-        .pool
+        .stats
         .reconnect_before_us
         .load(std::sync::atomic::Ordering::Relaxed);
     let stale = reconnect_before > 0
@@ -229,7 +234,12 @@ async fn relay_session(
 
 /// The relay's view of the session: stats meter, spoof check, statement audit (what to log
 /// follows the live config; where to, the audit handle).
-fn relay_state(session: &Session, config: &crate::config::Config, pid: i32) -> RelayState {
+fn relay_state(
+    session: &Session,
+    config: &crate::config::Config,
+    pid: i32,
+    query_histogram: metrics::Histogram,
+) -> RelayState {
     let who = &session.who;
     let audit_cfg = &config.settings.audit;
     let max_len = audit_cfg.audit_max_statement_length;
@@ -239,7 +249,7 @@ fn relay_state(session: &Session, config: &crate::config::Config, pid: i32) -> R
     };
     let sender = stmt_audit.as_ref().and_then(|_| who.audit.poll_sender());
     RelayState::new(
-        TxTracker::metered(session.meter.clone()),
+        TxTracker::metered(Meter::new(Arc::clone(&session.stats), query_histogram)),
         if who.checked {
             GucNames::new(&config.settings.identity)
         } else {
@@ -304,7 +314,7 @@ pub(super) async fn checkout(
     match &result {
         Ok(server) => {
             let waited = started.elapsed();
-            session.meter.pool.assigned(waited);
+            session.stats.assigned(waited);
             shared
                 .metrics
                 .wait_histogram(db)
@@ -369,7 +379,7 @@ pub(super) async fn acquire(
         let left = limit.map(|l| l.saturating_sub(started.elapsed()));
         let identity = &shared.config.load().settings.identity;
         let addr = crate::identity::addr_text(info.ip);
-        let tag = crate::identity::tag(identity, &session.identity, &addr);
+        let tag = crate::identity::tag(identity, session.identity(), &addr);
         let tag = tag.as_ref();
         let mut params: Vec<(String, String)> = (session.params.wanted())
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -379,7 +389,7 @@ pub(super) async fn acquire(
         }
         session
             .pool
-            .checkout(&session.identity, tag.map(|t| &t.key), &params, left)
+            .checkout(session.identity(), tag.map(|t| &t.key), &params, left)
             .await
             .map_err(|e| match e {
                 PoolError::WaitTimeout(blocker) => {
@@ -387,8 +397,8 @@ pub(super) async fn acquire(
                         .pools
                         .limits()
                         .rejections
-                        .record(&session.identity, "query_wait_timeout");
-                    tracing::warn!(user = %session.identity, pool = ?session.pool.key, limit = %blocker, rejections = n, "query_wait_timeout");
+                        .record(session.identity(), "query_wait_timeout");
+                    tracing::warn!(user = %session.identity(), pool = ?session.pool.key, limit = %blocker, rejections = n, "query_wait_timeout");
                     Error::QueryWaitTimeout(blocker)
                 }
                 PoolError::Connect(e) => Error::ServerLogin(e),

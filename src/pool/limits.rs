@@ -288,6 +288,13 @@ pub struct ClientSlot {
     db: Arc<str>,
 }
 
+impl ClientSlot {
+    /// The login user this slot counts.
+    pub fn user(&self) -> &Arc<str> {
+        &self.user
+    }
+}
+
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         let mut counts = self.limits.counts();

@@ -11,6 +11,8 @@ use super::ProtocolError;
 
 /// Read-buffer size for one read call; buffers start empty and grow only while data flows.
 pub(crate) const READ_CHUNK: usize = 8 * 1024;
+/// The first read of a fresh buffer.
+const FIRST_READ: usize = 1024;
 
 /// One whole message: its type byte and body (without the length word).
 #[derive(Debug, Clone)]
@@ -38,7 +40,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
     /// Read more bytes into `rbuf`; `Eof` when the peer closed. Cancel-safe.
     pub async fn fill(&mut self) -> Result<(), ProtocolError> {
         if self.rbuf.capacity() - self.rbuf.len() < 512 {
-            self.rbuf.reserve(READ_CHUNK);
+            // A fresh buffer starts at 1 KB (a login's messages are small, and its buffers
+            // are what a burst of logins leaves as heap holes); then READ_CHUNK at a time.
+            let more = match self.rbuf.capacity() {
+                0 => FIRST_READ,
+                _ => READ_CHUNK,
+            };
+            self.rbuf.reserve(more);
         }
         let n = self.io.read_buf(&mut self.rbuf).await?;
         if n == 0 {
