@@ -47,7 +47,8 @@ pub struct Lobby<G> {
 struct Seats<G> {
     slots: Vec<Option<(TcpStream, G)>>,
     free: Vec<usize>,
-    /// Once the lobby is closed, guests are sent straight back.
+    /// While the lobby is not running (before its start, after its close), guests are sent
+    /// straight back.
     closed: bool,
 }
 
@@ -61,7 +62,8 @@ impl<G: Guest + std::fmt::Debug> Lobby<G> {
             seats: Mutex::new(Seats {
                 slots: Vec::new(),
                 free: Vec::new(),
-                closed: false,
+                // Until the thread runs, guests are sent straight back.
+                closed: true,
             }),
             look: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -80,15 +82,19 @@ impl<G: Guest + std::fmt::Debug> Lobby<G> {
             return Ok(());
         };
         let lobby = Arc::clone(self);
-        std::thread::Builder::new()
+        lock(&self.seats).closed = false;
+        let spawned = std::thread::Builder::new()
             .name("pgporter-lobby".into())
             .spawn(move || {
                 let _context = runtime.enter();
                 lobby.watch(poll);
                 lobby.close_doors();
                 drop(alive);
-            })?;
-        Ok(())
+            });
+        if spawned.is_err() {
+            lock(&self.seats).closed = true;
+        }
+        spawned.map(drop)
     }
 
     /// Park `guest` until `socket` is readable. A closed lobby (or a failed registration)
@@ -112,7 +118,17 @@ impl<G: Guest + std::fmt::Debug> Lobby<G> {
             .registry
             .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
         {
-            Ok(()) => seats.slots[token] = Some((socket, guest)),
+            Ok(()) => {
+                // A kill that came before the seat was taken found nothing to nudge: look now.
+                let ended = guest.ended();
+                seats.slots[token] = Some((socket, guest));
+                if ended {
+                    let back = self.unseat(&mut seats, [token]);
+                    drop(seats);
+                    back.into_iter()
+                        .for_each(|(socket, guest)| guest.leave(socket));
+                }
+            }
             Err(e) => {
                 seats.free.push(token);
                 drop(seats);
@@ -213,4 +229,98 @@ impl<G: Guest + std::fmt::Debug> Lobby<G> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Reports its name when it leaves.
+    #[derive(Debug)]
+    struct Probe {
+        name: &'static str,
+        ended: Arc<AtomicBool>,
+        left: mpsc::Sender<&'static str>,
+    }
+
+    impl Guest for Probe {
+        fn ended(&self) -> bool {
+            self.ended.load(Ordering::SeqCst)
+        }
+        fn leave(self, _socket: TcpStream) {
+            let _ = self.left.send(self.name);
+        }
+    }
+
+    /// A connected pair: (our end, the parked end).
+    fn pair(listener: &std::net::TcpListener) -> (TcpStream, TcpStream) {
+        let ours = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (theirs, _) = listener.accept().expect("accept");
+        theirs.set_nonblocking(true).expect("nonblocking");
+        (ours, theirs)
+    }
+
+    #[test]
+    fn guests_leave_when_they_speak_are_killed_or_the_lobby_closes() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let tracker = tokio_util::task::TaskTracker::new();
+        let lobby = Arc::new(Lobby::new().expect("lobby"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (tx, left) = mpsc::channel();
+        let probe = |name| Probe {
+            name,
+            ended: Arc::new(AtomicBool::new(false)),
+            left: tx.clone(),
+        };
+        let wait = || {
+            left.recv_timeout(Duration::from_secs(10))
+                .expect("a guest left")
+        };
+
+        // Not started yet: straight back.
+        let (_a, parked) = pair(&listener);
+        lobby.park(parked, probe("early"));
+        assert_eq!(wait(), "early");
+
+        lobby
+            .start(runtime.handle().clone(), tracker.token())
+            .expect("start");
+        let (mut a, parked) = pair(&listener);
+        lobby.park(parked, probe("speaks"));
+        let (_b, parked) = pair(&listener);
+        let quiet = probe("killed");
+        let killed = Arc::clone(&quiet.ended);
+        lobby.park(parked, quiet);
+        let (_c, parked) = pair(&listener);
+        lobby.park(parked, probe("stays"));
+        assert_eq!(lobby.parked(), 3);
+
+        a.write_all(b"Q").expect("write");
+        assert_eq!(wait(), "speaks");
+        killed.store(true, Ordering::SeqCst);
+        lobby.nudge();
+        assert_eq!(wait(), "killed");
+        assert_eq!(lobby.parked(), 1);
+
+        // A guest already killed when it is parked leaves at once.
+        let (_d, parked) = pair(&listener);
+        let dead = probe("dead on arrival");
+        dead.ended.store(true, Ordering::SeqCst);
+        lobby.park(parked, dead);
+        assert_eq!(wait(), "dead on arrival");
+
+        lobby.close();
+        assert_eq!(wait(), "stays");
+        tracker.close();
+        runtime.block_on(tracker.wait());
+        let (_e, parked) = pair(&listener);
+        lobby.park(parked, probe("late"));
+        assert_eq!(wait(), "late");
+        assert_eq!(lobby.parked(), 0);
+    }
 }
