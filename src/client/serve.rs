@@ -289,6 +289,9 @@ async fn first_request(
         })
         .await?;
     }
+    // The session's read buffer, sized for the relay at once (a fresh buffer's first read is
+    // small, for logins).
+    conn.rbuf.reserve(crate::protocol::READ_CHUNK);
     tokio::select! {
         biased;
         () = info.killed() => return Err(ended(shared)),
