@@ -92,14 +92,8 @@ pub fn configured_hosts(config: &Config) -> Vec<ServerAddr> {
 
 /// Probe every configured host each [`PERIOD`] until shutdown.
 pub async fn run(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = shared.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut ticks = crate::shutdown::Ticks::every(PERIOD);
+    while ticks.next(&shared.shutdown).await {
         let hosts = configured_hosts(&shared.config.load());
         let probes = hosts.into_iter().map(|addr| async move {
             let result = timeout(PROBE_TIMEOUT, crate::server::probe(&addr)).await;

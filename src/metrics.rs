@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use dashmap::DashMap;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
@@ -47,9 +48,10 @@ const BUCKETS: &[f64] = &[
 /// The app's histogram recorder.
 pub struct Metrics {
     histograms: PrometheusRecorder,
-    /// Query-duration handles by database: each session keeps one, and a fresh handle is an
-    /// allocation of its own.
-    query: dashmap::DashMap<Box<str>, metrics::Histogram>,
+    /// Histogram handles by database, registered once (a fresh handle is an allocation of
+    /// its own, per session or per checkout).
+    query: DashMap<Box<str>, metrics::Histogram>,
+    wait: DashMap<Box<str>, metrics::Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,30 +87,35 @@ impl Metrics {
         });
         Metrics {
             histograms,
-            query: dashmap::DashMap::new(),
+            query: DashMap::new(),
+            wait: DashMap::new(),
         }
     }
 
-    /// The wait-time histogram of `database` (take once per session, record many times).
+    /// The wait-time histogram of `database`.
     pub fn wait_histogram(&self, database: &str) -> metrics::Histogram {
-        let db = database.to_string();
-        metrics::with_local_recorder(
-            &self.histograms,
-            || histogram!(CLIENT_WAIT, "database" => db),
-        )
+        self.handle(&self.wait, CLIENT_WAIT, database)
     }
 
     /// The query-duration histogram of `database`.
     pub fn query_histogram(&self, database: &str) -> metrics::Histogram {
-        if let Some(h) = self.query.get(database) {
+        self.handle(&self.query, QUERY_DURATION, database)
+    }
+
+    /// `name`'s histogram for `database`, registered once and then taken from `cache`.
+    fn handle(
+        &self,
+        cache: &DashMap<Box<str>, metrics::Histogram>,
+        name: &'static str,
+        database: &str,
+    ) -> metrics::Histogram {
+        if let Some(h) = cache.get(database) {
             return h.clone();
         }
         let db = database.to_string();
-        let h = metrics::with_local_recorder(
-            &self.histograms,
-            || histogram!(QUERY_DURATION, "database" => db),
-        );
-        self.query.insert(database.into(), h.clone());
+        let h =
+            metrics::with_local_recorder(&self.histograms, || histogram!(name, "database" => db));
+        cache.insert(database.into(), h.clone());
         h
     }
 
@@ -353,24 +360,19 @@ fn pgbouncer_compat(s: &Snapshot) {
     gauge!("pgbouncer_config_max_user_connections").set(f64::from(set.max_user_connections));
 }
 
-/// Every stats_period: close the averaging period and, with log_stats, log one line (as
-/// PgBouncer does).
 /// How often recorded histogram samples are folded in (see [`Metrics::upkeep`]).
 const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Fold histogram samples in every few seconds until shutdown.
 pub async fn run_upkeep(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(UPKEEP_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = shared.shutdown.cancelled() => return,
-            _ = tick.tick() => shared.metrics.upkeep(),
-        }
+    let mut ticks = crate::shutdown::Ticks::every(UPKEEP_PERIOD);
+    while ticks.next(&shared.shutdown).await {
+        shared.metrics.upkeep();
     }
 }
 
+/// Every stats_period: close the averaging period and, with log_stats, log one line (as
+/// PgBouncer does).
 pub async fn run_stats_period(shared: Arc<Shared>) {
     loop {
         let period = shared.config.load().settings.stats_period;

@@ -99,3 +99,25 @@ mod tests {
         assert_eq!(l.request(WaitForServers), Immediate);
     }
 }
+
+/// A periodic tick that ends with the shutdown: `while ticks.next(&shutdown).await { .. }`.
+/// A late tick is delayed, never bunched.
+#[derive(Debug)]
+pub struct Ticks(tokio::time::Interval);
+
+impl Ticks {
+    pub fn every(period: std::time::Duration) -> Ticks {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticks(tick)
+    }
+
+    /// Wait for the next tick: false once `shutdown` has fired.
+    pub async fn next(&mut self, shutdown: &tokio_util::sync::CancellationToken) -> bool {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => false,
+            _ = self.0.tick() => true,
+        }
+    }
+}

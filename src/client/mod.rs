@@ -47,13 +47,6 @@ pub enum Peer {
 }
 
 impl Peer {
-    /// The client address for SHOW CLIENTS (`unix` for the unix socket).
-    pub fn addr(&self) -> String {
-        match self {
-            Peer::Tcp(a) => a.ip().to_string(),
-            Peer::Unix => "unix".into(),
-        }
-    }
     pub fn port(&self) -> u16 {
         match self {
             Peer::Tcp(a) => a.port(),

@@ -97,11 +97,13 @@ impl<G: Guest + std::fmt::Debug> Lobby<G> {
         spawned.map(drop)
     }
 
-    /// Park `guest` until `socket` is readable. A closed lobby (or a failed registration)
-    /// sends it back at once.
+    /// Park `guest` until `socket` is readable. A closed lobby, an ended guest or a failed
+    /// registration sends it back at once.
     pub fn park(&self, socket: TcpStream, guest: G) {
         let mut seats = lock(&self.seats);
-        if seats.closed {
+        // Checked under the lock that the nudged scan takes too: a kill either shows here or
+        // finds the guest seated.
+        if seats.closed || guest.ended() {
             drop(seats);
             return guest.leave(socket);
         }
@@ -118,17 +120,7 @@ impl<G: Guest + std::fmt::Debug> Lobby<G> {
             .registry
             .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
         {
-            Ok(()) => {
-                // A kill that came before the seat was taken found nothing to nudge: look now.
-                let ended = guest.ended();
-                seats.slots[token] = Some((socket, guest));
-                if ended {
-                    let back = self.unseat(&mut seats, [token]);
-                    drop(seats);
-                    back.into_iter()
-                        .for_each(|(socket, guest)| guest.leave(socket));
-                }
-            }
+            Ok(()) => seats.slots[token] = Some((socket, guest)),
             Err(e) => {
                 seats.free.push(token);
                 drop(seats);
@@ -187,9 +179,7 @@ impl<G: Guest + std::fmt::Debug> Lobby<G> {
                 leaving.extend(self.unseat(&mut seats, ended));
             }
             drop(seats);
-            leaving
-                .into_iter()
-                .for_each(|(socket, guest)| guest.leave(socket));
+            send_back(leaving);
         }
     }
 
@@ -200,9 +190,7 @@ impl<G: Guest + std::fmt::Debug> Lobby<G> {
         let n = seats.slots.len();
         let everyone = self.unseat(&mut seats, 0..n);
         drop(seats);
-        everyone
-            .into_iter()
-            .for_each(|(socket, guest)| guest.leave(socket));
+        send_back(everyone);
     }
 
     /// Take the guests at `tokens` out of the table and out of the epoll set (before their
@@ -225,6 +213,13 @@ impl<G: Guest + std::fmt::Debug> Lobby<G> {
         }
         out
     }
+}
+
+/// Guests out of the table go back to work (outside the table's lock).
+fn send_back<G: Guest>(leaving: Vec<(TcpStream, G)>) {
+    leaving
+        .into_iter()
+        .for_each(|(socket, guest)| guest.leave(socket));
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

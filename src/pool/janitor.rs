@@ -14,14 +14,8 @@ const PERIOD: Duration = Duration::from_secs(1);
 
 /// Run until `shutdown` fires.
 pub async fn run_janitor(pools: Arc<Pools>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut ticks = crate::shutdown::Ticks::every(PERIOD);
+    while ticks.next(&shutdown).await {
         for pool in pools.all() {
             pool.evict_expired().await;
             pool.fill_min();
