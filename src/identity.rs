@@ -109,7 +109,24 @@ impl GucNames {
 
     /// Does `text` (a whole message body) name an identity GUC?
     pub fn mentioned(&self, text: &[u8]) -> bool {
-        !self.is_empty() && self.complete(self.found(text))
+        // Every statement passes through here: a GUC is given up at its first missing part
+        // and each part is searched for at most once (usually one search, for the prefix).
+        let (mut searched, mut found) = (0u64, 0u64);
+        self.gucs.iter().any(|&guc| {
+            self.parts.iter().enumerate().all(|(i, part)| {
+                let bit = 1 << i;
+                if guc & bit == 0 {
+                    return true;
+                }
+                if searched & bit == 0 {
+                    searched |= bit;
+                    if contains_ci(text, part) {
+                        found |= bit;
+                    }
+                }
+                found & bit != 0
+            })
+        })
     }
 
     /// A matcher for a body seen in chunks.
@@ -220,6 +237,22 @@ mod tests {
                 .windows(needle.len())
                 .any(|w| w.eq_ignore_ascii_case(&needle));
             proptest::prop_assert_eq!(contains_ci(&hay, &needle), plain);
+        }
+
+        #[test]
+        fn mentioned_agrees_with_searching_every_part(
+            words in proptest::collection::vec(proptest::sample::select(vec![
+                "pgporter", "Client_User", "client_addr", "tenant", ".", " ", "x", "client_",
+            ]), 0..6),
+            addr_guc in proptest::sample::select(vec!["", "pgporter.client_addr", "tenant.client_user"]),
+        ) {
+            let settings = IdentitySettings {
+                identity_addr_guc: addr_guc.to_string(),
+                ..IdentitySettings::default()
+            };
+            let n = GucNames::new(&settings);
+            let text = words.concat().into_bytes();
+            proptest::prop_assert_eq!(n.mentioned(&text), n.complete(n.found(&text)));
         }
     }
 }

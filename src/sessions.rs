@@ -2,11 +2,13 @@
 //! KILL / KILL_CLIENT and the drain. Updated at state changes (login, waiting for a server,
 //! server attached, released, end), never per message. A sink: imports nothing upstream.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst,
 };
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
@@ -117,17 +119,29 @@ impl SessionInfo {
         self.killed.load(SeqCst)
     }
 
-    /// Resolves once the session is killed.
+    /// Resolves once the session is killed. Cheap to poll again: a relay polls it on every
+    /// wake, and once the notification holds this task's waker only the flag is read (the
+    /// notification's own poll takes the `Notify`'s lock).
     pub async fn killed(&self) {
-        loop {
-            let mut woken = std::pin::pin!(self.kill.notified());
-            // Registered before the flag is read: a kill in between still wakes this.
-            woken.as_mut().enable();
+        let mut woken = std::pin::pin!(self.kill.notified());
+        // Registered before the flag is read: a kill in between still wakes this.
+        woken.as_mut().enable();
+        let mut holds: Option<Waker> = None;
+        std::future::poll_fn(|cx| {
             if self.is_killed() {
-                return;
+                return Poll::Ready(());
             }
-            woken.await;
-        }
+            if !holds.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                // Registers (or replaces) the waker; only `kill` notifies, after setting the
+                // flag, so a ready notification is a kill.
+                if woken.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                holds = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     pub fn server(&self) -> Option<ServerLink> {
