@@ -25,6 +25,8 @@
 #   PROFILE [release] cargo profile for pgporter and idle_clients (dev = the debug build)
 #   OUT [target/bench.json]   KEEP [0] 1 = keep the temp dir (logs, raw pgbench output)
 #   PGBIN [/usr/lib/postgresql/15/bin]
+#   SERVER_SOCKET [tcp] unix = both poolers reach PostgreSQL over its unix socket (as a sidecar in
+#                 PostgreSQL's pod could; local logins are trust in this cluster); clients stay on TCP
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,6 +40,7 @@ fi
 : "${IDLE_CONCURRENCY:=64}" "${W4_CLIENTS:=200}" "${POOL_SIZE:=20}" "${MAX_CONNECTIONS:=300}"
 : "${SCRAM_ITER:=4096}" "${WORKLOADS:=W6 W1 W2 W3 W4 W5}" "${PGBOUNCER:=auto}" "${PROFILE:=release}"
 : "${OUT:=$ROOT/target/bench.json}" "${KEEP:=0}" "${PGBIN:=/usr/lib/postgresql/15/bin}"
+: "${SERVER_SOCKET:=tcp}"
 PGBENCH="$PGBIN/pgbench"
 [[ -x "$PGBENCH" ]] || PGBENCH="$(command -v pgbench || true)"
 DB=bench USER_NAME=bench PASSWORD="bench-$RANDOM-$RANDOM"
@@ -161,11 +164,16 @@ chmod 0600 "$RUN/userlist.txt"
 MAX_CLIENT_CONN=$((IDLE_CLIENTS > 10000 ? IDLE_CLIENTS + 100 : 10100))
 
 # ---------------------------------------------------------------- poolers --
+case "$SERVER_SOCKET" in
+tcp) SERVER_HOST=127.0.0.1 ;;
+unix) SERVER_HOST="$RUN/sock" ;;
+*) die "SERVER_SOCKET must be tcp or unix, not $SERVER_SOCKET" ;;
+esac
 TARGETS=(direct)
 if [[ -n "$PGB_BIN" ]]; then
     cat >"$RUN/pgbouncer/pgbouncer.ini" <<EOF
 [databases]
-$DB = host=127.0.0.1 port=$PG_PORT dbname=$DB
+$DB = host=$SERVER_HOST port=$PG_PORT dbname=$DB
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $PGB_PORT
@@ -190,7 +198,7 @@ EOF
     TARGETS+=(pgbouncer)
     log "$("$PGB_BIN" --version | head -1) pid $PGB_PID on 127.0.0.1:$PGB_PORT"
 fi
-BENCH_LISTEN_HOST=127.0.0.1 BENCH_LISTEN_PORT="$PORTER_PORT" BENCH_PG_HOST=127.0.0.1 BENCH_PG_PORT="$PG_PORT" \
+BENCH_LISTEN_HOST=127.0.0.1 BENCH_LISTEN_PORT="$PORTER_PORT" BENCH_PG_HOST="$SERVER_HOST" BENCH_PG_PORT="$PG_PORT" \
     BENCH_DB="$DB" BENCH_USER="$USER_NAME" BENCH_PASSWORD="$PASSWORD" BENCH_AUTH_FILE="$RUN/userlist.txt" \
     BENCH_POOL_SIZE="$POOL_SIZE" BENCH_POOL_MODE=session BENCH_MAX_CLIENT_CONN="$MAX_CLIENT_CONN" \
     BENCH_RUN_DIR="$RUN" BENCH_WORKER_THREADS="${WORKER_THREADS:-}" \
@@ -307,7 +315,7 @@ python3 - "$RUN/meta.json" <<EOF
 import json, sys
 json.dump({"short": $SHORT == 1, "duration_s": $DURATION, "rounds": $ROUNDS, "scale": $SCALE,
   "pool_size": $POOL_SIZE, "w4_clients": $W4_CLIENTS, "idle_clients": $IDLE_CLIENTS, "scram_iterations": $SCRAM_ITER,
-  "max_connections": $MAX_CONNECTIONS, "worker_threads": "${WORKER_THREADS:-}", "profile": "$PROFILE",
+  "max_connections": $MAX_CONNECTIONS, "server_socket": "$SERVER_SOCKET", "worker_threads": "${WORKER_THREADS:-}", "profile": "$PROFILE",
   "targets": "${TARGETS[*]}".split(), "nproc": $(nproc), "cpu": """$cpu_model""",
   "mem_total_kb": $(awk '/^MemTotal/ {print $2}' /proc/meminfo), "loadavg_end": open("/proc/loadavg").read().split()[:3],
   "kernel": """$(uname -r)""", "postgres": """$("$PGBIN/postgres" --version)""",
@@ -316,6 +324,6 @@ json.dump({"short": $SHORT == 1, "duration_s": $DURATION, "rounds": $ROUNDS, "sc
   "wall_s": $(($(date +%s) - T0))}, open(sys.argv[1], "w"), indent=1)
 EOF
 mkdir -p "$(dirname "$OUT")"
-echo "pgporter benchmark: $(nproc) CPUs ($cpu_model), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "pgporter benchmark: $(nproc) CPUs ($cpu_model), load average $(cut -d' ' -f1-3 /proc/loadavg), poolers reach PostgreSQL over $SERVER_SOCKET"
 python3 "$TOOL" report "$RUNS" "$MEM" "$RUN/meta.json" "$OUT" || die "some runs failed (pgbench logs in $RUN)"
 log "JSON written to $OUT; wall time $(($(date +%s) - T0)) s"
