@@ -413,6 +413,15 @@ async fn pause_resume_disable_enable_kill_client() {
         .simple_query(&format!("KILL_CLIENT {victim_id}"))
         .await
         .expect("kill_client");
+    // The kill reaches the session in its relay at once, not at the client's next message.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !victim.is_closed() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a killed client in its relay is not disconnected without sending anything"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let e = victim.simple_query("select 1").await.expect_err("killed");
     if let Some(db_err) = e.as_db_error() {
         assert_eq!(db_err.code().code(), "57P01");
