@@ -232,7 +232,11 @@ impl Conn {
         let mut rows = Vec::new();
         let mut error = None;
         loop {
-            let (tag, body) = self.read_msg().await?;
+            // A FATAL is followed by EOF, not ReadyForQuery: report the server's error.
+            let (tag, body) = match self.read_msg().await {
+                Ok(m) => m,
+                Err(e) => return Err(error.unwrap_or(e)),
+            };
             match tag {
                 b'Z' => return error.map_or(Ok(rows), Err),
                 b'E' => error = Some(Failure::Server(sqlstate(&body))),

@@ -144,6 +144,9 @@ pub(crate) async fn inject_faults(
             continue;
         }
         let su = pg.superuser_client().await;
+        // Marked before as well as after: the victim's session may see its end before
+        // pg_terminate_backend's answer reaches this task.
+        clock.mark();
         let killed = su
             .query(
                 "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 \
