@@ -13,38 +13,39 @@ use std::sync::Arc;
 
 use crate::config::IdentitySettings;
 
-/// What a server connection is tagged with for one client identity.
-#[derive(Debug, Clone)]
-pub struct Tag {
-    /// Pool matching key: a connection tagged with another key is not handed to this client.
-    pub key: Arc<str>,
-    /// Startup parameters carrying the tag.
-    pub params: Vec<(String, String)>,
-}
-
 /// The address as tagged: the IP (no port, so that connections can be reused by the same
 /// person), or `local` for a unix socket.
 pub fn addr_text(addr: Option<IpAddr>) -> String {
     addr.map_or_else(|| "local".to_string(), |a| a.to_string())
 }
 
-/// The tag for `user` connecting from `addr` (as [`addr_text`] writes it); `None` when
-/// tagging is off.
-pub fn tag(settings: &IdentitySettings, user: &str, addr: &str) -> Option<Tag> {
+/// The pool matching key of `user` connecting from `addr`: a server connection tagged with
+/// another key is not handed to this client. `None` when tagging is off.
+pub fn tag_key(settings: &IdentitySettings, user: &str, addr: Option<IpAddr>) -> Option<Arc<str>> {
     if !settings.identity_tagging {
         return None;
     }
-    let mut params = vec![(settings.identity_guc.clone(), user.to_string())];
-    let mut key = user.to_string();
-    if !settings.identity_addr_guc.is_empty() {
-        key.push('\0');
-        key.push_str(addr);
-        params.push((settings.identity_addr_guc.clone(), addr.to_string()));
+    if settings.identity_addr_guc.is_empty() {
+        return Some(Arc::from(user));
     }
-    Some(Tag {
-        key: Arc::from(key),
-        params,
-    })
+    Some(Arc::from(format!("{user}\0{}", addr_text(addr))))
+}
+
+/// The startup parameters that carry the tag, for a new server connection (built only when
+/// one is opened: most checkouts reuse a connection).
+pub fn tag_params(
+    settings: &IdentitySettings,
+    user: &str,
+    addr: Option<IpAddr>,
+) -> Vec<(String, String)> {
+    if !settings.identity_tagging {
+        return Vec::new();
+    }
+    let mut params = vec![(settings.identity_guc.clone(), user.to_string())];
+    if !settings.identity_addr_guc.is_empty() {
+        params.push((settings.identity_addr_guc.clone(), addr_text(addr)));
+    }
+    params
 }
 
 /// The identity GUC names, for the spoof check. A GUC `prefix.name` counts as mentioned when
@@ -53,18 +54,18 @@ pub fn tag(settings: &IdentitySettings, user: &str, addr: &str) -> Option<Tag> {
 /// SQL that builds the name from smaller pieces evades it (see README).
 #[derive(Debug, Clone, Default)]
 pub struct GucNames {
-    /// Distinct lower-cased name components.
-    parts: Vec<Vec<u8>>,
+    /// Distinct lower-cased name components. Shared: every relay holds a copy.
+    parts: Arc<[Box<[u8]>]>,
     /// For each GUC, the bit mask of its components in `parts`.
-    gucs: Vec<u64>,
+    gucs: Arc<[u64]>,
     longest: usize,
 }
 
 impl GucNames {
     pub fn new(settings: &IdentitySettings) -> GucNames {
-        let mut names = GucNames::default();
+        let (mut parts, mut gucs, mut longest) = (Vec::<Box<[u8]>>::new(), Vec::new(), 0);
         if !settings.identity_tagging {
-            return names;
+            return GucNames::default();
         }
         for guc in [&settings.identity_guc, &settings.identity_addr_guc] {
             if guc.is_empty() {
@@ -72,20 +73,24 @@ impl GucNames {
             }
             let mut mask = 0u64;
             for part in guc.split('.') {
-                let part = part.to_ascii_lowercase().into_bytes();
-                let i = match names.parts.iter().position(|p| *p == part) {
+                let part = part.to_ascii_lowercase().into_bytes().into_boxed_slice();
+                let i = match parts.iter().position(|p| *p == part) {
                     Some(i) => i,
                     None => {
-                        names.longest = names.longest.max(part.len());
-                        names.parts.push(part);
-                        names.parts.len() - 1
+                        longest = longest.max(part.len());
+                        parts.push(part);
+                        parts.len() - 1
                     }
                 };
                 mask |= 1 << i;
             }
-            names.gucs.push(mask);
+            gucs.push(mask);
         }
-        names
+        GucNames {
+            parts: parts.into(),
+            gucs: gucs.into(),
+            longest,
+        }
     }
 
     /// True when there is nothing to check.
@@ -210,20 +215,34 @@ mod tests {
     #[test]
     fn tags_and_keys() {
         let s = IdentitySettings::default();
-        let t = tag(&s, "alice", "10.0.0.7").unwrap();
+        let ip = Some("10.0.0.7".parse().unwrap());
         assert_eq!(
-            t.params,
+            tag_params(&s, "alice", ip),
             vec![
                 ("pgporter.client_user".to_string(), "alice".to_string()),
                 ("pgporter.client_addr".to_string(), "10.0.0.7".to_string())
             ]
         );
-        assert_eq!(&*t.key, "alice\u{0}10.0.0.7");
+        assert_eq!(
+            tag_key(&s, "alice", ip).as_deref(),
+            Some("alice\u{0}10.0.0.7")
+        );
+        assert_eq!(
+            tag_key(&s, "alice", None).as_deref(),
+            Some("alice\u{0}local")
+        );
+        let user_only = IdentitySettings {
+            identity_addr_guc: String::new(),
+            ..IdentitySettings::default()
+        };
+        assert_eq!(tag_key(&user_only, "alice", ip).as_deref(), Some("alice"));
+        assert_eq!(tag_params(&user_only, "alice", ip).len(), 1);
         let off = IdentitySettings {
             identity_tagging: false,
             ..IdentitySettings::default()
         };
-        assert!(tag(&off, "alice", "local").is_none());
+        assert!(tag_key(&off, "alice", None).is_none());
+        assert!(tag_params(&off, "alice", None).is_empty());
         assert!(GucNames::new(&off).is_empty());
     }
 

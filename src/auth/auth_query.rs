@@ -52,7 +52,7 @@ impl AuthQueryCache {
         }
         let identity: std::sync::Arc<str> = std::sync::Arc::from(pool.key.user.as_str());
         let mut server = pool
-            .checkout(&identity, None, &[], Some(Duration::from_secs(5)))
+            .checkout(&identity, None, &Vec::new, Some(Duration::from_secs(5)))
             .await?;
         let result = run(&mut server, query, user).await;
         pool.release(server, result.is_ok()).await;

@@ -251,7 +251,7 @@ fn relay_state(
     RelayState::new(
         TxTracker::metered(Meter::new(Arc::clone(&session.stats), query_histogram)),
         if who.checked {
-            GucNames::new(&config.settings.identity)
+            config.spoof_names().clone()
         } else {
             GucNames::default()
         },
@@ -380,19 +380,19 @@ pub(super) async fn acquire(
             }
         }
         let left = limit.map(|l| l.saturating_sub(started.elapsed()));
-        let identity = &shared.config.load().settings.identity;
-        let addr = crate::identity::addr_text(info.ip);
-        let tag = crate::identity::tag(identity, session.identity(), &addr);
-        let tag = tag.as_ref();
-        let mut params: Vec<(String, String)> = (session.params.wanted())
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if let Some(tag) = tag {
-            params.extend(tag.params.iter().cloned());
-        }
+        let config = shared.config.load();
+        let (identity, user) = (&config.settings.identity, session.identity());
+        let tag = crate::identity::tag_key(identity, user, info.ip);
+        let params = || {
+            let mut params: Vec<(String, String)> = (session.params.wanted())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            params.extend(crate::identity::tag_params(identity, user, info.ip));
+            params
+        };
         session
             .pool
-            .checkout(session.identity(), tag.map(|t| &t.key), &params, left)
+            .checkout(user, tag.as_ref(), &params, left)
             .await
             .map_err(|e| match e {
                 PoolError::WaitTimeout(blocker) => {

@@ -87,9 +87,18 @@ pub struct Config {
     /// auth_ident_file entries: (map name, certificate name, user name).
     pub ident: Vec<hba::IdentEntry>,
     pub warnings: Vec<ConfigWarning>,
+    /// The identity GUC names the spoof check looks for, built at first use.
+    spoof_names: std::sync::OnceLock<crate::identity::GucNames>,
 }
 
 impl Config {
+    /// The identity GUC names every relay checks statements for (built once per loaded
+    /// config, shared by all relays).
+    pub fn spoof_names(&self) -> &crate::identity::GucNames {
+        self.spoof_names
+            .get_or_init(|| crate::identity::GucNames::new(&self.settings.identity))
+    }
+
     /// The database entry a client's database name resolves to (explicit or via `*`).
     pub fn database(&self, name: &str) -> Option<&DatabaseEntry> {
         self.databases.get(name).or(self.fallback_database.as_ref())
@@ -165,6 +174,7 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
         hba,
         ident,
         warnings,
+        spoof_names: std::sync::OnceLock::new(),
     })
 }
 

@@ -28,7 +28,7 @@ impl Pool {
         &self,
         identity: &Identity,
         tag: Option<&Arc<str>>,
-        extra_params: &[(String, String)],
+        extra_params: super::ConnectParams<'_>,
         wait: Option<Duration>,
     ) -> Result<ServerConn, PoolError> {
         loop {
@@ -45,7 +45,7 @@ impl Pool {
         &self,
         identity: &Identity,
         tag: Option<&Arc<str>>,
-        extra_params: &[(String, String)],
+        extra_params: super::ConnectParams<'_>,
         wait: Option<Duration>,
     ) -> Result<ServerConn, PoolError> {
         let settings = self.settings();
@@ -100,7 +100,7 @@ impl Pool {
         &self,
         holder: Option<&Identity>,
         tag: Option<&Arc<str>>,
-        extra_params: &[(String, String)],
+        extra_params: super::ConnectParams<'_>,
         settings: &PoolSettings,
     ) -> Result<ServerConn, PoolError> {
         let mut slot = SlotGuard {
@@ -111,7 +111,7 @@ impl Pool {
         let mut conn = routing::connect(
             &self.hosts,
             &self.effective_target(),
-            extra_params,
+            &extra_params(),
             settings.connect_timeout,
         )
         .await?;

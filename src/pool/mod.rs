@@ -54,6 +54,10 @@ pub struct PoolSettings {
     pub reset_timeout: Duration,
 }
 
+/// The startup parameters a server connection opened for a client gets, built only when one
+/// is opened (most checkouts reuse a connection).
+pub type ConnectParams<'a> = &'a (dyn Fn() -> Vec<(String, String)> + Sync);
+
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("query_wait_timeout (held back by {0})")]
