@@ -85,12 +85,12 @@ impl Pool {
             Grant::Conn(other) => {
                 // Tagged for someone else: close it and connect in its slot.
                 tokio::spawn(super::release::terminate(other));
-                self.connect_for(Some(identity), tag, extra_params, &settings)
-                    .await
+                Box::pin(self.connect_for(Some(identity), tag, extra_params, &settings)).await
             }
+            // Boxed: opening a connection is rare and its future large; inline, it would be
+            // part of (and copied with) every checkout's future.
             Grant::Permit => {
-                self.connect_for(Some(identity), tag, extra_params, &settings)
-                    .await
+                Box::pin(self.connect_for(Some(identity), tag, extra_params, &settings)).await
             }
         }
     }
