@@ -187,6 +187,11 @@ async fn proxied_peer(
         return Ok(peer);
     };
     let trusted = &config.settings.proxy_protocol_trusted;
+    if trusted.is_empty() {
+        // The protocol is off: no peek at every connection's first bytes. A header is then
+        // what it looks like to PostgreSQL, an invalid startup packet (08P01).
+        return Ok(peer);
+    }
     match crate::net::proxy::accept(tcp, peer.ip(), trusted).await {
         Ok(Some(addr)) => Ok(Peer::Tcp(addr)),
         Ok(None) => Ok(peer),
