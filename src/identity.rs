@@ -63,10 +63,10 @@ pub struct GucNames {
 
 impl GucNames {
     pub fn new(settings: &IdentitySettings) -> GucNames {
-        let (mut parts, mut gucs, mut longest) = (Vec::<Box<[u8]>>::new(), Vec::new(), 0);
         if !settings.identity_tagging {
             return GucNames::default();
         }
+        let (mut parts, mut gucs, mut longest) = (Vec::<Box<[u8]>>::new(), Vec::new(), 0);
         for guc in [&settings.identity_guc, &settings.identity_addr_guc] {
             if guc.is_empty() {
                 continue;
