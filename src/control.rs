@@ -137,7 +137,7 @@ fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<crate::pool::Pool>> {
         .pools
         .all()
         .into_iter()
-        .filter(|p| db.map_or(true, |d| d == p.key.db))
+        .filter(|p| db.map_or(true, |d| *d == *p.key.db))
         .collect()
 }
 

@@ -92,8 +92,8 @@ impl Snapshot {
                 }
                 if let Some(link) = c.server() {
                     servers.push(ServerRow {
-                        database: db.clone(),
-                        user: user.clone(),
+                        database: db.to_string(),
+                        user: user.to_string(),
                         state: "active",
                         addr: pool.target.addr.clone(),
                         pid: link.pid,
@@ -110,12 +110,12 @@ impl Snapshot {
             let idle = pool.idle_servers();
             let sv_active = servers
                 .iter()
-                .filter(|s| &s.database == db && &s.user == user)
+                .filter(|s| *s.database == **db && *s.user == **user)
                 .count() as u64;
             for s in &idle {
                 servers.push(ServerRow {
-                    database: db.clone(),
-                    user: user.clone(),
+                    database: db.to_string(),
+                    user: user.to_string(),
                     state: "idle",
                     addr: s.addr.clone(),
                     pid: s.pid,
@@ -126,8 +126,8 @@ impl Snapshot {
                 });
             }
             pools.push(PoolRow {
-                database: db.clone(),
-                user: user.clone(),
+                database: db.to_string(),
+                user: user.to_string(),
                 cl_active: active,
                 cl_waiting: waiting,
                 sv_active,

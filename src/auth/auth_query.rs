@@ -44,15 +44,19 @@ impl AuthQueryCache {
         user: &str,
         ttl: Duration,
     ) -> Result<Option<Secret>, AuthQueryError> {
-        let key = (pool.key.db.clone(), user.to_string());
+        let key = (pool.key.db.to_string(), user.to_string());
         if let Some(hit) = self.map.get(&key) {
             if hit.0.elapsed() < ttl {
                 return Ok(hit.1.clone());
             }
         }
-        let identity: std::sync::Arc<str> = std::sync::Arc::from(pool.key.user.as_str());
         let mut server = pool
-            .checkout(&identity, None, &Vec::new, Some(Duration::from_secs(5)))
+            .checkout(
+                &pool.key.user,
+                None,
+                &Vec::new,
+                Some(Duration::from_secs(5)),
+            )
             .await?;
         let result = run(&mut server, query, user).await;
         pool.release(server, result.is_ok()).await;

@@ -86,7 +86,7 @@ pub(super) async fn login(
     let client_key =
         super::login::authenticate(conn, &method, user, secret.as_deref(), &ctx).await?;
     // Passthrough: the pool logs in as this very user, and the config has no password for it.
-    if route.pool.key.user == user {
+    if *route.pool.key.user == *user {
         match (secret.as_deref(), client_key) {
             (Some(Secret::Scram(s)), Some(client_key)) => {
                 route.pool.learn(BackendPassword::ScramKeys(ScramKeys {

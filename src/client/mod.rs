@@ -392,15 +392,18 @@ struct SessionNames {
 
 impl SessionNames {
     fn new(route: &route::Route) -> SessionNames {
-        let pool = &route.pool.names;
-        let shared = |name: &str, same: &Arc<str>| match name == &**same {
-            true => Arc::clone(same),
-            false => Arc::from(name),
+        let pool = &route.pool;
+        let shared = |name: &str, same: &Arc<str>| {
+            if name == &**same {
+                Arc::clone(same)
+            } else {
+                Arc::from(name)
+            }
         };
         SessionNames {
-            user: shared(&route.client_user, &pool.user),
-            db: shared(&route.database, &pool.db),
-            pool_user: Arc::clone(&pool.user),
+            user: shared(&route.client_user, &pool.key.user),
+            db: shared(&route.database, &pool.key.db),
+            pool_user: Arc::clone(&pool.key.user),
             backend_user: Arc::clone(&pool.backend_user),
         }
     }

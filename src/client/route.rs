@@ -40,8 +40,8 @@ pub(super) fn route(
         .ok_or_else(|| Error::UnknownDatabase(database.to_string()))?;
     let backend_user = entry.user.as_deref().unwrap_or(client_user);
     let key = PoolKey {
-        db: database.to_string(),
-        user: backend_user.to_string(),
+        db: database.into(),
+        user: backend_user.into(),
         endpoint,
     };
     let attrs = endpoint.attrs(entry);
@@ -83,8 +83,8 @@ pub(super) fn auth_pool(
         .unwrap_or(client_database);
     let entry = config.database(database)?;
     let key = PoolKey {
-        db: database.to_string(),
-        user: auth_user.to_string(),
+        db: database.into(),
+        user: auth_user.into(),
         endpoint: Endpoint::ReadWrite,
     };
     Some(pools.get_or_create(&key, |limits| {
@@ -208,7 +208,7 @@ pub fn pool_plan(
     server_tls: Option<&Arc<ServerTls>>,
 ) -> Option<(ServerTarget, PoolSettings)> {
     let entry = config.database(&key.db)?;
-    if entry.user.as_deref().is_some_and(|u| u != key.user) {
+    if entry.user.as_deref().is_some_and(|u| *u != *key.user) {
         return None;
     }
     Some((

@@ -365,7 +365,8 @@ pub(super) async fn acquire(
     info: &SessionInfo,
     shared: &Shared,
 ) -> Result<ServerConn, Error> {
-    let limit = crate::config::Config::nonzero(shared.config.load().settings.query_wait_timeout);
+    let config = shared.config.load();
+    let limit = crate::config::Config::nonzero(config.settings.query_wait_timeout);
     let started = tokio::time::Instant::now();
     info.set_waiting(shared.stats.now_us());
     let db = &session.pool.key.db;
@@ -380,7 +381,6 @@ pub(super) async fn acquire(
             }
         }
         let left = limit.map(|l| l.saturating_sub(started.elapsed()));
-        let config = shared.config.load();
         let (identity, user) = (&config.settings.identity, session.identity());
         let tag = crate::identity::tag_key(identity, user, info.ip);
         let params = || {

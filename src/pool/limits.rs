@@ -158,8 +158,8 @@ impl Limits {
 
     pub(super) fn room(&self, key: &PoolKey, lim: &PoolLimits) -> Room {
         let counts = self.counts();
-        let db = counts.servers_by_db.get(&key.db).copied().unwrap_or(0);
-        let user = counts.servers_by_user.get(&key.user).copied().unwrap_or(0);
+        let db = counts.servers_by_db.get(&*key.db).copied().unwrap_or(0);
+        let user = counts.servers_by_user.get(&*key.user).copied().unwrap_or(0);
         let full = |used: u32, max: u32| max > 0 && used >= max;
         let over = |used: u32, max: u32| max > 0 && used > max;
         let open = if full(db, lim.max_db) {
@@ -178,8 +178,11 @@ impl Limits {
     /// One more server connection of `key`'s pool exists (or is being made).
     pub(super) fn add_server(&self, key: &PoolKey) {
         let mut counts = self.counts();
-        *counts.servers_by_db.entry(key.db.clone()).or_insert(0) += 1;
-        *counts.servers_by_user.entry(key.user.clone()).or_insert(0) += 1;
+        *counts.servers_by_db.entry(key.db.to_string()).or_insert(0) += 1;
+        *counts
+            .servers_by_user
+            .entry(key.user.to_string())
+            .or_insert(0) += 1;
     }
 
     /// `n` server connections of `key`'s pool are gone.

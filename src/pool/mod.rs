@@ -36,8 +36,9 @@ use waiters::{Holders, Waiters};
 /// endpoint (the read-only listener has its own, standby-bound pools).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
-    pub db: String,
-    pub user: String,
+    /// Shared: every session of the pool keeps these names instead of copies of its own.
+    pub db: Arc<str>,
+    pub user: Arc<str>,
     pub endpoint: Endpoint,
 }
 
@@ -102,8 +103,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct Pool {
     pub key: PoolKey,
-    /// The key's names and the backend user, one allocation each for all its sessions.
-    pub names: PoolNames,
+    /// The user pgporter logs in to PostgreSQL as (shared like the key's names).
+    pub backend_user: Arc<str>,
     pub target: ServerTarget,
     /// The backend hosts and the rules for choosing one (routing).
     pub hosts: HostSet,
@@ -113,14 +114,6 @@ pub struct Pool {
     /// A credential learned from a client login when the config holds none for this user
     /// (SCRAM passthrough keys, or an md5 hash from auth_query).
     learned: Mutex<Option<BackendPassword>>,
-}
-
-/// A pool's names as shared strings (sessions keep these instead of copies of their own).
-#[derive(Debug)]
-pub struct PoolNames {
-    pub db: Arc<str>,
-    pub user: Arc<str>,
-    pub backend_user: Arc<str>,
 }
 
 /// Counts for SHOW POOLS-style views and tests.
@@ -139,18 +132,14 @@ impl Pool {
         settings: PoolSettings,
         limits: Arc<Limits>,
     ) -> Self {
-        let user: Arc<str> = Arc::from(key.user.as_str());
-        let names = PoolNames {
-            db: Arc::from(key.db.as_str()),
-            backend_user: match target.user == key.user {
-                true => Arc::clone(&user),
-                false => Arc::from(target.user.as_str()),
-            },
-            user,
+        let backend_user = if *target.user == *key.user {
+            Arc::clone(&key.user)
+        } else {
+            Arc::from(target.user.as_str())
         };
         Pool {
             key,
-            names,
+            backend_user,
             hosts: HostSet::single(target.addr.clone()),
             target,
             settings: Mutex::new(settings),
