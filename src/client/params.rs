@@ -8,6 +8,18 @@ use crate::error::Error;
 use crate::protocol::backend;
 use crate::server::{simple_query, QueryOutcome, ServerConn, ServerError};
 
+/// Reported parameters a session must not inherit from the server connection's previous
+/// client (PgBouncer's tracked parameters, and IntervalStyle): a client that does not ask for
+/// one gets the value the connection logged in with, even when no reset query ran.
+const TRACKED: [&str; 6] = [
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "application_name",
+];
+
 /// Startup parameters that are not GUCs or that pgporter consumes itself.
 const CONSUMED: &[&str] = &["user", "database", "replication"];
 
@@ -94,28 +106,46 @@ impl ClientParams {
         }
     }
 
-    /// SET what differs between the client's wishes and the server connection's state.
-    /// A value the server refuses becomes the client's error.
+    /// SET what differs between the client's wishes and the server connection's state, and
+    /// put the [`TRACKED`] parameters the client did not ask for back to the values the
+    /// connection logged in with. A value the server refuses becomes the client's error.
     pub(super) async fn apply(&self, server: &mut ServerConn) -> Result<(), Error> {
-        let mut sql = String::new();
+        let mut sets: Vec<(String, String)> = Vec::new();
         for (name, value) in self.wanted() {
-            let current = server
-                .params
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str());
-            if current != Some(value) {
-                sql.push_str(&format!("SET {} = {};", name, quote_literal(value)));
+            if server.param(name) != Some(value) {
+                sets.push((name.to_string(), value.to_string()));
             }
         }
-        if sql.is_empty() {
+        for name in TRACKED {
+            if self.wanted().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            match server.reported(name) {
+                Some(start) if server.param(name) != Some(start) => {
+                    sets.push((name.to_string(), start.to_string()));
+                }
+                _ => {}
+            }
+        }
+        if sets.is_empty() {
             return Ok(());
+        }
+        let mut sql = String::new();
+        for (name, value) in &sets {
+            sql.push_str(&format!("SET {} = {};", name, quote_literal(value)));
         }
         match simple_query(server, &sql)
             .await
             .map_err(Error::ServerLogin)?
         {
-            QueryOutcome::Done(_) => Ok(()),
+            QueryOutcome::Done(_) => {
+                // As asked (the server may report a normalized spelling): the next client
+                // asking the same needs no SET.
+                for (name, value) in &sets {
+                    server.set_param(name, value);
+                }
+                Ok(())
+            }
             QueryOutcome::Failed(fields) => Err(Error::ServerLogin(ServerError::Rejected(fields))),
         }
     }

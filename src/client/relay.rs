@@ -180,7 +180,8 @@ where
 
 /// The client named an identity GUC in a Query or Parse (held, unforwarded, at the front of
 /// its buffer): let the server finish answering what came before, then refuse it as
-/// PostgreSQL would refuse a statement (ERROR 42501; for Parse, skip to the next Sync).
+/// PostgreSQL would refuse a statement (ERROR 42501; for Parse, skip to the next Sync; inside
+/// a transaction block the transaction is aborted, on the server too).
 async fn refuse_held<C, S>(
     client: &mut FramedConn<C>,
     server: &mut FramedConn<S>,
@@ -195,7 +196,8 @@ where
         if let Poll::Ready(end) = poll_down(cx, server, &mut client.io, state, down) {
             return Poll::Ready(Err(end));
         }
-        if state.tracker.answered() && down.ready == 0 && !down.need_flush {
+        let drained = down.ready == 0 && !down.need_flush && down.scanner.at_boundary();
+        if state.tracker.answered() && drained && server.rbuf.is_empty() {
             Poll::Ready(Ok(()))
         } else {
             Poll::Pending
@@ -219,10 +221,48 @@ where
             .await
             .map_err(RelayEnd::ClientError)?;
     }
+    if state.tracker.status() == b'T' {
+        let status = abort_transaction(server, client)
+            .await
+            .map_err(RelayEnd::ServerError)?;
+        state.tracker.set_status(status);
+    }
     buf.clear();
     backend::ready_for_query(&mut buf, state.tracker.status());
     client.queue(&buf);
     client.flush().await.map_err(RelayEnd::ClientError)
+}
+
+/// A statement that fails with 42501, for the server's log to say why.
+const ABORT_SQL: &str = "DO $pgporter$BEGIN RAISE EXCEPTION 'pgporter refused a statement naming \
+    the identity settings' USING ERRCODE = '42501'; END$pgporter$";
+
+/// Make the server's transaction block fail as the refused statement would have (a COMMIT then
+/// rolls back): run a statement that errors; its ErrorResponse and ReadyForQuery are pgporter's
+/// own, anything else the server says meanwhile (notices, notifications) goes to the client.
+/// Returns the new transaction status.
+async fn abort_transaction<C, S>(
+    server: &mut FramedConn<S>,
+    client: &mut FramedConn<C>,
+) -> Result<u8, ProtocolError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut query = BytesMut::new();
+    postgres_protocol::message::frontend::query(ABORT_SQL, &mut query)?;
+    server.queue(&query);
+    server.flush().await?;
+    loop {
+        let msg = server
+            .read_message(crate::protocol::MAX_CONTROL_MESSAGE)
+            .await?;
+        match msg.tag {
+            backend::READY_FOR_QUERY => return Ok(msg.body.first().copied().unwrap_or(b'E')),
+            backend::ERROR_RESPONSE | backend::COMMAND_COMPLETE => {}
+            tag => backend::message(&mut client.wbuf, tag, |b| b.extend_from_slice(&msg.body)),
+        }
+    }
 }
 
 /// Drop the message at the front of the client's buffer, reading more of it if needed.

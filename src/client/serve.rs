@@ -183,6 +183,9 @@ async fn relay_session(
             }
         }
     }
+    for (name, value) in state.param_changes.drain(..) {
+        server.set_param(&name, &value);
+    }
     let tracker = &state.tracker;
     // A promotion reported on this connection: close it (and re-check the host).
     let role_changed = server
@@ -383,13 +386,10 @@ pub(super) async fn acquire(
         let left = limit.map(|l| l.saturating_sub(started.elapsed()));
         let (identity, user) = (&config.settings.identity, session.identity());
         let tag = crate::identity::tag_key(identity, user, info.ip);
-        let params = || {
-            let mut params: Vec<(String, String)> = (session.params.wanted())
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            params.extend(crate::identity::tag_params(identity, user, info.ip));
-            params
-        };
+        // A new server connection carries the identity tag and nothing of this client's own:
+        // its startup values are what RESET ALL / DISCARD ALL return to for every later client.
+        // The client's parameters are SET on it (`ClientParams::apply`).
+        let params = || crate::identity::tag_params(identity, user, info.ip);
         session
             .pool
             .checkout(user, tag.as_ref(), &params, left)

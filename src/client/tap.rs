@@ -51,6 +51,9 @@ pub(super) struct RelayState {
     /// The last `in_hot_standby` ParameterStatus (PostgreSQL 14+ reports a promotion on live
     /// connections): Some(true) = standby.
     pub hot_standby: Option<bool>,
+    /// ParameterStatus values the server reported during the relay (the client's own SETs), to
+    /// keep the server connection's record of its parameters true.
+    pub param_changes: Vec<(String, String)>,
 }
 
 impl RelayState {
@@ -73,6 +76,7 @@ impl RelayState {
             read_only_hint: None,
             hint_added: false,
             hot_standby: None,
+            param_changes: Vec::new(),
         }
     }
 
@@ -91,7 +95,9 @@ impl RelayState {
     }
 
     fn refuse(&mut self, tag: u8) -> Flow {
-        if self.tracker.mid_batch() {
+        // Refusing in place needs the server at a clean boundary with a known count of answers
+        // due (the refusal waits for them).
+        if self.tracker.mid_batch() || self.tracker.lost() {
             self.spoofed = true;
         } else {
             self.held = Some(if tag == frontend::QUERY {
@@ -178,7 +184,8 @@ pub(super) struct Back<'a>(&'a mut RelayState);
 
 impl Visit for Back<'_> {
     fn want_body(&self, tag: u8) -> bool {
-        // ParameterStatus is rare and small: read it for in_hot_standby.
+        // ParameterStatus is rare and small: read it for in_hot_standby and the parameter
+        // record.
         tag == backend::READY_FOR_QUERY
             || tag == backend::PARAMETER_STATUS
             || ((self.0.audit.is_some() || self.0.read_only_hint.is_some())
@@ -207,6 +214,13 @@ impl Visit for Back<'_> {
         if tag == backend::PARAMETER_STATUS {
             if let Some(value) = body.and_then(|b| b.strip_prefix(b"in_hot_standby\0")) {
                 st.hot_standby = Some(value.starts_with(b"on"));
+            }
+            if let Some((name, value)) = body.and_then(backend::parse_parameter_status) {
+                // The last value per name (a session may SET the same one many times).
+                match st.param_changes.iter_mut().find(|(k, _)| *k == name) {
+                    Some(slot) => slot.1 = value,
+                    None => st.param_changes.push((name, value)),
+                }
             }
         }
         if tag == backend::ERROR_RESPONSE

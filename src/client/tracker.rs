@@ -9,6 +9,11 @@ use crate::stats::Meter;
 /// PostgreSQL ignores Sync (and Flush) messages that arrive during copy-in mode, so a Sync the
 /// client pipelined behind the Execute / Query that started a COPY FROM STDIN (tokio-postgres
 /// does) is never answered and must not be waited for.
+///
+/// The count is a model of the server, kept from both directions. Where the model cannot know
+/// what the server did (a copy that failed while the client had sent Syncs inside it), or sees
+/// an answer it did not expect, it says so ([`TxTracker::lost`]): such a connection is never
+/// reused, and nothing waits on its count.
 #[derive(Debug, Clone)]
 pub struct TxTracker {
     /// Sync points sent and not yet answered by ReadyForQuery.
@@ -22,8 +27,20 @@ pub struct TxTracker {
     syncs_since_start: u32,
     /// Counting `syncs_since_start` (stops at CopyDone / CopyFail).
     counting: bool,
-    /// The server is in copy-in mode (CopyInResponse seen, CopyDone / CopyFail not yet sent).
+    /// The client is in copy-in mode (CopyInResponse seen, CopyDone / CopyFail not yet sent):
+    /// its Syncs are not counted.
     copy_in: bool,
+    /// The server is in copy-in mode as far as its own messages say (CopyInResponse seen, not
+    /// yet followed by CommandComplete, ErrorResponse or ReadyForQuery).
+    server_copy: bool,
+    /// Syncs sent in copy-in mode (not counted) since the last CopyInResponse.
+    uncounted: u32,
+    /// CopyDone / CopyFail messages sent before the CopyInResponse they end arrived.
+    early_ends: u32,
+    /// The server failed a copy the client had not ended: its CopyDone / CopyFail is dropped.
+    stray_end: bool,
+    /// The model no longer knows how many answers are due.
+    lost: bool,
     /// Where query/transaction counts and times go (None: not counted).
     meter: Option<Meter>,
 }
@@ -37,6 +54,11 @@ impl Default for TxTracker {
             syncs_since_start: 0,
             counting: false,
             copy_in: false,
+            server_copy: false,
+            uncounted: 0,
+            early_ends: 0,
+            stray_end: false,
+            lost: false,
             meter: None,
         }
     }
@@ -89,6 +111,8 @@ impl TxTracker {
                     if self.counting {
                         self.syncs_since_start += 1;
                     }
+                } else {
+                    self.uncounted += 1;
                 }
             }
             frontend::EXECUTE => {
@@ -101,7 +125,13 @@ impl TxTracker {
             | frontend::CLOSE
             | frontend::FLUSH => self.unsynced = true,
             frontend::COPY_DONE | frontend::COPY_FAIL => {
-                self.copy_in = false;
+                if self.copy_in {
+                    self.copy_in = false;
+                } else if self.stray_end {
+                    self.stray_end = false;
+                } else {
+                    self.early_ends += 1;
+                }
                 self.counting = false;
             }
             _ => {}
@@ -119,7 +149,15 @@ impl TxTracker {
     pub(super) fn on_server(&mut self, tag: u8, body: &[u8]) -> u32 {
         match tag {
             backend::READY_FOR_QUERY => {
-                self.outstanding = self.outstanding.saturating_sub(1);
+                self.server_copy = false;
+                match self.outstanding.checked_sub(1) {
+                    Some(n) => self.outstanding = n,
+                    None => self.lose("ReadyForQuery answering nothing sent"),
+                }
+                if self.outstanding == 0 {
+                    // Everything sent is answered: no CopyInResponse can claim an earlier end.
+                    self.early_ends = 0;
+                }
                 self.status = body.first().copied().unwrap_or(b'E');
                 let (idle, more) = (self.status == b'I', self.outstanding > 0);
                 if let Some(m) = &mut self.meter {
@@ -131,22 +169,59 @@ impl TxTracker {
                 let ignored = self.syncs_since_start;
                 self.outstanding = self.outstanding.saturating_sub(ignored);
                 self.syncs_since_start = 0;
-                // Still counting means the client has not ended the copy yet.
-                self.copy_in = self.counting;
+                self.server_copy = true;
+                self.uncounted = 0;
+                if self.early_ends > 0 {
+                    // The client ended this copy before it heard that it started.
+                    self.early_ends -= 1;
+                } else {
+                    self.copy_in = true;
+                }
                 ignored
+            }
+            backend::COMMAND_COMPLETE => {
+                self.server_copy = false;
+                0
+            }
+            backend::ERROR_RESPONSE if self.server_copy => {
+                // The copy failed and the server left copy-in mode, at a point in the client's
+                // stream this side cannot see: a Sync sent inside the copy may or may not be
+                // answered.
+                self.server_copy = false;
+                if self.uncounted > 0 {
+                    self.lose("a copy failed with Syncs sent inside it");
+                }
+                self.stray_end = self.copy_in;
+                self.copy_in = false;
+                0
             }
             _ => 0,
         }
     }
 
+    fn lose(&mut self, why: &'static str) {
+        if !self.lost {
+            tracing::debug!(
+                why,
+                "lost count of the server's answers; its connection will be closed"
+            );
+        }
+        self.lost = true;
+    }
+
     /// True when the server is idle outside a transaction with nothing in flight.
     pub fn is_idle(&self) -> bool {
-        self.outstanding == 0 && !self.unsynced && self.status == b'I'
+        self.outstanding == 0 && !self.unsynced && self.status == b'I' && !self.lost
     }
 
     /// Extended-protocol messages were sent since the last Sync.
     pub fn mid_batch(&self) -> bool {
         self.unsynced
+    }
+
+    /// The count of answers due cannot be trusted (see the type's doc).
+    pub fn lost(&self) -> bool {
+        self.lost
     }
 
     /// Nothing sent is still unanswered.
@@ -157,6 +232,12 @@ impl TxTracker {
     /// The last ReadyForQuery status byte.
     pub fn status(&self) -> u8 {
         self.status
+    }
+
+    /// The transaction status after pgporter itself made the server answer (see
+    /// [`super::relay`]'s refusal inside a transaction).
+    pub(super) fn set_status(&mut self, status: u8) {
+        self.status = status;
     }
 }
 
@@ -204,5 +285,77 @@ mod tests {
         t.on_client(frontend::COPY_DONE);
         t.on_server(backend::READY_FOR_QUERY, b"I");
         assert!(t.is_idle());
+    }
+
+    #[test]
+    fn a_failed_copy_the_client_never_ended_does_not_swallow_later_syncs() {
+        // The server rejects a row and leaves copy mode; the client never sends CopyDone and
+        // pipelines two extended queries, then leaves before their answers.
+        let mut t = TxTracker::default();
+        t.on_client(frontend::QUERY);
+        t.on_server(backend::COPY_IN_RESPONSE, &[]);
+        t.on_client(frontend::COPY_DATA);
+        t.on_server(backend::ERROR_RESPONSE, &[]);
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.is_idle());
+        for tag in [
+            frontend::PARSE,
+            frontend::BIND,
+            frontend::EXECUTE,
+            frontend::SYNC,
+        ] {
+            t.on_client(tag);
+        }
+        assert!(!t.is_idle() && !t.answered());
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.is_idle());
+        // Its late CopyDone is dropped by the server and ends nothing.
+        t.on_client(frontend::COPY_DONE);
+        t.on_client(frontend::QUERY);
+        t.on_server(backend::COPY_IN_RESPONSE, &[]);
+        assert!(!t.sync_counts(), "the next copy is a copy");
+    }
+
+    #[test]
+    fn syncs_inside_a_copy_that_then_fails_lose_the_count() {
+        let mut t = TxTracker::default();
+        for tag in [frontend::BIND, frontend::EXECUTE, frontend::SYNC] {
+            t.on_client(tag);
+        }
+        t.on_server(backend::COPY_IN_RESPONSE, &[]);
+        for tag in [
+            frontend::COPY_DATA,
+            frontend::SYNC,
+            frontend::COPY_DONE,
+            frontend::SYNC,
+        ] {
+            t.on_client(tag);
+        }
+        // Did the server read that inner Sync before or after it failed? Unknowable.
+        t.on_server(backend::ERROR_RESPONSE, &[]);
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.lost() && !t.is_idle());
+    }
+
+    #[test]
+    fn two_copies_in_one_query() {
+        let mut t = TxTracker::default();
+        t.on_client(frontend::QUERY);
+        t.on_server(backend::COPY_IN_RESPONSE, &[]);
+        t.on_client(frontend::COPY_DONE);
+        t.on_server(backend::COMMAND_COMPLETE, &[]);
+        t.on_server(backend::COPY_IN_RESPONSE, &[]);
+        t.on_client(frontend::SYNC); // ignored by the server in copy-in mode
+        t.on_client(frontend::COPY_DONE);
+        t.on_server(backend::COMMAND_COMPLETE, &[]);
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.answered() && t.is_idle());
+    }
+
+    #[test]
+    fn an_answer_to_nothing_loses_the_count() {
+        let mut t = TxTracker::default();
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.lost() && !t.is_idle());
     }
 }

@@ -27,7 +27,7 @@ pub const AUTH_SASL_CONTINUE: i32 = 11;
 pub const AUTH_SASL_FINAL: i32 = 12;
 
 /// Write a message: tag, length word, then what `body` puts.
-fn message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+pub(crate) fn message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
     buf.put_u8(tag);
     let start = buf.len();
     buf.put_i32(0);

@@ -142,6 +142,34 @@ impl ServerConn {
         self.key.pid
     }
 
+    /// The value in effect for parameter `name` (ASCII case-insensitive, as PostgreSQL).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        (self.params.get(name))
+            .or_else(|| {
+                self.params
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)
+            })
+            .map(String::as_str)
+    }
+
+    /// Record `name = value` as in effect, under the name's existing spelling if it has one.
+    pub fn set_param(&mut self, name: &str, value: &str) {
+        let key = (self.params.keys())
+            .find(|k| k.eq_ignore_ascii_case(name))
+            .cloned()
+            .unwrap_or_else(|| name.to_string());
+        self.params.insert(key, value.to_string());
+    }
+
+    /// The value parameter `name` had when the connection logged in, if the server reported it.
+    pub fn reported(&self, name: &str) -> Option<&str> {
+        (self.reported.iter())
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     /// An idle connection must be silent: bytes or EOF arriving while it sat in the pool (a
     /// FATAL from a shutting-down server, a role change) mean it must not be handed out.
     /// Does not wait.

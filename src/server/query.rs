@@ -75,7 +75,7 @@ async fn run(
             backend::DATA_ROW => on_row(&msg.body)?,
             backend::PARAMETER_STATUS => {
                 if let Some((k, v)) = backend::parse_parameter_status(&msg.body) {
-                    server.params.insert(k, v);
+                    server.set_param(&k, &v);
                 }
             }
             backend::COPY_IN_RESPONSE

@@ -158,18 +158,28 @@ async fn spoofing_the_tag_is_refused_in_simple_and_extended_protocol() {
         .await
         .expect_err("extended spoof");
     assert_eq!(db_error(&e).code(), &SqlState::INSUFFICIENT_PRIVILEGE);
-    // The session goes on, in both protocols, inside a transaction too.
+    // The session goes on, in both protocols. Inside a transaction block the refusal aborts
+    // the transaction, as PostgreSQL's own error would.
     alice.batch_execute("begin").await.unwrap();
+    alice
+        .execute("insert into datasets(name) values ($1)", &[&"rolled back"])
+        .await
+        .unwrap();
     let e = alice
         .simple_query("set local pgporter.client_user = 'bob'")
         .await
         .expect_err("spoof in a transaction");
     assert_eq!(db_error(&e).code(), &SqlState::INSUFFICIENT_PRIVILEGE);
+    let e = alice
+        .execute("insert into datasets(name) values ($1)", &[&"ignored"])
+        .await
+        .expect_err("the transaction is aborted");
+    assert_eq!(db_error(&e).code(), &SqlState::IN_FAILED_SQL_TRANSACTION);
+    alice.batch_execute("commit").await.unwrap();
     alice
         .execute("insert into datasets(name) values ($1)", &[&"after"])
         .await
         .unwrap();
-    alice.batch_execute("commit").await.unwrap();
     let v = first_value(&alice.simple_query("select 41 + 1").await.unwrap());
     assert_eq!(v.as_deref(), Some("42"));
     let log = sa.change_log().await;

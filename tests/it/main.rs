@@ -21,6 +21,7 @@ mod lobby;
 mod negative;
 mod ops;
 mod passthrough;
+mod relay_state;
 mod routing;
 mod session;
 mod tls;

@@ -58,10 +58,25 @@ impl RawClient {
         password: &str,
         db: &str,
     ) -> RawClient {
+        RawClient::login_with(addr, user, password, db, &[]).await.0
+    }
+
+    /// As [`RawClient::login`], with more startup parameters; also returns the welcome's
+    /// ParameterStatus values.
+    pub(crate) async fn login_with(
+        addr: std::net::SocketAddr,
+        user: &str,
+        password: &str,
+        db: &str,
+        params: &[(&str, &str)],
+    ) -> (RawClient, Vec<(String, String)>) {
         let mut c = RawClient::connect(addr).await;
         let mut out = BytesMut::new();
-        frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
+        let mut startup = vec![("user", user), ("database", db)];
+        startup.extend_from_slice(params);
+        frontend::startup_message(startup, &mut out).unwrap();
         c.send(&out).await;
+        let mut welcome = Vec::new();
         let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
         loop {
             let m = c.read_msg().await.expect("login: connection closed");
@@ -79,7 +94,13 @@ impl RawClient {
                     c.send(&out).await;
                 }
                 (b'R', Some(12)) => scram.finish(&m.body[4..]).expect("server-final"),
-                (b'Z', _) => return c,
+                (b'S', _) => {
+                    let mut parts = m.body.split(|&b| b == 0).map(String::from_utf8_lossy);
+                    if let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+                        welcome.push((k.into_owned(), v.into_owned()));
+                    }
+                }
+                (b'Z', _) => return (c, welcome),
                 (b'E', _) => panic!("login refused: {:?}", m.sqlstate()),
                 _ => {}
             }
@@ -95,6 +116,47 @@ impl RawClient {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out).unwrap();
         self.send(&out).await;
+    }
+
+    /// Send one message: `tag`, length, `body`.
+    pub(crate) async fn send_msg(&mut self, tag: u8, body: &[u8]) {
+        let mut out = vec![tag];
+        out.extend_from_slice(&i32::try_from(body.len() + 4).unwrap().to_be_bytes());
+        out.extend_from_slice(body);
+        self.send(&out).await;
+    }
+
+    /// Parse (unnamed, no parameter types), Bind (unnamed, no parameters, text results),
+    /// Execute (all rows) of `sql`, then Sync, without waiting for anything.
+    pub(crate) async fn extended(&mut self, sql: &str) {
+        let mut parse = vec![0u8];
+        parse.extend_from_slice(sql.as_bytes());
+        parse.extend_from_slice(&[0, 0, 0]);
+        self.send_msg(b'P', &parse).await;
+        self.send_msg(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]).await;
+        self.send_msg(b'E', &[0, 0, 0, 0, 0]).await;
+        self.send_msg(b'S', &[]).await;
+    }
+
+    /// The first column of the DataRows and the ReadyForQuery status of a simple query.
+    pub(crate) async fn rows(&mut self, sql: &str) -> (Vec<String>, u8, Option<String>) {
+        self.query(sql).await;
+        let msgs = self.until_ready().await.expect("connection ended");
+        let mut rows = Vec::new();
+        let mut error = None;
+        for m in &msgs {
+            match m.tag {
+                b'D' => {
+                    let len = i32::from_be_bytes(m.body[2..6].try_into().unwrap());
+                    let len = usize::try_from(len).unwrap_or(0);
+                    rows.push(String::from_utf8_lossy(&m.body[6..6 + len]).into_owned());
+                }
+                b'E' => error = m.sqlstate(),
+                _ => {}
+            }
+        }
+        let status = msgs.last().map_or(b'?', |z| z.body[0]);
+        (rows, status, error)
     }
 
     /// The next whole message, or None at EOF / reset. Bounded by [`HANG`].

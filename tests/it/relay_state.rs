@@ -1,0 +1,172 @@
+//! What the relay must know about the server it relays to: how many answers are still due
+//! (COPY failures, Syncs the server ignores), the transaction a refused statement aborts, and
+//! the parameters in effect, so that no client inherits another's answers or settings.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use crate::support::fixture::Fixture;
+use crate::support::raw::RawClient;
+
+async fn raw(f: &Fixture) -> RawClient {
+    RawClient::login(f.porter.addr(), &f.user, &f.password, &f.db).await
+}
+
+async fn raw_with(f: &Fixture, params: &[(&str, &str)]) -> (RawClient, Vec<(String, String)>) {
+    RawClient::login_with(f.porter.addr(), &f.user, &f.password, &f.db, params).await
+}
+
+async fn direct_value(f: &Fixture, sql: &str) -> String {
+    f.direct().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// The server rejects a COPY row and leaves copy mode; the client never sends CopyDone (it
+/// need not) and leaves with two queries in flight. Their answers must not reach the next
+/// client: the server connection is closed, not reset and reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_copy_never_hands_a_busy_server_to_the_next_client() {
+    let f = Fixture::new(1).await;
+    (f.direct().await)
+        .batch_execute("CREATE TABLE ct (a int)")
+        .await
+        .unwrap();
+    let mut a = raw(&f).await;
+    a.query("COPY ct FROM STDIN").await;
+    assert_eq!(a.read_msg().await.unwrap().tag, b'G');
+    a.send_msg(b'd', b"x\n").await;
+    let msgs = a.until_ready().await.unwrap();
+    assert_eq!(msgs[0].sqlstate().as_deref(), Some("22P02"));
+    a.extended("SELECT 'stale-1' FROM pg_sleep(0.3)").await;
+    a.extended("SELECT 'stale-2' FROM pg_sleep(0.6)").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(a);
+
+    let mut b = raw(&f).await;
+    for want in ["b-first", "b-second", "b-third"] {
+        let (rows, status, error) = b.rows(&format!("SELECT '{want}'")).await;
+        assert_eq!((rows, status, error), (vec![want.to_string()], b'I', None));
+    }
+}
+
+/// One simple Query with two COPY FROM STDIN; a Sync sent inside the second copy is ignored by
+/// PostgreSQL. The count of answers due stays right: a refused statement afterwards is
+/// answered (it waits for that count to reach zero).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_inside_the_second_copy_of_a_query_is_not_awaited() {
+    let f = Fixture::new(1).await;
+    (f.direct().await)
+        .batch_execute("CREATE TABLE ct (a int)")
+        .await
+        .unwrap();
+    let mut c = raw(&f).await;
+    c.query("COPY ct FROM STDIN; COPY ct FROM STDIN").await;
+    assert_eq!(c.read_msg().await.unwrap().tag, b'G');
+    c.send_msg(b'd', b"1\n").await;
+    c.send_msg(b'c', b"").await;
+    assert_eq!(c.read_msg().await.unwrap().tag, b'C');
+    assert_eq!(c.read_msg().await.unwrap().tag, b'G');
+    c.send_msg(b'S', b"").await;
+    c.send_msg(b'd', b"2\n").await;
+    c.send_msg(b'c', b"").await;
+    let msgs = c.until_ready().await.unwrap();
+    assert_eq!(msgs.len(), 2, "CommandComplete, ReadyForQuery: {msgs:?}");
+    let (_, status, error) = c
+        .rows("SELECT current_setting('pgporter.client_user')")
+        .await;
+    assert_eq!((status, error.as_deref()), (b'I', Some("42501")));
+    let (rows, _, _) = c.rows("SELECT count(*) FROM ct").await;
+    assert_eq!(rows, ["2"]);
+}
+
+/// A statement refused for naming the identity GUCs inside a transaction block aborts the
+/// transaction as PostgreSQL's own error would: ReadyForQuery says 'E' and COMMIT rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_statement_aborts_the_transaction() {
+    let f = Fixture::new(1).await;
+    (f.direct().await)
+        .batch_execute("CREATE TABLE tx (a int)")
+        .await
+        .unwrap();
+    let mut c = raw(&f).await;
+    assert_eq!(c.rows("BEGIN").await.1, b'T');
+    assert_eq!(c.rows("INSERT INTO tx VALUES (1)").await.1, b'T');
+    let (_, status, error) = c
+        .rows("SELECT current_setting('pgporter.client_user')")
+        .await;
+    assert_eq!((status, error.as_deref()), (b'E', Some("42501")));
+    let (_, status, error) = c.rows("SELECT 1").await;
+    assert_eq!((status, error.as_deref()), (b'E', Some("25P02")));
+    c.query("COMMIT").await;
+    let msgs = c.until_ready().await.unwrap();
+    assert_eq!(&msgs[0].body[..8], b"ROLLBACK");
+    assert_eq!(msgs.last().unwrap().body, b"I");
+
+    // The same through the extended protocol (the Parse is refused).
+    assert_eq!(c.rows("BEGIN").await.1, b'T');
+    assert_eq!(c.rows("INSERT INTO tx VALUES (2)").await.1, b'T');
+    c.extended("SELECT current_setting('pgporter.client_addr')")
+        .await;
+    let msgs = c.until_ready().await.unwrap();
+    assert_eq!(msgs[0].sqlstate().as_deref(), Some("42501"));
+    assert_eq!(msgs.last().unwrap().body, b"E");
+    let (_, status, _) = c.rows("COMMIT").await;
+    assert_eq!(status, b'I');
+    assert_eq!(direct_value(&f, "SELECT count(*)::text FROM tx").await, "0");
+}
+
+/// A client's startup parameters are its own: the server connection it caused to be opened
+/// does not keep them as its defaults for the next client (who gets what a direct login gets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_do_not_outlive_their_client() {
+    let f = Fixture::new(1).await;
+    let asked = [
+        ("DateStyle", "German, DMY"),
+        ("TimeZone", "Asia/Tokyo"),
+        ("search_path", "pg_catalog"),
+        ("extra_float_digits", "0"),
+    ];
+    let (mut a, _) = raw_with(&f, &asked).await;
+    for (name, value) in asked {
+        assert_eq!(a.rows(&format!("SHOW {name}")).await.0, [value]);
+    }
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (mut b, welcome) = raw_with(&f, &[]).await;
+    for (name, _) in asked {
+        let direct = direct_value(&f, &format!("SHOW {name}")).await;
+        assert_eq!(b.rows(&format!("SHOW {name}")).await.0, vec![direct.clone()]);
+        if let Some((_, said)) = welcome.iter().find(|(k, _)| k == name) {
+            assert_eq!(*said, direct, "welcome's {name}");
+        }
+    }
+}
+
+/// Without a reset query the session's own SETs stay on the connection (the operator's
+/// choice), but the parameters pgporter keeps track of are right for each client: what it
+/// asked for at login, else what the connection started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_parameters_follow_each_client_without_a_reset_query() {
+    let f = Fixture::with_settings(1, "server_reset_query =").await;
+    let german = [("DateStyle", "German, DMY")];
+    let (mut a, _) = raw_with(&f, &german).await;
+    assert_eq!(a.rows("SHOW DateStyle").await.0, ["German, DMY"]);
+    a.rows("SET DateStyle = 'ISO, MDY'; SET TimeZone = 'Asia/Tokyo'")
+        .await;
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (mut c, _) = raw_with(&f, &german).await;
+    assert_eq!(c.rows("SHOW DateStyle").await.0, ["German, DMY"]);
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (mut d, _) = raw_with(&f, &[]).await;
+    let (datestyle, timezone) = (
+        direct_value(&f, "SHOW DateStyle").await,
+        direct_value(&f, "SHOW TimeZone").await,
+    );
+    assert_eq!(d.rows("SHOW DateStyle").await.0, [datestyle]);
+    assert_eq!(d.rows("SHOW TimeZone").await.0, [timezone]);
+}
