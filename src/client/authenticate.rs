@@ -72,7 +72,7 @@ pub(super) async fn authenticate_admin(
 pub(super) async fn login(
     conn: &mut FramedConn<Stream>,
     peer: &Peer,
-    route: &route::Route,
+    route: &route::Route<'_>,
     shared: &Shared,
     config: &Config,
 ) -> Result<(), Error> {
@@ -86,15 +86,15 @@ pub(super) async fn login(
     let client_key =
         super::login::authenticate(conn, &method, user, secret.as_deref(), &ctx).await?;
     // Passthrough: the pool logs in as this very user, and the config has no password for it.
-    if *route.pool.key.user == *user {
+    if *route.key.user == *user {
         match (secret.as_deref(), client_key) {
             (Some(Secret::Scram(s)), Some(client_key)) => {
-                route.pool.learn(BackendPassword::ScramKeys(ScramKeys {
+                route.pool().learn(BackendPassword::ScramKeys(ScramKeys {
                     client_key,
                     server_key: s.server_key,
                 }));
             }
-            (Some(Secret::Md5(hash)), _) => route.pool.learn(BackendPassword::Md5(hash.clone())),
+            (Some(Secret::Md5(hash)), _) => route.pool().learn(BackendPassword::Md5(hash.clone())),
             _ => {}
         }
     }
@@ -168,7 +168,7 @@ fn login_context<'a>(
 
 /// The user's secret from auth_file, else from auth_query when auth_user is set.
 async fn lookup_secret<'c>(
-    route: &route::Route,
+    route: &route::Route<'_>,
     user: &str,
     shared: &Shared,
     config: &'c Config,

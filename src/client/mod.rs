@@ -299,9 +299,9 @@ async fn start(
         &shared.shutdown,
     );
     let registration = shared.cancels.register(&guard.info);
-    let stats = shared.stats.pool(&route.pool.key.db, &route.pool.key.user);
+    let stats = shared.stats.pool(&route.key.db, &route.key.user);
     let mut session = Box::new(Session {
-        pool: route.pool,
+        pool: Arc::clone(route.pool()),
         client_slot,
         params,
         stats,
@@ -391,8 +391,8 @@ struct SessionNames {
 }
 
 impl SessionNames {
-    fn new(route: &route::Route) -> SessionNames {
-        let pool = &route.pool;
+    fn new(route: &route::Route<'_>) -> SessionNames {
+        let pool = route.pool();
         let shared = |name: &str, same: &Arc<str>| {
             if name == &**same {
                 Arc::clone(same)
@@ -411,7 +411,7 @@ impl SessionNames {
 
 /// The session's identity: audit info, and whether the spoof check applies (not to admin users).
 fn who_is(
-    route: &route::Route,
+    route: &route::Route<'_>,
     names: &SessionNames,
     startup: &[(String, String)],
     peer: &Peer,
@@ -420,7 +420,7 @@ fn who_is(
     tls: bool,
 ) -> Who {
     let admin = config.settings.admin_users.contains(&route.client_user);
-    let pool = &route.pool;
+    let pool = route.pool();
     // Only with an audit log: the registry entry serves everything else.
     let info = shared.audit.enabled().then(|| crate::audit::SessionInfo {
         session_id: shared

@@ -1,6 +1,6 @@
 //! Which pool a client's startup packet leads to.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::app::Shared;
 use crate::auth::Secret;
@@ -12,21 +12,56 @@ use crate::routing::Endpoint;
 use crate::server::{BackendPassword, ServerAddr, ServerTarget};
 use crate::tls::ServerTls;
 
-#[derive(Debug)]
-pub(super) struct Route {
+/// Where a client's startup packet leads. The pool itself is made (or found) only when asked
+/// for, after the client has authenticated: a client that never logs in leaves no pool behind
+/// (nor, with min_pool_size, server logins as a made-up user).
+pub(super) struct Route<'a> {
     pub client_user: String,
     pub database: String,
-    pub pool: Arc<Pool>,
+    pub key: PoolKey,
     /// On a read-only pool: the HINT added to PostgreSQL's read-only errors (25006).
     pub read_only_hint: Option<String>,
+    entry: &'a DatabaseEntry,
+    config: &'a Config,
+    shared: &'a Shared,
+    pool: OnceLock<Arc<Pool>>,
 }
 
-pub(super) fn route(
+impl std::fmt::Debug for Route<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Route<'_> {
+    /// The client's pool. Only for an authenticated client.
+    pub(super) fn pool(&self) -> &Arc<Pool> {
+        self.pool.get_or_init(|| {
+            let (entry, config, shared, key) = (self.entry, self.config, self.shared, &self.key);
+            let attrs = key.endpoint.attrs(entry);
+            shared.pools.get_or_create(key, |limits| {
+                let target = pool_target(entry, key, config, shared.tls.server.as_ref());
+                let set = shared.routing.host_set(
+                    entry,
+                    attrs,
+                    &target,
+                    &config.settings.routing,
+                    config.settings.server_connect_timeout,
+                );
+                Pool::new(key.clone(), target, pool_settings(entry, config), limits).with_hosts(set)
+            })
+        })
+    }
+}
+
+pub(super) fn route<'a>(
     startup: &StartupParams,
-    config: &Config,
-    shared: &Shared,
+    config: &'a Config,
+    shared: &'a Shared,
     endpoint: Endpoint,
-) -> Result<Route, Error> {
+) -> Result<Route<'a>, Error> {
     let client_user = startup
         .get("user")
         .filter(|u| !u.is_empty())
@@ -44,26 +79,19 @@ pub(super) fn route(
         user: backend_user.into(),
         endpoint,
     };
-    let attrs = endpoint.attrs(entry);
-    let pool = shared.pools.get_or_create(&key, |limits| {
-        let target = pool_target(entry, &key, config, shared.tls.server.as_ref());
-        let set = shared.routing.host_set(
-            entry,
-            attrs,
-            &target,
-            &config.settings.routing,
-            config.settings.server_connect_timeout,
-        );
-        Pool::new(key.clone(), target, pool_settings(entry, config), limits).with_hosts(set)
-    });
-    let read_only_hint = attrs
+    let read_only_hint = endpoint
+        .attrs(entry)
         .is_read_only()
         .then(|| read_only_hint(endpoint, entry, config, shared.listen_port));
     Ok(Route {
         client_user: client_user.to_string(),
         database: database.to_string(),
-        pool,
+        key,
         read_only_hint,
+        entry,
+        config,
+        shared,
+        pool: OnceLock::new(),
     })
 }
 

@@ -55,6 +55,35 @@ async fn unknown_user_looks_like_wrong_password() {
     );
 }
 
+/// A client that never authenticates leaves no pool behind: no SHOW POOLS row, no metrics
+/// labels, and (with min_pool_size) no server logins as whatever user it made up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_log_in_make_no_pools() {
+    let fx = Fixture::with_settings(2, "min_pool_size = 1").await;
+    for i in 0..20 {
+        let mut c = crate::support::raw::RawClient::connect(fx.porter.addr()).await;
+        let mut out = bytes::BytesMut::new();
+        let user = format!("ghost{i}");
+        postgres_protocol::message::frontend::startup_message(
+            [("user", user.as_str()), ("database", fx.db.as_str())],
+            &mut out,
+        )
+        .expect("startup");
+        c.send(&out).await;
+        assert_eq!(c.read_msg().await.expect("auth request").tag, b'R');
+    }
+    let err = refused(&fx.porter.connstring("ghost-pw", "whatever", &fx.db)).await;
+    assert_eq!(db_error(&err).code(), &SqlState::INVALID_PASSWORD);
+    fx.connect().await;
+    let pools: Vec<String> = fx
+        .porter
+        .pool_counts()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(pools, [format!("{}@{}", fx.user, fx.db)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_database_is_3d000() {
     let fx = Fixture::new(2).await;
