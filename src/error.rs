@@ -211,8 +211,16 @@ fn encryption(tls: bool) -> &'static str {
     }
 }
 
+/// The server's error, as FATAL: the session ends with it (an ERROR from a SET of the client's
+/// startup parameters on a reused connection is, to the client, its login failing).
 fn fatal_copy(fields: &ErrorFields, buf: &mut BytesMut) {
-    fields.encode(buf);
+    let mut fatal = fields.clone();
+    for (code, value) in &mut fatal.fields {
+        if matches!(*code, b'S' | b'V') && value == "ERROR" {
+            *value = "FATAL".to_string();
+        }
+    }
+    fatal.encode(buf);
 }
 
 /// The SQLSTATE of an admin console command error (an ERROR; the console session goes on).

@@ -68,7 +68,8 @@ pub(super) async fn handshake(
             }
             FirstPacket::Cancel(key) => return Ok(Hello::Cancel(key)),
             FirstPacket::Startup(params) => {
-                if params.minor > 0 {
+                let options = params.params.iter().any(|(k, _)| k.starts_with("_pq_."));
+                if params.minor > 0 || options {
                     negotiate_minor(conn, &params).await?;
                 }
                 return Ok(Hello::Startup(params));
@@ -93,7 +94,9 @@ async fn upgrade(conn: &mut FramedConn<Stream>, tls: &ClientTls) -> Result<(), E
     Ok(())
 }
 
-/// A client asking for 3.x (x > 0) is told we speak 3.0, listing `_pq_.` options we ignore.
+/// A client asking for 3.x (x > 0), or naming `_pq_.` protocol options, is told we speak 3.0
+/// and which options we ignore. The version field carries the whole version number, as
+/// PostgreSQL sends it (libpq 18 reads anything below 3.0 as a refused downgrade).
 async fn negotiate_minor(
     conn: &mut FramedConn<Stream>,
     params: &StartupParams,
@@ -105,7 +108,7 @@ async fn negotiate_minor(
         .map(|(k, _)| k.as_str())
         .collect();
     let mut buf = BytesMut::new();
-    backend::negotiate_protocol_version(&mut buf, PROTOCOL_3_0 & 0xffff, &unrecognized);
+    backend::negotiate_protocol_version(&mut buf, PROTOCOL_3_0, &unrecognized);
     conn.queue(&buf);
     conn.flush().await.map_err(Error::ClientProtocol)
 }

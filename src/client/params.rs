@@ -21,7 +21,15 @@ const TRACKED: [&str; 6] = [
 ];
 
 /// Startup parameters that are not GUCs or that pgporter consumes itself.
-const CONSUMED: &[&str] = &["user", "database", "replication"];
+const CONSUMED: &[&str] = &["user", "database"];
+
+/// `replication` asking for a replication connection (walsender), which a pooler cannot serve
+/// (PgBouncer 1.18 refuses it too); `false` / `off` / `no` / `0` ask for an ordinary session.
+fn wants_replication(value: &str) -> bool {
+    !["false", "off", "no", "0"]
+        .iter()
+        .any(|f| value.trim().eq_ignore_ascii_case(f))
+}
 
 /// The parameters a client asked for, to be applied to any server connection it gets. Kept
 /// for the whole session, so packed into one allocation: `name\0value\0` per parameter
@@ -56,6 +64,12 @@ impl ClientParams {
                 && (lower == identity.identity_guc || lower == identity.identity_addr_guc)
             {
                 return Err(Error::IdentitySpoof);
+            }
+            if lower == "replication" {
+                if wants_replication(value) {
+                    return Err(Error::UnsupportedStartupParameter(name.clone()));
+                }
+                continue;
             }
             // `_pq_.` protocol options were declined in NegotiateProtocolVersion.
             if CONSUMED.contains(&lower.as_str())

@@ -80,9 +80,9 @@ pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
 }
 
 /// NegotiateProtocolVersion: the newest minor we support and the options we did not recognise.
-pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, unrecognized: &[&str]) {
+pub fn negotiate_protocol_version(buf: &mut BytesMut, version: i32, unrecognized: &[&str]) {
     message(buf, NEGOTIATE_PROTOCOL_VERSION, |b| {
-        b.put_i32(minor);
+        b.put_i32(version);
         b.put_i32(i32::try_from(unrecognized.len()).unwrap_or(0));
         for o in unrecognized {
             put_cstr(b, o.as_bytes());

@@ -139,3 +139,87 @@ async fn pool_exhausted_client_gets_query_wait_timeout() {
         .await
         .expect("holder still works");
 }
+
+/// A startup packet with `version` and `params`, sent raw; returns the first message back.
+async fn first_answer(fx: &Fixture, version: u32, params: &[(&str, &str)]) -> (u8, Vec<u8>) {
+    let mut body = version.to_be_bytes().to_vec();
+    for (k, v) in [("user", fx.user.as_str()), ("database", fx.db.as_str())]
+        .iter()
+        .chain(params)
+    {
+        for s in [k, v] {
+            body.extend_from_slice(s.as_bytes());
+            body.push(0);
+        }
+    }
+    body.push(0);
+    let len = u32::try_from(body.len() + 4).expect("a small packet");
+    let mut packet = len.to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    let mut c = crate::support::raw::RawClient::connect(fx.porter.addr()).await;
+    c.send(&packet).await;
+    let m = c.read_msg().await.expect("an answer");
+    (m.tag, m.body)
+}
+
+/// A client asking for protocol 3.2, or naming `_pq_.` options, is told 3.0 (the whole version
+/// number, as PostgreSQL sends it: libpq 18 refuses anything below 3.0) and which options
+/// pgporter ignores; then the login goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_protocol_minor_versions_are_negotiated_down_to_3_0() {
+    let fx = Fixture::new(1).await;
+    let (tag, body) = first_answer(&fx, 0x0003_0002, &[]).await;
+    assert_eq!(tag, b'v');
+    assert_eq!(body, [0, 3, 0, 0, 0, 0, 0, 0]);
+    let (tag, body) = first_answer(&fx, 0x0003_0000, &[("_pq_.foo", "1")]).await;
+    assert_eq!(tag, b'v');
+    assert_eq!(body, b"\0\x03\0\0\0\0\0\x01_pq_.foo\0");
+    let (tag, _) = first_answer(&fx, 0x0003_0000, &[]).await;
+    assert_eq!(tag, b'R', "a plain 3.0 startup needs no negotiation");
+}
+
+/// A replication connection cannot go through a pooler: refused at login (PgBouncer 1.18's
+/// message), while `replication=false` is an ordinary session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_connections_are_refused() {
+    let fx = Fixture::new(1).await;
+    for (value, refused) in [("database", true), ("true", true), ("false", false)] {
+        let (addr, user, password, db) = (
+            fx.porter.addr(),
+            fx.user.clone(),
+            fx.password.clone(),
+            fx.db.clone(),
+        );
+        // A refused login panics in the helper: its task fails.
+        let outcome = tokio::spawn(async move {
+            let params = [("replication", value)];
+            crate::support::raw::RawClient::login_with(addr, &user, &password, &db, &params).await
+        })
+        .await;
+        assert_eq!(outcome.is_err(), refused, "replication={value}");
+    }
+    still_serves(&fx).await;
+}
+
+/// A startup parameter the server refuses, found when the client's first query SETs it on a
+/// reused server connection: a FATAL (the client's login failing late), not an ERROR and EOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_startup_parameter_is_fatal() {
+    let fx = Fixture::new(1).await;
+    drop(fx.connect().await.simple_query("SELECT 1").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut c, _) = crate::support::raw::RawClient::login_with(
+        fx.porter.addr(),
+        &fx.user,
+        &fx.password,
+        &fx.db,
+        &[("TimeZone", "Bogus/Zone")],
+    )
+    .await;
+    c.query("SELECT 1").await;
+    let m = c.read_msg().await.expect("an error");
+    assert_eq!(m.sqlstate().as_deref(), Some("22023"));
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    assert!(text.starts_with("SFATAL\0"), "{text:?}");
+    assert!(c.read_msg().await.is_none(), "then the connection closes");
+}

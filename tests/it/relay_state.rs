@@ -136,7 +136,10 @@ async fn startup_parameters_do_not_outlive_their_client() {
     let (mut b, welcome) = raw_with(&f, &[]).await;
     for (name, _) in asked {
         let direct = direct_value(&f, &format!("SHOW {name}")).await;
-        assert_eq!(b.rows(&format!("SHOW {name}")).await.0, vec![direct.clone()]);
+        assert_eq!(
+            b.rows(&format!("SHOW {name}")).await.0,
+            vec![direct.clone()]
+        );
         if let Some((_, said)) = welcome.iter().find(|(k, _)| k == name) {
             assert_eq!(*said, direct, "welcome's {name}");
         }
