@@ -293,6 +293,21 @@ impl ScramServer {
     }
 }
 
+/// Does the cleartext `password` match the verifier (for `plain` / hba `password` logins, as
+/// PostgreSQL's `plain_crypt_verify`)? Runs a whole exchange against a [`ScramServer`] with
+/// postgres-protocol's client, which prepares the password (SASLprep) and derives its keys
+/// with the verifier's salt and iterations; returns the ClientKey on a match. Runs PBKDF2:
+/// call it off the async workers.
+pub fn verify_plain(secret: &ScramSecret, password: &[u8]) -> Option<[u8; 32]> {
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    let mut server = ScramServer::new(secret.clone());
+    let mut client = ScramSha256::new(password, ChannelBinding::unsupported());
+    let first = server.client_first(client.message()).ok()?;
+    client.update(&first).ok()?;
+    server.client_final(client.message()).ok()?;
+    server.client_key()
+}
+
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(data);

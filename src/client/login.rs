@@ -40,7 +40,7 @@ pub(super) async fn authenticate(
     let outcome = match method {
         Method::Trust => Ok(None),
         Method::Cert { map } => return cert(conn, map.as_deref(), user, ctx.ident),
-        Method::Plain => plain(conn, user, secret).await?.map(|()| None),
+        Method::Plain => plain(conn, user, secret).await?,
         Method::Md5 if !scram_only => md5_exchange(conn, user, secret).await?.map(|()| None),
         Method::Md5 | Method::ScramSha256 => {
             let server = match secret.and_then(Secret::scram) {
@@ -102,20 +102,35 @@ async fn read_password_message(conn: &mut FramedConn<Stream>) -> Result<bytes::B
 
 type Outcome = Result<(), AuthError>;
 
+/// A cleartext password, checked against whatever secret is stored; against a SCRAM verifier
+/// this also yields the ClientKey (passthrough), as a SCRAM login would.
 async fn plain(
     conn: &mut FramedConn<Stream>,
     user: &str,
     secret: Option<&Secret>,
-) -> Result<Outcome, Error> {
+) -> Result<Result<Option<[u8; 32]>, AuthError>, Error> {
     send_auth(conn, AUTH_CLEARTEXT, &[]).await?;
     let body = read_password_message(conn).await?;
     let given = frontend::password_body(&body).ok_or(Error::ClientProtocol(
         ProtocolError::Malformed("password message"),
     ))?;
     Ok(match secret {
-        Some(Secret::Plain { password, .. }) => ct_result(given, password.as_bytes()),
-        Some(Secret::Md5(stored)) => ct_result(md5_of(given, user).as_bytes(), stored.as_bytes()),
-        Some(Secret::Scram(_)) => Err(AuthError::Unsupported("plain")),
+        Some(Secret::Plain { password, .. }) => {
+            ct_result(given, password.as_bytes()).map(|()| None)
+        }
+        Some(Secret::Md5(stored)) => {
+            ct_result(md5_of(given, user).as_bytes(), stored.as_bytes()).map(|()| None)
+        }
+        Some(Secret::Scram(verifier)) => {
+            let (verifier, given) = (verifier.clone(), given.to_vec());
+            let key = tokio::task::spawn_blocking(move || {
+                crate::auth::scram::verify_plain(&verifier, &given)
+            })
+            .await
+            .ok()
+            .flatten();
+            key.map(Some).ok_or(AuthError::Failed)
+        }
         None => Err(AuthError::Failed),
     })
 }

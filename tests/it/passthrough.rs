@@ -69,3 +69,29 @@ async fn acceptance_verify_full_channel_binding_no_plaintext() {
     .await;
     assert_eq!(out, format!("{} true", fx.user));
 }
+
+/// `auth_type = plain` (or an hba `password` line) with only a SCRAM verifier stored: the
+/// cleartext password is checked against the verifier, as PostgreSQL and PgBouncer do, and the
+/// login yields the ClientKey the pool logs in with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_password_is_checked_against_a_scram_verifier() {
+    let fx = Fixture::custom(|n| Spec {
+        userlist: Some(scram_only_userlist(&n.user, &n.scram_secret)),
+        ..Spec::new("auth_type = plain")
+    })
+    .await;
+    let client = fx.connect().await;
+    let row = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("query through a passthrough connection");
+    assert_eq!(row.get::<_, String>(0), fx.user);
+    let wrong = fx.porter.connstring(&fx.user, "not-it", &fx.db);
+    let Err(err) = tokio_postgres::connect(&wrong, tokio_postgres::NoTls).await else {
+        panic!("a wrong password logged in");
+    };
+    assert_eq!(
+        crate::support::db_error(&err).code(),
+        &tokio_postgres::error::SqlState::INVALID_PASSWORD
+    );
+}

@@ -49,6 +49,17 @@ fn malformed<T: std::fmt::Debug>(r: Result<T, AuthError>) -> &'static str {
 }
 
 #[test]
+fn plain_passwords_are_checked_against_the_verifier() {
+    let key = verify_plain(&rfc_secret(), b"pencil").expect("pencil matches");
+    assert_eq!(STANDARD.encode(key), RFC_CLIENT_KEY);
+    assert_eq!(verify_plain(&rfc_secret(), b"pencil "), None);
+    assert_eq!(verify_plain(&rfc_secret(), b""), None);
+    // SASLprep as PostgreSQL: a non-ASCII space maps to a space.
+    let secret = secret_for("pen cil");
+    assert!(verify_plain(&secret, "pen\u{00A0}cil".as_bytes()).is_some());
+}
+
+#[test]
 fn rfc7677_vector() {
     let mut server = ScramServer::with_server_nonce(rfc_secret(), RFC_SERVER_NONCE);
     assert_eq!(server.client_key(), None);
