@@ -237,6 +237,7 @@ fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
             Some((target, settings)) if target == pool.target => pool.update_settings(settings),
             _ => {
                 shared.pools.remove(&pool.key);
+                pool.retire();
                 let pool = Arc::clone(&pool);
                 tokio::spawn(async move { pool.close_idle().await });
             }

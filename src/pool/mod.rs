@@ -114,6 +114,23 @@ pub struct Pool {
     /// A credential learned from a client login when the config holds none for this user
     /// (SCRAM passthrough keys, or an md5 hash from auth_query).
     learned: Mutex<Option<BackendPassword>>,
+    /// Replaced by a reload (its database entry changed or went away): the sessions still
+    /// holding it finish, and each connection they give back is closed.
+    retired: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Pool {
+    /// The connections a pool still counts (idle ones, closed with it) leave the database and
+    /// user limits with it. Only counters are touched here: no lock of another pool or map.
+    fn drop(&mut self) {
+        let total = self
+            .inner
+            .get_mut()
+            .map_or_else(|p| p.into_inner().total, |i| i.total);
+        if total > 0 {
+            self.limits.remove_servers(&self.key, total);
+        }
+    }
 }
 
 /// Counts for SHOW POOLS-style views and tests.
@@ -146,7 +163,18 @@ impl Pool {
             limits,
             inner: Mutex::new(Inner::default()),
             learned: Mutex::new(None),
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A reload replaced this pool: connections given back from now on are closed.
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Remember a credential from a successful client login, if the config gave none. The

@@ -18,6 +18,10 @@ impl Pool {
             );
             return self.discard(conn).await;
         }
+        if self.is_retired() {
+            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing a connection of a pool a reload replaced");
+            return self.discard(conn).await;
+        }
         let settings = self.settings();
         if !settings.reset_query.is_empty() {
             let reset = timeout(
@@ -55,6 +59,9 @@ impl Pool {
     /// parameters): straight to a waiter or the idle list, no reset. Synchronous, so a login
     /// timeout cannot cut it short and leak the slot.
     pub fn return_unused(&self, conn: ServerConn) {
+        if self.is_retired() {
+            return self.abandon(conn);
+        }
         self.checkin(conn);
     }
 

@@ -33,14 +33,19 @@ impl Pool {
             .collect()
     }
 
-    /// Close every idle server connection (PAUSE, KILL, RECONNECT, reload).
+    /// Close every idle server connection (PAUSE, KILL, RECONNECT, reload); their slots are
+    /// freed in the pool and in the database / user limits, and waiters are woken.
     pub async fn close_idle(&self) {
         let idle: Vec<_> = {
             let mut inner = self.lock();
             let idle: Vec<_> = inner.idle.drain(..).collect();
-            inner.total -= u32::try_from(idle.len()).unwrap_or(0);
+            self.drop_slot(&mut inner, u32::try_from(idle.len()).unwrap_or(u32::MAX));
             idle
         };
+        if idle.is_empty() {
+            return;
+        }
+        self.limits.wake(&self.key);
         for conn in idle {
             terminate(conn).await;
         }

@@ -317,3 +317,51 @@ async fn every_example_config_passes_check() {
         "expected the example ini and two Kubernetes examples, got {checked}"
     );
 }
+
+/// Two sessions at once, each holding its server connection: both need a slot under
+/// max_db_connections = 2 (query_wait_timeout = 5 s fails the second if a slot leaked).
+async fn two_at_once(ops: &Ops) {
+    let (a, b) = (ops.client().await, ops.client().await);
+    let (ra, rb) = tokio::join!(a.simple_query("select 1"), b.simple_query("select 1"));
+    ra.expect("first session");
+    rb.expect("second session: a database slot leaked");
+}
+
+/// Closing idle server connections (RECONNECT, KILL, PAUSE, a reload that replaces the pool)
+/// frees their slots under max_db_connections / max_user_connections, not only in the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_idle_connections_frees_database_and_user_slots() {
+    let ops = Ops::new("max_db_connections = 2\nmax_user_connections = 2").await;
+    let admin = ops.admin().await;
+    let db = ops.db.clone();
+    for cmds in [
+        vec![format!("RECONNECT {db}")],
+        vec![format!("KILL {db}"), format!("RESUME {db}")],
+        vec![format!("PAUSE {db}"), format!("RESUME {db}")],
+    ] {
+        two_at_once(&ops).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        for cmd in &cmds {
+            admin.simple_query(cmd).await.expect(cmd);
+        }
+        two_at_once(&ops).await;
+    }
+
+    // A reload that changes the database's connection string replaces its pool: a session
+    // still on the old one finishes there, and its connection's slot is freed with it.
+    two_at_once(&ops).await;
+    let old = ops.client().await;
+    old.simple_query("select 1").await.expect("on the old pool");
+    let ini_path = ops.porter.ini_path();
+    let ini = std::fs::read_to_string(&ini_path).expect("ini");
+    let changed = format!("dbname={db} application_name=changed");
+    std::fs::write(
+        &ini_path,
+        ini.replacen(&format!("dbname={db}"), &changed, 1),
+    )
+    .expect("ini");
+    admin.simple_query("RELOAD").await.expect("reload");
+    drop(old);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    two_at_once(&ops).await;
+}
