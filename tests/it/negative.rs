@@ -223,3 +223,50 @@ async fn a_refused_startup_parameter_is_fatal() {
     assert!(text.starts_with("SFATAL\0"), "{text:?}");
     assert!(c.read_msg().await.is_none(), "then the connection closes");
 }
+
+/// A client that leaves while it waits for a server connection (closing, or Terminate behind
+/// its query) leaves the queue, and its query never runs (PgBouncer drops it too): an
+/// application that timed out and retried must not get its write applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_waiting_has_nothing_run() {
+    let fx = Fixture::with_settings(1, "query_wait_timeout = 30").await;
+    let direct = fx.direct().await;
+    direct
+        .batch_execute("CREATE TABLE ghost (x int)")
+        .await
+        .unwrap();
+    let holder = fx.connect().await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    for terminate in [false, true] {
+        let mut c =
+            crate::support::raw::RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db)
+                .await;
+        c.query("INSERT INTO ghost VALUES (42)").await;
+        let deadline = Instant::now() + HANG;
+        while fx.porter.pool_counts().iter().all(|(_, n)| n.waiting == 0) {
+            assert!(Instant::now() < deadline, "the client never queued");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if terminate {
+            c.send(b"X\0\0\0\x04").await;
+        }
+        drop(c);
+        while fx.porter.pool_counts().iter().any(|(_, n)| n.waiting > 0) {
+            assert!(
+                Instant::now() < deadline,
+                "the departed client stayed queued"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    drop(holder);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    still_serves(&fx).await;
+    let n: i64 = direct
+        .query_one("SELECT count(*) FROM ghost", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "a departed client's query ran");
+}
