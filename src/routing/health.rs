@@ -85,6 +85,11 @@ async fn check(
             Some(c) => c,
             None => match connect(cfg).await {
                 Ok(c) => conn.insert(c),
+                Err(ServerError::Rejected(fields)) if refusal(fields.code()) => {
+                    // One user's login failing is not the host failing: it answered. Marking
+                    // it down would end every other user's sessions on it.
+                    return Observation::Refused;
+                }
                 Err(e) => {
                     tracing::debug!(host = %cfg.target.addr, error = %e, "health check: cannot connect");
                     lag.reset();
@@ -107,6 +112,12 @@ async fn check(
     Observation::Down
 }
 
+/// A login error from a host that is up: anything but "cannot connect now" (57P0x: starting,
+/// shutting down, in recovery without hot standby) and connection failures (08xxx).
+fn refusal(sqlstate: &str) -> bool {
+    !sqlstate.starts_with("57") && !sqlstate.starts_with("08")
+}
+
 async fn connect(cfg: &MonitorSettings) -> Result<ServerConn, ServerError> {
     let params = [(
         "application_name".to_string(),
@@ -114,9 +125,9 @@ async fn connect(cfg: &MonitorSettings) -> Result<ServerConn, ServerError> {
     )];
     let result = server::connect(&cfg.target, &params, cfg.connect_timeout).await;
     if let Err(ServerError::Rejected(fields)) = &result {
-        // A wrong password or a missing database is not a dead host, but it looks the same
-        // from here: say so loudly.
-        if !fields.code().starts_with("57") {
+        // A wrong password, a disabled role or a missing database: the host's status stays
+        // as last seen; say so loudly.
+        if refusal(fields.code()) {
             tracing::warn!(host = %cfg.target.addr, error = %fields, "health check login rejected");
         }
     }

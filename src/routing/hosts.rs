@@ -90,6 +90,9 @@ impl Default for HostStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Observation {
     Down,
+    /// The host answered but refused the monitor's login (its role disabled, a connection
+    /// limit, a changed password): nothing is learned, the last status stands.
+    Refused,
     Up {
         role: Role,
         lag_bytes: Option<u64>,
@@ -150,6 +153,7 @@ impl Host {
             let mut status = self.lock();
             let old = status.clone();
             match *seen {
+                Observation::Refused => return None,
                 Observation::Down => {
                     status.liveness = Liveness::Down;
                     status.lag_bytes = None;

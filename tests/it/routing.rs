@@ -404,3 +404,46 @@ async fn failover_new_sessions_wait_for_the_promoted_standby() {
     let seen = concurrent(4, &alias).await;
     assert!(seen.iter().all(|s| *s == (true, p2)), "{seen:?}");
 }
+
+/// The health monitor logs in with a pool's credentials. When that login is refused (the role
+/// disabled, a connection limit, a changed password) the host answered: it is not down, and
+/// sessions on it (of this or any other user) go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_health_check_login_is_not_a_dead_host() {
+    let fx = ReplFixture::new(0, 2, "").await;
+    let rw = fx.connstring(fx.porter.port(), &fx.db);
+    let session = connect(&rw).await;
+    session.query_one(WHERE, &[]).await.expect("first query");
+    all_up(&fx).await;
+    let admin = fx.cluster.superuser(0).await;
+    admin
+        .batch_execute(&format!("ALTER ROLE \"{}\" NOLOGIN", fx.user))
+        .await
+        .expect("disable the role");
+    let killed = admin
+        .query(
+            "select pg_terminate_backend(pid) from pg_stat_activity \
+             where application_name = 'pgporter health check'",
+            &[],
+        )
+        .await
+        .expect("end the monitor's connection");
+    assert!(!killed.is_empty(), "no health check connection found");
+    // Several check periods (0.2 s) with the monitor's login refused.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let hosts = fx.porter.hosts();
+    assert!(
+        hosts
+            .iter()
+            .all(|h| h.status.liveness == pgporter::routing::Liveness::Up),
+        "{hosts:?}"
+    );
+    session
+        .query_one(WHERE, &[])
+        .await
+        .expect("the session on the host goes on");
+    admin
+        .batch_execute(&format!("ALTER ROLE \"{}\" LOGIN", fx.user))
+        .await
+        .expect("enable the role");
+}
