@@ -45,7 +45,7 @@ pub(crate) fn bench(c: &mut Criterion) {
     let ini = ini_text();
     let users = userlist_text();
     parse_ini(&ini, "bench.ini").expect("bench ini parses");
-    parse_userlist(&users, "userlist.txt").expect("bench userlist parses");
+    parse_userlist(&users, "userlist.txt", &mut Vec::new()).expect("bench userlist parses");
     let mut g = c.benchmark_group("config");
     g.throughput(Throughput::Bytes(ini.len() as u64));
     g.bench_function("parse_ini_200_databases", |b| {
@@ -53,7 +53,7 @@ pub(crate) fn bench(c: &mut Criterion) {
     });
     g.throughput(Throughput::Bytes(users.len() as u64));
     g.bench_function("parse_userlist_200_scram", |b| {
-        b.iter(|| parse_userlist(black_box(&users), "userlist.txt"))
+        b.iter(|| parse_userlist(black_box(&users), "userlist.txt", &mut Vec::new()))
     });
     g.finish();
 }

@@ -132,7 +132,8 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
         Some(file) => {
             let file = resolve_relative(path, file);
             match std::fs::read_to_string(&file) {
-                Ok(text) => match parse_userlist(&text, &file.display().to_string()) {
+                Ok(text) => match parse_userlist(&text, &file.display().to_string(), &mut warnings)
+                {
                     Ok(list) => list,
                     Err(mut e) => {
                         errors.append(&mut e);

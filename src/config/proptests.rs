@@ -106,7 +106,7 @@ proptest! {
             0..6,
         ),
     ) {
-        let _ = parse_userlist(&lines.join("\n"), "userlist.txt");
+        let _ = parse_userlist(&lines.join("\n"), "userlist.txt", &mut Vec::new());
     }
 
     #[test]
@@ -121,7 +121,7 @@ proptest! {
             ));
             expected.insert(user.clone(), Secret::Md5(secret.clone()));
         }
-        let parsed = parse_userlist(&text, "userlist.txt").unwrap();
+        let parsed = parse_userlist(&text, "userlist.txt", &mut Vec::new()).unwrap();
         prop_assert_eq!(parsed, expected);
     }
 

@@ -11,8 +11,15 @@ use std::collections::HashMap;
 use super::ConfigError;
 use crate::auth::Secret;
 
-/// Parse userlist text into user -> secret.
-pub fn parse_userlist(text: &str, file: &str) -> Result<HashMap<String, Secret>, Vec<ConfigError>> {
+/// Parse userlist text into user -> secret. A user with an empty secret (`"user" ""`, as
+/// PgBouncer accepts) has no password: it is left out of the map, so password logins fail for
+/// it as for an unknown user (auth_query, if configured, is asked instead) and trust / cert /
+/// peer logins work; `warnings` says so.
+pub fn parse_userlist(
+    text: &str,
+    file: &str,
+    warnings: &mut Vec<super::ConfigWarning>,
+) -> Result<HashMap<String, Secret>, Vec<ConfigError>> {
     let mut users = HashMap::new();
     let mut errors = Vec::new();
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -31,6 +38,16 @@ pub fn parse_userlist(text: &str, file: &str) -> Result<HashMap<String, Secret>,
                 continue;
             }
         };
+        if secret.is_empty() {
+            users.remove(&user);
+            warnings.push(super::ConfigWarning {
+                file: file.to_string(),
+                line: i + 1,
+                key: user,
+                message: "empty password: password logins for this user will fail".into(),
+            });
+            continue;
+        }
         match Secret::parse(&secret) {
             Ok(parsed) => {
                 users.insert(user, parsed);

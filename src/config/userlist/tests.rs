@@ -41,7 +41,12 @@ fn line_errors_do_not_leak_secret() {
 
 #[test]
 fn errors_name_file_and_line() {
-    let errs = parse_userlist("; header\nnot quoted\n\n\"x\"\n", "users.txt").unwrap_err();
+    let errs = parse_userlist(
+        "; header\nnot quoted\n\n\"x\"\n",
+        "users.txt",
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     let got: Vec<(&str, usize)> = errs.iter().map(|e| (e.file.as_str(), e.line)).collect();
     assert_eq!(got, vec![("users.txt", 2), ("users.txt", 4)]);
 }
@@ -58,7 +63,7 @@ fn plaintext_md5_and_scram_secrets() {
         "XRQfQzYOMNi5o/u46wAvd1kTeSKaxCdcgwRVaz2k5Mw=\"\n",
         "\"we\"\"ird\" \"x\" \"ignored\"\n",
     );
-    let users = parse_userlist(text, "users.txt").unwrap();
+    let users = parse_userlist(text, "users.txt", &mut Vec::new()).unwrap();
     assert_eq!(users.len(), 4);
     assert_eq!(users["alice"].plaintext(), Some("plain pw"));
     assert!(matches!(users["bob"], Secret::Md5(_)));
@@ -68,7 +73,12 @@ fn plaintext_md5_and_scram_secrets() {
 
 #[test]
 fn malformed_scram_secret_is_an_error_without_the_secret() {
-    let errs = parse_userlist("\"carol\" \"SCRAM-SHA-256$nonsense\"\n", "u.txt").unwrap_err();
+    let errs = parse_userlist(
+        "\"carol\" \"SCRAM-SHA-256$nonsense\"\n",
+        "u.txt",
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     assert_eq!(errs.len(), 1);
     assert_eq!((errs[0].line, errs[0].key.as_str()), (1, "carol"));
     assert!(!errs[0].message.contains("nonsense"), "{}", errs[0].message);
@@ -76,6 +86,16 @@ fn malformed_scram_secret_is_an_error_without_the_secret() {
 
 #[test]
 fn last_line_for_a_user_wins() {
-    let users = parse_userlist("\"a\" \"one\"\n\"a\" \"two\"\n", "u.txt").unwrap();
+    let users = parse_userlist("\"a\" \"one\"\n\"a\" \"two\"\n", "u.txt", &mut Vec::new()).unwrap();
     assert_eq!(users["a"].plaintext(), Some("two"));
+}
+
+#[test]
+fn an_empty_password_is_no_password_with_a_warning() {
+    let mut warnings = Vec::new();
+    let text = "\"a\" \"one\"\n\"monitor\" \"\"\n\"a\" \"\"\n";
+    let users = parse_userlist(text, "u.txt", &mut warnings).unwrap();
+    assert!(users.is_empty(), "the later empty line wins for a");
+    let got: Vec<(usize, &str)> = warnings.iter().map(|w| (w.line, w.key.as_str())).collect();
+    assert_eq!(got, vec![(2, "monitor"), (3, "a")]);
 }
