@@ -28,6 +28,12 @@ pub enum Control {
     Kill(Option<String>),
     KillClient(u64),
     Shutdown(ShutdownMode),
+    /// Change one `[pgbouncer]` setting of the running configuration (admin `SET`), as a
+    /// reload would; until the next RELOAD re-reads the file.
+    Set {
+        key: String,
+        value: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +50,8 @@ pub enum ControlError {
     NoSuchClient,
     #[error("RELOAD failed: {0}")]
     Reload(String),
+    #[error("SET failed: {0}")]
+    Set(String),
 }
 
 /// Carry out `c`. PAUSE returns once the paused databases' server connections are released.
@@ -54,6 +62,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
             shared.audit.reopen();
             reload(shared)
         }
+        Control::Set { key, value } => set(shared, &key, &value),
         Control::Pause(db) => pause(shared, db).await,
         Control::Resume(db) => resume(shared, db),
         Control::Disable(db) => {
@@ -229,6 +238,39 @@ fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
     for w in &new.warnings {
         tracing::warn!("{}:{}: {}: {}", w.file, w.line, w.key, w.message);
     }
+    install(shared, new, &diff);
+    tracing::info!(
+        added = ?diff.added,
+        removed = ?diff.removed,
+        changed = ?diff.changed,
+        "configuration reloaded"
+    );
+    Ok(())
+}
+
+/// Admin `SET key = value` on a setting of ours: the running snapshot with that one value
+/// changed, installed as a reload installs; a setting that needs a restart is refused.
+fn set(shared: &Arc<Shared>, key: &str, value: &str) -> Result<(), ControlError> {
+    let old = shared.config.load();
+    let new = match old.with_setting(key, value) {
+        Ok(Some(new)) => new,
+        Ok(None) => return Err(ControlError::Set(format!("unknown setting {key}"))),
+        Err(e) => return Err(ControlError::Set(e)),
+    };
+    let diff = ConfigDiff::between(&old, &new);
+    if let Some(refused) = diff.refused.first() {
+        return Err(ControlError::Set(format!(
+            "{refused} cannot change while running (restart pgporter)"
+        )));
+    }
+    install(shared, new, &diff);
+    tracing::info!(key, value, "SET");
+    Ok(())
+}
+
+/// Make `new` the running configuration: pools follow their new settings, and a pool whose
+/// database entry changed or went away is replaced (its idle connections closed).
+fn install(shared: &Arc<Shared>, new: crate::config::Config, _diff: &ConfigDiff) {
     shared.config.store(new);
     let config = shared.config.load();
     for pool in shared.pools.all() {
@@ -247,13 +289,6 @@ fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
         .stats
         .reloads_ok
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(
-        added = ?diff.added,
-        removed = ?diff.removed,
-        changed = ?diff.changed,
-        "configuration reloaded"
-    );
-    Ok(())
 }
 
 /// Map Unix signals to [`Control`] requests until the receiver is gone.

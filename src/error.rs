@@ -240,6 +240,7 @@ pub fn admin_sqlstate(e: &crate::admin::AdminError) -> &'static str {
             }
             ControlError::ShuttingDown => sqlstate::ADMIN_SHUTDOWN,
             ControlError::Reload(_) => sqlstate::CONFIG_FILE_ERROR,
+            ControlError::Set(_) => sqlstate::INVALID_PARAMETER_VALUE,
         },
     }
 }

@@ -132,6 +132,30 @@ fn show(what: &str) -> AdminCommand {
     AdminCommand::Show(s)
 }
 
+/// `SET key = value` / `SET key TO value` (the whole command text): the key, lower-cased,
+/// and the value without its quotes ('' inside single quotes is a quote).
+pub(super) fn set_parts(text: &str) -> Option<(String, String)> {
+    let rest = text.get(3..)?.trim_start();
+    let key_len = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .unwrap_or(rest.len());
+    let (key, rest) = rest.split_at(key_len);
+    let rest = rest.trim_start();
+    let value = if let Some(v) = rest.strip_prefix('=') {
+        v
+    } else if starts_with_word(rest, "to") {
+        &rest[2..]
+    } else {
+        return None;
+    };
+    let value = value.trim();
+    let value = match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        Some(quoted) => quoted.replace("''", "'"),
+        None => value.to_string(),
+    };
+    (!key.is_empty()).then(|| (key.to_ascii_lowercase(), value))
+}
+
 fn starts_with_word(text: &str, word: &str) -> bool {
     text.get(..word.len())
         .is_some_and(|w| w.eq_ignore_ascii_case(word))
@@ -207,6 +231,17 @@ mod tests {
             Ok(AdminCommand::ShowParam("client_encoding".into()))
         );
         assert!(matches!(parse("SET x = 1"), Ok(AdminCommand::Set(_))));
+        let parts = set_parts;
+        assert_eq!(
+            parts("SET default_pool_size = 7"),
+            Some(("default_pool_size".into(), "7".into()))
+        );
+        assert_eq!(
+            parts("set Application_Name TO 'it''s'"),
+            Some(("application_name".into(), "it's".into()))
+        );
+        assert_eq!(parts("SET x"), None);
+        assert_eq!(parts("SET = 1"), None);
     }
 
     #[test]

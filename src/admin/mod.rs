@@ -189,10 +189,21 @@ async fn execute(
             resultset::encode(&rs, "SHOW", buf);
             return Ok(());
         }
-        AdminCommand::Set(_) => {
-            backend::error_response(buf, Severity::Notice, "00000", "SET ignored", None);
-            resultset::command_complete(buf, "SET");
-            return Ok(());
+        AdminCommand::Set(text) => {
+            let (key, value) =
+                command::set_parts(&text).ok_or_else(|| ParseError::Invalid(text.clone()))?;
+            // A driver's own session settings (application_name, DateStyle ...) are not ours:
+            // accepted and ignored, as they are harmless here.
+            if let Ok(None) = shared.config.load().with_setting(&key, &value) {
+                let note = format!("SET {key} ignored: not a pgporter setting");
+                backend::error_response(buf, Severity::Notice, "00000", &note, None);
+                resultset::command_complete(buf, "SET");
+                return Ok(());
+            }
+            if role != Role::Admin {
+                return Err(AdminError::NotAllowed);
+            }
+            (Control::Set { key, value }, "SET")
         }
         AdminCommand::Pause(db) => (Control::Pause(db), "PAUSE"),
         AdminCommand::Resume(db) => (Control::Resume(db), "RESUME"),

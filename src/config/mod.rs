@@ -99,6 +99,36 @@ impl Config {
             .get_or_init(|| crate::identity::GucNames::new(&self.settings.identity))
     }
 
+    /// This snapshot with one `[pgbouncer]` setting changed (the admin console's `SET`), the
+    /// value parsed as in the ini. `Ok(None)`: not a setting of ours (a client parameter a
+    /// driver sets, say). Settings that name files (auth_file, hba and ident files) are not
+    /// taken: edit the file and RELOAD.
+    pub fn with_setting(&self, key: &str, value: &str) -> Result<Option<Config>, String> {
+        const FILES: [&str; 3] = ["auth_file", "auth_hba_file", "auth_ident_file"];
+        let key = key.to_ascii_lowercase();
+        if FILES.contains(&key.as_str()) {
+            return Err(format!(
+                "{key} names a file: change it in the config file and RELOAD"
+            ));
+        }
+        let mut settings = self.settings.clone();
+        match settings.apply(&key, value) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(format!("{key}: {e}")),
+        }
+        let mut errors = Vec::new();
+        check_security(&self.path, &settings, &mut errors);
+        if let Some(e) = errors.first() {
+            return Err(e.message.clone());
+        }
+        Ok(Some(Config {
+            settings,
+            spoof_names: std::sync::OnceLock::new(),
+            ..self.clone()
+        }))
+    }
+
     /// The database entry a client's database name resolves to (explicit or via `*`).
     pub fn database(&self, name: &str) -> Option<&DatabaseEntry> {
         self.databases.get(name).or(self.fallback_database.as_ref())

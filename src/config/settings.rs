@@ -402,7 +402,7 @@ impl Settings {
     }
 
     /// Set the field named `key` from `v`; `Ok(false)` if no field has that name.
-    fn apply(&mut self, key: &str, v: &str) -> Result<bool, String> {
+    pub(crate) fn apply(&mut self, key: &str, v: &str) -> Result<bool, String> {
         match key {
             "listen_addr" => self.listen_addr = parse_list(v),
             "listen_port" => self.listen_port = parse_u16(v)?,

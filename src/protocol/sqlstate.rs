@@ -16,3 +16,4 @@ pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const UNDEFINED_OBJECT: &str = "42704";
 pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 pub const CONFIG_FILE_ERROR: &str = "F0000";
+pub const INVALID_PARAMETER_VALUE: &str = "22023";

@@ -365,3 +365,46 @@ async fn closing_idle_connections_frees_database_and_user_slots() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     two_at_once(&ops).await;
 }
+
+/// Admin `SET key = value` changes a running setting as a reload would (until the next RELOAD
+/// re-reads the file); bad values, restart-only settings and stats users get an ERROR; a
+/// driver's own session settings are accepted and ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_set_changes_a_running_setting() {
+    let ops = Ops::new("").await;
+    let admin = ops.admin().await;
+    admin
+        .simple_query("SET default_pool_size = 7")
+        .await
+        .expect("set");
+    let cfg = rows(&admin, "SHOW CONFIG").await;
+    assert_eq!(
+        find(&cfg, "key", "default_pool_size").get("value"),
+        Some("7")
+    );
+    for (sql, code) in [
+        ("SET default_pool_size = lots", "22023"),
+        ("SET listen_port = 1", "22023"),
+        ("SET auth_file = 'other.txt'", "22023"),
+    ] {
+        let e = admin.simple_query(sql).await.expect_err(sql);
+        assert_eq!(db_error(&e).code().code(), code, "{sql}");
+    }
+    admin
+        .simple_query("SET application_name = 'a driver'")
+        .await
+        .expect("a session setting is accepted");
+    let e = ops
+        .stats_user()
+        .await
+        .simple_query("SET default_pool_size = 3")
+        .await
+        .expect_err("stats users may not");
+    assert_eq!(db_error(&e).code().code(), "42501");
+    admin.simple_query("RELOAD").await.expect("reload");
+    let cfg = rows(&admin, "SHOW CONFIG").await;
+    assert_eq!(
+        find(&cfg, "key", "default_pool_size").get("value"),
+        Some("4")
+    );
+}
