@@ -238,7 +238,7 @@ fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
     for w in &new.warnings {
         tracing::warn!("{}:{}: {}: {}", w.file, w.line, w.key, w.message);
     }
-    install(shared, new, &diff);
+    install(shared, new);
     tracing::info!(
         added = ?diff.added,
         removed = ?diff.removed,
@@ -263,14 +263,14 @@ fn set(shared: &Arc<Shared>, key: &str, value: &str) -> Result<(), ControlError>
             "{refused} cannot change while running (restart pgporter)"
         )));
     }
-    install(shared, new, &diff);
+    install(shared, new);
     tracing::info!(key, value, "SET");
     Ok(())
 }
 
 /// Make `new` the running configuration: pools follow their new settings, and a pool whose
 /// database entry changed or went away is replaced (its idle connections closed).
-fn install(shared: &Arc<Shared>, new: crate::config::Config, _diff: &ConfigDiff) {
+fn install(shared: &Arc<Shared>, new: crate::config::Config) {
     shared.config.store(new);
     let config = shared.config.load();
     for pool in shared.pools.all() {
