@@ -58,9 +58,18 @@ impl ConfigDiff {
                 s.server_tls_ciphers.clone(),
             )
         };
-        let checks: [(&'static str, bool); 11] = [
+        let checks: [(&'static str, bool); 14] = [
             ("listen_addr", o.listen_addr != n.listen_addr),
             ("listen_port", o.listen_port != n.listen_port),
+            (
+                "readonly_listen_port",
+                o.routing.readonly_listen_port != n.routing.readonly_listen_port,
+            ),
+            ("audit_log", o.audit.audit_log != n.audit.audit_log),
+            (
+                "audit_queue_size",
+                o.audit.audit_queue_size != n.audit.audit_queue_size,
+            ),
             ("unix_socket_dir", o.unix_socket_dir != n.unix_socket_dir),
             ("unix_socket_mode", o.unix_socket_mode != n.unix_socket_mode),
             ("pidfile", o.pidfile != n.pidfile),
@@ -89,6 +98,9 @@ pub fn keep_unreloadable(old: &Config, new: &mut Config) {
     let (o, n) = (&old.settings, &mut new.settings);
     n.listen_addr = o.listen_addr.clone();
     n.listen_port = o.listen_port;
+    n.routing.readonly_listen_port = o.routing.readonly_listen_port;
+    n.audit.audit_log = o.audit.audit_log.clone();
+    n.audit.audit_queue_size = o.audit.audit_queue_size;
     n.unix_socket_dir = o.unix_socket_dir.clone();
     n.unix_socket_mode = o.unix_socket_mode;
     n.pidfile = o.pidfile.clone();
@@ -127,15 +139,17 @@ mod tests {
             "[databases]\na = host=h1 pool_size=2\nb = host=h2\n[pgbouncer]\nlisten_port = 1\n",
         );
         let mut new = config(
-            "[databases]\na = host=h1 pool_size=5\nc = host=h3\n[pgbouncer]\nlisten_port = 2\n",
+            "[databases]\na = host=h1 pool_size=5\nc = host=h3\n[pgbouncer]\nlisten_port = 2\n\
+             readonly_listen_port = 7\n",
         );
         let d = ConfigDiff::between(&old, &new);
         assert_eq!(d.added, vec!["c"]);
         assert_eq!(d.removed, vec!["b"]);
         assert_eq!(d.changed, vec!["a"]);
-        assert_eq!(d.refused, vec!["listen_port"]);
+        assert_eq!(d.refused, vec!["listen_port", "readonly_listen_port"]);
         keep_unreloadable(&old, &mut new);
         assert_eq!(new.settings.listen_port, 1);
+        assert_eq!(new.settings.routing.readonly_listen_port, None);
         assert!(ConfigDiff::between(&old, &old).is_empty());
     }
 }
