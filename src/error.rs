@@ -20,7 +20,7 @@ pub enum Fault {
 pub enum Error {
     #[error("client protocol error")]
     ClientProtocol(#[source] ProtocolError),
-    #[error("unsupported frontend protocol {major}.{minor}")]
+    #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0")]
     UnsupportedProtocol { major: u16, minor: u16 },
     #[error("no user name in startup packet")]
     NoUser,

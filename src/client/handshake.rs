@@ -43,7 +43,14 @@ pub(super) async fn handshake(
             .read_startup(MAX_STARTUP_PACKET)
             .await
             .map_err(Error::ClientProtocol)?;
-        match startup::decode(&body).map_err(Error::ClientProtocol)? {
+        let decoded = startup::decode(&body).map_err(|e| match e {
+            ProtocolError::UnsupportedVersion(v) => Error::UnsupportedProtocol {
+                major: (v >> 16) as u16,
+                minor: (v & 0xffff) as u16,
+            },
+            e => Error::ClientProtocol(e),
+        });
+        match decoded? {
             FirstPacket::SslRequest | FirstPacket::GssEncRequest if conn.io.is_tls() => {
                 return Err(Error::ClientProtocol(ProtocolError::Malformed(
                     "encryption request on an encrypted connection",

@@ -32,6 +32,10 @@ pub enum ProtocolError {
     TooLong { len: usize, max: usize },
     #[error("invalid startup packet: {0}")]
     BadStartup(&'static str),
+    /// A startup packet asking for a protocol major version other than 3 (the whole version
+    /// word).
+    #[error("unsupported frontend protocol {}.{}", .0 >> 16, .0 & 0xffff)]
+    UnsupportedVersion(u32),
     #[error("unexpected message type '{}'", char::from(*.0))]
     Unexpected(u8),
     #[error("malformed message: {0}")]

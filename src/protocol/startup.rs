@@ -70,7 +70,7 @@ pub fn decode(body: &[u8]) -> Result<FirstPacket, ProtocolError> {
                 params: decode_params(rest)?,
             }))
         }
-        _ => Err(ProtocolError::BadStartup("unsupported frontend protocol")),
+        version => Err(ProtocolError::UnsupportedVersion(version as u32)),
     }
 }
 

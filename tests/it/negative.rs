@@ -176,6 +176,15 @@ async fn newer_protocol_minor_versions_are_negotiated_down_to_3_0() {
     assert_eq!(body, b"\0\x03\0\0\0\0\0\x01_pq_.foo\0");
     let (tag, _) = first_answer(&fx, 0x0003_0000, &[]).await;
     assert_eq!(tag, b'R', "a plain 3.0 startup needs no negotiation");
+    // Another major version: PostgreSQL's FATAL 0A000.
+    let (tag, body) = first_answer(&fx, 0x0002_0000, &[]).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(tag, b'E');
+    assert!(text.contains("C0A000\0"), "{text:?}");
+    assert!(
+        text.contains("unsupported frontend protocol 2.0"),
+        "{text:?}"
+    );
 }
 
 /// A replication connection cannot go through a pooler: refused at login (PgBouncer 1.18's
