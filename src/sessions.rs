@@ -54,6 +54,8 @@ pub struct ServerLink {
     /// The server's cancel secret: a client's CancelRequest is forwarded with it.
     pub secret: i32,
     pub connect_time: SystemTime,
+    /// TLS toward the server, if any.
+    pub tls: Option<crate::tls::TlsInfo>,
 }
 
 /// One session, shared between its task and the registry.
@@ -70,6 +72,8 @@ pub struct SessionInfo {
     pub port: u16,
     pub application_name: Box<str>,
     pub admin: bool,
+    /// TLS toward the client, if any.
+    pub tls: Option<crate::tls::TlsInfo>,
     pub connect_time: SystemTime,
     state: AtomicU8,
     /// µs since the stats epoch at which the current wait started.
@@ -169,6 +173,7 @@ pub struct NewSession<'a> {
     pub port: u16,
     pub application_name: &'a str,
     pub admin: bool,
+    pub tls: Option<crate::tls::TlsInfo>,
 }
 
 #[derive(Debug, Default)]
@@ -211,6 +216,7 @@ impl Sessions {
             port: s.port,
             application_name: s.application_name.into(),
             admin: s.admin,
+            tls: s.tls,
             connect_time: now,
             state: AtomicU8::new(ClientState::Idle as u8),
             wait_start_us: AtomicU64::new(0),
@@ -284,6 +290,7 @@ mod tests {
             port: 1,
             application_name: "",
             admin,
+            tls: None,
         }
     }
 

@@ -43,6 +43,7 @@ pub struct ServerRow {
     /// The client session holding it.
     pub link: Option<u64>,
     pub application_name: String,
+    pub tls: Option<crate::tls::TlsInfo>,
 }
 
 #[derive(Debug)]
@@ -103,6 +104,7 @@ impl Snapshot {
                         ),
                         link: Some(c.id),
                         application_name: c.application_name.to_string(),
+                        tls: link.tls,
                     });
                 }
             }
@@ -123,6 +125,7 @@ impl Snapshot {
                     request_time: wall - now.duration_since(s.last_used),
                     link: None,
                     application_name: String::new(),
+                    tls: s.tls,
                 });
             }
             pools.push(PoolRow {

@@ -295,6 +295,7 @@ async fn start(
             port: peer.port(),
             application_name: startup.get("application_name").unwrap_or_default(),
             admin: false,
+            tls: conn.io.tls_info(),
         },
         &shared.shutdown,
     );
@@ -356,6 +357,7 @@ async fn start_admin(
             port: peer.port(),
             application_name: startup.get("application_name").unwrap_or_default(),
             admin: true,
+            tls: conn.io.tls_info(),
         },
         &shared.shutdown,
     );

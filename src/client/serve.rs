@@ -395,6 +395,7 @@ pub(super) async fn checkout(
                 pid: server.pid(),
                 secret: server.key.secret,
                 connect_time: std::time::SystemTime::now() - age,
+                tls: server.tls,
             });
         }
         Err(e) => {

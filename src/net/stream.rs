@@ -63,6 +63,15 @@ impl Stream {
         certs.and_then(|c| c.first()).map(|c| c.as_ref())
     }
 
+    /// What a TLS connection agreed on (None: not TLS).
+    pub fn tls_info(&self) -> Option<crate::tls::TlsInfo> {
+        let Stream::Tls(tls) = self else { return None };
+        match tls.as_ref() {
+            TlsStream::Server(s) => crate::tls::TlsInfo::of(s.get_ref().1),
+            TlsStream::Client(c) => crate::tls::TlsInfo::of(c.get_ref().1),
+        }
+    }
+
     /// The ALPN protocol agreed on a TLS connection.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         let Stream::Tls(tls) = self else { return None };

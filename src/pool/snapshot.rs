@@ -16,6 +16,7 @@ pub struct IdleServer {
     pub pid: i32,
     pub created_at: Instant,
     pub last_used: Instant,
+    pub tls: Option<crate::tls::TlsInfo>,
 }
 
 impl Pool {
@@ -29,6 +30,7 @@ impl Pool {
                 pid: c.pid(),
                 created_at: c.created_at,
                 last_used: c.last_used,
+                tls: c.tls,
             })
             .collect()
     }

@@ -45,6 +45,7 @@ async fn connect_inner(
     values.remove("user");
     values.remove("database");
     let now = Instant::now();
+    let tls = conn.io.tls_info();
     Ok(ServerConn {
         conn,
         addr: target.addr.clone(),
@@ -56,6 +57,7 @@ async fn connect_inner(
         holder: None,
         tag: None,
         identity_tag: None,
+        tls,
     })
 }
 

@@ -134,6 +134,8 @@ pub struct ServerConn {
     pub tag: Option<crate::routing::HostTag>,
     /// The client identity this connection is tagged with (startup GUCs), if any.
     pub identity_tag: Option<std::sync::Arc<str>>,
+    /// TLS toward the server, if any.
+    pub tls: Option<crate::tls::TlsInfo>,
 }
 
 impl ServerConn {

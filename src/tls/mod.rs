@@ -20,6 +20,53 @@ use crate::config::{Config, SslMode, TlsCiphers, TlsProtocols};
 pub use acceptor::ClientTls;
 pub use connector::ServerTls;
 
+/// What a TLS connection agreed on, for SHOW CLIENTS / SHOW SERVERS `tls` (PgBouncer's
+/// `TLSv1.3/TLS_AES_256_GCM_SHA384/ECDH=X25519` form, with rustls's suite names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsInfo {
+    // The wire codes (6 bytes: every session keeps one).
+    version: u16,
+    suite: u16,
+    /// 0: none reported.
+    group: u16,
+}
+
+impl TlsInfo {
+    /// From a connection whose handshake is done.
+    pub fn of<D>(conn: &rustls::ConnectionCommon<D>) -> Option<TlsInfo> {
+        Some(TlsInfo {
+            version: conn.protocol_version()?.into(),
+            suite: conn.negotiated_cipher_suite()?.suite().into(),
+            group: conn
+                .negotiated_key_exchange_group()
+                .map_or(0, |g| g.name().into()),
+        })
+    }
+}
+
+impl std::fmt::Display for TlsInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let version = rustls::ProtocolVersion::from(self.version);
+        match version.as_str() {
+            Some(v) => write!(f, "{}", v.replace('_', "."))?,
+            None => write!(f, "{version:?}")?,
+        }
+        let suite = rustls::CipherSuite::from(self.suite);
+        match suite.as_str() {
+            Some(s) => write!(f, "/{}", s.replacen("TLS13_", "TLS_", 1))?,
+            None => write!(f, "/{suite:?}")?,
+        }
+        if self.group != 0 {
+            let group = rustls::NamedGroup::from(self.group);
+            match group.as_str() {
+                Some(name) => write!(f, "/ECDH={name}")?,
+                None => write!(f, "/ECDH={group:?}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// ALPN protocol name PostgreSQL 17 uses (required for direct TLS).
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 
@@ -115,4 +162,31 @@ pub fn end_point_data(cert: &[u8]) -> Option<Vec<u8>> {
 /// The certificate's subject commonName.
 pub fn common_name(cert: &[u8]) -> Option<String> {
     der::subject_common_name(cert)
+}
+
+#[cfg(test)]
+mod tls_info_tests {
+    use super::TlsInfo;
+
+    #[test]
+    fn shown_as_pgbouncer_does() {
+        let tls13 = TlsInfo {
+            version: 0x0304,
+            suite: 0x1302,
+            group: 0x001d,
+        };
+        assert_eq!(
+            tls13.to_string(),
+            "TLSv1.3/TLS_AES_256_GCM_SHA384/ECDH=X25519"
+        );
+        let no_group = TlsInfo {
+            version: 0x0303,
+            suite: 0xc030,
+            group: 0,
+        };
+        assert_eq!(
+            no_group.to_string(),
+            "TLSv1.2/TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+        );
+    }
 }

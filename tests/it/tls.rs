@@ -118,6 +118,56 @@ async fn psql_require_verify_full_and_channel_binding() {
     );
 }
 
+/// SHOW CLIENTS and SHOW SERVERS name the TLS in use (`tls` column, PgBouncer's
+/// `version/cipher/ECDH=group` form) and leave it empty for plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_and_servers_name_the_tls_in_use() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|names| {
+        Spec::new(format!(
+            "{}{}admin_users = {}\n",
+            certs.client_tls("prefer"),
+            server_verify_full(&names.pg_ca),
+            names.user
+        ))
+    })
+    .await;
+    // A server connection over TLS, idle in the pool afterwards.
+    assert_eq!(
+        psql_ok(&conn(&fx, "sslmode=require"), "SELECT 1").await,
+        "1"
+    );
+    let admin = |ssl: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={} password={} dbname=pgbouncer sslmode={ssl}",
+            fx.porter.port(),
+            fx.user,
+            fx.password
+        )
+    };
+    const TLS_COLUMN: usize = 17;
+    let column = |out: &str, kind: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with(kind))
+            .map(|l| l.split('|').nth(TLS_COLUMN).unwrap_or_default().to_string())
+            .collect()
+    };
+    let servers = psql_ok(&admin("require"), "SHOW SERVERS").await;
+    let tls = column(&servers, "S|");
+    assert!(
+        !tls.is_empty() && tls.iter().all(|t| t.starts_with("TLSv1.3/TLS_")),
+        "{servers}"
+    );
+    let clients = psql_ok(&admin("require"), "SHOW CLIENTS").await;
+    let tls = column(&clients, "C|");
+    assert!(
+        tls.iter().all(|t| t.starts_with("TLSv1.3/TLS_")),
+        "{clients}"
+    );
+    let clients = psql_ok(&admin("disable"), "SHOW CLIENTS").await;
+    assert_eq!(column(&clients, "C|"), vec![String::new()], "{clients}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_client_refused_under_require() {
     let certs = Certs::new();
