@@ -52,6 +52,12 @@ impl HostStates {
         self.map.insert(addr, state);
     }
 
+    /// Forget hosts the configuration no longer names (a reload removed them): their last
+    /// state would otherwise stay in SHOW HOSTS and `pgporter_backend_up` for good.
+    fn keep_only(&self, hosts: &[ServerAddr]) {
+        self.map.retain(|addr, _| hosts.contains(addr));
+    }
+
     /// True when every configured database has a reachable host.
     pub fn all_databases_reachable(&self, config: &Config) -> Result<(), String> {
         for (name, db) in &config.databases {
@@ -95,6 +101,7 @@ pub async fn run(shared: Arc<Shared>) {
     let mut ticks = crate::shutdown::Ticks::every(PERIOD);
     while ticks.next(&shared.shutdown).await {
         let hosts = configured_hosts(&shared.config.load());
+        shared.hosts.keep_only(&hosts);
         let probes = hosts.into_iter().map(|addr| async move {
             let result = timeout(PROBE_TIMEOUT, crate::server::probe(&addr)).await;
             let error = match result {
@@ -140,4 +147,26 @@ where
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_a_reload_removed_are_forgotten() {
+        let states = HostStates::default();
+        let state = HostState {
+            up: false,
+            role: "unknown",
+            lag: None,
+            last_check: SystemTime::now(),
+            error: None,
+        };
+        let (a, b) = (ServerAddr::new("a", 1), ServerAddr::new("b", 2));
+        states.set(a.clone(), state.clone());
+        states.set(b.clone(), state);
+        states.keep_only(std::slice::from_ref(&b));
+        assert!(states.get(&a).is_none() && states.get(&b).is_some());
+    }
 }
