@@ -53,12 +53,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn handle(mut stream: TcpStream, shared: &Shared) {
-    let Some(path) = read_request_path(&mut stream).await else {
-        let _ = respond(&mut stream, 400, "text/plain", "bad request\n").await;
+    let Some((head_only, path)) = read_request_path(&mut stream).await else {
+        let _ = respond(&mut stream, 400, "text/plain", "bad request\n", false).await;
         return;
     };
     let (status, ctype, body) = route(&path, shared);
-    let _ = respond(&mut stream, status, ctype, &body).await;
+    let _ = respond(&mut stream, status, ctype, &body, head_only).await;
 }
 
 /// (status, content type, body) for a GET of `path`.
@@ -82,8 +82,9 @@ fn route(path: &str, shared: &Shared) -> (u16, &'static str, String) {
     }
 }
 
-/// The path of a `GET path HTTP/1.x` request, after reading its whole head.
-async fn read_request_path(stream: &mut TcpStream) -> Option<String> {
+/// The path of a `GET path HTTP/1.x` request (true first: a HEAD request, answered without
+/// the body), after reading its whole head.
+async fn read_request_path(stream: &mut TcpStream) -> Option<(bool, String)> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -96,8 +97,8 @@ async fn read_request_path(stream: &mut TcpStream) -> Option<String> {
     let head = std::str::from_utf8(&buf).ok()?;
     let mut parts = head.lines().next()?.split_whitespace();
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("GET" | "HEAD"), Some(path), Some(v)) if v.starts_with("HTTP/1.") => {
-            Some(path.to_string())
+        (Some(method @ ("GET" | "HEAD")), Some(path), Some(v)) if v.starts_with("HTTP/1.") => {
+            Some((method == "HEAD", path.to_string()))
         }
         _ => None,
     }
@@ -108,6 +109,7 @@ async fn respond(
     status: u16,
     ctype: &str,
     body: &str,
+    head_only: bool,
 ) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
@@ -120,6 +122,8 @@ async fn respond(
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
+    if !head_only {
+        stream.write_all(body.as_bytes()).await?;
+    }
     stream.shutdown().await
 }

@@ -293,6 +293,9 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
     );
     assert_eq!(get(ops.porter.http_addr(), "/healthz").await.0, 200);
     assert_eq!(get(ops.porter.http_addr(), "/nope").await.0, 404);
+    // HEAD: the status and headers, no body.
+    let head = crate::support::http::request(ops.porter.http_addr(), "HEAD", "/metrics").await;
+    assert_eq!(head, (200, String::new()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

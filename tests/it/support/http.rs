@@ -6,11 +6,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// GET `path`; returns (status, body).
 pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(addr, "GET", path).await
+}
+
+/// `method path`: (status, body).
+pub(crate) async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
             .expect("connect http");
-        let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+        let req = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
         s.write_all(req.as_bytes()).await.expect("write");
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.expect("read");
