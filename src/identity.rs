@@ -112,8 +112,24 @@ impl GucNames {
         self.gucs.iter().any(|g| g & mask == *g)
     }
 
-    /// Does `text` (a whole message body) name an identity GUC?
+    /// Does `text` (a whole message body) name an identity GUC? Also through backslash and
+    /// Unicode escapes (`U&"pgp\006Frter"`, `E'\x70gporter'`): where the text has any, it is
+    /// checked again with them decoded, and with a `UESCAPE` clause (a custom escape
+    /// character) any one part of a name counts.
     pub fn mentioned(&self, text: &[u8]) -> bool {
+        if self.mentioned_plain(text) {
+            return true;
+        }
+        if memchr::memchr2(b'\\', b'&', text).is_none() {
+            return false;
+        }
+        if contains_ci(text, b"uescape") && self.parts.iter().any(|p| contains_ci(text, p)) {
+            return true;
+        }
+        self.mentioned_plain(&decode_escapes(text))
+    }
+
+    fn mentioned_plain(&self, text: &[u8]) -> bool {
         // Every statement passes through here: a GUC is given up at its first missing part
         // and each part is searched for at most once (usually one search, for the prefix).
         let (mut searched, mut found) = (0u64, 0u64);
@@ -163,6 +179,63 @@ pub struct GucStream {
     carry: Vec<u8>,
 }
 
+/// `text` with backslash escapes decoded where they stand for ASCII: `\XXXX` and `\+XXXXXX`
+/// (Unicode escapes), `\xHH` and `\ooo` (escape strings). Anything else is kept as is.
+fn decode_escapes(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(&b) = text.get(i) {
+        i += 1;
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        let rest = text.get(i..).unwrap_or_default();
+        let digits = |radix: u32, skip: usize, max: usize| {
+            let run: Vec<u8> = rest
+                .iter()
+                .skip(skip)
+                .take(max)
+                .take_while(|c| char::from(**c).is_digit(radix))
+                .copied()
+                .collect();
+            let value = std::str::from_utf8(&run)
+                .ok()
+                .and_then(|t| u32::from_str_radix(t, radix).ok());
+            (value, run.len())
+        };
+        let (value, used) = match rest.first() {
+            Some(b'+') => match digits(16, 1, 6) {
+                (v, 6) => (v, 7),
+                _ => (None, 0),
+            },
+            Some(b'x' | b'X') => match digits(16, 1, 2) {
+                (v, n) if n > 0 => (v, n + 1),
+                _ => (None, 0),
+            },
+            Some(c) if c.is_ascii_hexdigit() => match digits(16, 0, 4) {
+                (v, 4) => (v, 4),
+                _ => match digits(8, 0, 3) {
+                    (v, n) if n > 0 => (v, n),
+                    _ => (None, 0),
+                },
+            },
+            _ => (None, 0),
+        };
+        match value
+            .and_then(|v| u8::try_from(v).ok())
+            .filter(u8::is_ascii)
+        {
+            Some(c) => {
+                out.push(c);
+                i += used;
+            }
+            None => out.push(b),
+        }
+    }
+    out
+}
+
 /// ASCII case-insensitive substring test; `needle` is lower case.
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     let Some((&first, rest)) = needle.split_first() else {
@@ -195,6 +268,18 @@ mod tests {
         assert!(!n.mentioned(b"select client_user from t"));
         assert!(!n.mentioned(b"select 'pgporter'"));
         assert!(!n.mentioned(b""));
+    }
+
+    #[test]
+    fn escaped_spellings_are_caught() {
+        let n = names();
+        assert!(n.mentioned(br#"SET U&"pgp\006Frter".client_user = 'x'"#));
+        assert!(n.mentioned(br#"SET U&"pgporter"."client\+00005Fuser" = 'x'"#));
+        assert!(n.mentioned(br"select set_config(E'pg\x70orter.client_user', 'x', false)"));
+        assert!(n.mentioned(br"select set_config(E'pg\160orter.client_user', 'x', false)"));
+        assert!(n.mentioned(br#"SET U&"pgp!006Frter".client_user = 'x' UESCAPE '!'"#));
+        assert!(!n.mentioned(br"select E'a\nb', 'x & y'"));
+        assert!(!n.mentioned(br"select E'\x70'"));
     }
 
     #[test]

@@ -100,10 +100,11 @@ impl RelayState {
         if self.tracker.mid_batch() || self.tracker.lost() {
             self.spoofed = true;
         } else {
-            self.held = Some(if tag == frontend::QUERY {
-                Held::Query
-            } else {
-                Held::Parse
+            // A Query or FunctionCall is answered on its own (ReadyForQuery); a Parse or a
+            // Bind starts a batch that runs to the next Sync.
+            self.held = Some(match tag {
+                frontend::QUERY | frontend::FUNCTION_CALL => Held::Query,
+                _ => Held::Parse,
             });
         }
         Flow::StopBefore
@@ -117,8 +118,10 @@ pub(super) struct Front<'a>(&'a mut RelayState);
 impl Visit for Front<'_> {
     fn want_body(&self, tag: u8) -> bool {
         match tag {
-            frontend::QUERY | frontend::PARSE => !self.0.names.is_empty() || self.0.audit.is_some(),
-            frontend::BIND | frontend::EXECUTE | frontend::CLOSE => self.0.audit.is_some(),
+            frontend::QUERY | frontend::PARSE | frontend::BIND | frontend::FUNCTION_CALL => {
+                !self.0.names.is_empty() || self.0.audit.is_some()
+            }
+            frontend::EXECUTE | frontend::CLOSE => self.0.audit.is_some(),
             _ => false,
         }
     }
@@ -126,7 +129,13 @@ impl Visit for Front<'_> {
     fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
         let wanted = self.want_body(tag);
         let st = &mut *self.0;
-        let text_msg = matches!(tag, frontend::QUERY | frontend::PARSE);
+        // Statement text, and the values that can carry a GUC name into set_config() and
+        // current_setting() without naming it in the text: Bind parameters, FunctionCall
+        // arguments.
+        let text_msg = matches!(
+            tag,
+            frontend::QUERY | frontend::PARSE | frontend::BIND | frontend::FUNCTION_CALL
+        );
         match body {
             Some(b) => {
                 if text_msg && st.names.mentioned(b) {
@@ -158,8 +167,10 @@ impl Visit for Front<'_> {
         let Some(s) = &mut st.streamed else {
             return Flow::Continue;
         };
-        if matches!(s.tag, frontend::QUERY | frontend::PARSE)
-            && st.names.feed(&mut s.matcher, bytes)
+        if matches!(
+            s.tag,
+            frontend::QUERY | frontend::PARSE | frontend::BIND | frontend::FUNCTION_CALL
+        ) && st.names.feed(&mut s.matcher, bytes)
         {
             st.spoofed = true;
             return Flow::StopBefore;

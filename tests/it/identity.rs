@@ -182,6 +182,22 @@ async fn spoofing_the_tag_is_refused_in_simple_and_extended_protocol() {
         .unwrap();
     let v = first_value(&alice.simple_query("select 41 + 1").await.unwrap());
     assert_eq!(v.as_deref(), Some("42"));
+    // The name as a bind parameter value, or Unicode-escaped in the text: refused too (a bind
+    // value inside a batch cannot be held back: the session ends, FATAL 42501).
+    let e = alice
+        .simple_query(r#"SET U&"pgp\006Frter".client_user = 'bob'"#)
+        .await
+        .expect_err("escaped spoof");
+    assert_eq!(db_error(&e).code(), &SqlState::INSUFFICIENT_PRIVILEGE);
+    let spoofer = sa.connect(&sa.alice).await;
+    let e = spoofer
+        .query(
+            "select set_config($1, $2, false)",
+            &[&"pgporter.client_user", &"bob"],
+        )
+        .await
+        .expect_err("bind-parameter spoof");
+    assert_eq!(db_error(&e).code(), &SqlState::INSUFFICIENT_PRIVILEGE);
     let log = sa.change_log().await;
     assert_eq!(
         log,
