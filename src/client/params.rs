@@ -120,7 +120,9 @@ impl ClientParams {
         }
     }
 
-    /// SET what differs between the client's wishes and the server connection's state, and
+    /// SET what differs between the client's wishes and the server connection's state (for a
+    /// parameter the server does not report, what it was last SET to is not known: always),
+    /// and
     /// put the [`TRACKED`] parameters the client did not ask for back to the values the
     /// connection logged in with. A value the server refuses becomes the client's error.
     pub(super) async fn apply(&self, server: &mut ServerConn) -> Result<(), Error> {
@@ -154,9 +156,13 @@ impl ClientParams {
         {
             QueryOutcome::Done(_) => {
                 // As asked (the server may report a normalized spelling): the next client
-                // asking the same needs no SET.
+                // asking the same needs no SET. Only for parameters the server reports: a
+                // reset (DISCARD ALL) changes the others without saying so, so their record
+                // would go stale; they are SET for every client that asks.
                 for (name, value) in &sets {
-                    server.set_param(name, value);
+                    if server.reported(name).is_some() {
+                        server.set_param(name, value);
+                    }
                 }
                 Ok(())
             }

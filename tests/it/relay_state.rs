@@ -173,3 +173,25 @@ async fn tracked_parameters_follow_each_client_without_a_reset_query() {
     assert_eq!(d.rows("SHOW DateStyle").await.0, [datestyle]);
     assert_eq!(d.rows("SHOW TimeZone").await.0, [timezone]);
 }
+
+/// Parameters PostgreSQL does not report (search_path, extra_float_digits, statement_timeout)
+/// are SET for every client that asks, also on a reused connection whose reset cleared them
+/// without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreported_parameters_are_applied_on_every_checkout() {
+    let f = Fixture::new(1).await;
+    let asked = [
+        ("extra_float_digits", "3"),
+        ("search_path", "pg_catalog"),
+        ("statement_timeout", "12345ms"),
+    ];
+    for round in 0..3 {
+        let (mut c, _) = raw_with(&f, &asked).await;
+        for (name, value) in asked {
+            let shown = c.rows(&format!("SHOW {name}")).await.0;
+            assert_eq!(shown, [value], "round {round}: {name}");
+        }
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
