@@ -198,10 +198,22 @@ where
         }
         let drained = down.ready == 0 && !down.need_flush && down.scanner.at_boundary();
         if state.tracker.answered() && drained && server.rbuf.is_empty() {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
+            return Poll::Ready(Ok(()));
         }
+        // The client may leave meanwhile: what it sends is kept (behind the held message),
+        // its EOF ends the session.
+        while client.rbuf.len() < HELD_READ_LIMIT {
+            if client.rbuf.capacity() - client.rbuf.len() < 1024 {
+                client.rbuf.reserve(crate::protocol::READ_CHUNK);
+            }
+            match poll_read_buf(Pin::new(&mut client.io), cx, &mut client.rbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(RelayEnd::ClientGone)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayEnd::ClientError(e.into()))),
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
     })
     .await?;
     let held = state.held.take();
@@ -232,6 +244,9 @@ where
     client.queue(&buf);
     client.flush().await.map_err(RelayEnd::ClientError)
 }
+
+/// How much a client may send behind a held message before pgporter stops reading it.
+const HELD_READ_LIMIT: usize = 64 * 1024;
 
 /// A statement that fails with 42501, for the server's log to say why.
 const ABORT_SQL: &str = "DO $pgporter$BEGIN RAISE EXCEPTION 'pgporter refused a statement naming \

@@ -39,6 +39,9 @@ pub struct TxTracker {
     early_ends: u32,
     /// The server failed a copy the client had not ended: its CopyDone / CopyFail is dropped.
     stray_end: bool,
+    /// A Query / Execute was sent after an early copy end: `syncs_since_start` no longer
+    /// counts the Syncs of the copy's own statement.
+    started_after_end: bool,
     /// The model no longer knows how many answers are due.
     lost: bool,
     /// Where query/transaction counts and times go (None: not counted).
@@ -58,6 +61,7 @@ impl Default for TxTracker {
             uncounted: 0,
             early_ends: 0,
             stray_end: false,
+            started_after_end: false,
             lost: false,
             meter: None,
         }
@@ -142,6 +146,7 @@ impl TxTracker {
     fn start(&mut self) {
         self.syncs_since_start = 0;
         self.counting = true;
+        self.started_after_end |= self.early_ends > 0;
     }
 
     /// A server message; returns how many already-sent Syncs the server will ignore
@@ -157,6 +162,7 @@ impl TxTracker {
                 if self.outstanding == 0 {
                     // Everything sent is answered: no CopyInResponse can claim an earlier end.
                     self.early_ends = 0;
+                    self.started_after_end = false;
                 }
                 self.status = body.first().copied().unwrap_or(b'E');
                 let (idle, more) = (self.status == b'I', self.outstanding > 0);
@@ -166,6 +172,11 @@ impl TxTracker {
                 0
             }
             backend::COPY_IN_RESPONSE => {
+                if self.early_ends > 0 && self.started_after_end {
+                    // The client ended this copy and sent more statements before it heard
+                    // that it started: which of its Syncs the server ignores is not known here.
+                    self.lose("a copy ended early with statements pipelined behind it");
+                }
                 let ignored = self.syncs_since_start;
                 self.outstanding = self.outstanding.saturating_sub(ignored);
                 self.syncs_since_start = 0;
@@ -357,5 +368,38 @@ mod tests {
         let mut t = TxTracker::default();
         t.on_server(backend::READY_FOR_QUERY, b"I");
         assert!(t.lost() && !t.is_idle());
+    }
+
+    #[test]
+    fn statements_pipelined_behind_an_early_ended_copy_lose_the_count() {
+        // Query(COPY) CopyData CopyDone Parse Bind Execute Sync, all before CopyInResponse.
+        let mut t = TxTracker::default();
+        t.on_client(frontend::QUERY);
+        for tag in [frontend::COPY_DATA, frontend::COPY_DONE] {
+            t.on_client(tag);
+        }
+        for tag in [
+            frontend::PARSE,
+            frontend::BIND,
+            frontend::EXECUTE,
+            frontend::SYNC,
+        ] {
+            t.on_client(tag);
+        }
+        t.on_server(backend::COPY_IN_RESPONSE, &[]);
+        assert!(t.lost() && !t.is_idle());
+    }
+
+    #[test]
+    fn an_early_ended_copy_alone_keeps_the_count() {
+        let mut t = TxTracker::default();
+        t.on_client(frontend::QUERY);
+        for tag in [frontend::COPY_DATA, frontend::COPY_DONE] {
+            t.on_client(tag);
+        }
+        t.on_server(backend::COPY_IN_RESPONSE, &[]);
+        t.on_server(backend::COMMAND_COMPLETE, &[]);
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(!t.lost() && t.is_idle());
     }
 }

@@ -4,7 +4,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Duration};
 
 use super::Pool;
-use crate::server::{simple_query, QueryOutcome, ServerConn};
+use crate::server::{ServerConn, ServerError};
 
 impl Pool {
     /// Return `conn` after a client is done with it. `idle` says whether the client left it idle
@@ -23,33 +23,38 @@ impl Pool {
             return self.discard(conn).await;
         }
         let settings = self.settings();
-        if !settings.reset_query.is_empty() {
-            let reset = timeout(
-                settings.reset_timeout,
-                simple_query(&mut conn, &settings.reset_query),
-            )
-            .await;
-            match reset {
-                Ok(Ok(QueryOutcome::Done(b'I'))) => {}
-                Ok(Ok(QueryOutcome::Done(status))) => {
-                    tracing::warn!(pid = conn.pid(), status = %char::from(status), "reset left the server in a transaction; closing it");
-                    return self.discard(conn).await;
-                }
-                Ok(Ok(QueryOutcome::Failed(e))) => {
-                    tracing::warn!(pid = conn.pid(), error = %e, "server_reset_query failed; closing the server connection");
-                    return self.discard(conn).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(pid = conn.pid(), error = %e, "server connection failed during reset");
-                    return self.discard(conn).await;
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        pid = conn.pid(),
-                        "server_reset_query timed out; closing the server connection"
-                    );
-                    return self.discard(conn).await;
-                }
+        let reset = timeout(
+            settings.reset_timeout,
+            reset_checked(&mut conn, &settings.reset_query),
+        )
+        .await;
+        match reset {
+            Ok(Ok(Reset::Clean)) => {}
+            Ok(Ok(Reset::InTransaction(status))) => {
+                tracing::warn!(pid = conn.pid(), status = %char::from(status), "reset left the server in a transaction; closing it");
+                return self.discard(conn).await;
+            }
+            Ok(Ok(Reset::Failed(e))) => {
+                tracing::warn!(pid = conn.pid(), error = %e, "server_reset_query failed; closing the server connection");
+                return self.discard(conn).await;
+            }
+            Ok(Ok(Reset::Stale)) => {
+                tracing::warn!(
+                    pid = conn.pid(),
+                    "answers to requests its client left in flight came before the reset's; closing the server connection"
+                );
+                return self.discard(conn).await;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(pid = conn.pid(), error = %e, "server connection failed during reset");
+                return self.discard(conn).await;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    pid = conn.pid(),
+                    "server_reset_query timed out; closing the server connection"
+                );
+                return self.discard(conn).await;
             }
         }
         self.checkin(conn);
@@ -81,6 +86,85 @@ impl Pool {
         self.forget(holder.as_deref());
         terminate(conn).await;
     }
+}
+
+/// How a reset went.
+#[derive(Debug)]
+enum Reset {
+    Clean,
+    InTransaction(u8),
+    Failed(crate::protocol::backend::ErrorFields),
+    /// More answers came than the reset asked for: the client had left requests in flight
+    /// (the relay's count of them can be fooled by a client; this cannot).
+    Stale,
+}
+
+/// Run `reset_query` (if any) followed, in the same write, by a query whose answer carries a
+/// random marker, and read up to the marker's ReadyForQuery. Exactly one ReadyForQuery per
+/// query sent must come: any other answer before the marker is a reply the client's requests
+/// still had coming, which must not reach the next client.
+async fn reset_checked(conn: &mut ServerConn, reset_query: &str) -> Result<Reset, ServerError> {
+    use crate::protocol::backend::{self, ErrorFields};
+    use crate::protocol::ProtocolError;
+    let marker = format!("pgporter reset {:016x}", rand::random::<u64>());
+    let mut out = bytes::BytesMut::new();
+    let mut expected = 1;
+    if !reset_query.is_empty() {
+        postgres_protocol::message::frontend::query(reset_query, &mut out)
+            .map_err(ProtocolError::Io)?;
+        expected += 1;
+    }
+    postgres_protocol::message::frontend::query(&format!("SELECT '{marker}'"), &mut out)
+        .map_err(ProtocolError::Io)?;
+    conn.conn.queue(&out);
+    conn.conn.flush().await?;
+    let (mut ready, mut marked, mut error) = (0, false, None);
+    let status = loop {
+        let msg = conn
+            .conn
+            .read_message(crate::protocol::MAX_CONTROL_MESSAGE)
+            .await?;
+        match msg.tag {
+            backend::READY_FOR_QUERY => {
+                ready += 1;
+                if marked {
+                    // The marker ran last: its status is the connection's.
+                    break msg.body.first().copied().unwrap_or(b'E');
+                }
+                if ready >= expected {
+                    return Ok(Reset::Stale);
+                }
+            }
+            backend::DATA_ROW => {
+                marked |= backend::parse_data_row(&msg.body)
+                    .and_then(|row| row.into_iter().next().flatten())
+                    .is_some_and(|v| v == marker);
+            }
+            backend::ERROR_RESPONSE if error.is_none() => {
+                error = Some(
+                    ErrorFields::parse(&msg.body)
+                        .ok_or(ProtocolError::Malformed("ErrorResponse"))?,
+                );
+            }
+            backend::PARAMETER_STATUS => {
+                if let Some((k, v)) = backend::parse_parameter_status(&msg.body) {
+                    conn.set_param(&k, &v);
+                }
+            }
+            backend::COPY_IN_RESPONSE
+            | backend::COPY_OUT_RESPONSE
+            | backend::COPY_BOTH_RESPONSE => {
+                return Ok(Reset::Stale);
+            }
+            _ => {}
+        }
+    };
+    Ok(match (ready == expected, error) {
+        (false, _) => Reset::Stale,
+        (true, Some(e)) => Reset::Failed(e),
+        (true, None) if status != b'I' => Reset::InTransaction(status),
+        (true, None) => Reset::Clean,
+    })
 }
 
 /// Say goodbye (Terminate) so PostgreSQL logs a clean disconnect; bounded, best effort.

@@ -195,3 +195,48 @@ async fn unreported_parameters_are_applied_on_every_checkout() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A COPY whose data and CopyDone are pipelined before its CopyInResponse, with a slow query
+/// behind it: however the relay counts that, the server connection the client leaves with the
+/// query still running never hands its answer to the next client (the release checks that
+/// only the reset's own answers come back), with or without a reset query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_in_flight_never_reach_the_next_client() {
+    for reset in ["", "server_reset_query ="] {
+        let f = Fixture::with_settings(1, reset).await;
+        (f.direct().await)
+            .batch_execute("CREATE TABLE ct (a int)")
+            .await
+            .unwrap();
+        let mut a = raw(&f).await;
+        // One write: the relay sees it all before the server's CopyInResponse.
+        let mut burst = Vec::new();
+        for (tag, body) in [
+            (b'Q', &b"COPY ct FROM STDIN\0"[..]),
+            (b'd', b"7\n"),
+            (b'c', b""),
+            (b'P', b"\0SELECT 'stale' FROM pg_sleep(0.6)\0\0\0"),
+            (b'B', b"\0\0\0\0\0\0\0\0"),
+            (b'E', b"\0\0\0\0\0"),
+            (b'S', b""),
+        ] {
+            burst.push(tag);
+            burst.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+            burst.extend_from_slice(body);
+        }
+        a.send(&burst).await;
+        let first = a.until_ready().await.unwrap();
+        assert!(first.iter().any(|m| m.tag == b'G'), "{first:?}");
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut b = raw(&f).await;
+        for want in ["b-first", "b-second"] {
+            let (rows, status, error) = b.rows(&format!("SELECT '{want}'")).await;
+            assert_eq!(
+                (rows, status, error),
+                (vec![want.to_string()], b'I', None),
+                "{reset:?}"
+            );
+        }
+    }
+}
