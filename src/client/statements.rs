@@ -34,9 +34,11 @@ enum InFlight {
         error: Option<String>,
     },
     Sync,
-    /// FunctionCall: answered up to ReadyForQuery, not logged.
-    Other,
 }
+
+/// Named statements remembered per session (their texts are at most audit_max_statement_length
+/// each): beyond this a statement's text is not kept and its executions are logged as unknown.
+const MAX_PREPARED: usize = 1000;
 
 #[derive(Debug)]
 pub(super) struct StatementAudit {
@@ -109,22 +111,31 @@ impl StatementAudit {
             }
             frontend::PARSE => {
                 let (name, rest) = split_cstr(body);
-                let text = self.text(cstr(rest), partial);
-                self.prepared.insert(name.to_vec(), text);
+                // PostgreSQL refuses to redefine a named statement (42P05): the one it keeps
+                // is the one that will run.
+                let taken = !name.is_empty() && self.prepared.contains_key(name);
+                if !taken && (name.is_empty() || self.prepared.len() < MAX_PREPARED) {
+                    let text = self.text(cstr(rest), partial);
+                    self.prepared.insert(name.to_vec(), text);
+                }
             }
             frontend::BIND => {
                 let (portal, rest) = split_cstr(body);
                 let (stmt, _) = split_cstr(rest);
-                match self.prepared.get(stmt) {
-                    Some(t) => self.portals.insert(portal.to_vec(), t.clone()),
-                    None => self.portals.remove(portal),
+                let text = match self.prepared.get(stmt) {
+                    Some(t) => t.clone(),
+                    None => self.unknown("prepared statement", stmt),
                 };
+                self.portals.insert(portal.to_vec(), text);
             }
             frontend::EXECUTE => {
                 let (portal, _) = split_cstr(body);
-                let text = self.portals.get(portal).cloned();
+                let text = match self.portals.get(portal) {
+                    Some(t) => t.clone(),
+                    None => self.unknown("portal", portal),
+                };
                 self.count += 1;
-                self.push_stmt(text, true);
+                self.push_stmt(Some(text), true);
             }
             frontend::CLOSE => {
                 if let Some((&kind, rest)) = body.split_first() {
@@ -136,8 +147,36 @@ impl StatementAudit {
                 }
             }
             frontend::SYNC => self.inflight.push_back(InFlight::Sync),
-            frontend::FUNCTION_CALL => self.inflight.push_back(InFlight::Other),
+            frontend::FUNCTION_CALL => {
+                // Any function may write: logged in `write` mode too.
+                let oid = body
+                    .get(..4)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map_or(0, u32::from_be_bytes);
+                let text = self.described(format!("<function call, oid {oid}>"));
+                self.count += 1;
+                self.push_stmt(Some(text), false);
+            }
             _ => {}
+        }
+    }
+
+    /// A statement pgporter has no text for (prepared with SQL PREPARE, kept beyond
+    /// [`MAX_PREPARED`], or closed by the client when the server skipped the Close): logged
+    /// by name, in `write` mode too (it may write).
+    fn unknown(&self, what: &str, name: &[u8]) -> Text {
+        self.described(format!(
+            "<unknown {what} \"{}\">",
+            String::from_utf8_lossy(name)
+        ))
+    }
+
+    /// A description in place of SQL text, logged unless statements are not audited.
+    fn described(&self, sql: String) -> Text {
+        Text {
+            sql: Arc::from(sql),
+            truncated: false,
+            log: self.mode != AuditStatements::None,
         }
     }
 
@@ -198,7 +237,6 @@ impl StatementAudit {
                             InFlight::Stmt { error, .. } => {
                                 error.get_or_insert_with(|| SKIPPED.into());
                             }
-                            InFlight::Other => {}
                         }
                     }
                 }
@@ -206,7 +244,7 @@ impl StatementAudit {
             backend::READY_FOR_QUERY => {
                 while let Some(item) = self.inflight.pop_front() {
                     match item {
-                        InFlight::Sync | InFlight::Other => break,
+                        InFlight::Sync => break,
                         stmt @ InFlight::Stmt {
                             extended: false, ..
                         } => {

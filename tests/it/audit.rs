@@ -326,3 +326,54 @@ async fn extended_copy_in_leaves_the_server_connection_reusable() {
         .get(0);
     assert_eq!(again, pid, "the connection was closed instead of pooled");
 }
+
+/// Writes that reach the server without a logged text of their own are still logged: a
+/// FunctionCall message (by function oid), a prepared statement pgporter has no text for (SQL
+/// PREPARE), and a named statement the client tried to redefine (PostgreSQL keeps, and runs,
+/// the first definition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_calls_and_unknown_statements_are_logged() {
+    use crate::support::raw::RawClient;
+    let sa = SharedAccount::new(2, LOG).await;
+    let mut c = RawClient::login(sa.porter.addr(), &sa.alice, sa.password(&sa.alice), &sa.db).await;
+    // FunctionCall of pg_catalog.now() (oid 1299), no arguments, text result.
+    c.send_msg(b'F', &[0, 0, 0x05, 0x13, 0, 0, 0, 0, 0, 0])
+        .await;
+    c.until_ready().await.unwrap();
+    // SQL PREPARE, executed through the protocol.
+    c.rows("PREPARE ins AS INSERT INTO datasets(name) VALUES ('via prepare')")
+        .await;
+    c.send_msg(b'B', b"\0ins\0\0\0\0\0\0\0").await;
+    c.send_msg(b'E', b"\0\0\0\0\0").await;
+    c.send_msg(b'S', b"").await;
+    c.until_ready().await.unwrap();
+    // A named statement redefined: the server refuses (42P05) and runs the first one.
+    c.send_msg(
+        b'P',
+        b"s1\0INSERT INTO datasets(name) VALUES ('first')\0\0\0",
+    )
+    .await;
+    c.send_msg(b'S', b"").await;
+    c.until_ready().await.unwrap();
+    c.send_msg(b'P', b"s1\0SELECT 1\0\0\0").await;
+    c.send_msg(b'S', b"").await;
+    c.until_ready().await.unwrap();
+    c.send_msg(b'B', b"\0s1\0\0\0\0\0\0\0").await;
+    c.send_msg(b'E', b"\0\0\0\0\0").await;
+    c.send_msg(b'S', b"").await;
+    c.until_ready().await.unwrap();
+    drop(c);
+    let evs = until_session_end(&sa).await;
+    let logged = texts(&evs);
+    assert!(
+        logged.contains(&"<function call, oid 1299>".to_string()),
+        "{logged:?}"
+    );
+    assert!(
+        logged.contains(&"<unknown prepared statement \"ins\">".to_string()),
+        "{logged:?}"
+    );
+    let first = "INSERT INTO datasets(name) VALUES ('first')".to_string();
+    assert!(logged.contains(&first), "{logged:?}");
+    assert!(!logged.contains(&"SELECT 1".to_string()), "{logged:?}");
+}
