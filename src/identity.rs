@@ -20,15 +20,22 @@ pub fn addr_text(addr: Option<IpAddr>) -> String {
 }
 
 /// The pool matching key of `user` connecting from `addr`: a server connection tagged with
-/// another key is not handed to this client. `None` when tagging is off.
+/// another key is not handed to this client. It names the GUCs too, so that connections
+/// tagged under other names (before an identity_guc change) are not handed out. `None` when
+/// tagging is off.
 pub fn tag_key(settings: &IdentitySettings, user: &str, addr: Option<IpAddr>) -> Option<Arc<str>> {
     if !settings.identity_tagging {
         return None;
     }
+    let guc = &settings.identity_guc;
     if settings.identity_addr_guc.is_empty() {
-        return Some(Arc::from(user));
+        return Some(Arc::from(format!("{guc}\0{user}")));
     }
-    Some(Arc::from(format!("{user}\0{}", addr_text(addr))))
+    let addr_guc = &settings.identity_addr_guc;
+    Some(Arc::from(format!(
+        "{guc}\0{addr_guc}\0{user}\0{}",
+        addr_text(addr)
+    )))
 }
 
 /// The startup parameters that carry the tag, for a new server connection (built only when
@@ -310,17 +317,20 @@ mod tests {
         );
         assert_eq!(
             tag_key(&s, "alice", ip).as_deref(),
-            Some("alice\u{0}10.0.0.7")
+            Some("pgporter.client_user\u{0}pgporter.client_addr\u{0}alice\u{0}10.0.0.7")
         );
         assert_eq!(
             tag_key(&s, "alice", None).as_deref(),
-            Some("alice\u{0}local")
+            Some("pgporter.client_user\u{0}pgporter.client_addr\u{0}alice\u{0}local")
         );
         let user_only = IdentitySettings {
             identity_addr_guc: String::new(),
             ..IdentitySettings::default()
         };
-        assert_eq!(tag_key(&user_only, "alice", ip).as_deref(), Some("alice"));
+        assert_eq!(
+            tag_key(&user_only, "alice", ip).as_deref(),
+            Some("pgporter.client_user\u{0}alice")
+        );
         assert_eq!(tag_params(&user_only, "alice", ip).len(), 1);
         let off = IdentitySettings {
             identity_tagging: false,

@@ -356,3 +356,34 @@ async fn spoof_inside_a_large_streamed_query_ends_the_session_unexecuted() {
         .unwrap();
     assert_eq!(sa.change_log().await.len(), 1);
 }
+
+/// identity_guc changed while running (admin SET, or a reload): server connections tagged
+/// under the old name are not handed out again; new sessions carry the new name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_identity_guc_is_on_every_new_session() {
+    let sa = SharedAccount::new(1, "admin_users = {alice}").await;
+    let alice = sa.connect(&sa.alice).await;
+    let tag = alice
+        .simple_query("SHOW pgporter.client_user")
+        .await
+        .unwrap();
+    assert_eq!(first_value(&tag).as_deref(), Some(sa.alice.as_str()));
+    drop(alice);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let admin = crate::support::connect(&sa.porter.connstring(
+        &sa.alice,
+        sa.password(&sa.alice),
+        "pgbouncer",
+    ))
+    .await;
+    admin
+        .simple_query("SET identity_guc = 'myorg.person'")
+        .await
+        .expect("set identity_guc");
+    let alice = sa.connect(&sa.alice).await;
+    let tag = alice
+        .simple_query("SELECT current_setting('myorg.person', true)")
+        .await
+        .unwrap();
+    assert_eq!(first_value(&tag).as_deref(), Some(sa.alice.as_str()));
+}
