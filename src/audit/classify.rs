@@ -207,42 +207,114 @@ pub fn is_read_only(sql: &[u8]) -> bool {
     sql.split(|&b| b == b';').all(piece_read_only)
 }
 
+/// `s` without its comments (nested `/* */` too), where they are surely comments: a `--` or
+/// `/*` inside a literal or a quoted name stays. Where a literal's end is uncertain (a backslash
+/// in `'...'`, which ends it or not depending on standard_conforming_strings) the rest is kept
+/// as it is: keeping a comment can only make a statement look like a write, removing code
+/// could hide one.
 fn strip_comments(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    loop {
-        let line = rest.find("--");
-        let block = rest.find("/*");
-        match (line, block) {
-            (Some(l), b) if b.map_or(true, |b| l < b) => {
-                out.push_str(rest.get(..l).unwrap_or_default());
-                rest = rest
-                    .get(l..)
-                    .and_then(|r| r.find('\n').and_then(|n| r.get(n..)))
-                    .unwrap_or("");
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match (c, b.get(i + 1)) {
+            (b'-', Some(b'-')) => {
+                i = b
+                    .get(i..)
+                    .and_then(|r| r.iter().position(|&c| c == b'\n'))
+                    .map_or(b.len(), |p| i + p);
             }
-            (_, Some(b)) => {
-                out.push_str(rest.get(..b).unwrap_or_default());
-                out.push(' ');
-                rest = rest
-                    .get(b + 2..)
-                    .and_then(|r| r.find("*/").and_then(|n| r.get(n + 2..)))
-                    .unwrap_or("");
+            (b'/', Some(b'*')) => {
+                let mut depth = 0usize;
+                while i < b.len() {
+                    match (b.get(i), b.get(i + 1)) {
+                        (Some(b'/'), Some(b'*')) => {
+                            depth += 1;
+                            i += 2;
+                        }
+                        (Some(b'*'), Some(b'/')) => {
+                            depth = depth.saturating_sub(1);
+                            i += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => i += 1,
+                    }
+                }
+                out.push(b' ');
             }
+            (b'\'' | b'"', _) => {
+                let body = b.get(i + 1..).unwrap_or_default();
+                let Some(len) = quoted_len(body, c) else {
+                    // Unterminated, or a backslash: keep the rest untouched.
+                    out.extend_from_slice(b.get(i..).unwrap_or_default());
+                    break;
+                };
+                out.extend_from_slice(b.get(i..i + 2 + len).unwrap_or_default());
+                i += 2 + len;
+            }
+            (b'$', _) => match dollar_quoted_len(b.get(i..).unwrap_or_default()) {
+                Some(len) => {
+                    out.extend_from_slice(b.get(i..i + len).unwrap_or_default());
+                    i += len;
+                }
+                None => {
+                    out.push(c);
+                    i += 1;
+                }
+            },
             _ => {
-                out.push_str(rest);
-                return out;
+                out.push(c);
+                i += 1;
             }
         }
     }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The length of a `'...'` or `"..."` body (doubled quotes inside) up to its closing quote;
+/// None when it does not end or holds a backslash (in `'...'`: its end is then uncertain).
+fn quoted_len(body: &[u8], quote: u8) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        match body.get(i)? {
+            b'\\' if quote == b'\'' => return None,
+            &c if c == quote => {
+                if body.get(i + 1) == Some(&quote) {
+                    i += 2;
+                } else {
+                    return Some(i);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+/// The whole length of a `$tag$...$tag$` literal at the start of `s`, if it is one.
+fn dollar_quoted_len(s: &[u8]) -> Option<usize> {
+    let close = s
+        .get(1..)?
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))?
+        + 1;
+    if s.get(close) != Some(&b'$') {
+        return None;
+    }
+    let tag = s.get(..=close)?;
+    let rest = s.get(close + 1..)?;
+    let end = rest.windows(tag.len()).position(|w| w == tag)?;
+    Some(close + 1 + end + tag.len())
 }
 
 fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$'
 }
 
-/// (word, followed by `(`), no allocation.
-fn words(s: &[u8]) -> impl Iterator<Item = (&[u8], bool)> {
+/// (word, followed by `(` (a call, also of a quoted name: `"f"()`), qualified by a schema
+/// (`s.f`)), no allocation.
+fn words(s: &[u8]) -> impl Iterator<Item = (&[u8], bool, bool)> {
     let mut pos = 0;
     std::iter::from_fn(move || {
         while s.get(pos).is_some_and(|&b| !is_word_byte(b)) {
@@ -256,12 +328,18 @@ fn words(s: &[u8]) -> impl Iterator<Item = (&[u8], bool)> {
             return None;
         }
         let mut after = pos;
-        while s.get(after).is_some_and(|b| b.is_ascii_whitespace()) {
+        while s
+            .get(after)
+            .is_some_and(|&b| b.is_ascii_whitespace() || b == b'"')
+        {
             after += 1;
         }
+        let before = s.get(..start).unwrap_or_default();
+        let before = before.strip_suffix(b"\"").unwrap_or(before);
         Some((
             s.get(start..pos).unwrap_or_default(),
             s.get(after) == Some(&b'('),
+            before.ends_with(b"."),
         ))
     })
 }
@@ -271,7 +349,7 @@ fn is(w: &[u8], list: &[&str]) -> bool {
 }
 
 fn piece_read_only(piece: &[u8]) -> bool {
-    let Some((first, _)) = words(piece).next() else {
+    let Some((first, _, _)) = words(piece).next() else {
         return piece
             .iter()
             .all(|&c| c.is_ascii_whitespace() || c == b'(' || c == b')');
@@ -301,20 +379,21 @@ fn piece_read_only(piece: &[u8]) -> bool {
         first,
         &["begin", "start", "commit", "end", "rollback", "abort"],
     ) {
-        !words(piece).any(|(w, _)| is(w, &["prepared"]))
+        !words(piece).any(|(w, _, _)| is(w, &["prepared"]))
     } else if is(first, &["set", "reset"]) {
-        !words(piece).any(|(w, _)| is(w, &["role", "authorization"]))
+        !words(piece).any(|(w, _, _)| is(w, &["role", "authorization"]))
     } else {
         false
     }
 }
 
 fn query_read_only(piece: &[u8]) -> bool {
-    words(piece).all(|(w, call)| {
+    words(piece).all(|(w, call, qualified)| {
         if is(w, WRITE_WORDS) {
             return false;
         }
-        !call || is(w, PAREN_KEYWORDS) || is(w, PURE_FUNCTIONS)
+        // A schema-qualified call may be anyone's function of that name.
+        !call || is(w, PAREN_KEYWORDS) || (!qualified && is(w, PURE_FUNCTIONS))
     })
 }
 
@@ -360,5 +439,17 @@ mod tests {
         assert!(!ro("update t set x = 1"));
         assert!(!ro("SELECT * FROM t -- c\n FOR UPDATE"));
         assert!(!ro("Insert Into t Values (1)"));
+        // Comment markers inside literals and quoted names are not comments.
+        assert!(!ro("select '--', wipe()"));
+        assert!(!ro("select '/*', wipe(), '*/'"));
+        assert!(!ro("select \"--\", wipe() from t"));
+        assert!(!ro("select $$--$$, wipe()"));
+        // A backslash makes a literal's end uncertain: nothing after it is dropped.
+        assert!(!ro("select 'a\\', wipe(), '--'"));
+        // Quoted and schema-qualified calls.
+        assert!(!ro("select \"wipe\"()"));
+        assert!(!ro("select \"Wipe2\" ()"));
+        assert!(!ro("select s.random()"));
+        assert!(!ro("select \"s\".\"count\"(x) from t"));
     }
 }
