@@ -39,11 +39,24 @@ impl Sink {
         }
     }
 
+    /// Open the file again (rotation). What the old file could not take (a full disk) goes to
+    /// the new one: a reopen is how an operator recovers from that, so it must not depend on
+    /// the old file accepting a flush.
     fn reopen(&mut self) -> io::Result<()> {
-        self.flush()?;
-        if let Sink::File { path, out } = self {
-            *out = BufWriter::new(open_append(path)?);
-        }
+        let Sink::File { path, out } = self else {
+            return self.flush();
+        };
+        let pending = match out.flush() {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, bytes = out.buffer().len(), "audit log: the old file took not all; moving the rest to the new one");
+                out.buffer().to_vec()
+            }
+        };
+        let mut fresh = BufWriter::new(open_append(path)?);
+        fresh.write_all(&pending)?;
+        // The old writer's buffer is in the new file now: drop it without writing it again.
+        let (_old_file, _unwritten) = std::mem::replace(out, fresh).into_parts();
         Ok(())
     }
 }
@@ -95,5 +108,33 @@ fn handle(sink: &mut Sink, cmd: Command, line: &mut String) {
                 tracing::error!(error = %e, "audit log: reopen failed; still writing to the old file")
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reopen_moves_what_the_old_file_could_not_take() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("audit.log");
+        // The old file is a full disk: /dev/full refuses every write with ENOSPC.
+        let full = OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let mut out = BufWriter::new(full);
+        out.write_all(b"{\"event\":\"one\"}\n").expect("buffered");
+        let mut sink = Sink::File {
+            path: path.display().to_string(),
+            out,
+        };
+        assert!(sink.flush().is_err(), "the disk is full");
+        sink.reopen().expect("reopened despite the full old file");
+        sink.write(b"{\"event\":\"two\"}\n").expect("write");
+        sink.flush().expect("flush");
+        let text = std::fs::read_to_string(&path).expect("new file");
+        assert_eq!(text, "{\"event\":\"one\"}\n{\"event\":\"two\"}\n");
     }
 }
