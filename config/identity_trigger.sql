@@ -7,6 +7,12 @@
 --
 -- Run this as the table owner directly on PostgreSQL, not through pgporter: pgporter refuses
 -- statements that name the identity settings (42501) unless the user is in admin_users.
+--
+-- Hardening: the function calls pg_catalog.current_setting by its full name and runs with the
+-- search_path it was created with, so a client cannot shadow either with objects of its own.
+-- For a record the shared account cannot rewrite, create change_log and the function as
+-- another role (e.g. audit_owner), make the function SECURITY DEFINER, and grant the shared
+-- account nothing on change_log: the trigger still writes it, the clients cannot.
 
 CREATE TABLE IF NOT EXISTS change_log (
     id          bigserial   PRIMARY KEY,
@@ -21,13 +27,13 @@ CREATE TABLE IF NOT EXISTS change_log (
 );
 
 CREATE OR REPLACE FUNCTION record_client_identity() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO change_log (table_name, operation, client_user, client_addr, row_data)
     VALUES (TG_TABLE_NAME, TG_OP,
-            current_setting('pgporter.client_user', true),
-            current_setting('pgporter.client_addr', true),
-            to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END));
+            pg_catalog.current_setting('pgporter.client_user', true),
+            pg_catalog.current_setting('pgporter.client_addr', true),
+            pg_catalog.to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END));
     RETURN NULL;
 END
 $$;
