@@ -161,6 +161,40 @@ impl StatementAudit {
         }
     }
 
+    /// A message refused for naming the identity settings (42501): logged at once, in every
+    /// mode but `none` (a tampering attempt is exactly what the log is for).
+    pub(super) fn refused(&mut self, tag: u8, body: &[u8]) {
+        if self.mode == AuditStatements::None {
+            return;
+        }
+        let (sql, extended) = match tag {
+            frontend::QUERY => (cstr(body), false),
+            frontend::PARSE => (cstr(split_cstr(body).1), true),
+            frontend::BIND => (&b"<bind parameters naming an identity setting>"[..], true),
+            _ => (&b"<function call naming an identity setting>"[..], false),
+        };
+        let mut text = self.text(sql, false);
+        text.log = true;
+        if text.sql.is_empty() {
+            let shown =
+                String::from_utf8_lossy(sql.get(..self.max_len.min(sql.len())).unwrap_or_default());
+            text.sql = Arc::from(audit::redact(&shown).as_ref());
+        }
+        self.count += 1;
+        self.events.push_back(AuditEvent::Statement(StatementEvent {
+            session: Arc::clone(&self.session),
+            backend_pid: self.pid,
+            protocol: if extended { "extended" } else { "simple" },
+            text: text.sql.to_string(),
+            truncated: text.truncated,
+            outcome: Outcome::Error {
+                sqlstate: crate::protocol::sqlstate::INSUFFICIENT_PRIVILEGE.to_string(),
+                tags: Vec::new(),
+            },
+            duration: std::time::Duration::ZERO,
+        }));
+    }
+
     /// A statement pgporter has no text for (prepared with SQL PREPARE, kept beyond
     /// [`MAX_PREPARED`], or closed by the client when the server skipped the Close): logged
     /// by name, in `write` mode too (it may write).

@@ -139,6 +139,9 @@ impl Visit for Front<'_> {
         match body {
             Some(b) => {
                 if text_msg && st.names.mentioned(b) {
+                    if let Some(a) = &mut st.audit {
+                        a.refused(tag, b);
+                    }
                     return st.refuse(tag);
                 }
                 if let Some(a) = &mut st.audit {

@@ -377,3 +377,28 @@ async fn function_calls_and_unknown_statements_are_logged() {
     assert!(logged.contains(&first), "{logged:?}");
     assert!(!logged.contains(&"SELECT 1".to_string()), "{logged:?}");
 }
+
+/// A statement refused for naming the identity settings is in the log (in `write` mode too),
+/// with its 42501.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_spoof_attempts_are_logged() {
+    let sa = SharedAccount::new(2, LOG).await;
+    let alice = sa.connect(&sa.alice).await;
+    alice
+        .simple_query("SET pgporter.client_user = 'bob'")
+        .await
+        .expect_err("refused");
+    alice
+        .simple_query("insert into datasets(name) values ('after')")
+        .await
+        .unwrap();
+    drop(alice);
+    let evs = until_session_end(&sa).await;
+    let refused = statements(&evs)
+        .into_iter()
+        .find(|e| e["text"] == "SET pgporter.client_user = 'bob'")
+        .unwrap_or_else(|| panic!("no event for the refused statement: {evs:#?}"));
+    assert_eq!(refused["outcome"], "error");
+    assert_eq!(refused["sqlstate"], "42501");
+    assert_eq!(refused["client_user"], sa.alice.as_str());
+}
