@@ -139,10 +139,6 @@ async fn relay_session(
     tally: &mut Tally,
 ) -> Result<(), Error> {
     let pool = Arc::clone(&session.pool);
-    if let Err(e) = session.params.apply(&mut server).await {
-        pool.release(server, false).await;
-        return Err(e);
-    }
     let who = &session.who;
     if let Some(audited) = &who.info {
         who.audit
@@ -151,6 +147,10 @@ async fn relay_session(
                 backend_pid: Some(server.pid()),
             })
             .await;
+    }
+    if let Err(e) = session.params.apply(&mut server).await {
+        pool.release(server, false).await;
+        return Err(e);
     }
     let config = shared.config.load();
     let histogram = shared.metrics.query_histogram(&info.database);
