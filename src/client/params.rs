@@ -122,10 +122,53 @@ impl ClientParams {
 
     /// SET what differs between the client's wishes and the server connection's state (for a
     /// parameter the server does not report, what it was last SET to is not known: always),
-    /// and
-    /// put the [`TRACKED`] parameters the client did not ask for back to the values the
+    /// and put the [`TRACKED`] parameters the client did not ask for back to the values the
     /// connection logged in with. A value the server refuses becomes the client's error.
-    pub(super) async fn apply(&self, server: &mut ServerConn) -> Result<(), Error> {
+    ///
+    /// Returns true when the SETs were sent without waiting for their answer: when only
+    /// `application_name` differs (the usual case on a reused connection: the reset cleared
+    /// it), a SET that cannot fail, which then travels ahead of the client's first request
+    /// and whose answer the relay drops (as PgBouncer does), saving a round trip.
+    pub(super) async fn apply(&self, server: &mut ServerConn) -> Result<bool, Error> {
+        let sets = self.differences(server);
+        if sets.is_empty() {
+            return Ok(false);
+        }
+        let mut sql = String::new();
+        for (name, value) in &sets {
+            sql.push_str(&format!("SET {} = {};", name, quote_literal(value)));
+        }
+        let ahead = sets
+            .iter()
+            .all(|(name, _)| name.eq_ignore_ascii_case("application_name"));
+        if ahead {
+            let mut query = BytesMut::new();
+            postgres_protocol::message::frontend::query(&sql, &mut query).map_err(|e| {
+                Error::ServerLogin(ServerError::from(crate::protocol::ProtocolError::Io(e)))
+            })?;
+            server.conn.queue(&query);
+            server
+                .conn
+                .flush()
+                .await
+                .map_err(|e| Error::ServerLogin(ServerError::from(e)))?;
+            record(server, &sets);
+            return Ok(true);
+        }
+        match simple_query(server, &sql)
+            .await
+            .map_err(Error::ServerLogin)?
+        {
+            QueryOutcome::Done(_) => {
+                record(server, &sets);
+                Ok(false)
+            }
+            QueryOutcome::Failed(fields) => Err(Error::ServerLogin(ServerError::Rejected(fields))),
+        }
+    }
+
+    /// The SETs that make `server` match this client.
+    fn differences(&self, server: &ServerConn) -> Vec<(String, String)> {
         let mut sets: Vec<(String, String)> = Vec::new();
         for (name, value) in self.wanted() {
             if server.param(name) != Some(value) {
@@ -143,30 +186,18 @@ impl ClientParams {
                 _ => {}
             }
         }
-        if sets.is_empty() {
-            return Ok(());
-        }
-        let mut sql = String::new();
-        for (name, value) in &sets {
-            sql.push_str(&format!("SET {} = {};", name, quote_literal(value)));
-        }
-        match simple_query(server, &sql)
-            .await
-            .map_err(Error::ServerLogin)?
-        {
-            QueryOutcome::Done(_) => {
-                // As asked (the server may report a normalized spelling): the next client
-                // asking the same needs no SET. Only for parameters the server reports: a
-                // reset (DISCARD ALL) changes the others without saying so, so their record
-                // would go stale; they are SET for every client that asks.
-                for (name, value) in &sets {
-                    if server.reported(name).is_some() {
-                        server.set_param(name, value);
-                    }
-                }
-                Ok(())
-            }
-            QueryOutcome::Failed(fields) => Err(Error::ServerLogin(ServerError::Rejected(fields))),
+        sets
+    }
+}
+
+/// Record what was SET, as asked (the server may report a normalized spelling): the next client
+/// asking the same needs no SET. Only for parameters the server reports: a reset (DISCARD ALL)
+/// changes the others without saying so, so their record would go stale; they are SET for
+/// every client that asks.
+fn record(server: &mut ServerConn, sets: &[(String, String)]) {
+    for (name, value) in sets {
+        if server.reported(name).is_some() {
+            server.set_param(name, value);
         }
     }
 }

@@ -197,7 +197,7 @@ where
             return Poll::Ready(Err(end));
         }
         let drained = down.ready == 0 && !down.need_flush && down.scanner.at_boundary();
-        if state.tracker.answered() && drained && server.rbuf.is_empty() {
+        if state.tracker.answered() && state.ahead == 0 && drained && server.rbuf.is_empty() {
             return Poll::Ready(Ok(()));
         }
         // The client may leave meanwhile: what it sends is kept (behind the held message),

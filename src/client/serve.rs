@@ -148,14 +148,18 @@ async fn relay_session(
             })
             .await;
     }
-    if let Err(e) = session.params.apply(&mut server).await {
-        pool.release(server, false).await;
-        return Err(e);
-    }
+    let ahead = match session.params.apply(&mut server).await {
+        Ok(ahead) => ahead,
+        Err(e) => {
+            pool.release(server, false).await;
+            return Err(e);
+        }
+    };
     let config = shared.config.load();
     let histogram = shared.metrics.query_histogram(&info.database);
     let mut state = relay_state(session, &config, server.pid(), histogram)
         .with_read_only_hint(session.read_only_hint.clone());
+    state.ahead = u32::from(ahead);
     let max_message = usize::try_from(config.settings.max_packet_size).unwrap_or(usize::MAX);
     let traffic = &mut tally.traffic;
     // Cancelled when the health monitor sees the server's host down: end instead of hanging.
@@ -206,7 +210,7 @@ async fn relay_session(
         ) < reconnect_before;
     match end {
         Ok(RelayEnd::Terminate | RelayEnd::ClientGone) => {
-            let reusable = tracker.is_idle() && !stale && !role_changed;
+            let reusable = tracker.is_idle() && state.ahead == 0 && !stale && !role_changed;
             pool.release(server, reusable).await;
             Ok(())
         }

@@ -54,6 +54,11 @@ pub(super) struct RelayState {
     /// ParameterStatus values the server reported during the relay (the client's own SETs), to
     /// keep the server connection's record of its parameters true.
     pub param_changes: Vec<(String, String)>,
+    /// Answers of pgporter's own queries sent ahead of the client's first request (a SET of
+    /// application_name), to be dropped: how many ReadyForQuery are still to come.
+    pub ahead: u32,
+    /// The message at the front of the server buffer is one of those, to drop.
+    dropping: bool,
 }
 
 impl RelayState {
@@ -77,6 +82,8 @@ impl RelayState {
             hint_added: false,
             hot_standby: None,
             param_changes: Vec::new(),
+            ahead: 0,
+            dropping: false,
         }
     }
 
@@ -201,6 +208,7 @@ impl Visit for Back<'_> {
         // ParameterStatus is rare and small: read it for in_hot_standby and the parameter
         // record.
         tag == backend::READY_FOR_QUERY
+            || self.0.ahead > 0
             || tag == backend::PARAMETER_STATUS
             || ((self.0.audit.is_some() || self.0.read_only_hint.is_some())
                 && tag == backend::ERROR_RESPONSE)
@@ -225,6 +233,17 @@ impl Visit for Back<'_> {
 
     fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
         let st = &mut *self.0;
+        if st.ahead > 0 {
+            // An answer to pgporter's own query: dropped by `rewrite`, unseen by the tracker.
+            if tag == backend::READY_FOR_QUERY {
+                st.ahead -= 1;
+            } else if tag == backend::ERROR_RESPONSE {
+                let error = body.and_then(backend::ErrorFields::parse);
+                tracing::warn!(error = ?error, "a SET sent ahead of the client's request failed");
+            }
+            st.dropping = true;
+            return Flow::StopBefore;
+        }
         if tag == backend::PARAMETER_STATUS {
             if let Some(value) = body.and_then(|b| b.strip_prefix(b"in_hot_standby\0")) {
                 st.hot_standby = Some(value.starts_with(b"on"));
@@ -255,8 +274,12 @@ impl Visit for Back<'_> {
         Flow::Continue
     }
 
-    /// Replace the held 25006 ErrorResponse at the front of `buf` with one carrying the hint.
+    /// Drop an answer to pgporter's own query, or replace the held 25006 ErrorResponse at the
+    /// front of `buf` with one carrying the hint.
     fn rewrite(&mut self, buf: &mut BytesMut) -> bool {
+        if std::mem::take(&mut self.0.dropping) {
+            return drop_front(buf).is_some();
+        }
         let Some(hint) = self.0.read_only_hint.as_deref() else {
             return false;
         };
@@ -267,6 +290,19 @@ impl Visit for Back<'_> {
 }
 
 const READ_ONLY_SQL_TRANSACTION: &[u8] = b"25006";
+
+/// Remove the whole message at the front of `buf`.
+fn drop_front(buf: &mut BytesMut) -> Option<()> {
+    let &[_, a, b, c, d] = buf.get(..5)? else {
+        return None;
+    };
+    let total = 1 + usize::try_from(i32::from_be_bytes([a, b, c, d])).ok()?;
+    if buf.len() < total {
+        return None;
+    }
+    let _ = buf.split_to(total);
+    Some(())
+}
 
 /// Replace the whole ErrorResponse at the front of `buf` with one carrying `hint`; returns
 /// its new length.

@@ -240,3 +240,25 @@ async fn answers_in_flight_never_reach_the_next_client() {
         }
     }
 }
+
+/// On a reused connection only application_name differs (the reset cleared it): its SET goes
+/// ahead of the client's first request without a round trip, and its answer never reaches
+/// the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_name_is_set_ahead_of_the_first_request() {
+    let f = Fixture::new(1).await;
+    for name in ["first app", "second app", "first app"] {
+        let (mut c, _) = raw_with(&f, &[("application_name", name)]).await;
+        let (rows, status, error) = c.rows("SHOW application_name").await;
+        assert_eq!((rows, status, error), (vec![name.to_string()], b'I', None));
+        let (rows, _, _) = c.rows("SELECT 1").await;
+        assert_eq!(rows, ["1"]);
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let idle: u32 = f.porter.pool_counts().iter().map(|(_, n)| n.idle).sum();
+    assert_eq!(
+        idle, 1,
+        "the one server connection went back to the pool each time"
+    );
+}
