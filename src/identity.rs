@@ -133,7 +133,8 @@ impl GucNames {
         if contains_ci(text, b"uescape") && self.parts.iter().any(|p| contains_ci(text, p)) {
             return true;
         }
-        self.mentioned_plain(&decode_escapes(text))
+        self.mentioned_plain(&decode_escapes(text, Escapes::Unicode))
+            || self.mentioned_plain(&decode_escapes(text, Escapes::EString))
     }
 
     fn mentioned_plain(&self, text: &[u8]) -> bool {
@@ -186,9 +187,17 @@ pub struct GucStream {
     carry: Vec<u8>,
 }
 
-/// `text` with backslash escapes decoded where they stand for ASCII: `\XXXX` and `\+XXXXXX`
-/// (Unicode escapes), `\xHH` and `\ooo` (escape strings). Anything else is kept as is.
-fn decode_escapes(text: &[u8]) -> Vec<u8> {
+/// How backslash escapes are read: in `U&'...'` / `U&"..."` (`\XXXX`, `\+XXXXXX`), or in
+/// escape strings `E'...'` (`\xHH`, `\ooo`, `\uXXXX`, `\UXXXXXXXX`). A text is decoded both
+/// ways: which applies where is the parser's business, not this check's.
+#[derive(Clone, Copy)]
+enum Escapes {
+    Unicode,
+    EString,
+}
+
+/// `text` with backslash escapes decoded where they stand for ASCII; anything else is kept.
+fn decode_escapes(text: &[u8], mode: Escapes) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
     let mut i = 0;
     while let Some(&b) = text.get(i) {
@@ -198,42 +207,35 @@ fn decode_escapes(text: &[u8]) -> Vec<u8> {
             continue;
         }
         let rest = text.get(i..).unwrap_or_default();
-        let digits = |radix: u32, skip: usize, max: usize| {
+        // The value of exactly `n` (or, with `up_to`, 1..=n) digits after `skip` bytes.
+        let digits = |radix: u32, skip: usize, n: usize, up_to: bool| {
             let run: Vec<u8> = rest
                 .iter()
                 .skip(skip)
-                .take(max)
+                .take(n)
                 .take_while(|c| char::from(**c).is_digit(radix))
                 .copied()
                 .collect();
+            if run.is_empty() || (!up_to && run.len() < n) {
+                return None;
+            }
             let value = std::str::from_utf8(&run)
                 .ok()
-                .and_then(|t| u32::from_str_radix(t, radix).ok());
-            (value, run.len())
+                .and_then(|t| u32::from_str_radix(t, radix).ok())?;
+            Some((value, skip + run.len()))
         };
-        let (value, used) = match rest.first() {
-            Some(b'+') => match digits(16, 1, 6) {
-                (v, 6) => (v, 7),
-                _ => (None, 0),
-            },
-            Some(b'x' | b'X') => match digits(16, 1, 2) {
-                (v, n) if n > 0 => (v, n + 1),
-                _ => (None, 0),
-            },
-            Some(c) if c.is_ascii_hexdigit() => match digits(16, 0, 4) {
-                (v, 4) => (v, 4),
-                _ => match digits(8, 0, 3) {
-                    (v, n) if n > 0 => (v, n),
-                    _ => (None, 0),
-                },
-            },
-            _ => (None, 0),
+        let decoded = match (mode, rest.first()) {
+            (Escapes::Unicode, Some(b'+')) => digits(16, 1, 6, false),
+            (Escapes::Unicode, Some(_)) => digits(16, 0, 4, false),
+            (Escapes::EString, Some(b'x')) => digits(16, 1, 2, true),
+            (Escapes::EString, Some(b'u')) => digits(16, 1, 4, false),
+            (Escapes::EString, Some(b'U')) => digits(16, 1, 8, false),
+            (Escapes::EString, Some(_)) => digits(8, 0, 3, true),
+            (_, None) => None,
         };
-        match value
-            .and_then(|v| u8::try_from(v).ok())
-            .filter(u8::is_ascii)
+        match decoded.and_then(|(v, used)| Some((u8::try_from(v).ok().filter(u8::is_ascii)?, used)))
         {
-            Some(c) => {
+            Some((c, used)) => {
                 out.push(c);
                 i += used;
             }
@@ -285,6 +287,10 @@ mod tests {
         assert!(n.mentioned(br"select set_config(E'pg\x70orter.client_user', 'x', false)"));
         assert!(n.mentioned(br"select set_config(E'pg\160orter.client_user', 'x', false)"));
         assert!(n.mentioned(br#"SET U&"pgp!006Frter".client_user = 'x' UESCAPE '!'"#));
+        assert!(n.mentioned(br"select set_config(E'\u0070gporter.client_user', 'x', false)"));
+        assert!(n.mentioned(br"select set_config(E'\U00000070gporter.client_user', 'x', false)"));
+        assert!(n.mentioned(br"select set_config(E'pgpor\164er.client_user', 'x', false)"));
+        assert!(n.mentioned(br"select set_config(E'pgporter.client\137user', 'x', false)"));
         assert!(!n.mentioned(br"select E'a\nb', 'x & y'"));
         assert!(!n.mentioned(br"select E'\x70'"));
     }

@@ -254,16 +254,20 @@ fn strip_comments(s: &str) -> String {
                 out.extend_from_slice(b.get(i..i + 2 + len).unwrap_or_default());
                 i += 2 + len;
             }
-            (b'$', _) => match dollar_quoted_len(b.get(i..).unwrap_or_default()) {
-                Some(len) => {
-                    out.extend_from_slice(b.get(i..i + len).unwrap_or_default());
-                    i += len;
+            (b'$', Some(&n)) if n == b'$' || n == b'_' || n.is_ascii_alphabetic() || n >= 0x80 => {
+                // A dollar-quote opener (a `$1` parameter starts with a digit).
+                match dollar_quoted_len(b.get(i..).unwrap_or_default()) {
+                    Some(len) => {
+                        out.extend_from_slice(b.get(i..i + len).unwrap_or_default());
+                        i += len;
+                    }
+                    None => {
+                        // Unterminated or not a tag after all: keep the rest untouched.
+                        out.extend_from_slice(b.get(i..).unwrap_or_default());
+                        break;
+                    }
                 }
-                None => {
-                    out.push(c);
-                    i += 1;
-                }
-            },
+            }
             _ => {
                 out.push(c);
                 i += 1;
@@ -292,12 +296,13 @@ fn quoted_len(body: &[u8], quote: u8) -> Option<usize> {
     }
 }
 
-/// The whole length of a `$tag$...$tag$` literal at the start of `s`, if it is one.
+/// The whole length of a `$tag$...$tag$` literal at the start of `s`, if it is one (tag bytes:
+/// letters, digits, `_`, and any non-ASCII byte, as in PostgreSQL's identifiers).
 fn dollar_quoted_len(s: &[u8]) -> Option<usize> {
     let close = s
         .get(1..)?
         .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))?
+        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80))?
         + 1;
     if s.get(close) != Some(&b'$') {
         return None;
@@ -334,12 +339,18 @@ fn words(s: &[u8]) -> impl Iterator<Item = (&[u8], bool, bool)> {
         {
             after += 1;
         }
+        // Qualified: a `.` before the name, across quotes and whitespace (comments are
+        // already spaces here).
         let before = s.get(..start).unwrap_or_default();
-        let before = before.strip_suffix(b"\"").unwrap_or(before);
+        let qualified = before
+            .iter()
+            .rev()
+            .find(|&&b| !(b.is_ascii_whitespace() || b == b'"'))
+            == Some(&b'.');
         Some((
             s.get(start..pos).unwrap_or_default(),
             s.get(after) == Some(&b'('),
-            before.ends_with(b"."),
+            qualified,
         ))
     })
 }
@@ -451,5 +462,9 @@ mod tests {
         assert!(!ro("select \"Wipe2\" ()"));
         assert!(!ro("select s.random()"));
         assert!(!ro("select \"s\".\"count\"(x) from t"));
+        assert!(!ro("select s . random()"));
+        assert!(!ro("select s./**/random()"));
+        assert!(!ro("select $\u{e9}$ -- $\u{e9}$, wipe()"));
+        assert!(!ro("select $x$ -- unterminated, wipe()"));
     }
 }

@@ -9,6 +9,53 @@ use std::borrow::Cow;
 /// `text` with every literal following `password` replaced by `'***'`. A literal cut short
 /// (truncated text) is redacted to the end.
 pub fn redact(text: &str) -> Cow<'_, str> {
+    match redact_uris(text) {
+        Cow::Borrowed(_) => redact_keywords(text),
+        Cow::Owned(t) => Cow::Owned(redact_keywords(&t).into_owned()),
+    }
+}
+
+/// The password in URIs: `scheme://user:PASSWORD@host` becomes `scheme://user:***@host`.
+fn redact_uris(text: &str) -> Cow<'_, str> {
+    if !text.contains("://") {
+        return Cow::Borrowed(text);
+    }
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut pos, mut search) = (0, 0);
+    while let Some(found) = text.get(search..).and_then(|s| s.find("://")) {
+        let start = search + found + 3;
+        let end = b
+            .get(start..)
+            .and_then(|r| {
+                r.iter().position(|&c| {
+                    c.is_ascii_whitespace() || matches!(c, b'/' | b'?' | b'\'' | b'"' | b')')
+                })
+            })
+            .map_or(b.len(), |p| start + p);
+        search = end.max(start);
+        let authority = b.get(start..end).unwrap_or_default();
+        let Some(at) = authority.iter().rposition(|&c| c == b'@') else {
+            continue;
+        };
+        let Some(colon) = authority
+            .get(..at)
+            .and_then(|u| u.iter().position(|&c| c == b':'))
+        else {
+            continue;
+        };
+        out.push_str(text.get(pos..start + colon + 1).unwrap_or_default());
+        out.push_str("***");
+        pos = start + at;
+    }
+    if pos == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(text.get(pos..).unwrap_or_default());
+    Cow::Owned(out)
+}
+
+fn redact_keywords(text: &str) -> Cow<'_, str> {
     let lower = text.to_ascii_lowercase();
     if !lower.contains("password") {
         return Cow::Borrowed(text);
@@ -20,17 +67,28 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     while let Some(found) = lower.get(search..).and_then(|s| s.find("password")) {
         let kw_end = search + found + "password".len();
         search = kw_end;
-        let i = skip_space_and_comments(bytes, kw_end);
+        // `"password" 'x'` (an option name quoted, as in user mappings' OPTIONS).
+        let after_name = if bytes.get(kw_end) == Some(&b'"') {
+            kw_end + 1
+        } else {
+            kw_end
+        };
+        let i = skip_space_and_comments(bytes, after_name);
         if bytes.get(i) == Some(&b'=') {
-            // A connection string's `password=value`.
+            // A connection string's `password=value`; the value may be quoted, with its
+            // quotes doubled inside an SQL literal (`password=''a b''`).
             let start = skip_space_and_comments(bytes, i + 1);
-            let end = bytes
-                .get(start..)
-                .and_then(|r| {
-                    r.iter()
-                        .position(|&c| c.is_ascii_whitespace() || c == b'\'')
-                })
-                .map_or(bytes.len(), |p| start + p);
+            let rest = bytes.get(start..).unwrap_or_default();
+            let end = if rest.starts_with(b"''") {
+                find(rest, b"''", 2).map(|p| start + p + 2)
+            } else if rest.starts_with(b"'") {
+                find(rest, b"'", 1).map(|p| start + p + 1)
+            } else {
+                rest.iter()
+                    .position(|&c| c.is_ascii_whitespace() || c == b'\'')
+                    .map(|p| start + p)
+            }
+            .unwrap_or(bytes.len());
             if end > start {
                 out.push_str(text.get(pos..start).unwrap_or_default());
                 out.push_str("***");
@@ -92,6 +150,11 @@ fn skip_space_and_comments(b: &[u8], mut i: usize) -> usize {
 /// redacted span longer.
 fn literal_end(b: &[u8], i: usize) -> Option<usize> {
     match b.get(i)? {
+        // A literal inside a literal (`EXECUTE 'ALTER ROLE r PASSWORD ''pw'''`): to the next
+        // doubled quote.
+        b'\'' if b.get(i + 1) == Some(&b'\'') => {
+            Some(find(b.get(i..)?, b"''", 2).map_or(b.len(), |p| i + p + 2))
+        }
         b'\'' => Some(quoted_end(b, i + 1, true)),
         b'e' | b'E' if b.get(i + 1) == Some(&b'\'') => Some(quoted_end(b, i + 2, true)),
         b'u' | b'U' if b.get(i + 1) == Some(&b'&') && b.get(i + 2) == Some(&b'\'') => {
@@ -110,6 +173,14 @@ fn literal_end(b: &[u8], i: usize) -> Option<usize> {
         }
         _ => None,
     }
+}
+
+/// Where `needle` occurs in `hay` at or after `from`.
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| from + p)
 }
 
 fn quoted_end(b: &[u8], mut i: usize, backslash: bool) -> usize {
@@ -180,6 +251,26 @@ mod tests {
         assert_eq!(
             redact("select dblink_connect('password = c6')"),
             "select dblink_connect('password = ***')"
+        );
+        assert_eq!(
+            redact("CREATE SUBSCRIPTION s CONNECTION 'host=h password=''Leak1 pw'' dbname=d'"),
+            "CREATE SUBSCRIPTION s CONNECTION 'host=h password=*** dbname=d'"
+        );
+        assert_eq!(
+            redact("DO $$ BEGIN EXECUTE 'ALTER ROLE r PASSWORD ''pw7'''; END $$"),
+            "DO $$ BEGIN EXECUTE 'ALTER ROLE r PASSWORD '***''; END $$"
+        );
+        assert_eq!(
+            redact("CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', \"password\" 'pw8')"),
+            "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'u', \"password\" '***')"
+        );
+        assert_eq!(
+            redact("select dblink_connect('postgresql://u:pw9@h:5432/d')"),
+            "select dblink_connect('postgresql://u:***@h:5432/d')"
+        );
+        assert_eq!(
+            redact("see https://example.org/x"),
+            "see https://example.org/x"
         );
     }
 }

@@ -111,12 +111,23 @@ impl StatementAudit {
             }
             frontend::PARSE => {
                 let (name, rest) = split_cstr(body);
-                // PostgreSQL refuses to redefine a named statement (42P05): the one it keeps
-                // is the one that will run.
-                let taken = !name.is_empty() && self.prepared.contains_key(name);
-                if !taken && (name.is_empty() || self.prepared.len() < MAX_PREPARED) {
-                    let text = self.text(cstr(rest), partial);
-                    self.prepared.insert(name.to_vec(), text);
+                let text = self.text(cstr(rest), partial);
+                match self.prepared.get(name) {
+                    // A named statement defined again: PostgreSQL refuses that (42P05) while
+                    // the first one exists, and takes it once the first failed or was dropped
+                    // (DEALLOCATE, DISCARD). Which one will run is not known here: an
+                    // execution is logged as a write if either is one, with both texts.
+                    Some(old) if !name.is_empty() && old.sql != text.sql => {
+                        let merged = self.merged(&text, old);
+                        self.prepared.insert(name.to_vec(), merged);
+                    }
+                    Some(_) => {
+                        self.prepared.insert(name.to_vec(), text);
+                    }
+                    None if name.is_empty() || self.prepared.len() < MAX_PREPARED => {
+                        self.prepared.insert(name.to_vec(), text);
+                    }
+                    None => {}
                 }
             }
             frontend::BIND => {
@@ -193,6 +204,34 @@ impl StatementAudit {
             },
             duration: std::time::Duration::ZERO,
         }));
+    }
+
+    /// The text of a statement name defined twice: the new definition, and the earlier one
+    /// in case PostgreSQL kept it; bounded (a name defined again and again does not grow it).
+    fn merged(&self, new: &Text, old: &Text) -> Text {
+        let log = new.log || old.log;
+        let limit = self.max_len.saturating_mul(2).max(64);
+        let mut sql = format!(
+            "{} /* or, if PostgreSQL kept the earlier definition: {} */",
+            new.sql, old.sql
+        );
+        let truncated = new.truncated || old.truncated || sql.len() > limit;
+        if sql.len() > limit {
+            let mut cut = limit;
+            while !sql.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            sql.truncate(cut);
+        }
+        Text {
+            sql: if log {
+                Arc::from(sql)
+            } else {
+                Arc::clone(&self.empty)
+            },
+            truncated,
+            log,
+        }
     }
 
     /// A statement pgporter has no text for (prepared with SQL PREPARE, kept beyond
@@ -276,6 +315,11 @@ impl StatementAudit {
                 }
             }
             backend::READY_FOR_QUERY => {
+                // Portals end with their transaction: idle, none is left (the map stays small
+                // however many named portals a session binds).
+                if body.and_then(<[u8]>::first) == Some(&b'I') {
+                    self.portals.clear();
+                }
                 while let Some(item) = self.inflight.pop_front() {
                     match item {
                         InFlight::Sync => break,
