@@ -211,9 +211,17 @@ impl StatementAudit {
     fn merged(&self, new: &Text, old: &Text) -> Text {
         let log = new.log || old.log;
         let limit = self.max_len.saturating_mul(2).max(64);
+        let shown = |t: &Text| {
+            if t.sql.is_empty() {
+                "(a statement not logged on its own)".to_string()
+            } else {
+                t.sql.to_string()
+            }
+        };
         let mut sql = format!(
             "{} /* or, if PostgreSQL kept the earlier definition: {} */",
-            new.sql, old.sql
+            shown(new),
+            shown(old)
         );
         let truncated = new.truncated || old.truncated || sql.len() > limit;
         if sql.len() > limit {
