@@ -59,7 +59,8 @@ impl AuthQueryCache {
             )
             .await?;
         let result = run(&mut server, query, user).await;
-        pool.release(server, result.is_ok()).await;
+        // pgporter's own query: its answers are all read.
+        pool.release(server, result.is_ok(), true).await;
         let secret = result?.and_then(|text| Secret::parse(&text).ok());
         if self.map.len() >= MAX_ENTRIES {
             self.map.clear();

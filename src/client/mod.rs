@@ -474,7 +474,9 @@ async fn welcome(
     let buf = &mut conn.wbuf;
     buf.reserve(512);
     backend::authentication(buf, backend::AUTH_OK, &[]);
-    session.params.welcome(&reported, buf);
+    session
+        .params
+        .welcome(&reported, session.pool.app_default(), buf);
     backend::backend_key_data(buf, key.pid, key.secret);
     backend::ready_for_query(buf, b'I');
     conn.flush().await.map_err(Error::ClientProtocol)

@@ -102,6 +102,16 @@ impl ClientParams {
         })
     }
 
+    /// The application_name the client asked for (decorated), if any. A new server connection
+    /// starts with it: application_name is reported, so pgporter always knows the value in
+    /// effect and sets it right for every later client, and the next client of the same
+    /// application (most are) needs no SET after the reset returns it to this value.
+    pub(super) fn application_name(&self) -> Option<&str> {
+        self.wanted()
+            .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+            .map(|(_, v)| v)
+    }
+
     /// The parameters, in the client's order.
     pub(super) fn wanted(&self) -> impl Iterator<Item = (&str, &str)> {
         let mut parts = self.packed.split_terminator('\0');
@@ -110,12 +120,24 @@ impl ClientParams {
 
     /// ParameterStatus messages for the client: the server's reported values, with the
     /// client's own values where it set a reported parameter.
-    pub(super) fn welcome(&self, reported: &[(String, String)], buf: &mut BytesMut) {
+    /// (application_name, when the client names none, is `app_default`: the reported value
+    /// may be another client's, the one the connection was opened for.)
+    pub(super) fn welcome(
+        &self,
+        reported: &[(String, String)],
+        app_default: &str,
+        buf: &mut BytesMut,
+    ) {
         for (name, value) in reported {
+            let fallback = if name.eq_ignore_ascii_case("application_name") {
+                app_default
+            } else {
+                value.as_str()
+            };
             let value = self
                 .wanted()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map_or(value.as_str(), |(_, v)| v);
+                .map_or(fallback, |(_, v)| v);
             backend::parameter_status(buf, name, value);
         }
     }
@@ -129,8 +151,15 @@ impl ClientParams {
     /// `application_name` differs (the usual case on a reused connection: the reset cleared
     /// it), a SET that cannot fail, which then travels ahead of the client's first request
     /// and whose answer the relay drops (as PgBouncer does), saving a round trip.
-    pub(super) async fn apply(&self, server: &mut ServerConn) -> Result<bool, Error> {
-        let sets = self.differences(server);
+    ///
+    /// `app_default` is the application_name a connection has before any client's (the
+    /// database entry's, else empty): what a client that names none gets.
+    pub(super) async fn apply(
+        &self,
+        server: &mut ServerConn,
+        app_default: &str,
+    ) -> Result<bool, Error> {
+        let sets = self.differences(server, app_default);
         if sets.is_empty() {
             return Ok(false);
         }
@@ -168,7 +197,7 @@ impl ClientParams {
     }
 
     /// The SETs that make `server` match this client.
-    fn differences(&self, server: &ServerConn) -> Vec<(String, String)> {
+    fn differences(&self, server: &ServerConn, app_default: &str) -> Vec<(String, String)> {
         let mut sets: Vec<(String, String)> = Vec::new();
         for (name, value) in self.wanted() {
             if server.param(name) != Some(value) {
@@ -179,7 +208,14 @@ impl ClientParams {
             if self.wanted().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
                 continue;
             }
-            match server.reported(name) {
+            // A connection opened for a client starts with that client's application_name
+            // (see `application_name`), not with the default.
+            let start = if name == "application_name" {
+                Some(app_default)
+            } else {
+                server.reported(name)
+            };
+            match start {
                 Some(start) if server.param(name) != Some(start) => {
                     sets.push((name.to_string(), start.to_string()));
                 }

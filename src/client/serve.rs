@@ -148,10 +148,10 @@ async fn relay_session(
             })
             .await;
     }
-    let ahead = match session.params.apply(&mut server).await {
+    let ahead = match session.params.apply(&mut server, pool.app_default()).await {
         Ok(ahead) => ahead,
         Err(e) => {
-            pool.release(server, false).await;
+            pool.release(server, false, false).await;
             return Err(e);
         }
     };
@@ -211,11 +211,11 @@ async fn relay_session(
     match end {
         Ok(RelayEnd::Terminate | RelayEnd::ClientGone) => {
             let reusable = tracker.is_idle() && state.ahead == 0 && !stale && !role_changed;
-            pool.release(server, reusable).await;
+            pool.release(server, reusable, tracker.exact()).await;
             Ok(())
         }
         Ok(RelayEnd::ClientError(e)) => {
-            pool.release(server, false).await;
+            pool.release(server, false, false).await;
             if e.is_disconnect() {
                 Ok(())
             } else {
@@ -449,10 +449,17 @@ pub(super) async fn acquire(
         let left = limit.map(|l| l.saturating_sub(started.elapsed()));
         let (identity, user) = (&config.settings.identity, session.identity());
         let tag = crate::identity::tag_key(identity, user, info.ip);
-        // A new server connection carries the identity tag and nothing of this client's own:
-        // its startup values are what RESET ALL / DISCARD ALL return to for every later client.
-        // The client's parameters are SET on it (`ClientParams::apply`).
-        let params = || crate::identity::tag_params(identity, user, info.ip);
+        // A new server connection carries the identity tag and, of this client's own, only its
+        // application_name (see `ClientParams::application_name`): startup values are what
+        // RESET ALL / DISCARD ALL return to for every later client. The client's other
+        // parameters are SET on it (`ClientParams::apply`).
+        let params = || {
+            let mut params = crate::identity::tag_params(identity, user, info.ip);
+            if let Some(app) = session.params.application_name() {
+                params.push(("application_name".to_string(), app.to_string()));
+            }
+            params
+        };
         session
             .pool
             .checkout(user, tag.as_ref(), &params, left)

@@ -44,6 +44,8 @@ pub struct TxTracker {
     started_after_end: bool,
     /// The model no longer knows how many answers are due.
     lost: bool,
+    /// A COPY IN ran: the count leaned on guesses about which Syncs the server ignored.
+    copied: bool,
     /// Where query/transaction counts and times go (None: not counted).
     meter: Option<Meter>,
 }
@@ -63,6 +65,7 @@ impl Default for TxTracker {
             stray_end: false,
             started_after_end: false,
             lost: false,
+            copied: false,
             meter: None,
         }
     }
@@ -181,6 +184,7 @@ impl TxTracker {
                 self.outstanding = self.outstanding.saturating_sub(ignored);
                 self.syncs_since_start = 0;
                 self.server_copy = true;
+                self.copied = true;
                 self.uncounted = 0;
                 if self.early_ends > 0 {
                     // The client ended this copy before it heard that it started.
@@ -233,6 +237,13 @@ impl TxTracker {
     /// The count of answers due cannot be trusted (see the type's doc).
     pub fn lost(&self) -> bool {
         self.lost
+    }
+
+    /// The count is exact: one ReadyForQuery per Query, FunctionCall and Sync, which holds
+    /// unless a COPY IN ran (where the server ignores Syncs and the count rests on which ones)
+    /// or the count was lost.
+    pub fn exact(&self) -> bool {
+        !self.lost && !self.copied
     }
 
     /// Nothing sent is still unanswered.

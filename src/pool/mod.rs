@@ -247,6 +247,14 @@ impl Pool {
         self.lock().holders.get(identity)
     }
 
+    /// The application_name a server connection of this pool has before any client's: the
+    /// database entry's, else empty.
+    pub fn app_default(&self) -> &str {
+        (self.target.params.iter())
+            .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+            .map_or("", |(_, v)| v.as_str())
+    }
+
     /// The server parameters to welcome a client with, once a connection has been made.
     pub fn welcome(&self) -> Option<Arc<Vec<(String, String)>>> {
         self.lock().welcome.clone()

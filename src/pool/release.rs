@@ -9,8 +9,10 @@ use crate::server::{ServerConn, ServerError};
 impl Pool {
     /// Return `conn` after a client is done with it. `idle` says whether the client left it idle
     /// outside a transaction with nothing in flight; anything else is closed, as is a connection
-    /// whose reset fails, errors or takes longer than `reset_timeout`.
-    pub async fn release(&self, mut conn: ServerConn, idle: bool) {
+    /// whose reset fails, errors or takes longer than `reset_timeout`. Unless the relay's count
+    /// of answers was `exact`, the reset is followed by a marker query proving that no answer
+    /// was still in flight (see [`reset_checked`]).
+    pub async fn release(&self, mut conn: ServerConn, idle: bool, exact: bool) {
         if !idle {
             tracing::debug!(
                 pid = conn.pid(),
@@ -25,7 +27,7 @@ impl Pool {
         let settings = self.settings();
         let reset = timeout(
             settings.reset_timeout,
-            reset_checked(&mut conn, &settings.reset_query),
+            reset_checked(&mut conn, &settings.reset_query, !exact),
         )
         .await;
         match reset {
@@ -103,7 +105,14 @@ enum Reset {
 /// random marker, and read up to the marker's ReadyForQuery. Exactly one ReadyForQuery per
 /// query sent must come: any other answer before the marker is a reply the client's requests
 /// still had coming, which must not reach the next client.
-async fn reset_checked(conn: &mut ServerConn, reset_query: &str) -> Result<Reset, ServerError> {
+async fn reset_checked(
+    conn: &mut ServerConn,
+    reset_query: &str,
+    marked: bool,
+) -> Result<Reset, ServerError> {
+    if !marked {
+        return plain_reset(conn, reset_query).await;
+    }
     use crate::protocol::backend::{self, ErrorFields};
     use crate::protocol::ProtocolError;
     let marker = format!("pgporter reset {:016x}", rand::random::<u64>());
@@ -165,6 +174,20 @@ async fn reset_checked(conn: &mut ServerConn, reset_query: &str) -> Result<Reset
         (true, None) if status != b'I' => Reset::InTransaction(status),
         (true, None) => Reset::Clean,
     })
+}
+
+/// The reset alone, when the count of answers is known to be exact.
+async fn plain_reset(conn: &mut ServerConn, reset_query: &str) -> Result<Reset, ServerError> {
+    if reset_query.is_empty() {
+        return Ok(Reset::Clean);
+    }
+    Ok(
+        match crate::server::simple_query(conn, reset_query).await? {
+            crate::server::QueryOutcome::Done(b'I') => Reset::Clean,
+            crate::server::QueryOutcome::Done(status) => Reset::InTransaction(status),
+            crate::server::QueryOutcome::Failed(e) => Reset::Failed(e),
+        },
+    )
 }
 
 /// Say goodbye (Terminate) so PostgreSQL logs a clean disconnect; bounded, best effort.

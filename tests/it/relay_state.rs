@@ -125,6 +125,7 @@ async fn startup_parameters_do_not_outlive_their_client() {
         ("TimeZone", "Asia/Tokyo"),
         ("search_path", "pg_catalog"),
         ("extra_float_digits", "0"),
+        ("application_name", "alpha"),
     ];
     let (mut a, _) = raw_with(&f, &asked).await;
     for (name, value) in asked {
