@@ -218,30 +218,9 @@ fn strip_comments(s: &str) -> String {
     let mut i = 0;
     while let Some(&c) = b.get(i) {
         match (c, b.get(i + 1)) {
-            (b'-', Some(b'-')) => {
-                i = b
-                    .get(i..)
-                    .and_then(|r| r.iter().position(|&c| c == b'\n'))
-                    .map_or(b.len(), |p| i + p);
-            }
+            (b'-', Some(b'-')) => i = super::lex::line_comment_end(b, i),
             (b'/', Some(b'*')) => {
-                let mut depth = 0usize;
-                while i < b.len() {
-                    match (b.get(i), b.get(i + 1)) {
-                        (Some(b'/'), Some(b'*')) => {
-                            depth += 1;
-                            i += 2;
-                        }
-                        (Some(b'*'), Some(b'/')) => {
-                            depth = depth.saturating_sub(1);
-                            i += 2;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        _ => i += 1,
-                    }
-                }
+                i = super::lex::block_comment_end(b, i);
                 out.push(b' ');
             }
             (b'\'' | b'"', _) => {

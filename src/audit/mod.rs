@@ -6,6 +6,7 @@
 
 mod classify;
 mod event;
+mod lex;
 #[cfg(test)]
 mod proptests;
 mod redact;

@@ -114,31 +114,8 @@ fn skip_space_and_comments(b: &[u8], mut i: usize) -> usize {
     loop {
         match (b.get(i), b.get(i + 1)) {
             (Some(c), _) if c.is_ascii_whitespace() => i += 1,
-            (Some(b'-'), Some(b'-')) => {
-                i = b
-                    .get(i..)
-                    .and_then(|r| r.iter().position(|&c| c == b'\n'))
-                    .map_or(b.len(), |p| i + p);
-            }
-            (Some(b'/'), Some(b'*')) => {
-                let mut depth = 0usize;
-                while i < b.len() {
-                    match (b.get(i), b.get(i + 1)) {
-                        (Some(b'/'), Some(b'*')) => {
-                            depth += 1;
-                            i += 2;
-                        }
-                        (Some(b'*'), Some(b'/')) => {
-                            depth = depth.saturating_sub(1);
-                            i += 2;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        _ => i += 1,
-                    }
-                }
-            }
+            (Some(b'-'), Some(b'-')) => i = super::lex::line_comment_end(b, i),
+            (Some(b'/'), Some(b'*')) => i = super::lex::block_comment_end(b, i),
             _ => return i,
         }
     }

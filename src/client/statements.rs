@@ -192,17 +192,28 @@ impl StatementAudit {
             text.sql = Arc::from(audit::redact(&shown).as_ref());
         }
         self.count += 1;
+        let outcome = Outcome::Error {
+            sqlstate: crate::protocol::sqlstate::INSUFFICIENT_PRIVILEGE.to_string(),
+            tags: Vec::new(),
+        };
+        self.push_event(&text, extended, outcome, std::time::Duration::ZERO);
+    }
+
+    fn push_event(
+        &mut self,
+        text: &Text,
+        extended: bool,
+        outcome: Outcome,
+        duration: std::time::Duration,
+    ) {
         self.events.push_back(AuditEvent::Statement(StatementEvent {
             session: Arc::clone(&self.session),
             backend_pid: self.pid,
             protocol: if extended { "extended" } else { "simple" },
             text: text.sql.to_string(),
             truncated: text.truncated,
-            outcome: Outcome::Error {
-                sqlstate: crate::protocol::sqlstate::INSUFFICIENT_PRIVILEGE.to_string(),
-                tags: Vec::new(),
-            },
-            duration: std::time::Duration::ZERO,
+            outcome,
+            duration,
         }));
     }
 
@@ -423,15 +434,7 @@ impl StatementAudit {
                 tags,
             },
         };
-        self.events.push_back(AuditEvent::Statement(StatementEvent {
-            session: Arc::clone(&self.session),
-            backend_pid: self.pid,
-            protocol: if extended { "extended" } else { "simple" },
-            text: text.sql.to_string(),
-            truncated: text.truncated,
-            outcome,
-            duration: started.elapsed(),
-        }));
+        self.push_event(&text, extended, outcome, started.elapsed());
     }
 }
 
