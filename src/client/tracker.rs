@@ -267,17 +267,22 @@ impl TxTracker {
 mod tests {
     use super::*;
 
+    fn sends(t: &mut TxTracker, tags: &[u8]) {
+        for &tag in tags {
+            t.on_client(tag);
+        }
+    }
+
     #[test]
     fn sync_pipelined_behind_copy_in_is_not_awaited() {
         // tokio-postgres copy_in: Bind, Execute, Sync | CopyInResponse | CopyData, CopyDone, Sync.
         let mut t = TxTracker::default();
-        for tag in [frontend::BIND, frontend::EXECUTE, frontend::SYNC] {
-            t.on_client(tag);
-        }
+        sends(&mut t, &[frontend::BIND, frontend::EXECUTE, frontend::SYNC]);
         assert_eq!(t.on_server(backend::COPY_IN_RESPONSE, &[]), 1);
-        for tag in [frontend::COPY_DATA, frontend::COPY_DONE, frontend::SYNC] {
-            t.on_client(tag);
-        }
+        sends(
+            &mut t,
+            &[frontend::COPY_DATA, frontend::COPY_DONE, frontend::SYNC],
+        );
         assert!(!t.answered());
         t.on_server(backend::READY_FOR_QUERY, b"I");
         assert!(t.is_idle());
@@ -286,9 +291,7 @@ mod tests {
     #[test]
     fn failed_copy_keeps_its_syncs() {
         let mut t = TxTracker::default();
-        for tag in [frontend::BIND, frontend::EXECUTE, frontend::SYNC] {
-            t.on_client(tag);
-        }
+        sends(&mut t, &[frontend::BIND, frontend::EXECUTE, frontend::SYNC]);
         // Execute failed: no CopyInResponse; the client gives up with CopyFail + Sync.
         t.on_server(backend::READY_FOR_QUERY, b"I");
         t.on_client(frontend::COPY_FAIL);
@@ -320,14 +323,15 @@ mod tests {
         t.on_server(backend::ERROR_RESPONSE, &[]);
         t.on_server(backend::READY_FOR_QUERY, b"I");
         assert!(t.is_idle());
-        for tag in [
-            frontend::PARSE,
-            frontend::BIND,
-            frontend::EXECUTE,
-            frontend::SYNC,
-        ] {
-            t.on_client(tag);
-        }
+        sends(
+            &mut t,
+            &[
+                frontend::PARSE,
+                frontend::BIND,
+                frontend::EXECUTE,
+                frontend::SYNC,
+            ],
+        );
         assert!(!t.is_idle() && !t.answered());
         t.on_server(backend::READY_FOR_QUERY, b"I");
         assert!(t.is_idle());
@@ -341,18 +345,17 @@ mod tests {
     #[test]
     fn syncs_inside_a_copy_that_then_fails_lose_the_count() {
         let mut t = TxTracker::default();
-        for tag in [frontend::BIND, frontend::EXECUTE, frontend::SYNC] {
-            t.on_client(tag);
-        }
+        sends(&mut t, &[frontend::BIND, frontend::EXECUTE, frontend::SYNC]);
         t.on_server(backend::COPY_IN_RESPONSE, &[]);
-        for tag in [
-            frontend::COPY_DATA,
-            frontend::SYNC,
-            frontend::COPY_DONE,
-            frontend::SYNC,
-        ] {
-            t.on_client(tag);
-        }
+        sends(
+            &mut t,
+            &[
+                frontend::COPY_DATA,
+                frontend::SYNC,
+                frontend::COPY_DONE,
+                frontend::SYNC,
+            ],
+        );
         // Did the server read that inner Sync before or after it failed? Unknowable.
         t.on_server(backend::ERROR_RESPONSE, &[]);
         t.on_server(backend::READY_FOR_QUERY, b"I");
@@ -386,17 +389,16 @@ mod tests {
         // Query(COPY) CopyData CopyDone Parse Bind Execute Sync, all before CopyInResponse.
         let mut t = TxTracker::default();
         t.on_client(frontend::QUERY);
-        for tag in [frontend::COPY_DATA, frontend::COPY_DONE] {
-            t.on_client(tag);
-        }
-        for tag in [
-            frontend::PARSE,
-            frontend::BIND,
-            frontend::EXECUTE,
-            frontend::SYNC,
-        ] {
-            t.on_client(tag);
-        }
+        sends(&mut t, &[frontend::COPY_DATA, frontend::COPY_DONE]);
+        sends(
+            &mut t,
+            &[
+                frontend::PARSE,
+                frontend::BIND,
+                frontend::EXECUTE,
+                frontend::SYNC,
+            ],
+        );
         t.on_server(backend::COPY_IN_RESPONSE, &[]);
         assert!(t.lost() && !t.is_idle());
     }
@@ -405,9 +407,7 @@ mod tests {
     fn an_early_ended_copy_alone_keeps_the_count() {
         let mut t = TxTracker::default();
         t.on_client(frontend::QUERY);
-        for tag in [frontend::COPY_DATA, frontend::COPY_DONE] {
-            t.on_client(tag);
-        }
+        sends(&mut t, &[frontend::COPY_DATA, frontend::COPY_DONE]);
         t.on_server(backend::COPY_IN_RESPONSE, &[]);
         t.on_server(backend::COMMAND_COMPLETE, &[]);
         t.on_server(backend::READY_FOR_QUERY, b"I");
