@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst,
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst,
 };
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -87,6 +87,19 @@ pub struct SessionInfo {
     /// Inline, not a CancellationToken: that would be an allocation of its own per session.
     killed: AtomicBool,
     kill: Notify,
+    /// CancelRequests being forwarded to this session's server connection: it is not reset or
+    /// reused until they are delivered (a late one would cancel the next client's query).
+    cancels: AtomicU32,
+}
+
+/// One forwarded cancel in flight (see [`SessionInfo::begin_cancel`]).
+#[derive(Debug)]
+pub struct CancelInFlight(Arc<SessionInfo>);
+
+impl Drop for CancelInFlight {
+    fn drop(&mut self) {
+        self.0.cancels.fetch_sub(1, SeqCst);
+    }
 }
 
 impl SessionInfo {
@@ -146,6 +159,29 @@ impl SessionInfo {
             Poll::Pending
         })
         .await
+    }
+
+    /// The server connection to forward a cancel to, counted as in flight until the returned
+    /// guard drops. Counted under the same lock [`Self::set_idle`] clears the link with: once
+    /// `set_idle` returns, every cancel that saw the link is counted.
+    pub fn begin_cancel(self: &Arc<Self>) -> Option<(ServerLink, CancelInFlight)> {
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner());
+        let link = server.as_deref()?.clone();
+        self.cancels.fetch_add(1, SeqCst);
+        Some((link, CancelInFlight(Arc::clone(self))))
+    }
+
+    /// Wait (up to `limit`) until no cancel is being forwarded to the server connection this
+    /// session just gave up; false if one still is (the connection must then be closed).
+    pub async fn cancels_settled(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.cancels.load(SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        true
     }
 
     pub fn server(&self) -> Option<ServerLink> {
@@ -224,6 +260,7 @@ impl Sessions {
             server_pid: AtomicI32::new(0),
             server: Mutex::new(None),
             killed: AtomicBool::new(false),
+            cancels: AtomicU32::new(0),
             kill: Notify::new(),
         });
         self.map.insert(id, Arc::clone(&info));

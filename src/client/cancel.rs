@@ -51,8 +51,9 @@ impl CancelRegistry {
     /// Forward a cancel for `key`, if it names a live session holding a server connection.
     /// Unknown or stale keys are ignored silently, as PostgreSQL does.
     pub async fn cancel(&self, key: CancelKey) {
-        let link = self.map.get(&key).and_then(|session| session.server());
-        let Some(link) = link else {
+        let session = self.map.get(&key).map(|s| Arc::clone(&s));
+        // In flight until delivered: the session does not give the connection back before.
+        let Some((link, _in_flight)) = session.as_ref().and_then(|s| s.begin_cancel()) else {
             tracing::debug!("cancel request for an unknown or idle session ignored");
             return;
         };

@@ -178,8 +178,12 @@ async fn relay_session(
         () = host_down => Err(Error::ServerDown),
         end = relay(conn, &mut server.conn, &mut state, max_message, traffic) => Ok(end),
     };
-    // No cancel may reach this server connection once it is released.
+    // No cancel may reach this server connection once it is released: none can start now,
+    // and one being forwarded is waited for (PostgreSQL delivers it within milliseconds).
     info.set_idle();
+    let cancels_settled = info
+        .cancels_settled(std::time::Duration::from_secs(5))
+        .await;
     if let Some(mut a) = state.audit.take() {
         a.abandon();
         tally.statements = a.count;
@@ -210,7 +214,8 @@ async fn relay_session(
         ) < reconnect_before;
     match end {
         Ok(RelayEnd::Terminate | RelayEnd::ClientGone) => {
-            let reusable = tracker.is_idle() && state.ahead == 0 && !stale && !role_changed;
+            let reusable =
+                tracker.is_idle() && state.ahead == 0 && cancels_settled && !stale && !role_changed;
             pool.release(server, reusable, tracker.exact()).await;
             Ok(())
         }

@@ -40,6 +40,8 @@ impl Msg {
 pub(crate) struct RawClient {
     pub(crate) sock: TcpStream,
     buf: BytesMut,
+    /// The BackendKeyData of the login (pid, secret).
+    pub(crate) key: Option<(i32, i32)>,
 }
 
 impl RawClient {
@@ -48,6 +50,7 @@ impl RawClient {
         RawClient {
             sock,
             buf: BytesMut::new(),
+            key: None,
         }
     }
 
@@ -99,6 +102,10 @@ impl RawClient {
                     if let (Some(k), Some(v)) = (parts.next(), parts.next()) {
                         welcome.push((k.into_owned(), v.into_owned()));
                     }
+                }
+                (b'K', _) if m.body.len() == 8 => {
+                    let word = |i: usize| i32::from_be_bytes(m.body[i..i + 4].try_into().unwrap());
+                    c.key = Some((word(0), word(4)));
                 }
                 (b'Z', _) => return (c, welcome),
                 (b'E', _) => panic!("login refused: {:?}", m.sqlstate()),
