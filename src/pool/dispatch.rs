@@ -156,6 +156,7 @@ impl Pool {
             self.dispatch(&mut inner, &settings)
         };
         self.settle(close);
+        self.limits.offer_idle(self);
     }
 
     /// A connection counted in `total` (held by `holder`, if lent) is gone: free its slot for

@@ -219,6 +219,30 @@ impl Limits {
         }
     }
 
+    /// A connection of `pool` just went idle: if a client of a sibling pool is held back by
+    /// max_db_connections / max_user_connections that this connection counts against, close it
+    /// so that the client gets the slot (as PgBouncer does; otherwise the client would wait
+    /// until query_wait_timeout while the idle connection sat there).
+    pub(super) fn offer_idle(&self, pool: &Pool) {
+        let key = &pool.key;
+        let full = |room: Room| {
+            matches!(
+                room.open,
+                Err(Blocker::MaxDbConnections | Blocker::MaxUserConnections)
+            )
+        };
+        let held_back = self.siblings(key, true, true).into_iter().any(|sibling| {
+            sibling.counts().waiting > 0
+                && full(self.room(
+                    &sibling.key,
+                    &self.resolve(&sibling.key, &sibling.settings()),
+                ))
+        });
+        if held_back && pool.evict_one_idle() {
+            tracing::debug!(pool = ?key, "closed an idle server connection for a client held back by a shared limit");
+        }
+    }
+
     /// A client of `key`'s pool waits on a cross-pool limit: close one idle connection of
     /// another pool that counts against it (as PgBouncer does), freeing a slot.
     pub(super) fn evict_for(&self, key: &PoolKey, blocker: Blocker) {

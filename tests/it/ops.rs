@@ -408,3 +408,51 @@ async fn admin_set_changes_a_running_setting() {
         Some("4")
     );
 }
+
+/// A client held back by max_user_connections gets the slot when another pool's server
+/// connection of the same backend user goes idle (it is closed for the client, as PgBouncer
+/// does), not at query_wait_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_going_idle_in_another_pool_frees_a_shared_slot() {
+    let ops = Ops::new("max_user_connections = 1").await;
+    let ini_path = ops.porter.ini_path();
+    let ini = std::fs::read_to_string(&ini_path).expect("ini");
+    let db = &ops.db;
+    let line = ini
+        .lines()
+        .find(|l| l.starts_with(&format!("{db} = ")))
+        .expect("db line")
+        .to_string();
+    let second = line.replacen(&format!("{db} = "), &format!("{db}_2 = "), 1);
+    std::fs::write(
+        &ini_path,
+        ini.replacen(&line, &format!("{line}\n{second}"), 1),
+    )
+    .expect("ini");
+    ops.admin()
+        .await
+        .simple_query("RELOAD")
+        .await
+        .expect("reload");
+    // (Logged in first: its pool learns the server's parameters with the one slot.)
+    let other = connect(&ops.porter.connstring(&ops.user, "pw", &format!("{db}_2"))).await;
+    let first = ops.client().await;
+    first
+        .simple_query("select 1")
+        .await
+        .expect("first holds the one slot");
+    let waiting = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        other
+            .simple_query("select 2")
+            .await
+            .map(|_| started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(first);
+    let waited = waiting
+        .await
+        .unwrap()
+        .expect("served once the other pool's server went idle");
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+}
