@@ -192,8 +192,32 @@ impl Drop for ClientCount {
     }
 }
 
+/// Refuse a client over max_client_conn with `error`, after its opening packets: an
+/// SSLRequest / GSSENCRequest is answered `N` first (libpq's default sslmode=prefer would
+/// otherwise report "server sent an error response during SSL exchange" instead of the
+/// error), a CancelRequest is just closed. All within 2 s.
 async fn reject(mut stream: Stream, error: &Error) {
-    let mut buf = BytesMut::new();
-    error.encode(&mut buf);
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&buf)).await;
+    use crate::protocol::startup::{decode, FirstPacket};
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        for _ in 0..3 {
+            let len = usize::try_from(stream.read_u32().await.ok()?).ok()?;
+            if !(8..=crate::protocol::MAX_STARTUP_PACKET).contains(&len) {
+                break;
+            }
+            let mut body = vec![0u8; len - 4];
+            stream.read_exact(&mut body).await.ok()?;
+            match decode(&body) {
+                Ok(FirstPacket::SslRequest | FirstPacket::GssEncRequest) => {
+                    stream.write_all(b"N").await.ok()?;
+                }
+                Ok(FirstPacket::Cancel(_)) => return None,
+                _ => break,
+            }
+        }
+        let mut buf = BytesMut::new();
+        error.encode(&mut buf);
+        stream.write_all(&buf).await.ok()
+    })
+    .await;
 }

@@ -279,3 +279,26 @@ async fn a_client_that_leaves_while_waiting_has_nothing_run() {
         .get(0);
     assert_eq!(n, 0, "a departed client's query ran");
 }
+
+/// Over max_client_conn a client gets `FATAL 53300 no more connections allowed`, also a libpq
+/// client with its default sslmode=prefer (its SSLRequest is answered first; otherwise libpq
+/// reports only "server sent an error response during SSL exchange").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_conn_refusal_reaches_libpq_clients() {
+    let fx = Fixture::with_settings(1, "max_client_conn = 1").await;
+    let _holder = fx.connect().await;
+    for ssl in ["prefer", "disable"] {
+        let conn = format!(
+            "host=127.0.0.1 port={} user={} password={} dbname={} sslmode={ssl}",
+            fx.porter.port(),
+            fx.user,
+            fx.password,
+            fx.db
+        );
+        let err = crate::support::psql::psql_err(&conn, "SELECT 1").await;
+        assert!(
+            err.contains("no more connections allowed"),
+            "sslmode={ssl}: {err}"
+        );
+    }
+}
