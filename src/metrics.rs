@@ -338,7 +338,10 @@ fn pgbouncer_compat(s: &Snapshot) {
                 "pgbouncer_databases_min_pool_size",
                 f64::from(db.min_pool_size.unwrap_or(set.min_pool_size)),
             ),
-            ("pgbouncer_databases_reserve_pool", 0.0),
+            (
+                "pgbouncer_databases_reserve_pool",
+                f64::from(s.config.reserve_pool_size(name)),
+            ),
             (
                 "pgbouncer_databases_max_connections",
                 f64::from(db.max_db_connections.unwrap_or(set.max_db_connections)),

@@ -93,7 +93,7 @@ fn databases(s: &Snapshot) -> ResultSet {
             db.user.clone().into(),
             db.pool_size.unwrap_or(set.default_pool_size).into(),
             db.min_pool_size.unwrap_or(set.min_pool_size).into(),
-            0u32.into(),
+            s.config.reserve_pool_size(name).into(),
             u64::from(u32::try_from(set.server_lifetime.as_secs()).unwrap_or(u32::MAX)).into(),
             Value::Null,
             Value::Null,
@@ -101,7 +101,7 @@ fn databases(s: &Snapshot) -> ResultSet {
                 .unwrap_or(set.max_db_connections)
                 .into(),
             servers.into(),
-            0u32.into(),
+            s.config.max_db_client_connections(name).into(),
             clients.into(),
             flag(s.gates.is_paused(name)),
             flag(s.gates.is_disabled(name)),
@@ -292,10 +292,7 @@ fn users(s: &Snapshot) -> ResultSet {
                 .unwrap_or(set.max_user_connections)
                 .into(),
             servers.into(),
-            entry
-                .and_then(|e| e.max_user_client_connections)
-                .unwrap_or(0)
-                .into(),
+            s.config.max_user_client_connections(name).into(),
             clients.into(),
         ]);
     }

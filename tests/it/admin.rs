@@ -529,3 +529,21 @@ async fn psql_admin_console_tcp_and_unix_peer() {
     let out = cmd::run(denied, HANG).await;
     assert!(!out.status.success());
 }
+
+/// SHOW DATABASES / SHOW USERS show the limits in force, [pgbouncer] defaults included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_columns_carry_the_configured_limits() {
+    let ops = Ops::new(
+        "reserve_pool_size = 2\nmax_user_client_connections = 3\nmax_db_client_connections = 4",
+    )
+    .await;
+    let _app = ops.client().await;
+    let admin = ops.admin().await;
+    let dbs = rows(&admin, "SHOW DATABASES").await;
+    let db = find(&dbs, "name", &ops.db);
+    assert_eq!(db.get("reserve_pool_size"), Some("2"));
+    assert_eq!(db.get("max_client_connections"), Some("4"));
+    let users = rows(&admin, "SHOW USERS").await;
+    let user = find(&users, "name", &ops.user);
+    assert_eq!(user.get("max_user_client_connections"), Some("3"));
+}
