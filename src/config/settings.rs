@@ -398,6 +398,18 @@ impl Settings {
                 message: message.into(),
             });
         }
+        if settings.min_pool_size > 0 && settings.identity.identity_tagging {
+            if let Some(e) = raw.section("pgbouncer").find(|e| e.key == "min_pool_size") {
+                warnings.push(ConfigWarning {
+                    file: e.file.clone(),
+                    line: e.line,
+                    key: e.key.clone(),
+                    message: "not applied with identity_tagging on (a server connection serves \
+                              one identity; none is known before a client comes)"
+                        .into(),
+                });
+            }
+        }
         settings
     }
 

@@ -59,6 +59,12 @@ impl Pool {
     /// Open connections in the background until min_pool_size is met, as far as the pool size
     /// and max_db_connections / max_user_connections allow.
     fn fill_min(self: &Arc<Self>) {
+        // With identity tagging a connection serves one identity, and the janitor knows no
+        // identity to open one for: untagged connections would only take slots (and be
+        // replaced one by one). min_pool_size is not applied then (the config load warns).
+        if self.limits.tagging() {
+            return;
+        }
         let settings = self.settings();
         let lim = self.limits.resolve(&self.key, &settings);
         let missing = {

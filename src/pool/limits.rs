@@ -201,6 +201,11 @@ impl Limits {
         )
     }
 
+    /// Identity tagging is on (server connections are per identity).
+    pub(super) fn tagging(&self) -> bool {
+        self.config.load().settings.identity.identity_tagging
+    }
+
     /// Other pools sharing `key`'s database (`by_db`) or backend user (`by_user`).
     fn siblings(&self, key: &PoolKey, by_db: bool, by_user: bool) -> Vec<Arc<Pool>> {
         let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());

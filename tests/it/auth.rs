@@ -59,7 +59,7 @@ async fn unknown_user_looks_like_wrong_password() {
 /// labels, and (with min_pool_size) no server logins as whatever user it made up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_log_in_make_no_pools() {
-    let fx = Fixture::with_settings(2, "min_pool_size = 1").await;
+    let fx = Fixture::with_settings(2, "min_pool_size = 1\nidentity_tagging = 0").await;
     for i in 0..20 {
         let mut c = crate::support::raw::RawClient::connect(fx.porter.addr()).await;
         let mut out = bytes::BytesMut::new();
