@@ -268,8 +268,10 @@ fn spawn_background(
 /// Wait as the shutdown mode in force says; a stronger request (or a repeated one) cuts it
 /// short. Control requests keep being served meanwhile.
 async fn drain(shared: &Arc<Shared>, control_rx: &mut mpsc::UnboundedReceiver<Control>) {
-    let started = Instant::now();
     let mut mode_rx = shared.lifecycle.subscribe();
+    // The drain's grace period runs from when a drain was asked for (a SIGTERM after an
+    // earlier SIGINT still gets the whole shutdown_wait_timeout).
+    let mut drain_started = None;
     loop {
         let Some(mode) = shared.lifecycle.mode() else {
             return;
@@ -277,6 +279,7 @@ async fn drain(shared: &Arc<Shared>, control_rx: &mut mpsc::UnboundedReceiver<Co
         let deadline = match mode {
             ShutdownMode::Immediate => return,
             ShutdownMode::Drain => {
+                let started = *drain_started.get_or_insert_with(Instant::now);
                 Some(started + shared.config.load().settings.shutdown_wait_timeout)
             }
             ShutdownMode::WaitForClients | ShutdownMode::WaitForServers => None,

@@ -456,3 +456,21 @@ async fn a_connection_going_idle_in_another_pool_frees_a_shared_slot() {
         .expect("served once the other pool's server went idle");
     assert!(waited < Duration::from_secs(4), "waited {waited:?}");
 }
+
+/// A drain asked for after a safe shutdown (SIGTERM after SIGINT) still gives sessions the
+/// whole shutdown_wait_timeout, counted from the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_after_a_safe_shutdown_gets_its_own_grace_period() {
+    let mut ops = Ops::new("shutdown_wait_timeout = 2").await;
+    let app = ops.client().await;
+    app.simple_query("select 1").await.expect("works");
+    ops.porter
+        .control(Control::Shutdown(ShutdownMode::WaitForServers));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    ops.porter.control(Control::Shutdown(ShutdownMode::Drain));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.simple_query("select 2")
+        .await
+        .expect("still inside the drain's grace period");
+    ops.porter.wait_stopped(Duration::from_secs(15)).await;
+}
