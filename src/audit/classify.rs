@@ -235,7 +235,7 @@ fn strip_comments(s: &str) -> String {
             }
             (b'$', Some(&n)) if n == b'$' || n == b'_' || n.is_ascii_alphabetic() || n >= 0x80 => {
                 // A dollar-quote opener (a `$1` parameter starts with a digit).
-                match dollar_quoted_len(b.get(i..).unwrap_or_default()) {
+                match super::lex::dollar_quoted_len(b.get(i..).unwrap_or_default()) {
                     Some(len) => {
                         out.extend_from_slice(b.get(i..i + len).unwrap_or_default());
                         i += len;
@@ -273,23 +273,6 @@ fn quoted_len(body: &[u8], quote: u8) -> Option<usize> {
             _ => i += 1,
         }
     }
-}
-
-/// The whole length of a `$tag$...$tag$` literal at the start of `s`, if it is one (tag bytes:
-/// letters, digits, `_`, and any non-ASCII byte, as in PostgreSQL's identifiers).
-fn dollar_quoted_len(s: &[u8]) -> Option<usize> {
-    let close = s
-        .get(1..)?
-        .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80))?
-        + 1;
-    if s.get(close) != Some(&b'$') {
-        return None;
-    }
-    let tag = s.get(..=close)?;
-    let rest = s.get(close + 1..)?;
-    let end = rest.windows(tag.len()).position(|w| w == tag)?;
-    Some(close + 1 + end + tag.len())
 }
 
 fn is_word_byte(b: u8) -> bool {

@@ -30,6 +30,25 @@ pub(super) fn block_comment_end(b: &[u8], mut i: usize) -> usize {
     b.len()
 }
 
+/// The length of a `$tag$` opener at the start of `s` (tag bytes: letters, digits, `_` and
+/// any non-ASCII byte, as in PostgreSQL's identifiers), if it is one.
+pub(super) fn dollar_tag_len(s: &[u8]) -> Option<usize> {
+    let close = s
+        .get(1..)?
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80))?
+        + 1;
+    (s.get(close) == Some(&b'$')).then_some(close + 1)
+}
+
+/// The whole length of a `$tag$...$tag$` literal at the start of `s`, if it is one and ends.
+pub(super) fn dollar_quoted_len(s: &[u8]) -> Option<usize> {
+    let open = dollar_tag_len(s)?;
+    let tag = s.get(..open)?;
+    let end = s.get(open..)?.windows(open).position(|w| w == tag)?;
+    Some(open + end + open)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +59,9 @@ mod tests {
         assert_eq!(block_comment_end(sql, 2), 19);
         assert_eq!(line_comment_end(sql, 22), 26);
         assert_eq!(block_comment_end(b"/* open", 0), 7);
+        assert_eq!(dollar_quoted_len(b"$x$ -- $x$, f()"), Some(10));
+        assert_eq!(dollar_quoted_len(b"$$a$$"), Some(5));
+        assert_eq!(dollar_quoted_len(b"$1"), None);
+        assert_eq!(dollar_tag_len(b"$x$ open"), Some(3));
     }
 }

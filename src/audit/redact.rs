@@ -138,15 +138,10 @@ fn literal_end(b: &[u8], i: usize) -> Option<usize> {
             Some(quoted_end(b, i + 3, true))
         }
         b'$' => {
-            let close = b.get(i + 1..)?.iter().position(|&c| c == b'$')? + i + 1;
-            let tag = b.get(i..=close)?;
-            let body = close + 1;
-            let rest = b.get(body..)?;
-            Some(
-                rest.windows(tag.len())
-                    .position(|w| w == tag)
-                    .map_or(b.len(), |p| body + p + tag.len()),
-            )
+            // A `$tag$` literal, to its end (or to the text's end if it has none).
+            let rest = b.get(i..)?;
+            super::lex::dollar_tag_len(rest)?;
+            Some(super::lex::dollar_quoted_len(rest).map_or(b.len(), |len| i + len))
         }
         _ => None,
     }

@@ -91,12 +91,17 @@ impl StatementAudit {
                 log,
             };
         }
+        self.logged(sql, more)
+    }
+
+    /// `sql` as logged: truncated and redacted.
+    fn logged(&self, sql: &[u8], more: bool) -> Text {
         let cut = sql.len().min(self.max_len);
         let shown = String::from_utf8_lossy(sql.get(..cut).unwrap_or_default());
         Text {
             sql: Arc::from(audit::redact(&shown).as_ref()),
             truncated: more || cut < sql.len(),
-            log,
+            log: true,
         }
     }
 
@@ -184,13 +189,7 @@ impl StatementAudit {
             frontend::BIND => (&b"<bind parameters naming an identity setting>"[..], true),
             _ => (&b"<function call naming an identity setting>"[..], false),
         };
-        let mut text = self.text(sql, false);
-        text.log = true;
-        if text.sql.is_empty() {
-            let shown =
-                String::from_utf8_lossy(sql.get(..self.max_len.min(sql.len())).unwrap_or_default());
-            text.sql = Arc::from(audit::redact(&shown).as_ref());
-        }
+        let text = self.logged(sql, false);
         self.count += 1;
         let outcome = Outcome::Error {
             sqlstate: crate::protocol::sqlstate::INSUFFICIENT_PRIVILEGE.to_string(),

@@ -113,67 +113,39 @@ async fn reset_checked(
     if !marked {
         return plain_reset(conn, reset_query).await;
     }
-    use crate::protocol::backend::{self, ErrorFields};
-    use crate::protocol::ProtocolError;
     let marker = format!("pgporter reset {:016x}", rand::random::<u64>());
-    let mut out = bytes::BytesMut::new();
-    let mut expected = 1;
-    if !reset_query.is_empty() {
-        postgres_protocol::message::frontend::query(reset_query, &mut out)
-            .map_err(ProtocolError::Io)?;
-        expected += 1;
-    }
-    postgres_protocol::message::frontend::query(&format!("SELECT '{marker}'"), &mut out)
-        .map_err(ProtocolError::Io)?;
-    conn.conn.queue(&out);
-    conn.conn.flush().await?;
-    let (mut ready, mut marked, mut error) = (0, false, None);
-    let status = loop {
-        let msg = conn
-            .conn
-            .read_message(crate::protocol::MAX_CONTROL_MESSAGE)
-            .await?;
-        match msg.tag {
-            backend::READY_FOR_QUERY => {
-                ready += 1;
-                if marked {
-                    // The marker ran last: its status is the connection's.
-                    break msg.body.first().copied().unwrap_or(b'E');
-                }
-                if ready >= expected {
-                    return Ok(Reset::Stale);
-                }
-            }
-            backend::DATA_ROW => {
-                marked |= backend::parse_data_row(&msg.body)
+    let select = format!("SELECT '{marker}'");
+    let queries: Vec<&str> = [reset_query, select.as_str()]
+        .into_iter()
+        .filter(|q| !q.is_empty())
+        .collect();
+    crate::server::send_queries(conn, &queries).await?;
+    let (mut first_error, mut answered) = (None, 0);
+    loop {
+        answered += 1;
+        let mut marked = false;
+        let (status, error) =
+            crate::server::read_answer(conn, crate::protocol::MAX_CONTROL_MESSAGE, |row| {
+                marked |= crate::protocol::backend::parse_data_row(row)
                     .and_then(|row| row.into_iter().next().flatten())
                     .is_some_and(|v| v == marker);
-            }
-            backend::ERROR_RESPONSE if error.is_none() => {
-                error = Some(
-                    ErrorFields::parse(&msg.body)
-                        .ok_or(ProtocolError::Malformed("ErrorResponse"))?,
-                );
-            }
-            backend::PARAMETER_STATUS => {
-                if let Some((k, v)) = backend::parse_parameter_status(&msg.body) {
-                    conn.set_param(&k, &v);
-                }
-            }
-            backend::COPY_IN_RESPONSE
-            | backend::COPY_OUT_RESPONSE
-            | backend::COPY_BOTH_RESPONSE => {
-                return Ok(Reset::Stale);
-            }
-            _ => {}
+                Ok(())
+            })
+            .await?;
+        first_error = first_error.or(error);
+        if marked {
+            // The marker ran last: its status is the connection's.
+            return Ok(match first_error {
+                _ if answered != queries.len() => Reset::Stale,
+                Some(e) => Reset::Failed(e),
+                None if status != b'I' => Reset::InTransaction(status),
+                None => Reset::Clean,
+            });
         }
-    };
-    Ok(match (ready == expected, error) {
-        (false, _) => Reset::Stale,
-        (true, Some(e)) => Reset::Failed(e),
-        (true, None) if status != b'I' => Reset::InTransaction(status),
-        (true, None) => Reset::Clean,
-    })
+        if answered >= queries.len() {
+            return Ok(Reset::Stale);
+        }
+    }
 }
 
 /// The reset alone, when the count of answers is known to be exact.

@@ -20,6 +20,7 @@ use crate::tls::ServerTls;
 pub use connect::connect;
 pub(crate) use connect::send_cancel;
 pub use query::{query_row, simple_query, QueryOutcome};
+pub(crate) use query::{read_answer, send_queries};
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -53,12 +53,33 @@ async fn run(
     server: &mut ServerConn,
     sql: &str,
     max_message: usize,
-    mut on_row: impl FnMut(&[u8]) -> Result<(), ProtocolError>,
+    on_row: impl FnMut(&[u8]) -> Result<(), ProtocolError>,
 ) -> Result<(u8, Option<ErrorFields>), ServerError> {
+    send_queries(server, &[sql]).await?;
+    read_answer(server, max_message, on_row).await
+}
+
+/// Send simple Queries for each of `sqls`, in one write, without waiting for anything.
+pub(crate) async fn send_queries(
+    server: &mut ServerConn,
+    sqls: &[&str],
+) -> Result<(), ServerError> {
     let mut buf = BytesMut::new();
-    frontend::query(sql, &mut buf).map_err(ProtocolError::Io)?;
+    for sql in sqls {
+        frontend::query(sql, &mut buf).map_err(ProtocolError::Io)?;
+    }
     server.conn.queue(&buf);
     server.conn.flush().await?;
+    Ok(())
+}
+
+/// Read one query's answer through its ReadyForQuery: DataRow bodies go to `on_row`,
+/// ParameterStatus values are kept; returns the status byte and the server's error, if any.
+pub(crate) async fn read_answer(
+    server: &mut ServerConn,
+    max_message: usize,
+    mut on_row: impl FnMut(&[u8]) -> Result<(), ProtocolError>,
+) -> Result<(u8, Option<ErrorFields>), ServerError> {
     let mut error = None;
     loop {
         let msg = server.conn.read_message(max_message).await?;
