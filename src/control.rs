@@ -24,6 +24,8 @@ pub enum Control {
     Enable(String),
     /// Close server connections as they are released.
     Reconnect(Option<String>),
+    /// Wait until no server connection in use is marked to close (after RECONNECT, RELOAD).
+    WaitClose(Option<String>),
     /// Drop every client and server connection of a database (all when None), and pause it.
     Kill(Option<String>),
     KillClient(u64),
@@ -97,6 +99,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
             }
             Ok(())
         }
+        Control::WaitClose(db) => wait_close(shared, db).await,
         Control::Kill(db) => {
             if let Some(d) = &db {
                 known_db(shared, d)?;
@@ -175,6 +178,25 @@ async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlEr
     }
     for pool in pools_of(shared, db.as_deref()) {
         pool.close_idle().await;
+    }
+    Ok(())
+}
+
+async fn wait_close(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlError> {
+    if let Some(d) = &db {
+        known_db(shared, d)?;
+    }
+    let close_needed = |s: &crate::sessions::SessionInfo| {
+        let Some(link) = s.server() else {
+            return false;
+        };
+        let before = shared.stats.pool(&s.database, &s.pool_user);
+        link.created_us < before.reconnect_before_us.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    while shared.sessions.all().iter().any(|s| {
+        !s.admin && db.as_deref().map_or(true, |d| d == &*s.database) && close_needed(s)
+    }) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }
@@ -278,6 +300,12 @@ fn install(shared: &Arc<Shared>, new: crate::config::Config) {
         match wanted {
             Some((target, settings)) if target == pool.target => pool.update_settings(settings),
             _ => {
+                // Its connections in use are closed when released (close_needed, WAIT_CLOSE).
+                shared
+                    .stats
+                    .pool(&pool.key.db, &pool.key.user)
+                    .reconnect_before_us
+                    .store(shared.stats.now_us(), std::sync::atomic::Ordering::Relaxed);
                 shared.pools.remove(&pool.key);
                 pool.retire();
                 let pool = Arc::clone(&pool);

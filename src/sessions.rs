@@ -54,6 +54,9 @@ pub struct ServerLink {
     /// The server's cancel secret: a client's CancelRequest is forwarded with it.
     pub secret: i32,
     pub connect_time: SystemTime,
+    /// When the connection was opened, in µs since [`crate::stats::Stats::epoch`]: compared
+    /// with the pool's `reconnect_before_us` (close_needed, WAIT_CLOSE).
+    pub created_us: u64,
     /// TLS toward the server, if any.
     pub tls: Option<crate::tls::TlsInfo>,
 }

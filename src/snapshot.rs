@@ -42,6 +42,8 @@ pub struct ServerRow {
     pub request_time: SystemTime,
     /// The client session holding it.
     pub link: Option<u64>,
+    /// Closed when released (RECONNECT or a reload came after it connected).
+    pub close_needed: bool,
     pub application_name: String,
     pub tls: Option<crate::tls::TlsInfo>,
 }
@@ -77,6 +79,11 @@ impl Snapshot {
         let mut servers = Vec::new();
         for pool in sorted_pools(shared) {
             let (db, user) = (&pool.key.db, &pool.key.user);
+            let reconnect_before = shared
+                .stats
+                .pool(db, user)
+                .reconnect_before_us
+                .load(std::sync::atomic::Ordering::Relaxed);
             let mine = clients
                 .iter()
                 .filter(|c| !c.admin && *c.database == **db && *c.pool_user == **user);
@@ -103,6 +110,7 @@ impl Snapshot {
                             c.request_time.load(std::sync::atomic::Ordering::Relaxed),
                         ),
                         link: Some(c.id),
+                        close_needed: link.created_us < reconnect_before,
                         application_name: c.application_name.to_string(),
                         tls: link.tls,
                     });
@@ -124,6 +132,7 @@ impl Snapshot {
                     connect_time: wall - now.duration_since(s.created_at),
                     request_time: wall - now.duration_since(s.last_used),
                     link: None,
+                    close_needed: false,
                     application_name: String::new(),
                     tls: s.tls,
                 });

@@ -41,6 +41,7 @@ pub enum AdminCommand {
     Disable(String),
     Enable(String),
     Reconnect(Option<String>),
+    WaitClose(Option<String>),
     Kill(Option<String>),
     KillClient(u64),
     Reload,
@@ -89,6 +90,7 @@ pub fn parse(sql: &str) -> Result<AdminCommand, ParseError> {
         "disable" => AdminCommand::Disable(required(arg)?),
         "enable" => AdminCommand::Enable(required(arg)?),
         "reconnect" => AdminCommand::Reconnect(arg),
+        "wait_close" => AdminCommand::WaitClose(arg),
         "kill" => AdminCommand::Kill(arg),
         "kill_client" => {
             let arg = arg.ok_or_else(|| ParseError::BadClientId(String::new()))?;
@@ -218,6 +220,11 @@ mod tests {
         );
         assert_eq!(parse("KILL_CLIENT 42"), Ok(AdminCommand::KillClient(42)));
         assert_eq!(parse("reload"), Ok(AdminCommand::Reload));
+        assert_eq!(parse("wait_close"), Ok(AdminCommand::WaitClose(None)));
+        assert_eq!(
+            parse("WAIT_CLOSE db1"),
+            Ok(AdminCommand::WaitClose(Some("db1".into())))
+        );
         assert_eq!(
             parse("SHUTDOWN WAIT_FOR_CLIENTS"),
             Ok(AdminCommand::Shutdown(ShutdownMode::WaitForClients))

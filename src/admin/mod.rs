@@ -210,6 +210,7 @@ async fn execute(
         AdminCommand::Disable(db) => (Control::Disable(db), "DISABLE"),
         AdminCommand::Enable(db) => (Control::Enable(db), "ENABLE"),
         AdminCommand::Reconnect(db) => (Control::Reconnect(db), "RECONNECT"),
+        AdminCommand::WaitClose(db) => (Control::WaitClose(db), "WAIT_CLOSE"),
         AdminCommand::Kill(db) => (Control::Kill(db), "KILL"),
         AdminCommand::KillClient(id) => (Control::KillClient(id), "KILL_CLIENT"),
         AdminCommand::Reload => (Control::Reload, "RELOAD"),
@@ -241,6 +242,7 @@ fn help(buf: &mut BytesMut) {
         \tDISABLE <db>\n\
         \tENABLE <db>\n\
         \tRECONNECT [<db>]\n\
+        \tWAIT_CLOSE [<db>]\n\
         \tKILL [<db>]\n\
         \tKILL_CLIENT <client_id>\n\
         \tSHUTDOWN\n\

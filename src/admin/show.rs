@@ -241,7 +241,7 @@ fn servers(s: &Snapshot) -> ResultSet {
             Value::Time(v.request_time),
             0u32.into(),
             0u32.into(),
-            0u32.into(),
+            u32::from(v.close_needed).into(),
             format!("{:x}", v.pid).into(),
             v.link.map(|l| format!("{l:x}")).into(),
             v.pid.into(),
@@ -491,7 +491,8 @@ fn lists(s: &Snapshot) -> ResultSet {
 fn state(s: &Snapshot) -> ResultSet {
     let mut rs = ResultSet::new(&[("key", Text), ("value", Text)]);
     let yes = |b: bool| if b { "yes" } else { "no" };
-    let paused = s.gates.all_paused;
+    // A shutdown (SIGINT, SIGTERM, SHUTDOWN WAIT_FOR_*) stops handing out servers, as PAUSE.
+    let paused = s.gates.all_paused || s.shutdown.is_some();
     rs.push(vec!["active".into(), yes(!paused).into()]);
     rs.push(vec!["paused".into(), yes(paused).into()]);
     rs.push(vec!["suspended".into(), "no".into()]);

@@ -404,6 +404,9 @@ pub(super) async fn checkout(
                 pid: server.pid(),
                 secret: server.key.secret,
                 connect_time: std::time::SystemTime::now() - age,
+                created_us: crate::stats::micros(
+                    server.created_at.saturating_duration_since(shared.stats.epoch),
+                ),
                 tls: server.tls,
             });
         }

@@ -547,3 +547,71 @@ async fn show_columns_carry_the_configured_limits() {
     let user = find(&users, "name", &ops.user);
     assert_eq!(user.get("max_user_client_connections"), Some("3"));
 }
+
+/// RECONNECT marks a server in use `close_needed`; WAIT_CLOSE returns once it is released
+/// (and closed: the next client gets another backend). SHOW STATE follows PAUSE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_close_waits_for_servers_marked_by_reconnect() {
+    let ops = Ops::new("").await;
+    let admin = ops.admin().await;
+    let db = ops.db.clone();
+    let holder = ops.client().await;
+    let old_pid = backend_pid(&holder).await;
+    let close_needed = |servers: &[SimpleQueryRow]| {
+        servers
+            .iter()
+            .filter(|s| s.get("database") == Some(db.as_str()))
+            .map(|s| s.get("close_needed").unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(close_needed(&rows(&admin, "SHOW SERVERS").await), ["0"]);
+    admin
+        .simple_query(&format!("RECONNECT {db}"))
+        .await
+        .expect("reconnect");
+    assert_eq!(close_needed(&rows(&admin, "SHOW SERVERS").await), ["1"]);
+
+    let waiter = ops.admin().await;
+    let wait_db = db.clone();
+    let waiting =
+        tokio::spawn(async move { waiter.simple_query(&format!("WAIT_CLOSE {wait_db}")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "WAIT_CLOSE returned while the server was in use");
+    drop(holder);
+    tokio::time::timeout(HANG, waiting)
+        .await
+        .expect("WAIT_CLOSE returns once the client left")
+        .expect("task")
+        .expect("WAIT_CLOSE");
+    let next = ops.client().await;
+    assert_ne!(backend_pid(&next).await, old_pid, "the marked server was reused");
+    assert_eq!(close_needed(&rows(&admin, "SHOW SERVERS").await), ["0"]);
+    admin.simple_query("WAIT_CLOSE").await.expect("nothing to wait for");
+    let e = admin
+        .simple_query("WAIT_CLOSE nosuchdb")
+        .await
+        .expect_err("unknown db");
+    assert_eq!(db_error(&e).code().code(), "3D000");
+
+    let state = |rs: Vec<SimpleQueryRow>| {
+        rs.iter()
+            .map(|r| format!("{}={}", r.get("key").unwrap_or(""), r.get("value").unwrap_or("")))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        state(rows(&admin, "SHOW STATE").await),
+        ["active=yes", "paused=no", "suspended=no"]
+    );
+    drop(next);
+    admin.simple_query("PAUSE").await.expect("pause");
+    assert_eq!(
+        state(rows(&admin, "SHOW STATE").await),
+        ["active=no", "paused=yes", "suspended=no"]
+    );
+    admin.simple_query("RESUME").await.expect("resume");
+}
+
+async fn backend_pid(c: &Client) -> String {
+    let r = rows(c, "select pg_backend_pid()").await;
+    r[0].get(0).expect("pid").to_string()
+}
