@@ -187,15 +187,21 @@ async fn wait_close(shared: &Arc<Shared>, db: Option<String>) -> Result<(), Cont
         known_db(shared, d)?;
     }
     let close_needed = |s: &crate::sessions::SessionInfo| {
-        let Some(link) = s.server() else {
-            return false;
-        };
-        let before = shared.stats.pool(&s.database, &s.pool_user);
-        link.created_us < before.reconnect_before_us.load(std::sync::atomic::Ordering::Relaxed)
+        let stats = shared.stats.pool(&s.database, &s.pool_user);
+        let before = stats
+            .reconnect_before_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        s.server().is_some_and(|link| link.created_us < before)
     };
-    while shared.sessions.all().iter().any(|s| {
-        !s.admin && db.as_deref().map_or(true, |d| d == &*s.database) && close_needed(s)
-    }) {
+    let mine = |s: &crate::sessions::SessionInfo| {
+        !s.admin && db.as_deref().map_or(true, |d| d == &*s.database)
+    };
+    while shared
+        .sessions
+        .all()
+        .iter()
+        .any(|s| mine(s) && close_needed(s))
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())

@@ -405,7 +405,9 @@ pub(super) async fn checkout(
                 secret: server.key.secret,
                 connect_time: std::time::SystemTime::now() - age,
                 created_us: crate::stats::micros(
-                    server.created_at.saturating_duration_since(shared.stats.epoch),
+                    server
+                        .created_at
+                        .saturating_duration_since(shared.stats.epoch),
                 ),
                 tls: server.tls,
             });

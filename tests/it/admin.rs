@@ -576,7 +576,10 @@ async fn wait_close_waits_for_servers_marked_by_reconnect() {
     let waiting =
         tokio::spawn(async move { waiter.simple_query(&format!("WAIT_CLOSE {wait_db}")).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "WAIT_CLOSE returned while the server was in use");
+    assert!(
+        !waiting.is_finished(),
+        "WAIT_CLOSE returned while the server was in use"
+    );
     drop(holder);
     tokio::time::timeout(HANG, waiting)
         .await
@@ -584,9 +587,16 @@ async fn wait_close_waits_for_servers_marked_by_reconnect() {
         .expect("task")
         .expect("WAIT_CLOSE");
     let next = ops.client().await;
-    assert_ne!(backend_pid(&next).await, old_pid, "the marked server was reused");
+    assert_ne!(
+        backend_pid(&next).await,
+        old_pid,
+        "the marked server was reused"
+    );
     assert_eq!(close_needed(&rows(&admin, "SHOW SERVERS").await), ["0"]);
-    admin.simple_query("WAIT_CLOSE").await.expect("nothing to wait for");
+    admin
+        .simple_query("WAIT_CLOSE")
+        .await
+        .expect("nothing to wait for");
     let e = admin
         .simple_query("WAIT_CLOSE nosuchdb")
         .await
@@ -595,7 +605,13 @@ async fn wait_close_waits_for_servers_marked_by_reconnect() {
 
     let state = |rs: Vec<SimpleQueryRow>| {
         rs.iter()
-            .map(|r| format!("{}={}", r.get("key").unwrap_or(""), r.get("value").unwrap_or("")))
+            .map(|r| {
+                format!(
+                    "{}={}",
+                    r.get("key").unwrap_or(""),
+                    r.get("value").unwrap_or("")
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(
