@@ -460,7 +460,12 @@ async fn welcome(
         Some(reported) => reported,
         None => {
             let server = serve::acquire(session, info, shared).await?;
-            let reported = Arc::new(server.reported.clone());
+            // The pool keeps its first connection's values (set when it was made): every
+            // client of the pool is welcomed, and later SET, to the same.
+            let reported = session
+                .pool
+                .welcome()
+                .unwrap_or_else(|| Arc::new(server.reported.clone()));
             // A logged-in client holds no server until its first request, as in PgBouncer's
             // session mode. Keeping this one would let a burst of idle clients on a cold pool
             // hold every server while the logins queued behind them time out. Synchronous, so

@@ -144,8 +144,14 @@ impl ClientParams {
 
     /// SET what differs between the client's wishes and the server connection's state (for a
     /// parameter the server does not report, what it was last SET to is not known: always),
-    /// and put the [`TRACKED`] parameters the client did not ask for back to the values the
-    /// connection logged in with. A value the server refuses becomes the client's error.
+    /// and put the [`TRACKED`] parameters the client did not ask for to the values the client
+    /// was welcomed with (`greeted`: a connection opened after `ALTER ROLE ... SET
+    /// client_encoding` logs in with another value than the pool's first one, and a driver
+    /// that believes UTF8 on a LATIN1 session stores garbage). A value the server refuses
+    /// becomes the client's error.
+    ///
+    /// Values go through `set_config`, which parses them as a startup packet's are (`SET
+    /// search_path = 'a,b'` would name one schema `a,b`).
     ///
     /// Returns true when the SETs were sent without waiting for their answer: when only
     /// `application_name` differs (the usual case on a reused connection: the reset cleared
@@ -158,19 +164,17 @@ impl ClientParams {
         &self,
         server: &mut ServerConn,
         app_default: &str,
+        greeted: &[(String, String)],
     ) -> Result<bool, Error> {
-        let sets = self.differences(server, app_default);
+        let sets = self.differences(server, app_default, greeted);
         if sets.is_empty() {
             return Ok(false);
-        }
-        let mut sql = String::new();
-        for (name, value) in &sets {
-            sql.push_str(&format!("SET {} = {};", name, quote_literal(value)));
         }
         let ahead = sets
             .iter()
             .all(|(name, _)| name.eq_ignore_ascii_case("application_name"));
         if ahead {
+            let sql = format!("SET application_name = {}", quote_literal(&sets[0].1));
             let mut query = BytesMut::new();
             postgres_protocol::message::frontend::query(&sql, &mut query).map_err(|e| {
                 Error::ServerLogin(ServerError::from(crate::protocol::ProtocolError::Io(e)))
@@ -184,6 +188,14 @@ impl ClientParams {
             record(server, &sets);
             return Ok(true);
         }
+        let calls: Vec<String> = sets
+            .iter()
+            .map(|(name, value)| {
+                let (name, value) = (quote_literal(name), quote_literal(value));
+                format!("pg_catalog.set_config({name}, {value}, false)")
+            })
+            .collect();
+        let sql = format!("SELECT {}", calls.join(", "));
         match simple_query(server, &sql)
             .await
             .map_err(Error::ServerLogin)?
@@ -197,7 +209,12 @@ impl ClientParams {
     }
 
     /// The SETs that make `server` match this client.
-    fn differences(&self, server: &ServerConn, app_default: &str) -> Vec<(String, String)> {
+    fn differences(
+        &self,
+        server: &ServerConn,
+        app_default: &str,
+        greeted: &[(String, String)],
+    ) -> Vec<(String, String)> {
         let mut sets: Vec<(String, String)> = Vec::new();
         for (name, value) in self.wanted() {
             if server.param(name) != Some(value) {
@@ -213,7 +230,11 @@ impl ClientParams {
             let start = if name == "application_name" {
                 Some(app_default)
             } else {
-                server.reported(name)
+                greeted
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_str())
+                    .or_else(|| server.reported(name))
             };
             match start {
                 Some(start) if server.param(name) != Some(start) => {

@@ -148,7 +148,12 @@ async fn relay_session(
             })
             .await;
     }
-    let ahead = match session.params.apply(&mut server, pool.app_default()).await {
+    let greeted = pool.welcome().unwrap_or_default();
+    let ahead = match session
+        .params
+        .apply(&mut server, pool.app_default(), &greeted)
+        .await
+    {
         Ok(ahead) => ahead,
         Err(e) => {
             pool.release(server, false, false).await;

@@ -295,3 +295,73 @@ async fn a_late_cancel_never_reaches_the_next_client() {
         drop(cancel);
     }
 }
+
+/// A server connection opened after `ALTER ROLE ... SET` logs in with other values than the
+/// pool's first one, which every client is welcomed with: the session is SET to what its
+/// client was told (a driver believing UTF8 on a LATIN1 session stores garbage; believing
+/// standard_conforming_strings on when it is off lets a crafted value out of its literal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_matches_its_welcome_after_the_role_defaults_change() {
+    let f = Fixture::new(2).await;
+    let (mut first, welcome) = raw_with(&f, &[]).await;
+    let told = |name: &str| {
+        welcome
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in the welcome"))
+    };
+    assert_eq!(
+        first.rows("SHOW client_encoding").await.0,
+        [told("client_encoding")]
+    );
+    // `first` keeps the pool's only connection: the next client's is opened after the change.
+    let su = f.superuser().await;
+    su.batch_execute(&format!(
+        "ALTER ROLE {u} SET client_encoding = 'LATIN1'; \
+         ALTER ROLE {u} SET DateStyle = 'SQL, DMY'; \
+         ALTER ROLE {u} SET standard_conforming_strings = off; \
+         ALTER ROLE {u} SET TimeZone = 'America/Sao_Paulo'",
+        u = f.user
+    ))
+    .await
+    .unwrap();
+    let (mut second, welcome2) = raw_with(&f, &[]).await;
+    for name in [
+        "client_encoding",
+        "DateStyle",
+        "standard_conforming_strings",
+        "TimeZone",
+    ] {
+        let said = welcome2.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        assert_eq!(said, Some(&told(name)), "welcome's {name}");
+        let shown = second.rows(&format!("SHOW {name}")).await.0;
+        assert_eq!(shown, [told(name)], "{name} in effect");
+    }
+    drop(first);
+}
+
+/// Startup values are parsed as PostgreSQL parses them at login: a list stays a list, an
+/// unquoted name is folded to lower case (asyncpg's server_settings, PgJDBC's currentSchema).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_valued_startup_parameters_keep_their_meaning() {
+    let f = Fixture::new(1).await;
+    let (mut c, _) = raw_with(&f, &[("search_path", "MySchema, public")]).await;
+    assert_eq!(
+        c.rows("SELECT current_setting('search_path')").await.0,
+        ["MySchema, public"]
+    );
+    assert_eq!(
+        c.rows("SELECT array_to_string(current_schemas(false), ',')")
+            .await
+            .0,
+        ["public"],
+        "myschema does not exist, public does: the list was parsed as two names"
+    );
+    drop(c);
+    let (mut d, _) = raw_with(&f, &[("search_path", "\"$user\", pg_catalog")]).await;
+    assert_eq!(
+        d.rows("SELECT current_setting('search_path')").await.0,
+        ["\"$user\", pg_catalog"]
+    );
+}
