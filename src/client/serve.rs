@@ -331,6 +331,11 @@ async fn checkout_unless_gone(
     info: &SessionInfo,
     shared: &Shared,
 ) -> Result<Option<ServerConn>, Error> {
+    // A request sent together with its Terminate (fire and forget) did not leave because it
+    // waited: it runs, as it would on PostgreSQL.
+    if terminated(&conn.rbuf) {
+        return checkout(session, info, shared).await.map(Some);
+    }
     tokio::select! {
         biased;
         server = checkout(session, info, shared) => server.map(Some),

@@ -280,6 +280,49 @@ async fn a_client_that_leaves_while_waiting_has_nothing_run() {
     assert_eq!(n, 0, "a departed client's query ran");
 }
 
+/// A request sent together with its Terminate (fire and forget) runs, as on PostgreSQL, also
+/// when its server connection has to be opened or is busy for a moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_with_its_terminate_runs() {
+    let fx = Fixture::with_settings(2, "query_wait_timeout = 30").await;
+    let direct = fx.direct().await;
+    direct
+        .batch_execute("CREATE TABLE fired (x int)")
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let mut c =
+            crate::support::raw::RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db)
+                .await;
+        let mut out = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::query(
+            &format!("INSERT INTO fired VALUES ({i})"),
+            &mut out,
+        )
+        .unwrap();
+        out.extend_from_slice(b"X\0\0\0\x04");
+        c.send(&out).await;
+        drop(c);
+    }
+    let deadline = Instant::now() + HANG;
+    loop {
+        let n: i64 = direct
+            .query_one("SELECT count(*) FROM fired", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} of 10 fire-and-forget inserts ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    still_serves(&fx).await;
+}
+
 /// Over max_client_conn a client gets `FATAL 53300 no more connections allowed`, also a libpq
 /// client with its default sslmode=prefer (its SSLRequest is answered first; otherwise libpq
 /// reports only "server sent an error response during SSL exchange").
