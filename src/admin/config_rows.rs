@@ -25,6 +25,19 @@ fn auth(a: AuthType) -> &'static str {
     }
 }
 
+fn sslmode(m: crate::config::SslMode) -> String {
+    use crate::config::SslMode::*;
+    match m {
+        Disable => "disable",
+        Allow => "allow",
+        Prefer => "prefer",
+        Require => "require",
+        VerifyCa => "verify-ca",
+        VerifyFull => "verify-full",
+    }
+    .to_string()
+}
+
 fn b(v: bool) -> String {
     if v { "1" } else { "0" }.to_string()
 }
@@ -99,6 +112,37 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
             format!("0{:o}", s.unix_socket_mode),
             false,
         ),
+        ("tcp_keepalive", b(s.tcp_keepalive), true),
+        ("tcp_keepcnt", s.tcp_keepcnt.to_string(), true),
+        ("tcp_keepidle", secs(s.tcp_keepidle), true),
+        ("tcp_keepintvl", secs(s.tcp_keepintvl), true),
+        ("reserve_pool_size", s.reserve_pool_size.to_string(), true),
+        ("reserve_pool_timeout", secs(s.reserve_pool_timeout), true),
+        (
+            "max_db_client_connections",
+            s.max_db_client_connections.to_string(),
+            true,
+        ),
+        (
+            "max_user_client_connections",
+            s.max_user_client_connections.to_string(),
+            true,
+        ),
+        ("fair_sharing", b(s.fair_sharing), true),
+        ("auth_user", s.auth_user.clone().unwrap_or_default(), true),
+        ("auth_query", s.auth_query.clone(), true),
+        (
+            "auth_dbname",
+            s.auth_dbname.clone().unwrap_or_default(),
+            true,
+        ),
+        (
+            "auth_hba_file",
+            s.auth_hba_file.clone().unwrap_or_default(),
+            true,
+        ),
+        ("client_tls_sslmode", sslmode(s.client_tls_sslmode), false),
+        ("server_tls_sslmode", sslmode(s.server_tls_sslmode), false),
     ];
     v.sort_by_key(|r| r.0);
     v

@@ -199,7 +199,7 @@ pub(crate) fn pool_settings(entry: &DatabaseEntry, config: &Config) -> PoolSetti
     PoolSettings {
         size: entry.pool_size.unwrap_or(s.default_pool_size),
         min_size: entry.min_pool_size.unwrap_or(s.min_pool_size),
-        connect_timeout: s.server_connect_timeout,
+        dial: crate::net::Dial::new(s),
         idle_timeout: Config::nonzero(s.server_idle_timeout),
         lifetime: Config::nonzero(s.server_lifetime),
         reset_query: s.server_reset_query.clone(),

@@ -103,6 +103,13 @@ pub struct Settings {
     pub ignore_startup_parameters: Vec<String>,
     /// Default false. reload: yes
     pub application_name_add_host: bool,
+    /// SO_KEEPALIVE on client and server TCP sockets. Default true (as PgBouncer). reload:
+    /// yes (new sockets)
+    pub tcp_keepalive: bool,
+    /// TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT; 0 = the OS default. reload: yes (new sockets)
+    pub tcp_keepidle: Duration,
+    pub tcp_keepintvl: Duration,
+    pub tcp_keepcnt: u32,
     /// Default true. reload: yes
     pub log_connections: bool,
     /// Default true. reload: yes
@@ -252,6 +259,10 @@ impl Default for Settings {
             client_login_timeout: Duration::from_secs(60),
             ignore_startup_parameters: Vec::new(),
             application_name_add_host: false,
+            tcp_keepalive: true,
+            tcp_keepidle: Duration::ZERO,
+            tcp_keepintvl: Duration::ZERO,
+            tcp_keepcnt: 0,
             log_connections: true,
             log_disconnections: true,
             log_pooler_errors: true,
@@ -334,10 +345,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "syslog_facility",
     "syslog_ident",
     "tcp_defer_accept",
-    "tcp_keepalive",
-    "tcp_keepcnt",
-    "tcp_keepidle",
-    "tcp_keepintvl",
     "tcp_socket_buffer",
     "tcp_user_timeout",
     "track_extra_parameters",
@@ -445,6 +452,10 @@ impl Settings {
                     parse_list(v).iter().map(|p| p.to_lowercase()).collect();
             }
             "application_name_add_host" => self.application_name_add_host = parse_bool(v)?,
+            "tcp_keepalive" => self.tcp_keepalive = parse_bool(v)?,
+            "tcp_keepidle" => self.tcp_keepidle = parse_duration(v)?,
+            "tcp_keepintvl" => self.tcp_keepintvl = parse_duration(v)?,
+            "tcp_keepcnt" => self.tcp_keepcnt = parse_u32(v)?,
             "log_connections" => self.log_connections = parse_bool(v)?,
             "log_disconnections" => self.log_disconnections = parse_bool(v)?,
             "log_pooler_errors" => self.log_pooler_errors = parse_bool(v)?,

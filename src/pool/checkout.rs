@@ -112,7 +112,7 @@ impl Pool {
             &self.hosts,
             &self.effective_target(),
             &extra_params(),
-            settings.connect_timeout,
+            settings.dial,
         )
         .await?;
         slot.armed = false;

@@ -48,7 +48,8 @@ pub struct PoolKey {
 pub struct PoolSettings {
     pub size: u32,
     pub min_size: u32,
-    pub connect_timeout: Duration,
+    /// Connect + login deadline and keepalive of new server connections.
+    pub dial: crate::net::Dial,
     pub idle_timeout: Option<Duration>,
     pub lifetime: Option<Duration>,
     pub reset_query: String,

@@ -123,7 +123,11 @@ async fn connect(cfg: &MonitorSettings) -> Result<ServerConn, ServerError> {
         "application_name".to_string(),
         "pgporter health check".to_string(),
     )];
-    let result = server::connect(&cfg.target, &params, cfg.connect_timeout).await;
+    let dial = crate::net::Dial {
+        timeout: cfg.connect_timeout,
+        keepalive: None,
+    };
+    let result = server::connect(&cfg.target, &params, dial).await;
     if let Err(ServerError::Rejected(fields)) = &result {
         // A wrong password, a disabled role or a missing database: the host's status stays
         // as last seen; say so loudly.

@@ -204,7 +204,7 @@ pub async fn connect(
     set: &HostSet,
     target: &ServerTarget,
     extra_params: &[(String, String)],
-    connect_timeout: Duration,
+    dial: crate::net::Dial,
 ) -> Result<ServerConn, RouteError> {
     let deadline = Instant::now() + set.failover_wait;
     let mut changes = set.changed.subscribe();
@@ -217,7 +217,7 @@ pub async fn connect(
                 addr: host.addr.clone(),
                 ..target.clone()
             };
-            match server::connect(&target, extra_params, connect_timeout).await {
+            match server::connect(&target, extra_params, dial).await {
                 Ok(mut conn) => {
                     let seen = conn
                         .params

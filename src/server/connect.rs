@@ -20,18 +20,28 @@ use crate::tls::ServerTls;
 pub async fn connect(
     target: &ServerTarget,
     extra_params: &[(String, String)],
-    limit: Duration,
+    dial: crate::net::Dial,
 ) -> Result<ServerConn, ServerError> {
-    timeout(limit, connect_inner(target, extra_params))
-        .await
-        .map_err(|_| ServerError::Timeout)?
+    timeout(
+        dial.timeout,
+        connect_inner(target, extra_params, dial.keepalive),
+    )
+    .await
+    .map_err(|_| ServerError::Timeout)?
 }
 
 async fn connect_inner(
     target: &ServerTarget,
     extra_params: &[(String, String)],
+    keepalive: Option<crate::net::Keepalive>,
 ) -> Result<ServerConn, ServerError> {
     let mut stream = open(&target.addr).await?;
+    if let (Some(k), Stream::Tcp(tcp)) = (keepalive, &stream) {
+        k.apply(tcp).map_err(|source| ServerError::Connect {
+            addr: target.addr.to_string(),
+            source,
+        })?;
+    }
     if let Some(tls) = &target.tls {
         stream = negotiate_tls(stream, &target.addr, tls).await?;
     }

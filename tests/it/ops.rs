@@ -474,3 +474,53 @@ async fn a_drain_after_a_safe_shutdown_gets_its_own_grace_period() {
         .expect("still inside the drain's grace period");
     ops.porter.wait_stopped(Duration::from_secs(15)).await;
 }
+
+/// TCP keepalive (PgBouncer's tcp_keepalive, on by default) on both the client's socket and
+/// the server connection's, with tcp_keepidle's timing: `ss -o` shows the kernel's timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_server_sockets_keep_alive() {
+    if Command::new("ss").arg("-V").output().is_err() {
+        crate::support::skip::skip("ops::keepalive", "`ss` (iproute2) not installed");
+        return;
+    }
+    let ops = Ops::new("tcp_keepidle = 4321\ntcp_keepintvl = 11\ntcp_keepcnt = 4").await;
+    let client = ops.client().await;
+    let r = rows(
+        &client,
+        "SELECT client_port FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+    )
+    .await;
+    let server_side_port = r[0].get(0).expect("client_port").to_string();
+    // Once nothing is in flight the socket's timer is the keepalive one.
+    let timers = |port: String| {
+        let deadline = tokio::time::Instant::now() + HANG;
+        loop {
+            let out = Command::new("ss")
+                .args([
+                    "-tnoH",
+                    "state",
+                    "established",
+                    &format!("( sport = :{port} )"),
+                ])
+                .output()
+                .expect("ss");
+            let out = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.contains("keepalive") || tokio::time::Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The kernel counts down from tcp_keepidle (4321 s = 72 min).
+    let accepted = timers(ops.porter.port().to_string());
+    assert!(
+        accepted.contains("timer:(keepalive,72min"),
+        "client side: {accepted}"
+    );
+    let toward_server = timers(server_side_port);
+    assert!(
+        toward_server.contains("timer:(keepalive,72min"),
+        "server side: {toward_server}"
+    );
+    drop(client);
+}

@@ -1,0 +1,86 @@
+//! TCP keepalive on client and server sockets (PgBouncer's `tcp_keepalive`, `tcp_keepidle`,
+//! `tcp_keepintvl`, `tcp_keepcnt`): a peer that vanished without a FIN (a node gone, a
+//! dropped NAT entry) is noticed instead of holding a pool slot for good.
+
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+
+use crate::config::Settings;
+
+/// Keepalive timing; `None` fields keep the operating system's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Keepalive {
+    pub idle: Option<Duration>,
+    pub interval: Option<Duration>,
+    pub retries: Option<u32>,
+}
+
+impl Keepalive {
+    /// From the settings; `None` when `tcp_keepalive` is off. Zero means the OS default, as
+    /// in PgBouncer.
+    pub fn from_settings(s: &Settings) -> Option<Keepalive> {
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        s.tcp_keepalive.then(|| Keepalive {
+            idle: nonzero(s.tcp_keepidle),
+            interval: nonzero(s.tcp_keepintvl),
+            retries: (s.tcp_keepcnt > 0).then_some(s.tcp_keepcnt),
+        })
+    }
+
+    /// Turn keepalive on for `socket` with this timing.
+    pub fn apply<S>(&self, socket: &S) -> std::io::Result<()>
+    where
+        for<'a> SockRef<'a>: From<&'a S>,
+    {
+        let mut k = TcpKeepalive::new();
+        if let Some(idle) = self.idle {
+            k = k.with_time(idle);
+        }
+        if let Some(interval) = self.interval {
+            k = k.with_interval(interval);
+        }
+        if let Some(retries) = self.retries {
+            k = k.with_retries(retries);
+        }
+        SockRef::from(socket).set_tcp_keepalive(&k)
+    }
+}
+
+/// How to open a server connection: the connect + login deadline and the keepalive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dial {
+    pub timeout: Duration,
+    pub keepalive: Option<Keepalive>,
+}
+
+impl Dial {
+    pub fn new(s: &Settings) -> Dial {
+        Dial {
+            timeout: s.server_connect_timeout,
+            keepalive: Keepalive::from_settings(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_to_a_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let k = Keepalive {
+            idle: Some(Duration::from_secs(42)),
+            interval: Some(Duration::from_secs(7)),
+            retries: Some(3),
+        };
+        k.apply(&tcp).unwrap();
+        let sock = SockRef::from(&tcp);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(42));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(7));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+    }
+}
