@@ -44,7 +44,11 @@ impl AuthQueryCache {
         user: &str,
         ttl: Duration,
     ) -> Result<Option<Secret>, AuthQueryError> {
-        let key = (pool.key.db.to_string(), user.to_string());
+        // Databases may name their own auth_user and auth_query: both are part of the key.
+        let key = (
+            format!("{}\0{}\0{query}", pool.key.db, pool.key.user),
+            user.to_string(),
+        );
         if let Some(hit) = self.map.get(&key) {
             if hit.0.elapsed() < ttl {
                 return Ok(hit.1.clone());

@@ -176,7 +176,7 @@ async fn lookup_secret<'c>(
     if let Some(secret) = config.userlist.get(user) {
         return Ok(Some(Cow::Borrowed(secret)));
     }
-    let Some(pool) = route::auth_pool(
+    let Some((pool, query)) = route::auth_pool(
         config,
         &shared.pools,
         &route.database,
@@ -184,10 +184,9 @@ async fn lookup_secret<'c>(
     ) else {
         return Ok(None);
     };
-    let s = &config.settings;
     let found = shared
         .auth_cache
-        .lookup(&pool, &s.auth_query, user, s.auth_query_cache_ttl)
+        .lookup(&pool, query, user, config.settings.auth_query_cache_ttl)
         .await
         .map_err(|e| {
             tracing::warn!(user, error = %e, source = ?std::error::Error::source(&e), "auth_query lookup failed");

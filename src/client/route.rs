@@ -95,34 +95,41 @@ pub(super) fn route<'a>(
     })
 }
 
-/// The pool auth_query runs on: auth_user's connection to auth_dbname (a [databases] name), or
-/// to the client's database when auth_dbname is unset.
-pub(super) fn auth_pool(
-    config: &Config,
+/// The pool auth_query runs on, and the query: auth_user's connection to auth_dbname (a
+/// [databases] name), or to the client's database when auth_dbname is unset. The client's
+/// database entry may set each of the three; the [pgbouncer] values are the fallback.
+pub(super) fn auth_pool<'c>(
+    config: &'c Config,
     pools: &Pools,
     client_database: &str,
     tls: Option<&Arc<ServerTls>>,
-) -> Option<Arc<Pool>> {
-    let auth_user = config.settings.auth_user.as_deref()?;
-    let database = config
-        .settings
-        .auth_dbname
-        .as_deref()
-        .unwrap_or(client_database);
+) -> Option<(Arc<Pool>, &'c str)> {
+    let client_entry = config.database(client_database);
+    let s = &config.settings;
+    let pick = |own: Option<&'c Option<String>>, global: &'c Option<String>| {
+        own.and_then(Option::as_deref).or(global.as_deref())
+    };
+    let auth_user = pick(client_entry.map(|e| &e.auth_user), &s.auth_user)?;
+    let query = client_entry
+        .and_then(|e| e.auth_query.as_deref())
+        .unwrap_or(&s.auth_query);
+    let database =
+        pick(client_entry.map(|e| &e.auth_dbname), &s.auth_dbname).unwrap_or(client_database);
     let entry = config.database(database)?;
     let key = PoolKey {
         db: database.into(),
         user: auth_user.into(),
         endpoint: Endpoint::ReadWrite,
     };
-    Some(pools.get_or_create(&key, |limits| {
+    let pool = pools.get_or_create(&key, |limits| {
         Pool::new(
             key.clone(),
             target(entry, database, auth_user, config, tls),
             pool_settings(entry, config),
             limits,
         )
-    }))
+    });
+    Some((pool, query))
 }
 
 /// What to tell a client whose write failed on a read-only pool.
@@ -204,6 +211,7 @@ pub(crate) fn pool_settings(entry: &DatabaseEntry, config: &Config) -> PoolSetti
         lifetime: Config::nonzero(s.server_lifetime),
         reset_query: s.server_reset_query.clone(),
         reset_timeout: s.server_reset_timeout,
+        connect_query: entry.connect_query.clone(),
     }
 }
 

@@ -21,12 +21,7 @@ pub const DEFAULT_HOST: &str = "/var/run/postgresql";
 pub const DEFAULT_PORT: u16 = 5432;
 
 /// Connstring keys PgBouncer accepts that pgporter ignores for now (no error).
-const IGNORED_DB_KEYS: &[&str] = &[
-    "auth_dbname",
-    "auth_query",
-    "connect_query",
-    "server_lifetime",
-];
+const IGNORED_DB_KEYS: &[&str] = &["server_lifetime"];
 
 /// Startup parameters a [databases] entry may set for the server connection.
 const CONNECT_PARAMS: &[&str] = &[
@@ -120,8 +115,13 @@ pub struct DatabaseEntry {
     /// `application_name=`, `client_encoding=`, `datestyle=`, `timezone=`: startup parameters
     /// sent to the server (lower-cased keys).
     pub connect_params: Vec<(String, String)>,
-    /// `auth_user=`.
+    /// `auth_user=`, `auth_query=`, `auth_dbname=`: this database's clients missing from
+    /// auth_file are looked up so (each falls back to the [pgbouncer] setting).
     pub auth_user: Option<String>,
+    pub auth_query: Option<String>,
+    pub auth_dbname: Option<String>,
+    /// `connect_query=`: run once on each new server connection, after login.
+    pub connect_query: Option<String>,
 }
 
 impl DatabaseEntry {
@@ -159,6 +159,9 @@ pub fn parse_connstring(name: &str, value: &str) -> Result<DatabaseEntry, String
         max_user_pool_share: None,
         connect_params: Vec::new(),
         auth_user: None,
+        auth_query: None,
+        auth_dbname: None,
+        connect_query: None,
     };
     let (mut host, mut port) = (String::new(), String::new());
     for (key, val) in split_pairs(value)? {
@@ -177,6 +180,9 @@ pub fn parse_connstring(name: &str, value: &str) -> Result<DatabaseEntry, String
             "user" => e.user = Some(val),
             "password" => e.password = Some(val),
             "auth_user" => e.auth_user = Some(val),
+            "auth_query" => e.auth_query = Some(val),
+            "auth_dbname" => e.auth_dbname = Some(val),
+            "connect_query" => e.connect_query = Some(val).filter(|q| !q.trim().is_empty()),
             "pool_size" => e.pool_size = int(&val)?,
             "min_pool_size" => e.min_pool_size = int(&val)?,
             "max_db_connections" => e.max_db_connections = int(&val)?,

@@ -80,7 +80,10 @@ mod tests {
         let sock = SockRef::from(&tcp);
         assert!(sock.keepalive().unwrap());
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(42));
-        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(7));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(7)
+        );
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
     }
 }

@@ -115,6 +115,18 @@ impl Pool {
             settings.dial,
         )
         .await?;
+        if let Some(sql) = &settings.connect_query {
+            match crate::server::simple_query(&mut conn, sql).await {
+                Ok(crate::server::QueryOutcome::Done(_)) => {}
+                Ok(crate::server::QueryOutcome::Failed(fields)) => {
+                    tracing::warn!(db = %self.key.db, user = %self.key.user, error = %fields.message(), "connect_query failed");
+                    return Err(PoolError::Connect(crate::server::ServerError::Rejected(
+                        fields,
+                    )));
+                }
+                Err(e) => return Err(PoolError::Connect(e)),
+            }
+        }
         slot.armed = false;
         conn.holder = holder.cloned();
         conn.identity_tag = tag.cloned();

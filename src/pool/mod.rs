@@ -54,6 +54,8 @@ pub struct PoolSettings {
     pub lifetime: Option<Duration>,
     pub reset_query: String,
     pub reset_timeout: Duration,
+    /// The database entry's connect_query: run once on each new connection.
+    pub connect_query: Option<String>,
 }
 
 /// The startup parameters a server connection opened for a client gets, built only when one

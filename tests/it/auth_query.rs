@@ -37,3 +37,60 @@ async fn user_missing_from_auth_file_is_looked_up() {
         );
     }
 }
+
+/// A [databases] entry's own `auth_user` (no [pgbouncer] auth_user at all) finds the user, as
+/// in PgBouncer; its `connect_query` runs once on every new server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_entry_auth_user_and_connect_query() {
+    let cluster = crate::support::cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&user, "pw-entry").await;
+    cluster.create_database(&db, &user).await;
+    let direct = cluster.local_client(&user, &db).await;
+    direct
+        .batch_execute("CREATE TABLE cq_log (pid int, who text); GRANT ALL ON cq_log TO PUBLIC")
+        .await
+        .expect("table");
+    let entry = format!(
+        "{db} = host=127.0.0.1 port={port} dbname={db} auth_user={SUPERUSER} \
+         connect_query='INSERT INTO cq_log SELECT pg_backend_pid(), current_user'\n",
+        port = cluster.port()
+    );
+    let ini =
+        fixture::ini(&[], 2, "").replacen("[databases]\n", &format!("[databases]\n{entry}"), 1);
+    let userlist = fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD)]);
+    let porter = crate::support::spawn_pgporter(&ini, &userlist).await;
+
+    let client = crate::support::connect(&porter.connstring(&user, "pw-entry", &db)).await;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("query as a user found by the entry's auth_user")
+        .get(0);
+    let logged: Vec<(i32, String)> = direct
+        .query("SELECT pid, who FROM cq_log ORDER BY who", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        logged.contains(&(pid, user.clone())),
+        "the session's connection ran connect_query: {logged:?}"
+    );
+    assert_eq!(
+        logged.iter().filter(|(_, who)| *who == user).count(),
+        1,
+        "once per connection: {logged:?}"
+    );
+    let err = tokio::time::timeout(
+        HANG,
+        tokio_postgres::connect(&porter.connstring(&user, "wrong", &db), NoTls),
+    )
+    .await
+    .expect("hung")
+    .err()
+    .expect("wrong password accepted");
+    assert_eq!(db_error(&err).code(), &SqlState::INVALID_PASSWORD);
+}
