@@ -64,6 +64,8 @@ pub struct Shared {
     pub audit: AuditHandle,
     /// Next session id (audit events, logs).
     pub session_ids: AtomicU64,
+    /// The logfile, reopened on reload (set by the binary; tests log elsewhere).
+    pub log_file: std::sync::OnceLock<Arc<crate::logfile::LogFile>>,
 }
 
 #[derive(Debug)]
@@ -134,6 +136,7 @@ impl App {
             auth_cache: AuthQueryCache::default(),
             audit,
             session_ids: AtomicU64::new(1),
+            log_file: std::sync::OnceLock::new(),
         });
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         Ok(App {
@@ -158,6 +161,12 @@ impl App {
     /// The read-only listener's address (readonly_listen_port), if configured.
     pub fn readonly_addr(&self) -> Option<SocketAddr> {
         self.listeners.readonly_addr()
+    }
+
+    /// Reopen `log` by its path on every reload (SIGHUP, RELOAD), for log rotation.
+    pub fn with_log_file(self, log: Arc<crate::logfile::LogFile>) -> App {
+        let _ = self.shared.log_file.set(log);
+        self
     }
 
     pub fn shared(&self) -> Arc<Shared> {

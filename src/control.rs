@@ -60,8 +60,11 @@ pub enum ControlError {
 pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError> {
     match c {
         Control::Reload => {
-            // Log rotation: reopen the audit log whether or not the new config loads.
+            // Log rotation: reopen the logs whether or not the new config loads.
             shared.audit.reopen();
+            if let Some(log) = shared.log_file.get() {
+                log.reopen();
+            }
             reload(shared)
         }
         Control::Set { key, value } => set(shared, &key, &value),

@@ -17,6 +17,7 @@ pub mod gates;
 pub mod health;
 pub mod http;
 pub mod identity;
+pub mod logfile;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::Parser;
+use pgporter::logfile::LogFile;
 use pgporter::{config, App};
 
 /// Version line shared with the admin console's SHOW VERSION.
@@ -51,18 +54,20 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(64);
     }
-    let config = match config::load(path) {
+    let (config, log_file) = match config::load(path) {
         Ok(c) => {
             let logfile = c
                 .settings
                 .logfile
                 .as_deref()
                 .map(|f| config::resolve_relative(path, f));
-            if let Err(e) = init_tracing(&cli, c.settings.log_format, logfile.as_deref()) {
-                eprintln!("pgporter: cannot open logfile: {e}");
-                return ExitCode::from(64);
+            match init_tracing(&cli, c.settings.log_format, logfile.as_deref()) {
+                Ok(log) => (c, log),
+                Err(e) => {
+                    eprintln!("pgporter: cannot open logfile: {e}");
+                    return ExitCode::from(64);
+                }
             }
-            c
         }
         Err(errors) => {
             for e in &errors {
@@ -92,7 +97,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let pidfile = config
+        .settings
+        .pidfile
+        .as_deref()
+        .map(|f| config::resolve_relative(path, f));
+    match runtime.block_on(run(config, log_file, pidfile)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -101,12 +111,23 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: config::Config) -> Result<(), pgporter::Error> {
-    let pidfile = config.settings.pidfile.clone();
+async fn run(
+    config: config::Config,
+    log_file: Option<Arc<LogFile>>,
+    pidfile: Option<PathBuf>,
+) -> Result<(), pgporter::Error> {
+    if let Some(p) = &pidfile {
+        refuse_live_pidfile(p)?;
+    }
+    let mut app = App::bind(config).await?;
+    if let Some(log) = log_file {
+        app = app.with_log_file(log);
+    }
+    // Written once the listeners are bound (a failed start leaves none behind), removed on
+    // every exit from here.
     if let Some(p) = &pidfile {
         std::fs::write(p, format!("{}\n", std::process::id()))?;
     }
-    let app = App::bind(config).await?;
     tracing::info!(version = VERSION, addr = %app.local_addr(), http = ?app.http_addr(), "listening");
     tokio::spawn(pgporter::control::forward_signals(app.controller()));
     let result = app.serve().await;
@@ -116,13 +137,31 @@ async fn run(config: config::Config) -> Result<(), pgporter::Error> {
     result
 }
 
+/// PgBouncer's check: a pidfile naming a live process means another instance runs.
+fn refuse_live_pidfile(path: &std::path::Path) -> Result<(), pgporter::Error> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return Ok(());
+    };
+    let alive = pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if alive && u32::try_from(pid).ok() != Some(std::process::id()) {
+        return Err(pgporter::Error::Config(format!(
+            "pidfile {} exists (pid {pid}), another instance running?",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Logs go to stdout (12-factor / Kubernetes), as text or one JSON object per line.
 /// Log to stdout, and also to `logfile` (appended) when set.
 fn init_tracing(
     cli: &Cli,
     format: config::LogFormat,
     logfile: Option<&std::path::Path>,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<Arc<LogFile>>> {
     use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
@@ -132,14 +171,9 @@ fn init_tracing(
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let writer = match logfile {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            BoxMakeWriter::new(std::io::stdout.and(std::sync::Mutex::new(file)))
-        }
+    let log = logfile.map(LogFile::open).transpose()?.map(Arc::new);
+    let writer = match &log {
+        Some(file) => BoxMakeWriter::new(std::io::stdout.and(Arc::clone(file))),
         None => BoxMakeWriter::new(std::io::stdout),
     };
     let ansi = logfile.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -151,5 +185,5 @@ fn init_tracing(
         config::LogFormat::Text => builder.init(),
         config::LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    Ok(())
+    Ok(log)
 }

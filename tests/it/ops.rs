@@ -524,3 +524,71 @@ async fn client_and_server_sockets_keep_alive() {
     );
     drop(client);
 }
+
+/// The real binary's pidfile and logfile as PgBouncer's: a second instance with the same
+/// pidfile refuses to start and leaves the file alone; SIGHUP after a rotation (logrotate's
+/// `postrotate kill -HUP`) writes to a new logfile; the pidfile goes at exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pidfile_and_logfile_rotation_of_the_real_binary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ini = |port: u16| {
+        format!(
+            "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+             listen_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\n\
+             pidfile = p.pid\nlogfile = p.log\n"
+        )
+    };
+    std::fs::write(dir.path().join("one.ini"), ini(free_port())).expect("ini");
+    std::fs::write(dir.path().join("two.ini"), ini(free_port())).expect("ini");
+    std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
+    let spawn = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_pgporter"))
+            .arg(dir.path().join(name))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pgporter")
+    };
+    let (pidfile, log) = (dir.path().join("p.pid"), dir.path().join("p.log"));
+    let mut first = spawn("one.ini");
+    let pid = first.id().to_string();
+    eventually("pidfile written", || {
+        let pidfile = pidfile.clone();
+        let pid = pid.clone();
+        async move { std::fs::read_to_string(&pidfile).is_ok_and(|t| t.trim() == pid) }
+    })
+    .await;
+
+    let second = spawn("two.ini")
+        .wait_with_output()
+        .expect("second instance");
+    assert!(!second.status.success(), "a second instance started");
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).expect("pidfile").trim(),
+        pid,
+        "the second instance touched the pidfile"
+    );
+
+    std::fs::rename(&log, dir.path().join("p.log.1")).expect("rotate");
+    let kill = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+            .success())
+    };
+    kill("-HUP");
+    eventually("a new logfile after SIGHUP", || {
+        let log = log.clone();
+        async move { std::fs::read_to_string(&log).is_ok_and(|t| t.contains("reloaded")) }
+    })
+    .await;
+    kill("-TERM");
+    let status = tokio::task::spawn_blocking(move || first.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "exit status {status}");
+    assert!(!pidfile.exists(), "pidfile left behind");
+}
