@@ -46,6 +46,8 @@ pub enum ControlError {
     NotPaused(String),
     #[error("pooler is not paused")]
     PoolerNotPaused,
+    #[error("pooler is already paused")]
+    AlreadyPaused,
     #[error("pooler is shutting down")]
     ShuttingDown,
     #[error("client not found")]
@@ -160,6 +162,9 @@ async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlEr
     if let Some(d) = &db {
         known_db(shared, d)?;
     }
+    if db.is_none() && shared.gates.state().all_paused {
+        return Err(ControlError::AlreadyPaused);
+    }
     tracing::info!(db = db.as_deref().unwrap_or("*"), "PAUSE");
     shared.gates.update(|g| match &db {
         Some(d) => {
@@ -214,12 +219,12 @@ fn resume(shared: &Shared, db: Option<String>) -> Result<(), ControlError> {
     if shared.lifecycle.draining() {
         return Err(ControlError::ShuttingDown);
     }
+    // As PgBouncer: a bare RESUME lifts a bare PAUSE, `RESUME db` a `PAUSE db`; each is an
+    // error when there is no such pause (a database paused on its own stays paused).
     let state = shared.gates.state();
     match &db {
-        None if !state.all_paused && state.paused.is_empty() => {
-            return Err(ControlError::PoolerNotPaused)
-        }
-        Some(d) if !state.paused.contains(d) && !state.all_paused => {
+        None if !state.all_paused => return Err(ControlError::PoolerNotPaused),
+        Some(d) if !state.paused.contains(d) => {
             known_db(shared, d)?;
             return Err(ControlError::NotPaused(d.clone()));
         }
@@ -230,10 +235,7 @@ fn resume(shared: &Shared, db: Option<String>) -> Result<(), ControlError> {
         Some(d) => {
             g.paused.remove(d);
         }
-        None => {
-            g.all_paused = false;
-            g.paused.clear();
-        }
+        None => g.all_paused = false,
     });
     Ok(())
 }

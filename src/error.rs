@@ -235,9 +235,9 @@ pub fn admin_sqlstate(e: &crate::admin::AdminError) -> &'static str {
         AdminError::Control(c) => match c {
             ControlError::NoSuchDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
             ControlError::NoSuchClient => sqlstate::UNDEFINED_OBJECT,
-            ControlError::NotPaused(_) | ControlError::PoolerNotPaused => {
-                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE
-            }
+            ControlError::NotPaused(_)
+            | ControlError::PoolerNotPaused
+            | ControlError::AlreadyPaused => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
             ControlError::ShuttingDown => sqlstate::ADMIN_SHUTDOWN,
             ControlError::Reload(_) => sqlstate::CONFIG_FILE_ERROR,
             ControlError::Set(_) => sqlstate::INVALID_PARAMETER_VALUE,

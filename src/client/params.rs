@@ -88,7 +88,8 @@ impl ClientParams {
             }
             wanted.push((name.clone(), value));
         }
-        let decorated = identity.identity_tagging && identity.application_name_add_user;
+        let decorated = (identity.identity_tagging && identity.application_name_add_user)
+            || config.settings.application_name_add_host;
         if !app_name_seen && decorated {
             let value = app_name(String::new(), config, peer, user);
             wanted.push(("application_name".into(), value));
@@ -333,6 +334,13 @@ mod tests {
         assert_eq!(
             p.wanted().collect::<Vec<_>>(),
             [("application_name", "alice@10.1.2.3")]
+        );
+        let host = config("identity_tagging = 0\napplication_name_add_host = 1");
+        let p = ClientParams::from_startup(&[], &host, &peer, "alice", false).unwrap();
+        assert_eq!(
+            p.wanted().collect::<Vec<_>>(),
+            [("application_name", "10.1.2.3:5000")],
+            "a client naming no application gets its address too"
         );
         let two = vec![
             ("client_encoding".to_string(), "UTF8".to_string()),

@@ -624,7 +624,32 @@ async fn wait_close_waits_for_servers_marked_by_reconnect() {
         state(rows(&admin, "SHOW STATE").await),
         ["active=no", "paused=yes", "suspended=no"]
     );
+    // As PgBouncer: a second bare PAUSE, a RESUME of a database not paused on its own
+    // (during a bare PAUSE), and a bare RESUME of a database-only pause are errors.
+    let code = |e: tokio_postgres::Error| db_error(&e).code().code().to_string();
+    let e = admin.simple_query("PAUSE").await.expect_err("paused twice");
+    assert_eq!(code(e), "55000");
+    let e = admin
+        .simple_query(&format!("RESUME {db}"))
+        .await
+        .expect_err("db not paused itself");
+    assert_eq!(code(e), "55000");
     admin.simple_query("RESUME").await.expect("resume");
+    admin
+        .simple_query(&format!("PAUSE {db}"))
+        .await
+        .expect("pause db");
+    let e = admin
+        .simple_query("RESUME")
+        .await
+        .expect_err("pooler not paused");
+    assert_eq!(code(e), "55000");
+    let dbs = rows(&admin, "SHOW DATABASES").await;
+    assert_eq!(find(&dbs, "name", &db).get("paused"), Some("1"));
+    admin
+        .simple_query(&format!("RESUME {db}"))
+        .await
+        .expect("resume db");
 }
 
 async fn backend_pid(c: &Client) -> String {
