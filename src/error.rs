@@ -64,6 +64,16 @@ pub enum Error {
     ClientLimit(ClientLimit),
     #[error("client_login_timeout")]
     LoginTimeout,
+    /// query_timeout: the server was busy or in a transaction that long since the client's
+    /// last request (PgBouncer's text).
+    #[error("query timeout")]
+    QueryTimeout,
+    /// idle_transaction_timeout: idle inside a transaction that long.
+    #[error("idle transaction timeout")]
+    IdleTransactionTimeout,
+    /// client_idle_timeout: logged in and silent that long without a server connection.
+    #[error("client_idle_timeout")]
+    ClientIdleTimeout,
     #[error("server login failed: {0}")]
     ServerLogin(#[source] ServerError),
     #[error("server connection failed")]
@@ -106,7 +116,10 @@ impl Error {
             | Error::UnsupportedStartupParameter(_)
             | Error::QueryWaitTimeout(_)
             | Error::PausedWaitTimeout
-            | Error::LoginTimeout => sqlstate::PROTOCOL_VIOLATION,
+            | Error::LoginTimeout
+            | Error::QueryTimeout
+            | Error::IdleTransactionTimeout
+            | Error::ClientIdleTimeout => sqlstate::PROTOCOL_VIOLATION,
             Error::UnsupportedProtocol { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             Error::AuthFailed { .. } => sqlstate::INVALID_PASSWORD,
             Error::SslRequired
@@ -149,6 +162,9 @@ impl Error {
             | Error::TooManyClients
             | Error::ClientLimit(_)
             | Error::LoginTimeout
+            | Error::QueryTimeout
+            | Error::IdleTransactionTimeout
+            | Error::ClientIdleTimeout
             | Error::IdentitySpoof
             | Error::Proxy(_)
             | Error::DatabaseDisabled(_)

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst,
+    AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst,
 };
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -61,6 +61,16 @@ pub struct ServerLink {
     pub tls: Option<crate::tls::TlsInfo>,
 }
 
+/// Why a session was ended from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum KillReason {
+    /// KILL, KILL_CLIENT, shutdown.
+    Admin = 1,
+    /// client_idle_timeout.
+    ClientIdleTimeout = 2,
+}
+
 /// One session, shared between its task and the registry.
 #[derive(Debug)]
 pub struct SessionInfo {
@@ -88,7 +98,7 @@ pub struct SessionInfo {
     server: Mutex<Option<Box<ServerLink>>>,
     /// Set to end this session now (KILL, KILL_CLIENT, shutdown); `kill` wakes its waiter.
     /// Inline, not a CancellationToken: that would be an allocation of its own per session.
-    killed: AtomicBool,
+    killed: AtomicU8,
     kill: Notify,
     /// CancelRequests being forwarded to this session's server connection: it is not reset or
     /// reused until they are delivered (a late one would cancel the next client's query).
@@ -131,12 +141,28 @@ impl SessionInfo {
     }
     /// End the session (it learns at its next wait, or at once if waiting in [`Self::killed`]).
     pub fn kill(&self) {
-        self.killed.store(true, SeqCst);
+        self.kill_for(KillReason::Admin);
+    }
+
+    /// As [`Self::kill`], saying why (the first reason given stays).
+    pub fn kill_for(&self, reason: KillReason) {
+        let _ = self
+            .killed
+            .compare_exchange(0, reason as u8, SeqCst, SeqCst);
         self.kill.notify_waiters();
     }
 
     pub fn is_killed(&self) -> bool {
-        self.killed.load(SeqCst)
+        self.killed.load(SeqCst) != 0
+    }
+
+    /// Why the session was killed, once it was.
+    pub fn kill_reason(&self) -> Option<KillReason> {
+        match self.killed.load(SeqCst) {
+            0 => None,
+            r if r == KillReason::ClientIdleTimeout as u8 => Some(KillReason::ClientIdleTimeout),
+            _ => Some(KillReason::Admin),
+        }
     }
 
     /// Resolves once the session is killed. Cheap to poll again: a relay polls it on every
@@ -262,7 +288,7 @@ impl Sessions {
             request_time: AtomicU64::new(unix_secs(now)),
             server_pid: AtomicI32::new(0),
             server: Mutex::new(None),
-            killed: AtomicBool::new(false),
+            killed: AtomicU8::new(0),
             cancels: AtomicU32::new(0),
             kill: Notify::new(),
         });

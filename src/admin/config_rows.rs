@@ -112,6 +112,13 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
             format!("0{:o}", s.unix_socket_mode),
             false,
         ),
+        ("query_timeout", secs(s.query_timeout), true),
+        (
+            "idle_transaction_timeout",
+            secs(s.idle_transaction_timeout),
+            true,
+        ),
+        ("client_idle_timeout", secs(s.client_idle_timeout), true),
         ("tcp_keepalive", b(s.tcp_keepalive), true),
         ("tcp_keepcnt", s.tcp_keepcnt.to_string(), true),
         ("tcp_keepidle", secs(s.tcp_keepidle), true),

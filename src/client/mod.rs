@@ -13,6 +13,7 @@ mod serve;
 mod statements;
 mod tap;
 mod tracker;
+mod watchdog;
 
 use std::sync::Arc;
 

@@ -19,6 +19,7 @@ use crate::protocol::{backend, frontend, sqlstate, FramedConn, ProtocolError};
 
 use super::tap::{Held, RelayState};
 pub use super::tracker::TxTracker;
+use super::watchdog::{ServerState, Timeout};
 
 /// Why relaying ended.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub(super) enum RelayEnd {
     /// (mid-batch, or a body too large to wait for): the session ends (FATAL 42501) and the
     /// server connection, holding at most an incomplete message, is closed.
     Spoofed,
+    /// query_timeout or idle_transaction_timeout ran out.
+    Timeout(Timeout),
 }
 
 /// One direction of the relay.
@@ -101,7 +104,23 @@ where
     let end = loop {
         let end = poll_fn(|cx| {
             let end = poll_both(cx, client, server, state, &mut up, &mut down);
-            state.tracker.bytes(up.take_counted(), down.take_counted());
+            let (sent, received) = (up.take_counted(), down.take_counted());
+            state.tracker.bytes(sent, received);
+            if end.is_pending() {
+                if let Some(w) = &mut state.watchdog {
+                    let t = &state.tracker;
+                    let server = if t.is_idle() {
+                        ServerState::Ready
+                    } else if t.answered() && !t.mid_batch() && !t.lost() {
+                        ServerState::IdleInTransaction
+                    } else {
+                        ServerState::Busy
+                    };
+                    if let Poll::Ready(limit) = w.poll(cx, sent > 0, received > 0, server) {
+                        return Poll::Ready(RelayEnd::Timeout(limit));
+                    }
+                }
+            }
             end
         })
         .await;

@@ -21,6 +21,7 @@ use super::params::ClientParams;
 use super::relay::{relay, RelayEnd, Traffic, TxTracker};
 use super::statements::StatementAudit;
 use super::tap::RelayState;
+use super::watchdog::{Timeout, Watchdog};
 
 /// A logged-in client, ready to be served.
 #[derive(Debug)]
@@ -165,6 +166,10 @@ async fn relay_session(
     let mut state = relay_state(session, &config, server.pid(), histogram)
         .with_read_only_hint(session.read_only_hint.clone());
     state.ahead = u32::from(ahead);
+    state.watchdog = Watchdog::new(
+        config.settings.query_timeout,
+        config.settings.idle_transaction_timeout,
+    );
     let max_message = usize::try_from(config.settings.max_packet_size).unwrap_or(usize::MAX);
     let traffic = &mut tally.traffic;
     // Cancelled when the health monitor sees the server's host down: end instead of hanging.
@@ -179,7 +184,7 @@ async fn relay_session(
     };
     let end = tokio::select! {
         biased;
-        () = info.killed() => Err(ended(shared)),
+        () = info.killed() => Err(ended(shared, info)),
         () = host_down => Err(Error::ServerDown),
         end = relay(conn, &mut server.conn, &mut state, max_message, traffic) => Ok(end),
     };
@@ -240,6 +245,20 @@ async fn relay_session(
             pool.discard(server).await;
             Err(Error::ServerClosed)
         }
+        Ok(RelayEnd::Timeout(limit)) => {
+            // A query may still run: cancel it (closing the socket alone would leave it
+            // running until it next writes), then close the connection.
+            let (addr, key) = (server.addr.clone(), server.key);
+            tokio::spawn(async move {
+                let _ = crate::server::send_cancel(&addr, key).await;
+            });
+            pool.discard(server).await;
+            tracing::info!(user = %info.user, db = %info.database, ?limit, "session ended by timeout");
+            Err(match limit {
+                Timeout::Query => Error::QueryTimeout,
+                Timeout::IdleTransaction => Error::IdleTransactionTimeout,
+            })
+        }
         Ok(RelayEnd::ServerError(e)) => {
             pool.discard(server).await;
             Err(Error::ServerLost(e))
@@ -281,9 +300,11 @@ fn relay_state(
 }
 
 /// Why a session was killed: process shutdown, or the admin console.
-fn ended(shared: &Shared) -> Error {
+fn ended(shared: &Shared, info: &SessionInfo) -> Error {
     if shared.shutdown.is_cancelled() {
         Error::Shutdown
+    } else if info.kill_reason() == Some(crate::sessions::KillReason::ClientIdleTimeout) {
+        Error::ClientIdleTimeout
     } else {
         Error::Killed
     }
@@ -300,7 +321,7 @@ async fn first_request(
         let mut kill = std::pin::pin!(info.killed());
         std::future::poll_fn(|cx| {
             if kill.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(ended(shared)));
+                return Poll::Ready(Err(ended(shared, info)));
             }
             conn.io
                 .poll_read_ready(cx)
@@ -313,7 +334,7 @@ async fn first_request(
     conn.rbuf.reserve(crate::protocol::READ_CHUNK);
     tokio::select! {
         biased;
-        () = info.killed() => return Err(ended(shared)),
+        () = info.killed() => return Err(ended(shared, info)),
         read = conn.fill() => match read {
             Ok(()) => {}
             Err(e) if e.is_disconnect() => return Ok(false),
@@ -500,7 +521,7 @@ pub(super) async fn acquire(
     };
     tokio::select! {
         biased;
-        () = info.killed() => Err(ended(shared)),
+        () = info.killed() => Err(ended(shared, info)),
         r = get => r,
     }
 }

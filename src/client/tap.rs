@@ -59,6 +59,8 @@ pub(super) struct RelayState {
     pub ahead: u32,
     /// The message at the front of the server buffer is one of those, to drop.
     dropping: bool,
+    /// query_timeout / idle_transaction_timeout, when set.
+    pub watchdog: Option<super::watchdog::Watchdog>,
 }
 
 impl RelayState {
@@ -84,6 +86,7 @@ impl RelayState {
             param_changes: Vec::new(),
             ahead: 0,
             dropping: false,
+            watchdog: None,
         }
     }
 

@@ -99,6 +99,15 @@ pub struct Settings {
     pub query_wait_timeout: Duration,
     /// Default 60 s. reload: yes
     pub client_login_timeout: Duration,
+    /// A session whose server is busy or in a transaction this long since the client's last
+    /// request ends (PgBouncer's). 0 = off (default). reload: yes (new sessions)
+    pub query_timeout: Duration,
+    /// A session idle inside a transaction this long ends. 0 = off (default). reload: yes
+    /// (new sessions)
+    pub idle_transaction_timeout: Duration,
+    /// A logged-in client silent this long without a server connection is closed (as
+    /// PgBouncer, not one holding a server). 0 = off (default). reload: yes
+    pub client_idle_timeout: Duration,
     /// Startup parameters accepted and ignored (lower-cased). Default empty. reload: yes
     pub ignore_startup_parameters: Vec<String>,
     /// Default false. reload: yes
@@ -257,6 +266,9 @@ impl Default for Settings {
             server_lifetime: Duration::from_secs(3600),
             query_wait_timeout: Duration::from_secs(120),
             client_login_timeout: Duration::from_secs(60),
+            query_timeout: Duration::ZERO,
+            idle_transaction_timeout: Duration::ZERO,
+            client_idle_timeout: Duration::ZERO,
             ignore_startup_parameters: Vec::new(),
             application_name_add_host: false,
             tcp_keepalive: true,
@@ -311,7 +323,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "auth_ldap_options",
     "autodb_idle_timeout",
     "cancel_wait_timeout",
-    "client_idle_timeout",
     "client_tls13_ciphers",
     "client_tls_dheparams",
     "client_tls_ecdhcurve",
@@ -320,13 +331,11 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "dns_max_ttl",
     "dns_nxdomain_ttl",
     "dns_zone_check_period",
-    "idle_transaction_timeout",
     "job_name",
     "listen_backlog",
     "max_prepared_statements",
     "peer_id",
     "pkt_buf",
-    "query_timeout",
     "query_wait_notify",
     "resolv_conf",
     "sbuf_loopcnt",
@@ -447,6 +456,9 @@ impl Settings {
             "server_lifetime" => self.server_lifetime = parse_duration(v)?,
             "query_wait_timeout" => self.query_wait_timeout = parse_duration(v)?,
             "client_login_timeout" => self.client_login_timeout = parse_duration(v)?,
+            "query_timeout" => self.query_timeout = parse_duration(v)?,
+            "idle_transaction_timeout" => self.idle_transaction_timeout = parse_duration(v)?,
+            "client_idle_timeout" => self.client_idle_timeout = parse_duration(v)?,
             "ignore_startup_parameters" => {
                 self.ignore_startup_parameters =
                     parse_list(v).iter().map(|p| p.to_lowercase()).collect();

@@ -24,6 +24,38 @@ pub async fn run_janitor(pools: Arc<Pools>, shutdown: CancellationToken) {
     }
 }
 
+/// client_idle_timeout: every second, close logged-in clients that have been silent that long
+/// without a server connection (PgBouncer leaves clients holding one alone, and so does this).
+pub async fn close_idle_clients(shared: Arc<crate::app::Shared>) {
+    let mut ticks = crate::shutdown::Ticks::every(Duration::from_secs(1));
+    while ticks.next(&shared.shutdown).await {
+        let limit = shared.config.load().settings.client_idle_timeout;
+        if limit.is_zero() {
+            continue;
+        }
+        let now = crate::sessions::unix_secs(std::time::SystemTime::now());
+        let mut closed = 0;
+        for s in shared.sessions.all() {
+            let quiet = Duration::from_secs(
+                now.saturating_sub(s.request_time.load(std::sync::atomic::Ordering::Relaxed)),
+            );
+            if !s.admin
+                && s.state() == crate::sessions::ClientState::Idle
+                && s.server().is_none()
+                && quiet >= limit
+            {
+                s.kill_for(crate::sessions::KillReason::ClientIdleTimeout);
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            // Parked clients go back to a task to hear why.
+            shared.lobby.nudge();
+            tracing::info!(closed, "client_idle_timeout");
+        }
+    }
+}
+
 impl Pool {
     /// Close idle connections past their idle timeout or lifetime, or whose host went down or
     /// changed role (also run at once on a host change).

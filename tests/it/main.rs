@@ -24,4 +24,5 @@ mod passthrough;
 mod relay_state;
 mod routing;
 mod session;
+mod timeouts;
 mod tls;

@@ -1,0 +1,108 @@
+//! PgBouncer's session timeouts: query_timeout, idle_transaction_timeout, client_idle_timeout.
+//! Each ends the session with FATAL 08P01 and PgBouncer's text; the server connection is
+//! closed (a running query cancelled), never handed to the next client.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::support::raw::{Msg, RawClient};
+use crate::support::{Fixture, HANG};
+
+async fn raw(f: &Fixture) -> RawClient {
+    RawClient::login(f.porter.addr(), &f.user, &f.password, &f.db).await
+}
+
+/// The FATAL the session ends with, then EOF; its text and how long it took.
+async fn fatal(c: &mut RawClient) -> (String, Option<String>, Duration) {
+    let started = Instant::now();
+    loop {
+        let m: Msg = tokio::time::timeout(HANG, c.read_msg())
+            .await
+            .expect("no FATAL in time")
+            .expect("closed without a FATAL");
+        if m.tag == b'E' {
+            let text = String::from_utf8_lossy(&m.body).into_owned();
+            assert!(text.starts_with("SFATAL\0"), "{text:?}");
+            assert!(c.read_msg().await.is_none(), "then the connection closes");
+            return (text, m.sqlstate(), started.elapsed());
+        }
+    }
+}
+
+async fn server_count(f: &Fixture, query: &str) -> i64 {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '{query}'",
+        f.db
+    );
+    f.superuser()
+        .await
+        .query_one(&sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_ends_the_session_and_cancels_the_query() {
+    let f = Fixture::with_settings(1, "query_timeout = 1").await;
+    let mut c = raw(&f).await;
+    assert_eq!(c.rows("SELECT 1").await.0, ["1"]);
+    c.query("SELECT pg_sleep(30) -- slow one").await;
+    let (text, code, took) = fatal(&mut c).await;
+    assert!(text.contains("query timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let deadline = Instant::now() + HANG;
+    while server_count(&f, "%slow one%").await > 0 {
+        assert!(Instant::now() < deadline, "the query kept running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Quick statements and an idle session are not affected.
+    let mut d = raw(&f).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(d.rows("SELECT 2").await.0, ["2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_transaction_timeout_rolls_back_and_ends_the_session() {
+    let f = Fixture::with_settings(1, "idle_transaction_timeout = 1").await;
+    (f.direct().await)
+        .batch_execute("CREATE TABLE itx (a int)")
+        .await
+        .unwrap();
+    let mut c = raw(&f).await;
+    let (_, status, _) = c.rows("BEGIN; INSERT INTO itx VALUES (1)").await;
+    assert_eq!(status, b'T');
+    let (text, code, _) = fatal(&mut c).await;
+    assert!(text.contains("idle transaction timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    let n: i64 = (f.direct().await)
+        .query_one("SELECT count(*) FROM itx", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the transaction was committed");
+    // Outside a transaction a session may idle.
+    let mut d = raw(&f).await;
+    assert_eq!(d.rows("SELECT 1").await.0, ["1"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(d.rows("SELECT 2").await.0, ["2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_idle_timeout_closes_clients_without_a_server() {
+    let f = Fixture::with_settings(2, "client_idle_timeout = 1").await;
+    // Holds a server: left alone, as in PgBouncer.
+    let mut busy = raw(&f).await;
+    assert_eq!(busy.rows("SELECT 1").await.0, ["1"]);
+    // Never asked for anything (parked in the lobby after 100 ms).
+    let mut quiet = raw(&f).await;
+    let (text, code, took) = fatal(&mut quiet).await;
+    assert!(text.contains("client_idle_timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(busy.rows("SELECT 2").await.0, ["2"]);
+}
