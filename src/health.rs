@@ -102,6 +102,7 @@ pub async fn run(shared: Arc<Shared>) {
     while ticks.next(&shared.shutdown).await {
         let hosts = configured_hosts(&shared.config.load());
         shared.hosts.keep_only(&hosts);
+        shared.routing.keep_only(&hosts);
         let probes = hosts.into_iter().map(|addr| async move {
             let result = timeout(PROBE_TIMEOUT, crate::server::probe(&addr)).await;
             let error = match result {
@@ -116,6 +117,17 @@ pub async fn run(shared: Arc<Shared>) {
                 tracing::debug!(host = %addr, error = %e, "backend host unreachable");
             }
             let routed = shared.routing.status(&addr);
+            // A monitored host is up only while routing may use it (its monitor logs in).
+            let usable = !routed.as_ref().is_some_and(|s| {
+                matches!(
+                    s.liveness,
+                    crate::routing::Liveness::Down | crate::routing::Liveness::Draining
+                )
+            });
+            let error = match (error, usable, &routed) {
+                (None, false, Some(s)) => Some(format!("health check: {}", s.liveness.as_str())),
+                (error, _, _) => error,
+            };
             shared.hosts.set(
                 addr,
                 HostState {

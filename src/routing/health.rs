@@ -21,29 +21,51 @@ const CHECK_SQL: &str = "select pg_is_in_recovery(), \
 /// What one monitor needs.
 #[derive(Debug, Clone)]
 pub(super) struct MonitorSettings {
-    /// Credentials and database of the pool that started the monitor; `addr` is the host.
-    pub target: ServerTarget,
     pub period: Duration,
     pub connect_timeout: Duration,
     pub max_lag: Duration,
     pub max_lag_bytes: u64,
 }
 
-/// Run until `shutdown`.
+/// How often the monitor logs in afresh although its kept connection works: a host that takes
+/// no new connections (a smart shutdown, a frozen postmaster) is noticed, and the kept
+/// connection never holds a smart shutdown open for longer than this.
+const FRESH_LOGIN_EVERY: Duration = Duration::from_secs(5);
+
+/// A refused login is logged at most this often per host.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The monitor's connection and which login it uses.
+#[derive(Debug)]
+struct Probe {
+    conn: Option<ServerConn>,
+    opened: Instant,
+    login: usize,
+    warned: Option<Instant>,
+}
+
+/// Run until `shutdown`, or until the host leaves the configuration.
 pub(super) async fn monitor(host: Arc<Host>, cfg: MonitorSettings, shutdown: CancellationToken) {
-    let mut conn: Option<ServerConn> = None;
+    let mut probe = Probe {
+        conn: None,
+        opened: Instant::now(),
+        login: 0,
+        warned: None,
+    };
     let mut lag = LagTracker::default();
+    let retired = host.retired.clone();
     loop {
         let seen = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            seen = check(&mut conn, &cfg, &mut lag) => seen,
+            _ = retired.cancelled() => return,
+            seen = check(&host, &mut probe, &cfg, &mut lag) => seen,
         };
         if let Some(old) = host.observe(&seen) {
             log_change(&host, &old.liveness, old.role);
         }
         let unprompted = async {
-            match conn.as_mut() {
+            match probe.conn.as_mut() {
                 Some(c) => {
                     let _ = c.conn.fill().await;
                 }
@@ -53,6 +75,7 @@ pub(super) async fn monitor(host: Arc<Host>, cfg: MonitorSettings, shutdown: Can
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
+            _ = retired.cancelled() => return,
             _ = host.poke.notified() => {}
             () = unprompted => {}
             _ = tokio::time::sleep(cfg.period) => {}
@@ -74,42 +97,91 @@ fn log_change(host: &Host, old_liveness: &Liveness, old_role: Role) {
     );
 }
 
-/// One check; a failure on a kept connection is retried once on a fresh one.
+/// One check. A fresh login is made when none is kept or the kept one is older than
+/// [`FRESH_LOGIN_EVERY`]; if that fails while the kept connection still answers, the host is
+/// draining. A failure on a kept connection is retried once on a fresh one.
 async fn check(
-    conn: &mut Option<ServerConn>,
+    host: &Host,
+    probe: &mut Probe,
     cfg: &MonitorSettings,
     lag: &mut LagTracker,
 ) -> Observation {
-    for _ in 0..2 {
-        let c = match conn {
-            Some(c) => c,
-            None => match connect(cfg).await {
-                Ok(c) => conn.insert(c),
-                Err(ServerError::Rejected(fields)) if refusal(fields.code()) => {
-                    // One user's login failing is not the host failing: it answered. Marking
-                    // it down would end every other user's sessions on it.
-                    return Observation::Refused;
+    for attempt in 0..2 {
+        let fresh =
+            attempt > 0 || probe.conn.is_none() || probe.opened.elapsed() >= FRESH_LOGIN_EVERY;
+        let mut refuses_new = false;
+        if fresh {
+            match login(host, probe, cfg).await {
+                Ok(c) => {
+                    probe.conn = Some(c);
+                    probe.opened = Instant::now();
                 }
-                Err(e) => {
-                    tracing::debug!(host = %cfg.target.addr, error = %e, "health check: cannot connect");
+                // Every login refused: nothing learned (the last status stands), unless the
+                // kept connection can still tell.
+                Err(None) if probe.conn.is_none() => return Observation::Refused,
+                Err(None) => {}
+                Err(Some(e)) if probe.conn.is_none() => {
+                    tracing::debug!(host = %host.addr, error = %e, "health check: cannot connect");
                     lag.reset();
                     return Observation::Down;
                 }
-            },
+                Err(Some(e)) => {
+                    tracing::debug!(host = %host.addr, error = %e, "health check: no new connection; asking the kept one");
+                    refuses_new = true;
+                }
+            }
+        }
+        let Some(c) = probe.conn.as_mut() else {
+            break;
         };
         let limit = cfg.connect_timeout.max(Duration::from_secs(1));
         match timeout(limit, query_row(c, CHECK_SQL)).await {
-            Ok(Ok(Some(row))) => return observation(&row, cfg, lag, Instant::now()),
-            Ok(Ok(None)) => tracing::warn!(host = %cfg.target.addr, "health check returned no row"),
-            Ok(Err(e)) => {
-                tracing::debug!(host = %cfg.target.addr, error = %e, "health check failed")
+            Ok(Ok(Some(row))) if refuses_new => {
+                // Keep the lag tracker's view; the host is out of rotation anyway.
+                let _ = observation(&row, cfg, lag, Instant::now());
+                return Observation::Draining;
             }
-            Err(_) => tracing::debug!(host = %cfg.target.addr, "health check timed out"),
+            Ok(Ok(Some(row))) => return observation(&row, cfg, lag, Instant::now()),
+            Ok(Ok(None)) => tracing::warn!(host = %host.addr, "health check returned no row"),
+            Ok(Err(e)) => tracing::debug!(host = %host.addr, error = %e, "health check failed"),
+            Err(_) => tracing::debug!(host = %host.addr, "health check timed out"),
         }
-        *conn = None;
+        probe.conn = None;
+        if refuses_new {
+            break;
+        }
     }
     lag.reset();
     Observation::Down
+}
+
+/// Log in with the probe's login, trying the next ones while they are refused. `Err(None)`:
+/// every login was refused (the host answered); `Err(Some(e))`: the host did not let us in.
+async fn login(
+    host: &Host,
+    probe: &mut Probe,
+    cfg: &MonitorSettings,
+) -> Result<ServerConn, Option<ServerError>> {
+    let (_, count) = host.login(0).ok_or(None)?;
+    for _ in 0..count {
+        let Some((target, _)) = host.login(probe.login) else {
+            break;
+        };
+        match connect(&target, cfg).await {
+            Ok(c) => return Ok(c),
+            Err(ServerError::Rejected(fields)) if refusal(fields.code()) => {
+                // One user's login failing is not the host failing: it answered. Marking it
+                // down would end every other user's sessions on it; try another user.
+                if !probe.warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+                    tracing::warn!(host = %host.addr, user = %target.user, error = %fields, "health check login rejected; trying the other logins of this host's pools");
+                    probe.warned = Some(Instant::now());
+                }
+                probe.login = probe.login.wrapping_add(1);
+            }
+            Err(e) => return Err(Some(e)),
+        }
+    }
+    Err(None)
 }
 
 /// A login error from a host that is up: anything but "cannot connect now" (57P0x: starting,
@@ -118,7 +190,7 @@ fn refusal(sqlstate: &str) -> bool {
     !sqlstate.starts_with("57") && !sqlstate.starts_with("08")
 }
 
-async fn connect(cfg: &MonitorSettings) -> Result<ServerConn, ServerError> {
+async fn connect(target: &ServerTarget, cfg: &MonitorSettings) -> Result<ServerConn, ServerError> {
     let params = [(
         "application_name".to_string(),
         "pgporter health check".to_string(),
@@ -127,15 +199,7 @@ async fn connect(cfg: &MonitorSettings) -> Result<ServerConn, ServerError> {
         timeout: cfg.connect_timeout,
         keepalive: None,
     };
-    let result = server::connect(&cfg.target, &params, dial).await;
-    if let Err(ServerError::Rejected(fields)) = &result {
-        // A wrong password, a disabled role or a missing database: the host's status stays
-        // as last seen; say so loudly.
-        if refusal(fields.code()) {
-            tracing::warn!(host = %cfg.target.addr, error = %fields, "health check login rejected");
-        }
-    }
-    result
+    server::connect(target, &params, dial).await
 }
 
 fn observation(
@@ -177,18 +241,9 @@ fn observation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{BackendPassword, ServerAddr};
 
     fn cfg(max_lag: u64, max_bytes: u64) -> MonitorSettings {
         MonitorSettings {
-            target: ServerTarget {
-                addr: ServerAddr::new("127.0.0.1", 1),
-                dbname: "d".into(),
-                user: "u".into(),
-                password: BackendPassword::None,
-                params: Vec::new(),
-                tls: None,
-            },
             period: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             max_lag: Duration::from_secs(max_lag),

@@ -9,7 +9,7 @@ use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{LoadBalance, SessionAttrs};
-use crate::server::ServerAddr;
+use crate::server::{ServerAddr, ServerTarget};
 
 /// What a host is, as last observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,9 @@ pub enum Liveness {
     /// Not checked yet (or not monitored at all).
     Unknown,
     Up,
+    /// Answers on its connections but takes no new ones (a smart shutdown under way, a
+    /// frozen postmaster, a server starting up): out of rotation, its sessions left alone.
+    Draining,
     Down,
 }
 
@@ -52,6 +55,7 @@ impl Liveness {
         match self {
             Liveness::Unknown => "unknown",
             Liveness::Up => "up",
+            Liveness::Draining => "draining",
             Liveness::Down => "down",
         }
     }
@@ -71,6 +75,10 @@ pub struct HostStatus {
     /// Bumped on every change of liveness or role: connections made in an older epoch are
     /// never handed out again.
     pub epoch: u64,
+    /// When this host was last seen promoted (standby to primary), on the routing change
+    /// counter's scale; 0 = never. With two primaries up (split brain), only the one promoted
+    /// last takes writes.
+    pub promoted: u64,
 }
 
 impl Default for HostStatus {
@@ -82,6 +90,7 @@ impl Default for HostStatus {
             lag: None,
             lagging: false,
             epoch: 0,
+            promoted: 0,
         }
     }
 }
@@ -90,6 +99,8 @@ impl Default for HostStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Observation {
     Down,
+    /// The monitor's kept connection answers but a fresh login fails (see [`Liveness`]).
+    Draining,
     /// The host answered but refused the monitor's login (its role disabled, a connection
     /// limit, a changed password): nothing is learned, the last status stands.
     Refused,
@@ -114,6 +125,12 @@ pub struct Host {
     /// Ask the monitor to check now (a connect failed, a role looked wrong).
     pub(super) poke: Notify,
     changed: Arc<watch::Sender<u64>>,
+    /// The logins the monitor may use: one per distinct backend user/database of the pools
+    /// that list this host; the next is tried when one is refused (a role disabled or over
+    /// its connection limit must not blind routing for everyone).
+    logins: Mutex<Vec<ServerTarget>>,
+    /// Stops the monitor (the host left the configuration).
+    pub(super) retired: CancellationToken,
 }
 
 impl Host {
@@ -126,7 +143,28 @@ impl Host {
             monitor_started: AtomicBool::new(false),
             poke: Notify::new(),
             changed,
+            logins: Mutex::new(Vec::new()),
+            retired: CancellationToken::new(),
         }
+    }
+
+    /// Offer the monitor another login (kept unless one with the same user, database and
+    /// password is known).
+    pub(super) fn add_login(&self, target: ServerTarget) {
+        let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        let same = |t: &ServerTarget| {
+            t.user == target.user && t.dbname == target.dbname && t.password == target.password
+        };
+        if !logins.iter().any(same) {
+            logins.push(target);
+        }
+    }
+
+    /// The monitor's `i`-th login (modulo their number), and how many there are.
+    pub(super) fn login(&self, i: usize) -> Option<(ServerTarget, usize)> {
+        let logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        let n = logins.len();
+        (n > 0).then(|| (logins[i % n].clone(), n))
     }
 
     fn lock(&self) -> MutexGuard<'_, HostStatus> {
@@ -154,6 +192,7 @@ impl Host {
             let old = status.clone();
             match *seen {
                 Observation::Refused => return None,
+                Observation::Draining => status.liveness = Liveness::Draining,
                 Observation::Down => {
                     status.liveness = Liveness::Down;
                     status.lag_bytes = None;
@@ -166,6 +205,9 @@ impl Host {
                     lag,
                     lagging,
                 } => {
+                    if old.role == Role::Standby && role == Role::Primary {
+                        status.promoted = self.changed.borrow().wrapping_add(1);
+                    }
                     status.liveness = Liveness::Up;
                     status.role = role;
                     status.lag_bytes = lag_bytes;
@@ -358,7 +400,15 @@ impl HostSet {
 pub fn eligible(attrs: SessionAttrs, statuses: &[HostStatus]) -> Vec<usize> {
     let usable = |s: &HostStatus| s.liveness == Liveness::Up;
     let standby = |s: &HostStatus| usable(s) && s.role == Role::Standby && !s.lagging;
-    let primary = |s: &HostStatus| usable(s) && s.role == Role::Primary;
+    let up_primary = |s: &HostStatus| usable(s) && s.role == Role::Primary;
+    // Split brain (two primaries up, e.g. an old primary restarted after a failover): writes
+    // go only to the one seen promoted last; if none was seen promoted (pgporter started
+    // into it), to none.
+    let primaries: Vec<&HostStatus> = statuses.iter().filter(|s| up_primary(s)).collect();
+    let newest = primaries.iter().map(|s| s.promoted).max().unwrap_or(0);
+    let split = primaries.len() > 1;
+    let primary =
+        |s: &HostStatus| up_primary(s) && (!split || (newest > 0 && s.promoted == newest));
     let pick = |f: &dyn Fn(&HostStatus) -> bool| -> Vec<usize> {
         statuses
             .iter()

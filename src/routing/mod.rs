@@ -139,6 +139,11 @@ impl Hosts {
         settings: &RoutingSettings,
         connect_timeout: Duration,
     ) {
+        host.add_login(ServerTarget {
+            addr: host.addr.clone(),
+            params: Vec::new(),
+            ..target.clone()
+        });
         if host
             .monitor_started
             .swap(true, std::sync::atomic::Ordering::AcqRel)
@@ -146,11 +151,6 @@ impl Hosts {
             return;
         }
         let cfg = health::MonitorSettings {
-            target: ServerTarget {
-                addr: host.addr.clone(),
-                params: Vec::new(),
-                ..target.clone()
-            },
             period: settings.health_check_period,
             connect_timeout,
             max_lag: settings.max_standby_lag,
@@ -162,6 +162,19 @@ impl Hosts {
             cfg,
             self.shutdown.clone(),
         ));
+    }
+
+    /// Forget hosts the configuration no longer names (a reload removed them) and stop their
+    /// monitors, which would otherwise keep a connection and check it for good.
+    pub fn keep_only(&self, hosts: &[ServerAddr]) {
+        self.map.retain(|addr, host| {
+            let keep = hosts.contains(addr);
+            if !keep {
+                tracing::info!(host = %addr, "host left the configuration; its health monitor stops");
+                host.retired.cancel();
+            }
+            keep
+        });
     }
 
     /// The monitored state of the host at `addr`, if routing knows it (and monitors it).

@@ -447,3 +447,99 @@ async fn a_refused_health_check_login_is_not_a_dead_host() {
         .await
         .expect("enable the role");
 }
+
+/// A pgporter in front of `cluster` with one routed read-write entry and the given users
+/// (plaintext passwords in the userlist).
+async fn routed_porter(
+    cluster: &crate::support::replica::ReplCluster,
+    db: &str,
+    users: &[(&str, &str)],
+    extra: &str,
+) -> crate::support::Porter {
+    let hosts = vec!["127.0.0.1"; cluster.nodes.len()].join(",");
+    let ports: Vec<String> = cluster.nodes.iter().map(|n| n.port.to_string()).collect();
+    let ini = format!(
+        "[databases]\n\
+         {db} = host={hosts} port={ports} dbname={db} target_session_attrs=read-write\n\
+         [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = 0\nunix_socket_dir =\n\
+         auth_type = scram-sha-256\nauth_file = userlist.txt\nquery_wait_timeout = 20\n\
+         health_check_period = 0.2\nserver_connect_timeout = 3\n{extra}\n",
+        ports = ports.join(",")
+    );
+    crate::support::spawn_pgporter(&ini, &crate::support::fixture::userlist(users)).await
+}
+
+/// The first user to reach a host cannot log in to PostgreSQL (CONNECTION LIMIT 0): the
+/// health monitor, which logs in with a pool's credentials, tries the next pool's user
+/// instead of leaving the host unchecked (which kept everyone out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_first_user_does_not_blind_the_health_monitor() {
+    let cluster = crate::support::replica::ReplCluster::start(0).await;
+    let db = format!("rdb_refused_{}", std::process::id());
+    cluster.create_role_and_db("alice_r", "pw-a", &db).await;
+    let su = cluster.superuser(0).await;
+    su.batch_execute("CREATE ROLE carol_r LOGIN PASSWORD 'pw-c' CONNECTION LIMIT 0")
+        .await
+        .expect("carol");
+    let porter = routed_porter(
+        &cluster,
+        &db,
+        &[("alice_r", "pw-a"), ("carol_r", "pw-c")],
+        "failover_wait_timeout = 5",
+    )
+    .await;
+    let conn = |user: &str, pw: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={pw} dbname={db} sslmode=disable",
+            porter.port()
+        )
+    };
+    // carol's own session fails (PostgreSQL refuses her); she came first.
+    assert!(where_am_i(&conn("carol_r", "pw-c")).await.is_err());
+    let alice = where_am_i(&conn("alice_r", "pw-a")).await;
+    assert_eq!(alice, Ok((false, cluster.port(0))), "alice's session");
+}
+
+/// A smart shutdown waits for sessions to end: pgporter's health check connection and its
+/// idle pooled connections must not keep it waiting. The host takes no new connections
+/// (draining): out of rotation, its idle connections closed, a session on it left to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smart_shutdown_is_not_held_open_by_pgporter() {
+    let cluster = crate::support::replica::ReplCluster::start(0).await;
+    let db = format!("rdb_smart_{}", std::process::id());
+    cluster.create_role_and_db("alice_s", "pw-a", &db).await;
+    let porter = routed_porter(&cluster, &db, &[("alice_s", "pw-a")], "").await;
+    let connstring = format!(
+        "host=127.0.0.1 port={} user=alice_s password=pw-a dbname={db} sslmode=disable",
+        porter.port()
+    );
+    // One idle pooled connection, one session that stays.
+    assert_eq!(where_am_i(&connstring).await, Ok((false, cluster.port(0))));
+    let session = connect(&connstring).await;
+    session.query_one(WHERE, &[]).await.expect("session");
+    cluster.stop_smart_nowait(0).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let hosts = porter.hosts();
+        if hosts
+            .iter()
+            .all(|h| h.status.liveness == pgporter::routing::Liveness::Draining)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never draining: {hosts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    session
+        .query_one(WHERE, &[])
+        .await
+        .expect("the session on the draining host goes on");
+    drop(session);
+    while cluster.running(0) {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "the smart shutdown is still waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -33,6 +33,19 @@ fn eligibility_by_attrs() {
     // Failover: no primary yet.
     let hosts = [st(Down, Primary, false), st(Up, Standby, false)];
     assert!(eligible(SessionAttrs::Primary, &hosts).is_empty());
+    // Split brain: the primary promoted last takes writes; none if none was seen promoted.
+    let promoted = |n: u64| HostStatus {
+        promoted: n,
+        ..st(Up, Primary, false)
+    };
+    let hosts = [promoted(0), promoted(7), st(Up, Standby, false)];
+    assert_eq!(eligible(SessionAttrs::Primary, &hosts), vec![1]);
+    assert_eq!(eligible(SessionAttrs::Any, &hosts), vec![1, 2]);
+    let hosts = [promoted(0), promoted(0)];
+    assert!(eligible(SessionAttrs::Primary, &hosts).is_empty());
+    // Draining hosts take no new connections.
+    let hosts = [st(Liveness::Draining, Primary, false)];
+    assert!(eligible(SessionAttrs::Primary, &hosts).is_empty());
 }
 
 fn set(n: u16, attrs: SessionAttrs, balance: LoadBalance) -> HostSet {

@@ -238,6 +238,17 @@ impl ReplCluster {
         cmd::success(&out, &format!("pg_ctl {args:?} on node {i}"))
     }
 
+    /// `pg_ctl stop -m smart` without waiting: new connections are refused, the server
+    /// stops once its last session ends.
+    pub(crate) async fn stop_smart_nowait(&self, i: usize) {
+        self.pg_ctl(i, &["stop", "-W", "-m", "smart"]).await;
+    }
+
+    /// Node `i`'s postmaster is running (its pid file exists).
+    pub(crate) fn running(&self, i: usize) -> bool {
+        self.nodes[i].dir.join("postmaster.pid").exists()
+    }
+
     /// `pg_ctl stop -m fast`: sessions get 57P01, new connections are refused.
     pub(crate) async fn stop(&self, i: usize) {
         self.pg_ctl(i, &["stop", "-w", "-m", "fast"]).await;
