@@ -103,7 +103,8 @@ impl Snapshot {
                         database: db.to_string(),
                         user: user.to_string(),
                         state: "active",
-                        addr: pool.target.addr.clone(),
+                        // Where the connection really went (a routed pool has several hosts).
+                        addr: ServerAddr::new(&link.addr, link.port),
                         pid: link.pid,
                         connect_time: link.connect_time,
                         request_time: secs_to_time(

@@ -14,9 +14,12 @@ use crate::server::{self, query_row, ServerConn, ServerError, ServerTarget};
 
 /// The check: role, and on a standby the WAL positions received and replayed (as byte
 /// offsets; NULL on a primary, and the receive position NULL before any streaming).
+/// Also whether a WAL receiver runs: a standby cut off from its primary (a partition, or
+/// still following a dead primary) has nothing unreplayed and would otherwise look current.
 const CHECK_SQL: &str = "select pg_is_in_recovery(), \
      pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0'), \
-     pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')";
+     pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0'), \
+     (select count(*) from pg_stat_wal_receiver)";
 
 /// What one monitor needs.
 #[derive(Debug, Clone)]
@@ -219,7 +222,8 @@ fn observation(
         (Role::Standby, Some(replay)) => {
             // Never streamed (no receive position): nothing known to be waiting.
             let receive = position(1).unwrap_or(replay);
-            Some(tracker.observe(receive, replay, now))
+            let fed = position(1).is_none() || position(3) != Some(0);
+            Some(tracker.observe(receive, replay, fed, now))
         }
         _ => {
             tracker.reset();
