@@ -447,11 +447,27 @@ fn totals(s: &Snapshot) -> ResultSet {
         .stats
         .iter()
         .fold(Totals::default(), |acc, (_, t, _)| acc + *t);
+    // PgBouncer's names here: bytes are total_client_bytes / total_server_bytes, and the
+    // averages (over all databases) follow the totals.
     for (n, v) in STAT_NAMES.iter().zip(total_values(&sum)) {
         let name = match *n {
-            "received" => "total_received",
-            "sent" => "total_sent",
+            "received" => "total_client_bytes",
+            "sent" => "total_server_bytes",
             other => total_name(other),
+        };
+        rs.push(vec![name.into(), v.into()]);
+    }
+    let mut avg = [0u64; 11];
+    for (_, _, a) in &s.stats {
+        for (sum, v) in avg.iter_mut().zip(average_values(a)) {
+            *sum = sum.saturating_add(v);
+        }
+    }
+    for (n, v) in STAT_NAMES.iter().zip(avg) {
+        let name = match *n {
+            "received" => "avg_client_bytes",
+            "sent" => "avg_server_bytes",
+            other => avg_name(other),
         };
         rs.push(vec![name.into(), v.into()]);
     }

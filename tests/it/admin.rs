@@ -222,7 +222,26 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
     .await
     .expect("a host probe within the deadline");
     assert_eq!(hosts[0].get("state"), Some("up"));
-    rows(&admin, "SHOW TOTALS").await;
+    // PgBouncer 1.18's SHOW TOTALS names: bytes as client/server bytes, then the averages.
+    let totals = rows(&admin, "SHOW TOTALS").await;
+    let names: Vec<&str> = totals.iter().filter_map(|r| r.get("name")).collect();
+    for name in [
+        "total_xact_count",
+        "total_client_bytes",
+        "total_server_bytes",
+        "avg_query_count",
+        "avg_client_bytes",
+        "avg_wait_time",
+    ] {
+        assert!(
+            names.contains(&name),
+            "SHOW TOTALS has no {name}: {names:?}"
+        );
+    }
+    assert_ne!(
+        find(&totals, "name", "total_client_bytes").get("value"),
+        Some("0")
+    );
     rows(&admin, "SHOW MEM").await;
     admin.simple_query("SHOW HELP").await.expect("help");
 
