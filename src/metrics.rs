@@ -261,6 +261,7 @@ fn native(s: &Snapshot) {
 
 /// The names pgbouncer_exporter publishes, so existing dashboards work unchanged.
 fn pgbouncer_compat(s: &Snapshot) {
+    describe_pgbouncer();
     describe_gauge!("pgbouncer_up", "The pooler answered the scrape");
     gauge!("pgbouncer_up").set(1.0);
     for p in &s.pools {
@@ -302,6 +303,14 @@ fn pgbouncer_compat(s: &Snapshot) {
         counter!("pgbouncer_stats_sent_bytes_total", &l).absolute(t.sent);
         counter!("pgbouncer_stats_server_assignments_total", &l)
             .absolute(t.server_assignment_count);
+        // Session mode relays prepared statements untouched: nothing of pgporter's to count.
+        for name in [
+            "pgbouncer_stats_client_parses_total",
+            "pgbouncer_stats_server_parses_total",
+            "pgbouncer_stats_binds_total",
+        ] {
+            counter!(name, &l).absolute(0);
+        }
         // Float-valued totals: the metrics crate's counters are integers, so these are gauges
         // that only grow (rate() works the same).
         let secs = |us: u64| us as f64 / 1e6;
@@ -359,8 +368,172 @@ fn pgbouncer_compat(s: &Snapshot) {
             gauge!(metric, &l).set(v);
         }
     }
+    // SHOW LISTS, under pgbouncer_exporter's names.
+    let list_names = [
+        ("databases", "pgbouncer_databases"),
+        ("users", "pgbouncer_users"),
+        ("pools", "pgbouncer_pools"),
+        ("free_clients", "pgbouncer_free_clients"),
+        ("used_clients", "pgbouncer_used_clients"),
+        ("login_clients", "pgbouncer_login_clients"),
+        ("free_servers", "pgbouncer_free_servers"),
+        ("used_servers", "pgbouncer_used_servers"),
+        ("dns_names", "pgbouncer_cached_dns_names"),
+        ("dns_zones", "pgbouncer_cached_dns_zones"),
+        ("dns_queries", "pgbouncer_in_flight_dns_queries"),
+    ];
+    for (list, value) in s.lists() {
+        if let Some((_, metric)) = list_names.iter().find(|(l, _)| *l == list) {
+            gauge!(*metric).set(value as f64);
+        }
+    }
+    gauge!("pgbouncer_version_info", "version" => crate::admin::VERSION).set(1.0);
     gauge!("pgbouncer_config_max_client_connections").set(f64::from(set.max_client_conn));
     gauge!("pgbouncer_config_max_user_connections").set(f64::from(set.max_user_connections));
+}
+
+/// HELP text of the pgbouncer_exporter families (its wording, shortened).
+fn describe_pgbouncer() {
+    const GAUGES: &[(&str, &str)] = &[
+        ("pgbouncer_version_info", "The pooler's version"),
+        (
+            "pgbouncer_pools_client_active_connections",
+            "Client connections linked to a server connection or idle with no queries waiting",
+        ),
+        (
+            "pgbouncer_pools_client_waiting_connections",
+            "Client connections waiting for a server connection",
+        ),
+        (
+            "pgbouncer_pools_server_active_connections",
+            "Server connections linked to a client",
+        ),
+        (
+            "pgbouncer_pools_server_idle_connections",
+            "Server connections idle and ready for a client",
+        ),
+        (
+            "pgbouncer_pools_server_used_connections",
+            "Server connections idle more than server_check_delay",
+        ),
+        (
+            "pgbouncer_pools_server_testing_connections",
+            "Server connections running server_reset_query or server_check_query",
+        ),
+        (
+            "pgbouncer_pools_server_login_connections",
+            "Server connections logging in",
+        ),
+        (
+            "pgbouncer_pools_client_maxwait_seconds",
+            "Age of the oldest unserved client connection",
+        ),
+        (
+            "pgbouncer_stats_queries_duration_seconds_total",
+            "Total time spent on queries",
+        ),
+        (
+            "pgbouncer_stats_server_in_transaction_seconds_total",
+            "Total time server connections spent in transactions",
+        ),
+        (
+            "pgbouncer_stats_client_wait_seconds_total",
+            "Time clients spent waiting for a server",
+        ),
+        (
+            "pgbouncer_databases_current_connections",
+            "Current server connections of the database",
+        ),
+        (
+            "pgbouncer_databases_pool_size",
+            "Maximum server connections per pool",
+        ),
+        (
+            "pgbouncer_databases_min_pool_size",
+            "Minimum server connections per pool",
+        ),
+        (
+            "pgbouncer_databases_reserve_pool",
+            "Extra connections allowed to a waiting pool",
+        ),
+        (
+            "pgbouncer_databases_max_connections",
+            "Maximum server connections of the database",
+        ),
+        ("pgbouncer_databases_paused", "1 if the database is paused"),
+        (
+            "pgbouncer_databases_disabled",
+            "1 if the database is disabled",
+        ),
+        ("pgbouncer_databases", "Count of databases"),
+        ("pgbouncer_users", "Count of users"),
+        ("pgbouncer_pools", "Count of pools"),
+        ("pgbouncer_free_clients", "Count of free clients"),
+        ("pgbouncer_used_clients", "Count of used clients"),
+        ("pgbouncer_login_clients", "Count of clients in login state"),
+        ("pgbouncer_free_servers", "Count of free servers"),
+        ("pgbouncer_used_servers", "Count of used servers"),
+        (
+            "pgbouncer_cached_dns_names",
+            "Count of DNS names in the cache",
+        ),
+        (
+            "pgbouncer_cached_dns_zones",
+            "Count of DNS zones in the cache",
+        ),
+        (
+            "pgbouncer_in_flight_dns_queries",
+            "Count of in-flight DNS queries",
+        ),
+        (
+            "pgbouncer_config_max_client_connections",
+            "Configured max_client_conn",
+        ),
+        (
+            "pgbouncer_config_max_user_connections",
+            "Configured max_user_connections",
+        ),
+    ];
+    const COUNTERS: &[(&str, &str)] = &[
+        (
+            "pgbouncer_stats_queries_pooled_total",
+            "Total SQL queries pooled",
+        ),
+        (
+            "pgbouncer_stats_sql_transactions_pooled_total",
+            "Total SQL transactions pooled",
+        ),
+        (
+            "pgbouncer_stats_received_bytes_total",
+            "Total bytes received from clients",
+        ),
+        (
+            "pgbouncer_stats_sent_bytes_total",
+            "Total bytes sent to clients",
+        ),
+        (
+            "pgbouncer_stats_server_assignments_total",
+            "Total times a server was assigned to a client",
+        ),
+        (
+            "pgbouncer_stats_client_parses_total",
+            "Total Parse messages from clients",
+        ),
+        (
+            "pgbouncer_stats_server_parses_total",
+            "Total Parse messages sent to servers",
+        ),
+        (
+            "pgbouncer_stats_binds_total",
+            "Total Bind messages from clients",
+        ),
+    ];
+    for (name, help) in GAUGES {
+        describe_gauge!(*name, *help);
+    }
+    for (name, help) in COUNTERS {
+        describe_counter!(*name, *help);
+    }
 }
 
 /// How often recorded histogram samples are folded in (see [`Metrics::upkeep`]).

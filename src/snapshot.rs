@@ -187,6 +187,34 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// SHOW LISTS' rows (also pgbouncer_exporter's list gauges).
+    pub fn lists(&self) -> [(&'static str, u64); 14] {
+        let users: std::collections::BTreeSet<&String> = self
+            .config
+            .userlist
+            .keys()
+            .chain(self.config.users.keys())
+            .collect();
+        [
+            ("databases", self.config.databases.len() as u64),
+            ("users", users.len() as u64),
+            ("peers", 0),
+            ("pools", self.pools.len() as u64),
+            ("peer_pools", 0),
+            ("free_clients", 0),
+            ("used_clients", self.clients.len() as u64),
+            ("login_clients", 0),
+            ("free_servers", 0),
+            ("used_servers", self.servers.len() as u64),
+            ("dns_names", 0),
+            ("dns_zones", 0),
+            ("dns_queries", 0),
+            ("dns_pending", 0),
+        ]
+    }
+}
+
 /// /readyz: config loaded and listening (true once the app runs), not draining, and every
 /// configured database reachable.
 pub fn readiness(shared: &Shared, config: &Config) -> Result<(), String> {

@@ -476,29 +476,7 @@ fn totals(s: &Snapshot) -> ResultSet {
 
 fn lists(s: &Snapshot) -> ResultSet {
     let mut rs = ResultSet::new(&[("list", Text), ("items", Int4)]);
-    let users: std::collections::BTreeSet<&String> = s
-        .config
-        .userlist
-        .keys()
-        .chain(s.config.users.keys())
-        .collect();
-    let rows: [(&str, u64); 14] = [
-        ("databases", s.config.databases.len() as u64),
-        ("users", users.len() as u64),
-        ("peers", 0),
-        ("pools", s.pools.len() as u64),
-        ("peer_pools", 0),
-        ("free_clients", 0),
-        ("used_clients", s.clients.len() as u64),
-        ("login_clients", 0),
-        ("free_servers", 0),
-        ("used_servers", s.servers.len() as u64),
-        ("dns_names", 0),
-        ("dns_zones", 0),
-        ("dns_queries", 0),
-        ("dns_pending", 0),
-    ];
-    for (k, v) in rows {
+    for (k, v) in s.lists() {
         rs.push(vec![k.into(), v.into()]);
     }
     rs

@@ -306,6 +306,16 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
         Some(5.0)
     );
     assert!(page.contains("pgbouncer_databases_pool_size{"), "{page}");
+    // pgbouncer_exporter's SHOW LISTS gauges, version and HELP lines.
+    assert_eq!(sample(&page, "pgbouncer_databases"), Some(1.0), "{page}");
+    assert!(
+        page.contains("pgbouncer_version_info{version=\"pgporter "),
+        "{page}"
+    );
+    assert!(
+        page.contains("# HELP pgbouncer_pools_client_active_connections "),
+        "{page}"
+    );
     assert!(
         page.contains("pgporter_client_wait_seconds_bucket{"),
         "{page}"
