@@ -48,6 +48,8 @@ pub enum Error {
     },
     #[error("connection requires a valid client certificate")]
     NoClientCertificate,
+    #[error("peer authentication failed for user \"{user}\"")]
+    PeerAuthFailed { user: String },
     #[error("certificate authentication failed for user \"{user}\"")]
     CertAuthFailed { user: String },
     #[error("authentication lookup failed (auth_query)")]
@@ -126,7 +128,8 @@ impl Error {
             | Error::HbaNoEntry { .. }
             | Error::HbaReject { .. }
             | Error::NoClientCertificate
-            | Error::CertAuthFailed { .. } => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            | Error::CertAuthFailed { .. }
+            | Error::PeerAuthFailed { .. } => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             Error::ClientTls(_) => sqlstate::PROTOCOL_VIOLATION,
             Error::UnknownDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
             Error::TooManyClients | Error::ClientLimit(_) => sqlstate::TOO_MANY_CONNECTIONS,
@@ -158,6 +161,7 @@ impl Error {
             | Error::HbaReject { .. }
             | Error::NoClientCertificate
             | Error::CertAuthFailed { .. }
+            | Error::PeerAuthFailed { .. }
             | Error::UnknownDatabase(_)
             | Error::TooManyClients
             | Error::ClientLimit(_)

@@ -38,6 +38,11 @@ pub enum Method {
     Cert {
         map: Option<String>,
     },
+    /// The connecting process's OS user (unix socket peer credentials), directly or through
+    /// the ident map `map`.
+    Peer {
+        map: Option<String>,
+    },
 }
 
 /// Why no method applies.
@@ -72,6 +77,9 @@ pub fn plan(
                 HbaMethod::Password => Method::Plain,
                 HbaMethod::ScramSha256 => Method::ScramSha256,
                 HbaMethod::Cert => Method::Cert {
+                    map: rule.map.clone(),
+                },
+                HbaMethod::Peer => Method::Peer {
                     map: rule.map.clone(),
                 },
             }

@@ -79,7 +79,7 @@ pub(super) async fn login(
     let user = route.client_user.as_str();
     let method = plan(conn, peer, &route.database, user, config)?;
     let secret = match method {
-        Method::Trust | Method::Cert { .. } => None,
+        Method::Trust | Method::Cert { .. } | Method::Peer { .. } => None,
         _ => lookup_secret(route, user, shared, config).await?,
     };
     let ctx = login_context(conn, shared, config);

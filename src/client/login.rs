@@ -40,6 +40,7 @@ pub(super) async fn authenticate(
     let outcome = match method {
         Method::Trust => Ok(None),
         Method::Cert { map } => return cert(conn, map.as_deref(), user, ctx.ident),
+        Method::Peer { map } => return peer(conn, map.as_deref(), user, ctx.ident),
         Method::Plain => plain(conn, user, secret).await?,
         Method::Md5 if !scram_only => md5_exchange(conn, user, secret).await?.map(|()| None),
         Method::Md5 | Method::ScramSha256 => {
@@ -81,6 +82,43 @@ fn cert(
         tracing::info!(user, certificate_cn = %cn, "certificate name does not match the user");
         Err(failed())
     }
+}
+
+/// The unix-socket client's OS user (SO_PEERCRED, its name from /etc/passwd) must be the
+/// user, directly or through the ident map.
+fn peer(
+    conn: &FramedConn<Stream>,
+    map: Option<&str>,
+    user: &str,
+    ident: &[crate::config::hba::IdentEntry],
+) -> Result<Option<[u8; 32]>, Error> {
+    let failed = || Error::PeerAuthFailed {
+        user: user.to_string(),
+    };
+    let uid = conn.io.peer_uid().ok_or_else(failed)?;
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| os_user_name(&passwd, uid))
+        .ok_or_else(|| {
+            tracing::info!(user, uid, "peer authentication: no user name for the uid");
+            failed()
+        })?;
+    if cert_name_allowed(ident, map, &name, user) {
+        Ok(None)
+    } else {
+        tracing::info!(user, os_user = %name, "peer authentication: OS user does not match");
+        Err(failed())
+    }
+}
+
+/// The name of `uid` in passwd(5) text.
+fn os_user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
 }
 
 async fn send_auth(conn: &mut FramedConn<Stream>, code: i32, data: &[u8]) -> Result<(), Error> {
@@ -190,4 +228,19 @@ fn ct_result(a: &[u8], b: &[u8]) -> Outcome {
 /// `md5` + hex(md5(password || user)), PostgreSQL's stored md5 form.
 fn md5_of(password: &[u8], user: &str) -> String {
     postgres_protocol::password::md5(password, user)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn os_user_names_from_passwd() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\npostgres:x:104:110::/var/lib/postgresql:/bin/bash\n";
+        assert_eq!(
+            super::os_user_name(passwd, 104).as_deref(),
+            Some("postgres")
+        );
+        assert_eq!(super::os_user_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(super::os_user_name(passwd, 7), None);
+    }
 }

@@ -5,7 +5,8 @@
 //! `@file`; `+group` needs role membership that pgporter cannot see and is rejected at load, as
 //! PgBouncer does. Address: `all`, an IPv4/IPv6 address with `/prefix`, or address and mask
 //! columns; host names are not supported. Methods: trust, reject, md5, password,
-//! scram-sha-256, cert (with optional `map=NAME` for auth_ident_file). `peer` is not supported.
+//! scram-sha-256, cert and peer (both with optional `map=NAME` for auth_ident_file; peer on
+//! `local` lines only).
 //! Quoted words lose their keyword meaning; `#` starts a comment; a trailing `\` continues a line.
 
 use std::net::IpAddr;
@@ -42,6 +43,9 @@ pub enum HbaMethod {
     Password,
     ScramSha256,
     Cert,
+    /// `local` lines: the OS user of the connecting process (SO_PEERCRED) must be the user,
+    /// or map to it through auth_ident_file (`map=`).
+    Peer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,10 +215,14 @@ fn parse_rule(
         "password" => HbaMethod::Password,
         "scram-sha-256" => HbaMethod::ScramSha256,
         "cert" => HbaMethod::Cert,
+        "peer" => HbaMethod::Peer,
         other => return Err(format!("unsupported authentication method {other:?}")),
     };
     if method == HbaMethod::Cert && conn != ConnType::HostSsl {
         return Err("cert authentication is only supported on hostssl lines".into());
+    }
+    if method == HbaMethod::Peer && conn != ConnType::Local {
+        return Err("peer authentication is only supported on local sockets".into());
     }
     let mut map = None;
     for option in rest.get(1..).unwrap_or_default() {

@@ -110,3 +110,75 @@ async fn hba_allows_and_rejects_by_ssl_user_database_and_address() {
     );
     assert!(fx.porter.shared().stats.auth_failures_of("mallory") >= 2);
 }
+
+/// `local all all peer` (PostgreSQL's own default line): a unix-socket client is the OS user
+/// it runs as (SO_PEERCRED), directly or through an auth_ident_file map; TCP clients need
+/// another line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_authentication_on_the_unix_socket() {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = std::fs::metadata("/proc/self").expect("/proc/self").uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    let Some(me) = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.get(2) == Some(&uid.to_string().as_str())).then(|| f[0].to_string())
+    }) else {
+        crate::support::skip::skip("hba::peer", "the test's uid has no /etc/passwd entry");
+        return;
+    };
+    let cluster = crate::support::cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    let ini = format!(
+        "[databases]\n{db} = host=127.0.0.1 port={port} dbname={db} user={user} password=pw\n\
+         [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = 0\nunix_socket_dir = {{dir}}\n\
+         auth_type = hba\nauth_hba_file = hba.conf\nauth_ident_file = ident.conf\n\
+         auth_file = userlist.txt\n",
+        port = cluster.port()
+    );
+    let porter = crate::support::porter::spawn_pgporter_with_files(
+        &ini,
+        "",
+        &[
+            (
+                "hba.conf".into(),
+                "local all mapped peer map=people\nlocal all all peer\n".into(),
+            ),
+            ("ident.conf".into(), format!("people {me} mapped\n")),
+        ],
+    )
+    .await;
+    let sock = porter.dir().display().to_string();
+    let unix = |u: &str| format!("host={sock} port={} user={u} dbname={db}", porter.port());
+    // Our own OS user name, and the name the map gives it.
+    for u in [me.as_str(), "mapped"] {
+        let (c, conn) = tokio::time::timeout(HANG, tokio_postgres::connect(&unix(u), NoTls))
+            .await
+            .expect("login hung")
+            .unwrap_or_else(|e| panic!("peer login as {u}: {e:?}"));
+        tokio::spawn(conn);
+        c.simple_query("SELECT 1").await.expect("query");
+    }
+    let err = refused(&unix("somebody_else")).await;
+    assert_eq!(
+        db_error(&err).code(),
+        &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    );
+    assert!(
+        db_error(&err)
+            .message()
+            .contains("peer authentication failed"),
+        "{err:?}"
+    );
+    // TCP: no line matches.
+    let tcp = format!(
+        "host=127.0.0.1 port={} user={me} password=x dbname={db}",
+        porter.port()
+    );
+    assert_eq!(
+        db_error(&refused(&tcp).await).code(),
+        &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    );
+}

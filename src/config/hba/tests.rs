@@ -41,7 +41,7 @@ fn rejects_what_is_not_supported() {
         ("host all all 10.0.0.0 255.0.255.0 md5", "contiguous"),
         ("host all all 0.0.0.0/0 ldap", "unsupported authentication"),
         ("host all all 0.0.0.0/0 cert", "hostssl"),
-        ("local all all peer", "unsupported authentication"),
+        ("host all all 0.0.0.0/0 peer", "only supported on local"),
         ("hostx all all 0.0.0.0/0 md5", "connection type"),
         ("host all all 0.0.0.0/0", "method"),
         ("host \"all all 0.0.0.0/0 md5", "unterminated"),
