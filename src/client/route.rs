@@ -40,12 +40,11 @@ impl Route<'_> {
     pub(super) fn pool(&self) -> &Arc<Pool> {
         self.pool.get_or_init(|| {
             let (entry, config, shared, key) = (self.entry, self.config, self.shared, &self.key);
-            let attrs = key.endpoint.attrs(entry);
             shared.pools.get_or_create(key, |limits| {
                 let target = pool_target(entry, key, config, shared.tls.server.as_ref());
                 let set = shared.routing.host_set(
                     entry,
-                    attrs,
+                    key.endpoint,
                     &target,
                     &config.settings.routing,
                     config.settings.server_connect_timeout,

@@ -303,6 +303,11 @@ fn check_security(path: &Path, s: &Settings, errors: &mut Vec<ConfigError>) {
         "auth_type",
         "auth_type = cert needs client TLS (client_tls_sslmode) and client_tls_ca_file",
     );
+    need(
+        s.routing.readonly_listen_port != Some(s.listen_port) || s.listen_port == 0,
+        "readonly_listen_port",
+        "readonly_listen_port must differ from listen_port",
+    );
 }
 
 /// A path in the config is relative to the config file's directory (as in PgBouncer).

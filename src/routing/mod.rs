@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseEntry, RoutingSettings, SessionAttrs};
+use crate::config::{DatabaseEntry, LoadBalance, RoutingSettings, SessionAttrs};
 use crate::server::{self, ServerAddr, ServerConn, ServerError, ServerTarget};
 
 pub use hosts::{eligible, Host, HostSet, HostStatus, HostTag, Liveness, Role};
@@ -42,6 +42,15 @@ impl Endpoint {
                 attrs
             }
             (Endpoint::ReadOnly, _) => SessionAttrs::PreferStandby,
+        }
+    }
+
+    /// How an entry's hosts share new connections on this endpoint: the read-only endpoint
+    /// spreads over the standbys (as CloudNativePG's `-ro` service) unless the entry chose.
+    pub fn balance(self, entry: &DatabaseEntry) -> LoadBalance {
+        match (self, entry.load_balance_hosts) {
+            (Endpoint::ReadOnly, LoadBalance::Disable) => LoadBalance::RoundRobin,
+            (_, balance) => balance,
         }
     }
 }
@@ -107,20 +116,23 @@ impl Hosts {
     pub fn host_set(
         &self,
         entry: &DatabaseEntry,
-        attrs: SessionAttrs,
+        endpoint: Endpoint,
         target: &ServerTarget,
         settings: &RoutingSettings,
         connect_timeout: Duration,
     ) -> HostSet {
-        let hosts: Vec<Arc<Host>> = entry
-            .hosts
-            .iter()
-            .map(|h| self.host(&ServerAddr::new(&h.host, h.port)))
-            .collect();
+        let mut hosts: Vec<Arc<Host>> = Vec::new();
+        for h in &entry.hosts {
+            let host = self.host(&ServerAddr::new(&h.host, h.port));
+            // A host listed twice would get twice the share of new connections.
+            if !hosts.iter().any(|known| Arc::ptr_eq(known, &host)) {
+                hosts.push(host);
+            }
+        }
         let set = HostSet::new(
             hosts,
-            attrs,
-            entry.load_balance_hosts,
+            endpoint.attrs(entry),
+            endpoint.balance(entry),
             settings.failover_wait_timeout,
             Arc::clone(&self.changed),
         );
