@@ -109,7 +109,7 @@ pub fn run(
     async move {
         let config = shared.config.load();
         let login = timeout(
-            config.settings.client_login_timeout,
+            Config::limit(config.settings.client_login_timeout),
             // Login is large and short-lived: boxed, so an idle session's task stays small.
             Box::pin(async {
                 peer = proxied_peer(&mut conn, peer.clone(), &config).await?;

@@ -47,7 +47,11 @@ impl Route<'_> {
                     key.endpoint,
                     &target,
                     &config.settings.routing,
-                    config.settings.server_connect_timeout,
+                    // The monitor's own limit: 0 (no limit) would let one hung check stall it.
+                    match config.settings.server_connect_timeout {
+                        d if d.is_zero() => std::time::Duration::from_secs(15),
+                        d => d,
+                    },
                 );
                 Pool::new(key.clone(), target, pool_settings(entry, config), limits).with_hosts(set)
             })
@@ -207,9 +211,10 @@ pub(crate) fn pool_settings(entry: &DatabaseEntry, config: &Config) -> PoolSetti
         min_size: entry.min_pool_size.unwrap_or(s.min_pool_size),
         dial: crate::net::Dial::new(s),
         idle_timeout: Config::nonzero(s.server_idle_timeout),
-        lifetime: Config::nonzero(s.server_lifetime),
+        // 0: each connection serves one client, then closes (PgBouncer's meaning).
+        lifetime: Some(s.server_lifetime),
         reset_query: s.server_reset_query.clone(),
-        reset_timeout: s.server_reset_timeout,
+        reset_timeout: Config::limit(s.server_reset_timeout),
         connect_query: entry.connect_query.clone(),
     }
 }

@@ -332,14 +332,20 @@ async fn first_request(
     // The session's read buffer, sized for the relay at once (a fresh buffer's first read is
     // small, for logins).
     conn.rbuf.reserve(crate::protocol::READ_CHUNK);
-    tokio::select! {
-        biased;
-        () = info.killed() => return Err(ended(shared, info)),
-        read = conn.fill() => match read {
-            Ok(()) => {}
-            Err(e) if e.is_disconnect() => return Ok(false),
-            Err(e) => return Err(Error::ClientProtocol(e)),
-        },
+    // A request that came in the same read as the login is already here: reading again
+    // would wait for the client's next one.
+    if conn.rbuf.is_empty() {
+        tokio::select! {
+            biased;
+            () = info.killed() => return Err(ended(shared, info)),
+            read = conn.fill() => match read {
+                Ok(()) => {}
+                Err(e) if e.is_disconnect() => return Ok(false),
+                Err(e) => return Err(Error::ClientProtocol(e)),
+            },
+        }
+    } else if info.is_killed() {
+        return Err(ended(shared, info));
     }
     Ok(conn.rbuf.first() != Some(&frontend::TERMINATE))
 }

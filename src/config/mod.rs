@@ -143,6 +143,16 @@ impl Config {
     pub fn nonzero(d: Duration) -> Option<Duration> {
         (!d.is_zero()).then_some(d)
     }
+
+    /// A time limit where 0 means none (as PgBouncer's timeouts): for `tokio::time::timeout`,
+    /// which waits for ever past `Instant` range.
+    pub fn limit(d: Duration) -> Duration {
+        if d.is_zero() {
+            Duration::MAX
+        } else {
+            d
+        }
+    }
 }
 
 /// Read `path` (and what it includes and names: auth_file) into a validated [`Config`].

@@ -57,7 +57,7 @@ pub struct Dial {
 impl Dial {
     pub fn new(s: &Settings) -> Dial {
         Dial {
-            timeout: s.server_connect_timeout,
+            timeout: crate::config::Config::limit(s.server_connect_timeout),
             keepalive: Keepalive::from_settings(s),
         }
     }

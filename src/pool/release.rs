@@ -25,6 +25,13 @@ impl Pool {
             return self.discard(conn).await;
         }
         let settings = self.settings();
+        if settings.lifetime == Some(Duration::ZERO) {
+            tracing::debug!(
+                pid = conn.pid(),
+                "server_lifetime = 0: closing after one client"
+            );
+            return self.discard(conn).await;
+        }
         let reset = timeout(
             settings.reset_timeout,
             reset_checked(&mut conn, &settings.reset_query, !exact),

@@ -345,3 +345,32 @@ async fn max_client_conn_refusal_reaches_libpq_clients() {
         );
     }
 }
+
+/// A request sent in the same write as the login (here the startup packet, trust auth) is
+/// answered at once, as PostgreSQL does: it does not wait for the client's next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pipelined_behind_the_login_is_answered() {
+    let fx = Fixture::with_settings(1, "auth_type = trust").await;
+    let mut c = crate::support::raw::RawClient::connect(fx.porter.addr()).await;
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(
+        [("user", fx.user.as_str()), ("database", fx.db.as_str())],
+        &mut out,
+    )
+    .unwrap();
+    postgres_protocol::message::frontend::query("SELECT 'pipelined'", &mut out).unwrap();
+    c.send(&out).await;
+    let mut tags = Vec::new();
+    let mut rows = 0;
+    while rows == 0 || tags.last() != Some(&b'Z') {
+        let m = c
+            .read_msg()
+            .await
+            .expect("no answer to the pipelined query");
+        if m.tag == b'D' {
+            rows += 1;
+        }
+        tags.push(m.tag);
+    }
+    assert_eq!(rows, 1, "{:?}", String::from_utf8_lossy(&tags));
+}

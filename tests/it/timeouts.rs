@@ -106,3 +106,30 @@ async fn client_idle_timeout_closes_clients_without_a_server() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert_eq!(busy.rows("SELECT 2").await.0, ["2"]);
 }
+
+/// 0 turns a limit off (PgBouncer's meaning): `client_login_timeout = 0` and
+/// `server_reset_timeout = 0` let logins and resets take their time (they failed at once);
+/// `server_lifetime = 0` uses each server connection for one client only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_means_no_limit_and_lifetime_zero_means_once() {
+    let f = Fixture::with_settings(
+        1,
+        "client_login_timeout = 0\nserver_reset_timeout = 0\nserver_lifetime = 0",
+    )
+    .await;
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let mut c = raw(&f).await;
+        let (rows, _, error) = c.rows("SELECT pg_backend_pid()").await;
+        assert_eq!(error, None);
+        pids.push(rows[0].clone());
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pids.dedup();
+    assert_eq!(
+        pids.len(),
+        3,
+        "a server connection served two clients: {pids:?}"
+    );
+}
