@@ -164,7 +164,10 @@ fn spawn_client(stream: Stream, peer: Peer, endpoint: Endpoint, shared: &Arc<Sha
         return;
     }
     tracker.spawn(async move {
-        reject(stream, &Error::TooManyClients).await;
+        if !reject(stream, &Error::TooManyClients, &counted.cancels).await {
+            // A CancelRequest: served (it is not a client), nothing to log.
+            return;
+        }
         tracing::warn!(%peer, "no more connections allowed (max_client_conn)");
         counted
             .audit
@@ -198,10 +201,16 @@ impl Drop for ClientCount {
 /// Refuse a client over max_client_conn with `error`, after its opening packets: an
 /// SSLRequest / GSSENCRequest is answered `N` first (libpq's default sslmode=prefer would
 /// otherwise report "server sent an error response during SSL exchange" instead of the
-/// error), a CancelRequest is just closed. All within 2 s.
-async fn reject(mut stream: Stream, error: &Error) {
+/// error). A CancelRequest is forwarded all the same (a driver cancelling a query while the
+/// pooler is full is when it matters most): false is returned for it. All within 2 s.
+async fn reject(
+    mut stream: Stream,
+    error: &Error,
+    cancels: &crate::client::CancelRegistry,
+) -> bool {
     use crate::protocol::startup::{decode, FirstPacket};
     use tokio::io::AsyncReadExt;
+    let mut cancel = None;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         for _ in 0..3 {
             let len = usize::try_from(stream.read_u32().await.ok()?).ok()?;
@@ -214,7 +223,10 @@ async fn reject(mut stream: Stream, error: &Error) {
                 Ok(FirstPacket::SslRequest | FirstPacket::GssEncRequest) => {
                     stream.write_all(b"N").await.ok()?;
                 }
-                Ok(FirstPacket::Cancel(_)) => return None,
+                Ok(FirstPacket::Cancel(key)) => {
+                    cancel = Some(key);
+                    return None;
+                }
                 _ => break,
             }
         }
@@ -223,4 +235,11 @@ async fn reject(mut stream: Stream, error: &Error) {
         stream.write_all(&buf).await.ok()
     })
     .await;
+    match cancel {
+        Some(key) => {
+            cancels.cancel(key).await;
+            false
+        }
+        None => true,
+    }
 }

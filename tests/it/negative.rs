@@ -374,3 +374,24 @@ async fn a_request_pipelined_behind_the_login_is_answered() {
     }
     assert_eq!(rows, 1, "{:?}", String::from_utf8_lossy(&tags));
 }
+
+/// With max_client_conn reached, a CancelRequest is still forwarded (it is not a client): a
+/// driver's timeout cancel matters most when the pooler is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_is_forwarded_when_max_client_conn_is_reached() {
+    let fx = Fixture::with_settings(2, "max_client_conn = 2").await;
+    let sleeper = fx.connect().await;
+    let _other = fx.connect().await;
+    let token = sleeper.cancel_token();
+    let started = Instant::now();
+    let running = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel_query(NoTls).await.expect("cancel sent");
+    let e = tokio::time::timeout(HANG, running)
+        .await
+        .expect("the query was not cancelled")
+        .expect("task")
+        .expect_err("cancelled");
+    assert_eq!(db_error(&e).code(), &SqlState::QUERY_CANCELED);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
