@@ -245,6 +245,11 @@ impl Stats {
         Arc::clone(&self.pools.entry(key).or_default())
     }
 
+    /// Drop a freed pool's counters (its database left SHOW STATS, as in PgBouncer).
+    pub fn forget_pool(&self, db: &str, user: &str) {
+        self.pools.remove(&(db.to_string(), user.to_string()));
+    }
+
     /// µs since the process started (for timestamps kept in atomics).
     pub fn now_us(&self) -> u64 {
         micros(Instant::now().duration_since(self.epoch))

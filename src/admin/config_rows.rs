@@ -119,6 +119,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
             true,
         ),
         ("client_idle_timeout", secs(s.client_idle_timeout), true),
+        ("autodb_idle_timeout", secs(s.autodb_idle_timeout), true),
         ("tcp_keepalive", b(s.tcp_keepalive), true),
         ("tcp_keepcnt", s.tcp_keepcnt.to_string(), true),
         ("tcp_keepidle", secs(s.tcp_keepidle), true),

@@ -108,6 +108,9 @@ pub struct Settings {
     /// A logged-in client silent this long without a server connection is closed (as
     /// PgBouncer, not one holding a server). 0 = off (default). reload: yes
     pub client_idle_timeout: Duration,
+    /// Pools of databases reached through the `*` entry are freed after this long unused.
+    /// Default 3600 s (as PgBouncer); 0 = never. reload: yes
+    pub autodb_idle_timeout: Duration,
     /// Startup parameters accepted and ignored (lower-cased). Default empty. reload: yes
     pub ignore_startup_parameters: Vec<String>,
     /// Default false. reload: yes
@@ -269,6 +272,7 @@ impl Default for Settings {
             query_timeout: Duration::ZERO,
             idle_transaction_timeout: Duration::ZERO,
             client_idle_timeout: Duration::ZERO,
+            autodb_idle_timeout: Duration::from_secs(3600),
             ignore_startup_parameters: Vec::new(),
             application_name_add_host: false,
             tcp_keepalive: true,
@@ -321,7 +325,6 @@ impl Default for Settings {
 /// existing pgbouncer.ini loads unchanged.
 const NOT_IMPLEMENTED: &[&str] = &[
     "auth_ldap_options",
-    "autodb_idle_timeout",
     "cancel_wait_timeout",
     "client_tls13_ciphers",
     "client_tls_dheparams",
@@ -459,6 +462,7 @@ impl Settings {
             "query_timeout" => self.query_timeout = parse_duration(v)?,
             "idle_transaction_timeout" => self.idle_transaction_timeout = parse_duration(v)?,
             "client_idle_timeout" => self.client_idle_timeout = parse_duration(v)?,
+            "autodb_idle_timeout" => self.autodb_idle_timeout = parse_duration(v)?,
             "ignore_startup_parameters" => {
                 self.ignore_startup_parameters =
                     parse_list(v).iter().map(|p| p.to_lowercase()).collect();

@@ -133,3 +133,49 @@ async fn zero_means_no_limit_and_lifetime_zero_means_once() {
         "a server connection served two clients: {pids:?}"
     );
 }
+
+/// autodb_idle_timeout: a pool made for a database reached through `*` is freed once unused
+/// (any logged-in user can name databases: they must not pile up); a configured database's
+/// pool stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_of_star_databases_are_freed_when_unused() {
+    let f = Fixture::with_settings(2, "autodb_idle_timeout = 1").await;
+    let other = f.cluster.unique_name("db");
+    f.cluster.create_database(&other, &f.user).await;
+    let ini = std::fs::read_to_string(f.porter.ini_path())
+        .unwrap()
+        .replacen(
+            "[databases]\n",
+            &format!(
+                "[databases]\n* = host=127.0.0.1 port={}\n",
+                f.cluster.port()
+            ),
+            1,
+        );
+    f.porter.store_config(&ini);
+    let has = |db: &str| {
+        f.porter
+            .pool_counts()
+            .iter()
+            .any(|(k, _)| k.ends_with(&format!("@{db}")))
+    };
+    let mut mine = raw(&f).await;
+    assert_eq!(mine.rows("SELECT 1").await.0, ["1"]);
+    let mut star = RawClient::login(f.porter.addr(), &f.user, &f.password, &other).await;
+    assert_eq!(
+        star.rows("SELECT current_database()").await.0,
+        [other.clone()]
+    );
+    // In use: kept however long.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(has(&other), "a pool in use was freed");
+    drop(star);
+    let deadline = Instant::now() + HANG;
+    while has(&other) {
+        assert!(Instant::now() < deadline, "the unused * pool stayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(mine);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(has(&f.db), "a configured database's pool was freed");
+}
