@@ -164,7 +164,7 @@ async fn pools_of_star_databases_are_freed_when_unused() {
     let mut star = RawClient::login(f.porter.addr(), &f.user, &f.password, &other).await;
     assert_eq!(
         star.rows("SELECT current_database()").await.0,
-        [other.clone()]
+        std::slice::from_ref(&other)
     );
     // In use: kept however long.
     tokio::time::sleep(Duration::from_millis(2500)).await;
