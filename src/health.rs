@@ -1,6 +1,6 @@
-//! Backend host reachability, for /readyz, SHOW HOSTS and the host metrics: a periodic probe
-//! opens a socket to every configured host. Role and replication lag come from read/write
-//! routing's health monitor (`routing::Hosts`) for the hosts it monitors.
+//! Backend host reachability, for /readyz, SHOW HOSTS and the host metrics: read/write
+//! routing's health monitor (`routing::Hosts`) for the hosts it monitors (role, lag), a
+//! periodic TCP probe for the others while a metrics listener is configured.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -96,14 +96,39 @@ pub fn configured_hosts(config: &Config) -> Vec<ServerAddr> {
     hosts
 }
 
-/// Probe every configured host each [`PERIOD`] until shutdown.
+/// Every [`PERIOD`] until shutdown: each configured host's state. A host routing monitors
+/// takes it from the monitor (no extra connection); the others are probed with a TCP connect
+/// (PostgreSQL forks a backend, and logs it with log_connections, for each), and only when
+/// something reads the result: /readyz and the metrics (metrics_listen_addr).
 pub async fn run(shared: Arc<Shared>) {
     let mut ticks = crate::shutdown::Ticks::every(PERIOD);
     while ticks.next(&shared.shutdown).await {
-        let hosts = configured_hosts(&shared.config.load());
+        let config = shared.config.load();
+        let hosts = configured_hosts(&config);
         shared.hosts.keep_only(&hosts);
         shared.routing.keep_only(&hosts);
-        let probes = hosts.into_iter().map(|addr| async move {
+        let probing = config.settings.metrics_listen_addr.is_some();
+        let mut to_probe = Vec::new();
+        for addr in hosts {
+            match shared.routing.status(&addr) {
+                Some(s) if s.liveness != crate::routing::Liveness::Unknown => {
+                    let up = s.liveness == crate::routing::Liveness::Up;
+                    shared.hosts.set(
+                        addr,
+                        HostState {
+                            up,
+                            role: s.role.as_str(),
+                            lag: s.lag,
+                            last_check: SystemTime::now(),
+                            error: (!up).then(|| format!("health check: {}", s.liveness.as_str())),
+                        },
+                    );
+                }
+                _ if probing => to_probe.push(addr),
+                _ => {}
+            }
+        }
+        let probes = to_probe.into_iter().map(|addr| async move {
             let result = timeout(PROBE_TIMEOUT, crate::server::probe(&addr)).await;
             let error = match result {
                 Ok(Ok(())) => None,
@@ -116,24 +141,12 @@ pub async fn run(shared: Arc<Shared>) {
             if let Some(e) = &error {
                 tracing::debug!(host = %addr, error = %e, "backend host unreachable");
             }
-            let routed = shared.routing.status(&addr);
-            // A monitored host is up only while routing may use it (its monitor logs in).
-            let usable = !routed.as_ref().is_some_and(|s| {
-                matches!(
-                    s.liveness,
-                    crate::routing::Liveness::Down | crate::routing::Liveness::Draining
-                )
-            });
-            let error = match (error, usable, &routed) {
-                (None, false, Some(s)) => Some(format!("health check: {}", s.liveness.as_str())),
-                (error, _, _) => error,
-            };
             shared.hosts.set(
                 addr,
                 HostState {
                     up: error.is_none(),
-                    role: routed.as_ref().map_or("unknown", |s| s.role.as_str()),
-                    lag: routed.and_then(|s| s.lag),
+                    role: "unknown",
+                    lag: None,
                     last_check: SystemTime::now(),
                     error,
                 },
