@@ -304,9 +304,31 @@ pub struct HostSet {
     /// For `subscribe`: bumped on any routing-relevant host change.
     pub(super) changed: Arc<watch::Sender<u64>>,
     next: AtomicUsize,
+    /// Since when connects have found no eligible host (None: one was found last time). A
+    /// client reaching the outage late (after a wait in the pool queue) does not wait a
+    /// whole failover_wait_timeout again.
+    /// (since, last seen): an outage nobody has looked at for a second is over.
+    outage_since: Mutex<Option<(tokio::time::Instant, tokio::time::Instant)>>,
 }
 
 impl HostSet {
+    /// When connects started finding no eligible host, recording `now` if that is news.
+    pub(super) fn outage_started(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        let mut outage = self.outage_since.lock().unwrap_or_else(|p| p.into_inner());
+        let since = match *outage {
+            // Waiting connects look again at least every 500 ms.
+            Some((since, seen)) if now.duration_since(seen) < Duration::from_secs(1) => since,
+            _ => now,
+        };
+        *outage = Some((since, now));
+        since
+    }
+
+    /// A connect found a host: the outage, if any, is over.
+    pub(super) fn outage_over(&self) {
+        *self.outage_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     pub(super) fn new(
         hosts: Vec<Arc<Host>>,
         attrs: SessionAttrs,
@@ -320,6 +342,7 @@ impl HostSet {
             attrs,
             balance,
             monitored,
+            outage_since: Mutex::new(None),
             failover_wait,
             changed,
             next: AtomicUsize::new(0),

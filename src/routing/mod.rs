@@ -231,7 +231,7 @@ pub async fn connect(
     extra_params: &[(String, String)],
     dial: crate::net::Dial,
 ) -> Result<ServerConn, RouteError> {
-    let deadline = Instant::now() + set.failover_wait;
+    let mut deadline = None;
     let mut changes = set.changed.subscribe();
     let mut failed: Vec<ServerAddr> = Vec::new();
     let mut last: Option<ServerError> = None;
@@ -256,6 +256,7 @@ pub async fn connect(
                         continue;
                     }
                     tracing::debug!(host = %host.addr, role = role.as_str(), "server connection routed");
+                    set.outage_over();
                     conn.tag = Some(host.tag(role, epoch));
                     return Ok(conn);
                 }
@@ -280,6 +281,9 @@ pub async fn connect(
             });
         }
         let now = Instant::now();
+        // The wait runs from when this outage began, for every client that meets it.
+        let since = set.outage_started(now);
+        let deadline = *deadline.get_or_insert(since + set.failover_wait);
         if now >= deadline {
             return Err(NoHost {
                 attrs: set.attrs.as_str(),

@@ -125,3 +125,21 @@ fn tags_go_stale_on_role_change_and_down() {
     // Unmonitored sets accept anything.
     assert!(HostSet::single(ServerAddr::new("/tmp", 1)).accepts(None));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_is_timed_from_its_start_for_every_client() {
+    let s = set(2, SessionAttrs::Primary, LoadBalance::Disable);
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(s.outage_started(t0), t0);
+    // A client meeting it later, while others keep looking, shares its start.
+    let t1 = t0 + Duration::from_millis(400);
+    assert_eq!(s.outage_started(t1), t0);
+    let t2 = t1 + Duration::from_millis(900);
+    assert_eq!(s.outage_started(t2), t0);
+    // Nobody looked for a while (or a connect succeeded): a new outage.
+    let t3 = t2 + Duration::from_secs(5);
+    assert_eq!(s.outage_started(t3), t3);
+    s.outage_over();
+    let t4 = t3 + Duration::from_millis(10);
+    assert_eq!(s.outage_started(t4), t4);
+}
