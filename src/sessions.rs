@@ -80,6 +80,8 @@ pub struct SessionInfo {
     pub database: Arc<str>,
     /// The user pgporter logs in to PostgreSQL as (the pool's user).
     pub pool_user: Arc<str>,
+    /// The listener it came in on: with `pool_user` and `database`, its pool's key.
+    pub endpoint: crate::routing::Endpoint,
     /// The client's IP address (None on the unix socket).
     pub ip: Option<IpAddr>,
     pub port: u16,
@@ -239,6 +241,8 @@ pub struct NewSession<'a> {
     pub application_name: &'a str,
     pub admin: bool,
     pub tls: Option<crate::tls::TlsInfo>,
+    /// The listener it came in on (its pool is per endpoint).
+    pub endpoint: crate::routing::Endpoint,
 }
 
 #[derive(Debug, Default)]
@@ -282,6 +286,7 @@ impl Sessions {
             application_name: s.application_name.into(),
             admin: s.admin,
             tls: s.tls,
+            endpoint: s.endpoint,
             connect_time: now,
             state: AtomicU8::new(ClientState::Idle as u8),
             wait_start_us: AtomicU64::new(0),
@@ -357,6 +362,7 @@ mod tests {
             application_name: "",
             admin,
             tls: None,
+            endpoint: crate::routing::Endpoint::ReadWrite,
         }
     }
 

@@ -84,10 +84,14 @@ impl Snapshot {
                 .pool(db, user)
                 .reconnect_before_us
                 .load(std::sync::atomic::Ordering::Relaxed);
-            let mine = clients
-                .iter()
-                .filter(|c| !c.admin && *c.database == **db && *c.pool_user == **user);
+            let mine = clients.iter().filter(|c| {
+                !c.admin
+                    && *c.database == **db
+                    && *c.pool_user == **user
+                    && c.endpoint == pool.key.endpoint
+            });
             let (mut active, mut waiting, mut maxwait_us) = (0, 0, 0u64);
+            let servers_before = servers.len();
             for c in mine {
                 match c.state() {
                     ClientState::Waiting => {
@@ -119,10 +123,8 @@ impl Snapshot {
             }
             let counts = pool.counts();
             let idle = pool.idle_servers();
-            let sv_active = servers
-                .iter()
-                .filter(|s| *s.database == **db && *s.user == **user)
-                .count() as u64;
+            // This pool's (a database may have a read-write and a read-only pool per user).
+            let sv_active = (servers.len() - servers_before) as u64;
             for s in &idle {
                 servers.push(ServerRow {
                     database: db.to_string(),

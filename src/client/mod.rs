@@ -297,6 +297,7 @@ async fn start(
             application_name: startup.get("application_name").unwrap_or_default(),
             admin: false,
             tls: conn.io.tls_info(),
+            endpoint: route.key.endpoint,
         },
         &shared.shutdown,
     );
@@ -359,6 +360,7 @@ async fn start_admin(
             application_name: startup.get("application_name").unwrap_or_default(),
             admin: true,
             tls: conn.io.tls_info(),
+            endpoint: crate::routing::Endpoint::ReadWrite,
         },
         &shared.shutdown,
     );

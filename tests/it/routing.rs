@@ -543,3 +543,28 @@ async fn a_smart_shutdown_is_not_held_open_by_pgporter() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The same database and user on the read-write and the read-only listener are two pools;
+/// SHOW POOLS counts each one's clients and servers once (they were mixed and doubled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_write_and_read_only_pools_are_counted_apart() {
+    let fx = ReplFixture::new(1, 4, "").await;
+    let rw = connect(&fx.connstring(fx.porter.port(), &fx.db)).await;
+    let ro = connect(&fx.connstring(fx.porter.readonly_port(), &fx.db)).await;
+    assert_eq!(
+        rw.query_one(WHERE, &[]).await.unwrap().get::<_, bool>(0),
+        false
+    );
+    assert_eq!(
+        ro.query_one(WHERE, &[]).await.unwrap().get::<_, bool>(0),
+        true
+    );
+    let snapshot = pgporter::snapshot::Snapshot::take(fx.porter.shared());
+    let rows: Vec<(u64, u64)> = snapshot
+        .pools
+        .iter()
+        .filter(|p| p.database == fx.db)
+        .map(|p| (p.cl_active, p.sv_active))
+        .collect();
+    assert_eq!(rows, [(1, 1), (1, 1)], "(cl_active, sv_active) per pool");
+}
