@@ -551,14 +551,8 @@ async fn read_write_and_read_only_pools_are_counted_apart() {
     let fx = ReplFixture::new(1, 4, "").await;
     let rw = connect(&fx.connstring(fx.porter.port(), &fx.db)).await;
     let ro = connect(&fx.connstring(fx.porter.readonly_port(), &fx.db)).await;
-    assert_eq!(
-        rw.query_one(WHERE, &[]).await.unwrap().get::<_, bool>(0),
-        false
-    );
-    assert_eq!(
-        ro.query_one(WHERE, &[]).await.unwrap().get::<_, bool>(0),
-        true
-    );
+    assert!(!rw.query_one(WHERE, &[]).await.unwrap().get::<_, bool>(0));
+    assert!(ro.query_one(WHERE, &[]).await.unwrap().get::<_, bool>(0));
     let snapshot = pgporter::snapshot::Snapshot::take(fx.porter.shared());
     let rows: Vec<(u64, u64)> = snapshot
         .pools
