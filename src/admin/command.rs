@@ -151,8 +151,16 @@ pub(super) fn set_parts(text: &str) -> Option<(String, String)> {
         return None;
     };
     let value = value.trim();
-    let value = match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
-        Some(quoted) => quoted.replace("''", "'"),
+    let value = match value.strip_prefix('\'') {
+        // One quoted literal, '' inside for a quote: `'a' 'b'` or an unterminated one is not.
+        Some(rest) => {
+            let body = rest.strip_suffix('\'')?;
+            if body.replace("''", "").contains('\'') {
+                return None;
+            }
+            body.replace("''", "'")
+        }
+        None if value.contains('\'') || value.is_empty() => return None,
         None => value.to_string(),
     };
     (!key.is_empty()).then(|| (key.to_ascii_lowercase(), value))
@@ -248,6 +256,10 @@ mod tests {
             Some(("application_name".into(), "it's".into()))
         );
         assert_eq!(parts("SET x"), None);
+        assert_eq!(parts("SET x = 'unterminated"), None);
+        assert_eq!(parts("SET x = 'a' 'b'"), None);
+        assert_eq!(parts("SET x = ''"), Some(("x".into(), String::new())));
+        assert_eq!(parts("SET x = it's"), None);
         assert_eq!(parts("SET = 1"), None);
     }
 

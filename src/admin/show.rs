@@ -95,8 +95,8 @@ fn databases(s: &Snapshot) -> ResultSet {
             db.min_pool_size.unwrap_or(set.min_pool_size).into(),
             s.config.reserve_pool_size(name).into(),
             u64::from(u32::try_from(set.server_lifetime.as_secs()).unwrap_or(u32::MAX)).into(),
-            Value::Null,
-            Value::Null,
+            db.pool_mode.map(|_| POOL_MODE).into(),
+            db.load_balance_hosts.as_str().into(),
             db.max_db_connections
                 .unwrap_or(set.max_db_connections)
                 .into(),

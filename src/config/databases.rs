@@ -122,6 +122,8 @@ pub struct DatabaseEntry {
     pub auth_dbname: Option<String>,
     /// `connect_query=`: run once on each new server connection, after login.
     pub connect_query: Option<String>,
+    /// `pool_mode=` (only session is accepted), shown by SHOW DATABASES.
+    pub pool_mode: Option<super::PoolMode>,
 }
 
 impl DatabaseEntry {
@@ -162,6 +164,7 @@ pub fn parse_connstring(name: &str, value: &str) -> Result<DatabaseEntry, String
         auth_query: None,
         auth_dbname: None,
         connect_query: None,
+        pool_mode: None,
     };
     let (mut host, mut port) = (String::new(), String::new());
     for (key, val) in split_pairs(value)? {
@@ -192,9 +195,7 @@ pub fn parse_connstring(name: &str, value: &str) -> Result<DatabaseEntry, String
                 e.max_user_pool_share =
                     Some(parse_pool_share(&val).map_err(|m| format!("{key}: {m}"))?);
             }
-            "pool_mode" => {
-                parse_pool_mode(&val)?;
-            }
+            "pool_mode" => e.pool_mode = Some(parse_pool_mode(&val)?),
             p if CONNECT_PARAMS.contains(&p) => {
                 e.connect_params.retain(|(existing, _)| *existing != k);
                 e.connect_params.push((k, val));
@@ -258,6 +259,17 @@ fn parse_attrs(v: &str) -> Result<SessionAttrs, String> {
             )
         }
     })
+}
+
+impl LoadBalance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadBalance::Disable => "disable",
+            LoadBalance::RoundRobin => "round-robin",
+            LoadBalance::Random => "random",
+            LoadBalance::LeastConnections => "least-connections",
+        }
+    }
 }
 
 fn parse_balance(v: &str) -> Result<LoadBalance, String> {
