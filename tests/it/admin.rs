@@ -685,3 +685,25 @@ async fn backend_pid(c: &Client) -> String {
     let r = rows(c, "select pg_backend_pid()").await;
     r[0].get(0).expect("pid").to_string()
 }
+
+/// SHOW DATABASES lists a database made through the `*` entry once it has a pool, as
+/// PgBouncer lists its auto-databases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_databases_lists_databases_made_through_the_fallback() {
+    let cluster = cluster().await;
+    let ops = Ops::new(&format!(
+        "[databases]\n* = host=127.0.0.1 port={}",
+        cluster.port()
+    ))
+    .await;
+    let other = cluster.unique_name("db");
+    cluster.create_database(&other, &ops.user).await;
+    let client = connect(&ops.porter.connstring(&ops.user, "pw", &other)).await;
+    client.simple_query("SELECT 1").await.expect("query");
+    let admin = ops.admin().await;
+    let dbs = rows(&admin, "SHOW DATABASES").await;
+    let row = find(&dbs, "name", &other);
+    assert_eq!(row.get("database"), Some(other.as_str()));
+    assert_eq!(row.get("current_client_connections"), Some("1"));
+    find(&dbs, "name", &ops.db);
+}
