@@ -41,7 +41,7 @@ pub use userlist::parse_userlist;
 
 /// One problem in a config file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {key}: {message}")]
+#[error("{file}{}{}{message}", line_part(*line), key_part(key))]
 pub struct ConfigError {
     pub file: String,
     /// 1-based; 0 when the problem is not tied to a line.
@@ -49,6 +49,24 @@ pub struct ConfigError {
     /// The key (or section / database name) concerned; may be empty.
     pub key: String,
     pub message: String,
+}
+
+/// `:12` (nothing for a problem not tied to a line).
+fn line_part(line: usize) -> String {
+    if line == 0 {
+        ": ".into()
+    } else {
+        format!(":{line}: ")
+    }
+}
+
+/// `key: ` (nothing for an empty key).
+fn key_part(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
 }
 
 /// A non-fatal remark (unknown key, ...), logged at load.
@@ -353,3 +371,19 @@ impl ConfigHandle {
 mod proptests;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod error_text_tests {
+    #[test]
+    fn errors_name_the_line_and_key_only_when_known() {
+        let e = |line, key: &str| super::ConfigError {
+            file: "p.ini".into(),
+            line,
+            key: key.into(),
+            message: "bad".into(),
+        };
+        assert_eq!(e(3, "listen_port").to_string(), "p.ini:3: listen_port: bad");
+        assert_eq!(e(0, "auth_type").to_string(), "p.ini: auth_type: bad");
+        assert_eq!(e(9, "").to_string(), "p.ini:9: bad");
+    }
+}
