@@ -161,11 +161,16 @@ impl ClientParams {
     ///
     /// `app_default` is the application_name a connection has before any client's (the
     /// database entry's, else empty): what a client that names none gets.
+    ///
+    /// A reported parameter the client set in its own spelling (`iso`) and the server reports
+    /// normalized (`ISO, MDY`) gets a ParameterStatus in `to_client`, as the client would
+    /// have had at login from PostgreSQL.
     pub(super) async fn apply(
         &self,
         server: &mut ServerConn,
         app_default: &str,
         greeted: &[(String, String)],
+        to_client: &mut BytesMut,
     ) -> Result<bool, Error> {
         let sets = self.differences(server, app_default, greeted);
         if sets.is_empty() {
@@ -202,6 +207,20 @@ impl ClientParams {
             .map_err(Error::ServerLogin)?
         {
             QueryOutcome::Done(_) => {
+                for (name, asked) in &sets {
+                    let own = self.wanted().any(|(k, _)| k.eq_ignore_ascii_case(name));
+                    // The server's spelling of the name, as in the welcome.
+                    let reported = server
+                        .reported
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name));
+                    match (reported, server.param(name)) {
+                        (Some((canonical, _)), Some(now)) if own && now != asked => {
+                            backend::parameter_status(to_client, canonical, now);
+                        }
+                        _ => {}
+                    }
+                }
                 record(server, &sets);
                 Ok(false)
             }

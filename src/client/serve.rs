@@ -152,7 +152,7 @@ async fn relay_session(
     let greeted = pool.welcome().unwrap_or_default();
     let ahead = match session
         .params
-        .apply(&mut server, pool.app_default(), &greeted)
+        .apply(&mut server, pool.app_default(), &greeted, &mut conn.wbuf)
         .await
     {
         Ok(ahead) => ahead,
@@ -161,6 +161,12 @@ async fn relay_session(
             return Err(e);
         }
     };
+    if !conn.wbuf.is_empty() {
+        if let Err(e) = conn.flush().await {
+            pool.release(server, !ahead, true).await;
+            return Err(Error::ClientProtocol(e));
+        }
+    }
     let config = shared.config.load();
     let histogram = shared.metrics.query_histogram(&info.database);
     let mut state = relay_state(session, &config, server.pid(), histogram)

@@ -365,3 +365,19 @@ async fn list_valued_startup_parameters_keep_their_meaning() {
         ["\"$user\", pg_catalog"]
     );
 }
+
+/// A startup value PostgreSQL normalizes (`iso` for DateStyle) reaches the client in
+/// PostgreSQL's spelling too, as a ParameterStatus ahead of its first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normalized_startup_value_is_reported_to_the_client() {
+    let f = Fixture::new(1).await;
+    let (mut c, _) = raw_with(&f, &[("DateStyle", "iso")]).await;
+    c.query("SELECT 1").await;
+    let msgs = c.until_ready().await.unwrap();
+    let status: Vec<String> = msgs
+        .iter()
+        .filter(|m| m.tag == b'S')
+        .map(|m| String::from_utf8_lossy(&m.body).replace('\0', " "))
+        .collect();
+    assert_eq!(status, ["DateStyle ISO, MDY "], "{msgs:?}");
+}
