@@ -72,6 +72,10 @@ impl ClientParams {
                 continue;
             }
             // `_pq_.` protocol options were declined in NegotiateProtocolVersion.
+            // PostgreSQL sets it to the login user whatever the packet says.
+            if lower == "session_authorization" {
+                continue;
+            }
             if CONSUMED.contains(&lower.as_str())
                 || ignored.contains(&lower)
                 || lower.starts_with("_pq_.")
@@ -86,6 +90,8 @@ impl ClientParams {
                 app_name_seen = true;
                 value = app_name(value, config, peer, user);
             }
+            // A name given twice: PostgreSQL applies the last.
+            wanted.retain(|(k, _): &(String, String)| !k.eq_ignore_ascii_case(name));
             wanted.push((name.clone(), value));
         }
         let decorated = (identity.identity_tagging && identity.application_name_add_user)
@@ -207,24 +213,47 @@ impl ClientParams {
             .map_err(Error::ServerLogin)?
         {
             QueryOutcome::Done(_) => {
-                for (name, asked) in &sets {
-                    let own = self.wanted().any(|(k, _)| k.eq_ignore_ascii_case(name));
-                    // The server's spelling of the name, as in the welcome.
-                    let reported = server
-                        .reported
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(name));
-                    match (reported, server.param(name)) {
-                        (Some((canonical, _)), Some(now)) if own && now != asked => {
-                            backend::parameter_status(to_client, canonical, now);
-                        }
-                        _ => {}
-                    }
-                }
+                self.report_differences(server, app_default, greeted, to_client);
                 record(server, &sets);
                 Ok(false)
             }
             QueryOutcome::Failed(fields) => Err(Error::ServerLogin(ServerError::Rejected(fields))),
+        }
+    }
+
+    /// ParameterStatus for every reported parameter whose value in effect now differs from
+    /// what the client was told: a value PostgreSQL normalized (`iso` -> `ISO, MDY`), or one a
+    /// configuration reload changed on this connection (applied at its next command, so
+    /// reported in the answer to pgporter's own query).
+    fn report_differences(
+        &self,
+        server: &ServerConn,
+        app_default: &str,
+        greeted: &[(String, String)],
+        to_client: &mut BytesMut,
+    ) {
+        for (name, _) in &server.reported {
+            let told = self
+                .wanted()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map_or_else(
+                    || {
+                        if name.eq_ignore_ascii_case("application_name") {
+                            Some(app_default)
+                        } else {
+                            greeted
+                                .iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                                .map(|(_, v)| v.as_str())
+                        }
+                    },
+                    |(_, v)| Some(v),
+                );
+            if let (Some(told), Some(now)) = (told, server.param(name)) {
+                if now != told {
+                    backend::parameter_status(to_client, name, now);
+                }
+            }
         }
     }
 
@@ -370,6 +399,22 @@ mod tests {
             p.wanted().collect::<Vec<_>>(),
             [("client_encoding", "UTF8"), ("search_path", "")]
         );
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_name_wins_and_session_authorization_is_ignored() {
+        let peer = super::super::Peer::Tcp("10.1.2.3:5000".parse().unwrap());
+        let cfg = config("identity_tagging = 0");
+        let params = vec![
+            ("DateStyle".to_string(), "ISO".to_string()),
+            (
+                "session_authorization".to_string(),
+                "someone_else".to_string(),
+            ),
+            ("datestyle".to_string(), "German".to_string()),
+        ];
+        let p = ClientParams::from_startup(&params, &cfg, &peer, "alice", false).unwrap();
+        assert_eq!(p.wanted().collect::<Vec<_>>(), [("datestyle", "German")]);
     }
 
     #[test]

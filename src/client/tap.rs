@@ -236,7 +236,9 @@ impl Visit for Back<'_> {
 
     fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
         let st = &mut *self.0;
-        if st.ahead > 0 {
+        // A ParameterStatus inside the answer to pgporter's own query is the session's news
+        // (a configuration reload applied at that command): recorded and passed on below.
+        if st.ahead > 0 && tag != backend::PARAMETER_STATUS {
             // An answer to pgporter's own query: dropped by `rewrite`, unseen by the tracker.
             if tag == backend::READY_FOR_QUERY {
                 st.ahead -= 1;

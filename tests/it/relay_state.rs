@@ -381,3 +381,54 @@ async fn a_normalized_startup_value_is_reported_to_the_client() {
         .collect();
     assert_eq!(status, ["DateStyle ISO, MDY "], "{msgs:?}");
 }
+
+/// `ALTER SYSTEM SET TimeZone` + reload reaches a pooled connection at its next command: in
+/// the answer to pgporter's own SET sent ahead of the client's request. The client hears of
+/// it (ParameterStatus) like a direct session would; the next client is set back to what it
+/// was welcomed with. (A private cluster: ALTER SYSTEM would reach every other test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_reload_is_reported_to_the_client_it_reaches() {
+    let pg = Box::leak(Box::new(crate::support::PgCluster::start_private().await));
+    let f = Fixture::on_cluster(pg, 1, "").await;
+    let (mut x, welcome) = raw_with(&f, &[("application_name", "x")]).await;
+    let told = |w: &[(String, String)]| {
+        w.iter()
+            .find(|(k, _)| k == "TimeZone")
+            .map(|(_, v)| v.clone())
+            .expect("TimeZone in the welcome")
+    };
+    let zone = told(&welcome);
+    assert_eq!(x.rows("SHOW TimeZone").await.0, [zone.clone()]);
+    drop(x);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let su = f.superuser().await;
+    su.batch_execute("ALTER SYSTEM SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    su.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Another application_name: pgporter's SET goes ahead of the first request.
+    let (mut b, welcome) = raw_with(&f, &[("application_name", "b")]).await;
+    assert_eq!(told(&welcome), zone);
+    b.query("SHOW TimeZone").await;
+    let msgs = b.until_ready().await.unwrap();
+    let reported: Vec<String> = msgs
+        .iter()
+        .filter(|m| m.tag == b'S')
+        .map(|m| String::from_utf8_lossy(&m.body).replace('\0', " "))
+        .collect();
+    assert!(
+        reported.iter().any(|s| s == "TimeZone Asia/Tokyo "),
+        "the client was not told: {reported:?}"
+    );
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (mut c, welcome) = raw_with(&f, &[("application_name", "c")]).await;
+    assert_eq!(c.rows("SHOW TimeZone").await.0, [told(&welcome)]);
+    su.batch_execute("ALTER SYSTEM RESET TimeZone")
+        .await
+        .unwrap();
+    su.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+}
