@@ -368,6 +368,8 @@ pub(super) fn split_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
         if chars.next_if_eq(&'\'').is_some() {
             loop {
                 match chars.next() {
+                    // '' inside quotes is a quote (PgBouncer reads it so).
+                    Some('\'') if chars.next_if_eq(&'\'').is_some() => value.push('\''),
                     Some('\'') => break,
                     Some('\\') => match chars.next() {
                         Some(c) => value.push(c),

@@ -223,6 +223,26 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
     if !errors.is_empty() {
         return Err(errors);
     }
+    // auth_dbname names a [databases] entry: without it every auth_query login would fail.
+    let global = settings
+        .auth_dbname
+        .iter()
+        .map(|d| ("auth_dbname".to_string(), d));
+    let per_db = databases
+        .iter()
+        .filter_map(|(name, e)| e.auth_dbname.as_ref().map(|d| (name.clone(), d)));
+    for (key, db) in global.chain(per_db) {
+        if !databases.contains_key(db) && fallback_database.is_none() {
+            warnings.push(ConfigWarning {
+                file: path.display().to_string(),
+                line: 0,
+                key,
+                message: format!(
+                    "auth_dbname {db:?} is not a [databases] entry: auth_query logins will fail"
+                ),
+            });
+        }
+    }
     Ok(Config {
         path: path.to_path_buf(),
         settings,

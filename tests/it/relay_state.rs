@@ -398,7 +398,7 @@ async fn a_configuration_reload_is_reported_to_the_client_it_reaches() {
             .expect("TimeZone in the welcome")
     };
     let zone = told(&welcome);
-    assert_eq!(x.rows("SHOW TimeZone").await.0, [zone.clone()]);
+    assert_eq!(x.rows("SHOW TimeZone").await.0, std::slice::from_ref(&zone));
     drop(x);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let su = f.superuser().await;

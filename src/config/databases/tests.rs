@@ -206,3 +206,14 @@ fn host_list_errors() {
         assert!(err.contains(needle), "{value}: {err}");
     }
 }
+
+#[test]
+fn doubled_quotes_inside_a_quoted_value() {
+    let e = parse_connstring(
+        "cq",
+        "host=h connect_query='set my.x=''y''' auth_query='select ''a\\'b'''",
+    )
+    .unwrap();
+    assert_eq!(e.connect_query.as_deref(), Some("set my.x='y'"));
+    assert_eq!(e.auth_query.as_deref(), Some("select 'a'b'"));
+}
