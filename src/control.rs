@@ -162,7 +162,9 @@ async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlEr
     if let Some(d) = &db {
         known_db(shared, d)?;
     }
-    if db.is_none() && shared.gates.state().all_paused {
+    // As PgBouncer: nothing more to pause under a bare PAUSE (a database paused then would
+    // stay paused after the bare RESUME).
+    if shared.gates.state().all_paused {
         return Err(ControlError::AlreadyPaused);
     }
     tracing::info!(db = db.as_deref().unwrap_or("*"), "PAUSE");

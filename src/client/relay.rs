@@ -109,7 +109,12 @@ where
             if end.is_pending() {
                 if let Some(w) = &mut state.watchdog {
                     let t = &state.tracker;
-                    let server = if t.is_idle() {
+                    // Part of a client message arrived and the rest is awaited: a request in
+                    // progress (a client stalling mid-message holds the server).
+                    let partial = !client.rbuf.is_empty() || !up.scanner.at_boundary();
+                    let server = if partial {
+                        ServerState::Busy
+                    } else if t.is_idle() {
                         ServerState::Ready
                     } else if t.answered() && !t.mid_batch() && !t.lost() {
                         ServerState::IdleInTransaction

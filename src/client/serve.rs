@@ -339,8 +339,10 @@ async fn first_request(
     // small, for logins).
     conn.rbuf.reserve(crate::protocol::READ_CHUNK);
     // A request that came in the same read as the login is already here: reading again
-    // would wait for the client's next one.
-    if conn.rbuf.is_empty() {
+    // would wait for the client's next one. A server is taken only for a whole message
+    // header: a client that sent a few bytes and stalled holds none (client_idle_timeout
+    // still applies to it).
+    while conn.rbuf.len() < 5 {
         tokio::select! {
             biased;
             () = info.killed() => return Err(ended(shared, info)),
@@ -350,7 +352,8 @@ async fn first_request(
                 Err(e) => return Err(Error::ClientProtocol(e)),
             },
         }
-    } else if info.is_killed() {
+    }
+    if info.is_killed() {
         return Err(ended(shared, info));
     }
     Ok(conn.rbuf.first() != Some(&frontend::TERMINATE))
@@ -485,7 +488,16 @@ pub(super) async fn acquire(
     shared: &Shared,
 ) -> Result<ServerConn, Error> {
     let config = shared.config.load();
-    let limit = crate::config::Config::nonzero(config.settings.query_wait_timeout);
+    // As PgBouncer, query_timeout bounds the wait too when it is the shorter limit.
+    let nonzero = crate::config::Config::nonzero;
+    let (limit, by_query_timeout) = match (
+        nonzero(config.settings.query_wait_timeout),
+        nonzero(config.settings.query_timeout),
+    ) {
+        (Some(wait), Some(query)) if query < wait => (Some(query), true),
+        (None, Some(query)) => (Some(query), true),
+        (wait, _) => (wait, false),
+    };
     let started = tokio::time::Instant::now();
     info.set_waiting(shared.stats.now_us());
     let db = &session.pool.key.db;
@@ -493,9 +505,13 @@ pub(super) async fn acquire(
         if shared.gates.is_paused(db) {
             let unpaused = shared.gates.wait_unpaused(db);
             match limit {
-                Some(l) => tokio::time::timeout(l, unpaused)
-                    .await
-                    .map_err(|_| Error::PausedWaitTimeout)?,
+                Some(l) => tokio::time::timeout(l, unpaused).await.map_err(|_| {
+                    if by_query_timeout {
+                        Error::QueryTimeout
+                    } else {
+                        Error::PausedWaitTimeout
+                    }
+                })?,
                 None => unpaused.await,
             }
         }
@@ -525,7 +541,11 @@ pub(super) async fn acquire(
                         .rejections
                         .record(session.identity(), "query_wait_timeout");
                     tracing::warn!(user = %session.identity(), pool = ?session.pool.key, limit = %blocker, rejections = n, "query_wait_timeout");
-                    Error::QueryWaitTimeout(blocker)
+                    if by_query_timeout {
+                        Error::QueryTimeout
+                    } else {
+                        Error::QueryWaitTimeout(blocker)
+                    }
                 }
                 PoolError::Connect(e) => Error::ServerLogin(e),
                 PoolError::NoHost(e) => Error::NoServer(e),

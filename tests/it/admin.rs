@@ -659,6 +659,11 @@ async fn wait_close_waits_for_servers_marked_by_reconnect() {
     let e = admin.simple_query("PAUSE").await.expect_err("paused twice");
     assert_eq!(code(e), "55000");
     let e = admin
+        .simple_query(&format!("PAUSE {db}"))
+        .await
+        .expect_err("a database under a bare PAUSE");
+    assert_eq!(code(e), "55000");
+    let e = admin
         .simple_query(&format!("RESUME {db}"))
         .await
         .expect_err("db not paused itself");

@@ -179,3 +179,42 @@ async fn pools_of_star_databases_are_freed_when_unused() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(has(&f.db), "a configured database's pool was freed");
 }
+
+/// A client that sends part of a message and stalls: before a whole header it holds no
+/// server (another client is served; client_idle_timeout closes it); with the header sent
+/// it holds one, and query_timeout frees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalling_mid_message_does_not_hold_a_server_for_good() {
+    let f = Fixture::with_settings(1, "client_idle_timeout = 1\nquery_timeout = 1").await;
+    let mut header = raw(&f).await;
+    header.send(b"Q\0\0").await;
+    let mut other = raw(&f).await;
+    assert_eq!(other.rows("SELECT 1").await.0, ["1"]);
+    drop(other);
+    let (text, _, _) = fatal(&mut header).await;
+    assert!(text.contains("client_idle_timeout"), "{text:?}");
+
+    let mut body = raw(&f).await;
+    body.send(b"Q\0\0\0\x20SELE").await;
+    let (text, code, _) = fatal(&mut body).await;
+    assert!(text.contains("query timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    let mut next = raw(&f).await;
+    assert_eq!(next.rows("SELECT 2").await.0, ["2"]);
+}
+
+/// query_timeout shorter than query_wait_timeout bounds the wait for a server too, as in
+/// PgBouncer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_bounds_the_wait_for_a_server() {
+    let f = Fixture::with_settings(1, "query_timeout = 1\nquery_wait_timeout = 30").await;
+    let mut holder = raw(&f).await;
+    assert_eq!(holder.rows("SELECT 1").await.0, ["1"]);
+    let mut waiter = raw(&f).await;
+    waiter.query("SELECT 2").await;
+    let (text, code, took) = fatal(&mut waiter).await;
+    assert!(text.contains("query timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(holder.rows("SELECT 3").await.0, ["3"]);
+}
