@@ -77,7 +77,8 @@ impl Snapshot {
         let wall = SystemTime::now();
         let mut pools = Vec::new();
         let mut servers = Vec::new();
-        for pool in sorted_pools(shared) {
+        let registry = sorted_pools(shared);
+        for pool in &registry {
             let (db, user) = (&pool.key.db, &pool.key.user);
             let reconnect_before = shared
                 .stats
@@ -102,23 +103,8 @@ impl Snapshot {
                     // PgBouncer counts idle logged-in clients as cl_active too.
                     ClientState::Active | ClientState::Idle => active += 1,
                 }
-                if let Some(link) = c.server() {
-                    servers.push(ServerRow {
-                        database: db.to_string(),
-                        user: user.to_string(),
-                        state: "active",
-                        // Where the connection really went (a routed pool has several hosts).
-                        addr: ServerAddr::new(&link.addr, link.port),
-                        pid: link.pid,
-                        connect_time: link.connect_time,
-                        request_time: secs_to_time(
-                            c.request_time.load(std::sync::atomic::Ordering::Relaxed),
-                        ),
-                        link: Some(c.id),
-                        close_needed: link.created_us < reconnect_before,
-                        application_name: c.application_name.to_string(),
-                        tls: link.tls,
-                    });
+                if let Some(row) = active_row(c, reconnect_before) {
+                    servers.push(row);
                 }
             }
             let counts = pool.counts();
@@ -152,6 +138,23 @@ impl Snapshot {
                 maxwait: Duration::from_micros(maxwait_us),
                 pool_size: pool.settings().size,
             });
+        }
+        // Servers held by sessions of a pool a reload retired (its database entry changed or
+        // went): no longer in the registry, still connected until their clients leave.
+        for c in clients.iter().filter(|c| !c.admin) {
+            let in_registry = registry.iter().any(|p| {
+                *p.key.db == *c.database
+                    && *p.key.user == *c.pool_user
+                    && p.key.endpoint == c.endpoint
+            });
+            if !in_registry {
+                let before = shared
+                    .stats
+                    .pool(&c.database, &c.pool_user)
+                    .reconnect_before_us
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                servers.extend(active_row(c, before));
+            }
         }
         let stats = shared
             .stats
@@ -215,6 +218,25 @@ impl Snapshot {
             ("dns_pending", 0),
         ]
     }
+}
+
+/// SHOW SERVERS' row for the server connection session `c` holds, if any.
+fn active_row(c: &SessionInfo, reconnect_before_us: u64) -> Option<ServerRow> {
+    let link = c.server()?;
+    Some(ServerRow {
+        database: c.database.to_string(),
+        user: c.pool_user.to_string(),
+        state: "active",
+        // Where the connection really went (a routed pool has several hosts).
+        addr: ServerAddr::new(&link.addr, link.port),
+        pid: link.pid,
+        connect_time: link.connect_time,
+        request_time: secs_to_time(c.request_time.load(std::sync::atomic::Ordering::Relaxed)),
+        link: Some(c.id),
+        close_needed: link.created_us < reconnect_before_us,
+        application_name: c.application_name.to_string(),
+        tls: link.tls,
+    })
 }
 
 /// /readyz: config loaded and listening (true once the app runs), not draining, and every

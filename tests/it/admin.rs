@@ -712,3 +712,35 @@ async fn show_databases_lists_databases_made_through_the_fallback() {
     assert_eq!(row.get("current_client_connections"), Some("1"));
     find(&dbs, "name", &ops.db);
 }
+
+/// A reload that changes a database's connection string retires its pool; a server a
+/// session still holds stays in SHOW SERVERS, close_needed, until WAIT_CLOSE sees it gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_of_a_retired_pool_stay_visible() {
+    let ops = Ops::new("").await;
+    let admin = ops.admin().await;
+    let holder = ops.client().await;
+    let pid = backend_pid(&holder).await;
+    let path = ops.porter.ini_path();
+    let ini = std::fs::read_to_string(&path).expect("ini");
+    let changed = ini.replacen(
+        &format!("dbname={}\n", ops.db),
+        &format!("dbname={} application_name=changed\n", ops.db),
+        1,
+    );
+    assert_ne!(ini, changed, "the entry was not found");
+    std::fs::write(&path, changed).expect("write ini");
+    admin.simple_query("RELOAD").await.expect("reload");
+    let servers = rows(&admin, "SHOW SERVERS").await;
+    let row = find(&servers, "remote_pid", &pid);
+    assert_eq!(row.get("close_needed"), Some("1"));
+    drop(holder);
+    tokio::time::timeout(HANG, admin.simple_query(&format!("WAIT_CLOSE {}", ops.db)))
+        .await
+        .expect("WAIT_CLOSE returns once the client left")
+        .expect("WAIT_CLOSE");
+    let servers = rows(&admin, "SHOW SERVERS").await;
+    assert!(servers
+        .iter()
+        .all(|r| r.get("remote_pid") != Some(pid.as_str())));
+}
