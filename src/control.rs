@@ -310,8 +310,19 @@ fn install(shared: &Arc<Shared>, new: crate::config::Config) {
     let config = shared.config.load();
     for pool in shared.pools.all() {
         let wanted = crate::client::pool_plan(&config, &pool.key, shared.tls.server.as_ref());
+        // Its hosts, their order, target_session_attrs and load_balance_hosts too.
+        let same_routing = config.database(&pool.key.db).is_some_and(|entry| {
+            let endpoint = pool.key.endpoint;
+            pool.hosts.matches(
+                &crate::routing::Endpoint::hosts_of(entry),
+                endpoint.attrs(entry),
+                endpoint.balance(entry),
+            )
+        });
         match wanted {
-            Some((target, settings)) if target == pool.target => pool.update_settings(settings),
+            Some((target, settings)) if target == pool.target && same_routing => {
+                pool.update_settings(settings)
+            }
             _ => {
                 // Its connections in use are closed when released (close_needed, WAIT_CLOSE).
                 shared

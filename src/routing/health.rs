@@ -42,9 +42,13 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 struct Probe {
     conn: Option<ServerConn>,
+    /// When the last fresh login was tried (successful or not).
     opened: Instant,
     login: usize,
     warned: Option<Instant>,
+    /// Every login was refused at the last try: the next waits FRESH_LOGIN_EVERY (each try
+    /// is a failed authentication in the server's log).
+    refused: bool,
 }
 
 /// Run until `shutdown`, or until the host leaves the configuration.
@@ -54,6 +58,7 @@ pub(super) async fn monitor(host: Arc<Host>, cfg: MonitorSettings, shutdown: Can
         opened: Instant::now(),
         login: 0,
         warned: None,
+        refused: false,
     };
     let mut lag = LagTracker::default();
     let retired = host.retired.clone();
@@ -110,19 +115,39 @@ async fn check(
     lag: &mut LagTracker,
 ) -> Observation {
     for attempt in 0..2 {
-        let fresh =
-            attempt > 0 || probe.conn.is_none() || probe.opened.elapsed() >= FRESH_LOGIN_EVERY;
+        let due = probe.opened.elapsed() >= FRESH_LOGIN_EVERY;
+        if probe.refused && !due && probe.conn.is_none() {
+            return Observation::Refused;
+        }
+        let fresh = attempt > 0 || due || (probe.conn.is_none() && !probe.refused);
+        if fresh {
+            probe.opened = Instant::now();
+        }
         let mut refuses_new = false;
+        // Said so by the server (57P03: shutting down, starting up): it is alive.
+        let mut says_not_now = false;
         if fresh {
             match login(host, probe, cfg).await {
                 Ok(c) => {
                     probe.conn = Some(c);
-                    probe.opened = Instant::now();
+                    probe.refused = false;
+                }
+                Err(Some(ServerError::Rejected(fields))) if fields.code().starts_with("57") => {
+                    if probe.conn.is_none() {
+                        // No kept connection to ask (dropped below while draining): the
+                        // server itself says it takes no new connections.
+                        return Observation::Draining;
+                    }
+                    refuses_new = true;
+                    says_not_now = true;
                 }
                 // Every login refused: nothing learned (the last status stands), unless the
                 // kept connection can still tell.
-                Err(None) if probe.conn.is_none() => return Observation::Refused,
-                Err(None) => {}
+                Err(None) if probe.conn.is_none() => {
+                    probe.refused = true;
+                    return Observation::Refused;
+                }
+                Err(None) => probe.refused = true,
                 Err(Some(e)) if probe.conn.is_none() => {
                     tracing::debug!(host = %host.addr, error = %e, "health check: cannot connect");
                     lag.reset();
@@ -142,6 +167,10 @@ async fn check(
             Ok(Ok(Some(row))) if refuses_new => {
                 // Keep the lag tracker's view; the host is out of rotation anyway.
                 let _ = observation(&row, cfg, lag, Instant::now());
+                if says_not_now {
+                    // A smart shutdown waits for every connection, this one too: let go.
+                    probe.conn = None;
+                }
                 return Observation::Draining;
             }
             Ok(Ok(Some(row))) => return observation(&row, cfg, lag, Instant::now()),

@@ -131,6 +131,10 @@ pub struct Host {
     logins: Mutex<Vec<ServerTarget>>,
     /// Stops the monitor (the host left the configuration).
     pub(super) retired: CancellationToken,
+    /// Hosts listed with this one in some entry (its cluster, as far as pgporter can tell):
+    /// a primary among them promoted later supersedes this one (split brain), whichever
+    /// entry a session uses.
+    peers: Mutex<Vec<std::sync::Weak<Host>>>,
 }
 
 impl Host {
@@ -145,7 +149,42 @@ impl Host {
             changed,
             logins: Mutex::new(Vec::new()),
             retired: CancellationToken::new(),
+            peers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Remember the hosts an entry lists with this one.
+    pub(super) fn add_peers(self: &Arc<Self>, set: &[Arc<Host>]) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.retain(|p| p.strong_count() > 0);
+        for h in set.iter().filter(|h| !Arc::ptr_eq(h, self)) {
+            if !peers.iter().any(|p| p.as_ptr() == Arc::as_ptr(h)) {
+                peers.push(Arc::downgrade(h));
+            }
+        }
+    }
+
+    /// The status routing goes by: a primary is out (as if draining) while a peer primary
+    /// seen promoted later, or one whose order is unknown, is up too (split brain).
+    pub(super) fn routing_status(&self) -> HostStatus {
+        let mut me = self.status();
+        if me.liveness != Liveness::Up || me.role != Role::Primary {
+            return me;
+        }
+        let peers: Vec<Arc<Host>> = (self.peers.lock().unwrap_or_else(|p| p.into_inner()))
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        let superseded = peers.iter().any(|p| {
+            let other = p.status();
+            other.liveness == Liveness::Up
+                && other.role == Role::Primary
+                && other.promoted >= me.promoted
+        });
+        if superseded {
+            me.liveness = Liveness::Draining;
+        }
+        me
     }
 
     /// Offer the monitor another login (kept unless one with the same user, database and
@@ -368,7 +407,7 @@ impl HostSet {
 
     /// Pick a host for a new connection, skipping `exclude` (hosts that just failed).
     pub fn choose(&self, exclude: &[ServerAddr]) -> Option<(Arc<Host>, Role, u64)> {
-        let statuses: Vec<HostStatus> = self.hosts.iter().map(|h| h.status()).collect();
+        let statuses: Vec<HostStatus> = self.hosts.iter().map(|h| h.routing_status()).collect();
         let eligible: Vec<usize> = if self.monitored {
             eligible(self.attrs, &statuses)
         } else {
@@ -402,6 +441,15 @@ impl HostSet {
         Some((Arc::clone(host), status.role, status.epoch))
     }
 
+    /// Does this set still say what `hosts` (in order, without repeats), `attrs` and `balance`
+    /// say? A reload that changed any of them replaces the pool.
+    pub fn matches(&self, hosts: &[ServerAddr], attrs: SessionAttrs, balance: LoadBalance) -> bool {
+        self.attrs == attrs
+            && self.balance == balance
+            && self.hosts.len() == hosts.len()
+            && self.hosts.iter().zip(hosts).all(|(h, a)| h.addr == *a)
+    }
+
     /// May an idle connection with this tag be handed out now? Its host must be in the same
     /// epoch (no restart or role change since it connected) and still eligible.
     pub fn accepts(&self, tag: Option<&HostTag>) -> bool {
@@ -409,7 +457,7 @@ impl HostSet {
             return true;
         }
         let Some(tag) = tag else { return false };
-        let statuses: Vec<HostStatus> = self.hosts.iter().map(|h| h.status()).collect();
+        let statuses: Vec<HostStatus> = self.hosts.iter().map(|h| h.routing_status()).collect();
         eligible(self.attrs, &statuses).into_iter().any(|i| {
             self.hosts.get(i).is_some_and(|h| Arc::ptr_eq(h, &tag.host))
                 && statuses

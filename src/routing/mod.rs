@@ -45,6 +45,18 @@ impl Endpoint {
         }
     }
 
+    /// The hosts of `entry` as a host set lists them (in order, without repeats).
+    pub fn hosts_of(entry: &DatabaseEntry) -> Vec<ServerAddr> {
+        let mut addrs: Vec<ServerAddr> = Vec::new();
+        for h in &entry.hosts {
+            let addr = ServerAddr::new(&h.host, h.port);
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        addrs
+    }
+
     /// How an entry's hosts share new connections on this endpoint: the read-only endpoint
     /// spreads over the standbys (as CloudNativePG's `-ro` service) unless the entry chose.
     pub fn balance(self, entry: &DatabaseEntry) -> LoadBalance {
@@ -121,13 +133,13 @@ impl Hosts {
         settings: &RoutingSettings,
         connect_timeout: Duration,
     ) -> HostSet {
-        let mut hosts: Vec<Arc<Host>> = Vec::new();
-        for h in &entry.hosts {
-            let host = self.host(&ServerAddr::new(&h.host, h.port));
-            // A host listed twice would get twice the share of new connections.
-            if !hosts.iter().any(|known| Arc::ptr_eq(known, &host)) {
-                hosts.push(host);
-            }
+        // A host listed twice would get twice the share of new connections: once each.
+        let hosts: Vec<Arc<Host>> = Endpoint::hosts_of(entry)
+            .iter()
+            .map(|addr| self.host(addr))
+            .collect();
+        for h in &hosts {
+            h.add_peers(&hosts);
         }
         let set = HostSet::new(
             hosts,
@@ -309,7 +321,10 @@ fn host_failure(e: &ServerError) -> bool {
     match e {
         ServerError::Rejected(fields) => {
             let code = fields.code();
-            code.starts_with("57") || code.starts_with("08") || code == "53300"
+            // 53300 is also a role's or a database's CONNECTION LIMIT ("too many connections
+            // for role ..."): that client's own refusal, not a full host.
+            let per_object = code == "53300" && fields.message().contains(" for ");
+            code.starts_with("57") || code.starts_with("08") || (code == "53300" && !per_object)
         }
         ServerError::Connect { .. } | ServerError::Timeout | ServerError::Protocol(_) => true,
         ServerError::NoPassword(_)

@@ -592,3 +592,40 @@ async fn pidfile_and_logfile_rotation_of_the_real_binary() {
     assert!(status.success(), "exit status {status}");
     assert!(!pidfile.exists(), "pidfile left behind");
 }
+
+/// A reload that changes an entry's host list (or its routing attributes) replaces its pool:
+/// the old pool kept its old hosts, unmonitored once a host was dropped and re-added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_host_list_replaces_the_pool() {
+    let ops = Ops::new("").await;
+    let admin = ops.admin().await;
+    let client = ops.client().await;
+    client.simple_query("SELECT 1").await.expect("query");
+    let before: Vec<_> = ops.porter.shared().pools.all();
+    assert_eq!(before.len(), 1);
+    let path = ops.porter.ini_path();
+    let ini = std::fs::read_to_string(&path).expect("ini");
+    let port = cluster().await.port();
+    let changed = ini.replacen(
+        &format!("host=127.0.0.1 port={port} dbname={}", ops.db),
+        &format!(
+            "host=127.0.0.1,127.0.0.2 port={port},{port} dbname={}",
+            ops.db
+        ),
+        1,
+    );
+    assert_ne!(ini, changed, "the entry was not found");
+    std::fs::write(&path, changed).expect("write ini");
+    admin.simple_query("RELOAD").await.expect("reload");
+    assert!(
+        !ops.porter
+            .shared()
+            .pools
+            .all()
+            .iter()
+            .any(|p| std::sync::Arc::ptr_eq(p, &before[0])),
+        "the pool with the old host list is still in use for new sessions"
+    );
+    // The session on the old pool goes on.
+    client.simple_query("SELECT 2").await.expect("query");
+}

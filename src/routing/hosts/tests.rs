@@ -143,3 +143,30 @@ async fn an_outage_is_timed_from_its_start_for_every_client() {
     let t4 = t3 + Duration::from_millis(10);
     assert_eq!(s.outage_started(t4), t4);
 }
+
+#[test]
+fn split_brain_is_seen_across_entries_listing_a_subset() {
+    let all = set(3, SessionAttrs::Primary, LoadBalance::Disable);
+    for h in &all.hosts {
+        h.add_peers(&all.hosts);
+    }
+    // An entry listing only the third host.
+    let changed = Arc::clone(&all.changed);
+    let only_c = HostSet::new(
+        vec![Arc::clone(&all.hosts[2])],
+        SessionAttrs::Primary,
+        LoadBalance::Disable,
+        Duration::ZERO,
+        changed,
+    );
+    up(&all.hosts[2], Role::Primary);
+    up(&all.hosts[0], Role::Standby);
+    assert_eq!(only_c.choose(&[]).unwrap().0.addr, all.hosts[2].addr);
+    // The first host is promoted while the third comes back as a primary too.
+    up(&all.hosts[0], Role::Primary);
+    assert_eq!(all.choose(&[]).unwrap().0.addr, all.hosts[0].addr);
+    assert!(
+        only_c.choose(&[]).is_none(),
+        "the superseded primary took writes through a narrower entry"
+    );
+}
