@@ -112,6 +112,9 @@ pub(super) enum Observation {
     },
 }
 
+/// How long a new host set waits for its hosts' first checks (see [`HostSet::settling`]).
+pub(super) const SETTLE_TIME: Duration = Duration::from_secs(2);
+
 /// One backend host, shared by every pool that lists it.
 #[derive(Debug)]
 pub struct Host {
@@ -348,6 +351,8 @@ pub struct HostSet {
     /// whole failover_wait_timeout again.
     /// (since, last seen): an outage nobody has looked at for a second is over.
     outage_since: Mutex<Option<(tokio::time::Instant, tokio::time::Instant)>>,
+    /// When the set was made: for [`HostSet::settling`].
+    created: tokio::time::Instant,
 }
 
 impl HostSet {
@@ -361,6 +366,19 @@ impl HostSet {
         };
         *outage = Some((since, now));
         since
+    }
+
+    /// Just made, and some host not checked yet: choosing now would send a first burst of
+    /// sessions (which keep their host in session mode) all to whichever host reported first.
+    /// Bounded: a host whose check never succeeds does not hold connects up after
+    /// [`SETTLE_TIME`].
+    pub(super) fn settling(&self) -> bool {
+        self.monitored
+            && self.created.elapsed() < SETTLE_TIME
+            && self
+                .hosts
+                .iter()
+                .any(|h| h.status().liveness == Liveness::Unknown)
     }
 
     /// A connect found a host: the outage, if any, is over.
@@ -382,6 +400,7 @@ impl HostSet {
             balance,
             monitored,
             outage_since: Mutex::new(None),
+            created: tokio::time::Instant::now(),
             failover_wait,
             changed,
             next: AtomicUsize::new(0),

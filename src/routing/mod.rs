@@ -247,6 +247,10 @@ pub async fn connect(
     let mut changes = set.changed.subscribe();
     let mut failed: Vec<ServerAddr> = Vec::new();
     let mut last: Option<ServerError> = None;
+    while set.settling() {
+        // Each monitor's first check reports within moments (a login and one query).
+        let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+    }
     loop {
         changes.borrow_and_update();
         if let Some((host, role, epoch)) = set.choose(&failed) {

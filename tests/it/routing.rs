@@ -562,3 +562,30 @@ async fn read_write_and_read_only_pools_are_counted_apart() {
         .collect();
     assert_eq!(rows, [(1, 1), (1, 1)], "(cl_active, sv_active) per pool");
 }
+
+/// Right after start, before the monitors' first checks: a burst of read-only sessions is
+/// still spread over both standbys (in session mode they keep their host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_burst_is_spread_over_the_standbys() {
+    let fx = ReplFixture::new(2, 8, "").await;
+    let ro = fx.connstring(fx.porter.port(), &format!("{}_ro", fx.db));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(connect(&ro).await);
+    }
+    let firsts = clients.iter().map(|c| c.query_one(WHERE, &[]));
+    let mut seen = Vec::new();
+    for row in futures_util::future::join_all(firsts).await {
+        let row = row.expect("where am i");
+        let port: i32 = row.get(1);
+        seen.push(u16::try_from(port).unwrap_or(0));
+    }
+    let standbys = [fx.cluster.port(1), fx.cluster.port(2)];
+    for s in standbys {
+        assert_eq!(
+            seen.iter().filter(|p| **p == s).count(),
+            2,
+            "sessions per host: {seen:?}"
+        );
+    }
+}

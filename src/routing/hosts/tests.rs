@@ -170,3 +170,22 @@ fn split_brain_is_seen_across_entries_listing_a_subset() {
         "the superseded primary took writes through a narrower entry"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_set_settles_until_every_host_was_checked_or_for_two_seconds() {
+    let s = set(2, SessionAttrs::Standby, LoadBalance::RoundRobin);
+    assert!(s.settling());
+    up(&s.hosts[0], Role::Standby);
+    assert!(s.settling(), "one host still unchecked");
+    up(&s.hosts[1], Role::Standby);
+    assert!(!s.settling());
+    let never = set(2, SessionAttrs::Standby, LoadBalance::RoundRobin);
+    up(&never.hosts[0], Role::Standby);
+    tokio::time::advance(SETTLE_TIME).await;
+    assert!(
+        !never.settling(),
+        "a host never checked holds nothing up for long"
+    );
+    let single = set(1, SessionAttrs::Any, LoadBalance::Disable);
+    assert!(!single.settling(), "unmonitored sets do not wait");
+}
