@@ -237,16 +237,7 @@ impl ClientParams {
                 .wanted()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .map_or_else(
-                    || {
-                        if name.eq_ignore_ascii_case("application_name") {
-                            Some(app_default)
-                        } else {
-                            greeted
-                                .iter()
-                                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                                .map(|(_, v)| v.as_str())
-                        }
-                    },
+                    || told_unasked(name, app_default, greeted),
                     |(_, v)| Some(v),
                 );
             if let (Some(told), Some(now)) = (told, server.param(name)) {
@@ -276,15 +267,7 @@ impl ClientParams {
             }
             // A connection opened for a client starts with that client's application_name
             // (see `application_name`), not with the default.
-            let start = if name == "application_name" {
-                Some(app_default)
-            } else {
-                greeted
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.as_str())
-                    .or_else(|| server.reported(name))
-            };
+            let start = told_unasked(name, app_default, greeted).or_else(|| server.reported(name));
             match start {
                 Some(start) if server.param(name) != Some(start) => {
                     sets.push((name.to_string(), start.to_string()));
@@ -294,6 +277,22 @@ impl ClientParams {
         }
         sets
     }
+}
+
+/// What a client that did not name parameter `name` was welcomed with: the pool's value
+/// (`greeted`), or for application_name the connection's default (`app_default`).
+fn told_unasked<'a>(
+    name: &str,
+    app_default: &'a str,
+    greeted: &'a [(String, String)],
+) -> Option<&'a str> {
+    if name.eq_ignore_ascii_case("application_name") {
+        return Some(app_default);
+    }
+    greeted
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// Record what was SET, as asked (the server may report a normalized spelling): the next client
