@@ -551,8 +551,8 @@ async fn pidfile_and_logfile_rotation_of_the_real_binary() {
             .expect("spawn pgporter")
     };
     let (pidfile, log) = (dir.path().join("p.pid"), dir.path().join("p.log"));
-    let mut first = spawn("one.ini");
-    let pid = first.id().to_string();
+    let mut first = KillOnDrop(Some(spawn("one.ini")));
+    let pid = first.0.as_ref().expect("child").id().to_string();
     eventually("pidfile written", || {
         let pidfile = pidfile.clone();
         let pid = pid.clone();
@@ -585,7 +585,8 @@ async fn pidfile_and_logfile_rotation_of_the_real_binary() {
     })
     .await;
     kill("-TERM");
-    let status = tokio::task::spawn_blocking(move || first.wait())
+    let mut child = first.0.take().expect("child");
+    let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .expect("join")
         .expect("wait");
@@ -628,4 +629,16 @@ async fn a_changed_host_list_replaces_the_pool() {
     );
     // The session on the old pool goes on.
     client.simple_query("SELECT 2").await.expect("query");
+}
+
+/// A spawned pgporter that a failing test does not leave running.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
