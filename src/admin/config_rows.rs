@@ -99,6 +99,8 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
             secs(s.server_connect_timeout),
             true,
         ),
+        ("server_check_delay", secs(s.server_check_delay), true),
+        ("server_check_query", s.server_check_query.clone(), true),
         ("server_idle_timeout", secs(s.server_idle_timeout), true),
         ("server_lifetime", secs(s.server_lifetime), true),
         ("server_reset_query", s.server_reset_query.clone(), true),

@@ -215,6 +215,8 @@ pub(crate) fn pool_settings(entry: &DatabaseEntry, config: &Config) -> PoolSetti
         lifetime: Some(s.server_lifetime),
         reset_query: s.server_reset_query.clone(),
         reset_timeout: Config::limit(s.server_reset_timeout),
+        check_query: Some(s.server_check_query.clone()).filter(|q| !q.trim().is_empty()),
+        check_delay: s.server_check_delay,
         connect_query: entry.connect_query.clone(),
     }
 }

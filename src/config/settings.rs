@@ -89,6 +89,12 @@ pub struct Settings {
     pub fair_sharing: bool,
     /// Default `DISCARD ALL`; empty = no reset. reload: yes
     pub server_reset_query: String,
+    /// Run on a connection idle longer than `server_check_delay` before a client gets it;
+    /// one that fails it is closed and another taken. Default `select 1`; empty = no check.
+    /// reload: yes
+    pub server_check_query: String,
+    /// Default 30 s; 0 = check every reused connection. reload: yes
+    pub server_check_delay: Duration,
     /// Default 15 s. reload: yes
     pub server_connect_timeout: Duration,
     /// Default 600 s; 0 = never. reload: yes
@@ -264,6 +270,8 @@ impl Default for Settings {
             max_user_pool_share: None,
             fair_sharing: true,
             server_reset_query: "DISCARD ALL".into(),
+            server_check_query: "select 1".into(),
+            server_check_delay: Duration::from_secs(30),
             server_connect_timeout: Duration::from_secs(15),
             server_idle_timeout: Duration::from_secs(600),
             server_lifetime: Duration::from_secs(3600),
@@ -343,8 +351,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "resolv_conf",
     "sbuf_loopcnt",
     "scram_iterations",
-    "server_check_delay",
-    "server_check_query",
     "server_fast_close",
     "server_login_retry",
     "server_reset_query_always",
@@ -454,6 +460,8 @@ impl Settings {
             "max_user_pool_share" => self.max_user_pool_share = parse_pool_share(v)?,
             "fair_sharing" => self.fair_sharing = parse_bool(v)?,
             "server_reset_query" => self.server_reset_query = v.to_string(),
+            "server_check_query" => self.server_check_query = v.to_string(),
+            "server_check_delay" => self.server_check_delay = parse_duration(v)?,
             "server_connect_timeout" => self.server_connect_timeout = parse_duration(v)?,
             "server_idle_timeout" => self.server_idle_timeout = parse_duration(v)?,
             "server_lifetime" => self.server_lifetime = parse_duration(v)?,

@@ -32,12 +32,14 @@ impl Pool {
         wait: Option<Duration>,
     ) -> Result<ServerConn, PoolError> {
         loop {
-            let mut conn = self.checkout_one(identity, tag, extra_params, wait).await?;
-            if self.reusable(&mut conn) {
-                return Ok(conn);
+            let (conn, idle_for) = self.checkout_one(identity, tag, extra_params, wait).await?;
+            match self.checked(conn, idle_for).await {
+                Ok(conn) => return Ok(conn),
+                Err(conn) => {
+                    tracing::debug!(pid = conn.pid(), host = %conn.addr, "closing a stale idle server connection");
+                    self.discard(conn).await;
+                }
             }
-            tracing::debug!(pid = conn.pid(), host = %conn.addr, "closing a stale idle server connection");
-            self.discard(conn).await;
         }
     }
 
@@ -47,7 +49,7 @@ impl Pool {
         tag: Option<&Arc<str>>,
         extra_params: super::ConnectParams<'_>,
         wait: Option<Duration>,
-    ) -> Result<ServerConn, PoolError> {
+    ) -> Result<(ServerConn, Duration), PoolError> {
         let settings = self.settings();
         let since = Instant::now();
         let (seq, mut rx, blocker, close) = {
@@ -78,19 +80,25 @@ impl Pool {
         };
         match grant {
             Grant::Conn(mut conn) if conn.identity_tag.as_ref() == tag => {
-                conn.last_used = Instant::now();
+                let now = Instant::now();
+                let idle_for = now.saturating_duration_since(conn.last_used);
+                conn.last_used = now;
                 conn.holder = Some(identity.clone());
-                Ok(conn)
+                Ok((conn, idle_for))
             }
             Grant::Conn(other) => {
                 // Tagged for someone else: close it and connect in its slot.
                 tokio::spawn(super::release::terminate(other));
-                Box::pin(self.connect_for(Some(identity), tag, extra_params, &settings)).await
+                let conn = Box::pin(self.connect_for(Some(identity), tag, extra_params, &settings))
+                    .await?;
+                Ok((conn, Duration::ZERO))
             }
             // Boxed: opening a connection is rare and its future large; inline, it would be
             // part of (and copied with) every checkout's future.
             Grant::Permit => {
-                Box::pin(self.connect_for(Some(identity), tag, extra_params, &settings)).await
+                let conn = Box::pin(self.connect_for(Some(identity), tag, extra_params, &settings))
+                    .await?;
+                Ok((conn, Duration::ZERO))
             }
         }
     }

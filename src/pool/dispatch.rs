@@ -146,6 +146,8 @@ impl Pool {
     pub(super) fn checkin(&self, mut conn: ServerConn) {
         let holder = conn.holder.take();
         conn.conn.shrink();
+        // Idle from now: server_idle_timeout and server_check_delay count from here.
+        conn.last_used = Instant::now();
         let settings = self.settings();
         let close = {
             let mut inner = self.lock();

@@ -5,6 +5,7 @@
 //! outside the lock. Who gets a freed connection is decided in `dispatch.rs` with the limits
 //! of `limits.rs` and the fair wait queue of `waiters.rs`.
 
+mod check;
 mod checkout;
 mod dispatch;
 mod janitor;
@@ -54,6 +55,9 @@ pub struct PoolSettings {
     pub lifetime: Option<Duration>,
     pub reset_query: String,
     pub reset_timeout: Duration,
+    /// server_check_query (None when empty) and server_check_delay.
+    pub check_query: Option<String>,
+    pub check_delay: Duration,
     /// The database entry's connect_query: run once on each new connection.
     pub connect_query: Option<String>,
 }
@@ -212,10 +216,6 @@ impl Pool {
 
     /// May this idle connection be handed out? Not if its host went down or changed role, or
     /// if it spoke while idle.
-    fn reusable(&self, conn: &mut ServerConn) -> bool {
-        self.hosts.accepts(conn.tag.as_ref()) && !conn.spoke_while_idle()
-    }
-
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner
             .lock()

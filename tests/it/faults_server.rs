@@ -178,6 +178,64 @@ async fn stalled_backend_and_vanished_client_free_the_slot() {
     recovered(&fx, 1).await;
 }
 
+/// The pid of the backend serving a fresh client of `fx`, with `timeout` to answer.
+async fn served_by(fx: &Fixture) -> i32 {
+    let c = timeout(HANG, fx.connect()).await.expect("login hung");
+    let row = timeout(HANG, c.query_one("select pg_backend_pid()", &[]))
+        .await
+        .expect("the query hung (handed a dead server connection?)")
+        .unwrap();
+    row.get(0)
+}
+
+/// server_check_query (PgBouncer's): a connection idle past server_check_delay is tested
+/// before a client gets it. A backend that stopped answering while idle (SIGSTOP: a host
+/// gone without closing its sockets) is closed and the client served by a new one; with it
+/// it was handed out and the client hung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_backend_that_stopped_answering_fails_the_check() {
+    let fx = Fixture::with_settings(2, "server_check_delay = 0\nserver_reset_timeout = 1").await;
+    let pid = served_by(&fx).await;
+    pool_at_baseline(&fx, 2).await;
+    signal(pid, "-STOP");
+    let next = timeout(HANG, served_by(&fx)).await;
+    signal(pid, "-CONT");
+    let next = next.expect("the next client hung on the stopped backend");
+    assert_ne!(next, pid, "the stopped backend was handed out");
+    recovered(&fx, 2).await;
+}
+
+/// The check runs only past the delay: with the default 30 s an idle connection is reused
+/// as is; with a delay of 0 and a failing check query every idle connection is closed and
+/// each client gets a new one (no error reaches the client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_check_query_runs_only_past_the_delay() {
+    let fx = Fixture::with_settings(1, "server_check_query = select 1/0").await;
+    let first = served_by(&fx).await;
+    pool_at_baseline(&fx, 1).await;
+    assert_eq!(
+        served_by(&fx).await,
+        first,
+        "30 s not passed: reused unchecked"
+    );
+    pool_at_baseline(&fx, 1).await;
+
+    let strict =
+        Fixture::with_settings(1, "server_check_query = select 1/0\nserver_check_delay = 0").await;
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        pids.push(served_by(&strict).await);
+        pool_at_baseline(&strict, 1).await;
+    }
+    pids.dedup();
+    assert_eq!(
+        pids.len(),
+        3,
+        "a connection failing the check was reused: {pids:?}"
+    );
+    recovered(&strict, 1).await;
+}
+
 /// A cluster of this test's own (restarts and a stopped postmaster would hurt other tests).
 async fn private_cluster() -> &'static PgCluster {
     Box::leak(Box::new(PgCluster::start_private().await))

@@ -1,0 +1,82 @@
+//! Is an idle connection still good before a client gets it? Its host must still take this
+//! pool's role (routing), it must have said nothing while idle (a terminated backend's FATAL
+//! or a closed socket), and, idle longer than `server_check_delay`, it must answer
+//! `server_check_query` (PgBouncer's test for a peer that vanished without closing).
+
+use tokio::time::{timeout, Duration};
+
+use super::Pool;
+use crate::server::{QueryOutcome, ServerConn};
+
+impl Pool {
+    /// `conn`, lent after `idle_for` on the idle list, if it can serve; else it is handed
+    /// back (still counted and held) for the caller to discard.
+    pub(super) async fn checked(
+        &self,
+        mut conn: ServerConn,
+        idle_for: Duration,
+    ) -> Result<ServerConn, ServerConn> {
+        if !self.hosts.accepts(conn.tag.as_ref()) || conn.spoke_while_idle() {
+            return Err(conn);
+        }
+        let settings = self.settings();
+        let Some(sql) = settings.check_query.as_deref() else {
+            return Ok(conn);
+        };
+        // A connection handed straight from one client to the next was not idle.
+        if idle_for.is_zero() || idle_for < settings.check_delay {
+            return Ok(conn);
+        }
+        // Dropped mid-check (the client left), the connection is closed and its slot freed.
+        let mut lent = Lent {
+            pool: self,
+            conn: Some(conn),
+        };
+        let conn = lent.conn.as_mut().expect("set above");
+        let outcome = timeout(
+            settings.reset_timeout,
+            crate::server::simple_query(conn, sql),
+        )
+        .await;
+        let passed = match outcome {
+            Ok(Ok(QueryOutcome::Done(b'I'))) => true,
+            Ok(Ok(QueryOutcome::Done(status))) => {
+                tracing::warn!(pid = conn.pid(), status = %char::from(status), "server_check_query left a transaction open; closing the server connection");
+                false
+            }
+            Ok(Ok(QueryOutcome::Failed(e))) => {
+                tracing::warn!(pid = conn.pid(), error = %e, "server_check_query failed; closing the server connection");
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::info!(pid = conn.pid(), host = %conn.addr, error = %e, "server connection lost while idle (server_check_query); closing it");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(pid = conn.pid(), host = %conn.addr, "server_check_query timed out; closing the server connection");
+                false
+            }
+        };
+        let conn = lent.conn.take().expect("set above");
+        if passed {
+            Ok(conn)
+        } else {
+            Err(conn)
+        }
+    }
+}
+
+/// A lent connection under test; dropped before the test ends, it is abandoned (slot freed,
+/// socket closed in the background).
+struct Lent<'p> {
+    pool: &'p Pool,
+    conn: Option<ServerConn>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.abandon(conn);
+        }
+    }
+}
