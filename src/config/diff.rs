@@ -58,7 +58,7 @@ impl ConfigDiff {
                 s.server_tls_ciphers.clone(),
             )
         };
-        let checks: [(&'static str, bool); 14] = [
+        let checks: [(&'static str, bool); 16] = [
             ("listen_addr", o.listen_addr != n.listen_addr),
             ("listen_port", o.listen_port != n.listen_port),
             (
@@ -70,6 +70,8 @@ impl ConfigDiff {
                 "audit_queue_size",
                 o.audit.audit_queue_size != n.audit.audit_queue_size,
             ),
+            ("listen_backlog", o.listen_backlog != n.listen_backlog),
+            ("so_reuseport", o.so_reuseport != n.so_reuseport),
             ("unix_socket_dir", o.unix_socket_dir != n.unix_socket_dir),
             ("unix_socket_mode", o.unix_socket_mode != n.unix_socket_mode),
             ("pidfile", o.pidfile != n.pidfile),
@@ -103,6 +105,8 @@ pub fn keep_unreloadable(old: &Config, new: &mut Config) {
     n.audit.audit_queue_size = o.audit.audit_queue_size;
     n.unix_socket_dir = o.unix_socket_dir.clone();
     n.unix_socket_mode = o.unix_socket_mode;
+    n.listen_backlog = o.listen_backlog;
+    n.so_reuseport = o.so_reuseport;
     n.pidfile = o.pidfile.clone();
     n.metrics_listen_addr = o.metrics_listen_addr.clone();
     n.log_format = o.log_format;

@@ -128,6 +128,11 @@ pub struct Settings {
     pub tcp_keepidle: Duration,
     pub tcp_keepintvl: Duration,
     pub tcp_keepcnt: u32,
+    /// listen(2) backlog of the TCP listeners. Default 128 (as PgBouncer). reload: no
+    pub listen_backlog: u32,
+    /// SO_REUSEPORT on the TCP listeners: several pgporter processes may share the port.
+    /// Default false. reload: no
+    pub so_reuseport: bool,
     /// Default true. reload: yes
     pub log_connections: bool,
     /// Default true. reload: yes
@@ -284,6 +289,8 @@ impl Default for Settings {
             ignore_startup_parameters: Vec::new(),
             application_name_add_host: false,
             tcp_keepalive: true,
+            listen_backlog: 128,
+            so_reuseport: false,
             tcp_keepidle: Duration::ZERO,
             tcp_keepintvl: Duration::ZERO,
             tcp_keepcnt: 0,
@@ -343,7 +350,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "dns_nxdomain_ttl",
     "dns_zone_check_period",
     "job_name",
-    "listen_backlog",
     "max_prepared_statements",
     "peer_id",
     "pkt_buf",
@@ -357,7 +363,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "server_round_robin",
     "server_tls13_ciphers",
     "service_name",
-    "so_reuseport",
     "suspend_timeout",
     "syslog",
     "syslog_facility",
@@ -477,6 +482,8 @@ impl Settings {
             }
             "application_name_add_host" => self.application_name_add_host = parse_bool(v)?,
             "tcp_keepalive" => self.tcp_keepalive = parse_bool(v)?,
+            "listen_backlog" => self.listen_backlog = parse_u32(v)?,
+            "so_reuseport" => self.so_reuseport = parse_bool(v)?,
             "tcp_keepidle" => self.tcp_keepidle = parse_duration(v)?,
             "tcp_keepintvl" => self.tcp_keepintvl = parse_duration(v)?,
             "tcp_keepcnt" => self.tcp_keepcnt = parse_u32(v)?,

@@ -30,19 +30,56 @@ pub struct Listeners {
 async fn bind_tcp(settings: &Settings, port: u16) -> Result<Vec<TcpListener>, Error> {
     let mut tcp = Vec::new();
     for addr in &settings.listen_addr {
-        let hosts: Vec<&str> = if addr == "*" {
-            vec!["0.0.0.0", "::"]
-        } else {
-            vec![addr.as_str()]
-        };
-        for host in hosts {
-            let listener = TcpListener::bind((host, port))
-                .await
-                .map_err(|e| Error::Config(format!("cannot listen on {host}:{port}: {e}")))?;
-            tcp.push(listener);
+        if addr == "*" {
+            tcp.push(listen(settings, ([0, 0, 0, 0], port).into())?);
+            // A host without IPv6 (some containers) still serves IPv4, as PgBouncer does.
+            match listen(settings, (std::net::Ipv6Addr::UNSPECIFIED, port).into()) {
+                Ok(l) => tcp.push(l),
+                Err(e) => tracing::warn!(error = %e, "listen_addr *: no IPv6 listener"),
+            }
+            continue;
+        }
+        let resolved = tokio::net::lookup_host((addr.as_str(), port))
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {addr}:{port}: {e}")))?;
+        let mut last = None;
+        for a in resolved {
+            match listen(settings, a) {
+                Ok(l) => {
+                    tcp.push(l);
+                    last = None;
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(e) = last {
+            return Err(e);
         }
     }
     Ok(tcp)
+}
+
+/// One listening socket: SO_REUSEADDR (a restart binds at once), IPv6 sockets IPv6-only (so
+/// `*` can bind `0.0.0.0` and `::` side by side), SO_REUSEPORT with `so_reuseport` (a second
+/// pgporter on the same port, for restarts without refusing anyone), `listen_backlog`.
+fn listen(settings: &Settings, addr: SocketAddr) -> Result<TcpListener, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let open = || -> std::io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        if settings.so_reuseport {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(i32::try_from(settings.listen_backlog).unwrap_or(i32::MAX))?;
+        TcpListener::from_std(socket.into())
+    };
+    open().map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))
 }
 
 impl Listeners {
@@ -241,5 +278,47 @@ async fn reject(
             false
         }
         None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(reuseport: bool) -> Settings {
+        Settings {
+            so_reuseport: reuseport,
+            listen_backlog: 7,
+            ..Settings::default()
+        }
+    }
+
+    /// IPv6 listeners are IPv6-only: `listen_addr = *` binds `0.0.0.0` and `::` on one port
+    /// (Linux's default dual-stack `::` made the second bind fail with EADDRINUSE).
+    #[tokio::test]
+    async fn ipv6_listeners_are_ipv6_only() {
+        let Ok(v6) = listen(&settings(false), "[::1]:0".parse().unwrap()) else {
+            eprintln!("skipped: no IPv6 loopback on this machine");
+            return;
+        };
+        assert!(socket2::SockRef::from(&v6).only_v6().unwrap());
+        let v4 = listen(&settings(false), "127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(socket2::SockRef::from(&v4).reuse_address().unwrap());
+    }
+
+    /// so_reuseport lets a second process (here: a second socket) bind the same port;
+    /// without it the port is taken.
+    #[tokio::test]
+    async fn so_reuseport_shares_the_port() {
+        let first = listen(&settings(true), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = listen(&settings(true), addr).expect("so_reuseport: second bind");
+        assert_eq!(second.local_addr().unwrap(), addr);
+        drop(second);
+        let err = listen(&settings(false), addr).expect_err("port is taken");
+        assert!(
+            err.to_string().contains("cannot listen on 127.0.0.1"),
+            "{err}"
+        );
     }
 }
