@@ -128,6 +128,11 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("tcp_keepcnt", s.tcp_keepcnt.to_string(), true),
         ("tcp_keepidle", secs(s.tcp_keepidle), true),
         ("tcp_keepintvl", secs(s.tcp_keepintvl), true),
+        (
+            "tcp_user_timeout",
+            s.tcp_user_timeout.as_millis().to_string(),
+            true,
+        ),
         ("reserve_pool_size", s.reserve_pool_size.to_string(), true),
         ("reserve_pool_timeout", secs(s.reserve_pool_timeout), true),
         (

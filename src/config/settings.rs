@@ -21,8 +21,8 @@ use super::{Cidr, ConfigError, ConfigWarning, RawIni};
 mod values;
 pub(super) use values::{
     non_empty, parse_auth_type, parse_bool, parse_duration, parse_list, parse_listen_addr,
-    parse_log_format, parse_mode, parse_nonzero_duration, parse_packet_size, parse_pool_mode,
-    parse_u16, parse_u32, parse_uint,
+    parse_log_format, parse_millis, parse_mode, parse_nonzero_duration, parse_packet_size,
+    parse_pool_mode, parse_u16, parse_u32, parse_uint,
 };
 
 /// How clients authenticate to pgporter.
@@ -128,6 +128,9 @@ pub struct Settings {
     pub tcp_keepidle: Duration,
     pub tcp_keepintvl: Duration,
     pub tcp_keepcnt: u32,
+    /// TCP_USER_TIMEOUT on client and server sockets; 0 = the OS default. reload: yes (new
+    /// sockets)
+    pub tcp_user_timeout: Duration,
     /// listen(2) backlog of the TCP listeners. Default 128 (as PgBouncer). reload: no
     pub listen_backlog: u32,
     /// SO_REUSEPORT on the TCP listeners: several pgporter processes may share the port.
@@ -290,6 +293,7 @@ impl Default for Settings {
             application_name_add_host: false,
             tcp_keepalive: true,
             listen_backlog: 128,
+            tcp_user_timeout: Duration::ZERO,
             so_reuseport: false,
             tcp_keepidle: Duration::ZERO,
             tcp_keepintvl: Duration::ZERO,
@@ -369,7 +373,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "syslog_ident",
     "tcp_defer_accept",
     "tcp_socket_buffer",
-    "tcp_user_timeout",
     "track_extra_parameters",
     "transaction_timeout",
     "unix_socket_group",
@@ -483,6 +486,7 @@ impl Settings {
             "application_name_add_host" => self.application_name_add_host = parse_bool(v)?,
             "tcp_keepalive" => self.tcp_keepalive = parse_bool(v)?,
             "listen_backlog" => self.listen_backlog = parse_u32(v)?,
+            "tcp_user_timeout" => self.tcp_user_timeout = parse_millis(v)?,
             "so_reuseport" => self.so_reuseport = parse_bool(v)?,
             "tcp_keepidle" => self.tcp_keepidle = parse_duration(v)?,
             "tcp_keepintvl" => self.tcp_keepintvl = parse_duration(v)?,

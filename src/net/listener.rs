@@ -163,9 +163,8 @@ async fn accept_tcp(listener: TcpListener, endpoint: Endpoint, shared: Arc<Share
         match listener.accept().await {
             Ok((tcp, addr)) => {
                 let _ = tcp.set_nodelay(true);
-                if let Some(k) = super::Keepalive::from_settings(&shared.config.load().settings) {
-                    let _ = k.apply(&tcp);
-                }
+                let _ =
+                    super::SocketOptions::from_settings(&shared.config.load().settings).apply(&tcp);
                 spawn_client(Stream::Tcp(tcp), Peer::Tcp(addr), endpoint, &shared);
             }
             Err(e) => backoff(e).await,

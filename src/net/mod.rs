@@ -1,10 +1,10 @@
 //! Sockets: the client/server byte stream type and the listeners.
 
-mod keepalive;
 pub mod listener;
 pub mod lobby;
 pub mod proxy;
+mod sockopt;
 mod stream;
 
-pub use keepalive::{Dial, Keepalive};
+pub use sockopt::{Dial, Keepalive, SocketOptions};
 pub use stream::Stream;

@@ -229,7 +229,7 @@ async fn connect(target: &ServerTarget, cfg: &MonitorSettings) -> Result<ServerC
     )];
     let dial = crate::net::Dial {
         timeout: cfg.connect_timeout,
-        keepalive: None,
+        socket: crate::net::SocketOptions::default(),
     };
     server::connect(target, &params, dial).await
 }

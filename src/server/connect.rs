@@ -24,7 +24,7 @@ pub async fn connect(
 ) -> Result<ServerConn, ServerError> {
     timeout(
         dial.timeout,
-        connect_inner(target, extra_params, dial.keepalive),
+        connect_inner(target, extra_params, dial.socket),
     )
     .await
     .map_err(|_| ServerError::Timeout)?
@@ -33,11 +33,11 @@ pub async fn connect(
 async fn connect_inner(
     target: &ServerTarget,
     extra_params: &[(String, String)],
-    keepalive: Option<crate::net::Keepalive>,
+    socket: crate::net::SocketOptions,
 ) -> Result<ServerConn, ServerError> {
     let mut stream = open(&target.addr).await?;
-    if let (Some(k), Stream::Tcp(tcp)) = (keepalive, &stream) {
-        k.apply(tcp).map_err(|source| ServerError::Connect {
+    if let Stream::Tcp(tcp) = &stream {
+        socket.apply(tcp).map_err(|source| ServerError::Connect {
             addr: target.addr.to_string(),
             source,
         })?;

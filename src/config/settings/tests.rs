@@ -62,7 +62,12 @@ fn every_kind_of_value() {
         pidfile =\n\
         max_packet_size = 65536\n\
         server_reset_timeout = 3\n\
-        shutdown_wait_timeout = 1.5\n");
+        shutdown_wait_timeout = 1.5\n\
+        tcp_user_timeout = 2500\n\
+        server_check_query =\n\
+        server_check_delay = 0\n\
+        listen_backlog = 4096\n\
+        so_reuseport = 1\n");
     assert_eq!(s.listen_addr, vec!["127.0.0.1", "::1"]);
     assert_eq!(s.listen_port, 7000);
     assert_eq!(s.unix_socket_dir, "");
@@ -76,6 +81,11 @@ fn every_kind_of_value() {
     );
     assert_eq!((s.max_db_connections, s.max_user_connections), (50, 40));
     assert_eq!(s.server_reset_query, "");
+    // PgBouncer's unit for tcp_user_timeout is milliseconds.
+    assert_eq!(s.tcp_user_timeout, Duration::from_millis(2500));
+    assert_eq!(s.server_check_query, "");
+    assert_eq!(s.server_check_delay, Duration::ZERO);
+    assert_eq!((s.listen_backlog, s.so_reuseport), (4096, true));
     assert_eq!(s.server_connect_timeout, Duration::from_millis(500));
     assert_eq!(s.server_idle_timeout, Duration::from_millis(500));
     assert_eq!(s.server_lifetime, Duration::from_secs(120));

@@ -73,6 +73,16 @@ pub(in crate::config) fn parse_duration(v: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {v:?} is out of range"))
 }
 
+/// A duration whose bare number means milliseconds (PgBouncer's `tcp_user_timeout`); a
+/// unit may be given as for [`parse_duration`].
+pub(in crate::config) fn parse_millis(v: &str) -> Result<Duration, String> {
+    let t = v.trim();
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return parse_duration(&format!("{t}ms"));
+    }
+    parse_duration(v)
+}
+
 /// `host:port` (empty = off); the port is required, the host may be `*` (all addresses).
 pub(in crate::config) fn parse_listen_addr(v: &str) -> Result<Option<String>, String> {
     let t = v.trim();

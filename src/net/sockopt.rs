@@ -1,6 +1,7 @@
-//! TCP keepalive on client and server sockets (PgBouncer's `tcp_keepalive`, `tcp_keepidle`,
-//! `tcp_keepintvl`, `tcp_keepcnt`): a peer that vanished without a FIN (a node gone, a
-//! dropped NAT entry) is noticed instead of holding a pool slot for good.
+//! TCP options of client and server sockets: keepalive (PgBouncer's `tcp_keepalive`,
+//! `tcp_keepidle`, `tcp_keepintvl`, `tcp_keepcnt`) and `tcp_user_timeout`, so a peer that
+//! vanished without a FIN (a node gone, a dropped NAT entry) is noticed instead of holding a
+//! pool slot for good.
 
 use std::time::Duration;
 
@@ -47,18 +48,49 @@ impl Keepalive {
     }
 }
 
-/// How to open a server connection: the connect + login deadline and the keepalive.
+/// The options set on every client and server TCP socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SocketOptions {
+    pub keepalive: Option<Keepalive>,
+    /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the connection
+    /// is dropped (`tcp_user_timeout`; None = the OS default).
+    pub user_timeout: Option<Duration>,
+}
+
+impl SocketOptions {
+    pub fn from_settings(s: &Settings) -> SocketOptions {
+        SocketOptions {
+            keepalive: Keepalive::from_settings(s),
+            user_timeout: (!s.tcp_user_timeout.is_zero()).then_some(s.tcp_user_timeout),
+        }
+    }
+
+    pub fn apply<S>(&self, socket: &S) -> std::io::Result<()>
+    where
+        for<'a> SockRef<'a>: From<&'a S>,
+    {
+        if let Some(k) = &self.keepalive {
+            k.apply(socket)?;
+        }
+        if self.user_timeout.is_some() {
+            SockRef::from(socket).set_tcp_user_timeout(self.user_timeout)?;
+        }
+        Ok(())
+    }
+}
+
+/// How to open a server connection: the connect + login deadline and the socket options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dial {
     pub timeout: Duration,
-    pub keepalive: Option<Keepalive>,
+    pub socket: SocketOptions,
 }
 
 impl Dial {
     pub fn new(s: &Settings) -> Dial {
         Dial {
             timeout: crate::config::Config::limit(s.server_connect_timeout),
-            keepalive: Keepalive::from_settings(s),
+            socket: SocketOptions::from_settings(s),
         }
     }
 }
@@ -85,5 +117,25 @@ mod tests {
             Duration::from_secs(7)
         );
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+    }
+
+    #[test]
+    fn user_timeout_from_settings() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let s = Settings {
+            tcp_user_timeout: Duration::from_millis(2500),
+            tcp_keepalive: false,
+            ..Settings::default()
+        };
+        let opts = SocketOptions::from_settings(&s);
+        assert_eq!(opts.keepalive, None);
+        opts.apply(&tcp).unwrap();
+        let sock = SockRef::from(&tcp);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_millis(2500))
+        );
+        assert!(!sock.keepalive().unwrap());
     }
 }
