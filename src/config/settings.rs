@@ -350,20 +350,12 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "client_tls_ecdhcurve",
     "conffile",
     "disable_pqexec",
-    "dns_max_ttl",
-    "dns_nxdomain_ttl",
-    "dns_zone_check_period",
     "job_name",
-    "max_prepared_statements",
     "peer_id",
-    "pkt_buf",
     "query_wait_notify",
-    "resolv_conf",
-    "sbuf_loopcnt",
     "scram_iterations",
     "server_fast_close",
     "server_login_retry",
-    "server_reset_query_always",
     "server_round_robin",
     "server_tls13_ciphers",
     "service_name",
@@ -371,13 +363,31 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "syslog",
     "syslog_facility",
     "syslog_ident",
-    "tcp_defer_accept",
     "tcp_socket_buffer",
     "track_extra_parameters",
     "transaction_timeout",
     "unix_socket_group",
     "user",
     "verbose",
+];
+
+/// PgBouncer keys that mean nothing here, with why; accepted with that warning.
+const NO_EFFECT: &[(&str, &str)] = &[
+    (
+        "max_prepared_statements",
+        "only transaction mode needs it; in session mode prepared statements stay on their server connection",
+    ),
+    (
+        "server_reset_query_always",
+        "session mode always runs server_reset_query",
+    ),
+    ("pkt_buf", "pgporter sizes its buffers itself"),
+    ("sbuf_loopcnt", "pgporter sizes its buffers itself"),
+    ("tcp_defer_accept", "not used by pgporter"),
+    ("dns_max_ttl", "host names are resolved at each connect"),
+    ("dns_nxdomain_ttl", "host names are resolved at each connect"),
+    ("dns_zone_check_period", "host names are resolved at each connect"),
+    ("resolv_conf", "host names are resolved by the system resolver"),
 ];
 
 /// Largest `max_packet_size`: PostgreSQL's own message limit, 1 GiB - 1.
@@ -411,9 +421,12 @@ impl Settings {
             let message = match settings.apply(&e.key, &e.value) {
                 Ok(true) => continue,
                 Ok(false) if NOT_IMPLEMENTED.contains(&e.key.as_str()) => {
-                    "not implemented yet, ignored"
+                    "not implemented yet, ignored".to_string()
                 }
-                Ok(false) => "unknown key, ignored",
+                Ok(false) => match NO_EFFECT.iter().find(|(k, _)| *k == e.key) {
+                    Some((_, why)) => format!("no effect in pgporter ({why}), ignored"),
+                    None => "unknown key, ignored".to_string(),
+                },
                 Err(message) => {
                     errors.push(ConfigError {
                         file: e.file.clone(),

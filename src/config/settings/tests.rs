@@ -267,9 +267,30 @@ fn unknown_and_unimplemented_keys_warn() {
 #[test]
 fn not_implemented_list_is_disjoint_from_fields() {
     let mut s = Settings::default();
-    for key in NOT_IMPLEMENTED {
+    for key in NOT_IMPLEMENTED
+        .iter()
+        .chain(NO_EFFECT.iter().map(|(k, _)| k))
+    {
         assert_eq!(s.apply(key, "1"), Ok(false), "{key} is implemented");
     }
+}
+
+#[test]
+fn keys_without_meaning_here_say_why() {
+    let (_, errors, warnings) = load(
+        "[pgbouncer]
+max_prepared_statements = 100
+",
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0]
+            .message
+            .starts_with("no effect in pgporter (only transaction mode"),
+        "{:?}",
+        warnings[0].message
+    );
 }
 
 #[test]
