@@ -441,7 +441,7 @@ impl Settings {
                 file: e.file.clone(),
                 line: e.line,
                 key: e.key.clone(),
-                message: message.into(),
+                message,
             });
         }
         if settings.min_pool_size > 0 && settings.identity.identity_tagging {
