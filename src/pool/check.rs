@@ -9,12 +9,12 @@ use super::Pool;
 use crate::server::{QueryOutcome, ServerConn};
 
 impl Pool {
-    /// `conn`, lent after `idle_for` on the idle list, if it can serve; else it is handed
-    /// back (still counted and held) for the caller to discard.
+    /// `conn`, lent after `idle_for` on the idle list (None: newly opened), if it can serve;
+    /// else it is handed back (still counted and held) for the caller to discard.
     pub(super) async fn checked(
         &self,
         mut conn: ServerConn,
-        idle_for: Duration,
+        idle_for: Option<Duration>,
     ) -> Result<ServerConn, ServerConn> {
         if !self.hosts.accepts(conn.tag.as_ref()) || conn.spoke_while_idle() {
             return Err(conn);
@@ -23,8 +23,7 @@ impl Pool {
         let Some(sql) = settings.check_query.as_deref() else {
             return Ok(conn);
         };
-        // A connection handed straight from one client to the next was not idle.
-        if idle_for.is_zero() || idle_for < settings.check_delay {
+        if idle_for.map_or(true, |idle| idle < settings.check_delay) {
             return Ok(conn);
         }
         // Dropped mid-check (the client left), the connection is closed and its slot freed.

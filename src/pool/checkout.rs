@@ -49,7 +49,7 @@ impl Pool {
         tag: Option<&Arc<str>>,
         extra_params: super::ConnectParams<'_>,
         wait: Option<Duration>,
-    ) -> Result<(ServerConn, Duration), PoolError> {
+    ) -> Result<(ServerConn, Option<Duration>), PoolError> {
         let settings = self.settings();
         let since = Instant::now();
         let (seq, mut rx, blocker, close) = {
@@ -84,21 +84,21 @@ impl Pool {
                 let idle_for = now.saturating_duration_since(conn.last_used);
                 conn.last_used = now;
                 conn.holder = Some(identity.clone());
-                Ok((conn, idle_for))
+                Ok((conn, Some(idle_for)))
             }
             Grant::Conn(other) => {
                 // Tagged for someone else: close it and connect in its slot.
                 tokio::spawn(super::release::terminate(other));
                 let conn = Box::pin(self.connect_for(Some(identity), tag, extra_params, &settings))
                     .await?;
-                Ok((conn, Duration::ZERO))
+                Ok((conn, None))
             }
             // Boxed: opening a connection is rare and its future large; inline, it would be
             // part of (and copied with) every checkout's future.
             Grant::Permit => {
                 let conn = Box::pin(self.connect_for(Some(identity), tag, extra_params, &settings))
                     .await?;
-                Ok((conn, Duration::ZERO))
+                Ok((conn, None))
             }
         }
     }
