@@ -10,24 +10,24 @@ pub enum Type {
     Int4,
     Int8,
     Numeric,
+    /// A point in time, sent as text `YYYY-MM-DD HH:MM:SS UTC` (PgBouncer's type and form).
     Timestamp,
 }
 
 impl Type {
     fn oid(self) -> i32 {
         match self {
-            Type::Text => 25,
+            Type::Text | Type::Timestamp => 25,
             Type::Int4 => 23,
             Type::Int8 => 20,
             Type::Numeric => 1700,
-            Type::Timestamp => 1184,
         }
     }
     fn size(self) -> i16 {
         match self {
             Type::Int4 => 4,
-            Type::Int8 | Type::Timestamp => 8,
-            Type::Text | Type::Numeric => -1,
+            Type::Int8 => 8,
+            Type::Text | Type::Numeric | Type::Timestamp => -1,
         }
     }
 }
@@ -154,11 +154,11 @@ pub(super) fn command_complete(buf: &mut BytesMut, tag: &str) {
     });
 }
 
-/// `YYYY-MM-DD HH:MM:SS+00`: timestamptz text output in UTC.
+/// `YYYY-MM-DD HH:MM:SS UTC`, as PgBouncer prints times (pgporter always in UTC).
 pub(super) fn format_time(t: SystemTime) -> String {
     let u = crate::utc::Utc::from(t);
     format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}+00",
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
         u.year, u.month, u.day, u.hour, u.minute, u.second
     )
 }
@@ -171,10 +171,10 @@ mod tests {
     #[test]
     fn formats_utc() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(format_time(t), "2023-11-14 22:13:20+00");
+        assert_eq!(format_time(t), "2023-11-14 22:13:20 UTC");
         assert_eq!(
             format_time(SystemTime::UNIX_EPOCH),
-            "1970-01-01 00:00:00+00"
+            "1970-01-01 00:00:00 UTC"
         );
     }
 

@@ -177,6 +177,12 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
     let me = find(&clients, "user", &ops.user);
     assert_eq!(me.get("state"), Some("active"));
     assert_eq!(me.get("database"), Some(ops.db.as_str()));
+    // PgBouncer's form (text, not timestamptz): `2026-11-26 20:39:44 UTC`.
+    let at = me.get("connect_time").expect("connect_time");
+    assert!(
+        at.len() == 23 && at.ends_with(" UTC") && at.as_bytes()[10] == b' ',
+        "{at:?}"
+    );
     let servers = rows(&admin, "SHOW SERVERS").await;
     assert_eq!(
         find(&servers, "database", &ops.db).get("state"),
