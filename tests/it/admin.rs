@@ -435,13 +435,21 @@ async fn pause_resume_disable_enable_kill_client() {
     let victim = ops.client().await;
     let other = ops.client().await;
     victim.simple_query("select 1").await.expect("victim works");
-    let clients = rows(&admin, "SHOW CLIENTS").await;
-    let ids: Vec<String> = clients
-        .iter()
-        .filter(|c| c.get("user") == Some(ops.user.as_str()))
-        .filter_map(|c| c.get("id").map(str::to_string))
-        .collect();
-    assert_eq!(ids.len(), 2);
+    // Clients of the steps above may still be leaving: wait until only these two are left.
+    let deadline = tokio::time::Instant::now() + HANG;
+    let ids = loop {
+        let clients = rows(&admin, "SHOW CLIENTS").await;
+        let ids: Vec<String> = clients
+            .iter()
+            .filter(|c| c.get("user") == Some(ops.user.as_str()))
+            .filter_map(|c| c.get("id").map(str::to_string))
+            .collect();
+        if ids.len() == 2 {
+            break ids;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "clients: {ids:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     // The victim connected first: lower id.
     let victim_id = ids
         .iter()
