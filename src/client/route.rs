@@ -213,9 +213,11 @@ pub(crate) fn pool_settings(entry: &DatabaseEntry, config: &Config) -> PoolSetti
         idle_timeout: Config::nonzero(s.server_idle_timeout),
         // 0: each connection serves one client, then closes (PgBouncer's meaning).
         lifetime: Some(s.server_lifetime),
-        reset_query: s.server_reset_query.clone(),
+        reset_query: s.server_reset_query.as_str().into(),
         reset_timeout: Config::limit(s.server_reset_timeout),
-        check_query: Some(s.server_check_query.clone()).filter(|q| !q.trim().is_empty()),
+        check_query: Some(s.server_check_query.as_str())
+            .filter(|q| !q.trim().is_empty())
+            .map(Arc::from),
         check_delay: s.server_check_delay,
         connect_query: entry.connect_query.clone(),
     }

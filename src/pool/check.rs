@@ -5,7 +5,7 @@
 
 use tokio::time::{timeout, Duration};
 
-use super::Pool;
+use super::{Pool, PoolSettings};
 use crate::server::{QueryOutcome, ServerConn};
 
 impl Pool {
@@ -15,11 +15,11 @@ impl Pool {
         &self,
         mut conn: ServerConn,
         idle_for: Option<Duration>,
+        settings: &PoolSettings,
     ) -> Result<ServerConn, ServerConn> {
         if !self.hosts.accepts(conn.tag.as_ref()) || conn.spoke_while_idle() {
             return Err(conn);
         }
-        let settings = self.settings();
         let Some(sql) = settings.check_query.as_deref() else {
             return Ok(conn);
         };

@@ -32,8 +32,11 @@ impl Pool {
         wait: Option<Duration>,
     ) -> Result<ServerConn, PoolError> {
         loop {
-            let (conn, idle_for) = self.checkout_one(identity, tag, extra_params, wait).await?;
-            match self.checked(conn, idle_for).await {
+            let settings = self.settings();
+            let (conn, idle_for) = self
+                .checkout_one(identity, tag, extra_params, wait, &settings)
+                .await?;
+            match self.checked(conn, idle_for, &settings).await {
                 Ok(conn) => return Ok(conn),
                 Err(conn) => {
                     tracing::debug!(pid = conn.pid(), host = %conn.addr, "closing a stale idle server connection");
@@ -49,17 +52,17 @@ impl Pool {
         tag: Option<&Arc<str>>,
         extra_params: super::ConnectParams<'_>,
         wait: Option<Duration>,
+        settings: &PoolSettings,
     ) -> Result<(ServerConn, Option<Duration>), PoolError> {
-        let settings = self.settings();
         let since = Instant::now();
         let (seq, mut rx, blocker, close) = {
             let mut inner = self.lock();
             let (seq, rx) = inner.waiters.push_tagged(identity.clone(), tag.cloned());
-            let close = self.dispatch(&mut inner, &settings);
+            let close = self.dispatch(&mut inner, settings);
             let blocker = inner
                 .waiters
                 .get(seq)
-                .map(|_| self.blocker(&inner, &settings, identity, false));
+                .map(|_| self.blocker(&inner, settings, identity, false));
             (seq, rx, blocker, close)
         };
         self.settle(close);
@@ -75,7 +78,7 @@ impl Pool {
                     seq,
                     rx: Some(rx),
                 };
-                guard.wait(since, wait, &settings).await?
+                guard.wait(since, wait, settings).await?
             }
         };
         match grant {
@@ -89,15 +92,15 @@ impl Pool {
             Grant::Conn(other) => {
                 // Tagged for someone else: close it and connect in its slot.
                 tokio::spawn(super::release::terminate(other));
-                let conn = Box::pin(self.connect_for(Some(identity), tag, extra_params, &settings))
-                    .await?;
+                let conn =
+                    Box::pin(self.connect_for(Some(identity), tag, extra_params, settings)).await?;
                 Ok((conn, None))
             }
             // Boxed: opening a connection is rare and its future large; inline, it would be
             // part of (and copied with) every checkout's future.
             Grant::Permit => {
-                let conn = Box::pin(self.connect_for(Some(identity), tag, extra_params, &settings))
-                    .await?;
+                let conn =
+                    Box::pin(self.connect_for(Some(identity), tag, extra_params, settings)).await?;
                 Ok((conn, None))
             }
         }

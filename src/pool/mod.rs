@@ -53,10 +53,10 @@ pub struct PoolSettings {
     pub dial: crate::net::Dial,
     pub idle_timeout: Option<Duration>,
     pub lifetime: Option<Duration>,
-    pub reset_query: String,
+    pub reset_query: Arc<str>,
     pub reset_timeout: Duration,
     /// server_check_query (None when empty) and server_check_delay.
-    pub check_query: Option<String>,
+    pub check_query: Option<Arc<str>>,
     pub check_delay: Duration,
     /// The database entry's connect_query: run once on each new connection.
     pub connect_query: Option<String>,
