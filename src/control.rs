@@ -100,6 +100,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
                     .pool(&pool.key.db, &pool.key.user)
                     .reconnect_before_us
                     .store(now, std::sync::atomic::Ordering::Relaxed);
+                fast_close(shared, &pool.key, now);
                 pool.close_idle().await;
             }
             Ok(())
@@ -190,6 +191,24 @@ async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlEr
         pool.close_idle().await;
     }
     Ok(())
+}
+
+/// server_fast_close: sessions of pool `key` holding a connection opened before `before_us`
+/// end once it is idle.
+fn fast_close(shared: &Shared, key: &crate::pool::PoolKey, before_us: u64) {
+    if !shared.config.load().settings.server_fast_close {
+        return;
+    }
+    for s in shared.sessions.all() {
+        if !s.admin
+            && *s.database == *key.db
+            && *s.pool_user == *key.user
+            && s.endpoint == key.endpoint
+            && s.ask_close(before_us)
+        {
+            tracing::debug!(session = s.id, "server_fast_close asked");
+        }
+    }
 }
 
 async fn wait_close(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlError> {
@@ -324,12 +343,15 @@ fn install(shared: &Arc<Shared>, new: crate::config::Config) {
                 pool.update_settings(settings)
             }
             _ => {
-                // Its connections in use are closed when released (close_needed, WAIT_CLOSE).
+                // Its connections in use are closed when released (close_needed, WAIT_CLOSE),
+                // or once idle with server_fast_close.
+                let now = shared.stats.now_us();
                 shared
                     .stats
                     .pool(&pool.key.db, &pool.key.user)
                     .reconnect_before_us
-                    .store(shared.stats.now_us(), std::sync::atomic::Ordering::Relaxed);
+                    .store(now, std::sync::atomic::Ordering::Relaxed);
+                fast_close(shared, &pool.key, now);
                 shared.pools.remove(&pool.key);
                 pool.retire();
                 let pool = Arc::clone(&pool);

@@ -73,6 +73,10 @@ pub enum Error {
     /// idle_transaction_timeout: idle inside a transaction that long.
     #[error("idle transaction timeout")]
     IdleTransactionTimeout,
+    /// server_fast_close: the session's server connection was closed at an idle point after
+    /// RECONNECT or a reload that changed its database (PgBouncer's reason text).
+    #[error("database configuration changed")]
+    ServerFastClose,
     /// client_idle_timeout: logged in and silent that long without a server connection.
     #[error("client_idle_timeout")]
     ClientIdleTimeout,
@@ -121,7 +125,8 @@ impl Error {
             | Error::LoginTimeout
             | Error::QueryTimeout
             | Error::IdleTransactionTimeout
-            | Error::ClientIdleTimeout => sqlstate::PROTOCOL_VIOLATION,
+            | Error::ClientIdleTimeout
+            | Error::ServerFastClose => sqlstate::PROTOCOL_VIOLATION,
             Error::UnsupportedProtocol { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             Error::AuthFailed { .. } => sqlstate::INVALID_PASSWORD,
             Error::SslRequired
@@ -181,9 +186,12 @@ impl Error {
             | Error::ServerClosed
             | Error::ServerDown
             | Error::NoServer(_) => Fault::Server,
-            Error::Shutdown | Error::Draining | Error::Killed | Error::Config(_) | Error::Io(_) => {
-                Fault::Internal
-            }
+            Error::Shutdown
+            | Error::Draining
+            | Error::Killed
+            | Error::ServerFastClose
+            | Error::Config(_)
+            | Error::Io(_) => Fault::Internal,
         }
     }
 

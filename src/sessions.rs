@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{
-    AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst,
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst,
 };
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -101,6 +101,9 @@ pub struct SessionInfo {
     /// Set to end this session now (KILL, KILL_CLIENT, shutdown); `kill` wakes its waiter.
     /// Inline, not a CancellationToken: that would be an allocation of its own per session.
     killed: AtomicU8,
+    /// server_fast_close: end the session once its server connection is idle (its relay
+    /// checks on every wake; `kill` wakes it).
+    close_asked: AtomicBool,
     kill: Notify,
     /// CancelRequests being forwarded to this session's server connection: it is not reset or
     /// reused until they are delivered (a late one would cancel the next client's query).
@@ -132,6 +135,8 @@ impl SessionInfo {
         self.state.store(ClientState::Waiting as u8, Relaxed);
     }
     pub fn set_idle(&self) {
+        // A close asked for the connection given back does not concern the next one.
+        self.close_asked.store(false, SeqCst);
         self.state.store(ClientState::Idle as u8, Relaxed);
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.server_pid.store(0, Relaxed);
@@ -154,6 +159,23 @@ impl SessionInfo {
         self.kill.notify_waiters();
     }
 
+    /// server_fast_close: end the session when its server connection is next idle (outside
+    /// a transaction, nothing in flight), if it holds one opened before `before_us`.
+    pub fn ask_close(&self, before_us: u64) -> bool {
+        let stale = (self.server.lock().unwrap_or_else(|p| p.into_inner()))
+            .as_deref()
+            .is_some_and(|link| link.created_us < before_us);
+        if stale {
+            self.close_asked.store(true, SeqCst);
+            self.kill.notify_waiters();
+        }
+        stale
+    }
+
+    pub fn close_asked(&self) -> bool {
+        self.close_asked.load(Relaxed)
+    }
+
     pub fn is_killed(&self) -> bool {
         self.killed.load(SeqCst) != 0
     }
@@ -171,25 +193,32 @@ impl SessionInfo {
     /// wake, and once the notification holds this task's waker only the flag is read (the
     /// notification's own poll takes the `Notify`'s lock).
     pub async fn killed(&self) {
-        let mut woken = std::pin::pin!(self.kill.notified());
-        // Registered before the flag is read: a kill in between still wakes this.
-        woken.as_mut().enable();
-        let mut holds: Option<Waker> = None;
-        std::future::poll_fn(|cx| {
-            if self.is_killed() {
-                return Poll::Ready(());
-            }
-            if !holds.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                // Registers (or replaces) the waker; only `kill` notifies, after setting the
-                // flag, so a ready notification is a kill.
-                if woken.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(());
+        loop {
+            let mut woken = std::pin::pin!(self.kill.notified());
+            // Registered before the flag is read: a kill in between still wakes this.
+            woken.as_mut().enable();
+            let mut holds: Option<Waker> = None;
+            let killed = std::future::poll_fn(|cx| {
+                if self.is_killed() {
+                    return Poll::Ready(true);
                 }
-                holds = Some(cx.waker().clone());
+                if !holds.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    // Registers (or replaces) the waker; only `kill_for` and `ask_close`
+                    // notify, after setting their flag.
+                    if woken.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(self.is_killed());
+                    }
+                    holds = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            })
+            .await;
+            if killed {
+                return;
             }
-            Poll::Pending
-        })
-        .await
+            // Woken by `ask_close`: the task (its relay) has been woken to look; wait on
+            // for a kill with a fresh registration.
+        }
     }
 
     /// The server connection to forward a cancel to, counted as in flight until the returned
@@ -294,6 +323,7 @@ impl Sessions {
             server_pid: AtomicI32::new(0),
             server: Mutex::new(None),
             killed: AtomicU8::new(0),
+            close_asked: AtomicBool::new(false),
             cancels: AtomicU32::new(0),
             kill: Notify::new(),
         });

@@ -102,6 +102,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ),
         ("server_check_delay", secs(s.server_check_delay), true),
         ("server_check_query", s.server_check_query.clone(), true),
+        ("server_fast_close", b(s.server_fast_close), true),
         ("server_idle_timeout", secs(s.server_idle_timeout), true),
         ("server_lifetime", secs(s.server_lifetime), true),
         ("server_reset_query", s.server_reset_query.clone(), true),

@@ -40,6 +40,8 @@ pub(super) enum RelayEnd {
     Spoofed,
     /// query_timeout or idle_transaction_timeout ran out.
     Timeout(Timeout),
+    /// server_fast_close: the server connection must be closed, and it is idle.
+    FastClose,
 }
 
 /// One direction of the relay.
@@ -94,6 +96,7 @@ pub(super) async fn relay<C, S>(
     state: &mut RelayState,
     max_client_message: usize,
     traffic: &mut Traffic,
+    session: &crate::sessions::SessionInfo,
 ) -> RelayEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -107,6 +110,20 @@ where
             let (sent, received) = (up.take_counted(), down.take_counted());
             state.tracker.bytes(sent, received);
             if end.is_pending() {
+                // server_fast_close (asked only with it on): end once the server is idle, with
+                // everything answered and passed on and nothing of the client's waiting.
+                if session.close_asked()
+                    && state.tracker.is_idle()
+                    && state.ahead == 0
+                    && state.held.is_none()
+                    && client.rbuf.is_empty()
+                    && up.scanner.at_boundary()
+                    && down.ready == 0
+                    && !down.need_flush
+                    && server.rbuf.is_empty()
+                {
+                    return Poll::Ready(RelayEnd::FastClose);
+                }
                 if let Some(w) = &mut state.watchdog {
                     let t = &state.tracker;
                     // Part of a client message arrived and the rest is awaited: a request in

@@ -192,7 +192,7 @@ async fn relay_session(
         biased;
         () = info.killed() => Err(ended(shared, info)),
         () = host_down => Err(Error::ServerDown),
-        end = relay(conn, &mut server.conn, &mut state, max_message, traffic) => Ok(end),
+        end = relay(conn, &mut server.conn, &mut state, max_message, traffic, info) => Ok(end),
     };
     // No cancel may reach this server connection once it is released: none can start now,
     // and one being forwarded is waited for (PostgreSQL delivers it within milliseconds).
@@ -264,6 +264,11 @@ async fn relay_session(
                 Timeout::Query => Error::QueryTimeout,
                 Timeout::IdleTransaction => Error::IdleTransactionTimeout,
             })
+        }
+        Ok(RelayEnd::FastClose) => {
+            tracing::info!(user = %info.user, db = %info.database, pid = server.pid(), "server_fast_close: closing the session's server connection");
+            pool.discard(server).await;
+            Err(Error::ServerFastClose)
         }
         Ok(RelayEnd::ServerError(e)) => {
             pool.discard(server).await;

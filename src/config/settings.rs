@@ -95,6 +95,9 @@ pub struct Settings {
     pub server_check_query: String,
     /// Default 30 s; 0 = check every reused connection. reload: yes
     pub server_check_delay: Duration,
+    /// Sessions whose server connection must be closed (RECONNECT, a reload that changed
+    /// their database) end once it is idle instead of at their end. Default false. reload: yes
+    pub server_fast_close: bool,
     /// Default 15 s. reload: yes
     pub server_connect_timeout: Duration,
     /// Default 600 s; 0 = never. reload: yes
@@ -280,6 +283,7 @@ impl Default for Settings {
             server_reset_query: "DISCARD ALL".into(),
             server_check_query: "select 1".into(),
             server_check_delay: Duration::from_secs(30),
+            server_fast_close: false,
             server_connect_timeout: Duration::from_secs(15),
             server_idle_timeout: Duration::from_secs(600),
             server_lifetime: Duration::from_secs(3600),
@@ -354,7 +358,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "peer_id",
     "query_wait_notify",
     "scram_iterations",
-    "server_fast_close",
     "server_login_retry",
     "server_round_robin",
     "server_tls13_ciphers",
@@ -483,6 +486,7 @@ impl Settings {
             "server_reset_query" => self.server_reset_query = v.to_string(),
             "server_check_query" => self.server_check_query = v.to_string(),
             "server_check_delay" => self.server_check_delay = parse_duration(v)?,
+            "server_fast_close" => self.server_fast_close = parse_bool(v)?,
             "server_connect_timeout" => self.server_connect_timeout = parse_duration(v)?,
             "server_idle_timeout" => self.server_idle_timeout = parse_duration(v)?,
             "server_lifetime" => self.server_lifetime = parse_duration(v)?,

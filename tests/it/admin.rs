@@ -758,3 +758,72 @@ async fn servers_of_a_retired_pool_stay_visible() {
         .iter()
         .all(|r| r.get("remote_pid") != Some(pid.as_str())));
 }
+
+/// server_fast_close: after RECONNECT a session is not left holding its marked server until
+/// it ends. One idle outside a transaction ends at once (FATAL 08P01 "database configuration
+/// changed", as PgBouncer's reason); one inside a transaction keeps it until COMMIT, then
+/// ends. WAIT_CLOSE returns; the next client gets a new backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_fast_close_ends_sessions_at_their_next_idle_point() {
+    let ops = Ops::new("server_fast_close = 1").await;
+    let admin = ops.admin().await;
+    let db = ops.db.clone();
+    let mut idle =
+        crate::support::raw::RawClient::login(ops.porter.addr(), &ops.user, "pw", &db).await;
+    let idle_pid = idle.rows("select pg_backend_pid()").await.0[0].clone();
+    let busy = ops.client().await;
+    busy.simple_query("BEGIN").await.expect("begin");
+    let busy_pid = backend_pid(&busy).await;
+    admin
+        .simple_query(&format!("RECONNECT {db}"))
+        .await
+        .expect("reconnect");
+    let fatal = tokio::time::timeout(HANG, idle.read_msg())
+        .await
+        .expect("the idle session was not ended")
+        .expect("closed without a FATAL");
+    let text = String::from_utf8_lossy(&fatal.body).into_owned();
+    assert_eq!(fatal.tag, b'E');
+    assert!(text.starts_with("SFATAL\0"), "{text:?}");
+    assert!(text.contains("database configuration changed"), "{text:?}");
+    assert_eq!(fatal.sqlstate().as_deref(), Some("08P01"));
+    assert!(
+        idle.read_msg().await.is_none(),
+        "then the connection closes"
+    );
+    // The transaction is not cut short: its statements run, COMMIT commits, then it ends.
+    busy.simple_query("select 1")
+        .await
+        .expect("inside the transaction");
+    let committed = busy.simple_query("COMMIT").await;
+    assert!(committed.is_ok(), "COMMIT: {committed:?}");
+    tokio::time::timeout(HANG, async {
+        while !busy.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the session was not ended after its transaction");
+    admin
+        .simple_query(&format!("WAIT_CLOSE {db}"))
+        .await
+        .expect("wait_close");
+    let next = ops.client().await;
+    let pid = backend_pid(&next).await;
+    assert!(
+        pid != idle_pid && pid != busy_pid,
+        "a marked server was reused"
+    );
+    // Without server_fast_close (the default) the marked session keeps its server.
+    let plain = Ops::new("").await;
+    let held = plain.client().await;
+    let pid = backend_pid(&held).await;
+    plain
+        .admin()
+        .await
+        .simple_query(&format!("RECONNECT {}", plain.db))
+        .await
+        .expect("reconnect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(backend_pid(&held).await, pid);
+}
