@@ -358,7 +358,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "peer_id",
     "query_wait_notify",
     "scram_iterations",
-    "server_login_retry",
     "server_round_robin",
     "server_tls13_ciphers",
     "service_name",
@@ -383,6 +382,10 @@ const NO_EFFECT: &[(&str, &str)] = &[
     (
         "server_reset_query_always",
         "session mode always runs server_reset_query",
+    ),
+    (
+        "server_login_retry",
+        "a client needing a new server connection always tries the server again; with routing, failover_wait_timeout governs waiting for a host",
     ),
     ("pkt_buf", "pgporter sizes its buffers itself"),
     ("sbuf_loopcnt", "pgporter sizes its buffers itself"),
