@@ -232,7 +232,9 @@ fn leak_free_name(name: &str) -> &'static str {
 fn help(buf: &mut BytesMut) {
     let text = "Console usage\n\
         \tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
-        \tSHOW LISTS|MEM|STATE|DNS_HOSTS|DNS_ZONES\n\
+        \tSHOW PEERS|PEER_POOLS\n\
+        \tSHOW SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n\
+        \tSHOW DNS_HOSTS|DNS_ZONES\n\
         \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
         \tSHOW HOSTS|IDENTITIES (pgporter)\n\
         \tSET key = arg\n\

@@ -27,6 +27,22 @@ pub(super) fn build(what: Show, s: &Snapshot, version: &str) -> ResultSet {
         Show::Pools => pools(s),
         Show::Clients => clients(s),
         Show::Servers => servers(s),
+        Show::Sockets => sockets(s, false),
+        Show::ActiveSockets => sockets(s, true),
+        // PgBouncer 1.19's peering: pgporter has no peers.
+        Show::Peers => ResultSet::new(&[
+            ("peer_id", Int4),
+            ("host", Text),
+            ("port", Int4),
+            ("pool_size", Int4),
+        ]),
+        Show::PeerPools => ResultSet::new(&[
+            ("peer_id", Int4),
+            ("cl_active_cancel_req", Int4),
+            ("cl_waiting_cancel_req", Int4),
+            ("sv_active_cancel", Int4),
+            ("sv_login", Int4),
+        ]),
         Show::Users => users(s),
         Show::Stats => stats(s),
         Show::StatsTotals => stats_totals(s),
@@ -196,8 +212,17 @@ const SOCKET_COLUMNS: &[(&str, Type)] = &[
 
 fn clients(s: &Snapshot) -> ResultSet {
     let mut rs = ResultSet::new(SOCKET_COLUMNS);
-    for c in &s.clients {
+    client_rows(s, false).for_each(|row| rs.push(row));
+    rs
+}
+
+/// SHOW CLIENTS rows (only active and waiting clients if `active_only`).
+fn client_rows(s: &Snapshot, active_only: bool) -> impl Iterator<Item = Vec<Value>> + '_ {
+    s.clients.iter().filter_map(move |c| {
         let state = c.state();
+        if active_only && state == ClientState::Idle {
+            return None;
+        }
         let wait_us = if state == ClientState::Waiting {
             s.now_us
                 .saturating_sub(c.wait_start_us.load(std::sync::atomic::Ordering::Relaxed))
@@ -209,7 +234,7 @@ fn clients(s: &Snapshot) -> ResultSet {
                 c.request_time.load(std::sync::atomic::Ordering::Relaxed),
             );
         let link = c.server().map(|l| format!("{:x}", l.pid));
-        rs.push(vec![
+        Some(vec![
             "C".into(),
             (&*c.user).into(),
             (&*c.database).into(),
@@ -231,19 +256,27 @@ fn clients(s: &Snapshot) -> ResultSet {
             (&*c.application_name).into(),
             0u32.into(),
             c.id.into(),
-        ]);
-    }
-    rs
+        ])
+    })
 }
 
 fn servers(s: &Snapshot) -> ResultSet {
     let mut rs = ResultSet::new(SOCKET_COLUMNS);
-    for v in &s.servers {
+    server_rows(s, false).for_each(|row| rs.push(row));
+    rs
+}
+
+/// SHOW SERVERS rows (only those in use if `active_only`).
+fn server_rows(s: &Snapshot, active_only: bool) -> impl Iterator<Item = Vec<Value>> + '_ {
+    s.servers.iter().filter_map(move |v| {
+        if active_only && v.state != "active" {
+            return None;
+        }
         let (addr, port) = match &v.addr {
             crate::server::ServerAddr::Tcp { host, port } => (host.clone(), *port),
             crate::server::ServerAddr::Unix { dir, port } => (dir.clone(), *port),
         };
-        rs.push(vec![
+        Some(vec![
             "S".into(),
             v.user.as_str().into(),
             v.database.as_str().into(),
@@ -265,7 +298,33 @@ fn servers(s: &Snapshot) -> ResultSet {
             v.application_name.as_str().into(),
             0u32.into(),
             u64::try_from(v.pid).unwrap_or(0).into(),
-        ]);
+        ])
+    })
+}
+
+/// SHOW SOCKETS / ACTIVE_SOCKETS: the client and server rows with PgBouncer's buffer
+/// columns (pgporter's buffers are not PgBouncer's: always 0).
+fn sockets(s: &Snapshot, active_only: bool) -> ResultSet {
+    let columns: Vec<(&str, Type)> = SOCKET_COLUMNS
+        .iter()
+        .copied()
+        .chain(
+            [
+                "recv_pos",
+                "pkt_pos",
+                "pkt_remain",
+                "send_pos",
+                "send_remain",
+                "pkt_avail",
+                "send_avail",
+            ]
+            .map(|name| (name, Int4)),
+        )
+        .collect();
+    let mut rs = ResultSet::new(&columns);
+    for mut row in client_rows(s, active_only).chain(server_rows(s, active_only)) {
+        row.extend((0..7).map(|_| Value::from(0u32)));
+        rs.push(row);
     }
     rs
 }

@@ -188,6 +188,20 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
         find(&servers, "database", &ops.db).get("state"),
         Some("active")
     );
+    // SHOW SOCKETS / ACTIVE_SOCKETS: clients and servers with PgBouncer's buffer columns.
+    for cmd in ["SHOW SOCKETS", "SHOW ACTIVE_SOCKETS"] {
+        let sockets = rows(&admin, cmd).await;
+        let types: Vec<&str> = sockets
+            .iter()
+            .filter(|r| r.get("database") == Some(ops.db.as_str()))
+            .filter_map(|r| r.get("type"))
+            .collect();
+        assert_eq!(types, ["C", "S"], "{cmd}");
+        assert_eq!(columns(&sockets[0]).last(), Some(&"send_avail"), "{cmd}");
+    }
+    for cmd in ["SHOW PEERS", "SHOW PEER_POOLS"] {
+        admin.simple_query(cmd).await.expect(cmd);
+    }
 
     let dbs = rows(&admin, "SHOW DATABASES").await;
     assert_eq!(
