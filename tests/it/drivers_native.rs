@@ -118,10 +118,45 @@ async fn tokio_postgres() {
     };
     assert_eq!(db_error(&err).code(), &SqlState::INVALID_PASSWORD);
     pass("tokio-postgres:wrong-password");
-    skip(
-        "tokio-postgres:tls",
-        "no rustls connector for tokio-postgres in the test dependencies",
-    );
+    tokio_postgres_tls().await;
+    pass("tokio-postgres:tls");
+}
+
+/// sslmode=require against client_tls_sslmode=require, verifying pgporter's certificate,
+/// with SCRAM-SHA-256-PLUS channel binding required; a plaintext login is refused.
+async fn tokio_postgres_tls() {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    let certs = crate::tls::Certs::new();
+    let fx = Fixture::with_settings(2, &certs.client_tls("require")).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(certs.pki.ca_file()).expect("CA file") {
+        roots.add(cert.expect("CA certificate")).expect("CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
+    let connstring = fx
+        .porter
+        .connstring(&fx.user, &fx.password, &fx.db)
+        .replace("sslmode=disable", "sslmode=require channel_binding=require");
+    let (client, conn) = tokio_postgres::connect(&connstring, tls)
+        .await
+        .expect("TLS login with channel binding");
+    tokio::spawn(conn);
+    let one: i32 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("query over TLS")
+        .get(0);
+    assert_eq!(one, 1);
+    let plain =
+        tokio_postgres::connect(&fx.porter.connstring(&fx.user, &fx.password, &fx.db), NoTls).await;
+    assert!(plain.is_err(), "a plaintext login was accepted");
 }
 
 async fn count_t(client: &tokio_postgres::Client) -> i64 {
