@@ -325,8 +325,15 @@ fn set(shared: &Arc<Shared>, key: &str, value: &str) -> Result<(), ControlError>
 /// Make `new` the running configuration: pools follow their new settings, and a pool whose
 /// database entry changed or went away is replaced (its idle connections closed).
 fn install(shared: &Arc<Shared>, new: crate::config::Config) {
+    let timeouts = |s: &crate::config::Settings| (s.query_timeout, s.idle_transaction_timeout);
+    let retime = timeouts(&shared.config.load().settings) != timeouts(&new.settings);
     shared.config.store(new);
     let config = shared.config.load();
+    if retime {
+        // Sessions holding a server connection take the new timeouts at once (as PgBouncer,
+        // whose janitor applies the current values to every session).
+        shared.sessions.all().iter().for_each(|s| s.ask_retime());
+    }
     for pool in shared.pools.all() {
         let wanted = crate::client::pool_plan(&config, &pool.key, shared.tls.server.as_ref());
         // Its hosts, their order, target_session_attrs and load_balance_hosts too.

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst,
+    AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst,
 };
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -61,6 +61,11 @@ pub struct ServerLink {
     pub tls: Option<crate::tls::TlsInfo>,
 }
 
+/// [`SessionInfo::ask_close`]: server_fast_close.
+const ASK_CLOSE: u8 = 1;
+/// [`SessionInfo::ask_retime`]: the timeouts were reloaded.
+const ASK_RETIME: u8 = 2;
+
 /// Why a session was ended from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -101,9 +106,9 @@ pub struct SessionInfo {
     /// Set to end this session now (KILL, KILL_CLIENT, shutdown); `kill` wakes its waiter.
     /// Inline, not a CancellationToken: that would be an allocation of its own per session.
     killed: AtomicU8,
-    /// server_fast_close: end the session once its server connection is idle (its relay
-    /// checks on every wake; `kill` wakes it).
-    close_asked: AtomicBool,
+    /// What its relay is asked to look at on its next wake (`kill` wakes it): [`ASK_CLOSE`],
+    /// [`ASK_RETIME`].
+    asks: AtomicU8,
     kill: Notify,
     /// CancelRequests being forwarded to this session's server connection: it is not reset or
     /// reused until they are delivered (a late one would cancel the next client's query).
@@ -136,7 +141,7 @@ impl SessionInfo {
     }
     pub fn set_idle(&self) {
         // A close asked for the connection given back does not concern the next one.
-        self.close_asked.store(false, SeqCst);
+        self.asks.store(0, SeqCst);
         self.state.store(ClientState::Idle as u8, Relaxed);
         *self.server.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.server_pid.store(0, Relaxed);
@@ -166,14 +171,30 @@ impl SessionInfo {
             .as_deref()
             .is_some_and(|link| link.created_us < before_us);
         if stale {
-            self.close_asked.store(true, SeqCst);
+            self.asks.fetch_or(ASK_CLOSE, SeqCst);
             self.kill.notify_waiters();
         }
         stale
     }
 
+    /// Whether [`Self::ask_close`] asked (cheap: the relay reads it on every wake).
     pub fn close_asked(&self) -> bool {
-        self.close_asked.load(Relaxed)
+        self.asks.load(Relaxed) & ASK_CLOSE != 0
+    }
+
+    /// The timeouts changed (reload): a session holding a server connection takes the new
+    /// query_timeout / idle_transaction_timeout.
+    pub fn ask_retime(&self) {
+        if self.server_pid.load(Relaxed) != 0 {
+            self.asks.fetch_or(ASK_RETIME, SeqCst);
+            self.kill.notify_waiters();
+        }
+    }
+
+    /// Whether [`Self::ask_retime`] asked since the last call.
+    pub fn take_retime(&self) -> bool {
+        self.asks.load(Relaxed) & ASK_RETIME != 0
+            && self.asks.fetch_and(!ASK_RETIME, SeqCst) & ASK_RETIME != 0
     }
 
     pub fn is_killed(&self) -> bool {
@@ -323,7 +344,7 @@ impl Sessions {
             server_pid: AtomicI32::new(0),
             server: Mutex::new(None),
             killed: AtomicU8::new(0),
-            close_asked: AtomicBool::new(false),
+            asks: AtomicU8::new(0),
             cancels: AtomicU32::new(0),
             kill: Notify::new(),
         });

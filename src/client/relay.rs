@@ -97,6 +97,7 @@ pub(super) async fn relay<C, S>(
     max_client_message: usize,
     traffic: &mut Traffic,
     session: &crate::sessions::SessionInfo,
+    live: &crate::config::ConfigHandle,
 ) -> RelayEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -123,6 +124,14 @@ where
                     && server.rbuf.is_empty()
                 {
                     return Poll::Ready(RelayEnd::FastClose);
+                }
+                if session.take_retime() {
+                    let s = &live.load().settings;
+                    state.watchdog = super::watchdog::Watchdog::retimed(
+                        state.watchdog.take(),
+                        s.query_timeout,
+                        s.idle_transaction_timeout,
+                    );
                 }
                 if let Some(w) = &mut state.watchdog {
                     let t = &state.tracker;

@@ -192,7 +192,7 @@ async fn relay_session(
         biased;
         () = info.killed() => Err(ended(shared, info)),
         () = host_down => Err(Error::ServerDown),
-        end = relay(conn, &mut server.conn, &mut state, max_message, traffic, info) => Ok(end),
+        end = relay(conn, &mut server.conn, &mut state, max_message, traffic, info, &shared.config) => Ok(end),
     };
     // No cancel may reach this server connection once it is released: none can start now,
     // and one being forwarded is waited for (PostgreSQL delivers it within milliseconds).

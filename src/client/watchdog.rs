@@ -59,6 +59,21 @@ impl Watchdog {
         })
     }
 
+    /// The limits changed (reload): a watchdog with the new ones, keeping the times of the
+    /// last request and server message of `old`; None when neither limit is set now.
+    pub(super) fn retimed(
+        old: Option<Watchdog>,
+        query: Duration,
+        idle_transaction: Duration,
+    ) -> Option<Watchdog> {
+        let mut new = Watchdog::new(query, idle_transaction)?;
+        if let Some(old) = old {
+            new.last_request = old.last_request;
+            new.last_server = old.last_server;
+        }
+        Some(new)
+    }
+
     /// After a wake of the relay that is not finished: `up` / `down` = whether client / server
     /// bytes moved. Ready with the limit that ran out.
     pub(super) fn poll(
@@ -130,6 +145,16 @@ mod tests {
             poll(&mut w, false, false, ServerState::IdleInTransaction),
             Poll::Ready(Timeout::IdleTransaction)
         );
+        // A reload shortening the limit: counted from the same last request.
+        let mut w = Watchdog::new(Duration::from_secs(60), Duration::ZERO).unwrap();
+        assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let mut w = Watchdog::retimed(Some(w), Duration::from_secs(4), Duration::ZERO).unwrap();
+        assert_eq!(
+            poll(&mut w, false, false, ServerState::Busy),
+            Poll::Ready(Timeout::Query)
+        );
+        assert!(Watchdog::retimed(Some(w), Duration::ZERO, Duration::ZERO).is_none());
         // Ready: nothing runs however long.
         let mut w = Watchdog::new(Duration::from_secs(10), Duration::ZERO).unwrap();
         assert!(poll(&mut w, true, true, ServerState::Ready).is_pending());

@@ -109,10 +109,10 @@ pub struct Settings {
     /// Default 60 s. reload: yes
     pub client_login_timeout: Duration,
     /// A session whose server is busy or in a transaction this long since the client's last
-    /// request ends (PgBouncer's). 0 = off (default). reload: yes (new sessions)
+    /// request ends (PgBouncer's). 0 = off (default). reload: yes (running sessions too)
     pub query_timeout: Duration,
     /// A session idle inside a transaction this long ends. 0 = off (default). reload: yes
-    /// (new sessions)
+    /// (running sessions too)
     pub idle_transaction_timeout: Duration,
     /// A logged-in client silent this long without a server connection is closed (as
     /// PgBouncer, not one holding a server). 0 = off (default). reload: yes

@@ -841,3 +841,27 @@ async fn server_fast_close_ends_sessions_at_their_next_idle_point() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(backend_pid(&held).await, pid);
 }
+
+/// A reload (here admin SET, which installs a configuration as RELOAD does) changing
+/// idle_transaction_timeout reaches a session already holding its server connection, as in
+/// PgBouncer; it reached only sessions opened afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloaded_timeouts_reach_running_sessions() {
+    let ops = Ops::new("").await;
+    let admin = ops.admin().await;
+    let mut c =
+        crate::support::raw::RawClient::login(ops.porter.addr(), &ops.user, "pw", &ops.db).await;
+    let (_, status, error) = c.rows("BEGIN").await;
+    assert_eq!((status, error), (b'T', None));
+    admin
+        .simple_query("SET idle_transaction_timeout = 1")
+        .await
+        .expect("set");
+    let fatal = tokio::time::timeout(HANG, c.read_msg())
+        .await
+        .expect("the running session kept its old (no) timeout")
+        .expect("closed without a FATAL");
+    let text = String::from_utf8_lossy(&fatal.body).into_owned();
+    assert!(text.contains("idle transaction timeout"), "{text:?}");
+    assert_eq!(fatal.sqlstate().as_deref(), Some("08P01"));
+}
