@@ -73,10 +73,11 @@ pub enum Error {
     /// idle_transaction_timeout: idle inside a transaction that long.
     #[error("idle transaction timeout")]
     IdleTransactionTimeout,
-    /// server_fast_close: the session's server connection was closed at an idle point after
-    /// RECONNECT or a reload that changed its database (PgBouncer's reason text).
+    /// The session's database changed under it: server_fast_close closed its server
+    /// connection at an idle point after RECONNECT or a reload, or a reload changed the
+    /// database's forced user (PgBouncer's reason text).
     #[error("database configuration changed")]
-    ServerFastClose,
+    DatabaseChanged,
     /// client_idle_timeout: logged in and silent that long without a server connection.
     #[error("client_idle_timeout")]
     ClientIdleTimeout,
@@ -126,7 +127,7 @@ impl Error {
             | Error::QueryTimeout
             | Error::IdleTransactionTimeout
             | Error::ClientIdleTimeout
-            | Error::ServerFastClose => sqlstate::PROTOCOL_VIOLATION,
+            | Error::DatabaseChanged => sqlstate::PROTOCOL_VIOLATION,
             Error::UnsupportedProtocol { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             Error::AuthFailed { .. } => sqlstate::INVALID_PASSWORD,
             Error::SslRequired
@@ -189,7 +190,7 @@ impl Error {
             Error::Shutdown
             | Error::Draining
             | Error::Killed
-            | Error::ServerFastClose
+            | Error::DatabaseChanged
             | Error::Config(_)
             | Error::Io(_) => Fault::Internal,
         }

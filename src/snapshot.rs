@@ -139,23 +139,63 @@ impl Snapshot {
                 pool_size: pool.settings().size,
             });
         }
-        // Servers held by sessions of a pool a reload retired (its database entry changed or
-        // went): no longer in the registry, still connected until their clients leave.
+        // Sessions of a pool a reload retired (its database entry changed or went) whose
+        // successor does not exist yet: their servers stay connected until their clients
+        // leave, and a row per pool counts them (cl_waiting above all: monitoring must see
+        // them).
+        let mut orphans: Vec<PoolRow> = Vec::new();
         for c in clients.iter().filter(|c| !c.admin) {
             let in_registry = registry.iter().any(|p| {
                 *p.key.db == *c.database
                     && *p.key.user == *c.pool_user
                     && p.key.endpoint == c.endpoint
             });
-            if !in_registry {
-                let before = shared
-                    .stats
-                    .pool(&c.database, &c.pool_user)
-                    .reconnect_before_us
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                servers.extend(active_row(c, before));
+            if in_registry {
+                continue;
             }
+            let before = shared
+                .stats
+                .pool(&c.database, &c.pool_user)
+                .reconnect_before_us
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let row = active_row(c, before);
+            let at = orphans
+                .iter()
+                .position(|p| p.database == *c.database && p.user == *c.pool_user);
+            let pool = match at {
+                Some(i) => &mut orphans[i],
+                None => {
+                    orphans.push(PoolRow {
+                        database: c.database.to_string(),
+                        user: c.pool_user.to_string(),
+                        cl_active: 0,
+                        cl_waiting: 0,
+                        sv_active: 0,
+                        sv_idle: 0,
+                        sv_login: 0,
+                        maxwait: Duration::ZERO,
+                        pool_size: config
+                            .database(&c.database)
+                            .and_then(|e| e.pool_size)
+                            .unwrap_or(config.settings.default_pool_size),
+                    });
+                    orphans.last_mut().expect("pushed")
+                }
+            };
+            match c.state() {
+                ClientState::Waiting => {
+                    pool.cl_waiting += 1;
+                    let started = c.wait_start_us.load(std::sync::atomic::Ordering::Relaxed);
+                    pool.maxwait = pool
+                        .maxwait
+                        .max(Duration::from_micros(now_us.saturating_sub(started)));
+                }
+                ClientState::Active | ClientState::Idle => pool.cl_active += 1,
+            }
+            pool.sv_active += u64::from(row.is_some());
+            servers.extend(row);
         }
+        pools.extend(orphans);
         let stats = shared
             .stats
             .per_database()

@@ -38,25 +38,43 @@ impl std::fmt::Debug for Route<'_> {
 impl Route<'_> {
     /// The client's pool. Only for an authenticated client.
     pub(super) fn pool(&self) -> &Arc<Pool> {
-        self.pool.get_or_init(|| {
-            let (entry, config, shared, key) = (self.entry, self.config, self.shared, &self.key);
-            shared.pools.get_or_create(key, |limits| {
-                let target = pool_target(entry, key, config, shared.tls.server.as_ref());
-                let set = shared.routing.host_set(
-                    entry,
-                    key.endpoint,
-                    &target,
-                    &config.settings.routing,
-                    // The monitor's own limit: 0 (no limit) would let one hung check stall it.
-                    match config.settings.server_connect_timeout {
-                        d if d.is_zero() => std::time::Duration::from_secs(15),
-                        d => d,
-                    },
-                );
-                Pool::new(key.clone(), target, pool_settings(entry, config), limits).with_hosts(set)
-            })
-        })
+        self.pool
+            .get_or_init(|| pool_for(self.entry, &self.key, self.config, self.shared))
     }
+}
+
+/// The pool of `key` under database entry `entry`, created if missing.
+fn pool_for(entry: &DatabaseEntry, key: &PoolKey, config: &Config, shared: &Shared) -> Arc<Pool> {
+    shared.pools.get_or_create(key, |limits| {
+        let target = pool_target(entry, key, config, shared.tls.server.as_ref());
+        let set = shared.routing.host_set(
+            entry,
+            key.endpoint,
+            &target,
+            &config.settings.routing,
+            // The monitor's own limit: 0 (no limit) would let one hung check stall it.
+            match config.settings.server_connect_timeout {
+                d if d.is_zero() => std::time::Duration::from_secs(15),
+                d => d,
+            },
+        );
+        Pool::new(key.clone(), target, pool_settings(entry, config), limits).with_hosts(set)
+    })
+}
+
+/// The pool that replaced `retired` after a reload changed its database entry: same database,
+/// user and endpoint under the live configuration. An error when the database is gone, or
+/// now forces another user (the session logged in for this one).
+pub(super) fn successor(retired: &Pool, shared: &Shared) -> Result<Arc<Pool>, Error> {
+    let config = shared.config.load();
+    let key = &retired.key;
+    let entry = config
+        .database(&key.db)
+        .ok_or_else(|| Error::UnknownDatabase(key.db.to_string()))?;
+    if entry.user.as_deref().is_some_and(|u| *u != *key.user) {
+        return Err(Error::DatabaseChanged);
+    }
+    Ok(pool_for(entry, key, &config, shared))
 }
 
 pub(super) fn route<'a>(

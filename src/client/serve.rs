@@ -68,7 +68,7 @@ pub(super) struct Tally {
 
 pub(super) async fn serve(
     conn: &mut FramedConn<Stream>,
-    session: Box<Session>,
+    mut session: Box<Session>,
     info: &SessionInfo,
     shared: &Shared,
 ) -> Result<(), Error> {
@@ -78,9 +78,13 @@ pub(super) async fn serve(
     let result = match first_request(conn, info, shared).await {
         Ok(true) => {
             let result = Box::pin(async {
-                let Some(server) = checkout_unless_gone(conn, &session, info, shared).await? else {
+                let Some((server, pool)) =
+                    checkout_unless_gone(conn, &session, info, shared).await?
+                else {
                     return Ok(());
                 };
+                // The pool that replaced the session's after a reload, if one did.
+                session.pool = pool;
                 tally.pid = Some(server.pid());
                 relay_session(conn, &session, server, info, shared, &mut tally).await
             })
@@ -268,7 +272,7 @@ async fn relay_session(
         Ok(RelayEnd::FastClose) => {
             tracing::info!(user = %info.user, db = %info.database, pid = server.pid(), "server_fast_close: closing the session's server connection");
             pool.discard(server).await;
-            Err(Error::ServerFastClose)
+            Err(Error::DatabaseChanged)
         }
         Ok(RelayEnd::ServerError(e)) => {
             pool.discard(server).await;
@@ -371,7 +375,7 @@ async fn checkout_unless_gone(
     session: &Session,
     info: &SessionInfo,
     shared: &Shared,
-) -> Result<Option<ServerConn>, Error> {
+) -> Result<Option<(ServerConn, Arc<Pool>)>, Error> {
     // A request sent together with its Terminate (fire and forget) did not leave because it
     // waited: it runs, as it would on PostgreSQL.
     if terminated(&conn.rbuf) {
@@ -431,12 +435,12 @@ pub(super) async fn checkout(
     session: &Session,
     info: &SessionInfo,
     shared: &Shared,
-) -> Result<ServerConn, Error> {
+) -> Result<(ServerConn, Arc<Pool>), Error> {
     let started = tokio::time::Instant::now();
     let result = acquire(session, info, shared).await;
     let db = &session.pool.key.db;
     match &result {
-        Ok(server) => {
+        Ok((server, _)) => {
             let waited = started.elapsed();
             session.stats.assigned(waited);
             shared
@@ -486,12 +490,13 @@ pub(super) async fn checkout(
 /// out of the pool; the whole wait is bounded by query_wait_timeout. The pool's own checkout
 /// enforces the remaining time itself (it is never cancelled mid-wait by a timer here).
 /// Not yet counted as assigned: the welcome takes one this way to learn the server's
-/// parameters.
+/// parameters. Returns the pool it came from: the session's, or the one that replaced it
+/// when a reload changed the database entry (the session moves to it).
 pub(super) async fn acquire(
     session: &Session,
     info: &SessionInfo,
     shared: &Shared,
-) -> Result<ServerConn, Error> {
+) -> Result<(ServerConn, Arc<Pool>), Error> {
     let config = shared.config.load();
     // As PgBouncer, query_timeout bounds the wait too when it is the shorter limit.
     let nonzero = crate::config::Config::nonzero;
@@ -506,60 +511,90 @@ pub(super) async fn acquire(
     let started = tokio::time::Instant::now();
     info.set_waiting(shared.stats.now_us());
     let db = &session.pool.key.db;
+    let left = || limit.map(|l| l.saturating_sub(started.elapsed()));
     let get = async {
-        if shared.gates.is_paused(db) {
-            let unpaused = shared.gates.wait_unpaused(db);
-            match limit {
-                Some(l) => tokio::time::timeout(l, unpaused).await.map_err(|_| {
-                    if by_query_timeout {
-                        Error::QueryTimeout
-                    } else {
-                        Error::PausedWaitTimeout
-                    }
-                })?,
-                None => unpaused.await,
-            }
-        }
-        let left = limit.map(|l| l.saturating_sub(started.elapsed()));
-        let (identity, user) = (&config.settings.identity, session.identity());
-        let tag = crate::identity::tag_key(identity, user, info.ip);
-        // A new server connection carries the identity tag and, of this client's own, only its
-        // application_name (see `ClientParams::application_name`): startup values are what
-        // RESET ALL / DISCARD ALL return to for every later client. The client's other
-        // parameters are SET on it (`ClientParams::apply`).
-        let params = || {
-            let mut params = crate::identity::tag_params(identity, user, info.ip);
-            if let Some(app) = session.params.application_name() {
-                params.push(("application_name".to_string(), app.to_string()));
-            }
-            params
-        };
-        session
-            .pool
-            .checkout(user, tag.as_ref(), &params, left)
-            .await
-            .map_err(|e| match e {
-                PoolError::WaitTimeout(blocker) => {
-                    let n = shared
-                        .pools
-                        .limits()
-                        .rejections
-                        .record(session.identity(), "query_wait_timeout");
-                    tracing::warn!(user = %session.identity(), pool = ?session.pool.key, limit = %blocker, rejections = n, "query_wait_timeout");
-                    if by_query_timeout {
-                        Error::QueryTimeout
-                    } else {
-                        Error::QueryWaitTimeout(blocker)
-                    }
+        let mut pool = Arc::clone(&session.pool);
+        loop {
+            if pool.is_retired() {
+                pool = super::route::successor(&pool, shared)?;
+                if pool.is_retired() {
+                    // Replaced again at this very moment: let the client reconnect.
+                    return Err(Error::DatabaseChanged);
                 }
-                PoolError::Connect(e) => Error::ServerLogin(e),
-                PoolError::NoHost(e) => Error::NoServer(e),
-            })
+            }
+            if shared.gates.is_paused(db) {
+                let unpaused = shared.gates.wait_unpaused(db);
+                match left() {
+                    Some(l) => tokio::time::timeout(l, unpaused).await.map_err(|_| {
+                        if by_query_timeout {
+                            Error::QueryTimeout
+                        } else {
+                            Error::PausedWaitTimeout
+                        }
+                    })?,
+                    None => unpaused.await,
+                }
+            }
+            let (identity, user) = (&config.settings.identity, session.identity());
+            let tag = crate::identity::tag_key(identity, user, info.ip);
+            // A new server connection carries the identity tag and, of this client's own,
+            // only its application_name (see `ClientParams::application_name`): startup
+            // values are what RESET ALL / DISCARD ALL return to for every later client. The
+            // client's other parameters are SET on it (`ClientParams::apply`).
+            let params = || {
+                let mut params = crate::identity::tag_params(identity, user, info.ip);
+                if let Some(app) = session.params.application_name() {
+                    params.push(("application_name".to_string(), app.to_string()));
+                }
+                params
+            };
+            let server = match pool.checkout(user, tag.as_ref(), &params, left()).await {
+                Ok(server) => server,
+                // A reload replaced the pool while this client was queued: queue at the new one.
+                Err(PoolError::Retired) => continue,
+                Err(e) => return Err(pool_error(e, session, &pool, shared, by_query_timeout)),
+            };
+            if shared.gates.is_paused(db) {
+                // PAUSE came while this client was queued: as PgBouncer, nothing is handed
+                // out while paused; the connection goes back unused and the client waits for
+                // RESUME.
+                pool.return_unused(server);
+                continue;
+            }
+            return Ok((server, pool));
+        }
     };
     tokio::select! {
         biased;
         () = info.killed() => Err(ended(shared, info)),
         r = get => r,
+    }
+}
+
+fn pool_error(
+    e: PoolError,
+    session: &Session,
+    pool: &Pool,
+    shared: &Shared,
+    by_query_timeout: bool,
+) -> Error {
+    match e {
+        PoolError::WaitTimeout(blocker) => {
+            let n = shared
+                .pools
+                .limits()
+                .rejections
+                .record(session.identity(), "query_wait_timeout");
+            tracing::warn!(user = %session.identity(), pool = ?pool.key, limit = %blocker, rejections = n, "query_wait_timeout");
+            if by_query_timeout {
+                Error::QueryTimeout
+            } else {
+                Error::QueryWaitTimeout(blocker)
+            }
+        }
+        PoolError::Connect(e) => Error::ServerLogin(e),
+        PoolError::NoHost(e) => Error::NoServer(e),
+        PoolError::Retired => Error::DatabaseChanged,
     }
 }
 

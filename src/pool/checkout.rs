@@ -54,6 +54,9 @@ impl Pool {
         wait: Option<Duration>,
         settings: &PoolSettings,
     ) -> Result<(ServerConn, Option<Duration>), PoolError> {
+        if self.is_retired() {
+            return Err(PoolError::Retired);
+        }
         let since = Instant::now();
         let (seq, mut rx, blocker, close) = {
             let mut inner = self.lock();
@@ -209,9 +212,15 @@ impl WaitGuard<'_> {
         received: Result<Grant, oneshot::error::RecvError>,
     ) -> Result<Grant, PoolError> {
         self.rx = None;
-        // The sender only goes away unsent when the pool drops it, which it never does while
-        // the waiter is queued; treat it as a timeout rather than panic.
-        received.map_err(|_| PoolError::WaitTimeout(Blocker::PoolSize))
+        // The sender goes away unsent when a reload retires the pool; otherwise the pool never
+        // drops a queued waiter: treat it as a timeout rather than panic.
+        received.map_err(|_| {
+            if self.pool.is_retired() {
+                PoolError::Retired
+            } else {
+                PoolError::WaitTimeout(Blocker::PoolSize)
+            }
+        })
     }
 
     fn timed_out(&mut self, settings: &PoolSettings) -> Result<Grant, PoolError> {
@@ -236,6 +245,7 @@ impl WaitGuard<'_> {
                     self.rx = None;
                     Ok(grant)
                 }
+                _ if self.pool.is_retired() => Err(PoolError::Retired),
                 _ => Err(PoolError::WaitTimeout(Blocker::PoolSize)),
             },
         }

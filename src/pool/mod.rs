@@ -74,6 +74,9 @@ pub enum PoolError {
     Connect(#[from] ServerError),
     #[error(transparent)]
     NoHost(#[from] NoHost),
+    /// A reload replaced this pool (its database entry changed or went): ask for the new one.
+    #[error("database configuration changed")]
+    Retired,
 }
 
 impl From<RouteError> for PoolError {
@@ -178,6 +181,8 @@ impl Pool {
     pub fn retire(&self) {
         self.retired
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Queued clients go to the pool that replaces this one (`PoolError::Retired`).
+        self.lock().waiters.clear();
     }
 
     pub fn is_retired(&self) -> bool {

@@ -100,6 +100,11 @@ impl<T> Waiters<T> {
         self.queue.remove(at)
     }
 
+    /// Drop every waiter: their receivers see the channel closed.
+    pub(super) fn clear(&mut self) {
+        self.queue.clear();
+    }
+
     /// Drop waiters whose client gave up (receiver gone).
     pub(super) fn prune(&mut self) {
         self.queue.retain(|w| !w.tx.is_closed());

@@ -642,3 +642,102 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// PAUSE with clients queued for a full pool: once the sessions holding servers leave, PAUSE
+/// returns and the queued client stays queued until RESUME (as PgBouncer); it was handed the
+/// freed connection and ran during the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_does_not_serve_queued_clients() {
+    let ops = Ops::new("default_pool_size = 1\nquery_wait_timeout = 30").await;
+    let holder = ops.client().await;
+    holder.simple_query("select 1").await.expect("holder");
+    let queued = ops.client().await;
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&ran);
+    let query = tokio::spawn(async move {
+        let r = queued.simple_query("select 2").await;
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        (r, queued)
+    });
+    let admin = ops.admin().await;
+    eventually("the client is queued", || async {
+        rows(&admin, "SHOW POOLS")
+            .await
+            .iter()
+            .any(|p| p.get("database") == Some(ops.db.as_str()) && p.get("cl_waiting") == Some("1"))
+    })
+    .await;
+    let pauser = ops.admin().await;
+    let pause = tokio::spawn(async move { pauser.simple_query("PAUSE").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(holder);
+    tokio::time::timeout(HANG, pause)
+        .await
+        .expect("PAUSE returns once the holder left")
+        .expect("task")
+        .expect("PAUSE");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !ran.load(std::sync::atomic::Ordering::SeqCst),
+        "a queued client was served while paused"
+    );
+    admin.simple_query("RESUME").await.expect("resume");
+    let (r, _queued) = tokio::time::timeout(HANG, query)
+        .await
+        .expect("served after RESUME")
+        .expect("task");
+    r.expect("select 2");
+}
+
+/// A reload that changes a database's entry: a logged-in client that has not sent a query
+/// yet and a client queued behind the old pool both go to the new target at once (they went
+/// to the old target, queued behind the old pool's sessions); SHOW POOLS counts the queued
+/// client meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moves_idle_and_queued_clients_to_the_new_pool() {
+    let ops = Ops::new("default_pool_size = 1\nquery_wait_timeout = 30").await;
+    let cluster = cluster().await;
+    let other = cluster.unique_name("db");
+    cluster.create_database(&other, &ops.user).await;
+    let holder = ops.client().await;
+    holder.simple_query("select 1").await.expect("holder");
+    let idle = ops.client().await;
+    let queued = ops.client().await;
+    let query =
+        tokio::spawn(async move { queued.query_one("select current_database()", &[]).await });
+    let admin = ops.admin().await;
+    eventually("the client is queued", || async {
+        rows(&admin, "SHOW POOLS")
+            .await
+            .iter()
+            .any(|p| p.get("database") == Some(ops.db.as_str()) && p.get("cl_waiting") == Some("1"))
+    })
+    .await;
+    let ini_path = ops.porter.ini_path();
+    let ini = std::fs::read_to_string(&ini_path).expect("ini");
+    let ini = ini.replace(&format!("dbname={} ", ops.db), &format!("dbname={other} "));
+    let ini = ini.replace(
+        &format!("dbname={}\n", ops.db),
+        &format!("dbname={other}\n"),
+    );
+    assert!(ini.contains(&format!("dbname={other}")), "{ini}");
+    std::fs::write(&ini_path, &ini).expect("write ini");
+    admin.simple_query("RELOAD").await.expect("reload");
+    let row = tokio::time::timeout(Duration::from_secs(10), query)
+        .await
+        .expect("the queued client waited behind the old pool")
+        .expect("task")
+        .expect("query");
+    assert_eq!(row.get::<_, String>(0), other);
+    let row = idle
+        .query_one("select current_database()", &[])
+        .await
+        .expect("idle client");
+    assert_eq!(row.get::<_, String>(0), other, "went to the old target");
+    // The holder keeps its session (and its server) until it leaves.
+    let row = holder
+        .query_one("select current_database()", &[])
+        .await
+        .expect("holder");
+    assert_eq!(row.get::<_, String>(0), ops.db);
+}
