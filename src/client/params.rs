@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use crate::config::Config;
 use crate::error::Error;
 use crate::protocol::backend;
-use crate::server::{simple_query, QueryOutcome, ServerConn, ServerError};
+use crate::server::{query_row, ServerConn, ServerError};
 
 /// Reported parameters a session must not inherit from the server connection's previous
 /// client (PgBouncer's tracked parameters, and IntervalStyle): a client that does not ask for
@@ -208,17 +208,23 @@ impl ClientParams {
             })
             .collect();
         let sql = format!("SELECT {}", calls.join(", "));
-        match simple_query(server, &sql)
+        // set_config returns each value as now in effect, in the server's spelling
+        // (`'utf-8'` -> `UTF8`): that is what the connection is recorded with. The asked
+        // spelling would go stale (no ParameterStatus comes when the value in effect did not
+        // change) and be reported to a later client.
+        let values = query_row(server, &sql)
             .await
             .map_err(Error::ServerLogin)?
-        {
-            QueryOutcome::Done(_) => {
-                self.report_differences(server, app_default, greeted, to_client);
-                record(server, &sets);
-                Ok(false)
+            .unwrap_or_default();
+        for ((name, asked), now) in sets.iter().zip(values) {
+            if server.reported(name).is_some() {
+                let now = now.as_deref().unwrap_or(asked);
+                server.set_param(name, now);
+                server.remember_spelling(name, asked, now);
             }
-            QueryOutcome::Failed(fields) => Err(Error::ServerLogin(ServerError::Rejected(fields))),
         }
+        self.report_differences(server, app_default, greeted, to_client);
+        Ok(false)
     }
 
     /// ParameterStatus for every reported parameter whose value in effect now differs from
@@ -257,7 +263,7 @@ impl ClientParams {
     ) -> Vec<(String, String)> {
         let mut sets: Vec<(String, String)> = Vec::new();
         for (name, value) in self.wanted() {
-            if server.param(name) != Some(value) {
+            if !server.param_is(name, value) {
                 sets.push((name.to_string(), value.to_string()));
             }
         }
@@ -295,10 +301,9 @@ fn told_unasked<'a>(
         .map(|(_, v)| v.as_str())
 }
 
-/// Record what was SET, as asked (the server may report a normalized spelling): the next client
-/// asking the same needs no SET. Only for parameters the server reports: a reset (DISCARD ALL)
-/// changes the others without saying so, so their record would go stale; they are SET for
-/// every client that asks.
+/// Record what was SET: the next client asking the same needs no SET. Only for parameters
+/// the server reports: a reset (DISCARD ALL) changes the others without saying so, so their
+/// record would go stale; they are SET for every client that asks.
 fn record(server: &mut ServerConn, sets: &[(String, String)]) {
     for (name, value) in sets {
         if server.reported(name).is_some() {

@@ -61,6 +61,7 @@ async fn connect_inner(
         addr: target.addr.clone(),
         key,
         params: values,
+        spellings: Vec::new(),
         reported,
         created_at: now,
         last_used: now,

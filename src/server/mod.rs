@@ -127,6 +127,10 @@ pub struct ServerConn {
     pub params: BTreeMap<String, String>,
     /// The ParameterStatus values the server sent at login (a client welcome is built from them).
     pub reported: Vec<(String, String)>,
+    /// Clients' spellings of values set on this connection (`'utf-8'`, which set
+    /// client_encoding to `UTF8`): (name, as asked, value it gave). A client asking the same
+    /// needs no SET while the value is still the one it gave.
+    pub spellings: Vec<(String, String, String)>,
     pub created_at: Instant,
     pub last_used: Instant,
     /// Pool bookkeeping: the client identity this connection is lent to, if any.
@@ -164,6 +168,26 @@ impl ServerConn {
             .cloned()
             .unwrap_or_else(|| name.to_string());
         self.params.insert(key, value.to_string());
+    }
+
+    /// Whether `name` is in effect as `asked` would set it: the same value, or a spelling of
+    /// the value in effect (see `spellings`).
+    pub fn param_is(&self, name: &str, asked: &str) -> bool {
+        let now = self.param(name);
+        now == Some(asked)
+            || self.spellings.iter().any(|(n, a, gave)| {
+                n.eq_ignore_ascii_case(name) && a == asked && now == Some(gave.as_str())
+            })
+    }
+
+    /// Record `asked` as a spelling of `gave` for parameter `name`.
+    pub fn remember_spelling(&mut self, name: &str, asked: &str, gave: &str) {
+        self.spellings
+            .retain(|(n, _, _)| !n.eq_ignore_ascii_case(name));
+        if asked != gave {
+            self.spellings
+                .push((name.to_string(), asked.to_string(), gave.to_string()));
+        }
     }
 
     /// The value parameter `name` had when the connection logged in, if the server reported it.

@@ -382,6 +382,43 @@ async fn a_normalized_startup_value_is_reported_to_the_client() {
     assert_eq!(status, ["DateStyle ISO, MDY "], "{msgs:?}");
 }
 
+/// A value set in a client's own spelling (asyncpg sends `client_encoding='utf-8'`, quotes
+/// included; `iso` for DateStyle) is recorded as PostgreSQL spells it: the next client, which
+/// asked for neither, is not told `'utf-8'` (psycopg 3 then failed: no such codec) or `iso`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_spelling_is_not_reported_to_the_next_client() {
+    let f = Fixture::new(1).await;
+    let (mut a, _) = raw_with(&f, &[("client_encoding", "'utf-8'"), ("DateStyle", "iso")]).await;
+    assert_eq!(a.rows("SELECT 1").await.2, None);
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut b, welcome) = raw_with(&f, &[]).await;
+    let told = |name: &str| {
+        welcome
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(told("client_encoding").as_deref(), Some("UTF8"));
+    b.query("SELECT 1").await;
+    let msgs = b.until_ready().await.unwrap();
+    let status: Vec<String> = msgs
+        .iter()
+        .filter(|m| m.tag == b'S')
+        .map(|m| String::from_utf8_lossy(&m.body).replace('\0', " "))
+        .collect();
+    assert!(status.is_empty(), "{status:?}");
+    let (rows, _, _) = b
+        .rows("SELECT current_setting('client_encoding') || ' ' || current_setting('DateStyle')")
+        .await;
+    assert_eq!(rows, ["UTF8 ISO, MDY"]);
+    // The same spelling again needs no SET (and is answered as PostgreSQL spells it).
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut c, _) = raw_with(&f, &[("client_encoding", "'utf-8'")]).await;
+    assert_eq!(c.rows("SHOW client_encoding").await.0, ["UTF8"]);
+}
+
 /// `ALTER SYSTEM SET TimeZone` + reload reaches a pooled connection at its next command: in
 /// the answer to pgporter's own SET sent ahead of the client's request. The client hears of
 /// it (ParameterStatus) like a direct session would; the next client is set back to what it
