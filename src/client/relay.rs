@@ -144,6 +144,10 @@ where
                         ServerState::Ready
                     } else if t.answered() && !t.mid_batch() && !t.lost() {
                         ServerState::IdleInTransaction
+                    } else if t.lost() && t.status() == b'I' {
+                        // The count of answers due is not known: go by the last
+                        // ReadyForQuery, as PgBouncer does, rather than end an idle session.
+                        ServerState::Ready
                     } else {
                         ServerState::Busy
                     };

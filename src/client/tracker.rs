@@ -18,8 +18,14 @@ use crate::stats::Meter;
 pub struct TxTracker {
     /// Sync points sent and not yet answered by ReadyForQuery.
     outstanding: u32,
-    /// Extended-protocol messages sent since the last Sync.
+    /// Extended-protocol messages sent since the last Sync (or simple Query).
     unsynced: bool,
+    /// Queries / FunctionCalls sent behind extended-protocol messages without a Sync between
+    /// (asyncpg's Parse, Describe, Flush, then a simple Query), not yet all answered. The
+    /// server runs them and is then idle, unless an extended message before them failed:
+    /// then it skips them up to the next Sync, which this side cannot tell from an error of
+    /// their own.
+    behind_batch: u32,
     /// Status byte of the last ReadyForQuery ('I', 'T' or 'E').
     status: u8,
     /// Syncs sent since the last Query / Execute, before any CopyDone / CopyFail: the ones
@@ -55,6 +61,7 @@ impl Default for TxTracker {
         TxTracker {
             outstanding: 0,
             unsynced: false,
+            behind_batch: 0,
             status: b'I',
             syncs_since_start: 0,
             counting: false,
@@ -108,6 +115,11 @@ impl TxTracker {
             frontend::QUERY | frontend::FUNCTION_CALL => {
                 self.request_started();
                 self.outstanding += 1;
+                if self.unsynced {
+                    // It ends the batch: answered, it leaves the server idle (no Sync due).
+                    self.unsynced = false;
+                    self.behind_batch += 1;
+                }
                 self.start();
             }
             frontend::SYNC => {
@@ -166,6 +178,7 @@ impl TxTracker {
                     // Everything sent is answered: no CopyInResponse can claim an earlier end.
                     self.early_ends = 0;
                     self.started_after_end = false;
+                    self.behind_batch = 0;
                 }
                 self.status = body.first().copied().unwrap_or(b'E');
                 let (idle, more) = (self.status == b'I', self.outstanding > 0);
@@ -208,6 +221,12 @@ impl TxTracker {
                 }
                 self.stray_end = self.copy_in;
                 self.copy_in = false;
+                0
+            }
+            backend::ERROR_RESPONSE if self.behind_batch > 0 => {
+                // A failed extended message makes the server skip the Queries behind it (to the
+                // next Sync); an error of theirs does not: which one this is is not known.
+                self.lose("an error with simple queries pipelined behind an unsynced batch");
                 0
             }
             _ => 0,
@@ -271,6 +290,34 @@ mod tests {
         for &tag in tags {
             t.on_client(tag);
         }
+    }
+
+    #[test]
+    fn a_simple_query_behind_an_unsynced_batch_ends_it() {
+        // asyncpg's prepare: Parse, Describe, Flush (no Sync); later a simple Query.
+        let mut t = TxTracker::default();
+        sends(
+            &mut t,
+            &[frontend::PARSE, frontend::DESCRIBE, frontend::FLUSH],
+        );
+        assert!(t.mid_batch() && !t.is_idle());
+        t.on_client(frontend::QUERY);
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.is_idle(), "idle after the Query's answer");
+        // With an error pipelined in front: the Query may have been skipped.
+        sends(
+            &mut t,
+            &[
+                frontend::PARSE,
+                frontend::BIND,
+                frontend::EXECUTE,
+                frontend::QUERY,
+                frontend::SYNC,
+            ],
+        );
+        t.on_server(backend::ERROR_RESPONSE, &[]);
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.lost() && !t.is_idle());
     }
 
     #[test]

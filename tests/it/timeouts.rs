@@ -218,3 +218,51 @@ async fn query_timeout_bounds_the_wait_for_a_server() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert_eq!(holder.rows("SELECT 3").await.0, ["3"]);
 }
+
+/// asyncpg's prepare sends Parse, Describe, Flush and no Sync; a simple query later ends that
+/// batch and leaves the server idle. query_timeout must not take such a session for busy and
+/// end it while idle (it did, after query_timeout, with `FATAL query timeout`); nor one whose
+/// count of answers became unknown (an error with a Query pipelined behind the failing batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_spares_idle_sessions_after_unsynced_batches() {
+    let f = Fixture::with_settings(2, "query_timeout = 1").await;
+    let mut c = raw(&f).await;
+    let mut parse = b"s1\0select $1::int\0".to_vec();
+    parse.extend_from_slice(&[0, 0]);
+    c.send_msg(b'P', &parse).await;
+    c.send_msg(b'D', b"Ss1\0").await;
+    c.send_msg(b'H', &[]).await;
+    // ParseComplete, ParameterDescription, RowDescription.
+    for tag in [b'1', b't', b'T'] {
+        assert_eq!(c.read_msg().await.expect("answer").tag, tag);
+    }
+    assert_eq!(
+        c.rows("select 1").await,
+        (vec!["1".to_string()], b'I', None)
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        c.rows("select 2").await,
+        (vec!["2".to_string()], b'I', None),
+        "an idle session was ended"
+    );
+
+    let mut d = raw(&f).await;
+    let mut parse = b"\0select 1/0\0".to_vec();
+    parse.extend_from_slice(&[0, 0]);
+    d.send_msg(b'P', &parse).await;
+    d.send_msg(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]).await;
+    d.send_msg(b'E', &[0, 0, 0, 0, 0]).await;
+    d.query("select 'skipped'").await;
+    d.send_msg(b'S', &[]).await;
+    let msgs = d.until_ready().await.expect("answers");
+    assert!(msgs
+        .iter()
+        .any(|m| m.sqlstate().as_deref() == Some("22012")));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        d.rows("select 3").await,
+        (vec!["3".to_string()], b'I', None),
+        "an idle session was ended"
+    );
+}
