@@ -87,6 +87,11 @@ pub enum Error {
     ServerLost(#[source] ProtocolError),
     #[error("server closed the connection unexpectedly")]
     ServerClosed,
+    /// The server sent a FATAL and closed: the client got that FATAL, so nothing more is
+    /// said to it (PostgreSQL's own error is the session's last message, as on a direct
+    /// connection).
+    #[error("the server ended the session (its FATAL was passed on)")]
+    ServerFatal,
     #[error("server host went down")]
     ServerDown,
     #[error(transparent)]
@@ -146,6 +151,7 @@ impl Error {
             Error::ServerLogin(_)
             | Error::ServerLost(_)
             | Error::ServerClosed
+            | Error::ServerFatal
             | Error::ServerDown
             | Error::NoServer(_)
             | Error::AuthQuery => sqlstate::CONNECTION_FAILURE,
@@ -185,6 +191,7 @@ impl Error {
             | Error::ServerLogin(_)
             | Error::ServerLost(_)
             | Error::ServerClosed
+            | Error::ServerFatal
             | Error::ServerDown
             | Error::NoServer(_) => Fault::Server,
             Error::Shutdown

@@ -504,6 +504,10 @@ async fn report(conn: &mut FramedConn<Stream>, peer: &Peer, error: &Error, confi
         }
         _ => {}
     }
+    if matches!(error, Error::ServerFatal) {
+        // The server's FATAL was the client's last message, as on a direct connection.
+        return;
+    }
     let mut buf = BytesMut::new();
     error.encode(&mut buf);
     conn.queue(&buf);

@@ -253,7 +253,11 @@ async fn relay_session(
         }
         Ok(RelayEnd::ServerGone) => {
             pool.discard(server).await;
-            Err(Error::ServerClosed)
+            Err(if state.server_fatal {
+                Error::ServerFatal
+            } else {
+                Error::ServerClosed
+            })
         }
         Ok(RelayEnd::Timeout(limit)) => {
             // A query may still run: cancel it (closing the socket alone would leave it
@@ -276,7 +280,11 @@ async fn relay_session(
         }
         Ok(RelayEnd::ServerError(e)) => {
             pool.discard(server).await;
-            Err(Error::ServerLost(e))
+            Err(if state.server_fatal {
+                Error::ServerFatal
+            } else {
+                Error::ServerLost(e)
+            })
         }
         Err(e) => {
             pool.discard(server).await;

@@ -61,6 +61,8 @@ pub(super) struct RelayState {
     dropping: bool,
     /// query_timeout / idle_transaction_timeout, when set.
     pub watchdog: Option<super::watchdog::Watchdog>,
+    /// The server sent a FATAL (it closes next): the client has its reason already.
+    pub server_fatal: bool,
 }
 
 impl RelayState {
@@ -87,6 +89,7 @@ impl RelayState {
             ahead: 0,
             dropping: false,
             watchdog: None,
+            server_fatal: false,
         }
     }
 
@@ -210,11 +213,11 @@ impl Visit for Back<'_> {
     fn want_body(&self, tag: u8) -> bool {
         // ParameterStatus is rare and small: read it for in_hot_standby and the parameter
         // record.
+        // ErrorResponse: rare, read for its severity (a FATAL is the session's end).
         tag == backend::READY_FOR_QUERY
             || self.0.ahead > 0
             || tag == backend::PARAMETER_STATUS
-            || ((self.0.audit.is_some() || self.0.read_only_hint.is_some())
-                && tag == backend::ERROR_RESPONSE)
+            || tag == backend::ERROR_RESPONSE
             || (self.0.audit.is_some() && tag == backend::COMMAND_COMPLETE)
     }
 
@@ -260,6 +263,9 @@ impl Visit for Back<'_> {
                     None => st.param_changes.push((name, value)),
                 }
             }
+        }
+        if tag == backend::ERROR_RESPONSE && body.is_some_and(backend::is_fatal) {
+            st.server_fatal = true;
         }
         if tag == backend::ERROR_RESPONSE
             && st.read_only_hint.is_some()

@@ -253,6 +253,11 @@ pub fn error_with_hint(body: &[u8], hint: &str) -> Option<BytesMut> {
 
 /// The SQLSTATE (`C` field) of an ErrorResponse body, without decoding the other fields.
 pub fn error_code(body: &[u8]) -> Option<&[u8]> {
+    error_field(body, b'C')
+}
+
+/// Field `wanted` of an ErrorResponse / NoticeResponse body, without copying.
+fn error_field(body: &[u8], wanted: u8) -> Option<&[u8]> {
     let mut rest = body;
     loop {
         let (&code, tail) = rest.split_first()?;
@@ -260,11 +265,18 @@ pub fn error_code(body: &[u8]) -> Option<&[u8]> {
             return None;
         }
         let nul = tail.iter().position(|&c| c == 0)?;
-        if code == b'C' {
+        if code == wanted {
             return tail.get(..nul);
         }
         rest = tail.get(nul + 1..)?;
     }
+}
+
+/// Whether an ErrorResponse body ends the session (severity FATAL or PANIC; the
+/// non-localized `V` field, else `S`).
+pub fn is_fatal(body: &[u8]) -> bool {
+    let severity = error_field(body, b'V').or_else(|| error_field(body, b'S'));
+    matches!(severity, Some(b"FATAL" | b"PANIC"))
 }
 
 /// Authentication request body -> (code, data).
@@ -278,6 +290,16 @@ pub fn parse_authentication(body: &[u8]) -> Option<(i32, &[u8])> {
 mod tests {
     use super::*;
     use crate::protocol::codec::parse_message;
+
+    #[test]
+    fn fatal_severity() {
+        assert!(is_fatal(b"SFATAL\0VFATAL\0C57P01\0Mbye\0\0"));
+        assert!(is_fatal(b"SPANIC\0C XX000\0\0"));
+        // `V` (not localized) wins over a translated `S`.
+        assert!(is_fatal(b"SFATAL-ish\0VFATAL\0\0"));
+        assert!(!is_fatal(b"SERROR\0VERROR\0C22012\0\0"));
+        assert!(!is_fatal(b"garbage"));
+    }
 
     #[test]
     fn error_roundtrip() {

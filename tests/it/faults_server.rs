@@ -329,3 +329,30 @@ async fn stopped_postmaster_hits_server_connect_timeout() {
     recovered(&fx, 2).await;
     pg.stop_now().await;
 }
+
+/// A backend terminated (pg_terminate_backend) while its session is idle: the client gets
+/// PostgreSQL's own FATAL 57P01 and then EOF, as on a direct connection; a second FATAL of
+/// pgporter's (08006 server closed the connection) followed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_fatal_is_the_clients_last_message() {
+    let fx = Fixture::new(1).await;
+    let mut c =
+        crate::support::raw::RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db)
+            .await;
+    let pid: i32 = c.rows("select pg_backend_pid()").await.0[0]
+        .parse()
+        .unwrap();
+    terminate(&fx, pid).await;
+    let m = timeout(HANG, c.read_msg())
+        .await
+        .expect("no FATAL")
+        .expect("closed without PostgreSQL's FATAL");
+    assert_eq!((m.tag, m.sqlstate().as_deref()), (b'E', Some("57P01")));
+    let next = timeout(HANG, c.read_msg()).await.expect("no EOF");
+    assert!(
+        next.is_none(),
+        "a second message followed: {:?}",
+        next.map(|m| (m.tag, m.sqlstate()))
+    );
+    recovered(&fx, 1).await;
+}
