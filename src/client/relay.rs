@@ -172,6 +172,9 @@ where
     };
     traffic.up += up.bytes;
     traffic.down += down.bytes;
+    // Part of a client message went to the server: it waits for the rest, so whatever is
+    // sent next (a reset) would be read as that message's body.
+    state.cut_short = !up.scanner.at_boundary();
     end
 }
 

@@ -234,8 +234,12 @@ async fn relay_session(
         ) < reconnect_before;
     match end {
         Ok(RelayEnd::Terminate | RelayEnd::ClientGone) => {
-            let reusable =
-                tracker.is_idle() && state.ahead == 0 && cancels_settled && !stale && !role_changed;
+            let reusable = tracker.is_idle()
+                && state.ahead == 0
+                && !state.cut_short
+                && cancels_settled
+                && !stale
+                && !role_changed;
             pool.release(server, reusable, tracker.exact()).await;
             Ok(())
         }

@@ -63,6 +63,8 @@ pub(super) struct RelayState {
     pub watchdog: Option<super::watchdog::Watchdog>,
     /// The server sent a FATAL (it closes next): the client has its reason already.
     pub server_fatal: bool,
+    /// The relay ended with a client message partly forwarded (see `relay`).
+    pub cut_short: bool,
 }
 
 impl RelayState {
@@ -90,6 +92,7 @@ impl RelayState {
             dropping: false,
             watchdog: None,
             server_fatal: false,
+            cut_short: false,
         }
     }
 

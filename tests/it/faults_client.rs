@@ -337,3 +337,30 @@ async fn login_burst_on_a_cold_pool() {
     }
     recovered(&fx, 2).await;
 }
+
+/// A client that leaves in the middle of a message pgporter had started forwarding (a
+/// CopyData outside COPY: the server waits for its body): the server connection is closed,
+/// not reset; the reset query would be read as the rest of that body and the next client
+/// waited for server_reset_timeout (15 s) before a new connection was made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_vanishes_mid_message() {
+    let fx = Fixture::new(1).await;
+    let mut c = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
+    assert_eq!(c.rows("select 1").await.2, None);
+    let mut partial = vec![b'd'];
+    partial.extend_from_slice(&104i32.to_be_bytes());
+    partial.extend_from_slice(&[b'x'; 10]);
+    c.send(&partial).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    let started = Instant::now();
+    let next = timeout(Duration::from_secs(10), async {
+        let mut n = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
+        n.rows("select 2").await
+    })
+    .await
+    .expect("the next client waited for the reset of a connection cut mid-message");
+    assert_eq!(next, (vec!["2".to_string()], b'I', None));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    recovered(&fx, 1).await;
+}
