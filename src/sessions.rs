@@ -65,6 +65,8 @@ pub struct ServerLink {
 const ASK_CLOSE: u8 = 1;
 /// [`SessionInfo::ask_retime`]: the timeouts were reloaded.
 const ASK_RETIME: u8 = 2;
+/// [`SessionInfo::cancel_wait`]: a CancelRequest came while waiting for a server.
+const ASK_CANCEL: u8 = 4;
 
 /// Why a session was ended from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +190,29 @@ impl SessionInfo {
         if self.server_pid.load(Relaxed) != 0 {
             self.asks.fetch_or(ASK_RETIME, SeqCst);
             self.kill.notify_waiters();
+        }
+    }
+
+    /// A CancelRequest for a session waiting for a server connection: its wait ends and its
+    /// request is answered as PostgreSQL answers a cancelled one. False if it is not waiting.
+    pub fn cancel_wait(&self) -> bool {
+        if self.state() != ClientState::Waiting {
+            return false;
+        }
+        self.asks.fetch_or(ASK_CANCEL, SeqCst);
+        self.kill.notify_waiters();
+        true
+    }
+
+    /// Resolves once [`Self::cancel_wait`] asked (and takes the ask).
+    pub async fn wait_cancelled(&self) {
+        loop {
+            let mut woken = std::pin::pin!(self.kill.notified());
+            woken.as_mut().enable();
+            if self.asks.fetch_and(!ASK_CANCEL, SeqCst) & ASK_CANCEL != 0 {
+                return;
+            }
+            woken.await;
         }
     }
 

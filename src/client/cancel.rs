@@ -54,7 +54,11 @@ impl CancelRegistry {
         let session = self.map.get(&key).map(|s| Arc::clone(&s));
         // In flight until delivered: the session does not give the connection back before.
         let Some((link, _in_flight)) = session.as_ref().and_then(|s| s.begin_cancel()) else {
-            tracing::debug!("cancel request for an unknown or idle session ignored");
+            if session.is_some_and(|s| s.cancel_wait()) {
+                tracing::debug!("cancel request for a session waiting for a server");
+            } else {
+                tracing::debug!("cancel request for an unknown or idle session ignored");
+            }
             return;
         };
         let addr = ServerAddr::new(&link.addr, link.port);

@@ -364,6 +364,39 @@ async fn skip_message<C: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// The client's first request, cancelled (CancelRequest) while it waited for a server
+/// connection: answered as PostgreSQL answers a request cancelled before it ran. A Query or
+/// FunctionCall gets ERROR 57014 and ReadyForQuery; an extended-protocol batch gets the error
+/// at once and, once the client's Sync came (everything up to it discarded, as PostgreSQL
+/// discards after an error), ReadyForQuery. The session holds no server: outside any
+/// transaction.
+pub(super) async fn answer_cancelled<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut FramedConn<C>,
+) -> Result<(), ProtocolError> {
+    let mut buf = BytesMut::new();
+    backend::error_response(
+        &mut buf,
+        Severity::Error,
+        sqlstate::QUERY_CANCELED,
+        "canceling statement due to user request",
+        None,
+    );
+    match skip_message(client).await? {
+        frontend::QUERY | frontend::FUNCTION_CALL => {}
+        frontend::TERMINATE => return Err(ProtocolError::Eof),
+        frontend::SYNC => buf.clear(),
+        _ => {
+            client.queue(&buf);
+            client.flush().await?;
+            buf.clear();
+            skip_through_sync(client).await?;
+        }
+    }
+    backend::ready_for_query(&mut buf, b'I');
+    client.queue(&buf);
+    client.flush().await
+}
+
 /// After a refused Parse: discard what the client sent up to and including its Sync.
 async fn skip_through_sync<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut FramedConn<C>,

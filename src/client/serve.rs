@@ -73,27 +73,40 @@ pub(super) async fn serve(
     shared: &Shared,
 ) -> Result<(), Error> {
     let mut tally = Tally::default();
-    // An idle session waits here, in the first_request future: everything after it is boxed,
-    // so the task of an idle client stays small (W6).
-    let result = match first_request(conn, info, shared).await {
-        Ok(true) => {
-            let result = Box::pin(async {
-                let Some((server, pool)) =
-                    checkout_unless_gone(conn, &session, info, shared).await?
-                else {
-                    return Ok(());
-                };
-                // The pool that replaced the session's after a reload, if one did.
-                session.pool = pool;
-                tally.pid = Some(server.pid());
-                relay_session(conn, &session, server, info, shared, &mut tally).await
-            })
-            .await;
-            info.set_idle();
-            result
+    let result = loop {
+        // An idle session waits here, in the first_request future: everything after it is
+        // boxed, so the task of an idle client stays small (W6).
+        match first_request(conn, info, shared).await {
+            Ok(true) => {}
+            Ok(false) => break Ok(()),
+            Err(e) => break Err(e),
         }
-        Ok(false) => Ok(()),
-        Err(e) => Err(e),
+        let served = Box::pin(async {
+            let (server, pool) = match checkout_unless_gone(conn, &session, info, shared).await? {
+                Waited::Served(server, pool) => (server, pool),
+                Waited::Left => return Ok(true),
+                Waited::Cancelled => {
+                    super::relay::answer_cancelled(conn)
+                        .await
+                        .map_err(Error::ClientProtocol)?;
+                    return Ok(false);
+                }
+            };
+            // The pool that replaced the session's after a reload, if one did.
+            session.pool = pool;
+            tally.pid = Some(server.pid());
+            relay_session(conn, &session, server, info, shared, &mut tally)
+                .await
+                .map(|()| true)
+        })
+        .await;
+        info.set_idle();
+        match served {
+            // Its request was cancelled while it waited: it may send the next one.
+            Ok(false) => continue,
+            Ok(true) => break Ok(()),
+            Err(e) => break Err(e),
+        }
     };
     if let Some(audited) = &session.who.info {
         Box::pin(audit_end(&session.who, audited, info, &result, &tally)).await;
@@ -387,20 +400,38 @@ async fn checkout_unless_gone(
     session: &Session,
     info: &SessionInfo,
     shared: &Shared,
-) -> Result<Option<(ServerConn, Arc<Pool>)>, Error> {
+) -> Result<Waited, Error> {
     // A request sent together with its Terminate (fire and forget) did not leave because it
     // waited: it runs, as it would on PostgreSQL.
     if terminated(&conn.rbuf) {
-        return checkout(session, info, shared).await.map(Some);
+        let (server, pool) = checkout(session, info, shared).await?;
+        return Ok(Waited::Served(server, pool));
     }
     tokio::select! {
         biased;
-        server = checkout(session, info, shared) => server.map(Some),
+        server = checkout(session, info, shared) => {
+            server.map(|(server, pool)| Waited::Served(server, pool))
+        }
         () = client_left(conn) => {
             info.set_idle();
-            Ok(None)
+            Ok(Waited::Left)
+        }
+        () = info.wait_cancelled() => {
+            info.set_idle();
+            Ok(Waited::Cancelled)
         }
     }
+}
+
+/// How waiting for a server connection ended.
+// Made once per session and moved out at once: boxing the connection would only allocate.
+#[allow(clippy::large_enum_variant)]
+enum Waited {
+    Served(ServerConn, Arc<Pool>),
+    /// The client left (or sent Terminate) first.
+    Left,
+    /// A CancelRequest for the client's request came first.
+    Cancelled,
 }
 
 /// Ready when the client has closed, broken its connection or sent Terminate; meanwhile what

@@ -364,3 +364,63 @@ async fn client_vanishes_mid_message() {
     assert!(started.elapsed() < Duration::from_secs(10));
     recovered(&fx, 1).await;
 }
+
+/// A CancelRequest for a client waiting for a server connection (pool full) ends its wait:
+/// its request is answered as PostgreSQL answers a cancelled one (ERROR 57014, then
+/// ReadyForQuery; for an extended batch the error at once and ReadyForQuery at its Sync) and
+/// never runs; the session goes on. It was dropped: the request ran once a server freed,
+/// after the client had given up on it (asyncpg's timeout: the row was inserted anyway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_waiting_for_a_server_cancels_the_request() {
+    let fx = Fixture::with_settings(1, "query_wait_timeout = 60").await;
+    (fx.direct().await)
+        .batch_execute("CREATE TABLE waited (x int)")
+        .await
+        .unwrap();
+    let holder = fx.connect().await;
+    holder.simple_query("select 1").await.unwrap();
+    let mut c = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
+    let (pid, secret) = c.key.expect("BackendKeyData");
+    let waiting = |fx: &Fixture| {
+        let counts = fx.porter.pool_counts();
+        counts.iter().any(|(_, c)| c.waiting == 1)
+    };
+    c.query("insert into waited values (1)").await;
+    let deadline = Instant::now() + HANG;
+    while !waiting(&fx) {
+        assert!(Instant::now() < deadline, "the client never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_cancel(&fx, pid, secret).await;
+    let msgs = timeout(HANG, c.until_ready())
+        .await
+        .expect("the cancelled request was not answered")
+        .expect("answers");
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert_eq!(msgs[0].sqlstate().as_deref(), Some("57014"));
+    assert_eq!(msgs[1].body, b"I");
+
+    // An extended batch, cancelled the same way.
+    c.extended("insert into waited values (2)").await;
+    let deadline = Instant::now() + HANG;
+    while !waiting(&fx) {
+        assert!(Instant::now() < deadline, "the client never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_cancel(&fx, pid, secret).await;
+    let msgs = timeout(HANG, c.until_ready())
+        .await
+        .expect("the cancelled batch was not answered")
+        .expect("answers");
+    let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, [b'E', b'Z'], "{msgs:?}");
+
+    // The session goes on: served once the holder leaves; neither insert ran.
+    drop(holder);
+    assert_eq!(
+        c.rows("select count(*) from waited").await,
+        (vec!["0".to_string()], b'I', None)
+    );
+    drop(c);
+    recovered(&fx, 1).await;
+}
