@@ -255,6 +255,15 @@ impl Visit for Back<'_> {
             st.dropping = true;
             return Flow::StopBefore;
         }
+        if st.ahead > 0
+            && tag == backend::PARAMETER_STATUS
+            && body.is_some_and(|b| b.starts_with(b"application_name\0"))
+        {
+            // The echo of pgporter's own SET of application_name: the client was welcomed
+            // with that value already.
+            st.dropping = true;
+            return Flow::StopBefore;
+        }
         if tag == backend::PARAMETER_STATUS {
             if let Some(value) = body.and_then(|b| b.strip_prefix(b"in_hot_standby\0")) {
                 st.hot_standby = Some(value.starts_with(b"on"));

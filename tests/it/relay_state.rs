@@ -250,6 +250,10 @@ async fn application_name_is_set_ahead_of_the_first_request() {
     let f = Fixture::new(1).await;
     for name in ["first app", "second app", "first app"] {
         let (mut c, _) = raw_with(&f, &[("application_name", name)]).await;
+        // The SET's own ParameterStatus is not passed on: the welcome said so already.
+        c.query("SELECT 0").await;
+        let msgs = c.until_ready().await.unwrap();
+        assert!(msgs.iter().all(|m| m.tag != b'S'), "{msgs:?}");
         let (rows, status, error) = c.rows("SHOW application_name").await;
         assert_eq!((rows, status, error), (vec![name.to_string()], b'I', None));
         let (rows, _, _) = c.rows("SELECT 1").await;
