@@ -380,38 +380,15 @@ async fn cancel_while_waiting_for_a_server_cancels_the_request() {
     let holder = fx.connect().await;
     holder.simple_query("select 1").await.unwrap();
     let mut c = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
-    let (pid, secret) = c.key.expect("BackendKeyData");
-    let waiting = |fx: &Fixture| {
-        let counts = fx.porter.pool_counts();
-        counts.iter().any(|(_, c)| c.waiting == 1)
-    };
     c.query("insert into waited values (1)").await;
-    let deadline = Instant::now() + HANG;
-    while !waiting(&fx) {
-        assert!(Instant::now() < deadline, "the client never waited");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    send_cancel(&fx, pid, secret).await;
-    let msgs = timeout(HANG, c.until_ready())
-        .await
-        .expect("the cancelled request was not answered")
-        .expect("answers");
+    let msgs = cancel_while_queued(&fx, &mut c).await;
     assert_eq!(msgs.len(), 2, "{msgs:?}");
     assert_eq!(msgs[0].sqlstate().as_deref(), Some("57014"));
     assert_eq!(msgs[1].body, b"I");
 
     // An extended batch, cancelled the same way.
     c.extended("insert into waited values (2)").await;
-    let deadline = Instant::now() + HANG;
-    while !waiting(&fx) {
-        assert!(Instant::now() < deadline, "the client never waited");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    send_cancel(&fx, pid, secret).await;
-    let msgs = timeout(HANG, c.until_ready())
-        .await
-        .expect("the cancelled batch was not answered")
-        .expect("answers");
+    let msgs = cancel_while_queued(&fx, &mut c).await;
     let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
     assert_eq!(tags, [b'E', b'Z'], "{msgs:?}");
 
@@ -423,4 +400,20 @@ async fn cancel_while_waiting_for_a_server_cancels_the_request() {
     );
     drop(c);
     recovered(&fx, 1).await;
+}
+
+/// Once `c` waits for a server connection, cancel its request; its answer through
+/// ReadyForQuery.
+async fn cancel_while_queued(fx: &Fixture, c: &mut RawClient) -> Vec<crate::support::raw::Msg> {
+    let (pid, secret) = c.key.expect("BackendKeyData");
+    let deadline = Instant::now() + HANG;
+    while !fx.porter.pool_counts().iter().any(|(_, n)| n.waiting == 1) {
+        assert!(Instant::now() < deadline, "the client never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_cancel(fx, pid, secret).await;
+    timeout(HANG, c.until_ready())
+        .await
+        .expect("the cancelled request was not answered")
+        .expect("answers")
 }

@@ -660,13 +660,7 @@ async fn pause_does_not_serve_queued_clients() {
         (r, queued)
     });
     let admin = ops.admin().await;
-    eventually("the client is queued", || async {
-        rows(&admin, "SHOW POOLS")
-            .await
-            .iter()
-            .any(|p| p.get("database") == Some(ops.db.as_str()) && p.get("cl_waiting") == Some("1"))
-    })
-    .await;
+    one_queued(&ops, &admin).await;
     let pauser = ops.admin().await;
     let pause = tokio::spawn(async move { pauser.simple_query("PAUSE").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -706,13 +700,7 @@ async fn reload_moves_idle_and_queued_clients_to_the_new_pool() {
     let query =
         tokio::spawn(async move { queued.query_one("select current_database()", &[]).await });
     let admin = ops.admin().await;
-    eventually("the client is queued", || async {
-        rows(&admin, "SHOW POOLS")
-            .await
-            .iter()
-            .any(|p| p.get("database") == Some(ops.db.as_str()) && p.get("cl_waiting") == Some("1"))
-    })
-    .await;
+    one_queued(&ops, &admin).await;
     let ini_path = ops.porter.ini_path();
     let ini = std::fs::read_to_string(&ini_path).expect("ini");
     let ini = ini.replace(&format!("dbname={} ", ops.db), &format!("dbname={other} "));
@@ -740,4 +728,15 @@ async fn reload_moves_idle_and_queued_clients_to_the_new_pool() {
         .await
         .expect("holder");
     assert_eq!(row.get::<_, String>(0), ops.db);
+}
+
+/// Wait until one client of `ops`'s database is queued for a server (SHOW POOLS).
+async fn one_queued(ops: &Ops, admin: &tokio_postgres::Client) {
+    eventually("the client is queued", || async {
+        rows(admin, "SHOW POOLS")
+            .await
+            .iter()
+            .any(|p| p.get("database") == Some(ops.db.as_str()) && p.get("cl_waiting") == Some("1"))
+    })
+    .await;
 }
