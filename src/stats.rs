@@ -172,6 +172,11 @@ impl Meter {
         self.xact_since.get_or_insert(now);
     }
 
+    /// When the request in progress started.
+    pub fn busy_since(&self) -> Option<Instant> {
+        self.busy_since
+    }
+
     /// ReadyForQuery: `idle` = status 'I' (no transaction open), `more` = further requests
     /// already in flight.
     pub fn ready_for_query(&mut self, idle: bool, more: bool) {

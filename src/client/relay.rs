@@ -129,6 +129,7 @@ where
                     let s = &live.load().settings;
                     state.watchdog = super::watchdog::Watchdog::retimed(
                         state.watchdog.take(),
+                        state.tracker.busy_since(),
                         s.query_timeout,
                         s.idle_transaction_timeout,
                     );
@@ -144,10 +145,13 @@ where
                         ServerState::Ready
                     } else if t.answered() && !t.mid_batch() && !t.lost() {
                         ServerState::IdleInTransaction
-                    } else if t.lost() && t.status() == b'I' {
+                    } else if t.lost() && t.quiet() {
                         // The count of answers due is not known: go by the last
-                        // ReadyForQuery, as PgBouncer does, rather than end an idle session.
-                        ServerState::Ready
+                        // ReadyForQuery when nothing was asked since, as PgBouncer does.
+                        match t.status() {
+                            b'I' => ServerState::Ready,
+                            _ => ServerState::IdleInTransaction,
+                        }
                     } else {
                         ServerState::Busy
                     };

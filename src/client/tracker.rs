@@ -50,6 +50,9 @@ pub struct TxTracker {
     started_after_end: bool,
     /// The model no longer knows how many answers are due.
     lost: bool,
+    /// The client sent something since the last ReadyForQuery (what the watchdog goes by once
+    /// the count is lost).
+    asked: bool,
     /// A COPY IN ran: the count leaned on guesses about which Syncs the server ignored.
     copied: bool,
     /// Where query/transaction counts and times go (None: not counted).
@@ -72,6 +75,7 @@ impl Default for TxTracker {
             stray_end: false,
             started_after_end: false,
             lost: false,
+            asked: false,
             copied: false,
             meter: None,
         }
@@ -110,6 +114,9 @@ impl TxTracker {
     }
 
     pub(super) fn on_client(&mut self, tag: u8) -> Flow {
+        if tag != frontend::TERMINATE {
+            self.asked = true;
+        }
         match tag {
             frontend::TERMINATE => return Flow::StopBefore,
             frontend::QUERY | frontend::FUNCTION_CALL => {
@@ -170,6 +177,7 @@ impl TxTracker {
         match tag {
             backend::READY_FOR_QUERY => {
                 self.server_copy = false;
+                self.asked = false;
                 match self.outstanding.checked_sub(1) {
                     Some(n) => self.outstanding = n,
                     None => self.lose("ReadyForQuery answering nothing sent"),
@@ -268,6 +276,18 @@ impl TxTracker {
     /// Nothing sent is still unanswered.
     pub(super) fn answered(&self) -> bool {
         self.outstanding == 0
+    }
+
+    /// Nothing sent since the last ReadyForQuery: the server sits where that left it. (With
+    /// requests pipelined it may still be busy; once the count is lost this is the best
+    /// guess, and it errs towards not ending a session.)
+    pub(super) fn quiet(&self) -> bool {
+        !self.asked
+    }
+
+    /// When the request in progress started (None: nothing in progress or not metered).
+    pub(super) fn busy_since(&self) -> Option<tokio::time::Instant> {
+        self.meter.as_ref().and_then(|m| m.busy_since())
     }
 
     /// The last ReadyForQuery status byte.

@@ -60,9 +60,11 @@ impl Watchdog {
     }
 
     /// The limits changed (reload): a watchdog with the new ones, keeping the times of the
-    /// last request and server message of `old`; None when neither limit is set now.
+    /// last request and server message of `old`, or without one, counting from `busy_since`
+    /// (the start of the request in progress); None when neither limit is set now.
     pub(super) fn retimed(
         old: Option<Watchdog>,
+        busy_since: Option<Instant>,
         query: Duration,
         idle_transaction: Duration,
     ) -> Option<Watchdog> {
@@ -70,6 +72,8 @@ impl Watchdog {
         if let Some(old) = old {
             new.last_request = old.last_request;
             new.last_server = old.last_server;
+        } else if let Some(since) = busy_since {
+            new.last_request = since;
         }
         Some(new)
     }
@@ -149,12 +153,22 @@ mod tests {
         let mut w = Watchdog::new(Duration::from_secs(60), Duration::ZERO).unwrap();
         assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
         tokio::time::advance(Duration::from_secs(5)).await;
-        let mut w = Watchdog::retimed(Some(w), Duration::from_secs(4), Duration::ZERO).unwrap();
+        let mut w =
+            Watchdog::retimed(Some(w), None, Duration::from_secs(4), Duration::ZERO).unwrap();
         assert_eq!(
             poll(&mut w, false, false, ServerState::Busy),
             Poll::Ready(Timeout::Query)
         );
-        assert!(Watchdog::retimed(Some(w), Duration::ZERO, Duration::ZERO).is_none());
+        assert!(Watchdog::retimed(Some(w), None, Duration::ZERO, Duration::ZERO).is_none());
+        // A limit set by a reload while a request runs: counted from the request's start.
+        let start = Instant::now();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let mut w =
+            Watchdog::retimed(None, Some(start), Duration::from_secs(4), Duration::ZERO).unwrap();
+        assert_eq!(
+            poll(&mut w, false, false, ServerState::Busy),
+            Poll::Ready(Timeout::Query)
+        );
         // Ready: nothing runs however long.
         let mut w = Watchdog::new(Duration::from_secs(10), Duration::ZERO).unwrap();
         assert!(poll(&mut w, true, true, ServerState::Ready).is_pending());

@@ -222,7 +222,8 @@ async fn query_timeout_bounds_the_wait_for_a_server() {
 /// asyncpg's prepare sends Parse, Describe, Flush and no Sync; a simple query later ends that
 /// batch and leaves the server idle. query_timeout must not take such a session for busy and
 /// end it while idle (it did, after query_timeout, with `FATAL query timeout`); nor one whose
-/// count of answers became unknown (an error with a Query pipelined behind the failing batch).
+/// count of answers became unknown (an error with a Query pipelined behind the failing batch),
+/// which must still time out a slow query later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_timeout_spares_idle_sessions_after_unsynced_batches() {
     let f = Fixture::with_settings(2, "query_timeout = 1").await;
@@ -265,4 +266,10 @@ async fn query_timeout_spares_idle_sessions_after_unsynced_batches() {
         (vec!["3".to_string()], b'I', None),
         "an idle session was ended"
     );
+    // The count stays unknown for the rest of the session; a slow query still times out.
+    d.query("select pg_sleep(8)").await;
+    let (text, code, took) = fatal(&mut d).await;
+    assert!(text.contains("query timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    assert!(took < Duration::from_secs(6), "took {took:?}");
 }
