@@ -65,8 +65,19 @@ pub struct ServerLink {
 const ASK_CLOSE: u8 = 1;
 /// [`SessionInfo::ask_retime`]: the timeouts were reloaded.
 const ASK_RETIME: u8 = 2;
-/// [`SessionInfo::cancel_wait`]: a CancelRequest came while waiting for a server.
+/// [`SessionInfo::begin_cancel`]: a CancelRequest came while waiting for a server.
 const ASK_CANCEL: u8 = 4;
+
+/// Where [`SessionInfo::begin_cancel`] sends a CancelRequest.
+#[derive(Debug)]
+pub enum CancelTarget {
+    /// Forward it to the session's server connection.
+    Server(ServerLink, CancelInFlight),
+    /// The session waits for a server connection: its request is cancelled here.
+    Waiting,
+    /// Nothing to cancel (idle, or not logged in).
+    Nothing,
+}
 
 /// Why a session was ended from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,16 +152,20 @@ impl SessionInfo {
             .store(unix_secs(SystemTime::now()), Relaxed);
         self.state.store(ClientState::Waiting as u8, Relaxed);
     }
+    /// Under the link's lock, as [`Self::set_active`]: a cancel ([`Self::begin_cancel`]) sees
+    /// either the state before or the state after, never a mix.
     pub fn set_idle(&self) {
-        // A close asked for the connection given back does not concern the next one.
+        let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
+        // A close or cancel asked for the request just ended does not concern the next one.
         self.asks.store(0, SeqCst);
         self.state.store(ClientState::Idle as u8, Relaxed);
-        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *server = None;
         self.server_pid.store(0, Relaxed);
     }
     pub fn set_active(&self, link: ServerLink) {
+        let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
         self.server_pid.store(link.pid, Relaxed);
-        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(link));
+        *server = Some(Box::new(link));
         self.state.store(ClientState::Active as u8, Relaxed);
     }
     /// End the session (it learns at its next wait, or at once if waiting in [`Self::killed`]).
@@ -193,18 +208,8 @@ impl SessionInfo {
         }
     }
 
-    /// A CancelRequest for a session waiting for a server connection: its wait ends and its
-    /// request is answered as PostgreSQL answers a cancelled one. False if it is not waiting.
-    pub fn cancel_wait(&self) -> bool {
-        if self.state() != ClientState::Waiting {
-            return false;
-        }
-        self.asks.fetch_or(ASK_CANCEL, SeqCst);
-        self.kill.notify_waiters();
-        true
-    }
-
-    /// Resolves once [`Self::cancel_wait`] asked (and takes the ask).
+    /// Resolves once a cancel came while the session waited for a server connection
+    /// ([`CancelTarget::Waiting`]), and takes the ask.
     pub async fn wait_cancelled(&self) {
         loop {
             let mut woken = std::pin::pin!(self.kill.notified());
@@ -267,14 +272,31 @@ impl SessionInfo {
         }
     }
 
-    /// The server connection to forward a cancel to, counted as in flight until the returned
-    /// guard drops. Counted under the same lock [`Self::set_idle`] clears the link with: once
-    /// `set_idle` returns, every cancel that saw the link is counted.
-    pub fn begin_cancel(self: &Arc<Self>) -> Option<(ServerLink, CancelInFlight)> {
+    /// Where a CancelRequest for this session goes. Holding a server connection: that
+    /// connection, the cancel counted as in flight until the returned guard drops (counted
+    /// under the same lock [`Self::set_idle`] clears the link with: once `set_idle` returns,
+    /// every cancel that saw the link is counted). Waiting for one: the wait ends, or if a
+    /// server was granted meanwhile, the request is answered as cancelled before it is sent
+    /// ([`Self::take_cancel`]).
+    pub fn begin_cancel(self: &Arc<Self>) -> CancelTarget {
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner());
-        let link = server.as_deref()?.clone();
-        self.cancels.fetch_add(1, SeqCst);
-        Some((link, CancelInFlight(Arc::clone(self))))
+        if let Some(link) = server.as_deref() {
+            self.cancels.fetch_add(1, SeqCst);
+            return CancelTarget::Server(link.clone(), CancelInFlight(Arc::clone(self)));
+        }
+        if self.state() != ClientState::Waiting {
+            return CancelTarget::Nothing;
+        }
+        self.asks.fetch_or(ASK_CANCEL, SeqCst);
+        self.kill.notify_waiters();
+        CancelTarget::Waiting
+    }
+
+    /// Whether a cancel came while the session waited for the server connection it now holds
+    /// (and take it).
+    pub fn take_cancel(&self) -> bool {
+        self.asks.load(SeqCst) & ASK_CANCEL != 0
+            && self.asks.fetch_and(!ASK_CANCEL, SeqCst) & ASK_CANCEL != 0
     }
 
     /// Wait (up to `limit`) until no cancel is being forwarded to the server connection this
@@ -462,5 +484,42 @@ mod tests {
         assert!(b.info.is_killed() && adm.info.is_killed());
         let late = s.register(new("a", false), &root);
         assert!(late.info.is_killed(), "registered after the shutdown");
+    }
+
+    #[test]
+    fn a_cancel_racing_the_grant_of_a_server_is_not_lost() {
+        let root = CancellationToken::new();
+        let s = Arc::new(Sessions::default());
+        let a = s.register(new("a", false), &root);
+        let link = ServerLink {
+            id: 7,
+            addr: "127.0.0.1".into(),
+            port: 5432,
+            pid: 7,
+            secret: 9,
+            connect_time: SystemTime::now(),
+            created_us: 0,
+            tls: None,
+        };
+        assert!(matches!(a.info.begin_cancel(), CancelTarget::Nothing));
+        assert!(!a.info.take_cancel());
+        // Asked while waiting; the server is granted before the wait looks: the grant
+        // finds the ask.
+        a.info.set_waiting(1);
+        assert!(matches!(a.info.begin_cancel(), CancelTarget::Waiting));
+        a.info.set_active(link.clone());
+        assert!(a.info.take_cancel());
+        assert!(!a.info.take_cancel(), "taken once");
+        // Holding the server: forwarded to it.
+        assert!(matches!(
+            a.info.begin_cancel(),
+            CancelTarget::Server(ServerLink { pid: 7, .. }, _)
+        ));
+        // An ask left over when the request ends does not cancel the next one.
+        a.info.set_idle();
+        a.info.set_waiting(2);
+        assert!(matches!(a.info.begin_cancel(), CancelTarget::Waiting));
+        a.info.set_idle();
+        assert!(!a.info.take_cancel());
     }
 }

@@ -9,7 +9,7 @@ use rand::Rng;
 
 use crate::protocol::startup::CancelKey;
 use crate::server::{send_cancel, ServerAddr};
-use crate::sessions::SessionInfo;
+use crate::sessions::{CancelTarget, SessionInfo};
 
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
@@ -53,13 +53,17 @@ impl CancelRegistry {
     pub async fn cancel(&self, key: CancelKey) {
         let session = self.map.get(&key).map(|s| Arc::clone(&s));
         // In flight until delivered: the session does not give the connection back before.
-        let Some((link, _in_flight)) = session.as_ref().and_then(|s| s.begin_cancel()) else {
-            if session.is_some_and(|s| s.cancel_wait()) {
+        let target = session.map_or(CancelTarget::Nothing, |s| s.begin_cancel());
+        let (link, _in_flight) = match target {
+            CancelTarget::Server(link, in_flight) => (link, in_flight),
+            CancelTarget::Waiting => {
                 tracing::debug!("cancel request for a session waiting for a server");
-            } else {
-                tracing::debug!("cancel request for an unknown or idle session ignored");
+                return;
             }
-            return;
+            CancelTarget::Nothing => {
+                tracing::debug!("cancel request for an unknown or idle session ignored");
+                return;
+            }
         };
         let addr = ServerAddr::new(&link.addr, link.port);
         let server_key = CancelKey {

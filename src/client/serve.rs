@@ -184,6 +184,13 @@ async fn relay_session(
             return Err(Error::ClientProtocol(e));
         }
     }
+    // A cancel that came as the wait ended: the request has not been sent; it never is.
+    if info.take_cancel() {
+        if let Err(e) = super::relay::answer_cancelled(conn).await {
+            pool.release(server, !ahead, true).await;
+            return Err(Error::ClientProtocol(e));
+        }
+    }
     let config = shared.config.load();
     let histogram = shared.metrics.query_histogram(&info.database);
     let mut state = relay_state(session, &config, server.pid(), histogram)
