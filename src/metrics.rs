@@ -209,6 +209,7 @@ fn native(s: &Snapshot) {
         for (state, n) in [
             ("active", p.sv_active),
             ("idle", p.sv_idle),
+            ("tested", p.sv_tested),
             ("login", p.sv_login),
         ] {
             gauge!(
@@ -281,7 +282,10 @@ fn pgbouncer_compat(s: &Snapshot) {
             ),
             ("pgbouncer_pools_server_idle_connections", p.sv_idle as f64),
             ("pgbouncer_pools_server_used_connections", 0.0),
-            ("pgbouncer_pools_server_testing_connections", 0.0),
+            (
+                "pgbouncer_pools_server_testing_connections",
+                p.sv_tested as f64,
+            ),
             (
                 "pgbouncer_pools_server_login_connections",
                 p.sv_login as f64,

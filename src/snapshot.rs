@@ -24,6 +24,8 @@ pub struct PoolRow {
     pub cl_waiting: u64,
     pub sv_active: u64,
     pub sv_idle: u64,
+    /// Being tested with server_check_query.
+    pub sv_tested: u64,
     /// Being connected or reset.
     pub sv_login: u64,
     pub maxwait: Duration,
@@ -133,8 +135,9 @@ impl Snapshot {
                 cl_waiting: waiting,
                 sv_active,
                 sv_idle: u64::from(counts.idle),
+                sv_tested: u64::from(counts.tested),
                 sv_login: u64::from(counts.total)
-                    .saturating_sub(u64::from(counts.idle) + sv_active),
+                    .saturating_sub(u64::from(counts.idle) + sv_active + u64::from(counts.tested)),
                 maxwait: Duration::from_micros(maxwait_us),
                 pool_size: pool.settings().size,
             });
@@ -172,6 +175,7 @@ impl Snapshot {
                         cl_waiting: 0,
                         sv_active: 0,
                         sv_idle: 0,
+                        sv_tested: 0,
                         sv_login: 0,
                         maxwait: Duration::ZERO,
                         pool_size: config

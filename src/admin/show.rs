@@ -175,7 +175,7 @@ fn pools(s: &Snapshot) -> ResultSet {
             0u32.into(),
             p.sv_idle.into(),
             0u32.into(),
-            0u32.into(),
+            p.sv_tested.into(),
             p.sv_login.into(),
             p.maxwait.as_secs().into(),
             p.maxwait.subsec_micros().into(),

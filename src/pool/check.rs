@@ -3,6 +3,8 @@
 //! or a closed socket), and, idle longer than `server_check_delay`, it must answer
 //! `server_check_query` (PgBouncer's test for a peer that vanished without closing).
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use tokio::time::{timeout, Duration};
 
 use super::{Pool, PoolSettings};
@@ -27,6 +29,7 @@ impl Pool {
             return Ok(conn);
         }
         // Dropped mid-check (the client left), the connection is closed and its slot freed.
+        self.testing.fetch_add(1, Relaxed);
         let mut lent = Lent {
             pool: self,
             conn: Some(conn),
@@ -65,8 +68,8 @@ impl Pool {
     }
 }
 
-/// A lent connection under test; dropped before the test ends, it is abandoned (slot freed,
-/// socket closed in the background).
+/// A lent connection under test (counted in `testing`); dropped before the test ends, it is
+/// abandoned (slot freed, socket closed in the background).
 struct Lent<'p> {
     pool: &'p Pool,
     conn: Option<ServerConn>,
@@ -74,6 +77,7 @@ struct Lent<'p> {
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
+        self.pool.testing.fetch_sub(1, Relaxed);
         if let Some(conn) = self.conn.take() {
             self.pool.abandon(conn);
         }

@@ -127,6 +127,8 @@ pub struct Pool {
     /// Replaced by a reload (its database entry changed or went away): the sessions still
     /// holding it finish, and each connection they give back is closed.
     retired: std::sync::atomic::AtomicBool,
+    /// Connections lent to server_check_query (SHOW POOLS sv_tested).
+    testing: std::sync::atomic::AtomicU32,
 }
 
 impl Drop for Pool {
@@ -148,6 +150,8 @@ impl Drop for Pool {
 pub struct PoolCounts {
     pub idle: u32,
     pub total: u32,
+    /// Being tested with server_check_query (part of `total`, not of `idle`).
+    pub tested: u32,
     pub waiting: u32,
 }
 
@@ -174,6 +178,7 @@ impl Pool {
             inner: Mutex::new(Inner::default()),
             learned: Mutex::new(None),
             retired: std::sync::atomic::AtomicBool::new(false),
+            testing: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -246,6 +251,7 @@ impl Pool {
         PoolCounts {
             idle: u32::try_from(inner.idle.len()).unwrap_or(u32::MAX),
             total: inner.total,
+            tested: self.testing.load(std::sync::atomic::Ordering::Relaxed),
             waiting: u32::try_from(inner.waiters.len()).unwrap_or(u32::MAX),
         }
     }

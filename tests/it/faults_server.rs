@@ -194,11 +194,25 @@ async fn served_by(fx: &Fixture) -> i32 {
 /// it was handed out and the client hung.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_backend_that_stopped_answering_fails_the_check() {
-    let fx = Fixture::with_settings(2, "server_check_delay = 0\nserver_reset_timeout = 1").await;
+    let fx = Fixture::with_settings(2, "server_check_delay = 0\nserver_reset_timeout = 3").await;
     let pid = served_by(&fx).await;
     pool_at_baseline(&fx, 2).await;
     signal(pid, "-STOP");
-    let next = timeout(HANG, served_by(&fx)).await;
+    let next = {
+        let client = served_by(&fx);
+        pin_mut!(client);
+        // While the check waits on the stopped backend, SHOW POOLS counts it sv_tested.
+        let tested = async {
+            while !fx.porter.pool_counts().iter().any(|(_, c)| c.tested == 1) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            () = tested => {}
+            _ = &mut client => panic!("served before the check was seen"),
+        }
+        timeout(HANG, client).await
+    };
     signal(pid, "-CONT");
     let next = next.expect("the next client hung on the stopped backend");
     assert_ne!(next, pid, "the stopped backend was handed out");
