@@ -26,6 +26,9 @@ pub struct TxTracker {
     /// then it skips them up to the next Sync, which this side cannot tell from an error of
     /// their own.
     behind_batch: u32,
+    /// An extended message failed with nothing else due: the server skips what follows, a
+    /// Query or FunctionCall included (unanswered), up to the next Sync.
+    skipping: bool,
     /// Status byte of the last ReadyForQuery ('I', 'T' or 'E').
     status: u8,
     /// Syncs sent since the last Query / Execute, before any CopyDone / CopyFail: the ones
@@ -65,6 +68,7 @@ impl Default for TxTracker {
             outstanding: 0,
             unsynced: false,
             behind_batch: 0,
+            skipping: false,
             status: b'I',
             syncs_since_start: 0,
             counting: false,
@@ -119,6 +123,8 @@ impl TxTracker {
         }
         match tag {
             frontend::TERMINATE => return Flow::StopBefore,
+            // Skipped by the server: no answer comes.
+            frontend::QUERY | frontend::FUNCTION_CALL if self.skipping => {}
             frontend::QUERY | frontend::FUNCTION_CALL => {
                 self.request_started();
                 self.outstanding += 1;
@@ -131,6 +137,7 @@ impl TxTracker {
             }
             frontend::SYNC => {
                 self.unsynced = false;
+                self.skipping = false;
                 if self.sync_counts() {
                     self.request_started();
                     self.outstanding += 1;
@@ -145,11 +152,9 @@ impl TxTracker {
                 self.unsynced = true;
                 self.start();
             }
-            frontend::PARSE
-            | frontend::BIND
-            | frontend::DESCRIBE
-            | frontend::CLOSE
-            | frontend::FLUSH => self.unsynced = true,
+            frontend::PARSE | frontend::BIND | frontend::DESCRIBE | frontend::CLOSE => {
+                self.unsynced = true;
+            }
             frontend::COPY_DONE | frontend::COPY_FAIL => {
                 if self.copy_in {
                     self.copy_in = false;
@@ -235,6 +240,11 @@ impl TxTracker {
                 // A failed extended message makes the server skip the Queries behind it (to the
                 // next Sync); an error of theirs does not: which one this is is not known.
                 self.lose("an error with simple queries pipelined behind an unsynced batch");
+                0
+            }
+            backend::ERROR_RESPONSE => {
+                // Nothing else due: this answers an extended message sent since the last Sync.
+                self.skipping = self.unsynced && self.outstanding == 0;
                 0
             }
             _ => 0,
@@ -338,6 +348,40 @@ mod tests {
         t.on_server(backend::ERROR_RESPONSE, &[]);
         t.on_server(backend::READY_FOR_QUERY, b"I");
         assert!(t.lost() && !t.is_idle());
+    }
+
+    #[test]
+    fn queries_the_server_skips_after_a_failed_batch_are_not_awaited() {
+        // Parse fails, seen through a Flush; a Query sent then is skipped, the Sync answered.
+        let mut t = TxTracker::default();
+        sends(&mut t, &[frontend::PARSE, frontend::FLUSH]);
+        t.on_server(backend::ERROR_RESPONSE, &[]);
+        sends(
+            &mut t,
+            &[frontend::QUERY, frontend::FUNCTION_CALL, frontend::SYNC],
+        );
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.is_idle() && t.exact());
+        // After the Sync, Queries are answered again.
+        t.on_client(frontend::QUERY);
+        assert!(!t.answered());
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.is_idle());
+        // An error of a Query pipelined in front of a batch is not the batch's.
+        sends(&mut t, &[frontend::QUERY, frontend::PARSE, frontend::FLUSH]);
+        t.on_server(backend::ERROR_RESPONSE, &[]);
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        t.on_client(frontend::QUERY);
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.answered() && !t.lost());
+    }
+
+    #[test]
+    fn a_lone_flush_starts_no_batch() {
+        let mut t = TxTracker::default();
+        sends(&mut t, &[frontend::QUERY, frontend::FLUSH]);
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.is_idle());
     }
 
     #[test]

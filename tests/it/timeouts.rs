@@ -273,3 +273,34 @@ async fn query_timeout_spares_idle_sessions_after_unsynced_batches() {
     assert_eq!(code.as_deref(), Some("08P01"));
     assert!(took < Duration::from_secs(6), "took {took:?}");
 }
+
+/// A Parse that fails, seen through a Flush, makes PostgreSQL skip everything up to the next
+/// Sync, a simple Query included (no answer at all). Counting an answer for it left the
+/// session looking busy for good: `FATAL query timeout` while idle. A lone Flush after a
+/// Query did the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_spares_sessions_after_queries_the_server_skipped() {
+    let f = Fixture::with_settings(1, "query_timeout = 1").await;
+    let mut c = raw(&f).await;
+    c.send_msg(b'P', b"\0selec 1\0\0\0").await;
+    c.send_msg(b'H', &[]).await;
+    let error = c.read_msg().await.expect("the Parse's error");
+    assert_eq!(error.sqlstate().as_deref(), Some("42601"));
+    c.query("select 'skipped'").await;
+    c.send_msg(b'S', &[]).await;
+    let answers = c.until_ready().await.expect("the Sync's answer");
+    assert_eq!(answers.len(), 1, "only ReadyForQuery: {answers:?}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        c.rows("select 2").await,
+        (vec!["2".to_string()], b'I', None),
+        "an idle session was ended"
+    );
+    c.send_msg(b'H', &[]).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        c.rows("select 3").await,
+        (vec!["3".to_string()], b'I', None),
+        "an idle session was ended after a Flush"
+    );
+}
