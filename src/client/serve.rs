@@ -184,7 +184,9 @@ async fn relay_session(
             return Err(Error::ClientProtocol(e));
         }
     }
-    // A cancel that came as the wait ended: the request has not been sent; it never is.
+    // Published only now: a cancel until here (pgporter's own SETs above are not the
+    // client's to cancel) ends the wait instead, and the request is not sent.
+    info.set_active(link(&server, shared));
     if info.take_cancel() {
         if let Err(e) = super::relay::answer_cancelled(conn).await {
             pool.release(server, !ahead, true).await;
@@ -480,7 +482,7 @@ fn terminated(buf: &[u8]) -> bool {
 }
 
 /// A server connection for the client's session, counted as an assignment (stats, metrics,
-/// SHOW CLIENTS link, audit of limit rejections).
+/// audit of limit rejections). The session links to it once it is set up ([`link`]).
 pub(super) async fn checkout(
     session: &Session,
     info: &SessionInfo,
@@ -490,32 +492,13 @@ pub(super) async fn checkout(
     let result = acquire(session, info, shared).await;
     let db = &session.pool.key.db;
     match &result {
-        Ok((server, _)) => {
+        Ok(_) => {
             let waited = started.elapsed();
             session.stats.assigned(waited);
             shared
                 .metrics
                 .wait_histogram(db)
                 .record(waited.as_secs_f64());
-            let (addr, port) = match &server.addr {
-                crate::server::ServerAddr::Tcp { host, port } => (host.clone(), *port),
-                crate::server::ServerAddr::Unix { dir, port } => (dir.clone(), *port),
-            };
-            let age = server.created_at.elapsed();
-            info.set_active(ServerLink {
-                id: u64::try_from(server.pid()).unwrap_or(0),
-                addr,
-                port,
-                pid: server.pid(),
-                secret: server.key.secret,
-                connect_time: std::time::SystemTime::now() - age,
-                created_us: crate::stats::micros(
-                    server
-                        .created_at
-                        .saturating_duration_since(shared.stats.epoch),
-                ),
-                tls: server.tls,
-            });
         }
         Err(e) => {
             info.set_idle();
@@ -534,6 +517,29 @@ pub(super) async fn checkout(
         }
     }
     result
+}
+
+/// What SHOW CLIENTS / SERVERS and cancel forwarding know of the session's server connection.
+fn link(server: &ServerConn, shared: &Shared) -> ServerLink {
+    let (addr, port) = match &server.addr {
+        crate::server::ServerAddr::Tcp { host, port } => (host.clone(), *port),
+        crate::server::ServerAddr::Unix { dir, port } => (dir.clone(), *port),
+    };
+    let age = server.created_at.elapsed();
+    ServerLink {
+        id: u64::try_from(server.pid()).unwrap_or(0),
+        addr,
+        port,
+        pid: server.pid(),
+        secret: server.key.secret,
+        connect_time: std::time::SystemTime::now() - age,
+        created_us: crate::stats::micros(
+            server
+                .created_at
+                .saturating_duration_since(shared.stats.epoch),
+        ),
+        tls: server.tls,
+    }
 }
 
 /// Get a server connection: wait while the database is paused (PAUSE, KILL), then check one

@@ -402,6 +402,58 @@ async fn cancel_while_waiting_for_a_server_cancels_the_request() {
     recovered(&fx, 1).await;
 }
 
+/// A cancel that comes while pgporter sets a just-granted server connection up for the client
+/// (its own SETs of the client's startup parameters, before the request is sent) cancels the
+/// client's request the same way. It went to the server, to pgporter's SET (a FATAL for the
+/// client, or ignored by an idle backend and the request ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_a_server_is_set_up_cancels_the_request() {
+    let fx = Fixture::new(1).await;
+    (fx.direct().await)
+        .batch_execute("CREATE TABLE set_up (x int)")
+        .await
+        .unwrap();
+    let first = fx.connect().await;
+    let pid: i32 = first
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(first);
+    pool_at_baseline(&fx, 1).await;
+    // The backend stops answering: pgporter's SET waits on it.
+    crate::faults_server::signal(pid, "-STOP");
+    let params = [("application_name", "set-up"), ("TimeZone", "UTC+3")];
+    let (mut c, _) =
+        RawClient::login_with(fx.porter.addr(), &fx.user, &fx.password, &fx.db, &params).await;
+    c.query("insert into set_up values (1)").await;
+    let deadline = Instant::now() + HANG;
+    while !fx.porter.pool_counts().iter().any(|(_, n)| n.idle == 0) {
+        assert!(Instant::now() < deadline, "the server was never granted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (key_pid, secret) = c.key.expect("BackendKeyData");
+    send_cancel(&fx, key_pid, secret).await;
+    crate::faults_server::signal(pid, "-CONT");
+    let msgs = timeout(HANG, c.until_ready())
+        .await
+        .expect("the cancelled request was not answered")
+        .expect("answers");
+    let codes: Vec<_> = msgs.iter().filter_map(|m| m.sqlstate()).collect();
+    assert_eq!(codes, ["57014"], "{msgs:?}");
+    assert_eq!(
+        c.rows("select count(*) from set_up").await,
+        (vec!["0".to_string()], b'I', None),
+        "the cancelled request ran"
+    );
+    assert_eq!(
+        c.rows("select current_setting('application_name')").await,
+        (vec!["set-up".to_string()], b'I', None),
+    );
+    drop(c);
+    recovered(&fx, 1).await;
+}
+
 /// Once `c` waits for a server connection, cancel its request; its answer through
 /// ReadyForQuery.
 async fn cancel_while_queued(fx: &Fixture, c: &mut RawClient) -> Vec<crate::support::raw::Msg> {
