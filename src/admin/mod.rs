@@ -110,10 +110,16 @@ pub async fn serve(
             frontend::TERMINATE => return Ok(()),
             frontend::QUERY => {
                 let sql = cstr(&msg.body)?;
+                // A command that waits (PAUSE, WAIT_CLOSE) is given up if its client leaves;
+                // what it did (a pause) stays, as in PgBouncer.
                 let done = tokio::select! {
                     biased;
                     () = session.killed() => return Err(Error::Shutdown),
                     r = execute(&sql, role, shared, &mut buf) => r,
+                    () = conn.left(MAX_CONTROL_MESSAGE) => {
+                        tracing::info!(user = %session.user, command = %sql.trim(), "admin client left before its command finished");
+                        return Ok(());
+                    }
                 };
                 if let Err(e) = done {
                     tracing::info!(user = %session.user, command = %sql.trim(), error = %e, "admin command failed");

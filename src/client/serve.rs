@@ -402,6 +402,10 @@ async fn first_request(
     Ok(conn.rbuf.first() != Some(&frontend::TERMINATE))
 }
 
+/// How much a waiting client's messages may take in its read buffer (then no more is read
+/// until a server is found).
+const WAIT_BUFFER: usize = 64 * 1024;
+
 /// [`checkout`], given up if the client leaves while it waits (EOF, or a Terminate behind its
 /// request): what it sent must not run once a server frees up (PgBouncer drops it too).
 async fn checkout_unless_gone(
@@ -412,7 +416,7 @@ async fn checkout_unless_gone(
 ) -> Result<Waited, Error> {
     // A request sent together with its Terminate (fire and forget) did not leave because it
     // waited: it runs, as it would on PostgreSQL.
-    if terminated(&conn.rbuf) {
+    if conn.terminated() {
         let (server, pool) = checkout(session, info, shared).await?;
         return Ok(Waited::Served(server, pool));
     }
@@ -421,7 +425,7 @@ async fn checkout_unless_gone(
         server = checkout(session, info, shared) => {
             server.map(|(server, pool)| Waited::Served(server, pool))
         }
-        () = client_left(conn) => {
+        () = conn.left(WAIT_BUFFER) => {
             info.set_idle();
             Ok(Waited::Left)
         }
@@ -441,44 +445,6 @@ enum Waited {
     Left,
     /// A CancelRequest for the client's request came first.
     Cancelled,
-}
-
-/// Ready when the client has closed, broken its connection or sent Terminate; meanwhile what
-/// it sends is kept in its read buffer for the relay (up to [`WAIT_BUFFER`], then no more is
-/// read until a server is found).
-async fn client_left(conn: &mut FramedConn<Stream>) {
-    loop {
-        if terminated(&conn.rbuf) {
-            return;
-        }
-        if conn.rbuf.len() >= WAIT_BUFFER {
-            return std::future::pending().await;
-        }
-        if conn.fill().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// How much a waiting client's messages may take in its read buffer.
-const WAIT_BUFFER: usize = 64 * 1024;
-
-/// Does `buf` hold a Terminate at a message boundary?
-fn terminated(buf: &[u8]) -> bool {
-    let mut rest = buf;
-    while let Some(&[tag, a, b, c, d]) = rest.get(..5) {
-        if tag == frontend::TERMINATE {
-            return true;
-        }
-        let Ok(len) = usize::try_from(i32::from_be_bytes([a, b, c, d])) else {
-            return false;
-        };
-        match rest.get(1 + len..) {
-            Some(next) if len >= 4 => rest = next,
-            _ => return false,
-        }
-    }
-    false
 }
 
 /// A server connection for the client's session, counted as an assignment (stats, metrics,
@@ -651,21 +617,5 @@ fn pool_error(
         PoolError::Connect(e) => Error::ServerLogin(e),
         PoolError::NoHost(e) => Error::NoServer(e),
         PoolError::Retired => Error::DatabaseChanged,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::terminated;
-
-    #[test]
-    fn terminate_is_found_only_at_a_message_boundary() {
-        let query = b"Q\0\0\0\x0bselect\0";
-        assert!(!terminated(query));
-        assert!(terminated(&[&query[..], b"X\0\0\0\x04"].concat()));
-        // An 'X' inside a body, a partial message, a bad length: no.
-        assert!(!terminated(b"Q\0\0\0\x06X\0"));
-        assert!(!terminated(b"Q\0\0\0\x40select"));
-        assert!(!terminated(b"Q\0\0\0\x02X\0\0\0\x04"));
     }
 }

@@ -37,6 +37,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
         }
     }
 
+    /// Ready when the peer has closed, broken the connection or sent Terminate; meanwhile what
+    /// it sends is kept in `rbuf` (up to `keep` bytes, then no more is read). For a client
+    /// waiting on something else (a server connection, a console command).
+    pub async fn left(&mut self, keep: usize) {
+        loop {
+            if self.terminated() {
+                return;
+            }
+            if self.rbuf.len() >= keep {
+                return std::future::pending().await;
+            }
+            if self.fill().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Does `rbuf` hold a Terminate at a message boundary?
+    pub fn terminated(&self) -> bool {
+        terminated(&self.rbuf)
+    }
+
     /// Read more bytes into `rbuf`; `Eof` when the peer closed. Cancel-safe.
     pub async fn fill(&mut self) -> Result<(), ProtocolError> {
         if self.rbuf.capacity() - self.rbuf.len() < 512 {
@@ -136,10 +158,38 @@ pub fn parse_message(buf: &mut BytesMut, max: usize) -> Result<Option<Message>, 
     Ok(Some(Message { tag, body }))
 }
 
+fn terminated(buf: &[u8]) -> bool {
+    let mut rest = buf;
+    while let Some(&[tag, a, b, c, d]) = rest.get(..5) {
+        if tag == super::frontend::TERMINATE {
+            return true;
+        }
+        let Ok(len) = usize::try_from(i32::from_be_bytes([a, b, c, d])) else {
+            return false;
+        };
+        match rest.get(1 + len..) {
+            Some(next) if len >= 4 => rest = next,
+            _ => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminate_is_found_only_at_a_message_boundary() {
+        let query = b"Q\0\0\0\x0bselect\0";
+        assert!(!terminated(query));
+        assert!(terminated(&[&query[..], b"X\0\0\0\x04"].concat()));
+        // An 'X' inside a body, a partial message, a bad length: no.
+        assert!(!terminated(b"Q\0\0\0\x06X\0"));
+        assert!(!terminated(b"Q\0\0\0\x40select"));
+        assert!(!terminated(b"Q\0\0\0\x02X\0\0\0\x04"));
+    }
 
     #[test]
     fn parses_whole_messages_only() {

@@ -637,6 +637,41 @@ async fn wait_close_waits_for_servers_marked_by_reconnect() {
         !waiting.is_finished(),
         "WAIT_CLOSE returned while the server was in use"
     );
+    // A console client that gives up on its WAIT_CLOSE / PAUSE leaves (it stayed, counted
+    // against max_client_conn, until the command finished: scripts under `timeout` piled up).
+    for cmd in [format!("WAIT_CLOSE {db}"), format!("PAUSE {db}")] {
+        let mut gone = crate::support::raw::RawClient::login(
+            ops.porter.addr(),
+            &ops.admin,
+            ADMIN_PW,
+            "pgbouncer",
+        )
+        .await;
+        gone.query(&cmd).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(gone);
+        let deadline = tokio::time::Instant::now() + HANG;
+        loop {
+            let consoles = rows(&admin, "SHOW CLIENTS")
+                .await
+                .iter()
+                .filter(|c| c.get("user") == Some(ops.admin.as_str()))
+                .count();
+            if consoles == 2 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{consoles} consoles after one gave up on {cmd}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The abandoned PAUSE stays in force, as in PgBouncer.
+    admin
+        .simple_query(&format!("RESUME {db}"))
+        .await
+        .expect("the abandoned PAUSE was in force");
     drop(holder);
     tokio::time::timeout(HANG, waiting)
         .await
