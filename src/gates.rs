@@ -22,6 +22,11 @@ impl GateState {
     pub fn is_disabled(&self, db: &str) -> bool {
         self.disabled.contains(db)
     }
+    /// Paused on its own (`PAUSE db`): what PgBouncer's SHOW DATABASES `paused` reports (a
+    /// bare PAUSE shows in SHOW STATE instead).
+    pub fn paused_alone(&self, db: &str) -> bool {
+        self.paused.contains(db)
+    }
 }
 
 #[derive(Debug)]

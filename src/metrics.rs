@@ -361,7 +361,7 @@ fn pgbouncer_compat(s: &Snapshot) {
             ),
             (
                 "pgbouncer_databases_paused",
-                f64::from(u8::from(s.gates.is_paused(name))),
+                f64::from(u8::from(s.gates.paused_alone(name))),
             ),
             (
                 "pgbouncer_databases_disabled",

@@ -135,7 +135,7 @@ fn databases(s: &Snapshot) -> ResultSet {
             servers.into(),
             s.config.max_db_client_connections(name).into(),
             clients.into(),
-            flag(s.gates.is_paused(name)),
+            flag(s.gates.paused_alone(name)),
             flag(s.gates.is_disabled(name)),
         ]);
     }

@@ -716,6 +716,10 @@ async fn wait_close_waits_for_servers_marked_by_reconnect() {
         state(rows(&admin, "SHOW STATE").await),
         ["active=no", "paused=yes", "suspended=no"]
     );
+    // As PgBouncer, SHOW DATABASES `paused` says whether the database is paused on its own:
+    // under a bare PAUSE, no (it said yes, and then refused `RESUME db`).
+    let dbs = rows(&admin, "SHOW DATABASES").await;
+    assert_eq!(find(&dbs, "name", &db).get("paused"), Some("0"));
     // As PgBouncer: a second bare PAUSE, a RESUME of a database not paused on its own
     // (during a bare PAUSE), and a bare RESUME of a database-only pause are errors.
     let code = |e: tokio_postgres::Error| db_error(&e).code().code().to_string();
