@@ -267,7 +267,8 @@ fn pgbouncer_compat(s: &Snapshot) {
     gauge!("pgbouncer_up").set(1.0);
     for p in &s.pools {
         let l = [("database", p.database.clone()), ("user", p.user.clone())];
-        let pool_gauges: [(&'static str, f64); 8] = [
+        // Cancel requests are forwarded at once, never queued: the cancel gauges stay 0.
+        let pool_gauges: [(&'static str, f64); 12] = [
             (
                 "pgbouncer_pools_client_active_connections",
                 p.cl_active as f64,
@@ -294,6 +295,10 @@ fn pgbouncer_compat(s: &Snapshot) {
                 "pgbouncer_pools_client_maxwait_seconds",
                 p.maxwait.as_secs_f64(),
             ),
+            ("pgbouncer_pools_client_active_cancel_connections", 0.0),
+            ("pgbouncer_pools_client_waiting_cancel_connections", 0.0),
+            ("pgbouncer_pools_server_active_cancel_connections", 0.0),
+            ("pgbouncer_pools_server_being_canceled_connections", 0.0),
         ];
         for (name, v) in pool_gauges {
             gauge!(name, &l).set(v);
@@ -323,12 +328,7 @@ fn pgbouncer_compat(s: &Snapshot) {
         gauge!("pgbouncer_stats_client_wait_seconds_total", &l).set(secs(t.wait_time_us));
     }
     let set = &s.config.settings;
-    let mut names: Vec<_> = s.config.databases.keys().collect();
-    names.sort();
-    for name in names {
-        let Some(db) = s.config.databases.get(name) else {
-            continue;
-        };
+    for (name, db) in s.databases() {
         let l = [
             ("name", name.clone()),
             ("host", db.host_names()),
@@ -338,7 +338,11 @@ fn pgbouncer_compat(s: &Snapshot) {
                 db.dbname.clone().unwrap_or_else(|| name.clone()),
             ),
             ("force_user", db.user.clone().unwrap_or_default()),
-            ("pool_mode", "session".to_string()),
+            // As the exporter labels it: SHOW DATABASES' pool_mode, empty when not set.
+            (
+                "pool_mode",
+                db.pool_mode.map_or("", |_| "session").to_string(),
+            ),
         ];
         let current = s.servers.iter().filter(|v| &v.database == name).count();
         let db_gauges: [(&'static str, f64); 7] = [
@@ -431,6 +435,22 @@ fn describe_pgbouncer() {
         (
             "pgbouncer_pools_client_maxwait_seconds",
             "Age of the oldest unserved client connection",
+        ),
+        (
+            "pgbouncer_pools_client_active_cancel_connections",
+            "Client cancel requests forwarded to a server",
+        ),
+        (
+            "pgbouncer_pools_client_waiting_cancel_connections",
+            "Client cancel requests not yet forwarded",
+        ),
+        (
+            "pgbouncer_pools_server_active_cancel_connections",
+            "Server connections forwarding a cancel request",
+        ),
+        (
+            "pgbouncer_pools_server_being_canceled_connections",
+            "Server connections a cancel request is being sent for",
         ),
         (
             "pgbouncer_stats_queries_duration_seconds_total",

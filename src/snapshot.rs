@@ -237,6 +237,29 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// The databases SHOW DATABASES lists, sorted, each with its entry: the configured ones,
+    /// and those made through `*` that have a pool (as PgBouncer lists its auto-databases).
+    pub fn databases(&self) -> Vec<(&String, &crate::config::DatabaseEntry)> {
+        let mut names: Vec<&String> = self.config.databases.keys().collect();
+        if self.config.fallback_database.is_some() {
+            names.extend(
+                self.pools
+                    .iter()
+                    .map(|p| &p.database)
+                    .filter(|d| !self.config.databases.contains_key(*d)),
+            );
+        }
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let entry = self.config.databases.get(name);
+                Some((name, entry.or(self.config.fallback_database.as_ref())?))
+            })
+            .collect()
+    }
+
     /// SHOW LISTS' rows (also pgbouncer_exporter's list gauges).
     pub fn lists(&self) -> [(&'static str, u64); 14] {
         let users: std::collections::BTreeSet<&String> = self
@@ -246,7 +269,7 @@ impl Snapshot {
             .chain(self.config.users.keys())
             .collect();
         [
-            ("databases", self.config.databases.len() as u64),
+            ("databases", self.databases().len() as u64),
             ("users", users.len() as u64),
             ("peers", 0),
             ("pools", self.pools.len() as u64),

@@ -89,28 +89,7 @@ fn databases(s: &Snapshot) -> ResultSet {
         ("disabled", Int4),
     ]);
     let set = &s.config.settings;
-    // Configured databases, and those made through `*` that have a pool (as PgBouncer lists
-    // its auto-databases).
-    let mut names: Vec<&String> = s.config.databases.keys().collect();
-    if s.config.fallback_database.is_some() {
-        names.extend(
-            s.pools
-                .iter()
-                .map(|p| &p.database)
-                .filter(|d| !s.config.databases.contains_key(*d)),
-        );
-    }
-    names.sort();
-    names.dedup();
-    for name in names {
-        let Some(db) = s
-            .config
-            .databases
-            .get(name)
-            .or(s.config.fallback_database.as_ref())
-        else {
-            continue;
-        };
+    for (name, db) in s.databases() {
         let servers = s.servers.iter().filter(|v| &v.database == name).count() as u64;
         let clients = s
             .clients

@@ -325,6 +325,22 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
         ),
         Some(5.0)
     );
+    for cancels in [
+        "client_active_cancel",
+        "client_waiting_cancel",
+        "server_active_cancel",
+        "server_being_canceled",
+    ] {
+        let series =
+            format!("pgbouncer_pools_{cancels}_connections{{database=\"{db}\",user=\"{u}\"}}");
+        assert_eq!(sample(&page, &series), Some(0.0), "{series}");
+    }
+    // pool_mode as the exporter labels it: empty unless the entry sets one.
+    assert!(
+        page.lines()
+            .any(|l| l.contains(&format!("name=\"{db}\"")) && l.contains("pool_mode=\"\"")),
+        "{page}"
+    );
     assert!(page.contains("pgbouncer_databases_pool_size{"), "{page}");
     // pgbouncer_exporter's SHOW LISTS gauges, version and HELP lines.
     assert_eq!(sample(&page, "pgbouncer_databases"), Some(1.0), "{page}");
@@ -778,6 +794,18 @@ async fn show_databases_lists_databases_made_through_the_fallback() {
     assert_eq!(row.get("database"), Some(other.as_str()));
     assert_eq!(row.get("current_client_connections"), Some("1"));
     find(&dbs, "name", &ops.db);
+    // Counted in SHOW LISTS and the metrics too (they counted configured entries only).
+    let lists = rows(&admin, "SHOW LISTS").await;
+    let listed = find(&lists, "list", "databases");
+    assert_eq!(listed.get("items"), Some(dbs.len().to_string().as_str()));
+    let (_, page) = get(ops.porter.http_addr(), "/metrics").await;
+    assert_eq!(sample(&page, "pgbouncer_databases"), Some(dbs.len() as f64));
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with("pgbouncer_databases_current_connections")
+                && l.contains(&format!("name=\"{other}\""))),
+        "{page}"
+    );
 }
 
 /// A reload that changes a database's connection string retires its pool; a server a
