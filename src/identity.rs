@@ -65,6 +65,8 @@ pub struct GucNames {
     parts: Arc<[Box<[u8]>]>,
     /// For each GUC, the bit mask of its components in `parts`.
     gucs: Arc<[u64]>,
+    /// The whole names, lower-cased.
+    names: Arc<[Box<[u8]>]>,
     longest: usize,
 }
 
@@ -74,10 +76,12 @@ impl GucNames {
             return GucNames::default();
         }
         let (mut parts, mut gucs, mut longest) = (Vec::<Box<[u8]>>::new(), Vec::new(), 0);
+        let mut names = Vec::new();
         for guc in [&settings.identity_guc, &settings.identity_addr_guc] {
             if guc.is_empty() {
                 continue;
             }
+            names.push(guc.to_ascii_lowercase().into_bytes().into_boxed_slice());
             let mut mask = 0u64;
             for part in guc.split('.') {
                 let part = part.to_ascii_lowercase().into_bytes().into_boxed_slice();
@@ -96,8 +100,17 @@ impl GucNames {
         GucNames {
             parts: parts.into(),
             gucs: gucs.into(),
+            names: names.into(),
             longest,
         }
+    }
+
+    /// Is `value` (a Bind parameter, a FunctionCall argument) an identity GUC's name? A value
+    /// is data: it names a setting only by being its whole name (`set_config($1, $2, false)`),
+    /// so prose that mentions both parts is not refused.
+    pub fn is_name(&self, value: &[u8]) -> bool {
+        let value = value.trim_ascii();
+        self.names.iter().any(|n| value.eq_ignore_ascii_case(n))
     }
 
     /// True when there is nothing to check.
@@ -277,6 +290,16 @@ mod tests {
         assert!(!n.mentioned(b"select client_user from t"));
         assert!(!n.mentioned(b"select 'pgporter'"));
         assert!(!n.mentioned(b""));
+    }
+
+    #[test]
+    fn a_value_names_a_guc_only_whole() {
+        let n = names();
+        assert!(n.is_name(b"pgporter.client_user"));
+        assert!(n.is_name(b" PGPORTER.Client_Addr\n"));
+        assert!(!n.is_name(b"note: client_addr is recorded by pgporter"));
+        assert!(!n.is_name(b"pgporter.client_user2"));
+        assert!(!GucNames::default().is_name(b"pgporter.client_user"));
     }
 
     #[test]

@@ -154,7 +154,16 @@ impl Visit for Front<'_> {
         );
         match body {
             Some(b) => {
-                if text_msg && st.names.mentioned(b) {
+                let named = match tag {
+                    // Values are data: checked whole (a malformed body, refused by the
+                    // server anyway, falls back to the text check).
+                    frontend::BIND | frontend::FUNCTION_CALL if !st.names.is_empty() => {
+                        frontend::any_value(tag, b, |v| st.names.is_name(v))
+                            .unwrap_or_else(|| st.names.mentioned(b))
+                    }
+                    _ => text_msg && st.names.mentioned(b),
+                };
+                if named {
                     if let Some(a) = &mut st.audit {
                         a.refused(tag, b);
                     }

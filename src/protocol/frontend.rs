@@ -51,3 +51,84 @@ pub fn password_body(body: &[u8]) -> Option<&[u8]> {
         _ => None,
     }
 }
+
+/// Whether `f` holds for any value a Bind (its parameters) or a FunctionCall (its arguments)
+/// carries, NULLs left out; None for another message or a malformed body (the server
+/// refuses it).
+pub fn any_value(tag: u8, body: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> Option<bool> {
+    let mut cur = Cursor(body);
+    match tag {
+        BIND => {
+            cur.cstr()?; // portal
+            cur.cstr()?; // statement
+        }
+        FUNCTION_CALL => {
+            cur.take(4)?; // function oid
+        }
+        _ => return None,
+    }
+    let formats = cur.u16()?;
+    cur.take(usize::from(formats) * 2)?;
+    let mut found = false;
+    for _ in 0..cur.u16()? {
+        let len = i32::from_be_bytes(cur.take(4)?.try_into().ok()?);
+        if len >= 0 {
+            found |= f(cur.take(usize::try_from(len).ok()?)?);
+        }
+    }
+    Some(found)
+}
+
+/// Reads a message body front to back.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn cstr(&mut self) -> Option<&'a [u8]> {
+        let nul = memchr::memchr(0, self.0)?;
+        let s = self.take(nul)?;
+        self.take(1)?;
+        Some(s)
+    }
+}
+
+#[cfg(test)]
+mod values_tests {
+    use super::*;
+
+    #[test]
+    fn bind_and_function_call_values() {
+        let all = |tag, body: &[u8]| {
+            let mut seen = Vec::new();
+            any_value(tag, body, |v| {
+                seen.push(v.to_vec());
+                false
+            })
+            .map(|_| seen)
+        };
+        let mut bind = b"p\0s\0\0\x01\0\0\0\x03".to_vec();
+        bind.extend_from_slice(&[0, 0, 0, 2]);
+        bind.extend_from_slice(b"ab");
+        bind.extend_from_slice(&(-1i32).to_be_bytes());
+        bind.extend_from_slice(&[0, 0, 0, 0]);
+        bind.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            all(BIND, &bind),
+            Some(vec![b"ab".to_vec(), Vec::new()]),
+            "a NULL is left out"
+        );
+        assert_eq!(any_value(BIND, &bind, |v| v == b"ab"), Some(true));
+        let mut call = 1234u32.to_be_bytes().to_vec();
+        call.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, b'x', 0, 0]);
+        assert_eq!(all(FUNCTION_CALL, &call), Some(vec![b"x".to_vec()]));
+        assert_eq!(all(BIND, &bind[..bind.len() - 9]), None, "cut short");
+        assert_eq!(all(QUERY, b"select 1\0"), None);
+    }
+}

@@ -182,6 +182,12 @@ async fn spoofing_the_tag_is_refused_in_simple_and_extended_protocol() {
         .unwrap();
     let v = first_value(&alice.simple_query("select 41 + 1").await.unwrap());
     assert_eq!(v.as_deref(), Some("42"));
+    // A value is data: prose naming both parts is stored (it ended psycopg 3's session).
+    let prose = "note: client_addr is recorded by PgPorter";
+    alice
+        .execute("insert into datasets(name) values ($1)", &[&prose])
+        .await
+        .expect("a value mentioning the names in prose");
     // The name as a bind parameter value, or Unicode-escaped in the text: refused too (a bind
     // value inside a batch cannot be held back: the session ends, FATAL 42501).
     let e = alice
@@ -201,7 +207,10 @@ async fn spoofing_the_tag_is_refused_in_simple_and_extended_protocol() {
     let log = sa.change_log().await;
     assert_eq!(
         log,
-        vec![(Some(sa.alice.clone()), "INSERT".into(), "after".into())]
+        vec![
+            (Some(sa.alice.clone()), "INSERT".into(), "after".into()),
+            (Some(sa.alice.clone()), "INSERT".into(), prose.into()),
+        ]
     );
 }
 
