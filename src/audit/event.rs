@@ -16,6 +16,7 @@ pub struct SessionInfo {
     pub tls: bool,
     pub database: Arc<str>,
     pub backend_user: Arc<str>,
+    /// The entry's first host (see [`AuditEvent::SessionStart`]).
     pub backend_host: Arc<str>,
     pub application_name: Option<String>,
 }
@@ -62,6 +63,9 @@ pub enum AuditEvent {
     SessionStart {
         session: Arc<SessionInfo>,
         backend_pid: Option<i32>,
+        /// The host the session's server connection went to (a routed or multi-host entry
+        /// has several); None before it has one: the entry's first host is written.
+        backend_host: Option<String>,
     },
     Statement(StatementEvent),
     SessionEnd(SessionEnd),
@@ -90,9 +94,15 @@ impl AuditEvent {
             AuditEvent::SessionStart {
                 session,
                 backend_pid,
+                backend_host,
             } => {
                 o.str("event", "session_start").str("time", &rfc3339(at));
-                o.session(session).opt_num("backend_pid", *backend_pid);
+                o.session(session);
+                o.str(
+                    "backend_host",
+                    backend_host.as_deref().unwrap_or(&session.backend_host),
+                );
+                o.opt_num("backend_pid", *backend_pid);
                 o.opt_str("application_name", session.application_name.as_deref());
             }
             AuditEvent::Statement(s) => {
@@ -212,8 +222,7 @@ impl<'a> Obj<'a> {
         self.opt_num("client_port", s.client_port);
         self.bool("tls", s.tls);
         self.str("database", &s.database);
-        self.str("backend_user", &s.backend_user);
-        self.str("backend_host", &s.backend_host)
+        self.str("backend_user", &s.backend_user)
     }
 
     fn tags(&mut self, tags: &[String]) {

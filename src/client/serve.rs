@@ -127,6 +127,7 @@ async fn audit_end(
             .send(AuditEvent::SessionStart {
                 session: Arc::clone(audited),
                 backend_pid: None,
+                backend_host: None,
             })
             .await;
     }
@@ -163,6 +164,7 @@ async fn relay_session(
             .send(AuditEvent::SessionStart {
                 session: Arc::clone(audited),
                 backend_pid: Some(server.pid()),
+                backend_host: Some(server.addr.to_string()),
             })
             .await;
     }

@@ -93,7 +93,7 @@ fn host(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_spread_writes_guarded_and_a_lost_standby_is_not_felt() {
-    let fx = ReplFixture::new(2, 10, "").await;
+    let fx = ReplFixture::new(2, 10, "audit_log = {dir}/audit.log").await;
     let (p0, p1, p2) = (fx.cluster.port(0), fx.cluster.port(1), fx.cluster.port(2));
     let rw_port = fx.porter.port();
     let ro_port = fx.porter.readonly_port();
@@ -153,6 +153,29 @@ async fn reads_spread_writes_guarded_and_a_lost_standby_is_not_felt() {
     let hint = db_error(&e).hint().unwrap_or_default().to_string();
     assert!(hint.contains(&format!("database \"{}\"", fx.db)), "{hint}");
     drop((ro, alias));
+
+    // The audit log names the host each session really ran on (it named the entry's first
+    // host, the primary, for every session).
+    fx.porter.shared().audit.flush().await;
+    let audit = std::fs::read_to_string(fx.porter.dir().join("audit.log")).expect("audit log");
+    let hosts: BTreeSet<String> = audit
+        .lines()
+        .filter(|l| {
+            l.contains("\"event\":\"session_start\"") && !l.contains("\"backend_pid\":null")
+        })
+        .filter_map(|l| {
+            l.split("\"backend_host\":\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(String::from)
+        })
+        .collect();
+    let expected: BTreeSet<String> = [p0, p1, p2]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    assert_eq!(hosts, expected, "{audit}");
 
     // Stop one standby while read-only sessions keep coming.
     // Each worker goes on until it has run 3 sessions started after the stop.
