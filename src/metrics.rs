@@ -185,13 +185,15 @@ fn native(s: &Snapshot) {
     );
     gauge!(PARKED).set(s.parked as f64);
     for state in [ClientState::Active, ClientState::Waiting, ClientState::Idle] {
-        let mut by_pool: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+        let mut by_pool: std::collections::BTreeMap<(std::borrow::Cow<'_, str>, &str), u64> =
+            Default::default();
         let mut by_identity: std::collections::BTreeMap<&str, u64> = Default::default();
         for p in &s.pools {
-            by_pool.insert((&p.database, &p.user), 0);
+            by_pool.insert((p.label(), &p.user), 0);
         }
         for c in s.clients.iter().filter(|c| !c.admin && c.state() == state) {
-            *by_pool.entry((&c.database, &c.pool_user)).or_default() += 1;
+            let pool = crate::snapshot::pool_label(&c.database, c.endpoint);
+            *by_pool.entry((pool, &c.pool_user)).or_default() += 1;
             *by_identity.entry(&c.user).or_default() += 1;
         }
         for ((db, user), n) in by_pool {
@@ -205,7 +207,10 @@ fn native(s: &Snapshot) {
     }
     let mut by_host: std::collections::BTreeMap<(String, &str), u64> = Default::default();
     for p in &s.pools {
-        let labels = [("database", p.database.clone()), ("user", p.user.clone())];
+        let labels = [
+            ("database", p.label().into_owned()),
+            ("user", p.user.clone()),
+        ];
         for (state, n) in [
             ("active", p.sv_active),
             ("idle", p.sv_idle),
@@ -266,7 +271,10 @@ fn pgbouncer_compat(s: &Snapshot) {
     describe_gauge!("pgbouncer_up", "The pooler answered the scrape");
     gauge!("pgbouncer_up").set(1.0);
     for p in &s.pools {
-        let l = [("database", p.database.clone()), ("user", p.user.clone())];
+        let l = [
+            ("database", p.label().into_owned()),
+            ("user", p.user.clone()),
+        ];
         // Cancel requests are forwarded at once, never queued: the cancel gauges stay 0.
         let pool_gauges: [(&'static str, f64); 12] = [
             (

@@ -19,6 +19,8 @@ use crate::stats::{Averages, Totals};
 #[derive(Debug, Clone)]
 pub struct PoolRow {
     pub database: String,
+    /// Which listener's pool (the same database and user may have one on each).
+    pub endpoint: crate::routing::Endpoint,
     pub user: String,
     pub cl_active: u64,
     pub cl_waiting: u64,
@@ -30,6 +32,23 @@ pub struct PoolRow {
     pub sv_login: u64,
     pub maxwait: Duration,
     pub pool_size: u32,
+}
+
+impl PoolRow {
+    /// The database as SHOW POOLS and the pool metrics name it: a pool of the read-only
+    /// listener is `db (read-only)`, so that it does not repeat the read-write pool's
+    /// (database, user), which pgbouncer_exporter would reject as a duplicate series.
+    pub fn label(&self) -> std::borrow::Cow<'_, str> {
+        pool_label(&self.database, self.endpoint)
+    }
+}
+
+/// See [`PoolRow::label`].
+pub fn pool_label(db: &str, endpoint: crate::routing::Endpoint) -> std::borrow::Cow<'_, str> {
+    match endpoint {
+        crate::routing::Endpoint::ReadWrite => db.into(),
+        crate::routing::Endpoint::ReadOnly => format!("{db} (read-only)").into(),
+    }
 }
 
 /// One server connection (SHOW SERVERS row).
@@ -130,6 +149,7 @@ impl Snapshot {
             }
             pools.push(PoolRow {
                 database: db.to_string(),
+                endpoint: pool.key.endpoint,
                 user: user.to_string(),
                 cl_active: active,
                 cl_waiting: waiting,
@@ -162,14 +182,15 @@ impl Snapshot {
                 .reconnect_before_us
                 .load(std::sync::atomic::Ordering::Relaxed);
             let row = active_row(c, before);
-            let at = orphans
-                .iter()
-                .position(|p| p.database == *c.database && p.user == *c.pool_user);
+            let at = orphans.iter().position(|p| {
+                p.database == *c.database && p.user == *c.pool_user && p.endpoint == c.endpoint
+            });
             let pool = match at {
                 Some(i) => &mut orphans[i],
                 None => {
                     orphans.push(PoolRow {
                         database: c.database.to_string(),
+                        endpoint: c.endpoint,
                         user: c.pool_user.to_string(),
                         cl_active: 0,
                         cl_waiting: 0,

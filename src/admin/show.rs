@@ -143,7 +143,7 @@ fn pools(s: &Snapshot) -> ResultSet {
     ]);
     for p in &s.pools {
         rs.push(vec![
-            p.database.as_str().into(),
+            p.label().as_ref().into(),
             p.user.as_str().into(),
             p.cl_active.into(),
             p.cl_waiting.into(),

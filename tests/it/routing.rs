@@ -571,19 +571,36 @@ async fn a_smart_shutdown_is_not_held_open_by_pgporter() {
 /// SHOW POOLS counts each one's clients and servers once (they were mixed and doubled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_write_and_read_only_pools_are_counted_apart() {
-    let fx = ReplFixture::new(1, 4, "").await;
+    let fx = ReplFixture::new(1, 4, "metrics_listen_addr = 127.0.0.1:0").await;
     let rw = connect(&fx.connstring(fx.porter.port(), &fx.db)).await;
     let ro = connect(&fx.connstring(fx.porter.readonly_port(), &fx.db)).await;
     assert!(!rw.query_one(WHERE, &[]).await.unwrap().get::<_, bool>(0));
     assert!(ro.query_one(WHERE, &[]).await.unwrap().get::<_, bool>(0));
     let snapshot = pgporter::snapshot::Snapshot::take(fx.porter.shared());
-    let rows: Vec<(u64, u64)> = snapshot
+    let rows: Vec<(String, u64, u64)> = snapshot
         .pools
         .iter()
         .filter(|p| p.database == fx.db)
-        .map(|p| (p.cl_active, p.sv_active))
+        .map(|p| (p.label().into_owned(), p.cl_active, p.sv_active))
         .collect();
-    assert_eq!(rows, [(1, 1), (1, 1)], "(cl_active, sv_active) per pool");
+    // Told apart by name too: the same (database, user) twice is a duplicate series for
+    // pgbouncer_exporter (and pgporter's own pool gauges kept only one of them).
+    let ro = format!("{} (read-only)", fx.db);
+    assert_eq!(
+        rows,
+        [(fx.db.clone(), 1, 1), (ro.clone(), 1, 1)],
+        "(name, cl_active, sv_active) per pool"
+    );
+    let (_, page) = crate::support::http::get(fx.porter.http_addr(), "/metrics").await;
+    let series = format!(
+        "pgporter_server_connections{{database=\"{ro}\",user=\"{}\",state=\"active\"}}",
+        fx.user
+    );
+    assert_eq!(
+        crate::support::http::sample(&page, &series),
+        Some(1.0),
+        "{page}"
+    );
 }
 
 /// Right after start, before the monitors' first checks: a burst of read-only sessions is
