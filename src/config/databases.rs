@@ -145,6 +145,15 @@ impl DatabaseEntry {
 /// Parse one connstring value (libpq key=value syntax with single-quoted values and `\` escapes).
 /// The error names the offending key, never a value (it may be a password).
 pub fn parse_connstring(name: &str, value: &str) -> Result<DatabaseEntry, String> {
+    parse_connstring_in(name, value, DEFAULT_HOST)
+}
+
+/// [`parse_connstring`], with `default_host` where no host is given.
+pub(super) fn parse_connstring_in(
+    name: &str,
+    value: &str,
+    default_host: &str,
+) -> Result<DatabaseEntry, String> {
     let mut e = DatabaseEntry {
         name: name.to_string(),
         hosts: Vec::new(),
@@ -204,13 +213,13 @@ pub fn parse_connstring(name: &str, value: &str) -> Result<DatabaseEntry, String
             _ => return Err(format!("unknown parameter {key:?}")),
         }
     }
-    e.hosts = host_list(&host, &port)?;
+    e.hosts = host_list(&host, &port, default_host)?;
     Ok(e)
 }
 
 /// `host=a,b,c` and `port=p` or `port=p1,p2,p3` (libpq's rules: an empty host is the default
 /// one; one port applies to every host; otherwise one port per host).
-fn host_list(host: &str, port: &str) -> Result<Vec<HostPort>, String> {
+fn host_list(host: &str, port: &str, default_host: &str) -> Result<Vec<HostPort>, String> {
     let hosts: Vec<&str> = host.split(',').map(str::trim).collect();
     let ports = if port.trim().is_empty() {
         vec![DEFAULT_PORT]
@@ -230,7 +239,7 @@ fn host_list(host: &str, port: &str) -> Result<Vec<HostPort>, String> {
         .iter()
         .enumerate()
         .map(|(i, h)| HostPort {
-            host: if h.is_empty() { DEFAULT_HOST } else { h }.to_string(),
+            host: if h.is_empty() { default_host } else { h }.to_string(),
             port: ports
                 .get(i)
                 .or(ports.first())
@@ -282,15 +291,23 @@ fn parse_balance(v: &str) -> Result<LoadBalance, String> {
     })
 }
 
-/// All [databases] entries; the `*` one separately.
+/// All [databases] entries; the `*` one separately. An entry without a host connects through
+/// the unix socket in `unix_socket_dir`, as PgBouncer's does (when that is a directory path;
+/// else [`DEFAULT_HOST`]).
 pub(super) fn from_ini(
     raw: &RawIni,
+    unix_socket_dir: &str,
     errors: &mut Vec<ConfigError>,
 ) -> (HashMap<String, DatabaseEntry>, Option<DatabaseEntry>) {
+    let default_host = if unix_socket_dir.starts_with('/') {
+        unix_socket_dir
+    } else {
+        DEFAULT_HOST
+    };
     let mut databases = HashMap::new();
     let mut fallback = None;
     for entry in raw.section("databases") {
-        match parse_connstring(&entry.key, &entry.value) {
+        match parse_connstring_in(&entry.key, &entry.value, default_host) {
             Ok(db) if entry.key == "*" => fallback = Some(db),
             Ok(db) => {
                 databases.insert(entry.key.clone(), db);

@@ -184,7 +184,8 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let settings = settings::Settings::from_ini(&raw, &mut errors, &mut warnings);
-    let (databases, fallback_database) = databases::from_ini(&raw, &mut errors);
+    let (databases, fallback_database) =
+        databases::from_ini(&raw, &settings.unix_socket_dir, &mut errors);
     let users = databases::users_from_ini(&raw, &mut errors);
     let userlist = match &settings.auth_file {
         Some(file) => {

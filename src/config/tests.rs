@@ -26,6 +26,8 @@ fn load_from_disk() {
         Some("real")
     );
     assert_eq!(config.database("other").unwrap().hosts[0].port, 5433);
+    // No host: the unix socket in unix_socket_dir (default /tmp), as PgBouncer.
+    assert_eq!(config.database("other").unwrap().hosts[0].host, "/tmp");
     assert_eq!(config.users["u"].max_user_connections, Some(2));
     assert_eq!(config.userlist["u"].plaintext(), Some("pw"));
     assert_eq!(config.warnings.len(), 1);

@@ -113,7 +113,7 @@ fn databases_section_with_fallback() {
         Vec::new(),
         raw("[databases]\napp = dbname=a\n\"my db\" = dbname=b\n* = host=fallback\napp = dbname=c\n"),
     );
-    let (dbs, fallback) = from_ini(&raw, &mut errors);
+    let (dbs, fallback) = from_ini(&raw, "", &mut errors);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(dbs.len(), 2);
     assert_eq!(dbs["app"].dbname.as_deref(), Some("c"));
@@ -129,7 +129,7 @@ fn databases_section_with_fallback() {
 fn database_errors_carry_location() {
     let mut errors = Vec::new();
     let raw = raw("[databases]\nok = dbname=x\nbad = dbname=x frobnicate=1\nworse = port=x\n");
-    let (dbs, _) = from_ini(&raw, &mut errors);
+    let (dbs, _) = from_ini(&raw, "", &mut errors);
     assert_eq!(dbs.len(), 1);
     let got: Vec<(&str, usize, &str)> = errors
         .iter()
