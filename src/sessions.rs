@@ -146,6 +146,11 @@ impl SessionInfo {
     pub fn state(&self) -> ClientState {
         ClientState::from_u8(self.state.load(Relaxed))
     }
+    /// A request started (SHOW CLIENTS / SERVERS request_time).
+    pub fn requested(&self) {
+        self.request_time
+            .store(unix_secs(SystemTime::now()), Relaxed);
+    }
     pub fn set_waiting(&self, now_us: u64) {
         self.wait_start_us.store(now_us, Relaxed);
         self.request_time

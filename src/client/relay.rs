@@ -110,6 +110,9 @@ where
             let end = poll_both(cx, client, server, state, &mut up, &mut down);
             let (sent, received) = (up.take_counted(), down.take_counted());
             state.tracker.bytes(sent, received);
+            if state.tracker.take_started() {
+                session.requested();
+            }
             if end.is_pending() {
                 // server_fast_close (asked only with it on): end once the server is idle, with
                 // everything answered and passed on and nothing of the client's waiting.

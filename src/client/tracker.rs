@@ -56,6 +56,8 @@ pub struct TxTracker {
     /// The client sent something since the last ReadyForQuery (what the watchdog goes by once
     /// the count is lost).
     asked: bool,
+    /// A request started on an idle server since [`TxTracker::take_started`] last looked.
+    started: bool,
     /// A COPY IN ran: the count leaned on guesses about which Syncs the server ignored.
     copied: bool,
     /// Where query/transaction counts and times go (None: not counted).
@@ -80,6 +82,7 @@ impl Default for TxTracker {
             started_after_end: false,
             lost: false,
             asked: false,
+            started: false,
             copied: false,
             meter: None,
         }
@@ -99,6 +102,7 @@ impl TxTracker {
     /// request burst, not per message).
     fn request_started(&mut self) {
         if self.outstanding == 0 {
+            self.started = true;
             if let Some(m) = &mut self.meter {
                 m.request_started();
             }
@@ -286,6 +290,12 @@ impl TxTracker {
     /// Nothing sent is still unanswered.
     pub(super) fn answered(&self) -> bool {
         self.outstanding == 0
+    }
+
+    /// Whether a request started on an idle server since the last call (SHOW CLIENTS'
+    /// request_time follows it).
+    pub(super) fn take_started(&mut self) -> bool {
+        std::mem::take(&mut self.started)
     }
 
     /// Nothing sent since the last ReadyForQuery: the server sits where that left it. (With

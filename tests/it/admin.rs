@@ -932,3 +932,30 @@ async fn reloaded_timeouts_reach_running_sessions() {
     assert!(text.contains("idle transaction timeout"), "{text:?}");
     assert_eq!(fatal.sqlstate().as_deref(), Some("08P01"));
 }
+
+/// SHOW CLIENTS / SERVERS request_time follows the client's latest request (it stayed at the
+/// time the session got its server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_time_follows_the_latest_request() {
+    let ops = Ops::new("").await;
+    let admin = ops.admin().await;
+    let client = ops.client().await;
+    client.simple_query("select 1").await.unwrap();
+    let times = |rows: &[SimpleQueryRow], user: &str| {
+        let row = find(rows, "user", user);
+        (
+            row.get("connect_time").unwrap_or("").to_string(),
+            row.get("request_time").unwrap_or("").to_string(),
+        )
+    };
+    let (connected, first) = times(&rows(&admin, "SHOW CLIENTS").await, &ops.user);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    client.simple_query("select 2").await.unwrap();
+    let (_, later) = times(&rows(&admin, "SHOW CLIENTS").await, &ops.user);
+    assert!(
+        later > first && later > connected,
+        "{connected} {first} {later}"
+    );
+    let (_, server) = times(&rows(&admin, "SHOW SERVERS").await, &ops.user);
+    assert_eq!(server, later);
+}
