@@ -59,6 +59,8 @@ pub struct ServerLink {
     pub created_us: u64,
     /// TLS toward the server, if any.
     pub tls: Option<crate::tls::TlsInfo>,
+    /// pgporter's end of the connection (matches the server's pg_stat_activity.client_port).
+    pub local: Option<std::net::SocketAddr>,
 }
 
 /// [`SessionInfo::ask_close`]: server_fast_close.
@@ -107,6 +109,8 @@ pub struct SessionInfo {
     pub admin: bool,
     /// TLS toward the client, if any.
     pub tls: Option<crate::tls::TlsInfo>,
+    /// pgporter's end of the client's TCP connection (SHOW CLIENTS local_addr).
+    pub local: Option<std::net::SocketAddr>,
     pub connect_time: SystemTime,
     state: AtomicU8,
     /// µs since the stats epoch at which the current wait started.
@@ -345,6 +349,8 @@ pub struct NewSession<'a> {
     pub tls: Option<crate::tls::TlsInfo>,
     /// The listener it came in on (its pool is per endpoint).
     pub endpoint: crate::routing::Endpoint,
+    /// pgporter's end of the client's TCP connection.
+    pub local: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -389,6 +395,7 @@ impl Sessions {
             admin: s.admin,
             tls: s.tls,
             endpoint: s.endpoint,
+            local: s.local,
             connect_time: now,
             state: AtomicU8::new(ClientState::Idle as u8),
             wait_start_us: AtomicU64::new(0),
@@ -466,6 +473,7 @@ mod tests {
             admin,
             tls: None,
             endpoint: crate::routing::Endpoint::ReadWrite,
+            local: None,
         }
     }
 
@@ -505,6 +513,7 @@ mod tests {
             connect_time: SystemTime::now(),
             created_us: 0,
             tls: None,
+            local: None,
         };
         assert!(matches!(a.info.begin_cancel(), CancelTarget::Nothing));
         assert!(!a.info.take_cancel());

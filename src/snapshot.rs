@@ -67,6 +67,8 @@ pub struct ServerRow {
     pub close_needed: bool,
     pub application_name: String,
     pub tls: Option<crate::tls::TlsInfo>,
+    /// pgporter's end of the connection.
+    pub local: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -145,6 +147,7 @@ impl Snapshot {
                     close_needed: false,
                     application_name: String::new(),
                     tls: s.tls,
+                    local: s.local,
                 });
             }
             pools.push(PoolRow {
@@ -324,6 +327,7 @@ fn active_row(c: &SessionInfo, reconnect_before_us: u64) -> Option<ServerRow> {
         close_needed: link.created_us < reconnect_before_us,
         application_name: c.application_name.to_string(),
         tls: link.tls,
+        local: link.local,
     })
 }
 

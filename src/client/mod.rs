@@ -298,6 +298,7 @@ async fn start(
             admin: false,
             tls: conn.io.tls_info(),
             endpoint: route.key.endpoint,
+            local: conn.io.local_addr(),
         },
         &shared.shutdown,
     );
@@ -361,6 +362,7 @@ async fn start_admin(
             admin: true,
             tls: conn.io.tls_info(),
             endpoint: crate::routing::Endpoint::ReadWrite,
+            local: conn.io.local_addr(),
         },
         &shared.shutdown,
     );

@@ -36,6 +36,15 @@ impl Stream {
         }
     }
 
+    /// This end's TCP address (None for a unix socket): SHOW CLIENTS / SERVERS local_addr.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::Tls(s) => s.get_ref().0.local_addr().ok(),
+            Stream::Unix(_) | Stream::Detached => None,
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }

@@ -17,6 +17,7 @@ pub struct IdleServer {
     pub created_at: Instant,
     pub last_used: Instant,
     pub tls: Option<crate::tls::TlsInfo>,
+    pub local: Option<std::net::SocketAddr>,
 }
 
 impl Pool {
@@ -31,6 +32,7 @@ impl Pool {
                 created_at: c.created_at,
                 last_used: c.last_used,
                 tls: c.tls,
+                local: c.conn.io.local_addr(),
             })
             .collect()
     }

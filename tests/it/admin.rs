@@ -959,3 +959,36 @@ async fn request_time_follows_the_latest_request() {
     let (_, server) = times(&rows(&admin, "SHOW SERVERS").await, &ops.user);
     assert_eq!(server, later);
 }
+
+/// SHOW CLIENTS / SERVERS local_addr and local_port: pgporter's end of each connection; a
+/// server's local_port is the client_port PostgreSQL shows for that backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_addresses_are_shown() {
+    let ops = Ops::new("").await;
+    let admin = ops.admin().await;
+    let client = ops.client().await;
+    let pid = backend_pid(&client).await;
+    let clients = rows(&admin, "SHOW CLIENTS").await;
+    let me = find(&clients, "user", &ops.user);
+    assert_eq!(me.get("local_addr"), Some("127.0.0.1"));
+    assert_eq!(
+        me.get("local_port"),
+        Some(ops.porter.addr().port().to_string().as_str())
+    );
+    let servers = rows(&admin, "SHOW SERVERS").await;
+    let server = find(&servers, "remote_pid", &pid);
+    let port: i32 = server
+        .get("local_port")
+        .expect("local_port")
+        .parse()
+        .unwrap();
+    let row = client
+        .query_one(
+            "select client_port from pg_stat_activity where pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), port);
+    assert_eq!(server.get("local_addr"), Some("127.0.0.1"));
+}
