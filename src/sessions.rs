@@ -111,6 +111,8 @@ pub struct SessionInfo {
     pub tls: Option<crate::tls::TlsInfo>,
     /// pgporter's end of the client's TCP connection (SHOW CLIENTS local_addr).
     pub local: Option<std::net::SocketAddr>,
+    /// The client's process id on the unix socket (SHOW CLIENTS remote_pid), else 0.
+    pub peer_pid: i32,
     pub connect_time: SystemTime,
     state: AtomicU8,
     /// µs since the stats epoch at which the current wait started.
@@ -351,6 +353,8 @@ pub struct NewSession<'a> {
     pub endpoint: crate::routing::Endpoint,
     /// pgporter's end of the client's TCP connection.
     pub local: Option<std::net::SocketAddr>,
+    /// The client's process id on the unix socket, else 0.
+    pub peer_pid: i32,
 }
 
 #[derive(Debug, Default)]
@@ -396,6 +400,7 @@ impl Sessions {
             tls: s.tls,
             endpoint: s.endpoint,
             local: s.local,
+            peer_pid: s.peer_pid,
             connect_time: now,
             state: AtomicU8::new(ClientState::Idle as u8),
             wait_start_us: AtomicU64::new(0),
@@ -474,6 +479,7 @@ mod tests {
             tls: None,
             endpoint: crate::routing::Endpoint::ReadWrite,
             local: None,
+            peer_pid: 0,
         }
     }
 

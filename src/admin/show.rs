@@ -221,8 +221,17 @@ fn client_rows(s: &Snapshot, active_only: bool) -> impl Iterator<Item = Vec<Valu
             state.as_str().into(),
             c.addr().into(),
             c.port.into(),
-            c.local.map(|a| a.ip().to_string()).into(),
-            c.local.map(|a| a.port()).into(),
+            // The unix socket: `unix` and the listen port at both ends, as PgBouncer shows.
+            match (c.ip, c.local) {
+                (None, _) => Some("unix".to_string()),
+                (_, local) => local.map(|a| a.ip().to_string()),
+            }
+            .into(),
+            match (c.ip, c.local) {
+                (None, _) => Some(c.port),
+                (_, local) => local.map(|a| a.port()),
+            }
+            .into(),
             Value::Time(c.connect_time),
             Value::Time(request),
             (wait_us / 1_000_000).into(),
@@ -230,7 +239,7 @@ fn client_rows(s: &Snapshot, active_only: bool) -> impl Iterator<Item = Vec<Valu
             0u32.into(),
             format!("{:x}", c.id).into(),
             link.into(),
-            0u32.into(),
+            c.peer_pid.into(),
             c.tls.map(|t| t.to_string()).unwrap_or_default().into(),
             (&*c.application_name).into(),
             0u32.into(),

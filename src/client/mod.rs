@@ -55,6 +55,14 @@ impl Peer {
         }
     }
 
+    /// The TCP port, or `listen_port` on the unix socket (whose file is named after it).
+    pub fn port_or(&self, listen_port: u16) -> u16 {
+        match self {
+            Peer::Tcp(a) => a.port(),
+            Peer::Unix => listen_port,
+        }
+    }
+
     /// The client's IP address (None for a unix socket).
     pub fn ip(&self) -> Option<std::net::IpAddr> {
         match self {
@@ -293,12 +301,14 @@ async fn start(
             database: Arc::clone(&names.db),
             pool_user: Arc::clone(&names.pool_user),
             ip: peer.ip(),
-            port: peer.port(),
+            // On the unix socket, the listen port (as PgBouncer shows it).
+            port: peer.port_or(shared.listen_port),
             application_name: startup.get("application_name").unwrap_or_default(),
             admin: false,
             tls: conn.io.tls_info(),
             endpoint: route.key.endpoint,
             local: conn.io.local_addr(),
+            peer_pid: conn.io.peer_pid().unwrap_or(0),
         },
         &shared.shutdown,
     );
@@ -357,12 +367,14 @@ async fn start_admin(
             database: Arc::from(database),
             pool_user: user,
             ip: peer.ip(),
-            port: peer.port(),
+            // On the unix socket, the listen port (as PgBouncer shows it).
+            port: peer.port_or(shared.listen_port),
             application_name: startup.get("application_name").unwrap_or_default(),
             admin: true,
             tls: conn.io.tls_info(),
             endpoint: crate::routing::Endpoint::ReadWrite,
             local: conn.io.local_addr(),
+            peer_pid: conn.io.peer_pid().unwrap_or(0),
         },
         &shared.shutdown,
     );

@@ -96,6 +96,14 @@ fn detached() -> io::Error {
 }
 
 impl Stream {
+    /// The peer's process id on a unix socket (SO_PEERCRED), None otherwise.
+    pub fn peer_pid(&self) -> Option<i32> {
+        if let Stream::Unix(s) = self {
+            return s.peer_cred().ok().and_then(|c| c.pid());
+        }
+        None
+    }
+
     /// The peer's uid on a unix socket (SO_PEERCRED), None otherwise.
     pub fn peer_uid(&self) -> Option<u32> {
         if let Stream::Unix(s) = self {

@@ -579,6 +579,36 @@ async fn psql_admin_console_tcp_and_unix_peer() {
         .args(["-c", "SHOW VERSION", "-c", "PAUSE", "-c", "RESUME"]);
     let out = cmd::success(&cmd::run(unix, HANG).await, "psql over the unix socket");
     assert!(out.contains("pgporter"), "{out}");
+    // SHOW CLIENTS shows a unix-socket client as PgBouncer does: `unix` and the listen port
+    // at both ends, and the client's process id (SO_PEERCRED) as remote_pid.
+    let port = ops.porter.port().to_string();
+    let mut unix = Command::new(&psql);
+    unix.args(["-X", "-A", "-h", &ops.porter.dir().display().to_string()])
+        .args(["-p", &port, "-U", "pgbouncer", "-d", "pgbouncer"])
+        .args(["-c", "SHOW CLIENTS"]);
+    let out = cmd::success(
+        &cmd::run(unix, HANG).await,
+        "SHOW CLIENTS over the unix socket",
+    );
+    let header: Vec<&str> = out.lines().next().unwrap_or("").split('|').collect();
+    let row: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with("C|pgbouncer|"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .split('|')
+        .collect();
+    let col = |name: &str| row[header.iter().position(|h| *h == name).expect(name)];
+    assert_eq!(
+        [
+            col("addr"),
+            col("port"),
+            col("local_addr"),
+            col("local_port")
+        ],
+        ["unix", port.as_str(), "unix", port.as_str()],
+        "{out}"
+    );
+    assert_ne!(col("remote_pid"), "0", "{out}");
     // Over TCP the `pgbouncer` user gets no such pass.
     let mut denied = Command::new(&psql);
     denied
