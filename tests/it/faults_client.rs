@@ -413,13 +413,7 @@ async fn cancel_while_a_server_is_set_up_cancels_the_request() {
         .batch_execute("CREATE TABLE set_up (x int)")
         .await
         .unwrap();
-    let first = fx.connect().await;
-    let pid: i32 = first
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    drop(first);
+    let pid = crate::faults_server::served_by(&fx).await;
     pool_at_baseline(&fx, 1).await;
     // The backend stops answering: pgporter's SET waits on it.
     crate::faults_server::signal(pid, "-STOP");

@@ -178,8 +178,9 @@ async fn stalled_backend_and_vanished_client_free_the_slot() {
     recovered(&fx, 1).await;
 }
 
-/// The pid of the backend serving a fresh client of `fx`, with `timeout` to answer.
-async fn served_by(fx: &Fixture) -> i32 {
+/// The pid of the backend serving a fresh client of `fx` (which leaves at once), with
+/// `timeout` to answer.
+pub(crate) async fn served_by(fx: &Fixture) -> i32 {
     let c = timeout(HANG, fx.connect()).await.expect("login hung");
     let row = timeout(HANG, c.query_one("select pg_backend_pid()", &[]))
         .await
