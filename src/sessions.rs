@@ -69,6 +69,9 @@ const ASK_CLOSE: u8 = 1;
 const ASK_RETIME: u8 = 2;
 /// [`SessionInfo::begin_cancel`]: a CancelRequest came while waiting for a server.
 const ASK_CANCEL: u8 = 4;
+/// [`SessionInfo::set_active`] .. [`SessionInfo::set_up`]: pgporter's own SETs run on the
+/// server connection; a cancel then is the client's request's, not theirs.
+const SETTING_UP: u8 = 8;
 
 /// Where [`SessionInfo::begin_cancel`] sends a CancelRequest.
 #[derive(Debug)]
@@ -173,11 +176,22 @@ impl SessionInfo {
         *server = None;
         self.server_pid.store(0, Relaxed);
     }
+    /// The session holds `link` (PAUSE, WAIT_CLOSE, SHOW count it from now on), still being
+    /// set up: cancels are held back until [`Self::set_up`].
     pub fn set_active(&self, link: ServerLink) {
         let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
         self.server_pid.store(link.pid, Relaxed);
         *server = Some(Box::new(link));
+        self.asks.fetch_or(SETTING_UP, SeqCst);
         self.state.store(ClientState::Active as u8, Relaxed);
+    }
+
+    /// pgporter's own SETs are done: cancels go to the server from now on. True if one came
+    /// while waiting or setting up (the client's request is then answered as cancelled, not
+    /// sent).
+    pub fn set_up(&self) -> bool {
+        let _server = self.server.lock().unwrap_or_else(|p| p.into_inner());
+        self.asks.fetch_and(!(SETTING_UP | ASK_CANCEL), SeqCst) & ASK_CANCEL != 0
     }
     /// End the session (it learns at its next wait, or at once if waiting in [`Self::killed`]).
     pub fn kill(&self) {
@@ -286,28 +300,22 @@ impl SessionInfo {
     /// Where a CancelRequest for this session goes. Holding a server connection: that
     /// connection, the cancel counted as in flight until the returned guard drops (counted
     /// under the same lock [`Self::set_idle`] clears the link with: once `set_idle` returns,
-    /// every cancel that saw the link is counted). Waiting for one: the wait ends, or if a
-    /// server was granted meanwhile, the request is answered as cancelled before it is sent
-    /// ([`Self::take_cancel`]).
+    /// every cancel that saw the link is counted). Waiting for one, or still setting it up:
+    /// the wait ends, or the request is answered as cancelled before it is sent
+    /// ([`Self::set_up`]).
     pub fn begin_cancel(self: &Arc<Self>) -> CancelTarget {
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(link) = server.as_deref() {
-            self.cancels.fetch_add(1, SeqCst);
-            return CancelTarget::Server(link.clone(), CancelInFlight(Arc::clone(self)));
-        }
-        if self.state() != ClientState::Waiting {
+            if self.asks.load(SeqCst) & SETTING_UP == 0 {
+                self.cancels.fetch_add(1, SeqCst);
+                return CancelTarget::Server(link.clone(), CancelInFlight(Arc::clone(self)));
+            }
+        } else if self.state() != ClientState::Waiting {
             return CancelTarget::Nothing;
         }
         self.asks.fetch_or(ASK_CANCEL, SeqCst);
         self.kill.notify_waiters();
         CancelTarget::Waiting
-    }
-
-    /// Whether a cancel came while the session waited for the server connection it now holds
-    /// (and take it).
-    pub fn take_cancel(&self) -> bool {
-        self.asks.load(SeqCst) & ASK_CANCEL != 0
-            && self.asks.fetch_and(!ASK_CANCEL, SeqCst) & ASK_CANCEL != 0
     }
 
     /// Wait (up to `limit`) until no cancel is being forwarded to the server connection this
@@ -522,24 +530,30 @@ mod tests {
             local: None,
         };
         assert!(matches!(a.info.begin_cancel(), CancelTarget::Nothing));
-        assert!(!a.info.take_cancel());
-        // Asked while waiting; the server is granted before the wait looks: the grant
+        // Asked while waiting; the server is granted before the wait looks: the set-up
         // finds the ask.
         a.info.set_waiting(1);
         assert!(matches!(a.info.begin_cancel(), CancelTarget::Waiting));
         a.info.set_active(link.clone());
-        assert!(a.info.take_cancel());
-        assert!(!a.info.take_cancel(), "taken once");
-        // Holding the server: forwarded to it.
+        assert!(a.info.set_up());
+        // Asked while pgporter's own SETs run: held back for the client's request, not sent
+        // to the server (it would cancel the SET).
+        a.info.set_active(link.clone());
+        assert_eq!(a.info.state(), ClientState::Active, "counted as holding it");
+        assert!(matches!(a.info.begin_cancel(), CancelTarget::Waiting));
+        assert!(a.info.set_up());
+        // Set up: forwarded to the server; nothing left for the next set-up.
         assert!(matches!(
             a.info.begin_cancel(),
             CancelTarget::Server(ServerLink { pid: 7, .. }, _)
         ));
+        assert!(!a.info.set_up());
         // An ask left over when the request ends does not cancel the next one.
         a.info.set_idle();
         a.info.set_waiting(2);
         assert!(matches!(a.info.begin_cancel(), CancelTarget::Waiting));
         a.info.set_idle();
-        assert!(!a.info.take_cancel());
+        a.info.set_active(link);
+        assert!(!a.info.set_up());
     }
 }

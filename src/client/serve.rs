@@ -186,10 +186,9 @@ async fn relay_session(
             return Err(Error::ClientProtocol(e));
         }
     }
-    // Published only now: a cancel until here (pgporter's own SETs above are not the
-    // client's to cancel) ends the wait instead, and the request is not sent.
-    info.set_active(link(&server, shared));
-    if info.take_cancel() {
+    // A cancel until here (pgporter's own SETs above are not the client's to cancel) cancels
+    // the request instead: it is not sent.
+    if info.set_up() {
         if let Err(e) = super::relay::answer_cancelled(conn).await {
             pool.release(server, !ahead, true).await;
             return Err(Error::ClientProtocol(e));
@@ -450,7 +449,7 @@ enum Waited {
 }
 
 /// A server connection for the client's session, counted as an assignment (stats, metrics,
-/// audit of limit rejections). The session links to it once it is set up ([`link`]).
+/// SHOW CLIENTS link, audit of limit rejections).
 pub(super) async fn checkout(
     session: &Session,
     info: &SessionInfo,
@@ -460,13 +459,14 @@ pub(super) async fn checkout(
     let result = acquire(session, info, shared).await;
     let db = &session.pool.key.db;
     match &result {
-        Ok(_) => {
+        Ok((server, _)) => {
             let waited = started.elapsed();
             session.stats.assigned(waited);
             shared
                 .metrics
                 .wait_histogram(db)
                 .record(waited.as_secs_f64());
+            info.set_active(link(server, shared));
         }
         Err(e) => {
             info.set_idle();

@@ -426,6 +426,14 @@ async fn cancel_while_a_server_is_set_up_cancels_the_request() {
         assert!(Instant::now() < deadline, "the server was never granted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Meanwhile the session counts as holding its server (PAUSE, WAIT_CLOSE and SHOW
+    // SERVERS see it; they missed it when the link was published only after the set-up).
+    let snapshot = pgporter::snapshot::Snapshot::take(fx.porter.shared());
+    assert!(
+        snapshot.servers.iter().any(|s| s.pid == pid && s.state == "active"),
+        "{:?}",
+        snapshot.servers
+    );
     let (key_pid, secret) = c.key.expect("BackendKeyData");
     send_cancel(&fx, key_pid, secret).await;
     crate::faults_server::signal(pid, "-CONT");
