@@ -116,7 +116,7 @@ pub async fn serve(
                     biased;
                     () = session.killed() => return Err(Error::Shutdown),
                     r = execute(&sql, role, shared, &mut buf) => r,
-                    () = conn.left(MAX_CONTROL_MESSAGE) => {
+                    () = conn.closed(MAX_CONTROL_MESSAGE) => {
                         tracing::info!(user = %session.user, command = %sql.trim(), "admin client left before its command finished");
                         return Ok(());
                     }

@@ -718,7 +718,27 @@ async fn wait_close_waits_for_servers_marked_by_reconnect() {
         .simple_query(&format!("RESUME {db}"))
         .await
         .expect("the abandoned PAUSE was in force");
+    // Commands pipelined with a Terminate behind them all run (the Terminate was taken for
+    // the client leaving: PAUSE abandoned, RESUME never run, the database left paused).
+    let mut piped =
+        crate::support::raw::RawClient::login(ops.porter.addr(), &ops.admin, ADMIN_PW, "pgbouncer")
+            .await;
+    piped.query(&format!("PAUSE {db}")).await;
+    piped.query(&format!("RESUME {db}")).await;
+    piped.send_msg(b'X', &[]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     drop(holder);
+    let mut tags = Vec::new();
+    while let Some(m) = piped.read_msg().await {
+        if m.tag == b'C' {
+            tags.push(
+                String::from_utf8_lossy(&m.body)
+                    .trim_end_matches('\0')
+                    .to_string(),
+            );
+        }
+    }
+    assert_eq!(tags, ["PAUSE", "RESUME"]);
     tokio::time::timeout(HANG, waiting)
         .await
         .expect("WAIT_CLOSE returns once the client left")

@@ -430,7 +430,10 @@ async fn cancel_while_a_server_is_set_up_cancels_the_request() {
     // SERVERS see it; they missed it when the link was published only after the set-up).
     let snapshot = pgporter::snapshot::Snapshot::take(fx.porter.shared());
     assert!(
-        snapshot.servers.iter().any(|s| s.pid == pid && s.state == "active"),
+        snapshot
+            .servers
+            .iter()
+            .any(|s| s.pid == pid && s.state == "active"),
         "{:?}",
         snapshot.servers
     );
