@@ -105,12 +105,12 @@ impl GucNames {
         }
     }
 
-    /// Is `value` (a Bind parameter, a FunctionCall argument) an identity GUC's name? A value
-    /// is data: it names a setting only by being its whole name (`set_config($1, $2, false)`),
-    /// so prose that mentions both parts is not refused.
-    pub fn is_name(&self, value: &[u8]) -> bool {
-        let value = value.trim_ascii();
-        self.names.iter().any(|n| value.eq_ignore_ascii_case(n))
+    /// Does `value` (a Bind parameter, a FunctionCall argument) hold an identity GUC's whole
+    /// dotted name, in any case (`set_config($1, ...)`, or `$1` an array, JSON or padded text
+    /// the name is cut from)? A value is data: prose that mentions both parts apart is not
+    /// refused.
+    pub fn in_value(&self, value: &[u8]) -> bool {
+        self.names.iter().any(|n| contains_ci(value, n))
     }
 
     /// True when there is nothing to check.
@@ -293,13 +293,14 @@ mod tests {
     }
 
     #[test]
-    fn a_value_names_a_guc_only_whole() {
+    fn a_value_names_a_guc_by_its_whole_dotted_name() {
         let n = names();
-        assert!(n.is_name(b"pgporter.client_user"));
-        assert!(n.is_name(b" PGPORTER.Client_Addr\n"));
-        assert!(!n.is_name(b"note: client_addr is recorded by pgporter"));
-        assert!(!n.is_name(b"pgporter.client_user2"));
-        assert!(!GucNames::default().is_name(b"pgporter.client_user"));
+        assert!(n.in_value(b"pgporter.client_user"));
+        assert!(n.in_value(b" PGPORTER.Client_Addr\n"));
+        assert!(n.in_value(b"{\"n\":\"pgporter.client_user\"}"));
+        assert!(n.in_value(b"Xpgporter.client_user"));
+        assert!(!n.in_value(b"note: client_addr is recorded by pgporter"));
+        assert!(!GucNames::default().in_value(b"pgporter.client_user"));
     }
 
     #[test]

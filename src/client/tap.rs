@@ -158,7 +158,7 @@ impl Visit for Front<'_> {
                     // Values are data: checked whole (a malformed body, refused by the
                     // server anyway, falls back to the text check).
                     frontend::BIND | frontend::FUNCTION_CALL if !st.names.is_empty() => {
-                        frontend::any_value(tag, b, |v| st.names.is_name(v))
+                        frontend::any_value(tag, b, |v| st.names.in_value(v))
                             .unwrap_or_else(|| st.names.mentioned(b))
                     }
                     _ => text_msg && st.names.mentioned(b),

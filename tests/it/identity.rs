@@ -204,6 +204,15 @@ async fn spoofing_the_tag_is_refused_in_simple_and_extended_protocol() {
         .await
         .expect_err("bind-parameter spoof");
     assert_eq!(db_error(&e).code(), &SqlState::INSUFFICIENT_PRIVILEGE);
+    // The name inside a larger value (an array, JSON, padding) counts too.
+    let e = spoofer
+        .query(
+            "select set_config(($1::text[])[1], $2, false)",
+            &[&vec!["pgporter.client_user"], &"bob"],
+        )
+        .await
+        .expect_err("the name inside an array value");
+    assert_eq!(db_error(&e).code(), &SqlState::INSUFFICIENT_PRIVILEGE);
     let log = sa.change_log().await;
     assert_eq!(
         log,
