@@ -122,7 +122,8 @@ impl TxTracker {
     }
 
     pub(super) fn on_client(&mut self, tag: u8) -> Flow {
-        if tag != frontend::TERMINATE {
+        // A Flush asks for nothing that ReadyForQuery would answer.
+        if tag != frontend::TERMINATE && tag != frontend::FLUSH {
             self.asked = true;
         }
         match tag {

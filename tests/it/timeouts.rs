@@ -266,6 +266,14 @@ async fn query_timeout_spares_idle_sessions_after_unsynced_batches() {
         (vec!["3".to_string()], b'I', None),
         "an idle session was ended"
     );
+    // A lone Flush then asks for nothing: still idle.
+    d.send_msg(b'H', &[]).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        d.rows("select 4").await,
+        (vec!["4".to_string()], b'I', None),
+        "an idle session was ended after a Flush"
+    );
     // The count stays unknown for the rest of the session; a slow query still times out.
     d.query("select pg_sleep(8)").await;
     let (text, code, took) = fatal(&mut d).await;
