@@ -135,8 +135,9 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("unix_socket_dir", s.unix_socket_dir.clone(), false),
         (
             "unix_socket_mode",
-            // Decimal, as PgBouncer prints it (0777 is 511).
-            s.unix_socket_mode.to_string(),
+            // Octal, as it is written (PgBouncer prints 511, and reads `511` as decimal; here
+            // the file's value is always octal, so the shown one reads back the same).
+            format!("0{:o}", s.unix_socket_mode),
             false,
         ),
         ("query_timeout", secs(s.query_timeout), true),
@@ -206,11 +207,14 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("auth_failure_delay", secs(s.auth_failure_delay), true),
         (
             "max_user_pool_share",
-            s.max_user_pool_share
-                .map_or_else(String::new, |share| match share {
+            // 0 = no cap (an empty value is not accepted back).
+            s.max_user_pool_share.map_or_else(
+                || "0".into(),
+                |share| match share {
                     crate::config::PoolShare::Count(n) => n.to_string(),
                     crate::config::PoolShare::Percent(p) => format!("{p}%"),
-                }),
+                },
+            ),
             true,
         ),
         (
@@ -322,11 +326,8 @@ mod tests {
         let mut keys: Vec<_> = shown.iter().map(|r| r.0).collect();
         keys.dedup();
         assert_eq!(keys.len(), shown.len(), "a key listed twice");
-        for (key, value, _) in &shown {
-            // PgBouncer's own quirk, kept: the mode is printed in decimal, set in octal.
-            if *key == "unix_socket_mode" {
-                continue;
-            }
+        // The defaults too (an unset cap was shown as '', which SET refused).
+        for (key, value, _) in rows(&Settings::default()).iter().chain(&shown) {
             let mut back = Settings::default();
             assert_eq!(back.apply(key, value), Ok(true), "{key} = {value:?}");
             let again = rows(&back);
