@@ -214,7 +214,15 @@ async fn replication_connections_are_refused() {
 /// reused server connection: a FATAL (the client's login failing late), not an ERROR and EOF.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_startup_parameter_is_fatal() {
-    let fx = Fixture::new(1).await;
+    // Pool size 1: the idle connection is reused and SET; size 2: a new one may be opened
+    // with the client's parameters, and PostgreSQL refuses that login.
+    for size in [1, 2] {
+        refused_startup_parameter(size).await;
+    }
+}
+
+async fn refused_startup_parameter(size: u32) {
+    let fx = Fixture::new(size).await;
     drop(fx.connect().await.simple_query("SELECT 1").await.unwrap());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (mut c, _) = crate::support::raw::RawClient::login_with(
