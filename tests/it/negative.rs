@@ -223,7 +223,13 @@ async fn a_refused_startup_parameter_is_fatal() {
 
 async fn refused_startup_parameter(size: u32) {
     let fx = Fixture::new(size).await;
-    drop(fx.connect().await.simple_query("SELECT 1").await.unwrap());
+    drop(
+        fx.connect()
+            .await
+            .simple_query("SELECT 1")
+            .await
+            .expect("warm-up query"),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (mut c, _) = crate::support::raw::RawClient::login_with(
         fx.porter.addr(),
