@@ -239,6 +239,13 @@ impl TxTracker {
                 }
                 self.stray_end = self.copy_in;
                 self.copy_in = false;
+                // A copy an unsynced Execute started: the server now skips to the next Sync,
+                // the Queries sent behind the batch included (sent already: which of them is
+                // not known here; sent later: not answered).
+                if self.behind_batch > 0 {
+                    self.lose("a copy failed with simple queries pipelined behind its batch");
+                }
+                self.skipping = self.unsynced && self.outstanding == 0;
                 0
             }
             backend::ERROR_RESPONSE if self.behind_batch > 0 => {
@@ -385,6 +392,36 @@ mod tests {
         t.on_client(frontend::QUERY);
         t.on_server(backend::READY_FOR_QUERY, b"I");
         assert!(t.answered() && !t.lost());
+    }
+
+    #[test]
+    fn queries_after_a_failed_extended_copy_are_not_awaited() {
+        // Parse, Bind, Execute of a COPY ... FROM STDIN, Flush; the copy fails; a Query sent
+        // before the Sync is skipped by the server.
+        let mut t = TxTracker::default();
+        let copy = [
+            frontend::PARSE,
+            frontend::BIND,
+            frontend::EXECUTE,
+            frontend::FLUSH,
+        ];
+        sends(&mut t, &copy);
+        t.on_server(backend::COPY_IN_RESPONSE, &[]);
+        sends(&mut t, &[frontend::COPY_DATA, frontend::COPY_FAIL]);
+        t.on_server(backend::ERROR_RESPONSE, &[]);
+        sends(&mut t, &[frontend::QUERY, frontend::SYNC]);
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.answered() && !t.lost());
+        // The Query sent before the error came: its fate is not known.
+        sends(&mut t, &copy);
+        t.on_server(backend::COPY_IN_RESPONSE, &[]);
+        sends(
+            &mut t,
+            &[frontend::COPY_FAIL, frontend::QUERY, frontend::SYNC],
+        );
+        t.on_server(backend::ERROR_RESPONSE, &[]);
+        t.on_server(backend::READY_FOR_QUERY, b"I");
+        assert!(t.lost() && t.quiet());
     }
 
     #[test]
