@@ -312,3 +312,38 @@ async fn query_timeout_spares_sessions_after_queries_the_server_skipped() {
         "an idle session was ended after a Flush"
     );
 }
+
+/// The same after an extended-protocol COPY that fails: the server skips to the Sync, a Query
+/// sent after the error included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_spares_sessions_after_a_failed_extended_copy() {
+    let f = Fixture::with_settings(1, "query_timeout = 1").await;
+    (f.direct().await)
+        .batch_execute("CREATE TABLE ext_copy (x int)")
+        .await
+        .unwrap();
+    let mut c = raw(&f).await;
+    c.send_msg(b'P', b"\0copy ext_copy from stdin\0\0\0").await;
+    c.send_msg(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]).await;
+    c.send_msg(b'E', &[0, 0, 0, 0, 0]).await;
+    c.send_msg(b'H', &[]).await;
+    loop {
+        let m = c.read_msg().await.expect("until CopyInResponse");
+        if m.tag == b'G' {
+            break;
+        }
+    }
+    c.send_msg(b'f', b"given up\0").await;
+    let error = c.read_msg().await.expect("the copy's error");
+    assert_eq!(error.sqlstate().as_deref(), Some("57014"));
+    c.query("select 'skipped'").await;
+    c.send_msg(b'S', &[]).await;
+    let answers = c.until_ready().await.expect("the Sync's answer");
+    assert_eq!(answers.len(), 1, "only ReadyForQuery: {answers:?}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        c.rows("select 2").await,
+        (vec!["2".to_string()], b'I', None),
+        "an idle session was ended"
+    );
+}
