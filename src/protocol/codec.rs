@@ -41,23 +41,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
     /// it sends is kept in `rbuf` (up to `keep` bytes, then no more is read). For a client
     /// waiting on something else (a server connection, a console command).
     pub async fn left(&mut self, keep: usize) {
-        if self.terminated() {
-            return;
-        }
-        loop {
-            if self.rbuf.len() >= keep {
-                return std::future::pending().await;
-            }
-            if self.fill().await.is_err() || self.terminated() {
-                return;
-            }
-        }
+        self.watch(keep, true).await;
     }
 
     /// As [`Self::left`], but only a closed or broken connection counts: a Terminate behind
     /// other messages waits its turn (a console client's pipelined commands all run).
     pub async fn closed(&mut self, keep: usize) {
+        self.watch(keep, false).await;
+    }
+
+    async fn watch(&mut self, keep: usize, terminate_counts: bool) {
         loop {
+            if terminate_counts && self.terminated() {
+                return;
+            }
             if self.rbuf.len() >= keep {
                 return std::future::pending().await;
             }
