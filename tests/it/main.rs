@@ -21,6 +21,7 @@ mod limits;
 mod lobby;
 mod negative;
 mod ops;
+mod ops_binary;
 mod passthrough;
 mod relay_state;
 mod routing;
