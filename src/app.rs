@@ -56,8 +56,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The OS user we run as (peer authentication of `pgbouncer` on the unix socket).
     pub own_uid: Option<u32>,
-    /// TLS contexts for clients and servers, built at startup.
-    pub tls: TlsState,
+    /// TLS contexts for clients and servers, built at startup and rebuilt by reloads.
+    pub tls: arc_swap::ArcSwap<TlsState>,
     /// auth_query answers.
     pub auth_cache: AuthQueryCache,
     /// The audit log (a no-op handle when audit_log is not set).
@@ -132,7 +132,7 @@ impl App {
             hosts: HostStates::default(),
             metrics: Metrics::new(),
             own_uid: own_uid(),
-            tls,
+            tls: arc_swap::ArcSwap::from_pointee(tls),
             auth_cache: AuthQueryCache::default(),
             audit,
             session_ids: AtomicU64::new(1),

@@ -264,23 +264,22 @@ fn resume(shared: &Shared, db: Option<String>) -> Result<(), ControlError> {
 /// Re-read the ini and auth_file into a whole new snapshot, or keep the old one. Connected
 /// clients stay connected: pools are resized in place; a database whose connection string
 /// changed (or that was removed) gets a fresh pool for new sessions, and the old pool's idle
-/// server connections are closed.
+/// server connections are closed. TLS files are read again too (certificates renewed in place,
+/// as cert-manager and CloudNativePG do): see [`install`].
 fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
     let old = shared.config.load();
-    let mut new = match crate::config::load(&old.path) {
-        Ok(c) => c,
-        Err(errors) => {
-            shared
-                .stats
-                .reloads_failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            for e in &errors {
-                tracing::error!(error = %e, "reload rejected; keeping the running configuration");
-            }
-            let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
-            return Err(ControlError::Reload(first));
+    let rejected = |errors: Vec<String>| {
+        shared
+            .stats
+            .reloads_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for e in &errors {
+            tracing::error!(error = %e, "reload rejected; keeping the running configuration");
         }
+        ControlError::Reload(errors.into_iter().next().unwrap_or_default())
     };
+    let mut new = crate::config::load(&old.path)
+        .map_err(|errors| rejected(errors.iter().map(|e| e.to_string()).collect()))?;
     let diff = ConfigDiff::between(&old, &new);
     for key in &diff.refused {
         tracing::warn!(
@@ -292,11 +291,13 @@ fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
     for w in &new.warnings {
         tracing::warn!("{}:{}: {}: {}", w.file, w.line, w.key, w.message);
     }
-    install(shared, new);
+    let tls = install(shared, new).map_err(|e| rejected(vec![e]))?;
     tracing::info!(
         added = ?diff.added,
         removed = ?diff.removed,
         changed = ?diff.changed,
+        client_tls_reloaded = tls.client,
+        server_tls_reloaded = tls.server,
         "configuration reloaded"
     );
     Ok(())
@@ -317,17 +318,26 @@ fn set(shared: &Arc<Shared>, key: &str, value: &str) -> Result<(), ControlError>
             "{refused} cannot change while running (restart pgporter)"
         )));
     }
-    install(shared, new);
+    install(shared, new).map_err(ControlError::Set)?;
     tracing::info!(key, value, "SET");
     Ok(())
 }
 
 /// Make `new` the running configuration: pools follow their new settings, and a pool whose
-/// database entry changed or went away is replaced (its idle connections closed).
-fn install(shared: &Arc<Shared>, new: crate::config::Config) {
+/// database entry changed or went away is replaced (its idle connections closed). The TLS
+/// contexts are rebuilt first where their settings or files changed (later clients get the
+/// new certificate; a new server context replaces every pool, as a changed entry does); a TLS
+/// file that does not load refuses the whole change.
+fn install(
+    shared: &Arc<Shared>,
+    new: crate::config::Config,
+) -> Result<crate::tls::Rebuilt, String> {
+    let (tls, rebuilt) = shared.tls.load().rebuild(&new)?;
     let timeouts = |s: &crate::config::Settings| (s.query_timeout, s.idle_transaction_timeout);
     let retime = timeouts(&shared.config.load().settings) != timeouts(&new.settings);
+    shared.tls.store(Arc::new(tls));
     shared.config.store(new);
+    let tls = shared.tls.load();
     let config = shared.config.load();
     if retime {
         // Sessions holding a server connection take the new timeouts at once (as PgBouncer,
@@ -335,7 +345,7 @@ fn install(shared: &Arc<Shared>, new: crate::config::Config) {
         shared.sessions.all().iter().for_each(|s| s.ask_retime());
     }
     for pool in shared.pools.all() {
-        let wanted = crate::client::pool_plan(&config, &pool.key, shared.tls.server.as_ref());
+        let wanted = crate::client::pool_plan(&config, &pool.key, tls.server.as_ref());
         // Its hosts, their order, target_session_attrs and load_balance_hosts too.
         let same_routing = config.database(&pool.key.db).is_some_and(|entry| {
             let endpoint = pool.key.endpoint;
@@ -370,6 +380,7 @@ fn install(shared: &Arc<Shared>, new: crate::config::Config) {
         .stats
         .reloads_ok
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(rebuilt)
 }
 
 /// Map Unix signals to [`Control`] requests until the receiver is gone.

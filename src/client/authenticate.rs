@@ -13,7 +13,9 @@ use crate::error::Error;
 use crate::net::Stream;
 use crate::protocol::FramedConn;
 use crate::server::BackendPassword;
+use crate::tls::ClientTls;
 
+use super::login::LoginContext;
 use super::{route, Peer};
 
 /// Count a failed login (per known user; unknown names share one label), log it, and make
@@ -47,13 +49,13 @@ pub(super) async fn authenticate_admin(
     peer: &Peer,
     database: &str,
     user: &str,
+    ctx: &LoginContext<'_>,
     shared: &Shared,
     config: &Config,
 ) -> Result<(), Error> {
     let method = plan(conn, peer, database, user, config)?;
-    let ctx = login_context(conn, shared, config);
     let secret = config.userlist.get(user);
-    let result = super::login::authenticate(conn, &method, user, secret, &ctx)
+    let result = super::login::authenticate(conn, &method, user, secret, ctx)
         .await
         .map(|_| ());
     after_login(
@@ -73,6 +75,7 @@ pub(super) async fn login(
     conn: &mut FramedConn<Stream>,
     peer: &Peer,
     route: &route::Route<'_>,
+    ctx: &LoginContext<'_>,
     shared: &Shared,
     config: &Config,
 ) -> Result<(), Error> {
@@ -82,9 +85,8 @@ pub(super) async fn login(
         Method::Trust | Method::Cert { .. } | Method::Peer { .. } => None,
         _ => lookup_secret(route, user, shared, config).await?,
     };
-    let ctx = login_context(conn, shared, config);
     let client_key =
-        super::login::authenticate(conn, &method, user, secret.as_deref(), &ctx).await?;
+        super::login::authenticate(conn, &method, user, secret.as_deref(), ctx).await?;
     // Passthrough: the pool logs in as this very user, and the config has no password for it.
     if *route.key.user == *user {
         match (secret.as_deref(), client_key) {
@@ -147,20 +149,18 @@ fn plan(
     })
 }
 
-/// What the exchange needs besides the secret: mock key, TLS channel-binding data, ident map.
-fn login_context<'a>(
+/// What the exchange needs besides the secret: mock key, TLS channel-binding data (of the
+/// context `conn` was accepted with: a reload may have renewed the certificate since), ident map.
+pub(super) fn login_context<'a>(
     conn: &FramedConn<Stream>,
+    client_tls: Option<&ClientTls>,
     shared: &'a Shared,
     config: &'a Config,
-) -> super::login::LoginContext<'a> {
-    let tls = conn.io.is_tls();
-    super::login::LoginContext {
+) -> LoginContext<'a> {
+    LoginContext {
         mock_key: &shared.mock_key,
-        end_point: shared
-            .tls
-            .client
-            .as_ref()
-            .filter(|_| tls)
+        end_point: client_tls
+            .filter(|_| conn.io.is_tls())
             .and_then(|t| t.end_point.clone()),
         ident: &config.ident,
     }
@@ -180,7 +180,7 @@ async fn lookup_secret<'c>(
         config,
         &shared.pools,
         &route.database,
-        shared.tls.server.as_ref(),
+        shared.tls.load().server.as_ref(),
     ) else {
         return Ok(None);
     };

@@ -35,7 +35,7 @@ pub use park::Parked;
 pub use relay::TxTracker;
 pub use route::pool_plan;
 
-use authenticate::{after_login, authenticate_admin, login};
+use authenticate::{after_login, authenticate_admin, login, login_context};
 use handshake::{handshake, Hello};
 use params::ClientParams;
 use serve::{serve, Session, Who};
@@ -216,7 +216,9 @@ async fn start(
     shared: &Shared,
     config: &Config,
 ) -> Result<Started, Error> {
-    let client_tls = shared.tls.client.as_ref();
+    // The contexts of the moment: a reload that renews the certificate affects later clients.
+    let tls = shared.tls.load_full();
+    let client_tls = tls.client.as_deref();
     let startup = match handshake(conn, client_tls).await? {
         Hello::Cancel(key) => {
             shared.cancels.cancel(key).await;
@@ -233,8 +235,9 @@ async fn start(
         .get("database")
         .filter(|d| !d.is_empty())
         .unwrap_or(user);
+    let ctx = login_context(conn, client_tls, shared, config);
     if admin::is_admin_database(database) && !user.is_empty() {
-        return start_admin(conn, peer, &startup, shared, config).await;
+        return start_admin(conn, peer, &startup, &ctx, shared, config).await;
     }
     if shared.lifecycle.draining() {
         return Err(Error::Draining);
@@ -244,7 +247,7 @@ async fn start(
         return Err(Error::DatabaseDisabled(route.database));
     }
     let who = format!("{}@{}", route.client_user, route.database);
-    let login = login(conn, peer, &route, shared, config).await;
+    let login = login(conn, peer, &route, &ctx, shared, config).await;
     if let Err(e @ Error::AuthFailed { .. }) = &login {
         shared
             .audit
@@ -336,6 +339,7 @@ async fn start_admin(
     conn: &mut FramedConn<Stream>,
     peer: &Peer,
     startup: &crate::protocol::startup::StartupParams,
+    ctx: &login::LoginContext<'_>,
     shared: &Shared,
     config: &Config,
 ) -> Result<Started, Error> {
@@ -347,7 +351,7 @@ async fn start_admin(
     let peer_ok =
         user == "pgbouncer" && shared.own_uid.is_some() && conn.io.peer_uid() == shared.own_uid;
     if !peer_ok {
-        authenticate_admin(conn, peer, database, user, shared, config).await?;
+        authenticate_admin(conn, peer, database, user, ctx, shared, config).await?;
     }
     let s = &config.settings;
     let role = if peer_ok || s.admin_users.iter().any(|u| u == user) {

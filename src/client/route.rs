@@ -46,7 +46,7 @@ impl Route<'_> {
 /// The pool of `key` under database entry `entry`, created if missing.
 fn pool_for(entry: &DatabaseEntry, key: &PoolKey, config: &Config, shared: &Shared) -> Arc<Pool> {
     shared.pools.get_or_create(key, |limits| {
-        let target = pool_target(entry, key, config, shared.tls.server.as_ref());
+        let target = pool_target(entry, key, config, shared.tls.load().server.as_ref());
         let set = shared.routing.host_set(
             entry,
             key.endpoint,

@@ -38,27 +38,7 @@ impl ConfigDiff {
         d.removed.sort();
         d.changed.sort();
         let (o, n) = (&old.settings, &new.settings);
-        let client_tls = |s: &crate::config::Settings| {
-            (
-                s.client_tls_sslmode,
-                s.client_tls_key_file.clone(),
-                s.client_tls_cert_file.clone(),
-                s.client_tls_ca_file.clone(),
-                s.client_tls_protocols,
-                s.client_tls_ciphers.clone(),
-            )
-        };
-        let server_tls = |s: &crate::config::Settings| {
-            (
-                s.server_tls_sslmode,
-                s.server_tls_ca_file.clone(),
-                s.server_tls_key_file.clone(),
-                s.server_tls_cert_file.clone(),
-                s.server_tls_protocols,
-                s.server_tls_ciphers.clone(),
-            )
-        };
-        let checks: [(&'static str, bool); 16] = [
+        let checks: [(&'static str, bool); 14] = [
             ("listen_addr", o.listen_addr != n.listen_addr),
             ("listen_port", o.listen_port != n.listen_port),
             (
@@ -82,8 +62,6 @@ impl ConfigDiff {
             ("log_format", o.log_format != n.log_format),
             ("worker_threads", o.worker_threads != n.worker_threads),
             ("logfile", o.logfile != n.logfile),
-            ("client_tls_*", client_tls(o) != client_tls(n)),
-            ("server_tls_*", server_tls(o) != server_tls(n)),
         ];
         d.refused = checks.iter().filter(|c| c.1).map(|c| c.0).collect();
         d
@@ -112,18 +90,6 @@ pub fn keep_unreloadable(old: &Config, new: &mut Config) {
     n.log_format = o.log_format;
     n.worker_threads = o.worker_threads;
     n.logfile = o.logfile.clone();
-    n.client_tls_sslmode = o.client_tls_sslmode;
-    n.client_tls_key_file = o.client_tls_key_file.clone();
-    n.client_tls_cert_file = o.client_tls_cert_file.clone();
-    n.client_tls_ca_file = o.client_tls_ca_file.clone();
-    n.client_tls_protocols = o.client_tls_protocols;
-    n.client_tls_ciphers = o.client_tls_ciphers.clone();
-    n.server_tls_sslmode = o.server_tls_sslmode;
-    n.server_tls_ca_file = o.server_tls_ca_file.clone();
-    n.server_tls_key_file = o.server_tls_key_file.clone();
-    n.server_tls_cert_file = o.server_tls_cert_file.clone();
-    n.server_tls_protocols = o.server_tls_protocols;
-    n.server_tls_ciphers = o.server_tls_ciphers.clone();
 }
 
 #[cfg(test)]

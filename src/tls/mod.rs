@@ -1,6 +1,9 @@
 //! TLS with rustls (ring provider): the acceptor for clients (`client_tls_*`), the connector for
 //! PostgreSQL (`server_tls_*`), and tls-server-end-point channel-binding data for SCRAM-PLUS.
-//! Built once from the config at startup; certificate problems are reported then.
+//! Built from the config at startup and again at every reload (RELOAD, SIGHUP, admin SET): a
+//! side whose settings or files changed (a certificate renewed in place) is rebuilt, the other
+//! kept, so unchanged server TLS leaves the pools alone. A file that fails to load refuses the
+//! reload and keeps the running contexts.
 
 mod acceptor;
 mod connector;
@@ -74,25 +77,100 @@ pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 #[derive(Debug, Default)]
 pub struct TlsState {
     /// `None` when client_tls_sslmode = disable.
-    pub client: Option<ClientTls>,
+    pub client: Option<Arc<ClientTls>>,
     /// `None` when server_tls_sslmode = disable.
     pub server: Option<Arc<ServerTls>>,
+    /// Digests of what each side was built from (settings and file contents).
+    client_from: [u8; 32],
+    server_from: [u8; 32],
 }
 
 impl TlsState {
     /// Load certificates and keys named by the config and build both contexts.
     pub fn build(config: &Config) -> Result<TlsState, String> {
+        TlsState::default().rebuild(config).map(|(state, _)| state)
+    }
+
+    /// The contexts for `config`: a side whose settings and files are what it was built from
+    /// is kept (the same `Arc`), the other built anew. Also says which sides were rebuilt.
+    pub fn rebuild(&self, config: &Config) -> Result<(TlsState, Rebuilt), String> {
         let s = &config.settings;
+        let client_from = digest(
+            config,
+            &(
+                s.client_tls_sslmode,
+                s.client_tls_protocols,
+                &s.client_tls_ciphers,
+            ),
+            [
+                &s.client_tls_cert_file,
+                &s.client_tls_key_file,
+                &s.client_tls_ca_file,
+            ],
+        );
+        let server_from = digest(
+            config,
+            &(
+                s.server_tls_sslmode,
+                s.server_tls_protocols,
+                &s.server_tls_ciphers,
+            ),
+            [
+                &s.server_tls_cert_file,
+                &s.server_tls_key_file,
+                &s.server_tls_ca_file,
+            ],
+        );
+        let rebuilt = Rebuilt {
+            client: client_from != self.client_from,
+            server: server_from != self.server_from,
+        };
         let client = match s.client_tls_sslmode {
+            _ if !rebuilt.client => self.client.clone(),
             SslMode::Disable => None,
-            mode => Some(ClientTls::build(config, mode)?),
+            mode => Some(Arc::new(ClientTls::build(config, mode)?)),
         };
         let server = match s.server_tls_sslmode {
+            _ if !rebuilt.server => self.server.clone(),
             SslMode::Disable => None,
             mode => Some(Arc::new(ServerTls::build(config, mode)?)),
         };
-        Ok(TlsState { client, server })
+        let state = TlsState {
+            client,
+            server,
+            client_from,
+            server_from,
+        };
+        Ok((state, rebuilt))
     }
+}
+
+/// Which sides [`TlsState::rebuild`] built anew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub client: bool,
+    pub server: bool,
+}
+
+/// A digest of one side's settings and the contents of its files (unreadable: empty, and the
+/// build reports it).
+fn digest(
+    config: &Config,
+    settings: &impl std::fmt::Debug,
+    files: [&Option<String>; 3],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(format!("{settings:?}"));
+    for file in files {
+        h.update([0]);
+        if let Some(file) = file {
+            let path = config.resolve(file);
+            h.update(path.as_os_str().as_encoded_bytes());
+            h.update([0]);
+            h.update(std::fs::read(&path).unwrap_or_default());
+        }
+    }
+    h.finalize().into()
 }
 
 pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -188,5 +266,60 @@ mod tls_info_tests {
             no_group.to_string(),
             "TLSv1.2/TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
         );
+    }
+}
+
+#[cfg(test)]
+mod rebuild_tests {
+    use std::sync::Arc;
+
+    use super::TlsState;
+
+    fn ca_pem(cn: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    /// A reload that changes nothing keeps the contexts (so the pools stay); a file renewed in
+    /// place or a changed setting rebuilds that side only.
+    #[test]
+    fn only_what_changed_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let ini = dir.path().join("pgporter.ini");
+        std::fs::write(
+            &ini,
+            "[databases]\n[pgbouncer]\nserver_tls_sslmode = verify-ca\nserver_tls_ca_file = ca.pem\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca_pem("one")).unwrap();
+        let config = crate::config::load(&ini).unwrap();
+        let first = TlsState::build(&config).unwrap();
+        assert!(first.client.is_none());
+        let server = |s: &TlsState| Arc::clone(s.server.as_ref().unwrap());
+
+        let (same, rebuilt) = first.rebuild(&config).unwrap();
+        assert!(!rebuilt.client && !rebuilt.server);
+        assert!(Arc::ptr_eq(&server(&first), &server(&same)));
+
+        std::fs::write(dir.path().join("ca.pem"), ca_pem("two")).unwrap();
+        let (renewed, rebuilt) = same.rebuild(&config).unwrap();
+        assert!(rebuilt.server && !rebuilt.client);
+        assert!(!Arc::ptr_eq(&server(&same), &server(&renewed)));
+
+        let tls12 = config
+            .with_setting("server_tls_protocols", "tlsv1.2")
+            .unwrap()
+            .unwrap();
+        let (changed, rebuilt) = renewed.rebuild(&tls12).unwrap();
+        assert!(rebuilt.server);
+        assert!(!Arc::ptr_eq(&server(&renewed), &server(&changed)));
+
+        std::fs::write(dir.path().join("ca.pem"), "garbage").unwrap();
+        assert!(changed.rebuild(&tls12).is_err());
     }
 }

@@ -366,6 +366,68 @@ async fn server_tls_disable_stays_plaintext() {
     );
 }
 
+/// RELOAD (SIGHUP) reads the TLS files again: a certificate renewed in place (as cert-manager
+/// and CloudNativePG renew it) is served to the next client, channel binding included, and a
+/// changed server_tls_sslmode applies to new server connections. A TLS file that does not load
+/// refuses the reload and the running certificate stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_reads_renewed_certificates_and_server_tls_settings() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|_| {
+        Spec::new(format!(
+            "{}server_tls_sslmode = disable\n",
+            certs.client_tls("require")
+        ))
+    })
+    .await;
+    let renewed_dir = tempfile::tempdir().expect("tempdir");
+    let renewed = Pki::new(renewed_dir.path(), "renewed");
+    let leaf = renewed.server("porter-renewed");
+    let verified_by = |pki: &Pki| {
+        conn(
+            &fx,
+            &format!(
+                "sslmode=verify-full sslrootcert={} channel_binding=require",
+                pki.ca_file().display()
+            ),
+        )
+    };
+    assert_eq!(psql_ok(&verified_by(&certs.pki), SERVER_SSL).await, "f");
+    let err = psql_err(&verified_by(&renewed), "SELECT 1").await;
+    assert!(err.contains("certificate verify failed"), "{err}");
+
+    // Renew in place and switch the server side to TLS, then reload.
+    std::fs::copy(&leaf.cert, &certs.server.cert).expect("renew the certificate");
+    std::fs::copy(&leaf.key, &certs.server.key).expect("renew the key");
+    let ini = std::fs::read_to_string(fx.porter.ini_path()).expect("ini");
+    let ini = ini.replace(
+        "server_tls_sslmode = disable\n",
+        "server_tls_sslmode = require\n",
+    );
+    std::fs::write(fx.porter.ini_path(), ini).expect("ini");
+    let stats = &fx.porter.shared().stats;
+    let reloads = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    let ok_before = reloads(&stats.reloads_ok);
+    fx.porter.control(pgporter::Control::Reload);
+    crate::ops::eventually("reloaded", || async {
+        reloads(&stats.reloads_ok) > ok_before
+    })
+    .await;
+    assert_eq!(psql_ok(&verified_by(&renewed), SERVER_SSL).await, "t");
+    let err = psql_err(&verified_by(&certs.pki), "SELECT 1").await;
+    assert!(err.contains("certificate verify failed"), "{err}");
+
+    // A broken certificate file: the reload is refused, the renewed certificate stays.
+    std::fs::write(&certs.server.cert, "not a certificate\n").expect("break the file");
+    let failed_before = reloads(&stats.reloads_failed);
+    fx.porter.control(pgporter::Control::Reload);
+    crate::ops::eventually("reload refused", || async {
+        reloads(&stats.reloads_failed) > failed_before
+    })
+    .await;
+    assert_eq!(psql_ok(&verified_by(&renewed), "SELECT 1").await, "1");
+}
+
 /// A TLS client trusting `ca`, offering ALPN "postgresql".
 fn tls_client(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
     let mut config = tls_client_config(ca);
