@@ -5,6 +5,7 @@
 //! Reload builds a new snapshot the same way and swaps it in whole ([`ConfigHandle`]).
 
 mod cidr;
+mod ciphers;
 mod databases;
 pub mod diff;
 pub mod hba;

@@ -85,46 +85,13 @@ pub(super) fn parse_protocols(v: &str) -> Result<TlsProtocols, String> {
     Ok(p)
 }
 
-/// Cipher suites: PgBouncer's keywords (`default`, `secure`, `fast`, `normal`, `all`) mean the
-/// crypto provider's default list; otherwise a `:`/`,`-separated list of suite names as rustls
-/// spells them (`TLS13_AES_256_GCM_SHA384`, `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`).
-/// OpenSSL cipher strings cannot be expressed and are rejected with this explanation.
+/// Cipher suites: every suite rustls has, or those named (rustls's names), read from PgBouncer's
+/// keywords or an OpenSSL cipher string (see `ciphers`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum TlsCiphers {
     #[default]
     Default,
     Named(Vec<String>),
-}
-
-pub(super) fn parse_ciphers(v: &str) -> Result<TlsCiphers, String> {
-    let words: Vec<&str> = v.split([',', ':', ' ']).filter(|w| !w.is_empty()).collect();
-    if words.is_empty()
-        || words.iter().all(|w| {
-            matches!(
-                w.to_ascii_lowercase().as_str(),
-                "default" | "secure" | "fast" | "normal" | "all" | "high"
-            )
-        })
-    {
-        return Ok(TlsCiphers::Default);
-    }
-    let known: Vec<&str> = rustls::crypto::ring::ALL_CIPHER_SUITES
-        .iter()
-        .filter_map(|s| s.suite().as_str())
-        .collect();
-    let mut names = Vec::new();
-    for w in words {
-        let upper = w.to_ascii_uppercase();
-        if !known.contains(&upper.as_str()) {
-            return Err(format!(
-                "unknown cipher suite {w:?}: pgporter uses rustls, which takes suite names like \
-                 TLS13_AES_256_GCM_SHA384 (known: {}), or default/secure/fast/normal/all",
-                known.join(", ")
-            ));
-        }
-        names.push(upper);
-    }
-    Ok(TlsCiphers::Named(names))
 }
 
 /// PgBouncer's default `auth_query`.
@@ -156,11 +123,5 @@ mod tests {
         );
         assert!(parse_protocols("tlsv1.0,tlsv1.1").is_err());
         assert!(parse_protocols("sslv3").is_err());
-        assert_eq!(parse_ciphers("fast"), Ok(TlsCiphers::Default));
-        assert_eq!(
-            parse_ciphers("tls13_aes_256_gcm_sha384"),
-            Ok(TlsCiphers::Named(vec!["TLS13_AES_256_GCM_SHA384".into()]))
-        );
-        assert!(parse_ciphers("HIGH:!aNULL:!MD5").is_err());
     }
 }

@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
+use super::ciphers::parse_ciphers;
 use super::identity::{parse_audit_statements, parse_custom_guc, parse_positive};
 pub use super::identity::{AuditSettings, AuditStatements, IdentitySettings};
 use super::limits::{parse_pool_share, PoolShare};
 use super::security::{
-    parse_ciphers, parse_protocols, parse_sslmode, SslMode, TlsCiphers, TlsProtocols,
-    DEFAULT_AUTH_QUERY,
+    parse_protocols, parse_sslmode, SslMode, TlsCiphers, TlsProtocols, DEFAULT_AUTH_QUERY,
 };
 use super::{Cidr, ConfigError, ConfigWarning, RawIni};
 

@@ -168,6 +168,38 @@ async fn show_clients_and_servers_name_the_tls_in_use() {
     assert_eq!(column(&clients, "C|"), vec![String::new()], "{clients}");
 }
 
+/// An OpenSSL cipher string from a pgbouncer.ini works: with TLS 1.2 only, the one suite an
+/// OpenSSL name picks is the one negotiated (SHOW CLIENTS `tls`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_cipher_strings_choose_the_suite() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|names| {
+        Spec::new(format!(
+            "{}client_tls_protocols = tlsv1.2\n\
+             client_tls_ciphers = ECDHE-ECDSA-CHACHA20-POLY1305:!aNULL:!MD5\n\
+             server_tls_ciphers = HIGH:!aNULL:!MD5\nadmin_users = {}\n",
+            certs.client_tls("require"),
+            names.user
+        ))
+    })
+    .await;
+    let admin = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname=pgbouncer sslmode=require",
+        fx.porter.port(),
+        fx.user,
+        fx.password
+    );
+    let clients = psql_ok(&admin, "SHOW CLIENTS").await;
+    assert!(
+        clients.contains("|TLSv1.2/TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
+        "{clients}"
+    );
+    assert_eq!(
+        psql_ok(&conn(&fx, "sslmode=require"), SERVER_SSL).await,
+        "t"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_client_refused_under_require() {
     let certs = Certs::new();
