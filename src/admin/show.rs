@@ -107,7 +107,10 @@ fn databases(s: &Snapshot) -> ResultSet {
             s.config.reserve_pool_size(name).into(),
             u64::from(u32::try_from(set.server_lifetime.as_secs()).unwrap_or(u32::MAX)).into(),
             db.pool_mode.map(|_| POOL_MODE).into(),
-            db.load_balance_hosts.as_str().into(),
+            // As PgBouncer: only for an entry with more than one host.
+            (db.hosts.len() > 1)
+                .then(|| db.load_balance_hosts.as_str())
+                .into(),
             db.max_db_connections
                 .unwrap_or(set.max_db_connections)
                 .into(),

@@ -122,6 +122,9 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
     assert_eq!(pool.get("cl_active"), Some("1"));
     assert_eq!(pool.get("sv_active"), Some("1"));
     assert_eq!(pool.get("pool_mode"), Some("session"));
+    // As PgBouncer, load_balance_hosts is shown only for an entry with several hosts.
+    let dbs = rows(&admin, "SHOW DATABASES").await;
+    assert_eq!(find(&dbs, "name", &ops.db).get("load_balance_hosts"), None);
 
     let stats = rows(&admin, "SHOW STATS").await;
     assert_eq!(
