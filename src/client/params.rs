@@ -109,16 +109,6 @@ impl ClientParams {
         })
     }
 
-    /// The application_name the client asked for (decorated), if any. A new server connection
-    /// starts with it: application_name is reported, so pgporter always knows the value in
-    /// effect and sets it right for every later client, and the next client of the same
-    /// application (most are) needs no SET after the reset returns it to this value.
-    pub(super) fn application_name(&self) -> Option<&str> {
-        self.wanted()
-            .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
-            .map(|(_, v)| v)
-    }
-
     /// The parameters, in the client's order.
     pub(super) fn wanted(&self) -> impl Iterator<Item = (&str, &str)> {
         let mut parts = self.packed.split_terminator('\0');

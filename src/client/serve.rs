@@ -562,17 +562,11 @@ pub(super) async fn acquire(
             }
             let (identity, user) = (&config.settings.identity, session.identity());
             let tag = crate::identity::tag_key(identity, user, info.ip);
-            // A new server connection carries the identity tag and, of this client's own,
-            // only its application_name (see `ClientParams::application_name`): startup
-            // values are what RESET ALL / DISCARD ALL return to for every later client. The
-            // client's other parameters are SET on it (`ClientParams::apply`).
-            let params = || {
-                let mut params = crate::identity::tag_params(identity, user, info.ip);
-                if let Some(app) = session.params.application_name() {
-                    params.push(("application_name".to_string(), app.to_string()));
-                }
-                params
-            };
+            // A new server connection carries the identity tag and none of this client's own
+            // parameters: startup values are what RESET ALL / DISCARD ALL return to, for this
+            // client and every later one (a client's own RESET ALL brought back an earlier
+            // client's application_name). They are SET on it (`ClientParams::apply`).
+            let params = || crate::identity::tag_params(identity, user, info.ip);
             let server = match pool.checkout(user, tag.as_ref(), &params, left()).await {
                 Ok(server) => server,
                 // A reload replaced the pool while this client was queued: queue at the new one.

@@ -268,6 +268,30 @@ async fn application_name_is_set_ahead_of_the_first_request() {
     );
 }
 
+/// A client's own RESET ALL / DISCARD ALL / RESET application_name returns application_name
+/// to the connection's login value (empty here, as through PgBouncer), never to an earlier
+/// client's: server connections are not opened with a client's application_name (they were,
+/// and asyncpg's pool reset or psycopg2's reset() then showed another person's application).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_never_brings_back_an_earlier_clients_application_name() {
+    let f = Fixture::new(1).await;
+    let (mut a, _) = raw_with(&f, &[("application_name", "earlier-app")]).await;
+    assert_eq!(a.rows("SHOW application_name").await.0, ["earlier-app"]);
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for reset in ["RESET ALL", "DISCARD ALL", "RESET application_name"] {
+        for params in [&[("application_name", "later-app")][..], &[]] {
+            let (mut b, _) = raw_with(&f, params).await;
+            let (_, _, error) = b.rows(reset).await;
+            assert_eq!(error, None, "{reset}");
+            let (rows, _, _) = b.rows("SHOW application_name").await;
+            assert_eq!(rows, [""], "after {reset} with {params:?}");
+            drop(b);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 /// A cancel for a client that leaves right after sending it must not reach the next client of
 /// the same server connection: the connection is not reset and handed on while the cancel is
 /// still being delivered. (A regression guard: with the release build the race hit the next
