@@ -284,17 +284,25 @@ impl Snapshot {
             .collect()
     }
 
+    /// The users PgBouncer would list: auth_file's, `[users]`', and those known only from a
+    /// login (auth_query) or a pool (a forced user), sorted.
+    pub fn users(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = (self.config.userlist.keys())
+            .chain(self.config.users.keys())
+            .map(String::as_str)
+            .chain(self.pools.iter().map(|p| p.user.as_str()))
+            .chain(self.clients.iter().filter(|c| !c.admin).map(|c| &*c.user))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// SHOW LISTS' rows (also pgbouncer_exporter's list gauges).
     pub fn lists(&self) -> [(&'static str, u64); 14] {
-        let users: std::collections::BTreeSet<&String> = self
-            .config
-            .userlist
-            .keys()
-            .chain(self.config.users.keys())
-            .collect();
         [
             ("databases", self.databases().len() as u64),
-            ("users", users.len() as u64),
+            ("users", self.users().len() as u64),
             ("peers", 0),
             ("pools", self.pools.len() as u64),
             ("peer_pools", 0),

@@ -332,24 +332,16 @@ fn users(s: &Snapshot) -> ResultSet {
         ("current_client_connections", Int4),
     ]);
     let set = &s.config.settings;
-    let mut names: Vec<&String> = s
-        .config
-        .userlist
-        .keys()
-        .chain(s.config.users.keys())
-        .collect();
-    names.sort();
-    names.dedup();
-    for name in names {
+    for name in s.users() {
         let entry = s.config.users.get(name);
-        let servers = s.servers.iter().filter(|v| &v.user == name).count() as u64;
+        let servers = s.servers.iter().filter(|v| v.user == name).count() as u64;
         let clients = s
             .clients
             .iter()
-            .filter(|c| !c.admin && *c.user == **name)
+            .filter(|c| !c.admin && *c.user == *name)
             .count() as u64;
         rs.push(vec![
-            name.as_str().into(),
+            name.into(),
             "".into(),
             "".into(),
             entry.and_then(|e| e.pool_mode).map(|_| POOL_MODE).into(),

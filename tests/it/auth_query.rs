@@ -11,7 +11,9 @@ async fn user_missing_from_auth_file_is_looked_up() {
     let fx = Fixture::custom(|_| Spec {
         // Only the auth_user is listed.
         userlist: Some(fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD)])),
-        ..Spec::new(format!("auth_user = {SUPERUSER}\n"))
+        ..Spec::new(format!(
+            "auth_user = {SUPERUSER}\nadmin_users = {SUPERUSER}\n"
+        ))
     })
     .await;
     let client = fx.connect().await;
@@ -20,6 +22,37 @@ async fn user_missing_from_auth_file_is_looked_up() {
         .await
         .expect("query as a user found by auth_query");
     assert_eq!(row.get::<_, String>(0), fx.user);
+    // As PgBouncer, SHOW USERS and SHOW LISTS count the user auth_query found.
+    let (admin, conn) = tokio_postgres::connect(
+        &fx.porter
+            .connstring(SUPERUSER, SUPERUSER_PASSWORD, "pgbouncer"),
+        NoTls,
+    )
+    .await
+    .expect("console");
+    tokio::spawn(conn);
+    let names = |msgs: Vec<tokio_postgres::SimpleQueryMessage>, column: usize| -> Vec<String> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(format!(
+                    "{}={}",
+                    r.get(0).unwrap_or(""),
+                    r.get(column).unwrap_or("")
+                )),
+                _ => None,
+            })
+            .collect()
+    };
+    let users = names(
+        admin.simple_query("SHOW USERS").await.expect("SHOW USERS"),
+        7,
+    );
+    assert!(users.contains(&format!("{}=1", fx.user)), "{users:?}");
+    let lists = names(
+        admin.simple_query("SHOW LISTS").await.expect("SHOW LISTS"),
+        1,
+    );
+    assert!(lists.contains(&"users=2".to_string()), "{lists:?}");
 
     for (user, password) in [(fx.user.as_str(), "wrong"), ("no_such_role_here", "x")] {
         let err = tokio::time::timeout(
