@@ -5,19 +5,21 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use tokio::time::{timeout, Duration};
+use tokio::time::{timeout, Duration, Instant};
 
 use super::{Pool, PoolSettings};
 use crate::server::{QueryOutcome, ServerConn};
 
 impl Pool {
     /// `conn`, lent after `idle_for` on the idle list (None: newly opened), if it can serve;
-    /// else it is handed back (still counted and held) for the caller to discard.
+    /// else it is handed back (still counted and held) for the caller to discard. The check
+    /// gives up at server_reset_timeout, or at the client's `deadline` if that comes first.
     pub(super) async fn checked(
         &self,
         mut conn: ServerConn,
         idle_for: Option<Duration>,
         settings: &PoolSettings,
+        deadline: Option<Instant>,
     ) -> Result<ServerConn, ServerConn> {
         if !self.hosts.accepts(conn.tag.as_ref()) || conn.spoke_while_idle() {
             return Err(conn);
@@ -35,11 +37,16 @@ impl Pool {
             conn: Some(conn),
         };
         let conn = lent.conn.as_mut().expect("set above");
-        let outcome = timeout(
-            settings.reset_timeout,
-            crate::server::simple_query(conn, sql),
-        )
-        .await;
+        // At least a moment, so a healthy connection checked as the wait ends is not closed
+        // for being asked too late.
+        let limit = match deadline {
+            Some(d) => settings.reset_timeout.min(
+                d.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100)),
+            ),
+            None => settings.reset_timeout,
+        };
+        let outcome = timeout(limit, crate::server::simple_query(conn, sql)).await;
         let passed = match outcome {
             Ok(Ok(QueryOutcome::Done(b'I'))) => true,
             Ok(Ok(QueryOutcome::Done(status))) => {

@@ -24,6 +24,11 @@ impl Pool {
     /// carry it to a new connection). An idle connection with that tag is preferred; else a
     /// new one in a free slot; else (pool full) a connection of another tag is closed and a
     /// tagged one connected in its slot.
+    ///
+    /// `wait` bounds the whole checkout, server_check_query on idle connections included: a
+    /// host that vanished without closing its sockets leaves idle connections that each take
+    /// server_reset_timeout to give up on, and a client tried them one after the other (75 s
+    /// for five, under query_wait_timeout = 10).
     pub async fn checkout(
         &self,
         identity: &Identity,
@@ -31,16 +36,21 @@ impl Pool {
         extra_params: super::ConnectParams<'_>,
         wait: Option<Duration>,
     ) -> Result<ServerConn, PoolError> {
+        let deadline = wait.map(|w| Instant::now() + w);
         loop {
             let settings = self.settings();
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let (conn, idle_for) = self
-                .checkout_one(identity, tag, extra_params, wait, &settings)
+                .checkout_one(identity, tag, extra_params, left, &settings)
                 .await?;
-            match self.checked(conn, idle_for, &settings).await {
+            match self.checked(conn, idle_for, &settings, deadline).await {
                 Ok(conn) => return Ok(conn),
                 Err(conn) => {
                     tracing::debug!(pid = conn.pid(), host = %conn.addr, "closing a stale idle server connection");
                     self.discard(conn).await;
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(PoolError::WaitTimeout(Blocker::PoolSize));
+                    }
                 }
             }
         }

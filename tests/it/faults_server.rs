@@ -195,7 +195,8 @@ pub(crate) async fn served_by(fx: &Fixture) -> i32 {
 /// it was handed out and the client hung.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_backend_that_stopped_answering_fails_the_check() {
-    let fx = Fixture::with_settings(2, "server_check_delay = 0\nserver_reset_timeout = 3").await;
+    // The check gives up (1 s) before the client's wait does (query_wait_timeout = 2).
+    let fx = Fixture::with_settings(2, "server_check_delay = 0\nserver_reset_timeout = 1").await;
     let pid = served_by(&fx).await;
     pool_at_baseline(&fx, 2).await;
     signal(pid, "-STOP");
@@ -218,6 +219,41 @@ async fn idle_backend_that_stopped_answering_fails_the_check() {
     let next = next.expect("the next client hung on the stopped backend");
     assert_ne!(next, pid, "the stopped backend was handed out");
     recovered(&fx, 2).await;
+}
+
+/// query_wait_timeout bounds the checks too: with every idle connection on a host that
+/// stopped answering, a client waited server_reset_timeout for each in turn (75 s for five
+/// under query_wait_timeout = 10; here 3 x 30 s, past HANG); it gets PgBouncer's
+/// `query_wait_timeout` when its wait is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_of_stopped_backends_end_at_query_wait_timeout() {
+    let fx = Fixture::with_settings(
+        3,
+        "server_check_delay = 0\nserver_reset_timeout = 30\nquery_wait_timeout = 2",
+    )
+    .await;
+    let clients = futures_util::future::join_all((0..3).map(|_| fx.connect())).await;
+    let mut pids = Vec::new();
+    for c in &clients {
+        let row = c.query_one("select pg_backend_pid()", &[]).await.unwrap();
+        pids.push(row.get::<_, i32>(0));
+    }
+    drop(clients);
+    pool_at_baseline(&fx, 3).await;
+    pids.iter().for_each(|pid| signal(*pid, "-STOP"));
+    let outcome = timeout(HANG, async {
+        let c = fx.connect().await;
+        c.simple_query("select 1").await.map(|_| ())
+    })
+    .await;
+    pids.iter().for_each(|pid| signal(*pid, "-CONT"));
+    let err = outcome
+        .expect("the client waited out one check after another")
+        .expect_err("served by a stopped backend");
+    let db = err.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code().code(), "08P01", "{db:?}");
+    assert!(db.message().contains("query_wait_timeout"), "{db:?}");
+    recovered(&fx, 3).await;
 }
 
 /// The check runs only past the delay: with the default 30 s an idle connection is reused
