@@ -142,13 +142,28 @@ impl Pool {
     }
 
     /// A clean, reset connection comes back: to the best waiter, else onto the idle list (or
-    /// closed if the pool is over its limits).
+    /// closed if the pool is over its limits). When a client of another pool sharing a full
+    /// max_db_connections / max_user_connections has waited longer than this pool's waiters,
+    /// the connection is closed instead and its slot goes to that client.
     pub(super) fn checkin(&self, mut conn: ServerConn) {
         let holder = conn.holder.take();
         conn.conn.shrink();
         // Idle from now: server_idle_timeout and server_check_delay count from here.
         conn.last_used = Instant::now();
         let settings = self.settings();
+        // Asked before taking the lock: the siblings' locks are taken on the way.
+        let owed = (self.oldest_waiter()).is_some_and(|t| self.limits.owed_elsewhere(&self.key, t));
+        if owed {
+            tracing::debug!(pid = conn.pid(), pool = ?self.key, "a client of another pool waited longer for the shared limit: closing the connection for it");
+            let mut inner = self.lock();
+            if let Some(h) = &holder {
+                inner.holders.sub(h);
+            }
+            self.drop_slot(&mut inner, 1);
+            drop(inner);
+            self.settle(vec![conn]);
+            return;
+        }
         let close = {
             let mut inner = self.lock();
             if let Some(h) = &holder {

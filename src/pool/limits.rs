@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use tokio::time::Duration;
+use tokio::time::{Duration, Instant};
 
 use super::rejections::Rejections;
 use super::waiters::Order;
@@ -246,6 +246,29 @@ impl Limits {
         if held_back && pool.evict_one_idle() {
             tracing::debug!(pool = ?key, "closed an idle server connection for a client held back by a shared limit");
         }
+    }
+
+    /// A connection of `key`'s pool comes back while that pool has clients waiting since
+    /// `own_oldest`: is a client of a sibling pool owed its slot? True when one has waited
+    /// longer, held back by the max_db_connections / max_user_connections this connection
+    /// counts against: the pools sharing a limit are then served first come, first served
+    /// (handing it to the pool's own next client starved the sibling for as long as its own
+    /// clients kept coming).
+    pub(super) fn owed_elsewhere(&self, key: &PoolKey, own_oldest: Instant) -> bool {
+        self.siblings(key, true, true).into_iter().any(|sibling| {
+            if sibling.oldest_waiter().map_or(true, |t| t >= own_oldest) {
+                return false;
+            }
+            let lim = self.resolve(&sibling.key, &sibling.settings());
+            if sibling.counts().total >= lim.cap(false) {
+                return false;
+            }
+            match self.room(&sibling.key, &lim).open {
+                Err(Blocker::MaxDbConnections) => sibling.key.db == key.db,
+                Err(Blocker::MaxUserConnections) => sibling.key.user == key.user,
+                _ => false,
+            }
+        })
     }
 
     /// A client of `key`'s pool waits on a cross-pool limit: close one idle connection of

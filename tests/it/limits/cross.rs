@@ -72,6 +72,76 @@ async fn max_db_connections_holds_across_pools() {
     assert_eq!(backends(cluster, Some(&u2), Some(&db)).await, 1);
 }
 
+/// Pools sharing a full max_db_connections are served first come, first served: a connection
+/// coming back goes to the other pool's client that waited longer, not to its own pool's newer
+/// client (the other pool starved for as long as this one's clients kept coming).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_sharing_a_full_limit_are_served_first_come_first_served() {
+    let cluster = cluster().await;
+    let (u1, u2, db) = (
+        cluster.unique_name("u"),
+        cluster.unique_name("u"),
+        cluster.unique_name("db"),
+    );
+    cluster.create_role(&u1, PASSWORD).await;
+    cluster.create_role(&u2, PASSWORD).await;
+    cluster.create_database(&db, &u1).await;
+    let line = format!("{db} = host=127.0.0.1 port={}", cluster.port());
+    let settings = format!("{}max_db_connections = 2\n", base_settings(5, "60"));
+    let porter = spawn_pgporter(
+        &ini(&[line], &settings, ""),
+        &userlist(&[(&u1, PASSWORD), (&u2, PASSWORD)]),
+    )
+    .await;
+    let waiting = |user: &str| {
+        let user = user.to_string();
+        let shared = porter.shared();
+        move || {
+            let n: u32 = (shared.pools.all().iter())
+                .filter(|p| *p.key.user == *user)
+                .map(|p| p.counts().waiting)
+                .sum();
+            async move { n == 1 }
+        }
+    };
+    // u2's pool has met the server once (its first client's login waits for a connection).
+    let c = try_connect(&connstring(&porter, &u2, &db))
+        .await
+        .expect("u2");
+    select1(&c).await.expect("u2's first query");
+    drop(c);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let c = try_connect(&connstring(&porter, &u1, &db))
+            .await
+            .expect("u1");
+        select1(&c).await.expect("u1 holds a slot");
+        held.push(c);
+    }
+    let queued = |user: &str| {
+        let cs = connstring(&porter, user, &db);
+        tokio::spawn(async move {
+            let c = try_connect(&cs).await.expect("login");
+            select1(&c).await.map(|()| c)
+        })
+    };
+    let other = queued(&u2);
+    eventually("u2's client waits", waiting(&u2)).await;
+    let newer = queued(&u1);
+    eventually("u1's newer client waits", waiting(&u1)).await;
+    drop(held.remove(0));
+    let other = tokio::time::timeout(crate::support::HANG, other)
+        .await
+        .expect("u2's client, first in line, was passed over")
+        .expect("join")
+        .expect("u2's query");
+    assert!(!newer.is_finished(), "u1's newer client was served first");
+    drop(held);
+    newer.await.expect("join").expect("u1's newer client, next");
+    assert!(backends(cluster, None, Some(&db)).await <= 2);
+    drop(other);
+}
+
 /// One backend user's pools on two databases share max_user_connections ([users] override).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_user_connections_holds_across_pools() {
