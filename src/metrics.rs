@@ -314,26 +314,28 @@ fn pgbouncer_compat(s: &Snapshot) {
     }
     for (db, t, _) in &s.stats {
         let l = [("database", db.clone())];
-        counter!("pgbouncer_stats_queries_pooled_total", &l).absolute(t.query_count);
-        counter!("pgbouncer_stats_sql_transactions_pooled_total", &l).absolute(t.xact_count);
-        counter!("pgbouncer_stats_received_bytes_total", &l).absolute(t.received);
-        counter!("pgbouncer_stats_sent_bytes_total", &l).absolute(t.sent);
-        counter!("pgbouncer_stats_server_assignments_total", &l)
-            .absolute(t.server_assignment_count);
-        // Session mode relays prepared statements untouched: nothing of pgporter's to count.
-        for name in [
-            "pgbouncer_stats_client_parses_total",
-            "pgbouncer_stats_server_parses_total",
-            "pgbouncer_stats_binds_total",
-        ] {
-            counter!(name, &l).absolute(0);
-        }
-        // Float-valued totals: the metrics crate's counters are integers, so these are gauges
-        // that only grow (rate() works the same).
+        // Session mode relays prepared statements untouched: nothing of pgporter's to count
+        // as parses and binds.
+        let counts = [
+            t.query_count,
+            t.xact_count,
+            t.received,
+            t.sent,
+            t.server_assignment_count,
+            0,
+            0,
+            0,
+        ];
         let secs = |us: u64| us as f64 / 1e6;
-        gauge!("pgbouncer_stats_queries_duration_seconds_total", &l).set(secs(t.query_time_us));
-        gauge!("pgbouncer_stats_server_in_transaction_seconds_total", &l).set(secs(t.xact_time_us));
-        gauge!("pgbouncer_stats_client_wait_seconds_total", &l).set(secs(t.wait_time_us));
+        let times = [t.query_time_us, t.xact_time_us, t.wait_time_us].map(secs);
+        for prefix in STATS_PREFIXES {
+            for ((suffix, _), v) in STATS_COUNTERS.iter().zip(counts) {
+                counter!(format!("{prefix}{suffix}"), &l).absolute(v);
+            }
+            for ((suffix, _), v) in STATS_SECONDS.iter().zip(times) {
+                gauge!(format!("{prefix}{suffix}"), &l).set(v);
+            }
+        }
     }
     let set = &s.config.settings;
     for (name, db) in s.databases() {
@@ -461,18 +463,6 @@ fn describe_pgbouncer() {
             "Server connections a cancel request is being sent for",
         ),
         (
-            "pgbouncer_stats_queries_duration_seconds_total",
-            "Total time spent on queries",
-        ),
-        (
-            "pgbouncer_stats_server_in_transaction_seconds_total",
-            "Total time server connections spent in transactions",
-        ),
-        (
-            "pgbouncer_stats_client_wait_seconds_total",
-            "Time clients spent waiting for a server",
-        ),
-        (
             "pgbouncer_databases_current_connections",
             "Current server connections of the database",
         ),
@@ -526,47 +516,64 @@ fn describe_pgbouncer() {
             "Configured max_user_connections",
         ),
     ];
-    const COUNTERS: &[(&str, &str)] = &[
-        (
-            "pgbouncer_stats_queries_pooled_total",
-            "Total SQL queries pooled",
-        ),
-        (
-            "pgbouncer_stats_sql_transactions_pooled_total",
-            "Total SQL transactions pooled",
-        ),
-        (
-            "pgbouncer_stats_received_bytes_total",
-            "Total bytes received from clients",
-        ),
-        (
-            "pgbouncer_stats_sent_bytes_total",
-            "Total bytes sent to clients",
-        ),
-        (
-            "pgbouncer_stats_server_assignments_total",
-            "Total times a server was assigned to a client",
-        ),
-        (
-            "pgbouncer_stats_client_parses_total",
-            "Total Parse messages from clients",
-        ),
-        (
-            "pgbouncer_stats_server_parses_total",
-            "Total Parse messages sent to servers",
-        ),
-        (
-            "pgbouncer_stats_binds_total",
-            "Total Bind messages from clients",
-        ),
-    ];
+    const COUNTERS: &[(&str, &str)] = &[];
     for (name, help) in GAUGES {
         describe_gauge!(*name, *help);
     }
     for (name, help) in COUNTERS {
         describe_counter!(*name, *help);
     }
+    for prefix in STATS_PREFIXES {
+        for (suffix, help) in STATS_COUNTERS {
+            describe_counter!(format!("{prefix}{suffix}"), help);
+        }
+        for (suffix, help) in STATS_SECONDS {
+            describe_gauge!(format!("{prefix}{suffix}"), help);
+        }
+    }
 }
+
+/// The SHOW STATS totals per database, under pgbouncer_exporter's names before 0.11
+/// (`pgbouncer_stats_*`) and since (`pgbouncer_stats_totals_*`, from SHOW STATS_TOTALS):
+/// dashboards are built on either.
+const STATS_PREFIXES: [&str; 2] = ["pgbouncer_stats_", "pgbouncer_stats_totals_"];
+
+const STATS_COUNTERS: [(&str, &str); 8] = [
+    ("queries_pooled_total", "Total SQL queries pooled"),
+    (
+        "sql_transactions_pooled_total",
+        "Total SQL transactions pooled",
+    ),
+    ("received_bytes_total", "Total bytes received from clients"),
+    ("sent_bytes_total", "Total bytes sent to clients"),
+    (
+        "server_assignments_total",
+        "Total times a server was assigned to a client",
+    ),
+    ("client_parses_total", "Total Parse messages from clients"),
+    (
+        "server_parses_total",
+        "Total Parse messages sent to servers",
+    ),
+    ("binds_total", "Total Bind messages from clients"),
+];
+
+/// Float-valued totals: the metrics crate's counters are integers, so these are gauges that
+/// only grow (rate() works the same).
+const STATS_SECONDS: [(&str, &str); 3] = [
+    (
+        "queries_duration_seconds_total",
+        "Total time spent on queries",
+    ),
+    (
+        "server_in_transaction_seconds_total",
+        "Total time server connections spent in transactions",
+    ),
+    (
+        "client_wait_seconds_total",
+        "Time clients spent waiting for a server",
+    ),
+];
 
 /// How often recorded histogram samples are folded in (see [`Metrics::upkeep`]).
 const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);

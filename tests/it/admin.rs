@@ -290,13 +290,20 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
         Some(5.0),
         "{page}"
     );
-    assert_eq!(
-        sample(
-            &page,
-            &format!("pgbouncer_stats_sql_transactions_pooled_total{{database=\"{db}\"}}")
-        ),
-        Some(5.0)
-    );
+    // Also under pgbouncer_exporter 0.11's names (from SHOW STATS_TOTALS), and described.
+    for name in [
+        "pgbouncer_stats_sql_transactions_pooled_total",
+        "pgbouncer_stats_totals_sql_transactions_pooled_total",
+        "pgbouncer_stats_totals_queries_pooled_total",
+    ] {
+        assert_eq!(
+            sample(&page, &format!("{name}{{database=\"{db}\"}}")),
+            Some(5.0),
+            "{name}"
+        );
+        assert!(page.contains(&format!("# TYPE {name} counter")), "{name}");
+    }
+    assert!(page.contains("# TYPE pgbouncer_stats_totals_client_wait_seconds_total gauge"));
     let u = &ops.user;
     assert_eq!(
         sample(
