@@ -30,8 +30,15 @@ pub use resultset::{ResultSet, Value};
 /// Names of the console's virtual database.
 pub const ADMIN_DATABASES: [&str; 2] = ["pgbouncer", "pgporter"];
 
-/// The version string of SHOW VERSION.
-pub const VERSION: &str = concat!("pgporter ", env!("CARGO_PKG_VERSION"));
+/// The version string of SHOW VERSION (and pgbouncer_version_info). It starts as PgBouncer's
+/// does, with the PgBouncer release whose console and metrics pgporter's follow: tools that pick their queries by
+/// the version they read there (Datadog's check, pg_exporter) took pgporter's own 0.1.0 for a
+/// PgBouncer older than 1.8.
+pub const VERSION: &str = concat!(
+    "PgBouncer 1.24.1 (pgporter ",
+    env!("CARGO_PKG_VERSION"),
+    ")"
+);
 
 pub fn is_admin_database(db: &str) -> bool {
     ADMIN_DATABASES.contains(&db)
@@ -59,17 +66,16 @@ pub enum AdminError {
 
 /// ParameterStatus values the console reports (psql and drivers look for these).
 const PARAMS: &[(&str, &str)] = &[
-    (
-        "server_version",
-        concat!(env!("CARGO_PKG_VERSION"), "/pgporter"),
-    ),
+    // PgBouncer's form, which tools recognise the console by.
+    ("server_version", "1.24.1/bouncer"),
     ("client_encoding", "UTF8"),
     ("server_encoding", "UTF8"),
     ("DateStyle", "ISO"),
     ("TimeZone", "UTC"),
     ("standard_conforming_strings", "on"),
     ("integer_datetimes", "on"),
-    ("is_superuser", "off"),
+    ("is_superuser", "on"),
+    ("default_transaction_isolation", "read committed"),
     ("application_name", ""),
 ];
 

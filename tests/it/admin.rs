@@ -225,11 +225,15 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
     assert_eq!(find(&lists, "list", "databases").get("items"), Some("1"));
     let state = rows(&admin, "SHOW STATE").await;
     assert_eq!(find(&state, "key", "active").get("value"), Some("yes"));
+    // PgBouncer's form, naming the release whose console this follows, then pgporter's own.
     let version = rows(&admin, "SHOW VERSION").await;
-    assert!(version[0]
-        .get("version")
-        .unwrap_or("")
-        .starts_with("pgporter"));
+    let version = version[0].get("version").unwrap_or("");
+    assert!(
+        version.starts_with("PgBouncer 1.24.1 (pgporter "),
+        "{version}"
+    );
+    let is_bouncer = rows(&admin, "SHOW server_version").await;
+    assert_eq!(is_bouncer[0].get("server_version"), Some("1.24.1/bouncer"));
     assert!(rows(&admin, "SHOW DNS_HOSTS").await.is_empty());
     let ids = rows(&admin, "SHOW IDENTITIES").await;
     assert_eq!(find(&ids, "identity", &ops.user).get("servers"), Some("1"));
@@ -355,7 +359,7 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
     // pgbouncer_exporter's SHOW LISTS gauges, version and HELP lines.
     assert_eq!(sample(&page, "pgbouncer_databases"), Some(1.0), "{page}");
     assert!(
-        page.contains("pgbouncer_version_info{version=\"pgporter "),
+        page.contains("pgbouncer_version_info{version=\"PgBouncer 1.24.1 (pgporter "),
         "{page}"
     );
     assert!(
