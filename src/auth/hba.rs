@@ -88,6 +88,7 @@ mod tests {
             _ => Err(format!("no file {name}")),
         })
         .unwrap()
+        .0
     }
 
     fn tcp(addr: &str, tls: bool) -> Transport {

@@ -1,13 +1,22 @@
-//! auth_hba_file: PgBouncer's subset of pg_hba.conf. Parsing only; matching is `auth::hba`.
+//! auth_hba_file: pg_hba.conf as PgBouncer reads it. Parsing only; matching is `auth::hba`.
 //!
 //! Record types `local`, `host`, `hostssl`, `hostnossl`. Database field: `all`, `sameuser`,
 //! names, `@file` (names read from a file next to the hba file). User field: `all`, names,
-//! `@file`; `+group` needs role membership that pgporter cannot see and is rejected at load, as
-//! PgBouncer does. Address: `all`, an IPv4/IPv6 address with `/prefix`, or address and mask
-//! columns; host names are not supported. Methods: trust, reject, md5, password,
-//! scram-sha-256, cert and peer (both with optional `map=NAME` for auth_ident_file; peer on
-//! `local` lines only).
-//! Quoted words lose their keyword meaning; `#` starts a comment; a trailing `\` continues a line.
+//! `@file`. Address: `all`, an IPv4/IPv6 address with `/prefix`, or address and mask columns.
+//! Methods: trust, reject, md5, password, scram-sha-256, cert and peer (both with optional
+//! `map=NAME` for auth_ident_file; peer on `local` lines only). Keywords are case-sensitive and
+//! lose their meaning when quoted, as in PostgreSQL; `#` starts a comment; a trailing `\`
+//! continues a line.
+//!
+//! A valid pg_hba.conf line that pgporter cannot apply as written does not stop the load (an
+//! operator points auth_hba_file at a copy of pg_hba.conf, and PgBouncer skips such lines): it
+//! is read the cautious way, with a warning, so that it never lets in a connection PostgreSQL
+//! would refuse. `replication` matches no pgporter connection (replication is refused); nor
+//! does a `hostgssenc` line, and `hostnogssenc` is `host`. A condition pgporter cannot evaluate
+//! (`+group` or `samerole` membership, `samehost`/`samenet`, a host name) holds for a `reject`
+//! line and fails for any other; a method or option it cannot carry out (`ident`, `ldap`,
+//! `clientcert=` ...) refuses the connections the line matches. A line that is not valid
+//! pg_hba.conf (`HOST`, `Trust`, a bad address) is an error, as PostgreSQL refuses the file.
 
 use std::net::IpAddr;
 
@@ -70,13 +79,15 @@ struct Word {
 }
 
 /// Parse the hba text; `read_include(name)` returns the contents of an `@name` file.
-/// Returns the rules or every problem as (line, message).
+/// Returns the rules and warnings about lines read the cautious way (see the module doc), or
+/// every error; each as (line, message).
 pub fn parse_hba(
     text: &str,
     read_include: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<Vec<HbaRule>, LineErrors> {
+) -> Result<(Vec<HbaRule>, LineErrors), LineErrors> {
     let mut rules = Vec::new();
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     for (line, logical) in logical_lines(text) {
         let fields = match split_fields(&logical) {
             Ok(f) => f,
@@ -89,12 +100,15 @@ pub fn parse_hba(
             continue;
         }
         match parse_rule(line, &fields, read_include) {
-            Ok(rule) => rules.push(rule),
+            Ok((rule, warning)) => {
+                rules.extend(rule);
+                warnings.extend(warning.map(|w| (line, w)));
+            }
             Err(e) => errors.push((line, e)),
         }
     }
     if errors.is_empty() {
-        Ok(rules)
+        Ok((rules, warnings))
     } else {
         Err(errors)
     }
@@ -180,35 +194,54 @@ fn single<'a>(field: Option<&'a Vec<Word>>, what: &str) -> Result<&'a Word, Stri
 }
 
 fn keyword(w: &Word, k: &str) -> bool {
-    !w.quoted && w.text.eq_ignore_ascii_case(k)
+    !w.quoted && w.text == k
 }
 
+/// What a line asks that pgporter cannot evaluate or carry out (see the module doc).
+#[derive(Default)]
+struct Caution {
+    /// Conditions that hold for a `reject` line and fail for any other.
+    unknown: Vec<String>,
+    /// A method or option that cannot be carried out: matching connections are refused.
+    refuse: Vec<String>,
+    /// Why the line matches no pgporter connection at all.
+    never: Vec<String>,
+}
+
+/// One line: the rule (None: it can match no pgporter connection) and a warning when it was
+/// read the cautious way.
 fn parse_rule(
     line: usize,
     fields: &[Vec<Word>],
     read_include: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<HbaRule, String> {
+) -> Result<(Option<HbaRule>, Option<String>), String> {
     let kind = single(fields.first(), "connection type")?;
-    let conn = match kind.text.to_ascii_lowercase().as_str() {
+    let mut caution = Caution::default();
+    let conn = match kind.text.as_str() {
         "local" => ConnType::Local,
-        "host" => ConnType::Host,
+        "host" | "hostnogssenc" => ConnType::Host,
         "hostssl" => ConnType::HostSsl,
         "hostnossl" => ConnType::HostNoSsl,
-        "hostgssenc" | "hostnogssenc" => return Err("GSSAPI encryption is not supported".into()),
+        "hostgssenc" => {
+            caution
+                .never
+                .push("hostgssenc (no GSSAPI encryption here)".into());
+            ConnType::Host
+        }
         other => return Err(format!("invalid connection type {other:?}")),
     };
-    let databases = names(fields.get(1), "database", true, read_include)?;
-    let users = names(fields.get(2), "user", false, read_include)?;
+    let databases = names(fields.get(1), "database", true, read_include, &mut caution)?;
+    let users = names(fields.get(2), "user", false, read_include, &mut caution)?;
     let mut rest = fields.get(3..).unwrap_or_default();
     let address = if conn == ConnType::Local {
         None
     } else {
-        let (address, used) = parse_address(rest)?;
+        let (address, used) = parse_address(rest, &mut caution)?;
         rest = rest.get(used..).unwrap_or_default();
         Some(address)
     };
     let method_word = single(rest.first(), "authentication method")?;
-    let method = match method_word.text.to_ascii_lowercase().as_str() {
+    let method = match method_word.text.as_str() {
         "trust" => HbaMethod::Trust,
         "reject" => HbaMethod::Reject,
         "md5" => HbaMethod::Md5,
@@ -216,7 +249,11 @@ fn parse_rule(
         "scram-sha-256" => HbaMethod::ScramSha256,
         "cert" => HbaMethod::Cert,
         "peer" => HbaMethod::Peer,
-        other => return Err(format!("unsupported authentication method {other:?}")),
+        m @ ("ident" | "gss" | "sspi" | "ldap" | "radius" | "pam" | "bsd") => {
+            caution.refuse.push(format!("method {m}"));
+            HbaMethod::Reject
+        }
+        other => return Err(format!("invalid authentication method {other:?}")),
     };
     if method == HbaMethod::Cert && conn != ConnType::HostSsl {
         return Err("cert authentication is only supported on hostssl lines".into());
@@ -228,11 +265,37 @@ fn parse_rule(
     for option in rest.get(1..).unwrap_or_default() {
         let option = single(Some(option), "option")?;
         match option.text.split_once('=') {
-            Some(("map", name)) if !name.is_empty() => map = Some(name.to_string()),
-            _ => return Err(format!("unsupported option {:?}", option.text)),
+            Some(("map", name))
+                if !name.is_empty() && matches!(method, HbaMethod::Cert | HbaMethod::Peer) =>
+            {
+                map = Some(name.to_string())
+            }
+            Some(_) if method == HbaMethod::Reject => {}
+            // What cert does anyway.
+            Some(("clientcert", "verify-full")) if method == HbaMethod::Cert => {}
+            Some(_) => caution.refuse.push(format!("option {}", option.text)),
+            None => return Err(format!("invalid option {:?}", option.text)),
         }
     }
-    Ok(HbaRule {
+    let method = if caution.refuse.is_empty() {
+        method
+    } else {
+        HbaMethod::Reject
+    };
+    // A line that refuses (`reject`, or a method pgporter cannot carry out) is read as
+    // matching more; any other as matching less.
+    let refusing = method == HbaMethod::Reject;
+    let databases = caution.settle(databases, refusing);
+    let users = caution.settle(users, refusing);
+    let address = match address {
+        None => Some(None),
+        Some(a) => caution.settle(a, refusing),
+    };
+    let warning = caution.warning(refusing);
+    let (Some(databases), Some(users), Some(address)) = (databases, users, address) else {
+        return Ok((None, warning));
+    };
+    let rule = HbaRule {
         line,
         conn,
         databases,
@@ -240,7 +303,73 @@ fn parse_rule(
         address,
         method,
         map,
-    })
+    };
+    Ok((Some(rule), warning))
+}
+
+impl Caution {
+    /// A field read with `unknown` conditions pending: for a refusing line they hold (the
+    /// field also matches everything), for another they fail (left out; None when nothing is
+    /// left).
+    fn settle<T: Settle>(&self, field: T, refusing: bool) -> Option<T> {
+        if !self.never.is_empty() {
+            return None;
+        }
+        field.settle(!self.unknown.is_empty() && refusing)
+    }
+
+    fn warning(&self, refusing: bool) -> Option<String> {
+        let list = |v: &[String]| v.join(", ");
+        if !self.never.is_empty() {
+            return Some(format!(
+                "{}: the line matches no connection here",
+                list(&self.never)
+            ));
+        }
+        let refused = (!self.refuse.is_empty()).then(|| {
+            format!(
+                "{} not supported: connections matching the line are refused",
+                list(&self.refuse)
+            )
+        });
+        match (self.unknown.is_empty(), refusing) {
+            (true, _) => refused,
+            (false, true) => Some(format!(
+                "{}{} cannot be evaluated here: taken as true for this refusing line",
+                refused.map(|r| r + "; ").unwrap_or_default(),
+                list(&self.unknown)
+            )),
+            (false, false) => Some(format!(
+                "{} cannot be evaluated here: taken as false, so the line lets no one in by it",
+                list(&self.unknown)
+            )),
+        }
+    }
+}
+
+/// A field with the conditions pgporter could not evaluate left out (see [`Caution::settle`]).
+trait Settle: Sized {
+    fn settle(self, widen: bool) -> Option<Self>;
+}
+
+impl Settle for Vec<NamePattern> {
+    fn settle(mut self, widen: bool) -> Option<Self> {
+        if widen {
+            self.push(NamePattern::All);
+        }
+        (!self.is_empty()).then_some(self)
+    }
+}
+
+impl Settle for Option<HbaAddress> {
+    /// `None`: an address pgporter could not evaluate.
+    fn settle(self, widen: bool) -> Option<Self> {
+        match self {
+            Some(a) => Some(Some(a)),
+            None if widen => Some(Some(HbaAddress::All)),
+            None => None,
+        }
+    }
 }
 
 fn names(
@@ -248,9 +377,11 @@ fn names(
     what: &str,
     database: bool,
     read_include: &dyn Fn(&str) -> Result<String, String>,
+    caution: &mut Caution,
 ) -> Result<Vec<NamePattern>, String> {
     let field = field.ok_or_else(|| format!("missing {what} field"))?;
     let mut out = Vec::new();
+    let mut replication = false;
     for w in field {
         if w.text.is_empty() && !w.quoted {
             return Err(format!("empty {what} name"));
@@ -259,12 +390,15 @@ fn names(
             out.push(NamePattern::All);
         } else if database && keyword(w, "sameuser") {
             out.push(NamePattern::SameUser);
-        } else if keyword(w, "samerole") || keyword(w, "samegroup") || keyword(w, "replication") {
-            return Err(format!("{:?} is not supported", w.text));
+        } else if database && keyword(w, "replication") {
+            // Only replication connections match it, and pgporter refuses those.
+            replication = true;
+        } else if database && (keyword(w, "samerole") || keyword(w, "samegroup")) {
+            caution
+                .unknown
+                .push(format!("{} (role membership)", w.text));
         } else if let Some(group) = w.text.strip_prefix('+').filter(|_| !w.quoted) {
-            return Err(format!(
-                "group membership (+{group}) is not supported: list the users or use @file"
-            ));
+            caution.unknown.push(format!("+{group} (role membership)"));
         } else if let Some(file) = w.text.strip_prefix('@').filter(|_| !w.quoted) {
             let text = read_include(file)?;
             for line in text.lines() {
@@ -280,36 +414,54 @@ fn names(
             out.push(NamePattern::Name(w.text.clone()));
         }
     }
+    if replication && out.is_empty() && caution.unknown.is_empty() {
+        caution
+            .never
+            .push("replication (pgporter refuses replication connections)".into());
+    }
     Ok(out)
 }
 
 /// `all`, `addr/prefix`, or `addr mask`; returns the address and how many fields it used.
-fn parse_address(fields: &[Vec<Word>]) -> Result<(HbaAddress, usize), String> {
+/// None: an address pgporter cannot evaluate (`samehost`, `samenet`, a host name), noted in
+/// `caution`.
+fn parse_address(
+    fields: &[Vec<Word>],
+    caution: &mut Caution,
+) -> Result<(Option<HbaAddress>, usize), String> {
     let word = single(fields.first(), "address")?;
     if keyword(word, "all") {
-        return Ok((HbaAddress::All, 1));
+        return Ok((Some(HbaAddress::All), 1));
     }
     if keyword(word, "samehost") || keyword(word, "samenet") {
-        return Err(format!("{:?} is not supported", word.text));
+        caution.unknown.push(format!("address {}", word.text));
+        return Ok((None, 1));
     }
     if let Some((addr, prefix)) = word.text.split_once('/') {
         let net: IpAddr = addr
             .parse()
-            .map_err(|_| format!("invalid IP address {addr:?} (host names are not supported)"))?;
+            .map_err(|_| format!("invalid IP address {addr:?}"))?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let prefix: u8 = prefix
             .parse()
             .ok()
             .filter(|p| *p <= max)
             .ok_or_else(|| format!("invalid CIDR mask {prefix:?}"))?;
-        return Ok((HbaAddress::Cidr { net, prefix }, 1));
+        return Ok((Some(HbaAddress::Cidr { net, prefix }), 1));
     }
-    let net: IpAddr = word.text.parse().map_err(|_| {
-        format!(
-            "invalid IP address {:?} (host names are not supported)",
-            word.text
-        )
-    })?;
+    let Ok(net) = word.text.parse::<IpAddr>() else {
+        // A host name (PostgreSQL resolves it and checks the reverse lookup); a name followed
+        // by a mask column is a bad address.
+        let mask_follows = fields
+            .get(1)
+            .and_then(|f| f.first())
+            .is_some_and(|w| w.text.parse::<IpAddr>().is_ok());
+        if mask_follows || word.text.contains(':') {
+            return Err(format!("invalid IP address {:?}", word.text));
+        }
+        caution.unknown.push(format!("host name {}", word.text));
+        return Ok((None, 1));
+    };
     let mask: IpAddr = single(fields.get(1), "IP mask")?
         .text
         .parse()
@@ -318,7 +470,7 @@ fn parse_address(fields: &[Vec<Word>]) -> Result<(HbaAddress, usize), String> {
     if mask.is_ipv4() != net.is_ipv4() {
         return Err("IP address and mask do not match in family".into());
     }
-    Ok((HbaAddress::Cidr { net, prefix }, 2))
+    Ok((Some(HbaAddress::Cidr { net, prefix }), 2))
 }
 
 fn mask_prefix(mask: IpAddr) -> Option<u8> {

@@ -214,7 +214,7 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
         None => HashMap::new(),
     };
     let hba = match &settings.auth_hba_file {
-        Some(file) => load_hba(path, file, &mut errors),
+        Some(file) => load_hba(path, file, &mut errors, &mut warnings),
         None => Vec::new(),
     };
     let ident = match &settings.auth_ident_file {
@@ -268,7 +268,12 @@ fn file_error(path: &Path, key: &str, message: String) -> ConfigError {
     }
 }
 
-fn load_hba(path: &Path, file: &str, errors: &mut Vec<ConfigError>) -> Vec<HbaRule> {
+fn load_hba(
+    path: &Path,
+    file: &str,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Vec<HbaRule> {
     let file = resolve_relative(path, file);
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
@@ -286,7 +291,15 @@ fn load_hba(path: &Path, file: &str, errors: &mut Vec<ConfigError>) -> Vec<HbaRu
         std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
     };
     match hba::parse_hba(&text, &include) {
-        Ok(rules) => rules,
+        Ok((rules, cautions)) => {
+            warnings.extend(cautions.into_iter().map(|(line, message)| ConfigWarning {
+                file: file.display().to_string(),
+                line,
+                key: "auth_hba_file".into(),
+                message,
+            }));
+            rules
+        }
         Err(list) => {
             errors.extend(list.into_iter().map(|(line, message)| ConfigError {
                 file: file.display().to_string(),

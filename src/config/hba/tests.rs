@@ -1,7 +1,12 @@
 use super::*;
 
 fn parse(text: &str) -> Result<Vec<HbaRule>, Vec<(usize, String)>> {
-    parse_hba(text, &|_| Err("no includes here".into()))
+    parse_hba(text, &|_| Err("no includes here".into())).map(|(rules, _)| rules)
+}
+
+/// The rules and the warnings.
+fn cautious(text: &str) -> (Vec<HbaRule>, Vec<(usize, String)>) {
+    parse_hba(text, &|_| Err("no includes here".into())).expect(text)
 }
 
 #[test]
@@ -33,24 +38,79 @@ fn parses_fields() {
 }
 
 #[test]
-fn rejects_what_is_not_supported() {
+fn refuses_what_is_not_valid_pg_hba() {
     for (text, needle) in [
-        ("host all +admins 0.0.0.0/0 md5", "group membership"),
-        ("host all all example.com md5", "host names"),
         ("host all all 10.0.0.0/33 md5", "CIDR"),
         ("host all all 10.0.0.0 255.0.255.0 md5", "contiguous"),
-        ("host all all 0.0.0.0/0 ldap", "unsupported authentication"),
         ("host all all 0.0.0.0/0 cert", "hostssl"),
         ("host all all 0.0.0.0/0 peer", "only supported on local"),
         ("hostx all all 0.0.0.0/0 md5", "connection type"),
+        // Keywords are case-sensitive, as in PostgreSQL (pgporter took these for host/trust).
+        ("HOST all all 0.0.0.0/0 md5", "connection type"),
+        ("host all all 0.0.0.0/0 Trust", "authentication method"),
+        ("host all all 0.0.0.0/0 kerberos", "authentication method"),
         ("host all all 0.0.0.0/0", "method"),
         ("host \"all all 0.0.0.0/0 md5", "unterminated"),
-        ("host all all 0.0.0.0/0 md5 clientcert=1", "option"),
+        ("host all all 0.0.0.0/0 md5 clientcert", "option"),
         ("host all @missing 0.0.0.0/0 md5", "no includes"),
     ] {
         let errors = parse(text).expect_err(text);
         assert!(errors[0].1.contains(needle), "{text}: {errors:?}");
     }
+    // `ALL` is a database named ALL, not the keyword.
+    let r = parse("host ALL all 0.0.0.0/0 trust").unwrap();
+    assert_eq!(r[0].databases, vec![NamePattern::Name("ALL".into())]);
+}
+
+/// Valid lines pgporter cannot apply as written load, read the cautious way, with a warning:
+/// never letting in a connection PostgreSQL would refuse (PgBouncer skips them; pgporter
+/// refused to start on Debian's stock pg_hba.conf, which has `replication` lines).
+#[test]
+fn reads_what_it_cannot_apply_the_cautious_way() {
+    // Debian's stock file: the replication lines match no pgporter connection.
+    let (r, w) = cautious(
+        "local all postgres peer\nlocal all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n\
+         local replication all peer\nhost replication all 127.0.0.1/32 scram-sha-256\n",
+    );
+    assert_eq!(r.iter().map(|r| r.line).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(w.iter().map(|w| w.0).collect::<Vec<_>>(), [4, 5]);
+    // `replication` among other names: only the others count.
+    let (r, w) = cautious("host replication,app all 0.0.0.0/0 md5");
+    assert_eq!(r[0].databases, vec![NamePattern::Name("app".into())]);
+    assert!(w.is_empty());
+    // Conditions it cannot evaluate: true for a reject line, false for any other.
+    let (r, w) = cautious("host all +admins,alice 0.0.0.0/0 reject\nhost all +ops 0.0.0.0/0 trust");
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        r[0].users,
+        vec![NamePattern::Name("alice".into()), NamePattern::All]
+    );
+    assert!(w[0].1.contains("taken as true"), "{w:?}");
+    assert!(w[1].1.contains("taken as false"), "{w:?}");
+    let (r, _) = cautious("host all alice,+ops 0.0.0.0/0 trust");
+    assert_eq!(r[0].users, vec![NamePattern::Name("alice".into())]);
+    let (r, _) = cautious("host all all samenet reject\nhost all all db.example.com trust");
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].address, Some(HbaAddress::All));
+    // Methods and options it cannot carry out refuse what the line matches.
+    for text in [
+        "host all all 10.0.0.0/8 ident",
+        "host all all 10.0.0.0/8 ldap ldapserver=x",
+        "hostssl all all 10.0.0.0/8 scram-sha-256 clientcert=verify-full",
+    ] {
+        let (r, w) = cautious(text);
+        assert_eq!(r[0].method, HbaMethod::Reject, "{text}");
+        assert!(w[0].1.contains("refused"), "{text}: {w:?}");
+    }
+    // ... and an unknown condition on such a line holds.
+    let (r, _) = cautious("host all +ops 10.0.0.0/8 ldap");
+    assert_eq!(
+        (r[0].method, r[0].users.clone()),
+        (HbaMethod::Reject, vec![NamePattern::All])
+    );
+    // GSSAPI-encrypted connections never come here; hostnogssenc is host.
+    let (r, w) = cautious("hostgssenc all all 0.0.0.0/0 trust\nhostnogssenc all all 0.0.0.0/0 md5");
+    assert_eq!((r.len(), r[0].conn, w.len()), (1, ConnType::Host, 1));
 }
 
 #[test]
