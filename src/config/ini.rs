@@ -169,7 +169,9 @@ impl Parser<'_, '_> {
         let Some((name, after)) = rest.split_once(']') else {
             return self.error(file, line, "", "section header without closing \"]\"");
         };
-        if !after.trim().is_empty() {
+        // A comment may follow, as PgBouncer allows (`[databases] ; backends`).
+        let after = after.trim_start();
+        if !after.is_empty() && !after.starts_with([';', '#']) {
             return self.error(file, line, "", "unexpected text after section header");
         }
         let name = name.trim().to_lowercase();

@@ -29,6 +29,9 @@ pub struct Listeners {
 /// TCP listeners on every `listen_addr` (`*` = all IPv4 + IPv6) at `port`.
 async fn bind_tcp(settings: &Settings, port: u16) -> Result<Vec<TcpListener>, Error> {
     let mut tcp = Vec::new();
+    // Addresses named twice (`127.0.0.1,localhost`) are bound once, as PgBouncer goes on
+    // after its "address already in use" warning.
+    let mut bound = Vec::new();
     for addr in &settings.listen_addr {
         if addr == "*" {
             tcp.push(listen(settings, ([0, 0, 0, 0], port).into())?);
@@ -44,9 +47,15 @@ async fn bind_tcp(settings: &Settings, port: u16) -> Result<Vec<TcpListener>, Er
             .map_err(|e| Error::Config(format!("cannot listen on {addr}:{port}: {e}")))?;
         let mut last = None;
         for a in resolved {
+            if bound.contains(&a) {
+                tracing::warn!(listen_addr = %addr, address = %a, "listen_addr names an address twice; listening once");
+                last = None;
+                break;
+            }
             match listen(settings, a) {
                 Ok(l) => {
                     tcp.push(l);
+                    bound.push(a);
                     last = None;
                     break;
                 }

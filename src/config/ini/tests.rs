@@ -34,7 +34,7 @@ fn kv(raw: &RawIni) -> Vec<(&str, &str, &str)> {
 fn sections_keys_comments_and_indentation() {
     let raw = parse(
         "; comment\n# other comment\n\n[PgBouncer]\n  Listen_Port = 6433\n\tpool_mode=session\n\
-         [databases]\n  MyDb = host=/tmp dbname=x  \n   ; indented comment\n",
+         [databases] ; backends\n  MyDb = host=/tmp dbname=x  \n   ; indented comment\n",
     )
     .unwrap();
     assert_eq!(
@@ -94,11 +94,12 @@ fn quoted_keys() {
 #[test]
 fn syntax_errors_all_reported_with_lines() {
     let errs = parse(
-        "orphan = 1\n[pgbouncer]\njust words\n[unterminated\n= 5\nmy key = 1\n\"open = 1\n[]\nok = 1\n",
+        "orphan = 1\n[pgbouncer]\njust words\n[unterminated\n= 5\nmy key = 1\n\"open = 1\n[]\nok = 1\n\
+         [users] x\n",
     )
     .unwrap_err();
     let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
-    assert_eq!(lines, vec![1, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(lines, vec![1, 3, 4, 5, 6, 7, 8, 10]);
     assert!(errs.iter().all(|e| e.file == "main.ini"));
     assert_eq!(errs[0].key, "orphan");
     assert!(errs[0].message.contains("outside"), "{errs:?}");
