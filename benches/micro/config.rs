@@ -45,7 +45,12 @@ pub(crate) fn bench(c: &mut Criterion) {
     let ini = ini_text();
     let users = userlist_text();
     parse_ini(&ini, "bench.ini").expect("bench ini parses");
-    parse_userlist(&users, "userlist.txt", &mut Vec::new()).expect("bench userlist parses");
+    let mut warnings = Vec::new();
+    let parsed = parse_userlist(&users, "userlist.txt", &mut warnings);
+    assert!(
+        warnings.is_empty() && parsed.len() == 200,
+        "bench userlist parses"
+    );
     let mut g = c.benchmark_group("config");
     g.throughput(Throughput::Bytes(ini.len() as u64));
     g.bench_function("parse_ini_200_databases", |b| {

@@ -192,14 +192,7 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
         Some(file) => {
             let file = resolve_relative(path, file);
             match std::fs::read_to_string(&file) {
-                Ok(text) => match parse_userlist(&text, &file.display().to_string(), &mut warnings)
-                {
-                    Ok(list) => list,
-                    Err(mut e) => {
-                        errors.append(&mut e);
-                        HashMap::new()
-                    }
-                },
+                Ok(text) => parse_userlist(&text, &file.display().to_string(), &mut warnings),
                 Err(e) => {
                     errors.push(ConfigError {
                         file: path.display().to_string(),

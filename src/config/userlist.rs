@@ -4,43 +4,47 @@
 //! field is written `""`); anything after the second field is ignored, as PgBouncer does. Lines
 //! starting with `;` or `#` are comments. The secret is plaintext, `md5...` or
 //! `SCRAM-SHA-256$...` (see [`Secret::parse`]). A repeated user name: the last line wins.
-//! Error messages name the file, line and user, never the secret.
+//! A line that cannot be read (not two quoted fields, a malformed secret) is left out with a
+//! warning, and the rest of the file is used: PgBouncer logs "broken auth file" and keeps the
+//! users read before that line, where pgporter refused the whole configuration. Messages name
+//! the file, line and user, never the secret.
 
 use std::collections::HashMap;
 
-use super::ConfigError;
+use super::ConfigWarning;
 use crate::auth::Secret;
 
 /// Parse userlist text into user -> secret. A user with an empty secret (`"user" ""`, as
 /// PgBouncer accepts) has no password: it is left out of the map, so password logins fail for
 /// it as for an unknown user (auth_query, if configured, is asked instead) and trust / cert /
-/// peer logins work; `warnings` says so.
+/// peer logins work; `warnings` says so, and names each line left out.
 pub fn parse_userlist(
     text: &str,
     file: &str,
-    warnings: &mut Vec<super::ConfigWarning>,
-) -> Result<HashMap<String, Secret>, Vec<ConfigError>> {
+    warnings: &mut Vec<ConfigWarning>,
+) -> HashMap<String, Secret> {
     let mut users = HashMap::new();
-    let mut errors = Vec::new();
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, line) in text.lines().enumerate() {
-        let error = |key: &str, message: String| ConfigError {
-            file: file.to_string(),
-            line: i + 1,
-            key: key.to_string(),
-            message,
+        let mut error = |key: &str, message: String| {
+            warnings.push(ConfigWarning {
+                file: file.to_string(),
+                line: i + 1,
+                key: key.to_string(),
+                message: format!("{message}; the line is left out"),
+            })
         };
         let (user, secret) = match parse_line(line) {
             Ok(Some(pair)) => pair,
             Ok(None) => continue,
             Err(message) => {
-                errors.push(error("", message));
+                error("", message);
                 continue;
             }
         };
         if secret.is_empty() {
             users.remove(&user);
-            warnings.push(super::ConfigWarning {
+            warnings.push(ConfigWarning {
                 file: file.to_string(),
                 line: i + 1,
                 key: user,
@@ -59,15 +63,11 @@ pub fn parse_userlist(
                 } else {
                     format!("invalid secret: {reason}")
                 };
-                errors.push(error(&user, message));
+                error(&user, message);
             }
         }
     }
-    if errors.is_empty() {
-        Ok(users)
-    } else {
-        Err(errors)
-    }
+    users
 }
 
 /// One line: `Ok(None)` for blank lines and comments, else (user, secret).

@@ -39,16 +39,26 @@ fn line_errors_do_not_leak_secret() {
         .contains("closing"));
 }
 
+/// A line that cannot be read is left out with a warning naming file and line; the users on
+/// the other lines stay (pgporter refused the whole configuration; PgBouncer keeps the users
+/// before the bad line).
 #[test]
-fn errors_name_file_and_line() {
-    let errs = parse_userlist(
-        "; header\nnot quoted\n\n\"x\"\n",
+fn unreadable_lines_are_left_out_with_a_warning() {
+    let mut warnings = Vec::new();
+    let users = parse_userlist(
+        "; header\nnot quoted\n\"a\" \"pw\"\n\"x\"\n\"b\" \"pw\n\"c\" \"pw\"\n",
         "users.txt",
-        &mut Vec::new(),
-    )
-    .unwrap_err();
-    let got: Vec<(&str, usize)> = errs.iter().map(|e| (e.file.as_str(), e.line)).collect();
-    assert_eq!(got, vec![("users.txt", 2), ("users.txt", 4)]);
+        &mut warnings,
+    );
+    let got: Vec<(&str, usize)> = warnings.iter().map(|e| (e.file.as_str(), e.line)).collect();
+    assert_eq!(
+        got,
+        vec![("users.txt", 2), ("users.txt", 4), ("users.txt", 5)]
+    );
+    assert!(warnings.iter().all(|w| w.message.ends_with("left out")));
+    let mut names: Vec<&str> = users.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a", "c"]);
 }
 
 // The cases below go through `Secret::parse` (src/auth/secret.rs).
@@ -63,7 +73,7 @@ fn plaintext_md5_and_scram_secrets() {
         "XRQfQzYOMNi5o/u46wAvd1kTeSKaxCdcgwRVaz2k5Mw=\"\n",
         "\"we\"\"ird\" \"x\" \"ignored\"\n",
     );
-    let users = parse_userlist(text, "users.txt", &mut Vec::new()).unwrap();
+    let users = parse_userlist(text, "users.txt", &mut Vec::new());
     assert_eq!(users.len(), 4);
     assert_eq!(users["alice"].plaintext(), Some("plain pw"));
     assert!(matches!(users["bob"], Secret::Md5(_)));
@@ -72,13 +82,10 @@ fn plaintext_md5_and_scram_secrets() {
 }
 
 #[test]
-fn malformed_scram_secret_is_an_error_without_the_secret() {
-    let errs = parse_userlist(
-        "\"carol\" \"SCRAM-SHA-256$nonsense\"\n",
-        "u.txt",
-        &mut Vec::new(),
-    )
-    .unwrap_err();
+fn malformed_scram_secret_is_a_warning_without_the_secret() {
+    let mut errs = Vec::new();
+    let users = parse_userlist("\"carol\" \"SCRAM-SHA-256$nonsense\"\n", "u.txt", &mut errs);
+    assert!(users.is_empty());
     assert_eq!(errs.len(), 1);
     assert_eq!((errs[0].line, errs[0].key.as_str()), (1, "carol"));
     assert!(!errs[0].message.contains("nonsense"), "{}", errs[0].message);
@@ -86,7 +93,7 @@ fn malformed_scram_secret_is_an_error_without_the_secret() {
 
 #[test]
 fn last_line_for_a_user_wins() {
-    let users = parse_userlist("\"a\" \"one\"\n\"a\" \"two\"\n", "u.txt", &mut Vec::new()).unwrap();
+    let users = parse_userlist("\"a\" \"one\"\n\"a\" \"two\"\n", "u.txt", &mut Vec::new());
     assert_eq!(users["a"].plaintext(), Some("two"));
 }
 
@@ -94,7 +101,7 @@ fn last_line_for_a_user_wins() {
 fn an_empty_password_is_no_password_with_a_warning() {
     let mut warnings = Vec::new();
     let text = "\"a\" \"one\"\n\"monitor\" \"\"\n\"a\" \"\"\n";
-    let users = parse_userlist(text, "u.txt", &mut warnings).unwrap();
+    let users = parse_userlist(text, "u.txt", &mut warnings);
     assert!(users.is_empty(), "the later empty line wins for a");
     let got: Vec<(usize, &str)> = warnings.iter().map(|w| (w.line, w.key.as_str())).collect();
     assert_eq!(got, vec![(2, "monitor"), (3, "a")]);
