@@ -142,9 +142,9 @@ impl Pool {
     }
 
     /// A clean, reset connection comes back: to the best waiter, else onto the idle list (or
-    /// closed if the pool is over its limits). When a client of another pool sharing a full
-    /// max_db_connections / max_user_connections has waited longer than this pool's waiters,
-    /// the connection is closed instead and its slot goes to that client.
+    /// closed if the pool is over its limits). When another pool sharing a full
+    /// max_db_connections / max_user_connections is owed the slot (`Limits::owed_elsewhere`),
+    /// the connection is closed instead and the slot goes to that pool's client.
     pub(super) fn checkin(&self, mut conn: ServerConn) {
         let holder = conn.holder.take();
         conn.conn.shrink();
@@ -152,16 +152,20 @@ impl Pool {
         conn.last_used = Instant::now();
         let settings = self.settings();
         // Asked before taking the lock: the siblings' locks are taken on the way.
-        let owed = (self.oldest_waiter()).is_some_and(|t| self.limits.owed_elsewhere(&self.key, t));
+        let own = self.counts();
+        let owed = own.waiting > 0 && self.limits.owed_elsewhere(&self.key, own.total);
         if owed {
-            tracing::debug!(pid = conn.pid(), pool = ?self.key, "a client of another pool waited longer for the shared limit: closing the connection for it");
+            tracing::debug!(pid = conn.pid(), pool = ?self.key, "another pool sharing a full limit holds fewer connections: closing this one for its client");
             let mut inner = self.lock();
             if let Some(h) = &holder {
                 inner.holders.sub(h);
             }
             self.drop_slot(&mut inner, 1);
             drop(inner);
+            // The sibling is poked first and takes the slot; this pool's own waiters are
+            // looked at after, in case its client left meanwhile.
             self.settle(vec![conn]);
+            self.poke();
             return;
         }
         let close = {

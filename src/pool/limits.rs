@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use tokio::time::{Duration, Instant};
+use tokio::time::Duration;
 
 use super::rejections::Rejections;
 use super::waiters::Order;
@@ -248,27 +248,38 @@ impl Limits {
         }
     }
 
-    /// A connection of `key`'s pool comes back while that pool has clients waiting since
-    /// `own_oldest`: is a client of a sibling pool owed its slot? True when one has waited
-    /// longer, held back by the max_db_connections / max_user_connections this connection
-    /// counts against: the pools sharing a limit are then served first come, first served
-    /// (handing it to the pool's own next client starved the sibling for as long as its own
-    /// clients kept coming).
-    pub(super) fn owed_elsewhere(&self, key: &PoolKey, own_oldest: Instant) -> bool {
+    /// A connection of `key`'s pool (which holds `own_total`) comes back while that pool has
+    /// clients waiting: should its slot go to a sibling pool instead? Yes when a sibling has
+    /// clients held back by the max_db_connections / max_user_connections this connection
+    /// counts against, would be admitted once it is closed (its pool size and its other limit
+    /// allow), and holds at least two connections fewer: the pools sharing a full limit even
+    /// out, one move at a time, and then stay put. (Handing every connection to the pool's own
+    /// next client let a busy pool keep the slots and starve the other for as long as its own
+    /// clients kept coming; moving a slot at every checkin to whichever pool waited longer
+    /// made the two pools reconnect on almost every session.)
+    pub(super) fn owed_elsewhere(&self, key: &PoolKey, own_total: u32) -> bool {
         self.siblings(key, true, true).into_iter().any(|sibling| {
-            if sibling.oldest_waiter().map_or(true, |t| t >= own_oldest) {
+            let counts = sibling.counts();
+            if counts.waiting == 0 || counts.total + 2 > own_total {
                 return false;
             }
             let lim = self.resolve(&sibling.key, &sibling.settings());
-            if sibling.counts().total >= lim.cap(false) {
-                return false;
-            }
-            match self.room(&sibling.key, &lim).open {
-                Err(Blocker::MaxDbConnections) => sibling.key.db == key.db,
-                Err(Blocker::MaxUserConnections) => sibling.key.user == key.user,
-                _ => false,
-            }
+            counts.total < lim.cap(false) && self.admits_after_release(&sibling.key, &lim, key)
         })
+    }
+
+    /// Is `key`'s pool held back by a cross-pool limit now, and free of both once one
+    /// connection of `released`'s pool is gone?
+    fn admits_after_release(&self, key: &PoolKey, lim: &PoolLimits, released: &PoolKey) -> bool {
+        let counts = self.counts();
+        let db = counts.servers_by_db.get(&*key.db).copied().unwrap_or(0);
+        let user = counts.servers_by_user.get(&*key.user).copied().unwrap_or(0);
+        let full = |used: u32, max: u32| max > 0 && used >= max;
+        let db_after = db.saturating_sub(u32::from(released.db == key.db));
+        let user_after = user.saturating_sub(u32::from(released.user == key.user));
+        (full(db, lim.max_db) || full(user, lim.max_user))
+            && !full(db_after, lim.max_db)
+            && !full(user_after, lim.max_user)
     }
 
     /// A client of `key`'s pool waits on a cross-pool limit: close one idle connection of

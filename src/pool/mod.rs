@@ -256,11 +256,6 @@ impl Pool {
         }
     }
 
-    /// When this pool's longest-waiting client was queued, if one waits.
-    pub(super) fn oldest_waiter(&self) -> Option<Instant> {
-        self.lock().waiters.oldest()
-    }
-
     /// Server connections of this pool held by clients of `identity` (in use or connecting).
     pub fn held_by(&self, identity: &str) -> u32 {
         self.lock().holders.get(identity)

@@ -11,7 +11,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 /// Who a client is for fair sharing: its login user name (clients sharing a forced backend
 /// user through a [databases] `user=` keep distinct identities).
@@ -36,8 +35,6 @@ pub(super) struct Waiter<T> {
     /// The session tag a server connection must carry for this waiter (`crate::identity`).
     pub tag: Option<Arc<str>>,
     pub tx: oneshot::Sender<T>,
-    /// When it was queued (first come, first served across pools sharing a limit).
-    pub since: Instant,
 }
 
 /// Waiters in arrival order.
@@ -78,7 +75,6 @@ impl<T> Waiters<T> {
             reserve: false,
             tag,
             tx,
-            since: Instant::now(),
         });
         (seq, rx)
     }
@@ -89,14 +85,6 @@ impl<T> Waiters<T> {
 
     pub(super) fn is_empty(&self) -> bool {
         self.queue.is_empty()
-    }
-
-    /// When the longest-waiting client still waiting was queued.
-    pub(super) fn oldest(&self) -> Option<Instant> {
-        self.queue
-            .iter()
-            .find(|w| !w.tx.is_closed())
-            .map(|w| w.since)
     }
 
     pub(super) fn get(&self, seq: u64) -> Option<&Waiter<T>> {

@@ -72,11 +72,13 @@ async fn max_db_connections_holds_across_pools() {
     assert_eq!(backends(cluster, Some(&u2), Some(&db)).await, 1);
 }
 
-/// Pools sharing a full max_db_connections are served first come, first served: a connection
-/// coming back goes to the other pool's client that waited longer, not to its own pool's newer
-/// client (the other pool starved for as long as this one's clients kept coming).
+/// Pools sharing a full max_db_connections even out: a connection coming back to a pool that
+/// holds two more than a starved sibling is closed and its slot goes to the sibling's client
+/// (handed to its own pool's next client, the other pool starved for as long as this one's
+/// clients kept coming); once even, connections stay with their pool (moving one at every
+/// checkin made both pools reconnect on almost every session).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pools_sharing_a_full_limit_are_served_first_come_first_served() {
+async fn pools_sharing_a_full_limit_even_out_and_then_keep_their_connections() {
     let cluster = cluster().await;
     let (u1, u2, db) = (
         cluster.unique_name("u"),
@@ -104,6 +106,10 @@ async fn pools_sharing_a_full_limit_are_served_first_come_first_served() {
             async move { n == 1 }
         }
     };
+    let pid = |c: tokio_postgres::Client| async move {
+        let row = c.query_one("select pg_backend_pid()", &[]).await.unwrap();
+        (row.get::<_, i32>(0), c)
+    };
     // u2's pool has met the server once (its first client's login waits for a connection).
     let c = try_connect(&connstring(&porter, &u2, &db))
         .await
@@ -125,6 +131,7 @@ async fn pools_sharing_a_full_limit_are_served_first_come_first_served() {
             select1(&c).await.map(|()| c)
         })
     };
+    // u1 holds both slots, u2 holds none: u1's next connection back goes to u2.
     let other = queued(&u2);
     eventually("u2's client waits", waiting(&u2)).await;
     let newer = queued(&u1);
@@ -132,14 +139,41 @@ async fn pools_sharing_a_full_limit_are_served_first_come_first_served() {
     drop(held.remove(0));
     let other = tokio::time::timeout(crate::support::HANG, other)
         .await
-        .expect("u2's client, first in line, was passed over")
+        .expect("u2's client was not given the slot u1 had two of")
         .expect("join")
         .expect("u2's query");
     assert!(!newer.is_finished(), "u1's newer client was served first");
-    drop(held);
-    newer.await.expect("join").expect("u1's newer client, next");
-    assert!(backends(cluster, None, Some(&db)).await <= 2);
+    // One each now: u1's connections back go to u1's own clients (the same backend), also
+    // when u2's client has waited longer.
+    let second_u2 = queued(&u2);
+    eventually("u2's second client waits", waiting(&u2)).await;
+    let (kept, last) = pid(held.remove(0)).await;
+    drop(last);
+    let served = |task: tokio::task::JoinHandle<Result<tokio_postgres::Client, _>>| async {
+        let c = tokio::time::timeout(crate::support::HANG, task)
+            .await
+            .expect("u1's client hung")
+            .expect("join")
+            .expect("u1's query");
+        pid(c).await
+    };
+    let (first_pid, newer) = served(newer).await;
+    assert_eq!(first_pid, kept, "the even pools swapped a connection");
+    let newest = queued(&u1);
+    eventually("u1's newest client waits", waiting(&u1)).await;
+    drop(newer);
+    let (second_pid, _newest) = served(newest).await;
+    assert_eq!(
+        second_pid, kept,
+        "u1's connection went to u2's older client: a reconnect"
+    );
+    assert!(!second_u2.is_finished());
     drop(other);
+    second_u2
+        .await
+        .expect("join")
+        .expect("u2's second client, next");
+    assert!(backends(cluster, None, Some(&db)).await <= 2);
 }
 
 /// One backend user's pools on two databases share max_user_connections ([users] override).
