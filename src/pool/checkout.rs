@@ -49,7 +49,7 @@ impl Pool {
                     tracing::debug!(pid = conn.pid(), host = %conn.addr, "closing a stale idle server connection");
                     self.discard(conn).await;
                     if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(PoolError::WaitTimeout(Blocker::PoolSize));
+                        return Err(PoolError::WaitTimeout(Blocker::ServerCheck));
                     }
                 }
             }

@@ -24,6 +24,9 @@ pub enum Blocker {
     MaxUserConnections,
     /// The client's identity holds its max_user_pool_share of the pool.
     MaxUserPoolShare,
+    /// The wait ran out testing idle connections that did not answer server_check_query (a
+    /// host gone without closing its sockets).
+    ServerCheck,
 }
 
 impl Blocker {
@@ -34,6 +37,7 @@ impl Blocker {
             Blocker::MaxDbConnections => "max_db_connections",
             Blocker::MaxUserConnections => "max_user_connections",
             Blocker::MaxUserPoolShare => "max_user_pool_share",
+            Blocker::ServerCheck => "server_check_query",
         }
     }
 }
@@ -288,7 +292,7 @@ impl Limits {
         let (by_db, by_user) = match blocker {
             Blocker::MaxDbConnections => (true, false),
             Blocker::MaxUserConnections => (false, true),
-            Blocker::PoolSize | Blocker::MaxUserPoolShare => return,
+            Blocker::PoolSize | Blocker::MaxUserPoolShare | Blocker::ServerCheck => return,
         };
         for pool in self.siblings(key, by_db, by_user) {
             if pool.evict_one_idle() {
