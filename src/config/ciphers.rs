@@ -11,7 +11,10 @@
 //! - Groups of suites rustls does not have (`aNULL`, `MD5`, `RC4`, `3DES`, `kRSA`, `CBC` ...)
 //!   and names it does not know select nothing, as OpenSSL ignores what matches nothing.
 //! - As in OpenSSL, the string governs TLS 1.2: the TLS 1.3 suites are all on unless the value
-//!   names some of them (`TLS13_AES_256_GCM_SHA384` or `TLS_AES_256_GCM_SHA384`).
+//!   names some of them (`TLS13_AES_256_GCM_SHA384` or `TLS_AES_256_GCM_SHA384`), less any it
+//!   excludes by name (`!TLS_CHACHA20_POLY1305_SHA256`).
+//! - `PROFILE=SYSTEM` (the distribution's crypto policy) is every suite; `SUITEB128` and its
+//!   kin the ECDSA AES-GCM ones.
 //! - A value that leaves no suite at all is an error listing the names rustls knows.
 
 use super::security::TlsCiphers;
@@ -116,8 +119,13 @@ fn select(word: &str) -> u16 {
             .fold(0u16, |set, (i, _)| set | 1 << i)
     };
     match w.as_str() {
+        // PROFILE=SYSTEM: the distribution's crypto policy (RHEL, Fedora), which admits these.
         "ALL" | "DEFAULT" | "HIGH" | "ECDHE" | "EECDH" | "KEECDH" | "KECDHE" | "AEAD"
-        | "TLSV1.2" => by(&|s| !s.tls13()),
+        | "TLSV1.2" | "PROFILE=SYSTEM" => by(&|s| !s.tls13()),
+        // NSA Suite B: ECDSA with AES-GCM.
+        "SUITEB128" | "SUITEB128ONLY" | "SUITEB128C2" | "SUITEB192" => {
+            by(&|s| s.auth == "ECDSA" && s.enc.starts_with("AES"))
+        }
         "ECDSA" | "AECDSA" => by(&|s| s.auth == "ECDSA"),
         "ARSA" => by(&|s| s.auth == "RSA"),
         "AES" | "AESGCM" => by(&|s| !s.tls13() && s.enc.starts_with("AES")),
@@ -171,7 +179,8 @@ pub(super) fn parse_ciphers(v: &str) -> Result<TlsCiphers, String> {
             _ => chosen |= set & !banned,
         }
     }
-    // TLS 1.3 suites follow only TLS 1.3 names, as OpenSSL's separate TLS 1.3 list does.
+    // TLS 1.3 suites follow only TLS 1.3 names, as OpenSSL's separate TLS 1.3 list does: all
+    // of them unless some are named, less those excluded by name.
     if chosen & tls13 == 0 {
         if chosen == 0 {
             return Err(format!(
@@ -181,7 +190,7 @@ pub(super) fn parse_ciphers(v: &str) -> Result<TlsCiphers, String> {
                 SUITES.map(|s| s.openssl).join(", ")
             ));
         }
-        chosen |= tls13;
+        chosen |= tls13 & !banned;
     }
     if chosen == (1 << SUITES.len()) - 1 {
         return Ok(TlsCiphers::Default);
@@ -278,6 +287,21 @@ mod tests {
                 "TLS13_AES_128_GCM_SHA256",
                 "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
             ]
+        );
+        // A TLS 1.3 suite excluded by name stays out.
+        assert!(!named("HIGH:!TLS_CHACHA20_POLY1305_SHA256")
+            .contains(&"TLS13_CHACHA20_POLY1305_SHA256".to_string()));
+        assert_eq!(parse_ciphers("PROFILE=SYSTEM"), Ok(TlsCiphers::Default));
+        assert_eq!(
+            named("SUITEB128"),
+            [
+                &tls13[..],
+                &[
+                    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+                    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+                ]
+            ]
+            .concat()
         );
         // Nothing rustls has: an error naming what it has.
         let e = parse_ciphers("ECDHE-RSA-AES128-SHA:!HIGH").unwrap_err();
