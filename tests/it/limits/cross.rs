@@ -176,6 +176,108 @@ async fn pools_sharing_a_full_limit_even_out_and_then_keep_their_connections() {
     assert!(backends(cluster, None, Some(&db)).await <= 2);
 }
 
+/// A slot is not moved to a sibling pool that could not use it: bob's client waits on a full
+/// max_db_connections and on his own full max_user_connections, so alice's connection coming
+/// back goes to alice's next client, the same backend (closing it freed nothing bob could take
+/// and made alice reconnect at every session for as long as he waited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_is_not_moved_to_a_pool_that_cannot_use_it() {
+    let cluster = cluster().await;
+    let (alice, bob, d1, d2) = (
+        cluster.unique_name("u"),
+        cluster.unique_name("u"),
+        cluster.unique_name("db"),
+        cluster.unique_name("db"),
+    );
+    for u in [&alice, &bob] {
+        cluster.create_role(u, PASSWORD).await;
+    }
+    cluster.create_database(&d1, &alice).await;
+    cluster.create_database(&d2, &alice).await;
+    let lines = [
+        format!(
+            "{d1} = host=127.0.0.1 port={} max_db_connections=2",
+            cluster.port()
+        ),
+        format!("{d2} = host=127.0.0.1 port={}", cluster.port()),
+    ];
+    let porter = spawn_pgporter(
+        &ini(
+            &lines,
+            &base_settings(5, "60"),
+            &format!("{bob} = max_user_connections=1\n"),
+        ),
+        &userlist(&[(&alice, PASSWORD), (&bob, PASSWORD)]),
+    )
+    .await;
+    let connect = |user: &str, db: &str| {
+        let cs = connstring(&porter, user, db);
+        async move { try_connect(&cs).await.expect("login") }
+    };
+    // bob: a pool on d1 that met the server once, then his one connection held on d2.
+    let b = connect(&bob, &d1).await;
+    select1(&b).await.expect("bob on d1");
+    drop(b);
+    let bob_d2 = connect(&bob, &d2).await;
+    select1(&bob_d2)
+        .await
+        .expect("bob holds his one connection on d2");
+    // alice fills d1.
+    let a1 = connect(&alice, &d1).await;
+    let a2 = connect(&alice, &d1).await;
+    let kept: i32 = a1
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    select1(&a2).await.expect("alice's second");
+    let queued = |user: &str| {
+        let cs = connstring(&porter, user, &d1);
+        tokio::spawn(async move {
+            let c = try_connect(&cs).await.expect("login");
+            let row = c.query_one("select pg_backend_pid()", &[]).await?;
+            Ok::<_, tokio_postgres::Error>((row.get::<_, i32>(0), c))
+        })
+    };
+    let waiting = |user: &str| {
+        let user = user.to_string();
+        let shared = porter.shared();
+        move || {
+            let n: u32 = (shared.pools.all().iter())
+                .filter(|p| *p.key.user == *user)
+                .map(|p| p.counts().waiting)
+                .sum();
+            async move { n == 1 }
+        }
+    };
+    let bob_d1 = queued(&bob);
+    eventually("bob's client waits on d1", waiting(&bob)).await;
+    let alice_next = queued(&alice);
+    eventually("alice's next client waits", waiting(&alice)).await;
+    drop(a1);
+    let (got, _c) = tokio::time::timeout(crate::support::HANG, alice_next)
+        .await
+        .expect("alice's next client")
+        .expect("join")
+        .expect("query");
+    assert_eq!(
+        got, kept,
+        "alice's connection was closed for bob, who could not use it"
+    );
+    assert!(
+        !bob_d1.is_finished(),
+        "bob got past his own max_user_connections"
+    );
+    // Once his d2 session and one of alice's leave, bob is served.
+    drop(bob_d2);
+    drop(a2);
+    let (_, _b) = tokio::time::timeout(crate::support::HANG, bob_d1)
+        .await
+        .expect("bob, once his d2 session left")
+        .expect("join")
+        .expect("query");
+}
+
 /// One backend user's pools on two databases share max_user_connections ([users] override).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_user_connections_holds_across_pools() {
