@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{backends, base_settings, code_and_message, eventually, ini, select1, try_connect};
+use super::{
+    backends, base_settings, code_and_message, eventually, ini, select1, try_connect,
+    two_users_one_db,
+};
 use crate::support::fixture::{userlist, PASSWORD};
 use crate::support::{cluster, spawn_pgporter, Porter};
 
@@ -17,21 +20,10 @@ fn connstring(porter: &Porter, user: &str, db: &str) -> String {
 /// is closed to make room for the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_db_connections_holds_across_pools() {
-    let cluster = cluster().await;
-    let (u1, u2, db) = (
-        cluster.unique_name("u"),
-        cluster.unique_name("u"),
-        cluster.unique_name("db"),
-    );
-    cluster.create_role(&u1, PASSWORD).await;
-    cluster.create_role(&u2, PASSWORD).await;
-    cluster.create_database(&db, &u1).await;
-    let line = format!("{db} = host=127.0.0.1 port={}", cluster.port());
-    let settings = format!("{}max_db_connections = 2\n", base_settings(5, "1"));
-    let porter = spawn_pgporter(
-        &ini(&[line], &settings, ""),
-        &userlist(&[(&u1, PASSWORD), (&u2, PASSWORD)]),
-    )
+    let (cluster, u1, u2, db, porter) = two_users_one_db(&format!(
+        "{}max_db_connections = 2\n",
+        base_settings(5, "1")
+    ))
     .await;
     let first = try_connect(&connstring(&porter, &u1, &db))
         .await
@@ -70,212 +62,6 @@ async fn max_db_connections_holds_across_pools() {
     select1(&u2c).await.expect("u2 query");
     assert_eq!(backends(cluster, None, Some(&db)).await, 2);
     assert_eq!(backends(cluster, Some(&u2), Some(&db)).await, 1);
-}
-
-/// Pools sharing a full max_db_connections even out: a connection coming back to a pool that
-/// holds two more than a starved sibling is closed and its slot goes to the sibling's client
-/// (handed to its own pool's next client, the other pool starved for as long as this one's
-/// clients kept coming); once even, connections stay with their pool (moving one at every
-/// checkin made both pools reconnect on almost every session).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pools_sharing_a_full_limit_even_out_and_then_keep_their_connections() {
-    let cluster = cluster().await;
-    let (u1, u2, db) = (
-        cluster.unique_name("u"),
-        cluster.unique_name("u"),
-        cluster.unique_name("db"),
-    );
-    cluster.create_role(&u1, PASSWORD).await;
-    cluster.create_role(&u2, PASSWORD).await;
-    cluster.create_database(&db, &u1).await;
-    let line = format!("{db} = host=127.0.0.1 port={}", cluster.port());
-    let settings = format!("{}max_db_connections = 2\n", base_settings(5, "60"));
-    let porter = spawn_pgporter(
-        &ini(&[line], &settings, ""),
-        &userlist(&[(&u1, PASSWORD), (&u2, PASSWORD)]),
-    )
-    .await;
-    let waiting = |user: &str| {
-        let user = user.to_string();
-        let shared = porter.shared();
-        move || {
-            let n: u32 = (shared.pools.all().iter())
-                .filter(|p| *p.key.user == *user)
-                .map(|p| p.counts().waiting)
-                .sum();
-            async move { n == 1 }
-        }
-    };
-    let pid = |c: tokio_postgres::Client| async move {
-        let row = c.query_one("select pg_backend_pid()", &[]).await.unwrap();
-        (row.get::<_, i32>(0), c)
-    };
-    // u2's pool has met the server once (its first client's login waits for a connection).
-    let c = try_connect(&connstring(&porter, &u2, &db))
-        .await
-        .expect("u2");
-    select1(&c).await.expect("u2's first query");
-    drop(c);
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let c = try_connect(&connstring(&porter, &u1, &db))
-            .await
-            .expect("u1");
-        select1(&c).await.expect("u1 holds a slot");
-        held.push(c);
-    }
-    let queued = |user: &str| {
-        let cs = connstring(&porter, user, &db);
-        tokio::spawn(async move {
-            let c = try_connect(&cs).await.expect("login");
-            select1(&c).await.map(|()| c)
-        })
-    };
-    // u1 holds both slots, u2 holds none: u1's next connection back goes to u2.
-    let other = queued(&u2);
-    eventually("u2's client waits", waiting(&u2)).await;
-    let newer = queued(&u1);
-    eventually("u1's newer client waits", waiting(&u1)).await;
-    drop(held.remove(0));
-    let other = tokio::time::timeout(crate::support::HANG, other)
-        .await
-        .expect("u2's client was not given the slot u1 had two of")
-        .expect("join")
-        .expect("u2's query");
-    assert!(!newer.is_finished(), "u1's newer client was served first");
-    // One each now: u1's connections back go to u1's own clients (the same backend), also
-    // when u2's client has waited longer.
-    let second_u2 = queued(&u2);
-    eventually("u2's second client waits", waiting(&u2)).await;
-    let (kept, last) = pid(held.remove(0)).await;
-    drop(last);
-    let served = |task: tokio::task::JoinHandle<Result<tokio_postgres::Client, _>>| async {
-        let c = tokio::time::timeout(crate::support::HANG, task)
-            .await
-            .expect("u1's client hung")
-            .expect("join")
-            .expect("u1's query");
-        pid(c).await
-    };
-    let (first_pid, newer) = served(newer).await;
-    assert_eq!(first_pid, kept, "the even pools swapped a connection");
-    let newest = queued(&u1);
-    eventually("u1's newest client waits", waiting(&u1)).await;
-    drop(newer);
-    let (second_pid, _newest) = served(newest).await;
-    assert_eq!(
-        second_pid, kept,
-        "u1's connection went to u2's older client: a reconnect"
-    );
-    assert!(!second_u2.is_finished());
-    drop(other);
-    second_u2
-        .await
-        .expect("join")
-        .expect("u2's second client, next");
-    assert!(backends(cluster, None, Some(&db)).await <= 2);
-}
-
-/// A slot is not moved to a sibling pool that could not use it: bob's client waits on a full
-/// max_db_connections and on his own full max_user_connections, so alice's connection coming
-/// back goes to alice's next client, the same backend (closing it freed nothing bob could take
-/// and made alice reconnect at every session for as long as he waited).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_is_not_moved_to_a_pool_that_cannot_use_it() {
-    let cluster = cluster().await;
-    let (alice, bob, d1, d2) = (
-        cluster.unique_name("u"),
-        cluster.unique_name("u"),
-        cluster.unique_name("db"),
-        cluster.unique_name("db"),
-    );
-    for u in [&alice, &bob] {
-        cluster.create_role(u, PASSWORD).await;
-    }
-    cluster.create_database(&d1, &alice).await;
-    cluster.create_database(&d2, &alice).await;
-    let lines = [
-        format!(
-            "{d1} = host=127.0.0.1 port={} max_db_connections=2",
-            cluster.port()
-        ),
-        format!("{d2} = host=127.0.0.1 port={}", cluster.port()),
-    ];
-    let porter = spawn_pgporter(
-        &ini(
-            &lines,
-            &base_settings(5, "60"),
-            &format!("{bob} = max_user_connections=1\n"),
-        ),
-        &userlist(&[(&alice, PASSWORD), (&bob, PASSWORD)]),
-    )
-    .await;
-    let connect = |user: &str, db: &str| {
-        let cs = connstring(&porter, user, db);
-        async move { try_connect(&cs).await.expect("login") }
-    };
-    // bob: a pool on d1 that met the server once, then his one connection held on d2.
-    let b = connect(&bob, &d1).await;
-    select1(&b).await.expect("bob on d1");
-    drop(b);
-    let bob_d2 = connect(&bob, &d2).await;
-    select1(&bob_d2)
-        .await
-        .expect("bob holds his one connection on d2");
-    // alice fills d1.
-    let a1 = connect(&alice, &d1).await;
-    let a2 = connect(&alice, &d1).await;
-    let kept: i32 = a1
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    select1(&a2).await.expect("alice's second");
-    let queued = |user: &str| {
-        let cs = connstring(&porter, user, &d1);
-        tokio::spawn(async move {
-            let c = try_connect(&cs).await.expect("login");
-            let row = c.query_one("select pg_backend_pid()", &[]).await?;
-            Ok::<_, tokio_postgres::Error>((row.get::<_, i32>(0), c))
-        })
-    };
-    let waiting = |user: &str| {
-        let user = user.to_string();
-        let shared = porter.shared();
-        move || {
-            let n: u32 = (shared.pools.all().iter())
-                .filter(|p| *p.key.user == *user)
-                .map(|p| p.counts().waiting)
-                .sum();
-            async move { n == 1 }
-        }
-    };
-    let bob_d1 = queued(&bob);
-    eventually("bob's client waits on d1", waiting(&bob)).await;
-    let alice_next = queued(&alice);
-    eventually("alice's next client waits", waiting(&alice)).await;
-    drop(a1);
-    let (got, _c) = tokio::time::timeout(crate::support::HANG, alice_next)
-        .await
-        .expect("alice's next client")
-        .expect("join")
-        .expect("query");
-    assert_eq!(
-        got, kept,
-        "alice's connection was closed for bob, who could not use it"
-    );
-    assert!(
-        !bob_d1.is_finished(),
-        "bob got past his own max_user_connections"
-    );
-    // Once his d2 session and one of alice's leave, bob is served.
-    drop(bob_d2);
-    drop(a2);
-    let (_, _b) = tokio::time::timeout(crate::support::HANG, bob_d1)
-        .await
-        .expect("bob, once his d2 session left")
-        .expect("join")
-        .expect("query");
 }
 
 /// One backend user's pools on two databases share max_user_connections ([users] override).

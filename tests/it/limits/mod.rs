@@ -6,6 +6,7 @@
 
 mod caps;
 mod cross;
+mod even;
 mod flood;
 mod share;
 
@@ -39,6 +40,29 @@ pub(crate) fn ini(databases: &[String], settings: &str, users: &str) -> String {
         "[databases]\n{}\n[pgbouncer]\n{settings}\n[users]\n{users}\n",
         databases.join("\n")
     )
+}
+
+/// Two roles and a database (owned by the first) on the shared cluster, and a pgporter serving
+/// the database with `settings`: (cluster, first user, second user, database, pgporter).
+pub(crate) async fn two_users_one_db(
+    settings: &str,
+) -> (&'static PgCluster, String, String, String, Porter) {
+    let cluster = cluster().await;
+    let (u1, u2, db) = (
+        cluster.unique_name("u"),
+        cluster.unique_name("u"),
+        cluster.unique_name("db"),
+    );
+    cluster.create_role(&u1, PASSWORD).await;
+    cluster.create_role(&u2, PASSWORD).await;
+    cluster.create_database(&db, &u1).await;
+    let line = format!("{db} = host=127.0.0.1 port={}", cluster.port());
+    let porter = spawn_pgporter(
+        &ini(&[line], settings, ""),
+        &userlist(&[(&u1, PASSWORD), (&u2, PASSWORD)]),
+    )
+    .await;
+    (cluster, u1, u2, db, porter)
 }
 
 /// One PostgreSQL role and database shared by every client identity through `user=`.
