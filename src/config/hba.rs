@@ -232,6 +232,7 @@ fn parse_rule(
     };
     let databases = names(fields.get(1), "database", true, read_include, &mut caution)?;
     let users = names(fields.get(2), "user", false, read_include, &mut caution)?;
+    // (patterns, whether a condition in the field could not be evaluated)
     let mut rest = fields.get(3..).unwrap_or_default();
     let address = if conn == ConnType::Local {
         None
@@ -285,11 +286,11 @@ fn parse_rule(
     // A line that refuses (`reject`, or a method pgporter cannot carry out) is read as
     // matching more; any other as matching less.
     let refusing = method == HbaMethod::Reject;
-    let databases = caution.settle(databases, refusing);
-    let users = caution.settle(users, refusing);
+    let databases = caution.settle(databases.0, databases.1 && refusing);
+    let users = caution.settle(users.0, users.1 && refusing);
     let address = match address {
         None => Some(None),
-        Some(a) => caution.settle(a, refusing),
+        Some(a) => caution.settle(a, a.is_none() && refusing),
     };
     let warning = caution.warning(refusing);
     let (Some(databases), Some(users), Some(address)) = (databases, users, address) else {
@@ -308,14 +309,14 @@ fn parse_rule(
 }
 
 impl Caution {
-    /// A field read with `unknown` conditions pending: for a refusing line they hold (the
-    /// field also matches everything), for another they fail (left out; None when nothing is
-    /// left).
-    fn settle<T: Settle>(&self, field: T, refusing: bool) -> Option<T> {
+    /// A field with the conditions it could not evaluate left out: `widen` (the field had one,
+    /// on a refusing line, where they hold) makes it match everything; else None when nothing
+    /// is left (they fail). None for every field of a line that matches nothing here.
+    fn settle<T: Settle>(&self, field: T, widen: bool) -> Option<T> {
         if !self.never.is_empty() {
             return None;
         }
-        field.settle(!self.unknown.is_empty() && refusing)
+        field.settle(widen)
     }
 
     fn warning(&self, refusing: bool) -> Option<String> {
@@ -378,10 +379,11 @@ fn names(
     database: bool,
     read_include: &dyn Fn(&str) -> Result<String, String>,
     caution: &mut Caution,
-) -> Result<Vec<NamePattern>, String> {
+) -> Result<(Vec<NamePattern>, bool), String> {
     let field = field.ok_or_else(|| format!("missing {what} field"))?;
     let mut out = Vec::new();
     let mut replication = false;
+    let unknown_before = caution.unknown.len();
     for w in field {
         if w.text.is_empty() && !w.quoted {
             return Err(format!("empty {what} name"));
@@ -414,12 +416,13 @@ fn names(
             out.push(NamePattern::Name(w.text.clone()));
         }
     }
-    if replication && out.is_empty() && caution.unknown.is_empty() {
+    let unknown = caution.unknown.len() > unknown_before;
+    if replication && out.is_empty() && !unknown {
         caution
             .never
             .push("replication (pgporter refuses replication connections)".into());
     }
-    Ok(out)
+    Ok((out, unknown))
 }
 
 /// `all`, `addr/prefix`, or `addr mask`; returns the address and how many fields it used.

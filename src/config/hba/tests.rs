@@ -87,6 +87,22 @@ fn reads_what_it_cannot_apply_the_cautious_way() {
     );
     assert!(w[0].1.contains("taken as true"), "{w:?}");
     assert!(w[1].1.contains("taken as false"), "{w:?}");
+    // Only the field with the unknown condition widens.
+    let (r, _) = cautious("host app +admins 10.0.0.0/8 reject");
+    assert_eq!(
+        (r[0].databases.clone(), r[0].users.clone()),
+        (
+            vec![NamePattern::Name("app".into())],
+            vec![NamePattern::All]
+        )
+    );
+    assert_eq!(
+        r[0].address,
+        Some(HbaAddress::Cidr {
+            net: "10.0.0.0".parse().unwrap(),
+            prefix: 8
+        })
+    );
     let (r, _) = cautious("host all alice,+ops 0.0.0.0/0 trust");
     assert_eq!(r[0].users, vec![NamePattern::Name("alice".into())]);
     let (r, _) = cautious("host all all samenet reject\nhost all all db.example.com trust");
