@@ -518,10 +518,6 @@ pub fn eligible(attrs: SessionAttrs, statuses: &[HostStatus]) -> Vec<usize> {
                 standbys
             }
         }
-        // As libpq, `any` takes every host that is up: several primaries never seen promoted
-        // are independent servers listed together (logical replicas), not a split brain. A
-        // primary that lost a promotion seen here is still left out.
-        SessionAttrs::Any if split && newest == 0 => pick(&|s| up_primary(s) || standby(s)),
         SessionAttrs::Any => pick(&|s| primary(s) || standby(s)),
     }
 }

@@ -43,9 +43,6 @@ fn eligibility_by_attrs() {
     assert_eq!(eligible(SessionAttrs::Any, &hosts), vec![1, 2]);
     let hosts = [promoted(0), promoted(0)];
     assert!(eligible(SessionAttrs::Primary, &hosts).is_empty());
-    // ... but `any` takes both: primaries never seen promoted are independent servers
-    // (a host list of logical replicas never connected before).
-    assert_eq!(eligible(SessionAttrs::Any, &hosts), vec![0, 1]);
     // Draining hosts take no new connections.
     let hosts = [st(Liveness::Draining, Primary, false)];
     assert!(eligible(SessionAttrs::Primary, &hosts).is_empty());
