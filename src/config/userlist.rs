@@ -63,6 +63,8 @@ pub fn parse_userlist(
                 } else {
                     format!("invalid secret: {reason}")
                 };
+                // An earlier line's secret must not stay valid (a botched password change).
+                users.remove(&user);
                 error(&user, message);
             }
         }

@@ -84,10 +84,16 @@ fn plaintext_md5_and_scram_secrets() {
 #[test]
 fn malformed_scram_secret_is_a_warning_without_the_secret() {
     let mut errs = Vec::new();
-    let users = parse_userlist("\"carol\" \"SCRAM-SHA-256$nonsense\"\n", "u.txt", &mut errs);
+    // A later broken line for a user also drops the earlier secret (a botched password change
+    // must not leave the old password working).
+    let users = parse_userlist(
+        "\"carol\" \"oldpw\"\n\"carol\" \"SCRAM-SHA-256$nonsense\"\n",
+        "u.txt",
+        &mut errs,
+    );
     assert!(users.is_empty());
     assert_eq!(errs.len(), 1);
-    assert_eq!((errs[0].line, errs[0].key.as_str()), (1, "carol"));
+    assert_eq!((errs[0].line, errs[0].key.as_str()), (2, "carol"));
     assert!(!errs[0].message.contains("nonsense"), "{}", errs[0].message);
 }
 
