@@ -13,9 +13,9 @@
 //! is read the cautious way, with a warning, so that it never lets in a connection PostgreSQL
 //! would refuse. `replication` matches no pgporter connection (replication is refused); nor
 //! does a `hostgssenc` line, and `hostnogssenc` is `host`. A condition pgporter cannot evaluate
-//! (`+group` or `samerole` membership, `samehost`/`samenet`, a host name) holds for a `reject`
-//! line and fails for any other; a method or option it cannot carry out (`ident`, `ldap`,
-//! `clientcert=` ...) refuses the connections the line matches. A line that is not valid
+//! (`+group` or `samerole` membership, `samehost`/`samenet`, a host name) is taken as true and
+//! the line refuses; so does a line with a method or option it cannot carry out (`ident`,
+//! `ldap`, `clientcert=` ...). Names in an `@file` keep their meaning. A line that is not valid
 //! pg_hba.conf (`HOST`, `Trust`, a bad address) is an error, as PostgreSQL refuses the file.
 
 use std::net::IpAddr;
@@ -278,21 +278,24 @@ fn parse_rule(
             None => return Err(format!("invalid option {:?}", option.text)),
         }
     }
-    let method = if caution.refuse.is_empty() {
+    // A line with a condition pgporter cannot evaluate, or a method or option it cannot carry
+    // out, refuses: taking the condition as false would hand its connections to a later, maybe
+    // weaker line (`+admins scram-sha-256` above `all trust`); as true with the line's own
+    // method, to a weaker method than PostgreSQL would pick for the others.
+    let unknown = databases.1 || users.1 || matches!(address, Some(None));
+    let reject_line = method == HbaMethod::Reject && caution.refuse.is_empty();
+    let method = if caution.refuse.is_empty() && !unknown {
         method
     } else {
         HbaMethod::Reject
     };
-    // A line that refuses (`reject`, or a method pgporter cannot carry out) is read as
-    // matching more; any other as matching less.
-    let refusing = method == HbaMethod::Reject;
-    let databases = caution.settle(databases.0, databases.1 && refusing);
-    let users = caution.settle(users.0, users.1 && refusing);
+    let databases = caution.settle(databases.0, databases.1);
+    let users = caution.settle(users.0, users.1);
     let address = match address {
         None => Some(None),
-        Some(a) => caution.settle(a, a.is_none() && refusing),
+        Some(a) => caution.settle(a, a.is_none()),
     };
-    let warning = caution.warning(refusing);
+    let warning = caution.warning(reject_line);
     let (Some(databases), Some(users), Some(address)) = (databases, users, address) else {
         return Ok((None, warning));
     };
@@ -309,9 +312,9 @@ fn parse_rule(
 }
 
 impl Caution {
-    /// A field with the conditions it could not evaluate left out: `widen` (the field had one,
-    /// on a refusing line, where they hold) makes it match everything; else None when nothing
-    /// is left (they fail). None for every field of a line that matches nothing here.
+    /// A field with the conditions it could not evaluate left out: `widen` (the field had one;
+    /// the line refuses, so they are taken as true) makes it match everything; else None when
+    /// nothing is left. None for every field of a line that matches nothing here.
     fn settle<T: Settle>(&self, field: T, widen: bool) -> Option<T> {
         if !self.never.is_empty() {
             return None;
@@ -319,7 +322,7 @@ impl Caution {
         field.settle(widen)
     }
 
-    fn warning(&self, refusing: bool) -> Option<String> {
+    fn warning(&self, reject_line: bool) -> Option<String> {
         let list = |v: &[String]| v.join(", ");
         if !self.never.is_empty() {
             return Some(format!(
@@ -333,15 +336,16 @@ impl Caution {
                 list(&self.refuse)
             )
         });
-        match (self.unknown.is_empty(), refusing) {
+        match (self.unknown.is_empty(), reject_line) {
             (true, _) => refused,
             (false, true) => Some(format!(
-                "{}{} cannot be evaluated here: taken as true for this refusing line",
-                refused.map(|r| r + "; ").unwrap_or_default(),
+                "{} cannot be evaluated here: taken as true for this reject line",
                 list(&self.unknown)
             )),
             (false, false) => Some(format!(
-                "{} cannot be evaluated here: taken as false, so the line lets no one in by it",
+                "{}{} cannot be evaluated here: the line refuses every connection it could \
+                 match (list the members, with @file, or the addresses instead)",
+                refused.map(|r| r + "; ").unwrap_or_default(),
                 list(&self.unknown)
             )),
         }
@@ -381,41 +385,21 @@ fn names(
     caution: &mut Caution,
 ) -> Result<(Vec<NamePattern>, bool), String> {
     let field = field.ok_or_else(|| format!("missing {what} field"))?;
-    let mut out = Vec::new();
-    let mut replication = false;
     let unknown_before = caution.unknown.len();
+    let mut reader = NameReader {
+        what,
+        database,
+        read_include,
+        caution,
+        out: Vec::new(),
+        replication: false,
+    };
     for w in field {
-        if w.text.is_empty() && !w.quoted {
-            return Err(format!("empty {what} name"));
-        }
-        if keyword(w, "all") {
-            out.push(NamePattern::All);
-        } else if database && keyword(w, "sameuser") {
-            out.push(NamePattern::SameUser);
-        } else if database && keyword(w, "replication") {
-            // Only replication connections match it, and pgporter refuses those.
-            replication = true;
-        } else if database && (keyword(w, "samerole") || keyword(w, "samegroup")) {
-            caution
-                .unknown
-                .push(format!("{} (role membership)", w.text));
-        } else if let Some(group) = w.text.strip_prefix('+').filter(|_| !w.quoted) {
-            caution.unknown.push(format!("+{group} (role membership)"));
-        } else if let Some(file) = w.text.strip_prefix('@').filter(|_| !w.quoted) {
-            let text = read_include(file)?;
-            for line in text.lines() {
-                let line = line.split('#').next().unwrap_or_default();
-                let words = split_fields(line)?;
-                for name in words.into_iter().flatten() {
-                    if !name.text.is_empty() {
-                        out.push(NamePattern::Name(name.text));
-                    }
-                }
-            }
-        } else {
-            out.push(NamePattern::Name(w.text.clone()));
-        }
+        reader.word(w, 0)?;
     }
+    let NameReader {
+        out, replication, ..
+    } = reader;
     let unknown = caution.unknown.len() > unknown_before;
     if replication && out.is_empty() && !unknown {
         caution
@@ -425,7 +409,57 @@ fn names(
     Ok((out, unknown))
 }
 
-/// `all`, `addr/prefix`, or `addr mask`; returns the address and how many fields it used.
+/// The words of one database or user field, `@file` contents included: as in PostgreSQL the
+/// names in an included file keep their meaning (`all`, `+group`, a nested `@file`).
+struct NameReader<'a, 'c> {
+    what: &'a str,
+    database: bool,
+    read_include: &'a dyn Fn(&str) -> Result<String, String>,
+    caution: &'c mut Caution,
+    out: Vec<NamePattern>,
+    replication: bool,
+}
+
+impl NameReader<'_, '_> {
+    fn word(&mut self, w: &Word, depth: u8) -> Result<(), String> {
+        let (database, what) = (self.database, self.what);
+        if w.text.is_empty() && !w.quoted {
+            return Err(format!("empty {what} name"));
+        }
+        if keyword(w, "all") {
+            self.out.push(NamePattern::All);
+        } else if database && keyword(w, "sameuser") {
+            self.out.push(NamePattern::SameUser);
+        } else if database && keyword(w, "replication") {
+            // Only replication connections match it, and pgporter refuses those.
+            self.replication = true;
+        } else if database && (keyword(w, "samerole") || keyword(w, "samegroup")) {
+            self.caution
+                .unknown
+                .push(format!("{} (role membership)", w.text));
+        } else if let Some(group) = w.text.strip_prefix('+').filter(|_| !w.quoted) {
+            self.caution
+                .unknown
+                .push(format!("+{group} (role membership)"));
+        } else if let Some(file) = w.text.strip_prefix('@').filter(|_| !w.quoted) {
+            if depth >= 10 {
+                return Err(format!("@{file}: includes nested more than 10 deep"));
+            }
+            let text = (self.read_include)(file)?;
+            for line in text.lines() {
+                for name in split_fields(line)?.into_iter().flatten() {
+                    if !name.text.is_empty() || name.quoted {
+                        self.word(&name, depth + 1)?;
+                    }
+                }
+            }
+        } else {
+            self.out.push(NamePattern::Name(w.text.clone()));
+        }
+        Ok(())
+    }
+}
+
 /// None: an address pgporter cannot evaluate (`samehost`, `samenet`, a host name), noted in
 /// `caution`.
 fn parse_address(

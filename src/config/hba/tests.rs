@@ -78,15 +78,20 @@ fn reads_what_it_cannot_apply_the_cautious_way() {
     let (r, w) = cautious("host replication,app all 0.0.0.0/0 md5");
     assert_eq!(r[0].databases, vec![NamePattern::Name("app".into())]);
     assert!(w.is_empty());
-    // Conditions it cannot evaluate: true for a reject line, false for any other.
+    // A condition it cannot evaluate is taken as true and the line refuses: taken as false,
+    // `+admins scram-sha-256` above `all trust` let admins in without a password.
     let (r, w) = cautious("host all +admins,alice 0.0.0.0/0 reject\nhost all +ops 0.0.0.0/0 trust");
-    assert_eq!(r.len(), 1);
+    assert_eq!(r.len(), 2);
     assert_eq!(
         r[0].users,
         vec![NamePattern::Name("alice".into()), NamePattern::All]
     );
+    assert_eq!(
+        (r[1].method, r[1].users.clone()),
+        (HbaMethod::Reject, vec![NamePattern::All])
+    );
     assert!(w[0].1.contains("taken as true"), "{w:?}");
-    assert!(w[1].1.contains("taken as false"), "{w:?}");
+    assert!(w[1].1.contains("refuses every connection"), "{w:?}");
     // Only the field with the unknown condition widens.
     let (r, _) = cautious("host app +admins 10.0.0.0/8 reject");
     assert_eq!(
@@ -103,11 +108,32 @@ fn reads_what_it_cannot_apply_the_cautious_way() {
             prefix: 8
         })
     );
-    let (r, _) = cautious("host all alice,+ops 0.0.0.0/0 trust");
-    assert_eq!(r[0].users, vec![NamePattern::Name("alice".into())]);
     let (r, _) = cautious("host all all samenet reject\nhost all all db.example.com trust");
-    assert_eq!(r.len(), 1);
-    assert_eq!(r[0].address, Some(HbaAddress::All));
+    assert_eq!(r.len(), 2);
+    assert!(r
+        .iter()
+        .all(|r| r.address == Some(HbaAddress::All) && r.method == HbaMethod::Reject));
+    // Names in an @file keep their meaning, as in PostgreSQL: `+admins` there was taken for a
+    // user named "+admins" and the reject line matched no one.
+    let included = |name: &str| match name {
+        "blocked.txt" => Ok("+admins\n".to_string()),
+        "nested.txt" => Ok("carol @blocked.txt all\n".to_string()),
+        _ => Err(format!("no {name}")),
+    };
+    let (r, w) = parse_hba("host all @blocked.txt 127.0.0.1/32 reject", &included).unwrap();
+    assert_eq!((r[0].users.clone(), w.len()), (vec![NamePattern::All], 1));
+    let (r, _) = parse_hba("host all @nested.txt 127.0.0.1/32 md5", &included).unwrap();
+    assert_eq!(
+        (r[0].method, r[0].users.clone()),
+        (
+            HbaMethod::Reject,
+            vec![
+                NamePattern::Name("carol".into()),
+                NamePattern::All,
+                NamePattern::All
+            ]
+        )
+    );
     // Methods and options it cannot carry out refuse what the line matches.
     for text in [
         "host all all 10.0.0.0/8 ident",
