@@ -34,10 +34,25 @@ async fn bind_tcp(settings: &Settings, port: u16) -> Result<Vec<TcpListener>, Er
     let mut bound = Vec::new();
     for addr in &settings.listen_addr {
         if addr == "*" {
-            tcp.push(listen(settings, ([0, 0, 0, 0], port).into())?);
+            let any4: SocketAddr = ([0, 0, 0, 0], port).into();
+            match listen(settings, any4) {
+                Ok(l) => {
+                    tcp.push(l);
+                    bound.push(any4);
+                }
+                // `127.0.0.1,*`: the address named first holds the port.
+                Err(e) if !bound.is_empty() => {
+                    tracing::warn!(error = %e, "listen_addr *: no IPv4 wildcard listener")
+                }
+                Err(e) => return Err(e),
+            }
             // A host without IPv6 (some containers) still serves IPv4, as PgBouncer does.
-            match listen(settings, (std::net::Ipv6Addr::UNSPECIFIED, port).into()) {
-                Ok(l) => tcp.push(l),
+            let any6: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, port).into();
+            match listen(settings, any6) {
+                Ok(l) => {
+                    tcp.push(l);
+                    bound.push(any6);
+                }
                 Err(e) => tracing::warn!(error = %e, "listen_addr *: no IPv6 listener"),
             }
             continue;
@@ -47,7 +62,14 @@ async fn bind_tcp(settings: &Settings, port: u16) -> Result<Vec<TcpListener>, Er
             .map_err(|e| Error::Config(format!("cannot listen on {addr}:{port}: {e}")))?;
         let mut last = None;
         for a in resolved {
-            if bound.contains(&a) {
+            // Bound already, or covered by `*` (`*,127.0.0.1`).
+            let covered = bound.iter().any(|b: &SocketAddr| {
+                *b == a
+                    || (b.ip().is_unspecified()
+                        && b.is_ipv4() == a.is_ipv4()
+                        && b.port() == a.port())
+            });
+            if covered {
                 tracing::warn!(listen_addr = %addr, address = %a, "listen_addr names an address twice; listening once");
                 last = None;
                 break;
