@@ -163,35 +163,18 @@ async fn reserve_pool_only_after_its_timeout() {
 /// back: nothing leaks, later clients are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_waits_leak_nothing() {
-    let cluster = cluster().await;
-    let (u1, u2, db) = (
-        cluster.unique_name("u"),
-        cluster.unique_name("u"),
-        cluster.unique_name("db"),
-    );
-    cluster.create_role(&u1, PASSWORD).await;
-    cluster.create_role(&u2, PASSWORD).await;
-    cluster.create_database(&db, &u1).await;
+    // u1's own login makes a server connection, which may take more than 1 s on a loaded
+    // machine: the 1 s limit comes in by reload once u1 holds the slot.
+    let (cluster, u1, u2, db, porter) = two_users_one_db(&format!(
+        "{}max_db_connections = 1\n",
+        base_settings(5, "10")
+    ))
+    .await;
     let line = format!("{db} = host=127.0.0.1 port={}", cluster.port());
     let settings = format!(
         "{}max_db_connections = 1\nclient_login_timeout = 1\n",
         base_settings(5, "10")
     );
-    // u1's own login makes a server connection, which may take more than 1 s on a loaded
-    // machine: the 1 s limit comes in by reload once u1 holds the slot.
-    let porter = spawn_pgporter(
-        &ini(
-            std::slice::from_ref(&line),
-            &format!(
-                "{}max_db_connections = 1
-",
-                base_settings(5, "10")
-            ),
-            "",
-        ),
-        &userlist(&[(&u1, PASSWORD), (&u2, PASSWORD)]),
-    )
-    .await;
     let holder = try_connect(&connstring(&porter, &u1, &db))
         .await
         .expect("u1");
