@@ -289,22 +289,24 @@ fn parse_rule(
     } else {
         HbaMethod::Reject
     };
-    let databases = caution.settle(databases.0, databases.1);
-    let users = caution.settle(users.0, users.1);
-    let address = match address {
-        None => Some(None),
-        Some(a) => caution.settle(a, a.is_none()),
-    };
     let warning = caution.warning(reject_line);
-    let (Some(databases), Some(users), Some(address)) = (databases, users, address) else {
+    if !caution.never.is_empty() {
         return Ok((None, warning));
+    }
+    // The conditions pgporter could not evaluate hold: their field matches everything.
+    let widen = |(mut names, unknown): (Vec<NamePattern>, bool)| {
+        if unknown {
+            names.push(NamePattern::All);
+        }
+        names
     };
     let rule = HbaRule {
         line,
         conn,
-        databases,
-        users,
-        address,
+        databases: widen(databases),
+        users: widen(users),
+        // `Some(None)`: an address pgporter could not evaluate.
+        address: address.map(|a| a.unwrap_or(HbaAddress::All)),
         method,
         map,
     };
@@ -312,16 +314,6 @@ fn parse_rule(
 }
 
 impl Caution {
-    /// A field with the conditions it could not evaluate left out: `widen` (the field had one;
-    /// the line refuses, so they are taken as true) makes it match everything; else None when
-    /// nothing is left. None for every field of a line that matches nothing here.
-    fn settle<T: Settle>(&self, field: T, widen: bool) -> Option<T> {
-        if !self.never.is_empty() {
-            return None;
-        }
-        field.settle(widen)
-    }
-
     fn warning(&self, reject_line: bool) -> Option<String> {
         let list = |v: &[String]| v.join(", ");
         if !self.never.is_empty() {
@@ -348,31 +340,6 @@ impl Caution {
                 refused.map(|r| r + "; ").unwrap_or_default(),
                 list(&self.unknown)
             )),
-        }
-    }
-}
-
-/// A field with the conditions pgporter could not evaluate left out (see [`Caution::settle`]).
-trait Settle: Sized {
-    fn settle(self, widen: bool) -> Option<Self>;
-}
-
-impl Settle for Vec<NamePattern> {
-    fn settle(mut self, widen: bool) -> Option<Self> {
-        if widen {
-            self.push(NamePattern::All);
-        }
-        (!self.is_empty()).then_some(self)
-    }
-}
-
-impl Settle for Option<HbaAddress> {
-    /// `None`: an address pgporter could not evaluate.
-    fn settle(self, widen: bool) -> Option<Self> {
-        match self {
-            Some(a) => Some(Some(a)),
-            None if widen => Some(Some(HbaAddress::All)),
-            None => None,
         }
     }
 }
