@@ -356,7 +356,11 @@ fn install(
             )
         });
         match wanted {
-            Some((target, settings)) if target == pool.target && same_routing => {
+            Some((target, settings))
+                if target == pool.target
+                    && same_routing
+                    && settings.mode == pool.settings().mode =>
+            {
                 pool.update_settings(settings)
             }
             _ => {

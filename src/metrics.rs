@@ -351,7 +351,9 @@ fn pgbouncer_compat(s: &Snapshot) {
             // As the exporter labels it: SHOW DATABASES' pool_mode, empty when not set.
             (
                 "pool_mode",
-                db.pool_mode.map_or("", |_| "session").to_string(),
+                db.pool_mode
+                    .map_or("", crate::config::PoolMode::as_str)
+                    .to_string(),
             ),
         ];
         let current = s.servers.iter().filter(|v| &v.database == name).count();

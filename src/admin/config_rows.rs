@@ -114,7 +114,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("listen_backlog", s.listen_backlog.to_string(), false),
         ("min_pool_size", s.min_pool_size.to_string(), true),
         ("pidfile", s.pidfile.clone().unwrap_or_default(), false),
-        ("pool_mode", "session".to_string(), true),
+        ("pool_mode", s.pool_mode.as_str().to_string(), true),
         ("query_wait_timeout", secs(s.query_wait_timeout), true),
         (
             "server_connect_timeout",
@@ -127,6 +127,11 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("server_idle_timeout", secs(s.server_idle_timeout), true),
         ("server_lifetime", secs(s.server_lifetime), true),
         ("server_reset_query", s.server_reset_query.clone(), true),
+        (
+            "server_reset_query_always",
+            b(s.server_reset_query_always),
+            true,
+        ),
         ("server_reset_timeout", secs(s.server_reset_timeout), true),
         ("shutdown_wait_timeout", secs(s.shutdown_wait_timeout), true),
         ("so_reuseport", b(s.so_reuseport), false),

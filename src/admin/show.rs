@@ -11,9 +11,6 @@ use crate::sessions::ClientState;
 use crate::snapshot::Snapshot;
 use crate::stats::{Averages, Totals};
 
-/// The one pool mode pgporter has today.
-const POOL_MODE: &str = "session";
-
 pub(super) fn build(what: Show, s: &Snapshot, version: &str) -> ResultSet {
     match what {
         Show::Help => ResultSet::new(&[]),
@@ -106,7 +103,7 @@ fn databases(s: &Snapshot) -> ResultSet {
             db.min_pool_size.unwrap_or(set.min_pool_size).into(),
             s.config.reserve_pool_size(name).into(),
             u64::from(u32::try_from(set.server_lifetime.as_secs()).unwrap_or(u32::MAX)).into(),
-            db.pool_mode.map(|_| POOL_MODE).into(),
+            db.pool_mode.map(crate::config::PoolMode::as_str).into(),
             // As PgBouncer: only for an entry with more than one host.
             (db.hosts.len() > 1)
                 .then(|| db.load_balance_hosts.as_str())
@@ -161,7 +158,7 @@ fn pools(s: &Snapshot) -> ResultSet {
             p.sv_login.into(),
             p.maxwait.as_secs().into(),
             p.maxwait.subsec_micros().into(),
-            POOL_MODE.into(),
+            s.config.pool_mode(&p.database, &p.user).as_str().into(),
             Value::Null,
         ]);
     }
@@ -344,7 +341,10 @@ fn users(s: &Snapshot) -> ResultSet {
             name.into(),
             "".into(),
             "".into(),
-            entry.and_then(|e| e.pool_mode).map(|_| POOL_MODE).into(),
+            entry
+                .and_then(|e| e.pool_mode)
+                .map(crate::config::PoolMode::as_str)
+                .into(),
             entry
                 .and_then(|e| e.max_user_connections)
                 .unwrap_or(set.max_user_connections)

@@ -7,6 +7,7 @@ mod handshake;
 mod login;
 mod params;
 mod park;
+mod prepared;
 mod relay;
 mod route;
 mod serve;
@@ -324,6 +325,7 @@ async fn start(
         stats,
         read_only_hint: route.read_only_hint.map(Arc::from),
         who: session_who,
+        prepared: Default::default(),
     });
     welcome(conn, &mut session, registration.key, &guard.info, shared).await?;
     Ok(Started::Pool(Seat {

@@ -100,13 +100,33 @@ impl ClientParams {
             let value = app_name(String::new(), config, peer, user);
             wanted.push(("application_name".into(), value));
         }
-        let mut packed = String::new();
-        for (name, value) in &wanted {
-            packed.extend([name.as_str(), "\0", value.as_str(), "\0"]);
-        }
         Ok(ClientParams {
-            packed: packed.into_boxed_str(),
+            packed: pack(&wanted),
         })
+    }
+
+    /// Transaction mode: a [`TRACKED`] parameter the client changed itself (its SET, seen as
+    /// the server's ParameterStatus) becomes its wish, SET on its next server connection, as
+    /// PgBouncer does; the connection it leaves goes back to what the next client asks for.
+    pub(super) fn follow(&mut self, changes: &[(String, String)]) {
+        let tracked = |name: &str| TRACKED.iter().any(|t| t.eq_ignore_ascii_case(name));
+        if !changes.iter().any(|(name, _)| tracked(name)) {
+            return;
+        }
+        let mut wanted: Vec<(String, String)> = self
+            .wanted()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (name, value) in changes.iter().filter(|(name, _)| tracked(name)) {
+            match wanted
+                .iter_mut()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            {
+                Some(slot) => slot.1.clone_from(value),
+                None => wanted.push((name.clone(), value.clone())),
+            }
+        }
+        self.packed = pack(&wanted);
     }
 
     /// The parameters, in the client's order.
@@ -275,6 +295,15 @@ impl ClientParams {
     }
 }
 
+/// `name\0value\0` per parameter.
+fn pack(params: &[(String, String)]) -> Box<str> {
+    let mut packed = String::new();
+    for (name, value) in params {
+        packed.extend([name.as_str(), "\0", value.as_str(), "\0"]);
+    }
+    packed.into_boxed_str()
+}
+
 /// What a client that did not name parameter `name` was welcomed with: the pool's value
 /// (`greeted`), or for application_name the connection's default (`app_default`).
 fn told_unasked<'a>(
@@ -392,6 +421,30 @@ mod tests {
         assert_eq!(
             p.wanted().collect::<Vec<_>>(),
             [("client_encoding", "UTF8"), ("search_path", "")]
+        );
+    }
+
+    #[test]
+    fn a_tracked_parameter_the_client_set_follows_it() {
+        let peer = super::super::Peer::Tcp("10.1.2.3:5000".parse().unwrap());
+        let off = config("identity_tagging = 0");
+        let startup = vec![("TimeZone".to_string(), "UTC".to_string())];
+        let mut p = ClientParams::from_startup(&startup, &off, &peer, "alice", false).unwrap();
+        let changes = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        p.follow(&changes(&[
+            ("timezone", "Asia/Tokyo"),
+            ("DateStyle", "German, DMY"),
+            ("is_superuser", "on"),
+            ("session_authorization", "postgres"),
+        ]));
+        assert_eq!(
+            p.wanted().collect::<Vec<_>>(),
+            [("TimeZone", "Asia/Tokyo"), ("DateStyle", "German, DMY")],
+            "only the tracked parameters, matched case-insensitively"
         );
     }
 

@@ -42,6 +42,9 @@ pub(super) enum RelayEnd {
     Timeout(Timeout),
     /// server_fast_close: the server connection must be closed, and it is idle.
     FastClose,
+    /// Transaction mode: a transaction ended, everything is answered and passed on, the
+    /// client has sent nothing more and has no named prepared statement open.
+    TransactionEnd,
 }
 
 /// One direction of the relay.
@@ -114,9 +117,11 @@ where
                 session.requested();
             }
             if end.is_pending() {
-                // server_fast_close (asked only with it on): end once the server is idle, with
-                // everything answered and passed on and nothing of the client's waiting.
-                if session.close_asked()
+                // server_fast_close (asked only with it on), or in transaction mode: end once
+                // the server is idle, with everything answered and passed on and nothing of
+                // the client's waiting.
+                let release = state.prepared.as_ref().is_some_and(|p| p.none_open());
+                if (release || session.close_asked())
                     && state.tracker.is_idle()
                     && state.ahead == 0
                     && state.held.is_none()
@@ -126,7 +131,11 @@ where
                     && !down.need_flush
                     && server.rbuf.is_empty()
                 {
-                    return Poll::Ready(RelayEnd::FastClose);
+                    return Poll::Ready(if session.close_asked() {
+                        RelayEnd::FastClose
+                    } else {
+                        RelayEnd::TransactionEnd
+                    });
                 }
                 if session.take_retime() {
                     let s = &live.load().settings;

@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::app::Shared;
 use crate::auth::Secret;
-use crate::config::{Config, DatabaseEntry};
+use crate::config::{Config, DatabaseEntry, PoolMode};
 use crate::error::Error;
 use crate::pool::{Pool, PoolKey, PoolSettings, Pools};
 use crate::protocol::startup::StartupParams;
@@ -58,7 +58,8 @@ fn pool_for(entry: &DatabaseEntry, key: &PoolKey, config: &Config, shared: &Shar
                 d => d,
             },
         );
-        Pool::new(key.clone(), target, pool_settings(entry, config), limits).with_hosts(set)
+        let settings = pool_settings(entry, &key.db, &key.user, config);
+        Pool::new(key.clone(), target, settings, limits).with_hosts(set)
     })
 }
 
@@ -146,7 +147,7 @@ pub(super) fn auth_pool<'c>(
         Pool::new(
             key.clone(),
             target(entry, database, auth_user, config, tls),
-            pool_settings(entry, config),
+            pool_settings(entry, database, auth_user, config),
             limits,
         )
     });
@@ -222,16 +223,31 @@ fn target(
     }
 }
 
-pub(crate) fn pool_settings(entry: &DatabaseEntry, config: &Config) -> PoolSettings {
+/// The settings of the pool of database `db` (entry `entry`) logging in as `user`.
+pub(crate) fn pool_settings(
+    entry: &DatabaseEntry,
+    db: &str,
+    user: &str,
+    config: &Config,
+) -> PoolSettings {
     let s = &config.settings;
+    let mode = config.pool_mode(db, user);
+    // As PgBouncer: transaction mode resets only with server_reset_query_always.
+    let reset = mode == PoolMode::Session || s.server_reset_query_always;
     PoolSettings {
+        mode,
         size: entry.pool_size.unwrap_or(s.default_pool_size),
         min_size: entry.min_pool_size.unwrap_or(s.min_pool_size),
         dial: crate::net::Dial::new(s),
         idle_timeout: Config::nonzero(s.server_idle_timeout),
         // 0: each connection serves one client, then closes (PgBouncer's meaning).
         lifetime: Some(s.server_lifetime),
-        reset_query: s.server_reset_query.as_str().into(),
+        reset_query: if reset {
+            s.server_reset_query.as_str()
+        } else {
+            ""
+        }
+        .into(),
         reset_timeout: Config::limit(s.server_reset_timeout),
         check_query: Some(s.server_check_query.as_str())
             .filter(|q| !q.trim().is_empty())
@@ -275,6 +291,6 @@ pub fn pool_plan(
     }
     Some((
         pool_target(entry, key, config, server_tls),
-        pool_settings(entry, config),
+        pool_settings(entry, &key.db, &key.user, config),
     ))
 }

@@ -1,5 +1,8 @@
-//! The session loop (session pool mode): the client keeps one server connection from its first
-//! query until it leaves; then the connection is reset and returned, or closed.
+//! The session loop. In session mode the client keeps one server connection from its first
+//! query until it leaves; then the connection is reset and returned, or closed. In transaction
+//! mode it is given back at the end of each transaction (unless the client has a named
+//! prepared statement open, see [`super::prepared`]) and the session waits for the client's
+//! next request as it did for its first.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +40,8 @@ pub(super) struct Session {
     pub read_only_hint: Option<Arc<str>>,
     /// Tagging, spoof check and audit.
     pub who: Who,
+    /// Transaction mode: the client's named prepared statements, kept between relays.
+    pub prepared: super::prepared::Prepared,
 }
 
 /// Who the session is, for tagging, the spoof check and the audit log.
@@ -84,27 +89,24 @@ pub(super) async fn serve(
         let served = Box::pin(async {
             let (server, pool) = match checkout_unless_gone(conn, &session, info, shared).await? {
                 Waited::Served(server, pool) => (server, pool),
-                Waited::Left => return Ok(true),
+                Waited::Left => return Ok(After::Ended),
                 Waited::Cancelled => {
                     super::relay::answer_cancelled(conn)
                         .await
                         .map_err(Error::ClientProtocol)?;
-                    return Ok(false);
+                    // Its request was cancelled while it waited: it may send the next one.
+                    return Ok(After::NextRequest);
                 }
             };
             // The pool that replaced the session's after a reload, if one did.
             session.pool = pool;
-            tally.pid = Some(server.pid());
-            relay_session(conn, &session, server, info, shared, &mut tally)
-                .await
-                .map(|()| true)
+            relay_session(conn, &mut session, server, info, shared, &mut tally).await
         })
         .await;
         info.set_idle();
         match served {
-            // Its request was cancelled while it waited: it may send the next one.
-            Ok(false) => continue,
-            Ok(true) => break Ok(()),
+            Ok(After::NextRequest) => continue,
+            Ok(After::Ended) => break Ok(()),
             Err(e) => break Err(e),
         }
     };
@@ -112,6 +114,15 @@ pub(super) async fn serve(
         Box::pin(audit_end(&session.who, audited, info, &result, &tally)).await;
     }
     result
+}
+
+/// What a session does once a request was served (or given up).
+enum After {
+    /// The client left.
+    Ended,
+    /// Wait for the client's next request (transaction mode, or a request cancelled while
+    /// it waited) and take a server connection for it.
+    NextRequest,
 }
 
 /// session_start if it was never written (no server connection), then session_end.
@@ -148,18 +159,20 @@ async fn audit_end(
         .await;
 }
 
-/// Relay between the client and `server` until one side ends; then release or close it.
+/// Relay between the client and `server` until one side ends, or in transaction mode until
+/// a transaction ends; then release or close the server connection.
 async fn relay_session(
     conn: &mut FramedConn<Stream>,
-    session: &Session,
+    session: &mut Session,
     mut server: ServerConn,
     info: &SessionInfo,
     shared: &Shared,
     tally: &mut Tally,
-) -> Result<(), Error> {
+) -> Result<After, Error> {
     let pool = Arc::clone(&session.pool);
     let who = &session.who;
-    if let Some(audited) = &who.info {
+    // Once per session (its first server connection, in transaction mode).
+    if let (Some(audited), None) = (&who.info, tally.pid) {
         who.audit
             .send(AuditEvent::SessionStart {
                 session: Arc::clone(audited),
@@ -168,6 +181,7 @@ async fn relay_session(
             })
             .await;
     }
+    tally.pid = Some(server.pid());
     let greeted = pool.welcome().unwrap_or_default();
     let ahead = match session
         .params
@@ -199,6 +213,9 @@ async fn relay_session(
     let mut state = relay_state(session, &config, server.pid(), histogram)
         .with_read_only_hint(session.read_only_hint.clone());
     state.ahead = u32::from(ahead);
+    state.prepared = pool
+        .transaction_mode()
+        .then(|| std::mem::take(&mut session.prepared));
     state.watchdog = Watchdog::new(
         config.settings.query_timeout,
         config.settings.idle_transaction_timeout,
@@ -229,12 +246,17 @@ async fn relay_session(
         .await;
     if let Some(mut a) = state.audit.take() {
         a.abandon();
-        tally.statements = a.count;
+        tally.statements += a.count;
         if let Some(sender) = &mut state.sender {
             while let Some(ev) = a.events.pop_front() {
                 sender.send(ev).await;
             }
         }
+    }
+    if let Some(prepared) = state.prepared.take() {
+        session.prepared = prepared;
+        // What the client SET (a reported parameter) follows it to its next connection.
+        session.params.follow(&state.param_changes);
     }
     for (name, value) in state.param_changes.drain(..) {
         server.set_param(&name, &value);
@@ -263,13 +285,22 @@ async fn relay_session(
                 && cancels_settled
                 && !stale
                 && !role_changed;
+            // Named prepared statements a transaction-mode client leaves open would meet the
+            // next client's of the same name.
+            let reset = (!session.prepared.none_open()).then_some("DEALLOCATE ALL");
+            pool.release_with(server, reusable, tracker.exact(), reset)
+                .await;
+            Ok(After::Ended)
+        }
+        Ok(RelayEnd::TransactionEnd) => {
+            let reusable = !state.cut_short && cancels_settled && !stale && !role_changed;
             pool.release(server, reusable, tracker.exact()).await;
-            Ok(())
+            Ok(After::NextRequest)
         }
         Ok(RelayEnd::ClientError(e)) => {
             pool.release(server, false, false).await;
             if e.is_disconnect() {
-                Ok(())
+                Ok(After::Ended)
             } else {
                 Err(Error::ClientProtocol(e))
             }

@@ -12,6 +12,7 @@ use crate::identity::{GucNames, GucStream};
 use crate::protocol::scan::{Flow, Visit};
 use crate::protocol::{backend, frontend};
 
+use super::prepared::Prepared;
 use super::relay::TxTracker;
 use super::statements::StatementAudit;
 
@@ -65,6 +66,9 @@ pub(super) struct RelayState {
     pub server_fatal: bool,
     /// The relay ended with a client message partly forwarded (see `relay`).
     pub cut_short: bool,
+    /// Transaction mode: the client's named prepared statements (the relay ends at a
+    /// transaction's end when none is open). None in session mode.
+    pub prepared: Option<Prepared>,
 }
 
 impl RelayState {
@@ -93,6 +97,7 @@ impl RelayState {
             watchdog: None,
             server_fatal: false,
             cut_short: false,
+            prepared: None,
         }
     }
 
@@ -134,10 +139,14 @@ pub(super) struct Front<'a>(&'a mut RelayState);
 impl Visit for Front<'_> {
     fn want_body(&self, tag: u8) -> bool {
         match tag {
-            frontend::QUERY | frontend::PARSE | frontend::BIND | frontend::FUNCTION_CALL => {
+            frontend::PARSE => {
+                !self.0.names.is_empty() || self.0.audit.is_some() || self.0.prepared.is_some()
+            }
+            frontend::QUERY | frontend::BIND | frontend::FUNCTION_CALL => {
                 !self.0.names.is_empty() || self.0.audit.is_some()
             }
-            frontend::EXECUTE | frontend::CLOSE => self.0.audit.is_some(),
+            frontend::CLOSE => self.0.audit.is_some() || self.0.prepared.is_some(),
+            frontend::EXECUTE => self.0.audit.is_some(),
             _ => false,
         }
     }
@@ -172,8 +181,14 @@ impl Visit for Front<'_> {
                 if let Some(a) = &mut st.audit {
                     a.on_client(tag, b, false);
                 }
+                if let Some(p) = &mut st.prepared {
+                    p.on_client(tag, Some(b));
+                }
             }
             None if wanted => {
+                if let Some(p) = &mut st.prepared {
+                    p.on_client(tag, None);
+                }
                 st.streamed = Some(Streamed {
                     tag,
                     matcher: st.names.stream(),

@@ -153,6 +153,14 @@ impl Config {
         self.databases.get(name).or(self.fallback_database.as_ref())
     }
 
+    /// The pool mode of the pool of database `db` logging in as `pool_user`: as PgBouncer,
+    /// the user's `[users]` pool_mode, else the database entry's, else `[pgbouncer]`'s.
+    pub fn pool_mode(&self, db: &str, pool_user: &str) -> PoolMode {
+        (self.users.get(pool_user).and_then(|u| u.pool_mode))
+            .or_else(|| self.database(db).and_then(|e| e.pool_mode))
+            .unwrap_or(self.settings.pool_mode)
+    }
+
     /// A file named in the config, resolved against the config file's directory.
     pub fn resolve(&self, file: &str) -> PathBuf {
         resolve_relative(&self.path, file)

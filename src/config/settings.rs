@@ -41,7 +41,21 @@ pub enum AuthType {
 /// When a server connection is given back to the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolMode {
+    /// When the client leaves.
     Session,
+    /// When a transaction ends (ReadyForQuery `I`) and the client has nothing in flight and
+    /// no named prepared statement open.
+    Transaction,
+}
+
+impl PoolMode {
+    /// The name PgBouncer's configuration and SHOW commands use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +103,9 @@ pub struct Settings {
     pub fair_sharing: bool,
     /// Default `DISCARD ALL`; empty = no reset. reload: yes
     pub server_reset_query: String,
+    /// Run server_reset_query after each transaction in transaction mode too (session mode
+    /// always runs it). Default off. reload: yes
+    pub server_reset_query_always: bool,
     /// Run on a connection idle longer than `server_check_delay` before a client gets it;
     /// one that fails it is closed and another taken. Default `select 1`; empty = no check.
     /// reload: yes
@@ -281,6 +298,7 @@ impl Default for Settings {
             max_user_pool_share: None,
             fair_sharing: true,
             server_reset_query: "DISCARD ALL".into(),
+            server_reset_query_always: false,
             server_check_query: "select 1".into(),
             server_check_delay: Duration::from_secs(30),
             server_fast_close: false,
@@ -377,11 +395,7 @@ const NOT_IMPLEMENTED: &[&str] = &[
 const NO_EFFECT: &[(&str, &str)] = &[
     (
         "max_prepared_statements",
-        "only transaction mode needs it; in session mode prepared statements stay on their server connection",
-    ),
-    (
-        "server_reset_query_always",
-        "session mode always runs server_reset_query",
+        "prepared statements are never moved between server connections: in transaction mode a client with a named prepared statement open keeps its server connection",
     ),
     (
         "server_login_retry",
@@ -487,6 +501,7 @@ impl Settings {
             "max_user_pool_share" => self.max_user_pool_share = parse_pool_share(v)?,
             "fair_sharing" => self.fair_sharing = parse_bool(v)?,
             "server_reset_query" => self.server_reset_query = v.to_string(),
+            "server_reset_query_always" => self.server_reset_query_always = parse_bool(v)?,
             "server_check_query" => self.server_check_query = v.to_string(),
             "server_check_delay" => self.server_check_delay = parse_duration(v)?,
             "server_fast_close" => self.server_fast_close = parse_bool(v)?,

@@ -47,3 +47,19 @@ fn load_reports_every_problem() {
     let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, vec!["listen_port", "d", "auth_file"]);
 }
+
+#[test]
+fn pool_mode_of_a_pool_user_then_database_then_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("p.ini");
+    std::fs::write(
+        &ini,
+        "[pgbouncer]\npool_mode = transaction\n[databases]\nsess = pool_mode=session\n\
+         * = host=127.0.0.1\n[users]\nbatch = pool_mode=transaction\n",
+    )
+    .unwrap();
+    let config = load(&ini).unwrap();
+    assert_eq!(config.pool_mode("other", "alice"), PoolMode::Transaction);
+    assert_eq!(config.pool_mode("sess", "alice"), PoolMode::Session);
+    assert_eq!(config.pool_mode("sess", "batch"), PoolMode::Transaction);
+}

@@ -47,12 +47,16 @@ pub struct PoolKey {
 /// Limits shared with other pools are read from the live config instead (see `limits.rs`).
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
+    /// When a client gives its server connection back. A reload that changes it replaces the
+    /// pool (connections used in transaction mode were never reset).
+    pub mode: crate::config::PoolMode,
     pub size: u32,
     pub min_size: u32,
     /// Connect + login deadline and keepalive of new server connections.
     pub dial: crate::net::Dial,
     pub idle_timeout: Option<Duration>,
     pub lifetime: Option<Duration>,
+    /// Empty in transaction mode unless server_reset_query_always.
     pub reset_query: Arc<str>,
     pub reset_timeout: Duration,
     /// server_check_query (None when empty) and server_check_delay.
@@ -237,6 +241,12 @@ impl Pool {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Whether clients give connections back at the end of each transaction.
+    pub fn transaction_mode(&self) -> bool {
+        let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        settings.mode == crate::config::PoolMode::Transaction
     }
 
     /// Apply new sizes/timeouts (config reload): a larger size serves waiters at once, a

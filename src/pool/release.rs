@@ -12,7 +12,19 @@ impl Pool {
     /// whose reset fails, errors or takes longer than `reset_timeout`. Unless the relay's count
     /// of answers was `exact`, the reset is followed by a marker query proving that no answer
     /// was still in flight (see [`reset_checked`]).
-    pub async fn release(&self, mut conn: ServerConn, idle: bool, exact: bool) {
+    pub async fn release(&self, conn: ServerConn, idle: bool, exact: bool) {
+        self.release_with(conn, idle, exact, None).await;
+    }
+
+    /// [`Pool::release`], resetting with `reset_query` instead of the pool's when given
+    /// (a transaction-mode client leaving named prepared statements behind).
+    pub async fn release_with(
+        &self,
+        mut conn: ServerConn,
+        idle: bool,
+        exact: bool,
+        reset_query: Option<&str>,
+    ) {
         if !idle {
             tracing::debug!(
                 pid = conn.pid(),
@@ -34,7 +46,11 @@ impl Pool {
         }
         let reset = timeout(
             settings.reset_timeout,
-            reset_checked(&mut conn, &settings.reset_query, !exact),
+            reset_checked(
+                &mut conn,
+                reset_query.unwrap_or(&settings.reset_query),
+                !exact,
+            ),
         )
         .await;
         match reset {

@@ -416,3 +416,30 @@ async fn refused_spoof_attempts_are_logged() {
     assert_eq!(refused["sqlstate"], "42501");
     assert_eq!(refused["client_user"], sa.alice.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_mode_session_is_one_session_with_every_statement() {
+    let sa = SharedAccount::new(1, &format!("{LOG}pool_mode = transaction\n")).await;
+    let alice = sa.connect(&sa.alice).await;
+    let bob = sa.connect(&sa.bob).await;
+    for round in 0..3 {
+        alice
+            .simple_query(&format!("insert into datasets(name) values ('a{round}')"))
+            .await
+            .unwrap();
+        // bob's turn on the one server connection in between (tagged for bob: a new one).
+        bob.simple_query("select 1").await.unwrap();
+    }
+    drop(alice);
+    let evs = until_session_end(&sa).await;
+    let mine = |kind: &str| -> Vec<&Value> {
+        evs.iter()
+            .filter(|e| e["event"] == kind && e["client_user"] == sa.alice.as_str())
+            .collect()
+    };
+    assert_eq!(mine("session_start").len(), 1, "{evs:#?}");
+    assert_eq!(texts(&evs).len(), 3, "{evs:#?}");
+    let end = mine("session_end");
+    assert_eq!(end.len(), 1);
+    assert_eq!(end[0]["statements"].as_u64(), Some(3), "{evs:#?}");
+}

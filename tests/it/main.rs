@@ -28,3 +28,4 @@ mod routing;
 mod session;
 mod timeouts;
 mod tls;
+mod transaction;

@@ -97,7 +97,7 @@ fn connstring_errors() {
         ("port=0", "port"),
         ("port=70000", "out of range"),
         ("pool_size=-1", "negative"),
-        ("pool_mode=transaction", "not supported yet"),
+        ("pool_mode=statement", "not supported"),
     ] {
         let err = parse_connstring("x", value).unwrap_err();
         assert!(err.contains(needle), "{value}: {err}");
@@ -144,13 +144,15 @@ fn users_section() {
     let mut errors = Vec::new();
     let raw = raw(
         "[users]\nalice = pool_mode=session max_user_connections=3\n\
-         bob = max_user_client_connections = 7\ncarol = pool_size=1\ndave = pool_mode=statement\n",
+         bob = max_user_client_connections = 7\ncarol = pool_size=1\ndave = pool_mode=statement\n\
+         erin = pool_mode=transaction\n",
     );
     let users = users_from_ini(&raw, &mut errors);
     assert_eq!(users["alice"].pool_mode, Some(PoolMode::Session));
     assert_eq!(users["alice"].max_user_connections, Some(3));
     assert_eq!(users["bob"].max_user_client_connections, Some(7));
     assert_eq!(users["bob"].pool_mode, None);
+    assert_eq!(users["erin"].pool_mode, Some(PoolMode::Transaction));
     let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
     assert_eq!(got, vec![(4, "carol"), (5, "dave")]);
     assert!(errors[0]

@@ -200,14 +200,15 @@ fn auth_type_and_pool_mode() {
     assert!(e.message.contains("not supported yet"), "{e}");
     assert!(parse_auth_type("kerberos").unwrap_err().contains("unknown"));
 
-    let e = one_error("[pgbouncer]\npool_mode = transaction\n");
+    assert_eq!(
+        ok("[pgbouncer]\npool_mode = Transaction\n").pool_mode,
+        PoolMode::Transaction
+    );
+    let e = one_error("[pgbouncer]\npool_mode = statement\n");
     assert_eq!(
         e.message,
-        "pool_mode=transaction is not supported yet (only session)"
+        "pool_mode=statement is not supported (session or transaction)"
     );
-    assert!(parse_pool_mode("statement")
-        .unwrap_err()
-        .contains("not supported yet"));
     assert!(parse_pool_mode("weird").unwrap_err().contains("unknown"));
 }
 
@@ -287,7 +288,7 @@ max_prepared_statements = 100
     assert!(
         warnings[0]
             .message
-            .starts_with("no effect in pgporter (only transaction mode"),
+            .starts_with("no effect in pgporter (prepared statements are never moved"),
         "{:?}",
         warnings[0].message
     );

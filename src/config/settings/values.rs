@@ -154,11 +154,10 @@ pub(in crate::config) fn parse_auth_type(v: &str) -> Result<AuthType, String> {
 pub(in crate::config) fn parse_pool_mode(v: &str) -> Result<PoolMode, String> {
     match v.trim().to_ascii_lowercase().as_str() {
         "session" => Ok(PoolMode::Session),
-        other @ ("transaction" | "statement") => Err(format!(
-            "pool_mode={other} is not supported yet (only session)"
-        )),
-        _ => Err(format!(
-            "unknown pool_mode {v:?} (only session is supported)"
-        )),
+        "transaction" => Ok(PoolMode::Transaction),
+        "statement" => {
+            Err("pool_mode=statement is not supported (session or transaction)".to_string())
+        }
+        _ => Err(format!("unknown pool_mode {v:?} (session or transaction)")),
     }
 }

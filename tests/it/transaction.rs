@@ -1,0 +1,277 @@
+//! Transaction pool mode: a server connection goes back to the pool at the end of each
+//! transaction, except while the client holds it inside a transaction or has a named prepared
+//! statement open; what a client SETs of the tracked parameters follows the client.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::support::cmd::{run, success};
+use crate::support::shared_account::SharedAccount;
+use crate::support::skip::python;
+use crate::support::{Fixture, Spec};
+
+/// One server connection, transaction mode, a short query_wait_timeout; the fixture's user
+/// is an admin too (SHOW POOLS).
+async fn fixture(extra: &str) -> Fixture {
+    Fixture::custom(|n| Spec {
+        pool_size: 1,
+        ..Spec::new(format!(
+            "pool_mode = transaction\nquery_wait_timeout = 2\nadmin_users = {}\n{extra}",
+            n.user
+        ))
+    })
+    .await
+}
+
+/// The first column of the first row of a simple query.
+async fn value(client: &Client, sql: &str) -> String {
+    let msgs = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    msgs.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+async fn backend_pid(client: &Client) -> String {
+    value(client, "select pg_backend_pid()").await
+}
+
+/// A second client's request, while the only server connection is kept: it waits out
+/// query_wait_timeout.
+async fn held_back(fx: &Fixture) {
+    let other = fx.connect().await;
+    let err = other
+        .simple_query("select 1")
+        .await
+        .expect_err("the only server connection is taken");
+    let message = &crate::support::db_error(&err).message();
+    assert!(message.starts_with("query_wait_timeout"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_take_turns_on_one_server_connection() {
+    let fx = fixture("").await;
+    let (a, b) = (fx.connect().await, fx.connect().await);
+    let pid = backend_pid(&a).await;
+    for _ in 0..3 {
+        assert_eq!(backend_pid(&b).await, pid);
+        assert_eq!(backend_pid(&a).await, pid);
+    }
+    // Extended protocol too (tokio-postgres: a named statement, closed once its last Row is
+    // dropped).
+    let sum: i32 = b
+        .query_one("select $1::int4 + 1", &[&41i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sum, 42);
+    assert_eq!(backend_pid(&a).await, pid);
+
+    let admin = fx.porter.connstring(&fx.user, &fx.password, "pgbouncer");
+    let admin = crate::support::clients::connect(&admin).await;
+    let rows = admin.simple_query("show pools").await.unwrap();
+    let mode = rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) if r.get("database") == Some(fx.db.as_str()) => {
+            r.get("pool_mode").map(str::to_string)
+        }
+        _ => None,
+    });
+    assert_eq!(mode.as_deref(), Some("transaction"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_inside_a_transaction_keeps_its_connection() {
+    let fx = fixture("").await;
+    let a = fx.connect().await;
+    a.batch_execute("create table t (x int); begin; insert into t values (1)")
+        .await
+        .unwrap();
+    held_back(&fx).await;
+    a.batch_execute("commit").await.unwrap();
+    assert_eq!(
+        value(&fx.connect().await, "select count(*) from t").await,
+        "1"
+    );
+
+    // A failed transaction ('E') holds it as well, until the client ends it.
+    a.batch_execute("begin").await.unwrap();
+    assert!(a.batch_execute("select 1/0").await.is_err());
+    held_back(&fx).await;
+    a.batch_execute("rollback").await.unwrap();
+    assert_eq!(value(&fx.connect().await, "select 2").await, "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_prepared_statement_keeps_the_connection_until_closed() {
+    let fx = fixture("").await;
+    let a = fx.connect().await;
+    let stmt = a.prepare("select $1::int8 * 2").await.unwrap();
+    held_back(&fx).await;
+    for i in 0..3i64 {
+        let row = a.query_one(&stmt, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i64>(0), i * 2);
+    }
+    // tokio-postgres closes a dropped statement (Close + Sync): the connection goes back.
+    drop(stmt);
+    assert_eq!(value(&fx.connect().await, "select 3").await, "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_client_sets_follows_the_client() {
+    let fx = fixture("").await;
+    let (a, b) = (fx.connect().await, fx.connect().await);
+    let default_tz = value(&b, "show timezone").await;
+    a.batch_execute("set timezone = 'Asia/Tokyo'; set application_name = 'alpha'")
+        .await
+        .unwrap();
+    // b gets the same server connection, as it was welcomed.
+    assert_eq!(value(&b, "show timezone").await, default_tz);
+    assert_eq!(value(&b, "show application_name").await, "");
+    assert_eq!(value(&a, "show timezone").await, "Asia/Tokyo");
+    assert_eq!(value(&a, "show application_name").await, "alpha");
+    assert_eq!(backend_pid(&a).await, backend_pid(&b).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_copy_and_errors_between_turns() {
+    let fx = fixture("").await;
+    let (a, b) = (fx.connect().await, fx.connect().await);
+    // A cancel reaches the server connection the client holds now.
+    let token = a.cancel_token();
+    let sleeper = tokio::spawn(async move {
+        let r = a.simple_query("select pg_sleep(30)").await;
+        (a, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (a, r) = sleeper.await.unwrap();
+    assert_eq!(r.unwrap_err().code(), Some(&SqlState::QUERY_CANCELED));
+    assert_eq!(value(&b, "select 1").await, "1");
+
+    // COPY both ways, then the other client.
+    a.batch_execute("create table c (x int)").await.unwrap();
+    let sink = a.copy_in("copy c from stdin").await.unwrap();
+    futures_util::pin_mut!(sink);
+    futures_util::SinkExt::send(&mut sink, bytes::Bytes::from_static(b"1\n2\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    assert_eq!(value(&b, "select sum(x) from c").await, "3");
+    let out = a.copy_out("copy c to stdout").await.unwrap();
+    let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(out).await.unwrap();
+    assert_eq!(chunks.concat(), b"1\n2\n");
+    assert_eq!(value(&b, "select 4").await, "4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libpq_clients_outnumber_server_connections() {
+    let fx = fixture("").await;
+    let mut init = Command::new(fx.cluster.bin("pgbench"));
+    init.args(["-i", "-s", "1", "-q"])
+        .arg(fx.cluster.local_connstring(&fx.user, &fx.db));
+    success(&run(init, Duration::from_secs(120)).await, "pgbench -i");
+    for mode in ["simple", "extended"] {
+        let mut cmd = Command::new(fx.cluster.bin("pgbench"));
+        cmd.args(["-c", "6", "-j", "2", "-t", "40", "-M", mode])
+            .args(["-h", "127.0.0.1", "-p", &fx.porter.port().to_string()])
+            .args(["-U", &fx.user])
+            .arg(&fx.db)
+            .env("PGPASSWORD", &fx.password)
+            .env("PGSSLMODE", "disable");
+        let out = success(
+            &run(cmd, Duration::from_secs(120)).await,
+            &format!("pgbench -M {mode}"),
+        );
+        assert!(
+            out.contains("number of transactions actually processed: 240/240"),
+            "-M {mode}: 6 clients on 1 server connection:\n{out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drivers_with_their_prepared_statements() {
+    let Some(python) = python("transaction mode with Python drivers") else {
+        return;
+    };
+    // Two connections per driver, each holding its server connection once it prepares.
+    let fx = Fixture::custom(|_| Spec {
+        pool_size: 2,
+        ..Spec::new("pool_mode = transaction\nquery_wait_timeout = 10")
+    })
+    .await;
+    let mut cmd = Command::new(&python);
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/transaction_mode.py"
+    ))
+    .args(["127.0.0.1", &fx.porter.port().to_string()])
+    .args([&fx.user, &fx.password, &fx.db]);
+    let out = success(
+        &run(cmd, Duration::from_secs(120)).await,
+        "transaction_mode.py",
+    );
+    assert!(out.contains("transaction mode: ok"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_transaction_is_tagged_with_its_own_person() {
+    // alice and bob through the shared account, one server connection between them: each
+    // transaction runs on a connection tagged for the person who sent it.
+    let sa = SharedAccount::new(1, "pool_mode = transaction\nquery_wait_timeout = 5").await;
+    let (alice, bob) = (sa.connect(&sa.alice).await, sa.connect(&sa.bob).await);
+    for round in 0..2 {
+        alice
+            .batch_execute(&format!("insert into datasets(name) values ('a{round}')"))
+            .await
+            .unwrap();
+        bob.batch_execute(&format!(
+            "begin; insert into datasets(name) values ('b{round}'); commit"
+        ))
+        .await
+        .unwrap();
+    }
+    let (a, b) = (Some(sa.alice.clone()), Some(sa.bob.clone()));
+    assert_eq!(
+        sa.change_log().await,
+        vec![
+            (a.clone(), "INSERT".into(), "a0".into()),
+            (b.clone(), "INSERT".into(), "b0".into()),
+            (a, "INSERT".into(), "a1".into()),
+            (b, "INSERT".into(), "b1".into()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_into_transaction_mode_replaces_the_pool() {
+    let fx = Fixture::new(1).await;
+    let a = fx.connect().await;
+    let old_pid = backend_pid(&a).await;
+    held_back(&fx).await;
+    let ini = std::fs::read_to_string(fx.porter.ini_path()).expect("ini");
+    let ini = ini.replace("pool_mode = session\n", "pool_mode = transaction\n");
+    std::fs::write(fx.porter.ini_path(), ini).expect("ini");
+    let stats = &fx.porter.shared().stats;
+    let reloads = || stats.reloads_ok.load(std::sync::atomic::Ordering::Relaxed);
+    let before = reloads();
+    fx.porter.control(pgporter::Control::Reload);
+    crate::ops::eventually("reloaded", || async { reloads() > before }).await;
+    // The session-mode session keeps its connection (never reset for transaction mode's
+    // clients); the new pool's clients take turns on a fresh one once it is closed.
+    assert_eq!(backend_pid(&a).await, old_pid);
+    drop(a);
+    let (b, c) = (fx.connect().await, fx.connect().await);
+    let pid = backend_pid(&b).await;
+    assert_ne!(pid, old_pid);
+    assert_eq!(backend_pid(&c).await, pid);
+    assert_eq!(backend_pid(&b).await, pid);
+}
