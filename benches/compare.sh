@@ -13,14 +13,17 @@
 #   W5 pgbench -S -c 1 -j 1 -l: p50/p99 latency from the per-transaction log
 #   W6 $IDLE_CLIENTS logged-in idle clients (target/*/examples/idle_clients): pooler RSS per client
 #   W7 pooler CPU microseconds per transaction (/proc/PID/stat) during W1 and W3
+#   W8 transaction pool mode: pgbench -b tpcb-like -M simple -c $W8_CLIENTS -j 2 through a pool of
+#      $W8_POOL_SIZE (database bench_tx, pool_mode=transaction in both poolers; direct: $W8_CLIENTS
+#      connections of its own).
 # Each round runs every target once per workload (A B C, then C B A, ...); a cell is the median of rounds.
 #
 # Usage: bash benches/compare.sh            (full: ~10 min)     SHORT=1 bash benches/compare.sh (~1-2 min)
 # Knobs (environment; full / SHORT=1 defaults):
 #   DURATION [10 / 2] s per pgbench run   ROUNDS [3 / 1]   WARMUP [3 / 1] s per target
 #   SCALE [10 / 1]   IDLE_CLIENTS [10000 / 100]   IDLE_CONCURRENCY [64]   W4_CLIENTS [200]
-#   POOL_SIZE [20]   MAX_CONNECTIONS [300]   SCRAM_ITER [4096] iterations of the bench role's secret
-#   WORKLOADS ["W6 W1 W2 W3 W4 W5"] (W6 first: the poolers are still fresh; W7 comes from W1/W3)
+#   POOL_SIZE [20]   W8_CLIENTS [32]   W8_POOL_SIZE [8]   MAX_CONNECTIONS [300]   SCRAM_ITER [4096] iterations of the bench role's secret
+#   WORKLOADS ["W6 W1 W2 W3 W4 W5 W8"] (W6 first: the poolers are still fresh; W7 comes from W1/W3)
 #   PGBOUNCER [auto] 0 = leave PgBouncer out    WORKER_THREADS [unset] pgporter's worker_threads
 #   PROFILE [release] cargo profile for pgporter and idle_clients (dev = the debug build)
 #   OUT [target/bench.json]   KEEP [0] 1 = keep the temp dir (logs, raw pgbench output)
@@ -38,7 +41,8 @@ else
     : "${DURATION:=10}" "${ROUNDS:=3}" "${WARMUP:=3}" "${SCALE:=10}" "${IDLE_CLIENTS:=10000}"
 fi
 : "${IDLE_CONCURRENCY:=64}" "${W4_CLIENTS:=200}" "${POOL_SIZE:=20}" "${MAX_CONNECTIONS:=300}"
-: "${SCRAM_ITER:=4096}" "${WORKLOADS:=W6 W1 W2 W3 W4 W5}" "${PGBOUNCER:=auto}" "${PROFILE:=release}"
+: "${W8_CLIENTS:=32}" "${W8_POOL_SIZE:=8}"
+: "${SCRAM_ITER:=4096}" "${WORKLOADS:=W6 W1 W2 W3 W4 W5 W8}" "${PGBOUNCER:=auto}" "${PROFILE:=release}"
 : "${OUT:=$ROOT/target/bench.json}" "${KEEP:=0}" "${PGBIN:=/usr/lib/postgresql/15/bin}"
 : "${SERVER_SOCKET:=tcp}"
 PGBENCH="$PGBIN/pgbench"
@@ -174,6 +178,7 @@ if [[ -n "$PGB_BIN" ]]; then
     cat >"$RUN/pgbouncer/pgbouncer.ini" <<EOF
 [databases]
 $DB = host=$SERVER_HOST port=$PG_PORT dbname=$DB
+${DB}_tx = host=$SERVER_HOST port=$PG_PORT dbname=$DB pool_mode=transaction pool_size=$W8_POOL_SIZE
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $PGB_PORT
@@ -200,7 +205,7 @@ EOF
 fi
 BENCH_LISTEN_HOST=127.0.0.1 BENCH_LISTEN_PORT="$PORTER_PORT" BENCH_PG_HOST="$SERVER_HOST" BENCH_PG_PORT="$PG_PORT" \
     BENCH_DB="$DB" BENCH_USER="$USER_NAME" BENCH_PASSWORD="$PASSWORD" BENCH_AUTH_FILE="$RUN/userlist.txt" \
-    BENCH_POOL_SIZE="$POOL_SIZE" BENCH_POOL_MODE=session BENCH_MAX_CLIENT_CONN="$MAX_CLIENT_CONN" \
+    BENCH_POOL_SIZE="$POOL_SIZE" BENCH_POOL_MODE=session BENCH_TX_POOL_SIZE="$W8_POOL_SIZE" BENCH_MAX_CLIENT_CONN="$MAX_CLIENT_CONN" \
     BENCH_RUN_DIR="$RUN" BENCH_WORKER_THREADS="${WORKER_THREADS:-}" \
     bash "$ROOT/benches/pgporter_candidate.sh" </dev/null >"$RUN/pgporter.log" 2>&1 &
 PORTER_PID=$!
@@ -210,7 +215,11 @@ log "pgporter ($PROFILE) pid $PORTER_PID on 127.0.0.1:$PORTER_PORT${WORKER_THREA
 
 port_of() { case "$1" in direct) echo "$PG_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; pgporter) echo "$PORTER_PORT" ;; esac; }
 pid_of() { case "$1" in pgbouncer) echo "$PGB_PID" ;; pgporter) echo "$PORTER_PID" ;; *) echo "" ;; esac; }
-conninfo() { echo "host=127.0.0.1 port=$(port_of "$1") dbname=$DB user=$USER_NAME"; }
+conninfo() { # target [workload]: W8 goes through the poolers' transaction-mode entry
+    local db="$DB"
+    [[ "${2:-}" == W8 && "$1" != direct ]] && db="${DB}_tx"
+    echo "host=127.0.0.1 port=$(port_of "$1") dbname=$db user=$USER_NAME"
+}
 for t in "${TARGETS[@]}"; do # every target must accept a SCRAM login before anything is measured
     PGPASSWORD="$PASSWORD" "$PGBIN/psql" -X -At -c 'SELECT 1' "$(conninfo "$t")" >/dev/null 2>"$RUN/login.$t.err" ||
         die "SCRAM login through $t failed: $(cat "$RUN/login.$t.err")"
@@ -253,6 +262,7 @@ wl_args() {
         W3) echo -S -M simple -C -c 16 -j 2 ;;
         W4) echo -S -M simple -C -c "$W4_CLIENTS" -j 2 ;;
         W5) echo -S -M simple -c 1 -j 1 ;;
+        W8) echo -b tpcb-like -M simple -c "$W8_CLIENTS" -j 2 ;;
     esac
 }
 pgbench_bg() { # log args...: pgbench in the background so that cleanup can stop it
@@ -273,7 +283,7 @@ run_one() { # workload round target
         args+=(-l "--log-prefix=$lat")
     fi
     before="$(snap)"
-    pgbench_bg "$logf" -T "$DURATION" "${args[@]}" "$(conninfo "$t")" || rc=$?
+    pgbench_bg "$logf" -T "$DURATION" "${args[@]}" "$(conninfo "$t" "$wl")" || rc=$?
     sleep 0.3 # let the postmaster reap exited backends so their CPU is counted
     after="$(snap)"
     python3 "$TOOL" record --workload "$wl" --target "$t" --round "$rnd" --rc "$rc" --log "$logf" \
@@ -314,7 +324,7 @@ cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
 python3 - "$RUN/meta.json" <<EOF
 import json, sys
 json.dump({"short": $SHORT == 1, "duration_s": $DURATION, "rounds": $ROUNDS, "scale": $SCALE,
-  "pool_size": $POOL_SIZE, "w4_clients": $W4_CLIENTS, "idle_clients": $IDLE_CLIENTS, "scram_iterations": $SCRAM_ITER,
+  "pool_size": $POOL_SIZE, "w4_clients": $W4_CLIENTS, "w8_clients": $W8_CLIENTS, "w8_pool_size": $W8_POOL_SIZE, "idle_clients": $IDLE_CLIENTS, "scram_iterations": $SCRAM_ITER,
   "max_connections": $MAX_CONNECTIONS, "server_socket": "$SERVER_SOCKET", "worker_threads": "${WORKER_THREADS:-}", "profile": "$PROFILE",
   "targets": "${TARGETS[*]}".split(), "nproc": $(nproc), "cpu": """$cpu_model""",
   "mem_total_kb": $(awk '/^MemTotal/ {print $2}' /proc/meminfo), "loadavg_end": open("/proc/loadavg").read().split()[:3],

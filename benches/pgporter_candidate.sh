@@ -3,6 +3,7 @@
 # ../shared/bench/compare.sh and benches/compare.sh export (see their headers):
 #   CANDIDATE_CMD="$PWD/benches/pgporter_candidate.sh" ../shared/bench/compare.sh
 # WORKER_THREADS (or BENCH_WORKER_THREADS), when set, becomes `worker_threads` (0 = one per CPU).
+# BENCH_TX_POOL_SIZE, when set, adds database ${BENCH_DB}_tx: the same, in transaction mode.
 # Session mode, SCRAM client auth from the same auth file PgBouncer gets, same pool size.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,6 +16,7 @@ cp "$BENCH_AUTH_FILE" "$dir/userlist.txt"
 cat >"$dir/pgporter.ini" <<INI
 [databases]
 $BENCH_DB = host=$BENCH_PG_HOST port=$BENCH_PG_PORT dbname=$BENCH_DB password=$BENCH_PASSWORD
+${BENCH_TX_POOL_SIZE:+${BENCH_DB}_tx = host=$BENCH_PG_HOST port=$BENCH_PG_PORT dbname=$BENCH_DB password=$BENCH_PASSWORD pool_mode=transaction pool_size=$BENCH_TX_POOL_SIZE}
 [pgbouncer]
 listen_addr = $BENCH_LISTEN_HOST
 listen_port = $BENCH_LISTEN_PORT

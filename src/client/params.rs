@@ -189,12 +189,19 @@ impl ClientParams {
         to_client: &mut BytesMut,
     ) -> Result<bool, Error> {
         let sets = self.differences(server, app_default, greeted);
-        if sets.is_empty() {
+        // What an earlier client had SET and this one does not ask for goes back to the
+        // connection's default (set_config with NULL is RESET).
+        let resets: Vec<String> = (server.unreported.iter())
+            .filter(|n| !self.wanted().any(|(k, _)| k.eq_ignore_ascii_case(n)))
+            .cloned()
+            .collect();
+        if sets.is_empty() && resets.is_empty() {
             return Ok(false);
         }
-        let ahead = sets
-            .iter()
-            .all(|(name, _)| name.eq_ignore_ascii_case("application_name"));
+        let ahead = resets.is_empty()
+            && sets
+                .iter()
+                .all(|(name, _)| name.eq_ignore_ascii_case("application_name"));
         if ahead {
             let sql = format!("SET application_name = {}", quote_literal(&sets[0].1));
             let mut query = BytesMut::new();
@@ -210,12 +217,15 @@ impl ClientParams {
             record(server, &sets);
             return Ok(true);
         }
-        let calls: Vec<String> = sets
-            .iter()
+        let calls: Vec<String> = (sets.iter())
             .map(|(name, value)| {
                 let (name, value) = (quote_literal(name), quote_literal(value));
                 format!("pg_catalog.set_config({name}, {value}, false)")
             })
+            .chain(resets.iter().map(|name| {
+                let name = quote_literal(name);
+                format!("pg_catalog.set_config({name}, NULL, false)")
+            }))
             .collect();
         let sql = format!("SELECT {}", calls.join(", "));
         // set_config returns each value as now in effect, in the server's spelling
@@ -233,6 +243,10 @@ impl ClientParams {
                 server.remember_spelling(name, asked, now);
             }
         }
+        server.unreported = (sets.iter())
+            .filter(|(name, _)| server.reported(name).is_none())
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect();
         self.report_differences(server, app_default, greeted, to_client);
         Ok(false)
     }

@@ -3,17 +3,34 @@
 //! that connection between transactions (where PgBouncer, without max_prepared_statements,
 //! hands the connection on and the client's next Bind fails). The unnamed statement is not
 //! tracked: drivers use it within one Sync, and PgBouncer does not keep it either.
+//!
+//! A name counts as open from its Parse until the server confirms its Close (CloseComplete):
+//! after an error the server skips the rest of the batch, a Close included, and the statement
+//! stays. A failed Parse is counted too: keeping the connection is the safe mistake.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
-use crate::protocol::frontend;
+use crate::protocol::{backend, frontend};
+
+/// How much of a streamed Parse body is kept looking for the end of its name.
+const NAME_LIMIT: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(super) struct Prepared {
     names: HashSet<Box<[u8]>>,
-    /// A Parse too large to read whole went by: its name was not seen, so the client keeps
-    /// its server connection for the rest of the session.
+    /// A name could not be read (a malformed Parse): the client keeps its server connection
+    /// for the rest of the session.
     unknown: bool,
+    /// Closes sent and not yet answered, in order: the number of ReadyForQuery-bearing
+    /// messages sent before each (its batch ends at the next), and the statement's name
+    /// (None: a portal's Close, answered all the same).
+    closing: VecDeque<(u64, Option<Box<[u8]>>)>,
+    /// Queries, FunctionCalls and Syncs sent that the server answers with ReadyForQuery.
+    synced: u64,
+    /// ReadyForQuery messages received.
+    answered: u64,
+    /// The start of a Parse body too large to be read whole, until its name ends.
+    head: Option<Vec<u8>>,
 }
 
 impl Prepared {
@@ -23,24 +40,69 @@ impl Prepared {
     }
 
     /// A client message on its way to the server: `body` whole, or None for one streamed
-    /// past (too large to read whole).
-    pub(super) fn on_client(&mut self, tag: u8, body: Option<&[u8]>) {
+    /// past (too large to read whole; its bytes go to [`Prepared::on_chunk`]). `answered`:
+    /// whether the server will answer a Sync now (not in copy-in mode).
+    pub(super) fn on_client(&mut self, tag: u8, body: Option<&[u8]>, answered: bool) {
         match (tag, body) {
-            (frontend::PARSE, Some(body)) => {
-                // A Parse that fails (a name in use, bad SQL) creates nothing, but it is
-                // counted until the client closes it: keeping the connection is the safe
-                // mistake.
-                if let Some(name) = cstr(body).filter(|n| !n.is_empty()) {
-                    self.names.insert(name.into());
+            (frontend::PARSE, Some(body)) => match cstr(body) {
+                Some(name) => self.open(name),
+                None => self.unknown = true,
+            },
+            (frontend::PARSE, None) => self.head = Some(Vec::new()),
+            (frontend::CLOSE, Some([kind, rest @ ..])) => {
+                let name = (*kind == b'S').then(|| cstr(rest).unwrap_or(rest).into());
+                self.closing.push_back((self.synced, name));
+            }
+            (frontend::SYNC, _) if !answered => {}
+            (frontend::SYNC | frontend::QUERY | frontend::FUNCTION_CALL, _) => self.synced += 1,
+            _ => {}
+        }
+    }
+
+    /// The next piece of a streamed Parse body (see [`Prepared::on_client`]).
+    pub(super) fn on_chunk(&mut self, bytes: &[u8], last: bool) {
+        let Some(head) = &mut self.head else {
+            return;
+        };
+        match bytes.iter().position(|&b| b == 0) {
+            Some(end) => {
+                head.extend_from_slice(&bytes[..end]);
+                let name = std::mem::take(head);
+                self.head = None;
+                self.open(&name);
+            }
+            None if last || head.len() + bytes.len() > NAME_LIMIT => {
+                self.head = None;
+                self.unknown = true;
+            }
+            None => head.extend_from_slice(bytes),
+        }
+    }
+
+    /// A server message the client will see; `ignored`: Syncs the server turned out to
+    /// ignore (sent in copy-in mode).
+    pub(super) fn on_server(&mut self, tag: u8, ignored: u32) {
+        self.synced = self.synced.saturating_sub(u64::from(ignored));
+        match tag {
+            backend::CLOSE_COMPLETE => {
+                if let Some((_, Some(name))) = self.closing.pop_front() {
+                    self.names.remove(&name);
                 }
             }
-            (frontend::PARSE, None) => self.unknown = true,
-            (frontend::CLOSE, Some([b'S', rest @ ..])) => {
-                if let Some(name) = cstr(rest) {
-                    self.names.remove(name);
-                }
+            backend::READY_FOR_QUERY => {
+                self.answered += 1;
+                // A Close of a batch now over that got no CloseComplete was skipped (an
+                // error came first): its statement stays open.
+                let answered = self.answered;
+                self.closing.retain(|(batch, _)| *batch >= answered);
             }
             _ => {}
+        }
+    }
+
+    fn open(&mut self, name: &[u8]) {
+        if !name.is_empty() {
+            self.names.insert(name.into());
         }
     }
 }
@@ -54,29 +116,91 @@ fn cstr(bytes: &[u8]) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
+    const PARSE_S1: &[u8] = b"s1\0select 1\0\0\0";
+
+    fn closed(p: &mut Prepared, name: &[u8]) {
+        let mut body = vec![b'S'];
+        body.extend_from_slice(name);
+        body.push(0);
+        p.on_client(frontend::CLOSE, Some(&body), true);
+    }
+
     #[test]
-    fn named_statements_are_open_until_closed() {
+    fn named_statements_are_open_until_their_close_is_confirmed() {
         let mut p = Prepared::default();
-        p.on_client(frontend::PARSE, Some(b"\0select 1\0\0\0"));
+        p.on_client(frontend::PARSE, Some(b"\0select 1\0\0\0"), true);
         assert!(p.none_open(), "the unnamed statement is not tracked");
-        p.on_client(frontend::PARSE, Some(b"s1\0select 1\0\0\0"));
-        p.on_client(frontend::PARSE, Some(b"s2\0select 2\0\0\0"));
-        p.on_client(frontend::CLOSE, Some(b"Ps1\0"));
-        p.on_client(frontend::CLOSE, Some(b"Ss1\0"));
-        assert!(!p.none_open(), "s2 is still open");
-        p.on_client(frontend::CLOSE, Some(b"Ss2\0"));
-        assert!(p.none_open());
-        p.on_client(frontend::CLOSE, Some(b"Sneverparsed\0"));
+        p.on_client(frontend::PARSE, Some(PARSE_S1), true);
+        p.on_client(frontend::PARSE, Some(b"s2\0select 2\0\0\0"), true);
+        p.on_client(frontend::CLOSE, Some(b"Pportal\0"), true);
+        closed(&mut p, b"s1");
+        closed(&mut p, b"s2");
+        p.on_client(frontend::SYNC, None, true);
+        p.on_server(backend::CLOSE_COMPLETE, 0); // the portal's
+        p.on_server(backend::CLOSE_COMPLETE, 0); // s1's
+        assert!(!p.none_open(), "s2's Close is not answered yet");
+        p.on_server(backend::CLOSE_COMPLETE, 0);
+        p.on_server(backend::READY_FOR_QUERY, 0);
         assert!(p.none_open());
     }
 
     #[test]
-    fn an_unseen_name_keeps_the_connection() {
+    fn a_close_skipped_after_an_error_leaves_the_statement_open() {
         let mut p = Prepared::default();
-        p.on_client(frontend::PARSE, None);
+        // Parse, Bind, Execute (fails), Close, Sync; then, pipelined, Close + Sync again.
+        p.on_client(frontend::PARSE, Some(PARSE_S1), true);
+        closed(&mut p, b"s1");
+        p.on_client(frontend::SYNC, None, true);
+        closed(&mut p, b"s1");
+        p.on_client(frontend::SYNC, None, true);
+        p.on_server(backend::ERROR_RESPONSE, 0);
+        p.on_server(backend::READY_FOR_QUERY, 0);
+        assert!(!p.none_open(), "the first Close was skipped");
+        p.on_server(backend::CLOSE_COMPLETE, 0);
+        p.on_server(backend::READY_FOR_QUERY, 0);
+        assert!(p.none_open(), "the second one closed it");
+    }
+
+    #[test]
+    fn a_streamed_parse_is_named_from_its_first_bytes() {
+        let mut p = Prepared::default();
+        p.on_client(frontend::PARSE, None, true);
+        p.on_chunk(b"", false);
+        p.on_chunk(b"\0select 1 where 1 in (0, 1", false);
+        p.on_chunk(b", 2)\0\0\0", true);
+        assert!(p.none_open(), "a large unnamed statement is not tracked");
+        p.on_client(frontend::PARSE, None, true);
+        p.on_chunk(b"bi", false);
+        p.on_chunk(b"g\0select 1 where", false);
+        p.on_chunk(b" true\0\0\0", true);
+        assert_eq!(p.names.iter().next().map(|n| &n[..]), Some(&b"big"[..]));
+        // No NUL in the first NAME_LIMIT bytes: not a name pgporter can follow.
+        let mut q = Prepared::default();
+        q.on_client(frontend::PARSE, None, true);
+        q.on_chunk(&[b'x'; NAME_LIMIT + 1], false);
+        assert!(!q.none_open());
+    }
+
+    #[test]
+    fn a_malformed_parse_keeps_the_connection() {
+        let mut p = Prepared::default();
+        p.on_client(frontend::PARSE, Some(b"no nul"), true);
         assert!(!p.none_open());
-        p.on_client(frontend::PARSE, Some(b"bad body without a nul"));
-        p.on_client(frontend::CLOSE, Some(b"S"));
-        assert!(!p.none_open());
+    }
+
+    #[test]
+    fn syncs_the_server_ignores_do_not_delay_a_close() {
+        // Bind, Execute (a COPY), Sync | CopyInResponse (the Sync ignored) | ... Close, Sync.
+        let mut p = Prepared::default();
+        p.on_client(frontend::PARSE, Some(PARSE_S1), true);
+        p.on_client(frontend::SYNC, None, true);
+        p.on_server(backend::COPY_IN_RESPONSE, 1);
+        p.on_client(frontend::SYNC, None, false);
+        closed(&mut p, b"s1");
+        p.on_client(frontend::SYNC, None, true);
+        p.on_server(backend::COMMAND_COMPLETE, 0);
+        p.on_server(backend::CLOSE_COMPLETE, 0);
+        p.on_server(backend::READY_FOR_QUERY, 0);
+        assert!(p.none_open());
     }
 }

@@ -538,7 +538,7 @@ fn link(server: &ServerConn, shared: &Shared) -> ServerLink {
                 .saturating_duration_since(shared.stats.epoch),
         ),
         tls: server.tls,
-        local: server.conn.io.local_addr(),
+        local: server.local,
     }
 }
 

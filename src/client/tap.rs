@@ -181,14 +181,8 @@ impl Visit for Front<'_> {
                 if let Some(a) = &mut st.audit {
                     a.on_client(tag, b, false);
                 }
-                if let Some(p) = &mut st.prepared {
-                    p.on_client(tag, Some(b));
-                }
             }
             None if wanted => {
-                if let Some(p) = &mut st.prepared {
-                    p.on_client(tag, None);
-                }
                 st.streamed = Some(Streamed {
                     tag,
                     matcher: st.names.stream(),
@@ -202,6 +196,9 @@ impl Visit for Front<'_> {
                 }
             }
         }
+        if let Some(p) = &mut st.prepared {
+            p.on_client(tag, body, st.tracker.sync_counts());
+        }
         st.tracker.on_client(tag)
     }
 
@@ -210,6 +207,9 @@ impl Visit for Front<'_> {
         let Some(s) = &mut st.streamed else {
             return Flow::Continue;
         };
+        if let (frontend::PARSE, Some(p)) = (s.tag, &mut st.prepared) {
+            p.on_chunk(bytes, last);
+        }
         if matches!(
             s.tag,
             frontend::QUERY | frontend::PARSE | frontend::BIND | frontend::FUNCTION_CALL
@@ -314,6 +314,9 @@ impl Visit for Back<'_> {
             st.hint_added = false;
         }
         let ignored = self.0.tracker.on_server(tag, body.unwrap_or_default());
+        if let Some(p) = &mut self.0.prepared {
+            p.on_server(tag, ignored);
+        }
         if let Some(a) = &mut self.0.audit {
             a.drop_ignored_syncs(ignored);
             a.on_server(tag, body);

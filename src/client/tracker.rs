@@ -213,6 +213,9 @@ impl TxTracker {
                 }
                 let ignored = self.syncs_since_start;
                 self.outstanding = self.outstanding.saturating_sub(ignored);
+                // An extended-protocol COPY whose Sync the server ignores: once it completes,
+                // the server still waits for a Sync to end the implicit transaction.
+                self.unsynced |= ignored > 0;
                 self.syncs_since_start = 0;
                 self.server_copy = true;
                 self.copied = true;
@@ -275,7 +278,7 @@ impl TxTracker {
 
     /// True when the server is idle outside a transaction with nothing in flight.
     pub fn is_idle(&self) -> bool {
-        self.outstanding == 0 && !self.unsynced && self.status == b'I' && !self.lost
+        self.answered() && !self.unsynced && self.status == b'I' && !self.lost
     }
 
     /// Extended-protocol messages were sent since the last Sync.
@@ -295,9 +298,11 @@ impl TxTracker {
         !self.lost && !self.copied
     }
 
-    /// Nothing sent is still unanswered.
+    /// Nothing sent is still unanswered. A COPY IN in progress is not: its statement's answer
+    /// is still to come, though the Sync the client sent behind it (which the server
+    /// ignores) is no longer counted.
     pub(super) fn answered(&self) -> bool {
-        self.outstanding == 0
+        self.outstanding == 0 && !self.copy_in && !self.server_copy
     }
 
     /// Whether a request started on an idle server since the last call (SHOW CLIENTS'
@@ -438,10 +443,21 @@ mod tests {
         let mut t = TxTracker::default();
         sends(&mut t, &[frontend::BIND, frontend::EXECUTE, frontend::SYNC]);
         assert_eq!(t.on_server(backend::COPY_IN_RESPONSE, &[]), 1);
-        sends(
-            &mut t,
-            &[frontend::COPY_DATA, frontend::COPY_DONE, frontend::SYNC],
+        // The Sync is not awaited, but the copy is: the server is not idle (transaction mode
+        // released it here, and the client's rows went to the next connection).
+        assert!(!t.answered() && !t.is_idle());
+        t.on_client(frontend::COPY_DATA);
+        t.on_client(frontend::COPY_DONE);
+        assert!(
+            !t.is_idle(),
+            "CopyDone sent, its CommandComplete not yet come"
         );
+        t.on_server(backend::COMMAND_COMPLETE, b"COPY 1\0");
+        assert!(
+            !t.is_idle(),
+            "the copy is done, the Sync that ends it not yet sent"
+        );
+        t.on_client(frontend::SYNC);
         assert!(!t.answered());
         t.on_server(backend::READY_FOR_QUERY, b"I");
         assert!(t.is_idle());

@@ -16,14 +16,14 @@ impl Pool {
         self.release_with(conn, idle, exact, None).await;
     }
 
-    /// [`Pool::release`], resetting with `reset_query` instead of the pool's when given
-    /// (a transaction-mode client leaving named prepared statements behind).
+    /// [`Pool::release`], running `also` after the pool's reset query (a transaction-mode
+    /// client leaving named prepared statements behind: `DEALLOCATE ALL`).
     pub async fn release_with(
         &self,
         mut conn: ServerConn,
         idle: bool,
         exact: bool,
-        reset_query: Option<&str>,
+        also: Option<&str>,
     ) {
         if !idle {
             tracing::debug!(
@@ -44,13 +44,14 @@ impl Pool {
             );
             return self.discard(conn).await;
         }
+        let queries: Vec<&str> = [Some(&*settings.reset_query), also]
+            .into_iter()
+            .flatten()
+            .filter(|q| !q.is_empty())
+            .collect();
         let reset = timeout(
             settings.reset_timeout,
-            reset_checked(
-                &mut conn,
-                reset_query.unwrap_or(&settings.reset_query),
-                !exact,
-            ),
+            reset_checked(&mut conn, &queries, !exact),
         )
         .await;
         match reset {
@@ -124,24 +125,22 @@ enum Reset {
     Stale,
 }
 
-/// Run `reset_query` (if any) followed, in the same write, by a query whose answer carries a
-/// random marker, and read up to the marker's ReadyForQuery. Exactly one ReadyForQuery per
-/// query sent must come: any other answer before the marker is a reply the client's requests
-/// still had coming, which must not reach the next client.
+/// Run the reset `queries` (each its own Query: `DISCARD ALL` refuses to run in a
+/// multi-statement one) followed, in the same write, by a query whose answer carries a random
+/// marker, and read up to the marker's ReadyForQuery. Exactly one ReadyForQuery per query sent
+/// must come: any other answer before the marker is a reply the client's requests still had
+/// coming, which must not reach the next client.
 async fn reset_checked(
     conn: &mut ServerConn,
-    reset_query: &str,
+    queries: &[&str],
     marked: bool,
 ) -> Result<Reset, ServerError> {
     if !marked {
-        return plain_reset(conn, reset_query).await;
+        return plain_reset(conn, queries).await;
     }
     let marker = format!("pgporter reset {:016x}", rand::random::<u64>());
     let select = format!("SELECT '{marker}'");
-    let queries: Vec<&str> = [reset_query, select.as_str()]
-        .into_iter()
-        .filter(|q| !q.is_empty())
-        .collect();
+    let queries: Vec<&str> = queries.iter().copied().chain([select.as_str()]).collect();
     crate::server::send_queries(conn, &queries).await?;
     let (mut first_error, mut answered) = (None, 0);
     loop {
@@ -172,17 +171,15 @@ async fn reset_checked(
 }
 
 /// The reset alone, when the count of answers is known to be exact.
-async fn plain_reset(conn: &mut ServerConn, reset_query: &str) -> Result<Reset, ServerError> {
-    if reset_query.is_empty() {
-        return Ok(Reset::Clean);
+async fn plain_reset(conn: &mut ServerConn, queries: &[&str]) -> Result<Reset, ServerError> {
+    for query in queries {
+        match crate::server::simple_query(conn, query).await? {
+            crate::server::QueryOutcome::Done(b'I') => {}
+            crate::server::QueryOutcome::Done(status) => return Ok(Reset::InTransaction(status)),
+            crate::server::QueryOutcome::Failed(e) => return Ok(Reset::Failed(e)),
+        }
     }
-    Ok(
-        match crate::server::simple_query(conn, reset_query).await? {
-            crate::server::QueryOutcome::Done(b'I') => Reset::Clean,
-            crate::server::QueryOutcome::Done(status) => Reset::InTransaction(status),
-            crate::server::QueryOutcome::Failed(e) => Reset::Failed(e),
-        },
-    )
+    Ok(Reset::Clean)
 }
 
 /// Say goodbye (Terminate) so PostgreSQL logs a clean disconnect; bounded, best effort.

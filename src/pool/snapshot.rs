@@ -32,7 +32,7 @@ impl Pool {
                 created_at: c.created_at,
                 last_used: c.last_used,
                 tls: c.tls,
-                local: c.conn.io.local_addr(),
+                local: c.local,
             })
             .collect()
     }

@@ -56,6 +56,7 @@ async fn connect_inner(
     values.remove("database");
     let now = Instant::now();
     let tls = conn.io.tls_info();
+    let local = conn.io.local_addr();
     Ok(ServerConn {
         conn,
         addr: target.addr.clone(),
@@ -69,6 +70,8 @@ async fn connect_inner(
         tag: None,
         identity_tag: None,
         tls,
+        local,
+        unreported: Vec::new(),
     })
 }
 

@@ -141,6 +141,13 @@ pub struct ServerConn {
     pub identity_tag: Option<std::sync::Arc<str>>,
     /// TLS toward the server, if any.
     pub tls: Option<crate::tls::TlsInfo>,
+    /// pgporter's end of the socket (SHOW SERVERS / CLIENTS), read once: a checkout in
+    /// transaction mode needs it for every transaction.
+    pub local: Option<std::net::SocketAddr>,
+    /// Parameters the server does not report that pgporter SET for the connection's current
+    /// or last client (lowercase): a later client that does not ask for them gets them reset
+    /// (transaction mode runs no reset query between clients).
+    pub unreported: Vec<String>,
 }
 
 impl ServerConn {

@@ -29,3 +29,4 @@ mod session;
 mod timeouts;
 mod tls;
 mod transaction;
+mod transaction_raw;

@@ -1,0 +1,191 @@
+//! Transaction mode at the protocol level (a hand-written client, message by message): where
+//! a transaction ends, which prepared statements are open, and what a leaving client leaves
+//! behind on the server connection the next client gets.
+
+use std::time::Duration;
+
+use crate::support::raw::{Msg, RawClient};
+use crate::support::{Fixture, Spec};
+
+/// One server connection in transaction mode: every client below gets the same one.
+async fn fixture(extra: &str) -> Fixture {
+    Fixture::custom(|_| Spec {
+        pool_size: 1,
+        ..Spec::new(format!(
+            "pool_mode = transaction\nquery_wait_timeout = 3\n{extra}"
+        ))
+    })
+    .await
+}
+
+async fn login(fx: &Fixture, params: &[(&str, &str)]) -> RawClient {
+    RawClient::login_with(fx.porter.addr(), &fx.user, &fx.password, &fx.db, params)
+        .await
+        .0
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+async fn parse(c: &mut RawClient, name: &str, sql: &str) {
+    let mut body = cstr(name);
+    body.extend(cstr(sql));
+    body.extend([0, 0]);
+    c.send_msg(b'P', &body).await;
+}
+
+/// Bind the unnamed portal to statement `name` with text parameters, then Execute it.
+async fn bind_execute(c: &mut RawClient, name: &str, params: &[&str]) {
+    let mut body = cstr("");
+    body.extend(cstr(name));
+    body.extend([0, 0]);
+    body.extend(
+        i16::try_from(params.len())
+            .expect("few parameters")
+            .to_be_bytes(),
+    );
+    for p in params {
+        body.extend(i32::try_from(p.len()).expect("a short value").to_be_bytes());
+        body.extend(p.as_bytes());
+    }
+    body.extend([0, 0]);
+    c.send_msg(b'B', &body).await;
+    c.send_msg(b'E', &[0, 0, 0, 0, 0]).await;
+}
+
+async fn close_statement(c: &mut RawClient, name: &str) {
+    let mut body = vec![b'S'];
+    body.extend(cstr(name));
+    c.send_msg(b'C', &body).await;
+}
+
+async fn sync(c: &mut RawClient) -> Vec<Msg> {
+    c.send_msg(b'S', &[]).await;
+    c.until_ready().await.expect("connection ended")
+}
+
+fn error_of(msgs: &[Msg]) -> Option<String> {
+    msgs.iter().find(|m| m.tag == b'E').and_then(Msg::sqlstate)
+}
+
+async fn value(c: &mut RawClient, sql: &str) -> String {
+    let (rows, _, error) = c.rows(sql).await;
+    assert_eq!(error, None, "{sql}");
+    rows.into_iter().next().unwrap_or_default()
+}
+
+async fn leave(mut c: RawClient) {
+    c.send_msg(b'X', &[]).await;
+    // Wait for pgporter to close it: the release has run by then.
+    assert!(c.read_msg().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_protocol_copy_keeps_its_connection_until_done() {
+    // libpq's PQexecParams of a COPY: Parse, Bind, Execute, Sync; the server ignores that
+    // Sync in copy-in mode, and the copy's rows come after a pause.
+    let fx = fixture("").await;
+    let mut a = login(&fx, &[]).await;
+    value(&mut a, "create table t (x int)").await;
+    parse(&mut a, "", "copy t from stdin").await;
+    bind_execute(&mut a, "", &[]).await;
+    a.send_msg(b'S', &[]).await;
+    // ParseComplete, BindComplete, CopyInResponse.
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(a.read_msg().await.expect("answer").tag);
+    }
+    assert_eq!(got, b"12G");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.send_msg(b'd', b"1\n2\n").await;
+    a.send_msg(b'c', &[]).await;
+    let msgs = sync(&mut a).await;
+    let done = msgs
+        .iter()
+        .find(|m| m.tag == b'C')
+        .expect("CommandComplete");
+    assert_eq!(done.body, b"COPY 2\0");
+    assert_eq!(value(&mut a, "select count(*) from t").await, "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_skipped_after_an_error_is_cleaned_up_when_the_client_leaves() {
+    let fx = fixture("").await;
+    let mut a = login(&fx, &[]).await;
+    parse(&mut a, "oneshot", "select 1 / $1::int").await;
+    bind_execute(&mut a, "oneshot", &["0"]).await;
+    close_statement(&mut a, "oneshot").await;
+    assert_eq!(error_of(&sync(&mut a).await).as_deref(), Some("22012"));
+    leave(a).await;
+    let mut b = login(&fx, &[]).await;
+    parse(&mut b, "oneshot", "select 42").await;
+    bind_execute(&mut b, "oneshot", &[]).await;
+    let msgs = sync(&mut b).await;
+    assert_eq!(
+        error_of(&msgs),
+        None,
+        "no 42P05: the statement was deallocated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_parse_is_followed_by_its_name() {
+    let fx = fixture("").await;
+    let list: Vec<String> = (0..14_000).map(|i| i.to_string()).collect();
+    let big = format!("select 1 where 1 in ({})", list.join(","));
+    assert!(big.len() > 70_000);
+    let mut a = login(&fx, &[]).await;
+    // Unnamed: nothing held afterwards.
+    parse(&mut a, "", &big).await;
+    bind_execute(&mut a, "", &[]).await;
+    assert_eq!(error_of(&sync(&mut a).await), None);
+    let mut b = login(&fx, &[]).await;
+    assert_eq!(value(&mut b, "select 'b'").await, "b");
+    // Named: held until closed.
+    parse(&mut a, "big", &big).await;
+    assert_eq!(error_of(&sync(&mut a).await), None);
+    b.query("select 'b'").await;
+    let held = b.read_msg().await.expect("an answer");
+    assert_eq!(
+        held.sqlstate().as_deref(),
+        Some("08P01"),
+        "query_wait_timeout"
+    );
+    close_statement(&mut a, "big").await;
+    assert_eq!(error_of(&sync(&mut a).await), None);
+    let mut c = login(&fx, &[]).await;
+    assert_eq!(value(&mut c, "select 'c'").await, "c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_query_always_still_runs_when_statements_are_left_open() {
+    let fx = fixture("server_reset_query_always = 1").await;
+    let mut a = login(&fx, &[]).await;
+    parse(&mut a, "s1", "select 1").await;
+    assert_eq!(error_of(&sync(&mut a).await), None);
+    value(&mut a, "set work_mem = '66MB'").await;
+    leave(a).await;
+    let mut b = login(&fx, &[]).await;
+    assert_eq!(value(&mut b, "show work_mem").await, "4MB");
+    parse(&mut b, "s1", "select 2").await;
+    assert_eq!(error_of(&sync(&mut b).await), None, "s1 was deallocated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_the_server_does_not_report_stay_with_their_client() {
+    let fx = fixture("").await;
+    let params = [("statement_timeout", "50"), ("search_path", "nowhere")];
+    let mut a = login(&fx, &params).await;
+    let mut b = login(&fx, &[]).await;
+    for _ in 0..2 {
+        assert_eq!(value(&mut a, "show statement_timeout").await, "50ms");
+        assert_eq!(value(&mut a, "show search_path").await, "nowhere");
+        assert_eq!(value(&mut b, "show statement_timeout").await, "0");
+        assert_eq!(value(&mut b, "show search_path").await, "\"$user\", public");
+    }
+    leave(a).await;
+    assert_eq!(value(&mut b, "show statement_timeout").await, "0");
+}
