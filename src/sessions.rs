@@ -77,7 +77,7 @@ const SETTING_UP: u8 = 8;
 #[derive(Debug)]
 pub enum CancelTarget {
     /// Forward it to the session's server connection.
-    Server(ServerLink, CancelInFlight),
+    Server(Arc<ServerLink>, CancelInFlight),
     /// The session waits for a server connection: its request is cancelled here.
     Waiting,
     /// Nothing to cancel (idle, or not logged in).
@@ -124,7 +124,7 @@ pub struct SessionInfo {
     pub request_time: AtomicU64,
     pub server_pid: AtomicI32,
     /// Boxed: most of an idle session's entry would be this empty slot.
-    server: Mutex<Option<Box<ServerLink>>>,
+    server: Mutex<Option<Arc<ServerLink>>>,
     /// Set to end this session now (KILL, KILL_CLIENT, shutdown); `kill` wakes its waiter.
     /// Inline, not a CancellationToken: that would be an allocation of its own per session.
     killed: AtomicU8,
@@ -178,10 +178,10 @@ impl SessionInfo {
     }
     /// The session holds `link` (PAUSE, WAIT_CLOSE, SHOW count it from now on), still being
     /// set up: cancels are held back until [`Self::set_up`].
-    pub fn set_active(&self, link: ServerLink) {
+    pub fn set_active(&self, link: Arc<ServerLink>) {
         let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
         self.server_pid.store(link.pid, Relaxed);
-        *server = Some(Box::new(link));
+        *server = Some(link);
         self.asks.fetch_or(SETTING_UP, SeqCst);
         self.state.store(ClientState::Active as u8, Relaxed);
     }
@@ -305,10 +305,10 @@ impl SessionInfo {
     /// ([`Self::set_up`]).
     pub fn begin_cancel(self: &Arc<Self>) -> CancelTarget {
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(link) = server.as_deref() {
+        if let Some(link) = server.as_ref() {
             if self.asks.load(SeqCst) & SETTING_UP == 0 {
                 self.cancels.fetch_add(1, SeqCst);
-                return CancelTarget::Server(link.clone(), CancelInFlight(Arc::clone(self)));
+                return CancelTarget::Server(Arc::clone(link), CancelInFlight(Arc::clone(self)));
             }
         } else if self.state() != ClientState::Waiting {
             return CancelTarget::Nothing;
@@ -331,12 +331,11 @@ impl SessionInfo {
         true
     }
 
-    pub fn server(&self) -> Option<ServerLink> {
+    pub fn server(&self) -> Option<Arc<ServerLink>> {
         self.server
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_deref()
-            .cloned()
+            .clone()
     }
 }
 
@@ -518,7 +517,7 @@ mod tests {
         let root = CancellationToken::new();
         let s = Arc::new(Sessions::default());
         let a = s.register(new("a", false), &root);
-        let link = ServerLink {
+        let link = Arc::new(ServerLink {
             id: 7,
             addr: "127.0.0.1".into(),
             port: 5432,
@@ -528,7 +527,7 @@ mod tests {
             created_us: 0,
             tls: None,
             local: None,
-        };
+        });
         assert!(matches!(a.info.begin_cancel(), CancelTarget::Nothing));
         // Asked while waiting; the server is granted before the wait looks: the set-up
         // finds the ask.
@@ -545,7 +544,7 @@ mod tests {
         // Set up: forwarded to the server; nothing left for the next set-up.
         assert!(matches!(
             a.info.begin_cancel(),
-            CancelTarget::Server(ServerLink { pid: 7, .. }, _)
+            CancelTarget::Server(link, _) if link.pid == 7
         ));
         assert!(!a.info.set_up());
         // An ask left over when the request ends does not cancel the next one.

@@ -326,6 +326,7 @@ async fn start(
         read_only_hint: route.read_only_hint.map(Arc::from),
         who: session_who,
         prepared: Default::default(),
+        tag: Default::default(),
     });
     welcome(conn, &mut session, registration.key, &guard.info, shared).await?;
     Ok(Started::Pool(Seat {

@@ -286,13 +286,15 @@ impl ClientParams {
         greeted: &[(String, String)],
     ) -> Vec<(String, String)> {
         let mut sets: Vec<(String, String)> = Vec::new();
-        for (name, value) in self.wanted() {
+        // Unpacked once: this runs at every checkout (every transaction in transaction mode).
+        let wanted: Vec<(&str, &str)> = self.wanted().collect();
+        for &(name, value) in &wanted {
             if !server.param_is(name, value) {
                 sets.push((name.to_string(), value.to_string()));
             }
         }
         for name in TRACKED {
-            if self.wanted().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            if wanted.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
                 continue;
             }
             // A connection opened for a client starts with that client's application_name

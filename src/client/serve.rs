@@ -42,7 +42,13 @@ pub(super) struct Session {
     pub who: Who,
     /// Transaction mode: the client's named prepared statements, kept between relays.
     pub prepared: super::prepared::Prepared,
+    /// The session tag under the configuration snapshot it was worked out for (transaction
+    /// mode asks at every transaction).
+    pub tag: std::sync::Mutex<Option<TagUnder>>,
 }
+
+/// A session tag (None: tagging off) and the configuration snapshot it was worked out under.
+pub(super) type TagUnder = (Arc<crate::config::Config>, Option<Arc<str>>);
 
 /// Who the session is, for tagging, the spoof check and the audit log.
 #[derive(Debug)]
@@ -60,6 +66,24 @@ impl Session {
     /// Who the client is for fair sharing: its login user name.
     fn identity(&self) -> &Identity {
         self.client_slot.user()
+    }
+
+    /// The tag its server connections must carry under `config` (`crate::identity`).
+    fn tag_under(
+        &self,
+        config: &Arc<crate::config::Config>,
+        info: &SessionInfo,
+    ) -> Option<Arc<str>> {
+        let mut cached = self.tag.lock().unwrap_or_else(|p| p.into_inner());
+        match &*cached {
+            Some((made_for, tag)) if Arc::ptr_eq(made_for, config) => tag.clone(),
+            _ => {
+                let identity = &config.settings.identity;
+                let tag = crate::identity::tag_key(identity, self.identity(), info.ip);
+                *cached = Some((Arc::clone(config), tag.clone()));
+                tag
+            }
+        }
     }
 }
 
@@ -487,9 +511,9 @@ pub(super) async fn checkout(
     shared: &Shared,
 ) -> Result<(ServerConn, Arc<Pool>), Error> {
     let started = tokio::time::Instant::now();
-    let result = acquire(session, info, shared).await;
+    let mut result = acquire(session, info, shared).await;
     let db = &session.pool.key.db;
-    match &result {
+    match &mut result {
         Ok((server, _)) => {
             let waited = started.elapsed();
             session.stats.assigned(waited);
@@ -518,14 +542,18 @@ pub(super) async fn checkout(
     result
 }
 
-/// What SHOW CLIENTS / SERVERS and cancel forwarding know of the session's server connection.
-fn link(server: &ServerConn, shared: &Shared) -> ServerLink {
+/// What SHOW CLIENTS / SERVERS and cancel forwarding know of the session's server connection
+/// (made once per connection: in transaction mode a checkout comes with every transaction).
+fn link(server: &mut ServerConn, shared: &Shared) -> Arc<ServerLink> {
+    if let Some(link) = &server.link {
+        return Arc::clone(link);
+    }
     let (addr, port) = match &server.addr {
         crate::server::ServerAddr::Tcp { host, port } => (host.clone(), *port),
         crate::server::ServerAddr::Unix { dir, port } => (dir.clone(), *port),
     };
     let age = server.created_at.elapsed();
-    ServerLink {
+    let link = Arc::new(ServerLink {
         id: u64::try_from(server.pid()).unwrap_or(0),
         addr,
         port,
@@ -539,7 +567,9 @@ fn link(server: &ServerConn, shared: &Shared) -> ServerLink {
         ),
         tls: server.tls,
         local: server.local,
-    }
+    });
+    server.link = Some(Arc::clone(&link));
+    link
 }
 
 /// Get a server connection: wait while the database is paused (PAUSE, KILL), then check one
@@ -592,7 +622,7 @@ pub(super) async fn acquire(
                 }
             }
             let (identity, user) = (&config.settings.identity, session.identity());
-            let tag = crate::identity::tag_key(identity, user, info.ip);
+            let tag = session.tag_under(&config, info);
             // A new server connection carries the identity tag and none of this client's own
             // parameters: startup values are what RESET ALL / DISCARD ALL return to, for this
             // client and every later one (a client's own RESET ALL brought back an earlier
@@ -614,10 +644,13 @@ pub(super) async fn acquire(
             return Ok((server, pool));
         }
     };
+    // The checkout first: one served at once (an idle connection) never registers with the
+    // kill notification (a lock, twice, at every transaction in transaction mode); a kill
+    // meanwhile is seen by the relay, which polls it first.
     tokio::select! {
         biased;
-        () = info.killed() => Err(ended(shared, info)),
         r = get => r,
+        () = info.killed() => Err(ended(shared, info)),
     }
 }
 

@@ -70,6 +70,10 @@ impl Pool {
         let since = Instant::now();
         let (seq, mut rx, blocker, close) = {
             let mut inner = self.lock();
+            if let Some(conn) = self.take_now(&mut inner, settings, identity, tag) {
+                drop(inner);
+                return Ok(lent(conn, identity, since));
+            }
             let (seq, rx) = inner.waiters.push_tagged(identity.clone(), tag.cloned());
             let close = self.dispatch(&mut inner, settings);
             let blocker = inner
@@ -95,12 +99,8 @@ impl Pool {
             }
         };
         match grant {
-            Grant::Conn(mut conn) if conn.identity_tag.as_ref() == tag => {
-                let now = Instant::now();
-                let idle_for = now.saturating_duration_since(conn.last_used);
-                conn.last_used = now;
-                conn.holder = Some(identity.clone());
-                Ok((conn, Some(idle_for)))
+            Grant::Conn(conn) if conn.identity_tag.as_ref() == tag => {
+                Ok(lent(conn, identity, Instant::now()))
             }
             Grant::Conn(other) => {
                 // Tagged for someone else: close it and connect in its slot.
@@ -278,6 +278,14 @@ impl Drop for WaitGuard<'_> {
             Err(_) => {}
         }
     }
+}
+
+/// An idle connection lent to `identity` at `now`, with how long it was idle.
+fn lent(mut conn: ServerConn, identity: &Identity, now: Instant) -> (ServerConn, Option<Duration>) {
+    let idle_for = now.saturating_duration_since(conn.last_used);
+    conn.last_used = now;
+    conn.holder = Some(identity.clone());
+    (conn, Some(idle_for))
 }
 
 /// A counted slot being connected; dropped armed (connect failed or was cancelled), it frees

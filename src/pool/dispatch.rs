@@ -27,7 +27,7 @@ impl Pool {
     /// Serve waiters with what is free now; returns connections to close (idle ones over the
     /// pool size or over a lowered limit, and expired ones met on the way).
     pub(super) fn dispatch(&self, inner: &mut Inner, settings: &PoolSettings) -> Vec<ServerConn> {
-        let lim = self.limits.resolve(&self.key, settings);
+        let lim = self.resolved(inner, settings);
         let mut close = Vec::new();
         inner.waiters.prune();
         while !inner.waiters.is_empty() {
@@ -80,6 +80,44 @@ impl Pool {
         }
         self.trim(inner, &lim, &mut close);
         close
+    }
+
+    /// This pool's limits (cached per configuration snapshot); notes whether one is shared
+    /// with other pools.
+    fn resolved(&self, inner: &mut Inner, settings: &PoolSettings) -> PoolLimits {
+        let lim = (self.limits).resolve_cached(&self.key, settings, &mut inner.resolved);
+        let shared = lim.max_db > 0 || lim.max_user > 0;
+        self.shared_limit
+            .store(shared, std::sync::atomic::Ordering::Relaxed);
+        lim
+    }
+
+    /// With nobody waiting, an idle connection tagged `tag` that `identity` may have now,
+    /// taken straight off the idle list (what [`Pool::dispatch`] would grant a lone waiter,
+    /// without queueing); None: queue as usual.
+    pub(super) fn take_now(
+        &self,
+        inner: &mut Inner,
+        settings: &PoolSettings,
+        identity: &super::Identity,
+        tag: Option<&std::sync::Arc<str>>,
+    ) -> Option<ServerConn> {
+        if !inner.waiters.is_empty() {
+            return None;
+        }
+        let lim = self.resolved(inner, settings);
+        let held = inner.holders.get(identity);
+        let over = (lim.max_db > 0 || lim.max_user > 0) && self.limits.room(&self.key, &lim).over;
+        if lim.share_cap.is_some_and(|cap| held >= cap) || inner.total > lim.cap(false) || over {
+            return None;
+        }
+        let at = (inner.idle.iter()).rposition(|c| c.identity_tag.as_ref() == tag)?;
+        if expired(inner.idle.get(at)?, settings, Instant::now()) {
+            return None;
+        }
+        let conn = inner.idle.remove(at)?;
+        inner.holders.add(identity);
+        Some(conn)
     }
 
     /// Idle connections beyond the pool size (reserve connections going idle, a smaller size
@@ -151,9 +189,14 @@ impl Pool {
         // Idle from now: server_idle_timeout and server_check_delay count from here.
         conn.last_used = Instant::now();
         let settings = self.settings();
+        // Only when a limit is shared with other pools (max_db_connections,
+        // max_user_connections): a look at every sibling pool on each return is not free.
+        let shared = self.shared_limit.load(std::sync::atomic::Ordering::Relaxed);
         // Asked before taking the lock: the siblings' locks are taken on the way.
-        let own = self.counts();
-        let owed = own.waiting > 0 && self.limits.owed_elsewhere(&self.key, own.total);
+        let owed = shared && {
+            let own = self.counts();
+            own.waiting > 0 && self.limits.owed_elsewhere(&self.key, own.total)
+        };
         if owed {
             tracing::debug!(pid = conn.pid(), pool = ?self.key, "another pool sharing a full limit holds fewer connections: closing this one for its client");
             let mut inner = self.lock();
@@ -177,7 +220,9 @@ impl Pool {
             self.dispatch(&mut inner, &settings)
         };
         self.settle(close);
-        self.limits.offer_idle(self);
+        if shared {
+            self.limits.offer_idle(self);
+        }
     }
 
     /// A connection counted in `total` (held by `holder`, if lent) is gone: free its slot for

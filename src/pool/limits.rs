@@ -64,6 +64,15 @@ impl ClientLimit {
     }
 }
 
+/// A pool's limits as resolved under one configuration snapshot (held, so that a later
+/// snapshot cannot reuse its address) for one pool size.
+#[derive(Debug)]
+pub(super) struct Resolved {
+    config: Arc<Config>,
+    size: u32,
+    limits: PoolLimits,
+}
+
 /// One pool's limits as the current snapshot resolves them.
 #[derive(Debug, Clone)]
 pub(super) struct PoolLimits {
@@ -141,23 +150,30 @@ impl Limits {
 
     /// `key`'s limits from the live snapshot (pool size and timeouts from `settings`).
     pub(super) fn resolve(&self, key: &PoolKey, settings: &PoolSettings) -> PoolLimits {
+        resolve_in(&self.config.load(), key, settings)
+    }
+
+    /// [`Limits::resolve`], reusing `cache` while the configuration snapshot and the pool size
+    /// are the ones it was made for (a dispatch runs at every checkout and checkin).
+    pub(super) fn resolve_cached(
+        &self,
+        key: &PoolKey,
+        settings: &PoolSettings,
+        cache: &mut Option<Resolved>,
+    ) -> PoolLimits {
         let config = self.config.load();
-        let s = &config.settings;
-        PoolLimits {
-            size: settings.size,
-            reserve_size: config.reserve_pool_size(&key.db),
-            reserve_timeout: Config::nonzero(s.reserve_pool_timeout),
-            share_cap: config
-                .max_user_pool_share(&key.db)
-                .map(|share| share.cap(settings.size)),
-            order: if s.fair_sharing {
-                Order::Fair
-            } else {
-                Order::Fifo
-            },
-            max_db: config.max_db_connections(&key.db),
-            max_user: config.max_user_connections(&key.user),
+        if let Some(c) = cache {
+            if Arc::ptr_eq(&c.config, &config) && c.size == settings.size {
+                return c.limits.clone();
+            }
         }
+        let limits = resolve_in(&config, key, settings);
+        *cache = Some(Resolved {
+            config,
+            size: settings.size,
+            limits: limits.clone(),
+        });
+        limits
     }
 
     pub(super) fn room(&self, key: &PoolKey, lim: &PoolLimits) -> Room {
@@ -370,5 +386,25 @@ impl Drop for ClientSlot {
         let mut counts = self.limits.counts();
         decrement(&mut counts.clients_by_user, &self.user, 1);
         decrement(&mut counts.clients_by_db, &self.db, 1);
+    }
+}
+
+/// The limits of `key`'s pool under `config`.
+fn resolve_in(config: &Config, key: &PoolKey, settings: &PoolSettings) -> PoolLimits {
+    let s = &config.settings;
+    PoolLimits {
+        size: settings.size,
+        reserve_size: config.reserve_pool_size(&key.db),
+        reserve_timeout: Config::nonzero(s.reserve_pool_timeout),
+        share_cap: config
+            .max_user_pool_share(&key.db)
+            .map(|share| share.cap(settings.size)),
+        order: if s.fair_sharing {
+            Order::Fair
+        } else {
+            Order::Fifo
+        },
+        max_db: config.max_db_connections(&key.db),
+        max_user: config.max_user_connections(&key.user),
     }
 }

@@ -112,6 +112,8 @@ struct Inner {
     waiters: Waiters<Grant>,
     /// Server-reported parameters for the client welcome, from the first connection.
     welcome: Option<Arc<Vec<(String, String)>>>,
+    /// This pool's limits under the last configuration snapshot a dispatch saw.
+    resolved: Option<limits::Resolved>,
 }
 
 #[derive(Debug)]
@@ -122,7 +124,10 @@ pub struct Pool {
     pub target: ServerTarget,
     /// The backend hosts and the rules for choosing one (routing).
     pub hosts: HostSet,
-    settings: Mutex<PoolSettings>,
+    settings: Mutex<Arc<PoolSettings>>,
+    /// The last dispatch found max_db_connections or max_user_connections set for this pool:
+    /// returning connections look at sibling pools sharing the limit (true until then).
+    shared_limit: std::sync::atomic::AtomicBool,
     limits: Arc<Limits>,
     inner: Mutex<Inner>,
     /// A credential learned from a client login when the config holds none for this user
@@ -177,7 +182,8 @@ impl Pool {
             backend_user,
             hosts: HostSet::single(target.addr.clone()),
             target,
-            settings: Mutex::new(settings),
+            settings: Mutex::new(Arc::new(settings)),
+            shared_limit: std::sync::atomic::AtomicBool::new(true),
             limits,
             inner: Mutex::new(Inner::default()),
             learned: Mutex::new(None),
@@ -236,7 +242,7 @@ impl Pool {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn settings(&self) -> PoolSettings {
+    pub fn settings(&self) -> Arc<PoolSettings> {
         self.settings
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -252,7 +258,7 @@ impl Pool {
     /// Apply new sizes/timeouts (config reload): a larger size serves waiters at once, a
     /// smaller one takes effect as connections return.
     pub fn update_settings(&self, settings: PoolSettings) {
-        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
         self.poke();
     }
 

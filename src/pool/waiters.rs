@@ -119,13 +119,24 @@ impl<T> Waiters<T> {
         mut eligible: impl FnMut(&Waiter<T>, u32) -> bool,
     ) -> Option<u64> {
         let mut best: Option<(u32, u64)> = None;
+        // Waiters of one identity queue in runs (its sessions): look its holdings up once.
+        let mut last: Option<(&str, u32)> = None;
         for w in &self.queue {
-            let held = holders.get(&w.identity);
+            let held = match last {
+                Some((identity, held)) if identity == &*w.identity => held,
+                _ => {
+                    let held = holders.get(&w.identity);
+                    last = Some((&w.identity, held));
+                    held
+                }
+            };
             if !eligible(w, held) {
                 continue;
             }
             match order {
                 Order::Fifo => return Some(w.seq),
+                // Holding nothing: no one can come before it.
+                Order::Fair if held == 0 => return Some(w.seq),
                 // The queue is in arrival order, so the first of equal `held` waited longest.
                 Order::Fair if best.map_or(true, |(h, _)| held < h) => best = Some((held, w.seq)),
                 Order::Fair => {}

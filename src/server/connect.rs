@@ -72,6 +72,7 @@ async fn connect_inner(
         tls,
         local,
         unreported: Vec::new(),
+        link: None,
     })
 }
 

@@ -148,6 +148,9 @@ pub struct ServerConn {
     /// or last client (lowercase): a later client that does not ask for them gets them reset
     /// (transaction mode runs no reset query between clients).
     pub unreported: Vec<String>,
+    /// What SHOW CLIENTS / SERVERS and cancel forwarding know of this connection, made at
+    /// its first checkout and shared by every session it serves.
+    pub link: Option<std::sync::Arc<crate::sessions::ServerLink>>,
 }
 
 impl ServerConn {
