@@ -325,8 +325,7 @@ async fn start(
         stats,
         read_only_hint: route.read_only_hint.map(Arc::from),
         who: session_who,
-        prepared: Default::default(),
-        tag: Default::default(),
+        txn: None,
     });
     welcome(conn, &mut session, registration.key, &guard.info, shared).await?;
     Ok(Started::Pool(Seat {

@@ -40,15 +40,22 @@ pub(super) struct Session {
     pub read_only_hint: Option<Arc<str>>,
     /// Tagging, spoof check and audit.
     pub who: Who,
-    /// Transaction mode: the client's named prepared statements, kept between relays.
-    pub prepared: super::prepared::Prepared,
-    /// The session tag under the configuration snapshot it was worked out for (transaction
-    /// mode asks at every transaction).
-    pub tag: std::sync::Mutex<Option<TagUnder>>,
+    /// Transaction mode only (made at its first transaction): boxed, so that a session-mode
+    /// client, and an idle one, costs a pointer for it (W6).
+    pub txn: Option<Box<TxnState>>,
+}
+
+/// What a transaction-mode session keeps between its transactions.
+#[derive(Debug, Default)]
+pub(super) struct TxnState {
+    /// The client's named prepared statements.
+    prepared: super::prepared::Prepared,
+    /// The session tag, asked for at every transaction.
+    tag: std::sync::Mutex<Option<TagUnder>>,
 }
 
 /// A session tag (None: tagging off) and the configuration snapshot it was worked out under.
-pub(super) type TagUnder = (Arc<crate::config::Config>, Option<Arc<str>>);
+type TagUnder = (Arc<crate::config::Config>, Option<Arc<str>>);
 
 /// Who the session is, for tagging, the spoof check and the audit log.
 #[derive(Debug)]
@@ -74,16 +81,25 @@ impl Session {
         config: &Arc<crate::config::Config>,
         info: &SessionInfo,
     ) -> Option<Arc<str>> {
-        let mut cached = self.tag.lock().unwrap_or_else(|p| p.into_inner());
+        let work_out =
+            || crate::identity::tag_key(&config.settings.identity, self.identity(), info.ip);
+        let Some(txn) = &self.txn else {
+            return work_out();
+        };
+        let mut cached = txn.tag.lock().unwrap_or_else(|p| p.into_inner());
         match &*cached {
             Some((made_for, tag)) if Arc::ptr_eq(made_for, config) => tag.clone(),
             _ => {
-                let identity = &config.settings.identity;
-                let tag = crate::identity::tag_key(identity, self.identity(), info.ip);
+                let tag = work_out();
                 *cached = Some((Arc::clone(config), tag.clone()));
                 tag
             }
         }
+    }
+
+    /// Whether the client leaves named prepared statements open (transaction mode).
+    fn statements_open(&self) -> bool {
+        self.txn.as_ref().is_some_and(|t| !t.prepared.none_open())
     }
 }
 
@@ -237,9 +253,10 @@ async fn relay_session(
     let mut state = relay_state(session, &config, server.pid(), histogram)
         .with_read_only_hint(session.read_only_hint.clone());
     state.ahead = u32::from(ahead);
-    state.prepared = pool
-        .transaction_mode()
-        .then(|| std::mem::take(&mut session.prepared));
+    if pool.transaction_mode() {
+        let txn = session.txn.get_or_insert_with(Box::default);
+        state.prepared = Some(std::mem::take(&mut txn.prepared));
+    }
     state.watchdog = Watchdog::new(
         config.settings.query_timeout,
         config.settings.idle_transaction_timeout,
@@ -278,7 +295,7 @@ async fn relay_session(
         }
     }
     if let Some(prepared) = state.prepared.take() {
-        session.prepared = prepared;
+        session.txn.get_or_insert_with(Box::default).prepared = prepared;
         // What the client SET (a reported parameter) follows it to its next connection.
         session.params.follow(&state.param_changes);
     }
@@ -311,7 +328,7 @@ async fn relay_session(
                 && !role_changed;
             // Named prepared statements a transaction-mode client leaves open would meet the
             // next client's of the same name.
-            let reset = (!session.prepared.none_open()).then_some("DEALLOCATE ALL");
+            let reset = session.statements_open().then_some("DEALLOCATE ALL");
             pool.release_with(server, reusable, tracker.exact(), reset)
                 .await;
             Ok(After::Ended)

@@ -36,9 +36,10 @@ pub async fn close_idle_clients(shared: Arc<crate::app::Shared>) {
         let now = crate::sessions::unix_secs(std::time::SystemTime::now());
         let mut closed = 0;
         for s in shared.sessions.all() {
-            let quiet = Duration::from_secs(
-                now.saturating_sub(s.request_time.load(std::sync::atomic::Ordering::Relaxed)),
-            );
+            // Whole seconds on both sides: a client quiet since 10.9 s has been at 13.0 s
+            // for at least 2 s, not 3 (PgBouncer is never early).
+            let since = s.request_time.load(std::sync::atomic::Ordering::Relaxed);
+            let quiet = Duration::from_secs(now.saturating_sub(since).saturating_sub(1));
             if !s.admin
                 && s.state() == crate::sessions::ClientState::Idle
                 && s.server().is_none()

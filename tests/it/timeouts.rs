@@ -94,16 +94,31 @@ async fn idle_transaction_timeout_rolls_back_and_ends_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_idle_timeout_closes_clients_without_a_server() {
-    let f = Fixture::with_settings(2, "client_idle_timeout = 1").await;
+    let f = Fixture::with_settings(2, "client_idle_timeout = 2").await;
     // Holds a server: left alone, as in PgBouncer.
     let mut busy = raw(&f).await;
     assert_eq!(busy.rows("SELECT 1").await.0, ["1"]);
-    // Never asked for anything (parked in the lobby after 100 ms).
+    // Never asked for anything (parked in the lobby after 100 ms). Logged in late in a
+    // wall-clock second, where counting whole seconds would close it almost a second early.
+    let late = |ms: u32| ms > 850;
+    while !late(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_millis(),
+    ) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut quiet = raw(&f).await;
     let (text, code, took) = fatal(&mut quiet).await;
     assert!(text.contains("client_idle_timeout"), "{text:?}");
     assert_eq!(code.as_deref(), Some("08P01"));
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // Never early (the idle time is kept in whole seconds: a client quiet since 10.9 s was
+    // closed at 12.0 s, after 1.1 s); the check runs once a second.
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
     assert_eq!(busy.rows("SELECT 2").await.0, ["2"]);
 }
 
