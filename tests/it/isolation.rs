@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use tokio::time::timeout;
-use tokio_postgres::{NoTls, SimpleQueryMessage};
+use tokio_postgres::NoTls;
 
 use crate::support::checks::{session_state, CLEAN};
 use crate::support::fixture::{ini, userlist, PASSWORD};
@@ -20,17 +20,10 @@ const CLIENTS_PER_USER: usize = 4;
 const ROUNDS: usize = 8;
 const POOL_SIZE: u32 = 2;
 
-/// The first value of the first row.
+/// The first value of the first row (empty when there is none).
 async fn value(client: &tokio_postgres::Client, sql: &str) -> String {
-    let msgs = client
-        .simple_query(sql)
+    crate::support::simple_value(client, sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    msgs.iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
         .unwrap_or_default()
 }
 

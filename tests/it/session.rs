@@ -9,19 +9,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
 
-use crate::support::{connect_with_messages, db_error, Fixture, HANG};
-
-/// The first column of the first row of a simple query.
-async fn simple_value(client: &tokio_postgres::Client, sql: &str) -> Option<String> {
-    let msgs = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    msgs.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
-        _ => None,
-    })?
-}
+use crate::support::{connect_with_messages, db_error, simple_value, Fixture, HANG};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_query() {

@@ -28,15 +28,8 @@ async fn fixture(extra: &str) -> Fixture {
 
 /// The first column of the first row of a simple query.
 async fn value(client: &Client, sql: &str) -> String {
-    let msgs = client
-        .simple_query(sql)
+    crate::support::simple_value(client, sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    msgs.iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-            _ => None,
-        })
         .unwrap_or_else(|| panic!("{sql}: no row"))
 }
 

@@ -6,6 +6,18 @@ use tokio::sync::mpsc;
 use tokio_postgres::error::DbError;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
+/// The first column of the first row of a simple query (None: no row, or NULL).
+pub(crate) async fn simple_value(client: &Client, sql: &str) -> Option<String> {
+    let msgs = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    msgs.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
+        _ => None,
+    })?
+}
+
 /// Connect (bounded by [`super::HANG`]) and drive the connection on a spawned task.
 pub(crate) async fn connect(connstring: &str) -> Client {
     let (client, conn) =

@@ -22,7 +22,7 @@ pub(crate) mod skip;
 
 // The harness's public surface; not every item is used by today's tests.
 #[allow(unused_imports)]
-pub(crate) use clients::{connect, connect_with_messages, db_error};
+pub(crate) use clients::{connect, connect_with_messages, db_error, simple_value};
 pub(crate) use fixture::Fixture;
 #[allow(unused_imports)]
 pub(crate) use fixture::{Names, Spec};
