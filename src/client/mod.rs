@@ -1,6 +1,7 @@
 //! One client session ("frontend"), read top to bottom:
 //! handshake -> route -> authenticate -> welcome -> serve -> release.
 
+mod acquire;
 mod authenticate;
 mod cancel;
 mod handshake;
@@ -482,7 +483,7 @@ async fn welcome(
     let reported = match session.pool.welcome() {
         Some(reported) => reported,
         None => {
-            let (server, pool) = serve::acquire(session, info, shared).await?;
+            let (server, pool) = acquire::acquire(session, info, shared).await?;
             session.pool = pool;
             // The pool keeps its first connection's values (set when it was made): every
             // client of the pool is welcomed, and later SET, to the same.

@@ -14,12 +14,13 @@ use crate::config::AuditStatements;
 use crate::error::Error;
 use crate::identity::GucNames;
 use crate::net::Stream;
-use crate::pool::{ClientSlot, Identity, Pool, PoolError};
+use crate::pool::{ClientSlot, Identity, Pool};
 use crate::protocol::{frontend, FramedConn};
 use crate::server::ServerConn;
-use crate::sessions::{ServerLink, SessionInfo};
+use crate::sessions::SessionInfo;
 use crate::stats::{Meter, PoolStats};
 
+use super::acquire::{checkout_unless_gone, Waited};
 use super::params::ClientParams;
 use super::relay::{relay, RelayEnd, Traffic, TxTracker};
 use super::statements::StatementAudit;
@@ -71,12 +72,12 @@ pub(super) struct Who {
 
 impl Session {
     /// Who the client is for fair sharing: its login user name.
-    fn identity(&self) -> &Identity {
+    pub(super) fn identity(&self) -> &Identity {
         self.client_slot.user()
     }
 
     /// The tag its server connections must carry under `config` (`crate::identity`).
-    fn tag_under(
+    pub(super) fn tag_under(
         &self,
         config: &Arc<crate::config::Config>,
         info: &SessionInfo,
@@ -422,7 +423,7 @@ fn relay_state(
 }
 
 /// Why a session was killed: process shutdown, or the admin console.
-fn ended(shared: &Shared, info: &SessionInfo) -> Error {
+pub(super) fn ended(shared: &Shared, info: &SessionInfo) -> Error {
     if shared.shutdown.is_cancelled() {
         Error::Shutdown
     } else if info.kill_reason() == Some(crate::sessions::KillReason::ClientIdleTimeout) {
@@ -473,227 +474,4 @@ async fn first_request(
         return Err(ended(shared, info));
     }
     Ok(conn.rbuf.first() != Some(&frontend::TERMINATE))
-}
-
-/// How much a waiting client's messages may take in its read buffer (then no more is read
-/// until a server is found).
-const WAIT_BUFFER: usize = 64 * 1024;
-
-/// [`checkout`], given up if the client leaves while it waits (EOF, or a Terminate behind its
-/// request): what it sent must not run once a server frees up (PgBouncer drops it too).
-async fn checkout_unless_gone(
-    conn: &mut FramedConn<Stream>,
-    session: &Session,
-    info: &SessionInfo,
-    shared: &Shared,
-) -> Result<Waited, Error> {
-    // A request sent together with its Terminate (fire and forget) did not leave because it
-    // waited: it runs, as it would on PostgreSQL.
-    if conn.terminated() {
-        let (server, pool) = checkout(session, info, shared).await?;
-        return Ok(Waited::Served(server, pool));
-    }
-    tokio::select! {
-        biased;
-        server = checkout(session, info, shared) => {
-            server.map(|(server, pool)| Waited::Served(server, pool))
-        }
-        () = conn.left(WAIT_BUFFER) => {
-            info.set_idle();
-            Ok(Waited::Left)
-        }
-        () = info.wait_cancelled() => {
-            info.set_idle();
-            Ok(Waited::Cancelled)
-        }
-    }
-}
-
-/// How waiting for a server connection ended.
-// Made once per session and moved out at once: boxing the connection would only allocate.
-#[allow(clippy::large_enum_variant)]
-enum Waited {
-    Served(ServerConn, Arc<Pool>),
-    /// The client left (or sent Terminate) first.
-    Left,
-    /// A CancelRequest for the client's request came first.
-    Cancelled,
-}
-
-/// A server connection for the client's session, counted as an assignment (stats, metrics,
-/// SHOW CLIENTS link, audit of limit rejections).
-pub(super) async fn checkout(
-    session: &Session,
-    info: &SessionInfo,
-    shared: &Shared,
-) -> Result<(ServerConn, Arc<Pool>), Error> {
-    let started = tokio::time::Instant::now();
-    let mut result = acquire(session, info, shared).await;
-    let db = &session.pool.key.db;
-    match &mut result {
-        Ok((server, _)) => {
-            let waited = started.elapsed();
-            session.stats.assigned(waited);
-            shared
-                .metrics
-                .wait_histogram(db)
-                .record(waited.as_secs_f64());
-            info.set_active(link(server, shared));
-        }
-        Err(e) => {
-            info.set_idle();
-            if let Error::QueryWaitTimeout(_) | Error::PausedWaitTimeout = e {
-                session
-                    .who
-                    .audit
-                    .send(AuditEvent::LimitRejection {
-                        user: Some(info.user.to_string()),
-                        client_addr: crate::identity::addr_text(info.ip),
-                        database: Some(info.database.to_string()),
-                        reason: e.to_string(),
-                    })
-                    .await;
-            }
-        }
-    }
-    result
-}
-
-/// What SHOW CLIENTS / SERVERS and cancel forwarding know of the session's server connection
-/// (made once per connection: in transaction mode a checkout comes with every transaction).
-fn link(server: &mut ServerConn, shared: &Shared) -> Arc<ServerLink> {
-    if let Some(link) = &server.link {
-        return Arc::clone(link);
-    }
-    let (addr, port) = match &server.addr {
-        crate::server::ServerAddr::Tcp { host, port } => (host.clone(), *port),
-        crate::server::ServerAddr::Unix { dir, port } => (dir.clone(), *port),
-    };
-    let age = server.created_at.elapsed();
-    let link = Arc::new(ServerLink {
-        id: u64::try_from(server.pid()).unwrap_or(0),
-        addr,
-        port,
-        pid: server.pid(),
-        secret: server.key.secret,
-        connect_time: std::time::SystemTime::now() - age,
-        created_us: crate::stats::micros(
-            server
-                .created_at
-                .saturating_duration_since(shared.stats.epoch),
-        ),
-        tls: server.tls,
-        local: server.local,
-    });
-    server.link = Some(Arc::clone(&link));
-    link
-}
-
-/// Get a server connection: wait while the database is paused (PAUSE, KILL), then check one
-/// out of the pool; the whole wait is bounded by query_wait_timeout. The pool's own checkout
-/// enforces the remaining time itself (it is never cancelled mid-wait by a timer here).
-/// Not yet counted as assigned: the welcome takes one this way to learn the server's
-/// parameters. Returns the pool it came from: the session's, or the one that replaced it
-/// when a reload changed the database entry (the session moves to it).
-pub(super) async fn acquire(
-    session: &Session,
-    info: &SessionInfo,
-    shared: &Shared,
-) -> Result<(ServerConn, Arc<Pool>), Error> {
-    let config = shared.config.load();
-    // As PgBouncer, query_timeout bounds the wait too when it is the shorter limit.
-    let nonzero = crate::config::Config::nonzero;
-    let (limit, by_query_timeout) = match (
-        nonzero(config.settings.query_wait_timeout),
-        nonzero(config.settings.query_timeout),
-    ) {
-        (Some(wait), Some(query)) if query < wait => (Some(query), true),
-        (None, Some(query)) => (Some(query), true),
-        (wait, _) => (wait, false),
-    };
-    let started = tokio::time::Instant::now();
-    info.set_waiting(shared.stats.now_us());
-    let db = &session.pool.key.db;
-    let left = || limit.map(|l| l.saturating_sub(started.elapsed()));
-    let get = async {
-        let mut pool = Arc::clone(&session.pool);
-        loop {
-            if pool.is_retired() {
-                pool = super::route::successor(&pool, shared)?;
-                if pool.is_retired() {
-                    // Replaced again at this very moment: let the client reconnect.
-                    return Err(Error::DatabaseChanged);
-                }
-            }
-            if shared.gates.is_paused(db) {
-                let unpaused = shared.gates.wait_unpaused(db);
-                match left() {
-                    Some(l) => tokio::time::timeout(l, unpaused).await.map_err(|_| {
-                        if by_query_timeout {
-                            Error::QueryTimeout
-                        } else {
-                            Error::PausedWaitTimeout
-                        }
-                    })?,
-                    None => unpaused.await,
-                }
-            }
-            let (identity, user) = (&config.settings.identity, session.identity());
-            let tag = session.tag_under(&config, info);
-            // A new server connection carries the identity tag and none of this client's own
-            // parameters: startup values are what RESET ALL / DISCARD ALL return to, for this
-            // client and every later one (a client's own RESET ALL brought back an earlier
-            // client's application_name). They are SET on it (`ClientParams::apply`).
-            let params = || crate::identity::tag_params(identity, user, info.ip);
-            let server = match pool.checkout(user, tag.as_ref(), &params, left()).await {
-                Ok(server) => server,
-                // A reload replaced the pool while this client was queued: queue at the new one.
-                Err(PoolError::Retired) => continue,
-                Err(e) => return Err(pool_error(e, session, &pool, shared, by_query_timeout)),
-            };
-            if shared.gates.is_paused(db) {
-                // PAUSE came while this client was queued: as PgBouncer, nothing is handed
-                // out while paused; the connection goes back unused and the client waits for
-                // RESUME.
-                pool.return_unused(server);
-                continue;
-            }
-            return Ok((server, pool));
-        }
-    };
-    // The checkout first: one served at once (an idle connection) never registers with the
-    // kill notification (a lock, twice, at every transaction in transaction mode); a kill
-    // meanwhile is seen by the relay, which polls it first.
-    tokio::select! {
-        biased;
-        r = get => r,
-        () = info.killed() => Err(ended(shared, info)),
-    }
-}
-
-fn pool_error(
-    e: PoolError,
-    session: &Session,
-    pool: &Pool,
-    shared: &Shared,
-    by_query_timeout: bool,
-) -> Error {
-    match e {
-        PoolError::WaitTimeout(blocker) => {
-            let n = shared
-                .pools
-                .limits()
-                .rejections
-                .record(session.identity(), "query_wait_timeout");
-            tracing::warn!(user = %session.identity(), pool = ?pool.key, limit = %blocker, rejections = n, "query_wait_timeout");
-            if by_query_timeout {
-                Error::QueryTimeout
-            } else {
-                Error::QueryWaitTimeout(blocker)
-            }
-        }
-        PoolError::Connect(e) => Error::ServerLogin(e),
-        PoolError::NoHost(e) => Error::NoServer(e),
-        PoolError::Retired => Error::DatabaseChanged,
-    }
 }
