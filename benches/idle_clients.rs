@@ -1,6 +1,8 @@
 //! Idle-client load for the W6 memory workload of `benches/compare.sh`: opens N logged-in
 //! (SCRAM) connections with bounded parallelism, reports how many succeeded, then holds them
-//! open without sending anything until SIGTERM/SIGINT (or `--hold` seconds).
+//! open without sending anything until SIGTERM/SIGINT (or `--hold` seconds). With `--query
+//! SQL`, each runs that once after its login and then idles (transaction mode: idle between
+//! transactions).
 //!
 //! ```text
 //! cargo build --release --example idle_clients
@@ -30,6 +32,9 @@ struct Args {
     concurrency: usize,
     ready_file: Option<String>,
     hold: Option<u64>,
+    /// Run this once after the login (e.g. `select 1`), then stay idle: in transaction mode
+    /// the client then idles between transactions instead of before its first.
+    query: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -43,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         concurrency: 64,
         ready_file: None,
         hold: None,
+        query: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
             "--concurrency" => a.concurrency = (num(value()?)? as usize).max(1),
             "--ready-file" => a.ready_file = Some(value()?),
             "--hold" => a.hold = Some(num(value()?)?),
+            "--query" => a.query = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -77,7 +84,11 @@ struct Tally {
     lost: AtomicUsize,
 }
 
-async fn open_one(cfg: &tokio_postgres::Config, tally: &Arc<Tally>) -> Result<Client, String> {
+async fn open_one(
+    cfg: &tokio_postgres::Config,
+    tally: &Arc<Tally>,
+    query: Option<&str>,
+) -> Result<Client, String> {
     let (client, conn) = cfg.connect(NoTls).await.map_err(|e| e.to_string())?;
     let tally = Arc::clone(tally);
     tokio::spawn(async move {
@@ -86,6 +97,9 @@ async fn open_one(cfg: &tokio_postgres::Config, tally: &Arc<Tally>) -> Result<Cl
         let _ = conn.await;
         tally.lost.fetch_add(1, Ordering::Relaxed);
     });
+    if let Some(sql) = query {
+        client.simple_query(sql).await.map_err(|e| e.to_string())?;
+    }
     Ok(client)
 }
 
@@ -119,15 +133,17 @@ async fn run(args: Args) -> Result<(), String> {
         .application_name("idle_clients")
         .connect_timeout(Duration::from_secs(60));
     let cfg = Arc::new(cfg);
+    let query: Option<Arc<str>> = args.query.as_deref().map(Arc::from);
     let tally = Arc::new(Tally::default());
     let gate = Arc::new(Semaphore::new(args.concurrency));
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(args.n);
     for _ in 0..args.n {
         let (cfg, tally, gate) = (Arc::clone(&cfg), Arc::clone(&tally), Arc::clone(&gate));
+        let query = query.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            let r = open_one(&cfg, &tally).await;
+            let r = open_one(&cfg, &tally, query.as_deref()).await;
             let done = tally.done.fetch_add(1, Ordering::Relaxed) + 1;
             if done % 1000 == 0 {
                 eprintln!("idle_clients: {done} attempts finished");
