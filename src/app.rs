@@ -295,7 +295,14 @@ async fn drain(shared: &Arc<Shared>, control_rx: &mut mpsc::UnboundedReceiver<Co
             }
             ShutdownMode::WaitForClients | ShutdownMode::WaitForServers => None,
         };
-        if shared.sessions.regular_count() == 0 {
+        let done = match mode {
+            // As PgBouncer: once no server connection is in use (session mode: once the
+            // clients holding one left; transaction mode: once their transactions ended);
+            // the clients left are then closed.
+            ShutdownMode::WaitForServers => shared.sessions.holding_servers_ending_waiters() == 0,
+            _ => shared.sessions.regular_count() == 0,
+        };
+        if done {
             return;
         }
         let sleep = async {

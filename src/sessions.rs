@@ -120,8 +120,9 @@ pub struct SessionInfo {
     state: AtomicU8,
     /// µs since the stats epoch at which the current wait started.
     pub wait_start_us: AtomicU64,
-    /// Wall-clock seconds since the UNIX epoch of the latest request.
-    pub request_time: AtomicU64,
+    /// Wall-clock milliseconds since the UNIX epoch of the latest request (SHOW CLIENTS shows
+    /// seconds; client_idle_timeout needs better).
+    pub request_ms: AtomicU64,
     pub server_pid: AtomicI32,
     /// Boxed: most of an idle session's entry would be this empty slot.
     server: Mutex<Option<Arc<ServerLink>>>,
@@ -157,13 +158,15 @@ impl SessionInfo {
     }
     /// A request started (SHOW CLIENTS / SERVERS request_time).
     pub fn requested(&self) {
-        self.request_time
-            .store(unix_secs(SystemTime::now()), Relaxed);
+        self.request_ms.store(unix_ms(SystemTime::now()), Relaxed);
+    }
+    /// When the latest request started.
+    pub fn request_time(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(self.request_ms.load(Relaxed))
     }
     pub fn set_waiting(&self, now_us: u64) {
         self.wait_start_us.store(now_us, Relaxed);
-        self.request_time
-            .store(unix_secs(SystemTime::now()), Relaxed);
+        self.request_ms.store(unix_ms(SystemTime::now()), Relaxed);
         self.state.store(ClientState::Waiting as u8, Relaxed);
     }
     /// Under the link's lock, as [`Self::set_active`]: a cancel ([`Self::begin_cancel`]) sees
@@ -339,9 +342,9 @@ impl SessionInfo {
     }
 }
 
-pub fn unix_secs(t: SystemTime) -> u64 {
+pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -411,7 +414,7 @@ impl Sessions {
             connect_time: now,
             state: AtomicU8::new(ClientState::Idle as u8),
             wait_start_us: AtomicU64::new(0),
-            request_time: AtomicU64::new(unix_secs(now)),
+            request_ms: AtomicU64::new(unix_ms(now)),
             server_pid: AtomicI32::new(0),
             server: Mutex::new(None),
             killed: AtomicU8::new(0),
@@ -449,6 +452,20 @@ impl Sessions {
     /// Sessions that are not on the admin console (the drain waits for these).
     pub fn regular_count(&self) -> usize {
         self.map.iter().filter(|e| !e.value().admin).count()
+    }
+
+    /// Regular sessions holding a server connection (SHUTDOWN WAIT_FOR_SERVERS waits for
+    /// these); the ones waiting for one are ended (PgBouncer disconnects them eagerly).
+    pub fn holding_servers_ending_waiters(&self) -> usize {
+        let mut holding = 0;
+        for e in self.map.iter().filter(|e| !e.value().admin) {
+            match e.value().state() {
+                ClientState::Active => holding += 1,
+                ClientState::Waiting => e.value().kill(),
+                ClientState::Idle => {}
+            }
+        }
+        holding
     }
 
     /// End every regular session on `db` (all databases when None); returns how many.

@@ -330,7 +330,7 @@ fn active_row(c: &SessionInfo, reconnect_before_us: u64) -> Option<ServerRow> {
         addr: ServerAddr::new(&link.addr, link.port),
         pid: link.pid,
         connect_time: link.connect_time,
-        request_time: secs_to_time(c.request_time.load(std::sync::atomic::Ordering::Relaxed)),
+        request_time: c.request_time(),
         link: Some(c.id),
         close_needed: link.created_us < reconnect_before_us,
         application_name: c.application_name.to_string(),
@@ -375,8 +375,4 @@ fn rejections(shared: &Shared) -> Vec<(String, u64)> {
         *sums.entry(user).or_default() += n;
     }
     sums.into_iter().collect()
-}
-
-fn secs_to_time(secs: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }

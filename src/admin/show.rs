@@ -3,7 +3,6 @@
 //! pgporter's own views are separate commands (SHOW HOSTS, SHOW IDENTITIES).
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use super::command::Show;
 use super::resultset::{ResultSet, Type, Type::*, Value};
@@ -208,10 +207,7 @@ fn client_rows(s: &Snapshot, active_only: bool) -> impl Iterator<Item = Vec<Valu
         } else {
             0
         };
-        let request = SystemTime::UNIX_EPOCH
-            + std::time::Duration::from_secs(
-                c.request_time.load(std::sync::atomic::Ordering::Relaxed),
-            );
+        let request = c.request_time();
         let link = c.server().map(|l| format!("{:x}", l.pid));
         Some(vec![
             "C".into(),

@@ -141,6 +141,11 @@ pub(super) async fn acquire(
     info: &SessionInfo,
     shared: &Shared,
 ) -> Result<(ServerConn, Arc<Pool>), Error> {
+    if shared.lifecycle.mode() == Some(crate::shutdown::ShutdownMode::WaitForServers) {
+        // No server connection is handed out any more: the process exits once the ones in
+        // use are released (PgBouncer disconnects such clients too).
+        return Err(Error::Shutdown);
+    }
     let config = shared.config.load();
     // As PgBouncer, query_timeout bounds the wait too when it is the shorter limit.
     let nonzero = crate::config::Config::nonzero;

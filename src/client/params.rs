@@ -189,12 +189,18 @@ impl ClientParams {
         to_client: &mut BytesMut,
     ) -> Result<bool, Error> {
         let sets = self.differences(server, app_default, greeted);
-        // What an earlier client had SET and this one does not ask for goes back to the
-        // connection's default (set_config with NULL is RESET).
-        let resets: Vec<String> = (server.unreported.iter())
-            .filter(|n| !self.wanted().any(|(k, _)| k.eq_ignore_ascii_case(n)))
+        // The parameters besides the tracked ones (which `differences` puts back itself) that
+        // this client asks for, and those an earlier client had SET and this one does not ask
+        // for: back to the connection's default (set_config with NULL is RESET).
+        let mine: Vec<String> = (self.wanted())
+            .filter(|(name, _)| !TRACKED.iter().any(|t| t.eq_ignore_ascii_case(name)))
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect();
+        let resets: Vec<String> = (server.set_for_client.iter())
+            .filter(|name| !mine.contains(name))
             .cloned()
             .collect();
+        server.set_for_client = mine;
         if sets.is_empty() && resets.is_empty() {
             return Ok(false);
         }
@@ -243,10 +249,6 @@ impl ClientParams {
                 server.remember_spelling(name, asked, now);
             }
         }
-        server.unreported = (sets.iter())
-            .filter(|(name, _)| server.reported(name).is_none())
-            .map(|(name, _)| name.to_ascii_lowercase())
-            .collect();
         self.report_differences(server, app_default, greeted, to_client);
         Ok(false)
     }

@@ -424,7 +424,7 @@ fn relay_state(
 
 /// Why a session was killed: process shutdown, or the admin console.
 pub(super) fn ended(shared: &Shared, info: &SessionInfo) -> Error {
-    if shared.shutdown.is_cancelled() {
+    if shared.shutdown.is_cancelled() || shared.lifecycle.draining() {
         Error::Shutdown
     } else if info.kill_reason() == Some(crate::sessions::KillReason::ClientIdleTimeout) {
         Error::ClientIdleTimeout

@@ -250,18 +250,16 @@ impl Limits {
     /// until query_wait_timeout while the idle connection sat there).
     pub(super) fn offer_idle(&self, pool: &Pool) {
         let key = &pool.key;
-        let full = |room: Room| {
-            matches!(
-                room.open,
-                Err(Blocker::MaxDbConnections | Blocker::MaxUserConnections)
-            )
-        };
+        // Only a limit this connection counts against: closing it does nothing for a sibling
+        // held back by its own user's max_user_connections (in transaction mode that closed
+        // and reopened a connection at every transaction).
         let held_back = self.siblings(key, true, true).into_iter().any(|sibling| {
             sibling.counts().waiting > 0
-                && full(self.room(
+                && self.held_back_by(
                     &sibling.key,
                     &self.resolve(&sibling.key, &sibling.settings()),
-                ))
+                    key,
+                )
         });
         if held_back && pool.evict_one_idle() {
             tracing::debug!(pool = ?key, "closed an idle server connection for a client held back by a shared limit");
@@ -286,6 +284,19 @@ impl Limits {
             let lim = self.resolve(&sibling.key, &sibling.settings());
             counts.total < lim.cap(false) && self.admits_after_release(&sibling.key, &lim, key)
         })
+    }
+
+    /// Is `key`'s pool held back by a full cross-pool limit that a connection of `released`'s
+    /// pool counts against (its database's max_db_connections, its user's
+    /// max_user_connections)? Closing such a connection brings it closer (it may also wait on
+    /// the other limit: a connection of another pool may free that one).
+    fn held_back_by(&self, key: &PoolKey, lim: &PoolLimits, released: &PoolKey) -> bool {
+        let counts = self.counts();
+        let db = counts.servers_by_db.get(&*key.db).copied().unwrap_or(0);
+        let user = counts.servers_by_user.get(&*key.user).copied().unwrap_or(0);
+        let full = |used: u32, max: u32| max > 0 && used >= max;
+        (released.db == key.db && full(db, lim.max_db))
+            || (released.user == key.user && full(user, lim.max_user))
     }
 
     /// Is `key`'s pool held back by a cross-pool limit now, and free of both once one

@@ -259,6 +259,10 @@ impl Pool {
     /// smaller one takes effect as connections return.
     pub fn update_settings(&self, settings: PoolSettings) {
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        // The reload may have set max_db_connections / max_user_connections: until a dispatch
+        // looks again (a pool whose connections are all in use has none), returning
+        // connections look at the siblings.
+        (self.shared_limit).store(true, std::sync::atomic::Ordering::Relaxed);
         self.poke();
     }
 

@@ -71,7 +71,7 @@ async fn connect_inner(
         identity_tag: None,
         tls,
         local,
-        unreported: Vec::new(),
+        set_for_client: Vec::new(),
         link: None,
     })
 }

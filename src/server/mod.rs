@@ -144,10 +144,10 @@ pub struct ServerConn {
     /// pgporter's end of the socket (SHOW SERVERS / CLIENTS), read once: a checkout in
     /// transaction mode needs it for every transaction.
     pub local: Option<std::net::SocketAddr>,
-    /// Parameters the server does not report that pgporter SET for the connection's current
+    /// Parameters other than the tracked ones that pgporter SET for the connection's current
     /// or last client (lowercase): a later client that does not ask for them gets them reset
     /// (transaction mode runs no reset query between clients).
-    pub unreported: Vec<String>,
+    pub set_for_client: Vec<String>,
     /// What SHOW CLIENTS / SERVERS and cancel forwarding know of this connection, made at
     /// its first checkout and shared by every session it serves.
     pub link: Option<std::sync::Arc<crate::sessions::ServerLink>>,

@@ -268,3 +268,28 @@ async fn a_reload_into_transaction_mode_replaces_the_pool() {
     assert_eq!(backend_pid(&c).await, pid);
     assert_eq!(backend_pid(&b).await, pid);
 }
+
+/// SIGINT (SHUTDOWN WAIT_FOR_SERVERS) as in PgBouncer: running transactions finish, no new
+/// one starts (57P01), and the process exits once no server connection is in use, without
+/// waiting for idle clients to leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safe_shutdown_waits_for_transactions_not_for_idle_clients() {
+    let mut fx = fixture("").await;
+    let idle = fx.connect().await;
+    assert_eq!(value(&idle, "select 1").await, "1");
+    let busy = fx.connect().await;
+    busy.batch_execute("begin; select 1").await.unwrap();
+    fx.porter.control(pgporter::Control::Shutdown(
+        pgporter::shutdown::ShutdownMode::WaitForServers,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = idle
+        .simple_query("select 2")
+        .await
+        .expect_err("no new transaction");
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err:?}");
+    busy.batch_execute("select 3; commit")
+        .await
+        .expect("the running transaction finishes");
+    fx.porter.wait_stopped(Duration::from_secs(10)).await;
+}

@@ -175,16 +175,30 @@ async fn reset_query_always_still_runs_when_statements_are_left_open() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn startup_parameters_the_server_does_not_report_stay_with_their_client() {
+async fn startup_parameters_stay_with_their_client() {
     let fx = fixture("").await;
-    let params = [("statement_timeout", "50"), ("search_path", "nowhere")];
+    // default_transaction_read_only is reported by PostgreSQL 14+, but not one of the
+    // parameters every client gets put back.
+    let params = [
+        ("statement_timeout", "50"),
+        ("search_path", "nowhere"),
+        ("default_transaction_read_only", "on"),
+    ];
     let mut a = login(&fx, &params).await;
     let mut b = login(&fx, &[]).await;
     for _ in 0..2 {
         assert_eq!(value(&mut a, "show statement_timeout").await, "50ms");
         assert_eq!(value(&mut a, "show search_path").await, "nowhere");
+        assert_eq!(
+            value(&mut a, "show default_transaction_read_only").await,
+            "on"
+        );
         assert_eq!(value(&mut b, "show statement_timeout").await, "0");
         assert_eq!(value(&mut b, "show search_path").await, "\"$user\", public");
+        assert_eq!(
+            value(&mut b, "show default_transaction_read_only").await,
+            "off"
+        );
     }
     leave(a).await;
     assert_eq!(value(&mut b, "show statement_timeout").await, "0");

@@ -230,3 +230,81 @@ async fn abandoned_waits_leak_nothing() {
         "one server connection in all: u1's was closed for u2"
     );
 }
+
+/// max_db_connections added by a reload while one pool's connections are all in use: the
+/// connection that pool gets back goes to the sibling pool's waiting client (a pool that had
+/// not dispatched since the reload skipped the siblings and the client waited out
+/// query_wait_timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_limit_added_by_a_reload_applies_to_busy_pools() {
+    let (_, u1, u2, db, porter) = two_users_one_db(&base_settings(2, "5")).await;
+    let holder = try_connect(&connstring(&porter, &u1, &db))
+        .await
+        .expect("u1");
+    select1(&holder).await.expect("u1 holds a server");
+    let ini = std::fs::read_to_string(porter.ini_path()).expect("ini");
+    let ini = ini.replace("[pgbouncer]\n", "[pgbouncer]\nmax_db_connections = 1\n");
+    std::fs::write(porter.ini_path(), ini).expect("ini");
+    let stats = &porter.shared().stats;
+    let reloads = || stats.reloads_ok.load(std::sync::atomic::Ordering::Relaxed);
+    let before = reloads();
+    porter.control(pgporter::Control::Reload);
+    eventually("reloaded", || async { reloads() > before }).await;
+    let u2_connstring = connstring(&porter, &u2, &db);
+    let started = Instant::now();
+    let waiter = tokio::spawn(async move {
+        let client = try_connect(&u2_connstring).await?;
+        select1(&client).await
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(holder);
+    let served = waiter.await.expect("task");
+    assert!(
+        served.is_ok(),
+        "{:?}",
+        served.map_err(|e| code_and_message(&e))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Transaction mode, two users on one database, max_user_connections = 1: each user's pool
+/// keeps its one connection. A returning connection was closed whenever the other user's
+/// pool had a client waiting, though that client was held back by its own user's limit (a
+/// new backend for almost every transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_of_another_user_does_not_close_connections() {
+    let (_, u1, u2, db, porter) = two_users_one_db(&format!(
+        "{}pool_mode = transaction\nmax_user_connections = 1\n",
+        base_settings(4, "10")
+    ))
+    .await;
+    // u1 alone (its pool has nobody waiting when its connection returns), u2 twice (one of
+    // them always waiting, on u2's own limit).
+    let mut clients = Vec::new();
+    for user in [&u1, &u2, &u2] {
+        let connstring = connstring(&porter, user, &db);
+        clients.push(tokio::spawn(async move {
+            let c = try_connect(&connstring).await.expect("login");
+            let mut pids = std::collections::HashSet::new();
+            for _ in 0..25 {
+                // Simple protocol: tokio-postgres's named statements would keep the
+                // connection (transaction mode) and hide the churn.
+                let pid = crate::support::simple_value(&c, "select pg_backend_pid()").await;
+                pids.insert(pid.expect("a pid"));
+            }
+            pids
+        }));
+    }
+    let mut per_user = [
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    ];
+    for (i, c) in clients.into_iter().enumerate() {
+        per_user[usize::from(i > 0)].extend(c.await.expect("client"));
+    }
+    assert_eq!(per_user.map(|p| p.len()), [1, 1], "backends per user");
+}
