@@ -177,10 +177,7 @@ impl Limits {
     }
 
     pub(super) fn room(&self, key: &PoolKey, lim: &PoolLimits) -> Room {
-        let counts = self.counts();
-        let db = counts.servers_by_db.get(&*key.db).copied().unwrap_or(0);
-        let user = counts.servers_by_user.get(&*key.user).copied().unwrap_or(0);
-        let full = |used: u32, max: u32| max > 0 && used >= max;
+        let (db, user) = self.used(key);
         let over = |used: u32, max: u32| max > 0 && used > max;
         let open = if full(db, lim.max_db) {
             Err(Blocker::MaxDbConnections)
@@ -286,15 +283,21 @@ impl Limits {
         })
     }
 
+    /// Server connections counted against `key`'s database and user.
+    fn used(&self, key: &PoolKey) -> (u32, u32) {
+        let counts = self.counts();
+        (
+            counts.servers_by_db.get(&*key.db).copied().unwrap_or(0),
+            counts.servers_by_user.get(&*key.user).copied().unwrap_or(0),
+        )
+    }
+
     /// Is `key`'s pool held back by a full cross-pool limit that a connection of `released`'s
     /// pool counts against (its database's max_db_connections, its user's
     /// max_user_connections)? Closing such a connection brings it closer (it may also wait on
     /// the other limit: a connection of another pool may free that one).
     fn held_back_by(&self, key: &PoolKey, lim: &PoolLimits, released: &PoolKey) -> bool {
-        let counts = self.counts();
-        let db = counts.servers_by_db.get(&*key.db).copied().unwrap_or(0);
-        let user = counts.servers_by_user.get(&*key.user).copied().unwrap_or(0);
-        let full = |used: u32, max: u32| max > 0 && used >= max;
+        let (db, user) = self.used(key);
         (released.db == key.db && full(db, lim.max_db))
             || (released.user == key.user && full(user, lim.max_user))
     }
@@ -302,10 +305,7 @@ impl Limits {
     /// Is `key`'s pool held back by a cross-pool limit now, and free of both once one
     /// connection of `released`'s pool is gone?
     fn admits_after_release(&self, key: &PoolKey, lim: &PoolLimits, released: &PoolKey) -> bool {
-        let counts = self.counts();
-        let db = counts.servers_by_db.get(&*key.db).copied().unwrap_or(0);
-        let user = counts.servers_by_user.get(&*key.user).copied().unwrap_or(0);
-        let full = |used: u32, max: u32| max > 0 && used >= max;
+        let (db, user) = self.used(key);
         let db_after = db.saturating_sub(u32::from(released.db == key.db));
         let user_after = user.saturating_sub(u32::from(released.user == key.user));
         (full(db, lim.max_db) || full(user, lim.max_user))
@@ -418,4 +418,9 @@ fn resolve_in(config: &Config, key: &PoolKey, settings: &PoolSettings) -> PoolLi
         max_db: config.max_db_connections(&key.db),
         max_user: config.max_user_connections(&key.user),
     }
+}
+
+/// A limit `max` (0: none) with `used` taken is full.
+fn full(used: u32, max: u32) -> bool {
+    max > 0 && used >= max
 }

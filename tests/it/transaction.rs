@@ -250,14 +250,9 @@ async fn a_reload_into_transaction_mode_replaces_the_pool() {
     let a = fx.connect().await;
     let old_pid = backend_pid(&a).await;
     held_back(&fx).await;
-    let ini = std::fs::read_to_string(fx.porter.ini_path()).expect("ini");
-    let ini = ini.replace("pool_mode = session\n", "pool_mode = transaction\n");
-    std::fs::write(fx.porter.ini_path(), ini).expect("ini");
-    let stats = &fx.porter.shared().stats;
-    let reloads = || stats.reloads_ok.load(std::sync::atomic::Ordering::Relaxed);
-    let before = reloads();
-    fx.porter.control(pgporter::Control::Reload);
-    crate::ops::eventually("reloaded", || async { reloads() > before }).await;
+    (fx.porter)
+        .reload_edited(|ini| ini.replace("pool_mode = session\n", "pool_mode = transaction\n"))
+        .await;
     // The session-mode session keeps its connection (never reset for transaction mode's
     // clients); the new pool's clients take turns on a fresh one once it is closed.
     assert_eq!(backend_pid(&a).await, old_pid);

@@ -242,14 +242,9 @@ async fn a_shared_limit_added_by_a_reload_applies_to_busy_pools() {
         .await
         .expect("u1");
     select1(&holder).await.expect("u1 holds a server");
-    let ini = std::fs::read_to_string(porter.ini_path()).expect("ini");
-    let ini = ini.replace("[pgbouncer]\n", "[pgbouncer]\nmax_db_connections = 1\n");
-    std::fs::write(porter.ini_path(), ini).expect("ini");
-    let stats = &porter.shared().stats;
-    let reloads = || stats.reloads_ok.load(std::sync::atomic::Ordering::Relaxed);
-    let before = reloads();
-    porter.control(pgporter::Control::Reload);
-    eventually("reloaded", || async { reloads() > before }).await;
+    porter
+        .reload_edited(|ini| ini.replace("[pgbouncer]\n", "[pgbouncer]\nmax_db_connections = 1\n"))
+        .await;
     let u2_connstring = connstring(&porter, &u2, &db);
     let started = Instant::now();
     let waiter = tokio::spawn(async move {

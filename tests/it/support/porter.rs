@@ -102,6 +102,24 @@ impl Porter {
         self.control.send(c).expect("pgporter is running");
     }
 
+    /// Rewrite pgporter.ini with `edit` and RELOAD (what SIGHUP sends); returns once the
+    /// reload has taken (bounded by [`super::HANG`]).
+    pub(crate) async fn reload_edited(&self, edit: impl FnOnce(&str) -> String) {
+        let ini = std::fs::read_to_string(self.ini_path()).expect("reading pgporter.ini");
+        std::fs::write(self.ini_path(), edit(&ini)).expect("writing pgporter.ini");
+        let ok = || (self.shared().stats.reloads_ok).load(std::sync::atomic::Ordering::Relaxed);
+        let before = ok();
+        self.control(pgporter::Control::Reload);
+        let deadline = tokio::time::Instant::now() + super::HANG;
+        while ok() == before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reload did not take"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Wait (bounded) until the pgporter task has returned.
     pub(crate) async fn wait_stopped(&mut self, limit: std::time::Duration) {
         if let Some(task) = self.task.take() {
