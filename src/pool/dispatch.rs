@@ -14,14 +14,27 @@ impl Pool {
     /// Re-run the dispatch: after a reload, a freed cross-pool slot, or as a periodic check.
     pub(super) fn poke(&self) {
         let settings = self.settings();
-        let close = {
+        let (close, blocker) = {
             let mut inner = self.lock();
             if inner.waiters.is_empty() && inner.idle.is_empty() {
                 return;
             }
-            self.dispatch(&mut inner, &settings)
+            let close = self.dispatch(&mut inner, &settings);
+            // Still waiting: on what now? A client that waited on max_db_connections and on
+            // its own max_user_connections, once the database has room, is held back only by
+            // an idle connection of its user in another pool (nothing returns that one).
+            let front = inner
+                .waiters
+                .front()
+                .map(|w| (w.identity.clone(), w.reserve));
+            let blocker = front
+                .map(|(identity, reserve)| self.blocker(&inner, &settings, &identity, reserve));
+            (close, blocker)
         };
         self.settle(close);
+        if let Some(b) = blocker {
+            self.limits.evict_for(&self.key, b);
+        }
     }
 
     /// Serve waiters with what is free now; returns connections to close (idle ones over the

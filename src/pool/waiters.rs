@@ -87,6 +87,11 @@ impl<T> Waiters<T> {
         self.queue.is_empty()
     }
 
+    /// The longest-waiting waiter.
+    pub(super) fn front(&self) -> Option<&Waiter<T>> {
+        self.queue.front()
+    }
+
     pub(super) fn get(&self, seq: u64) -> Option<&Waiter<T>> {
         self.queue.iter().find(|w| w.seq == seq)
     }

@@ -156,3 +156,55 @@ async fn a_slot_is_not_moved_to_a_pool_that_cannot_use_it() {
     drop(a2);
     served(bob_d1, "bob, once his d2 session left").await;
 }
+
+/// Transaction mode: bob waits on d1's full max_db_connections and on his own
+/// max_user_connections, held by his idle connection on d2 (idle before he started waiting,
+/// so nothing ever returns it). Once alice's transactions end and d1 has room, that idle
+/// connection is closed and bob is served (he waited out query_wait_timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_held_by_two_limits_is_served_once_both_free() {
+    let cluster = cluster().await;
+    let (alice, bob, d1, d2) = (
+        cluster.unique_name("u"),
+        cluster.unique_name("u"),
+        cluster.unique_name("db"),
+        cluster.unique_name("db"),
+    );
+    for u in [&alice, &bob] {
+        cluster.create_role(u, PASSWORD).await;
+    }
+    cluster.create_database(&d1, &alice).await;
+    cluster.create_database(&d2, &alice).await;
+    let port = cluster.port();
+    let lines = [
+        format!("{d1} = host=127.0.0.1 port={port} max_db_connections=2"),
+        format!("{d2} = host=127.0.0.1 port={port}"),
+    ];
+    let settings = format!("{}pool_mode = transaction\n", base_settings(5, "10"));
+    let porter = spawn_pgporter(
+        &ini(
+            &lines,
+            &settings,
+            &format!("{bob} = max_user_connections=1\n"),
+        ),
+        &userlist(&[(&alice, PASSWORD), (&bob, PASSWORD)]),
+    )
+    .await;
+    let (_, _bob_d2) = served(queued(&porter, &bob, &d2), "bob on d2").await;
+    let mut alices = Vec::new();
+    for _ in 0..2 {
+        let c = try_connect(&porter.connstring(&alice, PASSWORD, &d1))
+            .await
+            .expect("alice");
+        c.batch_execute("begin; select 1")
+            .await
+            .expect("alice's transaction");
+        alices.push(c);
+    }
+    let bob_d1 = queued(&porter, &bob, &d1);
+    eventually("bob waits on d1", one_waiting(&porter, &bob)).await;
+    for c in &alices {
+        c.batch_execute("commit").await.expect("commit");
+    }
+    served(bob_d1, "bob, once alice's transactions ended").await;
+}
