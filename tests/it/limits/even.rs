@@ -103,34 +103,7 @@ async fn pools_sharing_a_full_limit_even_out_and_then_keep_their_connections() {
 /// and made alice reconnect at every session for as long as he waited).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_is_not_moved_to_a_pool_that_cannot_use_it() {
-    let cluster = cluster().await;
-    let (alice, bob, d1, d2) = (
-        cluster.unique_name("u"),
-        cluster.unique_name("u"),
-        cluster.unique_name("db"),
-        cluster.unique_name("db"),
-    );
-    for u in [&alice, &bob] {
-        cluster.create_role(u, PASSWORD).await;
-    }
-    cluster.create_database(&d1, &alice).await;
-    cluster.create_database(&d2, &alice).await;
-    let lines = [
-        format!(
-            "{d1} = host=127.0.0.1 port={} max_db_connections=2",
-            cluster.port()
-        ),
-        format!("{d2} = host=127.0.0.1 port={}", cluster.port()),
-    ];
-    let porter = spawn_pgporter(
-        &ini(
-            &lines,
-            &base_settings(5, "60"),
-            &format!("{bob} = max_user_connections=1\n"),
-        ),
-        &userlist(&[(&alice, PASSWORD), (&bob, PASSWORD)]),
-    )
-    .await;
+    let (alice, bob, d1, d2, porter) = d1_full_and_bob_capped(&base_settings(5, "60")).await;
     // bob: a pool on d1 that met the server once, then his one connection held on d2.
     drop(served(queued(&porter, &bob, &d1), "bob on d1").await);
     let (_, bob_d2) = served(queued(&porter, &bob, &d2), "bob on d2").await;
@@ -163,33 +136,8 @@ async fn a_slot_is_not_moved_to_a_pool_that_cannot_use_it() {
 /// connection is closed and bob is served (he waited out query_wait_timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_held_by_two_limits_is_served_once_both_free() {
-    let cluster = cluster().await;
-    let (alice, bob, d1, d2) = (
-        cluster.unique_name("u"),
-        cluster.unique_name("u"),
-        cluster.unique_name("db"),
-        cluster.unique_name("db"),
-    );
-    for u in [&alice, &bob] {
-        cluster.create_role(u, PASSWORD).await;
-    }
-    cluster.create_database(&d1, &alice).await;
-    cluster.create_database(&d2, &alice).await;
-    let port = cluster.port();
-    let lines = [
-        format!("{d1} = host=127.0.0.1 port={port} max_db_connections=2"),
-        format!("{d2} = host=127.0.0.1 port={port}"),
-    ];
     let settings = format!("{}pool_mode = transaction\n", base_settings(5, "10"));
-    let porter = spawn_pgporter(
-        &ini(
-            &lines,
-            &settings,
-            &format!("{bob} = max_user_connections=1\n"),
-        ),
-        &userlist(&[(&alice, PASSWORD), (&bob, PASSWORD)]),
-    )
-    .await;
+    let (alice, bob, d1, d2, porter) = d1_full_and_bob_capped(&settings).await;
     let (_, _bob_d2) = served(queued(&porter, &bob, &d2), "bob on d2").await;
     let mut alices = Vec::new();
     for _ in 0..2 {
@@ -207,4 +155,37 @@ async fn a_client_held_by_two_limits_is_served_once_both_free() {
         c.batch_execute("commit").await.expect("commit");
     }
     served(bob_d1, "bob, once alice's transactions ended").await;
+}
+
+/// alice and bob, databases d1 (max_db_connections = 2) and d2, bob capped at one server
+/// connection (max_user_connections = 1), pgporter with `settings`: (alice, bob, d1, d2,
+/// pgporter).
+async fn d1_full_and_bob_capped(settings: &str) -> (String, String, String, String, Porter) {
+    let cluster = cluster().await;
+    let (alice, bob, d1, d2) = (
+        cluster.unique_name("u"),
+        cluster.unique_name("u"),
+        cluster.unique_name("db"),
+        cluster.unique_name("db"),
+    );
+    for u in [&alice, &bob] {
+        cluster.create_role(u, PASSWORD).await;
+    }
+    cluster.create_database(&d1, &alice).await;
+    cluster.create_database(&d2, &alice).await;
+    let port = cluster.port();
+    let lines = [
+        format!("{d1} = host=127.0.0.1 port={port} max_db_connections=2"),
+        format!("{d2} = host=127.0.0.1 port={port}"),
+    ];
+    let porter = spawn_pgporter(
+        &ini(
+            &lines,
+            settings,
+            &format!("{bob} = max_user_connections=1\n"),
+        ),
+        &userlist(&[(&alice, PASSWORD), (&bob, PASSWORD)]),
+    )
+    .await;
+    (alice, bob, d1, d2, porter)
 }
