@@ -95,14 +95,9 @@ impl Pool {
         close
     }
 
-    /// This pool's limits (cached per configuration snapshot); notes whether one is shared
-    /// with other pools.
+    /// This pool's limits (cached per configuration snapshot).
     fn resolved(&self, inner: &mut Inner, settings: &PoolSettings) -> PoolLimits {
-        let lim = (self.limits).resolve_cached(&self.key, settings, &mut inner.resolved);
-        let shared = lim.max_db > 0 || lim.max_user > 0;
-        self.shared_limit
-            .store(shared, std::sync::atomic::Ordering::Relaxed);
-        lim
+        (self.limits).resolve_cached(&self.key, settings, &mut inner.resolved)
     }
 
     /// With nobody waiting, an idle connection tagged `tag` that `identity` may have now,
@@ -204,7 +199,10 @@ impl Pool {
         let settings = self.settings();
         // Only when a limit is shared with other pools (max_db_connections,
         // max_user_connections): a look at every sibling pool on each return is not free.
-        let shared = self.shared_limit.load(std::sync::atomic::Ordering::Relaxed);
+        let shared = {
+            let lim = self.resolved(&mut self.lock(), &settings);
+            lim.max_db > 0 || lim.max_user > 0
+        };
         // Asked before taking the lock: the siblings' locks are taken on the way.
         let owed = shared && {
             let own = self.counts();

@@ -125,9 +125,6 @@ pub struct Pool {
     /// The backend hosts and the rules for choosing one (routing).
     pub hosts: HostSet,
     settings: Mutex<Arc<PoolSettings>>,
-    /// The last dispatch found max_db_connections or max_user_connections set for this pool:
-    /// returning connections look at sibling pools sharing the limit (true until then).
-    shared_limit: std::sync::atomic::AtomicBool,
     limits: Arc<Limits>,
     inner: Mutex<Inner>,
     /// A credential learned from a client login when the config holds none for this user
@@ -183,7 +180,6 @@ impl Pool {
             hosts: HostSet::single(target.addr.clone()),
             target,
             settings: Mutex::new(Arc::new(settings)),
-            shared_limit: std::sync::atomic::AtomicBool::new(true),
             limits,
             inner: Mutex::new(Inner::default()),
             learned: Mutex::new(None),
@@ -259,10 +255,6 @@ impl Pool {
     /// smaller one takes effect as connections return.
     pub fn update_settings(&self, settings: PoolSettings) {
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
-        // The reload may have set max_db_connections / max_user_connections: until a dispatch
-        // looks again (a pool whose connections are all in use has none), returning
-        // connections look at the siblings.
-        (self.shared_limit).store(true, std::sync::atomic::Ordering::Relaxed);
         self.poke();
     }
 
