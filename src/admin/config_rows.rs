@@ -102,6 +102,11 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("max_db_connections", s.max_db_connections.to_string(), true),
         ("max_packet_size", s.max_packet_size.to_string(), true),
         (
+            "max_prepared_statements",
+            s.max_prepared_statements.to_string(),
+            true,
+        ),
+        (
             "max_user_connections",
             s.max_user_connections.to_string(),
             true,

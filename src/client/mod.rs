@@ -10,6 +10,7 @@ mod params;
 mod park;
 mod prepared;
 mod relay;
+mod renaming;
 mod route;
 mod serve;
 mod statements;

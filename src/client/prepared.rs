@@ -29,8 +29,8 @@ pub(super) struct Prepared {
     synced: u64,
     /// ReadyForQuery messages received.
     answered: u64,
-    /// The start of a Parse body too large to be read whole, until its name ends.
-    head: Option<Vec<u8>>,
+    /// A Parse body too large to be read whole, until its name ends.
+    head: StreamedName,
 }
 
 impl Prepared {
@@ -48,7 +48,7 @@ impl Prepared {
                 Some(name) => self.open(name),
                 None => self.unknown = true,
             },
-            (frontend::PARSE, None) => self.head = Some(Vec::new()),
+            (frontend::PARSE, None) => self.head.start(),
             (frontend::CLOSE, Some([kind, rest @ ..])) => {
                 let name = (*kind == b'S').then(|| cstr(rest).unwrap_or(rest).into());
                 self.closing.push_back((self.synced, name));
@@ -61,21 +61,10 @@ impl Prepared {
 
     /// The next piece of a streamed Parse body (see [`Prepared::on_client`]).
     pub(super) fn on_chunk(&mut self, bytes: &[u8], last: bool) {
-        let Some(head) = &mut self.head else {
-            return;
-        };
-        match bytes.iter().position(|&b| b == 0) {
-            Some(end) => {
-                head.extend_from_slice(&bytes[..end]);
-                let name = std::mem::take(head);
-                self.head = None;
-                self.open(&name);
-            }
-            None if last || head.len() + bytes.len() > NAME_LIMIT => {
-                self.head = None;
-                self.unknown = true;
-            }
-            None => head.extend_from_slice(bytes),
+        match self.head.feed(bytes, last) {
+            Some(Named::Name(name)) => self.open(&name),
+            Some(Named::Unreadable) => self.unknown = true,
+            None => {}
         }
     }
 
@@ -107,8 +96,49 @@ impl Prepared {
     }
 }
 
+/// The name at the front of a message body seen in pieces.
+#[derive(Debug, Default)]
+pub(super) struct StreamedName(Option<Vec<u8>>);
+
+/// What [`StreamedName::feed`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Named {
+    Name(Vec<u8>),
+    /// No NUL in the body's first [`NAME_LIMIT`] bytes.
+    Unreadable,
+}
+
+impl StreamedName {
+    /// A body starts: its name is looked for in the pieces fed next.
+    pub(super) fn start(&mut self) {
+        self.0 = Some(Vec::new());
+    }
+
+    /// The next piece of the body (`last`: its final one); Some once the name is known or
+    /// cannot be, then nothing more until the next [`StreamedName::start`].
+    pub(super) fn feed(&mut self, bytes: &[u8], last: bool) -> Option<Named> {
+        let head = self.0.as_mut()?;
+        match bytes.iter().position(|&b| b == 0) {
+            Some(end) => {
+                head.extend_from_slice(&bytes[..end]);
+                let name = std::mem::take(head);
+                self.0 = None;
+                Some(Named::Name(name))
+            }
+            None if last || head.len() + bytes.len() > NAME_LIMIT => {
+                self.0 = None;
+                Some(Named::Unreadable)
+            }
+            None => {
+                head.extend_from_slice(bytes);
+                None
+            }
+        }
+    }
+}
+
 /// The NUL-terminated string at the front of `bytes`.
-fn cstr(bytes: &[u8]) -> Option<&[u8]> {
+pub(super) fn cstr(bytes: &[u8]) -> Option<&[u8]> {
     bytes.iter().position(|&b| b == 0).map(|end| &bytes[..end])
 }
 

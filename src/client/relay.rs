@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
 use crate::protocol::backend::Severity;
-use crate::protocol::scan::{Scanner, Visit};
+use crate::protocol::scan::{Rewrite, Scanner, Visit};
 use crate::protocol::{backend, frontend, sqlstate, FramedConn, ProtocolError};
 
 use super::tap::{Held, RelayState};
@@ -120,7 +120,8 @@ where
                 // server_fast_close (asked only with it on), or in transaction mode: end once
                 // the server is idle, with everything answered and passed on and nothing of
                 // the client's waiting.
-                let release = state.prepared.as_ref().is_some_and(|p| p.none_open());
+                let release = state.prepared.as_ref().is_some_and(|p| p.none_open())
+                    || state.renaming.as_ref().is_some_and(|r| r.releasable());
                 if (release || session.close_asked())
                     && state.tracker.is_idle()
                     && state.ahead == 0
@@ -464,15 +465,18 @@ where
             pump.need_flush = false;
         }
         if pump.stopped {
-            if visit.rewrite(buf) {
-                pump.stopped = false;
-                continue;
+            match visit.rewrite(buf) {
+                Rewrite::Done => {
+                    pump.stopped = false;
+                    continue;
+                }
+                Rewrite::Stop => return Poll::Ready(PumpEnd::Stopped),
+                // Read on, and ask again.
+                Rewrite::NeedMore => {}
             }
-            return Poll::Ready(PumpEnd::Stopped);
-        }
-        // Scan what the buffer holds beyond the cleared part (left from setup, or just read).
-        let unscanned = buf.get(pump.ready..).unwrap_or_default();
-        if !unscanned.is_empty() {
+        } else if let Some(unscanned) = buf.get(pump.ready..).filter(|u| !u.is_empty()) {
+            // Scan what the buffer holds beyond the cleared part (left from setup, or just
+            // read).
             match pump.scanner.scan(unscanned, visit) {
                 Ok(s) => {
                     pump.ready += s.forward;

@@ -23,6 +23,7 @@ use crate::stats::{Meter, PoolStats};
 use super::acquire::{checkout_unless_gone, Waited};
 use super::params::ClientParams;
 use super::relay::{relay, RelayEnd, Traffic, TxTracker};
+use super::renaming::{ClientStatements, Renaming};
 use super::statements::StatementAudit;
 use super::tap::RelayState;
 use super::watchdog::{Timeout, Watchdog};
@@ -49,8 +50,11 @@ pub(super) struct Session {
 /// What a transaction-mode session keeps between its transactions.
 #[derive(Debug, Default)]
 pub(super) struct TxnState {
-    /// The client's named prepared statements.
+    /// The client's named prepared statements, with max_prepared_statements = 0.
     prepared: super::prepared::Prepared,
+    /// With max_prepared_statements > 0 (as it was at the session's first transaction): the
+    /// client's statement names and the shared statements they stand for.
+    renamed: Option<ClientStatements>,
     /// The session tag, asked for at every transaction.
     tag: std::sync::Mutex<Option<TagUnder>>,
 }
@@ -98,9 +102,12 @@ impl Session {
         }
     }
 
-    /// Whether the client leaves named prepared statements open (transaction mode).
+    /// Whether the client leaves named prepared statements of its own naming on its server
+    /// connection (transaction mode).
     fn statements_open(&self) -> bool {
-        self.txn.as_ref().is_some_and(|t| !t.prepared.none_open())
+        self.txn.as_ref().is_some_and(|t| {
+            !t.prepared.none_open() || t.renamed.as_ref().is_some_and(ClientStatements::pinned)
+        })
     }
 }
 
@@ -255,8 +262,21 @@ async fn relay_session(
         .with_read_only_hint(session.read_only_hint.clone());
     state.ahead = u32::from(ahead);
     if pool.transaction_mode() {
-        let txn = session.txn.get_or_insert_with(Box::default);
-        state.prepared = Some(std::mem::take(&mut txn.prepared));
+        let txn = session.txn.get_or_insert_with(|| {
+            let keep = config.settings.max_prepared_statements;
+            Box::new(TxnState {
+                renamed: (keep > 0).then(|| ClientStatements::new(keep)),
+                ..TxnState::default()
+            })
+        });
+        match txn.renamed.take() {
+            Some(client) => {
+                let server = std::mem::take(&mut server.statements);
+                let registry = Arc::clone(&pool.statements);
+                state.renaming = Some(Renaming::new(client, server, registry));
+            }
+            None => state.prepared = Some(std::mem::take(&mut txn.prepared)),
+        }
     }
     state.watchdog = Watchdog::new(
         config.settings.query_timeout,
@@ -295,8 +315,14 @@ async fn relay_session(
             }
         }
     }
-    if let Some(prepared) = state.prepared.take() {
-        session.txn.get_or_insert_with(Box::default).prepared = prepared;
+    if let Some(txn) = &mut session.txn {
+        if let Some(prepared) = state.prepared.take() {
+            txn.prepared = prepared;
+        }
+        if let Some(renaming) = state.renaming.take() {
+            txn.renamed = Some(renaming.client);
+            server.statements = renaming.server;
+        }
         // What the client SET (a reported parameter) follows it to its next connection.
         session.params.follow(&state.param_changes);
     }

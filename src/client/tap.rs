@@ -9,11 +9,12 @@ use bytes::BytesMut;
 
 use crate::audit::AuditSender;
 use crate::identity::{GucNames, GucStream};
-use crate::protocol::scan::{Flow, Visit};
+use crate::protocol::scan::{Flow, Rewrite, Visit};
 use crate::protocol::{backend, frontend};
 
 use super::prepared::Prepared;
 use super::relay::TxTracker;
+use super::renaming::{Answer, Renaming, Rewritten};
 use super::statements::StatementAudit;
 
 /// A refused message held at the front of the client's buffer until the server has answered
@@ -69,6 +70,9 @@ pub(super) struct RelayState {
     /// Transaction mode: the client's named prepared statements (the relay ends at a
     /// transaction's end when none is open). None in session mode.
     pub prepared: Option<Prepared>,
+    /// Transaction mode with max_prepared_statements: the client's statements renamed to
+    /// shared ones (instead of `prepared`).
+    pub renaming: Option<Renaming>,
 }
 
 impl RelayState {
@@ -98,6 +102,7 @@ impl RelayState {
             server_fatal: false,
             cut_short: false,
             prepared: None,
+            renaming: None,
         }
     }
 
@@ -138,20 +143,35 @@ pub(super) struct Front<'a>(&'a mut RelayState);
 
 impl Visit for Front<'_> {
     fn want_body(&self, tag: u8) -> bool {
+        let st = &*self.0;
+        let renaming = st.renaming.as_ref();
         match tag {
             frontend::PARSE => {
-                !self.0.names.is_empty() || self.0.audit.is_some() || self.0.prepared.is_some()
+                !st.names.is_empty()
+                    || st.audit.is_some()
+                    || st.prepared.is_some()
+                    || renaming.is_some()
             }
-            frontend::QUERY | frontend::BIND | frontend::FUNCTION_CALL => {
-                !self.0.names.is_empty() || self.0.audit.is_some()
+            frontend::BIND => {
+                !st.names.is_empty()
+                    || st.audit.is_some()
+                    || renaming.is_some_and(|r| r.has_names())
             }
-            frontend::CLOSE => self.0.audit.is_some() || self.0.prepared.is_some(),
-            frontend::EXECUTE => self.0.audit.is_some(),
+            frontend::QUERY | frontend::FUNCTION_CALL => !st.names.is_empty() || st.audit.is_some(),
+            frontend::CLOSE => st.audit.is_some() || st.prepared.is_some() || renaming.is_some(),
+            frontend::DESCRIBE => renaming.is_some_and(|r| r.has_names()),
+            frontend::EXECUTE => st.audit.is_some(),
             _ => false,
         }
     }
 
     fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
+        if let Some(r) = &mut self.0.renaming {
+            if r.take_passing() {
+                // What a rewrite put in place of a message already looked at.
+                return self.0.tracker.on_client(tag);
+            }
+        }
         let wanted = self.want_body(tag);
         let st = &mut *self.0;
         // Statement text, and the values that can carry a GUC name into set_config() and
@@ -199,7 +219,23 @@ impl Visit for Front<'_> {
         if let Some(p) = &mut st.prepared {
             p.on_client(tag, body, st.tracker.sync_counts());
         }
+        if let Some(r) = &mut st.renaming {
+            if r.on_client(tag, body, st.tracker.sync_counts()) {
+                // Replaced by `rewrite`; the tracker sees the replacement.
+                return Flow::StopBefore;
+            }
+        }
         st.tracker.on_client(tag)
+    }
+
+    fn rewrite(&mut self, buf: &mut BytesMut) -> Rewrite {
+        match &mut self.0.renaming {
+            Some(r) => match r.rewrite(buf) {
+                Rewritten::Done => Rewrite::Done,
+                Rewritten::NeedMore => Rewrite::NeedMore,
+            },
+            None => Rewrite::Stop,
+        }
     }
 
     fn chunk(&mut self, bytes: &[u8], last: bool) -> Flow {
@@ -209,6 +245,9 @@ impl Visit for Front<'_> {
         };
         if let (frontend::PARSE, Some(p)) = (s.tag, &mut st.prepared) {
             p.on_chunk(bytes, last);
+        }
+        if let (frontend::PARSE, Some(r)) = (s.tag, &mut st.renaming) {
+            r.on_chunk(bytes, last);
         }
         if matches!(
             s.tag,
@@ -245,7 +284,8 @@ impl Visit for Back<'_> {
             || self.0.ahead > 0
             || tag == backend::PARAMETER_STATUS
             || tag == backend::ERROR_RESPONSE
-            || (self.0.audit.is_some() && tag == backend::COMMAND_COMPLETE)
+            || ((self.0.audit.is_some() || self.0.renaming.is_some())
+                && tag == backend::COMMAND_COMPLETE)
     }
 
     /// A response reaches the client only once the statement events it completes are queued
@@ -288,6 +328,19 @@ impl Visit for Back<'_> {
             st.dropping = true;
             return Flow::StopBefore;
         }
+        if let (Some(r), backend::PARSE_COMPLETE | backend::CLOSE_COMPLETE) =
+            (&mut st.renaming, tag)
+        {
+            match r.on_complete() {
+                Answer::Pass => {}
+                Answer::Drop => {
+                    // The answer to pgporter's own Parse or Close: dropped by `rewrite`.
+                    st.dropping = true;
+                    return Flow::StopBefore;
+                }
+                Answer::ToParseComplete => return Flow::StopBefore,
+            }
+        }
         if tag == backend::PARAMETER_STATUS {
             if let Some(value) = body.and_then(|b| b.strip_prefix(b"in_hot_standby\0")) {
                 st.hot_standby = Some(value.starts_with(b"on"));
@@ -317,6 +370,9 @@ impl Visit for Back<'_> {
         if let Some(p) = &mut self.0.prepared {
             p.on_server(tag, ignored);
         }
+        if let Some(r) = &mut self.0.renaming {
+            r.on_server(tag, body, ignored);
+        }
         if let Some(a) = &mut self.0.audit {
             a.drop_ignored_syncs(ignored);
             a.on_server(tag, body);
@@ -324,18 +380,25 @@ impl Visit for Back<'_> {
         Flow::Continue
     }
 
-    /// Drop an answer to pgporter's own query, or replace the held 25006 ErrorResponse at the
-    /// front of `buf` with one carrying the hint.
-    fn rewrite(&mut self, buf: &mut BytesMut) -> bool {
+    /// Drop an answer to pgporter's own query, Parse or Close, make a CloseComplete the
+    /// ParseComplete the client is due (see `super::renaming`), or replace the held 25006
+    /// ErrorResponse at the front of `buf` with one carrying the hint.
+    fn rewrite(&mut self, buf: &mut BytesMut) -> Rewrite {
+        let done = |ok: bool| if ok { Rewrite::Done } else { Rewrite::Stop };
         if std::mem::take(&mut self.0.dropping) {
-            return drop_front(buf).is_some();
+            return done(drop_front(buf).is_some());
+        }
+        if let Some(r) = &mut self.0.renaming {
+            if r.convert(buf) {
+                return Rewrite::Done;
+            }
         }
         let Some(hint) = self.0.read_only_hint.as_deref() else {
-            return false;
+            return Rewrite::Stop;
         };
         let rewritten = add_hint(buf, hint).is_some();
         self.0.hint_added = rewritten;
-        rewritten
+        done(rewritten)
     }
 }
 

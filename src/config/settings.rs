@@ -106,6 +106,11 @@ pub struct Settings {
     /// Run server_reset_query after each transaction in transaction mode too (session mode
     /// always runs it). Default off. reload: yes
     pub server_reset_query_always: bool,
+    /// Transaction mode: how many named prepared statements pgporter keeps on each server
+    /// connection for its clients, which then share connections (0: a client with one open
+    /// keeps its connection instead). Default 200, as PgBouncer 1.22+. reload: yes (a
+    /// session keeps the way it started with)
+    pub max_prepared_statements: u32,
     /// Run on a connection idle longer than `server_check_delay` before a client gets it;
     /// one that fails it is closed and another taken. Default `select 1`; empty = no check.
     /// reload: yes
@@ -299,6 +304,7 @@ impl Default for Settings {
             fair_sharing: true,
             server_reset_query: "DISCARD ALL".into(),
             server_reset_query_always: false,
+            max_prepared_statements: 200,
             server_check_query: "select 1".into(),
             server_check_delay: Duration::from_secs(30),
             server_fast_close: false,
@@ -393,10 +399,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
 
 /// PgBouncer keys that mean nothing here, with why; accepted with that warning.
 const NO_EFFECT: &[(&str, &str)] = &[
-    (
-        "max_prepared_statements",
-        "prepared statements are never moved between server connections: in transaction mode a client with a named prepared statement open keeps its server connection",
-    ),
     (
         "server_login_retry",
         "a client needing a new server connection always tries the server again; with routing, failover_wait_timeout governs waiting for a host",
@@ -502,6 +504,7 @@ impl Settings {
             "fair_sharing" => self.fair_sharing = parse_bool(v)?,
             "server_reset_query" => self.server_reset_query = v.to_string(),
             "server_reset_query_always" => self.server_reset_query_always = parse_bool(v)?,
+            "max_prepared_statements" => self.max_prepared_statements = parse_u32(v)?,
             "server_check_query" => self.server_check_query = v.to_string(),
             "server_check_delay" => self.server_check_delay = parse_duration(v)?,
             "server_fast_close" => self.server_fast_close = parse_bool(v)?,

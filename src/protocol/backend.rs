@@ -17,6 +17,7 @@ pub const NOTIFICATION_RESPONSE: u8 = b'A';
 pub const COPY_IN_RESPONSE: u8 = b'G';
 pub const COPY_OUT_RESPONSE: u8 = b'H';
 pub const COPY_BOTH_RESPONSE: u8 = b'W';
+pub const PARSE_COMPLETE: u8 = b'1';
 pub const CLOSE_COMPLETE: u8 = b'3';
 
 /// Authentication request codes (the first int32 of an 'R' message).

@@ -39,12 +39,21 @@ pub trait Visit {
     fn before_forward(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         std::task::Poll::Ready(())
     }
-    /// The message [`Visit::header`] stopped at is whole at the front of `buf`: replace it
-    /// (true: relaying goes on, and the new message is scanned and visited again) or leave it
-    /// (false: this direction stops).
-    fn rewrite(&mut self, _buf: &mut bytes::BytesMut) -> bool {
-        false
+    /// The message [`Visit::header`] stopped at is at the front of `buf` (whole, unless it
+    /// is streamed): replace it, or part of it, and go on ([`Rewrite::Done`]: what is at the
+    /// front now is scanned and visited again), leave it ([`Rewrite::Stop`]: this direction
+    /// stops), or ask for more of it to be read first ([`Rewrite::NeedMore`]).
+    fn rewrite(&mut self, _buf: &mut bytes::BytesMut) -> Rewrite {
+        Rewrite::Stop
     }
+}
+
+/// What [`Visit::rewrite`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    Done,
+    Stop,
+    NeedMore,
 }
 
 /// A [`Visit`] from two closures (bodies wanted whole only, never streamed).

@@ -73,6 +73,7 @@ async fn connect_inner(
         local,
         set_for_client: Vec::new(),
         link: None,
+        statements: Default::default(),
     })
 }
 

@@ -3,6 +3,7 @@
 mod auth;
 mod connect;
 mod query;
+pub mod statements;
 
 use std::collections::BTreeMap;
 
@@ -151,6 +152,8 @@ pub struct ServerConn {
     /// What SHOW CLIENTS / SERVERS and cancel forwarding know of this connection, made at
     /// its first checkout and shared by every session it serves.
     pub link: Option<std::sync::Arc<crate::sessions::ServerLink>>,
+    /// Transaction mode with max_prepared_statements: the statements pgporter prepared here.
+    pub statements: statements::ServerStatements,
 }
 
 impl ServerConn {

@@ -94,6 +94,9 @@ pub(crate) async fn read_answer(
                 );
             }
             backend::DATA_ROW => on_row(&msg.body)?,
+            backend::COMMAND_COMPLETE if super::statements::drops_all(&msg.body) => {
+                server.statements.clear();
+            }
             backend::PARAMETER_STATUS => {
                 if let Some((k, v)) = backend::parse_parameter_status(&msg.body) {
                     server.set_param(&k, &v);

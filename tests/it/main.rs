@@ -29,4 +29,5 @@ mod session;
 mod timeouts;
 mod tls;
 mod transaction;
+mod transaction_prepared;
 mod transaction_raw;

@@ -104,7 +104,8 @@ async fn a_client_inside_a_transaction_keeps_its_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_prepared_statement_keeps_the_connection_until_closed() {
-    let fx = fixture("").await;
+    // Without max_prepared_statements (see transaction_prepared.rs for with).
+    let fx = fixture("max_prepared_statements = 0").await;
     let a = fx.connect().await;
     let stmt = a.prepare("select $1::int8 * 2").await.unwrap();
     held_back(&fx).await;
@@ -171,9 +172,14 @@ async fn libpq_clients_outnumber_server_connections() {
     init.args(["-i", "-s", "1", "-q"])
         .arg(fx.cluster.local_connstring(&fx.user, &fx.db));
     success(&run(init, Duration::from_secs(120)).await, "pgbench -i");
-    for mode in ["simple", "extended"] {
+    // -M prepared: each client's statements are parsed on the one server connection once.
+    for mode in ["simple", "extended", "prepared"] {
         let mut cmd = Command::new(fx.cluster.bin("pgbench"));
-        cmd.args(["-c", "6", "-j", "2", "-t", "40", "-M", mode])
+        // pgbench 15 prepares each statement when first used, with a blocking PQprepare:
+        // its thread's other clients wait meanwhile, so one inside a transaction (holding the
+        // one server connection) would never be served. One thread per client.
+        let threads = if mode == "prepared" { "6" } else { "2" };
+        cmd.args(["-c", "6", "-j", threads, "-t", "40", "-M", mode])
             .args(["-h", "127.0.0.1", "-p", &fx.porter.port().to_string()])
             .args(["-U", &fx.user])
             .arg(&fx.db)
@@ -195,13 +201,22 @@ async fn python_drivers_with_their_prepared_statements() {
     let Some(python) = python("transaction mode with Python drivers") else {
         return;
     };
-    // Two connections per driver, each holding its server connection once it prepares.
+    // Two connections per driver: without max_prepared_statements each holds its server
+    // connection once it prepares; with it, they share one.
+    for (pool_size, extra) in [(2, "max_prepared_statements = 0"), (1, "")] {
+        python_drivers(&python, pool_size, extra).await;
+    }
+}
+
+async fn python_drivers(python: &std::ffi::OsStr, pool_size: u32, extra: &str) {
     let fx = Fixture::custom(|_| Spec {
-        pool_size: 2,
-        ..Spec::new("pool_mode = transaction\nquery_wait_timeout = 10")
+        pool_size,
+        ..Spec::new(format!(
+            "pool_mode = transaction\nquery_wait_timeout = 10\n{extra}"
+        ))
     })
     .await;
-    let mut cmd = Command::new(&python);
+    let mut cmd = Command::new(python);
     cmd.arg(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/e2e/transaction_mode.py"

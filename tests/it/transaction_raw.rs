@@ -113,7 +113,7 @@ async fn an_extended_protocol_copy_keeps_its_connection_until_done() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_skipped_after_an_error_is_cleaned_up_when_the_client_leaves() {
-    let fx = fixture("").await;
+    let fx = fixture("max_prepared_statements = 0").await;
     let mut a = login(&fx, &[]).await;
     parse(&mut a, "oneshot", "select 1 / $1::int").await;
     bind_execute(&mut a, "oneshot", &["0"]).await;
@@ -133,7 +133,7 @@ async fn a_close_skipped_after_an_error_is_cleaned_up_when_the_client_leaves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_parse_is_followed_by_its_name() {
-    let fx = fixture("").await;
+    let fx = fixture("max_prepared_statements = 0").await;
     let list: Vec<String> = (0..14_000).map(|i| i.to_string()).collect();
     let big = format!("select 1 where 1 in ({})", list.join(","));
     assert!(big.len() > 70_000);
@@ -202,4 +202,44 @@ async fn startup_parameters_stay_with_their_client() {
     }
     leave(a).await;
     assert_eq!(value(&mut b, "show statement_timeout").await, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_statements_keep_postgresql_semantics() {
+    let fx = fixture("").await;
+    let mut a = login(&fx, &[]).await;
+    // A Close skipped after an error: the statement stays open, as in PostgreSQL.
+    parse(&mut a, "oneshot", "select 1 / $1::int").await;
+    bind_execute(&mut a, "oneshot", &["0"]).await;
+    close_statement(&mut a, "oneshot").await;
+    assert_eq!(error_of(&sync(&mut a).await).as_deref(), Some("22012"));
+    let mut b = login(&fx, &[]).await;
+    parse(&mut b, "oneshot", "select 42").await;
+    bind_execute(&mut b, "oneshot", &[]).await;
+    assert_eq!(error_of(&sync(&mut b).await), None, "b's own oneshot");
+    bind_execute(&mut a, "oneshot", &["1"]).await;
+    let msgs = sync(&mut a).await;
+    assert_eq!(error_of(&msgs), None);
+    assert!(msgs.iter().any(|m| m.tag == b'D' && m.body.ends_with(b"1")));
+    // Closed now; a second Parse of an open name is refused; ParseComplete and CloseComplete
+    // come in order, one per message.
+    close_statement(&mut a, "oneshot").await;
+    parse(&mut a, "again", "select 1").await;
+    parse(&mut a, "again", "select 2").await;
+    let msgs = sync(&mut a).await;
+    let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"31EZ", "{msgs:?}");
+    assert_eq!(error_of(&msgs).as_deref(), Some("42P05"));
+    bind_execute(&mut a, "oneshot", &["1"]).await;
+    assert_eq!(error_of(&sync(&mut a).await).as_deref(), Some("26000"));
+    // A statement b prepared with the same text: parsed once on the server, answered to both.
+    parse(&mut a, "mine", "select 42").await;
+    bind_execute(&mut a, "mine", &[]).await;
+    let msgs = sync(&mut a).await;
+    let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"12DCZ", "{msgs:?}");
+    let (rows, _, _) = a
+        .rows("select count(*) from pg_prepared_statements where statement = 'select 42'")
+        .await;
+    assert_eq!(rows, ["1"]);
 }

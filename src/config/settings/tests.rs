@@ -280,7 +280,7 @@ fn not_implemented_list_is_disjoint_from_fields() {
 fn keys_without_meaning_here_say_why() {
     let (_, errors, warnings) = load(
         "[pgbouncer]
-max_prepared_statements = 100
+pkt_buf = 8192
 ",
     );
     assert!(errors.is_empty(), "{errors:?}");
@@ -288,7 +288,7 @@ max_prepared_statements = 100
     assert!(
         warnings[0]
             .message
-            .starts_with("no effect in pgporter (prepared statements are never moved"),
+            .starts_with("no effect in pgporter (pgporter sizes its buffers itself"),
         "{:?}",
         warnings[0].message
     );

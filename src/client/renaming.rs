@@ -1,0 +1,500 @@
+//! Transaction mode with max_prepared_statements > 0: a client's named prepared statements are
+//! renamed to pgporter's shared ones ([`crate::server::statements`]), so that a client with
+//! statements open still gives its server connection back at each transaction's end, and
+//! finds its statements on whichever connection it gets next.
+//!
+//! On the way to the server:
+//! - a Parse of a name is sent under pgporter's name for its text; where the connection has
+//!   that statement already, it goes as a Close of a name nothing has, whose CloseComplete
+//!   comes back to the client as the ParseComplete (the server keeps the answers in order);
+//! - a Bind or Describe of a name is renamed; where the connection lacks the statement, a
+//!   Parse of it goes first and its ParseComplete is dropped;
+//! - a Close of a name forgets the client's name and goes as a Close of a name nothing has:
+//!   the statement stays on the connection for other clients;
+//! - before a statement is added to a connection holding max_prepared_statements, the least
+//!   recently used one is closed there (its CloseComplete dropped).
+//!
+//! Names the client did not Parse (SQL-level PREPARE) and the unnamed statement pass as they
+//! are. Every Parse and Close sent is answered, in order, by ParseComplete / CloseComplete, or
+//! skipped by the server after an error up to the next Sync: what to do with each answer is
+//! queued per Sync batch, and what a skipped one did is undone when its batch ends.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::protocol::{backend, frontend};
+use crate::server::statements::{drops_all, Registry, ServerStatements, Stmt};
+
+use super::prepared::{cstr, Named, StreamedName};
+
+/// A statement name no connection ever has (pgporter's start at 1): a Close of it is
+/// answered with CloseComplete and does nothing.
+const NOTHING: &[u8] = b"pgporter_0";
+
+/// How much of a Bind too large to hold is read looking for its statement name.
+const BIND_HEAD_LIMIT: usize = 4096;
+
+/// What a transaction-mode client keeps between its transactions.
+#[derive(Debug)]
+pub(super) struct ClientStatements {
+    names: HashMap<Box<[u8]>, Arc<Stmt>>,
+    /// Statements a server connection keeps (max_prepared_statements when the session began).
+    keep: usize,
+    /// A named Parse too large to read whole went to the server under the client's own name:
+    /// the client keeps that connection from then on, and leaves with DEALLOCATE ALL.
+    pinned: bool,
+}
+
+impl ClientStatements {
+    pub(super) fn new(keep: u32) -> Self {
+        ClientStatements {
+            names: HashMap::new(),
+            keep: usize::try_from(keep).unwrap_or(usize::MAX).max(1),
+            pinned: false,
+        }
+    }
+
+    /// The client keeps its server connection (a statement under its own name is there).
+    pub(super) fn pinned(&self) -> bool {
+        self.pinned
+    }
+}
+
+/// What to do with the ParseComplete / CloseComplete answering a message, and what to undo
+/// if the server skips the message.
+#[derive(Debug)]
+enum Pending {
+    /// Pass it on.
+    Pass,
+    /// The client's Parse, sent renamed: undone, the client's name and the connection's
+    /// statement are forgotten.
+    Parsed(Box<[u8]>, Arc<Stmt>),
+    /// The client's Parse of a statement the connection had (sent as a Close of nothing):
+    /// the CloseComplete becomes a ParseComplete; undone, the client's name is forgotten.
+    Cached(Box<[u8]>, Arc<Stmt>),
+    /// The client's Close of its name (sent as a Close of nothing): undone, the name is back.
+    Closed(Box<[u8]>, Arc<Stmt>),
+    /// pgporter's Parse ahead of a Bind / Describe: dropped; undone, the connection lacks it.
+    Injected(Arc<Stmt>),
+    /// pgporter's Close of a least recently used statement: dropped; undone, it is still there.
+    Evicted(Arc<Stmt>),
+}
+
+/// What the relay does with a ParseComplete / CloseComplete (see [`Renaming::on_complete`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Answer {
+    Pass,
+    Drop,
+    /// Make it a ParseComplete (the rewrite comes next, then the message passes).
+    ToParseComplete,
+}
+
+/// The client message at the front of its buffer, to be replaced (see [`Renaming::rewrite`]).
+#[derive(Debug)]
+enum Replace {
+    /// By these whole messages (this many).
+    Whole(BytesMut, u32),
+    /// A Bind too large to hold: its statement name is read from the buffer.
+    BindHead,
+}
+
+/// What [`Renaming::rewrite`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Rewritten {
+    Done,
+    /// More of the message is needed in the buffer first.
+    NeedMore,
+}
+
+/// One relay's renaming: the client's names and the connection's statements, moved in for it.
+#[derive(Debug)]
+pub(super) struct Renaming {
+    pub client: ClientStatements,
+    pub server: ServerStatements,
+    registry: Arc<Registry>,
+    /// Answers due to Parse and Close messages sent, in order, each with its batch (the count
+    /// of ReadyForQuery-bearing messages sent before it).
+    pending: VecDeque<(u64, Pending)>,
+    synced: u64,
+    answered: u64,
+    replace: Option<Replace>,
+    /// Messages of the last replacement the scanner is still to pass unvisited.
+    passing: u32,
+    /// The server's answer at the front of its buffer is to become a ParseComplete.
+    converting: bool,
+    /// The ParseComplete just made passes without taking a queue entry.
+    converted: bool,
+    /// A Parse body too large to read whole: its name.
+    streamed: StreamedName,
+}
+
+impl Renaming {
+    pub(super) fn new(
+        client: ClientStatements,
+        server: ServerStatements,
+        registry: Arc<Registry>,
+    ) -> Self {
+        Renaming {
+            client,
+            server,
+            registry,
+            pending: VecDeque::new(),
+            synced: 0,
+            answered: 0,
+            replace: None,
+            passing: 0,
+            converting: false,
+            converted: false,
+            streamed: StreamedName::default(),
+        }
+    }
+
+    /// Whether the client may give its connection back at a transaction's end.
+    pub(super) fn releasable(&self) -> bool {
+        !self.client.pinned
+    }
+
+    /// Whether the client has names to rename (its Binds are worth reading).
+    pub(super) fn has_names(&self) -> bool {
+        !self.client.names.is_empty()
+    }
+
+    /// A message the last replacement produced, seen by the scanner: it passes as it is.
+    pub(super) fn take_passing(&mut self) -> bool {
+        let passing = self.passing > 0;
+        self.passing = self.passing.saturating_sub(1);
+        passing
+    }
+
+    /// A client message on its way (`body` None: streamed, too large to hold). True: hold it,
+    /// [`Renaming::rewrite`] replaces it.
+    pub(super) fn on_client(&mut self, tag: u8, body: Option<&[u8]>, sync_counts: bool) -> bool {
+        let replacement = match (tag, body) {
+            (frontend::PARSE, Some(body)) => self.parse(body),
+            (frontend::PARSE, None) => {
+                self.streamed.start();
+                self.pending.push_back((self.synced, Pending::Pass));
+                None
+            }
+            (frontend::BIND, Some(body)) => self.bind(body),
+            (frontend::BIND, None) if self.has_names() => {
+                self.replace = Some(Replace::BindHead);
+                return true;
+            }
+            (frontend::DESCRIBE, Some([b'S', rest @ ..])) => self.describe(rest),
+            (frontend::CLOSE, Some(body)) => self.close(body),
+            (frontend::CLOSE, None) => {
+                self.pending.push_back((self.synced, Pending::Pass));
+                None
+            }
+            (frontend::SYNC, _) if !sync_counts => None,
+            (frontend::SYNC | frontend::QUERY | frontend::FUNCTION_CALL, _) => {
+                self.synced += 1;
+                None
+            }
+            _ => None,
+        };
+        match replacement {
+            Some((buf, count)) => {
+                self.replace = Some(Replace::Whole(buf, count));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next piece of a streamed Parse body.
+    pub(super) fn on_chunk(&mut self, bytes: &[u8], last: bool) {
+        match self.streamed.feed(bytes, last) {
+            Some(Named::Name(name)) if name.is_empty() => {}
+            // Sent under the client's own name (or none the server takes): it stays with
+            // this connection.
+            Some(_) => self.client.pinned = true,
+            None => {}
+        }
+    }
+
+    fn parse(&mut self, body: &[u8]) -> Option<(BytesMut, u32)> {
+        let name = cstr(body).filter(|n| !n.is_empty());
+        let Some(name) = name else {
+            // The unnamed statement, or a malformed body the server refuses.
+            self.pending.push_back((self.synced, Pending::Pass));
+            return None;
+        };
+        let tail = body.get(name.len() + 1..).unwrap_or_default();
+        let mut out = BytesMut::new();
+        let mut count = 0;
+        if let Some(existing) = self.client.names.get(name).cloned() {
+            // PostgreSQL refuses a second Parse of a name (42P05): the server says so about
+            // pgporter's name for it.
+            count += self.ensure(&existing, &mut out);
+            put_parse(&mut out, &existing.name, tail);
+            self.pending.push_back((self.synced, Pending::Pass));
+            return Some((out, count + 1));
+        }
+        let stmt = self.registry.intern(tail);
+        self.client.names.insert(name.into(), Arc::clone(&stmt));
+        if self.server.touch(&stmt) {
+            put_close(&mut out, NOTHING);
+            self.pending
+                .push_back((self.synced, Pending::Cached(name.into(), stmt)));
+        } else {
+            count += self.make_room(&mut out);
+            put_parse(&mut out, &stmt.name, tail);
+            self.server.insert(Arc::clone(&stmt));
+            self.pending
+                .push_back((self.synced, Pending::Parsed(name.into(), stmt)));
+        }
+        Some((out, count + 1))
+    }
+
+    fn bind(&mut self, body: &[u8]) -> Option<(BytesMut, u32)> {
+        let portal = cstr(body)?;
+        let rest = body.get(portal.len() + 1..)?;
+        let name = cstr(rest)?;
+        let stmt = self.client.names.get(name).cloned()?;
+        let values = rest.get(name.len() + 1..).unwrap_or_default();
+        let mut out = BytesMut::new();
+        let count = self.ensure(&stmt, &mut out);
+        put_message(&mut out, frontend::BIND, |b| {
+            put_cstr(b, portal);
+            put_cstr(b, &stmt.name);
+            b.put_slice(values);
+        });
+        Some((out, count + 1))
+    }
+
+    fn describe(&mut self, rest: &[u8]) -> Option<(BytesMut, u32)> {
+        let stmt = self.client.names.get(cstr(rest)?).cloned()?;
+        let mut out = BytesMut::new();
+        let count = self.ensure(&stmt, &mut out);
+        put_message(&mut out, frontend::DESCRIBE, |b| {
+            b.put_u8(b'S');
+            put_cstr(b, &stmt.name);
+        });
+        Some((out, count + 1))
+    }
+
+    fn close(&mut self, body: &[u8]) -> Option<(BytesMut, u32)> {
+        let mapped = match body {
+            [b'S', rest @ ..] => cstr(rest).and_then(|n| self.client.names.remove_entry(n)),
+            _ => None,
+        };
+        let Some((name, stmt)) = mapped else {
+            self.pending.push_back((self.synced, Pending::Pass));
+            return None;
+        };
+        let mut out = BytesMut::new();
+        put_close(&mut out, NOTHING);
+        self.pending
+            .push_back((self.synced, Pending::Closed(name, stmt)));
+        Some((out, 1))
+    }
+
+    /// Messages putting `stmt` on the connection if it lacks it; returns how many.
+    fn ensure(&mut self, stmt: &Arc<Stmt>, out: &mut BytesMut) -> u32 {
+        if self.server.touch(stmt) {
+            return 0;
+        }
+        let count = self.make_room(out);
+        put_parse(out, &stmt.name, &stmt.tail);
+        self.server.insert(Arc::clone(stmt));
+        self.pending
+            .push_back((self.synced, Pending::Injected(Arc::clone(stmt))));
+        count + 1
+    }
+
+    /// Closes of the least recently used statements, leaving room for one more; how many.
+    fn make_room(&mut self, out: &mut BytesMut) -> u32 {
+        let mut count = 0;
+        while let Some(old) = self.server.evict_over(self.client.keep - 1) {
+            put_close(out, &old.name);
+            self.pending.push_back((self.synced, Pending::Evicted(old)));
+            count += 1;
+        }
+        count
+    }
+
+    /// Replace the held message at the front of `buf` (see [`Renaming::on_client`]).
+    pub(super) fn rewrite(&mut self, buf: &mut BytesMut) -> Rewritten {
+        let (new, count, old_len) = match self.replace.take() {
+            Some(Replace::Whole(new, count)) => (new, count, message_len(buf).unwrap_or(0)),
+            Some(Replace::BindHead) => match self.bind_head(buf) {
+                Some(done) => done,
+                None => {
+                    self.replace = Some(Replace::BindHead);
+                    return Rewritten::NeedMore;
+                }
+            },
+            None => (BytesMut::new(), 0, 0),
+        };
+        splice_front(buf, old_len, &new);
+        // The replacement's messages, or the held message itself when nothing changed.
+        self.passing = count.max(1);
+        Rewritten::Done
+    }
+
+    /// The start of a streamed Bind, renamed: (new start, messages in it, length of the old
+    /// start it replaces); None while its names are not all in `buf`.
+    fn bind_head(&mut self, buf: &[u8]) -> Option<(BytesMut, u32, usize)> {
+        let len = message_len(buf).and_then(|l| l.checked_sub(1))?;
+        let body = buf.get(5..)?;
+        let names = body.get(..body.len().min(BIND_HEAD_LIMIT))?;
+        let Some((portal, name)) = cstr(names).and_then(|portal| {
+            let name = cstr(names.get(portal.len() + 1..)?)?;
+            Some((portal, name))
+        }) else {
+            if names.len() >= BIND_HEAD_LIMIT {
+                // Not names pgporter can read: the server judges it as it is.
+                return Some((BytesMut::new(), 0, 0));
+            }
+            return None;
+        };
+        let Some(stmt) = self.client.names.get(name).cloned() else {
+            return Some((BytesMut::new(), 0, 0));
+        };
+        let mut out = BytesMut::new();
+        let count = self.ensure(&stmt, &mut out);
+        let old_head = 5 + portal.len() + 1 + name.len() + 1;
+        let new_len = len - name.len() + stmt.name.len();
+        out.put_u8(frontend::BIND);
+        out.put_u32(u32::try_from(new_len).ok()?);
+        put_cstr(&mut out, portal);
+        put_cstr(&mut out, &stmt.name);
+        Some((out, count + 1, old_head))
+    }
+
+    /// A ParseComplete or CloseComplete from the server.
+    pub(super) fn on_complete(&mut self) -> Answer {
+        if std::mem::take(&mut self.converted) {
+            return Answer::Pass;
+        }
+        match self.pending.pop_front().map(|(_, p)| p) {
+            Some(Pending::Injected(_) | Pending::Evicted(_)) => Answer::Drop,
+            Some(Pending::Cached(..)) => {
+                self.converting = true;
+                Answer::ToParseComplete
+            }
+            _ => Answer::Pass,
+        }
+    }
+
+    /// Turn the CloseComplete at the front of `buf` into a ParseComplete, if one is due.
+    pub(super) fn convert(&mut self, buf: &mut BytesMut) -> bool {
+        if !std::mem::take(&mut self.converting) {
+            return false;
+        }
+        match buf.first_mut() {
+            Some(tag) => *tag = backend::PARSE_COMPLETE,
+            None => return false,
+        }
+        self.converted = true;
+        true
+    }
+
+    /// Another server message the client will see; `ignored`: Syncs the server turned out
+    /// to ignore (sent in copy-in mode).
+    pub(super) fn on_server(&mut self, tag: u8, body: Option<&[u8]>, ignored: u32) {
+        self.synced = self.synced.saturating_sub(u64::from(ignored));
+        match tag {
+            backend::READY_FOR_QUERY => {
+                self.answered += 1;
+                while self
+                    .pending
+                    .front()
+                    .is_some_and(|(batch, _)| *batch < self.answered)
+                {
+                    if let Some((_, skipped)) = self.pending.pop_front() {
+                        self.undo(skipped);
+                    }
+                }
+            }
+            backend::COMMAND_COMPLETE if body.is_some_and(drops_all) => {
+                // DISCARD ALL / DEALLOCATE ALL: every statement of the session is gone, the
+                // client's included.
+                self.server.clear();
+                self.client.names.clear();
+            }
+            _ => {}
+        }
+    }
+
+    /// The server skipped a message (an error came first in its batch).
+    fn undo(&mut self, skipped: Pending) {
+        let forget = |names: &mut HashMap<Box<[u8]>, Arc<Stmt>>, name: &[u8], stmt: &Arc<Stmt>| {
+            if names.get(name).is_some_and(|s| Arc::ptr_eq(s, stmt)) {
+                names.remove(name);
+            }
+        };
+        match skipped {
+            Pending::Pass => {}
+            Pending::Parsed(name, stmt) => {
+                forget(&mut self.client.names, &name, &stmt);
+                self.server.remove(&stmt);
+            }
+            Pending::Cached(name, stmt) => forget(&mut self.client.names, &name, &stmt),
+            Pending::Closed(name, stmt) => {
+                self.client.names.entry(name).or_insert(stmt);
+            }
+            Pending::Injected(stmt) => self.server.remove(&stmt),
+            Pending::Evicted(stmt) => self.server.insert(stmt),
+        }
+    }
+}
+
+/// The length word of the message at the front of `buf`, plus its tag byte.
+fn message_len(buf: &[u8]) -> Option<usize> {
+    let &[_, a, b, c, d] = buf.get(..5)? else {
+        return None;
+    };
+    usize::try_from(i32::from_be_bytes([a, b, c, d]))
+        .ok()
+        .map(|l| l + 1)
+}
+
+/// Put `new` in place of the first `old_len` bytes of `buf`.
+fn splice_front(buf: &mut BytesMut, old_len: usize, new: &[u8]) {
+    if new.is_empty() {
+        return;
+    }
+    let tail = buf.split_off(old_len.min(buf.len()));
+    buf.clear();
+    buf.reserve(new.len() + tail.len());
+    buf.put_slice(new);
+    buf.put_slice(&tail);
+}
+
+fn put_message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    out.put_u8(tag);
+    let at = out.len();
+    out.put_u32(0);
+    body(out);
+    let len = u32::try_from(out.len() - at).unwrap_or(u32::MAX);
+    if let Some(word) = out.get_mut(at..at + 4) {
+        word.copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+fn put_cstr(out: &mut BytesMut, s: &[u8]) {
+    out.put_slice(s);
+    out.put_u8(0);
+}
+
+fn put_parse(out: &mut BytesMut, name: &[u8], tail: &[u8]) {
+    put_message(out, frontend::PARSE, |b| {
+        put_cstr(b, name);
+        b.put_slice(tail);
+    });
+}
+
+fn put_close(out: &mut BytesMut, name: &[u8]) {
+    put_message(out, frontend::CLOSE, |b| {
+        b.put_u8(b'S');
+        put_cstr(b, name);
+    });
+}
+
+#[cfg(test)]
+mod tests;

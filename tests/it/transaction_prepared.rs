@@ -1,0 +1,101 @@
+//! Transaction mode with max_prepared_statements (default 200): named prepared statements no
+//! longer hold a server connection; pgporter parses them where its client goes, under its own
+//! names, and keeps at most max_prepared_statements on each server connection.
+
+use tokio_postgres::Client;
+
+use crate::support::{Fixture, Spec};
+
+async fn fixture(pool_size: u32, extra: &str) -> Fixture {
+    Fixture::custom(|_| Spec {
+        pool_size,
+        ..Spec::new(format!(
+            "pool_mode = transaction\nquery_wait_timeout = 3\n{extra}"
+        ))
+    })
+    .await
+}
+
+async fn value(client: &Client, sql: &str) -> String {
+    crate::support::simple_value(client, sql)
+        .await
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+/// The named statements pgporter prepared on the server connection the client gets next.
+async fn on_server(client: &Client) -> i64 {
+    value(
+        client,
+        "select count(*) from pg_prepared_statements where not from_sql",
+    )
+    .await
+    .parse()
+    .expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_with_statements_open_share_one_connection() {
+    let fx = fixture(1, "").await;
+    let (a, b) = (fx.connect().await, fx.connect().await);
+    let double = a.prepare("select $1::int8 * 2").await.unwrap();
+    let same = b.prepare("select $1::int8 * 2").await.unwrap();
+    let other = b.prepare("select $1::text || '!'").await.unwrap();
+    for i in 0..5i64 {
+        let row = a.query_one(&double, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i64>(0), i * 2);
+        let row = b.query_one(&same, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i64>(0), i * 2);
+        let row = b.query_one(&other, &[&i.to_string()]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), format!("{i}!"));
+    }
+    assert_eq!(on_server(&a).await, 2, "one per distinct statement");
+
+    // A client's DISCARD ALL drops them on the server: pgporter parses them again.
+    b.batch_execute("discard all").await.unwrap();
+    assert_eq!(on_server(&a).await, 0);
+    let row = a.query_one(&double, &[&21i64]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 42);
+
+    // Closing is the client's own business: the other client's statement stays.
+    drop(same);
+    let row = a.query_one(&double, &[&1i64]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_follows_its_client_to_another_connection() {
+    let fx = fixture(2, "").await;
+    let (a, b) = (fx.connect().await, fx.connect().await);
+    let length = a.prepare("select length($1::text)").await.unwrap();
+    let first = value(&a, "select pg_backend_pid()").await;
+    // b holds that connection in a transaction: a's next statement goes to the other one.
+    b.batch_execute("begin").await.unwrap();
+    assert_eq!(value(&b, "select pg_backend_pid()").await, first);
+    // A value over 64 KiB: the Bind streams through, renamed on the way.
+    let long = "x".repeat(100_000);
+    let row = a.query_one(&length, &[&long]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 100_000);
+    assert_ne!(value(&a, "select pg_backend_pid()").await, first);
+    b.batch_execute("commit").await.unwrap();
+    for _ in 0..3 {
+        let row = a.query_one(&length, &[&"abc"]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_keeps_at_most_max_prepared_statements() {
+    let fx = fixture(1, "max_prepared_statements = 2").await;
+    let a = fx.connect().await;
+    let mut stmts = Vec::new();
+    for n in 0..4i32 {
+        stmts.push(a.prepare(&format!("select {n} + $1::int4")).await.unwrap());
+    }
+    for round in 0..3i32 {
+        for (n, stmt) in (0..).zip(&stmts) {
+            let row = a.query_one(stmt, &[&round]).await.unwrap();
+            assert_eq!(row.get::<_, i32>(0), n + round);
+        }
+        assert!(on_server(&a).await <= 2);
+    }
+}
