@@ -1,7 +1,7 @@
 //! pgporter's own keys for identity tagging and the audit log (see README "Identity and
 //! audit"): typed settings and their value parsers.
 
-use super::settings::parse_u32;
+use super::settings::parse_strtol_u32;
 
 /// Which statements go to the audit log (`audit_statements`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub(super) fn parse_audit_statements(v: &str) -> Result<AuditStatements, String>
 }
 
 pub(super) fn parse_positive(v: &str) -> Result<usize, String> {
-    match parse_u32(v)? {
+    match parse_strtol_u32(v)? {
         0 => Err("must be at least 1".into()),
         n => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
     }

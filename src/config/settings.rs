@@ -2,7 +2,8 @@
 //!
 //! Every field is named exactly like its ini key. "reload: yes" marks keys a RELOAD applies.
 //!
-//! Value syntax: integers are plain decimal; booleans 0/1, yes/no, on/off, true/false (any
+//! Value syntax: integers as PgBouncer reads them (C `strtol` base 0: `10`, `0x10` = 16,
+//! `010` = 8, optional sign; see [`values::parse_strtol`]); booleans 0/1, yes/no, on/off, true/false (any
 //! case); durations are seconds as in PgBouncer (`15`, `0.5`) or carry a unit (`500ms`, `30s`,
 //! `2min`, `1h`); lists are comma-separated. Known PgBouncer keys that pgporter does not
 //! implement yet, and unknown keys, are warnings, never errors.
@@ -22,7 +23,7 @@ mod values;
 pub(super) use values::{
     non_empty, parse_auth_type, parse_bool, parse_duration, parse_list, parse_listen_addr,
     parse_log_format, parse_millis, parse_mode, parse_nonzero_duration, parse_packet_size,
-    parse_pool_mode, parse_u16, parse_u32, parse_uint,
+    parse_pool_mode, parse_strtol, parse_strtol_u16, parse_strtol_u32, parse_u16, parse_u32,
 };
 
 /// How clients authenticate to pgporter.
@@ -485,20 +486,22 @@ impl Settings {
     pub(crate) fn apply(&mut self, key: &str, v: &str) -> Result<bool, String> {
         match key {
             "listen_addr" => self.listen_addr = parse_list(v),
-            "listen_port" => self.listen_port = parse_u16(v)?,
+            "listen_port" => self.listen_port = parse_strtol_u16(v)?,
             "unix_socket_dir" => self.unix_socket_dir = v.to_string(),
             "unix_socket_mode" => self.unix_socket_mode = parse_mode(v)?,
             "auth_type" => self.auth_type = parse_auth_type(v)?,
             "auth_file" => self.auth_file = non_empty(v),
             "pool_mode" => self.pool_mode = parse_pool_mode(v)?,
-            "max_client_conn" => self.max_client_conn = parse_u32(v)?,
-            "default_pool_size" => self.default_pool_size = parse_u32(v)?,
-            "min_pool_size" => self.min_pool_size = parse_u32(v)?,
-            "max_db_connections" => self.max_db_connections = parse_u32(v)?,
-            "max_user_connections" => self.max_user_connections = parse_u32(v)?,
-            "max_db_client_connections" => self.max_db_client_connections = parse_u32(v)?,
-            "max_user_client_connections" => self.max_user_client_connections = parse_u32(v)?,
-            "reserve_pool_size" => self.reserve_pool_size = parse_u32(v)?,
+            "max_client_conn" => self.max_client_conn = parse_strtol_u32(v)?,
+            "default_pool_size" => self.default_pool_size = parse_strtol_u32(v)?,
+            "min_pool_size" => self.min_pool_size = parse_strtol_u32(v)?,
+            "max_db_connections" => self.max_db_connections = parse_strtol_u32(v)?,
+            "max_user_connections" => self.max_user_connections = parse_strtol_u32(v)?,
+            "max_db_client_connections" => self.max_db_client_connections = parse_strtol_u32(v)?,
+            "max_user_client_connections" => {
+                self.max_user_client_connections = parse_strtol_u32(v)?
+            }
+            "reserve_pool_size" => self.reserve_pool_size = parse_strtol_u32(v)?,
             "reserve_pool_timeout" => self.reserve_pool_timeout = parse_duration(v)?,
             "max_user_pool_share" => self.max_user_pool_share = parse_pool_share(v)?,
             "fair_sharing" => self.fair_sharing = parse_bool(v)?,
@@ -523,12 +526,12 @@ impl Settings {
             }
             "application_name_add_host" => self.application_name_add_host = parse_bool(v)?,
             "tcp_keepalive" => self.tcp_keepalive = parse_bool(v)?,
-            "listen_backlog" => self.listen_backlog = parse_u32(v)?,
+            "listen_backlog" => self.listen_backlog = parse_strtol_u32(v)?,
             "tcp_user_timeout" => self.tcp_user_timeout = parse_millis(v)?,
             "so_reuseport" => self.so_reuseport = parse_bool(v)?,
             "tcp_keepidle" => self.tcp_keepidle = parse_duration(v)?,
             "tcp_keepintvl" => self.tcp_keepintvl = parse_duration(v)?,
-            "tcp_keepcnt" => self.tcp_keepcnt = parse_u32(v)?,
+            "tcp_keepcnt" => self.tcp_keepcnt = parse_strtol_u32(v)?,
             "log_connections" => self.log_connections = parse_bool(v)?,
             "log_disconnections" => self.log_disconnections = parse_bool(v)?,
             "log_pooler_errors" => self.log_pooler_errors = parse_bool(v)?,
@@ -543,7 +546,7 @@ impl Settings {
             "log_format" => self.log_format = parse_log_format(v)?,
             "stats_period" => self.stats_period = parse_nonzero_duration(v)?,
             "log_stats" => self.log_stats = parse_bool(v)?,
-            "worker_threads" => self.worker_threads = parse_u32(v)?,
+            "worker_threads" => self.worker_threads = parse_strtol_u32(v)?,
             "client_tls_sslmode" => self.client_tls_sslmode = parse_sslmode(v)?,
             "client_tls_key_file" => self.client_tls_key_file = non_empty(v),
             "client_tls_cert_file" => self.client_tls_cert_file = non_empty(v),
@@ -566,7 +569,7 @@ impl Settings {
             "readonly_listen_port" => {
                 self.routing.readonly_listen_port = match v.trim() {
                     "" => None,
-                    port => Some(parse_u16(port)?),
+                    port => Some(parse_strtol_u16(port)?),
                 }
             }
             "health_check_period" => {
@@ -577,7 +580,7 @@ impl Settings {
             }
             "max_standby_lag" => self.routing.max_standby_lag = parse_duration(v)?,
             "max_standby_lag_bytes" => {
-                self.routing.max_standby_lag_bytes = parse_uint(v, u64::MAX)?;
+                self.routing.max_standby_lag_bytes = parse_strtol(v, u64::MAX)?;
             }
             "failover_wait_timeout" => self.routing.failover_wait_timeout = parse_duration(v)?,
             "identity_tagging" => self.identity.identity_tagging = parse_bool(v)?,

@@ -159,6 +159,49 @@ fn integers() {
     );
 }
 
+/// [pgbouncer] integers read as PgBouncer's `strtol(v, &end, 0)`; [databases] stays decimal
+/// (PgBouncer's `atoi`).
+#[test]
+fn integers_in_strtol_bases() {
+    for (v, n) in [
+        ("10", 10),
+        ("0x10", 16),
+        ("0XfF", 255),
+        ("010", 8),
+        ("0", 0),
+        ("00", 0),
+        ("+12", 12),
+        ("-0", 0),
+        ("-0x0", 0),
+    ] {
+        let s = ok(&format!("[pgbouncer]\nmax_client_conn = {v}\n"));
+        assert_eq!(s.max_client_conn, n, "{v}");
+    }
+    assert_eq!(ok("[pgbouncer]\nlisten_port = 0x1538\n").listen_port, 5432);
+    assert_eq!(
+        ok("[pgbouncer]\nmax_packet_size = 0x400\n").max_packet_size,
+        1024
+    );
+    for (v, needle) in [
+        ("08", "leading 0 means octal"),
+        ("0x", "not an integer"),
+        ("0xg", "not an integer"),
+        ("+-1", "not an integer"),
+        ("- 1", "not an integer"),
+        ("-0x10", "negative"),
+        ("0x100000000", "out of range"),
+    ] {
+        let e = one_error(&format!("[pgbouncer]\nmax_client_conn = {v}\n"));
+        assert!(e.message.contains(needle), "{v}: {e}");
+    }
+    // Durations keep their syntax (PgBouncer: strtod, no hex or octal).
+    assert!(parse_duration("0x10").is_err());
+    assert_eq!(parse_duration("010"), Ok(Duration::from_secs(10)));
+    // [databases]/[users] values stay decimal.
+    assert_eq!(parse_u32("010"), Ok(10));
+    assert!(parse_u32("0x10").is_err());
+}
+
 #[test]
 fn durations() {
     assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));

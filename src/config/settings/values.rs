@@ -17,7 +17,9 @@ pub(in crate::config) fn parse_list(v: &str) -> Vec<String> {
         .collect()
 }
 
-/// A non-negative decimal integer no larger than `max`.
+/// A non-negative decimal integer no larger than `max`: the syntax of [databases] and [users]
+/// values, which PgBouncer reads with `atoi` (decimal only). [pgbouncer] keys use
+/// [`parse_strtol`].
 pub(in crate::config) fn parse_uint(v: &str, max: u64) -> Result<u64, String> {
     let t = v.trim();
     if t.starts_with('-') {
@@ -30,6 +32,52 @@ pub(in crate::config) fn parse_uint(v: &str, max: u64) -> Result<u64, String> {
         Ok(n) if n <= max => Ok(n),
         _ => Err(format!("{v:?} is out of range (0..={max})")),
     }
+}
+
+/// A non-negative [pgbouncer] integer no larger than `max`, read the way PgBouncer reads its
+/// integer keys (libusual's `cf_set_int`/`cf_set_uint`: C `strtol` with base 0, the whole
+/// value must be consumed): an optional `+`/`-`, then `0x`/`0X` and hex digits, or `0` and
+/// octal digits, or decimal digits. So `0x10` is 16 and `010` is 8: surprising to a reader
+/// used to decimal, but a config file must mean the same to pgporter as to PgBouncer. No
+/// [pgbouncer] integer is signed here, so a negative value is an error (`-0` is 0).
+pub(in crate::config) fn parse_strtol(v: &str, max: u64) -> Result<u64, String> {
+    let t = v.trim();
+    let (negative, body) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (radix, digits) = match body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        Some(hex) => (16, hex),
+        None if body.len() > 1 && body.starts_with('0') => (8, &body[1..]),
+        None => (10, body),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        if radix == 8 && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "{v:?} is not an integer: a leading 0 means octal (digits 0-7), as in PgBouncer"
+            ));
+        }
+        return Err(format!(
+            "{v:?} is not an integer (decimal, 0x hexadecimal or 0-prefixed octal)"
+        ));
+    }
+    // Every digit is valid for the radix, so the only possible error is overflow.
+    match u64::from_str_radix(digits, radix) {
+        Ok(0) => Ok(0),
+        _ if negative => Err(format!("{v:?} must not be negative")),
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("{v:?} is out of range (0..={max})")),
+    }
+}
+
+/// [`parse_strtol`] into a `u32` ([pgbouncer] keys).
+pub(in crate::config) fn parse_strtol_u32(v: &str) -> Result<u32, String> {
+    parse_strtol(v, u32::MAX.into()).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// [`parse_strtol`] into a `u16` ([pgbouncer] ports).
+pub(in crate::config) fn parse_strtol_u16(v: &str) -> Result<u16, String> {
+    parse_strtol(v, u16::MAX.into()).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
 }
 
 pub(in crate::config) fn parse_u32(v: &str) -> Result<u32, String> {
@@ -124,7 +172,7 @@ pub(in crate::config) fn parse_mode(v: &str) -> Result<u32, String> {
 }
 
 pub(in crate::config) fn parse_packet_size(v: &str) -> Result<u32, String> {
-    let n = parse_u32(v)?;
+    let n = parse_strtol_u32(v)?;
     if n == 0 {
         return Err("must be at least 1".into());
     }
