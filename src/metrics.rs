@@ -243,8 +243,15 @@ fn native(s: &Snapshot) {
         counter!(SENT, &l).absolute(t.sent);
         counter!(ASSIGNMENTS, &l).absolute(t.server_assignment_count);
     }
-    for (user, n) in &s.auth_failures {
-        counter!(AUTH_FAILURES, "user" => user.clone()).absolute(*n);
+    // Every label value a failure can be counted under (the auth_file users and `unknown`) is
+    // exported from the start, at 0 until its first failure: a series that appears only with
+    // its first failure makes rate()/increase() miss that failure and alerts see "no data".
+    let mut failures: std::collections::BTreeMap<&str, u64> =
+        s.config.userlist.keys().map(|u| (u.as_str(), 0)).collect();
+    failures.insert(crate::stats::UNKNOWN_USER, 0);
+    failures.extend(s.auth_failures.iter().map(|(u, n)| (u.as_str(), *n)));
+    for (user, n) in failures {
+        counter!(AUTH_FAILURES, "user" => user.to_string()).absolute(n);
     }
     for (user, n) in &s.rejections {
         counter!(REJECTIONS, "user" => user.clone()).absolute(*n);

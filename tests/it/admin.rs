@@ -380,6 +380,13 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_users_may_only_show_and_others_are_refused() {
     let ops = Ops::new("").await;
+    // Before any failure, the auth-failure counter is there at 0 for each auth_file user and
+    // for `unknown`, so rate() sees the first failure.
+    let (_, page) = get(ops.porter.http_addr(), "/metrics").await;
+    for user in [ops.admin.as_str(), ops.user.as_str(), "unknown"] {
+        let series = format!("pgporter_auth_failures_total{{user=\"{user}\"}}");
+        assert_eq!(sample(&page, &series), Some(0.0), "{series}\n{page}");
+    }
     let st = ops.stats_user().await;
     rows(&st, "SHOW POOLS").await;
     for cmd in ["PAUSE", "RELOAD", "SHUTDOWN", "KILL_CLIENT 1"] {
