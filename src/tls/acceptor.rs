@@ -5,9 +5,7 @@ use std::sync::Arc;
 use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
 
-use super::{
-    end_point_data, load_certs, load_key, load_roots, provider, versions, ALPN_POSTGRESQL,
-};
+use super::{end_point_data, provider, versions, SideFiles, ALPN_POSTGRESQL};
 use crate::config::{Config, SslMode};
 
 /// What the client listener needs for TLS.
@@ -29,19 +27,23 @@ impl std::fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
-    pub(super) fn build(config: &Config, mode: SslMode) -> Result<ClientTls, String> {
+    /// From the client_tls_* settings of `config` and the files [`SideFiles::read`] read.
+    pub(super) fn build(
+        config: &Config,
+        mode: SslMode,
+        files: &SideFiles,
+    ) -> Result<ClientTls, String> {
         let s = &config.settings;
-        let (Some(cert_file), Some(key_file)) = (&s.client_tls_cert_file, &s.client_tls_key_file)
-        else {
+        let (Some(cert_file), Some(key_file)) = (&files.cert, &files.key) else {
             return Err("client TLS needs client_tls_cert_file and client_tls_key_file".into());
         };
-        let certs = load_certs(&config.resolve(cert_file))?;
-        let key = load_key(&config.resolve(key_file))?;
+        let certs = cert_file.certs()?;
+        let key = key_file.key()?;
         let end_point = certs.first().and_then(|c| end_point_data(c)).map(Arc::from);
         let provider = provider(&s.client_tls_ciphers);
-        let verifier = match &s.client_tls_ca_file {
+        let verifier = match &files.ca {
             Some(ca) => {
-                let roots = Arc::new(load_roots(&config.resolve(ca))?);
+                let roots = Arc::new(ca.roots()?);
                 let builder =
                     WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider));
                 // Below verify-ca a certificate is optional, but checked when given (cert auth).

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::{load_certs, load_key, load_roots, provider, versions, ALPN_POSTGRESQL};
+use super::{provider, versions, SideFiles, ALPN_POSTGRESQL};
 use crate::config::{Config, SslMode};
 
 /// What server connections need for TLS.
@@ -40,15 +40,20 @@ impl PartialEq for ServerTls {
 impl Eq for ServerTls {}
 
 impl ServerTls {
-    pub(super) fn build(config: &Config, mode: SslMode) -> Result<ServerTls, String> {
+    /// From the server_tls_* settings of `config` and the files [`SideFiles::read`] read.
+    pub(super) fn build(
+        config: &Config,
+        mode: SslMode,
+        files: &SideFiles,
+    ) -> Result<ServerTls, String> {
         let s = &config.settings;
         let provider = provider(&s.server_tls_ciphers);
         let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies() {
-            let ca = s
-                .server_tls_ca_file
+            let ca = files
+                .ca
                 .as_ref()
                 .ok_or("verify-ca and verify-full need server_tls_ca_file")?;
-            let roots = Arc::new(load_roots(&config.resolve(ca))?);
+            let roots = Arc::new(ca.roots()?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
                 .build()
                 .map_err(|e| format!("server_tls_ca_file: {e}"))?;
@@ -65,12 +70,9 @@ impl ServerTls {
             .map_err(|e| format!("server_tls_protocols / server_tls_ciphers: {e}"))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let mut client_config = match (&s.server_tls_cert_file, &s.server_tls_key_file) {
+        let mut client_config = match (&files.cert, &files.key) {
             (Some(cert), Some(key)) => builder
-                .with_client_auth_cert(
-                    load_certs(&config.resolve(cert))?,
-                    load_key(&config.resolve(key))?,
-                )
+                .with_client_auth_cert(cert.certs()?, key.key()?)
                 .map_err(|e| format!("server_tls_cert_file / server_tls_key_file: {e}"))?,
             _ => builder.with_no_client_auth(),
         };

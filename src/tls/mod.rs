@@ -8,13 +8,11 @@
 mod acceptor;
 mod connector;
 pub(crate) mod der;
+mod files;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::SupportedProtocolVersion;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -22,6 +20,7 @@ use crate::config::{Config, SslMode, TlsCiphers, TlsProtocols};
 
 pub use acceptor::ClientTls;
 pub use connector::ServerTls;
+use files::SideFiles;
 
 /// What a TLS connection agreed on, for SHOW CLIENTS / SHOW SERVERS `tls` (PgBouncer's
 /// `TLSv1.3/TLS_AES_256_GCM_SHA384/ECDH=X25519` form, with rustls's suite names).
@@ -95,31 +94,38 @@ impl TlsState {
     /// is kept (the same `Arc`), the other built anew. Also says which sides were rebuilt.
     pub fn rebuild(&self, config: &Config) -> Result<(TlsState, Rebuilt), String> {
         let s = &config.settings;
-        let client_from = digest(
+        // Each file is read once here; the digest and the build below share the bytes.
+        let client_files = SideFiles::read(
             config,
-            &(
-                s.client_tls_sslmode,
-                s.client_tls_protocols,
-                &s.client_tls_ciphers,
-            ),
             [
                 &s.client_tls_cert_file,
                 &s.client_tls_key_file,
                 &s.client_tls_ca_file,
             ],
         );
-        let server_from = digest(
+        let server_files = SideFiles::read(
             config,
-            &(
-                s.server_tls_sslmode,
-                s.server_tls_protocols,
-                &s.server_tls_ciphers,
-            ),
             [
                 &s.server_tls_cert_file,
                 &s.server_tls_key_file,
                 &s.server_tls_ca_file,
             ],
+        );
+        let client_from = digest(
+            &(
+                s.client_tls_sslmode,
+                s.client_tls_protocols,
+                &s.client_tls_ciphers,
+            ),
+            &client_files,
+        );
+        let server_from = digest(
+            &(
+                s.server_tls_sslmode,
+                s.server_tls_protocols,
+                &s.server_tls_ciphers,
+            ),
+            &server_files,
         );
         let rebuilt = Rebuilt {
             client: client_from != self.client_from,
@@ -128,12 +134,12 @@ impl TlsState {
         let client = match s.client_tls_sslmode {
             _ if !rebuilt.client => self.client.clone(),
             SslMode::Disable => None,
-            mode => Some(Arc::new(ClientTls::build(config, mode)?)),
+            mode => Some(Arc::new(ClientTls::build(config, mode, &client_files)?)),
         };
         let server = match s.server_tls_sslmode {
             _ if !rebuilt.server => self.server.clone(),
             SslMode::Disable => None,
-            mode => Some(Arc::new(ServerTls::build(config, mode)?)),
+            mode => Some(Arc::new(ServerTls::build(config, mode, &server_files)?)),
         };
         let state = TlsState {
             client,
@@ -152,51 +158,12 @@ pub struct Rebuilt {
     pub server: bool,
 }
 
-/// A digest of one side's settings and the contents of its files (unreadable: empty, and the
-/// build reports it).
-fn digest(
-    config: &Config,
-    settings: &impl std::fmt::Debug,
-    files: [&Option<String>; 3],
-) -> [u8; 32] {
+/// A digest of one side's settings and files.
+fn digest(settings: &impl std::fmt::Debug, files: &SideFiles) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(format!("{settings:?}"));
-    for file in files {
-        h.update([0]);
-        if let Some(file) = file {
-            let path = config.resolve(file);
-            h.update(path.as_os_str().as_encoded_bytes());
-            h.update([0]);
-            h.update(std::fs::read(&path).unwrap_or_default());
-        }
-    }
+    files.digest_into(&mut h);
     h.finalize().into()
-}
-
-pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid certificate in {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate found in {}", path.display()));
-    }
-    Ok(certs)
-}
-
-pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", path.display()))
-}
-
-pub(crate) fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in load_certs(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("invalid CA certificate in {}: {e}", path.display()))?;
-    }
-    Ok(roots)
 }
 
 /// The ring provider restricted to the configured cipher suites.
@@ -321,5 +288,43 @@ mod rebuild_tests {
 
         std::fs::write(dir.path().join("ca.pem"), "garbage").unwrap();
         assert!(changed.rebuild(&tls12).is_err());
+    }
+
+    /// A reload reads each TLS file once: the digest that decides what to rebuild and the
+    /// build share the bytes. The CA file here is a FIFO with one writer, so it can be read
+    /// once; a second open would wait for a writer forever.
+    #[test]
+    fn each_file_is_read_once() {
+        use std::io::Write as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let ini = dir.path().join("pgporter.ini");
+        std::fs::write(
+            &ini,
+            "[databases]\n[pgbouncer]\nserver_tls_sslmode = verify-ca\nserver_tls_ca_file = ca.pem\n",
+        )
+        .unwrap();
+        let config = crate::config::load(&ini).unwrap();
+        let fifo = dir.path().join("ca.pem");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let pem = ca_pem("fifo");
+        let writer = std::thread::spawn({
+            let fifo = fifo.clone();
+            // Opening blocks until the reader opens; closing gives the reader its EOF.
+            move || {
+                let mut f = std::fs::OpenOptions::new().write(true).open(fifo);
+                f.as_mut().unwrap().write_all(pem.as_bytes()).unwrap();
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(TlsState::build(&config).map(|s| s.server.is_some()));
+        });
+        let built = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the CA file was opened again after it had been read");
+        assert_eq!(built, Ok(true));
+        writer.join().unwrap();
     }
 }
