@@ -507,7 +507,7 @@ impl Settings {
             "fair_sharing" => self.fair_sharing = parse_bool(v)?,
             "server_reset_query" => self.server_reset_query = v.to_string(),
             "server_reset_query_always" => self.server_reset_query_always = parse_bool(v)?,
-            "max_prepared_statements" => self.max_prepared_statements = parse_u32(v)?,
+            "max_prepared_statements" => self.max_prepared_statements = parse_strtol_u32(v)?,
             "server_check_query" => self.server_check_query = v.to_string(),
             "server_check_delay" => self.server_check_delay = parse_duration(v)?,
             "server_fast_close" => self.server_fast_close = parse_bool(v)?,
