@@ -140,6 +140,21 @@ impl Metrics {
 }
 
 /// pgporter's own metrics.
+/// A per-user counter with every auth_file user (and `extra` names) at 0 until counted: a
+/// series that appears only with its first event makes rate()/increase() miss that event, and
+/// alerts on it see "no data".
+fn per_user<'a>(
+    s: &'a Snapshot,
+    counted: &'a [(String, u64)],
+    extra: &[&'a str],
+) -> std::collections::BTreeMap<&'a str, u64> {
+    let mut all: std::collections::BTreeMap<&str, u64> =
+        s.config.userlist.keys().map(|u| (u.as_str(), 0)).collect();
+    all.extend(extra.iter().map(|u| (*u, 0)));
+    all.extend(counted.iter().map(|(u, n)| (u.as_str(), *n)));
+    all
+}
+
 fn native(s: &Snapshot) {
     describe_gauge!(
         CLIENT_CONNECTIONS,
@@ -243,18 +258,11 @@ fn native(s: &Snapshot) {
         counter!(SENT, &l).absolute(t.sent);
         counter!(ASSIGNMENTS, &l).absolute(t.server_assignment_count);
     }
-    // Every label value a failure can be counted under (the auth_file users and `unknown`) is
-    // exported from the start, at 0 until its first failure: a series that appears only with
-    // its first failure makes rate()/increase() miss that failure and alerts see "no data".
-    let mut failures: std::collections::BTreeMap<&str, u64> =
-        s.config.userlist.keys().map(|u| (u.as_str(), 0)).collect();
-    failures.insert(crate::stats::UNKNOWN_USER, 0);
-    failures.extend(s.auth_failures.iter().map(|(u, n)| (u.as_str(), *n)));
-    for (user, n) in failures {
+    for (user, n) in per_user(s, &s.auth_failures, &[crate::stats::UNKNOWN_USER]) {
         counter!(AUTH_FAILURES, "user" => user.to_string()).absolute(n);
     }
-    for (user, n) in &s.rejections {
-        counter!(REJECTIONS, "user" => user.clone()).absolute(*n);
+    for (user, n) in per_user(s, &s.rejections, &[]) {
+        counter!(REJECTIONS, "user" => user.to_string()).absolute(n);
     }
     for (addr, h) in &s.hosts {
         gauge!(BACKEND_UP, "host" => addr.to_string()).set(f64::from(u8::from(h.up)));

@@ -380,11 +380,15 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_users_may_only_show_and_others_are_refused() {
     let ops = Ops::new("").await;
-    // Before any failure, the auth-failure counter is there at 0 for each auth_file user and
-    // for `unknown`, so rate() sees the first failure.
+    // Before any failure, the auth-failure and limit-rejection counters are there at 0 for
+    // each auth_file user (and failures for `unknown`), so rate() sees the first one.
     let (_, page) = get(ops.porter.http_addr(), "/metrics").await;
     for user in [ops.admin.as_str(), ops.user.as_str(), "unknown"] {
         let series = format!("pgporter_auth_failures_total{{user=\"{user}\"}}");
+        assert_eq!(sample(&page, &series), Some(0.0), "{series}\n{page}");
+    }
+    for user in [ops.admin.as_str(), ops.user.as_str()] {
+        let series = format!("pgporter_limit_rejections_total{{user=\"{user}\"}}");
         assert_eq!(sample(&page, &series), Some(0.0), "{series}\n{page}");
     }
     let st = ops.stats_user().await;
