@@ -64,6 +64,10 @@ pub struct Shared {
     pub audit: AuditHandle,
     /// Next session id (audit events, logs).
     pub session_ids: AtomicU64,
+    /// Transaction mode with max_prepared_statements: the clients' statements by text, one
+    /// server-side name each for the life of the process (a session that moves to another pool
+    /// after a reload keeps its statements' names, which no other text ever gets).
+    pub statements: Arc<crate::server::statements::Registry>,
     /// The logfile, reopened on reload (set by the binary; tests log elsewhere).
     pub log_file: std::sync::OnceLock<Arc<crate::logfile::LogFile>>,
 }
@@ -136,6 +140,7 @@ impl App {
             auth_cache: AuthQueryCache::default(),
             audit,
             session_ids: AtomicU64::new(1),
+            statements: Arc::default(),
             log_file: std::sync::OnceLock::new(),
         });
         let (control_tx, control_rx) = mpsc::unbounded_channel();

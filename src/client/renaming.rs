@@ -401,14 +401,16 @@ impl Renaming {
         match tag {
             backend::READY_FOR_QUERY => {
                 self.answered += 1;
-                while self
+                let over = self
                     .pending
-                    .front()
-                    .is_some_and(|(batch, _)| *batch < self.answered)
-                {
-                    if let Some((_, skipped)) = self.pending.pop_front() {
-                        self.undo(skipped);
-                    }
+                    .iter()
+                    .take_while(|(batch, _)| *batch < self.answered)
+                    .count();
+                // Undone last first: a Close then a Parse of the same name, both skipped,
+                // leave the name as it was before them.
+                let skipped: Vec<_> = self.pending.drain(..over).collect();
+                for (_, p) in skipped.into_iter().rev() {
+                    self.undo(p);
                 }
             }
             backend::COMMAND_COMPLETE if body.is_some_and(drops_all) => {

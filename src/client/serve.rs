@@ -272,7 +272,7 @@ async fn relay_session(
         match txn.renamed.take() {
             Some(client) => {
                 let server = std::mem::take(&mut server.statements);
-                let registry = Arc::clone(&pool.statements);
+                let registry = Arc::clone(&shared.statements);
                 state.renaming = Some(Renaming::new(client, server, registry));
             }
             None => state.prepared = Some(std::mem::take(&mut txn.prepared)),

@@ -133,8 +133,6 @@ pub struct Pool {
     /// Replaced by a reload (its database entry changed or went away): the sessions still
     /// holding it finish, and each connection they give back is closed.
     retired: std::sync::atomic::AtomicBool,
-    /// Transaction mode with max_prepared_statements: the clients' statements by text.
-    pub statements: Arc<crate::server::statements::Registry>,
     /// Connections lent to server_check_query (SHOW POOLS sv_tested).
     testing: std::sync::atomic::AtomicU32,
 }
@@ -186,7 +184,6 @@ impl Pool {
             inner: Mutex::new(Inner::default()),
             learned: Mutex::new(None),
             retired: std::sync::atomic::AtomicBool::new(false),
-            statements: Default::default(),
             testing: std::sync::atomic::AtomicU32::new(0),
         }
     }

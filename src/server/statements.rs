@@ -1,7 +1,7 @@
 //! Named prepared statements pgporter keeps on server connections for transaction-mode
 //! clients (max_prepared_statements > 0). A client's statement is parsed on a server
 //! connection under pgporter's name for it (`pgporter_<n>`: one per distinct statement text
-//! and parameter types in a pool), so that clients sharing the connection never see each
+//! and parameter types), so that clients sharing the connection never see each
 //! other's names and the same statement is parsed once per connection however many clients
 //! prepare it. Each connection keeps at most max_prepared_statements of them, dropping the
 //! least recently used.
@@ -19,8 +19,9 @@ pub struct Stmt {
     pub tail: Box<[u8]>,
 }
 
-/// A pool's statements by text and parameter types. Entries are weak: a statement no client
-/// and no connection holds any more is forgotten.
+/// The statements clients prepared, by text and parameter types (one registry per process:
+/// a name is never reused for another text). Entries are weak: a statement no client and no
+/// connection holds any more is forgotten.
 #[derive(Debug, Default)]
 pub struct Registry {
     inner: Mutex<RegistryInner>,

@@ -267,3 +267,23 @@ fn a_second_parse_of_a_name_is_refused_by_the_server() {
     );
     assert_eq!(r.client.names.get(&b"s1"[..]).map(|s| s.id), Some(1));
 }
+
+#[test]
+fn a_close_and_reparse_both_skipped_leave_the_old_statement() {
+    let registry = Arc::new(Registry::default());
+    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
+    send(&mut r, frontend::SYNC, b"");
+    r.on_complete();
+    ready(&mut r);
+    let old = r.client.names.get(&b"s1"[..]).map(|s| s.id);
+    // Execute fails; Close s1 and Parse s1 (another text) are skipped.
+    send(&mut r, frontend::EXECUTE, b"\0\0\0\0\0");
+    send(&mut r, frontend::CLOSE, &close(b"s1"));
+    send(&mut r, frontend::PARSE, &parse(b"s1", b"select 2\0\0\0"));
+    send(&mut r, frontend::SYNC, b"");
+    r.on_server(backend::ERROR_RESPONSE, None, 0);
+    ready(&mut r);
+    assert_eq!(r.client.names.get(&b"s1"[..]).map(|s| s.id), old);
+    assert_eq!(r.server.len(), 1, "the new text never reached the server");
+}
