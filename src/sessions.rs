@@ -44,7 +44,7 @@ impl ClientState {
 }
 
 /// The server connection a session holds (SHOW SERVERS row data).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServerLink {
     pub id: u64,
     /// Host name or address, or the unix socket directory (starts with `/`).
@@ -61,6 +61,9 @@ pub struct ServerLink {
     pub tls: Option<crate::tls::TlsInfo>,
     /// pgporter's end of the connection (matches the server's pg_stat_activity.client_port).
     pub local: Option<std::net::SocketAddr>,
+    /// Statements pgporter keeps prepared on it (transaction mode; SHOW SERVERS), counted at
+    /// the end of each transaction.
+    pub prepared: AtomicU32,
 }
 
 /// [`SessionInfo::ask_close`]: server_fast_close.
@@ -136,6 +139,9 @@ pub struct SessionInfo {
     /// CancelRequests being forwarded to this session's server connection: it is not reset or
     /// reused until they are delivered (a late one would cancel the next client's query).
     cancels: AtomicU32,
+    /// Named prepared statements the client has open (transaction mode; SHOW CLIENTS),
+    /// counted at the end of each transaction.
+    pub prepared: AtomicU32,
 }
 
 /// One forwarded cancel in flight (see [`SessionInfo::begin_cancel`]).
@@ -420,6 +426,7 @@ impl Sessions {
             killed: AtomicU8::new(0),
             asks: AtomicU8::new(0),
             cancels: AtomicU32::new(0),
+            prepared: AtomicU32::new(0),
             kill: Notify::new(),
         });
         self.map.insert(id, Arc::clone(&info));
@@ -544,6 +551,7 @@ mod tests {
             created_us: 0,
             tls: None,
             local: None,
+            prepared: Default::default(),
         });
         assert!(matches!(a.info.begin_cancel(), CancelTarget::Nothing));
         // Asked while waiting; the server is granted before the wait looks: the set-up

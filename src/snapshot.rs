@@ -69,6 +69,8 @@ pub struct ServerRow {
     pub tls: Option<crate::tls::TlsInfo>,
     /// pgporter's end of the connection.
     pub local: Option<std::net::SocketAddr>,
+    /// Statements pgporter keeps prepared on it (transaction mode).
+    pub prepared: usize,
 }
 
 #[derive(Debug)]
@@ -148,6 +150,7 @@ impl Snapshot {
                     application_name: String::new(),
                     tls: s.tls,
                     local: s.local,
+                    prepared: s.prepared,
                 });
             }
             pools.push(PoolRow {
@@ -336,6 +339,7 @@ fn active_row(c: &SessionInfo, reconnect_before_us: u64) -> Option<ServerRow> {
         application_name: c.application_name.to_string(),
         tls: link.tls,
         local: link.local,
+        prepared: link.prepared.load(std::sync::atomic::Ordering::Relaxed) as usize,
     })
 }
 

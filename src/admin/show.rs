@@ -238,7 +238,7 @@ fn client_rows(s: &Snapshot, active_only: bool) -> impl Iterator<Item = Vec<Valu
             c.peer_pid.into(),
             c.tls.map(|t| t.to_string()).unwrap_or_default().into(),
             (&*c.application_name).into(),
-            0u32.into(),
+            c.prepared.load(std::sync::atomic::Ordering::Relaxed).into(),
             c.id.into(),
         ])
     })
@@ -280,7 +280,7 @@ fn server_rows(s: &Snapshot, active_only: bool) -> impl Iterator<Item = Vec<Valu
             v.pid.into(),
             v.tls.map(|t| t.to_string()).unwrap_or_default().into(),
             v.application_name.as_str().into(),
-            0u32.into(),
+            u32::try_from(v.prepared).unwrap_or(u32::MAX).into(),
             u64::try_from(v.pid).unwrap_or(0).into(),
         ])
     })

@@ -125,6 +125,7 @@ fn link(server: &mut ServerConn, shared: &Shared) -> Arc<ServerLink> {
         ),
         tls: server.tls,
         local: server.local,
+        prepared: Default::default(),
     });
     server.link = Some(Arc::clone(&link));
     link

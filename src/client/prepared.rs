@@ -39,6 +39,11 @@ impl Prepared {
         self.names.is_empty() && !self.unknown
     }
 
+    /// Statements open (SHOW CLIENTS).
+    pub(super) fn len(&self) -> u32 {
+        u32::try_from(self.names.len()).unwrap_or(u32::MAX)
+    }
+
     /// A client message on its way to the server: `body` whole, or None for one streamed
     /// past (too large to read whole; its bytes go to [`Prepared::on_chunk`]). `answered`:
     /// whether the server will answer a Sync now (not in copy-in mode).

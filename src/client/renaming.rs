@@ -60,6 +60,11 @@ impl ClientStatements {
     pub(super) fn pinned(&self) -> bool {
         self.pinned
     }
+
+    /// Statements the client has open under names pgporter follows (SHOW CLIENTS).
+    pub(super) fn len(&self) -> u32 {
+        u32::try_from(self.names.len()).unwrap_or(u32::MAX)
+    }
 }
 
 /// What to do with the ParseComplete / CloseComplete answering a message, and what to undo

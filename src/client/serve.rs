@@ -5,6 +5,7 @@
 //! next request as it did for its first.
 
 use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -317,9 +318,15 @@ async fn relay_session(
     }
     if let Some(txn) = &mut session.txn {
         if let Some(prepared) = state.prepared.take() {
+            info.prepared.store(prepared.len(), Relaxed);
             txn.prepared = prepared;
         }
         if let Some(renaming) = state.renaming.take() {
+            info.prepared.store(renaming.client.len(), Relaxed);
+            if let Some(link) = &server.link {
+                let held = u32::try_from(renaming.server.len()).unwrap_or(u32::MAX);
+                link.prepared.store(held, Relaxed);
+            }
             txn.renamed = Some(renaming.client);
             server.statements = renaming.server;
         }

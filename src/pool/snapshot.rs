@@ -18,6 +18,8 @@ pub struct IdleServer {
     pub last_used: Instant,
     pub tls: Option<crate::tls::TlsInfo>,
     pub local: Option<std::net::SocketAddr>,
+    /// Statements pgporter keeps prepared on it (transaction mode).
+    pub prepared: usize,
 }
 
 impl Pool {
@@ -33,6 +35,7 @@ impl Pool {
                 last_used: c.last_used,
                 tls: c.tls,
                 local: c.local,
+                prepared: c.statements.len(),
             })
             .collect()
     }

@@ -2,18 +2,42 @@
 //! longer hold a server connection; pgporter parses them where its client goes, under its own
 //! names, and keeps at most max_prepared_statements on each server connection.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::support::{Fixture, Spec};
 
+/// The fixture's user is an admin too (SHOW CLIENTS / SERVERS).
 async fn fixture(pool_size: u32, extra: &str) -> Fixture {
-    Fixture::custom(|_| Spec {
+    Fixture::custom(|n| Spec {
         pool_size,
         ..Spec::new(format!(
-            "pool_mode = transaction\nquery_wait_timeout = 3\n{extra}"
+            "pool_mode = transaction\nquery_wait_timeout = 3\nadmin_users = {}\n{extra}",
+            n.user
         ))
     })
     .await
+}
+
+/// The prepared_statements column of SHOW `what` (CLIENTS or SERVERS) of the fixture's
+/// database, sorted; the admin console's own client row left out.
+async fn shown(fx: &Fixture, what: &str) -> Vec<String> {
+    let admin = fx.porter.connstring(&fx.user, &fx.password, "pgbouncer");
+    let admin = crate::support::clients::connect(&admin).await;
+    let rows = admin
+        .simple_query(&format!("show {what}"))
+        .await
+        .expect("SHOW");
+    let mut counts: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) if r.get("database") == Some(fx.db.as_str()) => {
+                r.get("prepared_statements").map(str::to_string)
+            }
+            _ => None,
+        })
+        .collect();
+    counts.sort();
+    counts
 }
 
 async fn value(client: &Client, sql: &str) -> String {
@@ -49,6 +73,9 @@ async fn clients_with_statements_open_share_one_connection() {
         assert_eq!(row.get::<_, String>(0), format!("{i}!"));
     }
     assert_eq!(on_server(&a).await, 2, "one per distinct statement");
+    // As PgBouncer 1.21+ shows them: per client, and per server connection.
+    assert_eq!(shown(&fx, "clients").await, ["1", "2"]);
+    assert_eq!(shown(&fx, "servers").await, ["2"]);
 
     // A client's DISCARD ALL drops them on the server: pgporter parses them again.
     b.batch_execute("discard all").await.unwrap();
