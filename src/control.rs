@@ -333,7 +333,13 @@ fn install(
     new: crate::config::Config,
 ) -> Result<crate::tls::Rebuilt, String> {
     let (tls, rebuilt) = shared.tls.load().rebuild(&new)?;
-    let timeouts = |s: &crate::config::Settings| (s.query_timeout, s.idle_transaction_timeout);
+    let timeouts = |s: &crate::config::Settings| {
+        (
+            s.query_timeout,
+            s.idle_transaction_timeout,
+            s.transaction_timeout,
+        )
+    };
     let retime = timeouts(&shared.config.load().settings) != timeouts(&new.settings);
     shared.tls.store(Arc::new(tls));
     shared.config.store(new);

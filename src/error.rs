@@ -73,6 +73,15 @@ pub enum Error {
     /// idle_transaction_timeout: idle inside a transaction that long.
     #[error("idle transaction timeout")]
     IdleTransactionTimeout,
+    /// transaction_timeout: a transaction (from the request that took the server out of idle)
+    /// ran that long.
+    #[error("transaction timeout")]
+    TransactionTimeout,
+    /// Transaction mode with max_prepared_statements: the client pipelined so that which of
+    /// the server's answers were still due could not be told (an error with simple queries
+    /// behind an unsynced batch, a failed COPY with Syncs inside it).
+    #[error("pgporter lost track of the server's answers to this client's renamed prepared statements (max_prepared_statements = 0 avoids renaming)")]
+    RenamingLost,
     /// The session's database changed under it: server_fast_close closed its server
     /// connection at an idle point after RECONNECT or a reload, or a reload changed the
     /// database's forced user (PgBouncer's reason text).
@@ -131,7 +140,9 @@ impl Error {
             | Error::LoginTimeout
             | Error::QueryTimeout
             | Error::IdleTransactionTimeout
+            | Error::TransactionTimeout
             | Error::ClientIdleTimeout
+            | Error::RenamingLost
             | Error::DatabaseChanged => sqlstate::PROTOCOL_VIOLATION,
             Error::UnsupportedProtocol { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             Error::AuthFailed { .. } => sqlstate::INVALID_PASSWORD,
@@ -180,7 +191,9 @@ impl Error {
             | Error::LoginTimeout
             | Error::QueryTimeout
             | Error::IdleTransactionTimeout
+            | Error::TransactionTimeout
             | Error::ClientIdleTimeout
+            | Error::RenamingLost
             | Error::IdentitySpoof
             | Error::Proxy(_)
             | Error::DatabaseDisabled(_)

@@ -234,7 +234,7 @@ impl SessionInfo {
     }
 
     /// The timeouts changed (reload): a session holding a server connection takes the new
-    /// query_timeout / idle_transaction_timeout.
+    /// query_timeout / idle_transaction_timeout / transaction_timeout.
     pub fn ask_retime(&self) {
         if self.server_pid.load(Relaxed) != 0 {
             self.asks.fetch_or(ASK_RETIME, SeqCst);

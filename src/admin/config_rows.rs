@@ -156,6 +156,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
             secs(s.idle_transaction_timeout),
             true,
         ),
+        ("transaction_timeout", secs(s.transaction_timeout), true),
         ("client_idle_timeout", secs(s.client_idle_timeout), true),
         ("autodb_idle_timeout", secs(s.autodb_idle_timeout), true),
         ("tcp_keepalive", b(s.tcp_keepalive), true),

@@ -21,14 +21,10 @@ pub(super) struct Prepared {
     /// A name could not be read (a malformed Parse): the client keeps its server connection
     /// for the rest of the session.
     unknown: bool,
-    /// Closes sent and not yet answered, in order: the number of ReadyForQuery-bearing
-    /// messages sent before each (its batch ends at the next), and the statement's name
-    /// (None: a portal's Close, answered all the same).
+    /// Closes sent and not yet answered, in order: the number of sync points sent before
+    /// each (its batch ends at the next ReadyForQuery), and the statement's name (None: a
+    /// portal's Close, answered all the same).
     closing: VecDeque<(u64, Option<Box<[u8]>>)>,
-    /// Queries, FunctionCalls and Syncs sent that the server answers with ReadyForQuery.
-    synced: u64,
-    /// ReadyForQuery messages received.
-    answered: u64,
     /// A Parse body too large to be read whole, until its name ends.
     head: StreamedName,
 }
@@ -45,9 +41,9 @@ impl Prepared {
     }
 
     /// A client message on its way to the server: `body` whole, or None for one streamed
-    /// past (too large to read whole; its bytes go to [`Prepared::on_chunk`]). `answered`:
-    /// whether the server will answer a Sync now (not in copy-in mode).
-    pub(super) fn on_client(&mut self, tag: u8, body: Option<&[u8]>, answered: bool) {
+    /// past (too large to read whole; its bytes go to [`Prepared::on_chunk`]). `syncs`: the
+    /// sync points sent before it ([`super::tracker::TxTracker::syncs_sent`]).
+    pub(super) fn on_client(&mut self, tag: u8, body: Option<&[u8]>, syncs: u64) {
         match (tag, body) {
             (frontend::PARSE, Some(body)) => match cstr(body) {
                 Some(name) => self.open(name),
@@ -56,10 +52,8 @@ impl Prepared {
             (frontend::PARSE, None) => self.head.start(),
             (frontend::CLOSE, Some([kind, rest @ ..])) => {
                 let name = (*kind == b'S').then(|| cstr(rest).unwrap_or(rest).into());
-                self.closing.push_back((self.synced, name));
+                self.closing.push_back((syncs, name));
             }
-            (frontend::SYNC, _) if !answered => {}
-            (frontend::SYNC | frontend::QUERY | frontend::FUNCTION_CALL, _) => self.synced += 1,
             _ => {}
         }
     }
@@ -73,10 +67,9 @@ impl Prepared {
         }
     }
 
-    /// A server message the client will see; `ignored`: Syncs the server turned out to
-    /// ignore (sent in copy-in mode).
-    pub(super) fn on_server(&mut self, tag: u8, ignored: u32) {
-        self.synced = self.synced.saturating_sub(u64::from(ignored));
+    /// A server message the client will see; `readies`: the ReadyForQuery messages received
+    /// so far, this one included ([`super::tracker::TxTracker::readies`]).
+    pub(super) fn on_server(&mut self, tag: u8, readies: u64) {
         match tag {
             backend::CLOSE_COMPLETE => {
                 if let Some((_, Some(name))) = self.closing.pop_front() {
@@ -84,11 +77,9 @@ impl Prepared {
                 }
             }
             backend::READY_FOR_QUERY => {
-                self.answered += 1;
                 // A Close of a batch now over that got no CloseComplete was skipped (an
                 // error came first): its statement stays open.
-                let answered = self.answered;
-                self.closing.retain(|(batch, _)| *batch >= answered);
+                self.closing.retain(|(batch, _)| *batch >= readies);
             }
             _ => {}
         }
@@ -150,92 +141,118 @@ pub(super) fn cstr(bytes: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::tracker::TxTracker;
 
     const PARSE_S1: &[u8] = b"s1\0select 1\0\0\0";
 
-    fn closed(p: &mut Prepared, name: &[u8]) {
+    /// A Prepared fed the way the relay feeds it, with the tracker's counts.
+    #[derive(Default)]
+    struct Fed {
+        p: Prepared,
+        t: TxTracker,
+    }
+
+    impl Fed {
+        fn on_client(&mut self, tag: u8, body: Option<&[u8]>) {
+            self.p.on_client(tag, body, self.t.syncs_sent());
+            self.t.on_client(tag);
+        }
+        fn on_server(&mut self, tag: u8) {
+            self.t.on_server(tag, b"I");
+            self.p.on_server(tag, self.t.readies());
+        }
+        fn none_open(&self) -> bool {
+            self.p.none_open()
+        }
+    }
+
+    fn closed(p: &mut Fed, name: &[u8]) {
         let mut body = vec![b'S'];
         body.extend_from_slice(name);
         body.push(0);
-        p.on_client(frontend::CLOSE, Some(&body), true);
+        p.on_client(frontend::CLOSE, Some(&body));
     }
 
     #[test]
     fn named_statements_are_open_until_their_close_is_confirmed() {
-        let mut p = Prepared::default();
-        p.on_client(frontend::PARSE, Some(b"\0select 1\0\0\0"), true);
+        let mut p = Fed::default();
+        p.on_client(frontend::PARSE, Some(b"\0select 1\0\0\0"));
         assert!(p.none_open(), "the unnamed statement is not tracked");
-        p.on_client(frontend::PARSE, Some(PARSE_S1), true);
-        p.on_client(frontend::PARSE, Some(b"s2\0select 2\0\0\0"), true);
-        p.on_client(frontend::CLOSE, Some(b"Pportal\0"), true);
+        p.on_client(frontend::PARSE, Some(PARSE_S1));
+        p.on_client(frontend::PARSE, Some(b"s2\0select 2\0\0\0"));
+        p.on_client(frontend::CLOSE, Some(b"Pportal\0"));
         closed(&mut p, b"s1");
         closed(&mut p, b"s2");
-        p.on_client(frontend::SYNC, None, true);
-        p.on_server(backend::CLOSE_COMPLETE, 0); // the portal's
-        p.on_server(backend::CLOSE_COMPLETE, 0); // s1's
+        p.on_client(frontend::SYNC, None);
+        p.on_server(backend::CLOSE_COMPLETE); // the portal's
+        p.on_server(backend::CLOSE_COMPLETE); // s1's
         assert!(!p.none_open(), "s2's Close is not answered yet");
-        p.on_server(backend::CLOSE_COMPLETE, 0);
-        p.on_server(backend::READY_FOR_QUERY, 0);
+        p.on_server(backend::CLOSE_COMPLETE);
+        p.on_server(backend::READY_FOR_QUERY);
         assert!(p.none_open());
     }
 
     #[test]
     fn a_close_skipped_after_an_error_leaves_the_statement_open() {
-        let mut p = Prepared::default();
+        let mut p = Fed::default();
         // Parse, Bind, Execute (fails), Close, Sync; then, pipelined, Close + Sync again.
-        p.on_client(frontend::PARSE, Some(PARSE_S1), true);
+        p.on_client(frontend::PARSE, Some(PARSE_S1));
         closed(&mut p, b"s1");
-        p.on_client(frontend::SYNC, None, true);
+        p.on_client(frontend::SYNC, None);
         closed(&mut p, b"s1");
-        p.on_client(frontend::SYNC, None, true);
-        p.on_server(backend::ERROR_RESPONSE, 0);
-        p.on_server(backend::READY_FOR_QUERY, 0);
+        p.on_client(frontend::SYNC, None);
+        p.on_server(backend::ERROR_RESPONSE);
+        p.on_server(backend::READY_FOR_QUERY);
         assert!(!p.none_open(), "the first Close was skipped");
-        p.on_server(backend::CLOSE_COMPLETE, 0);
-        p.on_server(backend::READY_FOR_QUERY, 0);
+        p.on_server(backend::CLOSE_COMPLETE);
+        p.on_server(backend::READY_FOR_QUERY);
         assert!(p.none_open(), "the second one closed it");
     }
 
     #[test]
     fn a_streamed_parse_is_named_from_its_first_bytes() {
-        let mut p = Prepared::default();
-        p.on_client(frontend::PARSE, None, true);
-        p.on_chunk(b"", false);
-        p.on_chunk(b"\0select 1 where 1 in (0, 1", false);
-        p.on_chunk(b", 2)\0\0\0", true);
+        let mut p = Fed::default();
+        p.on_client(frontend::PARSE, None);
+        p.p.on_chunk(b"", false);
+        p.p.on_chunk(b"\0select 1 where 1 in (0, 1", false);
+        p.p.on_chunk(b", 2)\0\0\0", true);
         assert!(p.none_open(), "a large unnamed statement is not tracked");
-        p.on_client(frontend::PARSE, None, true);
-        p.on_chunk(b"bi", false);
-        p.on_chunk(b"g\0select 1 where", false);
-        p.on_chunk(b" true\0\0\0", true);
-        assert_eq!(p.names.iter().next().map(|n| &n[..]), Some(&b"big"[..]));
+        p.on_client(frontend::PARSE, None);
+        p.p.on_chunk(b"bi", false);
+        p.p.on_chunk(b"g\0select 1 where", false);
+        p.p.on_chunk(b" true\0\0\0", true);
+        assert_eq!(p.p.names.iter().next().map(|n| &n[..]), Some(&b"big"[..]));
         // No NUL in the first NAME_LIMIT bytes: not a name pgporter can follow.
-        let mut q = Prepared::default();
-        q.on_client(frontend::PARSE, None, true);
-        q.on_chunk(&[b'x'; NAME_LIMIT + 1], false);
+        let mut q = Fed::default();
+        q.on_client(frontend::PARSE, None);
+        q.p.on_chunk(&[b'x'; NAME_LIMIT + 1], false);
         assert!(!q.none_open());
     }
 
     #[test]
     fn a_malformed_parse_keeps_the_connection() {
-        let mut p = Prepared::default();
-        p.on_client(frontend::PARSE, Some(b"no nul"), true);
+        let mut p = Fed::default();
+        p.on_client(frontend::PARSE, Some(b"no nul"));
         assert!(!p.none_open());
     }
 
     #[test]
     fn syncs_the_server_ignores_do_not_delay_a_close() {
-        // Bind, Execute (a COPY), Sync | CopyInResponse (the Sync ignored) | ... Close, Sync.
-        let mut p = Prepared::default();
-        p.on_client(frontend::PARSE, Some(PARSE_S1), true);
-        p.on_client(frontend::SYNC, None, true);
-        p.on_server(backend::COPY_IN_RESPONSE, 1);
-        p.on_client(frontend::SYNC, None, false);
+        // Parse, Bind, Execute (a COPY), Sync | CopyInResponse (the Sync ignored) | Sync
+        // (in copy-in mode, ignored), CopyDone, Close, Sync.
+        let mut p = Fed::default();
+        p.on_client(frontend::PARSE, Some(PARSE_S1));
+        p.on_client(frontend::BIND, None);
+        p.on_client(frontend::EXECUTE, None);
+        p.on_client(frontend::SYNC, None);
+        p.on_server(backend::COPY_IN_RESPONSE);
+        p.on_client(frontend::SYNC, None);
+        p.on_client(frontend::COPY_DONE, None);
         closed(&mut p, b"s1");
-        p.on_client(frontend::SYNC, None, true);
-        p.on_server(backend::COMMAND_COMPLETE, 0);
-        p.on_server(backend::CLOSE_COMPLETE, 0);
-        p.on_server(backend::READY_FOR_QUERY, 0);
+        p.on_client(frontend::SYNC, None);
+        p.on_server(backend::COMMAND_COMPLETE);
+        p.on_server(backend::CLOSE_COMPLETE);
+        p.on_server(backend::READY_FOR_QUERY);
         assert!(p.none_open());
     }
 }

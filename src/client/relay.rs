@@ -38,13 +38,16 @@ pub(super) enum RelayEnd {
     /// (mid-batch, or a body too large to wait for): the session ends (FATAL 42501) and the
     /// server connection, holding at most an incomplete message, is closed.
     Spoofed,
-    /// query_timeout or idle_transaction_timeout ran out.
+    /// query_timeout, idle_transaction_timeout or transaction_timeout ran out.
     Timeout(Timeout),
     /// server_fast_close: the server connection must be closed, and it is idle.
     FastClose,
     /// Transaction mode: a transaction ended, everything is answered and passed on, the
     /// client has sent nothing more and has no named prepared statement open.
     TransactionEnd,
+    /// Renamed prepared statements, and which of the server's answers are still due is no
+    /// longer known (see `super::renaming::Renaming::unsure`).
+    RenamingLost,
 }
 
 /// One direction of the relay.
@@ -143,8 +146,7 @@ where
                     state.watchdog = super::watchdog::Watchdog::retimed(
                         state.watchdog.take(),
                         state.tracker.busy_since(),
-                        s.query_timeout,
-                        s.idle_transaction_timeout,
+                        super::watchdog::Limits::of(s),
                     );
                 }
                 if let Some(w) = &mut state.watchdog {
@@ -177,6 +179,7 @@ where
         })
         .await;
         match end {
+            _ if state.renaming_lost => break RelayEnd::RenamingLost,
             RelayEnd::Terminate if state.spoofed => break RelayEnd::Spoofed,
             RelayEnd::Terminate if state.held.is_some() => {
                 if let Err(end) = refuse_held(client, server, state, &mut down).await {

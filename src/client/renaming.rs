@@ -76,9 +76,11 @@ enum Pending {
     /// The client's Parse, sent renamed: undone, the client's name and the connection's
     /// statement are forgotten.
     Parsed(Box<[u8]>, Arc<Stmt>),
-    /// The client's Parse of a statement the connection had (sent as a Close of nothing):
-    /// the CloseComplete becomes a ParseComplete; undone, the client's name is forgotten.
-    Cached(Box<[u8]>, Arc<Stmt>),
+    /// The client's Parse of a statement the connection had: sent as a Close of nothing,
+    /// whose CloseComplete becomes the ParseComplete (`true`), or, inside a failed
+    /// transaction block, as a Parse of it that PostgreSQL refuses with 25P02 as it would
+    /// the client's (`false`); undone, the client's name is forgotten.
+    Reused(Box<[u8]>, Arc<Stmt>, bool),
     /// The client's Close of its name (sent as a Close of nothing): undone, the name is back.
     Closed(Box<[u8]>, Arc<Stmt>),
     /// pgporter's Parse ahead of a Bind / Describe: dropped; undone, the connection lacks it.
@@ -111,6 +113,8 @@ pub(super) enum Rewritten {
     Done,
     /// More of the message is needed in the buffer first.
     NeedMore,
+    /// Nothing to replace: the message was held for another reason.
+    Stop,
 }
 
 /// One relay's renaming: the client's names and the connection's statements, moved in for it.
@@ -119,11 +123,15 @@ pub(super) struct Renaming {
     pub client: ClientStatements,
     pub server: ServerStatements,
     registry: Arc<Registry>,
-    /// Answers due to Parse and Close messages sent, in order, each with its batch (the count
-    /// of ReadyForQuery-bearing messages sent before it).
+    /// Answers due to Parse and Close messages sent, in order, each with its batch (the sync
+    /// points sent before it: it is answered, or skipped, before the ReadyForQuery after).
     pending: VecDeque<(u64, Pending)>,
-    synced: u64,
-    answered: u64,
+    /// The batch of the message being looked at.
+    batch: u64,
+    /// The tracker lost the count of answers due: see [`Renaming::lose`].
+    lost: bool,
+    /// Lost, and an answer had to be dropped or changed: see [`Renaming::unsure`].
+    doomed: bool,
     replace: Option<Replace>,
     /// Messages of the last replacement the scanner is still to pass unvisited.
     passing: u32,
@@ -146,14 +154,41 @@ impl Renaming {
             server,
             registry,
             pending: VecDeque::new(),
-            synced: 0,
-            answered: 0,
+            batch: 0,
+            lost: false,
+            doomed: false,
             replace: None,
             passing: 0,
             converting: false,
             converted: false,
             streamed: StreamedName::default(),
         }
+    }
+
+    /// The tracker lost the count of answers due (a client pipelining simple queries behind
+    /// an unsynced batch that failed, a failed COPY with Syncs inside it): from then on,
+    /// which queued answer a ParseComplete / CloseComplete is, or which were skipped, is not
+    /// known. Answers are then only passed on: a new named Parse goes under the client's own
+    /// name (keeping the client on this connection), a Close forgets the name for good, and
+    /// a Bind of a statement the connection lacks ends the session (see
+    /// [`Renaming::unsure`]), as does an answer queued to be dropped or changed.
+    pub(super) fn lose(&mut self) {
+        self.lost = true;
+        for (_, p) in &mut self.pending {
+            match p {
+                Pending::Injected(_) | Pending::Evicted(_) | Pending::Reused(.., true) => {
+                    self.doomed = true;
+                }
+                // Passed on; undoing it later would be guesswork: what is recorded stays.
+                _ => *p = Pending::Pass,
+            }
+        }
+    }
+
+    /// Lost, and an answer had to be dropped or changed: the session must end rather than
+    /// hand the client an answer meant for another message.
+    pub(super) fn unsure(&self) -> bool {
+        self.doomed
     }
 
     /// Whether the client may give its connection back at a transaction's end.
@@ -173,14 +208,23 @@ impl Renaming {
         passing
     }
 
-    /// A client message on its way (`body` None: streamed, too large to hold). True: hold it,
+    /// A client message on its way (`body` None: streamed, too large to hold), with the sync
+    /// points sent before it ([`super::tracker::TxTracker::syncs_sent`]) and whether the
+    /// last ReadyForQuery said the transaction block failed. True: hold it,
     /// [`Renaming::rewrite`] replaces it.
-    pub(super) fn on_client(&mut self, tag: u8, body: Option<&[u8]>, sync_counts: bool) -> bool {
+    pub(super) fn on_client(
+        &mut self,
+        tag: u8,
+        body: Option<&[u8]>,
+        syncs: u64,
+        failed_block: bool,
+    ) -> bool {
+        self.batch = syncs;
         let replacement = match (tag, body) {
-            (frontend::PARSE, Some(body)) => self.parse(body),
+            (frontend::PARSE, Some(body)) => self.parse(body, failed_block),
             (frontend::PARSE, None) => {
                 self.streamed.start();
-                self.pending.push_back((self.synced, Pending::Pass));
+                self.pending.push_back((self.batch, Pending::Pass));
                 None
             }
             (frontend::BIND, Some(body)) => self.bind(body),
@@ -191,12 +235,7 @@ impl Renaming {
             (frontend::DESCRIBE, Some([b'S', rest @ ..])) => self.describe(rest),
             (frontend::CLOSE, Some(body)) => self.close(body),
             (frontend::CLOSE, None) => {
-                self.pending.push_back((self.synced, Pending::Pass));
-                None
-            }
-            (frontend::SYNC, _) if !sync_counts => None,
-            (frontend::SYNC | frontend::QUERY | frontend::FUNCTION_CALL, _) => {
-                self.synced += 1;
+                self.pending.push_back((self.batch, Pending::Pass));
                 None
             }
             _ => None,
@@ -221,38 +260,64 @@ impl Renaming {
         }
     }
 
-    fn parse(&mut self, body: &[u8]) -> Option<(BytesMut, u32)> {
+    fn parse(&mut self, body: &[u8], failed_block: bool) -> Option<(BytesMut, u32)> {
         let name = cstr(body).filter(|n| !n.is_empty());
         let Some(name) = name else {
             // The unnamed statement, or a malformed body the server refuses.
-            self.pending.push_back((self.synced, Pending::Pass));
+            self.pending.push_back((self.batch, Pending::Pass));
             return None;
         };
+        if self.lost {
+            self.client.pinned = true;
+            self.pending.push_back((self.batch, Pending::Pass));
+            return None;
+        }
         let tail = body.get(name.len() + 1..).unwrap_or_default();
         let mut out = BytesMut::new();
-        let mut count = 0;
+        let mut count = self.close_stale(&mut out);
         if let Some(existing) = self.client.names.get(name).cloned() {
             // PostgreSQL refuses a second Parse of a name (42P05): the server says so about
             // pgporter's name for it.
             count += self.ensure(&existing, &mut out);
             put_parse(&mut out, &existing.name, tail);
-            self.pending.push_back((self.synced, Pending::Pass));
+            self.pending.push_back((self.batch, Pending::Pass));
             return Some((out, count + 1));
         }
         let stmt = self.registry.intern(tail);
         self.client.names.insert(name.into(), Arc::clone(&stmt));
+        let reused = |convert| Pending::Reused(name.into(), Arc::clone(&stmt), convert);
         if self.server.touch(&stmt) {
-            put_close(&mut out, NOTHING);
-            self.pending
-                .push_back((self.synced, Pending::Cached(name.into(), stmt)));
+            if failed_block {
+                // A Close would pass where PostgreSQL refuses the client's Parse (25P02).
+                put_parse(&mut out, &stmt.name, tail);
+                self.pending.push_back((self.batch, reused(false)));
+            } else {
+                put_close(&mut out, NOTHING);
+                self.pending.push_back((self.batch, reused(true)));
+            }
         } else {
             count += self.make_room(&mut out);
             put_parse(&mut out, &stmt.name, tail);
             self.server.insert(Arc::clone(&stmt));
             self.pending
-                .push_back((self.synced, Pending::Parsed(name.into(), stmt)));
+                .push_back((self.batch, Pending::Parsed(name.into(), stmt)));
         }
         Some((out, count + 1))
+    }
+
+    /// After a "cached plan must not change result type": Closes of every statement the
+    /// connection has (see [`ServerStatements::stale`]); how many.
+    fn close_stale(&mut self, out: &mut BytesMut) -> u32 {
+        if !std::mem::take(&mut self.server.stale) {
+            return 0;
+        }
+        let mut count = 0;
+        while let Some(old) = self.server.evict_over(0) {
+            put_close(out, &old.name);
+            self.pending.push_back((self.batch, Pending::Evicted(old)));
+            count += 1;
+        }
+        count
     }
 
     fn bind(&mut self, body: &[u8]) -> Option<(BytesMut, u32)> {
@@ -288,13 +353,16 @@ impl Renaming {
             _ => None,
         };
         let Some((name, stmt)) = mapped else {
-            self.pending.push_back((self.synced, Pending::Pass));
+            self.pending.push_back((self.batch, Pending::Pass));
             return None;
         };
         let mut out = BytesMut::new();
         put_close(&mut out, NOTHING);
-        self.pending
-            .push_back((self.synced, Pending::Closed(name, stmt)));
+        let closed = match self.lost {
+            true => Pending::Pass,
+            false => Pending::Closed(name, stmt),
+        };
+        self.pending.push_back((self.batch, closed));
         Some((out, 1))
     }
 
@@ -303,11 +371,12 @@ impl Renaming {
         if self.server.touch(stmt) {
             return 0;
         }
+        self.doomed |= self.lost;
         let count = self.make_room(out);
         put_parse(out, &stmt.name, &stmt.tail);
         self.server.insert(Arc::clone(stmt));
         self.pending
-            .push_back((self.synced, Pending::Injected(Arc::clone(stmt))));
+            .push_back((self.batch, Pending::Injected(Arc::clone(stmt))));
         count + 1
     }
 
@@ -316,13 +385,14 @@ impl Renaming {
         let mut count = 0;
         while let Some(old) = self.server.evict_over(self.client.keep - 1) {
             put_close(out, &old.name);
-            self.pending.push_back((self.synced, Pending::Evicted(old)));
+            self.pending.push_back((self.batch, Pending::Evicted(old)));
             count += 1;
         }
         count
     }
 
-    /// Replace the held message at the front of `buf` (see [`Renaming::on_client`]).
+    /// Replace the held message at the front of `buf` (see [`Renaming::on_client`]); Stop
+    /// when the message was held for another reason (a Terminate, a refused statement).
     pub(super) fn rewrite(&mut self, buf: &mut BytesMut) -> Rewritten {
         let (new, count, old_len) = match self.replace.take() {
             Some(Replace::Whole(new, count)) => (new, count, message_len(buf).unwrap_or(0)),
@@ -333,7 +403,7 @@ impl Renaming {
                     return Rewritten::NeedMore;
                 }
             },
-            None => (BytesMut::new(), 0, 0),
+            None => return Rewritten::Stop,
         };
         splice_front(buf, old_len, &new);
         // The replacement's messages, or the held message itself when nothing changed.
@@ -378,7 +448,7 @@ impl Renaming {
         }
         match self.pending.pop_front().map(|(_, p)| p) {
             Some(Pending::Injected(_) | Pending::Evicted(_)) => Answer::Drop,
-            Some(Pending::Cached(..)) => {
+            Some(Pending::Reused(.., true)) => {
                 self.converting = true;
                 Answer::ToParseComplete
             }
@@ -399,17 +469,15 @@ impl Renaming {
         true
     }
 
-    /// Another server message the client will see; `ignored`: Syncs the server turned out
-    /// to ignore (sent in copy-in mode).
-    pub(super) fn on_server(&mut self, tag: u8, body: Option<&[u8]>, ignored: u32) {
-        self.synced = self.synced.saturating_sub(u64::from(ignored));
+    /// Another server message the client will see; `readies`: the ReadyForQuery messages
+    /// received so far, this one included ([`super::tracker::TxTracker::readies`]).
+    pub(super) fn on_server(&mut self, tag: u8, body: Option<&[u8]>, readies: u64) {
         match tag {
             backend::READY_FOR_QUERY => {
-                self.answered += 1;
                 let over = self
                     .pending
                     .iter()
-                    .take_while(|(batch, _)| *batch < self.answered)
+                    .take_while(|(batch, _)| *batch < readies)
                     .count();
                 // Undone last first: a Close then a Parse of the same name, both skipped,
                 // leave the name as it was before them.
@@ -424,6 +492,7 @@ impl Renaming {
                 self.server.clear();
                 self.client.names.clear();
             }
+            backend::ERROR_RESPONSE if body.is_some_and(plan_changed) => self.server.stale = true,
             _ => {}
         }
     }
@@ -441,7 +510,7 @@ impl Renaming {
                 forget(&mut self.client.names, &name, &stmt);
                 self.server.remove(&stmt);
             }
-            Pending::Cached(name, stmt) => forget(&mut self.client.names, &name, &stmt),
+            Pending::Reused(name, stmt, _) => forget(&mut self.client.names, &name, &stmt),
             Pending::Closed(name, stmt) => {
                 self.client.names.entry(name).or_insert(stmt);
             }
@@ -449,6 +518,12 @@ impl Renaming {
             Pending::Evicted(stmt) => self.server.insert(stmt),
         }
     }
+}
+
+/// Whether an ErrorResponse is PostgreSQL's "cached plan must not change result type".
+fn plan_changed(body: &[u8]) -> bool {
+    backend::error_code(body) == Some(b"0A000".as_slice())
+        && memchr::memmem::find(body, b"cached plan must not change result type").is_some()
 }
 
 /// The length word of the message at the front of `buf`, plus its tag byte.

@@ -27,7 +27,7 @@ use super::relay::{relay, RelayEnd, Traffic, TxTracker};
 use super::renaming::{ClientStatements, Renaming};
 use super::statements::StatementAudit;
 use super::tap::RelayState;
-use super::watchdog::{Timeout, Watchdog};
+use super::watchdog::{Limits, Timeout, Watchdog};
 
 /// A logged-in client, ready to be served.
 #[derive(Debug)]
@@ -276,13 +276,13 @@ async fn relay_session(
                 let registry = Arc::clone(&shared.statements);
                 state.renaming = Some(Renaming::new(client, server, registry));
             }
-            None => state.prepared = Some(std::mem::take(&mut txn.prepared)),
+            None => {
+                state.prepared = Some(std::mem::take(&mut txn.prepared));
+                state.watch_drops = !server.statements.is_empty();
+            }
         }
     }
-    state.watchdog = Watchdog::new(
-        config.settings.query_timeout,
-        config.settings.idle_transaction_timeout,
-    );
+    state.watchdog = Watchdog::new(Limits::of(&config.settings));
     let max_message = usize::try_from(config.settings.max_packet_size).unwrap_or(usize::MAX);
     let traffic = &mut tally.traffic;
     // Cancelled when the health monitor sees the server's host down: end instead of hanging.
@@ -333,6 +333,9 @@ async fn relay_session(
         // What the client SET (a reported parameter) follows it to its next connection.
         session.params.follow(&state.param_changes);
     }
+    if state.dropped_all {
+        server.statements.clear();
+    }
     for (name, value) in state.param_changes.drain(..) {
         server.set_param(&name, &value);
     }
@@ -380,6 +383,10 @@ async fn relay_session(
                 Err(Error::ClientProtocol(e))
             }
         }
+        Ok(RelayEnd::RenamingLost) => {
+            pool.discard(server).await;
+            Err(Error::RenamingLost)
+        }
         Ok(RelayEnd::Spoofed) => {
             pool.discard(server).await;
             Err(Error::IdentitySpoof)
@@ -404,6 +411,7 @@ async fn relay_session(
             Err(match limit {
                 Timeout::Query => Error::QueryTimeout,
                 Timeout::IdleTransaction => Error::IdleTransactionTimeout,
+                Timeout::Transaction => Error::TransactionTimeout,
             })
         }
         Ok(RelayEnd::FastClose) => {

@@ -61,7 +61,7 @@ pub(super) struct RelayState {
     pub ahead: u32,
     /// The message at the front of the server buffer is one of those, to drop.
     dropping: bool,
-    /// query_timeout / idle_transaction_timeout, when set.
+    /// query_timeout / idle_transaction_timeout / transaction_timeout, when set.
     pub watchdog: Option<super::watchdog::Watchdog>,
     /// The server sent a FATAL (it closes next): the client has its reason already.
     pub server_fatal: bool,
@@ -73,6 +73,13 @@ pub(super) struct RelayState {
     /// Transaction mode with max_prepared_statements: the client's statements renamed to
     /// shared ones (instead of `prepared`).
     pub renaming: Option<Renaming>,
+    /// The answer count was lost with a renamed statement's answer queued: the session ends
+    /// (see [`Renaming::unsure`]).
+    pub renaming_lost: bool,
+    /// A session not renaming on a connection holding shared statements (it began before
+    /// max_prepared_statements was turned on): its DISCARD ALL / DEALLOCATE ALL drops them.
+    pub watch_drops: bool,
+    pub dropped_all: bool,
 }
 
 impl RelayState {
@@ -103,6 +110,9 @@ impl RelayState {
             cut_short: false,
             prepared: None,
             renaming: None,
+            renaming_lost: false,
+            watch_drops: false,
+            dropped_all: false,
         }
     }
 
@@ -216,11 +226,18 @@ impl Visit for Front<'_> {
                 }
             }
         }
+        let syncs = st.tracker.syncs_sent();
         if let Some(p) = &mut st.prepared {
-            p.on_client(tag, body, st.tracker.sync_counts());
+            p.on_client(tag, body, syncs);
         }
         if let Some(r) = &mut st.renaming {
-            if r.on_client(tag, body, st.tracker.sync_counts()) {
+            let failed_block = st.tracker.status() == b'E';
+            let held = r.on_client(tag, body, syncs, failed_block);
+            if r.unsure() {
+                st.renaming_lost = true;
+                return Flow::StopBefore;
+            }
+            if held {
                 // Replaced by `rewrite`; the tracker sees the replacement.
                 return Flow::StopBefore;
             }
@@ -229,10 +246,14 @@ impl Visit for Front<'_> {
     }
 
     fn rewrite(&mut self, buf: &mut BytesMut) -> Rewrite {
+        if self.0.renaming_lost {
+            return Rewrite::Stop;
+        }
         match &mut self.0.renaming {
             Some(r) => match r.rewrite(buf) {
                 Rewritten::Done => Rewrite::Done,
                 Rewritten::NeedMore => Rewrite::NeedMore,
+                Rewritten::Stop => Rewrite::Stop,
             },
             None => Rewrite::Stop,
         }
@@ -284,7 +305,7 @@ impl Visit for Back<'_> {
             || self.0.ahead > 0
             || tag == backend::PARAMETER_STATUS
             || tag == backend::ERROR_RESPONSE
-            || ((self.0.audit.is_some() || self.0.renaming.is_some())
+            || ((self.0.audit.is_some() || self.0.renaming.is_some() || self.0.watch_drops)
                 && tag == backend::COMMAND_COMPLETE)
     }
 
@@ -367,11 +388,24 @@ impl Visit for Back<'_> {
             st.hint_added = false;
         }
         let ignored = self.0.tracker.on_server(tag, body.unwrap_or_default());
+        let readies = self.0.tracker.readies();
         if let Some(p) = &mut self.0.prepared {
-            p.on_server(tag, ignored);
+            p.on_server(tag, readies);
         }
         if let Some(r) = &mut self.0.renaming {
-            r.on_server(tag, body, ignored);
+            r.on_server(tag, body, readies);
+            if self.0.tracker.lost() {
+                r.lose();
+                if r.unsure() {
+                    self.0.renaming_lost = true;
+                    return Flow::StopBefore;
+                }
+            }
+        } else if tag == backend::COMMAND_COMPLETE
+            && self.0.watch_drops
+            && body.is_some_and(crate::server::statements::drops_all)
+        {
+            self.0.dropped_all = true;
         }
         if let Some(a) = &mut self.0.audit {
             a.drop_ignored_syncs(ignored);
@@ -384,6 +418,9 @@ impl Visit for Back<'_> {
     /// ParseComplete the client is due (see `super::renaming`), or replace the held 25006
     /// ErrorResponse at the front of `buf` with one carrying the hint.
     fn rewrite(&mut self, buf: &mut BytesMut) -> Rewrite {
+        if self.0.renaming_lost {
+            return Rewrite::Stop;
+        }
         let done = |ok: bool| if ok { Rewrite::Done } else { Rewrite::Stop };
         if std::mem::take(&mut self.0.dropping) {
             return done(drop_front(buf).is_some());

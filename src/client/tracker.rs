@@ -60,6 +60,10 @@ pub struct TxTracker {
     started: bool,
     /// A COPY IN ran: the count leaned on guesses about which Syncs the server ignored.
     copied: bool,
+    /// Sync points counted so far (less those the server turned out to ignore), and
+    /// ReadyForQuery messages received: the n-th ReadyForQuery answers the n-th sync point.
+    syncs: u64,
+    readies: u64,
     /// Where query/transaction counts and times go (None: not counted).
     meter: Option<Meter>,
 }
@@ -84,6 +88,8 @@ impl Default for TxTracker {
             asked: false,
             started: false,
             copied: false,
+            syncs: 0,
+            readies: 0,
             meter: None,
         }
     }
@@ -133,6 +139,7 @@ impl TxTracker {
             frontend::QUERY | frontend::FUNCTION_CALL => {
                 self.request_started();
                 self.outstanding += 1;
+                self.syncs += 1;
                 if self.unsynced {
                     // It ends the batch: answered, it leaves the server idle (no Sync due).
                     self.unsynced = false;
@@ -146,6 +153,7 @@ impl TxTracker {
                 if self.sync_counts() {
                     self.request_started();
                     self.outstanding += 1;
+                    self.syncs += 1;
                     if self.counting {
                         self.syncs_since_start += 1;
                     }
@@ -188,6 +196,7 @@ impl TxTracker {
             backend::READY_FOR_QUERY => {
                 self.server_copy = false;
                 self.asked = false;
+                self.readies += 1;
                 match self.outstanding.checked_sub(1) {
                     Some(n) => self.outstanding = n,
                     None => self.lose("ReadyForQuery answering nothing sent"),
@@ -213,6 +222,7 @@ impl TxTracker {
                 }
                 let ignored = self.syncs_since_start;
                 self.outstanding = self.outstanding.saturating_sub(ignored);
+                self.syncs = self.syncs.saturating_sub(ignored.into());
                 // An extended-protocol COPY whose Sync the server ignores: once it completes,
                 // the server still waits for a Sync to end the implicit transaction.
                 self.unsynced |= ignored > 0;
@@ -321,6 +331,17 @@ impl TxTracker {
     /// When the request in progress started (None: nothing in progress or not metered).
     pub(super) fn busy_since(&self) -> Option<tokio::time::Instant> {
         self.meter.as_ref().and_then(|m| m.busy_since())
+    }
+
+    /// Sync points sent that the server answers (Query, FunctionCall, Sync): a message sent
+    /// now is answered before ReadyForQuery number `syncs_sent() + 1`.
+    pub(super) fn syncs_sent(&self) -> u64 {
+        self.syncs
+    }
+
+    /// ReadyForQuery messages received.
+    pub(super) fn readies(&self) -> u64 {
+        self.readies
     }
 
     /// The last ReadyForQuery status byte.

@@ -1,9 +1,10 @@
-//! PgBouncer's `query_timeout` and `idle_transaction_timeout` for a session holding a server
-//! connection. As in PgBouncer, both apply only while the server is not idle outside a
-//! transaction: `query_timeout` counts from the client's last request (so it also ends a
-//! transaction left idle that long), `idle_transaction_timeout` from the server's last
-//! message while the session sits idle inside a transaction. Either ends the session; the
-//! server connection is closed, not reused.
+//! PgBouncer's `query_timeout`, `idle_transaction_timeout` and `transaction_timeout` for a
+//! session holding a server connection. As in PgBouncer, they apply only while the server is
+//! not idle outside a transaction: `query_timeout` counts from the client's last request (so
+//! it also ends a transaction left idle that long), `idle_transaction_timeout` from the
+//! server's last message while the session sits idle inside a transaction,
+//! `transaction_timeout` from the request that took the server out of idle. Each ends the
+//! session; the server connection is closed, not reused.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,25 @@ use tokio::time::{Instant, Sleep};
 pub(super) enum Timeout {
     Query,
     IdleTransaction,
+    Transaction,
+}
+
+/// The limits, from the settings (zero: off).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Limits {
+    pub query: Duration,
+    pub idle_transaction: Duration,
+    pub transaction: Duration,
+}
+
+impl Limits {
+    pub(super) fn of(s: &crate::config::Settings) -> Self {
+        Limits {
+            query: s.query_timeout,
+            idle_transaction: s.idle_transaction_timeout,
+            transaction: s.transaction_timeout,
+        }
+    }
 }
 
 /// What the relay's tracker says about the server after a wake.
@@ -34,26 +54,33 @@ pub(super) enum ServerState {
 pub(super) struct Watchdog {
     query: Option<Duration>,
     idle_transaction: Option<Duration>,
+    transaction: Option<Duration>,
     last_request: Instant,
     last_server: Instant,
+    /// When the server last left idle (None: it is idle).
+    busy_since: Option<Instant>,
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
 }
 
 impl Watchdog {
-    /// None when neither limit is set (the relay then pays nothing).
-    pub(super) fn new(query: Duration, idle_transaction: Duration) -> Option<Watchdog> {
+    /// None when no limit is set (the relay then pays nothing).
+    pub(super) fn new(limits: Limits) -> Option<Watchdog> {
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
-        let (query, idle_transaction) = (nonzero(query), nonzero(idle_transaction));
-        if query.is_none() && idle_transaction.is_none() {
+        let query = nonzero(limits.query);
+        let idle_transaction = nonzero(limits.idle_transaction);
+        let transaction = nonzero(limits.transaction);
+        if query.is_none() && idle_transaction.is_none() && transaction.is_none() {
             return None;
         }
         let now = Instant::now();
         Some(Watchdog {
             query,
             idle_transaction,
+            transaction,
             last_request: now,
             last_server: now,
+            busy_since: None,
             sleep: Box::pin(tokio::time::sleep_until(now)),
             armed: None,
         })
@@ -61,19 +88,20 @@ impl Watchdog {
 
     /// The limits changed (reload): a watchdog with the new ones, keeping the times of the
     /// last request and server message of `old`, or without one, counting from `busy_since`
-    /// (the start of the request in progress); None when neither limit is set now.
+    /// (the start of the request in progress); None when no limit is set now.
     pub(super) fn retimed(
         old: Option<Watchdog>,
         busy_since: Option<Instant>,
-        query: Duration,
-        idle_transaction: Duration,
+        limits: Limits,
     ) -> Option<Watchdog> {
-        let mut new = Watchdog::new(query, idle_transaction)?;
+        let mut new = Watchdog::new(limits)?;
         if let Some(old) = old {
             new.last_request = old.last_request;
             new.last_server = old.last_server;
+            new.busy_since = old.busy_since;
         } else if let Some(since) = busy_since {
             new.last_request = since;
+            new.busy_since = Some(since);
         }
         Some(new)
     }
@@ -96,6 +124,12 @@ impl Watchdog {
                 self.last_server = now;
             }
         }
+        if server == ServerState::Ready {
+            self.busy_since = None;
+        } else if self.busy_since.is_none() {
+            // The request that took it out of idle (its bytes woke this poll).
+            self.busy_since = Some(self.last_request);
+        }
         let query = self.query.map(|q| (self.last_request + q, Timeout::Query));
         let idle = match (server, self.idle_transaction) {
             (ServerState::IdleInTransaction, Some(limit)) => {
@@ -103,9 +137,13 @@ impl Watchdog {
             }
             _ => None,
         };
+        let transaction = match (self.busy_since, self.transaction) {
+            (Some(since), Some(limit)) => Some((since + limit, Timeout::Transaction)),
+            _ => None,
+        };
         let due = match server {
             ServerState::Ready => None,
-            _ => [query, idle]
+            _ => [query, idle, transaction]
                 .into_iter()
                 .flatten()
                 .min_by_key(|(at, _)| *at),
@@ -129,6 +167,42 @@ impl Watchdog {
 mod tests {
     use super::*;
 
+    fn limits(query: u64, idle_transaction: u64, transaction: u64) -> Limits {
+        Limits {
+            query: Duration::from_secs(query),
+            idle_transaction: Duration::from_secs(idle_transaction),
+            transaction: Duration::from_secs(transaction),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transaction_timeout_counts_from_the_end_of_idle() {
+        let mut w = Watchdog::new(limits(0, 0, 5)).unwrap();
+        assert!(poll(&mut w, false, false, ServerState::Ready).is_pending());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        // A request starts a transaction; its statements keep coming, each answered.
+        assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert!(poll(&mut w, false, true, ServerState::IdleInTransaction).is_pending());
+            assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            poll(&mut w, false, false, ServerState::Busy),
+            Poll::Ready(Timeout::Transaction)
+        );
+        // Back to idle: the next transaction has its own 5 s.
+        let mut w = Watchdog::new(limits(0, 0, 5)).unwrap();
+        assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(poll(&mut w, false, true, ServerState::Ready).is_pending());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(poll(&mut w, false, false, ServerState::Busy).is_pending());
+    }
+
     fn poll(w: &mut Watchdog, up: bool, down: bool, s: ServerState) -> Poll<Timeout> {
         let waker = std::task::Waker::noop();
         w.poll(&mut Context::from_waker(waker), up, down, s)
@@ -136,8 +210,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn limits_run_only_while_the_server_is_not_ready() {
-        assert!(Watchdog::new(Duration::ZERO, Duration::ZERO).is_none());
-        let mut w = Watchdog::new(Duration::from_secs(10), Duration::from_secs(3)).unwrap();
+        assert!(Watchdog::new(limits(0, 0, 0)).is_none());
+        let mut w = Watchdog::new(limits(10, 3, 0)).unwrap();
         assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
         tokio::time::advance(Duration::from_secs(2)).await;
         // The answer came: idle in a transaction, 3 s from the server's last message.
@@ -150,27 +224,25 @@ mod tests {
             Poll::Ready(Timeout::IdleTransaction)
         );
         // A reload shortening the limit: counted from the same last request.
-        let mut w = Watchdog::new(Duration::from_secs(60), Duration::ZERO).unwrap();
+        let mut w = Watchdog::new(limits(60, 0, 0)).unwrap();
         assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
         tokio::time::advance(Duration::from_secs(5)).await;
-        let mut w =
-            Watchdog::retimed(Some(w), None, Duration::from_secs(4), Duration::ZERO).unwrap();
+        let mut w = Watchdog::retimed(Some(w), None, limits(4, 0, 0)).unwrap();
         assert_eq!(
             poll(&mut w, false, false, ServerState::Busy),
             Poll::Ready(Timeout::Query)
         );
-        assert!(Watchdog::retimed(Some(w), None, Duration::ZERO, Duration::ZERO).is_none());
+        assert!(Watchdog::retimed(Some(w), None, limits(0, 0, 0)).is_none());
         // A limit set by a reload while a request runs: counted from the request's start.
         let start = Instant::now();
         tokio::time::advance(Duration::from_secs(5)).await;
-        let mut w =
-            Watchdog::retimed(None, Some(start), Duration::from_secs(4), Duration::ZERO).unwrap();
+        let mut w = Watchdog::retimed(None, Some(start), limits(4, 0, 0)).unwrap();
         assert_eq!(
             poll(&mut w, false, false, ServerState::Busy),
             Poll::Ready(Timeout::Query)
         );
         // Ready: nothing runs however long.
-        let mut w = Watchdog::new(Duration::from_secs(10), Duration::ZERO).unwrap();
+        let mut w = Watchdog::new(limits(10, 0, 0)).unwrap();
         assert!(poll(&mut w, true, true, ServerState::Ready).is_pending());
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(poll(&mut w, false, false, ServerState::Ready).is_pending());

@@ -137,6 +137,9 @@ pub struct Settings {
     /// A session idle inside a transaction this long ends. 0 = off (default). reload: yes
     /// (running sessions too)
     pub idle_transaction_timeout: Duration,
+    /// A transaction running this long (from the request that started it) ends the session,
+    /// as in PgBouncer 1.25. 0 = off. reload: yes
+    pub transaction_timeout: Duration,
     /// A logged-in client silent this long without a server connection is closed (as
     /// PgBouncer, not one holding a server). 0 = off (default). reload: yes
     pub client_idle_timeout: Duration,
@@ -316,6 +319,7 @@ impl Default for Settings {
             client_login_timeout: Duration::from_secs(60),
             query_timeout: Duration::ZERO,
             idle_transaction_timeout: Duration::ZERO,
+            transaction_timeout: Duration::ZERO,
             client_idle_timeout: Duration::ZERO,
             autodb_idle_timeout: Duration::from_secs(3600),
             ignore_startup_parameters: Vec::new(),
@@ -392,7 +396,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "syslog_ident",
     "tcp_socket_buffer",
     "track_extra_parameters",
-    "transaction_timeout",
     "unix_socket_group",
     "user",
     "verbose",
@@ -518,6 +521,7 @@ impl Settings {
             "client_login_timeout" => self.client_login_timeout = parse_duration(v)?,
             "query_timeout" => self.query_timeout = parse_duration(v)?,
             "idle_transaction_timeout" => self.idle_transaction_timeout = parse_duration(v)?,
+            "transaction_timeout" => self.transaction_timeout = parse_duration(v)?,
             "client_idle_timeout" => self.client_idle_timeout = parse_duration(v)?,
             "autodb_idle_timeout" => self.autodb_idle_timeout = parse_duration(v)?,
             "ignore_startup_parameters" => {

@@ -69,6 +69,10 @@ impl Registry {
 pub struct ServerStatements {
     held: HashMap<u64, (Arc<Stmt>, u64)>,
     clock: u64,
+    /// A Bind failed with "cached plan must not change result type" (a table changed under
+    /// a statement): the statements are closed before the next one is parsed here, so that
+    /// a client preparing afresh gets a fresh plan.
+    pub stale: bool,
 }
 
 impl ServerStatements {
@@ -106,6 +110,7 @@ impl ServerStatements {
     /// The server dropped them all (DISCARD ALL, DEALLOCATE ALL).
     pub fn clear(&mut self) {
         self.held.clear();
+        self.stale = false;
     }
 
     pub fn len(&self) -> usize {

@@ -93,6 +93,46 @@ async fn idle_transaction_timeout_rolls_back_and_ends_the_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_timeout_ends_a_long_transaction_not_a_long_session() {
+    let f = Fixture::with_settings(1, "transaction_timeout = 1").await;
+    // Many short transactions, together longer than the limit.
+    let mut d = raw(&f).await;
+    for n in 0..6 {
+        assert_eq!(
+            d.rows(&format!("SELECT {n}, pg_sleep(0.25)")).await.0.len(),
+            1
+        );
+    }
+    // One transaction of short statements, none idle long: ended at 1 s (on the pool's one
+    // server connection, which d gives back).
+    drop(d);
+    let mut c = raw(&f).await;
+    let (_, status, _) = c.rows("BEGIN").await;
+    assert_eq!(status, b'T');
+    let started = Instant::now();
+    let (text, code) = 'ended: loop {
+        assert!(started.elapsed() < HANG, "no transaction timeout");
+        c.query("SELECT pg_sleep(0.2)").await;
+        loop {
+            let m: Msg = tokio::time::timeout(HANG, c.read_msg())
+                .await
+                .expect("an answer in time")
+                .expect("closed without a FATAL");
+            match m.tag {
+                b'E' => break 'ended (String::from_utf8_lossy(&m.body).into_owned(), m.sqlstate()),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+    };
+    assert!(text.starts_with("SFATAL\0"), "{text:?}");
+    assert!(text.contains("transaction timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(c.read_msg().await.is_none(), "then the connection closes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_idle_timeout_closes_clients_without_a_server() {
     let f = Fixture::with_settings(2, "client_idle_timeout = 2").await;
     // Holds a server: left alone, as in PgBouncer.

@@ -126,3 +126,21 @@ async fn a_connection_keeps_at_most_max_prepared_statements() {
         assert!(on_server(&a).await <= 2);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_renaming_off_keeps_running_sessions_working() {
+    let fx = fixture(1, "max_prepared_statements = 5").await;
+    let a = fx.connect().await;
+    let stmt = a.prepare("select 'a'::text").await.unwrap();
+    fx.porter
+        .reload_edited(|ini| {
+            ini.replace("max_prepared_statements = 5", "max_prepared_statements = 0")
+        })
+        .await;
+    // A session that began after it does not rename; its DEALLOCATE ALL on the shared
+    // connection is noticed, and a's statement is parsed there again.
+    let b = fx.connect().await;
+    b.batch_execute("deallocate all").await.unwrap();
+    let row = a.query_one(&stmt, &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "a");
+}

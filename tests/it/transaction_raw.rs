@@ -243,3 +243,52 @@ async fn renamed_statements_keep_postgresql_semantics() {
         .await;
     assert_eq!(rows, ["1"]);
 }
+
+/// One message as bytes (to send several in one write).
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend(i32::try_from(body.len() + 4).expect("short").to_be_bytes());
+    out.extend(body);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_statements_renamed_the_relay_still_holds_what_it_must() {
+    let fx = fixture("").await;
+    let mut a = login(&fx, &[]).await;
+    parse(&mut a, "s1", "select 1").await;
+    assert_eq!(error_of(&sync(&mut a).await), None);
+    // Leaving inside a transaction: the Terminate is not forwarded, the connection goes back
+    // (closed: it is mid-transaction) and the next client is served.
+    value(&mut a, "begin").await;
+    tokio::time::timeout(Duration::from_secs(10), leave(a))
+        .await
+        .expect("the session ends");
+    let mut b = login(&fx, &[]).await;
+    assert_eq!(value(&mut b, "select 'b'").await, "b");
+    // The spoof check still refuses statements naming the identity settings.
+    let (_, _, error) = b
+        .rows("select set_config('pgporter.client_user', 'mallory', false)")
+        .await;
+    assert_eq!(error.as_deref(), Some("42501"));
+    // A simple query pipelined behind a failing unsynced batch (skipped by the server): the
+    // answers that follow still reach the right messages.
+    parse(&mut b, "s9", "select 9").await;
+    assert_eq!(error_of(&sync(&mut b).await), None);
+    let mut batch = message(b'P', b"\0select 1/0\0\0\0");
+    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'Q', b"select 1\0"));
+    batch.extend(message(b'S', b""));
+    b.send(&batch).await;
+    assert_eq!(
+        error_of(&b.until_ready().await.expect("answers")).as_deref(),
+        Some("22012")
+    );
+    parse(&mut b, "s2", "select 2").await;
+    bind_execute(&mut b, "s2", &[]).await;
+    bind_execute(&mut b, "s9", &[]).await;
+    let msgs = sync(&mut b).await;
+    let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"12DC2DCZ", "{msgs:?}");
+}

@@ -1,4 +1,41 @@
 use super::*;
+use crate::client::tracker::TxTracker;
+
+/// A Renaming fed the way the relay feeds it, with the tracker's counts.
+struct Fed {
+    r: Renaming,
+    t: TxTracker,
+}
+
+impl std::ops::Deref for Fed {
+    type Target = Renaming;
+    fn deref(&self) -> &Renaming {
+        &self.r
+    }
+}
+
+impl std::ops::DerefMut for Fed {
+    fn deref_mut(&mut self) -> &mut Renaming {
+        &mut self.r
+    }
+}
+
+impl Fed {
+    /// A client message: true when it is held for a rewrite (the tracker then sees the
+    /// replacement, see `send`).
+    fn client(&mut self, tag: u8, body: Option<&[u8]>) -> bool {
+        let failed = self.t.status() == b'E';
+        let held = self.r.on_client(tag, body, self.t.syncs_sent(), failed);
+        if !held {
+            self.t.on_client(tag);
+        }
+        held
+    }
+    fn server(&mut self, tag: u8, body: Option<&[u8]>) {
+        self.t.on_server(tag, body.unwrap_or_default());
+        self.r.on_server(tag, body, self.t.readies());
+    }
+}
 
 const SELECT_1: &[u8] = b"select 1\0\0\0";
 
@@ -24,16 +61,21 @@ fn close(name: &[u8]) -> Vec<u8> {
 }
 
 /// Send one client message through `r`; returns what goes to the server, as (tag, body).
-fn send(r: &mut Renaming, tag: u8, body: &[u8]) -> Vec<(u8, Vec<u8>)> {
+fn send(r: &mut Fed, tag: u8, body: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let mut buf = BytesMut::new();
     put_message(&mut buf, tag, |b| b.put_slice(body));
-    if r.on_client(tag, Some(body), true) {
+    let held = r.client(tag, Some(body));
+    if held {
         assert_eq!(r.rewrite(&mut buf), Rewritten::Done);
     }
     let out = messages(&buf);
-    for _ in &out {
-        assert!(r.take_passing() || out.len() == 1);
+    if held {
+        for (tag, _) in &out {
+            assert!(r.take_passing());
+            r.t.on_client(*tag);
+        }
     }
+    assert!(!r.take_passing());
     out
 }
 
@@ -46,12 +88,15 @@ fn messages(mut buf: &[u8]) -> Vec<(u8, Vec<u8>)> {
     out
 }
 
-fn renaming(server: ServerStatements, registry: &Arc<Registry>, keep: u32) -> Renaming {
-    Renaming::new(ClientStatements::new(keep), server, Arc::clone(registry))
+fn renaming(server: ServerStatements, registry: &Arc<Registry>, keep: u32) -> Fed {
+    Fed {
+        r: Renaming::new(ClientStatements::new(keep), server, Arc::clone(registry)),
+        t: TxTracker::default(),
+    }
 }
 
-fn ready(r: &mut Renaming) {
-    r.on_server(backend::READY_FOR_QUERY, Some(b"I"), 0);
+fn ready(r: &mut Fed) {
+    r.server(backend::READY_FOR_QUERY, Some(b"I"));
 }
 
 #[test]
@@ -91,11 +136,14 @@ fn a_statement_is_parsed_once_per_connection_under_pgporters_name() {
     ready(&mut b);
 
     // The first client, on a fresh connection: its statement is parsed there first.
-    let mut a2 = Renaming::new(
-        std::mem::replace(&mut a.client, ClientStatements::new(10)),
-        ServerStatements::default(),
-        Arc::clone(&registry),
-    );
+    let mut a2 = Fed {
+        r: Renaming::new(
+            std::mem::replace(&mut a.client, ClientStatements::new(10)),
+            ServerStatements::default(),
+            Arc::clone(&registry),
+        ),
+        t: TxTracker::default(),
+    };
     assert_eq!(
         send(&mut a2, frontend::BIND, &bind(b"s1")),
         vec![
@@ -122,12 +170,12 @@ fn a_statement_is_parsed_once_per_connection_under_pgporters_name() {
 fn unnamed_and_unknown_names_pass_unchanged() {
     let registry = Arc::new(Registry::default());
     let mut r = renaming(ServerStatements::default(), &registry, 10);
-    assert!(!r.on_client(frontend::PARSE, Some(&parse(b"", SELECT_1)), true));
-    assert!(!r.on_client(frontend::BIND, Some(&bind(b"")), true));
-    assert!(!r.on_client(frontend::BIND, Some(&bind(b"sql_prepared")), true));
-    assert!(!r.on_client(frontend::DESCRIBE, Some(b"Pportal\0"), true));
-    assert!(!r.on_client(frontend::CLOSE, Some(&close(b"sql_prepared")), true));
-    assert!(!r.on_client(frontend::PARSE, Some(b"no nul"), true));
+    assert!(!r.client(frontend::PARSE, Some(&parse(b"", SELECT_1))));
+    assert!(!r.client(frontend::BIND, Some(&bind(b""))));
+    assert!(!r.client(frontend::BIND, Some(&bind(b"sql_prepared"))));
+    assert!(!r.client(frontend::DESCRIBE, Some(b"Pportal\0")));
+    assert!(!r.client(frontend::CLOSE, Some(&close(b"sql_prepared"))));
+    assert!(!r.client(frontend::PARSE, Some(b"no nul")));
     assert_eq!(r.pending.len(), 3, "Parse and Close answers are all queued");
     for _ in 0..3 {
         assert_eq!(r.on_complete(), Answer::Pass);
@@ -181,7 +229,7 @@ fn what_the_server_skipped_after_an_error_is_undone() {
     send(&mut r, frontend::PARSE, &parse(b"s2", b"select 2\0\0\0"));
     send(&mut r, frontend::SYNC, b"");
     assert!(!r.has_names() || r.client.names.len() == 1);
-    r.on_server(backend::ERROR_RESPONSE, None, 0);
+    r.server(backend::ERROR_RESPONSE, None);
     ready(&mut r);
     assert!(
         r.client.names.contains_key(&b"s1"[..]),
@@ -203,7 +251,7 @@ fn discard_all_forgets_every_statement() {
     let registry = Arc::new(Registry::default());
     let mut r = renaming(ServerStatements::default(), &registry, 10);
     send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
-    r.on_server(backend::COMMAND_COMPLETE, Some(b"DISCARD ALL\0"), 0);
+    r.server(backend::COMMAND_COMPLETE, Some(b"DISCARD ALL\0"));
     assert!(!r.has_names() && r.server.is_empty());
 }
 
@@ -212,7 +260,7 @@ fn a_large_bind_is_renamed_once_its_names_are_read() {
     let registry = Arc::new(Registry::default());
     let mut r = renaming(ServerStatements::default(), &registry, 10);
     send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
-    assert!(r.on_client(frontend::BIND, None, true));
+    assert!(r.client(frontend::BIND, None));
     let values = vec![7u8; 100_000];
     let mut body = bind(b"s1");
     body.extend_from_slice(&values);
@@ -229,7 +277,7 @@ fn a_large_bind_is_renamed_once_its_names_are_read() {
     assert_eq!(messages(&buf), vec![(frontend::BIND, expected)]);
 
     // Another statement's large Bind passes as it is.
-    assert!(r.on_client(frontend::BIND, None, true));
+    assert!(r.client(frontend::BIND, None));
     let mut other = BytesMut::new();
     put_message(&mut other, frontend::BIND, |b| {
         b.put_slice(&bind(b"other"));
@@ -245,11 +293,11 @@ fn a_large_bind_is_renamed_once_its_names_are_read() {
 fn a_large_named_parse_pins_the_client() {
     let registry = Arc::new(Registry::default());
     let mut r = renaming(ServerStatements::default(), &registry, 10);
-    assert!(!r.on_client(frontend::PARSE, None, true));
+    assert!(!r.client(frontend::PARSE, None));
     r.on_chunk(b"\0select", false);
     r.on_chunk(b" 1\0\0\0", true);
     assert!(r.releasable(), "unnamed");
-    assert!(!r.on_client(frontend::PARSE, None, true));
+    assert!(!r.client(frontend::PARSE, None));
     r.on_chunk(b"big\0select", true);
     assert!(!r.releasable());
     assert_eq!(r.pending.len(), 2);
@@ -282,8 +330,133 @@ fn a_close_and_reparse_both_skipped_leave_the_old_statement() {
     send(&mut r, frontend::CLOSE, &close(b"s1"));
     send(&mut r, frontend::PARSE, &parse(b"s1", b"select 2\0\0\0"));
     send(&mut r, frontend::SYNC, b"");
-    r.on_server(backend::ERROR_RESPONSE, None, 0);
+    r.server(backend::ERROR_RESPONSE, None);
     ready(&mut r);
     assert_eq!(r.client.names.get(&b"s1"[..]).map(|s| s.id), old);
     assert_eq!(r.server.len(), 1, "the new text never reached the server");
+}
+
+#[test]
+fn a_message_held_for_another_reason_is_not_rewritten() {
+    // A Terminate, or a statement the spoof check refused: held by the tracker or the check.
+    let registry = Arc::new(Registry::default());
+    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    let mut buf = BytesMut::from(&[frontend::TERMINATE, 0, 0, 0, 4][..]);
+    assert_eq!(r.rewrite(&mut buf), Rewritten::Stop);
+    assert!(!r.take_passing());
+}
+
+#[test]
+fn a_query_the_server_skipped_is_not_counted() {
+    let registry = Arc::new(Registry::default());
+    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
+    send(&mut r, frontend::SYNC, b"");
+    r.on_complete();
+    ready(&mut r);
+    // Bind, Execute fails; then a Query and a Parse, skipped up to the Sync.
+    send(&mut r, frontend::BIND, &bind(b"s1"));
+    send(&mut r, frontend::EXECUTE, b"\0\0\0\0\0");
+    r.server(backend::ERROR_RESPONSE, None);
+    send(&mut r, frontend::QUERY, b"select 1\0");
+    send(&mut r, frontend::PARSE, &parse(b"s2", SELECT_1));
+    send(&mut r, frontend::SYNC, b"");
+    ready(&mut r);
+    assert!(!r.client.names.contains_key(&b"s2"[..]), "skipped");
+    // The next answer is the next Parse's.
+    assert_eq!(
+        send(&mut r, frontend::PARSE, &parse(b"s3", SELECT_1)),
+        vec![(frontend::CLOSE, close(NOTHING))]
+    );
+    assert_eq!(r.on_complete(), Answer::ToParseComplete);
+}
+
+#[test]
+fn in_a_failed_transaction_block_a_parse_is_refused_as_postgresql_would() {
+    let registry = Arc::new(Registry::default());
+    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
+    send(&mut r, frontend::SYNC, b"");
+    r.on_complete();
+    r.server(backend::READY_FOR_QUERY, Some(b"E"));
+    // The connection has the text: still sent as a Parse, which fails with 25P02.
+    assert_eq!(
+        send(&mut r, frontend::PARSE, &parse(b"s2", SELECT_1)),
+        vec![(frontend::PARSE, parse(b"pgporter_1", SELECT_1))]
+    );
+    send(&mut r, frontend::SYNC, b"");
+    r.server(backend::ERROR_RESPONSE, None);
+    r.server(backend::READY_FOR_QUERY, Some(b"E"));
+    assert!(!r.client.names.contains_key(&b"s2"[..]));
+    assert_eq!(r.server.len(), 1, "the connection still has it");
+}
+
+#[test]
+fn a_changed_result_type_makes_the_next_parse_fresh() {
+    let registry = Arc::new(Registry::default());
+    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    send(
+        &mut r,
+        frontend::PARSE,
+        &parse(b"s1", b"select * from t\0\0\0"),
+    );
+    send(&mut r, frontend::SYNC, b"");
+    r.on_complete();
+    ready(&mut r);
+    send(&mut r, frontend::BIND, &bind(b"s1"));
+    send(&mut r, frontend::SYNC, b"");
+    let mut error = BytesMut::new();
+    backend::error_response(
+        &mut error,
+        crate::protocol::backend::Severity::Error,
+        "0A000",
+        "cached plan must not change result type",
+        None,
+    );
+    r.server(backend::ERROR_RESPONSE, error.get(5..));
+    ready(&mut r);
+    // The client prepares again (asyncpg does): the old statement is closed first.
+    send(&mut r, frontend::CLOSE, &close(b"s1"));
+    assert_eq!(
+        send(
+            &mut r,
+            frontend::PARSE,
+            &parse(b"s1", b"select * from t\0\0\0")
+        ),
+        vec![
+            (frontend::CLOSE, close(b"pgporter_1")),
+            (
+                frontend::PARSE,
+                parse(b"pgporter_1", b"select * from t\0\0\0")
+            )
+        ]
+    );
+}
+
+#[test]
+fn a_lost_count_matters_once_an_answer_must_be_dropped_or_changed() {
+    let registry = Arc::new(Registry::default());
+    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
+    send(&mut r, frontend::SYNC, b"");
+    r.on_complete();
+    ready(&mut r);
+    send(&mut r, frontend::PARSE, &parse(b"", SELECT_1));
+    r.lose();
+    assert!(!r.unsure(), "only the unnamed statement's answer is queued");
+    // A new name goes as it is and keeps the client here; a known one is renamed.
+    assert_eq!(
+        send(&mut r, frontend::PARSE, &parse(b"s2", SELECT_1)),
+        vec![(frontend::PARSE, parse(b"s2", SELECT_1))]
+    );
+    assert!(!r.releasable());
+    assert_eq!(
+        send(&mut r, frontend::BIND, &bind(b"s1")),
+        vec![(frontend::BIND, bind(b"pgporter_1"))]
+    );
+    assert!(!r.unsure());
+    // A statement the connection lacks would need an answer dropped.
+    r.server.clear();
+    send(&mut r, frontend::BIND, &bind(b"s1"));
+    assert!(r.unsure());
 }
