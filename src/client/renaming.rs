@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
+use crate::protocol::backend::{message as put_message, put_cstr};
 use crate::protocol::{backend, frontend};
 use crate::server::statements::{drops_all, Registry, ServerStatements, Stmt};
 
@@ -42,8 +43,9 @@ pub(super) struct ClientStatements {
     names: HashMap<Box<[u8]>, Arc<Stmt>>,
     /// Statements a server connection keeps (max_prepared_statements when the session began).
     keep: usize,
-    /// A named Parse too large to read whole went to the server under the client's own name:
-    /// the client keeps that connection from then on, and leaves with DEALLOCATE ALL.
+    /// A named Parse went to the server under the client's own name (too large to read
+    /// whole, or sent once the answer count was lost): the client keeps that connection from
+    /// then on, and leaves with DEALLOCATE ALL.
     pinned: bool,
 }
 
@@ -546,22 +548,6 @@ fn splice_front(buf: &mut BytesMut, old_len: usize, new: &[u8]) {
     buf.reserve(new.len() + tail.len());
     buf.put_slice(new);
     buf.put_slice(&tail);
-}
-
-fn put_message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
-    out.put_u8(tag);
-    let at = out.len();
-    out.put_u32(0);
-    body(out);
-    let len = u32::try_from(out.len() - at).unwrap_or(u32::MAX);
-    if let Some(word) = out.get_mut(at..at + 4) {
-        word.copy_from_slice(&len.to_be_bytes());
-    }
-}
-
-fn put_cstr(out: &mut BytesMut, s: &[u8]) {
-    out.put_slice(s);
-    out.put_u8(0);
 }
 
 fn put_parse(out: &mut BytesMut, name: &[u8], tail: &[u8]) {

@@ -40,7 +40,8 @@ pub(crate) fn message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesM
     }
 }
 
-fn put_cstr(buf: &mut BytesMut, s: &[u8]) {
+/// Write `s` and its terminating NUL.
+pub(crate) fn put_cstr(buf: &mut BytesMut, s: &[u8]) {
     buf.put_slice(s);
     buf.put_u8(0);
 }

@@ -252,19 +252,24 @@ mod rebuild_tests {
         params.self_signed(&key).unwrap().pem()
     }
 
-    /// A reload that changes nothing keeps the contexts (so the pools stay); a file renewed in
-    /// place or a changed setting rebuilds that side only.
-    #[test]
-    fn only_what_changed_is_rebuilt() {
-        let dir = tempfile::tempdir().unwrap();
-        let ini = dir.path().join("pgporter.ini");
+    /// A config in `dir` verifying servers against `dir/ca.pem` (loaded without reading it).
+    fn verify_ca_config(dir: &std::path::Path) -> crate::config::Config {
+        let ini = dir.join("pgporter.ini");
         std::fs::write(
             &ini,
             "[databases]\n[pgbouncer]\nserver_tls_sslmode = verify-ca\nserver_tls_ca_file = ca.pem\n",
         )
         .unwrap();
+        crate::config::load(&ini).unwrap()
+    }
+
+    /// A reload that changes nothing keeps the contexts (so the pools stay); a file renewed in
+    /// place or a changed setting rebuilds that side only.
+    #[test]
+    fn only_what_changed_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.pem"), ca_pem("one")).unwrap();
-        let config = crate::config::load(&ini).unwrap();
+        let config = verify_ca_config(dir.path());
         let first = TlsState::build(&config).unwrap();
         assert!(first.client.is_none());
         let server = |s: &TlsState| Arc::clone(s.server.as_ref().unwrap());
@@ -298,13 +303,7 @@ mod rebuild_tests {
         use std::io::Write as _;
 
         let dir = tempfile::tempdir().unwrap();
-        let ini = dir.path().join("pgporter.ini");
-        std::fs::write(
-            &ini,
-            "[databases]\n[pgbouncer]\nserver_tls_sslmode = verify-ca\nserver_tls_ca_file = ca.pem\n",
-        )
-        .unwrap();
-        let config = crate::config::load(&ini).unwrap();
+        let config = verify_ca_config(dir.path());
         let fifo = dir.path().join("ca.pem");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
         assert!(made.unwrap().success(), "mkfifo");

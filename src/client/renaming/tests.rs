@@ -95,6 +95,25 @@ fn renaming(server: ServerStatements, registry: &Arc<Registry>, keep: u32) -> Fe
     }
 }
 
+/// A client on a fresh connection, keeping 10 statements per connection.
+fn fresh() -> Fed {
+    renaming(
+        ServerStatements::default(),
+        &Arc::new(Registry::default()),
+        10,
+    )
+}
+
+/// [`fresh`], with `s1` (SELECT_1) prepared and its batch answered.
+fn with_s1() -> Fed {
+    let mut r = fresh();
+    send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
+    send(&mut r, frontend::SYNC, b"");
+    r.on_complete();
+    ready(&mut r);
+    r
+}
+
 fn ready(r: &mut Fed) {
     r.server(backend::READY_FOR_QUERY, Some(b"I"));
 }
@@ -168,8 +187,7 @@ fn a_statement_is_parsed_once_per_connection_under_pgporters_name() {
 
 #[test]
 fn unnamed_and_unknown_names_pass_unchanged() {
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    let mut r = fresh();
     assert!(!r.client(frontend::PARSE, Some(&parse(b"", SELECT_1))));
     assert!(!r.client(frontend::BIND, Some(&bind(b""))));
     assert!(!r.client(frontend::BIND, Some(&bind(b"sql_prepared"))));
@@ -214,12 +232,7 @@ fn a_full_connection_closes_its_least_recently_used_statement() {
 
 #[test]
 fn what_the_server_skipped_after_an_error_is_undone() {
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
-    send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
-    send(&mut r, frontend::SYNC, b"");
-    r.on_complete();
-    ready(&mut r);
+    let mut r = with_s1();
     // Execute fails, then Close s1 and Parse s2 are skipped.
     send(&mut r, frontend::EXECUTE, b"\0\0\0\0\0");
     assert_eq!(
@@ -248,8 +261,7 @@ fn what_the_server_skipped_after_an_error_is_undone() {
 
 #[test]
 fn discard_all_forgets_every_statement() {
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    let mut r = fresh();
     send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
     r.server(backend::COMMAND_COMPLETE, Some(b"DISCARD ALL\0"));
     assert!(!r.has_names() && r.server.is_empty());
@@ -257,8 +269,7 @@ fn discard_all_forgets_every_statement() {
 
 #[test]
 fn a_large_bind_is_renamed_once_its_names_are_read() {
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    let mut r = fresh();
     send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
     assert!(r.client(frontend::BIND, None));
     let values = vec![7u8; 100_000];
@@ -291,8 +302,7 @@ fn a_large_bind_is_renamed_once_its_names_are_read() {
 
 #[test]
 fn a_large_named_parse_pins_the_client() {
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    let mut r = fresh();
     assert!(!r.client(frontend::PARSE, None));
     r.on_chunk(b"\0select", false);
     r.on_chunk(b" 1\0\0\0", true);
@@ -305,8 +315,7 @@ fn a_large_named_parse_pins_the_client() {
 
 #[test]
 fn a_second_parse_of_a_name_is_refused_by_the_server() {
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    let mut r = fresh();
     send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
     assert_eq!(
         send(&mut r, frontend::PARSE, &parse(b"s1", b"select 2\0\0\0")),
@@ -318,12 +327,7 @@ fn a_second_parse_of_a_name_is_refused_by_the_server() {
 
 #[test]
 fn a_close_and_reparse_both_skipped_leave_the_old_statement() {
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
-    send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
-    send(&mut r, frontend::SYNC, b"");
-    r.on_complete();
-    ready(&mut r);
+    let mut r = with_s1();
     let old = r.client.names.get(&b"s1"[..]).map(|s| s.id);
     // Execute fails; Close s1 and Parse s1 (another text) are skipped.
     send(&mut r, frontend::EXECUTE, b"\0\0\0\0\0");
@@ -339,8 +343,7 @@ fn a_close_and_reparse_both_skipped_leave_the_old_statement() {
 #[test]
 fn a_message_held_for_another_reason_is_not_rewritten() {
     // A Terminate, or a statement the spoof check refused: held by the tracker or the check.
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    let mut r = fresh();
     let mut buf = BytesMut::from(&[frontend::TERMINATE, 0, 0, 0, 4][..]);
     assert_eq!(r.rewrite(&mut buf), Rewritten::Stop);
     assert!(!r.take_passing());
@@ -348,12 +351,7 @@ fn a_message_held_for_another_reason_is_not_rewritten() {
 
 #[test]
 fn a_query_the_server_skipped_is_not_counted() {
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
-    send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
-    send(&mut r, frontend::SYNC, b"");
-    r.on_complete();
-    ready(&mut r);
+    let mut r = with_s1();
     // Bind, Execute fails; then a Query and a Parse, skipped up to the Sync.
     send(&mut r, frontend::BIND, &bind(b"s1"));
     send(&mut r, frontend::EXECUTE, b"\0\0\0\0\0");
@@ -373,8 +371,7 @@ fn a_query_the_server_skipped_is_not_counted() {
 
 #[test]
 fn in_a_failed_transaction_block_a_parse_is_refused_as_postgresql_would() {
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    let mut r = fresh();
     send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
     send(&mut r, frontend::SYNC, b"");
     r.on_complete();
@@ -393,8 +390,7 @@ fn in_a_failed_transaction_block_a_parse_is_refused_as_postgresql_would() {
 
 #[test]
 fn a_changed_result_type_makes_the_next_parse_fresh() {
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    let mut r = fresh();
     send(
         &mut r,
         frontend::PARSE,
@@ -435,12 +431,7 @@ fn a_changed_result_type_makes_the_next_parse_fresh() {
 
 #[test]
 fn a_lost_count_matters_once_an_answer_must_be_dropped_or_changed() {
-    let registry = Arc::new(Registry::default());
-    let mut r = renaming(ServerStatements::default(), &registry, 10);
-    send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
-    send(&mut r, frontend::SYNC, b"");
-    r.on_complete();
-    ready(&mut r);
+    let mut r = with_s1();
     send(&mut r, frontend::PARSE, &parse(b"", SELECT_1));
     r.lose();
     assert!(!r.unsure(), "only the unnamed statement's answer is queued");
