@@ -242,8 +242,9 @@ def report(runs_path, mem_path, meta_path, out_path):
 
     labels = {"W1": "W1 tps simple -c16", "W2": "W2 tps extended -c16", "W3": "W3 tps connect -C -c16",
               "W4": "W4 tps connect -C -c%s" % meta.get("w4_clients", 200), "W5": "W5 tps -c1",
-              "W8": "W8 tps txn-mode -c%s/pool %s" % (meta.get("w8_clients"), meta.get("w8_pool_size"))}
-    for wl in ["W1", "W2", "W3", "W4", "W5", "W8"]:
+              "W8": "W8 tps txn-mode -c%s/pool %s" % (meta.get("w8_clients"), meta.get("w8_pool_size")),
+              "W9": "W9 tps txn prepared -S -c%s" % meta.get("w8_clients")}
+    for wl in ["W1", "W2", "W3", "W4", "W5", "W8", "W9"]:
         if wl in summary:
             rows.append((labels[wl], *[cell(wl, t, "tps") for t in TARGETS], 0, foreign(wl)))
     if "W5" in summary:

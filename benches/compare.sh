@@ -16,6 +16,9 @@
 #   W8 transaction pool mode: pgbench -b tpcb-like -M simple -c $W8_CLIENTS -j 2 through a pool of
 #      $W8_POOL_SIZE (database bench_tx, pool_mode=transaction in both poolers; direct: $W8_CLIENTS
 #      connections of its own).
+#   W9 named prepared statements in transaction mode: pgbench -S -M prepared -c $W8_CLIENTS -j 2
+#      through the same pool (pgporter renames them per server connection; PgBouncer before 1.21
+#      cannot, so its cell is left out).
 # Each round runs every target once per workload (A B C, then C B A, ...); a cell is the median of rounds.
 #
 # Usage: bash benches/compare.sh            (full: ~10 min)     SHORT=1 bash benches/compare.sh (~1-2 min)
@@ -23,7 +26,7 @@
 #   DURATION [10 / 2] s per pgbench run   ROUNDS [3 / 1]   WARMUP [3 / 1] s per target
 #   SCALE [10 / 1]   IDLE_CLIENTS [10000 / 100]   IDLE_CONCURRENCY [64]   W4_CLIENTS [200]
 #   POOL_SIZE [20]   W8_CLIENTS [32]   W8_POOL_SIZE [8]   MAX_CONNECTIONS [300]   SCRAM_ITER [4096] iterations of the bench role's secret
-#   WORKLOADS ["W6 W1 W2 W3 W4 W5 W8"] (W6 first: the poolers are still fresh; W7 comes from W1/W3)
+#   WORKLOADS ["W6 W1 W2 W3 W4 W5 W8 W9"] (W6 first: the poolers are still fresh; W7 comes from W1/W3)
 #   PGBOUNCER [auto] 0 = leave PgBouncer out    WORKER_THREADS [unset] pgporter's worker_threads
 #   PROFILE [release] cargo profile for pgporter and idle_clients (dev = the debug build)
 #   OUT [target/bench.json]   KEEP [0] 1 = keep the temp dir (logs, raw pgbench output)
@@ -42,7 +45,7 @@ else
 fi
 : "${IDLE_CONCURRENCY:=64}" "${W4_CLIENTS:=200}" "${POOL_SIZE:=20}" "${MAX_CONNECTIONS:=300}"
 : "${W8_CLIENTS:=32}" "${W8_POOL_SIZE:=8}"
-: "${SCRAM_ITER:=4096}" "${WORKLOADS:=W6 W1 W2 W3 W4 W5 W8}" "${PGBOUNCER:=auto}" "${PROFILE:=release}"
+: "${SCRAM_ITER:=4096}" "${WORKLOADS:=W6 W1 W2 W3 W4 W5 W8 W9}" "${PGBOUNCER:=auto}" "${PROFILE:=release}"
 : "${OUT:=$ROOT/target/bench.json}" "${KEEP:=0}" "${PGBIN:=/usr/lib/postgresql/15/bin}"
 : "${SERVER_SOCKET:=tcp}"
 PGBENCH="$PGBIN/pgbench"
@@ -214,10 +217,15 @@ TARGETS+=(pgporter)
 log "pgporter ($PROFILE) pid $PORTER_PID on 127.0.0.1:$PORTER_PORT${WORKER_THREADS:+, worker_threads=$WORKER_THREADS}"
 
 port_of() { case "$1" in direct) echo "$PG_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; pgporter) echo "$PORTER_PORT" ;; esac; }
+pgb_renames() { # PgBouncer 1.21+ renames prepared statements in transaction mode
+    local v
+    v="$("$PGB_BIN" --version | head -1 | grep -oE '[0-9]+\.[0-9]+' | head -1)"
+    python3 -c 'import sys; a, b = map(int, sys.argv[1].split(".")); sys.exit(0 if (a, b) >= (1, 21) else 1)' "$v"
+}
 pid_of() { case "$1" in pgbouncer) echo "$PGB_PID" ;; pgporter) echo "$PORTER_PID" ;; *) echo "" ;; esac; }
-conninfo() { # target [workload]: W8 goes through the poolers' transaction-mode entry
+conninfo() { # target [workload]: W8 and W9 go through the poolers' transaction-mode entry
     local db="$DB"
-    [[ "${2:-}" == W8 && "$1" != direct ]] && db="${DB}_tx"
+    [[ "${2:-}" == W[89] && "$1" != direct ]] && db="${DB}_tx"
     echo "host=127.0.0.1 port=$(port_of "$1") dbname=$db user=$USER_NAME"
 }
 for t in "${TARGETS[@]}"; do # every target must accept a SCRAM login before anything is measured
@@ -263,6 +271,7 @@ wl_args() {
         W4) echo -S -M simple -C -c "$W4_CLIENTS" -j 2 ;;
         W5) echo -S -M simple -c 1 -j 1 ;;
         W8) echo -b tpcb-like -M simple -c "$W8_CLIENTS" -j 2 ;;
+        W9) echo -S -M prepared -c "$W8_CLIENTS" -j 2 ;;
     esac
 }
 pgbench_bg() { # log args...: pgbench in the background so that cleanup can stop it
@@ -312,6 +321,10 @@ for wl in $WORKLOADS; do
         for t in "${order[@]}"; do
             if [[ "$wl" == W4 && "$t" == direct ]] && ((MAX_CONNECTIONS < W4_CLIENTS + 10)); then
                 log "W4 direct skipped: $W4_CLIENTS clients > max_connections $MAX_CONNECTIONS - 10"
+                continue
+            fi
+            if [[ "$wl" == W9 && "$t" == pgbouncer ]] && ! pgb_renames; then
+                ((rnd > 1)) || log "W9 pgbouncer skipped: $("$PGB_BIN" --version | head -1) has no max_prepared_statements (1.21+)"
                 continue
             fi
             run_one "$wl" "$rnd" "$t"
