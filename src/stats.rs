@@ -177,6 +177,12 @@ impl Meter {
         self.busy_since
     }
 
+    /// When the transaction in progress began: the request that took the server out of idle,
+    /// or the end of the previous transaction when requests were pipelined behind it.
+    pub fn xact_since(&self) -> Option<Instant> {
+        self.xact_since
+    }
+
     /// ReadyForQuery: `idle` = status 'I' (no transaction open), `more` = further requests
     /// already in flight.
     pub fn ready_for_query(&mut self, idle: bool, more: bool) {

@@ -170,7 +170,10 @@ where
                     } else {
                         ServerState::Busy
                     };
-                    if let Poll::Ready(limit) = w.poll(cx, sent > 0, received > 0, server) {
+                    let xact_since = t.xact_since();
+                    if let Poll::Ready(limit) =
+                        w.poll(cx, sent > 0, received > 0, server, xact_since)
+                    {
                         return Poll::Ready(RelayEnd::Timeout(limit));
                     }
                 }

@@ -198,11 +198,6 @@ impl Renaming {
         !self.client.pinned
     }
 
-    /// Whether the client has names to rename (its Binds are worth reading).
-    pub(super) fn has_names(&self) -> bool {
-        !self.client.names.is_empty()
-    }
-
     /// A message the last replacement produced, seen by the scanner: it passes as it is.
     pub(super) fn take_passing(&mut self) -> bool {
         let passing = self.passing > 0;
@@ -230,7 +225,7 @@ impl Renaming {
                 None
             }
             (frontend::BIND, Some(body)) => self.bind(body),
-            (frontend::BIND, None) if self.has_names() => {
+            (frontend::BIND, None) => {
                 self.replace = Some(Replace::BindHead);
                 return true;
             }
@@ -270,6 +265,9 @@ impl Renaming {
             return None;
         };
         if self.lost {
+            // Under its own name from now on (a mapping left by a Parse the server may have
+            // skipped would name a statement the connection lacks).
+            self.client.names.remove(name);
             self.client.pinned = true;
             self.pending.push_back((self.batch, Pending::Pass));
             return None;
@@ -326,36 +324,57 @@ impl Renaming {
         let portal = cstr(body)?;
         let rest = body.get(portal.len() + 1..)?;
         let name = cstr(rest)?;
-        let stmt = self.client.names.get(name).cloned()?;
         let values = rest.get(name.len() + 1..).unwrap_or_default();
         let mut out = BytesMut::new();
-        let count = self.ensure(&stmt, &mut out);
+        let (stmt, count) = self.target(name, &mut out)?;
         put_message(&mut out, frontend::BIND, |b| {
             put_cstr(b, portal);
-            put_cstr(b, &stmt.name);
+            put_cstr(b, stmt.as_ref().map_or(NOTHING, |s| &s.name));
             b.put_slice(values);
         });
         Some((out, count + 1))
     }
 
     fn describe(&mut self, rest: &[u8]) -> Option<(BytesMut, u32)> {
-        let stmt = self.client.names.get(cstr(rest)?).cloned()?;
         let mut out = BytesMut::new();
-        let count = self.ensure(&stmt, &mut out);
+        let (stmt, count) = self.target(cstr(rest)?, &mut out)?;
         put_message(&mut out, frontend::DESCRIBE, |b| {
             b.put_u8(b'S');
-            put_cstr(b, &stmt.name);
+            put_cstr(b, stmt.as_ref().map_or(NOTHING, |s| &s.name));
         });
         Some((out, count + 1))
     }
 
+    /// The statement a Bind or Describe of `name` is to use, with the messages putting it on
+    /// the connection first (how many); None when the name passes as it is. A name of
+    /// pgporter's the client did not prepare (read from pg_prepared_statements: another
+    /// client's statement) is answered as PostgreSQL answers an unknown name: `Some((None,
+    /// 0))`, sent as [`NOTHING`].
+    fn target(&mut self, name: &[u8], out: &mut BytesMut) -> Option<(Option<Arc<Stmt>>, u32)> {
+        match self.client.names.get(name).cloned() {
+            Some(stmt) => {
+                let count = self.ensure(&stmt, out);
+                Some((Some(stmt), count))
+            }
+            None if is_ours(name) => Some((None, 0)),
+            None => None,
+        }
+    }
+
     fn close(&mut self, body: &[u8]) -> Option<(BytesMut, u32)> {
-        let mapped = match body {
-            [b'S', rest @ ..] => cstr(rest).and_then(|n| self.client.names.remove_entry(n)),
+        let name = match body {
+            [b'S', rest @ ..] => cstr(rest),
             _ => None,
         };
+        let mapped = name.and_then(|n| self.client.names.remove_entry(n));
         let Some((name, stmt)) = mapped else {
             self.pending.push_back((self.batch, Pending::Pass));
+            if name.is_some_and(is_ours) {
+                // Another client's statement: closed for nobody (as an unknown name is).
+                let mut out = BytesMut::new();
+                put_close(&mut out, NOTHING);
+                return Some((out, 1));
+            }
             return None;
         };
         let mut out = BytesMut::new();
@@ -429,17 +448,17 @@ impl Renaming {
             }
             return None;
         };
-        let Some(stmt) = self.client.names.get(name).cloned() else {
+        let mut out = BytesMut::new();
+        let Some((stmt, count)) = self.target(name, &mut out) else {
             return Some((BytesMut::new(), 0, 0));
         };
-        let mut out = BytesMut::new();
-        let count = self.ensure(&stmt, &mut out);
+        let new_name = stmt.as_ref().map_or(NOTHING, |s| &s.name);
         let old_head = 5 + portal.len() + 1 + name.len() + 1;
-        let new_len = len - name.len() + stmt.name.len();
+        let new_len = len - name.len() + new_name.len();
         out.put_u8(frontend::BIND);
         out.put_u32(u32::try_from(new_len).ok()?);
         put_cstr(&mut out, portal);
-        put_cstr(&mut out, &stmt.name);
+        put_cstr(&mut out, new_name);
         Some((out, count + 1, old_head))
     }
 
@@ -495,6 +514,13 @@ impl Renaming {
                 self.client.names.clear();
             }
             backend::ERROR_RESPONSE if body.is_some_and(plan_changed) => self.server.stale = true,
+            backend::ERROR_RESPONSE => {
+                // 26000 about one of pgporter's statements: something dropped it behind
+                // pgporter's back (a client's SQL DEALLOCATE): parsed again when next used.
+                if let Some(id) = body.and_then(missing_statement) {
+                    self.server.remove_id(id);
+                }
+            }
             _ => {}
         }
     }
@@ -520,6 +546,23 @@ impl Renaming {
             Pending::Evicted(stmt) => self.server.insert(stmt),
         }
     }
+}
+
+/// Whether `name` has the form of pgporter's statement names.
+fn is_ours(name: &[u8]) -> bool {
+    name.strip_prefix(b"pgporter_")
+        .is_some_and(|id| !id.is_empty() && id.iter().all(u8::is_ascii_digit))
+}
+
+/// The id in a 26000 ErrorResponse `prepared statement "pgporter_<id>" does not exist`.
+fn missing_statement(body: &[u8]) -> Option<u64> {
+    if backend::error_code(body) != Some(b"26000".as_slice()) {
+        return None;
+    }
+    let at = memchr::memmem::find(body, b"\"pgporter_")? + b"\"pgporter_".len();
+    let digits = body.get(at..)?;
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(digits.get(..end)?).ok()?.parse().ok()
 }
 
 /// Whether an ErrorResponse is PostgreSQL's "cached plan must not change result type".

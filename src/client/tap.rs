@@ -162,14 +162,10 @@ impl Visit for Front<'_> {
                     || st.prepared.is_some()
                     || renaming.is_some()
             }
-            frontend::BIND => {
-                !st.names.is_empty()
-                    || st.audit.is_some()
-                    || renaming.is_some_and(|r| r.has_names())
-            }
+            frontend::BIND => !st.names.is_empty() || st.audit.is_some() || renaming.is_some(),
             frontend::QUERY | frontend::FUNCTION_CALL => !st.names.is_empty() || st.audit.is_some(),
             frontend::CLOSE => st.audit.is_some() || st.prepared.is_some() || renaming.is_some(),
-            frontend::DESCRIBE => renaming.is_some_and(|r| r.has_names()),
+            frontend::DESCRIBE => renaming.is_some(),
             frontend::EXECUTE => st.audit.is_some(),
             _ => false,
         }

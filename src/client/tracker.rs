@@ -333,6 +333,11 @@ impl TxTracker {
         self.meter.as_ref().and_then(|m| m.busy_since())
     }
 
+    /// When the transaction in progress began (None: none, or not metered).
+    pub(super) fn xact_since(&self) -> Option<tokio::time::Instant> {
+        self.meter.as_ref().and_then(|m| m.xact_since())
+    }
+
     /// Sync points sent that the server answers (Query, FunctionCall, Sync): a message sent
     /// now is answered before ReadyForQuery number `syncs_sent() + 1`.
     pub(super) fn syncs_sent(&self) -> u64 {

@@ -57,8 +57,6 @@ pub(super) struct Watchdog {
     transaction: Option<Duration>,
     last_request: Instant,
     last_server: Instant,
-    /// When the server last left idle (None: it is idle).
-    busy_since: Option<Instant>,
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
 }
@@ -80,7 +78,6 @@ impl Watchdog {
             transaction,
             last_request: now,
             last_server: now,
-            busy_since: None,
             sleep: Box::pin(tokio::time::sleep_until(now)),
             armed: None,
         })
@@ -98,22 +95,24 @@ impl Watchdog {
         if let Some(old) = old {
             new.last_request = old.last_request;
             new.last_server = old.last_server;
-            new.busy_since = old.busy_since;
         } else if let Some(since) = busy_since {
             new.last_request = since;
-            new.busy_since = Some(since);
         }
         Some(new)
     }
 
     /// After a wake of the relay that is not finished: `up` / `down` = whether client / server
-    /// bytes moved. Ready with the limit that ran out.
+    /// bytes moved; `xact_since`: when the transaction in progress began (the request that
+    /// took the server out of idle, or the end of the previous transaction when requests were
+    /// pipelined behind it; kept by the stats meter, so it holds across a reload that turns a
+    /// limit on). Ready with the limit that ran out.
     pub(super) fn poll(
         &mut self,
         cx: &mut Context<'_>,
         up: bool,
         down: bool,
         server: ServerState,
+        xact_since: Option<Instant>,
     ) -> Poll<Timeout> {
         if up || down {
             let now = Instant::now();
@@ -124,12 +123,6 @@ impl Watchdog {
                 self.last_server = now;
             }
         }
-        if server == ServerState::Ready {
-            self.busy_since = None;
-        } else if self.busy_since.is_none() {
-            // The request that took it out of idle (its bytes woke this poll).
-            self.busy_since = Some(self.last_request);
-        }
         let query = self.query.map(|q| (self.last_request + q, Timeout::Query));
         let idle = match (server, self.idle_transaction) {
             (ServerState::IdleInTransaction, Some(limit)) => {
@@ -137,7 +130,7 @@ impl Watchdog {
             }
             _ => None,
         };
-        let transaction = match (self.busy_since, self.transaction) {
+        let transaction = match (xact_since, self.transaction) {
             (Some(since), Some(limit)) => Some((since + limit, Timeout::Transaction)),
             _ => None,
         };
@@ -176,36 +169,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn transaction_timeout_counts_from_the_end_of_idle() {
+    async fn transaction_timeout_counts_from_the_start_of_the_transaction() {
         let mut w = Watchdog::new(limits(0, 0, 5)).unwrap();
-        assert!(poll(&mut w, false, false, ServerState::Ready).is_pending());
+        let at = |w: &mut Watchdog, s, since| {
+            let waker = std::task::Waker::noop();
+            w.poll(&mut Context::from_waker(waker), false, false, s, since)
+        };
+        assert!(at(&mut w, ServerState::Ready, None).is_pending());
         tokio::time::advance(Duration::from_secs(60)).await;
-        // A request starts a transaction; its statements keep coming, each answered.
-        assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
+        // A transaction of statements that keep coming, each answered.
+        let begun = Some(Instant::now());
         for _ in 0..4 {
             tokio::time::advance(Duration::from_secs(1)).await;
-            assert!(poll(&mut w, false, true, ServerState::IdleInTransaction).is_pending());
-            assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
+            assert!(at(&mut w, ServerState::IdleInTransaction, begun).is_pending());
+            assert!(at(&mut w, ServerState::Busy, begun).is_pending());
         }
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(
-            poll(&mut w, false, false, ServerState::Busy),
+            at(&mut w, ServerState::Busy, begun),
             Poll::Ready(Timeout::Transaction)
         );
-        // Back to idle: the next transaction has its own 5 s.
+        // Begun before the limit was turned on (a reload): counted from its start.
+        let begun = Some(Instant::now());
+        tokio::time::advance(Duration::from_secs(4)).await;
         let mut w = Watchdog::new(limits(0, 0, 5)).unwrap();
-        assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
-        tokio::time::advance(Duration::from_secs(4)).await;
-        assert!(poll(&mut w, false, true, ServerState::Ready).is_pending());
-        tokio::time::advance(Duration::from_secs(4)).await;
-        assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
-        tokio::time::advance(Duration::from_secs(4)).await;
-        assert!(poll(&mut w, false, false, ServerState::Busy).is_pending());
+        assert!(at(&mut w, ServerState::IdleInTransaction, begun).is_pending());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            at(&mut w, ServerState::IdleInTransaction, begun),
+            Poll::Ready(Timeout::Transaction)
+        );
+        // Outside a transaction nothing runs.
+        assert!(at(&mut w, ServerState::Ready, None).is_pending());
     }
 
     fn poll(w: &mut Watchdog, up: bool, down: bool, s: ServerState) -> Poll<Timeout> {
         let waker = std::task::Waker::noop();
-        w.poll(&mut Context::from_waker(waker), up, down, s)
+        w.poll(&mut Context::from_waker(waker), up, down, s, None)
     }
 
     #[tokio::test(start_paused = true)]

@@ -94,7 +94,11 @@ impl ServerStatements {
     }
 
     pub fn remove(&mut self, stmt: &Stmt) {
-        self.held.remove(&stmt.id);
+        self.remove_id(stmt.id);
+    }
+
+    pub fn remove_id(&mut self, id: u64) {
+        self.held.remove(&id);
     }
 
     /// The least recently used statement, taken out, while more than `keep` are held.

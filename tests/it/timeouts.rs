@@ -103,6 +103,19 @@ async fn transaction_timeout_ends_a_long_transaction_not_a_long_session() {
             1
         );
     }
+    // Pipelined in one write, each its own transaction.
+    let mut batch = Vec::new();
+    for _ in 0..5 {
+        batch.extend(b"Q\0\0\0\x19SELECT pg_sleep(0.3)\0");
+    }
+    d.send(&batch).await;
+    for _ in 0..5 {
+        let msgs = tokio::time::timeout(HANG, d.until_ready())
+            .await
+            .expect("answers in time")
+            .expect("not ended");
+        assert!(msgs.iter().all(|m| m.tag != b'E'), "{msgs:?}");
+    }
     // One transaction of short statements, none idle long: ended at 1 s (on the pool's one
     // server connection, which d gives back).
     drop(d);
@@ -130,6 +143,23 @@ async fn transaction_timeout_ends_a_long_transaction_not_a_long_session() {
     assert_eq!(code.as_deref(), Some("08P01"));
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(c.read_msg().await.is_none(), "then the connection closes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_timeout_turned_on_counts_from_the_start_of_an_open_transaction() {
+    let f = Fixture::with_settings(1, "").await;
+    let mut c = raw(&f).await;
+    let (_, status, _) = c.rows("BEGIN").await;
+    assert_eq!(status, b'T');
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    f.porter
+        .reload_edited(|ini| ini.replace("[pgbouncer]\n", "[pgbouncer]\ntransaction_timeout = 1\n"))
+        .await;
+    // Open 1.5 s already: over at once, without waiting for the client.
+    let (text, code, waited) = fatal(&mut c).await;
+    assert!(text.contains("transaction timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    assert!(waited < Duration::from_millis(900), "{waited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -292,3 +292,32 @@ async fn with_statements_renamed_the_relay_still_holds_what_it_must() {
     let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
     assert_eq!(tags, b"12DC2DCZ", "{msgs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clients_shared_statement_is_out_of_reach() {
+    let fx = fixture("").await;
+    let (mut a, mut b) = (login(&fx, &[]).await, login(&fx, &[]).await);
+    parse(&mut a, "s1", "select 7").await;
+    assert_eq!(error_of(&sync(&mut a).await), None);
+    // b shares the connection and can read pgporter's name for it.
+    let shared = value(&mut b, "select name from pg_prepared_statements").await;
+    assert!(shared.starts_with("pgporter_"), "{shared}");
+    bind_execute(&mut b, &shared, &[]).await;
+    assert_eq!(error_of(&sync(&mut b).await).as_deref(), Some("26000"));
+    close_statement(&mut b, &shared).await;
+    assert_eq!(error_of(&sync(&mut b).await), None);
+    bind_execute(&mut a, "s1", &[]).await;
+    assert_eq!(
+        error_of(&sync(&mut a).await),
+        None,
+        "a's statement is intact"
+    );
+    // SQL reaches it: a's next use fails once, and the one after parses it again.
+    value(&mut b, &format!("deallocate {shared}")).await;
+    bind_execute(&mut a, "s1", &[]).await;
+    assert_eq!(error_of(&sync(&mut a).await).as_deref(), Some("26000"));
+    bind_execute(&mut a, "s1", &[]).await;
+    let msgs = sync(&mut a).await;
+    assert_eq!(error_of(&msgs), None);
+    assert!(msgs.iter().any(|m| m.tag == b'D' && m.body.ends_with(b"7")));
+}

@@ -114,6 +114,19 @@ fn with_s1() -> Fed {
     r
 }
 
+/// An ErrorResponse from the server.
+fn error(r: &mut Fed, code: &str, message: &str) {
+    let mut msg = BytesMut::new();
+    backend::error_response(
+        &mut msg,
+        crate::protocol::backend::Severity::Error,
+        code,
+        message,
+        None,
+    );
+    r.server(backend::ERROR_RESPONSE, msg.get(5..));
+}
+
 fn ready(r: &mut Fed) {
     r.server(backend::READY_FOR_QUERY, Some(b"I"));
 }
@@ -241,7 +254,6 @@ fn what_the_server_skipped_after_an_error_is_undone() {
     );
     send(&mut r, frontend::PARSE, &parse(b"s2", b"select 2\0\0\0"));
     send(&mut r, frontend::SYNC, b"");
-    assert!(!r.has_names() || r.client.names.len() == 1);
     r.server(backend::ERROR_RESPONSE, None);
     ready(&mut r);
     assert!(
@@ -255,7 +267,7 @@ fn what_the_server_skipped_after_an_error_is_undone() {
     send(&mut r, frontend::SYNC, b"");
     assert_eq!(r.on_complete(), Answer::Pass);
     ready(&mut r);
-    assert!(!r.has_names());
+    assert!(r.client.names.is_empty());
     assert_eq!(r.server.len(), 1, "the statement stays for other clients");
 }
 
@@ -264,7 +276,7 @@ fn discard_all_forgets_every_statement() {
     let mut r = fresh();
     send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
     r.server(backend::COMMAND_COMPLETE, Some(b"DISCARD ALL\0"));
-    assert!(!r.has_names() && r.server.is_empty());
+    assert!(r.client.names.is_empty() && r.server.is_empty());
 }
 
 #[test]
@@ -401,15 +413,7 @@ fn a_changed_result_type_makes_the_next_parse_fresh() {
     ready(&mut r);
     send(&mut r, frontend::BIND, &bind(b"s1"));
     send(&mut r, frontend::SYNC, b"");
-    let mut error = BytesMut::new();
-    backend::error_response(
-        &mut error,
-        crate::protocol::backend::Severity::Error,
-        "0A000",
-        "cached plan must not change result type",
-        None,
-    );
-    r.server(backend::ERROR_RESPONSE, error.get(5..));
+    error(&mut r, "0A000", "cached plan must not change result type");
     ready(&mut r);
     // The client prepares again (asyncpg does): the old statement is closed first.
     send(&mut r, frontend::CLOSE, &close(b"s1"));
@@ -450,4 +454,64 @@ fn a_lost_count_matters_once_an_answer_must_be_dropped_or_changed() {
     r.server.clear();
     send(&mut r, frontend::BIND, &bind(b"s1"));
     assert!(r.unsure());
+}
+
+#[test]
+fn another_clients_statement_cannot_be_reached_by_its_name() {
+    let mut r = with_s1();
+    assert!(is_ours(b"pgporter_12") && !is_ours(b"pgporter_") && !is_ours(b"pgporter_x"));
+    let mut b = renaming(
+        std::mem::take(&mut r.server),
+        &Arc::new(Registry::default()),
+        10,
+    );
+    assert_eq!(
+        send(&mut b, frontend::BIND, &bind(b"pgporter_1")),
+        vec![(frontend::BIND, bind(NOTHING))],
+        "answered as an unknown name (26000)"
+    );
+    assert_eq!(
+        send(&mut b, frontend::DESCRIBE, b"Spgporter_1\0"),
+        vec![(frontend::DESCRIBE, b"Spgporter_0\0".to_vec())]
+    );
+    assert_eq!(
+        send(&mut b, frontend::CLOSE, &close(b"pgporter_1")),
+        vec![(frontend::CLOSE, close(NOTHING))]
+    );
+    assert_eq!(b.on_complete(), Answer::Pass);
+    assert_eq!(b.server.len(), 1, "still there for its client");
+}
+
+#[test]
+fn a_statement_dropped_behind_pgporters_back_is_parsed_again() {
+    // A client's SQL `DEALLOCATE pgporter_1`: the next Bind of it fails with 26000.
+    let mut r = with_s1();
+    error(
+        &mut r,
+        "26000",
+        "prepared statement \"pgporter_1\" does not exist",
+    );
+    assert!(r.server.is_empty());
+    assert_eq!(
+        send(&mut r, frontend::BIND, &bind(b"s1")),
+        vec![
+            (frontend::PARSE, parse(b"pgporter_1", SELECT_1)),
+            (frontend::BIND, bind(b"pgporter_1"))
+        ]
+    );
+}
+
+#[test]
+fn once_lost_a_parse_of_a_known_name_goes_under_that_name() {
+    let mut r = with_s1();
+    r.lose();
+    assert_eq!(
+        send(&mut r, frontend::PARSE, &parse(b"s1", b"select 6\0\0\0")),
+        vec![(frontend::PARSE, parse(b"s1", b"select 6\0\0\0"))]
+    );
+    assert_eq!(
+        send(&mut r, frontend::BIND, &bind(b"s1")),
+        vec![(frontend::BIND, bind(b"s1"))],
+        "the client's own statement now"
+    );
 }
