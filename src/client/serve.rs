@@ -56,6 +56,9 @@ pub(super) struct TxnState {
     /// With max_prepared_statements > 0 (as it was at the session's first transaction): the
     /// client's statement names and the shared statements they stand for.
     renamed: Option<ClientStatements>,
+    /// The texts of its named statements, for the audit log (a Bind in a later transaction
+    /// names the statement only).
+    audited: super::statements::Named,
     /// The session tag, asked for at every transaction.
     tag: std::sync::Mutex<Option<TagUnder>>,
 }
@@ -270,6 +273,9 @@ async fn relay_session(
                 ..TxnState::default()
             })
         });
+        if let Some(audit) = &mut state.audit {
+            audit.resume(std::mem::take(&mut txn.audited));
+        }
         match txn.renamed.take() {
             Some(client) => {
                 let server = std::mem::take(&mut server.statements);
@@ -310,6 +316,9 @@ async fn relay_session(
     if let Some(mut a) = state.audit.take() {
         a.abandon();
         tally.statements += a.count;
+        if let Some(txn) = &mut session.txn {
+            txn.audited = a.take_prepared();
+        }
         if let Some(sender) = &mut state.sender {
             while let Some(ev) = a.events.pop_front() {
                 sender.send(ev).await;

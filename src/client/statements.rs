@@ -40,13 +40,18 @@ enum InFlight {
 /// each): beyond this a statement's text is not kept and its executions are logged as unknown.
 const MAX_PREPARED: usize = 1000;
 
+/// The texts of a session's named statements, by name (kept across a transaction-mode
+/// session's transactions, see [`StatementAudit::resume`]).
+#[derive(Debug, Default)]
+pub(super) struct Named(HashMap<Vec<u8>, Text>);
+
 #[derive(Debug)]
 pub(super) struct StatementAudit {
     mode: AuditStatements,
     max_len: usize,
     session: Arc<SessionInfo>,
     pid: i32,
-    prepared: HashMap<Vec<u8>, Text>,
+    prepared: Named,
     portals: HashMap<Vec<u8>, Text>,
     inflight: VecDeque<InFlight>,
     /// Events ready for the writer.
@@ -69,7 +74,7 @@ impl StatementAudit {
             max_len,
             session,
             pid,
-            prepared: HashMap::new(),
+            prepared: Named::default(),
             portals: HashMap::new(),
             inflight: VecDeque::new(),
             events: VecDeque::new(),
@@ -117,20 +122,20 @@ impl StatementAudit {
             frontend::PARSE => {
                 let (name, rest) = split_cstr(body);
                 let text = self.text(cstr(rest), partial);
-                match self.prepared.get(name) {
+                match self.prepared.0.get(name) {
                     // A named statement defined again: PostgreSQL refuses that (42P05) while
                     // the first one exists, and takes it once the first failed or was dropped
                     // (DEALLOCATE, DISCARD). Which one will run is not known here: an
                     // execution is logged as a write if either is one, with both texts.
                     Some(old) if !name.is_empty() && old.sql != text.sql => {
                         let merged = self.merged(&text, old);
-                        self.prepared.insert(name.to_vec(), merged);
+                        self.prepared.0.insert(name.to_vec(), merged);
                     }
                     Some(_) => {
-                        self.prepared.insert(name.to_vec(), text);
+                        self.prepared.0.insert(name.to_vec(), text);
                     }
-                    None if name.is_empty() || self.prepared.len() < MAX_PREPARED => {
-                        self.prepared.insert(name.to_vec(), text);
+                    None if name.is_empty() || self.prepared.0.len() < MAX_PREPARED => {
+                        self.prepared.0.insert(name.to_vec(), text);
                     }
                     None => {}
                 }
@@ -138,7 +143,7 @@ impl StatementAudit {
             frontend::BIND => {
                 let (portal, rest) = split_cstr(body);
                 let (stmt, _) = split_cstr(rest);
-                let text = match self.prepared.get(stmt) {
+                let text = match self.prepared.0.get(stmt) {
                     Some(t) => t.clone(),
                     None => self.unknown("prepared statement", stmt),
                 };
@@ -157,7 +162,7 @@ impl StatementAudit {
                 if let Some((&kind, rest)) = body.split_first() {
                     let (name, _) = split_cstr(rest);
                     match kind {
-                        b'S' => self.prepared.remove(name),
+                        b'S' => self.prepared.0.remove(name),
                         _ => self.portals.remove(name),
                     };
                 }
@@ -385,6 +390,17 @@ impl StatementAudit {
         if let Some(stmt) = self.inflight.pop_front() {
             self.emit(stmt);
         }
+    }
+
+    /// A transaction-mode session's next transaction: the statements it prepared in earlier
+    /// ones (named statements outlive transactions; a Bind of one names it only).
+    pub(super) fn resume(&mut self, prepared: Named) {
+        self.prepared = prepared;
+    }
+
+    /// The named statements' texts, for the session's next transaction.
+    pub(super) fn take_prepared(&mut self) -> Named {
+        std::mem::take(&mut self.prepared)
     }
 
     /// The session ended: whatever is still in flight has an unknown outcome.

@@ -443,3 +443,27 @@ async fn a_transaction_mode_session_is_one_session_with_every_statement() {
     assert_eq!(end.len(), 1);
     assert_eq!(end[0]["statements"].as_u64(), Some(3), "{evs:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_in_one_transaction_is_named_in_the_next() {
+    // Transaction mode: the Parse and the executions are different transactions, on whichever
+    // connection each gets; the log still names what ran.
+    for renaming in ["", "max_prepared_statements = 0\n"] {
+        let sa = SharedAccount::new(1, &format!("{LOG}pool_mode = transaction\n{renaming}")).await;
+        let alice = sa.connect(&sa.alice).await;
+        let insert = alice
+            .prepare("insert into datasets(name) values ($1)")
+            .await
+            .unwrap();
+        for n in 0..2 {
+            alice.execute(&insert, &[&format!("p{n}")]).await.unwrap();
+        }
+        drop((insert, alice));
+        let evs = until_session_end(&sa).await;
+        let logged = texts(&evs);
+        assert_eq!(
+            logged, ["insert into datasets(name) values ($1)"; 2],
+            "{renaming:?}: {evs:#?}"
+        );
+    }
+}
