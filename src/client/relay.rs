@@ -123,8 +123,9 @@ where
                 // server_fast_close (asked only with it on), or in transaction mode: end once
                 // the server is idle, with everything answered and passed on and nothing of
                 // the client's waiting.
-                let release = state.prepared.as_ref().is_some_and(|p| p.none_open())
-                    || state.renaming.as_ref().is_some_and(|r| r.releasable());
+                let release = state.transaction_mode
+                    && (state.prepared.as_ref().is_some_and(|p| p.none_open())
+                        || state.renaming.as_ref().is_some_and(|r| r.releasable()));
                 if (release || session.close_asked())
                     && state.tracker.is_idle()
                     && state.ahead == 0

@@ -265,14 +265,20 @@ async fn relay_session(
     let mut state = relay_state(session, &config, server.pid(), histogram)
         .with_read_only_hint(session.read_only_hint.clone());
     state.ahead = u32::from(ahead);
-    if pool.transaction_mode() {
-        let txn = session.txn.get_or_insert_with(|| {
+    state.transaction_mode = pool.transaction_mode();
+    if state.transaction_mode {
+        session.txn.get_or_insert_with(|| {
             let keep = config.settings.max_prepared_statements;
             Box::new(TxnState {
                 renamed: (keep > 0).then(|| ClientStatements::new(keep)),
                 ..TxnState::default()
             })
         });
+    }
+    // A session that began in transaction mode keeps following its statements if a reload
+    // turned its database to session mode: between transactions it held no connection, so
+    // its statements are in pgporter's record only.
+    if let Some(txn) = &mut session.txn {
         if let Some(audit) = &mut state.audit {
             audit.resume(std::mem::take(&mut txn.audited));
         }

@@ -68,11 +68,15 @@ pub(super) struct RelayState {
     /// The relay ended with a client message partly forwarded (see `relay`).
     pub cut_short: bool,
     /// Transaction mode: the client's named prepared statements (the relay ends at a
-    /// transaction's end when none is open). None in session mode.
+    /// transaction's end when none is open). None in session mode (unless the session began
+    /// in transaction mode).
     pub prepared: Option<Prepared>,
     /// Transaction mode with max_prepared_statements: the client's statements renamed to
-    /// shared ones (instead of `prepared`).
+    /// shared ones (instead of `prepared`). Also in session mode for a session that began in
+    /// transaction mode (a reload changed the pool's mode).
     pub renaming: Option<Renaming>,
+    /// The pool gives the connection back at each transaction's end.
+    pub transaction_mode: bool,
     /// The answer count was lost with a renamed statement's answer queued: the session ends
     /// (see [`Renaming::unsure`]).
     pub renaming_lost: bool,
@@ -110,6 +114,7 @@ impl RelayState {
             cut_short: false,
             prepared: None,
             renaming: None,
+            transaction_mode: false,
             renaming_lost: false,
             watch_drops: false,
             dropped_all: false,

@@ -128,6 +128,23 @@ async fn a_connection_keeps_at_most_max_prepared_statements() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_session_mode_and_back_keeps_the_statements() {
+    let fx = fixture(2, "").await;
+    let a = fx.connect().await;
+    let stmt = a.prepare("select $1::int4 + 1").await.unwrap();
+    for (from, to) in [("transaction", "session"), ("session", "transaction")] {
+        fx.porter
+            .reload_edited(|ini| {
+                ini.replace(&format!("pool_mode = {from}"), &format!("pool_mode = {to}"))
+            })
+            .await;
+        // a held no connection: its next request is the new pool's, its statement with it.
+        let row = a.query_one(&stmt, &[&41i32]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 42, "after the switch to {to} mode");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turning_renaming_off_keeps_running_sessions_working() {
     let fx = fixture(1, "max_prepared_statements = 5").await;
     let a = fx.connect().await;
