@@ -51,11 +51,12 @@ impl Pool {
                 if lim.share_cap.is_some_and(|cap| held >= cap) {
                     return false;
                 }
-                let cap = lim.cap(w.reserve);
+                // The pool size (and the reserve) bound the connections opened; an idle one,
+                // a reserve connection included, serves whoever comes, as in PgBouncer.
                 if idle {
-                    total <= cap && !room.over
+                    !room.over
                 } else {
-                    total < cap && room.open.is_ok()
+                    total < lim.cap(w.reserve) && room.open.is_ok()
                 }
             });
             let Some(seq) = pick else { break };
@@ -116,7 +117,7 @@ impl Pool {
         let lim = self.resolved(inner, settings);
         let held = inner.holders.get(identity);
         let over = (lim.max_db > 0 || lim.max_user > 0) && self.limits.room(&self.key, &lim).over;
-        if lim.share_cap.is_some_and(|cap| held >= cap) || inner.total > lim.cap(false) || over {
+        if lim.share_cap.is_some_and(|cap| held >= cap) || over {
             return None;
         }
         let at = (inner.idle.iter()).rposition(|c| c.identity_tag.as_ref() == tag)?;
@@ -128,11 +129,13 @@ impl Pool {
         Some(conn)
     }
 
-    /// Idle connections beyond the pool size (reserve connections going idle, a smaller size
-    /// after a reload) or over a lowered cross-pool limit are closed.
+    /// Idle connections beyond the pool size and its reserve (a smaller size after a reload)
+    /// or over a lowered cross-pool limit are closed. Reserve connections stay, as in
+    /// PgBouncer, until server_idle_timeout: under a lasting overload each client would
+    /// otherwise wait reserve_pool_timeout again, and log in again.
     fn trim(&self, inner: &mut Inner, lim: &PoolLimits, close: &mut Vec<ServerConn>) {
         while !inner.idle.is_empty()
-            && (inner.total > lim.size || self.limits.room(&self.key, lim).over)
+            && (inner.total > lim.cap(true) || self.limits.room(&self.key, lim).over)
         {
             if let Some(conn) = inner.idle.pop_front() {
                 self.drop_slot(inner, 1);
