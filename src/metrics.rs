@@ -139,7 +139,6 @@ impl Metrics {
     }
 }
 
-/// pgporter's own metrics.
 /// A per-user counter with every auth_file user (and `extra` names) at 0 until counted: a
 /// series that appears only with its first event makes rate()/increase() miss that event, and
 /// alerts on it see "no data".
@@ -155,6 +154,7 @@ fn per_user<'a>(
     all
 }
 
+/// pgporter's own metrics.
 fn native(s: &Snapshot) {
     describe_gauge!(
         CLIENT_CONNECTIONS,

@@ -172,6 +172,11 @@ impl Meter {
         self.xact_since.get_or_insert(now);
     }
 
+    /// A transaction may have begun (an extended-protocol batch on an idle server).
+    pub fn xact_started(&mut self) {
+        self.xact_since.get_or_insert_with(Instant::now);
+    }
+
     /// When the request in progress started.
     pub fn busy_since(&self) -> Option<Instant> {
         self.busy_since

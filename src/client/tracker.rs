@@ -115,6 +115,16 @@ impl TxTracker {
         }
     }
 
+    /// An extended-protocol message goes out: on an idle server it opens a transaction (an
+    /// implicit one lasts until the Sync, however long the client takes to send it).
+    fn batch_started(&mut self) {
+        if !self.unsynced && self.outstanding == 0 {
+            if let Some(m) = &mut self.meter {
+                m.xact_started();
+            }
+        }
+    }
+
     /// Count relayed bytes (received from the client, sent to it).
     pub(super) fn bytes(&mut self, received: u64, sent: u64) {
         if let Some(m) = &self.meter {
@@ -162,10 +172,12 @@ impl TxTracker {
                 }
             }
             frontend::EXECUTE => {
+                self.batch_started();
                 self.unsynced = true;
                 self.start();
             }
             frontend::PARSE | frontend::BIND | frontend::DESCRIBE | frontend::CLOSE => {
+                self.batch_started();
                 self.unsynced = true;
             }
             frontend::COPY_DONE | frontend::COPY_FAIL => {

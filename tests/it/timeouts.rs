@@ -146,6 +146,30 @@ async fn transaction_timeout_ends_a_long_transaction_not_a_long_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_timeout_counts_an_extended_batch_waiting_for_its_sync() {
+    // Parse, Bind, Execute, Flush: the answers come, and PostgreSQL keeps the implicit
+    // transaction open until the Sync, which this client does not send.
+    let f = Fixture::with_settings(1, "transaction_timeout = 1").await;
+    let mut c = raw(&f).await;
+    let mut batch = Vec::new();
+    for (tag, body) in [
+        (b'P', &b"\0select 1\0\0\0"[..]),
+        (b'B', b"\0\0\0\0\0\0\0\0"),
+        (b'E', b"\0\0\0\0\0"),
+        (b'H', b""),
+    ] {
+        batch.push(tag);
+        batch.extend(i32::try_from(body.len() + 4).expect("short").to_be_bytes());
+        batch.extend(body);
+    }
+    c.send(&batch).await;
+    let (text, code, waited) = fatal(&mut c).await;
+    assert!(text.contains("transaction timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_timeout_turned_on_counts_from_the_start_of_an_open_transaction() {
     let f = Fixture::with_settings(1, "").await;
     let mut c = raw(&f).await;
