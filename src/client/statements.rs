@@ -60,6 +60,9 @@ pub(super) struct StatementAudit {
     empty: Arc<str>,
     /// Query and Execute messages the client sent.
     pub count: u64,
+    /// DataRows answering the Execute in progress (a suspended portal's rows: its
+    /// PortalSuspended carries no count).
+    data_rows: u64,
 }
 
 impl StatementAudit {
@@ -80,6 +83,7 @@ impl StatementAudit {
             events: VecDeque::new(),
             empty: Arc::from(""),
             count: 0,
+            data_rows: 0,
         }
     }
 
@@ -308,10 +312,13 @@ impl StatementAudit {
                     self.finish_front();
                 }
             }
+            backend::DATA_ROW if self.front_is_extended() => self.data_rows += 1,
             EMPTY_QUERY | PORTAL_SUSPENDED if self.front_is_extended() => {
+                let data_rows = self.data_rows;
                 if tag == PORTAL_SUSPENDED {
-                    if let Some(InFlight::Stmt { tags, .. }) = self.front_stmt() {
+                    if let Some(InFlight::Stmt { tags, rows, .. }) = self.front_stmt() {
                         tags.push("(portal suspended)".into());
+                        *rows += data_rows;
                     }
                 }
                 self.finish_front();
@@ -387,6 +394,7 @@ impl StatementAudit {
     }
 
     fn finish_front(&mut self) {
+        self.data_rows = 0;
         if let Some(stmt) = self.inflight.pop_front() {
             self.emit(stmt);
         }

@@ -467,3 +467,29 @@ async fn a_statement_prepared_in_one_transaction_is_named_in_the_next() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_portal_is_logged_with_the_rows_it_returned() {
+    let sa = SharedAccount::new(1, &format!("{LOG}audit_statements = all\n")).await;
+    let mut alice = sa.connect(&sa.alice).await;
+    let tx = alice.transaction().await.unwrap();
+    let stmt = tx
+        .prepare("select g from generate_series(1, 10) g")
+        .await
+        .unwrap();
+    let portal = tx.bind(&stmt, &[]).await.unwrap();
+    // Execute with a row limit: 4 rows, PortalSuspended; then the other 6.
+    assert_eq!(tx.query_portal(&portal, 4).await.unwrap().len(), 4);
+    assert_eq!(tx.query_portal(&portal, 0).await.unwrap().len(), 6);
+    tx.commit().await.unwrap();
+    drop(alice);
+    let evs = until_session_end(&sa).await;
+    let rows: Vec<(Option<u64>, Value)> = statements(&evs)
+        .iter()
+        .filter(|e| e["text"] == "select g from generate_series(1, 10) g")
+        .map(|e| (e["rows"].as_u64(), e["tags"].clone()))
+        .collect();
+    assert_eq!(rows.len(), 2, "{evs:#?}");
+    assert_eq!(rows[0].0, Some(4), "{evs:#?}");
+    assert_eq!(rows[1].0, Some(6), "{evs:#?}");
+}
