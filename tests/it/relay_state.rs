@@ -211,21 +211,16 @@ async fn answers_in_flight_never_reach_the_next_client() {
             .unwrap();
         let mut a = raw(&f).await;
         // One write: the relay sees it all before the server's CopyInResponse.
-        let mut burst = Vec::new();
-        for (tag, body) in [
-            (b'Q', &b"COPY ct FROM STDIN\0"[..]),
+        a.send_all(&[
+            (b'Q', b"COPY ct FROM STDIN\0"),
             (b'd', b"7\n"),
             (b'c', b""),
             (b'P', b"\0SELECT 'stale' FROM pg_sleep(0.6)\0\0\0"),
             (b'B', b"\0\0\0\0\0\0\0\0"),
             (b'E', b"\0\0\0\0\0"),
             (b'S', b""),
-        ] {
-            burst.push(tag);
-            burst.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
-            burst.extend_from_slice(body);
-        }
-        a.send(&burst).await;
+        ])
+        .await;
         let first = a.until_ready().await.unwrap();
         assert!(first.iter().any(|m| m.tag == b'G'), "{first:?}");
         drop(a);

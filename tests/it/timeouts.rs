@@ -92,6 +92,11 @@ async fn idle_transaction_timeout_rolls_back_and_ends_the_session() {
     assert_eq!(d.rows("SELECT 2").await.0, ["2"]);
 }
 
+fn ended_by_transaction_timeout(text: &str, code: Option<&str>) {
+    assert!(text.contains("transaction timeout"), "{text:?}");
+    assert_eq!(code, Some("08P01"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_timeout_ends_a_long_transaction_not_a_long_session() {
     let f = Fixture::with_settings(1, "transaction_timeout = 1").await;
@@ -139,8 +144,7 @@ async fn transaction_timeout_ends_a_long_transaction_not_a_long_session() {
         }
     };
     assert!(text.starts_with("SFATAL\0"), "{text:?}");
-    assert!(text.contains("transaction timeout"), "{text:?}");
-    assert_eq!(code.as_deref(), Some("08P01"));
+    ended_by_transaction_timeout(&text, code.as_deref());
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(c.read_msg().await.is_none(), "then the connection closes");
 }
@@ -151,21 +155,15 @@ async fn transaction_timeout_counts_an_extended_batch_waiting_for_its_sync() {
     // transaction open until the Sync, which this client does not send.
     let f = Fixture::with_settings(1, "transaction_timeout = 1").await;
     let mut c = raw(&f).await;
-    let mut batch = Vec::new();
-    for (tag, body) in [
-        (b'P', &b"\0select 1\0\0\0"[..]),
+    c.send_all(&[
+        (b'P', b"\0select 1\0\0\0"),
         (b'B', b"\0\0\0\0\0\0\0\0"),
         (b'E', b"\0\0\0\0\0"),
         (b'H', b""),
-    ] {
-        batch.push(tag);
-        batch.extend(i32::try_from(body.len() + 4).expect("short").to_be_bytes());
-        batch.extend(body);
-    }
-    c.send(&batch).await;
+    ])
+    .await;
     let (text, code, waited) = fatal(&mut c).await;
-    assert!(text.contains("transaction timeout"), "{text:?}");
-    assert_eq!(code.as_deref(), Some("08P01"));
+    ended_by_transaction_timeout(&text, code.as_deref());
     assert!(waited < Duration::from_secs(3), "{waited:?}");
 }
 
@@ -181,8 +179,7 @@ async fn transaction_timeout_turned_on_counts_from_the_start_of_an_open_transact
         .await;
     // Open 1.5 s already: over at once, without waiting for the client.
     let (text, code, waited) = fatal(&mut c).await;
-    assert!(text.contains("transaction timeout"), "{text:?}");
-    assert_eq!(code.as_deref(), Some("08P01"));
+    ended_by_transaction_timeout(&text, code.as_deref());
     assert!(waited < Duration::from_millis(900), "{waited:?}");
 }
 

@@ -244,14 +244,6 @@ async fn renamed_statements_keep_postgresql_semantics() {
     assert_eq!(rows, ["1"]);
 }
 
-/// One message as bytes (to send several in one write).
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend(i32::try_from(body.len() + 4).expect("short").to_be_bytes());
-    out.extend(body);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_statements_renamed_the_relay_still_holds_what_it_must() {
     let fx = fixture("").await;
@@ -275,12 +267,14 @@ async fn with_statements_renamed_the_relay_still_holds_what_it_must() {
     // answers that follow still reach the right messages.
     parse(&mut b, "s9", "select 9").await;
     assert_eq!(error_of(&sync(&mut b).await), None);
-    let mut batch = message(b'P', b"\0select 1/0\0\0\0");
-    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
-    batch.extend(message(b'E', b"\0\0\0\0\0"));
-    batch.extend(message(b'Q', b"select 1\0"));
-    batch.extend(message(b'S', b""));
-    b.send(&batch).await;
+    b.send_all(&[
+        (b'P', b"\0select 1/0\0\0\0"),
+        (b'B', b"\0\0\0\0\0\0\0\0"),
+        (b'E', b"\0\0\0\0\0"),
+        (b'Q', b"select 1\0"),
+        (b'S', b""),
+    ])
+    .await;
     assert_eq!(
         error_of(&b.until_ready().await.expect("answers")).as_deref(),
         Some("22012")

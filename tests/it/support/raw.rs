@@ -125,6 +125,17 @@ impl RawClient {
         self.send(&out).await;
     }
 
+    /// Send `msgs` in one write (what a pipelining client does).
+    pub(crate) async fn send_all(&mut self, msgs: &[(u8, &[u8])]) {
+        let mut out = Vec::new();
+        for (tag, body) in msgs {
+            out.push(*tag);
+            out.extend_from_slice(&i32::try_from(body.len() + 4).unwrap().to_be_bytes());
+            out.extend_from_slice(body);
+        }
+        self.send(&out).await;
+    }
+
     /// Send one message: `tag`, length, `body`.
     pub(crate) async fn send_msg(&mut self, tag: u8, body: &[u8]) {
         let mut out = vec![tag];
