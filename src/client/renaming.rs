@@ -25,8 +25,9 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 
 use crate::protocol::backend::{message as put_message, put_cstr};
+use crate::protocol::scan::{front_len, replace_front};
 use crate::protocol::{backend, frontend};
-use crate::server::statements::{drops_all, Registry, ServerStatements, Stmt};
+use crate::server::statements::{drops_all, id_of, Registry, ServerStatements, Stmt};
 
 use super::prepared::{cstr, Named, StreamedName};
 
@@ -416,7 +417,7 @@ impl Renaming {
     /// when the message was held for another reason (a Terminate, a refused statement).
     pub(super) fn rewrite(&mut self, buf: &mut BytesMut) -> Rewritten {
         let (new, count, old_len) = match self.replace.take() {
-            Some(Replace::Whole(new, count)) => (new, count, message_len(buf).unwrap_or(0)),
+            Some(Replace::Whole(new, count)) => (new, count, front_len(buf).unwrap_or(0)),
             Some(Replace::BindHead) => match self.bind_head(buf) {
                 Some(done) => done,
                 None => {
@@ -426,7 +427,9 @@ impl Renaming {
             },
             None => return Rewritten::Stop,
         };
-        splice_front(buf, old_len, &new);
+        if !new.is_empty() {
+            replace_front(buf, old_len, &new);
+        }
         // The replacement's messages, or the held message itself when nothing changed.
         self.passing = count.max(1);
         Rewritten::Done
@@ -435,7 +438,7 @@ impl Renaming {
     /// The start of a streamed Bind, renamed: (new start, messages in it, length of the old
     /// start it replaces); None while its names are not all in `buf`.
     fn bind_head(&mut self, buf: &[u8]) -> Option<(BytesMut, u32, usize)> {
-        let len = message_len(buf).and_then(|l| l.checked_sub(1))?;
+        let len = front_len(buf).and_then(|l| l.checked_sub(1))?;
         let body = buf.get(5..)?;
         let names = body.get(..body.len().min(BIND_HEAD_LIMIT))?;
         let Some((portal, name)) = cstr(names).and_then(|portal| {
@@ -550,47 +553,21 @@ impl Renaming {
 
 /// Whether `name` has the form of pgporter's statement names.
 fn is_ours(name: &[u8]) -> bool {
-    name.strip_prefix(b"pgporter_")
-        .is_some_and(|id| !id.is_empty() && id.iter().all(u8::is_ascii_digit))
+    id_of(name).is_some()
 }
 
 /// The id in a 26000 ErrorResponse `prepared statement "pgporter_<id>" does not exist`.
 fn missing_statement(body: &[u8]) -> Option<u64> {
-    if backend::error_code(body) != Some(b"26000".as_slice()) {
-        return None;
-    }
-    let at = memchr::memmem::find(body, b"\"pgporter_")? + b"\"pgporter_".len();
-    let digits = body.get(at..)?;
-    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
-    std::str::from_utf8(digits.get(..end)?).ok()?.parse().ok()
+    let error = backend::ErrorFields::parse(body).filter(|e| e.code() == "26000")?;
+    let quoted = error.message().split('"').nth(1)?;
+    id_of(quoted.as_bytes())
 }
 
 /// Whether an ErrorResponse is PostgreSQL's "cached plan must not change result type".
 fn plan_changed(body: &[u8]) -> bool {
-    backend::error_code(body) == Some(b"0A000".as_slice())
-        && memchr::memmem::find(body, b"cached plan must not change result type").is_some()
-}
-
-/// The length word of the message at the front of `buf`, plus its tag byte.
-fn message_len(buf: &[u8]) -> Option<usize> {
-    let &[_, a, b, c, d] = buf.get(..5)? else {
-        return None;
-    };
-    usize::try_from(i32::from_be_bytes([a, b, c, d]))
-        .ok()
-        .map(|l| l + 1)
-}
-
-/// Put `new` in place of the first `old_len` bytes of `buf`.
-fn splice_front(buf: &mut BytesMut, old_len: usize, new: &[u8]) {
-    if new.is_empty() {
-        return;
-    }
-    let tail = buf.split_off(old_len.min(buf.len()));
-    buf.clear();
-    buf.reserve(new.len() + tail.len());
-    buf.put_slice(new);
-    buf.put_slice(&tail);
+    backend::ErrorFields::parse(body).is_some_and(|e| {
+        e.code() == "0A000" && e.message() == "cached plan must not change result type"
+    })
 }
 
 fn put_parse(out: &mut BytesMut, name: &[u8], tail: &[u8]) {

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 
 use crate::audit::AuditSender;
 use crate::identity::{GucNames, GucStream};
-use crate::protocol::scan::{Flow, Rewrite, Visit};
+use crate::protocol::scan::{front_len, replace_front, Flow, Rewrite, Visit};
 use crate::protocol::{backend, frontend};
 
 use super::prepared::Prepared;
@@ -444,10 +444,7 @@ const READ_ONLY_SQL_TRANSACTION: &[u8] = b"25006";
 
 /// Remove the whole message at the front of `buf`.
 fn drop_front(buf: &mut BytesMut) -> Option<()> {
-    let &[_, a, b, c, d] = buf.get(..5)? else {
-        return None;
-    };
-    let total = 1 + usize::try_from(i32::from_be_bytes([a, b, c, d])).ok()?;
+    let total = front_len(buf)?;
     if buf.len() < total {
         return None;
     }
@@ -458,16 +455,10 @@ fn drop_front(buf: &mut BytesMut) -> Option<()> {
 /// Replace the whole ErrorResponse at the front of `buf` with one carrying `hint`; returns
 /// its new length.
 fn add_hint(buf: &mut BytesMut, hint: &str) -> Option<usize> {
-    let &[_, a, b, c, d] = buf.get(..5)? else {
-        return None;
-    };
-    let total = 1 + usize::try_from(i32::from_be_bytes([a, b, c, d])).ok()?;
+    let total = front_len(buf)?;
     let new = backend::error_with_hint(buf.get(5..total)?, hint)?;
-    let tail = buf.split_off(total);
-    let len = new.len();
-    *buf = new;
-    buf.extend_from_slice(&tail);
-    Some(len)
+    replace_front(buf, total, &new);
+    Some(new.len())
 }
 
 #[cfg(test)]

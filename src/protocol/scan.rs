@@ -48,6 +48,26 @@ pub trait Visit {
     }
 }
 
+/// The length of the message at the front of `buf`, its tag byte included, as its header
+/// declares it (None: no whole header, or a negative length).
+pub fn front_len(buf: &[u8]) -> Option<usize> {
+    let &[_, a, b, c, d] = buf.get(..5)? else {
+        return None;
+    };
+    usize::try_from(i32::from_be_bytes([a, b, c, d]))
+        .ok()
+        .map(|l| l + 1)
+}
+
+/// Put `new` in place of the first `old_len` bytes of `buf` (a [`Visit::rewrite`]).
+pub fn replace_front(buf: &mut bytes::BytesMut, old_len: usize, new: &[u8]) {
+    let tail = buf.split_off(old_len.min(buf.len()));
+    buf.clear();
+    buf.reserve(new.len() + tail.len());
+    buf.extend_from_slice(new);
+    buf.extend_from_slice(&tail);
+}
+
 /// What [`Visit::rewrite`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rewrite {

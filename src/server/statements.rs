@@ -9,6 +9,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+/// How pgporter's statement names start (`pgporter_<id>`; ids start at 1).
+const PREFIX: &str = "pgporter_";
+
+/// The id in one of pgporter's statement names.
+pub fn id_of(name: &[u8]) -> Option<u64> {
+    let id = name.strip_prefix(PREFIX.as_bytes())?;
+    if id.is_empty() || !id.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(id).ok()?.parse().ok()
+}
+
 /// One statement as the server sees it.
 #[derive(Debug)]
 pub struct Stmt {
@@ -50,7 +62,7 @@ impl Registry {
         let id = inner.next;
         let stmt = Arc::new(Stmt {
             id,
-            name: format!("pgporter_{id}").into_bytes().into(),
+            name: format!("{PREFIX}{id}").into_bytes().into(),
             tail: tail.into(),
         });
         inner.by_tail.insert(tail.into(), Arc::downgrade(&stmt));

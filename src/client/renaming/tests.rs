@@ -81,7 +81,7 @@ fn send(r: &mut Fed, tag: u8, body: &[u8]) -> Vec<(u8, Vec<u8>)> {
 
 fn messages(mut buf: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let mut out = Vec::new();
-    while let Some(len) = message_len(buf) {
+    while let Some(len) = front_len(buf) {
         out.push((buf[0], buf[5..len].to_vec()));
         buf = &buf[len..];
     }
