@@ -82,6 +82,9 @@ pub enum Error {
     /// behind an unsynced batch, a failed COPY with Syncs inside it).
     #[error("pgporter lost track of the server's answers to this client's renamed prepared statements (max_prepared_statements = 0 avoids renaming)")]
     RenamingLost,
+    /// Statement mode: a request left a transaction open (PgBouncer's text).
+    #[error("transaction blocks not allowed in statement pooling mode")]
+    LongTransaction,
     /// The session's database changed under it: server_fast_close closed its server
     /// connection at an idle point after RECONNECT or a reload, or a reload changed the
     /// database's forced user (PgBouncer's reason text).
@@ -143,6 +146,7 @@ impl Error {
             | Error::TransactionTimeout
             | Error::ClientIdleTimeout
             | Error::RenamingLost
+            | Error::LongTransaction
             | Error::DatabaseChanged => sqlstate::PROTOCOL_VIOLATION,
             Error::UnsupportedProtocol { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             Error::AuthFailed { .. } => sqlstate::INVALID_PASSWORD,
@@ -194,6 +198,7 @@ impl Error {
             | Error::TransactionTimeout
             | Error::ClientIdleTimeout
             | Error::RenamingLost
+            | Error::LongTransaction
             | Error::IdentitySpoof
             | Error::Proxy(_)
             | Error::DatabaseDisabled(_)

@@ -48,6 +48,8 @@ pub(super) enum RelayEnd {
     /// Renamed prepared statements, and which of the server's answers are still due is no
     /// longer known (see `super::renaming::Renaming::unsure`).
     RenamingLost,
+    /// Statement mode: a request left a transaction open (its ReadyForQuery is held).
+    LongTransaction,
 }
 
 /// One direction of the relay.
@@ -184,6 +186,7 @@ where
         .await;
         match end {
             _ if state.renaming_lost => break RelayEnd::RenamingLost,
+            _ if state.long_transaction => break RelayEnd::LongTransaction,
             RelayEnd::Terminate if state.spoofed => break RelayEnd::Spoofed,
             RelayEnd::Terminate if state.held.is_some() => {
                 if let Err(end) = refuse_held(client, server, state, &mut down).await {

@@ -265,7 +265,9 @@ async fn relay_session(
     let mut state = relay_state(session, &config, server.pid(), histogram)
         .with_read_only_hint(session.read_only_hint.clone());
     state.ahead = u32::from(ahead);
-    state.transaction_mode = pool.transaction_mode();
+    let mode = pool.mode();
+    state.transaction_mode = mode.releases_between_transactions();
+    state.statement_mode = mode == crate::config::PoolMode::Statement;
     if state.transaction_mode {
         session.txn.get_or_insert_with(|| {
             let keep = config.settings.max_prepared_statements;
@@ -401,6 +403,11 @@ async fn relay_session(
         Ok(RelayEnd::RenamingLost) => {
             pool.discard(server).await;
             Err(Error::RenamingLost)
+        }
+        Ok(RelayEnd::LongTransaction) => {
+            // The server is inside a transaction block: closing the connection rolls it back.
+            pool.discard(server).await;
+            Err(Error::LongTransaction)
         }
         Ok(RelayEnd::Spoofed) => {
             pool.discard(server).await;

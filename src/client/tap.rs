@@ -77,6 +77,10 @@ pub(super) struct RelayState {
     pub renaming: Option<Renaming>,
     /// The pool gives the connection back at each transaction's end.
     pub transaction_mode: bool,
+    /// Statement mode: a transaction left open after a request ends the session.
+    pub statement_mode: bool,
+    /// Statement mode and a ReadyForQuery `T` or `E` arrived (held, unforwarded).
+    pub long_transaction: bool,
     /// The answer count was lost with a renamed statement's answer queued: the session ends
     /// (see [`Renaming::unsure`]).
     pub renaming_lost: bool,
@@ -115,6 +119,8 @@ impl RelayState {
             prepared: None,
             renaming: None,
             transaction_mode: false,
+            statement_mode: false,
+            long_transaction: false,
             renaming_lost: false,
             watch_drops: false,
             dropped_all: false,
@@ -247,7 +253,7 @@ impl Visit for Front<'_> {
     }
 
     fn rewrite(&mut self, buf: &mut BytesMut) -> Rewrite {
-        if self.0.renaming_lost {
+        if self.0.renaming_lost || self.0.long_transaction {
             return Rewrite::Stop;
         }
         match &mut self.0.renaming {
@@ -350,6 +356,14 @@ impl Visit for Back<'_> {
             st.dropping = true;
             return Flow::StopBefore;
         }
+        if tag == backend::READY_FOR_QUERY
+            && st.statement_mode
+            && body.and_then(<[u8]>::first) != Some(&b'I')
+        {
+            // A transaction block in statement mode: the session ends instead (PgBouncer).
+            st.long_transaction = true;
+            return Flow::StopBefore;
+        }
         if let (Some(r), backend::PARSE_COMPLETE | backend::CLOSE_COMPLETE) =
             (&mut st.renaming, tag)
         {
@@ -419,7 +433,7 @@ impl Visit for Back<'_> {
     /// ParseComplete the client is due (see `super::renaming`), or replace the held 25006
     /// ErrorResponse at the front of `buf` with one carrying the hint.
     fn rewrite(&mut self, buf: &mut BytesMut) -> Rewrite {
-        if self.0.renaming_lost {
+        if self.0.renaming_lost || self.0.long_transaction {
             return Rewrite::Stop;
         }
         let done = |ok: bool| if ok { Rewrite::Done } else { Rewrite::Stop };

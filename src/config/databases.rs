@@ -122,7 +122,7 @@ pub struct DatabaseEntry {
     pub auth_dbname: Option<String>,
     /// `connect_query=`: run once on each new server connection, after login.
     pub connect_query: Option<String>,
-    /// `pool_mode=` (only session is accepted), shown by SHOW DATABASES.
+    /// `pool_mode=`, shown by SHOW DATABASES.
     pub pool_mode: Option<super::PoolMode>,
 }
 

@@ -47,6 +47,10 @@ pub enum PoolMode {
     /// When a transaction ends (ReadyForQuery `I`) and the client has nothing in flight and
     /// no named prepared statement open.
     Transaction,
+    /// As `Transaction`, and a transaction left open after a request (ReadyForQuery `T` or
+    /// `E`: a transaction block) ends the session, as in PgBouncer. A multi-statement Query
+    /// or an extended-protocol batch runs as one implicit transaction and is allowed.
+    Statement,
 }
 
 impl PoolMode {
@@ -55,7 +59,13 @@ impl PoolMode {
         match self {
             PoolMode::Session => "session",
             PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
         }
+    }
+
+    /// Whether a server connection goes back to the pool between a session's transactions.
+    pub fn releases_between_transactions(self) -> bool {
+        self != PoolMode::Session
     }
 }
 

@@ -245,10 +245,9 @@ impl Pool {
             .clone()
     }
 
-    /// Whether clients give connections back at the end of each transaction.
-    pub fn transaction_mode(&self) -> bool {
-        let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
-        settings.mode == crate::config::PoolMode::Transaction
+    /// When clients give connections back.
+    pub fn mode(&self) -> crate::config::PoolMode {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).mode
     }
 
     /// Apply new sizes/timeouts (config reload): a larger size serves waiters at once, a

@@ -26,6 +26,7 @@ mod passthrough;
 mod relay_state;
 mod routing;
 mod session;
+mod statement;
 mod timeouts;
 mod tls;
 mod transaction;

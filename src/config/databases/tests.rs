@@ -97,7 +97,7 @@ fn connstring_errors() {
         ("port=0", "port"),
         ("port=70000", "out of range"),
         ("pool_size=-1", "negative"),
-        ("pool_mode=statement", "not supported"),
+        ("pool_mode=row", "unknown pool_mode"),
     ] {
         let err = parse_connstring("x", value).unwrap_err();
         assert!(err.contains(needle), "{value}: {err}");
@@ -153,8 +153,9 @@ fn users_section() {
     assert_eq!(users["bob"].max_user_client_connections, Some(7));
     assert_eq!(users["bob"].pool_mode, None);
     assert_eq!(users["erin"].pool_mode, Some(PoolMode::Transaction));
+    assert_eq!(users["dave"].pool_mode, Some(PoolMode::Statement));
     let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
-    assert_eq!(got, vec![(4, "carol"), (5, "dave")]);
+    assert_eq!(got, vec![(4, "carol")]);
     assert!(errors[0]
         .message
         .contains("unknown parameter \"pool_size\""));

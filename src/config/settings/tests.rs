@@ -247,10 +247,9 @@ fn auth_type_and_pool_mode() {
         ok("[pgbouncer]\npool_mode = Transaction\n").pool_mode,
         PoolMode::Transaction
     );
-    let e = one_error("[pgbouncer]\npool_mode = statement\n");
     assert_eq!(
-        e.message,
-        "pool_mode=statement is not supported (session or transaction)"
+        ok("[pgbouncer]\npool_mode = statement\n").pool_mode,
+        PoolMode::Statement
     );
     assert!(parse_pool_mode("weird").unwrap_err().contains("unknown"));
 }
@@ -270,7 +269,7 @@ fn max_packet_size_limit() {
 #[test]
 fn all_errors_reported_at_once() {
     let (_, errors, _) = load(
-        "[pgbouncer]\nlisten_port = x\nlog_connections = 2\nserver_lifetime = -5\npool_mode = statement\n",
+        "[pgbouncer]\nlisten_port = x\nlog_connections = 2\nserver_lifetime = -5\npool_mode = row\n",
     );
     let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
     assert_eq!(

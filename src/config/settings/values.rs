@@ -203,9 +203,9 @@ pub(in crate::config) fn parse_pool_mode(v: &str) -> Result<PoolMode, String> {
     match v.trim().to_ascii_lowercase().as_str() {
         "session" => Ok(PoolMode::Session),
         "transaction" => Ok(PoolMode::Transaction),
-        "statement" => {
-            Err("pool_mode=statement is not supported (session or transaction)".to_string())
-        }
-        _ => Err(format!("unknown pool_mode {v:?} (session or transaction)")),
+        "statement" => Ok(PoolMode::Statement),
+        _ => Err(format!(
+            "unknown pool_mode {v:?} (session, transaction or statement)"
+        )),
     }
 }

@@ -1,0 +1,83 @@
+//! Statement pool mode, as PgBouncer's: transaction mode in which a request that leaves a
+//! transaction open (a transaction block) ends the session with PgBouncer's FATAL 08P01
+//! "transaction blocks not allowed in statement pooling mode", and its server connection is
+//! closed (PostgreSQL rolls the transaction back).
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::support::psql::psql_err;
+use crate::support::{Fixture, Spec};
+
+const REFUSED: &str = "transaction blocks not allowed in statement pooling mode";
+
+/// One server connection, statement mode; the fixture's user is an admin too (SHOW POOLS).
+async fn fixture() -> Fixture {
+    Fixture::custom(|n| Spec {
+        pool_size: 1,
+        ..Spec::new(format!(
+            "pool_mode = statement\nquery_wait_timeout = 2\nadmin_users = {}\n",
+            n.user
+        ))
+    })
+    .await
+}
+
+async fn value(client: &tokio_postgres::Client, sql: &str) -> String {
+    crate::support::simple_value(client, sql)
+        .await
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_share_a_connection_and_transaction_blocks_end_the_session() {
+    let fx = fixture().await;
+    let (a, b) = (fx.connect().await, fx.connect().await);
+    let pid = value(&a, "select pg_backend_pid()").await;
+    assert_eq!(value(&b, "select pg_backend_pid()").await, pid);
+    // A multi-statement Query is one implicit transaction, and so is an extended-protocol
+    // batch (tokio-postgres: a named statement, renamed and shared by pgporter).
+    let rows = a.simple_query("begin; select 1; commit").await.unwrap();
+    assert!(rows
+        .iter()
+        .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("1"))));
+    let sum: i32 = b
+        .query_one("select $1::int4 + 1", &[&41i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sum, 42);
+    assert_eq!(value(&a, "select pg_backend_pid()").await, pid);
+
+    // A transaction block: the session ends, its server connection is closed.
+    let err = a.simple_query("begin").await.expect_err("refused");
+    let db = crate::support::db_error(&err);
+    assert_eq!(db.code(), &SqlState::PROTOCOL_VIOLATION);
+    assert_eq!(db.message(), REFUSED);
+    assert_eq!(format!("{:?}", db.severity()), "\"FATAL\"");
+    assert!(a.simple_query("select 1").await.is_err(), "session ended");
+    // The other client goes on, on a new connection with no transaction open.
+    let pid2 = value(&b, "select pg_backend_pid()").await;
+    assert_ne!(pid2, pid);
+    assert_eq!(value(&b, "select now() = statement_timestamp()").await, "t");
+    let mut c = fx.connect().await;
+    let Err(err) = c.transaction().await else {
+        panic!("a transaction block was allowed")
+    };
+    assert_eq!(crate::support::db_error(&err).message(), REFUSED);
+
+    // psql says what it says through PgBouncer 1.18.
+    let stderr = psql_err(&fx.connstring(), "begin").await;
+    assert!(stderr.contains(&format!("FATAL:  {REFUSED}")), "{stderr}");
+
+    let admin = fx.porter.connstring(&fx.user, &fx.password, "pgbouncer");
+    let admin = crate::support::clients::connect(&admin).await;
+    let rows = admin.simple_query("show pools").await.unwrap();
+    let mode = rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) if r.get("database") == Some(fx.db.as_str()) => {
+            r.get("pool_mode").map(str::to_string)
+        }
+        _ => None,
+    });
+    assert_eq!(mode.as_deref(), Some("statement"));
+}
