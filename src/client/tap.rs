@@ -360,9 +360,10 @@ impl Visit for Back<'_> {
             && st.statement_mode
             && body.and_then(<[u8]>::first) != Some(&b'I')
         {
-            // A transaction block in statement mode: the session ends instead (PgBouncer).
+            // A transaction block in statement mode: the session ends instead, and the
+            // answers read with this ReadyForQuery (BEGIN's) are not passed on (PgBouncer).
             st.long_transaction = true;
-            return Flow::StopBefore;
+            return Flow::Abandon;
         }
         if let (Some(r), backend::PARSE_COMPLETE | backend::CLOSE_COMPLETE) =
             (&mut st.renaming, tag)

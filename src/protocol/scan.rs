@@ -10,6 +10,9 @@ pub enum Flow {
     Continue,
     /// Do not forward it nor anything after it; stop relaying this direction.
     StopBefore,
+    /// As `StopBefore`, and what this scan cleared before it is not forwarded either (the
+    /// answers of a request whose end is refused, read together with it).
+    Abandon,
 }
 
 /// Where a scan ended.
@@ -141,8 +144,10 @@ impl Scanner {
                 let take = self.remaining.min(buf.len() - pos);
                 if self.streaming && take > 0 {
                     let piece = buf.get(pos..pos + take).unwrap_or_default();
-                    if v.chunk(piece, take == self.remaining) == Flow::StopBefore {
-                        return Ok(stop(pos));
+                    match v.chunk(piece, take == self.remaining) {
+                        Flow::Continue => {}
+                        Flow::StopBefore => return Ok(stop(pos)),
+                        Flow::Abandon => return Ok(stop(0)),
                     }
                 }
                 pos += take;
@@ -177,8 +182,10 @@ impl Scanner {
                     None => return Ok(go(pos)),
                 }
             };
-            if v.header(tag, body) == Flow::StopBefore {
-                return Ok(stop(pos));
+            match v.header(tag, body) {
+                Flow::Continue => {}
+                Flow::StopBefore => return Ok(stop(pos)),
+                Flow::Abandon => return Ok(stop(0)),
             }
             pos += 5;
             self.remaining = body_len;
@@ -263,6 +270,24 @@ mod tests {
                 stopped: true
             }
         );
+    }
+
+    #[test]
+    fn abandon_forwards_nothing_of_the_scan() {
+        let mut buf = msg(b'C', b"BEGIN\0");
+        buf.extend(msg(b'Z', b"T"));
+        let stop_at_z = |tag: u8, flow: Flow| {
+            let mut s = Scanner::new(1 << 20);
+            let mut v = closures(
+                |_| false,
+                |t, _| if t == tag { flow } else { Flow::Continue },
+            );
+            s.scan(&buf, &mut v).unwrap()
+        };
+        let r = stop_at_z(b'Z', Flow::StopBefore);
+        assert_eq!((r.forward, r.stopped), (11, true));
+        let r = stop_at_z(b'Z', Flow::Abandon);
+        assert_eq!((r.forward, r.stopped), (0, true));
     }
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {

@@ -3,10 +3,15 @@
 //! "transaction blocks not allowed in statement pooling mode", and its server connection is
 //! closed (PostgreSQL rolls the transaction back).
 
+use std::process::Command;
+use std::time::Duration;
+
 use tokio_postgres::error::SqlState;
 use tokio_postgres::SimpleQueryMessage;
 
+use crate::support::cmd::{run, success};
 use crate::support::psql::psql_err;
+use crate::support::skip::python;
 use crate::support::{Fixture, Spec};
 
 const REFUSED: &str = "transaction blocks not allowed in statement pooling mode";
@@ -80,4 +85,24 @@ async fn statements_share_a_connection_and_transaction_blocks_end_the_session() 
         _ => None,
     });
     assert_eq!(mode.as_deref(), Some("statement"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drivers_in_statement_mode() {
+    let Some(python) = python("statement mode with Python drivers") else {
+        return;
+    };
+    let fx = fixture().await;
+    let mut cmd = Command::new(python);
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/statement_mode.py"
+    ))
+    .args(["127.0.0.1", &fx.porter.port().to_string()])
+    .args([&fx.user, &fx.password, &fx.db]);
+    let out = success(
+        &run(cmd, Duration::from_secs(120)).await,
+        "statement_mode.py",
+    );
+    assert!(out.contains("statement mode: ok"), "{out}");
 }
