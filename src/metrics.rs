@@ -38,6 +38,9 @@ pub const RELOADS: &str = "pgporter_reloads_total";
 pub const READY: &str = "pgporter_ready";
 pub const PAUSED: &str = "pgporter_database_paused";
 pub const PARKED: &str = "pgporter_clients_parked";
+pub const AUDIT_QUEUED: &str = "pgporter_audit_queue_events";
+pub const AUDIT_QUEUE_SIZE: &str = "pgporter_audit_queue_size";
+pub const AUDIT_STALLS: &str = "pgporter_audit_queue_full_total";
 
 /// Buckets (seconds) for both histograms: 100 µs .. 60 s.
 const BUCKETS: &[f64] = &[
@@ -199,6 +202,17 @@ fn native(s: &Snapshot) {
         "Idle clients waiting in the lobby (taskless; also counted as idle)"
     );
     gauge!(PARKED).set(s.parked as f64);
+    if let Some(q) = s.audit_queue {
+        describe_gauge!(AUDIT_QUEUED, "Audit events waiting for the writer");
+        describe_gauge!(AUDIT_QUEUE_SIZE, "audit_queue_size");
+        describe_counter!(
+            AUDIT_STALLS,
+            "Times a session found the audit queue full and waited for the writer"
+        );
+        gauge!(AUDIT_QUEUED).set(q.queued as f64);
+        gauge!(AUDIT_QUEUE_SIZE).set(q.capacity as f64);
+        counter!(AUDIT_STALLS).absolute(q.stalls);
+    }
     for state in [ClientState::Active, ClientState::Waiting, ClientState::Idle] {
         let mut by_pool: std::collections::BTreeMap<(std::borrow::Cow<'_, str>, &str), u64> =
             Default::default();

@@ -80,6 +80,8 @@ pub struct Snapshot {
     pub clients: Vec<Arc<SessionInfo>>,
     /// Idle clients waiting in the lobby (without a task).
     pub parked: usize,
+    /// The audit queue (None when auditing is off).
+    pub audit_queue: Option<crate::audit::QueueState>,
     pub servers: Vec<ServerRow>,
     pub stats: Vec<(String, Totals, Averages)>,
     pub gates: GateState,
@@ -241,6 +243,7 @@ impl Snapshot {
             pools,
             clients,
             parked: shared.lobby.parked(),
+            audit_queue: shared.audit.queue(),
             servers,
             stats,
             gates: shared.gates.state(),

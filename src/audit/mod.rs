@@ -13,6 +13,8 @@ mod redact;
 mod writer;
 
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
@@ -38,12 +40,25 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct AuditHandle {
     tx: Option<mpsc::Sender<Command>>,
+    /// How many times a sender found the queue full and had to wait (backpressure).
+    stalls: Arc<AtomicU64>,
+}
+
+/// The queue as the metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueState {
+    pub queued: usize,
+    pub capacity: usize,
+    pub stalls: u64,
 }
 
 impl AuditHandle {
     /// No audit log: every send is a no-op.
     pub fn disabled() -> AuditHandle {
-        AuditHandle { tx: None }
+        AuditHandle {
+            tx: None,
+            stalls: Arc::default(),
+        }
     }
 
     /// Start the writer for `settings.audit_log` (none = disabled). Fails if the file cannot
@@ -53,18 +68,38 @@ impl AuditHandle {
             return Ok(AuditHandle::disabled());
         };
         let tx = writer::spawn(target, settings.audit_queue_size)?;
-        Ok(AuditHandle { tx: Some(tx) })
+        Ok(AuditHandle {
+            tx: Some(tx),
+            stalls: Arc::default(),
+        })
     }
 
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
     }
 
+    /// Events waiting for the writer, the queue's size, and how often a sender had to wait
+    /// (None when auditing is off).
+    pub fn queue(&self) -> Option<QueueState> {
+        self.tx.as_ref().map(|tx| QueueState {
+            queued: tx.max_capacity() - tx.capacity(),
+            capacity: tx.max_capacity(),
+            stalls: self.stalls.load(Relaxed),
+        })
+    }
+
     /// Queue an event, waiting while the queue is full.
     pub async fn send(&self, event: AuditEvent) {
         if let Some(tx) = &self.tx {
-            if let Err(e) = tx.send(Command::Write(event)).await {
-                lost(&e.0);
+            let sent = match tx.try_send(Command::Write(event)) {
+                Err(mpsc::error::TrySendError::Full(cmd)) => {
+                    self.stalls.fetch_add(1, Relaxed);
+                    tx.send(cmd).await.map_err(|e| e.0)
+                }
+                other => other.map_err(|e| e.into_inner()),
+            };
+            if let Err(Command::Write(event)) = sent {
+                lost(&event);
             }
         }
     }
@@ -86,6 +121,8 @@ impl AuditHandle {
     pub fn poll_sender(&self) -> Option<AuditSender> {
         self.tx.clone().map(|tx| AuditSender {
             tx: PollSender::new(tx),
+            stalls: Arc::clone(&self.stalls),
+            waiting: false,
         })
     }
 
@@ -108,13 +145,23 @@ impl AuditHandle {
 #[derive(Debug)]
 pub struct AuditSender {
     tx: PollSender<Command>,
+    stalls: Arc<AtomicU64>,
+    /// Waiting for room now (one stall counted per wait).
+    waiting: bool,
 }
 
 impl AuditSender {
     /// Reserve room; `Ready` once an event can be sent with [`AuditSender::send_reserved`].
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // An error means the writer is gone: sending will fail and be reported.
-        self.tx.poll_reserve(cx).map(|_| ())
+        let ready = self.tx.poll_reserve(cx).map(|_| ());
+        if ready.is_pending() && !std::mem::replace(&mut self.waiting, true) {
+            self.stalls.fetch_add(1, Relaxed);
+        }
+        if ready.is_ready() {
+            self.waiting = false;
+        }
+        ready
     }
 
     /// Send after a `Ready` from [`AuditSender::poll_ready`].

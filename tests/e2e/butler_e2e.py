@@ -29,8 +29,8 @@ import yaml
 
 # What each optional step needs from pgporter, named for the skip message.
 NEEDS = {
-    "readonly": "pgporter's read-only endpoint and its 25006 hint (issue 5, routing)",
-    "audit": "pgporter's audit trail and identity tag (issue 4)",
+    "readonly": "pgporter's read-only endpoint and its 25006 hint (--readonly-port)",
+    "audit": "pgporter's audit trail and identity tag (--audit-log)",
 }
 
 DATASET_TYPE = "porter_metrics"
@@ -271,7 +271,7 @@ def main() -> None:
 
 def readonly(args: argparse.Namespace, repo: Path, people: list[Person]) -> None:
     """Bob through the read-only endpoint: temporary tables off; a write shows the 25006 hint.
-    Enabled by --readonly-port once routing (issue 5) lands."""
+    Run when --readonly-port is given."""
     step("readonly")
     _readonly(args, repo, people)
     step(None)
@@ -298,7 +298,7 @@ def _readonly(args: argparse.Namespace, repo: Path, people: list[Person]) -> Non
 
 
 def audit(args: argparse.Namespace, people: list[Person]) -> None:
-    """Every write attributed to the right person. Enabled by --audit-log once issue 4 lands."""
+    """Every write attributed to the right person. Run when --audit-log is given."""
     step("audit")
     _audit(args, people)
     step(None)

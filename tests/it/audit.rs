@@ -493,3 +493,82 @@ async fn a_suspended_portal_is_logged_with_the_rows_it_returned() {
     assert_eq!(rows[0].0, Some(4), "{evs:#?}");
     assert_eq!(rows[1].0, Some(6), "{evs:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_writer_shows_in_the_metrics() {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let sa = SharedAccount::new(
+        2,
+        "audit_log = {dir}/audit.log\naudit_queue_size = 4\nmetrics_listen_addr = 127.0.0.1:0",
+    )
+    .await;
+    let queue = || sa.porter.shared().audit.queue().expect("auditing is on");
+    assert_eq!((queue().capacity, queue().stalls), (4, 0));
+    // Rotate to a FIFO that is read only later: the writer blocks once the pipe is full.
+    let dir = sa.porter.dir();
+    std::fs::rename(dir.join("audit.log"), dir.join("audit.log.1")).unwrap();
+    let fifo = dir.join("audit.log");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    sa.porter.shared().audit.reopen();
+    let alice = sa.connect(&sa.alice).await;
+    let writes = tokio::spawn(async move {
+        for i in 0..2_000 {
+            let sql = format!("insert into datasets(name) values ('stall {i}')");
+            alice.batch_execute(&sql).await.expect("insert");
+        }
+    });
+    let deadline = tokio::time::Instant::now() + HANG;
+    while queue().stalls == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no stall: {:?}",
+            queue()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        queue().queued,
+        4,
+        "the queue is full while the writer is stuck"
+    );
+    // Drain the FIFO until the writes are done.
+    let done = Arc::new(AtomicBool::new(false));
+    let drain = std::thread::spawn({
+        let done = Arc::clone(&done);
+        move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while !done.load(Ordering::Relaxed) {
+                if !matches!(reader.read(&mut buf), Ok(n) if n > 0) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+    });
+    tokio::time::timeout(HANG, writes)
+        .await
+        .expect("the writes finish once the log is read")
+        .unwrap();
+    sa.porter.shared().audit.flush().await;
+    done.store(true, Ordering::Relaxed);
+    drain.join().unwrap();
+    let (status, body) = crate::support::http::get(sa.porter.http_addr(), "/metrics").await;
+    assert_eq!(status, 200);
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    };
+    assert!(value("pgporter_audit_queue_full_total") >= 1.0);
+    assert_eq!(value("pgporter_audit_queue_size"), 4.0);
+    assert_eq!(value("pgporter_audit_queue_events"), 0.0);
+}
