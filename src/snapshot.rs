@@ -207,10 +207,7 @@ impl Snapshot {
                         sv_tested: 0,
                         sv_login: 0,
                         maxwait: Duration::ZERO,
-                        pool_size: config
-                            .database(&c.database)
-                            .and_then(|e| e.pool_size)
-                            .unwrap_or(config.settings.default_pool_size),
+                        pool_size: config.pool_size(&c.database, &c.pool_user),
                     });
                     orphans.last_mut().expect("pushed")
                 }

@@ -335,8 +335,9 @@ fn users(s: &Snapshot) -> ResultSet {
             .count() as u64;
         rs.push(vec![
             name.into(),
-            "".into(),
-            "".into(),
+            // As PgBouncer: the user's own value, empty when it has none.
+            optional(entry.and_then(|e| e.pool_size)),
+            optional(entry.and_then(|e| e.reserve_pool_size)),
             entry
                 .and_then(|e| e.pool_mode)
                 .map(crate::config::PoolMode::as_str)
@@ -351,6 +352,11 @@ fn users(s: &Snapshot) -> ResultSet {
         ]);
     }
     rs
+}
+
+/// A [users] number as SHOW USERS prints it: empty when unset.
+fn optional(n: Option<u32>) -> Value {
+    n.map(|n| n.to_string()).unwrap_or_default().into()
 }
 
 const STAT_NAMES: [&str; 11] = [

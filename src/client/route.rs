@@ -236,7 +236,10 @@ pub(crate) fn pool_settings(
     let reset = mode == PoolMode::Session || s.server_reset_query_always;
     PoolSettings {
         mode,
-        size: entry.pool_size.unwrap_or(s.default_pool_size),
+        // As PgBouncer: the pool user's [users] pool_size, the entry's, default_pool_size.
+        size: (config.users.get(user).and_then(|u| u.pool_size))
+            .or(entry.pool_size)
+            .unwrap_or(s.default_pool_size),
         min_size: entry.min_pool_size.unwrap_or(s.min_pool_size),
         dial: crate::net::Dial::new(s),
         idle_timeout: Config::nonzero(s.server_idle_timeout),

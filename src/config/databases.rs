@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::limits::{parse_pool_share, PoolShare};
 use super::settings::{parse_pool_mode, parse_u16, parse_u32};
-use super::{ConfigError, RawIni, UserEntry};
+use super::{ConfigError, ConfigWarning, RawIni, UserEntry};
 
 /// Where the server is when a [databases] entry has no `host=`: a unix socket in this directory.
 ///
@@ -22,6 +22,16 @@ pub const DEFAULT_PORT: u16 = 5432;
 
 /// Connstring keys PgBouncer accepts that pgporter ignores for now (no error).
 const IGNORED_DB_KEYS: &[&str] = &["server_lifetime"];
+
+/// [users] keys of PgBouncer 1.24+ that pgporter does not apply per user yet: accepted with a
+/// warning, the [pgbouncer] value applies.
+const IGNORED_USER_KEYS: &[&str] = &[
+    "client_idle_timeout",
+    "idle_transaction_timeout",
+    "query_timeout",
+    "query_wait_timeout",
+    "transaction_timeout",
+];
 
 /// Startup parameters a [databases] entry may set for the server connection.
 const CONNECT_PARAMS: &[&str] = &[
@@ -323,15 +333,24 @@ pub(super) fn from_ini(
     (databases, fallback)
 }
 
-/// All [users] entries.
+/// All [users] entries; keys accepted but not applied go to `warnings`.
 pub(super) fn users_from_ini(
     raw: &RawIni,
     errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigWarning>,
 ) -> HashMap<String, UserEntry> {
     let mut users = HashMap::new();
     for entry in raw.section("users") {
         match parse_user(&entry.value) {
-            Ok(user) => {
+            Ok((user, ignored)) => {
+                warnings.extend(ignored.into_iter().map(|key| ConfigWarning {
+                    file: entry.file.clone(),
+                    line: entry.line,
+                    key: entry.key.clone(),
+                    message: format!(
+                        "{key} per user is not implemented yet, ignored (the [pgbouncer] value applies)"
+                    ),
+                }));
                 users.insert(entry.key.clone(), user);
             }
             Err(message) => errors.push(ConfigError {
@@ -345,19 +364,24 @@ pub(super) fn users_from_ini(
     users
 }
 
-/// `pool_mode=... max_user_connections=... max_user_client_connections=...`
-fn parse_user(value: &str) -> Result<UserEntry, String> {
+/// `pool_mode=... pool_size=... reserve_pool_size=... max_user_connections=...
+/// max_user_client_connections=...`; also the keys of the ignored per-user timeouts, returned.
+fn parse_user(value: &str) -> Result<(UserEntry, Vec<String>), String> {
     let mut user = UserEntry::default();
+    let mut ignored = Vec::new();
     for (key, val) in split_pairs(value)? {
         let int = |v: &str| parse_u32(v).map(Some).map_err(|m| format!("{key}: {m}"));
         match key.to_ascii_lowercase().as_str() {
             "pool_mode" => user.pool_mode = Some(parse_pool_mode(&val)?),
+            "pool_size" => user.pool_size = int(&val)?,
+            "reserve_pool_size" => user.reserve_pool_size = int(&val)?,
             "max_user_connections" => user.max_user_connections = int(&val)?,
             "max_user_client_connections" => user.max_user_client_connections = int(&val)?,
+            k if IGNORED_USER_KEYS.contains(&k) => ignored.push(k.to_string()),
             _ => return Err(format!("unknown parameter {key:?}")),
         }
     }
-    Ok(user)
+    Ok((user, ignored))
 }
 
 /// Split libpq-style `key=value` pairs (see the module docs). Errors name keys, never values.

@@ -82,6 +82,21 @@ impl Config {
             .unwrap_or(self.settings.reserve_pool_size)
     }
 
+    /// Server connections of the pool of `db` logging in as `user`: the user's [users]
+    /// `pool_size`, else the database's, else default_pool_size (PgBouncer's order).
+    pub fn pool_size(&self, db: &str, user: &str) -> u32 {
+        (self.users.get(user).and_then(|u| u.pool_size))
+            .or_else(|| self.database(db).and_then(|e| e.pool_size))
+            .unwrap_or(self.settings.default_pool_size)
+    }
+
+    /// The reserve of the pool of `db` logging in as `user`: the user's [users]
+    /// `reserve_pool_size`, else the database's, else the [pgbouncer] value.
+    pub fn pool_reserve_size(&self, db: &str, user: &str) -> u32 {
+        (self.users.get(user).and_then(|u| u.reserve_pool_size))
+            .unwrap_or_else(|| self.reserve_pool_size(db))
+    }
+
     /// The per-identity cap inside a pool of `db`.
     pub fn max_user_pool_share(&self, db: &str) -> Option<PoolShare> {
         match self.database(db).and_then(|e| e.max_user_pool_share) {
@@ -126,8 +141,14 @@ mod tests {
              max_db_connections = 10\nmax_user_connections = 4\nmax_db_client_connections = 50\n\
              max_user_client_connections = 20\nreserve_pool_size = 1\nreserve_pool_timeout = 500ms\n\
              max_user_pool_share = 3\nfair_sharing = off\n\
-             [users]\nalice = max_user_connections=1 max_user_client_connections=2\n",
+             [users]\nalice = max_user_connections=1 max_user_client_connections=2\n\
+             carol = pool_size=4 reserve_pool_size=0\n",
         );
+        assert_eq!(c.pool_size("app", "carol"), 4);
+        assert_eq!(c.pool_size("app", "alice"), 20);
+        assert_eq!(c.pool_reserve_size("app", "carol"), 0);
+        assert_eq!(c.pool_reserve_size("app", "alice"), 2);
+        assert_eq!(c.pool_reserve_size("other", "alice"), 1);
         assert_eq!(c.max_db_connections("app"), 3);
         assert_eq!(c.max_db_connections("other"), 10);
         assert_eq!(c.max_db_client_connections("app"), 7);

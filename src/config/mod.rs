@@ -83,6 +83,10 @@ pub struct ConfigWarning {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserEntry {
     pub pool_mode: Option<PoolMode>,
+    /// Size of this user's pools (before the database's `pool_size=` and default_pool_size).
+    pub pool_size: Option<u32>,
+    /// Reserve of this user's pools (before the database's and the [pgbouncer] value).
+    pub reserve_pool_size: Option<u32>,
     pub max_user_connections: Option<u32>,
     pub max_user_client_connections: Option<u32>,
 }
@@ -195,7 +199,7 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
     let settings = settings::Settings::from_ini(&raw, &mut errors, &mut warnings);
     let (databases, fallback_database) =
         databases::from_ini(&raw, &settings.unix_socket_dir, &mut errors);
-    let users = databases::users_from_ini(&raw, &mut errors);
+    let users = databases::users_from_ini(&raw, &mut errors, &mut warnings);
     let userlist = match &settings.auth_file {
         Some(file) => {
             let file = resolve_relative(path, file);

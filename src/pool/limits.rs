@@ -405,7 +405,7 @@ fn resolve_in(config: &Config, key: &PoolKey, settings: &PoolSettings) -> PoolLi
     let s = &config.settings;
     PoolLimits {
         size: settings.size,
-        reserve_size: config.reserve_pool_size(&key.db),
+        reserve_size: config.pool_reserve_size(&key.db, &key.user),
         reserve_timeout: Config::nonzero(s.reserve_pool_timeout),
         share_cap: config
             .max_user_pool_share(&key.db)

@@ -142,23 +142,54 @@ fn database_errors_carry_location() {
 #[test]
 fn users_section() {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let raw = raw(
         "[users]\nalice = pool_mode=session max_user_connections=3\n\
-         bob = max_user_client_connections = 7\ncarol = pool_size=1\ndave = pool_mode=statement\n\
-         erin = pool_mode=transaction\n",
+         bob = max_user_client_connections = 7\ncarol = pool_size=1 reserve_pool_size=2\n\
+         dave = pool_mode=statement\nerin = pool_mode=transaction\nfrank = colour=red\n",
     );
-    let users = users_from_ini(&raw, &mut errors);
+    let users = users_from_ini(&raw, &mut errors, &mut warnings);
     assert_eq!(users["alice"].pool_mode, Some(PoolMode::Session));
     assert_eq!(users["alice"].max_user_connections, Some(3));
+    assert_eq!(users["alice"].pool_size, None);
     assert_eq!(users["bob"].max_user_client_connections, Some(7));
     assert_eq!(users["bob"].pool_mode, None);
+    assert_eq!(users["carol"].pool_size, Some(1));
+    assert_eq!(users["carol"].reserve_pool_size, Some(2));
     assert_eq!(users["erin"].pool_mode, Some(PoolMode::Transaction));
     assert_eq!(users["dave"].pool_mode, Some(PoolMode::Statement));
     let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
-    assert_eq!(got, vec![(4, "carol")]);
-    assert!(errors[0]
-        .message
-        .contains("unknown parameter \"pool_size\""));
+    assert_eq!(got, vec![(7, "frank")]);
+    assert!(errors[0].message.contains("unknown parameter \"colour\""));
+    assert!(warnings.is_empty());
+}
+
+/// PgBouncer 1.24+'s per-user timeouts load (with a warning each), so its configs start.
+#[test]
+fn users_per_user_timeouts_are_warned_about() {
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let raw = raw(
+        "[users]\nalice = query_timeout=30 idle_transaction_timeout=5 transaction_timeout=60 \
+         client_idle_timeout=600 query_wait_timeout=10 max_user_connections=2\n",
+    );
+    let users = users_from_ini(&raw, &mut errors, &mut warnings);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(users["alice"].max_user_connections, Some(2));
+    let keys: Vec<&str> = warnings
+        .iter()
+        .map(|w| w.message.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "query_timeout",
+            "idle_transaction_timeout",
+            "transaction_timeout",
+            "client_idle_timeout",
+            "query_wait_timeout"
+        ]
+    );
+    assert!(warnings.iter().all(|w| w.line == 2 && w.key == "alice"));
 }
 
 #[test]

@@ -120,3 +120,29 @@ async fn lowered_limits_apply_without_dropping_clients() {
         .expect("bob served once usage is within the limit");
     assert_eq!(acct.backends().await, 2);
 }
+
+/// As PgBouncer 1.24+: a [users] `pool_size` sizes the pools of that backend user, before the
+/// database's `pool_size=` and default_pool_size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_pool_size_sizes_that_users_pools() {
+    let acct = SharedAccount::new(5, "1", "", "").await;
+    acct.porter.store_config(&ini(
+        std::slice::from_ref(&acct.db_line),
+        &base_settings(5, "1"),
+        &format!("{} = pool_size=1 reserve_pool_size=0\n", acct.backend),
+    ));
+    let holder = acct.connect("alice").await;
+    select1(&holder).await.expect("first session");
+    let second = acct.connect("bob").await;
+    let err = select1(&second)
+        .await
+        .expect_err("the pool of one is taken");
+    assert_eq!(
+        code_and_message(&err),
+        (
+            "08P01".to_string(),
+            "query_wait_timeout (held back by pool_size)".to_string()
+        )
+    );
+    assert_eq!(acct.backends().await, 1);
+}
