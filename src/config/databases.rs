@@ -1,8 +1,10 @@
 //! [databases] connection strings and [users] overrides.
 //!
-//! Values use libpq's `key=value` syntax: pairs separated by whitespace, optional spaces around
-//! `=`, values single-quoted when they contain spaces (`'it\'s'`; `\'` and `\\` are escapes, as
-//! in libpq a backslash escapes any character). A repeated key: the last one wins.
+//! Values use PgBouncer's `key=value` syntax (libpq's, less its escapes): pairs separated by
+//! whitespace, optional spaces around `=`, values single-quoted when they contain spaces, with
+//! `''` for a quote inside (`'it''s'`). A backslash is an ordinary character, quoted or not, as
+//! in PgBouncer: `password=a\b` is the four characters `a\b` (libpq would read `ab`). A repeated
+//! key: the last one wins.
 
 use std::collections::HashMap;
 
@@ -412,23 +414,13 @@ pub(super) fn split_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
                     // '' inside quotes is a quote (PgBouncer reads it so).
                     Some('\'') if chars.next_if_eq(&'\'').is_some() => value.push('\''),
                     Some('\'') => break,
-                    Some('\\') => match chars.next() {
-                        Some(c) => value.push(c),
-                        None => return Err(format!("unterminated quoted value for {key:?}")),
-                    },
                     Some(c) => value.push(c),
                     None => return Err(format!("unterminated quoted value for {key:?}")),
                 }
             }
         } else {
             while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    if let Some(escaped) = chars.next() {
-                        value.push(escaped);
-                    }
-                } else {
-                    value.push(c);
-                }
+                value.push(c);
             }
         }
         pairs.push((key, value));

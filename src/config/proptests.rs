@@ -51,9 +51,9 @@ fn quote_ini_key(k: &str) -> String {
     format!("\"{}\"", k.replace('"', "\"\""))
 }
 
-/// libpq single quoting with backslash escapes.
+/// PgBouncer's single quoting: `''` for a quote, a backslash as is.
 fn quote_conn(v: &str) -> String {
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    format!("'{}'", v.replace('\'', "''"))
 }
 
 proptest! {

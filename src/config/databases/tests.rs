@@ -68,13 +68,24 @@ fn all_keys() {
 fn quoted_values_and_escapes() {
     let e = parse_connstring(
         "x",
-        r"password='it\'s a \\ secret'   user = 'the user'  dbname=a\ b host=''",
+        r"password='it''s a \ secret'   user = 'the user'  dbname=a''b host=''",
     )
     .unwrap();
     assert_eq!(e.password.as_deref(), Some(r"it's a \ secret"));
     assert_eq!(e.user.as_deref(), Some("the user"));
-    assert_eq!(e.dbname.as_deref(), Some("a b"));
+    assert_eq!(e.dbname.as_deref(), Some("a''b"));
     assert_eq!(e.hosts[0].host, DEFAULT_HOST);
+}
+
+/// As PgBouncer (1.18 shows `dbname=a\b` as `a\b` in SHOW DATABASES, and refuses
+/// `dbname='c\'d'`): a backslash is kept as written, never an escape.
+#[test]
+fn a_backslash_is_an_ordinary_character() {
+    let e = parse_connstring("x", r"password=a\b\ dbname='c\\d e' user='f\'").unwrap();
+    assert_eq!(e.password.as_deref(), Some(r"a\b\"));
+    assert_eq!(e.dbname.as_deref(), Some(r"c\\d e"));
+    assert_eq!(e.user.as_deref(), Some(r"f\"));
+    assert!(parse_connstring("x", r"dbname='c\'d'").is_err());
 }
 
 #[test]
@@ -245,9 +256,9 @@ fn host_list_errors() {
 fn doubled_quotes_inside_a_quoted_value() {
     let e = parse_connstring(
         "cq",
-        "host=h connect_query='set my.x=''y''' auth_query='select ''a\\'b'''",
+        "host=h connect_query='set my.x=''y''' auth_query='select ''a\\b'''",
     )
     .unwrap();
     assert_eq!(e.connect_query.as_deref(), Some("set my.x='y'"));
-    assert_eq!(e.auth_query.as_deref(), Some("select 'a'b'"));
+    assert_eq!(e.auth_query.as_deref(), Some("select 'a\\b'"));
 }
