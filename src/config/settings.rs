@@ -3,8 +3,8 @@
 //! Every field is named exactly like its ini key. "reload: yes" marks keys a RELOAD applies.
 //!
 //! Value syntax: integers as PgBouncer reads them (C `strtol` base 0: `10`, `0x10` = 16,
-//! `010` = 8, optional sign; see [`values::parse_strtol`]); booleans 0/1, yes/no, on/off, true/false (any
-//! case); durations are seconds as in PgBouncer (`15`, `0.5`) or carry a unit (`500ms`, `30s`,
+//! `010` = 8, optional sign; see [`values::parse_strtol`]); booleans yes/no, on/off, true/false (any
+//! case) or an integer, 0 = false (PgBouncer's booleans are integers: `2` is true); durations are seconds as in PgBouncer (`15`, `0.5`) or carry a unit (`500ms`, `30s`,
 //! `2min`, `1h`); lists are comma-separated. Known PgBouncer keys that pgporter does not
 //! implement yet, and unknown keys, are warnings, never errors.
 

@@ -123,8 +123,18 @@ fn booleans() {
         ("No", false),
         ("off", false),
         ("false", false),
+        // PgBouncer 1.18 reads booleans as integers: it starts with these (SHOW CONFIG
+        // shows tcp_keepalive 2, log_disconnections -1, log_connections 0 for 0x0).
+        ("2", true),
+        ("-1", true),
+        ("0x0", false),
+        ("-0", false),
+        (" 010 ", true),
     ] {
         assert_eq!(parse_bool(v), Ok(want), "{v}");
+    }
+    for v in ["", "y", "-+1", "--1", "1.0", "2x"] {
+        assert!(parse_bool(v).is_err(), "{v}");
     }
     let e = one_error("[pgbouncer]\n\nlog_connections = maybe\n");
     assert_eq!(
@@ -269,7 +279,7 @@ fn max_packet_size_limit() {
 #[test]
 fn all_errors_reported_at_once() {
     let (_, errors, _) = load(
-        "[pgbouncer]\nlisten_port = x\nlog_connections = 2\nserver_lifetime = -5\npool_mode = row\n",
+        "[pgbouncer]\nlisten_port = x\nlog_connections = maybe\nserver_lifetime = -5\npool_mode = row\n",
     );
     let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
     assert_eq!(

@@ -88,12 +88,23 @@ pub(in crate::config) fn parse_u16(v: &str) -> Result<u16, String> {
     parse_uint(v, u16::MAX.into()).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
 }
 
-/// PgBouncer's booleans: 0/1, yes/no, on/off, true/false, any case.
+/// Booleans: yes/no, on/off, true/false (any case), or an integer as PgBouncer reads its
+/// booleans (an integer key, so `0x0` and `-0` are false and any other integer, `2` or `-1`,
+/// is true).
 pub(in crate::config) fn parse_bool(v: &str) -> Result<bool, String> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "yes" | "on" | "true" => Ok(true),
-        "0" | "no" | "off" | "false" => Ok(false),
-        _ => Err(format!(
+    let t = v.trim();
+    match t.to_ascii_lowercase().as_str() {
+        "yes" | "on" | "true" => return Ok(true),
+        "no" | "off" | "false" => return Ok(false),
+        _ => {}
+    }
+    let unsigned = t
+        .strip_prefix('-')
+        .filter(|m| !m.starts_with('+'))
+        .unwrap_or(t);
+    match parse_strtol(unsigned, u64::MAX) {
+        Ok(n) => Ok(n != 0),
+        Err(_) => Err(format!(
             "{v:?} is not a boolean (use 0/1, yes/no, on/off or true/false)"
         )),
     }
