@@ -22,8 +22,9 @@ pub const DEFAULT_HOST: &str = "/var/run/postgresql";
 /// `port=` when omitted.
 pub const DEFAULT_PORT: u16 = 5432;
 
-/// Connstring keys PgBouncer accepts that pgporter ignores for now (no error).
-const IGNORED_DB_KEYS: &[&str] = &["server_lifetime"];
+/// Connstring keys PgBouncer accepts that pgporter does not apply per database yet: accepted
+/// with a warning (the [pgbouncer] value applies).
+const IGNORED_DB_KEYS: &[&str] = &["query_wait_timeout", "server_lifetime"];
 
 /// [users] keys of PgBouncer 1.24+ that pgporter does not apply per user yet: accepted with a
 /// warning, the [pgbouncer] value applies.
@@ -305,11 +306,12 @@ fn parse_balance(v: &str) -> Result<LoadBalance, String> {
 
 /// All [databases] entries; the `*` one separately. An entry without a host connects through
 /// the unix socket in `unix_socket_dir`, as PgBouncer's does (when that is a directory path;
-/// else [`DEFAULT_HOST`]).
+/// else [`DEFAULT_HOST`]). Keys accepted but not applied go to `warnings`.
 pub(super) fn from_ini(
     raw: &RawIni,
     unix_socket_dir: &str,
     errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigWarning>,
 ) -> (HashMap<String, DatabaseEntry>, Option<DatabaseEntry>) {
     let default_host = if unix_socket_dir.starts_with('/') {
         unix_socket_dir
@@ -319,7 +321,22 @@ pub(super) fn from_ini(
     let mut databases = HashMap::new();
     let mut fallback = None;
     for entry in raw.section("databases") {
-        match parse_connstring_in(&entry.key, &entry.value, default_host) {
+        let parsed = parse_connstring_in(&entry.key, &entry.value, default_host);
+        if parsed.is_ok() {
+            let pairs = split_pairs(&entry.value).unwrap_or_default();
+            let ignored = pairs.into_iter().map(|(k, _)| k.to_ascii_lowercase());
+            for key in ignored.filter(|k| IGNORED_DB_KEYS.contains(&k.as_str())) {
+                warnings.push(ConfigWarning {
+                    file: entry.file.clone(),
+                    line: entry.line,
+                    key: entry.key.clone(),
+                    message: format!(
+                        "{key} per database is not implemented yet, ignored (the [pgbouncer] value applies)"
+                    ),
+                });
+            }
+        }
+        match parsed {
             Ok(db) if entry.key == "*" => fallback = Some(db),
             Ok(db) => {
                 databases.insert(entry.key.clone(), db);

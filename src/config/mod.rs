@@ -198,7 +198,7 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
     let mut warnings = Vec::new();
     let settings = settings::Settings::from_ini(&raw, &mut errors, &mut warnings);
     let (databases, fallback_database) =
-        databases::from_ini(&raw, &settings.unix_socket_dir, &mut errors);
+        databases::from_ini(&raw, &settings.unix_socket_dir, &mut errors, &mut warnings);
     let users = databases::users_from_ini(&raw, &mut errors, &mut warnings);
     let userlist = match &settings.auth_file {
         Some(file) => {

@@ -124,7 +124,7 @@ fn databases_section_with_fallback() {
         Vec::new(),
         raw("[databases]\napp = dbname=a\n\"my db\" = dbname=b\n* = host=fallback\napp = dbname=c\n"),
     );
-    let (dbs, fallback) = from_ini(&raw, "", &mut errors);
+    let (dbs, fallback) = from_ini(&raw, "", &mut errors, &mut Vec::new());
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(dbs.len(), 2);
     assert_eq!(dbs["app"].dbname.as_deref(), Some("c"));
@@ -140,7 +140,7 @@ fn databases_section_with_fallback() {
 fn database_errors_carry_location() {
     let mut errors = Vec::new();
     let raw = raw("[databases]\nok = dbname=x\nbad = dbname=x frobnicate=1\nworse = port=x\n");
-    let (dbs, _) = from_ini(&raw, "", &mut errors);
+    let (dbs, _) = from_ini(&raw, "", &mut errors, &mut Vec::new());
     assert_eq!(dbs.len(), 1);
     let got: Vec<(&str, usize, &str)> = errors
         .iter()
@@ -261,4 +261,33 @@ fn doubled_quotes_inside_a_quoted_value() {
     .unwrap();
     assert_eq!(e.connect_query.as_deref(), Some("set my.x='y'"));
     assert_eq!(e.auth_query.as_deref(), Some("select 'a\\b'"));
+}
+
+/// PgBouncer's per-database server_lifetime and query_wait_timeout load, with a warning each
+/// (the [pgbouncer] values apply).
+#[test]
+fn per_database_timeouts_load_with_a_warning() {
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let raw =
+        raw("[databases]\napp = host=h server_lifetime=30 Query_Wait_Timeout=5\nplain = host=h\n");
+    let (dbs, _) = from_ini(&raw, "", &mut errors, &mut warnings);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(dbs.len(), 2);
+    let got: Vec<(usize, &str, &str)> = warnings
+        .iter()
+        .map(|w| {
+            (
+                w.line,
+                w.key.as_str(),
+                w.message.split(' ').next().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "app", "server_lifetime"),
+            (2, "app", "query_wait_timeout")
+        ]
+    );
 }
