@@ -145,11 +145,10 @@ where
                     });
                 }
                 if session.take_retime() {
-                    let s = &live.load().settings;
                     state.watchdog = super::watchdog::Watchdog::retimed(
                         state.watchdog.take(),
                         state.tracker.busy_since(),
-                        super::watchdog::Limits::of(s),
+                        live.load().session_timeouts(&session.pool_user),
                     );
                 }
                 if let Some(w) = &mut state.watchdog {

@@ -236,15 +236,12 @@ pub(crate) fn pool_settings(
     let reset = mode == PoolMode::Session || s.server_reset_query_always;
     PoolSettings {
         mode,
-        // As PgBouncer: the pool user's [users] pool_size, the entry's, default_pool_size.
-        size: (config.users.get(user).and_then(|u| u.pool_size))
-            .or(entry.pool_size)
-            .unwrap_or(s.default_pool_size),
+        size: config.pool_size(db, user),
         min_size: entry.min_pool_size.unwrap_or(s.min_pool_size),
         dial: crate::net::Dial::new(s),
         idle_timeout: Config::nonzero(s.server_idle_timeout),
         // 0: each connection serves one client, then closes (PgBouncer's meaning).
-        lifetime: Some(s.server_lifetime),
+        lifetime: Some(config.server_lifetime(db)),
         reset_query: if reset {
             s.server_reset_query.as_str()
         } else {

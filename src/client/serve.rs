@@ -27,7 +27,7 @@ use super::relay::{relay, RelayEnd, Traffic, TxTracker};
 use super::renaming::{ClientStatements, Renaming};
 use super::statements::StatementAudit;
 use super::tap::RelayState;
-use super::watchdog::{Limits, Timeout, Watchdog};
+use super::watchdog::{Timeout, Watchdog};
 
 /// A logged-in client, ready to be served.
 #[derive(Debug)]
@@ -296,7 +296,7 @@ async fn relay_session(
             }
         }
     }
-    state.watchdog = Watchdog::new(Limits::of(&config.settings));
+    state.watchdog = Watchdog::new(config.session_timeouts(&info.pool_user));
     let max_message = usize::try_from(config.settings.max_packet_size).unwrap_or(usize::MAX);
     let traffic = &mut tally.traffic;
     // Cancelled when the health monitor sees the server's host down: end instead of hanging.

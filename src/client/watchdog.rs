@@ -22,22 +22,9 @@ pub(super) enum Timeout {
 }
 
 /// The limits, from the settings (zero: off).
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Limits {
-    pub query: Duration,
-    pub idle_transaction: Duration,
-    pub transaction: Duration,
-}
-
-impl Limits {
-    pub(super) fn of(s: &crate::config::Settings) -> Self {
-        Limits {
-            query: s.query_timeout,
-            idle_transaction: s.idle_transaction_timeout,
-            transaction: s.transaction_timeout,
-        }
-    }
-}
+/// query_timeout, idle_transaction_timeout, transaction_timeout (0 = off), as the config
+/// resolves them for the session's pool user.
+pub(super) type Limits = crate::config::SessionTimeouts;
 
 /// What the relay's tracker says about the server after a wake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

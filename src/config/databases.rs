@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 
 use super::limits::{parse_pool_share, PoolShare};
-use super::settings::{parse_pool_mode, parse_u16, parse_u32};
-use super::{ConfigError, ConfigWarning, RawIni, UserEntry};
+use std::time::Duration;
+
+use super::settings::{parse_duration, parse_pool_mode, parse_u16, parse_u32};
+use super::{ConfigError, RawIni, UserEntry};
 
 /// Where the server is when a [databases] entry has no `host=`: a unix socket in this directory.
 ///
@@ -21,20 +23,6 @@ pub const DEFAULT_HOST: &str = "/var/run/postgresql";
 
 /// `port=` when omitted.
 pub const DEFAULT_PORT: u16 = 5432;
-
-/// Connstring keys PgBouncer accepts that pgporter does not apply per database yet: accepted
-/// with a warning (the [pgbouncer] value applies).
-const IGNORED_DB_KEYS: &[&str] = &["query_wait_timeout", "server_lifetime"];
-
-/// [users] keys of PgBouncer 1.24+ that pgporter does not apply per user yet: accepted with a
-/// warning, the [pgbouncer] value applies.
-const IGNORED_USER_KEYS: &[&str] = &[
-    "client_idle_timeout",
-    "idle_transaction_timeout",
-    "query_timeout",
-    "query_wait_timeout",
-    "transaction_timeout",
-];
 
 /// Startup parameters a [databases] entry may set for the server connection.
 const CONNECT_PARAMS: &[&str] = &[
@@ -105,7 +93,7 @@ pub struct DatabaseEntry {
     pub hosts: Vec<HostPort>,
     /// `target_session_attrs=`, default any.
     pub target_session_attrs: SessionAttrs,
-    /// `load_balance_hosts=`, default disable.
+    /// `load_balance_hosts=`, default round-robin (PgBouncer's default for a host list).
     pub load_balance_hosts: LoadBalance,
     /// `dbname=`; None = the client's database name.
     pub dbname: Option<String>,
@@ -115,6 +103,11 @@ pub struct DatabaseEntry {
     pub password: Option<String>,
     /// `pool_size=`; None = default_pool_size.
     pub pool_size: Option<u32>,
+    /// `server_lifetime=` (PgBouncer 1.23+); None (or 0) = the [pgbouncer] value.
+    pub server_lifetime: Option<Duration>,
+    /// `query_wait_timeout=` (PgBouncer 1.24+; -1 = not set, 0 = no limit); None = the
+    /// [pgbouncer] value.
+    pub query_wait_timeout: Option<Duration>,
     /// `min_pool_size=`.
     pub min_pool_size: Option<u32>,
     /// `max_db_connections=`.
@@ -171,11 +164,13 @@ pub(super) fn parse_connstring_in(
         name: name.to_string(),
         hosts: Vec::new(),
         target_session_attrs: SessionAttrs::Any,
-        load_balance_hosts: LoadBalance::Disable,
+        load_balance_hosts: LoadBalance::RoundRobin,
         dbname: None,
         user: None,
         password: None,
         pool_size: None,
+        server_lifetime: None,
+        query_wait_timeout: None,
         min_pool_size: None,
         max_db_connections: None,
         max_db_client_connections: None,
@@ -218,11 +213,13 @@ pub(super) fn parse_connstring_in(
                     Some(parse_pool_share(&val).map_err(|m| format!("{key}: {m}"))?);
             }
             "pool_mode" => e.pool_mode = Some(parse_pool_mode(&val)?),
+            // As PgBouncer: 0 leaves the [pgbouncer] value in force.
+            "server_lifetime" => e.server_lifetime = timeout(&key, &val)?.filter(|d| !d.is_zero()),
+            "query_wait_timeout" => e.query_wait_timeout = timeout(&key, &val)?,
             p if CONNECT_PARAMS.contains(&p) => {
                 e.connect_params.retain(|(existing, _)| *existing != k);
                 e.connect_params.push((k, val));
             }
-            p if IGNORED_DB_KEYS.contains(&p) => {}
             _ => return Err(format!("unknown parameter {key:?}")),
         }
     }
@@ -306,12 +303,11 @@ fn parse_balance(v: &str) -> Result<LoadBalance, String> {
 
 /// All [databases] entries; the `*` one separately. An entry without a host connects through
 /// the unix socket in `unix_socket_dir`, as PgBouncer's does (when that is a directory path;
-/// else [`DEFAULT_HOST`]). Keys accepted but not applied go to `warnings`.
+/// else [`DEFAULT_HOST`]).
 pub(super) fn from_ini(
     raw: &RawIni,
     unix_socket_dir: &str,
     errors: &mut Vec<ConfigError>,
-    warnings: &mut Vec<ConfigWarning>,
 ) -> (HashMap<String, DatabaseEntry>, Option<DatabaseEntry>) {
     let default_host = if unix_socket_dir.starts_with('/') {
         unix_socket_dir
@@ -321,22 +317,7 @@ pub(super) fn from_ini(
     let mut databases = HashMap::new();
     let mut fallback = None;
     for entry in raw.section("databases") {
-        let parsed = parse_connstring_in(&entry.key, &entry.value, default_host);
-        if parsed.is_ok() {
-            let pairs = split_pairs(&entry.value).unwrap_or_default();
-            let ignored = pairs.into_iter().map(|(k, _)| k.to_ascii_lowercase());
-            for key in ignored.filter(|k| IGNORED_DB_KEYS.contains(&k.as_str())) {
-                warnings.push(ConfigWarning {
-                    file: entry.file.clone(),
-                    line: entry.line,
-                    key: entry.key.clone(),
-                    message: format!(
-                        "{key} per database is not implemented yet, ignored (the [pgbouncer] value applies)"
-                    ),
-                });
-            }
-        }
-        match parsed {
+        match parse_connstring_in(&entry.key, &entry.value, default_host) {
             Ok(db) if entry.key == "*" => fallback = Some(db),
             Ok(db) => {
                 databases.insert(entry.key.clone(), db);
@@ -352,24 +333,15 @@ pub(super) fn from_ini(
     (databases, fallback)
 }
 
-/// All [users] entries; keys accepted but not applied go to `warnings`.
+/// All [users] entries.
 pub(super) fn users_from_ini(
     raw: &RawIni,
     errors: &mut Vec<ConfigError>,
-    warnings: &mut Vec<ConfigWarning>,
 ) -> HashMap<String, UserEntry> {
     let mut users = HashMap::new();
     for entry in raw.section("users") {
         match parse_user(&entry.value) {
-            Ok((user, ignored)) => {
-                warnings.extend(ignored.into_iter().map(|key| ConfigWarning {
-                    file: entry.file.clone(),
-                    line: entry.line,
-                    key: entry.key.clone(),
-                    message: format!(
-                        "{key} per user is not implemented yet, ignored (the [pgbouncer] value applies)"
-                    ),
-                }));
+            Ok(user) => {
                 users.insert(entry.key.clone(), user);
             }
             Err(message) => errors.push(ConfigError {
@@ -384,10 +356,11 @@ pub(super) fn users_from_ini(
 }
 
 /// `pool_mode=... pool_size=... reserve_pool_size=... max_user_connections=...
-/// max_user_client_connections=...`; also the keys of the ignored per-user timeouts, returned.
-fn parse_user(value: &str) -> Result<(UserEntry, Vec<String>), String> {
+/// max_user_client_connections=...` and the per-user timeouts (`query_timeout=`,
+/// `query_wait_timeout=`, `idle_transaction_timeout=`, `transaction_timeout=`,
+/// `client_idle_timeout=`).
+fn parse_user(value: &str) -> Result<UserEntry, String> {
     let mut user = UserEntry::default();
-    let mut ignored = Vec::new();
     for (key, val) in split_pairs(value)? {
         let int = |v: &str| parse_u32(v).map(Some).map_err(|m| format!("{key}: {m}"));
         match key.to_ascii_lowercase().as_str() {
@@ -396,11 +369,26 @@ fn parse_user(value: &str) -> Result<(UserEntry, Vec<String>), String> {
             "reserve_pool_size" => user.reserve_pool_size = int(&val)?,
             "max_user_connections" => user.max_user_connections = int(&val)?,
             "max_user_client_connections" => user.max_user_client_connections = int(&val)?,
-            k if IGNORED_USER_KEYS.contains(&k) => ignored.push(k.to_string()),
+            "query_timeout" => user.query_timeout = timeout(&key, &val)?,
+            "query_wait_timeout" => user.query_wait_timeout = timeout(&key, &val)?,
+            "idle_transaction_timeout" => user.idle_transaction_timeout = timeout(&key, &val)?,
+            "transaction_timeout" => user.transaction_timeout = timeout(&key, &val)?,
+            "client_idle_timeout" => user.client_idle_timeout = timeout(&key, &val)?,
             _ => return Err(format!("unknown parameter {key:?}")),
         }
     }
-    Ok((user, ignored))
+    Ok(user)
+}
+
+/// A per-database or per-user timeout: a duration as in [pgbouncer] (`0` = no limit), or
+/// PgBouncer's `-1` = not set (the next level's value applies).
+fn timeout(key: &str, val: &str) -> Result<Option<Duration>, String> {
+    if val.trim() == "-1" {
+        return Ok(None);
+    }
+    parse_duration(val)
+        .map(Some)
+        .map_err(|m| format!("{key}: {m}"))
 }
 
 /// Split libpq-style `key=value` pairs (see the module docs). Errors name keys, never values.

@@ -14,6 +14,7 @@ mod ini;
 mod limits;
 mod security;
 mod settings;
+mod timeouts;
 mod userlist;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub use settings::{
     AuditSettings, AuditStatements, AuthType, IdentitySettings, LogFormat, PoolMode,
     RoutingSettings, Settings, MAX_PACKET_SIZE_LIMIT,
 };
+pub use timeouts::SessionTimeouts;
 pub use userlist::parse_userlist;
 
 /// One problem in a config file, with where it is.
@@ -89,6 +91,13 @@ pub struct UserEntry {
     pub reserve_pool_size: Option<u32>,
     pub max_user_connections: Option<u32>,
     pub max_user_client_connections: Option<u32>,
+    /// PgBouncer 1.24+'s per-user timeouts, before the [pgbouncer] values (see
+    /// [`Config::timeouts`]); `query_wait_timeout` before the database's too.
+    pub query_timeout: Option<Duration>,
+    pub query_wait_timeout: Option<Duration>,
+    pub idle_transaction_timeout: Option<Duration>,
+    pub transaction_timeout: Option<Duration>,
+    pub client_idle_timeout: Option<Duration>,
 }
 
 /// The validated, immutable configuration snapshot.
@@ -198,8 +207,8 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
     let mut warnings = Vec::new();
     let settings = settings::Settings::from_ini(&raw, &mut errors, &mut warnings);
     let (databases, fallback_database) =
-        databases::from_ini(&raw, &settings.unix_socket_dir, &mut errors, &mut warnings);
-    let users = databases::users_from_ini(&raw, &mut errors, &mut warnings);
+        databases::from_ini(&raw, &settings.unix_socket_dir, &mut errors);
+    let users = databases::users_from_ini(&raw, &mut errors);
     let userlist = match &settings.auth_file {
         Some(file) => {
             let file = resolve_relative(path, file);

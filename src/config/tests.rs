@@ -63,3 +63,31 @@ fn pool_mode_of_a_pool_user_then_database_then_default() {
     assert_eq!(config.pool_mode("sess", "alice"), PoolMode::Session);
     assert_eq!(config.pool_mode("sess", "batch"), PoolMode::Transaction);
 }
+
+#[test]
+fn timeouts_of_a_pool_user_then_database_then_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("p.ini");
+    std::fs::write(
+        &ini,
+        "[pgbouncer]\nquery_wait_timeout = 100\nquery_timeout = 50\nserver_lifetime = 3000\n\
+         client_idle_timeout = 0\n\
+         [databases]\nshort = query_wait_timeout=3 server_lifetime=60\n* = host=127.0.0.1\n\
+         [users]\nbatch = query_wait_timeout=0 query_timeout=0 idle_transaction_timeout=7 \
+         client_idle_timeout=9\n",
+    )
+    .unwrap();
+    let config = load(&ini).unwrap();
+    let secs = std::time::Duration::from_secs;
+    assert_eq!(config.query_wait_timeout("other", "alice"), secs(100));
+    assert_eq!(config.query_wait_timeout("short", "alice"), secs(3));
+    assert_eq!(config.query_wait_timeout("short", "batch"), secs(0));
+    assert_eq!(config.server_lifetime("other"), secs(3000));
+    assert_eq!(config.server_lifetime("short"), secs(60));
+    assert_eq!(config.client_idle_timeout("alice"), secs(0));
+    assert_eq!(config.client_idle_timeout("batch"), secs(9));
+    let alice = config.session_timeouts("alice");
+    assert_eq!((alice.query, alice.idle_transaction), (secs(50), secs(0)));
+    let batch = config.session_timeouts("batch");
+    assert_eq!((batch.query, batch.idle_transaction), (secs(0), secs(7)));
+}

@@ -30,16 +30,23 @@ pub async fn run_janitor(pools: Arc<Pools>, shutdown: CancellationToken) {
 pub async fn close_idle_clients(shared: Arc<crate::app::Shared>) {
     let mut ticks = crate::shutdown::Ticks::every(Duration::from_millis(200));
     while ticks.next(&shared.shutdown).await {
-        let limit = shared.config.load().settings.client_idle_timeout;
-        if limit.is_zero() {
+        let config = shared.config.load();
+        if config.settings.client_idle_timeout.is_zero()
+            && !config
+                .users
+                .values()
+                .any(|u| u.client_idle_timeout.is_some())
+        {
             continue;
         }
         let now = crate::sessions::unix_ms(std::time::SystemTime::now());
         let mut closed = 0;
         for s in shared.sessions.all() {
+            let limit = config.client_idle_timeout(&s.pool_user);
             let since = s.request_ms.load(std::sync::atomic::Ordering::Relaxed);
             let quiet = Duration::from_millis(now.saturating_sub(since));
             if !s.admin
+                && !limit.is_zero()
                 && s.state() == crate::sessions::ClientState::Idle
                 && s.server().is_none()
                 && quiet >= limit

@@ -450,3 +450,33 @@ async fn query_timeout_spares_sessions_after_a_failed_extended_copy() {
     assert_eq!(error.sqlstate().as_deref(), Some("57014"));
     skipped_query_then_idle(&mut c).await;
 }
+
+/// PgBouncer 1.24+'s per-database query_wait_timeout and per-user timeouts ([users]) apply
+/// before the [pgbouncer] values, and a reload brings them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_database_and_per_user_timeouts() {
+    let f = Fixture::with_settings(1, "query_wait_timeout = 60").await;
+    let (db, user) = (f.db.clone(), f.user.clone());
+    f.porter
+        .reload_edited(|ini| {
+            let line = format!("dbname={db}\n");
+            assert!(ini.contains(&line), "{ini}");
+            ini.replacen(&line, &format!("dbname={db} query_wait_timeout=1\n"), 1)
+                + &format!("[users]\n{user} = idle_transaction_timeout=3\n")
+        })
+        .await;
+    let mut holder = raw(&f).await;
+    let (_, status, _) = holder.rows("BEGIN").await;
+    assert_eq!(status, b'T');
+    // The database's 1 s, not the global 60 s.
+    let mut waiter = raw(&f).await;
+    waiter.query("SELECT 1").await;
+    let (text, code, took) = fatal(&mut waiter).await;
+    assert!(text.contains("query_wait_timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The user's idle_transaction_timeout (none globally).
+    let (text, _, took) = fatal(&mut holder).await;
+    assert!(text.contains("idle transaction timeout"), "{text:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}

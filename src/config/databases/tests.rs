@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::time::Duration;
 
 use super::*;
 use crate::config::ini::parse_ini_with;
@@ -20,7 +21,7 @@ fn defaults() {
         }]
     );
     assert_eq!(e.target_session_attrs, SessionAttrs::Any);
-    assert_eq!(e.load_balance_hosts, LoadBalance::Disable);
+    assert_eq!(e.load_balance_hosts, LoadBalance::RoundRobin);
     assert_eq!(e.dbname, None);
     assert_eq!(e.user, None);
     assert!(e.connect_params.is_empty());
@@ -124,7 +125,7 @@ fn databases_section_with_fallback() {
         Vec::new(),
         raw("[databases]\napp = dbname=a\n\"my db\" = dbname=b\n* = host=fallback\napp = dbname=c\n"),
     );
-    let (dbs, fallback) = from_ini(&raw, "", &mut errors, &mut Vec::new());
+    let (dbs, fallback) = from_ini(&raw, "", &mut errors);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(dbs.len(), 2);
     assert_eq!(dbs["app"].dbname.as_deref(), Some("c"));
@@ -140,7 +141,7 @@ fn databases_section_with_fallback() {
 fn database_errors_carry_location() {
     let mut errors = Vec::new();
     let raw = raw("[databases]\nok = dbname=x\nbad = dbname=x frobnicate=1\nworse = port=x\n");
-    let (dbs, _) = from_ini(&raw, "", &mut errors, &mut Vec::new());
+    let (dbs, _) = from_ini(&raw, "", &mut errors);
     assert_eq!(dbs.len(), 1);
     let got: Vec<(&str, usize, &str)> = errors
         .iter()
@@ -153,13 +154,12 @@ fn database_errors_carry_location() {
 #[test]
 fn users_section() {
     let mut errors = Vec::new();
-    let mut warnings = Vec::new();
     let raw = raw(
         "[users]\nalice = pool_mode=session max_user_connections=3\n\
          bob = max_user_client_connections = 7\ncarol = pool_size=1 reserve_pool_size=2\n\
          dave = pool_mode=statement\nerin = pool_mode=transaction\nfrank = colour=red\n",
     );
-    let users = users_from_ini(&raw, &mut errors, &mut warnings);
+    let users = users_from_ini(&raw, &mut errors);
     assert_eq!(users["alice"].pool_mode, Some(PoolMode::Session));
     assert_eq!(users["alice"].max_user_connections, Some(3));
     assert_eq!(users["alice"].pool_size, None);
@@ -172,35 +172,32 @@ fn users_section() {
     let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
     assert_eq!(got, vec![(7, "frank")]);
     assert!(errors[0].message.contains("unknown parameter \"colour\""));
-    assert!(warnings.is_empty());
 }
 
-/// PgBouncer 1.24+'s per-user timeouts load (with a warning each), so its configs start.
+/// PgBouncer 1.24+'s per-user timeouts: durations, `-1` = not set.
 #[test]
-fn users_per_user_timeouts_are_warned_about() {
-    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+fn users_per_user_timeouts() {
+    let mut errors = Vec::new();
     let raw = raw(
-        "[users]\nalice = query_timeout=30 idle_transaction_timeout=5 transaction_timeout=60 \
-         client_idle_timeout=600 query_wait_timeout=10 max_user_connections=2\n",
+        "[users]\nalice = query_timeout=30 idle_transaction_timeout=5 transaction_timeout=1min \
+         client_idle_timeout=600 query_wait_timeout=-1 max_user_connections=2\n\
+         bob = query_timeout=soon\n",
     );
-    let users = users_from_ini(&raw, &mut errors, &mut warnings);
-    assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(users["alice"].max_user_connections, Some(2));
-    let keys: Vec<&str> = warnings
-        .iter()
-        .map(|w| w.message.split(' ').next().unwrap_or(""))
-        .collect();
-    assert_eq!(
-        keys,
-        [
-            "query_timeout",
-            "idle_transaction_timeout",
-            "transaction_timeout",
-            "client_idle_timeout",
-            "query_wait_timeout"
-        ]
+    let users = users_from_ini(&raw, &mut errors);
+    let alice = &users["alice"];
+    assert_eq!(alice.max_user_connections, Some(2));
+    assert_eq!(alice.query_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(alice.idle_transaction_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(alice.transaction_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(alice.client_idle_timeout, Some(Duration::from_secs(600)));
+    assert_eq!(alice.query_wait_timeout, None);
+    let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(got, vec![(3, "bob")]);
+    assert!(
+        errors[0].message.starts_with("query_timeout: "),
+        "{}",
+        errors[0]
     );
-    assert!(warnings.iter().all(|w| w.line == 2 && w.key == "alice"));
 }
 
 #[test]
@@ -263,31 +260,20 @@ fn doubled_quotes_inside_a_quoted_value() {
     assert_eq!(e.auth_query.as_deref(), Some("select 'a\\b'"));
 }
 
-/// PgBouncer's per-database server_lifetime and query_wait_timeout load, with a warning each
-/// (the [pgbouncer] values apply).
+/// PgBouncer's per-database server_lifetime (0 = not set) and query_wait_timeout (-1 = not
+/// set, 0 = no limit).
 #[test]
-fn per_database_timeouts_load_with_a_warning() {
-    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
-    let raw =
-        raw("[databases]\napp = host=h server_lifetime=30 Query_Wait_Timeout=5\nplain = host=h\n");
-    let (dbs, _) = from_ini(&raw, "", &mut errors, &mut warnings);
-    assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(dbs.len(), 2);
-    let got: Vec<(usize, &str, &str)> = warnings
-        .iter()
-        .map(|w| {
-            (
-                w.line,
-                w.key.as_str(),
-                w.message.split(' ').next().unwrap_or(""),
-            )
-        })
-        .collect();
-    assert_eq!(
-        got,
-        [
-            (2, "app", "server_lifetime"),
-            (2, "app", "query_wait_timeout")
-        ]
+fn per_database_timeouts() {
+    let mut errors = Vec::new();
+    let raw = raw(
+        "[databases]\napp = host=h server_lifetime=30 Query_Wait_Timeout=5\n\
+         zero = host=h server_lifetime=0 query_wait_timeout=0\nunset = host=h query_wait_timeout=-1\n",
     );
+    let (dbs, _) = from_ini(&raw, "", &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    let got = |db: &str| (dbs[db].server_lifetime, dbs[db].query_wait_timeout);
+    let secs = |n| Some(Duration::from_secs(n));
+    assert_eq!(got("app"), (secs(30), secs(5)));
+    assert_eq!(got("zero"), (None, secs(0)));
+    assert_eq!(got("unset"), (None, None));
 }
