@@ -155,7 +155,9 @@ impl AuditSender {
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // An error means the writer is gone: sending will fail and be reported.
         let ready = self.tx.poll_reserve(cx).map(|_| ());
-        if ready.is_pending() && !std::mem::replace(&mut self.waiting, true) {
+        // Pending with room left is tokio's cooperative yield, not backpressure.
+        let full = self.tx.get_ref().is_some_and(|tx| tx.capacity() == 0);
+        if ready.is_pending() && full && !std::mem::replace(&mut self.waiting, true) {
             self.stalls.fetch_add(1, Relaxed);
         }
         if ready.is_ready() {

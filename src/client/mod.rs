@@ -135,7 +135,8 @@ pub fn run(
         let result = match login {
             Err(_) => Err(Error::LoginTimeout),
             Ok(Err(e)) => Err(e),
-            Ok(Ok(Started::Cancel)) => return,
+            // Handled; the TLS shutdown below still applies.
+            Ok(Ok(Started::Cancel)) => Ok(()),
             Ok(Ok(Started::Admin { role, guard })) => {
                 // Boxed: rare and large, it would otherwise size every client's task.
                 Box::pin(admin::serve(&mut conn, role, &guard.info, &shared)).await

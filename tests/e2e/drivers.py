@@ -32,11 +32,29 @@ def skipped(driver: str, check: str, reason: str) -> None:
     print(f"SKIP {driver}:{check}: {reason}", flush=True)
 
 
-def cancel_later(cancel, delay: float = 0.5) -> threading.Thread:
-    """Call `cancel()` from another thread while the main thread waits for a query."""
-    t = threading.Thread(target=lambda: (time.sleep(delay), cancel()), daemon=True)
-    t.start()
-    return t
+class cancel_later:
+    """Call `cancel()` from another thread while the main thread waits for a query; `done()`
+    waits for that call and raises what it raised (a cancel that reached the server but failed
+    on the client's side, e.g. libpq 17+'s encrypted cancel without the pooler's TLS
+    close_notify, is a failure too)."""
+
+    def __init__(self, cancel, delay: float = 0.5) -> None:
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            time.sleep(delay)
+            try:
+                cancel()
+            except BaseException as e:  # noqa: BLE001 - reported by done()
+                self.error = e
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def done(self) -> None:
+        self.thread.join(30)
+        if self.error is not None:
+            raise AssertionError(f"the cancel call failed: {self.error!r}")
 
 
 # PGPORTER_TEST_SSLMODE=require runs the same check list over client TLS (default: disable).
@@ -86,12 +104,13 @@ def run_psycopg2(name, host, port, user, password, db) -> None:
     assert out.getvalue() == "10\tten\n11\televen\n", out.getvalue()
     conn.commit()
     passed(name, "copy")
-    cancel_later(conn.cancel)
+    canceller = cancel_later(conn.cancel)
     try:
         cur.execute(SLEEP)
         raise AssertionError("pg_sleep was not cancelled")
     except psycopg2.errors.QueryCanceled as e:
         assert e.pgcode == "57014", e.pgcode
+    canceller.done()
     conn.rollback()
     passed(name, "cancel")
     try:
@@ -160,12 +179,13 @@ def run_psycopg3(name, host, port, user, password, db, prepared: bool) -> None:
     assert rows == [("10", "ten"), ("11", "eleven")], rows
     conn.commit()
     passed(name, "copy")
-    cancel_later(getattr(conn, "cancel_safe", conn.cancel))
+    canceller = cancel_later(getattr(conn, "cancel_safe", conn.cancel))
     try:
         cur.execute(SLEEP)
         raise AssertionError("pg_sleep was not cancelled")
     except psycopg.errors.QueryCanceled as e:
         assert e.sqlstate == "57014", e.sqlstate
+    canceller.done()
     conn.rollback()
     passed(name, "cancel")
     try:
@@ -296,12 +316,13 @@ def run_sqlalchemy(name, host, port, user, password, db) -> None:
         assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 4
         conn.commit()
         passed(name, "copy")
-        cancel_later(raw.cancel)
+        canceller = cancel_later(raw.cancel)
         try:
             conn.execute(text(SLEEP))
             raise AssertionError("pg_sleep was not cancelled")
         except sqlalchemy.exc.OperationalError as e:
             assert e.orig.pgcode == "57014", e.orig.pgcode
+        canceller.done()
         conn.rollback()
         passed(name, "cancel")
         try:
