@@ -387,7 +387,8 @@ fn check_security(path: &Path, s: &Settings, errors: &mut Vec<ConfigError>) {
     );
 }
 
-/// A path in the config is relative to the config file's directory (as in PgBouncer).
+/// A path in the config is relative to the config file's directory (PgBouncer takes it relative
+/// to its working directory; the config file's is what a packaged or containerised setup means).
 pub fn resolve_relative(config_path: &Path, file: &str) -> PathBuf {
     let p = Path::new(file);
     if p.is_absolute() {
