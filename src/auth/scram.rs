@@ -18,6 +18,7 @@ use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
 use subtle::ConstantTimeEq;
 
 use super::{AuthError, ScramSecret};
@@ -60,12 +61,13 @@ enum State {
     Initial,
     ServerFirstSent {
         channel_binding: ChannelBinding,
-        /// gs2 header exactly as the client sent it, e.g. `n,,`.
-        gs2_header: String,
-        client_first_bare: String,
+        /// client-first-message as the client sent it: the gs2 header (its first
+        /// `gs2_len` bytes, e.g. `n,,`), then client-first-message-bare.
+        client_first: String,
+        gs2_len: usize,
+        /// server-first-message; the nonce (client's, then ours) is `server_first[2..nonce_end]`.
         server_first: String,
-        /// Client nonce followed by server nonce.
-        nonce: String,
+        nonce_end: usize,
     },
     Succeeded {
         client_key: [u8; 32],
@@ -191,7 +193,8 @@ impl ScramServer {
                 return Err(AuthError::Malformed("unexpected message"))
             }
         }
-        let first = parse_client_first(as_text(msg)?)?;
+        let msg = as_text(msg)?;
+        let first = parse_client_first(msg)?;
         match (first.channel_binding, self.plus) {
             (ChannelBinding::Required, false) => {
                 return Err(AuthError::Malformed("channel binding not supported"))
@@ -207,27 +210,36 @@ impl ScramServer {
             _ => {}
         }
 
-        let server_nonce = match &self.server_nonce {
-            Some(n) => n.clone(),
+        // `r=<client nonce><server nonce>,s=<salt>,i=<iterations>`, built in place (one
+        // allocation, no formatting machinery: this runs at every login).
+        let mut server_first = String::with_capacity(
+            first.client_nonce.len()
+                + 4 * SERVER_NONCE_LEN / 3
+                + 4 * self.secret.salt.len() / 3
+                + 24,
+        );
+        server_first.push_str("r=");
+        server_first.push_str(first.client_nonce);
+        match &self.server_nonce {
+            Some(n) => server_first.push_str(n),
             None => {
                 let mut raw = [0u8; SERVER_NONCE_LEN];
                 OsRng.fill_bytes(&mut raw);
-                STANDARD.encode(raw)
+                STANDARD.encode_string(raw, &mut server_first);
             }
-        };
-        let nonce = format!("{}{}", first.client_nonce, server_nonce);
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            STANDARD.encode(&self.secret.salt),
-            self.secret.iterations
-        );
-        let reply = server_first.clone().into_bytes();
+        }
+        let nonce_end = server_first.len();
+        server_first.push_str(",s=");
+        STANDARD.encode_string(&self.secret.salt, &mut server_first);
+        server_first.push_str(",i=");
+        let _ = write!(server_first, "{}", self.secret.iterations);
+        let reply = server_first.as_bytes().to_vec();
         self.state = State::ServerFirstSent {
             channel_binding: first.channel_binding,
-            gs2_header: first.gs2_header.to_owned(),
-            client_first_bare: first.bare.to_owned(),
+            client_first: msg.to_owned(),
+            gs2_len: first.gs2_header.len(),
             server_first,
-            nonce,
+            nonce_end,
         };
         Ok(reply)
     }
@@ -238,10 +250,10 @@ impl ScramServer {
         let state = std::mem::replace(&mut self.state, State::Finished);
         let State::ServerFirstSent {
             channel_binding,
-            gs2_header,
-            client_first_bare,
+            client_first,
+            gs2_len,
             server_first,
-            nonce,
+            nonce_end,
         } = state
         else {
             if let State::Succeeded { .. } = state {
@@ -250,25 +262,44 @@ impl ScramServer {
             return Err(AuthError::Malformed("unexpected message"));
         };
         let fin = parse_client_final(as_text(msg)?)?;
+        let (gs2_header, client_first_bare) = client_first.split_at(gs2_len);
+        let nonce = &server_first[2..nonce_end];
 
-        let mut cbind_input = gs2_header.into_bytes();
+        let mut cbind_input = String::with_capacity(128);
         if channel_binding == ChannelBinding::Required {
-            cbind_input.extend_from_slice(self.end_point.as_deref().unwrap_or_default());
+            let end_point = self.end_point.as_deref().unwrap_or_default();
+            STANDARD.encode_string(
+                [gs2_header.as_bytes(), end_point].concat(),
+                &mut cbind_input,
+            );
+        } else {
+            STANDARD.encode_string(gs2_header, &mut cbind_input);
         }
-        if fin.channel_binding != STANDARD.encode(&cbind_input) {
+        if fin.channel_binding != cbind_input {
             return Err(AuthError::Malformed("channel binding mismatch"));
         }
         if !bool::from(fin.nonce.as_bytes().ct_eq(nonce.as_bytes())) {
             return Err(AuthError::Malformed("nonce mismatch"));
         }
-        let proof: [u8; 32] = STANDARD
-            .decode(fin.proof)
-            .ok()
-            .and_then(|p| p.try_into().ok())
+        // A 32-byte proof is 44 characters of base64: a longer one cannot be one (and would
+        // not fit the buffer), a shorter one decodes to fewer bytes.
+        let mut decoded = [0u8; 48];
+        let proof: [u8; 32] = (fin.proof.len() <= 64)
+            .then(|| STANDARD.decode_slice(fin.proof, &mut decoded).ok())
+            .flatten()
+            .and_then(|n| decoded.get(..n)?.try_into().ok())
             .ok_or(AuthError::Malformed("invalid proof"))?;
 
-        let auth_message = format!("{client_first_bare},{server_first},{}", fin.without_proof);
-        let client_signature = hmac(&self.secret.stored_key, auth_message.as_bytes());
+        // AuthMessage = client-first-message-bare "," server-first-message ","
+        // client-final-message-without-proof, fed to the HMACs in its parts.
+        let auth_message = [
+            client_first_bare.as_bytes(),
+            b",",
+            server_first.as_bytes(),
+            b",",
+            fin.without_proof.as_bytes(),
+        ];
+        let client_signature = hmac(&self.secret.stored_key, &auth_message);
         let mut client_key = proof;
         for (k, s) in client_key.iter_mut().zip(client_signature) {
             *k ^= s;
@@ -278,9 +309,12 @@ impl ScramServer {
         if self.mock || !valid {
             return Err(AuthError::Failed);
         }
-        let server_signature = hmac(&self.secret.server_key, auth_message.as_bytes());
+        let server_signature = hmac(&self.secret.server_key, &auth_message);
         self.state = State::Succeeded { client_key };
-        Ok(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
+        let mut server_final = String::with_capacity(48);
+        server_final.push_str("v=");
+        STANDARD.encode_string(server_signature, &mut server_final);
+        Ok(server_final.into_bytes())
     }
 
     /// The client's ClientKey, recovered from its proof, once the exchange has succeeded. With it
@@ -308,9 +342,12 @@ pub fn verify_plain(secret: &ScramSecret, password: &[u8]) -> Option<[u8; 32]> {
     server.client_key()
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+/// HMAC-SHA-256 of the concatenation of `parts`.
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(data);
+    for part in parts {
+        mac.update(part);
+    }
     mac.finalize().into_bytes().into()
 }
 
@@ -340,8 +377,8 @@ fn is_attr(field: &str) -> bool {
 #[derive(Debug)]
 struct ClientFirst<'a> {
     channel_binding: ChannelBinding,
+    /// The gs2 header; client-first-message-bare is the rest of the message.
     gs2_header: &'a str,
-    bare: &'a str,
     client_nonce: &'a str,
 }
 
@@ -390,7 +427,6 @@ fn parse_client_first(msg: &str) -> Result<ClientFirst<'_>, AuthError> {
     Ok(ClientFirst {
         channel_binding,
         gs2_header,
-        bare,
         client_nonce,
     })
 }

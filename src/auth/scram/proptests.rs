@@ -15,20 +15,20 @@ fn secret(password: &str, salt: &[u8], iterations: u32) -> ScramSecret {
     // Hi(password, salt, i) = PBKDF2-HMAC-SHA-256, one block (RFC 5802 §2.2).
     let mut block = salt.to_vec();
     block.extend_from_slice(&1u32.to_be_bytes());
-    let mut u = hmac(password.as_bytes(), &block);
+    let mut u = hmac(password.as_bytes(), &[&block]);
     let mut salted = u;
     for _ in 1..iterations {
-        u = hmac(password.as_bytes(), &u);
+        u = hmac(password.as_bytes(), &[&u]);
         for (s, x) in salted.iter_mut().zip(u) {
             *s ^= x;
         }
     }
-    let client_key = hmac(&salted, b"Client Key");
+    let client_key = hmac(&salted, &[b"Client Key"]);
     ScramSecret {
         iterations,
         salt: salt.to_vec(),
         stored_key: Sha256::digest(client_key).into(),
-        server_key: hmac(&salted, b"Server Key"),
+        server_key: hmac(&salted, &[b"Server Key"]),
     }
 }
 
