@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use crate::config::Config;
 use crate::error::Error;
 use crate::protocol::backend;
-use crate::server::{query_row, ServerConn, ServerError};
+use crate::server::{query_row, queue_queries, ServerConn, ServerError};
 
 /// Reported parameters a session must not inherit from the server connection's previous
 /// client (PgBouncer's tracked parameters, and IntervalStyle): a client that does not ask for
@@ -145,14 +145,15 @@ impl ClientParams {
         app_default: &str,
         buf: &mut BytesMut,
     ) {
+        // Unpacked once, not once per reported parameter.
+        let wanted: Vec<(&str, &str)> = self.wanted().collect();
         for (name, value) in reported {
             let fallback = if name.eq_ignore_ascii_case("application_name") {
                 app_default
             } else {
                 value.as_str()
             };
-            let value = self
-                .wanted()
+            let value = (wanted.iter())
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .map_or(fallback, |(_, v)| v);
             backend::parameter_status(buf, name, value);
@@ -209,12 +210,11 @@ impl ClientParams {
                 .iter()
                 .all(|(name, _)| name.eq_ignore_ascii_case("application_name"));
         if ahead {
-            let sql = format!("SET application_name = {}", quote_literal(&sets[0].1));
-            let mut query = BytesMut::new();
-            postgres_protocol::message::frontend::query(&sql, &mut query).map_err(|e| {
-                Error::ServerLogin(ServerError::from(crate::protocol::ProtocolError::Io(e)))
-            })?;
-            server.conn.queue(&query);
+            let mut sql = String::with_capacity(32 + sets[0].1.len());
+            sql.push_str("SET application_name = ");
+            push_literal(&mut sql, &sets[0].1);
+            queue_queries(&mut server.conn.wbuf, &[&sql])
+                .map_err(|e| Error::ServerLogin(ServerError::from(e)))?;
             server
                 .conn
                 .flush()
@@ -376,12 +376,25 @@ fn is_guc_name(name: &str) -> bool {
 /// `'...'` with quotes doubled (standard_conforming_strings is on in every supported server,
 /// and an E'' form is used when a backslash appears).
 fn quote_literal(value: &str) -> String {
-    let body = value.replace('\'', "''");
-    if body.contains('\\') {
-        format!("E'{}'", body.replace('\\', "\\\\"))
-    } else {
-        format!("'{body}'")
+    let mut quoted = String::with_capacity(value.len() + 3);
+    push_literal(&mut quoted, value);
+    quoted
+}
+
+/// Append [`quote_literal`]'s form of `value` to `out`.
+fn push_literal(out: &mut String, value: &str) {
+    if value.contains('\\') {
+        out.push('E');
     }
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
 }
 
 #[cfg(test)]
@@ -392,6 +405,9 @@ mod tests {
     fn quoting() {
         assert_eq!(quote_literal("a'b"), "'a''b'");
         assert_eq!(quote_literal(r"a\b"), r"E'a\\b'");
+        assert_eq!(quote_literal(r"it's a\'b"), r"E'it''s a\\''b'");
+        assert_eq!(quote_literal("pgbench"), "'pgbench'");
+        assert_eq!(quote_literal(""), "''");
     }
 
     fn config(settings: &str) -> Config {

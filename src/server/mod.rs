@@ -21,7 +21,7 @@ use crate::tls::ServerTls;
 pub use connect::connect;
 pub(crate) use connect::send_cancel;
 pub use query::{query_row, simple_query, QueryOutcome};
-pub(crate) use query::{read_answer, send_queries};
+pub(crate) use query::{queue_queries, read_answer, send_queries};
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,11 +176,19 @@ impl ServerConn {
 
     /// Record `name = value` as in effect, under the name's existing spelling if it has one.
     pub fn set_param(&mut self, name: &str, value: &str) {
-        let key = (self.params.keys())
-            .find(|k| k.eq_ignore_ascii_case(name))
-            .cloned()
-            .unwrap_or_else(|| name.to_string());
-        self.params.insert(key, value.to_string());
+        // Updated in place: no new key, and the value's allocation reused.
+        let existing = (self.params.iter_mut()).find(|(k, _)| k.eq_ignore_ascii_case(name));
+        match existing {
+            Some((_, now)) => {
+                if now != value {
+                    now.clear();
+                    now.push_str(value);
+                }
+            }
+            None => {
+                self.params.insert(name.to_string(), value.to_string());
+            }
+        }
     }
 
     /// Whether `name` is in effect as `asked` would set it: the same value, or a spelling of

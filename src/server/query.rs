@@ -64,12 +64,23 @@ pub(crate) async fn send_queries(
     server: &mut ServerConn,
     sqls: &[&str],
 ) -> Result<(), ServerError> {
-    let mut buf = BytesMut::new();
-    for sql in sqls {
-        frontend::query(sql, &mut buf).map_err(ProtocolError::Io)?;
-    }
-    server.conn.queue(&buf);
+    queue_queries(&mut server.conn.wbuf, sqls)?;
     server.conn.flush().await?;
+    Ok(())
+}
+
+/// Append a simple Query for each of `sqls` to `wbuf`, reserving the room once; nothing is
+/// appended if one cannot be encoded (a NUL in the text).
+pub(crate) fn queue_queries(wbuf: &mut BytesMut, sqls: &[&str]) -> Result<(), ProtocolError> {
+    let start = wbuf.len();
+    // Type byte, length word, text, NUL.
+    wbuf.reserve(sqls.iter().map(|sql| sql.len() + 6).sum());
+    for sql in sqls {
+        if let Err(e) = frontend::query(sql, wbuf) {
+            wbuf.truncate(start);
+            return Err(ProtocolError::Io(e));
+        }
+    }
     Ok(())
 }
 
