@@ -140,6 +140,9 @@ async fn read_password_message(conn: &mut FramedConn<Stream>) -> Result<bytes::B
 
 type Outcome = Result<(), AuthError>;
 
+/// Write-buffer room reserved for a SCRAM login and its welcome.
+const LOGIN_WRITE_BUFFER: usize = 1024;
+
 /// A cleartext password, checked against whatever secret is stored; against a SCRAM verifier
 /// this also yields the ClientKey (passthrough), as a SCRAM login would.
 async fn plain(
@@ -191,6 +194,10 @@ async fn scram_exchange(
     conn: &mut FramedConn<Stream>,
     mut server: ScramServer,
 ) -> Result<Result<[u8; 32], AuthError>, Error> {
+    // Room for the exchange's messages and the welcome after it (AuthenticationOk, a dozen
+    // ParameterStatus, BackendKeyData, ReadyForQuery: ~600 bytes) at once, instead of the
+    // empty buffer growing message by message. The session's first request drops it.
+    conn.wbuf.reserve(LOGIN_WRITE_BUFFER);
     backend::authentication_sasl(&mut conn.wbuf, server.mechanisms());
     conn.flush().await.map_err(Error::ClientProtocol)?;
 
