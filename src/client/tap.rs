@@ -332,6 +332,10 @@ impl Visit for Back<'_> {
         Poll::Ready(())
     }
 
+    fn ends_answer(&self, tag: u8) -> bool {
+        tag == backend::READY_FOR_QUERY
+    }
+
     fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
         let st = &mut *self.0;
         // A ParameterStatus inside the answer to pgporter's own query is the session's news
@@ -361,7 +365,8 @@ impl Visit for Back<'_> {
             && body.and_then(<[u8]>::first) != Some(&b'I')
         {
             // A transaction block in statement mode: the session ends instead, and the
-            // answers read with this ReadyForQuery (BEGIN's) are not passed on (PgBouncer).
+            // answers read with this ReadyForQuery (BEGIN's) are not passed on (PgBouncer);
+            // whole answers to earlier requests read with it are.
             st.long_transaction = true;
             return Flow::Abandon;
         }

@@ -11,7 +11,8 @@ pub enum Flow {
     /// Do not forward it nor anything after it; stop relaying this direction.
     StopBefore,
     /// As `StopBefore`, and what this scan cleared before it is not forwarded either (the
-    /// answers of a request whose end is refused, read together with it).
+    /// answers of a request whose end is refused, read together with it), back to the end of
+    /// the last message [`Visit::ends_answer`] names: earlier answers, whole, still go.
     Abandon,
 }
 
@@ -30,6 +31,12 @@ pub trait Visit {
     /// [`super::MAX_CONTROL_MESSAGE`] bytes; a larger body is streamed through
     /// [`Visit::chunk`] instead (header gets `None`).
     fn want_body(&self, tag: u8) -> bool;
+    /// A message that completes an answer (ReadyForQuery): an [`Flow::Abandon`] later in the
+    /// same scan keeps what was scanned up to its end. Only messages whose body was wanted
+    /// (and came whole) count.
+    fn ends_answer(&self, _tag: u8) -> bool {
+        false
+    }
     /// A message header; `body` is the whole body when wanted and small enough.
     fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow;
     /// The next piece of a wanted body too large to wait for; `last` on its final piece.
@@ -131,6 +138,8 @@ impl Scanner {
     /// each message header found.
     pub fn scan(&mut self, buf: &[u8], v: &mut impl Visit) -> Result<Scanned, ProtocolError> {
         let mut pos = 0usize;
+        // The end of the last whole answer scanned (what an Abandon still forwards).
+        let mut answered = 0usize;
         let stop = |forward| Scanned {
             forward,
             stopped: true,
@@ -147,7 +156,7 @@ impl Scanner {
                     match v.chunk(piece, take == self.remaining) {
                         Flow::Continue => {}
                         Flow::StopBefore => return Ok(stop(pos)),
-                        Flow::Abandon => return Ok(stop(0)),
+                        Flow::Abandon => return Ok(stop(answered)),
                     }
                 }
                 pos += take;
@@ -185,9 +194,12 @@ impl Scanner {
             match v.header(tag, body) {
                 Flow::Continue => {}
                 Flow::StopBefore => return Ok(stop(pos)),
-                Flow::Abandon => return Ok(stop(0)),
+                Flow::Abandon => return Ok(stop(answered)),
             }
             pos += 5;
+            if body.is_some() && v.ends_answer(tag) {
+                answered = pos + body_len;
+            }
             self.remaining = body_len;
             self.streaming = streaming;
         }
@@ -288,6 +300,33 @@ mod tests {
         assert_eq!((r.forward, r.stopped), (11, true));
         let r = stop_at_z(b'Z', Flow::Abandon);
         assert_eq!((r.forward, r.stopped), (0, true));
+    }
+
+    /// Answers ended (by a ReadyForQuery) before the abandoned one in the same read still go.
+    #[test]
+    fn abandon_keeps_whole_answers_before_it() {
+        struct Refuse;
+        impl Visit for Refuse {
+            fn want_body(&self, tag: u8) -> bool {
+                tag == b'Z'
+            }
+            fn ends_answer(&self, tag: u8) -> bool {
+                tag == b'Z'
+            }
+            fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
+                match (tag, body) {
+                    (b'Z', Some(b"T")) => Flow::Abandon,
+                    _ => Flow::Continue,
+                }
+            }
+        }
+        let mut buf = msg(b'C', b"SELECT 1\0");
+        buf.extend(msg(b'Z', b"I"));
+        let first = buf.len();
+        buf.extend(msg(b'C', b"BEGIN\0"));
+        buf.extend(msg(b'Z', b"T"));
+        let r = Scanner::new(1 << 20).scan(&buf, &mut Refuse).unwrap();
+        assert_eq!((r.forward, r.stopped), (first, true));
     }
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {

@@ -106,3 +106,39 @@ async fn python_drivers_in_statement_mode() {
     );
     assert!(out.contains("statement mode: ok"), "{out}");
 }
+
+/// A client that pipelines a transaction block behind another request gets that request's
+/// whole answer before the FATAL, however the two answers were read: here pgporter reads
+/// them together (the client reads nothing until both are on pgporter's side), and the
+/// earlier answer's tail (its last rows, CommandComplete, ReadyForQuery) used to be dropped
+/// with BEGIN's. PgBouncer 1.18 passes on what it read before the refused ReadyForQuery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_before_a_refused_transaction_block_are_passed_on() {
+    use crate::support::raw::RawClient;
+    const ROWS: usize = 20_000;
+    let fx = fixture().await;
+    let mut c = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
+    let sql = format!("select repeat('x', 200) from generate_series(1, {ROWS})\0");
+    c.send_all(&[(b'Q', sql.as_bytes()), (b'Q', b"begin\0")])
+        .await;
+    // Both answers wait in the socket buffers, then come to pgporter in large reads.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut msgs = Vec::new();
+    while let Some(m) = c.read_msg().await {
+        msgs.push(m);
+    }
+    let rows = msgs.iter().filter(|m| m.tag == b'D').count();
+    assert_eq!(rows, ROWS, "the first answer is whole");
+    let tail: Vec<u8> = msgs
+        .iter()
+        .skip_while(|m| m.tag != b'C')
+        .map(|m| m.tag)
+        .collect();
+    assert_eq!(
+        tail, b"CZE",
+        "SELECT's end, then the FATAL; nothing of BEGIN's answer"
+    );
+    let last = msgs.last().unwrap();
+    assert_eq!(last.sqlstate().as_deref(), Some("08P01"));
+    assert!(String::from_utf8_lossy(&last.body).contains(REFUSED));
+}
