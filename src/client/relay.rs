@@ -38,6 +38,9 @@ pub(super) enum RelayEnd {
     /// (mid-batch, or a body too large to wait for): the session ends (FATAL 42501) and the
     /// server connection, holding at most an incomplete message, is closed.
     Spoofed,
+    /// The client sent a message of this type, invalid after login (not forwarded): the
+    /// session ends with FATAL 08P01, as in PgBouncer.
+    Unexpected(u8),
     /// query_timeout, idle_transaction_timeout or transaction_timeout ran out.
     Timeout(Timeout),
     /// server_fast_close: the server connection must be closed, and it is idle.
@@ -187,6 +190,9 @@ where
             _ if state.renaming_lost => break RelayEnd::RenamingLost,
             _ if state.long_transaction => break RelayEnd::LongTransaction,
             RelayEnd::Terminate if state.spoofed => break RelayEnd::Spoofed,
+            RelayEnd::Terminate if state.unexpected.is_some() => {
+                break RelayEnd::Unexpected(state.unexpected.unwrap_or_default())
+            }
             RelayEnd::Terminate if state.held.is_some() => {
                 if let Err(end) = refuse_held(client, server, state, &mut down).await {
                     break end;

@@ -373,7 +373,7 @@ async fn relay_session(
                 .saturating_duration_since(shared.stats.epoch),
         ) < reconnect_before;
     match end {
-        Ok(RelayEnd::Terminate | RelayEnd::ClientGone) => {
+        Ok(end @ (RelayEnd::Terminate | RelayEnd::ClientGone | RelayEnd::Unexpected(_))) => {
             let reusable = tracker.is_idle()
                 && state.ahead == 0
                 && !state.cut_short
@@ -385,7 +385,12 @@ async fn relay_session(
             let reset = session.statements_open().then_some("DEALLOCATE ALL");
             pool.release_with(server, reusable, tracker.exact(), reset)
                 .await;
-            Ok(After::Ended)
+            match end {
+                RelayEnd::Unexpected(tag) => Err(Error::ClientProtocol(
+                    crate::protocol::ProtocolError::Unexpected(tag),
+                )),
+                _ => Ok(After::Ended),
+            }
         }
         Ok(RelayEnd::TransactionEnd) => {
             let reusable = !state.cut_short && cancels_settled && !stale && !role_changed;
@@ -536,5 +541,10 @@ async fn first_request(
     if info.is_killed() {
         return Err(ended(shared, info));
     }
-    Ok(conn.rbuf.first() != Some(&frontend::TERMINATE))
+    match conn.rbuf.first() {
+        Some(&tag) if !frontend::after_login(tag) => Err(Error::ClientProtocol(
+            crate::protocol::ProtocolError::Unexpected(tag),
+        )),
+        first => Ok(first != Some(&frontend::TERMINATE)),
+    }
 }

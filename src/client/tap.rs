@@ -44,6 +44,8 @@ pub(super) struct RelayState {
     pub held: Option<Held>,
     /// An identity GUC was named where the message could not be held back whole.
     pub spoofed: bool,
+    /// The client sent a message of a type not valid after login (not forwarded).
+    pub unexpected: Option<u8>,
     streamed: Option<Streamed>,
     prefix_cap: usize,
     /// Read-only sessions: the HINT added to PostgreSQL's 25006 errors.
@@ -105,6 +107,7 @@ impl RelayState {
             sender,
             held: None,
             spoofed: false,
+            unexpected: None,
             streamed: None,
             prefix_cap,
             read_only_hint: None,
@@ -183,6 +186,12 @@ impl Visit for Front<'_> {
     }
 
     fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
+        if !frontend::after_login(tag) {
+            // Not passed on: the session ends (PostgreSQL would end it, and pgporter would
+            // have handed on a connection about to close).
+            self.0.unexpected = Some(tag);
+            return Flow::StopBefore;
+        }
         if let Some(r) = &mut self.0.renaming {
             if r.take_passing() {
                 // What a rewrite put in place of a message already looked at.

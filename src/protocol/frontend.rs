@@ -16,6 +16,28 @@ pub const TERMINATE: u8 = b'X';
 /// PasswordMessage, SASLInitialResponse and SASLResponse share this tag.
 pub const PASSWORD: u8 = b'p';
 
+/// Whether a logged-in client may send a message of this type (protocol 3.0). PostgreSQL
+/// ends the session at any other (08P01 invalid frontend message type), and so does
+/// PgBouncer, without passing it on.
+pub fn after_login(tag: u8) -> bool {
+    matches!(
+        tag,
+        QUERY
+            | PARSE
+            | BIND
+            | EXECUTE
+            | DESCRIBE
+            | CLOSE
+            | SYNC
+            | FLUSH
+            | FUNCTION_CALL
+            | COPY_DATA
+            | COPY_DONE
+            | COPY_FAIL
+            | TERMINATE
+    )
+}
+
 /// A SASLInitialResponse body: mechanism name and the initial client response.
 #[derive(Debug)]
 pub struct SaslInitialResponse<'a> {

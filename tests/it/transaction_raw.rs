@@ -315,3 +315,54 @@ async fn another_clients_shared_statement_is_out_of_reach() {
     assert_eq!(error_of(&msgs), None);
     assert!(msgs.iter().any(|m| m.tag == b'D' && m.body.ends_with(b"7")));
 }
+
+/// A message type not valid after login ends the session with FATAL 08P01, as PgBouncer's
+/// `unknown pkt` does, and is not passed on: the server connection stays good for the next
+/// client. (It used to be forwarded: PostgreSQL closed the connection, the client heard
+/// nothing and waited forever, and when it followed a query, got the server's FATAL while
+/// its session stayed open.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_message_type_ends_the_session() {
+    let fx = fixture("").await;
+    let mut a = login(&fx, &[]).await;
+    let (pid, _, _) = a.rows("select pg_backend_pid()").await;
+    for pipelined_behind_a_query in [false, true] {
+        let mut c = login(&fx, &[]).await;
+        if pipelined_behind_a_query {
+            c.send_all(&[(b'Q', b"select 1\0"), (b'?', b"xx")]).await;
+        } else {
+            c.send_msg(b'?', b"xx").await;
+        }
+        let mut msgs = Vec::new();
+        while let Some(m) = c.read_msg().await {
+            msgs.push(m);
+        }
+        let last = msgs.last().expect("an answer");
+        assert_eq!(last.sqlstate().as_deref(), Some("08P01"));
+        assert!(String::from_utf8_lossy(&last.body).contains("FATAL"));
+        let (now, status, error) = a.rows("select pg_backend_pid()").await;
+        assert_eq!((status, error), (b'I', None));
+        // Behind a query the message came with the connection busy: that one is closed.
+        if !pipelined_behind_a_query {
+            assert_eq!(now, pid, "the connection the message never reached is kept");
+        }
+    }
+    // A session-mode pool refuses it the same way.
+    let fx = Fixture::custom(|_| Spec {
+        pool_size: 1,
+        ..Spec::new("pool_mode = session\n")
+    })
+    .await;
+    let mut c = login(&fx, &[]).await;
+    let (pid, _, _) = c.rows("select pg_backend_pid()").await;
+    c.send_msg(b'?', b"xx").await;
+    let m = c.read_msg().await.expect("the FATAL");
+    assert_eq!(m.sqlstate().as_deref(), Some("08P01"));
+    assert!(c.read_msg().await.is_none(), "the session ended");
+    let mut d = login(&fx, &[]).await;
+    assert_eq!(
+        d.rows("select pg_backend_pid()").await.0,
+        pid,
+        "connection kept"
+    );
+}
