@@ -116,12 +116,13 @@ impl App {
                     .unwrap_or_default()
             ))
         })?;
+        let cancels = Arc::new(CancelRegistry::new(config.settings.peer_id));
         let config = Arc::new(ConfigHandle::new(config));
         let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             pools: Arc::new(Pools::new(Arc::clone(&config))),
             config,
-            cancels: Arc::default(),
+            cancels,
             routing: Arc::new(Hosts::new(shutdown.clone())),
             listen_port: listeners.local_addr().port(),
             shutdown,

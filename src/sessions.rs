@@ -495,8 +495,13 @@ impl Sessions {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A pool client's registration data (tests elsewhere).
+    pub(crate) fn new_session(db: &str) -> NewSession<'_> {
+        new(db, false)
+    }
 
     fn new<'a>(db: &'a str, admin: bool) -> NewSession<'a> {
         NewSession {

@@ -1,19 +1,32 @@
 //! Cancel keys: each client gets a BackendKeyData of pgporter's own; a CancelRequest with it is
 //! forwarded to the server connection the client holds at that moment (its session's registry
 //! entry says which: linked while the client is served, cleared before the server is released).
+//!
+//! With `peer_id` set, a key names the process that issued it, so that a peer (another
+//! pgporter behind the same address, see `[peers]`) that receives the CancelRequest forwards
+//! it there: the key's process id is `peer_id << 16` plus 16 random bits, and the low two
+//! bits of its secret are a hop count, lowered at each forward (a cancel that has been
+//! forwarded three times is dropped, so a misconfigured group cannot pass one around for
+//! ever). The secret's other 30 bits and the 16 random bits keep keys unguessable.
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use rand::Rng;
 
+use crate::config::Config;
 use crate::protocol::startup::CancelKey;
 use crate::server::{send_cancel, ServerAddr};
 use crate::sessions::{CancelTarget, SessionInfo};
 
+/// The hop count bits of a peered key's secret; a key is issued with all of them set.
+const HOPS: i32 = 0b11;
+
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
     map: DashMap<CancelKey, Arc<SessionInfo>>,
+    /// `peer_id` at start-up (0 = no peering); it cannot change while keys are out.
+    peer_id: u16,
 }
 
 /// Removes the key when the session ends.
@@ -30,13 +43,26 @@ impl Drop for Registration {
 }
 
 impl CancelRegistry {
+    pub fn new(peer_id: u16) -> CancelRegistry {
+        CancelRegistry {
+            map: DashMap::new(),
+            peer_id,
+        }
+    }
+
     /// A fresh unique key for a new client session.
     pub fn register(self: &Arc<Self>, session: &Arc<SessionInfo>) -> Registration {
         let mut rng = rand::thread_rng();
         loop {
-            let key = CancelKey {
-                pid: rng.gen_range(1..i32::MAX),
-                secret: rng.gen(),
+            let key = match self.peer_id {
+                0 => CancelKey {
+                    pid: rng.gen_range(1..i32::MAX),
+                    secret: rng.gen(),
+                },
+                id => CancelKey {
+                    pid: i32::from(id) << 16 | rng.gen_range(0..=0xffff),
+                    secret: rng.gen::<i32>() | HOPS,
+                },
             };
             if let dashmap::Entry::Vacant(e) = self.map.entry(key) {
                 e.insert(Arc::clone(session));
@@ -48,10 +74,24 @@ impl CancelRegistry {
         }
     }
 
-    /// Forward a cancel for `key`, if it names a live session holding a server connection.
-    /// Unknown or stale keys are ignored silently, as PostgreSQL does.
-    pub async fn cancel(&self, key: CancelKey) {
-        let session = self.map.get(&key).map(|s| Arc::clone(&s));
+    /// Forward a cancel for `key`: to the server connection of the live session it names,
+    /// or (peering) to the peer that issued it. Unknown or stale keys are ignored silently,
+    /// as PostgreSQL does.
+    pub async fn cancel(&self, key: CancelKey, config: &Config) {
+        let issuer = u16::try_from(key.pid >> 16).unwrap_or(0);
+        if self.peer_id != 0 && issuer != self.peer_id {
+            self.forward(key, issuer, config).await;
+            return;
+        }
+        let local = match self.peer_id {
+            0 => key,
+            // However many hops it took to get here.
+            _ => CancelKey {
+                secret: key.secret | HOPS,
+                ..key
+            },
+        };
+        let session = self.map.get(&local).map(|s| Arc::clone(&s));
         // In flight until delivered: the session does not give the connection back before.
         let target = session.map_or(CancelTarget::Nothing, |s| s.begin_cancel());
         let (link, _in_flight) = match target {
@@ -73,5 +113,49 @@ impl CancelRegistry {
         if let Err(e) = send_cancel(&addr, server_key).await {
             tracing::warn!(server = %addr, error = %e, "could not forward cancel request");
         }
+    }
+
+    /// A cancel for a key `peer` issued: on to that peer, one hop less.
+    async fn forward(&self, key: CancelKey, peer: u16, config: &Config) {
+        let hops = key.secret & HOPS;
+        let Some(to) = config.peers.get(&peer).filter(|_| hops > 0) else {
+            tracing::debug!(
+                peer,
+                hops,
+                "cancel request for an unknown peer, or out of hops, ignored"
+            );
+            return;
+        };
+        let addr = ServerAddr::new(&to.host, to.port);
+        let key = CancelKey {
+            secret: key.secret & !HOPS | (hops - 1),
+            ..key
+        };
+        if let Err(e) = send_cancel(&addr, key).await {
+            tracing::warn!(peer, to = %addr, error = %e, "could not forward cancel request to peer");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peered_keys_name_their_issuer_with_all_hops() {
+        let registry = Arc::new(CancelRegistry::new(16383));
+        let sessions = Arc::new(crate::sessions::Sessions::default());
+        let guard = sessions.register(
+            crate::sessions::tests::new_session("a"),
+            &tokio_util::sync::CancellationToken::new(),
+        );
+        for _ in 0..100 {
+            let r = registry.register(&guard.info);
+            assert_eq!(r.key.pid >> 16, 16383);
+            assert!(r.key.pid > 0);
+            assert_eq!(r.key.secret & HOPS, HOPS);
+        }
+        let unpeered = Arc::new(CancelRegistry::new(0)).register(&guard.info);
+        assert!(unpeered.key.pid > 0);
     }
 }

@@ -225,7 +225,7 @@ async fn start(
     let client_tls = tls.client.as_deref();
     let startup = match handshake(conn, client_tls).await? {
         Hello::Cancel(key) => {
-            shared.cancels.cancel(key).await;
+            shared.cancels.cancel(key, config).await;
             return Ok(Started::Cancel);
         }
         Hello::Startup(startup) => startup,

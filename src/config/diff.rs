@@ -38,7 +38,7 @@ impl ConfigDiff {
         d.removed.sort();
         d.changed.sort();
         let (o, n) = (&old.settings, &new.settings);
-        let checks: [(&'static str, bool); 14] = [
+        let checks: [(&'static str, bool); 15] = [
             ("listen_addr", o.listen_addr != n.listen_addr),
             ("listen_port", o.listen_port != n.listen_port),
             (
@@ -52,6 +52,7 @@ impl ConfigDiff {
             ),
             ("listen_backlog", o.listen_backlog != n.listen_backlog),
             ("so_reuseport", o.so_reuseport != n.so_reuseport),
+            ("peer_id", o.peer_id != n.peer_id),
             ("unix_socket_dir", o.unix_socket_dir != n.unix_socket_dir),
             ("unix_socket_mode", o.unix_socket_mode != n.unix_socket_mode),
             ("pidfile", o.pidfile != n.pidfile),
@@ -85,6 +86,7 @@ pub fn keep_unreloadable(old: &Config, new: &mut Config) {
     n.unix_socket_mode = o.unix_socket_mode;
     n.listen_backlog = o.listen_backlog;
     n.so_reuseport = o.so_reuseport;
+    n.peer_id = o.peer_id;
     n.pidfile = o.pidfile.clone();
     n.metrics_listen_addr = o.metrics_listen_addr.clone();
     n.log_format = o.log_format;

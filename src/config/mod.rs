@@ -12,6 +12,7 @@ pub mod hba;
 mod identity;
 mod ini;
 mod limits;
+mod peers;
 mod security;
 mod settings;
 mod timeouts;
@@ -112,6 +113,8 @@ pub struct Config {
     pub fallback_database: Option<DatabaseEntry>,
     /// [users] by name.
     pub users: HashMap<String, UserEntry>,
+    /// `[peers]`: where the other processes of this pgporter's group listen, by peer id.
+    pub peers: HashMap<u16, HostPort>,
     /// auth_file contents: user name -> secret.
     pub userlist: HashMap<String, Secret>,
     /// auth_hba_file rules (empty when unset).
@@ -209,6 +212,7 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
     let (databases, fallback_database) =
         databases::from_ini(&raw, &settings.unix_socket_dir, &mut errors);
     let users = databases::users_from_ini(&raw, &mut errors);
+    let peers = peers::from_ini(&raw, &mut errors);
     let userlist = match &settings.auth_file {
         Some(file) => {
             let file = resolve_relative(path, file);
@@ -265,6 +269,7 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
         databases,
         fallback_database,
         users,
+        peers,
         userlist,
         hba,
         ident,

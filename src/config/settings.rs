@@ -175,6 +175,9 @@ pub struct Settings {
     /// SO_REUSEPORT on the TCP listeners: several pgporter processes may share the port.
     /// Default false. reload: no
     pub so_reuseport: bool,
+    /// This process's id among its `[peers]` (cancel keys carry it); 0 = no peering.
+    /// Default 0. reload: no
+    pub peer_id: u16,
     /// Default true. reload: yes
     pub log_connections: bool,
     /// Default true. reload: yes
@@ -338,6 +341,7 @@ impl Default for Settings {
             listen_backlog: 128,
             tcp_user_timeout: Duration::ZERO,
             so_reuseport: false,
+            peer_id: 0,
             tcp_keepidle: Duration::ZERO,
             tcp_keepintvl: Duration::ZERO,
             tcp_keepcnt: 0,
@@ -394,7 +398,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "conffile",
     "disable_pqexec",
     "job_name",
-    "peer_id",
     "query_wait_notify",
     "scram_iterations",
     "server_round_robin",
@@ -543,6 +546,7 @@ impl Settings {
             "listen_backlog" => self.listen_backlog = parse_strtol_u32(v)?,
             "tcp_user_timeout" => self.tcp_user_timeout = parse_millis(v)?,
             "so_reuseport" => self.so_reuseport = parse_bool(v)?,
+            "peer_id" => self.peer_id = super::peers::parse_peer_id(v)?,
             "tcp_keepidle" => self.tcp_keepidle = parse_duration(v)?,
             "tcp_keepintvl" => self.tcp_keepintvl = parse_duration(v)?,
             "tcp_keepcnt" => self.tcp_keepcnt = parse_strtol_u32(v)?,
@@ -626,20 +630,15 @@ fn section_warnings(raw: &RawIni, warnings: &mut Vec<ConfigWarning>) {
     let mut seen: Vec<&str> = Vec::new();
     for e in &raw.entries {
         let s = e.section.as_str();
-        if matches!(s, "pgbouncer" | "databases" | "users") || seen.contains(&s) {
+        if matches!(s, "pgbouncer" | "databases" | "users" | "peers") || seen.contains(&s) {
             continue;
         }
         seen.push(s);
-        let message = if s == "peers" {
-            "section not implemented yet, ignored"
-        } else {
-            "unknown section, ignored"
-        };
         warnings.push(ConfigWarning {
             file: e.file.clone(),
             line: e.line,
             key: format!("[{s}]"),
-            message: message.into(),
+            message: "unknown section, ignored".into(),
         });
     }
 }

@@ -231,7 +231,7 @@ fn spawn_client(stream: Stream, peer: Peer, endpoint: Endpoint, shared: &Arc<Sha
         return;
     }
     tracker.spawn(async move {
-        if !reject(stream, &Error::TooManyClients, &counted.cancels).await {
+        if !reject(stream, &Error::TooManyClients, &counted).await {
             // A CancelRequest: served (it is not a client), nothing to log.
             return;
         }
@@ -270,11 +270,7 @@ impl Drop for ClientCount {
 /// otherwise report "server sent an error response during SSL exchange" instead of the
 /// error). A CancelRequest is forwarded all the same (a driver cancelling a query while the
 /// pooler is full is when it matters most): false is returned for it. All within 2 s.
-async fn reject(
-    mut stream: Stream,
-    error: &Error,
-    cancels: &crate::client::CancelRegistry,
-) -> bool {
+async fn reject(mut stream: Stream, error: &Error, shared: &Shared) -> bool {
     use crate::protocol::startup::{decode, FirstPacket};
     use tokio::io::AsyncReadExt;
     let mut cancel = None;
@@ -304,7 +300,7 @@ async fn reject(
     .await;
     match cancel {
         Some(key) => {
-            cancels.cancel(key).await;
+            shared.cancels.cancel(key, &shared.config.load()).await;
             false
         }
         None => true,

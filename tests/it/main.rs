@@ -23,6 +23,7 @@ mod negative;
 mod ops;
 mod ops_binary;
 mod passthrough;
+mod peers;
 mod relay_state;
 mod routing;
 mod session;

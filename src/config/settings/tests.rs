@@ -308,7 +308,6 @@ fn unknown_and_unimplemented_keys_warn() {
     assert_eq!(
         got,
         vec![
-            (6, "[peers]", "section not implemented yet, ignored"),
             (8, "[weird]", "unknown section, ignored"),
             (2, "client_tls13_ciphers", "not implemented yet, ignored"),
             (3, "syslog", "not implemented yet, ignored"),

@@ -1,0 +1,90 @@
+//! `[peers]`: two pgporter processes behind one address (replicas behind a Service). A
+//! CancelRequest for a client of one that reaches the other is forwarded to the first.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::raw::RawClient;
+use crate::support::{spawn_pgporter, Fixture, HANG};
+
+/// A CancelRequest with `key`, sent to `addr` on a connection of its own.
+async fn cancel(addr: SocketAddr, (pid, secret): (i32, i32)) {
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut packet = Vec::with_capacity(16);
+    packet.extend_from_slice(&16i32.to_be_bytes());
+    packet.extend_from_slice(&80_877_102i32.to_be_bytes());
+    packet.extend_from_slice(&pid.to_be_bytes());
+    packet.extend_from_slice(&secret.to_be_bytes());
+    sock.write_all(&packet).await.unwrap();
+    // pgporter closes the connection once the cancel is passed on.
+    let _ = tokio::time::timeout(HANG, sock.read(&mut [0u8; 1])).await;
+}
+
+/// The SQLSTATE a `pg_sleep(30)` on `c` ends with, within `limit` (None: still running).
+async fn sleep_ends_with(c: &mut RawClient, limit: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let m = tokio::time::timeout_at(deadline, c.read_msg())
+            .await
+            .ok()??;
+        if m.tag == b'E' {
+            return m.sqlstate();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaching_the_other_peer_is_forwarded() {
+    let a = Fixture::with_settings(2, "peer_id = 1").await;
+    let ini = std::fs::read_to_string(a.porter.ini_path()).unwrap();
+    let userlist = std::fs::read_to_string(a.porter.dir().join("userlist.txt")).unwrap();
+    assert!(ini.contains("peer_id = 1"), "{ini}");
+    let b = spawn_pgporter(&ini.replace("peer_id = 1", "peer_id = 2"), &userlist).await;
+    let peers = |id: u16, port: u16| format!("\n[peers]\n{id} = host=127.0.0.1 port={port}\n");
+    let (port_a, port_b) = (a.porter.port(), b.port());
+    a.porter
+        .reload_edited(|ini| ini.to_string() + &peers(2, port_b))
+        .await;
+    b.reload_edited(|ini| ini.to_string() + &peers(1, port_a))
+        .await;
+
+    // A client of A, cancelled through B.
+    let mut c = RawClient::login(a.porter.addr(), &a.user, &a.password, &a.db).await;
+    let key = c.key.expect("BackendKeyData");
+    assert_eq!(key.0 >> 16, 1, "the key names its issuer");
+    c.query("SELECT pg_sleep(30)").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel(b.addr(), key).await;
+    let code = sleep_ends_with(&mut c, Duration::from_secs(10)).await;
+    assert_eq!(code.as_deref(), Some("57014"), "cancelled through the peer");
+
+    // Through A itself, as always.
+    let _ = c.read_msg().await; // ReadyForQuery
+    c.query("SELECT pg_sleep(30)").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel(a.porter.addr(), key).await;
+    assert_eq!(
+        sleep_ends_with(&mut c, Duration::from_secs(10))
+            .await
+            .as_deref(),
+        Some("57014")
+    );
+
+    // A key with no hops left is not forwarded again.
+    let _ = c.read_msg().await;
+    c.query("SELECT pg_sleep(30)").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel(b.addr(), (key.0, key.1 & !0b11)).await;
+    assert_eq!(sleep_ends_with(&mut c, Duration::from_secs(2)).await, None);
+    cancel(a.porter.addr(), key).await;
+    assert_eq!(
+        sleep_ends_with(&mut c, Duration::from_secs(10))
+            .await
+            .as_deref(),
+        Some("57014")
+    );
+}
