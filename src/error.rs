@@ -82,6 +82,9 @@ pub enum Error {
     /// behind an unsynced batch, a failed COPY with Syncs inside it).
     #[error("pgporter lost track of the server's answers to this client's renamed prepared statements (max_prepared_statements = 0 avoids renaming)")]
     RenamingLost,
+    /// disable_pqexec: the client sent a simple Query (PgBouncer's text).
+    #[error("PQexec disallowed")]
+    PqexecDisallowed,
     /// Statement mode: a request left a transaction open (PgBouncer's text).
     #[error("transaction blocks not allowed in statement pooling mode")]
     LongTransaction,
@@ -147,6 +150,7 @@ impl Error {
             | Error::ClientIdleTimeout
             | Error::RenamingLost
             | Error::LongTransaction
+            | Error::PqexecDisallowed
             | Error::DatabaseChanged => sqlstate::PROTOCOL_VIOLATION,
             Error::UnsupportedProtocol { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             Error::AuthFailed { .. } => sqlstate::INVALID_PASSWORD,
@@ -199,6 +203,7 @@ impl Error {
             | Error::ClientIdleTimeout
             | Error::RenamingLost
             | Error::LongTransaction
+            | Error::PqexecDisallowed
             | Error::IdentitySpoof
             | Error::Proxy(_)
             | Error::DatabaseDisabled(_)

@@ -141,6 +141,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("shutdown_wait_timeout", secs(s.shutdown_wait_timeout), true),
         ("so_reuseport", b(s.so_reuseport), false),
         ("peer_id", s.peer_id.to_string(), false),
+        ("disable_pqexec", b(s.disable_pqexec), true),
         ("stats_period", secs(s.stats_period), true),
         ("stats_users", s.stats_users.join(","), true),
         ("unix_socket_dir", s.unix_socket_dir.clone(), false),

@@ -267,6 +267,7 @@ async fn relay_session(
     state.ahead = u32::from(ahead);
     let mode = pool.mode();
     state.transaction_mode = mode.releases_between_transactions();
+    state.no_simple_query = config.settings.disable_pqexec;
     state.statement_mode = mode == crate::config::PoolMode::Statement;
     if state.transaction_mode {
         session.txn.get_or_insert_with(|| {
@@ -386,9 +387,7 @@ async fn relay_session(
             pool.release_with(server, reusable, tracker.exact(), reset)
                 .await;
             match end {
-                RelayEnd::Unexpected(tag) => Err(Error::ClientProtocol(
-                    crate::protocol::ProtocolError::Unexpected(tag),
-                )),
+                RelayEnd::Unexpected(tag) => Err(refusal(tag)),
                 _ => Ok(After::Ended),
             }
         }
@@ -541,10 +540,23 @@ async fn first_request(
     if info.is_killed() {
         return Err(ended(shared, info));
     }
+    let no_simple_query = shared.config.load().settings.disable_pqexec;
     match conn.rbuf.first() {
-        Some(&tag) if !frontend::after_login(tag) => Err(Error::ClientProtocol(
-            crate::protocol::ProtocolError::Unexpected(tag),
-        )),
+        Some(&tag)
+            if !frontend::after_login(tag) || (tag == frontend::QUERY && no_simple_query) =>
+        {
+            Err(refusal(tag))
+        }
         first => Ok(first != Some(&frontend::TERMINATE)),
+    }
+}
+
+/// Why a message the client may not send ends its session: a simple Query under
+/// disable_pqexec (PgBouncer's "PQexec disallowed"), or a type not valid after login.
+pub(super) fn refusal(tag: u8) -> Error {
+    if tag == frontend::QUERY {
+        Error::PqexecDisallowed
+    } else {
+        Error::ClientProtocol(crate::protocol::ProtocolError::Unexpected(tag))
     }
 }

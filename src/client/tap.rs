@@ -44,8 +44,11 @@ pub(super) struct RelayState {
     pub held: Option<Held>,
     /// An identity GUC was named where the message could not be held back whole.
     pub spoofed: bool,
-    /// The client sent a message of a type not valid after login (not forwarded).
+    /// The client sent a message of a type not valid after login, or a simple Query under
+    /// disable_pqexec (not forwarded; see [`super::serve::refusal`]).
     pub unexpected: Option<u8>,
+    /// disable_pqexec: a simple Query ends the session.
+    pub no_simple_query: bool,
     streamed: Option<Streamed>,
     prefix_cap: usize,
     /// Read-only sessions: the HINT added to PostgreSQL's 25006 errors.
@@ -108,6 +111,7 @@ impl RelayState {
             held: None,
             spoofed: false,
             unexpected: None,
+            no_simple_query: false,
             streamed: None,
             prefix_cap,
             read_only_hint: None,
@@ -186,7 +190,7 @@ impl Visit for Front<'_> {
     }
 
     fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
-        if !frontend::after_login(tag) {
+        if !frontend::after_login(tag) || (tag == frontend::QUERY && self.0.no_simple_query) {
             // Not passed on: the session ends (PostgreSQL would end it, and pgporter would
             // have handed on a connection about to close).
             self.0.unexpected = Some(tag);

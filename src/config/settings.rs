@@ -175,6 +175,9 @@ pub struct Settings {
     /// SO_REUSEPORT on the TCP listeners: several pgporter processes may share the port.
     /// Default false. reload: no
     pub so_reuseport: bool,
+    /// Refuse simple Query messages (one packet, many statements): the session ends with
+    /// FATAL "PQexec disallowed", as PgBouncer's. Default false. reload: yes
+    pub disable_pqexec: bool,
     /// This process's id among its `[peers]` (cancel keys carry it); 0 = no peering.
     /// Default 0. reload: no
     pub peer_id: u16,
@@ -342,6 +345,7 @@ impl Default for Settings {
             tcp_user_timeout: Duration::ZERO,
             so_reuseport: false,
             peer_id: 0,
+            disable_pqexec: false,
             tcp_keepidle: Duration::ZERO,
             tcp_keepintvl: Duration::ZERO,
             tcp_keepcnt: 0,
@@ -396,7 +400,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "client_tls_dheparams",
     "client_tls_ecdhcurve",
     "conffile",
-    "disable_pqexec",
     "job_name",
     "query_wait_notify",
     "scram_iterations",
@@ -547,6 +550,7 @@ impl Settings {
             "tcp_user_timeout" => self.tcp_user_timeout = parse_millis(v)?,
             "so_reuseport" => self.so_reuseport = parse_bool(v)?,
             "peer_id" => self.peer_id = super::peers::parse_peer_id(v)?,
+            "disable_pqexec" => self.disable_pqexec = parse_bool(v)?,
             "tcp_keepidle" => self.tcp_keepidle = parse_duration(v)?,
             "tcp_keepintvl" => self.tcp_keepintvl = parse_duration(v)?,
             "tcp_keepcnt" => self.tcp_keepcnt = parse_strtol_u32(v)?,

@@ -409,3 +409,35 @@ async fn a_cancel_is_forwarded_when_max_client_conn_is_reached() {
     assert_eq!(db_error(&e).code(), &SqlState::QUERY_CANCELED);
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// disable_pqexec, as PgBouncer's: a simple Query (one packet, many statements) ends the
+/// session with FATAL 08P01 "PQexec disallowed"; the extended protocol works, and the session
+/// that was refused took no server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_pqexec_refuses_simple_queries() {
+    let fx = Fixture::with_settings(1, "disable_pqexec = 1").await;
+    let extended = fx.connect().await;
+    let row = extended
+        .query_one("select $1::int4", &[&7i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 7);
+    let simple = fx.connect().await;
+    let err = simple
+        .simple_query("select 1; drop table x")
+        .await
+        .expect_err("refused");
+    let db = db_error(&err);
+    assert_eq!(db.code(), &SqlState::PROTOCOL_VIOLATION);
+    assert_eq!(db.message(), "PQexec disallowed");
+    assert!(simple.is_closed() || simple.simple_query("select 1").await.is_err());
+    // Mid-session too: the extended client still has its connection, then is refused.
+    let err = extended
+        .simple_query("select 2")
+        .await
+        .expect_err("refused");
+    assert_eq!(db_error(&err).message(), "PQexec disallowed");
+    let again = fx.connect().await;
+    let row = again.query_one("select 3::int4", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3);
+}
