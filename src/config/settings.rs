@@ -395,18 +395,12 @@ impl Default for Settings {
 /// existing pgbouncer.ini loads unchanged.
 const NOT_IMPLEMENTED: &[&str] = &[
     "auth_ldap_options",
-    "cancel_wait_timeout",
     "client_tls13_ciphers",
-    "client_tls_dheparams",
     "client_tls_ecdhcurve",
-    "conffile",
-    "job_name",
     "query_wait_notify",
     "scram_iterations",
     "server_round_robin",
     "server_tls13_ciphers",
-    "service_name",
-    "suspend_timeout",
     "syslog",
     "syslog_facility",
     "syslog_ident",
@@ -430,6 +424,24 @@ const NO_EFFECT: &[(&str, &str)] = &[
     ("dns_nxdomain_ttl", "host names are resolved at each connect"),
     ("dns_zone_check_period", "host names are resolved at each connect"),
     ("resolv_conf", "host names are resolved by the system resolver"),
+    (
+        "cancel_wait_timeout",
+        "a CancelRequest is passed on at once on a connection of its own, it never waits for a pool",
+    ),
+    (
+        "client_tls_dheparams",
+        "rustls offers no finite-field DHE cipher suites (ECDHE only)",
+    ),
+    (
+        "conffile",
+        "pgporter reloads the file it was started with",
+    ),
+    ("job_name", "a Windows service setting"),
+    ("service_name", "a Windows service setting"),
+    (
+        "suspend_timeout",
+        "SUSPEND (for PgBouncer's online restart) is not implemented; so_reuseport and a drain replace it",
+    ),
 ];
 
 /// Largest `max_packet_size`: PostgreSQL's own message limit, 1 GiB - 1.
