@@ -170,6 +170,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
             s.tcp_user_timeout.as_millis().to_string(),
             true,
         ),
+        ("tcp_socket_buffer", s.tcp_socket_buffer.to_string(), true),
         ("reserve_pool_size", s.reserve_pool_size.to_string(), true),
         ("reserve_pool_timeout", secs(s.reserve_pool_timeout), true),
         (

@@ -170,6 +170,9 @@ pub struct Settings {
     /// TCP_USER_TIMEOUT on client and server sockets; 0 = the OS default. reload: yes (new
     /// sockets)
     pub tcp_user_timeout: Duration,
+    /// SO_SNDBUF and SO_RCVBUF of client and server sockets, in bytes; 0 = the OS default.
+    /// reload: yes (new sockets)
+    pub tcp_socket_buffer: u32,
     /// listen(2) backlog of the TCP listeners. Default 128 (as PgBouncer). reload: no
     pub listen_backlog: u32,
     /// SO_REUSEPORT on the TCP listeners: several pgporter processes may share the port.
@@ -343,6 +346,7 @@ impl Default for Settings {
             tcp_keepalive: true,
             listen_backlog: 128,
             tcp_user_timeout: Duration::ZERO,
+            tcp_socket_buffer: 0,
             so_reuseport: false,
             peer_id: 0,
             disable_pqexec: false,
@@ -404,7 +408,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "syslog",
     "syslog_facility",
     "syslog_ident",
-    "tcp_socket_buffer",
     "track_extra_parameters",
     "unix_socket_group",
     "user",
@@ -560,6 +563,7 @@ impl Settings {
             "tcp_keepalive" => self.tcp_keepalive = parse_bool(v)?,
             "listen_backlog" => self.listen_backlog = parse_strtol_u32(v)?,
             "tcp_user_timeout" => self.tcp_user_timeout = parse_millis(v)?,
+            "tcp_socket_buffer" => self.tcp_socket_buffer = parse_strtol_u32(v)?,
             "so_reuseport" => self.so_reuseport = parse_bool(v)?,
             "peer_id" => self.peer_id = super::peers::parse_peer_id(v)?,
             "disable_pqexec" => self.disable_pqexec = parse_bool(v)?,

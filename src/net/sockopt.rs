@@ -1,7 +1,7 @@
 //! TCP options of client and server sockets: keepalive (PgBouncer's `tcp_keepalive`,
 //! `tcp_keepidle`, `tcp_keepintvl`, `tcp_keepcnt`) and `tcp_user_timeout`, so a peer that
 //! vanished without a FIN (a node gone, a dropped NAT entry) is noticed instead of holding a
-//! pool slot for good.
+//! pool slot for good; and `tcp_socket_buffer`.
 
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub struct SocketOptions {
     /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the connection
     /// is dropped (`tcp_user_timeout`; None = the OS default).
     pub user_timeout: Option<Duration>,
+    /// SO_SNDBUF and SO_RCVBUF (`tcp_socket_buffer`; None = the OS default).
+    pub buffer: Option<usize>,
 }
 
 impl SocketOptions {
@@ -62,6 +64,7 @@ impl SocketOptions {
         SocketOptions {
             keepalive: Keepalive::from_settings(s),
             user_timeout: (!s.tcp_user_timeout.is_zero()).then_some(s.tcp_user_timeout),
+            buffer: usize::try_from(s.tcp_socket_buffer).ok().filter(|&b| b > 0),
         }
     }
 
@@ -74,6 +77,11 @@ impl SocketOptions {
         }
         if self.user_timeout.is_some() {
             SockRef::from(socket).set_tcp_user_timeout(self.user_timeout)?;
+        }
+        if let Some(bytes) = self.buffer {
+            let sock = SockRef::from(socket);
+            sock.set_send_buffer_size(bytes)?;
+            sock.set_recv_buffer_size(bytes)?;
         }
         Ok(())
     }
@@ -126,6 +134,7 @@ mod tests {
         let s = Settings {
             tcp_user_timeout: Duration::from_millis(2500),
             tcp_keepalive: false,
+            tcp_socket_buffer: 65536,
             ..Settings::default()
         };
         let opts = SocketOptions::from_settings(&s);
@@ -137,5 +146,8 @@ mod tests {
             Some(Duration::from_millis(2500))
         );
         assert!(!sock.keepalive().unwrap());
+        // Linux doubles what it is given (for its bookkeeping).
+        assert_eq!(sock.send_buffer_size().unwrap(), 2 * 65536);
+        assert_eq!(sock.recv_buffer_size().unwrap(), 2 * 65536);
     }
 }
