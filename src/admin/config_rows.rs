@@ -142,6 +142,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("so_reuseport", b(s.so_reuseport), false),
         ("peer_id", s.peer_id.to_string(), false),
         ("disable_pqexec", b(s.disable_pqexec), true),
+        ("server_round_robin", b(s.server_round_robin), true),
         ("stats_period", secs(s.stats_period), true),
         ("stats_users", s.stats_users.join(","), true),
         ("unix_socket_dir", s.unix_socket_dir.clone(), false),

@@ -254,6 +254,7 @@ pub(crate) fn pool_settings(
             .map(Arc::from),
         check_delay: s.server_check_delay,
         connect_query: entry.connect_query.clone(),
+        round_robin: s.server_round_robin,
     }
 }
 

@@ -178,6 +178,10 @@ pub struct Settings {
     /// SO_REUSEPORT on the TCP listeners: several pgporter processes may share the port.
     /// Default false. reload: no
     pub so_reuseport: bool,
+    /// Reuse the least recently used idle server connection instead of the most recently
+    /// used one (spreads load over them; the default lets the others idle out), as
+    /// PgBouncer's. Default false. reload: yes
+    pub server_round_robin: bool,
     /// Refuse simple Query messages (one packet, many statements): the session ends with
     /// FATAL "PQexec disallowed", as PgBouncer's. Default false. reload: yes
     pub disable_pqexec: bool,
@@ -350,6 +354,7 @@ impl Default for Settings {
             so_reuseport: false,
             peer_id: 0,
             disable_pqexec: false,
+            server_round_robin: false,
             tcp_keepidle: Duration::ZERO,
             tcp_keepintvl: Duration::ZERO,
             tcp_keepcnt: 0,
@@ -403,7 +408,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "client_tls_ecdhcurve",
     "query_wait_notify",
     "scram_iterations",
-    "server_round_robin",
     "server_tls13_ciphers",
     "syslog",
     "syslog_facility",
@@ -567,6 +571,7 @@ impl Settings {
             "so_reuseport" => self.so_reuseport = parse_bool(v)?,
             "peer_id" => self.peer_id = super::peers::parse_peer_id(v)?,
             "disable_pqexec" => self.disable_pqexec = parse_bool(v)?,
+            "server_round_robin" => self.server_round_robin = parse_bool(v)?,
             "tcp_keepidle" => self.tcp_keepidle = parse_duration(v)?,
             "tcp_keepintvl" => self.tcp_keepintvl = parse_duration(v)?,
             "tcp_keepcnt" => self.tcp_keepcnt = parse_strtol_u32(v)?,

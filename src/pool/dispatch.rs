@@ -67,7 +67,12 @@ impl Pool {
                     .map(|w| (w.tag.clone(), w.reserve))
                     .unwrap_or_default();
                 let free_slot = total < lim.cap(reserve) && room.open.is_ok();
-                take_idle(&mut inner.idle, tag.as_ref(), free_slot)
+                take_idle(
+                    &mut inner.idle,
+                    tag.as_ref(),
+                    free_slot,
+                    settings.round_robin,
+                )
             } else {
                 None
             };
@@ -120,7 +125,7 @@ impl Pool {
         if lim.share_cap.is_some_and(|cap| held >= cap) || over {
             return None;
         }
-        let at = (inner.idle.iter()).rposition(|c| c.identity_tag.as_ref() == tag)?;
+        let at = matching(&inner.idle, tag, settings.round_robin)?;
         if expired(inner.idle.get(at)?, settings, Instant::now()) {
             return None;
         }
@@ -270,17 +275,34 @@ impl Pool {
     }
 }
 
-/// The idle connection for a waiter wanting `tag`: the most recently used one with that tag;
+/// The idle connection for a waiter wanting `tag`: one with that tag (see [`matching`]);
 /// else, when no slot is free, the least recently used one of another tag (the waiter closes
 /// it and connects in its slot); else none (connect a new one in the free slot).
 fn take_idle(
     idle: &mut std::collections::VecDeque<ServerConn>,
     tag: Option<&std::sync::Arc<str>>,
     free_slot: bool,
+    round_robin: bool,
 ) -> Option<ServerConn> {
-    match idle.iter().rposition(|c| c.identity_tag.as_ref() == tag) {
+    match matching(idle, tag, round_robin) {
         Some(i) => idle.remove(i),
         None if free_slot => None,
         None => idle.pop_front(),
+    }
+}
+
+/// Where the idle connection tagged `tag` to reuse is (the list runs from least to most
+/// recently used): the most recently used, so that the others idle out (PgBouncer's
+/// default), or with server_round_robin the least recently used, so that use is spread.
+fn matching(
+    idle: &std::collections::VecDeque<ServerConn>,
+    tag: Option<&std::sync::Arc<str>>,
+    round_robin: bool,
+) -> Option<usize> {
+    let tagged = |c: &ServerConn| c.identity_tag.as_ref() == tag;
+    if round_robin {
+        idle.iter().position(tagged)
+    } else {
+        idle.iter().rposition(tagged)
     }
 }

@@ -64,6 +64,8 @@ pub struct PoolSettings {
     pub check_delay: Duration,
     /// The database entry's connect_query: run once on each new connection.
     pub connect_query: Option<String>,
+    /// server_round_robin: reuse the least recently used idle connection, not the most.
+    pub round_robin: bool,
 }
 
 /// The startup parameters a server connection opened for a client gets, built only when one

@@ -373,3 +373,50 @@ async fn client_leaving_mid_transaction_leaves_no_open_transaction() {
         .get(0);
     assert_eq!(count, 1);
 }
+
+/// Which idle server connection a new client gets: the most recently used (the others idle
+/// out), or with server_round_robin the least recently used, as in PgBouncer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_round_robin_picks_the_least_recently_used_connection() {
+    for round_robin in [false, true] {
+        let fx = Fixture::with_settings(
+            2,
+            &format!("server_round_robin = {}", u8::from(round_robin)),
+        )
+        .await;
+        let idle = || {
+            fx.porter
+                .pool_counts()
+                .iter()
+                .map(|(_, c)| c.idle)
+                .sum::<u32>()
+        };
+        let until_idle = |n: u32| async move {
+            let deadline = tokio::time::Instant::now() + HANG;
+            while idle() != n {
+                assert!(tokio::time::Instant::now() < deadline, "never {n} idle");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let (first, second) = (fx.connect().await, fx.connect().await);
+        let p1 = simple_value(&first, "select pg_backend_pid()")
+            .await
+            .unwrap();
+        let p2 = simple_value(&second, "select pg_backend_pid()")
+            .await
+            .unwrap();
+        drop(first);
+        until_idle(1).await;
+        drop(second);
+        until_idle(2).await;
+        let third = fx.connect().await;
+        let p3 = simple_value(&third, "select pg_backend_pid()")
+            .await
+            .unwrap();
+        assert_eq!(
+            p3,
+            if round_robin { p1 } else { p2 },
+            "round robin {round_robin}"
+        );
+    }
+}
