@@ -81,6 +81,11 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
             s.ignore_startup_parameters.join(","),
             true,
         ),
+        (
+            "track_extra_parameters",
+            s.track_extra_parameters.join(","),
+            true,
+        ),
         ("listen_addr", s.listen_addr.join(","), false),
         ("listen_port", s.listen_port.to_string(), false),
         ("log_connections", b(s.log_connections), true),

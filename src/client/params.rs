@@ -20,6 +20,20 @@ const TRACKED: [&str; 6] = [
     "application_name",
 ];
 
+/// The tracked parameters: [`TRACKED`], and the configuration's `track_extra_parameters`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tracked<'a>(pub &'a [String]);
+
+impl<'a> Tracked<'a> {
+    fn names(self) -> impl Iterator<Item = &'a str> {
+        TRACKED.into_iter().chain(self.0.iter().map(String::as_str))
+    }
+
+    fn contains(self, name: &str) -> bool {
+        self.names().any(|t| t.eq_ignore_ascii_case(name))
+    }
+}
+
 /// Startup parameters that are not GUCs or that pgporter consumes itself.
 const CONSUMED: &[&str] = &["user", "database"];
 
@@ -108,8 +122,8 @@ impl ClientParams {
     /// Transaction mode: a [`TRACKED`] parameter the client changed itself (its SET, seen as
     /// the server's ParameterStatus) becomes its wish, SET on its next server connection, as
     /// PgBouncer does; the connection it leaves goes back to what the next client asks for.
-    pub(super) fn follow(&mut self, changes: &[(String, String)]) {
-        let tracked = |name: &str| TRACKED.iter().any(|t| t.eq_ignore_ascii_case(name));
+    pub(super) fn follow(&mut self, changes: &[(String, String)], tracked: Tracked<'_>) {
+        let tracked = |name: &str| tracked.contains(name);
         if !changes.iter().any(|(name, _)| tracked(name)) {
             return;
         }
@@ -187,14 +201,15 @@ impl ClientParams {
         server: &mut ServerConn,
         app_default: &str,
         greeted: &[(String, String)],
+        tracked: Tracked<'_>,
         to_client: &mut BytesMut,
     ) -> Result<bool, Error> {
-        let sets = self.differences(server, app_default, greeted);
+        let sets = self.differences(server, app_default, greeted, tracked);
         // The parameters besides the tracked ones (which `differences` puts back itself) that
         // this client asks for, and those an earlier client had SET and this one does not ask
         // for: back to the connection's default (set_config with NULL is RESET).
         let mine: Vec<String> = (self.wanted())
-            .filter(|(name, _)| !TRACKED.iter().any(|t| t.eq_ignore_ascii_case(name)))
+            .filter(|(name, _)| !tracked.contains(name))
             .map(|(name, _)| name.to_ascii_lowercase())
             .collect();
         let resets: Vec<String> = (server.set_for_client.iter())
@@ -286,6 +301,7 @@ impl ClientParams {
         server: &ServerConn,
         app_default: &str,
         greeted: &[(String, String)],
+        tracked: Tracked<'_>,
     ) -> Vec<(String, String)> {
         let mut sets: Vec<(String, String)> = Vec::new();
         // Unpacked once: this runs at every checkout (every transaction in transaction mode).
@@ -295,7 +311,7 @@ impl ClientParams {
                 sets.push((name.to_string(), value.to_string()));
             }
         }
-        for name in TRACKED {
+        for name in tracked.names() {
             if wanted.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
                 continue;
             }
@@ -469,16 +485,33 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        p.follow(&changes(&[
-            ("timezone", "Asia/Tokyo"),
-            ("DateStyle", "German, DMY"),
-            ("is_superuser", "on"),
-            ("session_authorization", "postgres"),
-        ]));
+        p.follow(
+            &changes(&[
+                ("timezone", "Asia/Tokyo"),
+                ("DateStyle", "German, DMY"),
+                ("is_superuser", "on"),
+                ("session_authorization", "postgres"),
+                ("search_path", "x"),
+            ]),
+            Tracked(&[]),
+        );
         assert_eq!(
             p.wanted().collect::<Vec<_>>(),
             [("TimeZone", "Asia/Tokyo"), ("DateStyle", "German, DMY")],
             "only the tracked parameters, matched case-insensitively"
+        );
+        // track_extra_parameters adds to them (a server reporting search_path: Citus).
+        p.follow(
+            &changes(&[("search_path", "x"), ("is_superuser", "on")]),
+            Tracked(&["Search_Path".to_string()]),
+        );
+        assert_eq!(
+            p.wanted().collect::<Vec<_>>(),
+            [
+                ("TimeZone", "Asia/Tokyo"),
+                ("DateStyle", "German, DMY"),
+                ("search_path", "x")
+            ]
         );
     }
 

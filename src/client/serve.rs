@@ -235,9 +235,17 @@ async fn relay_session(
     }
     tally.pid = Some(server.pid());
     let greeted = pool.welcome().unwrap_or_default();
+    let config = shared.config.load();
+    let tracked = super::params::Tracked(&config.settings.track_extra_parameters);
     let ahead = match session
         .params
-        .apply(&mut server, pool.app_default(), &greeted, &mut conn.wbuf)
+        .apply(
+            &mut server,
+            pool.app_default(),
+            &greeted,
+            tracked,
+            &mut conn.wbuf,
+        )
         .await
     {
         Ok(ahead) => ahead,
@@ -260,7 +268,6 @@ async fn relay_session(
             return Err(Error::ClientProtocol(e));
         }
     }
-    let config = shared.config.load();
     let histogram = shared.metrics.query_histogram(&info.database);
     let mut state = relay_state(session, &config, server.pid(), histogram)
         .with_read_only_hint(session.read_only_hint.clone());
@@ -349,7 +356,8 @@ async fn relay_session(
             server.statements = renaming.server;
         }
         // What the client SET (a reported parameter) follows it to its next connection.
-        session.params.follow(&state.param_changes);
+        let extra = &shared.config.load().settings.track_extra_parameters;
+        (session.params).follow(&state.param_changes, super::params::Tracked(extra));
     }
     if state.dropped_all {
         server.statements.clear();

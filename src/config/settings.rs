@@ -158,6 +158,10 @@ pub struct Settings {
     pub autodb_idle_timeout: Duration,
     /// Startup parameters accepted and ignored (lower-cased). Default empty. reload: yes
     pub ignore_startup_parameters: Vec<String>,
+    /// Reported parameters tracked per client besides PgBouncer's own (and IntervalStyle):
+    /// what a client SETs follows it to its next server connection, and a client that did
+    /// not ask for one gets the connection's login value back. Default empty. reload: yes
+    pub track_extra_parameters: Vec<String>,
     /// Default false. reload: yes
     pub application_name_add_host: bool,
     /// SO_KEEPALIVE on client and server TCP sockets. Default true (as PgBouncer). reload:
@@ -346,6 +350,7 @@ impl Default for Settings {
             client_idle_timeout: Duration::ZERO,
             autodb_idle_timeout: Duration::from_secs(3600),
             ignore_startup_parameters: Vec::new(),
+            track_extra_parameters: Vec::new(),
             application_name_add_host: false,
             tcp_keepalive: true,
             listen_backlog: 128,
@@ -412,7 +417,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "syslog",
     "syslog_facility",
     "syslog_ident",
-    "track_extra_parameters",
     "unix_socket_group",
     "user",
     "verbose",
@@ -559,6 +563,7 @@ impl Settings {
             "transaction_timeout" => self.transaction_timeout = parse_duration(v)?,
             "client_idle_timeout" => self.client_idle_timeout = parse_duration(v)?,
             "autodb_idle_timeout" => self.autodb_idle_timeout = parse_duration(v)?,
+            "track_extra_parameters" => self.track_extra_parameters = parse_list(v),
             "ignore_startup_parameters" => {
                 self.ignore_startup_parameters =
                     parse_list(v).iter().map(|p| p.to_lowercase()).collect();

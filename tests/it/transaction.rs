@@ -303,3 +303,20 @@ async fn a_safe_shutdown_waits_for_transactions_not_for_idle_clients() {
         .expect("the running transaction finishes");
     fx.porter.wait_stopped(Duration::from_secs(10)).await;
 }
+
+/// track_extra_parameters: a reported parameter beyond PgBouncer's own list (here
+/// `default_transaction_read_only`, which PostgreSQL 14+ reports) follows the client that SET
+/// it, and the next client on the connection gets the login value back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_tracked_parameters_follow_their_client() {
+    let fx = fixture("track_extra_parameters = default_transaction_read_only").await;
+    let (a, b) = (fx.connect().await, fx.connect().await);
+    let pid = backend_pid(&a).await;
+    a.batch_execute("set default_transaction_read_only = on")
+        .await
+        .unwrap();
+    assert_eq!(backend_pid(&b).await, pid, "one server connection");
+    assert_eq!(value(&b, "show default_transaction_read_only").await, "off");
+    assert_eq!(value(&a, "show default_transaction_read_only").await, "on");
+    assert_eq!(value(&b, "show default_transaction_read_only").await, "off");
+}
