@@ -151,6 +151,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("stats_period", secs(s.stats_period), true),
         ("stats_users", s.stats_users.join(","), true),
         ("unix_socket_dir", s.unix_socket_dir.clone(), false),
+        ("unix_socket_group", s.unix_socket_group.clone(), false),
         (
             "unix_socket_mode",
             // Octal, as it is written (PgBouncer prints 511, and reads `511` as decimal; here

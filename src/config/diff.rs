@@ -38,7 +38,7 @@ impl ConfigDiff {
         d.removed.sort();
         d.changed.sort();
         let (o, n) = (&old.settings, &new.settings);
-        let checks: [(&'static str, bool); 15] = [
+        let checks: [(&'static str, bool); 16] = [
             ("listen_addr", o.listen_addr != n.listen_addr),
             ("listen_port", o.listen_port != n.listen_port),
             (
@@ -55,6 +55,10 @@ impl ConfigDiff {
             ("peer_id", o.peer_id != n.peer_id),
             ("unix_socket_dir", o.unix_socket_dir != n.unix_socket_dir),
             ("unix_socket_mode", o.unix_socket_mode != n.unix_socket_mode),
+            (
+                "unix_socket_group",
+                o.unix_socket_group != n.unix_socket_group,
+            ),
             ("pidfile", o.pidfile != n.pidfile),
             (
                 "metrics_listen_addr",
@@ -84,6 +88,7 @@ pub fn keep_unreloadable(old: &Config, new: &mut Config) {
     n.audit.audit_queue_size = o.audit.audit_queue_size;
     n.unix_socket_dir = o.unix_socket_dir.clone();
     n.unix_socket_mode = o.unix_socket_mode;
+    n.unix_socket_group = o.unix_socket_group.clone();
     n.listen_backlog = o.listen_backlog;
     n.so_reuseport = o.so_reuseport;
     n.peer_id = o.peer_id;

@@ -80,6 +80,9 @@ pub struct Settings {
     pub unix_socket_dir: String,
     /// Default 0o777. reload: no
     pub unix_socket_mode: u32,
+    /// Group owning the unix socket (a name in /etc/group, or a number); empty = the
+    /// process's. reload: no
+    pub unix_socket_group: String,
     /// Default scram-sha-256 (PgBouncer: md5). reload: yes
     pub auth_type: AuthType,
     /// userlist.txt path, relative to the ini's directory. reload: yes
@@ -319,6 +322,7 @@ impl Default for Settings {
             listen_port: 6432,
             unix_socket_dir: "/tmp".into(),
             unix_socket_mode: 0o777,
+            unix_socket_group: String::new(),
             auth_type: AuthType::ScramSha256,
             auth_file: None,
             pool_mode: PoolMode::Session,
@@ -417,7 +421,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "syslog",
     "syslog_facility",
     "syslog_ident",
-    "unix_socket_group",
     "user",
     "verbose",
 ];
@@ -531,6 +534,7 @@ impl Settings {
             "listen_port" => self.listen_port = parse_strtol_u16(v)?,
             "unix_socket_dir" => self.unix_socket_dir = v.to_string(),
             "unix_socket_mode" => self.unix_socket_mode = parse_mode(v)?,
+            "unix_socket_group" => self.unix_socket_group = v.trim().to_string(),
             "auth_type" => self.auth_type = parse_auth_type(v)?,
             "auth_file" => self.auth_file = non_empty(v),
             "pool_mode" => self.pool_mode = parse_pool_mode(v)?,

@@ -127,11 +127,7 @@ impl Listeners {
         let unix = if settings.unix_socket_dir.is_empty() {
             None
         } else {
-            Some(bind_unix(
-                &settings.unix_socket_dir,
-                port,
-                settings.unix_socket_mode,
-            )?)
+            Some(bind_unix(settings, port)?)
         };
         if tcp.is_empty() && unix.is_none() {
             return Err(Error::Config(
@@ -158,15 +154,47 @@ impl Listeners {
     }
 }
 
-fn bind_unix(dir: &str, port: u16, mode: u32) -> Result<(UnixListener, PathBuf), Error> {
+/// The unix socket `.s.PGSQL.<port>` in unix_socket_dir, with unix_socket_mode and
+/// unix_socket_group.
+fn bind_unix(settings: &Settings, port: u16) -> Result<(UnixListener, PathBuf), Error> {
     use std::os::unix::fs::PermissionsExt;
-    let path = PathBuf::from(dir).join(format!(".s.PGSQL.{port}"));
+    let path = PathBuf::from(&settings.unix_socket_dir).join(format!(".s.PGSQL.{port}"));
     // A stale socket from a crashed run; a live pooler would still hold the TCP port we just bound.
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", path.display())))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    std::fs::set_permissions(
+        &path,
+        std::fs::Permissions::from_mode(settings.unix_socket_mode),
+    )?;
+    if !settings.unix_socket_group.is_empty() {
+        let group = &settings.unix_socket_group;
+        let gid = group_id(
+            group,
+            &std::fs::read_to_string("/etc/group").unwrap_or_default(),
+        )
+        .ok_or_else(|| Error::Config(format!("unix_socket_group: no group {group:?}")))?;
+        std::os::unix::fs::chown(&path, None, Some(gid)).map_err(|e| {
+            Error::Config(format!(
+                "unix_socket_group {group:?} on {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
     Ok((listener, path))
+}
+
+/// A group's id: a number, or a name looked up in `etc_group` (the text of /etc/group:
+/// `name:password:gid:members`).
+fn group_id(group: &str, etc_group: &str) -> Option<u32> {
+    group.parse().ok().or_else(|| {
+        etc_group.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next() == Some(group))
+                .then(|| fields.nth(1)?.parse().ok())
+                .flatten()
+        })
+    })
 }
 
 /// Accept on every listener until shutdown; remove the unix socket file at the end.
@@ -317,6 +345,40 @@ mod tests {
             listen_backlog: 7,
             ..Settings::default()
         }
+    }
+
+    #[test]
+    fn group_ids_by_number_or_name() {
+        let etc = "root:x:0:\nwheel:x:10:alice,bob\npostgres:x:117:\n";
+        assert_eq!(group_id("117", etc), Some(117));
+        assert_eq!(group_id("wheel", etc), Some(10));
+        assert_eq!(group_id("postgres", etc), Some(117));
+        assert_eq!(group_id("post", etc), None);
+        assert_eq!(group_id("nobody", ""), None);
+    }
+
+    /// The socket gets unix_socket_mode and unix_socket_group (here the process's own group,
+    /// which any user may give a file it owns).
+    #[tokio::test]
+    async fn unix_socket_mode_and_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let gid = std::fs::metadata(dir.path()).unwrap().gid();
+        let s = Settings {
+            unix_socket_dir: dir.path().display().to_string(),
+            unix_socket_mode: 0o700,
+            unix_socket_group: gid.to_string(),
+            ..Settings::default()
+        };
+        let (_l, path) = bind_unix(&s, 5999).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.mode() & 0o777, meta.gid()), (0o700, gid));
+        let bad = Settings {
+            unix_socket_group: "no-such-group-here".into(),
+            ..s
+        };
+        let err = bind_unix(&bad, 5998).unwrap_err().to_string();
+        assert!(err.contains("no group"), "{err}");
     }
 
     /// IPv6 listeners are IPv6-only: `listen_addr = *` binds `0.0.0.0` and `::` on one port
