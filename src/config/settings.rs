@@ -19,7 +19,9 @@ use super::security::{
 };
 use super::{Cidr, ConfigError, ConfigWarning, RawIni};
 
+mod unread;
 mod values;
+use unread::{section_warnings, NOT_IMPLEMENTED, NO_EFFECT};
 pub(super) use values::{
     non_empty, parse_auth_type, parse_bool, parse_duration, parse_list, parse_listen_addr,
     parse_log_format, parse_millis, parse_mode, parse_nonzero_duration, parse_packet_size,
@@ -409,55 +411,6 @@ impl Default for Settings {
     }
 }
 
-/// PgBouncer keys pgporter knows but does not implement yet: accepted with a warning so an
-/// existing pgbouncer.ini loads unchanged.
-const NOT_IMPLEMENTED: &[&str] = &[
-    "auth_ldap_options",
-    "client_tls13_ciphers",
-    "client_tls_ecdhcurve",
-    "query_wait_notify",
-    "scram_iterations",
-    "server_tls13_ciphers",
-    "syslog",
-    "syslog_facility",
-    "syslog_ident",
-    "user",
-    "verbose",
-];
-
-/// PgBouncer keys that mean nothing here, with why; accepted with that warning.
-const NO_EFFECT: &[(&str, &str)] = &[
-    (
-        "server_login_retry",
-        "a client needing a new server connection always tries the server again; with routing, failover_wait_timeout governs waiting for a host",
-    ),
-    ("pkt_buf", "pgporter sizes its buffers itself"),
-    ("sbuf_loopcnt", "pgporter sizes its buffers itself"),
-    ("tcp_defer_accept", "not used by pgporter"),
-    ("dns_max_ttl", "host names are resolved at each connect"),
-    ("dns_nxdomain_ttl", "host names are resolved at each connect"),
-    ("dns_zone_check_period", "host names are resolved at each connect"),
-    ("resolv_conf", "host names are resolved by the system resolver"),
-    (
-        "cancel_wait_timeout",
-        "a CancelRequest is passed on at once on a connection of its own, it never waits for a pool",
-    ),
-    (
-        "client_tls_dheparams",
-        "rustls offers no finite-field DHE cipher suites (ECDHE only)",
-    ),
-    (
-        "conffile",
-        "pgporter reloads the file it was started with",
-    ),
-    ("job_name", "a Windows service setting"),
-    ("service_name", "a Windows service setting"),
-    (
-        "suspend_timeout",
-        "SUSPEND (for PgBouncer's online restart) is not implemented; so_reuseport and a drain replace it",
-    ),
-];
-
 /// Largest `max_packet_size`: PostgreSQL's own message limit, 1 GiB - 1.
 pub const MAX_PACKET_SIZE_LIMIT: u32 = (1 << 30) - 1;
 
@@ -656,24 +609,6 @@ impl Settings {
             _ => return Ok(false),
         }
         Ok(true)
-    }
-}
-
-/// One warning per section pgporter does not read.
-fn section_warnings(raw: &RawIni, warnings: &mut Vec<ConfigWarning>) {
-    let mut seen: Vec<&str> = Vec::new();
-    for e in &raw.entries {
-        let s = e.section.as_str();
-        if matches!(s, "pgbouncer" | "databases" | "users" | "peers") || seen.contains(&s) {
-            continue;
-        }
-        seen.push(s);
-        warnings.push(ConfigWarning {
-            file: e.file.clone(),
-            line: e.line,
-            key: format!("[{s}]"),
-            message: "unknown section, ignored".into(),
-        });
     }
 }
 
