@@ -55,6 +55,10 @@ fn ciphers(c: &crate::config::TlsCiphers) -> String {
     }
 }
 
+fn tls13(names: Option<&[String]>) -> String {
+    names.map_or_else(|| "default".to_string(), |n| n.join(":"))
+}
+
 fn opt(v: &Option<String>) -> String {
     v.clone().unwrap_or_default()
 }
@@ -213,6 +217,11 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
             true,
         ),
         ("client_tls_ciphers", ciphers(&s.client_tls_ciphers), true),
+        (
+            "client_tls13_ciphers",
+            tls13(s.client_tls13_ciphers.as_deref()),
+            true,
+        ),
         ("server_tls_sslmode", sslmode(s.server_tls_sslmode), true),
         ("server_tls_key_file", opt(&s.server_tls_key_file), true),
         ("server_tls_cert_file", opt(&s.server_tls_cert_file), true),
@@ -223,6 +232,11 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
             true,
         ),
         ("server_tls_ciphers", ciphers(&s.server_tls_ciphers), true),
+        (
+            "server_tls13_ciphers",
+            tls13(s.server_tls13_ciphers.as_deref()),
+            true,
+        ),
         ("auth_ident_file", opt(&s.auth_ident_file), true),
         ("auth_query_cache_ttl", secs(s.auth_query_cache_ttl), true),
         ("auth_failure_delay", secs(s.auth_failure_delay), true),

@@ -205,9 +205,91 @@ pub(super) fn parse_ciphers(v: &str) -> Result<TlsCiphers, String> {
     ))
 }
 
+/// `client_tls13_ciphers` / `server_tls13_ciphers` (PgBouncer 1.24+; OpenSSL's separate TLS 1.3
+/// list: suite names, IANA's or rustls's, separated by `:`). Empty or `default`: None, the
+/// `*_tls_ciphers` value decides. Names rustls does not have select nothing, as in
+/// `*_tls_ciphers`; a value that selects no suite at all is an error.
+pub(super) fn parse_tls13_ciphers(v: &str) -> Result<Option<Vec<String>>, String> {
+    let words: Vec<&str> = v.split([',', ':', ' ']).filter(|w| !w.is_empty()).collect();
+    if words.is_empty() || words == ["default"] {
+        return Ok(None);
+    }
+    let tls13 = || SUITES.iter().filter(|s| s.tls13());
+    let names: Vec<String> = tls13()
+        .filter(|s| words.iter().any(|w| *w == s.rustls || *w == s.openssl))
+        .map(|s| s.rustls.to_string())
+        .collect();
+    if names.is_empty() {
+        return Err(format!(
+            "{v:?} selects no TLS 1.3 cipher suite rustls has ({})",
+            tls13().map(|s| s.openssl).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(Some(names))
+}
+
+impl TlsCiphers {
+    /// These suites with their TLS 1.3 ones replaced by `tls13` (when set).
+    pub fn with_tls13(&self, tls13: Option<&[String]>) -> TlsCiphers {
+        let Some(tls13) = tls13 else {
+            return self.clone();
+        };
+        let chosen = |s: &Suite| match self {
+            TlsCiphers::Default => true,
+            TlsCiphers::Named(names) => names.iter().any(|n| n == s.rustls),
+        };
+        TlsCiphers::Named(
+            SUITES
+                .iter()
+                .filter(|s| {
+                    if s.tls13() {
+                        tls13.iter().any(|n| n == s.rustls)
+                    } else {
+                        chosen(s)
+                    }
+                })
+                .map(|s| s.rustls.to_string())
+                .collect(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls13_list_replaces_only_the_tls13_suites() {
+        let tls13 = parse_tls13_ciphers("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            tls13,
+            ["TLS13_AES_256_GCM_SHA384", "TLS13_CHACHA20_POLY1305_SHA256"]
+        );
+        let TlsCiphers::Named(both) = parse_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+            .unwrap()
+            .with_tls13(Some(&tls13))
+        else {
+            panic!("named suites");
+        };
+        assert_eq!(
+            both,
+            [
+                "TLS13_AES_256_GCM_SHA384",
+                "TLS13_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+            ]
+        );
+        assert_eq!(parse_tls13_ciphers("").unwrap(), None);
+        assert_eq!(parse_tls13_ciphers("default").unwrap(), None);
+        assert!(parse_tls13_ciphers("ECDHE-RSA-AES128-GCM-SHA256").is_err());
+        assert_eq!(
+            parse_tls13_ciphers("TLS_AES_128_CCM_SHA256:TLS_AES_128_GCM_SHA256").unwrap(),
+            Some(vec!["TLS13_AES_128_GCM_SHA256".to_string()])
+        );
+        assert_eq!(TlsCiphers::Default.with_tls13(None), TlsCiphers::Default);
+    }
 
     fn named(v: &str) -> Vec<String> {
         match parse_ciphers(v).unwrap() {

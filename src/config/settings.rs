@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::ciphers::parse_ciphers;
+use super::ciphers::{parse_ciphers, parse_tls13_ciphers};
 use super::identity::{parse_audit_statements, parse_custom_guc, parse_positive};
 pub use super::identity::{AuditSettings, AuditStatements, IdentitySettings};
 use super::limits::{parse_pool_share, PoolShare};
@@ -244,6 +244,9 @@ pub struct Settings {
     pub client_tls_protocols: TlsProtocols,
     /// Default `default` (rustls's suites); or rustls suite names. reload: no
     pub client_tls_ciphers: TlsCiphers,
+    /// TLS 1.3 suites (rustls names), replacing those `client_tls_ciphers` chose; None =
+    /// theirs. Default None. reload: no
+    pub client_tls13_ciphers: Option<Vec<String>>,
     /// TLS toward PostgreSQL. Default prefer (as PgBouncer). reload: no
     pub server_tls_sslmode: SslMode,
     /// CA (PEM) to verify PostgreSQL's certificate; required for verify-ca/verify-full. reload: no
@@ -256,6 +259,8 @@ pub struct Settings {
     pub server_tls_protocols: TlsProtocols,
     /// Default `default`. reload: no
     pub server_tls_ciphers: TlsCiphers,
+    /// As `client_tls13_ciphers`, toward PostgreSQL. reload: no
+    pub server_tls13_ciphers: Option<Vec<String>>,
     /// pg_hba.conf-style rules for auth_type = hba. Default unset. reload: yes
     pub auth_hba_file: Option<String>,
     /// pg_ident.conf-style maps for cert auth (hba `map=`). Default unset. reload: yes
@@ -390,12 +395,14 @@ impl Default for Settings {
             client_tls_ca_file: None,
             client_tls_protocols: TlsProtocols::default(),
             client_tls_ciphers: TlsCiphers::Default,
+            client_tls13_ciphers: None,
             server_tls_sslmode: SslMode::Prefer,
             server_tls_ca_file: None,
             server_tls_key_file: None,
             server_tls_cert_file: None,
             server_tls_protocols: TlsProtocols::default(),
             server_tls_ciphers: TlsCiphers::Default,
+            server_tls13_ciphers: None,
             auth_hba_file: None,
             auth_ident_file: None,
             auth_user: None,
@@ -558,12 +565,14 @@ impl Settings {
             "client_tls_ca_file" => self.client_tls_ca_file = non_empty(v),
             "client_tls_protocols" => self.client_tls_protocols = parse_protocols(v)?,
             "client_tls_ciphers" => self.client_tls_ciphers = parse_ciphers(v)?,
+            "client_tls13_ciphers" => self.client_tls13_ciphers = parse_tls13_ciphers(v)?,
             "server_tls_sslmode" => self.server_tls_sslmode = parse_sslmode(v)?,
             "server_tls_ca_file" => self.server_tls_ca_file = non_empty(v),
             "server_tls_key_file" => self.server_tls_key_file = non_empty(v),
             "server_tls_cert_file" => self.server_tls_cert_file = non_empty(v),
             "server_tls_protocols" => self.server_tls_protocols = parse_protocols(v)?,
             "server_tls_ciphers" => self.server_tls_ciphers = parse_ciphers(v)?,
+            "server_tls13_ciphers" => self.server_tls13_ciphers = parse_tls13_ciphers(v)?,
             "auth_hba_file" => self.auth_hba_file = non_empty(v),
             "auth_ident_file" => self.auth_ident_file = non_empty(v),
             "auth_user" => self.auth_user = non_empty(v),

@@ -47,7 +47,8 @@ impl ServerTls {
         files: &SideFiles,
     ) -> Result<ServerTls, String> {
         let s = &config.settings;
-        let provider = provider(&s.server_tls_ciphers);
+        let provider =
+            provider(&(s.server_tls_ciphers).with_tls13(s.server_tls13_ciphers.as_deref()));
         let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies() {
             let ca = files
                 .ca

@@ -200,6 +200,34 @@ async fn openssl_cipher_strings_choose_the_suite() {
     );
 }
 
+/// client_tls13_ciphers (PgBouncer 1.24+): the TLS 1.3 suite named is the one negotiated,
+/// whatever libpq prefers (TLS_AES_256_GCM_SHA384).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls13_cipher_list_chooses_the_suite() {
+    let certs = Certs::new();
+    let fx = Fixture::custom(|names| {
+        Spec::new(format!(
+            "{}client_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256
+admin_users = {}
+",
+            certs.client_tls("require"),
+            names.user
+        ))
+    })
+    .await;
+    let admin = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname=pgbouncer sslmode=require",
+        fx.porter.port(),
+        fx.user,
+        fx.password
+    );
+    let clients = psql_ok(&admin, "SHOW CLIENTS").await;
+    assert!(
+        clients.contains("|TLSv1.3/TLS_CHACHA20_POLY1305_SHA256/"),
+        "{clients}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_client_refused_under_require() {
     let certs = Certs::new();

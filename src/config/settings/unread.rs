@@ -7,11 +7,9 @@ use super::super::{ConfigWarning, RawIni};
 /// existing pgbouncer.ini loads unchanged.
 pub(super) const NOT_IMPLEMENTED: &[&str] = &[
     "auth_ldap_options",
-    "client_tls13_ciphers",
     "client_tls_ecdhcurve",
     "query_wait_notify",
     "scram_iterations",
-    "server_tls13_ciphers",
     "syslog",
     "syslog_facility",
     "syslog_ident",
