@@ -222,6 +222,13 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
             tls13(s.client_tls13_ciphers.as_deref()),
             true,
         ),
+        (
+            "client_tls_ecdhcurve",
+            s.client_tls_ecdhcurve
+                .as_deref()
+                .map_or_else(|| "auto".to_string(), |g| g.join(":")),
+            true,
+        ),
         ("server_tls_sslmode", sslmode(s.server_tls_sslmode), true),
         ("server_tls_key_file", opt(&s.server_tls_key_file), true),
         ("server_tls_cert_file", opt(&s.server_tls_cert_file), true),

@@ -228,6 +228,40 @@ pub(super) fn parse_tls13_ciphers(v: &str) -> Result<Option<Vec<String>>, String
     Ok(Some(names))
 }
 
+/// `client_tls_ecdhcurve`: the key exchange groups clients may use, as rustls names them
+/// (`X25519`, `secp256r1`, `secp384r1`); OpenSSL's spellings are accepted (`prime256v1`,
+/// `P-256`, `P-384`, `x25519`), several separated by `:` as in OpenSSL's curve lists.
+/// `auto` or empty: None, rustls's default (all three). Names of groups rustls does not have
+/// select nothing; `none` (PgBouncer: no ECDH) or a value selecting no group is an error,
+/// since every suite rustls has uses ECDHE.
+pub(super) fn parse_ecdh_curve(v: &str) -> Result<Option<Vec<String>>, String> {
+    let words: Vec<&str> = v.split([',', ':', ' ']).filter(|w| !w.is_empty()).collect();
+    if words.is_empty() || words.iter().all(|w| w.eq_ignore_ascii_case("auto")) {
+        return Ok(None);
+    }
+    const GROUPS: [(&str, &[&str]); 3] = [
+        ("X25519", &["x25519"]),
+        ("secp256r1", &["secp256r1", "prime256v1", "p-256"]),
+        ("secp384r1", &["secp384r1", "p-384"]),
+    ];
+    let names: Vec<String> = GROUPS
+        .iter()
+        .filter(|(_, aliases)| {
+            words
+                .iter()
+                .any(|w| aliases.iter().any(|a| w.eq_ignore_ascii_case(a)))
+        })
+        .map(|(name, _)| (*name).to_string())
+        .collect();
+    if names.is_empty() {
+        return Err(format!(
+            "{v:?} selects no key exchange group rustls has (X25519, prime256v1, secp384r1); \
+             every suite needs ECDHE"
+        ));
+    }
+    Ok(Some(names))
+}
+
 impl TlsCiphers {
     /// These suites with their TLS 1.3 ones replaced by `tls13` (when set).
     pub fn with_tls13(&self, tls13: Option<&[String]>) -> TlsCiphers {
@@ -289,6 +323,20 @@ mod tests {
             Some(vec!["TLS13_AES_128_GCM_SHA256".to_string()])
         );
         assert_eq!(TlsCiphers::Default.with_tls13(None), TlsCiphers::Default);
+    }
+
+    #[test]
+    fn ecdh_curves_in_openssl_spelling() {
+        let names = |v: &str| parse_ecdh_curve(v).unwrap();
+        assert_eq!(names("auto"), None);
+        assert_eq!(names(""), None);
+        assert_eq!(names("prime256v1"), Some(vec!["secp256r1".to_string()]));
+        assert_eq!(
+            names("P-384:X25519:brainpoolP512r1"),
+            Some(vec!["X25519".to_string(), "secp384r1".to_string()])
+        );
+        assert!(parse_ecdh_curve("none").is_err());
+        assert!(parse_ecdh_curve("secp521r1").is_err());
     }
 
     fn named(v: &str) -> Vec<String> {

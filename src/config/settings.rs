@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::ciphers::{parse_ciphers, parse_tls13_ciphers};
+use super::ciphers::{parse_ciphers, parse_ecdh_curve, parse_tls13_ciphers};
 use super::identity::{parse_audit_statements, parse_custom_guc, parse_positive};
 pub use super::identity::{AuditSettings, AuditStatements, IdentitySettings};
 use super::limits::{parse_pool_share, PoolShare};
@@ -247,6 +247,9 @@ pub struct Settings {
     /// TLS 1.3 suites (rustls names), replacing those `client_tls_ciphers` chose; None =
     /// theirs. Default None. reload: no
     pub client_tls13_ciphers: Option<Vec<String>>,
+    /// Key exchange groups (rustls names) clients may use; None = rustls's default (all).
+    /// Default None. reload: no
+    pub client_tls_ecdhcurve: Option<Vec<String>>,
     /// TLS toward PostgreSQL. Default prefer (as PgBouncer). reload: no
     pub server_tls_sslmode: SslMode,
     /// CA (PEM) to verify PostgreSQL's certificate; required for verify-ca/verify-full. reload: no
@@ -396,6 +399,7 @@ impl Default for Settings {
             client_tls_protocols: TlsProtocols::default(),
             client_tls_ciphers: TlsCiphers::Default,
             client_tls13_ciphers: None,
+            client_tls_ecdhcurve: None,
             server_tls_sslmode: SslMode::Prefer,
             server_tls_ca_file: None,
             server_tls_key_file: None,
@@ -566,6 +570,7 @@ impl Settings {
             "client_tls_protocols" => self.client_tls_protocols = parse_protocols(v)?,
             "client_tls_ciphers" => self.client_tls_ciphers = parse_ciphers(v)?,
             "client_tls13_ciphers" => self.client_tls13_ciphers = parse_tls13_ciphers(v)?,
+            "client_tls_ecdhcurve" => self.client_tls_ecdhcurve = parse_ecdh_curve(v)?,
             "server_tls_sslmode" => self.server_tls_sslmode = parse_sslmode(v)?,
             "server_tls_ca_file" => self.server_tls_ca_file = non_empty(v),
             "server_tls_key_file" => self.server_tls_key_file = non_empty(v),

@@ -40,8 +40,10 @@ impl ClientTls {
         let certs = cert_file.certs()?;
         let key = key_file.key()?;
         let end_point = certs.first().and_then(|c| end_point_data(c)).map(Arc::from);
-        let provider =
-            provider(&(s.client_tls_ciphers).with_tls13(s.client_tls13_ciphers.as_deref()));
+        let provider = provider(
+            &(s.client_tls_ciphers).with_tls13(s.client_tls13_ciphers.as_deref()),
+            s.client_tls_ecdhcurve.as_deref(),
+        );
         let verifier = match &files.ca {
             Some(ca) => {
                 let roots = Arc::new(ca.roots()?);

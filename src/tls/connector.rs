@@ -47,8 +47,10 @@ impl ServerTls {
         files: &SideFiles,
     ) -> Result<ServerTls, String> {
         let s = &config.settings;
-        let provider =
-            provider(&(s.server_tls_ciphers).with_tls13(s.server_tls13_ciphers.as_deref()));
+        let provider = provider(
+            &(s.server_tls_ciphers).with_tls13(s.server_tls13_ciphers.as_deref()),
+            None,
+        );
         let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies() {
             let ca = files
                 .ca

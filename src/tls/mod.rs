@@ -166,9 +166,17 @@ fn digest(settings: &impl std::fmt::Debug, files: &SideFiles) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The ring provider restricted to the configured cipher suites.
-pub(crate) fn provider(ciphers: &TlsCiphers) -> Arc<CryptoProvider> {
+/// The ring provider restricted to the configured cipher suites and (None: all) key exchange
+/// groups.
+pub(crate) fn provider(ciphers: &TlsCiphers, groups: Option<&[String]>) -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(groups) = groups {
+        provider.kx_groups.retain(|g| {
+            g.name()
+                .as_str()
+                .is_some_and(|n| groups.iter().any(|w| w == n))
+        });
+    }
     if let TlsCiphers::Named(names) = ciphers {
         provider.cipher_suites = rustls::crypto::ring::ALL_CIPHER_SUITES
             .iter()

@@ -200,16 +200,16 @@ async fn openssl_cipher_strings_choose_the_suite() {
     );
 }
 
-/// client_tls13_ciphers (PgBouncer 1.24+): the TLS 1.3 suite named is the one negotiated,
-/// whatever libpq prefers (TLS_AES_256_GCM_SHA384).
+/// client_tls13_ciphers (PgBouncer 1.24+) and client_tls_ecdhcurve: the TLS 1.3 suite and the
+/// group named are the ones negotiated, whatever libpq prefers (TLS_AES_256_GCM_SHA384,
+/// X25519).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tls13_cipher_list_chooses_the_suite() {
+async fn a_tls13_cipher_list_and_an_ecdh_curve_choose_suite_and_group() {
     let certs = Certs::new();
     let fx = Fixture::custom(|names| {
         Spec::new(format!(
-            "{}client_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256
-admin_users = {}
-",
+            "{}client_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256\n\
+             client_tls_ecdhcurve = P-384\nadmin_users = {}\n",
             certs.client_tls("require"),
             names.user
         ))
@@ -223,7 +223,7 @@ admin_users = {}
     );
     let clients = psql_ok(&admin, "SHOW CLIENTS").await;
     assert!(
-        clients.contains("|TLSv1.3/TLS_CHACHA20_POLY1305_SHA256/"),
+        clients.contains("|TLSv1.3/TLS_CHACHA20_POLY1305_SHA256/ECDH=secp384r1|"),
         "{clients}"
     );
 }
