@@ -61,7 +61,7 @@ fn main() -> ExitCode {
                 .logfile
                 .as_deref()
                 .map(|f| config::resolve_relative(path, f));
-            match init_tracing(&cli, c.settings.log_format, logfile.as_deref()) {
+            match init_tracing(&cli, &c.settings, logfile.as_deref()) {
                 Ok(log) => (c, log),
                 Err(e) => {
                     eprintln!("pgporter: cannot open logfile: {e}");
@@ -159,11 +159,17 @@ fn refuse_live_pidfile(path: &std::path::Path) -> Result<(), pgporter::Error> {
 /// Log to stdout, and also to `logfile` (appended) when set.
 fn init_tracing(
     cli: &Cli,
-    format: config::LogFormat,
+    settings: &config::Settings,
     logfile: Option<&std::path::Path>,
 ) -> std::io::Result<Option<Arc<LogFile>>> {
     use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
-    let level = match (cli.quiet, cli.verbose) {
+    let format = settings.log_format;
+    // The command line's -v count, else the config's `verbose` (PgBouncer's equivalent).
+    let verbose = match cli.verbose {
+        0 => u8::try_from(settings.verbose).unwrap_or(u8::MAX),
+        n => n,
+    };
+    let level = match (cli.quiet, verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
         (false, 1) => "debug",

@@ -107,6 +107,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("log_stats", b(s.log_stats), true),
         ("worker_threads", s.worker_threads.to_string(), false),
         ("logfile", s.logfile.clone().unwrap_or_default(), false),
+        ("verbose", s.verbose.to_string(), false),
         ("max_client_conn", s.max_client_conn.to_string(), true),
         ("max_db_connections", s.max_db_connections.to_string(), true),
         ("max_packet_size", s.max_packet_size.to_string(), true),

@@ -38,7 +38,7 @@ impl ConfigDiff {
         d.removed.sort();
         d.changed.sort();
         let (o, n) = (&old.settings, &new.settings);
-        let checks: [(&'static str, bool); 16] = [
+        let checks: [(&'static str, bool); 17] = [
             ("listen_addr", o.listen_addr != n.listen_addr),
             ("listen_port", o.listen_port != n.listen_port),
             (
@@ -65,6 +65,7 @@ impl ConfigDiff {
                 o.metrics_listen_addr != n.metrics_listen_addr,
             ),
             ("log_format", o.log_format != n.log_format),
+            ("verbose", o.verbose != n.verbose),
             ("worker_threads", o.worker_threads != n.worker_threads),
             ("logfile", o.logfile != n.logfile),
         ];
@@ -95,6 +96,7 @@ pub fn keep_unreloadable(old: &Config, new: &mut Config) {
     n.pidfile = o.pidfile.clone();
     n.metrics_listen_addr = o.metrics_listen_addr.clone();
     n.log_format = o.log_format;
+    n.verbose = o.verbose;
     n.worker_threads = o.worker_threads;
     n.logfile = o.logfile.clone();
 }

@@ -224,6 +224,9 @@ pub struct Settings {
     pub metrics_listen_addr: Option<String>,
     /// `text` (default) or `json` log lines on stdout. pgporter key. reload: no
     pub log_format: LogFormat,
+    /// Log verbosity as PgBouncer's (`-v` per step): 1 = debug, 2 = trace; `-v`/`-q` and
+    /// RUST_LOG still win. Default 0. reload: no
+    pub verbose: u32,
     /// Period of the stats log line and of SHOW STATS averages. Default 60 s. reload: yes
     pub stats_period: Duration,
     /// Write the periodic stats line. Default true. reload: yes
@@ -389,6 +392,7 @@ impl Default for Settings {
             shutdown_wait_timeout: Duration::from_secs(10),
             metrics_listen_addr: None,
             log_format: LogFormat::Text,
+            verbose: 0,
             stats_period: Duration::from_secs(60),
             log_stats: true,
             worker_threads: 0,
@@ -560,6 +564,7 @@ impl Settings {
             "shutdown_wait_timeout" => self.shutdown_wait_timeout = parse_duration(v)?,
             "metrics_listen_addr" => self.metrics_listen_addr = parse_listen_addr(v)?,
             "log_format" => self.log_format = parse_log_format(v)?,
+            "verbose" => self.verbose = parse_strtol_u32(v)?,
             "stats_period" => self.stats_period = parse_nonzero_duration(v)?,
             "log_stats" => self.log_stats = parse_bool(v)?,
             "worker_threads" => self.worker_threads = parse_strtol_u32(v)?,

@@ -296,7 +296,7 @@ fn all_errors_reported_at_once() {
 #[test]
 fn unknown_and_unimplemented_keys_warn() {
     let (s, errors, warnings) = load(
-        "[pgbouncer]\nverbose = 2\nSYSLOG = 1\nno_such_key = 1\n\
+        "[pgbouncer]\nscram_iterations = 2\nSYSLOG = 1\nno_such_key = 1\n\
          [peers]\n1 = host=x\n[weird]\na = b\n[databases]\n[users]\n",
     );
     assert!(errors.is_empty(), "{errors:?}");
@@ -309,7 +309,7 @@ fn unknown_and_unimplemented_keys_warn() {
         got,
         vec![
             (8, "[weird]", "unknown section, ignored"),
-            (2, "verbose", "not implemented yet, ignored"),
+            (2, "scram_iterations", "not implemented yet, ignored"),
             (3, "syslog", "not implemented yet, ignored"),
             (4, "no_such_key", "unknown key, ignored"),
         ]

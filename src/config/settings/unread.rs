@@ -13,7 +13,6 @@ pub(super) const NOT_IMPLEMENTED: &[&str] = &[
     "syslog_facility",
     "syslog_ident",
     "user",
-    "verbose",
 ];
 
 /// PgBouncer keys that mean nothing here, with why; accepted with that warning.
