@@ -270,7 +270,7 @@ fn spawn_background(
             shared.shutdown.clone(),
         )),
         tokio::spawn(crate::pool::close_idle_clients(Arc::clone(shared))),
-        tokio::spawn(crate::pool::free_idle_autodb(Arc::clone(shared))),
+        tokio::spawn(crate::pool::free_idle_pools(Arc::clone(shared))),
         tokio::spawn(crate::health::run(Arc::clone(shared))),
         tokio::spawn(evict_on_host_change(Arc::clone(shared))),
         tokio::spawn(crate::metrics::run_stats_period(Arc::clone(shared))),

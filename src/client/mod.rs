@@ -510,6 +510,10 @@ async fn welcome(
         .params
         .welcome(&reported, session.pool.app_default(), buf);
     backend::backend_key_data(buf, key.pid, key.secret);
+    let notify = &shared.config.load().settings.login_notify_message;
+    if !notify.is_empty() {
+        backend::error_response(buf, backend::Severity::Notice, "00000", notify, None);
+    }
     backend::ready_for_query(buf, b'I');
     conn.flush().await.map_err(Error::ClientProtocol)
 }

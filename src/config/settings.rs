@@ -167,6 +167,12 @@ pub struct Settings {
     /// what a client SETs follows it to its next server connection, and a client that did
     /// not ask for one gets the connection's login value back. Default empty. reload: yes
     pub track_extra_parameters: Vec<String>,
+    /// A NoticeResponse every client gets once logged in (PgBouncer 1.25); empty = none.
+    /// reload: yes
+    pub login_notify_message: String,
+    /// Free a configured database's pool that has had no client and no server connection
+    /// this long (PgBouncer 1.25); 0 = never (default). reload: yes
+    pub pool_idle_timeout: Duration,
     /// Default false. reload: yes
     pub application_name_add_host: bool,
     /// SO_KEEPALIVE on client and server TCP sockets. Default true (as PgBouncer). reload:
@@ -368,6 +374,8 @@ impl Default for Settings {
             autodb_idle_timeout: Duration::from_secs(3600),
             ignore_startup_parameters: Vec::new(),
             track_extra_parameters: Vec::new(),
+            login_notify_message: String::new(),
+            pool_idle_timeout: Duration::ZERO,
             application_name_add_host: false,
             tcp_keepalive: true,
             listen_backlog: 128,
@@ -536,6 +544,8 @@ impl Settings {
             "client_idle_timeout" => self.client_idle_timeout = parse_duration(v)?,
             "autodb_idle_timeout" => self.autodb_idle_timeout = parse_duration(v)?,
             "track_extra_parameters" => self.track_extra_parameters = parse_list(v),
+            "login_notify_message" => self.login_notify_message = v.to_string(),
+            "pool_idle_timeout" => self.pool_idle_timeout = parse_duration(v)?,
             "ignore_startup_parameters" => {
                 self.ignore_startup_parameters =
                     parse_list(v).iter().map(|p| p.to_lowercase()).collect();

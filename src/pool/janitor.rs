@@ -66,30 +66,42 @@ pub async fn close_idle_clients(shared: Arc<crate::app::Shared>) {
 /// autodb_idle_timeout: free the pools of databases reached through the `*` entry once they
 /// have been unused that long (no session holds them, no server connection is in use, nobody
 /// waits): one pool per database name any logged-in user makes up would otherwise stay.
-pub async fn free_idle_autodb(shared: Arc<crate::app::Shared>) {
+/// pool_idle_timeout (PgBouncer 1.25): the same for the pools of configured databases, once
+/// they also hold no server connection at all.
+pub async fn free_idle_pools(shared: Arc<crate::app::Shared>) {
     let mut ticks = crate::shutdown::Ticks::every(PERIOD);
     let mut unused_since: std::collections::HashMap<super::PoolKey, Instant> =
         std::collections::HashMap::new();
     while ticks.next(&shared.shutdown).await {
         let config = shared.config.load();
-        let limit = config.settings.autodb_idle_timeout;
         let now = Instant::now();
         let mut seen = std::collections::HashSet::new();
         for pool in shared.pools.all() {
-            if limit.is_zero() || config.databases.contains_key(&*pool.key.db) {
+            let auto = !config.databases.contains_key(&*pool.key.db);
+            let (limit, why) = if auto {
+                (config.settings.autodb_idle_timeout, "autodb_idle_timeout")
+            } else {
+                (config.settings.pool_idle_timeout, "pool_idle_timeout")
+            };
+            if limit.is_zero() {
                 continue;
             }
             let counts = pool.counts();
             // Held only by the registry and this loop: no session has it.
-            let unused =
-                Arc::strong_count(&pool) <= 2 && counts.total == counts.idle && counts.waiting == 0;
+            let unused = Arc::strong_count(&pool) <= 2
+                && counts.waiting == 0
+                && if auto {
+                    counts.total == counts.idle
+                } else {
+                    counts.total == 0
+                };
             if !unused {
                 continue;
             }
             seen.insert(pool.key.clone());
             let since = *unused_since.entry(pool.key.clone()).or_insert(now);
             if now.duration_since(since) >= limit {
-                tracing::info!(db = %pool.key.db, user = %pool.key.user, "autodb_idle_timeout: freeing the pool");
+                tracing::info!(db = %pool.key.db, user = %pool.key.user, "{why}: freeing the pool");
                 shared.pools.remove(&pool.key);
                 // A login that took it just now keeps it, as a retired pool.
                 pool.retire();

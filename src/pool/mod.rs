@@ -25,7 +25,7 @@ use crate::config::ConfigHandle;
 use crate::routing::{Endpoint, HostSet, NoHost, RouteError};
 use crate::server::{BackendPassword, ServerConn, ServerError, ServerTarget};
 
-pub use janitor::{close_idle_clients, free_idle_autodb, run_janitor};
+pub use janitor::{close_idle_clients, free_idle_pools, run_janitor};
 pub use limits::{Blocker, ClientLimit, ClientSlot, Limits};
 pub use rejections::Rejections;
 pub use waiters::{Identity, Order};

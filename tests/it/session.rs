@@ -420,3 +420,13 @@ async fn server_round_robin_picks_the_least_recently_used_connection() {
         );
     }
 }
+
+/// login_notify_message (PgBouncer 1.25): a NOTICE every client gets once logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_notify_message_greets_every_client() {
+    let fx = Fixture::with_settings(2, "login_notify_message = You are on pgporter").await;
+    let out = crate::support::psql::psql(&fx.connstring(), "select 1").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("NOTICE:  You are on pgporter"), "{stderr}");
+}

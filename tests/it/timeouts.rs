@@ -480,3 +480,24 @@ async fn per_database_and_per_user_timeouts() {
     assert!(text.contains("idle transaction timeout"), "{text:?}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
+
+/// pool_idle_timeout (PgBouncer 1.25): a configured database's pool is freed once it has had
+/// no client and no server connection that long (server_idle_timeout closes the last one);
+/// the next client gets a new pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_idle_timeout_frees_empty_pools() {
+    let f = Fixture::with_settings(2, "pool_idle_timeout = 1\nserver_idle_timeout = 1").await;
+    let pools = || f.porter.pool_counts().len();
+    let mut c = raw(&f).await;
+    assert_eq!(c.rows("SELECT 1").await.0, ["1"]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(pools(), 1, "a pool with a client was freed");
+    drop(c);
+    let deadline = Instant::now() + HANG;
+    while pools() > 0 {
+        assert!(Instant::now() < deadline, "the empty pool stayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut again = raw(&f).await;
+    assert_eq!(again.rows("SELECT 2").await.0, ["2"]);
+}
