@@ -333,22 +333,28 @@ fn install(
     new: crate::config::Config,
 ) -> Result<crate::tls::Rebuilt, String> {
     let (tls, rebuilt) = shared.tls.load().rebuild(&new)?;
-    let timeouts = |s: &crate::config::Settings| {
+    let old = shared.config.load();
+    shared.tls.store(Arc::new(tls));
+    shared.config.store(new);
+    let tls = shared.tls.load();
+    let config = shared.config.load();
+    // Sessions holding a server connection take new timeouts at once (as PgBouncer, whose
+    // janitor applies the current values to every session): each session's as resolved for
+    // its pool user, so a change in [users] reaches it as one in [pgbouncer] does.
+    let limits = |c: &crate::config::Config| {
+        let s = &c.settings;
         (
             s.query_timeout,
             s.idle_transaction_timeout,
             s.transaction_timeout,
         )
     };
-    let retime = timeouts(&shared.config.load().settings) != timeouts(&new.settings);
-    shared.tls.store(Arc::new(tls));
-    shared.config.store(new);
-    let tls = shared.tls.load();
-    let config = shared.config.load();
-    if retime {
-        // Sessions holding a server connection take the new timeouts at once (as PgBouncer,
-        // whose janitor applies the current values to every session).
-        shared.sessions.all().iter().for_each(|s| s.ask_retime());
+    if limits(&old) != limits(&config) || old.users != config.users {
+        for s in shared.sessions.all() {
+            if old.session_timeouts(&s.pool_user) != config.session_timeouts(&s.pool_user) {
+                s.ask_retime();
+            }
+        }
     }
     for pool in shared.pools.all() {
         let wanted = crate::client::pool_plan(&config, &pool.key, tls.server.as_ref());

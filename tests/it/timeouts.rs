@@ -501,3 +501,23 @@ async fn pool_idle_timeout_frees_empty_pools() {
     let mut again = raw(&f).await;
     assert_eq!(again.rows("SELECT 2").await.0, ["2"]);
 }
+
+/// A reload that changes only a [users] timeout reaches a session holding a server connection,
+/// as a change in [pgbouncer] does (PgBouncer's janitor reads the current values).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_per_user_timeout_reaches_running_sessions() {
+    let f = Fixture::with_settings(1, "").await;
+    let mut c = raw(&f).await;
+    let (_, status, _) = c.rows("BEGIN").await;
+    assert_eq!(status, b'T');
+    let user = f.user.clone();
+    f.porter
+        .reload_edited(|ini| {
+            ini.to_string() + &format!("[users]\n{user} = idle_transaction_timeout=1\n")
+        })
+        .await;
+    let (text, code, took) = fatal(&mut c).await;
+    assert!(text.contains("idle transaction timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
