@@ -151,7 +151,7 @@ pub(super) async fn acquire(
     // As PgBouncer, query_timeout bounds the wait too when it is the shorter limit.
     let nonzero = crate::config::Config::nonzero;
     let (limit, by_query_timeout) = match (
-        nonzero(config.query_wait_timeout(&info.database, &info.pool_user)),
+        nonzero(config.query_wait_timeout(&info.database, &info.user)),
         nonzero(config.session_timeouts(&info.pool_user).query),
     ) {
         (Some(wait), Some(query)) if query < wait => (Some(query), true),

@@ -214,7 +214,7 @@ pub(super) fn parse_connstring_in(
             }
             "pool_mode" => e.pool_mode = Some(parse_pool_mode(&val)?),
             // As PgBouncer: 0 leaves the [pgbouncer] value in force.
-            "server_lifetime" => e.server_lifetime = timeout(&key, &val)?.filter(|d| !d.is_zero()),
+            "server_lifetime" => e.server_lifetime = set(&key, &val)?,
             "query_wait_timeout" => e.query_wait_timeout = timeout(&key, &val)?,
             p if CONNECT_PARAMS.contains(&p) => {
                 e.connect_params.retain(|(existing, _)| *existing != k);
@@ -369,11 +369,13 @@ fn parse_user(value: &str) -> Result<UserEntry, String> {
             "reserve_pool_size" => user.reserve_pool_size = int(&val)?,
             "max_user_connections" => user.max_user_connections = int(&val)?,
             "max_user_client_connections" => user.max_user_client_connections = int(&val)?,
-            "query_timeout" => user.query_timeout = timeout(&key, &val)?,
+            // As PgBouncer: 0 (like -1) leaves the [pgbouncer] value in force for these,
+            // while query_wait_timeout = 0 means no limit (only -1 is "not set").
+            "query_timeout" => user.query_timeout = set(&key, &val)?,
             "query_wait_timeout" => user.query_wait_timeout = timeout(&key, &val)?,
-            "idle_transaction_timeout" => user.idle_transaction_timeout = timeout(&key, &val)?,
-            "transaction_timeout" => user.transaction_timeout = timeout(&key, &val)?,
-            "client_idle_timeout" => user.client_idle_timeout = timeout(&key, &val)?,
+            "idle_transaction_timeout" => user.idle_transaction_timeout = set(&key, &val)?,
+            "transaction_timeout" => user.transaction_timeout = set(&key, &val)?,
+            "client_idle_timeout" => user.client_idle_timeout = set(&key, &val)?,
             _ => return Err(format!("unknown parameter {key:?}")),
         }
     }
@@ -389,6 +391,11 @@ fn timeout(key: &str, val: &str) -> Result<Option<Duration>, String> {
     parse_duration(val)
         .map(Some)
         .map_err(|m| format!("{key}: {m}"))
+}
+
+/// A timeout that is not set when 0 (PgBouncer applies a per-user value only when > 0).
+fn set(key: &str, val: &str) -> Result<Option<Duration>, String> {
+    Ok(timeout(key, val)?.filter(|d| !d.is_zero()))
 }
 
 /// Split libpq-style `key=value` pairs (see the module docs). Errors name keys, never values.

@@ -93,7 +93,8 @@ pub struct UserEntry {
     pub max_user_connections: Option<u32>,
     pub max_user_client_connections: Option<u32>,
     /// PgBouncer 1.24+'s per-user timeouts, before the [pgbouncer] values (see
-    /// [`Config::timeouts`]); `query_wait_timeout` before the database's too.
+    /// `config/timeouts.rs`); `query_wait_timeout` before the database's too. None when
+    /// not set: `-1`, and `0` for all but `query_wait_timeout` (where it means no limit).
     pub query_timeout: Option<Duration>,
     pub query_wait_timeout: Option<Duration>,
     pub idle_transaction_timeout: Option<Duration>,

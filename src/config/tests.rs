@@ -88,6 +88,8 @@ fn timeouts_of_a_pool_user_then_database_then_default() {
     assert_eq!(config.client_idle_timeout("batch"), secs(9));
     let alice = config.session_timeouts("alice");
     assert_eq!((alice.query, alice.idle_transaction), (secs(50), secs(0)));
+    // As PgBouncer: a per-user query_timeout of 0 is not set, the [pgbouncer] value applies
+    // (query_wait_timeout = 0 above is no limit).
     let batch = config.session_timeouts("batch");
-    assert_eq!((batch.query, batch.idle_transaction), (secs(0), secs(7)));
+    assert_eq!((batch.query, batch.idle_transaction), (secs(50), secs(7)));
 }

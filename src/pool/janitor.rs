@@ -42,7 +42,7 @@ pub async fn close_idle_clients(shared: Arc<crate::app::Shared>) {
         let now = crate::sessions::unix_ms(std::time::SystemTime::now());
         let mut closed = 0;
         for s in shared.sessions.all() {
-            let limit = config.client_idle_timeout(&s.pool_user);
+            let limit = config.client_idle_timeout(&s.user);
             let since = s.request_ms.load(std::sync::atomic::Ordering::Relaxed);
             let quiet = Duration::from_millis(now.saturating_sub(since));
             if !s.admin

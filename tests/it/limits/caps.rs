@@ -146,3 +146,31 @@ async fn users_pool_size_sizes_that_users_pools() {
     );
     assert_eq!(acct.backends().await, 1);
 }
+
+/// As PgBouncer 1.24+: [users] `query_wait_timeout` and `client_idle_timeout` go by the user
+/// the client logged in as (PgBouncer's `client->login_user_credentials`), not the forced
+/// backend user of the pool, whose entry sets the server-side timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_wait_and_idle_timeouts_follow_the_login_user() {
+    let users = "alice = query_wait_timeout=1 client_idle_timeout=1\n";
+    let acct = SharedAccount::new(1, "30", "", users).await;
+    let holder = acct.connect("bob").await;
+    select1(&holder).await.expect("bob holds the pool of one");
+    let alice = acct.connect("alice").await;
+    let started = tokio::time::Instant::now();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), select1(&alice))
+        .await
+        .expect("alice's own query_wait_timeout (1 s), not the global 30 s")
+        .expect_err("no server for alice");
+    assert_eq!(code_and_message(&err).0, "08P01");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // An idle alice is closed after her 1 s; an idle bob (no limit of his own) is not.
+    let idle_alice = acct.connect("alice").await;
+    let idle_bob = acct.connect("bob").await;
+    eventually("alice closed by her client_idle_timeout", || async {
+        idle_alice.is_closed()
+    })
+    .await;
+    drop(holder);
+    select1(&idle_bob).await.expect("bob kept");
+}
