@@ -25,13 +25,7 @@ pub(super) fn build(what: Show, s: &Snapshot, version: &str) -> ResultSet {
         Show::Servers => servers(s),
         Show::Sockets => sockets(s, false),
         Show::ActiveSockets => sockets(s, true),
-        // PgBouncer 1.19's peering: pgporter has no peers.
-        Show::Peers => ResultSet::new(&[
-            ("peer_id", Int4),
-            ("host", Text),
-            ("port", Int4),
-            ("pool_size", Int4),
-        ]),
+        Show::Peers => peers(s),
         Show::PeerPools => ResultSet::new(&[
             ("peer_id", Int4),
             ("cl_active_cancel_req", Int4),
@@ -309,6 +303,31 @@ fn sockets(s: &Snapshot, active_only: bool) -> ResultSet {
     for mut row in client_rows(s, active_only).chain(server_rows(s, active_only)) {
         row.extend((0..7).map(|_| Value::from(0u32)));
         rs.push(row);
+    }
+    rs
+}
+
+/// The `[peers]` entries, by peer id; pool_size as PgBouncer shows it (default_pool_size when
+/// not given).
+fn peers(s: &Snapshot) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        ("peer_id", Int4),
+        ("host", Text),
+        ("port", Int4),
+        ("pool_size", Int4),
+    ]);
+    let mut peers: Vec<_> = s.config.peers.iter().collect();
+    peers.sort_by_key(|(id, _)| **id);
+    for (id, peer) in peers {
+        let size = peer
+            .pool_size
+            .map_or(s.config.settings.default_pool_size, u32::from);
+        rs.push(vec![
+            (*id).into(),
+            peer.addr.host.as_str().into(),
+            peer.addr.port.into(),
+            size.into(),
+        ]);
     }
     rs
 }

@@ -126,7 +126,7 @@ impl CancelRegistry {
             );
             return;
         };
-        let addr = ServerAddr::new(&to.host, to.port);
+        let addr = ServerAddr::new(&to.addr.host, to.addr.port);
         let key = CancelKey {
             secret: key.secret & !HOPS | (hops - 1),
             ..key

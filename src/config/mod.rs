@@ -35,6 +35,7 @@ pub use databases::{
 pub use hba::{HbaMethod, HbaRule};
 pub use ini::{parse_ini, parse_ini_with, IniEntry, RawIni, ReadFile, MAX_INCLUDE_DEPTH};
 pub use limits::PoolShare;
+pub use peers::Peer;
 pub use security::{SslMode, TlsCiphers, TlsProtocols, DEFAULT_AUTH_QUERY};
 pub use settings::{
     AuditSettings, AuditStatements, AuthType, IdentitySettings, LogFormat, PoolMode,
@@ -115,7 +116,7 @@ pub struct Config {
     /// [users] by name.
     pub users: HashMap<String, UserEntry>,
     /// `[peers]`: where the other processes of this pgporter's group listen, by peer id.
-    pub peers: HashMap<u16, HostPort>,
+    pub peers: HashMap<u16, Peer>,
     /// auth_file contents: user name -> secret.
     pub userlist: HashMap<String, Secret>,
     /// auth_hba_file rules (empty when unset).

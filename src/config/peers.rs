@@ -17,8 +17,18 @@ const MAX_PEER_ID: u16 = 16383;
 /// A peer's listener when `port=` is not given (PgBouncer's default port).
 const DEFAULT_PEER_PORT: u16 = 6432;
 
+/// One `[peers]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its listener (a host, or a unix socket directory).
+    pub addr: HostPort,
+    /// `pool_size=` as given (shown by SHOW PEERS; each forwarded cancel is a connection of
+    /// its own here).
+    pub pool_size: Option<u16>,
+}
+
 /// All `[peers]` entries by peer id.
-pub(super) fn from_ini(raw: &RawIni, errors: &mut Vec<ConfigError>) -> HashMap<u16, HostPort> {
+pub(super) fn from_ini(raw: &RawIni, errors: &mut Vec<ConfigError>) -> HashMap<u16, Peer> {
     let mut peers = HashMap::new();
     for entry in raw.section("peers") {
         match parse_peer(&entry.key, &entry.value) {
@@ -44,26 +54,25 @@ pub(super) fn parse_peer_id(v: &str) -> Result<u16, String> {
     }
 }
 
-fn parse_peer(key: &str, value: &str) -> Result<(u16, HostPort), String> {
+fn parse_peer(key: &str, value: &str) -> Result<(u16, Peer), String> {
     let id = parse_peer_id(key)?;
     if id == 0 {
         return Err("peer id 0 is not allowed".into());
     }
-    let (mut host, mut port) = (None, DEFAULT_PEER_PORT);
+    let (mut host, mut port, mut pool_size) = (None, DEFAULT_PEER_PORT, None);
     for (k, v) in split_pairs(value)? {
         match k.to_ascii_lowercase().as_str() {
             "host" => host = Some(v),
             "port" => port = parse_u16(&v).map_err(|m| format!("port: {m}"))?,
             // PgBouncer's cap on cancels in flight to the peer: each forwarded cancel is a
             // connection of its own here.
-            "pool_size" => {
-                parse_u16(&v).map_err(|m| format!("pool_size: {m}"))?;
-            }
+            "pool_size" => pool_size = Some(parse_u16(&v).map_err(|m| format!("pool_size: {m}"))?),
             _ => return Err(format!("unknown parameter {k:?}")),
         }
     }
     let host = host.filter(|h| !h.is_empty()).ok_or("host= is required")?;
-    Ok((id, HostPort { host, port }))
+    let addr = HostPort { host, port };
+    Ok((id, Peer { addr, pool_size }))
 }
 
 #[cfg(test)]
@@ -88,11 +97,10 @@ mod tests {
             &mut errors,
         );
         assert_eq!(peers.len(), 2);
-        assert_eq!(
-            (peers[&1].host.as_str(), peers[&1].port),
-            ("pgp-0.pgp", 6432)
-        );
-        assert_eq!((peers[&2].host.as_str(), peers[&2].port), ("/tmp/p2", 6432));
+        let addr = |id: u16| (peers[&id].addr.host.as_str(), peers[&id].addr.port);
+        assert_eq!(addr(1), ("pgp-0.pgp", 6432));
+        assert_eq!(addr(2), ("/tmp/p2", 6432));
+        assert_eq!((peers[&1].pool_size, peers[&2].pool_size), (None, Some(8)));
         let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
         assert_eq!(got, vec![(4, "0"), (5, "x"), (6, "3"), (7, "4")]);
         assert_eq!(parse_peer_id("16383"), Ok(16383));

@@ -88,3 +88,30 @@ async fn a_cancel_reaching_the_other_peer_is_forwarded() {
         Some("57014")
     );
 }
+
+/// SHOW PEERS lists the [peers] section, as PgBouncer's (pool_size: default_pool_size when
+/// not given), and follows a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_peers_lists_the_peers() {
+    let ops = crate::admin::Ops::new("peer_id = 1\n[peers]\n2 = host=10.0.0.2 port=6433\n").await;
+    let admin = ops.admin().await;
+    let got = |rows: Vec<tokio_postgres::SimpleQueryRow>| -> Vec<[String; 4]> {
+        let col = |r: &tokio_postgres::SimpleQueryRow, c: &str| r.get(c).unwrap().to_string();
+        (rows.iter())
+            .map(|r| ["peer_id", "host", "port", "pool_size"].map(|c| col(r, c)))
+            .collect()
+    };
+    let peers = got(crate::admin::rows(&admin, "SHOW PEERS").await);
+    assert_eq!(peers, [["2", "10.0.0.2", "6433", "4"].map(String::from)]);
+    ops.porter
+        .reload_edited(|ini| ini.to_string() + "1 = host=/tmp/p1 pool_size=8\n")
+        .await;
+    let peers = got(crate::admin::rows(&admin, "SHOW PEERS").await);
+    assert_eq!(
+        peers,
+        [
+            ["1", "/tmp/p1", "6432", "8"].map(String::from),
+            ["2", "10.0.0.2", "6433", "4"].map(String::from)
+        ]
+    );
+}
