@@ -56,37 +56,42 @@ async fn a_cancel_reaching_the_other_peer_is_forwarded() {
     let mut c = RawClient::login(a.porter.addr(), &a.user, &a.password, &a.db).await;
     let key = c.key.expect("BackendKeyData");
     assert_eq!(key.0 >> 16, 1, "the key names its issuer");
-    c.query("SELECT pg_sleep(30)").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    cancel(b.addr(), key).await;
-    let code = sleep_ends_with(&mut c, Duration::from_secs(10)).await;
-    assert_eq!(code.as_deref(), Some("57014"), "cancelled through the peer");
-
+    let cancelled = Some("57014".to_string());
+    assert_eq!(
+        sleep_cancelled_via(&mut c, b.addr(), key, 10).await,
+        cancelled
+    );
     // Through A itself, as always.
-    let _ = c.read_msg().await; // ReadyForQuery
-    c.query("SELECT pg_sleep(30)").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sleep_cancelled_via(&mut c, a.porter.addr(), key, 10).await,
+        cancelled
+    );
+    // A key with no hops left is not forwarded again (then A ends that sleep).
+    let spent = (key.0, key.1 & !0b11);
+    assert_eq!(sleep_cancelled_via(&mut c, b.addr(), spent, 2).await, None);
     cancel(a.porter.addr(), key).await;
     assert_eq!(
-        sleep_ends_with(&mut c, Duration::from_secs(10))
-            .await
-            .as_deref(),
-        Some("57014")
+        sleep_ends_with(&mut c, Duration::from_secs(10)).await,
+        cancelled
     );
+}
 
-    // A key with no hops left is not forwarded again.
-    let _ = c.read_msg().await;
+/// Start a `pg_sleep(30)` on `c` (idle), cancel it through `addr` with `key`: how it ended
+/// within `secs` seconds (None: still running; then it is left running).
+async fn sleep_cancelled_via(
+    c: &mut RawClient,
+    addr: SocketAddr,
+    key: (i32, i32),
+    secs: u64,
+) -> Option<String> {
     c.query("SELECT pg_sleep(30)").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    cancel(b.addr(), (key.0, key.1 & !0b11)).await;
-    assert_eq!(sleep_ends_with(&mut c, Duration::from_secs(2)).await, None);
-    cancel(a.porter.addr(), key).await;
-    assert_eq!(
-        sleep_ends_with(&mut c, Duration::from_secs(10))
-            .await
-            .as_deref(),
-        Some("57014")
-    );
+    cancel(addr, key).await;
+    let code = sleep_ends_with(c, Duration::from_secs(secs)).await;
+    if code.is_some() {
+        let _ = c.read_msg().await; // its ReadyForQuery
+    }
+    code
 }
 
 /// SHOW PEERS lists the [peers] section, as PgBouncer's (pool_size: default_pool_size when

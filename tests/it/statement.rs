@@ -3,13 +3,12 @@
 //! "transaction blocks not allowed in statement pooling mode", and its server connection is
 //! closed (PostgreSQL rolls the transaction back).
 
-use std::process::Command;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::SimpleQueryMessage;
 
-use crate::support::cmd::{run, success};
+use crate::support::cmd::e2e_script;
 use crate::support::psql::psql_err;
 use crate::support::skip::python;
 use crate::support::{Fixture, Spec};
@@ -93,18 +92,7 @@ async fn python_drivers_in_statement_mode() {
         return;
     };
     let fx = fixture().await;
-    let mut cmd = Command::new(python);
-    cmd.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/e2e/statement_mode.py"
-    ))
-    .args(["127.0.0.1", &fx.porter.port().to_string()])
-    .args([&fx.user, &fx.password, &fx.db]);
-    let out = success(
-        &run(cmd, Duration::from_secs(120)).await,
-        "statement_mode.py",
-    );
-    assert!(out.contains("statement mode: ok"), "{out}");
+    e2e_script(&python, "statement_mode.py", &fx, "statement mode: ok").await;
 }
 
 /// A client that pipelines a transaction block behind another request gets that request's

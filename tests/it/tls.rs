@@ -168,16 +168,12 @@ async fn show_clients_and_servers_name_the_tls_in_use() {
     assert_eq!(column(&clients, "C|"), vec![String::new()], "{clients}");
 }
 
-/// An OpenSSL cipher string from a pgbouncer.ini works: with TLS 1.2 only, the one suite an
-/// OpenSSL name picks is the one negotiated (SHOW CLIENTS `tls`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openssl_cipher_strings_choose_the_suite() {
-    let certs = Certs::new();
+/// A pgporter requiring client TLS with `settings` too, and its SHOW CLIENTS (over TLS, as
+/// the admin: that session's `tls` column shows what was negotiated).
+async fn clients_over_tls(certs: &Certs, settings: &str) -> (Fixture, String) {
     let fx = Fixture::custom(|names| {
         Spec::new(format!(
-            "{}client_tls_protocols = tlsv1.2\n\
-             client_tls_ciphers = ECDHE-ECDSA-CHACHA20-POLY1305:!aNULL:!MD5\n\
-             server_tls_ciphers = HIGH:!aNULL:!MD5\nadmin_users = {}\n",
+            "{}{settings}admin_users = {}\n",
             certs.client_tls("require"),
             names.user
         ))
@@ -190,6 +186,21 @@ async fn openssl_cipher_strings_choose_the_suite() {
         fx.password
     );
     let clients = psql_ok(&admin, "SHOW CLIENTS").await;
+    (fx, clients)
+}
+
+/// An OpenSSL cipher string from a pgbouncer.ini works: with TLS 1.2 only, the one suite an
+/// OpenSSL name picks is the one negotiated (SHOW CLIENTS `tls`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_cipher_strings_choose_the_suite() {
+    let certs = Certs::new();
+    let (fx, clients) = clients_over_tls(
+        &certs,
+        "client_tls_protocols = tlsv1.2\n\
+         client_tls_ciphers = ECDHE-ECDSA-CHACHA20-POLY1305:!aNULL:!MD5\n\
+         server_tls_ciphers = HIGH:!aNULL:!MD5\n",
+    )
+    .await;
     assert!(
         clients.contains("|TLSv1.2/TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
         "{clients}"
@@ -206,22 +217,11 @@ async fn openssl_cipher_strings_choose_the_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls13_cipher_list_and_an_ecdh_curve_choose_suite_and_group() {
     let certs = Certs::new();
-    let fx = Fixture::custom(|names| {
-        Spec::new(format!(
-            "{}client_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256\n\
-             client_tls_ecdhcurve = P-384\nadmin_users = {}\n",
-            certs.client_tls("require"),
-            names.user
-        ))
-    })
+    let (_fx, clients) = clients_over_tls(
+        &certs,
+        "client_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256\nclient_tls_ecdhcurve = P-384\n",
+    )
     .await;
-    let admin = format!(
-        "host=127.0.0.1 port={} user={} password={} dbname=pgbouncer sslmode=require",
-        fx.porter.port(),
-        fx.user,
-        fx.password
-    );
-    let clients = psql_ok(&admin, "SHOW CLIENTS").await;
     assert!(
         clients.contains("|TLSv1.3/TLS_CHACHA20_POLY1305_SHA256/ECDH=secp384r1|"),
         "{clients}"

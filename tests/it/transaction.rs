@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::support::cmd::{run, success};
+use crate::support::cmd::{e2e_script, run, success};
 use crate::support::shared_account::SharedAccount;
 use crate::support::skip::python;
 use crate::support::{Fixture, Spec};
@@ -216,18 +216,7 @@ async fn python_drivers(python: &std::ffi::OsStr, pool_size: u32, extra: &str) {
         ))
     })
     .await;
-    let mut cmd = Command::new(python);
-    cmd.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/e2e/transaction_mode.py"
-    ))
-    .args(["127.0.0.1", &fx.porter.port().to_string()])
-    .args([&fx.user, &fx.password, &fx.db]);
-    let out = success(
-        &run(cmd, Duration::from_secs(120)).await,
-        "transaction_mode.py",
-    );
-    assert!(out.contains("transaction mode: ok"), "{out}");
+    e2e_script(python, "transaction_mode.py", &fx, "transaction mode: ok").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,3 +38,19 @@ pub(crate) fn success(out: &Output, what: &str) -> String {
     );
     stdout
 }
+
+/// Run `tests/e2e/<script>` with `python` against `fx`'s pgporter (host, port, user, password
+/// and database as its arguments), within two minutes; it must succeed and print `ok_line`.
+pub(crate) async fn e2e_script(
+    python: &std::ffi::OsStr,
+    script: &str,
+    fx: &super::Fixture,
+    ok_line: &str,
+) {
+    let mut cmd = Command::new(python);
+    cmd.arg(format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR")))
+        .args(["127.0.0.1", &fx.porter.port().to_string()])
+        .args([&fx.user, &fx.password, &fx.db]);
+    let out = success(&run(cmd, Duration::from_secs(120)).await, script);
+    assert!(out.contains(ok_line), "{out}");
+}
