@@ -208,8 +208,10 @@ impl ClientParams {
         // The parameters besides the tracked ones (which `differences` puts back itself) that
         // this client asks for, and those an earlier client had SET and this one does not ask
         // for: back to the connection's default (set_config with NULL is RESET).
+        // (A track_extra_parameters name this server does not report is not tracked: it is
+        // SET and reset as any other, or it would reach the next client.)
         let mine: Vec<String> = (self.wanted())
-            .filter(|(name, _)| !tracked.contains(name))
+            .filter(|(name, _)| !(tracked.contains(name) && server.reported(name).is_some()))
             .map(|(name, _)| name.to_ascii_lowercase())
             .collect();
         let resets: Vec<String> = (server.set_for_client.iter())

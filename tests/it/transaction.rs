@@ -309,3 +309,23 @@ async fn extra_tracked_parameters_follow_their_client() {
     assert_eq!(value(&a, "show default_transaction_read_only").await, "on");
     assert_eq!(value(&b, "show default_transaction_read_only").await, "off");
 }
+
+/// A track_extra_parameters name the server does not report (PostgreSQL 15 does not report
+/// search_path) cannot be tracked: a client's startup value is still set back for the next
+/// client, as any untracked startup parameter's is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreported_extra_tracked_parameter_does_not_leak() {
+    use crate::support::raw::RawClient;
+    let fx = fixture("track_extra_parameters = search_path").await;
+    let (mut a, _) = RawClient::login_with(
+        fx.porter.addr(),
+        &fx.user,
+        &fx.password,
+        &fx.db,
+        &[("search_path", "pg_catalog")],
+    )
+    .await;
+    assert_eq!(a.rows("show search_path").await.0, ["pg_catalog"]);
+    let b = fx.connect().await;
+    assert_eq!(value(&b, "show search_path").await, "\"$user\", public");
+}
