@@ -110,6 +110,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("verbose", s.verbose.to_string(), false),
         ("login_notify_message", s.login_notify_message.clone(), true),
         ("pool_idle_timeout", secs(s.pool_idle_timeout), true),
+        ("query_wait_notify", secs(s.query_wait_notify), true),
         ("max_client_conn", s.max_client_conn.to_string(), true),
         ("max_db_connections", s.max_db_connections.to_string(), true),
         ("max_packet_size", s.max_packet_size.to_string(), true),

@@ -10,6 +10,7 @@ use crate::audit::AuditEvent;
 use crate::error::Error;
 use crate::net::Stream;
 use crate::pool::{Pool, PoolError};
+use crate::protocol::backend::{self, Severity};
 use crate::protocol::FramedConn;
 use crate::server::ServerConn;
 use crate::sessions::{ServerLink, SessionInfo};
@@ -34,21 +35,45 @@ pub(super) async fn checkout_unless_gone(
         let (server, pool) = checkout(session, info, shared).await?;
         return Ok(Waited::Served(server, pool));
     }
-    tokio::select! {
-        biased;
-        server = checkout(session, info, shared) => {
-            server.map(|(server, pool)| Waited::Served(server, pool))
+    let checkout = checkout(session, info, shared);
+    tokio::pin!(checkout);
+    // query_wait_notify: one NOTICE to a client still waiting after that long (lazy: a
+    // checkout served at once never starts the timer).
+    let after = crate::config::Config::nonzero(shared.config.load().settings.query_wait_notify);
+    let notice = async {
+        match after {
+            Some(after) => tokio::time::sleep(after).await,
+            None => std::future::pending().await,
         }
-        () = conn.left(WAIT_BUFFER) => {
-            info.set_idle();
-            Ok(Waited::Left)
-        }
-        () = info.wait_cancelled() => {
-            info.set_idle();
-            Ok(Waited::Cancelled)
+    };
+    tokio::pin!(notice);
+    let mut notified = false;
+    loop {
+        tokio::select! {
+            biased;
+            server = &mut checkout => {
+                return server.map(|(server, pool)| Waited::Served(server, pool));
+            }
+            () = conn.left(WAIT_BUFFER) => break,
+            () = info.wait_cancelled() => {
+                info.set_idle();
+                return Ok(Waited::Cancelled);
+            }
+            () = &mut notice, if !notified => {
+                notified = true;
+                backend::error_response(&mut conn.wbuf, Severity::Notice, "00000", QUEUED, None);
+                if conn.flush().await.is_err() {
+                    break;
+                }
+            }
         }
     }
+    info.set_idle();
+    Ok(Waited::Left)
 }
+
+/// PgBouncer's query_wait_notify text.
+const QUEUED: &str = "No server connection available in postgres backend, client being queued";
 
 /// How waiting for a server connection ended.
 // Made once per session and moved out at once: boxing the connection would only allocate.

@@ -173,6 +173,9 @@ pub struct Settings {
     /// Free a configured database's pool that has had no client and no server connection
     /// this long (PgBouncer 1.25); 0 = never (default). reload: yes
     pub pool_idle_timeout: Duration,
+    /// A client waiting this long for a server connection gets one NOTICE saying it is
+    /// queued (PgBouncer 1.22+); 0 = never. Default 5 s (as PgBouncer). reload: yes
+    pub query_wait_notify: Duration,
     /// Default false. reload: yes
     pub application_name_add_host: bool,
     /// SO_KEEPALIVE on client and server TCP sockets. Default true (as PgBouncer). reload:
@@ -376,6 +379,7 @@ impl Default for Settings {
             track_extra_parameters: Vec::new(),
             login_notify_message: String::new(),
             pool_idle_timeout: Duration::ZERO,
+            query_wait_notify: Duration::from_secs(5),
             application_name_add_host: false,
             tcp_keepalive: true,
             listen_backlog: 128,
@@ -546,6 +550,7 @@ impl Settings {
             "track_extra_parameters" => self.track_extra_parameters = parse_list(v),
             "login_notify_message" => self.login_notify_message = v.to_string(),
             "pool_idle_timeout" => self.pool_idle_timeout = parse_duration(v)?,
+            "query_wait_notify" => self.query_wait_notify = parse_duration(v)?,
             "ignore_startup_parameters" => {
                 self.ignore_startup_parameters =
                     parse_list(v).iter().map(|p| p.to_lowercase()).collect();

@@ -430,3 +430,34 @@ async fn login_notify_message_greets_every_client() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("NOTICE:  You are on pgporter"), "{stderr}");
 }
+
+/// query_wait_notify (PgBouncer 1.22+): a client waiting that long for a server connection
+/// gets one NOTICE saying it is queued, then its answer once a connection is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_queued_that_long_is_told_once() {
+    let fx = Fixture::with_settings(1, "query_wait_notify = 1").await;
+    let holder = fx.connect().await;
+    holder.batch_execute("select 1").await.unwrap();
+    let (waiter, mut messages) = connect_with_messages(&fx.connstring()).await;
+    let query = tokio::spawn(async move { simple_value(&waiter, "select 2").await });
+    let notice = tokio::time::timeout(HANG, async {
+        loop {
+            match messages.recv().await {
+                Some(AsyncMessage::Notice(n)) => break n,
+                Some(_) => continue,
+                None => panic!("connection closed"),
+            }
+        }
+    })
+    .await
+    .expect("no notice");
+    assert_eq!(
+        notice.message(),
+        "No server connection available in postgres backend, client being queued"
+    );
+    assert_eq!(notice.code().code(), "00000");
+    drop(holder);
+    let answer = tokio::time::timeout(HANG, query).await.unwrap().unwrap();
+    assert_eq!(answer.as_deref(), Some("2"));
+    assert!(messages.try_recv().is_err(), "one notice only");
+}
