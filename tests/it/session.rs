@@ -384,20 +384,6 @@ async fn server_round_robin_picks_the_least_recently_used_connection() {
             &format!("server_round_robin = {}", u8::from(round_robin)),
         )
         .await;
-        let idle = || {
-            fx.porter
-                .pool_counts()
-                .iter()
-                .map(|(_, c)| c.idle)
-                .sum::<u32>()
-        };
-        let until_idle = |n: u32| async move {
-            let deadline = tokio::time::Instant::now() + HANG;
-            while idle() != n {
-                assert!(tokio::time::Instant::now() < deadline, "never {n} idle");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
         let (first, second) = (fx.connect().await, fx.connect().await);
         let p1 = simple_value(&first, "select pg_backend_pid()")
             .await
@@ -406,9 +392,9 @@ async fn server_round_robin_picks_the_least_recently_used_connection() {
             .await
             .unwrap();
         drop(first);
-        until_idle(1).await;
+        fx.porter.until_idle(1).await;
         drop(second);
-        until_idle(2).await;
+        fx.porter.until_idle(2).await;
         let third = fx.connect().await;
         let p3 = simple_value(&third, "select pg_backend_pid()")
             .await

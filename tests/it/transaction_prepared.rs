@@ -95,7 +95,9 @@ async fn a_statement_follows_its_client_to_another_connection() {
     let (a, b) = (fx.connect().await, fx.connect().await);
     let length = a.prepare("select length($1::text)").await.unwrap();
     let first = value(&a, "select pg_backend_pid()").await;
-    // b holds that connection in a transaction: a's next statement goes to the other one.
+    // b holds that connection in a transaction (once a gave it back): a's next statement goes
+    // to the other one.
+    fx.porter.until_idle(1).await;
     b.batch_execute("begin").await.unwrap();
     assert_eq!(value(&b, "select pg_backend_pid()").await, first);
     // A value over 64 KiB: the Bind streams through, renamed on the way.

@@ -186,6 +186,17 @@ impl Porter {
         all
     }
 
+    /// Wait (bounded) until the pools hold `n` idle server connections: a connection goes back
+    /// just after the client got its answer, so a test that needs it idle waits for it.
+    pub(crate) async fn until_idle(&self, n: u32) {
+        let idle = || self.pool_counts().iter().map(|(_, c)| c.idle).sum::<u32>();
+        let deadline = tokio::time::Instant::now() + super::HANG;
+        while idle() != n {
+            assert!(tokio::time::Instant::now() < deadline, "never {n} idle");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Client sessions pgporter is serving right now.
     pub(crate) fn clients(&self) -> usize {
         self.shared
