@@ -237,6 +237,22 @@ async fn large_result_is_streamed_completely() {
     );
 }
 
+/// The next NoticeResponse on a connection (bounded).
+async fn next_notice(
+    messages: &mut tokio::sync::mpsc::UnboundedReceiver<AsyncMessage>,
+) -> tokio_postgres::error::DbError {
+    let next = async {
+        loop {
+            match messages.recv().await {
+                Some(AsyncMessage::Notice(n)) => break n,
+                Some(_) => continue,
+                None => panic!("connection closed"),
+            }
+        }
+    };
+    tokio::time::timeout(HANG, next).await.expect("no notice")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notice_reaches_the_client() {
     let fx = Fixture::new(4).await;
@@ -245,17 +261,7 @@ async fn notice_reaches_the_client() {
         .batch_execute("DO $$ BEGIN RAISE NOTICE 'porter notice %', 42; END $$")
         .await
         .expect("DO block");
-    let notice = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match messages.recv().await {
-                Some(AsyncMessage::Notice(n)) => break n,
-                Some(_) => continue,
-                None => panic!("connection closed"),
-            }
-        }
-    })
-    .await
-    .expect("no notice within 5 s");
+    let notice = next_notice(&mut messages).await;
     assert_eq!(notice.message(), "porter notice 42");
     assert_eq!(notice.severity(), "NOTICE");
 }
@@ -426,17 +432,7 @@ async fn a_client_queued_that_long_is_told_once() {
     holder.batch_execute("select 1").await.unwrap();
     let (waiter, mut messages) = connect_with_messages(&fx.connstring()).await;
     let query = tokio::spawn(async move { simple_value(&waiter, "select 2").await });
-    let notice = tokio::time::timeout(HANG, async {
-        loop {
-            match messages.recv().await {
-                Some(AsyncMessage::Notice(n)) => break n,
-                Some(_) => continue,
-                None => panic!("connection closed"),
-            }
-        }
-    })
-    .await
-    .expect("no notice");
+    let notice = next_notice(&mut messages).await;
     assert_eq!(
         notice.message(),
         "No server connection available in postgres backend, client being queued"

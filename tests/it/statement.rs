@@ -74,16 +74,7 @@ async fn statements_share_a_connection_and_transaction_blocks_end_the_session() 
     let stderr = psql_err(&fx.connstring(), "begin").await;
     assert!(stderr.contains(&format!("FATAL:  {REFUSED}")), "{stderr}");
 
-    let admin = fx.porter.connstring(&fx.user, &fx.password, "pgbouncer");
-    let admin = crate::support::clients::connect(&admin).await;
-    let rows = admin.simple_query("show pools").await.unwrap();
-    let mode = rows.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) if r.get("database") == Some(fx.db.as_str()) => {
-            r.get("pool_mode").map(str::to_string)
-        }
-        _ => None,
-    });
-    assert_eq!(mode.as_deref(), Some("statement"));
+    assert_eq!(fx.shown_pool_mode().await.as_deref(), Some("statement"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 use crate::support::cmd::{e2e_script, run, success};
 use crate::support::shared_account::SharedAccount;
@@ -68,16 +68,7 @@ async fn clients_take_turns_on_one_server_connection() {
     assert_eq!(sum, 42);
     assert_eq!(backend_pid(&a).await, pid);
 
-    let admin = fx.porter.connstring(&fx.user, &fx.password, "pgbouncer");
-    let admin = crate::support::clients::connect(&admin).await;
-    let rows = admin.simple_query("show pools").await.unwrap();
-    let mode = rows.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) if r.get("database") == Some(fx.db.as_str()) => {
-            r.get("pool_mode").map(str::to_string)
-        }
-        _ => None,
-    });
-    assert_eq!(mode.as_deref(), Some("transaction"));
+    assert_eq!(fx.shown_pool_mode().await.as_deref(), Some("transaction"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,6 +88,24 @@ impl Fixture {
     }
 
     /// Through pgporter as the fixture's user.
+    /// The `pool_mode` SHOW POOLS gives this fixture's pool (the fixture's user must be an
+    /// admin).
+    pub(crate) async fn shown_pool_mode(&self) -> Option<String> {
+        let admin = self
+            .porter
+            .connstring(&self.user, &self.password, "pgbouncer");
+        let admin = super::clients::connect(&admin).await;
+        let rows = admin.simple_query("show pools").await.expect("show pools");
+        rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r)
+                if r.get("database") == Some(self.db.as_str()) =>
+            {
+                r.get("pool_mode").map(str::to_string)
+            }
+            _ => None,
+        })
+    }
+
     pub(crate) fn connstring(&self) -> String {
         self.porter.connstring(&self.user, &self.password, &self.db)
     }
