@@ -11,26 +11,14 @@ use tokio_postgres::SimpleQueryMessage;
 use crate::support::cmd::e2e_script;
 use crate::support::psql::psql_err;
 use crate::support::skip::python;
-use crate::support::{Fixture, Spec};
+use crate::support::Fixture;
+use crate::transaction::value;
 
 const REFUSED: &str = "transaction blocks not allowed in statement pooling mode";
 
 /// One server connection, statement mode; the fixture's user is an admin too (SHOW POOLS).
 async fn fixture() -> Fixture {
-    Fixture::custom(|n| Spec {
-        pool_size: 1,
-        ..Spec::new(format!(
-            "pool_mode = statement\nquery_wait_timeout = 2\nadmin_users = {}\n",
-            n.user
-        ))
-    })
-    .await
-}
-
-async fn value(client: &tokio_postgres::Client, sql: &str) -> String {
-    crate::support::simple_value(client, sql)
-        .await
-        .unwrap_or_else(|| panic!("{sql}: no row"))
+    crate::transaction::one_connection("statement", "").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

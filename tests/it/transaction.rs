@@ -16,10 +16,16 @@ use crate::support::{Fixture, Spec};
 /// One server connection, transaction mode, a short query_wait_timeout; the fixture's user
 /// is an admin too (SHOW POOLS).
 async fn fixture(extra: &str) -> Fixture {
+    one_connection("transaction", extra).await
+}
+
+/// One server connection in pool mode `mode`, a short query_wait_timeout; the fixture's user
+/// is an admin too (SHOW POOLS).
+pub(crate) async fn one_connection(mode: &str, extra: &str) -> Fixture {
     Fixture::custom(|n| Spec {
         pool_size: 1,
         ..Spec::new(format!(
-            "pool_mode = transaction\nquery_wait_timeout = 2\nadmin_users = {}\n{extra}",
+            "pool_mode = {mode}\nquery_wait_timeout = 2\nadmin_users = {}\n{extra}",
             n.user
         ))
     })
@@ -27,7 +33,7 @@ async fn fixture(extra: &str) -> Fixture {
 }
 
 /// The first column of the first row of a simple query.
-async fn value(client: &Client, sql: &str) -> String {
+pub(crate) async fn value(client: &Client, sql: &str) -> String {
     crate::support::simple_value(client, sql)
         .await
         .unwrap_or_else(|| panic!("{sql}: no row"))
