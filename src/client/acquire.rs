@@ -28,6 +28,7 @@ pub(super) async fn checkout_unless_gone(
     session: &Session,
     info: &SessionInfo,
     shared: &Shared,
+    config: &crate::config::Config,
 ) -> Result<Waited, Error> {
     // A request sent together with its Terminate (fire and forget) did not leave because it
     // waited: it runs, as it would on PostgreSQL.
@@ -39,7 +40,7 @@ pub(super) async fn checkout_unless_gone(
     tokio::pin!(checkout);
     // query_wait_notify: one NOTICE to a client still waiting after that long (lazy: a
     // checkout served at once never starts the timer).
-    let after = crate::config::Config::nonzero(shared.config.load().settings.query_wait_notify);
+    let after = crate::config::Config::nonzero(config.settings.query_wait_notify);
     let notice = async {
         match after {
             Some(after) => tokio::time::sleep(after).await,

@@ -138,8 +138,16 @@ pub(super) async fn serve(
             Ok(false) => break Ok(()),
             Err(e) => break Err(e),
         }
+        // The configuration this request is served under.
+        let config = shared.config.load();
+        if let Some(&tag) =
+            (conn.rbuf.first()).filter(|&&t| !may_send(t, config.settings.disable_pqexec))
+        {
+            break Err(refusal(tag));
+        }
         let served = Box::pin(async {
-            let (server, pool) = match checkout_unless_gone(conn, &session, info, shared).await? {
+            let waited = checkout_unless_gone(conn, &session, info, shared, &config).await?;
+            let (server, pool) = match waited {
                 Waited::Served(server, pool) => (server, pool),
                 Waited::Left => return Ok(After::Ended),
                 Waited::Cancelled => {
@@ -152,7 +160,16 @@ pub(super) async fn serve(
             };
             // The pool that replaced the session's after a reload, if one did.
             session.pool = pool;
-            relay_session(conn, &mut session, server, info, shared, &mut tally).await
+            relay_session(
+                conn,
+                &mut session,
+                server,
+                info,
+                shared,
+                &config,
+                &mut tally,
+            )
+            .await
         })
         .await;
         info.set_idle();
@@ -219,6 +236,7 @@ async fn relay_session(
     mut server: ServerConn,
     info: &SessionInfo,
     shared: &Shared,
+    config: &crate::config::Config,
     tally: &mut Tally,
 ) -> Result<After, Error> {
     let pool = Arc::clone(&session.pool);
@@ -235,7 +253,6 @@ async fn relay_session(
     }
     tally.pid = Some(server.pid());
     let greeted = pool.welcome().unwrap_or_default();
-    let config = shared.config.load();
     let tracked = super::params::Tracked(&config.settings.track_extra_parameters);
     let ahead = match session
         .params
@@ -269,7 +286,7 @@ async fn relay_session(
         }
     }
     let histogram = shared.metrics.query_histogram(&info.database);
-    let mut state = relay_state(session, &config, server.pid(), histogram)
+    let mut state = relay_state(session, config, server.pid(), histogram)
         .with_read_only_hint(session.read_only_hint.clone());
     state.ahead = u32::from(ahead);
     let mode = pool.mode();
@@ -356,8 +373,7 @@ async fn relay_session(
             server.statements = renaming.server;
         }
         // What the client SET (a reported parameter) follows it to its next connection.
-        let extra = &shared.config.load().settings.track_extra_parameters;
-        (session.params).follow(&state.param_changes, super::params::Tracked(extra));
+        (session.params).follow(&state.param_changes, tracked);
     }
     if state.dropped_all {
         server.statements.clear();
@@ -548,19 +564,17 @@ async fn first_request(
     if info.is_killed() {
         return Err(ended(shared, info));
     }
-    let no_simple_query = shared.config.load().settings.disable_pqexec;
-    match conn.rbuf.first() {
-        Some(&tag)
-            if !frontend::after_login(tag) || (tag == frontend::QUERY && no_simple_query) =>
-        {
-            Err(refusal(tag))
-        }
-        first => Ok(first != Some(&frontend::TERMINATE)),
-    }
+    Ok(conn.rbuf.first() != Some(&frontend::TERMINATE))
 }
 
-/// Why a message the client may not send ends its session: a simple Query under
-/// disable_pqexec (PgBouncer's "PQexec disallowed"), or a type not valid after login.
+/// Whether a logged-in client may send a message of this type: one valid after login, and
+/// not a simple Query under disable_pqexec.
+pub(super) fn may_send(tag: u8, disable_pqexec: bool) -> bool {
+    frontend::after_login(tag) && !(tag == frontend::QUERY && disable_pqexec)
+}
+
+/// Why a message the client may not send ([`may_send`]) ends its session: a simple Query
+/// under disable_pqexec (PgBouncer's "PQexec disallowed"), or a type not valid after login.
 pub(super) fn refusal(tag: u8) -> Error {
     if tag == frontend::QUERY {
         Error::PqexecDisallowed

@@ -190,7 +190,7 @@ impl Visit for Front<'_> {
     }
 
     fn header(&mut self, tag: u8, body: Option<&[u8]>) -> Flow {
-        if !frontend::after_login(tag) || (tag == frontend::QUERY && self.0.no_simple_query) {
+        if !super::serve::may_send(tag, self.0.no_simple_query) {
             // Not passed on: the session ends (PostgreSQL would end it, and pgporter would
             // have handed on a connection about to close).
             self.0.unexpected = Some(tag);
