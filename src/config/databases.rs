@@ -186,7 +186,7 @@ pub(super) fn parse_connstring_in(
     let (mut host, mut port) = (String::new(), String::new());
     for (key, val) in split_pairs(value)? {
         let k = key.to_ascii_lowercase();
-        let int = |v: &str| parse_u32(v).map(Some).map_err(|m| format!("{key}: {m}"));
+        let int = |v: &str| count(&key, v);
         match k.as_str() {
             "host" => host = val,
             "port" => port = val,
@@ -362,7 +362,7 @@ pub(super) fn users_from_ini(
 fn parse_user(value: &str) -> Result<UserEntry, String> {
     let mut user = UserEntry::default();
     for (key, val) in split_pairs(value)? {
-        let int = |v: &str| parse_u32(v).map(Some).map_err(|m| format!("{key}: {m}"));
+        let int = |v: &str| count(&key, v);
         match key.to_ascii_lowercase().as_str() {
             "pool_mode" => user.pool_mode = Some(parse_pool_mode(&val)?),
             "pool_size" => user.pool_size = int(&val)?,
@@ -380,6 +380,16 @@ fn parse_user(value: &str) -> Result<UserEntry, String> {
         }
     }
     Ok(user)
+}
+
+/// A per-database or per-user count (`pool_size=`, `max_db_connections=` ...). As in
+/// PgBouncer, a negative value (its default is -1) means "not set": the next level's applies.
+fn count(key: &str, val: &str) -> Result<Option<u32>, String> {
+    let v = val.trim();
+    if v.strip_prefix('-').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) {
+        return Ok(None);
+    }
+    parse_u32(v).map(Some).map_err(|m| format!("{key}: {m}"))
 }
 
 /// A per-database or per-user timeout: a duration as in [pgbouncer] (`0` = no limit), or

@@ -108,7 +108,8 @@ fn connstring_errors() {
         ("password='unterminated", "unterminated"),
         ("port=0", "port"),
         ("port=70000", "out of range"),
-        ("pool_size=-1", "negative"),
+        ("pool_size=-x", "pool_size: "),
+        ("pool_size=-", "pool_size: "),
         ("pool_mode=row", "unknown pool_mode"),
     ] {
         let err = parse_connstring("x", value).unwrap_err();
@@ -172,6 +173,29 @@ fn users_section() {
     let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
     assert_eq!(got, vec![(7, "frank")]);
     assert!(errors[0].message.contains("unknown parameter \"colour\""));
+}
+
+/// As in PgBouncer, a negative count (its default, -1) is "not set" in [databases] and [users].
+#[test]
+fn negative_counts_are_not_set() {
+    let e = parse_connstring(
+        "x",
+        "pool_size=-1 min_pool_size=-1 reserve_pool=-2 max_db_connections=-1 max_db_client_connections=-1",
+    )
+    .unwrap();
+    assert_eq!(
+        (e.pool_size, e.min_pool_size, e.reserve_pool_size),
+        (None, None, None)
+    );
+    assert_eq!((e.max_db_connections, e.max_db_client_connections), (None, None));
+    assert_eq!(parse_connstring("x", "pool_size=0").unwrap().pool_size, Some(0));
+    let mut errors = Vec::new();
+    let raw = raw("[users]\nalice = pool_size=-1 reserve_pool_size=-1 max_user_connections=-1 max_user_client_connections=-1\n");
+    let users = users_from_ini(&raw, &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    let a = &users["alice"];
+    assert_eq!((a.pool_size, a.reserve_pool_size), (None, None));
+    assert_eq!((a.max_user_connections, a.max_user_client_connections), (None, None));
 }
 
 /// PgBouncer 1.24+'s per-user timeouts: durations, `-1` = not set.
