@@ -3,6 +3,7 @@
 //! cancels meanwhile, and count the assignment (stats, SHOW CLIENTS link, audit of limit
 //! rejections).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::app::Shared;
@@ -38,9 +39,11 @@ pub(super) async fn checkout_unless_gone(
     }
     let checkout = checkout(session, info, shared);
     tokio::pin!(checkout);
-    // query_wait_notify: one NOTICE to a client still waiting after that long (lazy: a
-    // checkout served at once never starts the timer).
-    let after = crate::config::Config::nonzero(config.settings.query_wait_notify);
+    // query_wait_notify: one NOTICE to a client still waiting after that long, once per
+    // client (lazy: a checkout served at once never starts the timer).
+    let noticed = &session.who.queue_noticed;
+    let after = crate::config::Config::nonzero(config.settings.query_wait_notify)
+        .filter(|_| !noticed.load(Relaxed));
     let notice = async {
         match after {
             Some(after) => tokio::time::sleep(after).await,
@@ -48,7 +51,6 @@ pub(super) async fn checkout_unless_gone(
         }
     };
     tokio::pin!(notice);
-    let mut notified = false;
     loop {
         tokio::select! {
             biased;
@@ -60,8 +62,8 @@ pub(super) async fn checkout_unless_gone(
                 info.set_idle();
                 return Ok(Waited::Cancelled);
             }
-            () = &mut notice, if !notified => {
-                notified = true;
+            () = &mut notice, if !noticed.load(Relaxed) => {
+                noticed.store(true, Relaxed);
                 backend::error_response(&mut conn.wbuf, Severity::Notice, "00000", QUEUED, None);
                 if conn.flush().await.is_err() {
                     break;

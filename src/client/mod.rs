@@ -469,6 +469,7 @@ fn who_is(
     Who {
         info: info.map(Arc::new),
         checked: !admin,
+        queue_noticed: Default::default(),
         audit: shared.audit.clone(),
     }
 }

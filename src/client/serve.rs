@@ -75,6 +75,10 @@ pub(super) struct Who {
     /// and the names to refuse are worked out from the live config when the client gets a
     /// server connection: an idle session keeps neither.
     pub checked: bool,
+    /// query_wait_notify's NOTICE went out: as PgBouncer, once per client, not once per
+    /// wait (in transaction mode a client may wait at every transaction). Kept here, in the
+    /// padding after `checked`: an idle session costs nothing more for it.
+    pub queue_noticed: std::sync::atomic::AtomicBool,
     pub audit: AuditHandle,
 }
 

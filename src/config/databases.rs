@@ -386,7 +386,9 @@ fn parse_user(value: &str) -> Result<UserEntry, String> {
 /// PgBouncer, a negative value (its default is -1) means "not set": the next level's applies.
 fn count(key: &str, val: &str) -> Result<Option<u32>, String> {
     let v = val.trim();
-    if v.strip_prefix('-').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) {
+    if v.strip_prefix('-')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Ok(None);
     }
     parse_u32(v).map(Some).map_err(|m| format!("{key}: {m}"))

@@ -443,3 +443,31 @@ async fn a_client_queued_that_long_is_told_once() {
     assert_eq!(answer.as_deref(), Some("2"));
     assert!(messages.try_recv().is_err(), "one notice only");
 }
+
+/// In transaction mode a client may wait at every transaction: as PgBouncer, the
+/// query_wait_notify NOTICE goes out once per client, not once per wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_mode_client_is_told_once_not_at_every_wait() {
+    let fx = crate::transaction::one_connection(
+        "transaction",
+        "query_wait_notify = 1\nquery_wait_timeout = 20",
+    )
+    .await;
+    let holder = fx.connect().await;
+    let (waiter, mut messages) = connect_with_messages(&fx.connstring()).await;
+    let waiter = std::sync::Arc::new(waiter);
+    for round in 0..2 {
+        holder.batch_execute("begin").await.unwrap();
+        let w = std::sync::Arc::clone(&waiter);
+        let query = tokio::spawn(async move { simple_value(&w, "select 2").await });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        holder.batch_execute("commit").await.unwrap();
+        let answer = tokio::time::timeout(HANG, query).await.unwrap().unwrap();
+        assert_eq!(answer.as_deref(), Some("2"), "round {round}");
+        if round == 0 {
+            let notice = next_notice(&mut messages).await;
+            assert_eq!(notice.code().code(), "00000");
+        }
+    }
+    assert!(messages.try_recv().is_err(), "one notice only");
+}

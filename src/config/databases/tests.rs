@@ -187,15 +187,24 @@ fn negative_counts_are_not_set() {
         (e.pool_size, e.min_pool_size, e.reserve_pool_size),
         (None, None, None)
     );
-    assert_eq!((e.max_db_connections, e.max_db_client_connections), (None, None));
-    assert_eq!(parse_connstring("x", "pool_size=0").unwrap().pool_size, Some(0));
+    assert_eq!(
+        (e.max_db_connections, e.max_db_client_connections),
+        (None, None)
+    );
+    assert_eq!(
+        parse_connstring("x", "pool_size=0").unwrap().pool_size,
+        Some(0)
+    );
     let mut errors = Vec::new();
     let raw = raw("[users]\nalice = pool_size=-1 reserve_pool_size=-1 max_user_connections=-1 max_user_client_connections=-1\n");
     let users = users_from_ini(&raw, &mut errors);
     assert!(errors.is_empty(), "{errors:?}");
     let a = &users["alice"];
     assert_eq!((a.pool_size, a.reserve_pool_size), (None, None));
-    assert_eq!((a.max_user_connections, a.max_user_client_connections), (None, None));
+    assert_eq!(
+        (a.max_user_connections, a.max_user_client_connections),
+        (None, None)
+    );
 }
 
 /// PgBouncer 1.24+'s per-user timeouts: durations, `-1` = not set.
