@@ -54,13 +54,10 @@ impl AuthQueryCache {
                 return Ok(hit.1.clone());
             }
         }
+        let wait =
+            crate::pool::Deadline::new(tokio::time::Instant::now(), Some(Duration::from_secs(5)));
         let mut server = pool
-            .checkout(
-                &pool.key.user,
-                None,
-                &Vec::new,
-                Some(Duration::from_secs(5)),
-            )
+            .checkout(&pool.key.user, None, &Vec::new, &wait)
             .await?;
         let result = run(&mut server, query, user).await;
         // pgporter's own query: its answers are all read.

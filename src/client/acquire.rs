@@ -3,7 +3,7 @@
 //! cancels meanwhile, and count the assignment (stats, SHOW CLIENTS link, audit of limit
 //! rejections).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::app::Shared;
@@ -176,20 +176,23 @@ pub(super) async fn acquire(
         return Err(Error::Shutdown);
     }
     let config = shared.config.load();
-    // As PgBouncer, query_timeout bounds the wait too when it is the shorter limit.
-    let nonzero = crate::config::Config::nonzero;
-    let (limit, by_query_timeout) = match (
-        nonzero(config.query_wait_timeout(&info.database, &info.user)),
-        nonzero(config.session_timeouts(&info.pool_user).query),
-    ) {
-        (Some(wait), Some(query)) if query < wait => (Some(query), true),
-        (None, Some(query)) => (Some(query), true),
-        (wait, _) => (wait, false),
+    let (limit, by_query) = wait_limit(&config, info);
+    // As PgBouncer, the wait is measured against the current limit: a reload moves it.
+    let wait = crate::pool::Deadline::new(tokio::time::Instant::now(), limit);
+    let by_query_timeout = AtomicBool::new(by_query);
+    let follow = async {
+        loop {
+            let stored = shared.config.stored();
+            tokio::pin!(stored);
+            stored.as_mut().enable();
+            let (limit, by_query) = wait_limit(&shared.config.load(), info);
+            by_query_timeout.store(by_query, Relaxed);
+            wait.set(limit);
+            stored.await;
+        }
     };
-    let started = tokio::time::Instant::now();
     info.set_waiting(shared.stats.now_us());
     let db = &session.pool.key.db;
-    let left = || limit.map(|l| l.saturating_sub(started.elapsed()));
     let get = async {
         let mut pool = Arc::clone(&session.pool);
         loop {
@@ -201,16 +204,15 @@ pub(super) async fn acquire(
                 }
             }
             if shared.gates.is_paused(db) {
-                let unpaused = shared.gates.wait_unpaused(db);
-                match left() {
-                    Some(l) => tokio::time::timeout(l, unpaused).await.map_err(|_| {
-                        if by_query_timeout {
+                tokio::select! {
+                    () = shared.gates.wait_unpaused(db) => {}
+                    () = wait.passed() => {
+                        return Err(if by_query_timeout.load(Relaxed) {
                             Error::QueryTimeout
                         } else {
                             Error::PausedWaitTimeout
-                        }
-                    })?,
-                    None => unpaused.await,
+                        });
+                    }
                 }
             }
             let (identity, user) = (&config.settings.identity, session.identity());
@@ -220,11 +222,14 @@ pub(super) async fn acquire(
             // client and every later one (a client's own RESET ALL brought back an earlier
             // client's application_name). They are SET on it (`ClientParams::apply`).
             let params = || crate::identity::tag_params(identity, user, info.ip);
-            let server = match pool.checkout(user, tag.as_ref(), &params, left()).await {
+            let server = match pool.checkout(user, tag.as_ref(), &params, &wait).await {
                 Ok(server) => server,
                 // A reload replaced the pool while this client was queued: queue at the new one.
                 Err(PoolError::Retired) => continue,
-                Err(e) => return Err(pool_error(e, session, &pool, shared, by_query_timeout)),
+                Err(e) => {
+                    let by_query = by_query_timeout.load(Relaxed);
+                    return Err(pool_error(e, session, &pool, shared, by_query));
+                }
             };
             if shared.gates.is_paused(db) {
                 // PAUSE came while this client was queued: as PgBouncer, nothing is handed
@@ -237,12 +242,30 @@ pub(super) async fn acquire(
         }
     };
     // The checkout first: one served at once (an idle connection) never registers with the
-    // kill notification (a lock, twice, at every transaction in transaction mode); a kill
-    // meanwhile is seen by the relay, which polls it first.
+    // kill notification or the reloads (a lock each, at every transaction in transaction
+    // mode); a kill meanwhile is seen by the relay, which polls it first.
     tokio::select! {
         biased;
         r = get => r,
         () = info.killed() => Err(ended(shared, info)),
+        () = follow => unreachable!("follows reloads until the wait ends"),
+    }
+}
+
+/// How long a client may wait for a server connection under `config`, and whether that limit
+/// is query_timeout (as PgBouncer, it bounds the wait too when it is the shorter one).
+fn wait_limit(
+    config: &crate::config::Config,
+    info: &SessionInfo,
+) -> (Option<std::time::Duration>, bool) {
+    let nonzero = crate::config::Config::nonzero;
+    match (
+        nonzero(config.query_wait_timeout(&info.database, &info.user)),
+        nonzero(config.session_timeouts(&info.pool_user).query),
+    ) {
+        (Some(wait), Some(query)) if query < wait => (Some(query), true),
+        (None, Some(query)) => (Some(query), true),
+        (wait, _) => (wait, false),
     }
 }
 

@@ -410,17 +410,30 @@ pub fn resolve_relative(config_path: &Path, file: &str) -> PathBuf {
 
 /// The live configuration: readers load a snapshot once per session or request.
 #[derive(Debug)]
-pub struct ConfigHandle(ArcSwap<Config>);
+pub struct ConfigHandle {
+    current: ArcSwap<Config>,
+    /// Woken at every store: clients waiting for a server follow a changed
+    /// query_wait_timeout.
+    stored: tokio::sync::Notify,
+}
 
 impl ConfigHandle {
     pub fn new(config: Config) -> Self {
-        ConfigHandle(ArcSwap::from_pointee(config))
+        ConfigHandle {
+            current: ArcSwap::from_pointee(config),
+            stored: tokio::sync::Notify::new(),
+        }
     }
     pub fn load(&self) -> Arc<Config> {
-        self.0.load_full()
+        self.current.load_full()
     }
     pub fn store(&self, config: Config) {
-        self.0.store(Arc::new(config));
+        self.current.store(Arc::new(config));
+        self.stored.notify_waiters();
+    }
+    /// Resolves at the next [`Self::store`] after it is enabled (or first polled).
+    pub fn stored(&self) -> tokio::sync::futures::Notified<'_> {
+        self.stored.notified()
     }
 }
 

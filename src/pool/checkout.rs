@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-use tokio::time::{timeout_at, Duration, Instant};
+use tokio::time::{sleep_until, Duration, Instant};
 
+use super::deadline::Deadline;
 use super::limits::Blocker;
 use super::waiters::Identity;
 use super::{Grant, Pool, PoolError, PoolSettings};
@@ -17,7 +18,7 @@ use crate::server::ServerConn;
 
 impl Pool {
     /// Get a server connection for a client of `identity`: an idle one, a new one if the
-    /// limits allow, or wait up to `wait` (None = forever) for one. An idle connection whose
+    /// limits allow, or wait until `wait` passes (it may move: a reload) for one. An idle connection whose
     /// host went down or changed role (routing) is closed and another one taken.
     ///
     /// `tag`: the session tag the connection must carry (`crate::identity`; the extra params
@@ -34,21 +35,19 @@ impl Pool {
         identity: &Identity,
         tag: Option<&Arc<str>>,
         extra_params: super::ConnectParams<'_>,
-        wait: Option<Duration>,
+        wait: &Deadline,
     ) -> Result<ServerConn, PoolError> {
-        let deadline = wait.map(|w| Instant::now() + w);
         loop {
             let settings = self.settings();
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let (conn, idle_for) = self
-                .checkout_one(identity, tag, extra_params, left, &settings)
+                .checkout_one(identity, tag, extra_params, wait, &settings)
                 .await?;
-            match self.checked(conn, idle_for, &settings, deadline).await {
+            match self.checked(conn, idle_for, &settings, wait.at()).await {
                 Ok(conn) => return Ok(conn),
                 Err(conn) => {
                     tracing::debug!(pid = conn.pid(), host = %conn.addr, "closing a stale idle server connection");
                     self.discard(conn).await;
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if wait.at().is_some_and(|d| Instant::now() >= d) {
                         return Err(PoolError::WaitTimeout(Blocker::ServerCheck));
                     }
                 }
@@ -61,7 +60,7 @@ impl Pool {
         identity: &Identity,
         tag: Option<&Arc<str>>,
         extra_params: super::ConnectParams<'_>,
-        wait: Option<Duration>,
+        wait: &Deadline,
         settings: &PoolSettings,
     ) -> Result<(ServerConn, Option<Duration>), PoolError> {
         if self.is_retired() {
@@ -188,33 +187,30 @@ impl WaitGuard<'_> {
     async fn wait(
         &mut self,
         since: Instant,
-        wait: Option<Duration>,
+        wait: &Deadline,
         settings: &PoolSettings,
     ) -> Result<Grant, PoolError> {
-        let deadline = wait.map(|w| since + w);
-        let reserve_at = {
+        let mut reserve_at = {
             let lim = self.pool.limits.resolve(&self.pool.key, settings);
             lim.reserve_timeout
                 .filter(|_| lim.reserve_size > 0)
                 .map(|t| since + t)
         };
-        let Some(rx) = self.rx.as_mut() else {
-            return Err(PoolError::WaitTimeout(Blocker::PoolSize));
-        };
-        if let Some(at) = reserve_at.filter(|at| deadline.map_or(true, |d| *at < d)) {
-            if let Ok(received) = timeout_at(at, &mut *rx).await {
-                return self.received(received);
+        loop {
+            let Some(rx) = self.rx.as_mut() else {
+                return Err(PoolError::WaitTimeout(Blocker::PoolSize));
+            };
+            tokio::select! {
+                biased;
+                received = rx => return self.received(received),
+                // Before the reserve: at the same moment, the wait is over.
+                () = wait.passed() => return self.timed_out(settings),
+                () = sleep_until(reserve_at.unwrap_or(since)), if reserve_at.is_some() => {
+                    reserve_at = None;
+                    self.pool.allow_reserve(self.seq, settings);
+                }
             }
-            self.pool.allow_reserve(self.seq, settings);
         }
-        let received = match deadline {
-            Some(d) => match timeout_at(d, &mut *rx).await {
-                Ok(received) => received,
-                Err(_) => return self.timed_out(settings),
-            },
-            None => rx.await,
-        };
-        self.received(received)
     }
 
     fn received(

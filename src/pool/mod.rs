@@ -7,6 +7,7 @@
 
 mod check;
 mod checkout;
+mod deadline;
 mod dispatch;
 mod janitor;
 mod limits;
@@ -25,6 +26,7 @@ use crate::config::ConfigHandle;
 use crate::routing::{Endpoint, HostSet, NoHost, RouteError};
 use crate::server::{BackendPassword, ServerConn, ServerError, ServerTarget};
 
+pub use deadline::Deadline;
 pub use janitor::{close_idle_clients, free_idle_pools, run_janitor};
 pub use limits::{Blocker, ClientLimit, ClientSlot, Limits};
 pub use rejections::Rejections;

@@ -521,3 +521,41 @@ async fn a_reloaded_per_user_timeout_reaches_running_sessions() {
     assert_eq!(code.as_deref(), Some("08P01"));
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
+
+/// As in PgBouncer (whose janitor measures waiting clients against the current value), a
+/// reload that changes query_wait_timeout reaches clients already waiting for a server
+/// connection: shortened, a long wait ends at once; lengthened, a wait goes on past the old
+/// limit and is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_query_wait_timeout_reaches_waiting_clients() {
+    let f = Fixture::with_settings(1, "query_wait_timeout = 60").await;
+    let set = |from: &'static str, to: &'static str| {
+        move |ini: &str| {
+            assert!(ini.contains(from), "{ini}");
+            ini.replacen(from, to, 1)
+        }
+    };
+    let mut holder = raw(&f).await;
+    assert_eq!(holder.rows("SELECT 1").await.0, ["1"]);
+    let mut waiter = raw(&f).await;
+    waiter.query("SELECT 2").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    f.porter
+        .reload_edited(set("query_wait_timeout = 60", "query_wait_timeout = 1"))
+        .await;
+    let (text, code, took) = fatal(&mut waiter).await;
+    assert!(text.contains("query_wait_timeout"), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    let mut waiter = raw(&f).await;
+    waiter.query("SELECT 3").await;
+    f.porter
+        .reload_edited(set("query_wait_timeout = 1", "query_wait_timeout = 60"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    drop(holder);
+    let answer = waiter.until_ready().await.expect("the waiter was served");
+    let tags: Vec<u8> = answer.iter().map(|m| m.tag).collect();
+    assert!(!tags.contains(&b'E') && tags.contains(&b'D'), "{tags:?}");
+}
