@@ -110,7 +110,7 @@ impl CancelRegistry {
             pid: link.pid,
             secret: link.secret,
         };
-        if let Err(e) = send_cancel(&addr, server_key).await {
+        if let Err(e) = send_cancel(&addr, server_key, connect_timeout(config)).await {
             tracing::warn!(server = %addr, error = %e, "could not forward cancel request");
         }
     }
@@ -131,10 +131,15 @@ impl CancelRegistry {
             secret: key.secret & !HOPS | (hops - 1),
             ..key
         };
-        if let Err(e) = send_cancel(&addr, key).await {
+        if let Err(e) = send_cancel(&addr, key, connect_timeout(config)).await {
             tracing::warn!(peer, to = %addr, error = %e, "could not forward cancel request to peer");
         }
     }
+}
+
+/// How long forwarding a cancel may take to connect: server_connect_timeout.
+fn connect_timeout(config: &Config) -> std::time::Duration {
+    Config::limit(config.settings.server_connect_timeout)
 }
 
 #[cfg(test)]

@@ -457,8 +457,10 @@ async fn relay_session(
             // A query may still run: cancel it (closing the socket alone would leave it
             // running until it next writes), then close the connection.
             let (addr, key) = (server.addr.clone(), server.key);
+            let within =
+                crate::config::Config::limit(shared.config.load().settings.server_connect_timeout);
             tokio::spawn(async move {
-                let _ = crate::server::send_cancel(&addr, key).await;
+                let _ = crate::server::send_cancel(&addr, key, within).await;
             });
             pool.discard(server).await;
             tracing::info!(user = %info.user, db = %info.database, ?limit, "session ended by timeout");

@@ -186,9 +186,17 @@ async fn read_info(
     }
 }
 
-/// Send a CancelRequest for `key` to the server at `addr`.
-pub(crate) async fn send_cancel(addr: &ServerAddr, key: CancelKey) -> Result<(), ServerError> {
-    let mut stream = open(addr).await?;
+/// Send a CancelRequest for `key` to the server (or peer) at `addr`, connecting within
+/// `connect_timeout` (server_connect_timeout: a host that drops SYNs would otherwise hold the
+/// request for the kernel's two minutes of retries).
+pub(crate) async fn send_cancel(
+    addr: &ServerAddr,
+    key: CancelKey,
+    connect_timeout: Duration,
+) -> Result<(), ServerError> {
+    let mut stream = timeout(connect_timeout, open(addr))
+        .await
+        .map_err(|_| ServerError::Timeout)??;
     let mut buf = BytesMut::new();
     frontend::cancel_request(key.pid, key.secret, &mut buf);
     stream.write_all(&buf).await.map_err(ProtocolError::Io)?;

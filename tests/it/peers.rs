@@ -120,3 +120,36 @@ async fn show_peers_lists_the_peers() {
         ]
     );
 }
+
+/// A peer that does not answer (its listen queue full: the kernel drops the SYNs, as a
+/// firewall would) costs a forwarded cancel server_connect_timeout, not the kernel's two
+/// minutes of SYN retries (bounded only by client_login_timeout before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_for_a_silent_peer_gives_up_after_server_connect_timeout() {
+    let silent = tokio::net::TcpSocket::new_v4().unwrap();
+    silent.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let silent = silent.listen(0).unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Fill the queue: nothing is ever accepted.
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(300), connect).await {
+            queued.push(s);
+        }
+    }
+    let a = Fixture::with_settings(
+        1,
+        &format!("peer_id = 1\nserver_connect_timeout = 1\n[peers]\n2 = host=127.0.0.1 port={port}"),
+    )
+    .await;
+    // A key peer 2 issued, with all its hops.
+    let started = tokio::time::Instant::now();
+    cancel(a.porter.addr(), ((2 << 16) | 7, 0b11)).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+    drop(queued);
+}
