@@ -206,10 +206,22 @@ impl Pool {
 
     /// Remember a credential from a successful client login, if the config gave none. The
     /// latest one wins (a changed password replaces stale keys).
+    /// A routed pool's health monitors get the credential too: they log in as the pool's
+    /// user, and without it a passthrough-only user's hosts could never be checked.
     pub fn learn(&self, password: BackendPassword) {
-        if self.target.password == BackendPassword::None {
-            *self.learned.lock().unwrap_or_else(|p| p.into_inner()) = Some(password);
+        if self.target.password != BackendPassword::None {
+            return;
         }
+        let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        if learned.as_ref() == Some(&password) {
+            return;
+        }
+        *learned = Some(password.clone());
+        drop(learned);
+        self.hosts.offer_login(&ServerTarget {
+            password,
+            ..self.target.clone()
+        });
     }
 
     /// The target with any learned credential filled in.

@@ -114,8 +114,12 @@ async fn check(
     cfg: &MonitorSettings,
     lag: &mut LagTracker,
 ) -> Observation {
+    // A login the monitor lacked (passthrough keys a client brought) is tried at once.
+    let offered = host
+        .new_login
+        .swap(false, std::sync::atomic::Ordering::Relaxed);
     for attempt in 0..2 {
-        let due = probe.opened.elapsed() >= FRESH_LOGIN_EVERY;
+        let due = probe.opened.elapsed() >= FRESH_LOGIN_EVERY || (offered && probe.refused);
         if probe.refused && !due && probe.conn.is_none() {
             return Observation::Refused;
         }
@@ -201,6 +205,12 @@ async fn login(
         };
         match connect(&target, cfg).await {
             Ok(c) => return Ok(c),
+            // No credential for this login yet (SCRAM passthrough before any client logged
+            // in): the host asked for one, so it is up; try another login.
+            Err(ServerError::NoPassword(_)) => {
+                tracing::debug!(host = %host.addr, user = %target.user, "health check: no password for this login yet");
+                probe.login = probe.login.wrapping_add(1);
+            }
             Err(ServerError::Rejected(fields)) if refusal(fields.code()) => {
                 // One user's login failing is not the host failing: it answered. Marking it
                 // down would end every other user's sessions on it; try another user.

@@ -9,7 +9,7 @@ use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{LoadBalance, SessionAttrs};
-use crate::server::{ServerAddr, ServerTarget};
+use crate::server::{BackendPassword, ServerAddr, ServerTarget};
 
 /// What a host is, as last observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +132,9 @@ pub struct Host {
     /// that list this host; the next is tried when one is refused (a role disabled or over
     /// its connection limit must not blind routing for everyone).
     logins: Mutex<Vec<ServerTarget>>,
+    /// A login with a credential the monitor lacked came (SCRAM passthrough keys learned
+    /// from a client): try it at once, not after the refused logins' back-off.
+    pub(super) new_login: AtomicBool,
     /// Stops the monitor (the host left the configuration).
     pub(super) retired: CancellationToken,
     /// Hosts listed with this one in some entry (its cluster, as far as pgporter can tell):
@@ -151,6 +154,7 @@ impl Host {
             poke: Notify::new(),
             changed,
             logins: Mutex::new(Vec::new()),
+            new_login: AtomicBool::new(false),
             retired: CancellationToken::new(),
             peers: Mutex::new(Vec::new()),
         }
@@ -191,15 +195,32 @@ impl Host {
     }
 
     /// Offer the monitor another login (kept unless one with the same user, database and
-    /// password is known).
+    /// password is known). One with a password replaces the same user's and database's
+    /// login without one or with learned SCRAM passthrough keys, and is tried at once.
     pub(super) fn add_login(&self, target: ServerTarget) {
         let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
-        let same = |t: &ServerTarget| {
-            t.user == target.user && t.dbname == target.dbname && t.password == target.password
-        };
-        if !logins.iter().any(same) {
-            logins.push(target);
+        let same_login = |t: &ServerTarget| t.user == target.user && t.dbname == target.dbname;
+        if logins
+            .iter()
+            .any(|t| same_login(t) && t.password == target.password)
+        {
+            return;
         }
+        // Learned keys go stale when the password changes: the newer ones replace them.
+        let unusable = |t: &ServerTarget| {
+            same_login(t)
+                && matches!(
+                    t.password,
+                    BackendPassword::None | BackendPassword::ScramKeys(_)
+                )
+        };
+        match logins.iter_mut().find(|t| unusable(t)) {
+            Some(slot) if target.password != BackendPassword::None => *slot = target,
+            _ => logins.push(target),
+        }
+        drop(logins);
+        self.new_login.store(true, Ordering::Relaxed);
+        self.poke();
     }
 
     /// The monitor's `i`-th login (modulo their number), and how many there are.
@@ -422,6 +443,22 @@ impl HostSet {
 
     pub fn hosts(&self) -> &[Arc<Host>] {
         &self.hosts
+    }
+
+    /// Offer the health monitors of a monitored set a login for `target`'s user and database
+    /// (with the password it has now: a pool that learned SCRAM passthrough keys offers them
+    /// again).
+    pub fn offer_login(&self, target: &ServerTarget) {
+        if !self.monitored {
+            return;
+        }
+        for host in &self.hosts {
+            host.add_login(ServerTarget {
+                addr: host.addr.clone(),
+                params: Vec::new(),
+                ..target.clone()
+            });
+        }
     }
 
     /// Pick a host for a new connection, skipping `exclude` (hosts that just failed).

@@ -148,6 +148,7 @@ impl Hosts {
             settings.failover_wait_timeout,
             Arc::clone(&self.changed),
         );
+        set.offer_login(target);
         if set.monitored {
             for host in set.hosts() {
                 self.start_monitor(host, target, settings, connect_timeout);
@@ -163,11 +164,6 @@ impl Hosts {
         settings: &RoutingSettings,
         connect_timeout: Duration,
     ) {
-        host.add_login(ServerTarget {
-            addr: host.addr.clone(),
-            params: Vec::new(),
-            ..target.clone()
-        });
         if host
             .monitor_started
             .swap(true, std::sync::atomic::Ordering::AcqRel)

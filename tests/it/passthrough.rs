@@ -95,3 +95,40 @@ async fn plain_password_is_checked_against_a_scram_verifier() {
         &tokio_postgres::error::SqlState::INVALID_PASSWORD
     );
 }
+
+/// SCRAM passthrough behind a monitored (routed) entry: the userlist holds only the user's
+/// verifier and no password is configured anywhere, so the health monitor, which logs in with
+/// the pool's credentials, has none until a client has logged in. The client's keys serve the
+/// monitor too: the host comes up and the session lands on the primary, where the monitor
+/// used to mark the host down (no password) and the client got no server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_users_are_routed_by_the_health_monitor() {
+    let cluster = crate::support::replica::ReplCluster::start(1).await;
+    let db = format!("rdb_pass_{}", std::process::id());
+    cluster.create_role_and_db("pass_r", "pw-p", &db).await;
+    let secret: String = cluster
+        .superuser(0)
+        .await
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'pass_r'",
+            &[],
+        )
+        .await
+        .expect("the verifier")
+        .get(0);
+    let porter = crate::routing::routed_porter(
+        &cluster,
+        &db,
+        &scram_only_userlist("pass_r", &secret),
+        "failover_wait_timeout = 10",
+    )
+    .await;
+    let conn = format!(
+        "host=127.0.0.1 port={} user=pass_r password=pw-p dbname={db} sslmode=disable",
+        porter.port()
+    );
+    for _ in 0..2 {
+        let landed = crate::routing::where_am_i(&conn).await;
+        assert_eq!(landed, Ok((false, cluster.port(0))), "on the primary");
+    }
+}

@@ -140,7 +140,9 @@ async fn a_cancel_for_a_silent_peer_gives_up_after_server_connect_timeout() {
     }
     let a = Fixture::with_settings(
         1,
-        &format!("peer_id = 1\nserver_connect_timeout = 1\n[peers]\n2 = host=127.0.0.1 port={port}"),
+        &format!(
+            "peer_id = 1\nserver_connect_timeout = 1\n[peers]\n2 = host=127.0.0.1 port={port}"
+        ),
     )
     .await;
     // A key peer 2 issued, with all its hops.

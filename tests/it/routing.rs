@@ -15,7 +15,7 @@ use crate::support::{connect, db_error, ReplFixture, HANG};
 const WHERE: &str = "select pg_is_in_recovery(), inet_server_port()";
 
 /// One new session: connect, ask where it landed, close. Never panics.
-async fn where_am_i(connstring: &str) -> Result<(bool, u16), String> {
+pub(crate) async fn where_am_i(connstring: &str) -> Result<(bool, u16), String> {
     let session = async {
         let (client, conn) = tokio_postgres::connect(connstring, NoTls)
             .await
@@ -471,12 +471,12 @@ async fn a_refused_health_check_login_is_not_a_dead_host() {
         .expect("enable the role");
 }
 
-/// A pgporter in front of `cluster` with one routed read-write entry and the given users
-/// (plaintext passwords in the userlist).
-async fn routed_porter(
+/// A pgporter in front of `cluster` with one routed read-write entry and the given userlist
+/// (`fixture::userlist` for plaintext passwords).
+pub(crate) async fn routed_porter(
     cluster: &crate::support::replica::ReplCluster,
     db: &str,
-    users: &[(&str, &str)],
+    userlist: &str,
     extra: &str,
 ) -> crate::support::Porter {
     let hosts = vec!["127.0.0.1"; cluster.nodes.len()].join(",");
@@ -489,7 +489,7 @@ async fn routed_porter(
          health_check_period = 0.2\nserver_connect_timeout = 3\n{extra}\n",
         ports = ports.join(",")
     );
-    crate::support::spawn_pgporter(&ini, &crate::support::fixture::userlist(users)).await
+    crate::support::spawn_pgporter(&ini, userlist).await
 }
 
 /// The first user to reach a host cannot log in to PostgreSQL (CONNECTION LIMIT 0): the
@@ -507,7 +507,7 @@ async fn a_refused_first_user_does_not_blind_the_health_monitor() {
     let porter = routed_porter(
         &cluster,
         &db,
-        &[("alice_r", "pw-a"), ("carol_r", "pw-c")],
+        &crate::support::fixture::userlist(&[("alice_r", "pw-a"), ("carol_r", "pw-c")]),
         "failover_wait_timeout = 5",
     )
     .await;
@@ -531,7 +531,13 @@ async fn a_smart_shutdown_is_not_held_open_by_pgporter() {
     let cluster = crate::support::replica::ReplCluster::start(0).await;
     let db = format!("rdb_smart_{}", std::process::id());
     cluster.create_role_and_db("alice_s", "pw-a", &db).await;
-    let porter = routed_porter(&cluster, &db, &[("alice_s", "pw-a")], "").await;
+    let porter = routed_porter(
+        &cluster,
+        &db,
+        &crate::support::fixture::userlist(&[("alice_s", "pw-a")]),
+        "",
+    )
+    .await;
     let connstring = format!(
         "host=127.0.0.1 port={} user=alice_s password=pw-a dbname={db} sslmode=disable",
         porter.port()

@@ -189,3 +189,42 @@ async fn a_new_set_settles_until_every_host_was_checked_or_for_two_seconds() {
     let single = set(1, SessionAttrs::Any, LoadBalance::Disable);
     assert!(!single.settling(), "unmonitored sets do not wait");
 }
+
+/// A login the monitor lacked a password for is replaced, not added to, when a pool learns
+/// SCRAM passthrough keys (and again when they change), and is flagged to be tried at once.
+#[test]
+fn learned_keys_replace_a_login_without_a_password() {
+    let host = Host::new(
+        ServerAddr::new("127.0.0.1", 5432),
+        Arc::new(watch::channel(0).0),
+    );
+    let login = |user: &str, password: BackendPassword| ServerTarget {
+        addr: ServerAddr::new("127.0.0.1", 5432),
+        dbname: "db".into(),
+        user: user.into(),
+        password,
+        params: Vec::new(),
+        tls: None,
+    };
+    let keys = |k: u8| {
+        BackendPassword::ScramKeys(crate::auth::passthrough::ScramKeys {
+            client_key: [k; 32],
+            server_key: [k; 32],
+        })
+    };
+    let password = |i: usize| host.login(i).map(|(t, n)| (t.user, t.password, n));
+    host.add_login(login("alice", BackendPassword::None));
+    host.add_login(login("bob", BackendPassword::Plain("pw".into())));
+    assert!(host.new_login.swap(false, Ordering::Relaxed));
+    host.add_login(login("alice", BackendPassword::None));
+    assert!(!host.new_login.load(Ordering::Relaxed), "nothing new");
+    host.add_login(login("alice", keys(1)));
+    assert!(host.new_login.swap(false, Ordering::Relaxed));
+    assert_eq!(password(0), Some(("alice".into(), keys(1), 2)));
+    host.add_login(login("alice", keys(2)));
+    assert_eq!(password(0), Some(("alice".into(), keys(2), 2)));
+    assert_eq!(
+        password(1),
+        Some(("bob".into(), BackendPassword::Plain("pw".into()), 2))
+    );
+}
