@@ -75,7 +75,9 @@ pub(super) fn successor(retired: &Pool, shared: &Shared) -> Result<Arc<Pool>, Er
     if entry.user.as_deref().is_some_and(|u| *u != *key.user) {
         return Err(Error::DatabaseChanged);
     }
-    Ok(pool_for(entry, key, &config, shared))
+    let pool = pool_for(entry, key, &config, shared);
+    pool.learn_from(retired);
+    Ok(pool)
 }
 
 pub(super) fn route<'a>(

@@ -224,6 +224,20 @@ impl Pool {
         });
     }
 
+    /// What `old`, the pool this one replaces (a reload changed the entry), learned: its
+    /// transaction-mode sessions move here between transactions and may need a new server
+    /// connection before any client of the user logs in again.
+    pub fn learn_from(&self, old: &Pool) {
+        let learned = old
+            .learned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(password) = learned.filter(|_| old.target.user == self.target.user) {
+            self.learn(password);
+        }
+    }
+
     /// The target with any learned credential filled in.
     pub(super) fn effective_target(&self) -> std::borrow::Cow<'_, ServerTarget> {
         let learned = self

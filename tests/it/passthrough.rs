@@ -132,3 +132,31 @@ async fn passthrough_users_are_routed_by_the_health_monitor() {
         assert_eq!(landed, Ok((false, cluster.port(0))), "on the primary");
     }
 }
+
+/// A reload that replaces the pool (here: a new application_name for the entry) hands the
+/// new pool the passthrough keys the old one learned: a transaction-mode session moves to it
+/// between transactions and needs a new server connection, before any client logs in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_pool_keeps_the_learned_keys() {
+    let fx = Fixture::custom(|n| Spec {
+        userlist: Some(scram_only_userlist(&n.user, &n.scram_secret)),
+        ..Spec::new("pool_mode = transaction")
+    })
+    .await;
+    let client = fx.connect().await;
+    client.batch_execute("SELECT 1").await.unwrap();
+    let db = fx.db.clone();
+    fx.porter
+        .reload_edited(|ini| {
+            let line = format!("dbname={db}\n");
+            assert!(ini.contains(&line), "{ini}");
+            ini.replacen(&line, &format!("dbname={db} application_name=moved\n"), 1)
+        })
+        .await;
+    let name: String = client
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .expect("a transaction on the replacing pool")
+        .get(0);
+    assert_eq!(name, "moved", "a connection of the new pool");
+}
