@@ -176,12 +176,7 @@ async fn lookup_secret<'c>(
     if let Some(secret) = config.userlist.get(user) {
         return Ok(Some(Cow::Borrowed(secret)));
     }
-    let Some((pool, query)) = route::auth_pool(
-        config,
-        &shared.pools,
-        &route.database,
-        shared.tls.load().server.as_ref(),
-    ) else {
+    let Some((pool, query)) = route::auth_pool(config, shared, &route.database) else {
         return Ok(None);
     };
     let found = shared

@@ -6,7 +6,7 @@ use crate::app::Shared;
 use crate::auth::Secret;
 use crate::config::{Config, DatabaseEntry, PoolMode};
 use crate::error::Error;
-use crate::pool::{Pool, PoolKey, PoolSettings, Pools};
+use crate::pool::{Pool, PoolKey, PoolSettings};
 use crate::protocol::startup::StartupParams;
 use crate::routing::Endpoint;
 use crate::server::{BackendPassword, ServerAddr, ServerTarget};
@@ -121,12 +121,12 @@ pub(super) fn route<'a>(
 
 /// The pool auth_query runs on, and the query: auth_user's connection to auth_dbname (a
 /// [databases] name), or to the client's database when auth_dbname is unset. The client's
-/// database entry may set each of the three; the [pgbouncer] values are the fallback.
+/// database entry may set each of the three; the [pgbouncer] values are the fallback. It is
+/// that entry's pool for auth_user, routed over the entry's hosts as any other.
 pub(super) fn auth_pool<'c>(
     config: &'c Config,
-    pools: &Pools,
+    shared: &Shared,
     client_database: &str,
-    tls: Option<&Arc<ServerTls>>,
 ) -> Option<(Arc<Pool>, &'c str)> {
     let client_entry = config.database(client_database);
     let s = &config.settings;
@@ -145,15 +145,7 @@ pub(super) fn auth_pool<'c>(
         user: auth_user.into(),
         endpoint: Endpoint::ReadWrite,
     };
-    let pool = pools.get_or_create(&key, |limits| {
-        Pool::new(
-            key.clone(),
-            target(entry, database, auth_user, config, tls),
-            pool_settings(entry, database, auth_user, config),
-            limits,
-        )
-    });
-    Some((pool, query))
+    Some((pool_for(entry, &key, config, shared), query))
 }
 
 /// What to tell a client whose write failed on a read-only pool.

@@ -127,3 +127,38 @@ async fn database_entry_auth_user_and_connect_query() {
     .expect("wrong password accepted");
     assert_eq!(db_error(&err).code(), &SqlState::INVALID_PASSWORD);
 }
+
+/// auth_query runs where the entry's sessions go: over its host list, as routed, not always
+/// on the first host. Here the first host listed is down (nothing listens there): the lookup
+/// used to fail there, so nobody missing from auth_file could log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_follows_the_entrys_hosts_past_a_dead_first_one() {
+    let cluster = crate::support::cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&user, "pw-routed").await;
+    cluster.create_database(&db, &user).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let entry = format!(
+        "{db} = host=127.0.0.1,127.0.0.1 port={dead_port},{port} dbname={db} \
+         auth_user={SUPERUSER}\n",
+        port = cluster.port()
+    );
+    let ini = fixture::ini(
+        &[],
+        2,
+        "health_check_period = 0.2\nserver_connect_timeout = 2",
+    )
+    .replacen("[databases]\n", &format!("[databases]\n{entry}"), 1);
+    let userlist = fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD)]);
+    let porter = crate::support::spawn_pgporter(&ini, &userlist).await;
+    let client = crate::support::connect(&porter.connstring(&user, "pw-routed", &db)).await;
+    let who: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("a session of a user auth_query found")
+        .get(0);
+    assert_eq!(who, user);
+}
