@@ -6,7 +6,9 @@
 //! which runs the same exchange with a deterministic fake salt and always fails, so unknown users
 //! look like wrong passwords.
 //!
-//! Pure: no I/O and no PBKDF2 (the verifier is precomputed), only a few HMAC/SHA-256 calls.
+//! Pure: no I/O, and the exchange runs no PBKDF2 (the verifier is precomputed), only a few
+//! HMAC/SHA-256 calls. PBKDF2 runs where a password meets a salt: [`verifier`] (a verifier
+//! built from a plaintext password) and [`verify_plain`].
 //! Parsing follows PostgreSQL's `auth-scram.c`: the SCRAM username (`n=`) is ignored (the
 //! startup-packet user is authoritative), authzid and mandatory extensions are rejected, optional
 //! extensions are skipped, and the proof must be the last attribute of client-final-message.
@@ -27,6 +29,7 @@ use super::{AuthError, ScramSecret};
 mod proptests;
 #[cfg(test)]
 mod tests;
+pub mod verifier;
 
 /// The mechanism names offered in AuthenticationSASL.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
@@ -39,9 +42,6 @@ const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
 const MAX_MESSAGE_LEN: usize = 4096;
 /// Raw server nonce length before base64, as PostgreSQL's SCRAM_RAW_NONCE_LEN.
 const SERVER_NONCE_LEN: usize = 18;
-/// Mock exchanges use PostgreSQL's defaults so they look like a real `scram_sha_256()` verifier.
-const MOCK_ITERATIONS: u32 = 4096;
-const MOCK_SALT_LEN: usize = 16;
 
 /// The gs2-cbind-flag of client-first-message (RFC 5802 §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,8 +130,8 @@ impl ScramServer {
         OsRng.fill_bytes(&mut stored_key);
         OsRng.fill_bytes(&mut server_key);
         let secret = ScramSecret {
-            iterations: MOCK_ITERATIONS,
-            salt: digest[..MOCK_SALT_LEN].to_vec(),
+            iterations: verifier::DEFAULT_ITERATIONS,
+            salt: digest[..verifier::SALT_LEN].to_vec(),
             stored_key,
             server_key,
         };
@@ -328,18 +328,13 @@ impl ScramServer {
 }
 
 /// Does the cleartext `password` match the verifier (for `plain` / hba `password` logins, as
-/// PostgreSQL's `plain_crypt_verify`)? Runs a whole exchange against a [`ScramServer`] with
-/// postgres-protocol's client, which prepares the password (SASLprep) and derives its keys
-/// with the verifier's salt and iterations; returns the ClientKey on a match. Runs PBKDF2:
-/// call it off the async workers.
+/// PostgreSQL's `plain_crypt_verify`)? Derives the password's ClientKey with the verifier's
+/// salt and iterations (SASLprep as PostgreSQL) and compares its hash with StoredKey; returns
+/// the ClientKey on a match. Runs PBKDF2: call it off the async workers.
 pub fn verify_plain(secret: &ScramSecret, password: &[u8]) -> Option<[u8; 32]> {
-    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-    let mut server = ScramServer::new(secret.clone());
-    let mut client = ScramSha256::new(password, ChannelBinding::unsupported());
-    let first = server.client_first(client.message()).ok()?;
-    client.update(&first).ok()?;
-    server.client_final(client.message()).ok()?;
-    server.client_key()
+    let (client_key, _) = verifier::keys(password, &secret.salt, secret.iterations);
+    let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+    bool::from(stored_key.ct_eq(&secret.stored_key)).then_some(client_key)
 }
 
 /// HMAC-SHA-256 of the concatenation of `parts`.
