@@ -2,6 +2,7 @@
 //! [pgbouncer] section and per-user overrides; plus a 200-line auth_file.
 
 use criterion::{black_box, Criterion, Throughput};
+use pgporter::auth::scram::verifier::DEFAULT_ITERATIONS;
 use pgporter::config::{parse_ini, parse_userlist};
 
 fn ini_text() -> String {
@@ -46,7 +47,7 @@ pub(crate) fn bench(c: &mut Criterion) {
     let users = userlist_text();
     parse_ini(&ini, "bench.ini").expect("bench ini parses");
     let mut warnings = Vec::new();
-    let parsed = parse_userlist(&users, "userlist.txt", &mut warnings);
+    let parsed = parse_userlist(&users, "userlist.txt", DEFAULT_ITERATIONS, &mut warnings);
     assert!(
         warnings.is_empty() && parsed.len() == 200,
         "bench userlist parses"
@@ -58,7 +59,14 @@ pub(crate) fn bench(c: &mut Criterion) {
     });
     g.throughput(Throughput::Bytes(users.len() as u64));
     g.bench_function("parse_userlist_200_scram", |b| {
-        b.iter(|| parse_userlist(black_box(&users), "userlist.txt", &mut Vec::new()))
+        b.iter(|| {
+            parse_userlist(
+                black_box(&users),
+                "userlist.txt",
+                DEFAULT_ITERATIONS,
+                &mut Vec::new(),
+            )
+        })
     });
     g.finish();
 }

@@ -251,6 +251,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
         ("auth_ident_file", opt(&s.auth_ident_file), true),
         ("auth_query_cache_ttl", secs(s.auth_query_cache_ttl), true),
         ("auth_failure_delay", secs(s.auth_failure_delay), true),
+        ("scram_iterations", s.scram_iterations.to_string(), true),
         (
             "max_user_pool_share",
             // 0 = no cap (an empty value is not accepted back).

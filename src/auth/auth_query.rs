@@ -36,13 +36,16 @@ pub struct AuthQueryCache {
 }
 
 impl AuthQueryCache {
-    /// The secret for `user`, from the cache or by running `query` on `pool`.
+    /// The secret for `user`, from the cache or by running `query` on `pool`. A plaintext
+    /// answer gets a SCRAM verifier built with `scram_iterations` (off the async workers); a
+    /// cached one built with another count (scram_iterations changed since) is not reused.
     pub async fn lookup(
         &self,
         pool: &Pool,
         query: &str,
         user: &str,
         ttl: Duration,
+        scram_iterations: u32,
     ) -> Result<Option<Secret>, AuthQueryError> {
         // Databases may name their own auth_user and auth_query: both are part of the key.
         let key = (
@@ -50,7 +53,9 @@ impl AuthQueryCache {
             user.to_string(),
         );
         if let Some(hit) = self.map.get(&key) {
-            if hit.0.elapsed() < ttl {
+            let stale = matches!(&hit.1, Some(Secret::Plain { scram, .. })
+                if scram.iterations != scram_iterations);
+            if hit.0.elapsed() < ttl && !stale {
                 return Ok(hit.1.clone());
             }
         }
@@ -62,7 +67,15 @@ impl AuthQueryCache {
         let result = run(&mut server, query, user).await;
         // pgporter's own query: its answers are all read.
         pool.release(server, result.is_ok(), true).await;
-        let secret = result?.and_then(|text| Secret::parse(&text).ok());
+        let secret = match result? {
+            Some(text) => {
+                tokio::task::spawn_blocking(move || Secret::parse(&text, scram_iterations).ok())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
         if self.map.len() >= MAX_ENTRIES {
             self.map.clear();
         }

@@ -60,6 +60,7 @@ fn hex32(digest: &[u8; 16]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::scram::verifier::DEFAULT_ITERATIONS;
     use postgres_protocol::authentication::md5_hash;
 
     const SALT: [u8; 4] = [0x2a, 0x3d, 0x8f, 0xe0];
@@ -71,13 +72,17 @@ mod tests {
             .finalize()
             .into();
         let hex = hex32(&digest);
-        Secret::parse(&format!("md5{}", std::str::from_utf8(&hex).unwrap())).unwrap()
+        Secret::parse(
+            &format!("md5{}", std::str::from_utf8(&hex).unwrap()),
+            DEFAULT_ITERATIONS,
+        )
+        .unwrap()
     }
 
     #[test]
     fn known_vector() {
         // postgres-protocol's own test vector.
-        let secret = Secret::parse("password").unwrap();
+        let secret = Secret::parse("password", DEFAULT_ITERATIONS).unwrap();
         let resp = b"md562af4dd09bbb41884907a838a3233294";
         assert_eq!(verify(&secret, "md5_user", SALT, resp), Ok(()));
         let secret = md5_secret("md5_user", "password");
@@ -91,7 +96,10 @@ mod tests {
             let resp = md5_hash(user.as_bytes(), password.as_bytes(), SALT);
             let mut with_nul = resp.clone().into_bytes();
             with_nul.push(0);
-            for secret in [Secret::parse(password).unwrap(), md5_secret(user, password)] {
+            for secret in [
+                Secret::parse(password, DEFAULT_ITERATIONS).unwrap(),
+                md5_secret(user, password),
+            ] {
                 assert_eq!(verify(&secret, user, SALT, resp.as_bytes()), Ok(()));
                 assert_eq!(verify(&secret, user, SALT, &with_nul), Ok(()));
                 // Wrong salt, wrong password, truncated, trailing garbage.
@@ -118,7 +126,7 @@ mod tests {
 
     #[test]
     fn plain_secret_is_bound_to_user() {
-        let secret = Secret::parse("pw").unwrap();
+        let secret = Secret::parse("pw", DEFAULT_ITERATIONS).unwrap();
         let resp = md5_hash(b"alice", b"pw", SALT);
         assert_eq!(
             verify(&secret, "mallory", SALT, resp.as_bytes()),
@@ -128,7 +136,11 @@ mod tests {
 
     #[test]
     fn scram_secret_is_unsupported() {
-        let secret = Secret::parse(&postgres_protocol::password::scram_sha_256(b"pw")).unwrap();
+        let secret = Secret::parse(
+            &postgres_protocol::password::scram_sha_256(b"pw"),
+            DEFAULT_ITERATIONS,
+        )
+        .unwrap();
         let resp = md5_hash(b"u", b"pw", SALT);
         assert_eq!(
             verify(&secret, "u", SALT, resp.as_bytes()),

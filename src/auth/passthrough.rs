@@ -193,12 +193,17 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::scram::verifier::DEFAULT_ITERATIONS;
     use crate::auth::scram::ScramServer;
     use crate::auth::Secret;
 
     fn secret(pw: &str) -> crate::auth::ScramSecret {
         let text = postgres_protocol::password::scram_sha_256(pw.as_bytes());
-        Secret::parse(&text).unwrap().scram().unwrap().clone()
+        Secret::parse(&text, DEFAULT_ITERATIONS)
+            .unwrap()
+            .scram()
+            .unwrap()
+            .clone()
     }
 
     /// Recover the ClientKey from a password login, then log in again with the keys alone.

@@ -4,6 +4,8 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
+use super::scram::verifier;
+
 const SCRAM_PREFIX: &str = "SCRAM-SHA-256$";
 
 /// A parsed SCRAM-SHA-256 verifier.
@@ -79,7 +81,7 @@ fn is_md5_secret(text: &str) -> bool {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
     /// Plaintext password. `scram` holds a SCRAM verifier derived from it once at load (random
-    /// salt, 4096 iterations), so SCRAM logins never run PBKDF2.
+    /// salt, `scram_iterations` iterations), so SCRAM logins never run PBKDF2.
     Plain {
         password: String,
         scram: ScramSecret,
@@ -110,9 +112,9 @@ impl Secret {
     /// a plaintext password (it is almost certainly a mangled verifier). Error messages never
     /// contain the secret. An empty string is rejected: PgBouncer treats it as "no password".
     ///
-    /// For plaintext this runs PBKDF2 (4096 iterations) once to derive the SCRAM verifier, so call
-    /// it at config load, not per login.
-    pub fn parse(text: &str) -> Result<Secret, String> {
+    /// For plaintext this runs PBKDF2 (`scram_iterations` rounds) once to derive the SCRAM
+    /// verifier, so call it at config load or off the async workers, not per login.
+    pub fn parse(text: &str, scram_iterations: u32) -> Result<Secret, String> {
         if text.is_empty() {
             return Err("empty password".into());
         }
@@ -122,13 +124,20 @@ impl Secret {
         if is_md5_secret(text) {
             return Ok(Secret::Md5(text.to_owned()));
         }
-        let verifier = postgres_protocol::password::scram_sha_256(text.as_bytes());
-        let scram = ScramSecret::parse(&verifier)
-            .map_err(|e| format!("deriving SCRAM verifier from plaintext: {e}"))?;
         Ok(Secret::Plain {
             password: text.to_owned(),
-            scram,
+            scram: verifier::build(text.as_bytes(), scram_iterations),
         })
+    }
+
+    /// A plaintext secret whose verifier was built with another iteration count gets a new one
+    /// built with `scram_iterations` (PBKDF2 again); other secrets are left as they are.
+    pub fn rebuild_verifier(&mut self, scram_iterations: u32) {
+        if let Secret::Plain { password, scram } = self {
+            if scram.iterations != scram_iterations {
+                *scram = verifier::build(password.as_bytes(), scram_iterations);
+            }
+        }
     }
 
     /// The plaintext, if this secret has one (needed to log in to PostgreSQL on the user's behalf).
@@ -150,6 +159,7 @@ impl Secret {
 
 #[cfg(test)]
 mod tests {
+    use super::verifier::DEFAULT_ITERATIONS;
     use super::*;
 
     /// RFC 7677 §3 ("pencil"), in PostgreSQL's pg_authid format.
@@ -158,7 +168,7 @@ mod tests {
 
     #[test]
     fn scram_secret() {
-        let Ok(Secret::Scram(s)) = Secret::parse(PENCIL) else {
+        let Ok(Secret::Scram(s)) = Secret::parse(PENCIL, DEFAULT_ITERATIONS) else {
             panic!("not scram")
         };
         assert_eq!(s.iterations, 4096);
@@ -175,7 +185,7 @@ mod tests {
         assert!(ScramSecret::parse("md5abc").is_err());
 
         let generated = postgres_protocol::password::scram_sha_256(b"pw");
-        let Ok(Secret::Scram(s)) = Secret::parse(&generated) else {
+        let Ok(Secret::Scram(s)) = Secret::parse(&generated, DEFAULT_ITERATIONS) else {
             panic!("not scram")
         };
         assert_eq!((s.iterations, s.salt.len()), (4096, 16));
@@ -209,7 +219,7 @@ mod tests {
             format!("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==${keys}$extra"),
             format!("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==${keys}:extra"),
         ] {
-            let err = Secret::parse(&bad).expect_err(&bad);
+            let err = Secret::parse(&bad, DEFAULT_ITERATIONS).expect_err(&bad);
             assert!(err.starts_with("malformed SCRAM-SHA-256 secret"), "{err}");
             assert!(
                 !err.contains("W22Z") && !err.contains("WG5d"),
@@ -221,7 +231,10 @@ mod tests {
     #[test]
     fn md5_secrets() {
         let md5 = "md5a3556571e93b0d20722ba62be61e8c2d";
-        assert_eq!(Secret::parse(md5), Ok(Secret::Md5(md5.to_owned())));
+        assert_eq!(
+            Secret::parse(md5, DEFAULT_ITERATIONS),
+            Ok(Secret::Md5(md5.to_owned()))
+        );
         // Not exactly md5 + 32 lowercase hex: plaintext, as in PostgreSQL.
         for plain in [
             "md5",
@@ -232,7 +245,10 @@ mod tests {
             "MD5a3556571e93b0d20722ba62be61e8c2d",
         ] {
             assert!(
-                matches!(Secret::parse(plain), Ok(Secret::Plain { .. })),
+                matches!(
+                    Secret::parse(plain, DEFAULT_ITERATIONS),
+                    Ok(Secret::Plain { .. })
+                ),
                 "{plain}"
             );
         }
@@ -240,23 +256,52 @@ mod tests {
 
     #[test]
     fn plaintext() {
-        let secret = Secret::parse("hunter2").unwrap();
+        let secret = Secret::parse("hunter2", DEFAULT_ITERATIONS).unwrap();
         assert_eq!(secret.plaintext(), Some("hunter2"));
         let scram = secret.scram().unwrap();
         assert_eq!((scram.iterations, scram.salt.len()), (4096, 16));
         assert_eq!(format!("{secret:?}"), "Secret::Plain(..)");
         // A fresh random salt per parse.
         assert_ne!(
-            Secret::parse("hunter2").unwrap().scram().unwrap().salt,
+            Secret::parse("hunter2", DEFAULT_ITERATIONS)
+                .unwrap()
+                .scram()
+                .unwrap()
+                .salt,
             scram.salt
         );
-        assert_eq!(Secret::parse(""), Err("empty password".to_owned()));
-        assert!(matches!(Secret::parse(" "), Ok(Secret::Plain { .. })));
+        assert_eq!(
+            Secret::parse("", DEFAULT_ITERATIONS),
+            Err("empty password".to_owned())
+        );
+        assert!(matches!(
+            Secret::parse(" ", DEFAULT_ITERATIONS),
+            Ok(Secret::Plain { .. })
+        ));
+    }
+
+    /// The verifier of a plaintext password has the count asked for, and is built again when
+    /// the count changes; stored secrets stay as they are.
+    #[test]
+    fn plaintext_with_other_iterations() {
+        let mut secret = Secret::parse("hunter2", 1000).unwrap();
+        let first = secret.scram().unwrap().clone();
+        assert_eq!(first.iterations, 1000);
+        assert!(crate::auth::scram::verify_plain(&first, b"hunter2").is_some());
+        secret.rebuild_verifier(1000);
+        assert_eq!(secret.scram(), Some(&first));
+        secret.rebuild_verifier(2000);
+        let second = secret.scram().unwrap();
+        assert_eq!(second.iterations, 2000);
+        assert!(crate::auth::scram::verify_plain(second, b"hunter2").is_some());
+        let mut stored = Secret::parse(PENCIL, 1000).unwrap();
+        stored.rebuild_verifier(2000);
+        assert_eq!(stored.scram().unwrap().iterations, 4096);
     }
 
     #[test]
     fn debug_hides_material() {
-        let dbg = format!("{:?}", Secret::parse(PENCIL).unwrap());
+        let dbg = format!("{:?}", Secret::parse(PENCIL, DEFAULT_ITERATIONS).unwrap());
         assert_eq!(dbg, "Secret::Scram(ScramSecret { iterations: 4096, .. })");
     }
 }

@@ -181,7 +181,13 @@ async fn lookup_secret<'c>(
     };
     let found = shared
         .auth_cache
-        .lookup(&pool, query, user, config.settings.auth_query_cache_ttl)
+        .lookup(
+            &pool,
+            query,
+            user,
+            config.settings.auth_query_cache_ttl,
+            config.settings.scram_iterations,
+        )
         .await
         .map_err(|e| {
             tracing::warn!(user, error = %e, source = ?std::error::Error::source(&e), "auth_query lookup failed");

@@ -139,7 +139,8 @@ impl Config {
     /// This snapshot with one `[pgbouncer]` setting changed (the admin console's `SET`), the
     /// value parsed as in the ini. `Ok(None)`: not a setting of ours (a client parameter a
     /// driver sets, say). Settings that name files (auth_file, hba and ident files) are not
-    /// taken: edit the file and RELOAD.
+    /// taken: edit the file and RELOAD. A new `scram_iterations` builds the verifiers of the
+    /// auth_file's plaintext passwords again (PBKDF2 for each).
     pub fn with_setting(&self, key: &str, value: &str) -> Result<Option<Config>, String> {
         const FILES: [&str; 3] = ["auth_file", "auth_hba_file", "auth_ident_file"];
         let key = key.to_ascii_lowercase();
@@ -159,8 +160,15 @@ impl Config {
         if let Some(e) = errors.first() {
             return Err(e.message.clone());
         }
+        let mut userlist = self.userlist.clone();
+        if settings.scram_iterations != self.settings.scram_iterations {
+            for secret in userlist.values_mut() {
+                secret.rebuild_verifier(settings.scram_iterations);
+            }
+        }
         Ok(Some(Config {
             settings,
+            userlist,
             spoof_names: std::sync::OnceLock::new(),
             ..self.clone()
         }))
@@ -219,7 +227,12 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
         Some(file) => {
             let file = resolve_relative(path, file);
             match std::fs::read_to_string(&file) {
-                Ok(text) => parse_userlist(&text, &file.display().to_string(), &mut warnings),
+                Ok(text) => parse_userlist(
+                    &text,
+                    &file.display().to_string(),
+                    settings.scram_iterations,
+                    &mut warnings,
+                ),
                 Err(e) => {
                     errors.push(ConfigError {
                         file: path.display().to_string(),

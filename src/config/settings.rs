@@ -23,9 +23,10 @@ mod unread;
 mod values;
 use unread::{section_warnings, NOT_IMPLEMENTED, NO_EFFECT};
 pub(super) use values::{
-    non_empty, parse_auth_type, parse_bool, parse_duration, parse_list, parse_listen_addr,
-    parse_log_format, parse_millis, parse_mode, parse_nonzero_duration, parse_packet_size,
-    parse_pool_mode, parse_strtol, parse_strtol_u16, parse_strtol_u32, parse_u16, parse_u32,
+    non_empty, parse_auth_type, parse_bool, parse_duration, parse_iterations, parse_list,
+    parse_listen_addr, parse_log_format, parse_millis, parse_mode, parse_nonzero_duration,
+    parse_packet_size, parse_pool_mode, parse_strtol, parse_strtol_u16, parse_strtol_u32,
+    parse_u16, parse_u32,
 };
 
 /// How clients authenticate to pgporter.
@@ -290,6 +291,10 @@ pub struct Settings {
     pub auth_query_cache_ttl: Duration,
     /// A failed login waits this long before its error. Default 0.5 s (pgporter). reload: yes
     pub auth_failure_delay: Duration,
+    /// PBKDF2 iterations of the SCRAM verifiers pgporter builds from plaintext passwords
+    /// (auth_file, auth_query); at least 1. Default 4096 (PgBouncer 1.22+'s). reload: yes (the
+    /// verifiers are built again)
+    pub scram_iterations: u32,
     /// Routing settings (pgporter keys, issue 5).
     pub routing: RoutingSettings,
     /// Identity (pgporter keys, see README "Identity and audit").
@@ -430,6 +435,7 @@ impl Default for Settings {
             auth_dbname: None,
             auth_query_cache_ttl: Duration::from_secs(10),
             auth_failure_delay: Duration::from_millis(500),
+            scram_iterations: crate::auth::scram::verifier::DEFAULT_ITERATIONS,
             routing: RoutingSettings::default(),
             identity: IdentitySettings::default(),
             audit: AuditSettings::default(),
@@ -605,6 +611,7 @@ impl Settings {
             "auth_dbname" => self.auth_dbname = non_empty(v),
             "auth_query_cache_ttl" => self.auth_query_cache_ttl = parse_duration(v)?,
             "auth_failure_delay" => self.auth_failure_delay = parse_duration(v)?,
+            "scram_iterations" => self.scram_iterations = parse_iterations(v)?,
             "readonly_listen_port" => {
                 self.routing.readonly_listen_port = match v.trim() {
                     "" => None,

@@ -34,6 +34,56 @@ fn load_from_disk() {
     assert_eq!(config.warnings[0].key, "syslog");
 }
 
+/// The auth_file's plaintext passwords get verifiers with scram_iterations; stored verifiers
+/// keep theirs. An admin `SET scram_iterations` builds the plaintext ones again (new salt),
+/// and only when the count changes.
+#[test]
+fn plaintext_verifiers_follow_scram_iterations() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("p.ini");
+    std::fs::write(
+        &ini,
+        "[pgbouncer]\nauth_file = u.txt\nscram_iterations = 1000\n",
+    )
+    .unwrap();
+    let stored = crate::auth::scram::verifier::build(b"pw", 4096);
+    let stored = format!(
+        "SCRAM-SHA-256$4096:{}$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:\
+         AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &stored.salt)
+    );
+    std::fs::write(
+        dir.path().join("u.txt"),
+        format!("\"plain\" \"pw\"\n\"scram\" \"{stored}\"\n"),
+    )
+    .unwrap();
+    let config = load(&ini).unwrap();
+    let iterations = |c: &Config, user: &str| c.userlist[user].scram().unwrap().iterations;
+    assert_eq!(iterations(&config, "plain"), 1000);
+    assert_eq!(iterations(&config, "scram"), 4096);
+    let plain = config.userlist["plain"].scram().unwrap();
+    assert!(crate::auth::scram::verify_plain(plain, b"pw").is_some());
+
+    let set = config
+        .with_setting("scram_iterations", "2000")
+        .unwrap()
+        .unwrap();
+    assert_eq!(set.settings.scram_iterations, 2000);
+    assert_eq!(iterations(&set, "plain"), 2000);
+    assert_eq!(iterations(&set, "scram"), 4096);
+    let rebuilt = set.userlist["plain"].scram().unwrap();
+    assert_ne!(rebuilt.salt, plain.salt);
+    assert!(crate::auth::scram::verify_plain(rebuilt, b"pw").is_some());
+    assert_eq!(set.userlist["plain"].plaintext(), Some("pw"));
+    // The same count: the verifier is kept as it is.
+    let same = set
+        .with_setting("scram_iterations", "2000")
+        .unwrap()
+        .unwrap();
+    assert_eq!(same.userlist["plain"], set.userlist["plain"]);
+    assert!(config.with_setting("scram_iterations", "0").is_err());
+}
+
 #[test]
 fn load_reports_every_problem() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,13 +14,15 @@ use std::collections::HashMap;
 use super::ConfigWarning;
 use crate::auth::Secret;
 
-/// Parse userlist text into user -> secret. A user with an empty secret (`"user" ""`, as
-/// PgBouncer accepts) has no password: it is left out of the map, so password logins fail for
-/// it as for an unknown user (auth_query, if configured, is asked instead) and trust / cert /
-/// peer logins work; `warnings` says so, and names each line left out.
+/// Parse userlist text into user -> secret; the SCRAM verifiers of plaintext passwords are
+/// built with `scram_iterations` (a PBKDF2 per plaintext line). A user with an empty secret
+/// (`"user" ""`, as PgBouncer accepts) has no password: it is left out of the map, so password
+/// logins fail for it as for an unknown user (auth_query, if configured, is asked instead) and
+/// trust / cert / peer logins work; `warnings` says so, and names each line left out.
 pub fn parse_userlist(
     text: &str,
     file: &str,
+    scram_iterations: u32,
     warnings: &mut Vec<ConfigWarning>,
 ) -> HashMap<String, Secret> {
     let mut users = HashMap::new();
@@ -52,7 +54,7 @@ pub fn parse_userlist(
             });
             continue;
         }
-        match Secret::parse(&secret) {
+        match Secret::parse(&secret, scram_iterations) {
             Ok(parsed) => {
                 users.insert(user, parsed);
             }

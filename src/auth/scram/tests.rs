@@ -15,7 +15,11 @@ const RFC_SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
 const RFC_CLIENT_KEY: &str = "pg/JI9Z+hkSpLRa5btpe9GVrDHJcSEN0viVTVXaZbos=";
 
 fn rfc_secret() -> ScramSecret {
-    Secret::parse(RFC_SECRET).unwrap().scram().unwrap().clone()
+    Secret::parse(RFC_SECRET, verifier::DEFAULT_ITERATIONS)
+        .unwrap()
+        .scram()
+        .unwrap()
+        .clone()
 }
 
 fn rfc_server_after_first() -> ScramServer {
@@ -26,7 +30,11 @@ fn rfc_server_after_first() -> ScramServer {
 
 fn secret_for(password: &str) -> ScramSecret {
     let text = postgres_protocol::password::scram_sha_256(password.as_bytes());
-    Secret::parse(&text).unwrap().scram().unwrap().clone()
+    Secret::parse(&text, verifier::DEFAULT_ITERATIONS)
+        .unwrap()
+        .scram()
+        .unwrap()
+        .clone()
 }
 
 /// Run a full exchange between `server` and a postgres-protocol client.
@@ -99,7 +107,7 @@ fn exchange_with_postgres_protocol_client() {
 
 #[test]
 fn exchange_with_plaintext_secret() {
-    let secret = Secret::parse("correct horse").unwrap();
+    let secret = Secret::parse("correct horse", verifier::DEFAULT_ITERATIONS).unwrap();
     let mut server = ScramServer::new(secret.scram().unwrap().clone());
     assert_eq!(
         exchange(&mut server, "correct horse", ClientCb::unsupported()),

@@ -169,6 +169,42 @@ fn integers() {
     );
 }
 
+/// scram_iterations: an integer (as PgBouncer's, strtol base 0) of at least 1 and at most
+/// PostgreSQL's INT_MAX; 0 (which PgBouncer takes, and then no SCRAM login works) and text are
+/// errors naming the line and key.
+#[test]
+fn scram_iterations() {
+    assert_eq!(ok("").scram_iterations, 4096);
+    assert_eq!(
+        ok("[pgbouncer]\nscram_iterations = 1\n").scram_iterations,
+        1
+    );
+    assert_eq!(
+        ok("[pgbouncer]\nscram_iterations = 0x400\n").scram_iterations,
+        1024
+    );
+    assert_eq!(
+        ok("[pgbouncer]\nscram_iterations = 2147483647\n").scram_iterations,
+        i32::MAX.unsigned_abs()
+    );
+    for (v, needle) in [
+        (
+            "0",
+            "\"0\" is out of range: an iteration count is 1 to 2147483647",
+        ),
+        ("-0", "is out of range"),
+        ("2147483648", "is out of range"),
+        ("-5", "\"-5\" must not be negative"),
+        ("many", "\"many\" is not an integer"),
+        ("", "is not an integer"),
+        ("4096.5", "is not an integer"),
+    ] {
+        let e = one_error(&format!("[pgbouncer]\n\nscram_iterations = {v}\n"));
+        assert_eq!((e.line, e.key.as_str()), (3, "scram_iterations"), "{v}");
+        assert!(e.message.contains(needle), "{v}: {e}");
+    }
+}
+
 /// [pgbouncer] integers read as PgBouncer's `strtol(v, &end, 0)`; [databases] stays decimal
 /// (PgBouncer's `atoi`).
 #[test]
@@ -296,7 +332,7 @@ fn all_errors_reported_at_once() {
 #[test]
 fn unknown_and_unimplemented_keys_warn() {
     let (s, errors, warnings) = load(
-        "[pgbouncer]\nscram_iterations = 2\nSYSLOG = 1\nno_such_key = 1\n\
+        "[pgbouncer]\nauth_ldap_options = x\nSYSLOG = 1\nno_such_key = 1\n\
          [peers]\n1 = host=x\n[weird]\na = b\n[databases]\n[users]\n",
     );
     assert!(errors.is_empty(), "{errors:?}");
@@ -309,7 +345,7 @@ fn unknown_and_unimplemented_keys_warn() {
         got,
         vec![
             (8, "[weird]", "unknown section, ignored"),
-            (2, "scram_iterations", "not implemented yet, ignored"),
+            (2, "auth_ldap_options", "not implemented yet, ignored"),
             (3, "syslog", "not implemented yet, ignored"),
             (4, "no_such_key", "unknown key, ignored"),
         ]

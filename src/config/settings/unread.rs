@@ -7,7 +7,6 @@ use super::super::{ConfigWarning, RawIni};
 /// existing pgbouncer.ini loads unchanged.
 pub(super) const NOT_IMPLEMENTED: &[&str] = &[
     "auth_ldap_options",
-    "scram_iterations",
     "syslog",
     "syslog_facility",
     "syslog_ident",

@@ -80,6 +80,19 @@ pub(in crate::config) fn parse_strtol_u16(v: &str) -> Result<u16, String> {
     parse_strtol(v, u16::MAX.into()).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
 }
 
+/// `scram_iterations`: 1 to 2147483647, PostgreSQL's range for its own `scram_iterations` (and
+/// the largest count libpq reads). PgBouncer takes any `int`, and with a count below 1 every
+/// SCRAM login to it fails (clients refuse `i=0`): refused here when the file is read.
+pub(in crate::config) fn parse_iterations(v: &str) -> Result<u32, String> {
+    const MAX: u64 = i32::MAX.unsigned_abs() as u64;
+    match parse_strtol(v, u64::MAX)? {
+        n @ 1..=MAX => Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+        _ => Err(format!(
+            "{v:?} is out of range: an iteration count is 1 to {MAX} (the default is 4096)"
+        )),
+    }
+}
+
 pub(in crate::config) fn parse_u32(v: &str) -> Result<u32, String> {
     parse_uint(v, u32::MAX.into()).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
 }

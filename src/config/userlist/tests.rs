@@ -1,4 +1,5 @@
 use super::*;
+use crate::auth::scram::verifier::DEFAULT_ITERATIONS;
 
 #[test]
 fn line_syntax() {
@@ -48,6 +49,7 @@ fn unreadable_lines_are_left_out_with_a_warning() {
     let users = parse_userlist(
         "; header\nnot quoted\n\"a\" \"pw\"\n\"x\"\n\"b\" \"pw\n\"c\" \"pw\"\n",
         "users.txt",
+        DEFAULT_ITERATIONS,
         &mut warnings,
     );
     let got: Vec<(&str, usize)> = warnings.iter().map(|e| (e.file.as_str(), e.line)).collect();
@@ -73,7 +75,7 @@ fn plaintext_md5_and_scram_secrets() {
         "XRQfQzYOMNi5o/u46wAvd1kTeSKaxCdcgwRVaz2k5Mw=\"\n",
         "\"we\"\"ird\" \"x\" \"ignored\"\n",
     );
-    let users = parse_userlist(text, "users.txt", &mut Vec::new());
+    let users = parse_userlist(text, "users.txt", DEFAULT_ITERATIONS, &mut Vec::new());
     assert_eq!(users.len(), 4);
     assert_eq!(users["alice"].plaintext(), Some("plain pw"));
     assert!(matches!(users["bob"], Secret::Md5(_)));
@@ -89,6 +91,7 @@ fn malformed_scram_secret_is_a_warning_without_the_secret() {
     let users = parse_userlist(
         "\"carol\" \"oldpw\"\n\"carol\" \"SCRAM-SHA-256$nonsense\"\n",
         "u.txt",
+        DEFAULT_ITERATIONS,
         &mut errs,
     );
     assert!(users.is_empty());
@@ -99,7 +102,12 @@ fn malformed_scram_secret_is_a_warning_without_the_secret() {
 
 #[test]
 fn last_line_for_a_user_wins() {
-    let users = parse_userlist("\"a\" \"one\"\n\"a\" \"two\"\n", "u.txt", &mut Vec::new());
+    let users = parse_userlist(
+        "\"a\" \"one\"\n\"a\" \"two\"\n",
+        "u.txt",
+        DEFAULT_ITERATIONS,
+        &mut Vec::new(),
+    );
     assert_eq!(users["a"].plaintext(), Some("two"));
 }
 
@@ -107,7 +115,7 @@ fn last_line_for_a_user_wins() {
 fn an_empty_password_is_no_password_with_a_warning() {
     let mut warnings = Vec::new();
     let text = "\"a\" \"one\"\n\"monitor\" \"\"\n\"a\" \"\"\n";
-    let users = parse_userlist(text, "u.txt", &mut warnings);
+    let users = parse_userlist(text, "u.txt", DEFAULT_ITERATIONS, &mut warnings);
     assert!(users.is_empty(), "the later empty line wins for a");
     let got: Vec<(usize, &str)> = warnings.iter().map(|w| (w.line, w.key.as_str())).collect();
     assert_eq!(got, vec![(2, "monitor"), (3, "a")]);
