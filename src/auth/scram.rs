@@ -2,9 +2,9 @@
 //!
 //! Usage: `ScramServer::new(secret)`, then `client_first(SASLInitialResponse data)` returns the
 //! server-first-message, then `client_final(SASLResponse data)` returns the server-final-message
-//! (`v=...`) or `AuthError::Failed`. An unknown user gets `ScramServer::mock(user, mock_key)`,
-//! which runs the same exchange with a deterministic fake salt and always fails, so unknown users
-//! look like wrong passwords.
+//! (`v=...`) or `AuthError::Failed`. An unknown user gets `ScramServer::mock(user, mock_key,
+//! iterations)`, which runs the same exchange with a deterministic fake salt and always fails,
+//! so unknown users look like wrong passwords.
 //!
 //! Pure: no I/O, and the exchange runs no PBKDF2 (the verifier is precomputed), only a few
 //! HMAC/SHA-256 calls. PBKDF2 runs where a password meets a salt: [`verifier`] (a verifier
@@ -119,8 +119,10 @@ impl ScramServer {
 
     /// Start an exchange for a user that does not exist (or cannot use SCRAM). The salt is
     /// derived from `mock_key` and `user` so repeated attempts for the same name see the same
-    /// salt, like PostgreSQL's `scram_mock_salt`; `client_final` always fails.
-    pub fn mock(user: &str, mock_key: &[u8]) -> Self {
+    /// salt, like PostgreSQL's `scram_mock_salt`; `client_final` always fails. `iterations`
+    /// is `scram_iterations`, as PgBouncer's (and PostgreSQL 16's) mock announces the
+    /// configured count: an unknown user then looks like one whose verifier pgporter built.
+    pub fn mock(user: &str, mock_key: &[u8], iterations: u32) -> Self {
         let digest = Sha256::new()
             .chain_update(mock_key)
             .chain_update(user)
@@ -130,7 +132,7 @@ impl ScramServer {
         OsRng.fill_bytes(&mut stored_key);
         OsRng.fill_bytes(&mut server_key);
         let secret = ScramSecret {
-            iterations: verifier::DEFAULT_ITERATIONS,
+            iterations: iterations.max(1),
             salt: digest[..verifier::SALT_LEN].to_vec(),
             stored_key,
             server_key,

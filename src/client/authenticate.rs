@@ -149,8 +149,9 @@ fn plan(
     })
 }
 
-/// What the exchange needs besides the secret: mock key, TLS channel-binding data (of the
-/// context `conn` was accepted with: a reload may have renewed the certificate since), ident map.
+/// What the exchange needs besides the secret: mock key and iterations, TLS channel-binding
+/// data (of the context `conn` was accepted with: a reload may have renewed the certificate
+/// since), ident map.
 pub(super) fn login_context<'a>(
     conn: &FramedConn<Stream>,
     client_tls: Option<&ClientTls>,
@@ -159,6 +160,7 @@ pub(super) fn login_context<'a>(
 ) -> LoginContext<'a> {
     LoginContext {
         mock_key: &shared.mock_key,
+        mock_iterations: config.settings.scram_iterations,
         end_point: client_tls
             .filter(|_| conn.io.is_tls())
             .and_then(|t| t.end_point.clone()),

@@ -20,6 +20,8 @@ use crate::protocol::{FramedConn, ProtocolError, MAX_CONTROL_MESSAGE};
 pub(super) struct LoginContext<'a> {
     /// Per-process key for mock SCRAM salts of unknown users.
     pub mock_key: &'a [u8],
+    /// The iteration count mock SCRAM exchanges announce (`scram_iterations`).
+    pub mock_iterations: u32,
     /// tls-server-end-point data when the client is on TLS (offers SCRAM-SHA-256-PLUS).
     pub end_point: Option<Arc<[u8]>>,
     /// auth_ident_file entries for cert authentication.
@@ -46,7 +48,7 @@ pub(super) async fn authenticate(
         Method::Md5 | Method::ScramSha256 => {
             let server = match secret.and_then(Secret::scram) {
                 Some(s) => ScramServer::new(s.clone()),
-                None => ScramServer::mock(user, ctx.mock_key),
+                None => ScramServer::mock(user, ctx.mock_key, ctx.mock_iterations),
             };
             let server = server.with_channel_binding(ctx.end_point.clone());
             scram_exchange(conn, server).await?.map(Some)

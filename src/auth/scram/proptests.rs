@@ -78,7 +78,7 @@ proptest! {
 
     #[test]
     fn structured_client_first_never_panics(msg in client_first_like()) {
-        let mut server = ScramServer::mock("someone", b"key");
+        let mut server = ScramServer::mock("someone", b"key", 4096);
         if let Ok(reply) = server.client_first(msg.as_bytes()) {
             let reply = String::from_utf8(reply).unwrap();
             prop_assert!(reply.starts_with("r="));

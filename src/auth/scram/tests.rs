@@ -156,7 +156,7 @@ fn server_nonce_is_random_and_prefixed_by_client_nonce() {
 #[test]
 fn mock_always_fails_with_stable_salt() {
     let salt_of = |user: &str, key: &[u8]| {
-        let first = ScramServer::mock(user, key)
+        let first = ScramServer::mock(user, key, 4096)
             .client_first(b"n,,n=,r=abc")
             .unwrap();
         let first = String::from_utf8(first).unwrap();
@@ -173,7 +173,7 @@ fn mock_always_fails_with_stable_salt() {
     );
 
     for password in ["", "anything", "hunter2"] {
-        let mut server = ScramServer::mock("ghost", b"k1");
+        let mut server = ScramServer::mock("ghost", b"k1", 4096);
         assert_eq!(
             exchange(&mut server, password, ClientCb::unsupported()),
             Err(AuthError::Failed)
@@ -181,9 +181,19 @@ fn mock_always_fails_with_stable_salt() {
         assert_eq!(server.client_key(), None);
     }
     // Malformed input is still reported as such.
-    let mut server = ScramServer::mock("ghost", b"k1");
+    let mut server = ScramServer::mock("ghost", b"k1", 4096);
     server.client_first(b"n,,n=,r=abc").unwrap();
     assert_eq!(malformed(server.client_final(b"garbage")), "missing proof");
+}
+
+/// A mock exchange announces the count it is given (scram_iterations), as a verifier built
+/// with it would.
+#[test]
+fn mock_announces_the_configured_iterations() {
+    let first = ScramServer::mock("ghost", b"k1", 1000)
+        .client_first(b"n,,n=,r=abc")
+        .unwrap();
+    assert!(first.ends_with(b",i=1000"), "{first:?}");
 }
 
 #[test]
