@@ -67,9 +67,9 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
             if let Some(log) = shared.log_file.get() {
                 log.reopen();
             }
-            reload(shared)
+            reload(shared).await
         }
-        Control::Set { key, value } => set(shared, &key, &value),
+        Control::Set { key, value } => set(shared, key, value).await,
         Control::Pause(db) => pause(shared, db).await,
         Control::Resume(db) => resume(shared, db),
         Control::Disable(db) => {
@@ -265,8 +265,9 @@ fn resume(shared: &Shared, db: Option<String>) -> Result<(), ControlError> {
 /// clients stay connected: pools are resized in place; a database whose connection string
 /// changed (or that was removed) gets a fresh pool for new sessions, and the old pool's idle
 /// server connections are closed. TLS files are read again too (certificates renewed in place,
-/// as cert-manager and CloudNativePG do): see [`install`].
-fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
+/// as cert-manager and CloudNativePG do): see [`install`]. The files are read off the async
+/// workers: the auth_file's plaintext lines cost a PBKDF2 each (`scram_iterations` rounds).
+async fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
     let old = shared.config.load();
     let rejected = |errors: Vec<String>| {
         shared
@@ -278,7 +279,10 @@ fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
         }
         ControlError::Reload(errors.into_iter().next().unwrap_or_default())
     };
-    let mut new = crate::config::load(&old.path)
+    let path = old.path.clone();
+    let mut new = tokio::task::spawn_blocking(move || crate::config::load(&path))
+        .await
+        .map_err(|e| rejected(vec![format!("reading the configuration failed: {e}")]))?
         .map_err(|errors| rejected(errors.iter().map(|e| e.to_string()).collect()))?;
     let diff = ConfigDiff::between(&old, &new);
     for key in &diff.refused {
@@ -304,10 +308,15 @@ fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
 }
 
 /// Admin `SET key = value` on a setting of ours: the running snapshot with that one value
-/// changed, installed as a reload installs; a setting that needs a restart is refused.
-fn set(shared: &Arc<Shared>, key: &str, value: &str) -> Result<(), ControlError> {
+/// changed, installed as a reload installs; a setting that needs a restart is refused. Built
+/// off the async workers, as a new `scram_iterations` builds the plaintext verifiers again.
+async fn set(shared: &Arc<Shared>, key: String, value: String) -> Result<(), ControlError> {
     let old = shared.config.load();
-    let new = match old.with_setting(key, value) {
+    let (snapshot, k, v) = (Arc::clone(&old), key.clone(), value.clone());
+    let built = tokio::task::spawn_blocking(move || snapshot.with_setting(&k, &v))
+        .await
+        .map_err(|e| ControlError::Set(format!("building the configuration failed: {e}")))?;
+    let new = match built {
         Ok(Some(new)) => new,
         Ok(None) => return Err(ControlError::Set(format!("unknown setting {key}"))),
         Err(e) => return Err(ControlError::Set(e)),

@@ -206,7 +206,7 @@ async fn execute(
                 command::set_parts(&text).ok_or_else(|| ParseError::Invalid(text.clone()))?;
             // A driver's own session settings (application_name, DateStyle ...) are not ours:
             // accepted and ignored, as they are harmless here.
-            if let Ok(None) = shared.config.load().with_setting(&key, &value) {
+            if !crate::config::Config::is_setting(&key) {
                 let note = format!("SET {key} ignored: not a pgporter setting");
                 backend::error_response(buf, Severity::Notice, "00000", &note, None);
                 resultset::command_complete(buf, "SET");

@@ -136,6 +136,15 @@ impl Config {
             .get_or_init(|| crate::identity::GucNames::new(&self.settings.identity))
     }
 
+    /// Whether `key` (any case) is a `[pgbouncer]` setting of ours: [`Config::with_setting`]
+    /// answers `Ok(None)` exactly for the keys this says no to. Builds nothing (no PBKDF2).
+    pub fn is_setting(key: &str) -> bool {
+        !matches!(
+            Settings::default().apply(&key.to_ascii_lowercase(), ""),
+            Ok(false)
+        )
+    }
+
     /// This snapshot with one `[pgbouncer]` setting changed (the admin console's `SET`), the
     /// value parsed as in the ini. `Ok(None)`: not a setting of ours (a client parameter a
     /// driver sets, say). Settings that name files (auth_file, hba and ident files) are not

@@ -84,6 +84,30 @@ fn plaintext_verifiers_follow_scram_iterations() {
     assert!(config.with_setting("scram_iterations", "0").is_err());
 }
 
+/// The admin console's cheap "is this ours?" agrees with what SET would do.
+#[test]
+fn is_setting_agrees_with_with_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("p.ini");
+    std::fs::write(&ini, "[pgbouncer]\n").unwrap();
+    let config = load(&ini).unwrap();
+    for key in [
+        "listen_port",
+        "Max_Client_Conn",
+        "auth_file",
+        "scram_iterations",
+        "health_check_period",
+        "application_name",
+        "DateStyle",
+        "syslog",
+    ] {
+        for value in ["", "1", "x"] {
+            let ours = !matches!(config.with_setting(key, value), Ok(None));
+            assert_eq!(Config::is_setting(key), ours, "{key} = {value:?}");
+        }
+    }
+}
+
 #[test]
 fn load_reports_every_problem() {
     let dir = tempfile::tempdir().unwrap();
