@@ -287,9 +287,11 @@ impl PgCluster {
     }
 }
 
-/// A libpq connstring value, single-quoted when needed.
+/// A libpq connstring value, single-quoted when needed (any Unicode white space too:
+/// tokio-postgres splits an unquoted value at a no-break space).
 pub(crate) fn quote(v: &str) -> String {
-    if !v.is_empty() && !v.contains([' ', '\'', '\\', '=']) {
+    let plain = |c: char| !(c.is_whitespace() || matches!(c, '\'' | '\\' | '='));
+    if !v.is_empty() && v.chars().all(plain) {
         return v.to_string();
     }
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))

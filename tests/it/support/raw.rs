@@ -114,6 +114,33 @@ impl RawClient {
         }
     }
 
+    /// Start a SCRAM-SHA-256 login as `user` on `db` and return the server-first-message
+    /// (`r=<nonce>,s=<salt>,i=<iterations>`): the salt and iteration count of the verifier
+    /// pgporter checks this user against. The login goes no further.
+    pub(crate) async fn scram_server_first(
+        addr: std::net::SocketAddr,
+        user: &str,
+        db: &str,
+    ) -> String {
+        let mut c = RawClient::connect(addr).await;
+        let mut out = BytesMut::new();
+        frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
+        c.send(&out).await;
+        let m = c.read_msg().await.expect("login: connection closed");
+        assert_eq!(
+            (m.tag, auth_code(&m)),
+            (b'R', Some(10)),
+            "not a SASL request"
+        );
+        let scram = ScramSha256::new(b"unused", ChannelBinding::unsupported());
+        let mut out = BytesMut::new();
+        frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out).unwrap();
+        c.send(&out).await;
+        let m = c.read_msg().await.expect("login: connection closed");
+        assert_eq!((m.tag, auth_code(&m)), (b'R', Some(11)), "not SASLContinue");
+        String::from_utf8(m.body[4..].to_vec()).expect("server-first is UTF-8")
+    }
+
     pub(crate) async fn send(&mut self, bytes: &[u8]) {
         self.sock.write_all(bytes).await.expect("write");
     }
