@@ -7,6 +7,7 @@ mod command;
 mod config_rows;
 mod resultset;
 mod show;
+mod show_stats;
 
 use std::sync::Arc;
 
