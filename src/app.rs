@@ -144,6 +144,10 @@ impl App {
             statements: Arc::default(),
             log_file: std::sync::OnceLock::new(),
         });
+        // The console's SHOW STATS row (and its pgbouncer_stats_* series) exists from the
+        // start, as PgBouncer's does whenever a console (an exporter) is connected.
+        let console = crate::snapshot::CONSOLE_DB;
+        shared.stats.pool(console, console);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         Ok(App {
             shared,

@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder
 
 use crate::app::Shared;
 use crate::sessions::ClientState;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, CONSOLE_DB};
 
 pub const CLIENT_CONNECTIONS: &str = "pgporter_client_connections";
 pub const IDENTITY_CLIENTS: &str = "pgporter_identity_client_connections";
@@ -264,7 +264,9 @@ fn native(s: &Snapshot) {
     for ((host, state), n) in by_host {
         gauge!(SERVER_CONNECTIONS_BY_HOST, "host" => host, "state" => state).set(n as f64);
     }
-    for (db, t, _) in &s.stats {
+    // The console's pseudo-database is the pgbouncer_* families' (as pgbouncer_exporter
+    // shows it), not pgporter's own: these count pooled traffic to PostgreSQL.
+    for (db, t, _) in s.stats.iter().filter(|(db, ..)| db != CONSOLE_DB) {
         let l = [("database", db.clone())];
         counter!(TRANSACTIONS, &l).absolute(t.xact_count);
         counter!(QUERIES, &l).absolute(t.query_count);
@@ -299,7 +301,8 @@ fn pgbouncer_compat(s: &Snapshot) {
     describe_pgbouncer();
     describe_gauge!("pgbouncer_up", "The pooler answered the scrape");
     gauge!("pgbouncer_up").set(1.0);
-    for p in &s.pools {
+    // With the console's pseudo-pool, as pgbouncer_exporter reads it from SHOW POOLS.
+    for p in s.pools.iter().chain([&s.console_pool()]) {
         let l = [
             ("database", p.label().into_owned()),
             ("user", p.user.clone()),
@@ -386,37 +389,20 @@ fn pgbouncer_compat(s: &Snapshot) {
             ),
         ];
         let current = s.servers.iter().filter(|v| &v.database == name).count();
-        let db_gauges: [(&'static str, f64); 7] = [
-            ("pgbouncer_databases_current_connections", current as f64),
-            (
-                "pgbouncer_databases_pool_size",
+        database_gauges(
+            &l,
+            [
+                current as f64,
                 f64::from(db.pool_size.unwrap_or(set.default_pool_size)),
-            ),
-            (
-                "pgbouncer_databases_min_pool_size",
                 f64::from(db.min_pool_size.unwrap_or(set.min_pool_size)),
-            ),
-            (
-                "pgbouncer_databases_reserve_pool",
                 f64::from(s.config.reserve_pool_size(name)),
-            ),
-            (
-                "pgbouncer_databases_max_connections",
                 f64::from(db.max_db_connections.unwrap_or(set.max_db_connections)),
-            ),
-            (
-                "pgbouncer_databases_paused",
                 f64::from(u8::from(s.gates.paused_alone(name))),
-            ),
-            (
-                "pgbouncer_databases_disabled",
                 f64::from(u8::from(s.gates.is_disabled(name))),
-            ),
-        ];
-        for (metric, v) in db_gauges {
-            gauge!(metric, &l).set(v);
-        }
+            ],
+        );
     }
+    console_database(s);
     // SHOW LISTS, under pgbouncer_exporter's names.
     let list_names = [
         ("databases", "pgbouncer_databases"),
@@ -439,6 +425,41 @@ fn pgbouncer_compat(s: &Snapshot) {
     gauge!("pgbouncer_version_info", "version" => crate::admin::VERSION).set(1.0);
     gauge!("pgbouncer_config_max_client_connections").set(f64::from(set.max_client_conn));
     gauge!("pgbouncer_config_max_user_connections").set(f64::from(set.max_user_connections));
+}
+
+/// One SHOW DATABASES row's gauges, in [`DATABASE_GAUGES`] order.
+fn database_gauges(labels: &[(&'static str, String); 6], values: [f64; 7]) {
+    for (metric, v) in DATABASE_GAUGES.into_iter().zip(values) {
+        gauge!(metric, labels).set(v);
+    }
+}
+
+const DATABASE_GAUGES: [&str; 7] = [
+    "pgbouncer_databases_current_connections",
+    "pgbouncer_databases_pool_size",
+    "pgbouncer_databases_min_pool_size",
+    "pgbouncer_databases_reserve_pool",
+    "pgbouncer_databases_max_connections",
+    "pgbouncer_databases_paused",
+    "pgbouncer_databases_disabled",
+];
+
+/// The console's SHOW DATABASES row under pgbouncer_exporter's names (its labels as the
+/// exporter makes them: host NULL -> empty).
+fn console_database(s: &Snapshot) {
+    let port = s.listen_port.to_string();
+    let l = [
+        ("name", CONSOLE_DB),
+        ("host", ""),
+        ("port", port.as_str()),
+        ("database", CONSOLE_DB),
+        ("force_user", CONSOLE_DB),
+        ("pool_mode", crate::config::PoolMode::Statement.as_str()),
+    ]
+    .map(|(k, v)| (k, v.to_string()));
+    let size = f64::from(crate::snapshot::CONSOLE_POOL_SIZE);
+    let max = f64::from(s.config.settings.max_db_connections);
+    database_gauges(&l, [0.0, size, 0.0, 0.0, max, 0.0, 0.0]);
 }
 
 /// HELP text of the pgbouncer_exporter families (its wording, shortened).

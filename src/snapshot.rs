@@ -15,6 +15,15 @@ use crate::sessions::{ClientState, SessionInfo};
 use crate::shutdown::ShutdownMode;
 use crate::stats::{Averages, Totals};
 
+/// The admin console's pseudo-database, as PgBouncer lists it in SHOW DATABASES / POOLS /
+/// STATS: one database with one pool (its user has the same name) holding every console
+/// client (those of the `pgporter` alias too), in statement mode, with no server connections.
+pub const CONSOLE_DB: &str = "pgbouncer";
+
+/// The console pool's pool_size as PgBouncer shows it. The console opens no server
+/// connections; a 0 here would trip "pool full" alerts comparing connections with pool_size.
+pub const CONSOLE_POOL_SIZE: u32 = 2;
+
 /// One pool's counts (SHOW POOLS row).
 #[derive(Debug, Clone)]
 pub struct PoolRow {
@@ -87,6 +96,8 @@ pub struct Snapshot {
     pub gates: GateState,
     pub hosts: Vec<(ServerAddr, HostState)>,
     pub shutdown: Option<ShutdownMode>,
+    /// The port the read-write listener is bound to (the console's, in SHOW DATABASES).
+    pub listen_port: u16,
     pub now_us: u64,
     pub auth_failures: Vec<(String, u64)>,
     pub rejections: Vec<(String, u64)>,
@@ -246,6 +257,7 @@ impl Snapshot {
             gates: shared.gates.state(),
             hosts: shared.hosts.all(),
             shutdown: shared.lifecycle.mode(),
+            listen_port: shared.listen_port,
             now_us,
             auth_failures: counters(&shared.stats.auth_failures),
             rejections: rejections(shared),
@@ -266,8 +278,12 @@ impl Snapshot {
 impl Snapshot {
     /// The databases SHOW DATABASES lists, sorted, each with its entry: the configured ones,
     /// and those made through `*` that have a pool (as PgBouncer lists its auto-databases).
+    /// Not the console's pseudo-database (see [`Self::console_pool`]), nor an entry named as
+    /// the console: clients asking for that name get the console, never the entry.
     pub fn databases(&self) -> Vec<(&String, &crate::config::DatabaseEntry)> {
-        let mut names: Vec<&String> = self.config.databases.keys().collect();
+        let mut names: Vec<&String> = (self.config.databases.keys())
+            .filter(|d| !crate::admin::is_admin_database(d))
+            .collect();
         if self.config.fallback_database.is_some() {
             names.extend(
                 self.pools
@@ -287,14 +303,16 @@ impl Snapshot {
             .collect()
     }
 
-    /// The users PgBouncer would list: auth_file's, `[users]`', and those known only from a
-    /// login (auth_query) or a pool (a forced user), sorted.
+    /// The users PgBouncer would list: auth_file's, `[users]`', those known only from a
+    /// login (auth_query, the console) or a pool (a forced user), and the console pool's
+    /// user `pgbouncer`, sorted.
     pub fn users(&self) -> Vec<&str> {
         let mut names: Vec<&str> = (self.config.userlist.keys())
             .chain(self.config.users.keys())
             .map(String::as_str)
             .chain(self.pools.iter().map(|p| p.user.as_str()))
-            .chain(self.clients.iter().filter(|c| !c.admin).map(|c| &*c.user))
+            .chain(self.clients.iter().map(|c| &*c.user))
+            .chain([CONSOLE_DB])
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -304,10 +322,11 @@ impl Snapshot {
     /// SHOW LISTS' rows (also pgbouncer_exporter's list gauges).
     pub fn lists(&self) -> [(&'static str, u64); 14] {
         [
-            ("databases", self.databases().len() as u64),
+            // The console's pseudo-database and its pool count, as in PgBouncer.
+            ("databases", self.databases().len() as u64 + 1),
             ("users", self.users().len() as u64),
             ("peers", 0),
-            ("pools", self.pools.len() as u64),
+            ("pools", self.pools.len() as u64 + 1),
             ("peer_pools", 0),
             ("free_clients", 0),
             ("used_clients", self.clients.len() as u64),
@@ -319,6 +338,26 @@ impl Snapshot {
             ("dns_queries", 0),
             ("dns_pending", 0),
         ]
+    }
+}
+
+impl Snapshot {
+    /// The console's pool (SHOW POOLS, pgbouncer_pools_*): every console client counts as
+    /// `cl_active`, logged in and served at once; nothing waits, no server connections.
+    pub fn console_pool(&self) -> PoolRow {
+        PoolRow {
+            database: CONSOLE_DB.to_string(),
+            endpoint: crate::routing::Endpoint::ReadWrite,
+            user: CONSOLE_DB.to_string(),
+            cl_active: self.clients.iter().filter(|c| c.admin).count() as u64,
+            cl_waiting: 0,
+            sv_active: 0,
+            sv_idle: 0,
+            sv_tested: 0,
+            sv_login: 0,
+            maxwait: Duration::ZERO,
+            pool_size: CONSOLE_POOL_SIZE,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod show_stats;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use tokio::time::Duration;
 
 use crate::app::Shared;
 use crate::control::{self, Control, ControlError};
@@ -28,8 +29,8 @@ mod proptests;
 pub use command::{parse, AdminCommand, ParseError, Show};
 pub use resultset::{ResultSet, Value};
 
-/// Names of the console's virtual database.
-pub const ADMIN_DATABASES: [&str; 2] = ["pgbouncer", "pgporter"];
+/// Names of the console's virtual database (SHOW DATABASES lists it as `pgbouncer`).
+pub const ADMIN_DATABASES: [&str; 2] = [crate::snapshot::CONSOLE_DB, "pgporter"];
 
 /// The version string of SHOW VERSION (and pgbouncer_version_info). It starts as PgBouncer's
 /// does, with the PgBouncer release whose console and metrics pgporter's follow: tools that pick their queries by
@@ -102,6 +103,11 @@ pub async fn serve(
 ) -> Result<(), Error> {
     // After an extended-protocol message: skip until Sync, then ReadyForQuery.
     let mut skipping = false;
+    // SHOW STATS' `pgbouncer` row: each command is a query and a transaction (statement
+    // mode); no bytes or time are counted, as no server is involved (as in PgBouncer).
+    let counters = shared
+        .stats
+        .pool(crate::snapshot::CONSOLE_DB, crate::snapshot::CONSOLE_DB);
     loop {
         let msg = tokio::select! {
             biased;
@@ -132,6 +138,7 @@ pub async fn serve(
                     tracing::info!(user = %session.user, command = %sql.trim(), error = %e, "admin command failed");
                     error(&mut buf, &e);
                 }
+                counters.query_done(Duration::ZERO, Some(Duration::ZERO));
                 backend::ready_for_query(&mut buf, b'I');
             }
             frontend::SYNC => {

@@ -94,6 +94,19 @@ impl ResultSet {
         debug_assert_eq!(row.len(), self.columns.len());
         self.rows.push(row);
     }
+    /// Add `row` before the first row whose first column (text) sorts after its own: rows
+    /// listed by name keep their order.
+    pub fn insert_sorted(&mut self, row: Vec<Value>) {
+        debug_assert_eq!(row.len(), self.columns.len());
+        let key = |r: &[Value]| match r.first() {
+            Some(Value::Text(t)) => Some(t.clone()),
+            _ => None,
+        };
+        let at = (self.rows.iter())
+            .position(|r| key(r) > key(&row))
+            .unwrap_or(self.rows.len());
+        self.rows.insert(at, row);
+    }
     /// Index of a column by name (tests).
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.0 == name)
@@ -176,6 +189,19 @@ mod tests {
             format_time(SystemTime::UNIX_EPOCH),
             "1970-01-01 00:00:00 UTC"
         );
+    }
+
+    #[test]
+    fn inserts_by_name() {
+        let mut rs = ResultSet::new(&[("name", Type::Text)]);
+        for n in ["app", "zoo"] {
+            rs.push(vec![n.into()]);
+        }
+        rs.insert_sorted(vec!["pgbouncer".into()]);
+        rs.insert_sorted(vec!["zzz".into()]);
+        let names: Vec<_> = rs.rows.iter().map(|r| r[0].clone()).collect();
+        let want: Vec<Value> = ["app", "pgbouncer", "zoo", "zzz"].map(Value::from).to_vec();
+        assert_eq!(names, want);
     }
 
     #[test]

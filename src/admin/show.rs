@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use super::command::Show;
 use super::resultset::{ResultSet, Type, Type::*, Value};
 use super::show_stats;
+use crate::config::PoolMode;
 use crate::sessions::ClientState;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{PoolRow, Snapshot};
 
 pub(super) fn build(what: Show, s: &Snapshot, version: &str) -> ResultSet {
     match what {
@@ -111,7 +112,36 @@ fn databases(s: &Snapshot) -> ResultSet {
             flag(s.gates.is_disabled(name)),
         ]);
     }
+    rs.insert_sorted(console_database(s));
     rs
+}
+
+/// The console's row: as PgBouncer shows it (no host, the listen port, forced user
+/// `pgbouncer`, pool_size 2, statement mode), with the server_lifetime setting as it shows
+/// for any database, and true counts: no server connections, its clients. Client caps are
+/// 0 (none): console clients are not counted against max_db_client_connections.
+fn console_database(s: &Snapshot) -> Vec<Value> {
+    use crate::snapshot::{CONSOLE_DB, CONSOLE_POOL_SIZE};
+    let set = &s.config.settings;
+    vec![
+        CONSOLE_DB.into(),
+        Value::Null,
+        s.listen_port.into(),
+        CONSOLE_DB.into(),
+        CONSOLE_DB.into(),
+        CONSOLE_POOL_SIZE.into(),
+        0u32.into(),
+        0u32.into(),
+        u64::from(u32::try_from(set.server_lifetime.as_secs()).unwrap_or(u32::MAX)).into(),
+        PoolMode::Statement.as_str().into(),
+        Value::Null,
+        set.max_db_connections.into(),
+        0u32.into(),
+        0u32.into(),
+        s.console_pool().cl_active.into(),
+        0u32.into(),
+        0u32.into(),
+    ]
 }
 
 fn pools(s: &Snapshot) -> ResultSet {
@@ -135,27 +165,32 @@ fn pools(s: &Snapshot) -> ResultSet {
         ("load_balance_hosts", Text),
     ]);
     for p in &s.pools {
-        rs.push(vec![
-            p.label().as_ref().into(),
-            p.user.as_str().into(),
-            p.cl_active.into(),
-            p.cl_waiting.into(),
-            0u32.into(),
-            0u32.into(),
-            p.sv_active.into(),
-            0u32.into(),
-            0u32.into(),
-            p.sv_idle.into(),
-            0u32.into(),
-            p.sv_tested.into(),
-            p.sv_login.into(),
-            p.maxwait.as_secs().into(),
-            p.maxwait.subsec_micros().into(),
-            s.config.pool_mode(&p.database, &p.user).as_str().into(),
-            Value::Null,
-        ]);
+        rs.push(pool_row(p, s.config.pool_mode(&p.database, &p.user)));
     }
+    rs.insert_sorted(pool_row(&s.console_pool(), PoolMode::Statement));
     rs
+}
+
+fn pool_row(p: &PoolRow, mode: PoolMode) -> Vec<Value> {
+    vec![
+        p.label().as_ref().into(),
+        p.user.as_str().into(),
+        p.cl_active.into(),
+        p.cl_waiting.into(),
+        0u32.into(),
+        0u32.into(),
+        p.sv_active.into(),
+        0u32.into(),
+        0u32.into(),
+        p.sv_idle.into(),
+        0u32.into(),
+        p.sv_tested.into(),
+        p.sv_login.into(),
+        p.maxwait.as_secs().into(),
+        p.maxwait.subsec_micros().into(),
+        mode.as_str().into(),
+        Value::Null,
+    ]
 }
 
 const SOCKET_COLUMNS: &[(&str, Type)] = &[
@@ -347,11 +382,8 @@ fn users(s: &Snapshot) -> ResultSet {
     for name in s.users() {
         let entry = s.config.users.get(name);
         let servers = s.servers.iter().filter(|v| v.user == name).count() as u64;
-        let clients = s
-            .clients
-            .iter()
-            .filter(|c| !c.admin && *c.user == *name)
-            .count() as u64;
+        // Console clients too (as PgBouncer counts them).
+        let clients = s.clients.iter().filter(|c| *c.user == *name).count() as u64;
         rs.push(vec![
             name.into(),
             // As PgBouncer: the user's own value, empty when it has none.

@@ -222,7 +222,8 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
     assert!(columns(&users[0]).contains(&"max_user_connections"));
     find(&users, "name", &ops.user);
     let lists = rows(&admin, "SHOW LISTS").await;
-    assert_eq!(find(&lists, "list", "databases").get("items"), Some("1"));
+    // The database and the console's `pgbouncer`, as PgBouncer counts them.
+    assert_eq!(find(&lists, "list", "databases").get("items"), Some("2"));
     let state = rows(&admin, "SHOW STATE").await;
     assert_eq!(find(&state, "key", "active").get("value"), Some("yes"));
     // PgBouncer's form, naming the release whose console this follows, then pgporter's own.
@@ -357,7 +358,7 @@ async fn show_commands_have_pgbouncer_columns_and_counts() {
     );
     assert!(page.contains("pgbouncer_databases_pool_size{"), "{page}");
     // pgbouncer_exporter's SHOW LISTS gauges, version and HELP lines.
-    assert_eq!(sample(&page, "pgbouncer_databases"), Some(1.0), "{page}");
+    assert_eq!(sample(&page, "pgbouncer_databases"), Some(2.0), "{page}");
     assert!(
         page.contains("pgbouncer_version_info{version=\"PgBouncer 1.24.1 (pgporter "),
         "{page}"

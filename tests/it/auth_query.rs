@@ -52,7 +52,8 @@ async fn user_missing_from_auth_file_is_looked_up() {
         admin.simple_query("SHOW LISTS").await.expect("SHOW LISTS"),
         1,
     );
-    assert!(lists.contains(&"users=2".to_string()), "{lists:?}");
+    // The auth_file's user, the one auth_query found, and the console's `pgbouncer`.
+    assert!(lists.contains(&"users=3".to_string()), "{lists:?}");
 
     for (user, password) in [(fx.user.as_str(), "wrong"), ("no_such_role_here", "x")] {
         let err = tokio::time::timeout(

@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod admin_console;
 mod admin_sessions;
 mod audit;
 mod auth;

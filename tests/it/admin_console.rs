@@ -1,0 +1,140 @@
+//! The console as PgBouncer shows it to itself: the `pgbouncer` pseudo-database in SHOW
+//! DATABASES / POOLS / STATS / USERS / LISTS and in the pgbouncer_exporter metrics.
+
+use crate::admin::{find, rows, Ops};
+use crate::support::http::{get, sample};
+
+/// PgBouncer lists its console as a database `pgbouncer` with one pool (user `pgbouncer`,
+/// statement mode, pool_size 2) holding the console clients, and counts each console command
+/// as a query and a transaction in SHOW STATS; pgbouncer_exporter publishes those rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_listed_as_the_pgbouncer_database() {
+    // An entry named as the console is never reached (the console answers): not listed.
+    let ops = Ops::new("[databases]\npgporter = host=127.0.0.1 port=9 dbname=x").await;
+    let app = ops.client().await;
+    app.simple_query("select 1").await.expect("select");
+    let admin = ops.admin().await;
+    // The stats user comes in through the `pgporter` alias: the same pseudo-database.
+    let stats = ops.stats_user().await;
+    for _ in 0..3 {
+        rows(&stats, "SHOW VERSION").await;
+    }
+    // Three commands answered before this one.
+    let totals = rows(&admin, "SHOW STATS_TOTALS").await;
+    let console = find(&totals, "database", "pgbouncer");
+    assert_eq!(console.get("query_count"), Some("3"));
+    assert_eq!(console.get("xact_count"), Some("3"));
+    for no_server in ["server_assignment_count", "bytes_received", "query_time"] {
+        assert_eq!(console.get(no_server), Some("0"), "{no_server}");
+    }
+    let stats_rows = rows(&admin, "SHOW STATS").await;
+    let names: Vec<&str> = stats_rows
+        .iter()
+        .filter_map(|r| r.get("database"))
+        .collect();
+    assert_eq!(names, [ops.db.as_str(), "pgbouncer"], "sorted by name");
+    assert_eq!(
+        find(&stats_rows, "database", "pgbouncer").get("total_query_count"),
+        Some("4")
+    );
+
+    let dbs = rows(&admin, "SHOW DATABASES").await;
+    let names: Vec<&str> = dbs.iter().filter_map(|r| r.get("name")).collect();
+    assert_eq!(names, [ops.db.as_str(), "pgbouncer"]);
+    let db = find(&dbs, "name", "pgbouncer");
+    let port = ops.porter.port().to_string();
+    for (column, value) in [
+        ("host", None),
+        ("port", Some(port.as_str())),
+        ("database", Some("pgbouncer")),
+        ("force_user", Some("pgbouncer")),
+        ("pool_size", Some("2")),
+        ("reserve_pool_size", Some("0")),
+        ("server_lifetime", Some("3600")),
+        ("pool_mode", Some("statement")),
+        ("load_balance_hosts", None),
+        ("current_connections", Some("0")),
+        ("current_client_connections", Some("2")),
+        ("paused", Some("0")),
+        ("disabled", Some("0")),
+    ] {
+        assert_eq!(db.get(column), value, "SHOW DATABASES {column}");
+    }
+
+    let pools = rows(&admin, "SHOW POOLS").await;
+    let pool = find(&pools, "database", "pgbouncer");
+    for (column, value) in [
+        ("user", "pgbouncer"),
+        ("cl_active", "2"),
+        ("cl_waiting", "0"),
+        ("sv_active", "0"),
+        ("sv_idle", "0"),
+        ("sv_login", "0"),
+        ("pool_mode", "statement"),
+    ] {
+        assert_eq!(pool.get(column), Some(value), "SHOW POOLS {column}");
+    }
+    assert_eq!(
+        find(&pools, "database", &ops.db).get("cl_active"),
+        Some("1")
+    );
+
+    let users = rows(&admin, "SHOW USERS").await;
+    assert_eq!(
+        find(&users, "name", "pgbouncer").get("current_connections"),
+        Some("0")
+    );
+    // A console client counts for its user, as in PgBouncer.
+    assert_eq!(
+        find(&users, "name", &ops.admin).get("current_client_connections"),
+        Some("1")
+    );
+    let lists = rows(&admin, "SHOW LISTS").await;
+    assert_eq!(find(&lists, "list", "databases").get("items"), Some("2"));
+    assert_eq!(find(&lists, "list", "pools").get("items"), Some("2"));
+    assert_eq!(find(&lists, "list", "used_clients").get("items"), Some("3"));
+    let clients = rows(&admin, "SHOW CLIENTS").await;
+    assert_eq!(
+        find(&clients, "user", &ops.stats).get("database"),
+        Some("pgporter")
+    );
+
+    // The exporter's families carry the same rows; pgporter's own stay about the pools.
+    let (status, page) = get(ops.porter.http_addr(), "/metrics").await;
+    assert_eq!(status, 200);
+    let console_pool = "{database=\"pgbouncer\",user=\"pgbouncer\"}";
+    assert_eq!(
+        sample(
+            &page,
+            &format!("pgbouncer_pools_client_active_connections{console_pool}")
+        ),
+        Some(2.0),
+        "{page}"
+    );
+    let console_db = format!(
+        "{{name=\"pgbouncer\",host=\"\",port=\"{port}\",database=\"pgbouncer\",\
+         force_user=\"pgbouncer\",pool_mode=\"statement\"}}"
+    );
+    assert_eq!(
+        sample(&page, &format!("pgbouncer_databases_pool_size{console_db}")),
+        Some(2.0),
+        "{page}"
+    );
+    // The ten commands above.
+    assert_eq!(
+        sample(
+            &page,
+            "pgbouncer_stats_totals_queries_pooled_total{database=\"pgbouncer\"}"
+        ),
+        Some(10.0),
+        "{page}"
+    );
+    assert_eq!(sample(&page, "pgbouncer_databases"), Some(2.0));
+    assert_eq!(sample(&page, "pgbouncer_pools"), Some(2.0));
+    assert!(
+        !page
+            .lines()
+            .any(|l| l.starts_with("pgporter_") && l.contains("\"pgbouncer\"")),
+        "{page}"
+    );
+}
