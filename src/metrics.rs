@@ -259,7 +259,12 @@ fn native(s: &Snapshot) {
         gauge!(CLIENT_MAXWAIT, &labels).set(p.maxwait.as_secs_f64());
     }
     for v in &s.servers {
-        *by_host.entry((v.addr.to_string(), v.state)).or_default() += 1;
+        // As pgporter_server_connections names it.
+        let state = match v.state {
+            crate::snapshot::SERVER_LOGIN => "login",
+            other => other,
+        };
+        *by_host.entry((v.addr.to_string(), state)).or_default() += 1;
     }
     for ((host, state), n) in by_host {
         gauge!(SERVER_CONNECTIONS_BY_HOST, "host" => host, "state" => state).set(n as f64);

@@ -60,6 +60,10 @@ pub fn pool_label(db: &str, endpoint: crate::routing::Endpoint) -> std::borrow::
     }
 }
 
+/// SHOW SERVERS' state of a connection being opened and logged in (PgBouncer's word; its
+/// SHOW POOLS counts them as `sv_login`).
+pub const SERVER_LOGIN: &str = "new";
+
 /// One server connection (SHOW SERVERS row).
 #[derive(Debug, Clone)]
 pub struct ServerRow {
@@ -165,6 +169,9 @@ impl Snapshot {
                     local: s.local,
                     prepared: s.prepared,
                 });
+            }
+            for (started, seen) in pool.logins() {
+                servers.push(login_row(db, user, &pool.target.addr, started, seen));
             }
             pools.push(PoolRow {
                 database: db.to_string(),
@@ -380,6 +387,32 @@ fn active_row(c: &SessionInfo, reconnect_before_us: u64) -> Option<ServerRow> {
         local: link.local,
         prepared: link.prepared.load(std::sync::atomic::Ordering::Relaxed) as usize,
     })
+}
+
+/// SHOW SERVERS' row for a connection still logging in: PgBouncer's state `new`; no client,
+/// the backend pid once known (else 0), the pool's address until a host is being tried.
+fn login_row(
+    db: &str,
+    user: &str,
+    target: &ServerAddr,
+    started: SystemTime,
+    seen: crate::server::LoginSeen,
+) -> ServerRow {
+    ServerRow {
+        database: db.to_string(),
+        user: user.to_string(),
+        state: SERVER_LOGIN,
+        addr: seen.addr.unwrap_or_else(|| target.clone()),
+        pid: seen.pid,
+        connect_time: started,
+        request_time: started,
+        link: None,
+        close_needed: false,
+        application_name: String::new(),
+        tls: None,
+        local: seen.local,
+        prepared: 0,
+    }
 }
 
 /// /readyz: config loaded and listening (true once the app runs), not draining, and every

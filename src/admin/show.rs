@@ -304,7 +304,8 @@ fn server_rows(s: &Snapshot, active_only: bool) -> impl Iterator<Item = Vec<Valu
             0u32.into(),
             0u32.into(),
             u32::from(v.close_needed).into(),
-            format!("{:x}", v.pid).into(),
+            // None yet for a connection logging in (no backend pid).
+            (v.pid != 0).then(|| format!("{:x}", v.pid)).into(),
             v.link.map(|l| format!("{l:x}")).into(),
             v.pid.into(),
             v.tls.map(|t| t.to_string()).unwrap_or_default().into(),

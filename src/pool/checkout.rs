@@ -14,7 +14,7 @@ use super::limits::Blocker;
 use super::waiters::Identity;
 use super::{Grant, Pool, PoolError, PoolSettings};
 use crate::routing;
-use crate::server::ServerConn;
+use crate::server::{Login, ServerConn};
 
 impl Pool {
     /// Get a server connection for a client of `identity`: an idle one, a new one if the
@@ -126,9 +126,12 @@ impl Pool {
         extra_params: super::ConnectParams<'_>,
         settings: &PoolSettings,
     ) -> Result<ServerConn, PoolError> {
+        let login = Arc::new(Login::default());
+        self.lock().logins.push(Arc::clone(&login));
         let mut slot = SlotGuard {
             pool: self,
             holder,
+            login,
             armed: true,
         };
         let mut conn = routing::connect(
@@ -136,8 +139,10 @@ impl Pool {
             &self.effective_target(),
             &extra_params(),
             settings.dial,
+            Some(&slot.login),
         )
         .await?;
+        slot.login.logged_in(conn.pid());
         if let Some(sql) = &settings.connect_query {
             match crate::server::simple_query(&mut conn, sql).await {
                 Ok(crate::server::QueryOutcome::Done(_)) => {}
@@ -157,6 +162,8 @@ impl Pool {
         if inner.welcome.is_none() {
             inner.welcome = Some(std::sync::Arc::new(conn.reported.clone()));
         }
+        // Before `slot` (declared earlier, dropped later) takes the lock to unlist the login.
+        drop(inner);
         Ok(conn)
     }
 
@@ -284,16 +291,18 @@ fn lent(mut conn: ServerConn, identity: &Identity, now: Instant) -> (ServerConn,
     (conn, Some(idle_for))
 }
 
-/// A counted slot being connected; dropped armed (connect failed or was cancelled), it frees
-/// the slot.
+/// A counted slot being connected, listed as a login (SHOW SERVERS) until dropped; dropped
+/// armed (connect failed or was cancelled), it frees the slot too.
 struct SlotGuard<'p> {
     pool: &'p Pool,
     holder: Option<&'p Identity>,
+    login: Arc<Login>,
     armed: bool,
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
+        (self.pool.lock().logins).retain(|l| !Arc::ptr_eq(l, &self.login));
         if self.armed {
             self.pool.forget(self.holder.map(|h| &**h));
         }

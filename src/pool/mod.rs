@@ -118,6 +118,8 @@ struct Inner {
     welcome: Option<Arc<Vec<(String, String)>>>,
     /// This pool's limits under the last configuration snapshot a dispatch saw.
     resolved: Option<limits::Resolved>,
+    /// Connections being opened and logged in (part of `total`; SHOW SERVERS `new`).
+    logins: Vec<Arc<crate::server::Login>>,
 }
 
 #[derive(Debug)]

@@ -23,6 +23,12 @@ pub struct IdleServer {
 }
 
 impl Pool {
+    /// The server connections being opened and logged in right now.
+    pub fn logins(&self) -> Vec<(std::time::SystemTime, crate::server::LoginSeen)> {
+        let logins = self.lock().logins.clone();
+        logins.iter().map(|l| (l.started, l.seen())).collect()
+    }
+
     /// The idle server connections right now.
     pub fn idle_servers(&self) -> Vec<IdleServer> {
         self.lock()

@@ -241,7 +241,7 @@ async fn connect(target: &ServerTarget, cfg: &MonitorSettings) -> Result<ServerC
         timeout: cfg.connect_timeout,
         socket: crate::net::SocketOptions::default(),
     };
-    server::connect(target, &params, dial).await
+    server::connect(target, &params, dial, None).await
 }
 
 fn observation(

@@ -232,12 +232,13 @@ impl Hosts {
 
 /// Open a server connection on a host `set` allows, tagged with that host. Hosts that fail
 /// are skipped (and their monitor poked); with no eligible host left, waits for a host change
-/// up to the set's failover wait.
+/// up to the set's failover wait. `login` follows the attempt in progress (SHOW SERVERS).
 pub async fn connect(
     set: &HostSet,
     target: &ServerTarget,
     extra_params: &[(String, String)],
     dial: crate::net::Dial,
+    login: Option<&server::Login>,
 ) -> Result<ServerConn, RouteError> {
     let mut deadline = None;
     let mut changes = set.changed.subscribe();
@@ -254,7 +255,7 @@ pub async fn connect(
                 addr: host.addr.clone(),
                 ..target.clone()
             };
-            match server::connect(&target, extra_params, dial).await {
+            match server::connect(&target, extra_params, dial, login).await {
                 Ok(mut conn) => {
                     let seen = conn
                         .params

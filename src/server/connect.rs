@@ -9,22 +9,24 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{timeout, Duration, Instant};
 
 use super::auth::{authenticate, rejected};
-use super::{ServerAddr, ServerConn, ServerError, ServerTarget};
+use super::{Login, ServerAddr, ServerConn, ServerError, ServerTarget};
 use crate::net::Stream;
 use crate::protocol::backend;
 use crate::protocol::startup::{CancelKey, SSL_REQUEST_CODE};
 use crate::protocol::{FramedConn, ProtocolError, MAX_CONTROL_MESSAGE};
 use crate::tls::ServerTls;
 
-/// Open and log in a server connection, all within `limit`.
+/// Open and log in a server connection, all within `limit`; `login`, if given, follows the
+/// phases (SHOW SERVERS).
 pub async fn connect(
     target: &ServerTarget,
     extra_params: &[(String, String)],
     dial: crate::net::Dial,
+    login: Option<&Login>,
 ) -> Result<ServerConn, ServerError> {
     timeout(
         dial.timeout,
-        connect_inner(target, extra_params, dial.socket),
+        connect_inner(target, extra_params, dial.socket, login),
     )
     .await
     .map_err(|_| ServerError::Timeout)?
@@ -34,8 +36,15 @@ async fn connect_inner(
     target: &ServerTarget,
     extra_params: &[(String, String)],
     socket: crate::net::SocketOptions,
+    login: Option<&Login>,
 ) -> Result<ServerConn, ServerError> {
+    if let Some(login) = login {
+        login.trying(&target.addr);
+    }
     let mut stream = open(&target.addr).await?;
+    if let Some(login) = login {
+        login.opened(stream.local_addr());
+    }
     if let Stream::Tcp(tcp) = &stream {
         socket.apply(tcp).map_err(|source| ServerError::Connect {
             addr: target.addr.to_string(),

@@ -2,6 +2,7 @@
 
 mod auth;
 mod connect;
+mod login;
 mod query;
 pub mod statements;
 
@@ -20,6 +21,7 @@ use crate::tls::ServerTls;
 
 pub use connect::connect;
 pub(crate) use connect::send_cancel;
+pub use login::{Login, LoginSeen};
 pub use query::{query_row, simple_query, QueryOutcome};
 pub(crate) use query::{queue_queries, read_answer, send_queries};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use crate::support::http::{get, sample};
-use crate::support::{cluster, cmd, connect, db_error, spawn_pgporter, Porter, HANG};
+use crate::support::{cluster, cmd, connect, db_error, spawn_pgporter, PgCluster, Porter, HANG};
 
 pub(crate) const ADMIN_PW: &str = "adm1n-pw";
 
@@ -22,7 +22,11 @@ pub(crate) struct Ops {
 
 impl Ops {
     pub(crate) async fn new(extra: &str) -> Ops {
-        let cluster = cluster().await;
+        Ops::on(cluster().await, extra).await
+    }
+
+    /// As [`Ops::new`], on a given cluster (e.g. a private one).
+    pub(crate) async fn on(cluster: &PgCluster, extra: &str) -> Ops {
         let user = cluster.unique_name("u");
         let db = cluster.unique_name("db");
         let admin = cluster.unique_name("adm");

@@ -1,8 +1,12 @@
 //! The console as PgBouncer shows it to itself: the `pgbouncer` pseudo-database in SHOW
 //! DATABASES / POOLS / STATS / USERS / LISTS and in the pgbouncer_exporter metrics.
 
+use std::time::Duration;
+
 use crate::admin::{find, rows, Ops};
+use crate::faults_server::signal;
 use crate::support::http::{get, sample};
+use crate::support::{PgCluster, HANG};
 
 /// PgBouncer lists its console as a database `pgbouncer` with one pool (user `pgbouncer`,
 /// statement mode, pool_size 2) holding the console clients, and counts each console command
@@ -137,4 +141,73 @@ async fn the_console_is_listed_as_the_pgbouncer_database() {
             .any(|l| l.starts_with("pgporter_") && l.contains("\"pgbouncer\"")),
         "{page}"
     );
+}
+
+/// A server connection still logging in is listed by SHOW SERVERS in PgBouncer's state
+/// `new` (counted as `sv_login` in SHOW POOLS): where it goes, pgporter's end of the socket,
+/// no backend pid yet. Held there by a stopped postmaster (the kernel accepts the TCP
+/// connection; nobody answers the startup packet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_connection_logging_in_is_listed_as_new() {
+    let pg: &'static PgCluster = Box::leak(Box::new(PgCluster::start_private().await));
+    let ops = Ops::on(pg, "server_connect_timeout = 30").await;
+    let admin = ops.admin().await;
+    let postmaster = pg.postmaster_pid();
+    signal(postmaster, "-STOP");
+    // The first client's login needs a server connection (its welcome parameters).
+    let connstring = ops.porter.connstring(&ops.user, "pw", &ops.db);
+    let client = tokio::spawn(async move { crate::support::connect(&connstring).await });
+    let deadline = tokio::time::Instant::now() + HANG;
+    let servers = loop {
+        let servers = rows(&admin, "SHOW SERVERS").await;
+        if servers.iter().any(|s| s.get("database") == Some(&ops.db)) {
+            break servers;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no server row while logging in"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let port = pg.port().to_string();
+    let server = find(&servers, "database", &ops.db);
+    for (column, value) in [
+        ("type", Some("S")),
+        ("user", Some(ops.user.as_str())),
+        ("state", Some("new")),
+        ("addr", Some("127.0.0.1")),
+        ("port", Some(port.as_str())),
+        ("local_addr", Some("127.0.0.1")),
+        ("link", None),
+        ("remote_pid", Some("0")),
+    ] {
+        assert_eq!(server.get(column), value, "SHOW SERVERS {column}");
+    }
+    assert_ne!(server.get("local_port"), Some("0"));
+    let pools = rows(&admin, "SHOW POOLS").await;
+    assert_eq!(find(&pools, "database", &ops.db).get("sv_login"), Some("1"));
+    let dbs = rows(&admin, "SHOW DATABASES").await;
+    assert_eq!(
+        find(&dbs, "name", &ops.db).get("current_connections"),
+        Some("1")
+    );
+    let (_, page) = get(ops.porter.http_addr(), "/metrics").await;
+    let host =
+        format!("pgporter_host_server_connections{{host=\"127.0.0.1:{port}\",state=\"login\"}}");
+    assert_eq!(sample(&page, &host), Some(1.0), "{page}");
+
+    signal(postmaster, "-CONT");
+    let client = tokio::time::timeout(HANG, client)
+        .await
+        .expect("login after SIGCONT")
+        .expect("client task");
+    client.simple_query("select 1").await.expect("select");
+    let servers = rows(&admin, "SHOW SERVERS").await;
+    let states: Vec<&str> = (servers.iter())
+        .filter(|s| s.get("database") == Some(&ops.db))
+        .filter_map(|s| s.get("state"))
+        .collect();
+    assert_eq!(states, ["active"]);
+    drop(client);
+    pg.stop_now().await;
 }
