@@ -290,7 +290,9 @@ pub fn admin_sqlstate(e: &crate::admin::AdminError) -> &'static str {
         AdminError::Parse(ParseError::Invalid(_) | ParseError::BadClientId(_))
         | AdminError::Parse(ParseError::DatabaseRequired) => sqlstate::SYNTAX_ERROR,
         AdminError::NotAllowed => sqlstate::INSUFFICIENT_PRIVILEGE,
-        AdminError::ExtendedProtocol => sqlstate::FEATURE_NOT_SUPPORTED,
+        AdminError::ExtendedProtocol | AdminError::NoOnlineRestart => {
+            sqlstate::FEATURE_NOT_SUPPORTED
+        }
         AdminError::Control(c) => match c {
             ControlError::NoSuchDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
             ControlError::NoSuchClient => sqlstate::UNDEFINED_OBJECT,

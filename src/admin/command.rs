@@ -27,6 +27,9 @@ pub enum Show {
     DnsZones,
     State,
     Mem,
+    /// PgBouncer's file descriptors for an online restart: its columns, no rows (pgporter
+    /// hands no sockets over).
+    Fds,
     /// pgporter: backend hosts, role, health, lag.
     Hosts,
     /// pgporter: per client identity.
@@ -50,15 +53,18 @@ pub enum AdminCommand {
     KillClient(u64),
     Reload,
     Shutdown(ShutdownMode),
+    /// PgBouncer's first step of an online restart (`-R`); refused: pgporter has none.
+    Suspend,
 }
 
 impl AdminCommand {
-    /// True for commands that change state (admin_users only; stats_users may only SHOW).
+    /// True for commands that change state (admin_users only; stats_users may only SHOW),
+    /// and for SHOW FDS (PgBouncer's shows cancel keys and passwords: admin_users only).
     pub fn needs_admin(&self) -> bool {
         !matches!(
             self,
             AdminCommand::Show(_) | AdminCommand::ShowParam(_) | AdminCommand::Set(_)
-        )
+        ) || *self == AdminCommand::Show(Show::Fds)
     }
 }
 
@@ -102,6 +108,7 @@ pub fn parse(sql: &str) -> Result<AdminCommand, ParseError> {
             AdminCommand::KillClient(id)
         }
         "reload" if arg.is_none() => AdminCommand::Reload,
+        "suspend" if arg.is_none() => AdminCommand::Suspend,
         "shutdown" => AdminCommand::Shutdown(match arg.map(|a| a.to_ascii_lowercase()) {
             None => ShutdownMode::Immediate,
             Some(a) if a == "wait_for_clients" => ShutdownMode::WaitForClients,
@@ -135,6 +142,7 @@ fn show(what: &str) -> AdminCommand {
         "dns_zones" => Show::DnsZones,
         "state" => Show::State,
         "mem" => Show::Mem,
+        "fds" => Show::Fds,
         "hosts" => Show::Hosts,
         "identities" => Show::Identities,
         other => return AdminCommand::ShowParam(other.to_string()),
@@ -236,6 +244,8 @@ mod tests {
         );
         assert_eq!(parse("KILL_CLIENT 42"), Ok(AdminCommand::KillClient(42)));
         assert_eq!(parse("reload"), Ok(AdminCommand::Reload));
+        assert_eq!(parse("suspend;"), Ok(AdminCommand::Suspend));
+        assert_eq!(parse("SHOW FDS"), Ok(AdminCommand::Show(Show::Fds)));
         assert_eq!(parse("wait_close"), Ok(AdminCommand::WaitClose(None)));
         assert_eq!(
             parse("WAIT_CLOSE db1"),
@@ -291,6 +301,7 @@ mod tests {
             Err(ParseError::Invalid(_))
         ));
         assert!(matches!(parse("reload now"), Err(ParseError::Invalid(_))));
+        assert!(matches!(parse("suspend db"), Err(ParseError::Invalid(_))));
     }
 
     #[test]
@@ -298,5 +309,7 @@ mod tests {
         assert!(!parse("show pools").unwrap().needs_admin());
         assert!(parse("pause").unwrap().needs_admin());
         assert!(parse("reload").unwrap().needs_admin());
+        assert!(parse("suspend").unwrap().needs_admin());
+        assert!(parse("show fds").unwrap().needs_admin());
     }
 }

@@ -64,6 +64,21 @@ pub enum AdminError {
     Control(#[from] ControlError),
     #[error("the admin console supports only the simple query protocol")]
     ExtendedProtocol,
+    #[error("SUSPEND is not supported: pgporter has no online restart (-R)")]
+    NoOnlineRestart,
+}
+
+impl AdminError {
+    /// What to do instead, when there is a better way.
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            AdminError::NoOnlineRestart => Some(
+                "Restart with so_reuseport: start the new pgporter on the same port, \
+                 then drain the old one (SIGTERM, or SHUTDOWN WAIT_FOR_CLIENTS).",
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// ParameterStatus values the console reports (psql and drivers look for these).
@@ -174,7 +189,7 @@ fn error(buf: &mut BytesMut, e: &AdminError) {
         Severity::Error,
         admin_sqlstate(e),
         &e.to_string(),
-        None,
+        e.hint(),
     );
 }
 
@@ -235,6 +250,7 @@ async fn execute(
         AdminCommand::KillClient(id) => (Control::KillClient(id), "KILL_CLIENT"),
         AdminCommand::Reload => (Control::Reload, "RELOAD"),
         AdminCommand::Shutdown(mode) => (Control::Shutdown(mode), "SHUTDOWN"),
+        AdminCommand::Suspend => return Err(AdminError::NoOnlineRestart),
     };
     control::apply(shared, control).await?;
     resultset::command_complete(buf, tag);
@@ -253,7 +269,7 @@ fn help(buf: &mut BytesMut) {
     let text = "Console usage\n\
         \tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
         \tSHOW PEERS|PEER_POOLS\n\
-        \tSHOW SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n\
+        \tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n\
         \tSHOW DNS_HOSTS|DNS_ZONES\n\
         \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
         \tSHOW HOSTS|IDENTITIES (pgporter)\n\
@@ -267,6 +283,7 @@ fn help(buf: &mut BytesMut) {
         \tWAIT_CLOSE [<db>]\n\
         \tKILL [<db>]\n\
         \tKILL_CLIENT <client_id>\n\
+        \tSUSPEND (refused: no online restart, see so_reuseport)\n\
         \tSHUTDOWN\n\
         \tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS";
     backend::error_response(buf, Severity::Notice, "00000", text, None);

@@ -10,6 +10,7 @@ pub enum Type {
     Int4,
     Int8,
     Numeric,
+    Bytea,
     /// A point in time, sent as text `YYYY-MM-DD HH:MM:SS UTC` (PgBouncer's type and form).
     Timestamp,
 }
@@ -21,13 +22,14 @@ impl Type {
             Type::Int4 => 23,
             Type::Int8 => 20,
             Type::Numeric => 1700,
+            Type::Bytea => 17,
         }
     }
     fn size(self) -> i16 {
         match self {
             Type::Int4 => 4,
             Type::Int8 => 8,
-            Type::Text | Type::Numeric | Type::Timestamp => -1,
+            Type::Text | Type::Numeric | Type::Bytea | Type::Timestamp => -1,
         }
     }
 }

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use crate::admin::{find, rows, Ops};
+use crate::admin::{find, rows, Ops, ADMIN_PW};
 use crate::faults_server::signal;
 use crate::support::http::{get, sample};
-use crate::support::{PgCluster, HANG};
+use crate::support::raw::RawClient;
+use crate::support::{db_error, PgCluster, HANG};
 
 /// PgBouncer lists its console as a database `pgbouncer` with one pool (user `pgbouncer`,
 /// statement mode, pool_size 2) holding the console clients, and counts each console command
@@ -210,4 +211,98 @@ async fn a_server_connection_logging_in_is_listed_as_new() {
     assert_eq!(states, ["active"]);
     drop(client);
     pg.stop_now().await;
+}
+
+/// PgBouncer's online restart (`-R`: SUSPEND, then SHOW FDS over the unix socket) has no
+/// counterpart in pgporter. SHOW FDS answers with PgBouncer's columns and types and no rows
+/// (no sockets to hand over); SUSPEND is refused, saying why and what to do instead. Both
+/// need admin_users, as in PgBouncer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_fds_is_empty_and_suspend_is_refused() {
+    let ops = Ops::new("").await;
+    let app = ops.client().await;
+    app.simple_query("select 1").await.expect("select");
+    let mut admin = RawClient::login(ops.porter.addr(), &ops.admin, ADMIN_PW, "pgbouncer").await;
+    admin.query("SHOW FDS").await;
+    let msgs = admin.until_ready().await.expect("an answer");
+    let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"TCZ", "a RowDescription, no rows");
+    assert_eq!(
+        described(&msgs[0].body),
+        [
+            ("fd", 23),
+            ("task", 25),
+            ("user", 25),
+            ("database", 25),
+            ("addr", 25),
+            ("port", 23),
+            ("cancel", 20),
+            ("link", 23),
+            ("client_encoding", 25),
+            ("std_strings", 25),
+            ("datestyle", 25),
+            ("timezone", 25),
+            ("password", 25),
+            ("scram_client_key", 17),
+            ("scram_server_key", 17),
+        ]
+        .map(|(n, t)| (n.to_string(), t))
+    );
+    assert!(msgs[1].body.starts_with(b"SHOW\0"));
+
+    let console = ops.admin().await;
+    let e = console.simple_query("SUSPEND").await.expect_err("suspend");
+    let e = db_error(&e);
+    assert_eq!(e.code().code(), "0A000");
+    assert!(e.message().contains("online restart"), "{}", e.message());
+    assert!(
+        e.hint().is_some_and(|h| h.contains("so_reuseport")),
+        "{e:?}"
+    );
+    // Nothing was suspended: the pool still serves, the console still answers.
+    app.simple_query("select 1")
+        .await
+        .expect("served after SUSPEND");
+    let state = rows(&console, "SHOW STATE").await;
+    assert_eq!(find(&state, "key", "suspended").get("value"), Some("no"));
+    let e = console.simple_query("SUSPEND db").await.expect_err("arg");
+    assert_eq!(db_error(&e).code().code(), "42601");
+
+    let stats = ops.stats_user().await;
+    for cmd in ["SHOW FDS", "SUSPEND"] {
+        let e = stats.simple_query(cmd).await.expect_err(cmd);
+        let e = db_error(&e);
+        assert_eq!(
+            (e.code().code(), e.message()),
+            ("42501", "admin access needed"),
+            "{cmd}"
+        );
+    }
+    // SHOW HELP lists both, where PgBouncer's does, SUSPEND saying it is refused.
+    let (help, mut notices) = crate::support::connect_with_messages(&ops.porter.connstring(
+        &ops.admin,
+        ADMIN_PW,
+        "pgbouncer",
+    ))
+    .await;
+    help.simple_query("SHOW HELP").await.expect("help");
+    let text = match notices.recv().await {
+        Some(tokio_postgres::AsyncMessage::Notice(n)) => n.message().to_string(),
+        other => panic!("no notice: {other:?}"),
+    };
+    assert!(text.contains("\tSHOW FDS|SOCKETS|"), "{text}");
+    assert!(text.contains("\tSUSPEND (refused"), "{text}");
+}
+
+/// RowDescription's columns: (name, type oid).
+fn described(body: &[u8]) -> Vec<(String, u32)> {
+    let mut rest = &body[2..];
+    let mut out = Vec::new();
+    while let Some(nul) = rest.iter().position(|&b| b == 0) {
+        let name = String::from_utf8_lossy(&rest[..nul]).into_owned();
+        let oid = u32::from_be_bytes(rest[nul + 7..nul + 11].try_into().expect("type oid"));
+        out.push((name, oid));
+        rest = &rest[nul + 19..];
+    }
+    out
 }
