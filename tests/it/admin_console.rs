@@ -155,13 +155,25 @@ async fn a_server_connection_logging_in_is_listed_as_new() {
     let admin = ops.admin().await;
     let postmaster = pg.postmaster_pid();
     signal(postmaster, "-STOP");
+    // Continued however the test ends (a stopped postmaster outlives a failed assertion).
+    struct Continue(i32);
+    impl Drop for Continue {
+        fn drop(&mut self) {
+            signal(self.0, "-CONT");
+        }
+    }
+    let stopped = Continue(postmaster);
     // The first client's login needs a server connection (its welcome parameters).
     let connstring = ops.porter.connstring(&ops.user, "pw", &ops.db);
     let client = tokio::spawn(async move { crate::support::connect(&connstring).await });
     let deadline = tokio::time::Instant::now() + HANG;
+    // Listed from the start of the login; local_addr once the socket is open.
     let servers = loop {
         let servers = rows(&admin, "SHOW SERVERS").await;
-        if servers.iter().any(|s| s.get("database") == Some(&ops.db)) {
+        let opened = |s: &&tokio_postgres::SimpleQueryRow| {
+            s.get("database") == Some(&ops.db) && s.get("local_port").is_some()
+        };
+        if servers.iter().any(|s| opened(&s)) {
             break servers;
         }
         assert!(
@@ -197,7 +209,7 @@ async fn a_server_connection_logging_in_is_listed_as_new() {
         format!("pgporter_host_server_connections{{host=\"127.0.0.1:{port}\",state=\"login\"}}");
     assert_eq!(sample(&page, &host), Some(1.0), "{page}");
 
-    signal(postmaster, "-CONT");
+    drop(stopped);
     let client = tokio::time::timeout(HANG, client)
         .await
         .expect("login after SIGCONT")
