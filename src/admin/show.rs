@@ -335,7 +335,9 @@ fn server_rows(s: &Snapshot, active_only: bool) -> impl Iterator<Item = Vec<Valu
 }
 
 /// SHOW SOCKETS / ACTIVE_SOCKETS: the client and server rows with PgBouncer's buffer
-/// columns (pgporter's buffers are not PgBouncer's: always 0).
+/// columns (pgporter's buffers are not PgBouncer's: always 0), and its states there: the
+/// names of its internal lists (`cl_active` for every logged-in client not waiting,
+/// `sv_login` for `new`).
 fn sockets(s: &Snapshot, active_only: bool) -> ResultSet {
     let columns: Vec<(&str, Type)> = SOCKET_COLUMNS
         .iter()
@@ -355,10 +357,31 @@ fn sockets(s: &Snapshot, active_only: bool) -> ResultSet {
         .collect();
     let mut rs = ResultSet::new(&columns);
     for mut row in client_rows(s, active_only).chain(server_rows(s, active_only)) {
+        let list = match (&row[0], &row[4]) {
+            (Value::Text(t), Value::Text(state)) => socket_list(t, state),
+            _ => None,
+        };
+        if let Some(list) = list {
+            row[4] = list.into();
+        }
         row.extend((0..7).map(|_| Value::from(0u32)));
         rs.push(row);
     }
     rs
+}
+
+/// PgBouncer's list name for a SHOW CLIENTS / SERVERS `type` and `state`.
+fn socket_list(kind: &str, state: &str) -> Option<&'static str> {
+    Some(match (kind, state) {
+        ("C", "active" | "idle") => "cl_active",
+        ("C", "waiting") => "cl_waiting",
+        ("S", "active") => "sv_active",
+        ("S", "idle") => "sv_idle",
+        ("S", "used") => "sv_used",
+        ("S", "tested") => "sv_tested",
+        ("S", crate::snapshot::SERVER_LOGIN) => "sv_login",
+        _ => return None,
+    })
 }
 
 /// The `[peers]` entries, by peer id; pool_size as PgBouncer shows it (default_pool_size when

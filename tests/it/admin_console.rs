@@ -199,6 +199,16 @@ async fn a_server_connection_logging_in_is_listed_as_new() {
     assert_ne!(server.get("local_port"), Some("0"));
     let pools = rows(&admin, "SHOW POOLS").await;
     assert_eq!(find(&pools, "database", &ops.db).get("sv_login"), Some("1"));
+    // SHOW SOCKETS names PgBouncer's lists, as it does (seen with PgBouncer 1.18).
+    let sockets = rows(&admin, "SHOW SOCKETS").await;
+    let mut states: Vec<(&str, &str)> = (sockets.iter())
+        .filter_map(|r| Some((r.get("type")?, r.get("state")?)))
+        .collect();
+    states.sort_unstable();
+    assert_eq!(
+        states,
+        [("C", "cl_active"), ("C", "cl_waiting"), ("S", "sv_login")]
+    );
     let dbs = rows(&admin, "SHOW DATABASES").await;
     assert_eq!(
         find(&dbs, "name", &ops.db).get("current_connections"),
