@@ -170,9 +170,16 @@ impl Snapshot {
                     prepared: s.prepared,
                 });
             }
-            for (started, seen) in pool.logins() {
+            let logins = pool.logins();
+            let logging_in = logins.len() as u64;
+            for (started, seen) in logins {
                 servers.push(login_row(db, user, &pool.target.addr, started, seen));
             }
+            // The rest of the pool's connections were released and are being reset
+            // (server_reset_query), which PgBouncer counts as tested.
+            let listed = u64::from(counts.idle) + sv_active + u64::from(counts.tested);
+            let others = u64::from(counts.total).saturating_sub(listed);
+            let sv_login = logging_in.min(others);
             pools.push(PoolRow {
                 database: db.to_string(),
                 endpoint: pool.key.endpoint,
@@ -181,9 +188,8 @@ impl Snapshot {
                 cl_waiting: waiting,
                 sv_active,
                 sv_idle: u64::from(counts.idle),
-                sv_tested: u64::from(counts.tested),
-                sv_login: u64::from(counts.total)
-                    .saturating_sub(u64::from(counts.idle) + sv_active + u64::from(counts.tested)),
+                sv_tested: u64::from(counts.tested) + others - sv_login,
+                sv_login,
                 maxwait: Duration::from_micros(maxwait_us),
                 pool_size: pool.settings().size,
             });

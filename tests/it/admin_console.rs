@@ -328,3 +328,20 @@ fn described(body: &[u8]) -> Vec<(String, u32)> {
     }
     out
 }
+
+/// A released connection running server_reset_query is counted `sv_tested` in SHOW POOLS, as
+/// PgBouncer counts it, not `sv_login` (which is for connections logging in, the `new` rows of
+/// SHOW SERVERS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_being_reset_is_counted_as_tested() {
+    let ops = Ops::new("server_reset_query = select pg_sleep(2)").await;
+    let app = ops.client().await;
+    app.simple_query("select 1").await.expect("select");
+    drop(app);
+    let admin = ops.admin().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pools = rows(&admin, "SHOW POOLS").await;
+    let pool = find(&pools, "database", &ops.db);
+    let counts = ["sv_active", "sv_idle", "sv_tested", "sv_login"].map(|c| pool.get(c));
+    assert_eq!(counts, [Some("0"), Some("0"), Some("1"), Some("0")]);
+}
