@@ -268,6 +268,7 @@ fn resume(shared: &Shared, db: Option<String>) -> Result<(), ControlError> {
 /// as cert-manager and CloudNativePG do): see [`install`]. The files are read off the async
 /// workers: the auth_file's plaintext lines cost a PBKDF2 each (`scram_iterations` rounds).
 async fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
+    let _change = shared.config.change().await;
     let old = shared.config.load();
     let rejected = |errors: Vec<String>| {
         shared
@@ -311,6 +312,7 @@ async fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
 /// changed, installed as a reload installs; a setting that needs a restart is refused. Built
 /// off the async workers, as a new `scram_iterations` builds the plaintext verifiers again.
 async fn set(shared: &Arc<Shared>, key: String, value: String) -> Result<(), ControlError> {
+    let _change = shared.config.change().await;
     let old = shared.config.load();
     let (snapshot, k, v) = (Arc::clone(&old), key.clone(), value.clone());
     let built = tokio::task::spawn_blocking(move || snapshot.with_setting(&k, &v))

@@ -437,6 +437,10 @@ pub struct ConfigHandle {
     /// Woken at every store: clients waiting for a server follow a changed
     /// query_wait_timeout.
     stored: tokio::sync::Notify,
+    /// Held by a change (RELOAD, admin SET) from reading the running snapshot to storing its
+    /// own. An async lock: the new snapshot is built off the async workers (PBKDF2 per
+    /// plaintext userlist line), and a change stored meanwhile would be undone by it.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl ConfigHandle {
@@ -444,7 +448,13 @@ impl ConfigHandle {
         ConfigHandle {
             current: ArcSwap::from_pointee(config),
             stored: tokio::sync::Notify::new(),
+            changing: tokio::sync::Mutex::new(()),
         }
+    }
+    /// Wait for the changes before this one to be stored, then hold off the later ones until
+    /// the guard is dropped (after [`Self::store`]).
+    pub async fn change(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changing.lock().await
     }
     pub fn load(&self) -> Arc<Config> {
         self.current.load_full()

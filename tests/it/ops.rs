@@ -239,6 +239,40 @@ async fn admin_set_changes_a_running_setting() {
     );
 }
 
+/// Configuration changes apply one after the other: a RELOAD that comes while an admin SET
+/// is still building its snapshot (a new scram_iterations: a PBKDF2 per plaintext userlist
+/// line, off the async workers) is not undone when the SET, built from the snapshot before
+/// the RELOAD, is installed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_a_slow_admin_set_is_not_undone() {
+    let ops = Ops::new("").await;
+    let admin = ops.admin().await;
+    let installed = || {
+        let stats = &ops.porter.shared().stats;
+        stats.reloads_ok.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = installed();
+    let set = tokio::spawn(async move {
+        let r = admin.simple_query("SET scram_iterations = 150000").await;
+        r.map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!set.is_finished(), "the SET should still be building");
+    ops.porter
+        .reload_edited(|ini| ini.replace("default_pool_size = 4", "default_pool_size = 9"))
+        .await;
+    set.await.unwrap().expect("SET scram_iterations");
+    eventually("both changes installed", || async {
+        installed() >= before + 2
+    })
+    .await;
+    let config = ops.porter.shared().config.load();
+    assert_eq!(
+        config.settings.default_pool_size, 9,
+        "the RELOAD's value stands"
+    );
+}
+
 /// A client held back by max_user_connections gets the slot when another pool's server
 /// connection of the same backend user goes idle (it is closed for the client, as PgBouncer
 /// does), not at query_wait_timeout.
