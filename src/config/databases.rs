@@ -205,8 +205,8 @@ pub(super) fn parse_connstring_in(
             "connect_query" => e.connect_query = Some(val).filter(|q| !q.trim().is_empty()),
             "pool_size" => e.pool_size = int(&val)?,
             "min_pool_size" => e.min_pool_size = int(&val)?,
-            "max_db_connections" => e.max_db_connections = int(&val)?,
-            "max_db_client_connections" => e.max_db_client_connections = int(&val)?,
+            "max_db_connections" => e.max_db_connections = cap(&key, &val)?,
+            "max_db_client_connections" => e.max_db_client_connections = cap(&key, &val)?,
             "reserve_pool" | "reserve_pool_size" => e.reserve_pool_size = int(&val)?,
             "max_user_pool_share" => {
                 e.max_user_pool_share =
@@ -367,8 +367,8 @@ fn parse_user(value: &str) -> Result<UserEntry, String> {
             "pool_mode" => user.pool_mode = Some(parse_pool_mode(&val)?),
             "pool_size" => user.pool_size = int(&val)?,
             "reserve_pool_size" => user.reserve_pool_size = int(&val)?,
-            "max_user_connections" => user.max_user_connections = int(&val)?,
-            "max_user_client_connections" => user.max_user_client_connections = int(&val)?,
+            "max_user_connections" => user.max_user_connections = cap(&key, &val)?,
+            "max_user_client_connections" => user.max_user_client_connections = cap(&key, &val)?,
             // As PgBouncer: 0 (like -1) leaves the [pgbouncer] value in force for these,
             // while query_wait_timeout = 0 means no limit (only -1 is "not set").
             "query_timeout" => user.query_timeout = set(&key, &val)?,
@@ -392,6 +392,14 @@ fn count(key: &str, val: &str) -> Result<Option<u32>, String> {
         return Ok(None);
     }
     parse_u32(v).map(Some).map_err(|m| format!("{key}: {m}"))
+}
+
+/// A per-database or per-user connection cap (`max_db_connections=`, `max_user_connections=`,
+/// and their client-connection kin): as in PgBouncer, whose `database_max_connections()` and
+/// the like take the [pgbouncer] value for anything `<= 0`, 0 means not set too (not "no
+/// limit", as it does in [pgbouncer]). Pool sizes keep 0 as a size.
+fn cap(key: &str, val: &str) -> Result<Option<u32>, String> {
+    Ok(count(key, val)?.filter(|&n| n > 0))
 }
 
 /// A per-database or per-user timeout: a duration as in [pgbouncer] (`0` = no limit), or

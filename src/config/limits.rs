@@ -170,6 +170,29 @@ mod tests {
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
+    /// As PgBouncer (`database_max_connections()` and its kin: `<= 0` takes the global), a
+    /// connection cap of 0 in [databases] or [users] is not set, not "no limit": the
+    /// [pgbouncer] value applies (checked live against PgBouncer 1.18: an entry's
+    /// `max_db_connections=0` under `max_db_connections = 1` still queues a second client).
+    /// Pool sizes keep 0 as a size.
+    #[test]
+    fn zero_caps_are_not_set() {
+        let c = config(
+            "[databases]\n\
+             app = host=h max_db_connections=0 max_db_client_connections=0 pool_size=0 reserve_pool=0\n\
+             [pgbouncer]\n\
+             max_db_connections = 10\nmax_user_connections = 4\nmax_db_client_connections = 50\n\
+             max_user_client_connections = 20\nreserve_pool_size = 1\n\
+             [users]\nalice = max_user_connections=0 max_user_client_connections=0\n",
+        );
+        assert_eq!(c.max_db_connections("app"), 10);
+        assert_eq!(c.max_db_client_connections("app"), 50);
+        assert_eq!(c.max_user_connections("alice"), 4);
+        assert_eq!(c.max_user_client_connections("alice"), 20);
+        assert_eq!(c.pool_size("app", "alice"), 0);
+        assert_eq!(c.reserve_pool_size("app"), 0);
+    }
+
     #[test]
     fn bad_share_is_an_error() {
         let raw = crate::config::parse_ini("[pgbouncer]\nmax_user_pool_share = 150%\n", "t.ini")
