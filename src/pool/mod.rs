@@ -211,11 +211,37 @@ impl Pool {
     /// A routed pool's health monitors get the credential too: they log in as the pool's
     /// user, and without it a passthrough-only user's hosts could never be checked.
     pub fn learn(&self, password: BackendPassword) {
+        self.learn_if(password, |learned, new| learned != Some(new));
+    }
+
+    /// What `old`, the pool this one replaces (a reload changed the entry), learned: its
+    /// transaction-mode sessions move here between transactions and may need a new server
+    /// connection before any client of the user logs in again. Only while this pool has
+    /// learned nothing itself: a client's login here is newer (the password may have changed
+    /// with the entry), and every session moving over would otherwise bring the old keys back.
+    pub fn learn_from(&self, old: &Pool) {
+        let learned = old
+            .learned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(password) = learned.filter(|_| old.target.user == self.target.user) {
+            self.learn_if(password, |learned, _| learned.is_none());
+        }
+    }
+
+    /// Keep `password` if `wanted(what is kept, password)` (decided under the lock) and offer
+    /// it to the health monitors.
+    fn learn_if(
+        &self,
+        password: BackendPassword,
+        wanted: impl FnOnce(Option<&BackendPassword>, &BackendPassword) -> bool,
+    ) {
         if self.target.password != BackendPassword::None {
             return;
         }
         let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
-        if learned.as_ref() == Some(&password) {
+        if !wanted(learned.as_ref(), &password) {
             return;
         }
         *learned = Some(password.clone());
@@ -224,20 +250,6 @@ impl Pool {
             password,
             ..self.target.clone()
         });
-    }
-
-    /// What `old`, the pool this one replaces (a reload changed the entry), learned: its
-    /// transaction-mode sessions move here between transactions and may need a new server
-    /// connection before any client of the user logs in again.
-    pub fn learn_from(&self, old: &Pool) {
-        let learned = old
-            .learned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(password) = learned.filter(|_| old.target.user == self.target.user) {
-            self.learn(password);
-        }
     }
 
     /// The target with any learned credential filled in.

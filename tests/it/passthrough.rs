@@ -160,3 +160,55 @@ async fn a_replaced_pool_keeps_the_learned_keys() {
         .get(0);
     assert_eq!(name, "moved", "a connection of the new pool");
 }
+
+/// The keys a replacing pool learned from a client of its own are newer than those of the
+/// pool it replaced, and stay: a session moving over from the old pool does not bring back
+/// the old keys. Here the password changed along with the entry (new verifier in the
+/// userlist): a client with the new password logs in to the new pool and holds a
+/// connection; the old pool's transaction-mode session moves over and needs a second one,
+/// which the old keys no longer open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_session_does_not_bring_back_stale_keys() {
+    let fx = Fixture::custom(|n| Spec {
+        userlist: Some(scram_only_userlist(&n.user, &n.scram_secret)),
+        ..Spec::new("pool_mode = transaction")
+    })
+    .await;
+    let old = fx.connect().await;
+    old.batch_execute("SELECT 1").await.unwrap();
+    let superuser = fx.superuser().await;
+    let role = crate::support::pg::ident(&fx.user);
+    superuser
+        .batch_execute(&format!("ALTER ROLE {role} PASSWORD 'pw-new'"))
+        .await
+        .expect("ALTER ROLE");
+    let secret: String = superuser
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&fx.user],
+        )
+        .await
+        .expect("the new verifier")
+        .get(0);
+    std::fs::write(
+        fx.porter.dir().join("userlist.txt"),
+        scram_only_userlist(&fx.user, &secret),
+    )
+    .expect("writing the userlist");
+    let db = fx.db.clone();
+    fx.porter
+        .reload_edited(|ini| {
+            let line = format!("dbname={db}\n");
+            ini.replacen(&line, &format!("dbname={db} application_name=moved\n"), 1)
+        })
+        .await;
+    let new = crate::support::connect(&fx.porter.connstring(&fx.user, "pw-new", &fx.db)).await;
+    new.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let name: String = old
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .expect("a second connection of the new pool, with the new keys")
+        .get(0);
+    assert_eq!(name, "moved");
+    new.batch_execute("COMMIT").await.unwrap();
+}
