@@ -253,10 +253,12 @@ async fn a_reload_during_a_slow_admin_set_is_not_undone() {
     };
     let before = installed();
     let set = tokio::spawn(async move {
-        let r = admin.simple_query("SET scram_iterations = 150000").await;
+        let r = admin.simple_query("SET scram_iterations = 300000").await;
         r.map(|_| ())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Time for the SET to reach the console and start building (about 2.5 s in a debug
+    // build: three plaintext lines).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!set.is_finished(), "the SET should still be building");
     ops.porter
         .reload_edited(|ini| ini.replace("default_pool_size = 4", "default_pool_size = 9"))
