@@ -10,6 +10,7 @@ use tokio::time::{timeout, Duration};
 
 use crate::app::Shared;
 use crate::config::Config;
+use crate::routing::{HostStatus, Hosts, Liveness};
 use crate::server::ServerAddr;
 
 const PERIOD: Duration = Duration::from_secs(2);
@@ -32,20 +33,44 @@ pub struct HostStates {
     map: DashMap<ServerAddr, HostState>,
 }
 
+impl HostState {
+    /// A monitored host's state as routing's health monitor sees it (None: not checked yet).
+    fn monitored(s: &HostStatus) -> Option<HostState> {
+        if s.liveness == Liveness::Unknown {
+            return None;
+        }
+        let up = s.liveness == Liveness::Up;
+        Some(HostState {
+            up,
+            role: s.role.as_str(),
+            lag: s.lag,
+            last_check: SystemTime::now(),
+            error: (!up).then(|| format!("health check: {}", s.liveness.as_str())),
+        })
+    }
+}
+
 impl HostStates {
-    pub fn get(&self, addr: &ServerAddr) -> Option<HostState> {
-        self.map.get(addr).map(|h| h.clone())
+    /// The host's state: for a host routing monitors, as its monitor sees it now (the copy
+    /// [`run`] keeps is up to [`PERIOD`] old: right after a failover it named the old
+    /// primary); for the others, as last probed.
+    pub fn get(&self, addr: &ServerAddr, routing: &Hosts) -> Option<HostState> {
+        routing
+            .status(addr)
+            .and_then(|s| HostState::monitored(&s))
+            .or_else(|| self.map.get(addr).map(|h| h.clone()))
     }
 
-    /// Every host probed so far, sorted by address.
-    pub fn all(&self) -> Vec<(ServerAddr, HostState)> {
-        let mut v: Vec<_> = self
-            .map
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
-        v.sort_by_key(|a| a.0.to_string());
-        v
+    /// Every host probed or monitored so far, sorted by address, each as [`Self::get`].
+    pub fn all(&self, routing: &Hosts) -> Vec<(ServerAddr, HostState)> {
+        let mut addrs: Vec<ServerAddr> = self.map.iter().map(|e| e.key().clone()).collect();
+        addrs.extend(routing.monitored());
+        addrs.sort_by_key(ToString::to_string);
+        addrs.dedup();
+        addrs
+            .into_iter()
+            .filter_map(|addr| Some((addr.clone(), self.get(&addr, routing)?)))
+            .collect()
     }
 
     fn set(&self, addr: ServerAddr, state: HostState) {
@@ -59,13 +84,13 @@ impl HostStates {
     }
 
     /// True when every configured database has a reachable host.
-    pub fn all_databases_reachable(&self, config: &Config) -> Result<(), String> {
+    pub fn all_databases_reachable(&self, config: &Config, routing: &Hosts) -> Result<(), String> {
         for (name, db) in &config.databases {
             // Reachable when any of its hosts is.
             let mut problem = None;
             for h in &db.hosts {
                 let addr = ServerAddr::new(&h.host, h.port);
-                match self.get(&addr) {
+                match self.get(&addr, routing) {
                     Some(h) if h.up => {
                         problem = None;
                         break;
@@ -110,22 +135,15 @@ pub async fn run(shared: Arc<Shared>) {
         let probing = config.settings.metrics_listen_addr.is_some();
         let mut to_probe = Vec::new();
         for addr in hosts {
-            match shared.routing.status(&addr) {
-                Some(s) if s.liveness != crate::routing::Liveness::Unknown => {
-                    let up = s.liveness == crate::routing::Liveness::Up;
-                    shared.hosts.set(
-                        addr,
-                        HostState {
-                            up,
-                            role: s.role.as_str(),
-                            lag: s.lag,
-                            last_check: SystemTime::now(),
-                            error: (!up).then(|| format!("health check: {}", s.liveness.as_str())),
-                        },
-                    );
-                }
-                _ if probing => to_probe.push(addr),
-                _ => {}
+            match shared
+                .routing
+                .status(&addr)
+                .as_ref()
+                .and_then(HostState::monitored)
+            {
+                Some(state) => shared.hosts.set(addr, state),
+                None if probing => to_probe.push(addr),
+                None => {}
             }
         }
         let probes = to_probe.into_iter().map(|addr| async move {
@@ -192,6 +210,7 @@ mod tests {
         states.set(a.clone(), state.clone());
         states.set(b.clone(), state);
         states.keep_only(std::slice::from_ref(&b));
-        assert!(states.get(&a).is_none() && states.get(&b).is_some());
+        let routing = Hosts::new(tokio_util::sync::CancellationToken::new());
+        assert!(states.get(&a, &routing).is_none() && states.get(&b, &routing).is_some());
     }
 }

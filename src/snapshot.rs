@@ -268,7 +268,7 @@ impl Snapshot {
             servers,
             stats,
             gates: shared.gates.state(),
-            hosts: shared.hosts.all(),
+            hosts: shared.hosts.all(&shared.routing),
             shutdown: shared.lifecycle.mode(),
             listen_port: shared.listen_port,
             now_us,
@@ -427,7 +427,9 @@ pub fn readiness(shared: &Shared, config: &Config) -> Result<(), String> {
     if let Some(mode) = shared.lifecycle.mode() {
         return Err(format!("shutting down ({})", mode.as_str()));
     }
-    shared.hosts.all_databases_reachable(config)
+    shared
+        .hosts
+        .all_databases_reachable(config, &shared.routing)
 }
 
 fn sorted_pools(shared: &Shared) -> Vec<Arc<crate::pool::Pool>> {

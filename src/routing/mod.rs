@@ -197,12 +197,27 @@ impl Hosts {
         });
     }
 
-    /// The monitored state of the host at `addr`, if routing knows it (and monitors it).
+    /// The monitored state of the host at `addr`, if routing knows it (and monitors it), as
+    /// routing goes by it: a primary superseded by one promoted later (split brain) is
+    /// draining.
     pub fn status(&self, addr: &ServerAddr) -> Option<HostStatus> {
         let host = self.map.get(addr)?;
         host.monitor_started
             .load(std::sync::atomic::Ordering::Acquire)
-            .then(|| host.status())
+            .then(|| host.routing_status())
+    }
+
+    /// The hosts with a health monitor.
+    pub fn monitored(&self) -> Vec<ServerAddr> {
+        self.map
+            .iter()
+            .filter(|e| {
+                e.value()
+                    .monitor_started
+                    .load(std::sync::atomic::Ordering::Acquire)
+            })
+            .map(|e| e.key().clone())
+            .collect()
     }
 
     /// Fires on every routing-relevant host change.
