@@ -27,6 +27,7 @@ mod passthrough;
 mod peers;
 mod relay_state;
 mod routing;
+mod rubin;
 mod session;
 mod statement;
 mod timeouts;

@@ -17,6 +17,7 @@ pub(crate) mod process;
 pub(crate) mod psql;
 pub(crate) mod raw;
 pub(crate) mod replica;
+pub(crate) mod rubin;
 pub(crate) mod shared_account;
 pub(crate) mod skip;
 

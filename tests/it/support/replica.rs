@@ -258,6 +258,28 @@ impl ReplCluster {
     pub(crate) async fn promote(&self, i: usize) {
         self.pg_ctl(i, &["promote", "-w"]).await;
     }
+
+    /// Point standby `i` at node `primary` (after a failover, as CloudNativePG does with the
+    /// remaining standbys): a new primary_conninfo, reloaded; the standby follows the new
+    /// timeline (recovery_target_timeline = latest, the default).
+    pub(crate) async fn follow(&self, i: usize, primary: usize) {
+        let p = &self.nodes[primary];
+        let conninfo = format!(
+            "host={} port={} user={SUPERUSER}",
+            quote(&p.dir.display().to_string()),
+            p.port
+        );
+        let su = self.superuser(i).await;
+        for sql in [
+            format!("ALTER SYSTEM SET primary_conninfo = {}", literal(&conninfo)),
+            "SELECT pg_reload_conf()".to_string(),
+        ] {
+            su.batch_execute(&sql)
+                .await
+                .expect("pointing the standby at the new primary");
+        }
+        self.wait_streaming(i).await;
+    }
 }
 
 impl Drop for ReplCluster {
