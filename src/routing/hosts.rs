@@ -366,7 +366,9 @@ pub struct HostSet {
     pub(super) failover_wait: Duration,
     /// For `subscribe`: bumped on any routing-relevant host change.
     pub(super) changed: Arc<watch::Sender<u64>>,
-    next: AtomicUsize,
+    /// round-robin's position, shared with the other pools' sets of the same hosts and
+    /// kind (read-write or read-only): see [`HostSet::with_rotation`].
+    next: Arc<AtomicUsize>,
     /// Since when connects have found no eligible host (None: one was found last time). A
     /// client reaching the outage late (after a wait in the pool queue) does not wait a
     /// whole failover_wait_timeout again.
@@ -424,8 +426,16 @@ impl HostSet {
             created: tokio::time::Instant::now(),
             failover_wait,
             changed,
-            next: AtomicUsize::new(0),
+            next: Arc::default(),
         }
+    }
+
+    /// Take turns over the hosts with every set sharing `next`: a pool per person (each
+    /// their own backend user) makes one or two connections, so a rotation of its own sent
+    /// every person's first connection to the same host.
+    pub(super) fn with_rotation(mut self, next: Arc<AtomicUsize>) -> HostSet {
+        self.next = next;
+        self
     }
 
     /// A single unmonitored host (pools built without routing, e.g. in unit tests).

@@ -94,12 +94,19 @@ pub struct HostSnapshot {
     pub monitored: bool,
 }
 
+/// Which sets take turns together (round-robin): the same hosts in the same order, and
+/// whether they are read-only (read-write picks must not skew the standbys' turns).
+type RotationKey = (Vec<ServerAddr>, bool);
+
 /// Every backend host, and the change signal failover waiters listen to.
 #[derive(Debug)]
 pub struct Hosts {
     map: DashMap<ServerAddr, Arc<Host>>,
     changed: Arc<watch::Sender<u64>>,
     shutdown: CancellationToken,
+    /// round-robin positions shared by the host sets of every pool (see
+    /// [`HostSet::with_rotation`]).
+    rotations: DashMap<RotationKey, Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl Hosts {
@@ -109,6 +116,7 @@ impl Hosts {
             map: DashMap::new(),
             changed: Arc::new(watch::channel(0).0),
             shutdown,
+            rotations: DashMap::new(),
         }
     }
 
@@ -134,20 +142,26 @@ impl Hosts {
         connect_timeout: Duration,
     ) -> HostSet {
         // A host listed twice would get twice the share of new connections: once each.
-        let hosts: Vec<Arc<Host>> = Endpoint::hosts_of(entry)
-            .iter()
-            .map(|addr| self.host(addr))
-            .collect();
+        let addrs = Endpoint::hosts_of(entry);
+        let hosts: Vec<Arc<Host>> = addrs.iter().map(|addr| self.host(addr)).collect();
+        let attrs = endpoint.attrs(entry);
+        let rotation = Arc::clone(
+            &self
+                .rotations
+                .entry((addrs, attrs.is_read_only()))
+                .or_default(),
+        );
         for h in &hosts {
             h.add_peers(&hosts);
         }
         let set = HostSet::new(
             hosts,
-            endpoint.attrs(entry),
+            attrs,
             endpoint.balance(entry),
             settings.failover_wait_timeout,
             Arc::clone(&self.changed),
-        );
+        )
+        .with_rotation(rotation);
         set.offer_login(target);
         if set.monitored {
             for host in set.hosts() {
@@ -195,6 +209,8 @@ impl Hosts {
             }
             keep
         });
+        self.rotations
+            .retain(|(addrs, _), _| addrs.iter().all(|a| hosts.contains(a)));
     }
 
     /// The monitored state of the host at `addr`, if routing knows it (and monitors it), as

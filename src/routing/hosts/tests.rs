@@ -96,6 +96,39 @@ fn round_robin_and_least_connections() {
     assert_eq!(s.choose(&[]).unwrap().0.addr, s.hosts[1].addr);
 }
 
+/// Pools of different people list the same hosts; each makes one connection. Sharing the
+/// rotation, their first connections take turns over the standbys instead of all going to
+/// the first one.
+#[test]
+fn sets_sharing_a_rotation_take_turns() {
+    let alice = set(3, SessionAttrs::Standby, LoadBalance::RoundRobin);
+    up(&alice.hosts[0], Role::Primary);
+    up(&alice.hosts[1], Role::Standby);
+    up(&alice.hosts[2], Role::Standby);
+    let rotation = Arc::new(AtomicUsize::new(0));
+    let people: Vec<HostSet> = (0..4)
+        .map(|_| {
+            HostSet::new(
+                alice.hosts.clone(),
+                SessionAttrs::Standby,
+                LoadBalance::RoundRobin,
+                Duration::ZERO,
+                Arc::clone(&alice.changed),
+            )
+            .with_rotation(Arc::clone(&rotation))
+        })
+        .collect();
+    let firsts: Vec<ServerAddr> = people
+        .iter()
+        .map(|s| s.choose(&[]).unwrap().0.addr.clone())
+        .collect();
+    let want: Vec<ServerAddr> = [1, 2, 1, 2]
+        .iter()
+        .map(|&i| alice.hosts[i].addr.clone())
+        .collect();
+    assert_eq!(firsts, want);
+}
+
 #[test]
 fn tags_go_stale_on_role_change_and_down() {
     let s = set(2, SessionAttrs::Primary, LoadBalance::Disable);
