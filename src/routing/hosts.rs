@@ -79,6 +79,10 @@ pub struct HostStatus {
     /// counter's scale; 0 = never. With two primaries up (split brain), only the one promoted
     /// last takes writes.
     pub promoted: u64,
+    /// The monitor's last check could not log in: every login it has was refused, or none
+    /// has a password yet (SCRAM passthrough before any client). The host answered; the rest
+    /// is as last seen.
+    pub refused: bool,
 }
 
 impl Default for HostStatus {
@@ -91,6 +95,7 @@ impl Default for HostStatus {
             lagging: false,
             epoch: 0,
             promoted: 0,
+            refused: false,
         }
     }
 }
@@ -253,8 +258,16 @@ impl Host {
         let (old, went_down) = {
             let mut status = self.lock();
             let old = status.clone();
+            status.refused = *seen == Observation::Refused;
             match *seen {
-                Observation::Refused => return None,
+                Observation::Refused => {
+                    drop(status);
+                    // Waiters learn that this host cannot be checked (`unverifiable`).
+                    if !old.refused {
+                        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+                    }
+                    return None;
+                }
                 Observation::Draining => status.liveness = Liveness::Draining,
                 Observation::Down => {
                     status.liveness = Liveness::Down;
@@ -398,10 +411,23 @@ impl HostSet {
     pub(super) fn settling(&self) -> bool {
         self.monitored
             && self.created.elapsed() < SETTLE_TIME
-            && self
-                .hosts
-                .iter()
-                .any(|h| h.status().liveness == Liveness::Unknown)
+            && self.hosts.iter().any(|h| {
+                let s = h.status();
+                s.liveness == Liveness::Unknown && !s.refused
+            })
+    }
+
+    /// Hosts never checked because the monitor cannot log in to them (see
+    /// [`HostStatus::refused`]): no failover will make them eligible.
+    pub(super) fn unverifiable(&self) -> Vec<Arc<Host>> {
+        self.hosts
+            .iter()
+            .filter(|h| {
+                let s = h.status();
+                s.liveness == Liveness::Unknown && s.refused
+            })
+            .cloned()
+            .collect()
     }
 
     /// A connect found a host: the outage, if any, is over.

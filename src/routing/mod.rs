@@ -274,6 +274,7 @@ pub async fn connect(
     let mut deadline = None;
     let mut changes = set.changed.subscribe();
     let mut failed: Vec<ServerAddr> = Vec::new();
+    let mut asked: Vec<ServerAddr> = Vec::new();
     let mut last: Option<ServerError> = None;
     while set.settling() {
         // Each monitor's first check reports within moments (a login and one query).
@@ -314,6 +315,9 @@ pub async fn connect(
                 }
             }
         }
+        if let Err(e) = ask_unverifiable(set, target, extra_params, dial, login, &mut asked).await {
+            return Err(e.into());
+        }
         if !set.monitored {
             return Err(match last {
                 Some(e) => e.into(),
@@ -345,6 +349,43 @@ pub async fn connect(
         );
         failed.clear();
     }
+}
+
+/// No host is eligible, and some were never checked because the monitor cannot log in to
+/// them (a refused login, or SCRAM passthrough with no key yet): no failover will bring them,
+/// and waiting failover_wait_timeout for nothing ended in a misleading "no server". The
+/// session's own login tells why at once: PostgreSQL's refusal or "no usable password" comes
+/// back as the session's error. A login that works is dropped and the monitor told to check
+/// again (it has this login too). Each host is asked once per connect (`asked`).
+async fn ask_unverifiable(
+    set: &HostSet,
+    target: &ServerTarget,
+    extra_params: &[(String, String)],
+    dial: crate::net::Dial,
+    login: Option<&server::Login>,
+    asked: &mut Vec<ServerAddr>,
+) -> Result<(), ServerError> {
+    for host in set.unverifiable() {
+        if asked.contains(&host.addr) {
+            continue;
+        }
+        asked.push(host.addr.clone());
+        let target = ServerTarget {
+            addr: host.addr.clone(),
+            ..target.clone()
+        };
+        match server::connect(&target, extra_params, dial, login).await {
+            Err(e) if !host_failure(&e) => return Err(e),
+            Err(e) => {
+                tracing::debug!(host = %host.addr, error = %e, "unchecked host: connect failed")
+            }
+            Ok(_) => {
+                tracing::debug!(host = %host.addr, "unchecked host takes this login; re-checking it")
+            }
+        }
+        host.poke();
+    }
+    Ok(())
 }
 
 /// Connect failures that say "this host, not your request": refused, timed out, or the

@@ -413,3 +413,68 @@ async fn sqlalchemy_engines_through_a_reload_and_a_failover() {
     eprintln!("{stdout}");
     assert!(stdout.contains("\nOK"), "{stdout}");
 }
+
+/// The first session's error within this long (a failover wait would take 20 s).
+const AT_ONCE: Duration = Duration::from_secs(5);
+
+/// A session's error (at login or at its first query): SQLSTATE and message, and how long
+/// it took to come.
+async fn session_error(connstring: &str) -> (String, String, Duration) {
+    let started = Instant::now();
+    let session = async {
+        let (client, conn) = tokio_postgres::connect(connstring, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client.simple_query("select 1").await.map(|_| ())
+    };
+    let e = tokio::time::timeout(HANG, session)
+        .await
+        .expect("the session hung")
+        .expect_err("the session worked");
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e:?}"));
+    (
+        db.code().code().to_string(),
+        db.message().to_string(),
+        started.elapsed(),
+    )
+}
+
+/// Hosts the health monitor cannot log in to are never checked: no failover will make them
+/// eligible, so a session must get the login's own error at once, not wait
+/// failover_wait_timeout and then hear "no server available". Two ways to get there in this
+/// deployment: `butler_shared` without its `password=` (rubin's SCRAM verifier alone cannot
+/// log alice in as rubin), and a pg_hba.conf that rejects pgporter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_the_monitor_cannot_make_fails_at_once() {
+    let rubin = Rubin::new("").await;
+    // Before any session (so no other pool gives the monitors a login that works).
+    rubin
+        .porter
+        .reload_edited(|ini| ini.replace(" password=rubin-backend-pw", ""))
+        .await;
+    let (code, e, took) = session_error(&rubin.connstring("alice", Via::Shared)).await;
+    assert!(
+        code == "08006" && e.contains("no usable password"),
+        "{code} {e} after {took:?}"
+    );
+    assert!(took < AT_ONCE, "{e} after {took:?}");
+
+    // Every node refuses pgporter's address; alice's own entry this time.
+    for i in 0..rubin.cluster.nodes.len() {
+        let hba = rubin.cluster.nodes[i].dir.join("data/pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        std::fs::write(&hba, text.replace("scram-sha-256", "reject")).expect("pg_hba.conf");
+        rubin
+            .cluster
+            .superuser(i)
+            .await
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .expect("reload");
+    }
+    let (code, e, took) = session_error(&rubin.connstring("alice", Via::ReadWrite)).await;
+    assert!(
+        code == "28000" && e.contains("pg_hba.conf rejects connection"),
+        "{code} {e} after {took:?}"
+    );
+    assert!(took < AT_ONCE, "{e} after {took:?}");
+}

@@ -223,6 +223,25 @@ async fn a_new_set_settles_until_every_host_was_checked_or_for_two_seconds() {
     assert!(!single.settling(), "unmonitored sets do not wait");
 }
 
+/// A host whose monitor cannot log in was checked as far as it goes: no settling for it,
+/// and it is unverifiable (sessions ask it themselves) until a check succeeds.
+#[test]
+fn a_host_the_monitor_cannot_log_in_to_is_unverifiable() {
+    let s = set(2, SessionAttrs::Primary, LoadBalance::RoundRobin);
+    up(&s.hosts[0], Role::Primary);
+    let seen = *s.changed.borrow();
+    assert_eq!(s.hosts[1].observe(&Observation::Refused), None);
+    assert!(*s.changed.borrow() != seen, "waiters are told");
+    assert!(!s.settling());
+    let addrs = |v: Vec<Arc<Host>>| v.iter().map(|h| h.addr.clone()).collect::<Vec<_>>();
+    assert_eq!(addrs(s.unverifiable()), [s.hosts[1].addr.clone()]);
+    // Refused after it was seen up: it stays as last seen, checked.
+    assert_eq!(s.hosts[0].observe(&Observation::Refused), None);
+    assert_eq!(addrs(s.unverifiable()), [s.hosts[1].addr.clone()]);
+    up(&s.hosts[1], Role::Standby);
+    assert!(s.unverifiable().is_empty());
+}
+
 /// A login the monitor lacked a password for is replaced, not added to, when a pool learns
 /// SCRAM passthrough keys (and again when they change), and is flagged to be tried at once.
 #[test]
