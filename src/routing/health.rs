@@ -167,17 +167,18 @@ async fn check(
             break;
         };
         let limit = cfg.connect_timeout.max(Duration::from_secs(1));
+        let orphaned = host.primary_down();
         match timeout(limit, query_row(c, CHECK_SQL)).await {
             Ok(Ok(Some(row))) if refuses_new => {
                 // Keep the lag tracker's view; the host is out of rotation anyway.
-                let _ = observation(&row, cfg, lag, Instant::now());
+                let _ = observation(&row, cfg, lag, Instant::now(), orphaned);
                 if says_not_now {
                     // A smart shutdown waits for every connection, this one too: let go.
                     probe.conn = None;
                 }
                 return Observation::Draining;
             }
-            Ok(Ok(Some(row))) => return observation(&row, cfg, lag, Instant::now()),
+            Ok(Ok(Some(row))) => return observation(&row, cfg, lag, Instant::now(), orphaned),
             Ok(Ok(None)) => tracing::warn!(host = %host.addr, "health check returned no row"),
             Ok(Err(e)) => tracing::debug!(host = %host.addr, error = %e, "health check failed"),
             Err(_) => tracing::debug!(host = %host.addr, "health check timed out"),
@@ -244,11 +245,15 @@ async fn connect(target: &ServerTarget, cfg: &MonitorSettings) -> Result<ServerC
     server::connect(target, &params, dial, None).await
 }
 
+/// `orphaned`: the host's primary is down and no other is up (see `Host::primary_down`): a
+/// standby without a WAL receiver is then not counted as falling behind, or a failover
+/// longer than max_standby_lag would take the read-only endpoint down with the primary.
 fn observation(
     row: &[Option<String>],
     cfg: &MonitorSettings,
     tracker: &mut LagTracker,
     now: Instant,
+    orphaned: bool,
 ) -> Observation {
     let value = |i: usize| row.get(i).and_then(|v| v.as_deref());
     let role = match value(0) {
@@ -261,7 +266,7 @@ fn observation(
         (Role::Standby, Some(replay)) => {
             // Never streamed (no receive position): nothing known to be waiting.
             let receive = position(1).unwrap_or(replay);
-            let fed = position(1).is_none() || position(3) != Some(0);
+            let fed = position(1).is_none() || position(3) != Some(0) || orphaned;
             Some(tracker.observe(receive, replay, fed, now))
         }
         _ => {
@@ -298,11 +303,46 @@ mod tests {
         v.iter().map(|x| x.map(str::to_string)).collect()
     }
 
+    /// No WAL receiver: falling behind while a primary could feed it; not while its cluster's
+    /// primary is down and none promoted yet (nothing newer exists to miss).
+    #[test]
+    fn an_orphaned_standby_is_not_counted_as_lagging() {
+        let t0 = Instant::now();
+        let unfed = row(&[Some("t"), Some("100"), Some("100"), Some("0")]);
+        let c = cfg(1, 0);
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut tracker = LagTracker::default();
+        for secs in 0..5 {
+            let seen = observation(&unfed, &c, &mut tracker, at(secs), true);
+            assert!(
+                matches!(seen, Observation::Up { lagging: false, .. }),
+                "{seen:?}"
+            );
+        }
+        // A primary is up again (promoted): the clock starts now, not at the outage's start.
+        let seen = observation(&unfed, &c, &mut tracker, at(5), false);
+        assert!(
+            matches!(seen, Observation::Up { lagging: false, .. }),
+            "{seen:?}"
+        );
+        let seen = observation(&unfed, &c, &mut tracker, at(7), false);
+        assert!(
+            matches!(seen, Observation::Up { lagging: true, .. }),
+            "{seen:?}"
+        );
+    }
+
     #[test]
     fn parses_roles_and_lag() {
         let t0 = Instant::now();
         let mut tracker = LagTracker::default();
-        let primary = observation(&row(&[Some("f"), None, None]), &cfg(1, 0), &mut tracker, t0);
+        let primary = observation(
+            &row(&[Some("f"), None, None]),
+            &cfg(1, 0),
+            &mut tracker,
+            t0,
+            false,
+        );
         assert!(matches!(
             primary,
             Observation::Up {
@@ -319,6 +359,7 @@ mod tests {
                     cfg,
                     t,
                     t0 + Duration::from_secs(secs),
+                    false,
                 )
             };
         let c = cfg(1, 0);
@@ -346,7 +387,13 @@ mod tests {
         let unlimited = standby("8292", "100", 0, &cfg(0, 0), &mut fresh);
         assert!(matches!(unlimited, Observation::Up { lagging: false, .. }));
         // A standby that never streamed: no receive position, no lag.
-        let never = observation(&row(&[Some("t"), None, Some("5")]), &c, &mut fresh, t0);
+        let never = observation(
+            &row(&[Some("t"), None, Some("5")]),
+            &c,
+            &mut fresh,
+            t0,
+            false,
+        );
         assert!(matches!(
             never,
             Observation::Up {

@@ -176,6 +176,26 @@ impl Host {
         }
     }
 
+    fn peer_hosts(&self) -> Vec<Arc<Host>> {
+        (self.peers.lock().unwrap_or_else(|p| p.into_inner()))
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
+
+    /// This host's cluster has lost its primary and has none up yet (a failover under way):
+    /// a host listed with it was last seen as the primary and is down, and none is an up
+    /// primary. A standby without a WAL receiver then misses nothing a primary could send.
+    pub(super) fn primary_down(&self) -> bool {
+        let peers: Vec<HostStatus> = self.peer_hosts().iter().map(|p| p.status()).collect();
+        let primary_in = |l: Liveness| {
+            peers
+                .iter()
+                .any(|s| s.role == Role::Primary && s.liveness == l)
+        };
+        primary_in(Liveness::Down) && !primary_in(Liveness::Up)
+    }
+
     /// The status routing goes by: a primary is out (as if draining) while a peer primary
     /// seen promoted later, or one whose order is unknown, is up too (split brain).
     pub(super) fn routing_status(&self) -> HostStatus {
@@ -183,10 +203,7 @@ impl Host {
         if me.liveness != Liveness::Up || me.role != Role::Primary {
             return me;
         }
-        let peers: Vec<Arc<Host>> = (self.peers.lock().unwrap_or_else(|p| p.into_inner()))
-            .iter()
-            .filter_map(std::sync::Weak::upgrade)
-            .collect();
+        let peers = self.peer_hosts();
         let superseded = peers.iter().any(|p| {
             let other = p.status();
             other.liveness == Liveness::Up

@@ -90,7 +90,8 @@ async fn clean_on_reuse(rubin: &Rubin, person: &str, via: Via, pid: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_sessions_and_a_failover() {
-    let rubin = Rubin::new("").await;
+    // A failover longer than max_standby_lag (CloudNativePG takes tens of seconds).
+    let rubin = Rubin::new("max_standby_lag = 1").await;
     let (p0, p1, p2) = (
         rubin.cluster.port(0),
         rubin.cluster.port(1),
@@ -202,7 +203,21 @@ async fn people_sessions_and_a_failover() {
             tokio::spawn(async move { where_am_i(&cs).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The read-only endpoints keep serving through the outage, longer than max_standby_lag:
+    // the standbys lost their WAL receiver with the primary, but there is nothing newer
+    // for them to miss (they were taken out of rotation as lagging).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for r in land(
+        &rubin,
+        &[("bob", Via::ReadOnlyListener), ("dave", Via::ReadOnlyEntry)],
+    )
+    .await
+    {
+        assert!(
+            matches!(r, Ok((true, port)) if [p1, p2].contains(&port)),
+            "during the outage: {r:?}"
+        );
+    }
     let promote = Instant::now();
     rubin.cluster.promote(1).await;
     rubin.cluster.follow(2, 1).await;
@@ -214,6 +229,15 @@ async fn people_sessions_and_a_failover() {
         "failover: outage sessions done {:?} after the promote",
         promote.elapsed()
     );
+    // The remaining standby streams from the new primary (max_standby_lag is short here).
+    let deadline = Instant::now() + HANG;
+    let p2_addr = format!("127.0.0.1:{p2}");
+    while !rubin.porter.hosts().iter().any(|h| {
+        h.addr == p2_addr && h.status.role == pgporter::routing::Role::Standby && !h.status.lagging
+    }) {
+        assert!(Instant::now() < deadline, "{:#?}", rubin.porter.hosts());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // After it: everyone, on every endpoint (carol's only login was before the failover).
     let mut who = Vec::new();
     for (p, _) in PEOPLE {

@@ -280,3 +280,28 @@ fn learned_keys_replace_a_login_without_a_password() {
         Some(("bob".into(), BackendPassword::Plain("pw".into()), 2))
     );
 }
+
+/// A failover under way: the primary is seen down and none is up. A cluster whose primary
+/// pgporter never saw (only standbys listed) is never taken for one.
+#[test]
+fn primary_down_is_a_failover_under_way() {
+    let s = set(3, SessionAttrs::Standby, LoadBalance::RoundRobin);
+    for h in &s.hosts {
+        h.add_peers(&s.hosts);
+    }
+    up(&s.hosts[0], Role::Primary);
+    up(&s.hosts[1], Role::Standby);
+    up(&s.hosts[2], Role::Standby);
+    assert!(!s.hosts[1].primary_down());
+    s.hosts[0].observe(&Observation::Down);
+    assert!(s.hosts[1].primary_down());
+    up(&s.hosts[2], Role::Primary);
+    assert!(!s.hosts[1].primary_down(), "a new primary is up");
+    let standbys = set(2, SessionAttrs::Standby, LoadBalance::RoundRobin);
+    for h in &standbys.hosts {
+        h.add_peers(&standbys.hosts);
+    }
+    up(&standbys.hosts[0], Role::Standby);
+    standbys.hosts[1].observe(&Observation::Down);
+    assert!(!standbys.hosts[0].primary_down());
+}
