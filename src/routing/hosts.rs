@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{LoadBalance, SessionAttrs};
 use crate::server::{BackendPassword, ServerAddr, ServerTarget};
 
+mod tag;
+pub use tag::HostTag;
+
 /// What a host is, as last observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -340,48 +343,6 @@ impl Host {
             epoch,
             gone,
         }
-    }
-}
-
-/// Which host, role and epoch a server connection was made for. Counts the connection on
-/// its host while it lives.
-#[derive(Debug)]
-pub struct HostTag {
-    host: Arc<Host>,
-    role: Role,
-    epoch: u64,
-    gone: CancellationToken,
-}
-
-impl HostTag {
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    /// Cancelled when the host is seen down.
-    pub fn gone(&self) -> &CancellationToken {
-        &self.gone
-    }
-
-    /// Does a reported `in_hot_standby` contradict the role this connection was made for?
-    /// Then the host is re-checked now.
-    pub fn contradicted_by(&self, hot_standby: Option<bool>) -> bool {
-        let seen = match hot_standby {
-            Some(true) => Role::Standby,
-            Some(false) => Role::Primary,
-            None => return false,
-        };
-        let wrong = self.role != Role::Unknown && seen != self.role;
-        if wrong {
-            self.host.poke();
-        }
-        wrong
-    }
-}
-
-impl Drop for HostTag {
-    fn drop(&mut self) {
-        self.host.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
