@@ -282,12 +282,11 @@ async fn people_sessions_and_a_failover() {
     let audit = rubin.audit().await;
     let carol_start = audit
         .lines()
-        .filter(|l| {
+        .rfind(|l| {
             l.contains("\"event\":\"session_start\"")
                 && l.contains("\"client_user\":\"carol\"")
                 && l.contains("\"database\":\"butler_shared\"")
         })
-        .last()
         .unwrap_or_default();
     assert!(
         carol_start.contains(&format!("\"backend_host\":\"127.0.0.1:{p1}\""))
@@ -296,8 +295,7 @@ async fn people_sessions_and_a_failover() {
     );
     let statement = audit
         .lines()
-        .filter(|l| l.contains("\"event\":\"statement\"") && l.contains("raw/3"))
-        .last()
+        .rfind(|l| l.contains("\"event\":\"statement\"") && l.contains("raw/3"))
         .unwrap_or_default();
     assert!(
         statement.contains("\"client_user\":\"carol\""),
