@@ -35,15 +35,32 @@ pub struct PoolRow {
     pub cl_waiting: u64,
     pub sv_active: u64,
     pub sv_idle: u64,
-    /// Being tested with server_check_query.
+    /// Being tested with server_check_query, or reset with server_reset_query.
     pub sv_tested: u64,
-    /// Being connected or reset.
+    /// Being connected and logged in.
     pub sv_login: u64,
     pub maxwait: Duration,
     pub pool_size: u32,
 }
 
 impl PoolRow {
+    /// A pool with no client and no server connection (counted up by the caller).
+    fn empty(database: &str, endpoint: crate::routing::Endpoint, user: &str, size: u32) -> Self {
+        PoolRow {
+            database: database.to_string(),
+            endpoint,
+            user: user.to_string(),
+            cl_active: 0,
+            cl_waiting: 0,
+            sv_active: 0,
+            sv_idle: 0,
+            sv_tested: 0,
+            sv_login: 0,
+            maxwait: Duration::ZERO,
+            pool_size: size,
+        }
+    }
+
     /// The database as SHOW POOLS and the pool metrics name it: a pool of the read-only
     /// listener is `db (read-only)`, so that it does not repeat the read-write pool's
     /// (database, user), which pgbouncer_exporter would reject as a duplicate series.
@@ -220,19 +237,12 @@ impl Snapshot {
             let pool = match at {
                 Some(i) => &mut orphans[i],
                 None => {
-                    orphans.push(PoolRow {
-                        database: c.database.to_string(),
-                        endpoint: c.endpoint,
-                        user: c.pool_user.to_string(),
-                        cl_active: 0,
-                        cl_waiting: 0,
-                        sv_active: 0,
-                        sv_idle: 0,
-                        sv_tested: 0,
-                        sv_login: 0,
-                        maxwait: Duration::ZERO,
-                        pool_size: config.pool_size(&c.database, &c.pool_user),
-                    });
+                    orphans.push(PoolRow::empty(
+                        &c.database,
+                        c.endpoint,
+                        &c.pool_user,
+                        config.pool_size(&c.database, &c.pool_user),
+                    ));
                     orphans.last_mut().expect("pushed")
                 }
             };
@@ -358,18 +368,10 @@ impl Snapshot {
     /// The console's pool (SHOW POOLS, pgbouncer_pools_*): every console client counts as
     /// `cl_active`, logged in and served at once; nothing waits, no server connections.
     pub fn console_pool(&self) -> PoolRow {
+        let endpoint = crate::routing::Endpoint::ReadWrite;
         PoolRow {
-            database: CONSOLE_DB.to_string(),
-            endpoint: crate::routing::Endpoint::ReadWrite,
-            user: CONSOLE_DB.to_string(),
             cl_active: self.clients.iter().filter(|c| c.admin).count() as u64,
-            cl_waiting: 0,
-            sv_active: 0,
-            sv_idle: 0,
-            sv_tested: 0,
-            sv_login: 0,
-            maxwait: Duration::ZERO,
-            pool_size: CONSOLE_POOL_SIZE,
+            ..PoolRow::empty(CONSOLE_DB, endpoint, CONSOLE_DB, CONSOLE_POOL_SIZE)
         }
     }
 }

@@ -12,13 +12,19 @@ fn scram_only_userlist(user: &str, secret: &str) -> String {
     format!("\"{user}\" \"{secret}\"\n")
 }
 
+/// A pgporter whose userlist holds only the test user's SCRAM verifier (`extra`: more
+/// [pgbouncer] lines).
+async fn scram_only(extra: &str) -> Fixture {
+    Fixture::custom(|n| Spec {
+        userlist: Some(scram_only_userlist(&n.user, &n.scram_secret)),
+        ..Spec::new(extra)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_secret_only_user_reaches_postgres() {
-    let fx = Fixture::custom(|n| Spec {
-        userlist: Some(scram_only_userlist(&n.user, &n.scram_secret)),
-        ..Spec::new("")
-    })
-    .await;
+    let fx = scram_only("").await;
     // Twice: the second login reuses the pooled connection made with the learned key.
     for _ in 0..2 {
         let client = fx.connect().await;
@@ -75,11 +81,7 @@ async fn acceptance_verify_full_channel_binding_no_plaintext() {
 /// login yields the ClientKey the pool logs in with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_password_is_checked_against_a_scram_verifier() {
-    let fx = Fixture::custom(|n| Spec {
-        userlist: Some(scram_only_userlist(&n.user, &n.scram_secret)),
-        ..Spec::new("auth_type = plain")
-    })
-    .await;
+    let fx = scram_only("auth_type = plain").await;
     let client = fx.connect().await;
     let row = client
         .query_one("SELECT current_user::text", &[])
@@ -138,11 +140,7 @@ async fn passthrough_users_are_routed_by_the_health_monitor() {
 /// between transactions and needs a new server connection, before any client logs in again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_pool_keeps_the_learned_keys() {
-    let fx = Fixture::custom(|n| Spec {
-        userlist: Some(scram_only_userlist(&n.user, &n.scram_secret)),
-        ..Spec::new("pool_mode = transaction")
-    })
-    .await;
+    let fx = scram_only("pool_mode = transaction").await;
     let client = fx.connect().await;
     client.batch_execute("SELECT 1").await.unwrap();
     let db = fx.db.clone();
@@ -169,11 +167,7 @@ async fn a_replaced_pool_keeps_the_learned_keys() {
 /// which the old keys no longer open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_session_does_not_bring_back_stale_keys() {
-    let fx = Fixture::custom(|n| Spec {
-        userlist: Some(scram_only_userlist(&n.user, &n.scram_secret)),
-        ..Spec::new("pool_mode = transaction")
-    })
-    .await;
+    let fx = scram_only("pool_mode = transaction").await;
     let old = fx.connect().await;
     old.batch_execute("SELECT 1").await.unwrap();
     let superuser = fx.superuser().await;
