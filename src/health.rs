@@ -13,6 +13,10 @@ use crate::config::Config;
 use crate::routing::{HostStatus, Hosts, Liveness};
 use crate::server::ServerAddr;
 
+/// SHOW HOSTS' error for a monitored host none of whose logins the health monitor can make.
+const MONITOR_REFUSED: &str =
+    "health check cannot log in: every pool's login refused or without a usable password";
+
 const PERIOD: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -54,11 +58,26 @@ impl HostStates {
     /// The host's state: for a host routing monitors, as its monitor sees it now (the copy
     /// [`run`] keeps is up to [`PERIOD`] old: right after a failover it named the old
     /// primary); for the others, as last probed.
+    /// A monitored host the monitor cannot log in to (never checked) is as last probed, with
+    /// the reason in `error`: routing will not use it until a login works.
     pub fn get(&self, addr: &ServerAddr, routing: &Hosts) -> Option<HostState> {
-        routing
-            .status(addr)
-            .and_then(|s| HostState::monitored(&s))
-            .or_else(|| self.map.get(addr).map(|h| h.clone()))
+        let status = routing.status(addr);
+        if let Some(state) = status.as_ref().and_then(HostState::monitored) {
+            return Some(state);
+        }
+        let probed = self.map.get(addr).map(|h| h.clone());
+        if !status.is_some_and(|s| s.refused) {
+            return probed;
+        }
+        let mut state = probed.unwrap_or(HostState {
+            up: false,
+            role: "unknown",
+            lag: None,
+            last_check: SystemTime::now(),
+            error: None,
+        });
+        state.error = Some(MONITOR_REFUSED.into());
+        Some(state)
     }
 
     /// Every host probed or monitored so far, sorted by address, each as [`Self::get`].

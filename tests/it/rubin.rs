@@ -479,6 +479,21 @@ async fn a_login_the_monitor_cannot_make_fails_at_once() {
         "{code} {e} after {took:?}"
     );
     assert!(took < AT_ONCE, "{e} after {took:?}");
+    // SHOW HOSTS says why these hosts are not used.
+    let hosts = rubin.admin("SHOW HOSTS").await;
+    assert_eq!(hosts.len(), rubin.cluster.nodes.len(), "{hosts:?}");
+    for row in hosts {
+        let error = row
+            .iter()
+            .find(|(c, _)| c == "error")
+            .and_then(|(_, v)| v.clone());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("cannot log in")),
+            "{row:?}"
+        );
+    }
 
     // Every node refuses pgporter's address; alice's own entry this time.
     for i in 0..rubin.cluster.nodes.len() {
