@@ -32,6 +32,14 @@ async fn fatal(c: &mut RawClient) -> (String, Option<String>, Duration) {
     }
 }
 
+/// The session ends with FATAL 08P01 naming `what`, within `within` (then EOF).
+async fn ends_08p01(c: &mut RawClient, what: &str, within: Duration) {
+    let (text, code, took) = fatal(c).await;
+    assert!(text.contains(what), "{text:?}");
+    assert_eq!(code.as_deref(), Some("08P01"));
+    assert!(took < within, "took {took:?}");
+}
+
 async fn server_count(f: &Fixture, query: &str) -> i64 {
     let sql = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '{query}'",
@@ -51,10 +59,7 @@ async fn query_timeout_ends_the_session_and_cancels_the_query() {
     let mut c = raw(&f).await;
     assert_eq!(c.rows("SELECT 1").await.0, ["1"]);
     c.query("SELECT pg_sleep(30) -- slow one").await;
-    let (text, code, took) = fatal(&mut c).await;
-    assert!(text.contains("query timeout"), "{text:?}");
-    assert_eq!(code.as_deref(), Some("08P01"));
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    ends_08p01(&mut c, "query timeout", Duration::from_secs(10)).await;
     let deadline = Instant::now() + HANG;
     while server_count(&f, "%slow one%").await > 0 {
         assert!(Instant::now() < deadline, "the query kept running");
@@ -318,10 +323,7 @@ async fn query_timeout_bounds_the_wait_for_a_server() {
     assert_eq!(holder.rows("SELECT 1").await.0, ["1"]);
     let mut waiter = raw(&f).await;
     waiter.query("SELECT 2").await;
-    let (text, code, took) = fatal(&mut waiter).await;
-    assert!(text.contains("query timeout"), "{text:?}");
-    assert_eq!(code.as_deref(), Some("08P01"));
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    ends_08p01(&mut waiter, "query timeout", Duration::from_secs(10)).await;
     assert_eq!(holder.rows("SELECT 3").await.0, ["3"]);
 }
 
@@ -382,10 +384,7 @@ async fn query_timeout_spares_idle_sessions_after_unsynced_batches() {
     );
     // The count stays unknown for the rest of the session; a slow query still times out.
     d.query("select pg_sleep(8)").await;
-    let (text, code, took) = fatal(&mut d).await;
-    assert!(text.contains("query timeout"), "{text:?}");
-    assert_eq!(code.as_deref(), Some("08P01"));
-    assert!(took < Duration::from_secs(6), "took {took:?}");
+    ends_08p01(&mut d, "query timeout", Duration::from_secs(6)).await;
 }
 
 /// A Parse that fails, seen through a Flush, makes PostgreSQL skip everything up to the next
@@ -471,10 +470,7 @@ async fn per_database_and_per_user_timeouts() {
     // The database's 1 s, not the global 60 s.
     let mut waiter = raw(&f).await;
     waiter.query("SELECT 1").await;
-    let (text, code, took) = fatal(&mut waiter).await;
-    assert!(text.contains("query_wait_timeout"), "{text:?}");
-    assert_eq!(code.as_deref(), Some("08P01"));
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    ends_08p01(&mut waiter, "query_wait_timeout", Duration::from_secs(10)).await;
     // The user's idle_transaction_timeout (none globally).
     let (text, _, took) = fatal(&mut holder).await;
     assert!(text.contains("idle transaction timeout"), "{text:?}");
@@ -516,10 +512,7 @@ async fn a_reloaded_per_user_timeout_reaches_running_sessions() {
             ini.to_string() + &format!("[users]\n{user} = idle_transaction_timeout=1\n")
         })
         .await;
-    let (text, code, took) = fatal(&mut c).await;
-    assert!(text.contains("idle transaction timeout"), "{text:?}");
-    assert_eq!(code.as_deref(), Some("08P01"));
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    ends_08p01(&mut c, "idle transaction timeout", Duration::from_secs(10)).await;
 }
 
 /// As in PgBouncer (whose janitor measures waiting clients against the current value), a
@@ -543,10 +536,7 @@ async fn a_reloaded_query_wait_timeout_reaches_waiting_clients() {
     f.porter
         .reload_edited(set("query_wait_timeout = 60", "query_wait_timeout = 1"))
         .await;
-    let (text, code, took) = fatal(&mut waiter).await;
-    assert!(text.contains("query_wait_timeout"), "{text:?}");
-    assert_eq!(code.as_deref(), Some("08P01"));
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    ends_08p01(&mut waiter, "query_wait_timeout", Duration::from_secs(10)).await;
 
     let mut waiter = raw(&f).await;
     waiter.query("SELECT 3").await;
