@@ -70,6 +70,8 @@ pub struct Shared {
     pub statements: Arc<crate::server::statements::Registry>,
     /// The logfile, reopened on reload (set by the binary; tests log elsewhere).
     pub log_file: std::sync::OnceLock<Arc<crate::logfile::LogFile>>,
+    /// systemd's notifications (`Type=notify` units), when `$NOTIFY_SOCKET` is set.
+    pub systemd: crate::systemd::Notifier,
 }
 
 #[derive(Debug)]
@@ -143,6 +145,7 @@ impl App {
             session_ids: AtomicU64::new(1),
             statements: Arc::default(),
             log_file: std::sync::OnceLock::new(),
+            systemd: crate::systemd::Notifier::from_env(),
         });
         // The console's SHOW STATS row (and its pgbouncer_stats_* series) exists from the
         // start, as PgBouncer's does whenever a console (an exporter) is connected.
@@ -218,6 +221,7 @@ impl App {
         let runtime = tokio::runtime::Handle::current();
         shared.lobby.start(runtime, shared.tracker.token())?;
         let background = spawn_background(&shared, http);
+        shared.systemd.ready();
         let mut mode_rx = shared.lifecycle.subscribe();
         loop {
             tokio::select! {
@@ -225,6 +229,7 @@ impl App {
                 _ = mode_rx.wait_for(Option::is_some) => break,
             }
         }
+        shared.systemd.stopping();
         drain(&shared, &mut control_rx).await;
         shared.shutdown.cancel();
         shared.sessions.kill_all();

@@ -67,7 +67,10 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
             if let Some(log) = shared.log_file.get() {
                 log.reopen();
             }
-            reload(shared).await
+            shared.systemd.reloading();
+            let result = reload(shared).await;
+            shared.systemd.ready();
+            result
         }
         Control::Set { key, value } => set(shared, key, value).await,
         Control::Pause(db) => pause(shared, db).await,

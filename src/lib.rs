@@ -28,6 +28,7 @@ pub mod sessions;
 pub mod shutdown;
 pub mod snapshot;
 pub mod stats;
+pub mod systemd;
 pub mod tls;
 pub mod utc;
 

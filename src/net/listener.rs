@@ -21,7 +21,8 @@ use crate::routing::Endpoint;
 #[derive(Debug)]
 pub struct Listeners {
     tcp: Vec<TcpListener>,
-    unix: Option<(UnixListener, PathBuf)>,
+    /// With the socket file to remove at the end (None: the service manager's own socket).
+    unix: Vec<(UnixListener, Option<PathBuf>)>,
     /// readonly_listen_port on the same addresses (TCP only).
     readonly: Vec<TcpListener>,
 }
@@ -115,21 +116,28 @@ fn listen(settings: &Settings, addr: SocketAddr) -> Result<TcpListener, Error> {
 
 impl Listeners {
     pub async fn bind(settings: &Settings) -> Result<Listeners, Error> {
-        let tcp = bind_tcp(settings, settings.listen_port).await?;
+        let (tcp, unix) = match passed_by_service_manager()? {
+            Some(passed) => passed,
+            None => {
+                let tcp = bind_tcp(settings, settings.listen_port).await?;
+                let port = match tcp.first() {
+                    Some(l) => l.local_addr()?.port(),
+                    None => settings.listen_port,
+                };
+                let unix = if settings.unix_socket_dir.is_empty() {
+                    Vec::new()
+                } else {
+                    let (l, path) = bind_unix(settings, port)?;
+                    vec![(l, Some(path))]
+                };
+                (tcp, unix)
+            }
+        };
         let readonly = match settings.routing.readonly_listen_port {
             Some(port) => bind_tcp(settings, port).await?,
             None => Vec::new(),
         };
-        let port = match tcp.first() {
-            Some(l) => l.local_addr()?.port(),
-            None => settings.listen_port,
-        };
-        let unix = if settings.unix_socket_dir.is_empty() {
-            None
-        } else {
-            Some(bind_unix(settings, port)?)
-        };
-        if tcp.is_empty() && unix.is_none() {
+        if tcp.is_empty() && unix.is_empty() {
             return Err(Error::Config(
                 "nothing to listen on (listen_addr and unix_socket_dir are empty)".into(),
             ));
@@ -152,6 +160,48 @@ impl Listeners {
             .and_then(|l| l.local_addr().ok())
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
+}
+
+type Passed = (Vec<TcpListener>, Vec<(UnixListener, Option<PathBuf>)>);
+
+/// The listening sockets systemd passed (socket activation, `LISTEN_FDS`: a `.socket` unit
+/// such as Debian's pgbouncer.socket), used instead of binding listen_addr:listen_port and
+/// unix_socket_dir, as PgBouncer does. None when none were passed. A passed socket that is
+/// not a listening TCP or unix stream socket refuses the start.
+fn passed_by_service_manager() -> Result<Option<Passed>, Error> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let (mut tcp, mut unix) = (Vec::new(), Vec::new());
+    for idx in 0..fds.len() {
+        let fd = idx + 3;
+        let taken = match fds.take_tcp_listener(idx) {
+            Ok(Some(l)) => l.set_nonblocking(true).and_then(|()| {
+                tracing::info!(fd, addr = %l.local_addr()?, "socket passed from the service manager");
+                tcp.push(TcpListener::from_std(l)?);
+                Ok(())
+            }),
+            _ => match fds.take_unix_listener(idx) {
+                Ok(Some(l)) => l.set_nonblocking(true).and_then(|()| {
+                    tracing::info!(fd, "unix socket passed from the service manager");
+                    unix.push((UnixListener::from_std(l)?, None));
+                    Ok(())
+                }),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
+        };
+        taken.map_err(|e| {
+            Error::Config(format!(
+                "fd {fd} passed by the service manager (LISTEN_FDS) is not a listening TCP or unix socket: {e}"
+            ))
+        })?;
+    }
+    tracing::info!(
+        "listening on the sockets passed from the service manager; listen_addr, listen_port and unix_socket_dir are not bound"
+    );
+    Ok(Some((tcp, unix)))
 }
 
 /// The unix socket `.s.PGSQL.<port>` in unix_socket_dir, with unix_socket_mode and
@@ -206,13 +256,14 @@ pub async fn serve(listeners: Listeners, shared: Arc<Shared>) {
     for l in listeners.readonly {
         tasks.spawn(accept_tcp(l, Endpoint::ReadOnly, Arc::clone(&shared)));
     }
-    let unix_path = listeners.unix.map(|(l, path)| {
+    let mut unix_paths = Vec::new();
+    for (l, path) in listeners.unix {
         tasks.spawn(accept_unix(l, Arc::clone(&shared)));
-        path
-    });
+        unix_paths.extend(path);
+    }
     shared.shutdown.cancelled().await;
     tasks.shutdown().await;
-    if let Some(path) = unix_path {
+    for path in unix_paths {
         let _ = std::fs::remove_file(path);
     }
 }

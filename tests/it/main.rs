@@ -30,6 +30,7 @@ mod routing;
 mod rubin;
 mod session;
 mod statement;
+mod systemd;
 mod timeouts;
 mod tls;
 mod transaction;

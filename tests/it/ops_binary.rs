@@ -7,7 +7,7 @@ use crate::ops::eventually;
 use crate::support::http::get;
 use crate::support::{cluster, cmd, HANG};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -247,7 +247,7 @@ async fn pidfile_and_logfile_rotation_of_the_real_binary() {
 }
 
 /// A spawned pgporter that a failing test does not leave running.
-struct KillOnDrop(Option<std::process::Child>);
+pub(crate) struct KillOnDrop(pub(crate) Option<std::process::Child>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

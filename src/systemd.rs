@@ -1,0 +1,102 @@
+//! systemd's service notifications, for a unit with `Type=notify` (Debian's pgbouncer.service
+//! is one: swapping pgporter in must not leave systemd waiting for a READY that never comes).
+//! As PgBouncer sends them: `READY=1` once the listeners are bound, `RELOADING=1` then
+//! `READY=1` around a reload, `STOPPING=1` when a shutdown begins, and a `STATUS=` line with
+//! the averages every stats_period. One datagram each to `$NOTIFY_SOCKET` (a path, or `@name`
+//! for an abstract socket); without it, nothing is sent. Sending never blocks and never fails
+//! the caller: a notification that cannot be sent is logged once at debug level.
+
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+/// Where notifications go, read once from the environment at startup.
+#[derive(Debug, Default)]
+pub struct Notifier {
+    target: Option<(UnixDatagram, SocketAddr)>,
+}
+
+impl Notifier {
+    /// `$NOTIFY_SOCKET`, when set (systemd sets it for `Type=notify` units).
+    pub fn from_env() -> Notifier {
+        match std::env::var_os("NOTIFY_SOCKET") {
+            Some(path) if !path.is_empty() => Notifier::to(&path.to_string_lossy()),
+            _ => Notifier::default(),
+        }
+    }
+
+    /// Notifications to the datagram socket at `path` (`@name`: abstract).
+    pub fn to(path: &str) -> Notifier {
+        let addr = match path.strip_prefix('@') {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt as _;
+                SocketAddr::from_abstract_name(name.as_bytes())
+            }
+            None => SocketAddr::from_pathname(path),
+        };
+        let socket = UnixDatagram::unbound().and_then(|s| {
+            s.set_nonblocking(true)?;
+            Ok(s)
+        });
+        match (socket, addr) {
+            (Ok(socket), Ok(addr)) => Notifier {
+                target: Some((socket, addr)),
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(notify_socket = path, error = %e, "cannot notify systemd");
+                Notifier::default()
+            }
+        }
+    }
+
+    /// Send `state` (newline-separated `KEY=value` assignments).
+    pub fn send(&self, state: &str) {
+        if let Some((socket, addr)) = &self.target {
+            if let Err(e) = socket.send_to_addr(state.as_bytes(), addr) {
+                tracing::debug!(error = %e, state, "systemd notification not sent");
+            }
+        }
+    }
+
+    pub fn ready(&self) {
+        self.send("READY=1");
+    }
+
+    pub fn reloading(&self) {
+        self.send("RELOADING=1");
+    }
+
+    pub fn stopping(&self) {
+        self.send("STOPPING=1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_to_a_path_and_to_an_abstract_socket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).expect("bind");
+        Notifier::to(&path.to_string_lossy()).ready();
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"READY=1");
+
+        let name = format!("pgporter-test-{}", std::process::id());
+        let abstract_addr = {
+            use std::os::linux::net::SocketAddrExt as _;
+            SocketAddr::from_abstract_name(name.as_bytes()).expect("name")
+        };
+        let listener = UnixDatagram::bind_addr(&abstract_addr).expect("bind abstract");
+        Notifier::to(&format!("@{name}")).stopping();
+        let n = listener.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"STOPPING=1");
+    }
+
+    #[test]
+    fn nobody_listening_is_not_an_error() {
+        Notifier::default().ready();
+        Notifier::to("/nonexistent/notify").ready();
+    }
+}

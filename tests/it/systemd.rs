@@ -1,0 +1,215 @@
+//! The real binary under systemd: `Type=notify` notifications (Debian's pgbouncer.service is a
+//! notify unit) and socket activation (`LISTEN_FDS`, Debian's pgbouncer.socket).
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::ops::eventually;
+use crate::ops_binary::{free_port, KillOnDrop};
+use crate::support::{cluster, skip::skip, HANG};
+
+fn kill(sig: &str, pid: u32) {
+    assert!(Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success());
+}
+
+/// The next notification, within 10 s.
+fn next(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("a notification within 10 s");
+    String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned()
+}
+
+/// READY=1 once listening, RELOADING=1 then READY=1 around a SIGHUP reload (a failed one
+/// too), STATUS= with the averages every stats_period, STOPPING=1 at SIGTERM: what systemd
+/// waits for before it counts the unit started, reloaded or stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifies_systemd_when_ready_reloading_and_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&socket_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let port = free_port();
+    let ini = dir.path().join("pgporter.ini");
+    let write_ini = |extra: &str| {
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+                 listen_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\n\
+                 stats_period = 1\n{extra}"
+            ),
+        )
+        .expect("ini")
+    };
+    write_ini("");
+    std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
+    let mut child = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_pgporter"))
+            .arg(&ini)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pgporter"),
+    ));
+    let pid = child.0.as_ref().expect("child").id();
+    assert_eq!(next(&notify), "READY=1");
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("listening once READY=1 is sent");
+
+    kill("-HUP", pid);
+    // STATUS lines may come in between (stats_period = 1).
+    let mut seen: Vec<String> = Vec::new();
+    while !seen.iter().any(|n| n == "READY=1") {
+        seen.push(next(&notify));
+    }
+    let reload: Vec<&String> = seen.iter().filter(|n| !n.starts_with("STATUS=")).collect();
+    assert_eq!(
+        reload,
+        ["RELOADING=1", "READY=1"],
+        "around a reload: {seen:?}"
+    );
+
+    // A reload that fails still ends with READY=1 (the old configuration keeps serving).
+    write_ini("pool_mode = nonsense\n");
+    kill("-HUP", pid);
+    let mut seen: Vec<String> = Vec::new();
+    while !seen.iter().any(|n| n == "READY=1") {
+        seen.push(next(&notify));
+    }
+    assert!(seen.iter().any(|n| n == "RELOADING=1"), "{seen:?}");
+
+    let status = loop {
+        let n = next(&notify);
+        if n.starts_with("STATUS=") {
+            break n;
+        }
+    };
+    assert!(
+        status.starts_with("STATUS=stats: ") && status.contains(" xacts/s, "),
+        "{status}"
+    );
+
+    kill("-TERM", pid);
+    loop {
+        let n = next(&notify);
+        if n == "STOPPING=1" {
+            break;
+        }
+        assert!(n.starts_with("STATUS="), "before STOPPING=1: {n}");
+    }
+    let mut c = child.0.take().expect("child");
+    let status = tokio::task::spawn_blocking(move || c.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "exit status {status}");
+}
+
+/// Socket activation as systemd does it (systemd-socket-activate passes the sockets of its
+/// `-l` options as LISTEN_FDS): pgporter serves on the passed TCP and unix sockets and binds
+/// neither listen_addr:listen_port nor a socket in unix_socket_dir, as PgBouncer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_sockets_passed_by_systemd() {
+    let Ok(activate) = which("systemd-socket-activate") else {
+        skip(
+            "systemd::serves_on_sockets_passed_by_systemd",
+            "systemd-socket-activate is not installed (Debian package systemd)",
+        );
+        return;
+    };
+    let cluster = cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let own_dir = dir.path().join("own");
+    std::fs::create_dir(&own_dir).expect("dir");
+    let (passed_port, own_port, unix_port) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        dir.path().join("pgporter.ini"),
+        format!(
+            "[databases]\n{db} = host=127.0.0.1 port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+             listen_port = {own_port}\nunix_socket_dir = {}\nauth_file = userlist.txt\n",
+            cluster.port(),
+            own_dir.display()
+        ),
+    )
+    .expect("ini");
+    std::fs::write(
+        dir.path().join("userlist.txt"),
+        format!("\"{user}\" \"pw\"\n"),
+    )
+    .expect("userlist");
+    let unix_socket = dir.path().join(format!(".s.PGSQL.{unix_port}"));
+    let _activator = KillOnDrop(Some(
+        Command::new(activate)
+            .arg("-l")
+            .arg(format!("127.0.0.1:{passed_port}"))
+            .arg("-l")
+            .arg(&unix_socket)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_pgporter"))
+            .arg(dir.path().join("pgporter.ini"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn systemd-socket-activate"),
+    ));
+    eventually("the passed unix socket exists", || {
+        let unix_socket = unix_socket.clone();
+        async move { unix_socket.exists() }
+    })
+    .await;
+    for host in ["127.0.0.1".to_string(), dir.path().display().to_string()] {
+        let port = if host.starts_with('/') {
+            unix_port
+        } else {
+            passed_port
+        };
+        let connstring =
+            format!("host={host} port={port} user={user} password=pw dbname={db} sslmode=disable");
+        let (client, conn) = tokio::time::timeout(
+            HANG,
+            tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer through the passed socket {host}:{port}"))
+        .unwrap_or_else(|e| panic!("through the passed socket {host}:{port}: {e}"));
+        tokio::spawn(conn);
+        let one: i32 = client
+            .query_one("select 1", &[])
+            .await
+            .expect("query")
+            .get(0);
+        assert_eq!(one, 1);
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", own_port)).is_err(),
+        "listen_addr:listen_port was bound as well"
+    );
+    assert!(
+        std::fs::read_dir(&own_dir).expect("dir").next().is_none(),
+        "a socket was made in unix_socket_dir as well"
+    );
+}
+
+/// A program on PATH.
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(name))
+                .find(|p| p.is_file())
+        })
+        .ok_or(())
+}
