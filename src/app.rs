@@ -56,8 +56,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The OS user we run as (peer authentication of `pgbouncer` on the unix socket).
     pub own_uid: Option<u32>,
-    /// TLS contexts for clients and servers, built at startup and rebuilt by reloads.
-    pub tls: arc_swap::ArcSwap<TlsState>,
+    /// TLS contexts for clients and servers, built at startup and rebuilt by reloads (the
+    /// routing health monitors read the server context from here too).
+    pub tls: Arc<arc_swap::ArcSwap<TlsState>>,
     /// auth_query answers.
     pub auth_cache: AuthQueryCache,
     /// The audit log (a no-op handle when audit_log is not set).
@@ -121,11 +122,12 @@ impl App {
         let cancels = Arc::new(CancelRegistry::new(config.settings.peer_id));
         let config = Arc::new(ConfigHandle::new(config));
         let shutdown = CancellationToken::new();
+        let tls = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
         let shared = Arc::new(Shared {
             pools: Arc::new(Pools::new(Arc::clone(&config))),
             config,
             cancels,
-            routing: Arc::new(Hosts::new(shutdown.clone())),
+            routing: Arc::new(Hosts::new(shutdown.clone(), Arc::clone(&tls))),
             listen_port: listeners.local_addr().port(),
             shutdown,
             tracker: TaskTracker::new(),
@@ -139,7 +141,7 @@ impl App {
             hosts: HostStates::default(),
             metrics: Metrics::new(),
             own_uid: own_uid(),
-            tls: arc_swap::ArcSwap::from_pointee(tls),
+            tls,
             auth_cache: AuthQueryCache::default(),
             audit,
             session_ids: AtomicU64::new(1),

@@ -406,6 +406,10 @@ fn install(
             }
         }
     }
+    if rebuilt.server {
+        // The health monitors log in afresh with the new context at once.
+        shared.routing.recheck_all();
+    }
     shared
         .stats
         .reloads_ok

@@ -13,9 +13,9 @@ use crate::config::Config;
 use crate::routing::{HostStatus, Hosts, Liveness};
 use crate::server::ServerAddr;
 
-/// SHOW HOSTS' error for a monitored host none of whose logins the health monitor can make.
-const MONITOR_REFUSED: &str =
-    "health check cannot log in: every pool's login refused or without a usable password";
+/// SHOW HOSTS' error for a monitored host none of whose logins the health monitor can make,
+/// before the monitor's reason.
+const MONITOR_REFUSED: &str = "health check cannot log in: ";
 
 const PERIOD: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,17 +58,18 @@ impl HostStates {
     /// The host's state: for a host routing monitors, as its monitor sees it now (the copy
     /// [`run`] keeps is up to [`PERIOD`] old: right after a failover it named the old
     /// primary); for the others, as last probed.
-    /// A monitored host the monitor cannot log in to (never checked) is as last probed, with
-    /// the reason in `error`: routing will not use it until a login works.
+    /// A monitored host the monitor cannot log in to (never checked, or what it knew
+    /// forgotten after a failed TLS handshake) is as last probed, with the monitor's reason
+    /// in `error`: routing will not use it until a login works.
     pub fn get(&self, addr: &ServerAddr, routing: &Hosts) -> Option<HostState> {
         let status = routing.status(addr);
         if let Some(state) = status.as_ref().and_then(HostState::monitored) {
             return Some(state);
         }
         let probed = self.map.get(addr).map(|h| h.clone());
-        if !status.is_some_and(|s| s.refused) {
+        let Some(why) = status.and_then(|s| s.refused) else {
             return probed;
-        }
+        };
         let mut state = probed.unwrap_or(HostState {
             up: false,
             role: "unknown",
@@ -76,7 +77,7 @@ impl HostStates {
             last_check: SystemTime::now(),
             error: None,
         });
-        state.error = Some(MONITOR_REFUSED.into());
+        state.error = Some(format!("{MONITOR_REFUSED}{why}"));
         Some(state)
     }
 
@@ -229,7 +230,7 @@ mod tests {
         states.set(a.clone(), state.clone());
         states.set(b.clone(), state);
         states.keep_only(std::slice::from_ref(&b));
-        let routing = Hosts::new(tokio_util::sync::CancellationToken::new());
+        let routing = Hosts::new(tokio_util::sync::CancellationToken::new(), Arc::default());
         assert!(states.get(&a, &routing).is_none() && states.get(&b, &routing).is_some());
     }
 }

@@ -8,9 +8,12 @@ use std::sync::Arc;
 use tokio::time::{timeout, Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use arc_swap::ArcSwap;
+
 use super::hosts::{Host, Liveness, Observation, Role};
 use super::lag::LagTracker;
 use crate::server::{self, query_row, ServerConn, ServerError, ServerTarget};
+use crate::tls::{ServerTls, TlsState};
 
 /// The check: role, and on a standby the WAL positions received and replayed (as byte
 /// offsets; NULL on a primary, and the receive position NULL before any streaming).
@@ -28,6 +31,9 @@ pub(super) struct MonitorSettings {
     pub connect_timeout: Duration,
     pub max_lag: Duration,
     pub max_lag_bytes: u64,
+    /// The running TLS contexts: each login uses the server context in force (a reload
+    /// replaces it), as new pooled connections do.
+    pub tls: Arc<ArcSwap<TlsState>>,
 }
 
 /// How often the monitor logs in afresh although its kept connection works: a host that takes
@@ -46,9 +52,13 @@ struct Probe {
     opened: Instant,
     login: usize,
     warned: Option<Instant>,
-    /// Every login was refused at the last try: the next waits FRESH_LOGIN_EVERY (each try
-    /// is a failed authentication in the server's log).
+    /// Every login was refused at the last try (or the TLS handshake failed): the next
+    /// waits FRESH_LOGIN_EVERY (each try is a failed authentication in the server's log).
     refused: bool,
+    /// Why, for SHOW HOSTS.
+    why: String,
+    /// The server TLS context of the kept connection and of the logins.
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// Run until `shutdown`, or until the host leaves the configuration.
@@ -59,6 +69,8 @@ pub(super) async fn monitor(host: Arc<Host>, cfg: MonitorSettings, shutdown: Can
         login: 0,
         warned: None,
         refused: false,
+        why: String::new(),
+        tls: cfg.tls.load().server.clone(),
     };
     let mut lag = LagTracker::default();
     let retired = host.retired.clone();
@@ -118,10 +130,20 @@ async fn check(
     let offered = host
         .new_login
         .swap(false, std::sync::atomic::Ordering::Relaxed);
+    let tls = cfg.tls.load().server.clone();
+    if tls != probe.tls {
+        // A reload changed server_tls_*: the kept connection was made under a setup no longer
+        // in force (its certificate perhaps no longer trusted). Log in afresh, now, as new
+        // pooled connections do.
+        tracing::info!(host = %host.addr, "server TLS settings changed; the health check logs in again");
+        probe.tls = tls;
+        probe.conn = None;
+        probe.refused = false;
+    }
     for attempt in 0..2 {
         let due = probe.opened.elapsed() >= FRESH_LOGIN_EVERY || (offered && probe.refused);
         if probe.refused && !due && probe.conn.is_none() {
-            return Observation::Refused;
+            return Observation::Refused(probe.why.clone());
         }
         let fresh = attempt > 0 || due || (probe.conn.is_none() && !probe.refused);
         if fresh {
@@ -149,9 +171,24 @@ async fn check(
                 // kept connection can still tell.
                 Err(None) if probe.conn.is_none() => {
                     probe.refused = true;
-                    return Observation::Refused;
+                    return Observation::Refused(probe.why.clone());
                 }
                 Err(None) => probe.refused = true,
+                // Every login takes the same TLS handshake: none can be made.
+                Err(Some(e @ (ServerError::Tls(_) | ServerError::TlsRefused))) => {
+                    probe.why = match std::error::Error::source(&e) {
+                        Some(source) => format!("{e}: {source}"),
+                        None => e.to_string(),
+                    };
+                    if !probe.warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+                        tracing::warn!(host = %host.addr, error = %probe.why, "health check cannot log in; the host is not used until it can");
+                        probe.warned = Some(Instant::now());
+                    }
+                    probe.refused = true;
+                    probe.conn = None;
+                    lag.reset();
+                    return Observation::TlsFailed(probe.why.clone());
+                }
                 Err(Some(e)) if probe.conn.is_none() => {
                     tracing::debug!(host = %host.addr, error = %e, "health check: cannot connect");
                     lag.reset();
@@ -199,20 +236,29 @@ async fn login(
     probe: &mut Probe,
     cfg: &MonitorSettings,
 ) -> Result<ServerConn, Option<ServerError>> {
-    let (_, count) = host.login(0).ok_or(None)?;
+    let Some((_, count)) = host.login(0) else {
+        probe.why = "no pool has offered a login yet".into();
+        return Err(None);
+    };
     for _ in 0..count {
         let Some((target, _)) = host.login(probe.login) else {
             break;
+        };
+        let target = ServerTarget {
+            tls: probe.tls.clone(),
+            ..target
         };
         match connect(&target, cfg).await {
             Ok(c) => return Ok(c),
             // No credential for this login yet (SCRAM passthrough before any client logged
             // in): the host asked for one, so it is up; try another login.
-            Err(ServerError::NoPassword(_)) => {
+            Err(e @ ServerError::NoPassword(_)) => {
                 tracing::debug!(host = %host.addr, user = %target.user, "health check: no password for this login yet");
+                probe.why = format!("user {}: {e}", target.user);
                 probe.login = probe.login.wrapping_add(1);
             }
             Err(ServerError::Rejected(fields)) if refusal(fields.code()) => {
+                probe.why = format!("user {}: {fields}", target.user);
                 // One user's login failing is not the host failing: it answered. Marking it
                 // down would end every other user's sessions on it; try another user.
                 if !probe.warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
@@ -296,6 +342,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             max_lag: Duration::from_secs(max_lag),
             max_lag_bytes: max_bytes,
+            tls: Arc::default(),
         }
     }
 

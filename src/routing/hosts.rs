@@ -82,10 +82,11 @@ pub struct HostStatus {
     /// counter's scale; 0 = never. With two primaries up (split brain), only the one promoted
     /// last takes writes.
     pub promoted: u64,
-    /// The monitor's last check could not log in: every login it has was refused, or none
-    /// has a password yet (SCRAM passthrough before any client). The host answered; the rest
-    /// is as last seen.
-    pub refused: bool,
+    /// Why the monitor's last check could not log in (None: it could, or has not tried):
+    /// every login it has was refused, or none has a password yet (SCRAM passthrough before
+    /// any client), and the rest is as last seen; or the TLS handshake failed (see
+    /// [`Observation::TlsFailed`]), and the rest is unknown.
+    pub refused: Option<String>,
 }
 
 impl Default for HostStatus {
@@ -98,7 +99,7 @@ impl Default for HostStatus {
             lagging: false,
             epoch: 0,
             promoted: 0,
-            refused: false,
+            refused: None,
         }
     }
 }
@@ -110,8 +111,16 @@ pub(super) enum Observation {
     /// The monitor's kept connection answers but a fresh login fails (see [`Liveness`]).
     Draining,
     /// The host answered but refused the monitor's login (its role disabled, a connection
-    /// limit, a changed password): nothing is learned, the last status stands.
-    Refused,
+    /// limit, a changed password): nothing is learned, the last status stands. With why.
+    Refused(String),
+    /// The TLS handshake failed (the server's certificate is not trusted under
+    /// server_tls_sslmode, or it refuses TLS that is required): no login can be made with
+    /// the TLS setup in force, whoever's. What was known came over a connection the setup
+    /// no longer allows (a reload changed it) or from a server that changed: it is
+    /// forgotten, and the host is not used until a check works; sessions asking it
+    /// themselves (see [`HostSet::unverifiable`]) get the TLS error at once. Nothing ends
+    /// the sessions already on it. With why.
+    TlsFailed(String),
     Up {
         role: Role,
         lag_bytes: Option<u64>,
@@ -278,15 +287,25 @@ impl Host {
         let (old, went_down) = {
             let mut status = self.lock();
             let old = status.clone();
-            status.refused = *seen == Observation::Refused;
+            status.refused = match seen {
+                Observation::Refused(why) | Observation::TlsFailed(why) => Some(why.clone()),
+                _ => None,
+            };
             match *seen {
-                Observation::Refused => {
+                Observation::Refused(_) => {
                     drop(status);
                     // Waiters learn that this host cannot be checked (`unverifiable`).
-                    if !old.refused {
+                    if old.refused.is_none() {
                         self.changed.send_modify(|v| *v = v.wrapping_add(1));
                     }
                     return None;
+                }
+                Observation::TlsFailed(_) => {
+                    status.liveness = Liveness::Unknown;
+                    status.role = Role::Unknown;
+                    status.lag_bytes = None;
+                    status.lag = None;
+                    status.lagging = false;
                 }
                 Observation::Draining => status.liveness = Liveness::Draining,
                 Observation::Down => {
@@ -314,7 +333,9 @@ impl Host {
             if status.liveness != old.liveness || status.role != old.role {
                 status.epoch += 1;
             }
-            let routing_changed = status.epoch != old.epoch || status.lagging != old.lagging;
+            let routing_changed = status.epoch != old.epoch
+                || status.lagging != old.lagging
+                || status.refused.is_some() != old.refused.is_some();
             if !routing_changed {
                 return None;
             }
@@ -391,7 +412,7 @@ impl HostSet {
             && self.created.elapsed() < SETTLE_TIME
             && self.hosts.iter().any(|h| {
                 let s = h.status();
-                s.liveness == Liveness::Unknown && !s.refused
+                s.liveness == Liveness::Unknown && s.refused.is_none()
             })
     }
 
@@ -402,7 +423,7 @@ impl HostSet {
             .iter()
             .filter(|h| {
                 let s = h.status();
-                s.liveness == Liveness::Unknown && s.refused
+                s.liveness == Liveness::Unknown && s.refused.is_some()
             })
             .cloned()
             .collect()

@@ -12,6 +12,7 @@ mod lag;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseEntry, LoadBalance, RoutingSettings, SessionAttrs};
 use crate::server::{self, ServerAddr, ServerConn, ServerError, ServerTarget};
+use crate::tls::TlsState;
 
 pub use hosts::{eligible, Host, HostSet, HostStatus, HostTag, Liveness, Role};
 
@@ -107,16 +109,21 @@ pub struct Hosts {
     /// round-robin positions shared by the host sets of every pool (see
     /// [`HostSet::with_rotation`]).
     rotations: DashMap<RotationKey, Arc<std::sync::atomic::AtomicUsize>>,
+    /// The running TLS contexts (replaced by reloads): the health monitors log in with the
+    /// server context in force at each login, as new pooled connections do.
+    tls: Arc<ArcSwap<TlsState>>,
 }
 
 impl Hosts {
-    /// Monitors stop when `shutdown` fires.
-    pub fn new(shutdown: CancellationToken) -> Hosts {
+    /// Monitors stop when `shutdown` fires, and log in with the server TLS context `tls`
+    /// holds at the time.
+    pub fn new(shutdown: CancellationToken, tls: Arc<ArcSwap<TlsState>>) -> Hosts {
         Hosts {
             map: DashMap::new(),
             changed: Arc::new(watch::channel(0).0),
             shutdown,
             rotations: DashMap::new(),
+            tls,
         }
     }
 
@@ -189,6 +196,7 @@ impl Hosts {
             connect_timeout,
             max_lag: settings.max_standby_lag,
             max_lag_bytes: settings.max_standby_lag_bytes,
+            tls: Arc::clone(&self.tls),
         };
         tracing::info!(host = %host.addr, user = %target.user, "starting health monitor");
         tokio::spawn(health::monitor(
@@ -196,6 +204,14 @@ impl Hosts {
             cfg,
             self.shutdown.clone(),
         ));
+    }
+
+    /// Ask every monitor to check now (the server TLS context changed: each logs in afresh
+    /// with it).
+    pub fn recheck_all(&self) {
+        for host in &self.map {
+            host.poke();
+        }
     }
 
     /// Forget hosts the configuration no longer names (a reload removed them) and stop their

@@ -230,15 +230,51 @@ fn a_host_the_monitor_cannot_log_in_to_is_unverifiable() {
     let s = set(2, SessionAttrs::Primary, LoadBalance::RoundRobin);
     up(&s.hosts[0], Role::Primary);
     let seen = *s.changed.borrow();
-    assert_eq!(s.hosts[1].observe(&Observation::Refused), None);
+    assert_eq!(
+        s.hosts[1].observe(&Observation::Refused("refused".into())),
+        None
+    );
     assert!(*s.changed.borrow() != seen, "waiters are told");
     assert!(!s.settling());
     let addrs = |v: Vec<Arc<Host>>| v.iter().map(|h| h.addr.clone()).collect::<Vec<_>>();
     assert_eq!(addrs(s.unverifiable()), [s.hosts[1].addr.clone()]);
     // Refused after it was seen up: it stays as last seen, checked.
-    assert_eq!(s.hosts[0].observe(&Observation::Refused), None);
+    assert_eq!(
+        s.hosts[0].observe(&Observation::Refused("refused".into())),
+        None
+    );
     assert_eq!(addrs(s.unverifiable()), [s.hosts[1].addr.clone()]);
     up(&s.hosts[1], Role::Standby);
+    assert!(s.unverifiable().is_empty());
+}
+
+/// A failed TLS handshake forgets what the monitor knew (learned under a TLS setup no longer
+/// in force, or from a server that changed): the host is unverifiable, sessions on it go on.
+#[test]
+fn a_failed_tls_handshake_makes_a_host_unverifiable() {
+    let s = set(2, SessionAttrs::Primary, LoadBalance::RoundRobin);
+    up(&s.hosts[0], Role::Primary);
+    up(&s.hosts[1], Role::Standby);
+    let tag = s.hosts[0].tag(Role::Primary, s.hosts[0].status().epoch);
+    let seen = *s.changed.borrow();
+    let why = "TLS handshake with the server failed: invalid peer certificate: UnknownIssuer";
+    let old = s.hosts[0].observe(&Observation::TlsFailed(why.into()));
+    assert_eq!(
+        old.map(|o| (o.liveness, o.role)),
+        Some((Liveness::Up, Role::Primary))
+    );
+    assert!(*s.changed.borrow() != seen, "waiters are told");
+    let now = s.hosts[0].status();
+    assert_eq!((now.liveness, now.role), (Liveness::Unknown, Role::Unknown));
+    assert_eq!(now.refused.as_deref(), Some(why));
+    assert_eq!(s.unverifiable().len(), 1);
+    assert!(s.choose(&[]).is_none());
+    assert!(!tag.gone().is_cancelled(), "the session on it goes on");
+    // The next checks within the back-off report the same reason; a check that works heals.
+    assert_eq!(s.hosts[0].observe(&Observation::Refused(why.into())), None);
+    assert_eq!(s.hosts[0].status().liveness, Liveness::Unknown);
+    up(&s.hosts[0], Role::Primary);
+    assert_eq!(s.hosts[0].status().refused, None);
     assert!(s.unverifiable().is_empty());
 }
 
