@@ -193,7 +193,10 @@ fn native(s: &Snapshot) {
         BACKEND_UP,
         "1 when the backend host answered the last probe"
     );
-    describe_gauge!(BACKEND_ROLE, "Backend host role (1 for the current role)");
+    describe_gauge!(
+        BACKEND_ROLE,
+        "Backend host role (1 for the current role; unknown while the host is not up)"
+    );
     describe_counter!(RELOADS, "Configuration reloads by outcome");
     describe_gauge!(READY, "1 when /readyz answers 200");
     describe_gauge!(PAUSED, "1 when the database is paused");
@@ -287,7 +290,11 @@ fn native(s: &Snapshot) {
     }
     for (addr, h) in &s.hosts {
         gauge!(BACKEND_UP, "host" => addr.to_string()).set(f64::from(u8::from(h.up)));
-        gauge!(BACKEND_ROLE, "host" => addr.to_string(), "role" => h.role).set(1.0);
+        // A host not up (down, draining, superseded, not checked yet) claims no role: after a
+        // failover the old primary, down, kept role="primary" at 1 and a sum over
+        // role="primary" saw two. SHOW HOSTS keeps the role it was last seen in.
+        let role = if h.up { h.role } else { "unknown" };
+        gauge!(BACKEND_ROLE, "host" => addr.to_string(), "role" => role).set(1.0);
         if let Some(lag) = h.lag {
             gauge!(BACKEND_LAG, "host" => addr.to_string()).set(lag.as_secs_f64());
         }

@@ -330,7 +330,12 @@ async fn a_lagging_standby_leaves_rotation_and_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_new_sessions_wait_for_the_promoted_standby() {
-    let fx = ReplFixture::new(2, 10, "failover_wait_timeout = 30").await;
+    let fx = ReplFixture::new(
+        2,
+        10,
+        "failover_wait_timeout = 30\nmetrics_listen_addr = 127.0.0.1:0",
+    )
+    .await;
     let (p0, p1, p2) = (fx.cluster.port(0), fx.cluster.port(1), fx.cluster.port(2));
     let rw = fx.connstring(fx.porter.port(), &fx.db);
     assert_eq!(where_am_i(&rw).await, Ok((false, p0)));
@@ -426,6 +431,22 @@ async fn failover_new_sessions_wait_for_the_promoted_standby() {
     // The promoted host's idle standby-pool connections are never handed out again.
     let seen = concurrent(4, &alias).await;
     assert!(seen.iter().all(|s| *s == (true, p2)), "{seen:?}");
+    // One primary in the metrics: the old one, down, claims no role (it stayed "primary").
+    let (_, page) = crate::support::http::get(fx.porter.http_addr(), "/metrics").await;
+    let role = |p: u16, r: &str| {
+        let series = format!("pgporter_backend_role{{host=\"127.0.0.1:{p}\",role=\"{r}\"}}");
+        crate::support::http::sample(&page, &series)
+    };
+    let primaries: Vec<u16> = [p0, p1, p2]
+        .into_iter()
+        .filter(|&p| role(p, "primary") == Some(1.0))
+        .collect();
+    assert_eq!(primaries, [p1], "{page}");
+    assert_eq!(
+        (role(p0, "unknown"), role(p2, "standby")),
+        (Some(1.0), Some(1.0)),
+        "{page}"
+    );
 }
 
 /// The health monitor logs in with a pool's credentials. When that login is refused (the role
