@@ -265,8 +265,10 @@ fn leak_free_name(name: &str) -> &'static str {
         .map_or("value", |(k, _)| k)
 }
 
+/// As PgBouncer 1.18: a NOTICE "Console usage" whose DETAIL lists the commands, in its
+/// order and form, with pgporter's own (SHOW HOSTS ...) and PgBouncer 1.24's additions.
 fn help(buf: &mut BytesMut) {
-    let text = "Console usage\n\
+    let detail = "\n\
         \tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
         \tSHOW PEERS|PEER_POOLS\n\
         \tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n\
@@ -280,12 +282,12 @@ fn help(buf: &mut BytesMut) {
         \tDISABLE <db>\n\
         \tENABLE <db>\n\
         \tRECONNECT [<db>]\n\
-        \tWAIT_CLOSE [<db>]\n\
         \tKILL [<db>]\n\
         \tKILL_CLIENT <client_id>\n\
         \tSUSPEND (refused: no online restart, see so_reuseport)\n\
         \tSHUTDOWN\n\
-        \tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS";
-    backend::error_response(buf, Severity::Notice, "00000", text, None);
+        \tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n\
+        \tWAIT_CLOSE [<db>]";
+    backend::notice_with_detail(buf, "Console usage", detail);
     resultset::command_complete(buf, "SHOW");
 }

@@ -121,6 +121,22 @@ pub fn error_response(
     text: &str,
     hint: Option<&str>,
 ) {
+    report(buf, severity, code, text, None, hint);
+}
+
+/// A NoticeResponse (SQLSTATE 00000) with a DETAIL, as PgBouncer's SHOW HELP.
+pub fn notice_with_detail(buf: &mut BytesMut, text: &str, detail: &str) {
+    report(buf, Severity::Notice, "00000", text, Some(detail), None);
+}
+
+fn report(
+    buf: &mut BytesMut,
+    severity: Severity,
+    code: &str,
+    text: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+) {
     let tag = match severity {
         Severity::Error | Severity::Fatal => ERROR_RESPONSE,
         Severity::Notice | Severity::Warning => NOTICE_RESPONSE,
@@ -134,9 +150,11 @@ pub fn error_response(
         put_cstr(b, code.as_bytes());
         b.put_u8(b'M');
         put_cstr(b, text.as_bytes());
-        if let Some(hint) = hint {
-            b.put_u8(b'H');
-            put_cstr(b, hint.as_bytes());
+        for (field, value) in [(b'D', detail), (b'H', hint)] {
+            if let Some(value) = value {
+                b.put_u8(field);
+                put_cstr(b, value.as_bytes());
+            }
         }
         b.put_u8(0);
     });
