@@ -26,6 +26,7 @@ use crate::routing::Hosts;
 use crate::sessions::Sessions;
 use crate::shutdown::{Lifecycle, ShutdownMode};
 use crate::stats::Stats;
+use crate::systemd::ServiceManager;
 use crate::tls::TlsState;
 
 /// Everything a task needs, handed to it explicitly (no globals).
@@ -90,11 +91,17 @@ pub type ControlSender = mpsc::UnboundedSender<Control>;
 impl App {
     /// Bind the listeners (listen_port = 0 picks a free port).
     pub async fn bind(config: Config) -> Result<App, Error> {
+        App::bind_under(config, ServiceManager::default()).await
+    }
+
+    /// [`App::bind`], run as a service: on the sockets the service manager passed, if any,
+    /// and telling it when ready, reloading and stopping.
+    pub async fn bind_under(config: Config, manager: ServiceManager) -> Result<App, Error> {
         for w in &config.warnings {
             tracing::warn!("{}:{}: {}: {}", w.file, w.line, w.key, w.message);
         }
         let tls = TlsState::build(&config).map_err(Error::Config)?;
-        let listeners = Listeners::bind(&config.settings).await?;
+        let listeners = Listeners::bind(&config.settings, manager.sockets).await?;
         let http = match &config.settings.metrics_listen_addr {
             Some(addr) => Some(crate::http::bind(addr).await?),
             None => None,
@@ -147,7 +154,7 @@ impl App {
             session_ids: AtomicU64::new(1),
             statements: Arc::default(),
             log_file: std::sync::OnceLock::new(),
-            systemd: crate::systemd::Notifier::from_env(),
+            systemd: manager.notifier,
         });
         // The console's SHOW STATS row (and its pgbouncer_stats_* series) exists from the
         // start, as PgBouncer's does whenever a console (an exporter) is connected.

@@ -119,7 +119,8 @@ async fn run(
     if let Some(p) = &pidfile {
         refuse_live_pidfile(p)?;
     }
-    let mut app = App::bind(config).await?;
+    let manager = pgporter::systemd::ServiceManager::from_env();
+    let mut app = App::bind_under(config, manager).await?;
     if let Some(log) = log_file {
         app = app.with_log_file(log);
     }

@@ -8,6 +8,38 @@
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
+/// What the service manager gave the process, read from the environment once by the binary:
+/// where to send notifications, and the listening sockets it passed (socket activation, see
+/// `net::listener`). The library never reads these itself: an `App` a test builds in-process
+/// is not the service.
+#[derive(Debug, Default)]
+pub struct ServiceManager {
+    pub notifier: Notifier,
+    pub sockets: PassedSockets,
+}
+
+impl ServiceManager {
+    /// `$NOTIFY_SOCKET`, and `$LISTEN_FDS` (for this process: `$LISTEN_PID`).
+    pub fn from_env() -> ServiceManager {
+        let fds = listenfd::ListenFd::from_env();
+        ServiceManager {
+            notifier: Notifier::from_env(),
+            sockets: PassedSockets((fds.len() > 0).then_some(fds)),
+        }
+    }
+}
+
+/// Listening sockets passed by the service manager (none: bind our own).
+#[derive(Default)]
+pub struct PassedSockets(pub(crate) Option<listenfd::ListenFd>);
+
+impl std::fmt::Debug for PassedSockets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.as_ref().map_or(0, listenfd::ListenFd::len);
+        write!(f, "PassedSockets({n})")
+    }
+}
+
 /// Where notifications go, read once from the environment at startup.
 #[derive(Debug, Default)]
 pub struct Notifier {
@@ -16,7 +48,7 @@ pub struct Notifier {
 
 impl Notifier {
     /// `$NOTIFY_SOCKET`, when set (systemd sets it for `Type=notify` units).
-    pub fn from_env() -> Notifier {
+    fn from_env() -> Notifier {
         match std::env::var_os("NOTIFY_SOCKET") {
             Some(path) if !path.is_empty() => Notifier::to(&path.to_string_lossy()),
             _ => Notifier::default(),

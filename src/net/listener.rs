@@ -115,8 +115,17 @@ fn listen(settings: &Settings, addr: SocketAddr) -> Result<TcpListener, Error> {
 }
 
 impl Listeners {
-    pub async fn bind(settings: &Settings) -> Result<Listeners, Error> {
-        let (tcp, unix) = match passed_by_service_manager()? {
+    /// Bind listen_addr:listen_port and unix_socket_dir, or take the sockets the service
+    /// manager passed instead; and readonly_listen_port.
+    pub async fn bind(
+        settings: &Settings,
+        passed: crate::systemd::PassedSockets,
+    ) -> Result<Listeners, Error> {
+        let taken = match passed.0 {
+            Some(fds) => Some(take_passed(fds)?),
+            None => None,
+        };
+        let (tcp, unix) = match taken {
             Some(passed) => passed,
             None => {
                 let tcp = bind_tcp(settings, settings.listen_port).await?;
@@ -166,13 +175,9 @@ type Passed = (Vec<TcpListener>, Vec<(UnixListener, Option<PathBuf>)>);
 
 /// The listening sockets systemd passed (socket activation, `LISTEN_FDS`: a `.socket` unit
 /// such as Debian's pgbouncer.socket), used instead of binding listen_addr:listen_port and
-/// unix_socket_dir, as PgBouncer does. None when none were passed. A passed socket that is
-/// not a listening TCP or unix stream socket refuses the start.
-fn passed_by_service_manager() -> Result<Option<Passed>, Error> {
-    let mut fds = listenfd::ListenFd::from_env();
-    if fds.len() == 0 {
-        return Ok(None);
-    }
+/// unix_socket_dir, as PgBouncer does. A passed socket that is not a listening TCP or unix
+/// stream socket refuses the start.
+fn take_passed(mut fds: listenfd::ListenFd) -> Result<Passed, Error> {
     let (mut tcp, mut unix) = (Vec::new(), Vec::new());
     for idx in 0..fds.len() {
         let fd = idx + 3;
@@ -201,7 +206,7 @@ fn passed_by_service_manager() -> Result<Option<Passed>, Error> {
     tracing::info!(
         "listening on the sockets passed from the service manager; listen_addr, listen_port and unix_socket_dir are not bound"
     );
-    Ok(Some((tcp, unix)))
+    Ok((tcp, unix))
 }
 
 /// The unix socket `.s.PGSQL.<port>` in unix_socket_dir, with unix_socket_mode and
