@@ -11,6 +11,7 @@ mod auth;
 mod auth_query;
 mod butler;
 mod clients;
+mod cnpg;
 mod drivers;
 mod drivers_native;
 mod faults_client;

@@ -9,6 +9,7 @@ pub(crate) mod checklist;
 pub(crate) mod checks;
 pub(crate) mod clients;
 pub(crate) mod cmd;
+pub(crate) mod cnpg;
 pub(crate) mod fixture;
 pub(crate) mod http;
 pub(crate) mod pg;
