@@ -76,7 +76,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
         Control::Pause(db) => pause(shared, db).await,
         Control::Resume(db) => resume(shared, db),
         Control::Disable(db) => {
-            known_db(shared, &db)?;
+            known_or_auto_db(shared, &db)?;
             tracing::info!(db, "DISABLE");
             shared.gates.update(|g| {
                 g.disabled.insert(db);
@@ -93,7 +93,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
         }
         Control::Reconnect(db) => {
             if let Some(d) = &db {
-                known_db(shared, d)?;
+                known_or_auto_db(shared, d)?;
             }
             tracing::info!(db = db.as_deref().unwrap_or("*"), "RECONNECT");
             let now = shared.stats.now_us();
@@ -111,7 +111,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
         Control::WaitClose(db) => wait_close(shared, db).await,
         Control::Kill(db) => {
             if let Some(d) = &db {
-                known_db(shared, d)?;
+                known_or_auto_db(shared, d)?;
             }
             tracing::info!(db = db.as_deref().unwrap_or("*"), "KILL");
             shared.gates.update(|g| match &db {
@@ -145,11 +145,33 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
     }
 }
 
+/// A database the console may name in RESUME and ENABLE (PgBouncer's `find_database`): a
+/// `[databases]` entry, one with a pool, or one reached through `*` that an earlier PAUSE,
+/// KILL or DISABLE named (PgBouncer registered it then).
 fn known_db(shared: &Shared, db: &str) -> Result<(), ControlError> {
-    if shared.config.load().databases.contains_key(db) || !pools_of(shared, Some(db)).is_empty() {
+    let gates = shared.gates.state();
+    if shared.config.load().databases.contains_key(db)
+        || !pools_of(shared, Some(db)).is_empty()
+        || gates.paused.contains(db)
+        || gates.disabled.contains(db)
+    {
         Ok(())
     } else {
         Err(ControlError::NoSuchDatabase(db.to_string()))
+    }
+}
+
+/// A database PAUSE, KILL, DISABLE, RECONNECT and WAIT_CLOSE may name (PgBouncer's
+/// `find_or_register_database`): a known one, or with a `*` entry any other name but the
+/// console's, as clients could reach it. With CloudNativePG's generated configuration, `*`
+/// alone, `PAUSE app` before app's first client (or after its pool was freed) was refused.
+fn known_or_auto_db(shared: &Shared, db: &str) -> Result<(), ControlError> {
+    let auto =
+        shared.config.load().fallback_database.is_some() && !crate::admin::is_admin_database(db);
+    if auto {
+        Ok(())
+    } else {
+        known_db(shared, db)
     }
 }
 
@@ -164,7 +186,7 @@ fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<crate::pool::Pool>> {
 
 async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlError> {
     if let Some(d) = &db {
-        known_db(shared, d)?;
+        known_or_auto_db(shared, d)?;
     }
     // As PgBouncer: nothing more to pause under a bare PAUSE (a database paused then would
     // stay paused after the bare RESUME).
@@ -216,7 +238,7 @@ fn fast_close(shared: &Shared, key: &crate::pool::PoolKey, before_us: u64) {
 
 async fn wait_close(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlError> {
     if let Some(d) = &db {
-        known_db(shared, d)?;
+        known_or_auto_db(shared, d)?;
     }
     let close_needed = |s: &crate::sessions::SessionInfo| {
         let stats = shared.stats.pool(&s.database, &s.pool_user);

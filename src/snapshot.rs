@@ -300,7 +300,8 @@ impl Snapshot {
 
 impl Snapshot {
     /// The databases SHOW DATABASES lists, sorted, each with its entry: the configured ones,
-    /// and those made through `*` that have a pool (as PgBouncer lists its auto-databases).
+    /// and those made through `*` that have a pool or that PAUSE, KILL or DISABLE named (as
+    /// PgBouncer lists its auto-databases, registered by a client or by those commands).
     /// Not the console's pseudo-database (see [`Self::console_pool`]), nor an entry named as
     /// the console: clients asking for that name get the console, never the entry.
     pub fn databases(&self) -> Vec<(&String, &crate::config::DatabaseEntry)> {
@@ -309,10 +310,13 @@ impl Snapshot {
             .collect();
         if self.config.fallback_database.is_some() {
             names.extend(
-                self.pools
-                    .iter()
-                    .map(|p| &p.database)
-                    .filter(|d| !self.config.databases.contains_key(*d)),
+                (self.pools.iter().map(|p| &p.database))
+                    .chain(self.gates.paused.iter())
+                    .chain(self.gates.disabled.iter())
+                    .filter(|d| {
+                        !self.config.databases.contains_key(*d)
+                            && !crate::admin::is_admin_database(d)
+                    }),
             );
         }
         names.sort();

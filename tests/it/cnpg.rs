@@ -318,3 +318,71 @@ fn write_atomic(path: &std::path::Path, contents: &[u8]) {
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     std::fs::rename(&tmp, path).expect("renaming over");
 }
+
+/// CloudNativePG's `[databases]` is `*` alone: the console's per-database commands must reach
+/// a database no client has used yet (or whose pool was freed), as PgBouncer registers the
+/// auto-database for PAUSE, KILL, DISABLE, RECONNECT and WAIT_CLOSE; RESUME and ENABLE then
+/// find it. pgporter answered `no such database` unless the database had a pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_commands_reach_databases_behind_the_star_entry() {
+    let pooler = Pooler::deploy().await;
+    let (user, password) = APP;
+    let console = pooler.console().await;
+
+    show(&console, "PAUSE app").await;
+    let (columns, dbs) = show(&console, "SHOW DATABASES").await;
+    let paused = columns.iter().position(|c| c == "paused").unwrap_or(0);
+    let app = dbs
+        .iter()
+        .find(|r| r[0].as_deref() == Some(user))
+        .unwrap_or_else(|| panic!("SHOW DATABASES does not list the paused app: {dbs:?}"));
+    assert_eq!(app[paused].as_deref(), Some("1"), "{app:?}");
+    let plain = pooler.connstring(user, password, user, "sslmode=disable");
+    let waiter = tokio::spawn(async move {
+        let client = connect(&plain).await;
+        simple_value(&client, "SELECT 'served'").await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiter.is_finished(),
+        "a client of the paused app was served"
+    );
+    show(&console, "RESUME app").await;
+    let served = tokio::time::timeout(HANG, waiter)
+        .await
+        .expect("the client was not served after RESUME app")
+        .expect("waiter task");
+    assert_eq!(served.as_deref(), Some("served"));
+
+    // DISABLE a database before its first client; ENABLE finds it again.
+    pooler.pg.create_database("archive", user).await;
+    show(&console, "DISABLE archive").await;
+    let archive = pooler.connstring(user, password, "archive", "sslmode=disable");
+    let refused = tokio_postgres::connect(&archive, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a client of the disabled archive logged in");
+    assert_eq!(crate::support::db_error(&refused).code().code(), "55000");
+    show(&console, "ENABLE archive").await;
+    let client = connect(&archive).await;
+    assert_eq!(
+        simple_value(&client, "SELECT 1").await.as_deref(),
+        Some("1")
+    );
+    drop(client);
+
+    for cmd in ["RECONNECT reports", "WAIT_CLOSE reports", "KILL reports"] {
+        show(&console, cmd).await;
+    }
+    show(&console, "RESUME reports").await;
+    // Never named before (RESUME registers nothing), and the console's own name: refused.
+    for cmd in ["RESUME never_named", "PAUSE pgbouncer"] {
+        let err = console
+            .simple_query(cmd)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{cmd} succeeded"));
+        let e = crate::support::db_error(&err);
+        assert_eq!(e.code().code(), "3D000", "{cmd}: {}", e.message());
+    }
+}
