@@ -1,6 +1,7 @@
 """SQLAlchemy engines through pgporter running CloudNativePG's generated pgbouncer.ini.
 
 Usage: cnpg_pooler.py HOST PORT USER PASSWORD DBNAME
+       cnpg_pooler.py console SOCKET_DIR PORT
 
 Run by tests/it/cnpg.rs. The user is not in any auth_file: pgporter finds their SCRAM
 verifier with CloudNativePG's auth_query (public.user_search, as cnpg_pooler_pgbouncer,
@@ -8,8 +9,15 @@ which logs in to PostgreSQL with its TLS client certificate). For psycopg2 and p
 as the butler builds its engines (SQLAlchemy 2, pool_pre_ping, sslmode=require): a
 transaction with bound parameters, a session's temporary table across statements, a rolled
 back transaction, an error with its SQLSTATE after which the engine still works, and both
-legs on TLS (pg_stat_ssl on the server's side). Prints `PASS driver:check` per check and
-`OK` at the end; a failure raises.
+legs on TLS (pg_stat_ssl on the server's side).
+
+`console`: the admin console as the instance manager's exporter opens it (pgx: the unix
+socket, user pgbouncer, startup parameters client_encoding=UTF8 and datestyle=ISO, the simple
+query protocol, which pgx only runs when the server reports standard_conforming_strings on
+and client_encoding UTF8), then its three queries. psycopg2, whose execute() is a simple
+Query; libpq sends PGDATESTYLE and PGCLIENTENCODING as startup parameters.
+
+Prints `PASS driver:check` per check and `OK` at the end; a failure raises.
 """
 
 from __future__ import annotations
@@ -77,7 +85,36 @@ def run(driver: str, host: str, port: int, user: str, password: str, db: str) ->
         engine.dispose()
 
 
+def console(socket_dir: str, port: str) -> None:
+    import os
+
+    import psycopg2
+
+    os.environ["PGDATESTYLE"] = "ISO"
+    os.environ["PGCLIENTENCODING"] = "UTF8"
+    conn = psycopg2.connect(
+        host=socket_dir, port=port, user="pgbouncer", dbname="pgbouncer", sslmode="disable"
+    )
+    conn.autocommit = True
+    reported = {
+        k: conn.get_parameter_status(k) for k in ("standard_conforming_strings", "client_encoding")
+    }
+    assert reported == {"standard_conforming_strings": "on", "client_encoding": "UTF8"}, reported
+    passed("exporter", "startup-parameters")
+    cur = conn.cursor()
+    for query, columns in (("SHOW LISTS;", 2), ("SHOW POOLS;", 17), ("SHOW STATS;", None)):
+        cur.execute(query)
+        assert columns is None or len(cur.description) == columns, (query, cur.description)
+        assert cur.fetchall(), query
+        passed("exporter", query.rstrip(";").lower().replace(" ", "-"))
+    conn.close()
+
+
 def main() -> None:
+    if sys.argv[1] == "console":
+        console(sys.argv[2], sys.argv[3])
+        print("OK", flush=True)
+        return
     host, port, user, password, db = sys.argv[1:6]
     for driver in DRIVERS:
         run(driver, host, int(port), user, password, db)

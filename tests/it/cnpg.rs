@@ -151,7 +151,16 @@ async fn generated_configuration_serves_scram_logins_through_user_search() {
         run_checklist(cmd, "cnpg_pooler.py", Duration::from_secs(120)).await;
     }
 
-    // What the exporter scrapes, over the unix socket as `pgbouncer` (no password).
+    // What the exporter scrapes, over the unix socket as `pgbouncer` (no password): first as
+    // pgx opens the connection (its startup parameters, the simple-protocol preconditions).
+    if let Some(python) = python("cnpg_pooler.py console (the exporter's connection)") {
+        let mut cmd = Command::new(python);
+        cmd.arg(e2e_file("cnpg_pooler.py"))
+            .arg("console")
+            .arg(pooler.porter.dir())
+            .arg(pooler.porter.port().to_string());
+        run_checklist(cmd, "cnpg_pooler.py console", Duration::from_secs(60)).await;
+    }
     let console = pooler.console().await;
     let (columns, rows) = show(&console, "SHOW LISTS;").await;
     assert_eq!(columns, ["list", "items"]);
