@@ -254,14 +254,14 @@ async fn instance_manager_pauses_resumes_and_reloads_rewritten_files() {
         .expect("waiter task");
     assert_eq!(served.as_deref(), Some("served"));
 
-    // The certificate pgporter's server connections present (all of them: PostgreSQL
-    // checks it where pg_hba.conf says `cert`), before the renewal. (PAUSE closed the
-    // auth_user's idle connection, as PgBouncer's PAUSE closes idle servers.)
+    // The certificate pgporter's server connections present (all of them; PostgreSQL checks
+    // it where pg_hba.conf says `cert`), the newest one's, before the renewal. (PAUSE closed
+    // the auth_user's idle connection, as PgBouncer's PAUSE closes idle servers.)
     let su = pooler.pg.superuser_client().await;
     let serial_sql = |who: &str| {
         format!(
-            "SELECT max(s.client_serial)::text FROM pg_stat_ssl s JOIN pg_stat_activity a \
-             USING (pid) WHERE a.usename = '{who}'"
+            "SELECT s.client_serial::text FROM pg_stat_ssl s JOIN pg_stat_activity a \
+             USING (pid) WHERE a.usename = '{who}' ORDER BY a.backend_start DESC LIMIT 1"
         )
     };
     let before = simple_value(&su, &serial_sql(user)).await.expect("serial");
