@@ -41,7 +41,7 @@ impl AuthQueryCache {
     /// cached one built with another count (scram_iterations changed since) is not reused.
     pub async fn lookup(
         &self,
-        pool: &Pool,
+        pool: &std::sync::Arc<Pool>,
         query: &str,
         user: &str,
         ttl: Duration,

@@ -14,7 +14,7 @@ use super::limits::Blocker;
 use super::waiters::Identity;
 use super::{Grant, Pool, PoolError, PoolSettings};
 use crate::routing;
-use crate::server::{Login, ServerConn};
+use crate::server::ServerConn;
 
 impl Pool {
     /// Get a server connection for a client of `identity`: an idle one, a new one if the
@@ -31,7 +31,7 @@ impl Pool {
     /// server_reset_timeout to give up on, and a client tried them one after the other (75 s
     /// for five, under query_wait_timeout = 10).
     pub async fn checkout(
-        &self,
+        self: &Arc<Self>,
         identity: &Identity,
         tag: Option<&Arc<str>>,
         extra_params: super::ConnectParams<'_>,
@@ -56,12 +56,12 @@ impl Pool {
     }
 
     async fn checkout_one(
-        &self,
+        self: &Arc<Self>,
         identity: &Identity,
         tag: Option<&Arc<str>>,
         extra_params: super::ConnectParams<'_>,
         wait: &Deadline,
-        settings: &PoolSettings,
+        settings: &Arc<PoolSettings>,
     ) -> Result<(ServerConn, Option<Duration>), PoolError> {
         if self.is_retired() {
             return Err(PoolError::Retired);
@@ -104,18 +104,72 @@ impl Pool {
             Grant::Conn(other) => {
                 // Tagged for someone else: close it and connect in its slot.
                 tokio::spawn(super::release::terminate(other));
-                let conn =
-                    Box::pin(self.connect_for(Some(identity), tag, extra_params, settings)).await?;
+                let conn = self
+                    .connect_within(identity, tag, extra_params(), settings, wait)
+                    .await?;
                 Ok((conn, None))
             }
-            // Boxed: opening a connection is rare and its future large; inline, it would be
-            // part of (and copied with) every checkout's future.
             Grant::Permit => {
-                let conn =
-                    Box::pin(self.connect_for(Some(identity), tag, extra_params, settings)).await?;
+                let conn = self
+                    .connect_within(identity, tag, extra_params(), settings, wait)
+                    .await?;
                 Ok((conn, None))
             }
         }
+    }
+
+    /// Open a connection in the slot granted to `identity`, waiting for it until `wait`
+    /// passes. As in PgBouncer, where the client stays in cl_waiting while a server logs in,
+    /// the wait bounds the login too: a client whose wait runs out gets query_wait_timeout
+    /// (it waited server_connect_timeout for a host that accepts but does not answer). The
+    /// login is the pool's: it goes on, up to server_connect_timeout, when the client gives
+    /// up or leaves, and a connection that gets in is checked in for the next client.
+    async fn connect_within(
+        self: &Arc<Self>,
+        identity: &Identity,
+        tag: Option<&Arc<str>>,
+        params: Vec<(String, String)>,
+        settings: &Arc<PoolSettings>,
+        wait: &Deadline,
+    ) -> Result<ServerConn, PoolError> {
+        let (tx, rx) = oneshot::channel();
+        let (pool, holder) = (Arc::clone(self), identity.clone());
+        let (tag, settings) = (tag.cloned(), Arc::clone(settings));
+        // Spawned (a rare path): its future is large, and it must outlive the client's wait.
+        tokio::spawn(async move {
+            let made = (pool.connect_for(Some(&holder), tag.as_ref(), &params, &settings)).await;
+            match tx.send(made) {
+                Ok(()) => {}
+                Err(Ok(conn)) => pool.adopt(conn, holder),
+                Err(Err(e)) => {
+                    tracing::debug!(pool = ?pool.key, error = %e, "a server login its client gave up on failed");
+                }
+            }
+        });
+        let mut login = Connecting {
+            pool: self,
+            identity,
+            rx: Some(rx),
+        };
+        let Some(rx) = login.rx.as_mut() else {
+            return Err(PoolError::WaitTimeout(Blocker::ServerLogin));
+        };
+        tokio::select! {
+            biased;
+            made = rx => {
+                login.rx = None;
+                // The task cannot end unsent but by a panic or the runtime shutting down.
+                made.unwrap_or(Err(PoolError::WaitTimeout(Blocker::ServerLogin)))
+            }
+            () = wait.passed() => Err(PoolError::WaitTimeout(Blocker::ServerLogin)),
+        }
+    }
+
+    /// A connection opened for `holder`, who is no longer waiting for it: for the next client.
+    fn adopt(&self, mut conn: ServerConn, holder: Identity) {
+        tracing::debug!(pid = conn.pid(), pool = ?self.key, "a server login its client gave up on got in; keeping the connection");
+        conn.holder = Some(holder);
+        self.checkin(conn);
     }
 
     /// Open a connection in a slot already counted (for `holder`, or for the idle list).
@@ -123,10 +177,10 @@ impl Pool {
         &self,
         holder: Option<&Identity>,
         tag: Option<&Arc<str>>,
-        extra_params: super::ConnectParams<'_>,
+        params: &[(String, String)],
         settings: &PoolSettings,
     ) -> Result<ServerConn, PoolError> {
-        let login = Arc::new(Login::default());
+        let login = Arc::new(crate::server::Login::default());
         self.lock().logins.push(Arc::clone(&login));
         let mut slot = SlotGuard {
             pool: self,
@@ -137,7 +191,7 @@ impl Pool {
         let mut conn = routing::connect(
             &self.hosts,
             &self.effective_target(),
-            &extra_params(),
+            params,
             settings.dial,
             Some(&slot.login),
         )
@@ -283,6 +337,28 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
+/// A server login under way for a waiting client. Dropped before the client took the
+/// connection (its wait ran out, it left), it leaves the login to finish on its own and checks
+/// in a connection that got in meanwhile.
+struct Connecting<'p> {
+    pool: &'p Pool,
+    identity: &'p Identity,
+    rx: Option<oneshot::Receiver<Result<ServerConn, PoolError>>>,
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        // Closed first: from now on the login task keeps what it makes.
+        rx.close();
+        if let Ok(Ok(conn)) = rx.try_recv() {
+            self.pool.adopt(conn, self.identity.clone());
+        }
+    }
+}
+
 /// An idle connection lent to `identity` at `now`, with how long it was idle.
 fn lent(mut conn: ServerConn, identity: &Identity, now: Instant) -> (ServerConn, Option<Duration>) {
     let idle_for = now.saturating_duration_since(conn.last_used);
@@ -296,7 +372,7 @@ fn lent(mut conn: ServerConn, identity: &Identity, now: Instant) -> (ServerConn,
 struct SlotGuard<'p> {
     pool: &'p Pool,
     holder: Option<&'p Identity>,
-    login: Arc<Login>,
+    login: Arc<crate::server::Login>,
     armed: bool,
 }
 

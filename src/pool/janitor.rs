@@ -172,7 +172,7 @@ impl Pool {
             let pool = Arc::clone(self);
             let settings = settings.clone();
             tokio::spawn(async move {
-                match pool.connect_for(None, None, &Vec::new, &settings).await {
+                match pool.connect_for(None, None, &[], &settings).await {
                     Ok(conn) => pool.checkin(conn),
                     Err(e) => {
                         tracing::warn!(pool = ?pool.key, error = %e, "min_pool_size connection failed")

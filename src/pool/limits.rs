@@ -27,10 +27,13 @@ pub enum Blocker {
     /// The wait ran out testing idle connections that did not answer server_check_query (a
     /// host gone without closing its sockets).
     ServerCheck,
+    /// The wait ran out while a server connection was logging in for the client (a host
+    /// slower to answer than query_wait_timeout, under a longer server_connect_timeout).
+    ServerLogin,
 }
 
 impl Blocker {
-    /// The config key, as named in errors and logs.
+    /// The config key (or what held the client back), as named in errors and logs.
     pub fn name(self) -> &'static str {
         match self {
             Blocker::PoolSize => "pool_size",
@@ -38,6 +41,7 @@ impl Blocker {
             Blocker::MaxUserConnections => "max_user_connections",
             Blocker::MaxUserPoolShare => "max_user_pool_share",
             Blocker::ServerCheck => "server_check_query",
+            Blocker::ServerLogin => "a server login",
         }
     }
 }
@@ -319,7 +323,10 @@ impl Limits {
         let (by_db, by_user) = match blocker {
             Blocker::MaxDbConnections => (true, false),
             Blocker::MaxUserConnections => (false, true),
-            Blocker::PoolSize | Blocker::MaxUserPoolShare | Blocker::ServerCheck => return,
+            Blocker::PoolSize
+            | Blocker::MaxUserPoolShare
+            | Blocker::ServerCheck
+            | Blocker::ServerLogin => return,
         };
         for pool in self.siblings(key, by_db, by_user) {
             if pool.evict_one_idle() {

@@ -151,7 +151,8 @@ async fn the_console_is_listed_as_the_pgbouncer_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_connection_logging_in_is_listed_as_new() {
     let pg: &'static PgCluster = Box::leak(Box::new(PgCluster::start_private().await));
-    let ops = Ops::on(pg, "server_connect_timeout = 30").await;
+    // The client waits for the login longer than it is held (query_wait_timeout bounds it).
+    let ops = Ops::on(pg, "server_connect_timeout = 30\nquery_wait_timeout = 60").await;
     let admin = ops.admin().await;
     let postmaster = pg.postmaster_pid();
     signal(postmaster, "-STOP");

@@ -362,7 +362,9 @@ async fn postgres_restart_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_postmaster_hits_server_connect_timeout() {
     let pg = private_cluster().await;
-    let fx = Fixture::on_cluster(pg, 2, "server_connect_timeout = 2").await;
+    // query_wait_timeout, which bounds the login too, is not what ends it here.
+    let fx =
+        Fixture::on_cluster(pg, 2, "server_connect_timeout = 2\nquery_wait_timeout = 10").await;
     let postmaster = pg.postmaster_pid();
     signal(postmaster, "-STOP");
     let started = Instant::now();

@@ -549,3 +549,70 @@ async fn a_reloaded_query_wait_timeout_reaches_waiting_clients() {
     let tags: Vec<u8> = answer.iter().map(|m| m.tag).collect();
     assert!(!tags.contains(&b'E') && tags.contains(&b'D'), "{tags:?}");
 }
+
+/// A host that accepts the TCP connection but never answers the startup packet (a hung
+/// server, a half-dead proxy): as in PgBouncer 1.18 (checked live), the waiting client ends at
+/// its query_wait_timeout with FATAL 08P01, not at the far longer server_connect_timeout, and
+/// the login goes on without it (the socket stays open, counted sv_login) until
+/// server_connect_timeout. It waited the whole server_connect_timeout and got 08006.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_login_that_never_answers_ends_at_query_wait_timeout() {
+    use tokio::io::AsyncReadExt;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let ini = crate::support::fixture::ini(
+        &[("silent", port)],
+        2,
+        "server_connect_timeout = 60\nquery_wait_timeout = 2\nadmin_users = adm",
+    );
+    let userlist = crate::support::fixture::userlist(&[("u", "pw"), ("adm", "pw")]);
+    let porter = crate::support::porter::spawn_pgporter(&ini, &userlist).await;
+    let started = Instant::now();
+    let connstring = porter.connstring("u", "pw", "silent");
+    let client = tokio::spawn(async move {
+        tokio_postgres::connect(&connstring, tokio_postgres::NoTls)
+            .await
+            .map(|_| ())
+    });
+    let (mut login, _) = tokio::time::timeout(HANG, silent.accept())
+        .await
+        .expect("no server login")
+        .unwrap();
+    let mut startup = [0u8; 1024];
+    assert!(
+        login.read(&mut startup).await.unwrap() > 0,
+        "no startup packet"
+    );
+
+    let err = tokio::time::timeout(HANG, client)
+        .await
+        .expect("the client waited past query_wait_timeout")
+        .unwrap()
+        .expect_err("logged in through a silent server");
+    let took = started.elapsed();
+    let db = err.as_db_error().expect("an ErrorResponse");
+    assert_eq!(
+        (db.severity(), db.code().code(), db.message()),
+        (
+            "FATAL",
+            "08P01",
+            "query_wait_timeout (held back by a server login)"
+        )
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The login is the pool's: still under way, its socket open.
+    let admin = crate::support::connect(&porter.connstring("adm", "pw", "pgbouncer")).await;
+    let pools = crate::admin::rows(&admin, "SHOW POOLS").await;
+    let pool = crate::admin::find(&pools, "database", "silent");
+    assert_eq!(
+        (pool.get("cl_waiting"), pool.get("sv_login")),
+        (Some("0"), Some("1"))
+    );
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), login.read(&mut byte))
+            .await
+            .is_err(),
+        "the login was given up with its client"
+    );
+}
