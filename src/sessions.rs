@@ -97,6 +97,9 @@ pub enum KillReason {
     ClientIdleTimeout = 2,
 }
 
+/// `wait_start_us` of a wait that is not timed.
+const UNTIMED: u64 = u64::MAX;
+
 /// One session, shared between its task and the registry.
 #[derive(Debug)]
 pub struct SessionInfo {
@@ -121,8 +124,9 @@ pub struct SessionInfo {
     pub peer_pid: i32,
     pub connect_time: SystemTime,
     state: AtomicU8,
-    /// µs since the stats epoch at which the current wait started.
-    pub wait_start_us: AtomicU64,
+    /// µs since the stats epoch at which the current wait started ([`UNTIMED`]: a wait at
+    /// login, which PgBouncer does not time). Read through [`SessionInfo::waited_us`].
+    wait_start_us: AtomicU64,
     /// Wall-clock milliseconds since the UNIX epoch of the latest request (SHOW CLIENTS shows
     /// seconds; client_idle_timeout needs better).
     pub request_ms: AtomicU64,
@@ -170,10 +174,22 @@ impl SessionInfo {
     pub fn request_time(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(self.request_ms.load(Relaxed))
     }
-    pub fn set_waiting(&self, now_us: u64) {
-        self.wait_start_us.store(now_us, Relaxed);
+    /// Waiting for a server connection since `now_us` (None: at login, for the pool's first
+    /// server connection, which PgBouncer lists as waiting but does not time: SHOW CLIENTS
+    /// wait and SHOW POOLS maxwait stay 0, as seen with PgBouncer 1.18).
+    pub fn set_waiting(&self, now_us: Option<u64>) {
+        self.wait_start_us.store(now_us.unwrap_or(UNTIMED), Relaxed);
         self.request_ms.store(unix_ms(SystemTime::now()), Relaxed);
         self.state.store(ClientState::Waiting as u8, Relaxed);
+    }
+    /// How long the client has waited for a server connection at `now_us` (0 when not
+    /// waiting, or waiting at login).
+    pub fn waited_us(&self, now_us: u64) -> u64 {
+        match self.wait_start_us.load(Relaxed) {
+            _ if self.state() != ClientState::Waiting => 0,
+            UNTIMED => 0,
+            started => now_us.saturating_sub(started),
+        }
     }
     /// Under the link's lock, as [`Self::set_active`]: a cancel ([`Self::begin_cancel`]) sees
     /// either the state before or the state after, never a mix.
@@ -561,7 +577,7 @@ pub(crate) mod tests {
         assert!(matches!(a.info.begin_cancel(), CancelTarget::Nothing));
         // Asked while waiting; the server is granted before the wait looks: the set-up
         // finds the ask.
-        a.info.set_waiting(1);
+        a.info.set_waiting(Some(1));
         assert!(matches!(a.info.begin_cancel(), CancelTarget::Waiting));
         a.info.set_active(link.clone());
         assert!(a.info.set_up());
@@ -579,10 +595,27 @@ pub(crate) mod tests {
         assert!(!a.info.set_up());
         // An ask left over when the request ends does not cancel the next one.
         a.info.set_idle();
-        a.info.set_waiting(2);
+        a.info.set_waiting(Some(2));
         assert!(matches!(a.info.begin_cancel(), CancelTarget::Waiting));
         a.info.set_idle();
         a.info.set_active(link);
         assert!(!a.info.set_up());
+    }
+
+    /// A request's wait is timed from its start; a wait at login is not (PgBouncer's SHOW
+    /// CLIENTS wait and SHOW POOLS maxwait stay 0 for it); nor is a client not waiting.
+    #[test]
+    fn only_a_requests_wait_is_timed() {
+        let root = CancellationToken::new();
+        let s = Arc::new(Sessions::default());
+        let a = s.register(new("a", false), &root);
+        assert_eq!(a.info.waited_us(1_000), 0, "not waiting");
+        a.info.set_waiting(Some(250));
+        assert_eq!(a.info.waited_us(1_000), 750);
+        a.info.set_idle();
+        assert_eq!(a.info.waited_us(1_000), 0, "no longer waiting");
+        a.info.set_waiting(None);
+        assert_eq!(a.info.state(), ClientState::Waiting);
+        assert_eq!(a.info.waited_us(1_000), 0, "waiting at login");
     }
 }

@@ -156,8 +156,7 @@ impl Snapshot {
                 match c.state() {
                     ClientState::Waiting => {
                         waiting += 1;
-                        let started = c.wait_start_us.load(std::sync::atomic::Ordering::Relaxed);
-                        maxwait_us = maxwait_us.max(now_us.saturating_sub(started));
+                        maxwait_us = maxwait_us.max(c.waited_us(now_us));
                     }
                     // PgBouncer counts idle logged-in clients as cl_active too.
                     ClientState::Active | ClientState::Idle => active += 1,
@@ -249,10 +248,7 @@ impl Snapshot {
             match c.state() {
                 ClientState::Waiting => {
                     pool.cl_waiting += 1;
-                    let started = c.wait_start_us.load(std::sync::atomic::Ordering::Relaxed);
-                    pool.maxwait = pool
-                        .maxwait
-                        .max(Duration::from_micros(now_us.saturating_sub(started)));
+                    pool.maxwait = (pool.maxwait).max(Duration::from_micros(c.waited_us(now_us)));
                 }
                 ClientState::Active | ClientState::Idle => pool.cl_active += 1,
             }

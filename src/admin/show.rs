@@ -248,12 +248,7 @@ fn client_rows(s: &Snapshot, active_only: bool) -> impl Iterator<Item = Vec<Valu
         if active_only && state == ClientState::Idle {
             return None;
         }
-        let wait_us = if state == ClientState::Waiting {
-            s.now_us
-                .saturating_sub(c.wait_start_us.load(std::sync::atomic::Ordering::Relaxed))
-        } else {
-            0
-        };
+        let wait_us = c.waited_us(s.now_us);
         let request = c.request_time();
         let link = c.server().map(|l| format!("{:x}", l.pid));
         Some(vec![

@@ -97,7 +97,7 @@ pub(super) async fn checkout(
     shared: &Shared,
 ) -> Result<(ServerConn, Arc<Pool>), Error> {
     let started = tokio::time::Instant::now();
-    let mut result = acquire(session, info, shared).await;
+    let mut result = acquire(session, info, shared, Wanted::Request).await;
     let db = &session.pool.key.db;
     match &mut result {
         Ok((server, _)) => {
@@ -169,6 +169,7 @@ pub(super) async fn acquire(
     session: &Session,
     info: &SessionInfo,
     shared: &Shared,
+    wanted: Wanted,
 ) -> Result<(ServerConn, Arc<Pool>), Error> {
     if shared.lifecycle.mode() == Some(crate::shutdown::ShutdownMode::WaitForServers) {
         // No server connection is handed out any more: the process exits once the ones in
@@ -191,7 +192,10 @@ pub(super) async fn acquire(
             stored.await;
         }
     };
-    info.set_waiting(shared.stats.now_us());
+    info.set_waiting(match wanted {
+        Wanted::Request => Some(shared.stats.now_us()),
+        Wanted::Welcome => None,
+    });
     let db = &session.pool.key.db;
     let get = async {
         let mut pool = Arc::clone(&session.pool);
@@ -250,6 +254,17 @@ pub(super) async fn acquire(
         () = info.killed() => Err(ended(shared, info)),
         () = follow => unreachable!("follows reloads until the wait ends"),
     }
+}
+
+/// What a server connection is wanted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wanted {
+    /// A request of a logged-in client.
+    Request,
+    /// The welcome of a client logging in to a pool that has had no server connection yet
+    /// (its parameters). PgBouncer lists such a client as waiting (cl_waiting) without
+    /// timing it: SHOW POOLS maxwait and SHOW CLIENTS wait stay 0 (seen with PgBouncer 1.18).
+    Welcome,
 }
 
 /// How long a client may wait for a server connection under `config`, and whether that limit

@@ -486,7 +486,8 @@ async fn welcome(
     let reported = match session.pool.welcome() {
         Some(reported) => reported,
         None => {
-            let (server, pool) = acquire::acquire(session, info, shared).await?;
+            let (server, pool) =
+                acquire::acquire(session, info, shared, acquire::Wanted::Welcome).await?;
             session.pool = pool;
             // The pool keeps its first connection's values (set when it was made): every
             // client of the pool is welcomed, and later SET, to the same.

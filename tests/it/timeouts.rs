@@ -554,7 +554,9 @@ async fn a_reloaded_query_wait_timeout_reaches_waiting_clients() {
 /// server, a half-dead proxy): as in PgBouncer 1.18 (checked live), the waiting client ends at
 /// its query_wait_timeout with FATAL 08P01, not at the far longer server_connect_timeout, and
 /// the login goes on without it (the socket stays open, counted sv_login) until
-/// server_connect_timeout. It waited the whole server_connect_timeout and got 08006.
+/// server_connect_timeout. It waited the whole server_connect_timeout and got 08006. While it
+/// waits at login (the pool's first server connection), it is listed as PgBouncer 1.18 lists
+/// it: waiting (cl_waiting), but not timed (SHOW POOLS maxwait and SHOW CLIENTS wait 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_login_that_never_answers_ends_at_query_wait_timeout() {
     use tokio::io::AsyncReadExt;
@@ -563,10 +565,11 @@ async fn a_server_login_that_never_answers_ends_at_query_wait_timeout() {
     let ini = crate::support::fixture::ini(
         &[("silent", port)],
         2,
-        "server_connect_timeout = 60\nquery_wait_timeout = 2\nadmin_users = adm",
+        "server_connect_timeout = 60\nquery_wait_timeout = 3\nadmin_users = adm",
     );
     let userlist = crate::support::fixture::userlist(&[("u", "pw"), ("adm", "pw")]);
     let porter = crate::support::porter::spawn_pgporter(&ini, &userlist).await;
+    let admin = crate::support::connect(&porter.connstring("adm", "pw", "pgbouncer")).await;
     let started = Instant::now();
     let connstring = porter.connstring("u", "pw", "silent");
     let client = tokio::spawn(async move {
@@ -582,6 +585,20 @@ async fn a_server_login_that_never_answers_ends_at_query_wait_timeout() {
     assert!(
         login.read(&mut startup).await.unwrap() > 0,
         "no startup packet"
+    );
+    // Over a second in: a timed wait would show maxwait 1.
+    tokio::time::sleep_until(started + Duration::from_millis(1200)).await;
+    let pools = crate::admin::rows(&admin, "SHOW POOLS").await;
+    let pool = crate::admin::find(&pools, "database", "silent");
+    let shown = ["cl_waiting", "sv_login", "maxwait", "maxwait_us"].map(|c| pool.get(c));
+    assert_eq!(shown, [Some("1"), Some("1"), Some("0"), Some("0")]);
+    let clients = crate::admin::rows(&admin, "SHOW CLIENTS").await;
+    let waiter = crate::admin::find(&clients, "database", "silent");
+    let shown = ["state", "wait", "wait_us"].map(|c| waiter.get(c));
+    assert_eq!(shown, [Some("waiting"), Some("0"), Some("0")]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "checked too late"
     );
 
     let err = tokio::time::timeout(HANG, client)
@@ -601,7 +618,6 @@ async fn a_server_login_that_never_answers_ends_at_query_wait_timeout() {
     );
     assert!(took < Duration::from_secs(10), "took {took:?}");
     // The login is the pool's: still under way, its socket open.
-    let admin = crate::support::connect(&porter.connstring("adm", "pw", "pgbouncer")).await;
     let pools = crate::admin::rows(&admin, "SHOW POOLS").await;
     let pool = crate::admin::find(&pools, "database", "silent");
     assert_eq!(
