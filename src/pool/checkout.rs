@@ -251,13 +251,21 @@ impl WaitGuard<'_> {
         wait: &Deadline,
         settings: &PoolSettings,
     ) -> Result<Grant, PoolError> {
-        let mut reserve_at = {
-            let lim = self.pool.limits.resolve(&self.pool.key, settings);
-            lim.reserve_timeout
-                .filter(|_| lim.reserve_size > 0)
-                .map(|t| since + t)
-        };
+        let mut reserved = false;
         loop {
+            // As PgBouncer's, which measures the waiting client against the current
+            // reserve_pool_timeout, the timer follows a reload (or admin SET).
+            let reloaded = self.pool.limits.reloaded();
+            tokio::pin!(reloaded);
+            reloaded.as_mut().enable();
+            let reserve_at = if reserved {
+                None
+            } else {
+                let lim = self.pool.limits.resolve(&self.pool.key, settings);
+                lim.reserve_timeout
+                    .filter(|_| lim.reserve_size > 0)
+                    .map(|t| since + t)
+            };
             let Some(rx) = self.rx.as_mut() else {
                 return Err(PoolError::WaitTimeout(Blocker::PoolSize));
             };
@@ -267,9 +275,10 @@ impl WaitGuard<'_> {
                 // Before the reserve: at the same moment, the wait is over.
                 () = wait.passed() => return self.timed_out(settings),
                 () = sleep_until(reserve_at.unwrap_or(since)), if reserve_at.is_some() => {
-                    reserve_at = None;
+                    reserved = true;
                     self.pool.allow_reserve(self.seq, settings);
                 }
+                () = &mut reloaded => {}
             }
         }
     }

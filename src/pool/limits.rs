@@ -146,6 +146,11 @@ impl Limits {
         self.config.load()
     }
 
+    /// Resolves at the next configuration stored (reload, admin SET) after it is enabled.
+    pub(super) fn reloaded(&self) -> tokio::sync::futures::Notified<'_> {
+        self.config.stored()
+    }
+
     pub(super) fn register(&self, pool: &Arc<Pool>) {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         pools.retain(|p| p.strong_count() > 0);

@@ -163,6 +163,40 @@ async fn reserve_pool_only_after_its_timeout() {
     drop(holder);
 }
 
+/// A reload that shortens reserve_pool_timeout reaches a client already waiting, as in
+/// PgBouncer (which measures waiting clients against the current value): the reserve opens for
+/// it at once, measured from the start of its wait. Its timer was fixed when the wait began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_reserve_pool_timeout_reaches_waiting_clients() {
+    let acct = super::SharedAccount::new(
+        1,
+        "30",
+        "reserve_pool_size = 1\nreserve_pool_timeout = 60\n",
+        "",
+    )
+    .await;
+    let holder = acct.connect("alice").await;
+    select1(&holder).await.expect("first session");
+    let second = acct.connect("bob").await;
+    let started = Instant::now();
+    let served = tokio::spawn(async move { select1(&second).await.map(|()| second) });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!served.is_finished(), "served before the reload");
+    acct.porter
+        .reload_edited(|ini| {
+            ini.replacen("reserve_pool_timeout = 60", "reserve_pool_timeout = 1", 1)
+        })
+        .await;
+    let second = tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("still waiting for the old reserve_pool_timeout")
+        .unwrap()
+        .expect("served from the reserve pool");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(acct.backends().await, 2);
+    drop((holder, second));
+}
+
 /// A client whose login times out while it waits for a server connection gives its place
 /// back: nothing leaks, later clients are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
