@@ -14,6 +14,7 @@ impl Pool {
     /// `conn`, lent after `idle_for` on the idle list (None: newly opened), if it can serve;
     /// else it is handed back (still counted and held) for the caller to discard. The check
     /// gives up at server_reset_timeout, or at the client's `deadline` if that comes first.
+    /// server_check_query and server_check_delay are the current ones, not `settings`'.
     pub(super) async fn checked(
         &self,
         mut conn: ServerConn,
@@ -24,10 +25,14 @@ impl Pool {
         if !self.hosts.accepts(conn.tag.as_ref()) || conn.spoke_while_idle() {
             return Err(conn);
         }
-        let Some(sql) = settings.check_query.as_deref() else {
-            return Ok(conn);
-        };
-        if idle_for.map_or(true, |idle| idle < settings.check_delay) {
+        // Read now, from the live configuration, as PgBouncer reads them when it hands a
+        // server out: a reload (or admin SET) during the client's wait applies to its check.
+        let config = self.limits.config();
+        let (sql, delay) = (
+            &config.settings.server_check_query,
+            config.settings.server_check_delay,
+        );
+        if sql.trim().is_empty() || idle_for.map_or(true, |idle| idle < delay) {
             return Ok(conn);
         }
         // Dropped mid-check (the client left), the connection is closed and its slot freed.

@@ -290,6 +290,70 @@ async fn server_check_query_runs_only_past_the_delay() {
     recovered(&strict, 1).await;
 }
 
+/// `c` and the pid of its server connection.
+async fn with_pid(c: tokio_postgres::Client) -> (tokio_postgres::Client, i32) {
+    let row = timeout(HANG, c.query_one("select pg_backend_pid()", &[]))
+        .await
+        .expect("the query hung")
+        .unwrap();
+    (c, row.get(0))
+}
+
+/// A client queued behind the one holding the pool's only connection: its task, once it
+/// waits (served, it returns its client and server pid).
+async fn queued(fx: &Fixture) -> tokio::task::JoinHandle<(tokio_postgres::Client, i32)> {
+    let connstring = fx.connstring();
+    let waiter =
+        tokio::spawn(async move { with_pid(crate::support::connect(&connstring).await).await });
+    let deadline = Instant::now() + HANG;
+    while !fx.porter.pool_counts().iter().any(|(_, c)| c.waiting == 1) {
+        assert!(Instant::now() < deadline, "the client did not queue");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    waiter
+}
+
+/// server_check_delay and server_check_query changed by RELOAD or admin SET while a client
+/// waits for a server reach that client's check, as in PgBouncer (which reads both when it
+/// hands a server out): the check was run under the pool's settings as the wait began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_server_check_reaches_waiting_clients() {
+    let fx = Fixture::with_settings(
+        1,
+        "server_check_query = select 1/0\nquery_wait_timeout = 30",
+    )
+    .await;
+    let (holder, first) = with_pid(fx.connect().await).await;
+    let waiter = queued(&fx).await;
+    // Checked at every reuse from now on: the failing check closes the connection it gets.
+    fx.porter
+        .reload_edited(|ini| ini.to_string() + "server_check_delay = 0\n")
+        .await;
+    drop(holder);
+    let (holder, second) = timeout(HANG, waiter).await.expect("not served").unwrap();
+    assert_ne!(
+        second, first,
+        "handed out unchecked, under the delay as the wait began"
+    );
+
+    let waiter = queued(&fx).await;
+    // A check that passes: the connection is handed out as it is.
+    fx.porter.control(pgporter::Control::Set {
+        key: "server_check_query".into(),
+        value: "select 1".into(),
+    });
+    let deadline = Instant::now() + HANG;
+    while fx.porter.shared().config.load().settings.server_check_query != "select 1" {
+        assert!(Instant::now() < deadline, "SET did not take");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(holder);
+    let (last, third) = timeout(HANG, waiter).await.expect("not served").unwrap();
+    assert_eq!(third, second, "checked with the query as the wait began");
+    drop(last);
+    recovered(&fx, 1).await;
+}
+
 /// A cluster of this test's own (restarts and a stopped postmaster would hurt other tests).
 async fn private_cluster() -> &'static PgCluster {
     Box::leak(Box::new(PgCluster::start_private().await))
