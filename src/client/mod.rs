@@ -124,7 +124,8 @@ pub fn run(
             // Login is large and short-lived: boxed, so an idle session's task stays small.
             Box::pin(async {
                 peer = proxied_peer(&mut conn, peer.clone(), &config).await?;
-                start(&mut conn, &peer, endpoint, &shared, &config).await
+                let over_max = shared.over_max_client_conn();
+                start(&mut conn, &peer, endpoint, over_max, &shared, &config).await
             }),
         )
         .await;
@@ -212,11 +213,13 @@ async fn proxied_peer(
     }
 }
 
-/// Handshake, route and login.
+/// Handshake, route and login. `over_max`: the connection came with max_client_conn reached
+/// (only the console may log in).
 async fn start(
     conn: &mut FramedConn<Stream>,
     peer: &Peer,
     endpoint: Endpoint,
+    over_max: bool,
     shared: &Shared,
     config: &Config,
 ) -> Result<Started, Error> {
@@ -242,6 +245,19 @@ async fn start(
     let ctx = login_context(conn, client_tls, shared, config);
     if admin::is_admin_database(database) && !user.is_empty() {
         return start_admin(conn, peer, &startup, &ctx, shared, config).await;
+    }
+    if over_max {
+        tracing::warn!(%peer, "no more connections allowed (max_client_conn)");
+        shared
+            .audit
+            .send(crate::audit::AuditEvent::LimitRejection {
+                user: Some(user.to_string()).filter(|u| !u.is_empty()),
+                client_addr: crate::identity::addr_text(peer.ip()),
+                database: Some(database.to_string()).filter(|d| !d.is_empty()),
+                reason: "max_client_conn".into(),
+            })
+            .await;
+        return Err(Error::TooManyClients);
     }
     if shared.lifecycle.draining() {
         return Err(Error::Draining);

@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::time::Duration;
 
@@ -307,87 +305,45 @@ async fn backoff(e: std::io::Error) {
 fn spawn_client(stream: Stream, peer: Peer, endpoint: Endpoint, shared: &Arc<Shared>) {
     let max = usize::try_from(shared.config.load().settings.max_client_conn).unwrap_or(usize::MAX);
     let count = shared.clients.fetch_add(1, Ordering::AcqRel) + 1;
-    let counted = ClientCount(Arc::clone(shared));
-    let tracker = &shared.tracker;
-    if count <= max {
-        // The session's own future, unwrapped: it is what an idle client costs (W6).
-        tracker.spawn(client::run(stream, peer, endpoint, counted));
-        return;
-    }
-    tracker.spawn(async move {
-        if !reject(stream, &Error::TooManyClients, &counted).await {
-            // A CancelRequest: served (it is not a client), nothing to log.
-            return;
-        }
-        tracing::warn!(%peer, "no more connections allowed (max_client_conn)");
-        counted
-            .audit
-            .send(crate::audit::AuditEvent::LimitRejection {
-                user: None,
-                client_addr: crate::identity::addr_text(peer.ip()),
-                database: None,
-                reason: "max_client_conn".into(),
-            })
-            .await;
-    });
+    // Over the cap, the session still reads the startup packet: the admin console gets in
+    // (counted, as in PgBouncer), anyone else is refused there, after the SSLRequest /
+    // GSSENCRequest is answered (libpq's sslmode=prefer would otherwise report "server sent
+    // an error response during SSL exchange") and with a CancelRequest still forwarded.
+    let counted = ClientCount {
+        shared: Arc::clone(shared),
+        over_max: count > max,
+    };
+    // The session's own future, unwrapped: it is what an idle client costs (W6).
+    shared
+        .tracker
+        .spawn(client::run(stream, peer, endpoint, counted));
 }
 
 /// An accepted client connection, counted against max_client_conn until dropped.
 #[derive(Debug)]
-pub struct ClientCount(Arc<Shared>);
+pub struct ClientCount {
+    shared: Arc<Shared>,
+    over_max: bool,
+}
+
+impl ClientCount {
+    /// The connection came when max_client_conn connections were already counted: only the
+    /// admin console may log in.
+    pub fn over_max_client_conn(&self) -> bool {
+        self.over_max
+    }
+}
 
 impl std::ops::Deref for ClientCount {
     type Target = Arc<Shared>;
     fn deref(&self) -> &Arc<Shared> {
-        &self.0
+        &self.shared
     }
 }
 
 impl Drop for ClientCount {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Refuse a client over max_client_conn with `error`, after its opening packets: an
-/// SSLRequest / GSSENCRequest is answered `N` first (libpq's default sslmode=prefer would
-/// otherwise report "server sent an error response during SSL exchange" instead of the
-/// error). A CancelRequest is forwarded all the same (a driver cancelling a query while the
-/// pooler is full is when it matters most): false is returned for it. All within 2 s.
-async fn reject(mut stream: Stream, error: &Error, shared: &Shared) -> bool {
-    use crate::protocol::startup::{decode, FirstPacket};
-    use tokio::io::AsyncReadExt;
-    let mut cancel = None;
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        for _ in 0..3 {
-            let len = usize::try_from(stream.read_u32().await.ok()?).ok()?;
-            if !(8..=crate::protocol::MAX_STARTUP_PACKET).contains(&len) {
-                break;
-            }
-            let mut body = vec![0u8; len - 4];
-            stream.read_exact(&mut body).await.ok()?;
-            match decode(&body) {
-                Ok(FirstPacket::SslRequest | FirstPacket::GssEncRequest) => {
-                    stream.write_all(b"N").await.ok()?;
-                }
-                Ok(FirstPacket::Cancel(key)) => {
-                    cancel = Some(key);
-                    return None;
-                }
-                _ => break,
-            }
-        }
-        let mut buf = BytesMut::new();
-        error.encode(&mut buf);
-        stream.write_all(&buf).await.ok()
-    })
-    .await;
-    match cancel {
-        Some(key) => {
-            shared.cancels.cancel(key, &shared.config.load()).await;
-            false
-        }
-        None => true,
+        self.shared.clients.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -21,6 +21,7 @@ mod identity;
 mod isolation;
 mod limits;
 mod lobby;
+mod login_edges;
 mod negative;
 mod ops;
 mod ops_binary;
