@@ -136,8 +136,9 @@ fn databases(s: &Snapshot) -> ResultSet {
 
 /// The console's row: as PgBouncer shows it (no host, the listen port, forced user
 /// `pgbouncer`, pool_size 2, statement mode), with the server_lifetime setting as it shows
-/// for any database, and true counts: no server connections, its clients. Client caps are
-/// 0 (none): console clients are not counted against max_db_client_connections.
+/// for any database, and true counts: no server connections, its clients. Its client cap is
+/// the [pgbouncer] max_db_client_connections, which console clients count against (users
+/// of admin_users are never refused by it).
 fn console_database(s: &Snapshot) -> Vec<Value> {
     use crate::snapshot::{CONSOLE_DB, CONSOLE_POOL_SIZE};
     let set = &s.config.settings;
@@ -155,7 +156,7 @@ fn console_database(s: &Snapshot) -> Vec<Value> {
         Value::Null,
         set.max_db_connections.into(),
         0u32.into(),
-        0u32.into(),
+        set.max_db_client_connections.into(),
         s.console_pool().cl_active.into(),
         0u32.into(),
         0u32.into(),

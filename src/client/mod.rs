@@ -28,7 +28,7 @@ use crate::app::Shared;
 use crate::config::Config;
 use crate::error::{Error, Fault};
 use crate::net::Stream;
-use crate::pool::ClientSlot;
+use crate::pool::{ClientLimit, ClientSlot};
 use crate::protocol::{backend, FramedConn};
 use crate::routing::Endpoint;
 use crate::sessions::{NewSession, SessionGuard, SessionInfo};
@@ -92,6 +92,8 @@ enum Started {
     Admin {
         role: admin::Role,
         guard: SessionGuard,
+        /// Counted against the client caps while the console session lasts.
+        slot: ClientSlot,
     },
 }
 
@@ -138,9 +140,11 @@ pub fn run(
             Ok(Err(e)) => Err(e),
             // Handled; the TLS shutdown below still applies.
             Ok(Ok(Started::Cancel)) => Ok(()),
-            Ok(Ok(Started::Admin { role, guard })) => {
+            Ok(Ok(Started::Admin { role, guard, slot })) => {
                 // Boxed: rare and large, it would otherwise size every client's task.
-                Box::pin(admin::serve(&mut conn, role, &guard.info, &shared)).await
+                let served = Box::pin(admin::serve(&mut conn, role, &guard.info, &shared)).await;
+                drop(slot);
+                served
             }
             Ok(Ok(Started::Pool(seat))) => {
                 // A client that stays quiet after its login waits in the lobby, taskless.
@@ -287,20 +291,11 @@ async fn start(
     // The names every part of the session keeps (limits, registry, audit, pool): one
     // allocation each, shared.
     let names = SessionNames::new(&route);
-    let client_slot = match admit(shared, &names.user, &names.db, peer) {
+    // Counted against max_user_client_connections and max_db_client_connections after
+    // authentication, so that clients without the password cannot use up a user's slots.
+    let client_slot = match shared.pools.limits().admit_client(&names.user, &names.db) {
         Ok(slot) => slot,
-        Err(e) => {
-            shared
-                .audit
-                .send(crate::audit::AuditEvent::LimitRejection {
-                    user: Some(route.client_user.clone()),
-                    client_addr: crate::identity::addr_text(peer.ip()),
-                    database: Some(route.database.clone()),
-                    reason: e.to_string(),
-                })
-                .await;
-            return Err(e);
-        }
+        Err(limit) => return Err(client_limit(shared, &names.user, &names.db, peer, limit).await),
     };
     let session_who = who_is(
         &route,
@@ -382,10 +377,16 @@ async fn start_admin(
     } else {
         return Err(Error::AdminNotAllowed(user.to_string()));
     };
-    if s.log_connections {
-        tracing::info!(%peer, user, role = ?role, "admin console login");
-    }
     let user: Arc<str> = Arc::from(user);
+    let console: Arc<str> = Arc::from(crate::snapshot::CONSOLE_DB);
+    let exempt = role == admin::Role::Admin;
+    let slot = match shared.pools.limits().admit_console(&user, &console, exempt) {
+        Ok(slot) => slot,
+        Err(limit) => return Err(client_limit(shared, &user, &console, peer, limit).await),
+    };
+    if s.log_connections {
+        tracing::info!(%peer, %user, role = ?role, "admin console login");
+    }
     let guard = shared.sessions.register(
         NewSession {
             user: Arc::clone(&user),
@@ -405,25 +406,31 @@ async fn start_admin(
     );
     let key: (i32, i32) = (rand::random::<i32>() & i32::MAX, rand::random());
     admin::welcome(conn, key).await?;
-    Ok(Started::Admin { role, guard })
+    Ok(Started::Admin { role, guard, slot })
 }
 
-/// Count the authenticated client against max_user_client_connections and
-/// max_db_client_connections (checked after authentication, so that clients without the
-/// password cannot use up a user's slots).
-fn admit(
+/// A client cap (`limit`) refused the login of `user` on `db`: logged, counted for the user,
+/// audited; the error for the client.
+async fn client_limit(
     shared: &Shared,
-    user: &Arc<str>,
-    db: &Arc<str>,
+    user: &str,
+    db: &str,
     peer: &Peer,
-) -> Result<ClientSlot, Error> {
-    let limits = shared.pools.limits();
-    limits.admit_client(user, db).map_err(|limit| {
-        let (user, db) = (&**user, &**db);
-        let n = limits.rejections.record(user, limit.name());
-        tracing::warn!(%peer, user, db, limit = limit.name(), rejections = n, "client connections exceeded");
-        Error::ClientLimit(limit)
-    })
+    limit: ClientLimit,
+) -> Error {
+    let n = shared.pools.limits().rejections.record(user, limit.name());
+    tracing::warn!(%peer, user, db, limit = limit.name(), rejections = n, "client connections exceeded");
+    let e = Error::ClientLimit(limit);
+    shared
+        .audit
+        .send(crate::audit::AuditEvent::LimitRejection {
+            user: Some(user.to_string()),
+            client_addr: crate::identity::addr_text(peer.ip()),
+            database: Some(db.to_string()),
+            reason: e.to_string(),
+        })
+        .await;
+    e
 }
 
 /// A session's user, database and backend names, shared by its parts.

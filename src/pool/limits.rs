@@ -349,8 +349,43 @@ impl Limits {
         db: &Arc<str>,
     ) -> Result<ClientSlot, ClientLimit> {
         let config = self.config.load();
-        let max_user = config.max_user_client_connections(user);
-        let max_db = config.max_db_client_connections(db);
+        let caps = (
+            config.max_user_client_connections(user),
+            config.max_db_client_connections(db),
+        );
+        self.admit(user, db, caps)
+    }
+
+    /// Count an admin console client (`db`: the console's name) as a client of its user and
+    /// of the console, as PgBouncer does. The console has no [databases] entry: its cap is
+    /// the [pgbouncer] max_db_client_connections. A user of admin_users (`exempt`) is counted
+    /// but never refused, as in PgBouncer: an admin can always get in, also to see why the
+    /// caps are full.
+    pub fn admit_console(
+        self: &Arc<Self>,
+        user: &Arc<str>,
+        db: &Arc<str>,
+        exempt: bool,
+    ) -> Result<ClientSlot, ClientLimit> {
+        let caps = if exempt {
+            (0, 0)
+        } else {
+            let config = self.config.load();
+            (
+                config.max_user_client_connections(user),
+                config.settings.max_db_client_connections,
+            )
+        };
+        self.admit(user, db, caps)
+    }
+
+    /// Count a client under caps (`max_user`, `max_db`; 0: none), or say which one is full.
+    fn admit(
+        self: &Arc<Self>,
+        user: &Arc<str>,
+        db: &Arc<str>,
+        (max_user, max_db): (u32, u32),
+    ) -> Result<ClientSlot, ClientLimit> {
         let mut counts = self.counts();
         let by_user = counts.clients_by_user.get(&**user).copied().unwrap_or(0);
         let by_db = counts.clients_by_db.get(&**db).copied().unwrap_or(0);
