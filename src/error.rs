@@ -26,6 +26,13 @@ pub enum Error {
     NoUser,
     #[error("unsupported startup parameter: {0}")]
     UnsupportedStartupParameter(String),
+    /// A startup parameter's value is not UTF-8 where pgporter passes it on in SQL, which the
+    /// server would refuse (PostgreSQL's text; `bytes`: the first invalid sequence, `0xe9`).
+    #[error("invalid byte sequence for encoding \"UTF8\": {bytes} (startup parameter \"{name}\")")]
+    NotUtf8 { name: String, bytes: String },
+    /// A login user that cannot exist (its name is not UTF-8); PostgreSQL's text.
+    #[error("role \"{0}\" does not exist")]
+    UnknownRole(String),
     #[error("password authentication failed for user \"{user}\"")]
     AuthFailed { user: String },
     #[error("SSL required")]
@@ -166,7 +173,10 @@ impl Error {
             Error::Shutdown | Error::Killed => sqlstate::ADMIN_SHUTDOWN,
             Error::Draining => sqlstate::CANNOT_CONNECT_NOW,
             Error::DatabaseDisabled(_) => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
-            Error::AdminNotAllowed(_) => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            Error::AdminNotAllowed(_) | Error::UnknownRole(_) => {
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION
+            }
+            Error::NotUtf8 { .. } => sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
             Error::ServerLogin(_)
             | Error::ServerLost(_)
             | Error::ServerClosed
@@ -185,6 +195,8 @@ impl Error {
             | Error::UnsupportedProtocol { .. }
             | Error::NoUser
             | Error::UnsupportedStartupParameter(_)
+            | Error::NotUtf8 { .. }
+            | Error::UnknownRole(_)
             | Error::AuthFailed { .. }
             | Error::SslRequired
             | Error::ClientTls(_)
@@ -356,6 +368,16 @@ mod tests {
             "no read-write server available within failover_wait_timeout"
         );
         assert_eq!(Error::IdentitySpoof.sqlstate(), "42501");
+        assert_eq!(Error::UnknownRole("x".into()).sqlstate(), "28000");
+        let bytes = Error::NotUtf8 {
+            name: "search_path".into(),
+            bytes: "0xe9".into(),
+        };
+        assert_eq!(bytes.sqlstate(), "22021");
+        assert_eq!(
+            bytes.to_string(),
+            "invalid byte sequence for encoding \"UTF8\": 0xe9 (startup parameter \"search_path\")"
+        );
         assert_eq!(
             Error::AuthFailed {
                 user: "alice".into()

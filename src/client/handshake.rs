@@ -75,7 +75,7 @@ pub(super) async fn handshake(
             }
             FirstPacket::Cancel(key) => return Ok(Hello::Cancel(key)),
             FirstPacket::Startup(params) => {
-                let options = params.params.iter().any(|(k, _)| k.starts_with("_pq_."));
+                let options = params.names().any(|k| k.starts_with("_pq_."));
                 if params.minor > 0 || options {
                     negotiate_minor(conn, &params).await?;
                 }
@@ -108,12 +108,7 @@ async fn negotiate_minor(
     conn: &mut FramedConn<Stream>,
     params: &StartupParams,
 ) -> Result<(), Error> {
-    let unrecognized: Vec<&str> = params
-        .params
-        .iter()
-        .filter(|(k, _)| k.starts_with("_pq_."))
-        .map(|(k, _)| k.as_str())
-        .collect();
+    let unrecognized: Vec<&str> = params.names().filter(|k| k.starts_with("_pq_.")).collect();
     let mut buf = BytesMut::new();
     backend::negotiate_protocol_version(&mut buf, PROTOCOL_3_0, &unrecognized);
     conn.queue(&buf);

@@ -6,6 +6,7 @@ mod authenticate;
 mod cancel;
 mod handshake;
 mod login;
+mod not_utf8;
 mod params;
 mod park;
 mod prepared;
@@ -230,7 +231,7 @@ async fn start(
     // The contexts of the moment: a reload that renews the certificate affects later clients.
     let tls = shared.tls.load_full();
     let client_tls = tls.client.as_deref();
-    let startup = match handshake(conn, client_tls).await? {
+    let mut startup = match handshake(conn, client_tls).await? {
         Hello::Cancel(key) => {
             shared.cancels.cancel(key, config).await;
             return Ok(Started::Cancel);
@@ -241,6 +242,7 @@ async fn start(
     {
         return Err(Error::SslRequired);
     }
+    not_utf8::settle(&mut startup, config)?;
     let user = startup.get("user").unwrap_or_default();
     let database = startup
         .get("database")

@@ -382,7 +382,7 @@ fn app_name(mut value: String, config: &Config, peer: &super::Peer, user: &str) 
 }
 
 /// A parameter name safe to put in a SET unquoted: letters, digits, `_`, `.` (custom GUCs).
-fn is_guc_name(name: &str) -> bool {
+pub(super) fn is_guc_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name

@@ -174,7 +174,7 @@ proptest! {
         }
         body.push(0);
         let decoded = startup::decode(&body).unwrap();
-        prop_assert_eq!(decoded, FirstPacket::Startup(StartupParams { minor, params: unique }));
+        prop_assert_eq!(decoded, FirstPacket::Startup(StartupParams { minor, params: unique, not_utf8: vec![] }));
     }
 
     #[test]

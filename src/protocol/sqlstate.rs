@@ -18,3 +18,4 @@ pub const UNDEFINED_OBJECT: &str = "42704";
 pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 pub const CONFIG_FILE_ERROR: &str = "F0000";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
+pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";

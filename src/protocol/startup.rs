@@ -31,8 +31,12 @@ pub enum FirstPacket {
 pub struct StartupParams {
     /// Requested protocol minor version (major is always 3).
     pub minor: u16,
-    /// All parameters in order, including `user` and `database`.
+    /// The parameters in order, including `user` and `database`, whose name and value are
+    /// UTF-8.
     pub params: Vec<(String, String)>,
+    /// The others (PostgreSQL takes any bytes): the name (invalid bytes as U+FFFD) and the
+    /// value's bytes, for the session to accept, clean or refuse before it reads `params`.
+    pub not_utf8: Vec<(String, Vec<u8>)>,
 }
 
 impl StartupParams {
@@ -41,6 +45,12 @@ impl StartupParams {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Every parameter name, UTF-8 or not.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        (self.params.iter().map(|(k, _)| k.as_str()))
+            .chain(self.not_utf8.iter().map(|(k, _)| k.as_str()))
     }
 }
 
@@ -65,9 +75,11 @@ pub fn decode(body: &[u8]) -> Result<FirstPacket, ProtocolError> {
         SSL_REQUEST_CODE | GSSENC_REQUEST_CODE => Err(ProtocolError::BadStartup("request length")),
         version if version >> 16 == 3 => {
             let minor = u16::try_from(version & 0xffff).unwrap_or(u16::MAX);
+            let (params, not_utf8) = decode_params(rest)?;
             Ok(FirstPacket::Startup(StartupParams {
                 minor,
-                params: decode_params(rest)?,
+                params,
+                not_utf8,
             }))
         }
         version => Err(ProtocolError::UnsupportedVersion(version as u32)),
@@ -79,12 +91,15 @@ fn split_i32(b: &[u8]) -> Option<(i32, &[u8])> {
     Some((i32::from_be_bytes(*head), rest))
 }
 
+/// Decoded parameters: those in UTF-8, and the others (see [`StartupParams`]).
+type Decoded = (Vec<(String, String)>, Vec<(String, Vec<u8>)>);
+
 /// `name\0value\0 ... \0`; names must be unique and non-empty.
-fn decode_params(mut b: &[u8]) -> Result<Vec<(String, String)>, ProtocolError> {
-    let mut params: Vec<(String, String)> = Vec::new();
+fn decode_params(mut b: &[u8]) -> Result<Decoded, ProtocolError> {
+    let (mut params, mut not_utf8): Decoded = (Vec::new(), Vec::new());
     loop {
         match b {
-            [0] => return Ok(params),
+            [0] => return Ok((params, not_utf8)),
             [] => return Err(ProtocolError::BadStartup("missing terminator")),
             _ => {}
         }
@@ -93,23 +108,29 @@ fn decode_params(mut b: &[u8]) -> Result<Vec<(String, String)>, ProtocolError> {
         if name.is_empty() {
             return Err(ProtocolError::BadStartup("empty parameter name"));
         }
-        if params.iter().any(|(k, _)| *k == name) {
+        let name_text = String::from_utf8_lossy(name);
+        let seen = (params.iter().map(|(k, _)| k))
+            .chain(not_utf8.iter().map(|(k, _)| k))
+            .any(|k| *k == name_text);
+        if seen {
             return Err(ProtocolError::BadStartup("duplicate parameter"));
         }
-        params.push((name, value));
+        match (std::str::from_utf8(name), std::str::from_utf8(value)) {
+            (Ok(name), Ok(value)) => params.push((name.to_owned(), value.to_owned())),
+            _ => not_utf8.push((name_text.into_owned(), value.to_vec())),
+        }
         b = rest;
     }
 }
 
-fn cstr(b: &[u8]) -> Result<(String, &[u8]), ProtocolError> {
+/// The bytes up to the next NUL, and what follows it.
+fn cstr(b: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
     let nul = b
         .iter()
         .position(|&c| c == 0)
         .ok_or(ProtocolError::BadStartup("unterminated string"))?;
     let (s, rest) = b.split_at(nul);
-    let s =
-        std::str::from_utf8(s).map_err(|_| ProtocolError::BadStartup("parameter is not UTF-8"))?;
-    Ok((s.to_owned(), rest.get(1..).unwrap_or_default()))
+    Ok((s, rest.get(1..).unwrap_or_default()))
 }
 
 #[cfg(test)]
@@ -155,6 +176,33 @@ mod tests {
             decode(&c).unwrap(),
             FirstPacket::Cancel(CancelKey { pid: 7, secret: 9 })
         );
+    }
+
+    /// Bytes that are not UTF-8 (PostgreSQL takes them) are kept apart, not refused; a name
+    /// given twice is still refused, whatever its bytes.
+    #[test]
+    fn keeps_values_that_are_not_utf8_apart() {
+        let mut b = PROTOCOL_3_0.to_be_bytes().to_vec();
+        b.extend_from_slice(b"user\0alice\0application_name\0caf\xe9\0x\xff\0v\0\0");
+        let FirstPacket::Startup(s) = decode(&b).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.params, [("user".to_string(), "alice".to_string())]);
+        assert_eq!(
+            s.not_utf8,
+            [
+                ("application_name".to_string(), b"caf\xe9".to_vec()),
+                ("x\u{fffd}".to_string(), b"v".to_vec()),
+            ]
+        );
+        assert_eq!(s.get("application_name"), None);
+        assert_eq!(
+            s.names().collect::<Vec<_>>(),
+            ["user", "application_name", "x\u{fffd}"]
+        );
+        let mut dup = PROTOCOL_3_0.to_be_bytes().to_vec();
+        dup.extend_from_slice(b"a\0\xe9\0a\0b\0\0");
+        assert!(decode(&dup).is_err());
     }
 
     #[test]

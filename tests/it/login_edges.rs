@@ -1,8 +1,10 @@
 //! The edges of login: the admin console under the client caps (max_client_conn,
-//! max_db_client_connections, max_user_client_connections).
+//! max_db_client_connections, max_user_client_connections), and startup packets whose values
+//! are not UTF-8.
 
 use crate::admin::{find, rows, Ops, ADMIN_PW};
 use crate::support::clients::connect_err;
+use crate::support::raw::{startup_packet, RawClient};
 use crate::support::{connect, db_error};
 
 /// As PgBouncer (1.18, checked live): a console login is never refused by max_client_conn,
@@ -100,4 +102,105 @@ async fn console_clients_count_against_the_client_caps() {
     assert_eq!(admin_row.get("current_client_connections"), Some("2"));
     let rejections = &ops.porter.shared().pools.limits().rejections;
     assert_eq!(rejections.get(&ops.stats, "max_user_client_connections"), 1);
+}
+
+/// PostgreSQL takes any bytes in a startup packet. An application_name in Latin-1 is taken and
+/// cleaned as PostgreSQL 15 cleans it (`caf\xe9` becomes `caf?`, checked live): the welcome,
+/// the server, SHOW CLIENTS and the audit log say `caf?`. Bytes pgporter cannot pass on are refused with
+/// PostgreSQL's SQLSTATE: a user (28000), a database (3D000), a parameter pgporter would SET
+/// on the server (22021, what the server says to those bytes in SQL); an ignored parameter
+/// passes whatever its bytes. (PgBouncer 1.18 logs a Latin-1 application_name in and ends
+/// the session at its first query: FATAL 08P01 "invalid server parameter".) All were refused
+/// with 08P01 "parameter is not UTF-8".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_values_that_are_not_utf8() {
+    let ops =
+        Ops::new("ignore_startup_parameters = extra_float_digits\naudit_log = {dir}/audit.log")
+            .await;
+    let (user, db) = (ops.user.as_bytes(), ops.db.as_bytes());
+    let login: [(&[u8], &[u8]); 4] = [
+        (b"user", user),
+        (b"database", db),
+        (b"application_name", b"caf\xe9"),
+        (b"extra_float_digits", b"\xe9"),
+    ];
+    let (mut c, welcome) = RawClient::login_bytes(ops.porter.addr(), &login, "pw").await;
+    assert!(
+        welcome.contains(&("application_name".into(), "caf?".into())),
+        "{welcome:?}"
+    );
+    let (values, _, error) = c.rows("select current_setting('application_name')").await;
+    assert_eq!((values, error), (vec!["caf?".to_string()], None));
+    let admin = ops.admin().await;
+    let clients = rows(&admin, "SHOW CLIENTS").await;
+    let port = c.sock.local_addr().expect("addr").port().to_string();
+    assert_eq!(
+        find(&clients, "port", &port).get("application_name"),
+        Some("caf?")
+    );
+
+    // The audit log's session_start (written at the first server connection) names it too.
+    let log = ops.porter.dir().join("audit.log");
+    crate::limits::eventually("the audit log's session_start", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().any(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            event["event"] == "session_start" && event["application_name"] == "caf?"
+        })
+    })
+    .await;
+
+    let answer = |code: &str, message: &str| (Some(code.to_string()), Some(message.to_string()));
+    assert_eq!(
+        refused(
+            ops.porter.addr(),
+            &[(b"user", b"caf\xe9"), (b"database", db)]
+        )
+        .await,
+        answer("28000", "role \"caf\\xe9\" does not exist")
+    );
+    assert_eq!(
+        refused(
+            ops.porter.addr(),
+            &[(b"user", user), (b"database", b"caf\xe9")]
+        )
+        .await,
+        answer("3D000", "no such database: caf\\xe9")
+    );
+    assert_eq!(
+        refused(
+            ops.porter.addr(),
+            &[
+                (b"user", user),
+                (b"database", db),
+                (b"search_path", b"caf\xe9")
+            ]
+        )
+        .await,
+        answer(
+            "22021",
+            "invalid byte sequence for encoding \"UTF8\": 0xe9 (startup parameter \"search_path\")"
+        )
+    );
+    // The first client was served throughout, and pgporter still is.
+    let (values, _, error) = c.rows("select 1").await;
+    assert_eq!((values, error), (vec!["1".to_string()], None));
+    ops.client()
+        .await
+        .simple_query("select 1")
+        .await
+        .expect("served");
+}
+
+/// The answer to a startup packet of `params`: the ErrorResponse's SQLSTATE and message,
+/// after which the connection must be closed.
+async fn refused(
+    addr: std::net::SocketAddr,
+    params: &[(&[u8], &[u8])],
+) -> (Option<String>, Option<String>) {
+    let mut c = RawClient::connect(addr).await;
+    c.send(&startup_packet(params)).await;
+    let m = c.read_msg().await.expect("an answer");
+    assert!(c.read_msg().await.is_none(), "closed after the error");
+    (m.sqlstate(), m.error_field(b'M'))
 }

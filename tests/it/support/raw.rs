@@ -21,13 +21,18 @@ pub(crate) struct Msg {
 impl Msg {
     /// The SQLSTATE of an ErrorResponse ('C' field), if this is one.
     pub(crate) fn sqlstate(&self) -> Option<String> {
+        self.error_field(b'C')
+    }
+
+    /// A field of an ErrorResponse (`b'M'`: the message), if this is one and has it.
+    pub(crate) fn error_field(&self, field: u8) -> Option<String> {
         if self.tag != b'E' {
             return None;
         }
         let mut rest = &self.body[..];
         while let Some((&code, tail)) = rest.split_first() {
             let nul = tail.iter().position(|&b| b == 0)?;
-            if code == b'C' {
+            if code == field {
                 return Some(String::from_utf8_lossy(&tail[..nul]).into_owned());
             }
             rest = &tail[nul + 1..];
@@ -73,12 +78,23 @@ impl RawClient {
         db: &str,
         params: &[(&str, &str)],
     ) -> (RawClient, Vec<(String, String)>) {
+        let mut startup: Vec<(&[u8], &[u8])> = vec![
+            (b"user".as_slice(), user.as_bytes()),
+            (b"database".as_slice(), db.as_bytes()),
+        ];
+        startup.extend(params.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+        RawClient::login_bytes(addr, &startup, password).await
+    }
+
+    /// As [`RawClient::login_with`], with the startup parameters given as bytes (any bytes,
+    /// UTF-8 or not), `user` and `database` among them.
+    pub(crate) async fn login_bytes(
+        addr: std::net::SocketAddr,
+        startup: &[(&[u8], &[u8])],
+        password: &str,
+    ) -> (RawClient, Vec<(String, String)>) {
         let mut c = RawClient::connect(addr).await;
-        let mut out = BytesMut::new();
-        let mut startup = vec![("user", user), ("database", db)];
-        startup.extend_from_slice(params);
-        frontend::startup_message(startup, &mut out).unwrap();
-        c.send(&out).await;
+        c.send(&startup_packet(startup)).await;
         let mut welcome = Vec::new();
         let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
         loop {
@@ -249,6 +265,24 @@ impl RawClient {
             Err(_) => panic!("read_some hung"),
         }
     }
+}
+
+/// A StartupMessage (protocol 3.0) of `params`, whatever their bytes.
+pub(crate) fn startup_packet(params: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut body = 196_608_i32.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k);
+        body.push(0);
+        body.extend_from_slice(v);
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = i32::try_from(body.len() + 4)
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    packet.extend_from_slice(&body);
+    packet
 }
 
 fn auth_code(m: &Msg) -> Option<i32> {
