@@ -323,7 +323,9 @@ async fn start(
             ip: peer.ip(),
             // On the unix socket, the listen port (as PgBouncer shows it).
             port: peer.port_or(shared.listen_port),
-            application_name: startup.get("application_name").unwrap_or_default(),
+            application_name: params::name_data(
+                startup.get("application_name").unwrap_or_default(),
+            ),
             admin: false,
             tls: conn.io.tls_info(),
             endpoint: route.key.endpoint,
@@ -397,7 +399,9 @@ async fn start_admin(
             ip: peer.ip(),
             // On the unix socket, the listen port (as PgBouncer shows it).
             port: peer.port_or(shared.listen_port),
-            application_name: startup.get("application_name").unwrap_or_default(),
+            application_name: params::name_data(
+                startup.get("application_name").unwrap_or_default(),
+            ),
             admin: true,
             tls: conn.io.tls_info(),
             endpoint: crate::routing::Endpoint::ReadWrite,

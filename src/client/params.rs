@@ -103,6 +103,7 @@ impl ClientParams {
             if lower == "application_name" {
                 app_name_seen = true;
                 value = app_name(value, config, peer, user);
+                value.truncate(name_data(&value).len());
             }
             // A name given twice: PostgreSQL applies the last.
             wanted.retain(|(k, _): &(String, String)| !k.eq_ignore_ascii_case(name));
@@ -111,7 +112,8 @@ impl ClientParams {
         let decorated = (identity.identity_tagging && identity.application_name_add_user)
             || config.settings.application_name_add_host;
         if !app_name_seen && decorated {
-            let value = app_name(String::new(), config, peer, user);
+            let mut value = app_name(String::new(), config, peer, user);
+            value.truncate(name_data(&value).len());
             wanted.push(("application_name".into(), value));
         }
         Ok(ClientParams {
@@ -381,6 +383,18 @@ fn app_name(mut value: String, config: &Config, peer: &super::Peer, user: &str) 
     value
 }
 
+/// What PostgreSQL keeps of an application_name (a name): at most NAMEDATALEN - 1 = 63 bytes,
+/// cut at a character boundary, as its truncate_identifier does at login and at SET (with a
+/// NOTICE). The welcome, SHOW CLIENTS and SHOW SERVERS show what the server holds.
+pub(super) fn name_data(value: &str) -> &str {
+    const MAX: usize = 63;
+    let mut end = value.len().min(MAX);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value.get(..end).unwrap_or_default()
+}
+
 /// A parameter name safe to put in a SET unquoted: letters, digits, `_`, `.` (custom GUCs).
 pub(super) fn is_guc_name(name: &str) -> bool {
     !name.is_empty()
@@ -432,6 +446,22 @@ mod tests {
         let raw =
             crate::config::parse_ini(&format!("[pgbouncer]\n{settings}\n"), "t.ini").expect("ini");
         crate::config::from_raw(std::path::Path::new("t.ini"), raw).expect("config")
+    }
+
+    #[test]
+    fn application_names_are_cut_to_63_bytes_on_a_character_boundary() {
+        assert_eq!(name_data("pgbench"), "pgbench");
+        let long = "a".repeat(80);
+        assert_eq!(name_data(&long), &long[..63]);
+        // A two-byte character across byte 63 is left out whole.
+        let straddling = format!("{}é", "a".repeat(62));
+        assert_eq!(name_data(&straddling), "a".repeat(62));
+        let peer = super::super::Peer::Tcp("10.1.2.3:5000".parse().unwrap());
+        let cfg = config("application_name_add_host = 1");
+        let asked = vec![("application_name".to_string(), long.clone())];
+        let p = ClientParams::from_startup(&asked, &cfg, &peer, "alice", true).unwrap();
+        let wanted: Vec<(&str, &str)> = p.wanted().collect();
+        assert_eq!(wanted, [("application_name", &long[..63])]);
     }
 
     #[test]

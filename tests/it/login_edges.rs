@@ -1,6 +1,6 @@
 //! The edges of login: the admin console under the client caps (max_client_conn,
-//! max_db_client_connections, max_user_client_connections), and startup packets whose values
-//! are not UTF-8.
+//! max_db_client_connections, max_user_client_connections), startup packets whose values are
+//! not UTF-8, and application_names longer than PostgreSQL keeps.
 
 use crate::admin::{find, rows, Ops, ADMIN_PW};
 use crate::support::clients::connect_err;
@@ -190,6 +190,43 @@ async fn startup_values_that_are_not_utf8() {
         .simple_query("select 1")
         .await
         .expect("served");
+}
+
+/// PostgreSQL keeps 63 bytes of an application_name (NAMEDATALEN - 1; it says so in a NOTICE
+/// and reports the cut value): checked live, PostgreSQL 15 welcomes an 80-byte name with its
+/// first 63 bytes, and PgBouncer 1.18 shows those 63 in SHOW CLIENTS (once the client had a
+/// server connection) and SHOW SERVERS. pgporter welcomes and lists what the server holds;
+/// it showed all 80 bytes everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_application_name_is_cut_as_postgresql_cuts_it() {
+    let ops = Ops::new("").await;
+    let long = format!("{}{}{}", "a".repeat(30), "b".repeat(30), "c".repeat(20));
+    let kept = &long[..63];
+    let (mut c, welcome) = RawClient::login_with(
+        ops.porter.addr(),
+        &ops.user,
+        "pw",
+        &ops.db,
+        &[("application_name", &long)],
+    )
+    .await;
+    assert!(
+        welcome.contains(&("application_name".into(), kept.into())),
+        "{welcome:?}"
+    );
+    let (values, _, error) = c.rows("select current_setting('application_name')").await;
+    assert_eq!((values, error), (vec![kept.to_string()], None));
+    let admin = ops.admin().await;
+    let port = c.sock.local_addr().expect("addr").port().to_string();
+    let clients = rows(&admin, "SHOW CLIENTS").await;
+    assert_eq!(
+        find(&clients, "port", &port).get("application_name"),
+        Some(kept)
+    );
+    // Session mode: the client holds its server connection.
+    let servers = rows(&admin, "SHOW SERVERS").await;
+    let server = find(&servers, "database", &ops.db);
+    assert_eq!(server.get("application_name"), Some(kept));
 }
 
 /// The answer to a startup packet of `params`: the ErrorResponse's SQLSTATE and message,
