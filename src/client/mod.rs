@@ -218,6 +218,9 @@ async fn proxied_peer(
     }
 }
 
+/// How long a connection that came over max_client_conn has for its opening packets.
+const OVER_MAX_HANDSHAKE: Duration = Duration::from_secs(2);
+
 /// Handshake, route and login. `over_max`: the connection came with max_client_conn reached
 /// (only the console may log in).
 async fn start(
@@ -231,7 +234,17 @@ async fn start(
     // The contexts of the moment: a reload that renews the certificate affects later clients.
     let tls = shared.tls.load_full();
     let client_tls = tls.client.as_deref();
-    let mut startup = match handshake(conn, client_tls).await? {
+    let hello = handshake(conn, client_tls);
+    let hello = if over_max {
+        // Over max_client_conn only the console gets in: a connection gets no longer than
+        // that to say what it is, so a flood over the cap holds little for long.
+        timeout(OVER_MAX_HANDSHAKE, hello)
+            .await
+            .map_err(|_| Error::TooManyClients)??
+    } else {
+        hello.await?
+    };
+    let mut startup = match hello {
         Hello::Cancel(key) => {
             shared.cancels.cancel(key, config).await;
             return Ok(Started::Cancel);

@@ -42,6 +42,24 @@ async fn consoles_get_in_over_max_client_conn_and_count_against_it() {
     .await;
 }
 
+/// A connection over max_client_conn that sends nothing is refused within 2 s (53300), not
+/// held for client_login_timeout: only a console may log in over the cap, and it must say so
+/// at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_over_max_client_conn_is_refused_at_once() {
+    let ops = Ops::new("max_client_conn = 1\nclient_login_timeout = 60").await;
+    let _app = ops.client().await;
+    let started = tokio::time::Instant::now();
+    let mut silent = RawClient::connect(ops.porter.addr()).await;
+    let m = silent
+        .read_msg()
+        .await
+        .expect("an error, not a silent close");
+    assert_eq!(m.sqlstate().as_deref(), Some("53300"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(silent.read_msg().await.is_none(), "closed after the error");
+}
+
 /// As PgBouncer 1.24+ (where these caps come from; 1.18 has neither and refuses to start with
 /// them): a console client counts as a client of the `pgbouncer` database (capped by the
 /// [pgbouncer] max_db_client_connections) and of its user (max_user_client_connections). A
