@@ -30,6 +30,9 @@ pub enum Error {
     /// server would refuse (PostgreSQL's text; `bytes`: the first invalid sequence, `0xe9`).
     #[error("invalid byte sequence for encoding \"UTF8\": {bytes} (startup parameter \"{name}\")")]
     NotUtf8 { name: String, bytes: String },
+    /// A startup parameter's value that cannot be valid (PostgreSQL's text).
+    #[error("invalid value for parameter \"{name}\": \"{value}\"")]
+    InvalidParameterValue { name: String, value: String },
     /// A login user that cannot exist (its name is not UTF-8); PostgreSQL's text.
     #[error("role \"{0}\" does not exist")]
     UnknownRole(String),
@@ -177,6 +180,7 @@ impl Error {
                 sqlstate::INVALID_AUTHORIZATION_SPECIFICATION
             }
             Error::NotUtf8 { .. } => sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+            Error::InvalidParameterValue { .. } => sqlstate::INVALID_PARAMETER_VALUE,
             Error::ServerLogin(_)
             | Error::ServerLost(_)
             | Error::ServerClosed
@@ -196,6 +200,7 @@ impl Error {
             | Error::NoUser
             | Error::UnsupportedStartupParameter(_)
             | Error::NotUtf8 { .. }
+            | Error::InvalidParameterValue { .. }
             | Error::UnknownRole(_)
             | Error::AuthFailed { .. }
             | Error::SslRequired
@@ -369,6 +374,15 @@ mod tests {
         );
         assert_eq!(Error::IdentitySpoof.sqlstate(), "42501");
         assert_eq!(Error::UnknownRole("x".into()).sqlstate(), "28000");
+        let value = Error::InvalidParameterValue {
+            name: "TimeZone".into(),
+            value: "x".into(),
+        };
+        assert_eq!(value.sqlstate(), "22023");
+        assert_eq!(
+            value.to_string(),
+            "invalid value for parameter \"TimeZone\": \"x\""
+        );
         let bytes = Error::NotUtf8 {
             name: "search_path".into(),
             bytes: "0xe9".into(),

@@ -19,8 +19,12 @@ use crate::protocol::startup::StartupParams;
 ///   `session_authorization`): dropped;
 /// - `options`, `replication` and names that are not plain identifiers (a name that is not
 ///   UTF-8 is not): 08P01 `unsupported startup parameter`, as with any value;
+/// - the parameters PgBouncer tracks besides application_name (`client_encoding`,
+///   `DateStyle`, `IntervalStyle`, `TimeZone`, `standard_conforming_strings`), whose valid
+///   values are all ASCII: 22023 `invalid value for parameter`, as PostgreSQL says;
 /// - any other parameter, which pgporter would SET on the server connection: 22021 `invalid
-///   byte sequence for encoding "UTF8"`, the server's own answer to those bytes in SQL.
+///   byte sequence for encoding "UTF8"`, the server's own answer to those bytes in SQL
+///   (PostgreSQL takes them in a startup packet for a string GUC such as `search_path`).
 pub(super) fn settle(startup: &mut StartupParams, config: &Config) -> Result<(), Error> {
     for (name, value) in std::mem::take(&mut startup.not_utf8) {
         let lower = name.to_ascii_lowercase();
@@ -33,6 +37,10 @@ pub(super) fn settle(startup: &mut StartupParams, config: &Config) -> Result<(),
             _ if !super::params::is_guc_name(&name) => {
                 return Err(Error::UnsupportedStartupParameter(name))
             }
+            (_, lower) if ASCII_VALUED.contains(&lower) => {
+                let value = escaped(&value);
+                return Err(Error::InvalidParameterValue { name, value });
+            }
             _ => {
                 let bytes = invalid_sequence(&value);
                 return Err(Error::NotUtf8 { name, bytes });
@@ -41,6 +49,15 @@ pub(super) fn settle(startup: &mut StartupParams, config: &Config) -> Result<(),
     }
     Ok(())
 }
+
+/// Startup parameters whose valid values are ASCII (lower case).
+const ASCII_VALUED: [&str; 5] = [
+    "client_encoding",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+    "standard_conforming_strings",
+];
 
 /// Parameters pgporter drops whatever their value (as `ClientParams::from_startup` does).
 fn dropped(lower: &str, config: &Config) -> bool {
@@ -150,7 +167,15 @@ mod tests {
                     .into()
             )
         );
-        assert_eq!(refused(&[("TimeZone", b"\xe9x")]).0, "22021");
+        assert_eq!(
+            refused(&[("TimeZone", b"caf\xe9")]),
+            (
+                "22023",
+                "invalid value for parameter \"TimeZone\": \"caf\\xe9\"".into()
+            )
+        );
+        assert_eq!(refused(&[("client_encoding", b"\xe9")]).0, "22023");
+        assert_eq!(refused(&[("my.setting", b"\xe9x")]).0, "22021");
         assert_eq!(refused(&[("options", b"-c x=\xe9")]).0, "08P01");
         assert_eq!(refused(&[("x\u{fffd}", b"v")]).0, "08P01");
         // Dropped whatever the bytes.

@@ -125,8 +125,9 @@ async fn console_clients_count_against_the_client_caps() {
 /// PostgreSQL takes any bytes in a startup packet. An application_name in Latin-1 is taken and
 /// cleaned as PostgreSQL 15 cleans it (`caf\xe9` becomes `caf?`, checked live): the welcome,
 /// the server, SHOW CLIENTS and the audit log say `caf?`. Bytes pgporter cannot pass on are refused with
-/// PostgreSQL's SQLSTATE: a user (28000), a database (3D000), a parameter pgporter would SET
-/// on the server (22021, what the server says to those bytes in SQL); an ignored parameter
+/// PostgreSQL's SQLSTATE: a user (28000), a database (3D000), a TimeZone (22023), a parameter
+/// pgporter would SET on the server (22021, what the server says to those bytes in SQL); an
+/// ignored parameter
 /// passes whatever its bytes. (PgBouncer 1.18 logs a Latin-1 application_name in and ends
 /// the session at its first query: FATAL 08P01 "invalid server parameter".) All were refused
 /// with 08P01 "parameter is not UTF-8".
@@ -198,6 +199,21 @@ async fn startup_values_that_are_not_utf8() {
         answer(
             "22021",
             "invalid byte sequence for encoding \"UTF8\": 0xe9 (startup parameter \"search_path\")"
+        )
+    );
+    assert_eq!(
+        refused(
+            ops.porter.addr(),
+            &[
+                (b"user", user),
+                (b"database", db),
+                (b"TimeZone", b"caf\xe9")
+            ]
+        )
+        .await,
+        answer(
+            "22023",
+            "invalid value for parameter \"TimeZone\": \"caf\\xe9\""
         )
     );
     // The first client was served throughout, and pgporter still is.
