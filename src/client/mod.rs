@@ -238,9 +238,10 @@ async fn start(
     let hello = if over_max {
         // Over max_client_conn only the console gets in: a connection gets no longer than
         // that to say what it is, so a flood over the cap holds little for long.
-        timeout(OVER_MAX_HANDSHAKE, hello)
-            .await
-            .map_err(|_| Error::TooManyClients)??
+        match timeout(OVER_MAX_HANDSHAKE, hello).await {
+            Ok(hello) => hello?,
+            Err(_) => return Err(too_many_clients(shared, peer, "", "").await),
+        }
     } else {
         hello.await?
     };
@@ -266,17 +267,7 @@ async fn start(
         return start_admin(conn, peer, &startup, &ctx, shared, config).await;
     }
     if over_max {
-        tracing::warn!(%peer, "no more connections allowed (max_client_conn)");
-        shared
-            .audit
-            .send(crate::audit::AuditEvent::LimitRejection {
-                user: Some(user.to_string()).filter(|u| !u.is_empty()),
-                client_addr: crate::identity::addr_text(peer.ip()),
-                database: Some(database.to_string()).filter(|d| !d.is_empty()),
-                reason: "max_client_conn".into(),
-            })
-            .await;
-        return Err(Error::TooManyClients);
+        return Err(too_many_clients(shared, peer, user, database).await);
     }
     if shared.lifecycle.draining() {
         return Err(Error::Draining);
@@ -426,6 +417,22 @@ async fn start_admin(
     let key: (i32, i32) = (rand::random::<i32>() & i32::MAX, rand::random());
     admin::welcome(conn, key).await?;
     Ok(Started::Admin { role, guard, slot })
+}
+
+/// max_client_conn refused a connection (of `user` on `db`, when known): logged, audited; the
+/// error for the client.
+async fn too_many_clients(shared: &Shared, peer: &Peer, user: &str, db: &str) -> Error {
+    tracing::warn!(%peer, "no more connections allowed (max_client_conn)");
+    shared
+        .audit
+        .send(crate::audit::AuditEvent::LimitRejection {
+            user: Some(user.to_string()).filter(|u| !u.is_empty()),
+            client_addr: crate::identity::addr_text(peer.ip()),
+            database: Some(db.to_string()).filter(|d| !d.is_empty()),
+            reason: "max_client_conn".into(),
+        })
+        .await;
+    Error::TooManyClients
 }
 
 /// A client cap (`limit`) refused the login of `user` on `db`: logged, counted for the user,

@@ -44,10 +44,12 @@ async fn consoles_get_in_over_max_client_conn_and_count_against_it() {
 
 /// A connection over max_client_conn that sends nothing is refused within 2 s (53300), not
 /// held for client_login_timeout: only a console may log in over the cap, and it must say so
-/// at once.
+/// at once. The refusal is audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_over_max_client_conn_is_refused_at_once() {
-    let ops = Ops::new("max_client_conn = 1\nclient_login_timeout = 60").await;
+    let ops =
+        Ops::new("max_client_conn = 1\nclient_login_timeout = 60\naudit_log = {dir}/audit.log")
+            .await;
     let _app = ops.client().await;
     let started = tokio::time::Instant::now();
     let mut silent = RawClient::connect(ops.porter.addr()).await;
@@ -58,6 +60,16 @@ async fn a_silent_connection_over_max_client_conn_is_refused_at_once() {
     assert_eq!(m.sqlstate().as_deref(), Some("53300"));
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert!(silent.read_msg().await.is_none(), "closed after the error");
+    // Audited as any refusal over the cap.
+    let log = ops.porter.dir().join("audit.log");
+    crate::limits::eventually("the audit log's limit_rejection", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().any(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            event["event"] == "limit_rejection" && event["reason"] == "max_client_conn"
+        })
+    })
+    .await;
 }
 
 /// As PgBouncer 1.24+ (where these caps come from; 1.18 has neither and refuses to start with
