@@ -94,7 +94,8 @@ fn split_i32(b: &[u8]) -> Option<(i32, &[u8])> {
 /// Decoded parameters: those in UTF-8, and the others (see [`StartupParams`]).
 type Decoded = (Vec<(String, String)>, Vec<(String, Vec<u8>)>);
 
-/// `name\0value\0 ... \0`; names must be unique and non-empty.
+/// `name\0value\0 ... \0`; names must be non-empty. A name given again replaces the earlier
+/// value, as PostgreSQL (and PgBouncer) take the last one.
 fn decode_params(mut b: &[u8]) -> Result<Decoded, ProtocolError> {
     let (mut params, mut not_utf8): Decoded = (Vec::new(), Vec::new());
     loop {
@@ -109,12 +110,8 @@ fn decode_params(mut b: &[u8]) -> Result<Decoded, ProtocolError> {
             return Err(ProtocolError::BadStartup("empty parameter name"));
         }
         let name_text = String::from_utf8_lossy(name);
-        let seen = (params.iter().map(|(k, _)| k))
-            .chain(not_utf8.iter().map(|(k, _)| k))
-            .any(|k| *k == name_text);
-        if seen {
-            return Err(ProtocolError::BadStartup("duplicate parameter"));
-        }
+        params.retain(|(k, _)| *k != name_text);
+        not_utf8.retain(|(k, _)| *k != name_text);
         match (std::str::from_utf8(name), std::str::from_utf8(value)) {
             (Ok(name), Ok(value)) => params.push((name.to_owned(), value.to_owned())),
             _ => not_utf8.push((name_text.into_owned(), value.to_vec())),
@@ -200,9 +197,24 @@ mod tests {
             s.names().collect::<Vec<_>>(),
             ["user", "application_name", "x\u{fffd}"]
         );
+        // Given again, the last value counts, whichever of them is UTF-8.
         let mut dup = PROTOCOL_3_0.to_be_bytes().to_vec();
-        dup.extend_from_slice(b"a\0\xe9\0a\0b\0\0");
-        assert!(decode(&dup).is_err());
+        dup.extend_from_slice(b"a\0\xe9\0a\0b\0c\0d\0c\0\xe9\0\0");
+        let Ok(FirstPacket::Startup(s)) = decode(&dup) else {
+            panic!("a repeated name is not an error")
+        };
+        assert_eq!(s.params, [("a".to_string(), "b".to_string())]);
+        assert_eq!(s.not_utf8, [("c".to_string(), b"\xe9".to_vec())]);
+    }
+
+    /// PostgreSQL takes the last of a repeated startup parameter (PgBouncer too): a client
+    /// that sends `user` twice logs in as the second.
+    #[test]
+    fn a_repeated_parameter_takes_the_last_value() {
+        let p = decode(&startup(&[("user", "a"), ("database", "d"), ("user", "b")])).unwrap();
+        let FirstPacket::Startup(s) = p else { panic!() };
+        assert_eq!(s.get("user"), Some("b"));
+        assert_eq!(s.names().collect::<Vec<_>>(), ["database", "user"]);
     }
 
     #[test]
@@ -210,10 +222,9 @@ mod tests {
         assert!(decode(b"").is_err());
         assert!(decode(b"GET / HTTP/1.1").is_err());
         assert!(decode(&PROTOCOL_3_0.to_be_bytes()).is_err());
-        let mut dup = startup(&[("user", "a"), ("user", "b")]);
-        assert!(decode(&dup).is_err());
-        dup.pop();
-        assert!(decode(&dup).is_err());
+        let mut unterminated = startup(&[("user", "a"), ("user", "b")]);
+        unterminated.pop();
+        assert!(decode(&unterminated).is_err());
         let mut c = CANCEL_REQUEST_CODE.to_be_bytes().to_vec();
         c.extend_from_slice(&[0; 300]);
         assert!(decode(&c).is_err());

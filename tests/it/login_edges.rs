@@ -275,6 +275,33 @@ async fn a_long_application_name_is_cut_as_postgresql_cuts_it() {
     assert_eq!(server.get("application_name"), Some(kept));
 }
 
+/// A startup packet that names a parameter twice logs in with the last value, as PostgreSQL
+/// and PgBouncer take it (pgporter refused it: 08P01 duplicate parameter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_startup_parameter_takes_its_last_value() {
+    let ops = Ops::new("").await;
+    let (user, db) = (ops.user.as_bytes(), ops.db.as_bytes());
+    let login: [(&[u8], &[u8]); 5] = [
+        (b"user", b"nobody"),
+        (b"application_name", b"first"),
+        (b"database", db),
+        (b"user", user),
+        (b"application_name", b"second"),
+    ];
+    let (mut c, welcome) = RawClient::login_bytes(ops.porter.addr(), &login, "pw").await;
+    assert!(
+        welcome.contains(&("application_name".into(), "second".into())),
+        "{welcome:?}"
+    );
+    let (values, _, error) = c
+        .rows("select current_user || ' ' || current_setting('application_name')")
+        .await;
+    assert_eq!(
+        (values, error),
+        (vec![format!("{} second", ops.user)], None)
+    );
+}
+
 /// The answer to a startup packet of `params`: the ErrorResponse's SQLSTATE and message,
 /// after which the connection must be closed.
 async fn refused(
