@@ -439,8 +439,14 @@ fn install(
     Ok(rebuilt)
 }
 
-/// Map Unix signals to [`Control`] requests until the receiver is gone.
-pub async fn forward_signals(tx: crate::app::ControlSender) {
+/// Map Unix signals to [`Control`] requests until the receiver is gone: the handlers are
+/// installed by this call, the future it returns forwards what they catch. Call it before
+/// anyone may signal the process (before the pidfile is written and READY=1 is sent): a
+/// SIGHUP before the handler is in place kills the process, as `systemctl reload` right after
+/// the start did while the handlers were installed by the spawned task itself.
+pub fn forward_signals(
+    tx: crate::app::ControlSender,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
     let kinds = [
         (SignalKind::hangup(), "SIGHUP"),
@@ -450,7 +456,7 @@ pub async fn forward_signals(tx: crate::app::ControlSender) {
         (SignalKind::user_defined1(), "SIGUSR1"),
         (SignalKind::user_defined2(), "SIGUSR2"),
     ];
-    let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (sig_tx, sig_rx) = tokio::sync::mpsc::unbounded_channel();
     for (kind, name) in kinds {
         let Ok(mut s) = signal(kind) else {
             tracing::warn!(signal = name, "cannot install signal handler");
@@ -466,6 +472,13 @@ pub async fn forward_signals(tx: crate::app::ControlSender) {
         });
     }
     drop(sig_tx);
+    forward(tx, sig_rx)
+}
+
+async fn forward(
+    tx: crate::app::ControlSender,
+    mut sig_rx: tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+) {
     while let Some(name) = sig_rx.recv().await {
         tracing::info!(signal = name, "signal received");
         let c = match name {

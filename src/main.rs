@@ -124,13 +124,14 @@ async fn run(
     if let Some(log) = log_file {
         app = app.with_log_file(log);
     }
+    // The handlers are installed here, before the pidfile names us and READY=1 says we are up.
+    tokio::spawn(pgporter::control::forward_signals(app.controller()));
     // Written once the listeners are bound (a failed start leaves none behind), removed on
     // every exit from here.
     if let Some(p) = &pidfile {
         std::fs::write(p, format!("{}\n", std::process::id()))?;
     }
     tracing::info!(version = VERSION, addr = %app.local_addr(), http = ?app.http_addr(), "listening");
-    tokio::spawn(pgporter::control::forward_signals(app.controller()));
     let result = app.serve().await;
     if let Some(p) = &pidfile {
         let _ = std::fs::remove_file(p);

@@ -1,6 +1,7 @@
 //! The real binary under systemd: `Type=notify` notifications (Debian's pgbouncer.service is a
 //! notify unit) and socket activation (`LISTEN_FDS`, Debian's pgbouncer.socket).
 
+use std::io::Write as _;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -111,6 +112,98 @@ async fn notifies_systemd_when_ready_reloading_and_stopping() {
         .expect("join")
         .expect("wait");
     assert!(status.success(), "exit status {status}");
+}
+
+/// The signal handlers are in place by the time READY=1 is sent: `systemctl reload` right
+/// after the start (SIGHUP) reloads, it does not kill the process with SIGHUP's default
+/// action. They were installed by a task that could run after READY=1 (seen live: 4 starts in
+/// 30 died of the SIGHUP), so each start here races for it, 50 times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_right_after_ready_reloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
+    for round in 0..50 {
+        let (mut child, notify) = spawn_notified(dir.path(), "");
+        let pid = child.0.as_ref().expect("child").id();
+        // A shell waiting to send the SIGHUP (its builtin kill: no fork once READY=1 is in).
+        let mut hup = KillOnDrop(Some(
+            Command::new("sh")
+                .args(["-c", &format!("read _ && kill -HUP {pid}")])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("sh"),
+        ));
+        let mut hup_now = hup.0.as_mut().and_then(|c| c.stdin.take()).expect("stdin");
+        assert_eq!(next(&notify), "READY=1");
+        hup_now.write_all(b"\n").expect("to sh");
+        drop(hup_now);
+        let sent = hup.0.take().expect("sh").wait().expect("sh");
+        assert!(sent.success(), "kill -HUP: {sent}");
+        let after = notify
+            .recv(&mut [0u8; 512])
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let died = child
+            .0
+            .as_mut()
+            .expect("child")
+            .try_wait()
+            .expect("try_wait");
+        assert!(
+            after.is_ok() && died.is_none(),
+            "start {round}: SIGHUP right after READY=1: {after:?}, exit {died:?}"
+        );
+        kill("-QUIT", pid);
+        let exit = wait_exit(child.0.take().expect("child")).await;
+        assert!(exit.success(), "start {round}: exit status {exit}");
+    }
+}
+
+/// pgporter with `$NOTIFY_SOCKET` set to a socket in `dir` (and `extra` in its ini, which
+/// names `dir`'s userlist.txt), and that socket, its reads bounded to 10 s.
+fn spawn_notified(dir: &std::path::Path, extra: &str) -> (KillOnDrop, UnixDatagram) {
+    let socket_path = dir.join("notify");
+    let _ = std::fs::remove_file(&socket_path);
+    let notify = UnixDatagram::bind(&socket_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let ini = dir.join("notified.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+             listen_port = 0\nunix_socket_dir =\nauth_file = userlist.txt\n{extra}"
+        ),
+    )
+    .expect("ini");
+    let child = Command::new(env!("CARGO_BIN_EXE_pgporter"))
+        .arg(&ini)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pgporter");
+    (KillOnDrop(Some(child)), notify)
+}
+
+/// The exit status of `child`, which must exit within [`HANG`].
+async fn wait_exit(mut child: std::process::Child) -> std::process::ExitStatus {
+    let exited = tokio::time::timeout(HANG, async {
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    exited.unwrap_or_else(|_| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("pgporter did not exit within {HANG:?}")
+    })
 }
 
 /// Socket activation as systemd does it (systemd-socket-activate passes the sockets of its
