@@ -106,11 +106,7 @@ async fn notifies_systemd_when_ready_reloading_and_stopping() {
         }
         assert!(n.starts_with("STATUS="), "before STOPPING=1: {n}");
     }
-    let mut c = child.0.take().expect("child");
-    let status = tokio::task::spawn_blocking(move || c.wait())
-        .await
-        .expect("join")
-        .expect("wait");
+    let status = wait_exit(child.0.take().expect("child")).await;
     assert!(status.success(), "exit status {status}");
 }
 
