@@ -661,10 +661,7 @@ pub async fn run_stats_period(shared: Arc<Shared>) {
             () = tokio::time::sleep(period) => {}
         }
         let a = shared.stats.roll();
-        shared.systemd.send(&format!(
-            "STATUS=stats: {} xacts/s, {} queries/s, in {} B/s, out {} B/s, xact {} us, query {} us, wait {} us",
-            a.xact_count, a.query_count, a.recv, a.sent, a.xact_time, a.query_time, a.wait_time
-        ));
+        shared.systemd.stats(&a);
         if shared.config.load().settings.log_stats {
             tracing::info!(
                 xacts_per_s = a.xact_count,

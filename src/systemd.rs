@@ -99,6 +99,21 @@ impl Notifier {
     pub fn stopping(&self) {
         self.send("STOPPING=1");
     }
+
+    /// The stats_period averages, for `systemctl status`.
+    pub fn stats(&self, a: &crate::stats::Averages) {
+        if self.target.is_some() {
+            self.send(&stats_status(a));
+        }
+    }
+}
+
+/// PgBouncer 1.18's STATUS line, to the letter: its times in `μs` (its log line says `us`).
+fn stats_status(a: &crate::stats::Averages) -> String {
+    format!(
+        "STATUS=stats: {} xacts/s, {} queries/s, in {} B/s, out {} B/s, xact {} μs, query {} μs, wait {} μs",
+        a.xact_count, a.query_count, a.recv, a.sent, a.xact_time, a.query_time, a.wait_time
+    )
 }
 
 #[cfg(test)]
@@ -124,6 +139,25 @@ mod tests {
         Notifier::to(&format!("@{name}")).stopping();
         let n = listener.recv(&mut buf).expect("recv");
         assert_eq!(&buf[..n], b"STOPPING=1");
+    }
+
+    /// As PgBouncer 1.18 sends it (received live from its NOTIFY_SOCKET).
+    #[test]
+    fn the_stats_status_line_is_pgbouncers() {
+        let a = crate::stats::Averages {
+            xact_count: 1,
+            query_count: 2,
+            recv: 3,
+            sent: 4,
+            xact_time: 5,
+            query_time: 6,
+            wait_time: 7,
+            ..Default::default()
+        };
+        assert_eq!(
+            stats_status(&a),
+            "STATUS=stats: 1 xacts/s, 2 queries/s, in 3 B/s, out 4 B/s, xact 5 μs, query 6 μs, wait 7 μs"
+        );
     }
 
     #[test]
