@@ -135,7 +135,7 @@ impl App {
             config,
             cancels,
             routing: Arc::new(Hosts::new(shutdown.clone(), Arc::clone(&tls))),
-            listen_port: listeners.local_addr().port(),
+            listen_port: listeners.port(),
             shutdown,
             tracker: TaskTracker::new(),
             lobby: Arc::new(Lobby::new().map_err(Error::Io)?),

@@ -23,6 +23,8 @@ pub struct Listeners {
     unix: Vec<(UnixListener, Option<PathBuf>)>,
     /// readonly_listen_port on the same addresses (TCP only).
     readonly: Vec<TcpListener>,
+    /// The port clients are told and shown (see [`Listeners::port`]).
+    port: u16,
 }
 
 /// TCP listeners on every `listen_addr` (`*` = all IPv4 + IPv6) at `port`.
@@ -127,14 +129,10 @@ impl Listeners {
             Some(passed) => passed,
             None => {
                 let tcp = bind_tcp(settings, settings.listen_port).await?;
-                let port = match tcp.first() {
-                    Some(l) => l.local_addr()?.port(),
-                    None => settings.listen_port,
-                };
                 let unix = if settings.unix_socket_dir.is_empty() {
                     Vec::new()
                 } else {
-                    let (l, path) = bind_unix(settings, port)?;
+                    let (l, path) = bind_unix(settings, rw_port(settings, &tcp)?)?;
                     vec![(l, Some(path))]
                 };
                 (tcp, unix)
@@ -149,11 +147,21 @@ impl Listeners {
                 "nothing to listen on (listen_addr and unix_socket_dir are empty)".into(),
             ));
         }
+        let port = rw_port(settings, &tcp)?;
         Ok(Listeners {
             tcp,
             unix,
             readonly,
+            port,
         })
+    }
+
+    /// The read-write port: the first TCP listener's (listen_port, resolved when 0), else
+    /// listen_port, as PgBouncer's cf_listen_port: the port SHOW DATABASES gives the console
+    /// and SHOW CLIENTS gives unix socket clients, also when the service manager passed only
+    /// a unix socket (or listen_addr is empty).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The first read-only listener's address.
@@ -166,6 +174,14 @@ impl Listeners {
             .first()
             .and_then(|l| l.local_addr().ok())
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+}
+
+/// The first TCP listener's port (listen_port, resolved when 0), else listen_port.
+fn rw_port(settings: &Settings, tcp: &[TcpListener]) -> Result<u16, Error> {
+    match tcp.first() {
+        Some(l) => Ok(l.local_addr()?.port()),
+        None => Ok(settings.listen_port),
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::ops::eventually;
 use crate::ops_binary::{free_port, KillOnDrop};
+use crate::support::cnpg::show;
 use crate::support::{cluster, skip::skip, HANG};
 
 fn kill(sig: &str, pid: u32) {
@@ -290,6 +291,84 @@ async fn serves_on_sockets_passed_by_systemd() {
         std::fs::read_dir(&own_dir).expect("dir").next().is_none(),
         "a socket was made in unix_socket_dir as well"
     );
+}
+
+/// Only a unix socket passed (a `.socket` unit whose one ListenStream is a path): the console's
+/// SHOW DATABASES row and a unix socket client's SHOW CLIENTS row give listen_port as their
+/// port, as PgBouncer 1.18's do (checked live); pgporter gave 0, the port of a TCP listener it
+/// did not have. At exit the socket file stays: it is systemd's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_unix_socket_alone_shows_listen_port() {
+    let Ok(activate) = which("systemd-socket-activate") else {
+        skip(
+            "systemd::a_passed_unix_socket_alone_shows_listen_port",
+            "systemd-socket-activate is not installed (Debian package systemd)",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // listen_port is never bound here: any number will do.
+    let (listen_port, unix_port) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("pgporter.ini"),
+        format!(
+            "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+             listen_port = {listen_port}\nunix_socket_dir =\nauth_file = userlist.txt\n\
+             admin_users = u\n"
+        ),
+    )
+    .expect("ini");
+    std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
+    let unix_socket = dir.path().join(format!(".s.PGSQL.{unix_port}"));
+    let mut activated = KillOnDrop(Some(
+        Command::new(activate)
+            .arg("-l")
+            .arg(&unix_socket)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_pgporter"))
+            .arg(dir.path().join("pgporter.ini"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn systemd-socket-activate"),
+    ));
+    eventually("the passed unix socket exists", || {
+        let unix_socket = unix_socket.clone();
+        async move { unix_socket.exists() }
+    })
+    .await;
+    let connstring = format!(
+        "host={} port={unix_port} user=u password=pw dbname=pgbouncer",
+        dir.path().display()
+    );
+    let (console, conn) = tokio::time::timeout(
+        HANG,
+        tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
+    )
+    .await
+    .expect("no answer through the passed unix socket")
+    .expect("the console through the passed unix socket");
+    tokio::spawn(conn);
+    let port_of = |(columns, rows): (Vec<String>, Vec<Vec<Option<String>>>), name: &str| {
+        let at = |c: &str| columns.iter().position(|n| n == c).expect(c);
+        let (key, port) = (at(name), at("port"));
+        rows.iter()
+            .find(|r| r[key].as_deref() == Some("pgbouncer"))
+            .and_then(|r| r[port].clone())
+    };
+    let want = Some(listen_port.to_string());
+    let databases = show(&console, "SHOW DATABASES").await;
+    assert_eq!(port_of(databases, "name"), want, "SHOW DATABASES");
+    let clients = show(&console, "SHOW CLIENTS").await;
+    assert_eq!(port_of(clients, "database"), want, "SHOW CLIENTS");
+    drop(console);
+
+    let child = activated.0.take().expect("child");
+    kill("-INT", child.id());
+    let status = wait_exit(child).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(unix_socket.exists(), "the passed unix socket was removed");
 }
 
 /// A program on PATH.
