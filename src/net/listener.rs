@@ -196,13 +196,13 @@ fn take_passed(mut fds: listenfd::ListenFd) -> Result<Passed, Error> {
     for idx in 0..fds.len() {
         let fd = idx + 3;
         let taken = match fds.take_tcp_listener(idx) {
-            Ok(Some(l)) => l.set_nonblocking(true).and_then(|()| {
+            Ok(Some(l)) => listening(&l).and_then(|()| l.set_nonblocking(true)).and_then(|()| {
                 tracing::info!(fd, addr = %l.local_addr()?, "socket passed from the service manager");
                 tcp.push(TcpListener::from_std(l)?);
                 Ok(())
             }),
             _ => match fds.take_unix_listener(idx) {
-                Ok(Some(l)) => l.set_nonblocking(true).and_then(|()| {
+                Ok(Some(l)) => listening(&l).and_then(|()| l.set_nonblocking(true)).and_then(|()| {
                     tracing::info!(fd, "unix socket passed from the service manager");
                     unix.push((UnixListener::from_std(l)?, None));
                     Ok(())
@@ -221,6 +221,19 @@ fn take_passed(mut fds: listenfd::ListenFd) -> Result<Passed, Error> {
         "listening on the sockets passed from the service manager; listen_addr, listen_port and unix_socket_dir are not bound"
     );
     Ok((tcp, unix))
+}
+
+/// A connection (what a `.socket` unit with Accept=yes passes) is a TCP or unix stream socket
+/// too, but accepting on it waits for good.
+fn listening<S: std::os::fd::AsFd>(socket: &S) -> std::io::Result<()> {
+    if socket2::SockRef::from(socket).is_listener()? {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is a connection (Accept=yes in the .socket unit; pgporter needs Accept=no)",
+        ))
+    }
 }
 
 /// The unix socket `.s.PGSQL.<port>` in unix_socket_dir, with unix_socket_mode and

@@ -371,6 +371,70 @@ async fn a_passed_unix_socket_alone_shows_listen_port() {
     assert!(unix_socket.exists(), "the passed unix socket was removed");
 }
 
+/// A passed socket that is a connection, not a listening socket (a `.socket` unit with
+/// Accept=yes; here systemd-socket-activate --accept): pgporter refuses to start, as README
+/// says, and so closes the connection. It served it as a listener and, accept() failing,
+/// warned every 100 ms for good, the connection held open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_connection_refuses_the_start() {
+    use std::io::Read as _;
+    let Ok(activate) = which("systemd-socket-activate") else {
+        skip(
+            "systemd::a_passed_connection_refuses_the_start",
+            "systemd-socket-activate is not installed (Debian package systemd)",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("pgporter.ini"),
+        "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+         listen_port = 0\nunix_socket_dir =\nauth_file = userlist.txt\n",
+    )
+    .expect("ini");
+    std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
+    let log = dir.path().join("pgporter.log");
+    let port = free_port();
+    let _activator = KillOnDrop(Some(
+        Command::new(activate)
+            .arg("--accept")
+            .arg("-l")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_pgporter"))
+            .arg(dir.path().join("pgporter.ini"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn systemd-socket-activate"),
+    ));
+    let mut connection = None;
+    eventually("systemd-socket-activate listens", || {
+        connection = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
+        let listening = connection.is_some();
+        async move { listening }
+    })
+    .await;
+    let mut connection = connection.expect("connected");
+    connection.set_read_timeout(Some(HANG)).expect("timeout");
+    let read = tokio::task::spawn_blocking(move || connection.read(&mut [0u8; 64]))
+        .await
+        .expect("join");
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        matches!(read, Ok(0)),
+        "the connection was not closed: {read:?}\n{}",
+        logged()
+    );
+    // Logged on the way out, after the connection was let go.
+    eventually("the reason logged", || {
+        let said = logged().contains("it is a connection (Accept=yes");
+        async move { said }
+    })
+    .await;
+}
+
 /// A program on PATH.
 fn which(name: &str) -> Result<std::path::PathBuf, ()> {
     std::env::var_os("PATH")
