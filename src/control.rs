@@ -147,13 +147,11 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
 
 /// A database the console may name in RESUME and ENABLE (PgBouncer's `find_database`): a
 /// `[databases]` entry, one with a pool, or one reached through `*` that an earlier PAUSE,
-/// KILL or DISABLE named (PgBouncer registered it then).
+/// KILL, DISABLE, RECONNECT or WAIT_CLOSE named (PgBouncer registered it then).
 fn known_db(shared: &Shared, db: &str) -> Result<(), ControlError> {
-    let gates = shared.gates.state();
     if shared.config.load().databases.contains_key(db)
         || !pools_of(shared, Some(db)).is_empty()
-        || gates.paused.contains(db)
-        || gates.disabled.contains(db)
+        || shared.gates.state().names(db)
     {
         Ok(())
     } else {
@@ -163,16 +161,23 @@ fn known_db(shared: &Shared, db: &str) -> Result<(), ControlError> {
 
 /// A database PAUSE, KILL, DISABLE, RECONNECT and WAIT_CLOSE may name (PgBouncer's
 /// `find_or_register_database`): a known one, or with a `*` entry any other name but the
-/// console's, as clients could reach it. With CloudNativePG's generated configuration, `*`
-/// alone, `PAUSE app` before app's first client (or after its pool was freed) was refused.
+/// console's, as clients could reach it, which is then registered (see
+/// [`crate::gates::GateState::registered`]). With CloudNativePG's generated configuration,
+/// `*` alone, `PAUSE app` before app's first client (or after its pool was freed) was refused.
 fn known_or_auto_db(shared: &Shared, db: &str) -> Result<(), ControlError> {
-    let auto =
-        shared.config.load().fallback_database.is_some() && !crate::admin::is_admin_database(db);
-    if auto {
-        Ok(())
-    } else {
-        known_db(shared, db)
+    let config = shared.config.load();
+    let auto = config.fallback_database.is_some()
+        && !config.databases.contains_key(db)
+        && !crate::admin::is_admin_database(db);
+    if !auto {
+        return known_db(shared, db);
     }
+    if !shared.gates.state().registered.contains(db) {
+        shared.gates.update(|g| {
+            g.registered.insert(db.to_string());
+        });
+    }
+    Ok(())
 }
 
 fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<crate::pool::Pool>> {

@@ -13,6 +13,10 @@ pub struct GateState {
     pub paused: BTreeSet<String>,
     /// DISABLE db.
     pub disabled: BTreeSet<String>,
+    /// Databases reached through `*` that PAUSE, KILL, DISABLE, RECONNECT or WAIT_CLOSE named:
+    /// registered as PgBouncer's find_or_register_database registers them, so SHOW DATABASES
+    /// lists them and RESUME / ENABLE find them, pool or not.
+    pub registered: BTreeSet<String>,
 }
 
 impl GateState {
@@ -26,6 +30,10 @@ impl GateState {
     /// bare PAUSE shows in SHOW STATE instead).
     pub fn paused_alone(&self, db: &str) -> bool {
         self.paused.contains(db)
+    }
+    /// `db` is paused, disabled or registered on its own.
+    pub fn names(&self, db: &str) -> bool {
+        self.paused.contains(db) || self.disabled.contains(db) || self.registered.contains(db)
     }
 }
 

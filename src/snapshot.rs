@@ -296,8 +296,9 @@ impl Snapshot {
 
 impl Snapshot {
     /// The databases SHOW DATABASES lists, sorted, each with its entry: the configured ones,
-    /// and those made through `*` that have a pool or that PAUSE, KILL or DISABLE named (as
-    /// PgBouncer lists its auto-databases, registered by a client or by those commands).
+    /// and those made through `*` that have a pool or that PAUSE, KILL, DISABLE, RECONNECT
+    /// or WAIT_CLOSE named (as PgBouncer lists its auto-databases, registered by a client or
+    /// by those commands).
     /// Not the console's pseudo-database (see [`Self::console_pool`]), nor an entry named as
     /// the console: clients asking for that name get the console, never the entry.
     pub fn databases(&self) -> Vec<(&String, &crate::config::DatabaseEntry)> {
@@ -309,6 +310,7 @@ impl Snapshot {
                 (self.pools.iter().map(|p| &p.database))
                     .chain(self.gates.paused.iter())
                     .chain(self.gates.disabled.iter())
+                    .chain(self.gates.registered.iter())
                     .filter(|d| {
                         !self.config.databases.contains_key(*d)
                             && !crate::admin::is_admin_database(d)

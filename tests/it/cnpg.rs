@@ -384,6 +384,25 @@ async fn console_commands_reach_databases_behind_the_star_entry() {
         show(&console, cmd).await;
     }
     show(&console, "RESUME reports").await;
+    // RECONNECT and WAIT_CLOSE register the database too, as PgBouncer 1.18's (checked live):
+    // SHOW DATABASES lists it, ENABLE finds it, RESUME says it is not paused.
+    show(&console, "RECONNECT billing").await;
+    show(&console, "WAIT_CLOSE ledger").await;
+    let (_, dbs) = show(&console, "SHOW DATABASES").await;
+    for name in ["billing", "ledger"] {
+        assert!(
+            dbs.iter().any(|r| r[0].as_deref() == Some(name)),
+            "SHOW DATABASES does not list {name}: {dbs:?}"
+        );
+    }
+    show(&console, "ENABLE billing").await;
+    let err = console
+        .simple_query("RESUME ledger")
+        .await
+        .map(|_| ())
+        .expect_err("RESUME of a database not paused succeeded");
+    let e = crate::support::db_error(&err);
+    assert_eq!(e.message(), "database ledger is not paused", "{e:?}");
     // Never named before (RESUME registers nothing), and the console's own name: refused.
     for cmd in ["RESUME never_named", "PAUSE pgbouncer"] {
         let err = console
