@@ -3,10 +3,17 @@
 //! As PgBouncer sends them: `READY=1` once the listeners are bound, `RELOADING=1` then
 //! `READY=1` around a reload, `STOPPING=1` when a shutdown begins, and a `STATUS=` line with
 //! the averages every stats_period. One datagram each to `$NOTIFY_SOCKET` (a path, or `@name`
-//! for an abstract socket); without it, nothing is sent. Sending never blocks and never fails
-//! the caller: a notification that cannot be sent is logged once at debug level.
+//! for an abstract socket); without it, nothing is sent. Sending never fails the caller: a
+//! notification that cannot be sent is logged at debug level. A full queue at the service
+//! manager (PID 1 busy; a datagram socket queues net.unix.max_dgram_qlen of them) is waited on
+//! for up to [`SEND_WAIT`], as libsystemd's sd_notify waits: dropping READY=1 there would have
+//! systemd stop the unit at its start timeout.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::time::Duration;
+
+/// How long a notification waits for room in the service manager's queue.
+const SEND_WAIT: Duration = Duration::from_secs(5);
 
 /// What the service manager gave the process, read from the environment once by the binary:
 /// where to send notifications, and the listening sockets it passed (socket activation, see
@@ -65,7 +72,7 @@ impl Notifier {
             None => SocketAddr::from_pathname(path),
         };
         let socket = UnixDatagram::unbound().and_then(|s| {
-            s.set_nonblocking(true)?;
+            s.set_write_timeout(Some(SEND_WAIT))?;
             Ok(s)
         });
         match (socket, addr) {

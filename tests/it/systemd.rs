@@ -120,7 +120,7 @@ async fn a_reload_right_after_ready_reloads() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
     for round in 0..50 {
-        let (mut child, notify) = spawn_notified(dir.path(), "");
+        let (mut child, notify) = spawn_notified(dir.path(), 0, |_| {});
         let pid = child.0.as_ref().expect("child").id();
         // A shell waiting to send the SIGHUP (its builtin kill: no fork once READY=1 is in).
         let mut hup = KillOnDrop(Some(
@@ -156,21 +156,63 @@ async fn a_reload_right_after_ready_reloads() {
     }
 }
 
-/// pgporter with `$NOTIFY_SOCKET` set to a socket in `dir` (and `extra` in its ini, which
-/// names `dir`'s userlist.txt), and that socket, its reads bounded to 10 s.
-fn spawn_notified(dir: &std::path::Path, extra: &str) -> (KillOnDrop, UnixDatagram) {
+/// READY=1 reaches a service manager whose notification queue is full when it is sent (PID 1
+/// busy starting units; a datagram socket queues net.unix.max_dgram_qlen of them, 10 by
+/// default): pgporter waits for room, as libsystemd's sd_notify (PgBouncer's) does. It sent
+/// without waiting, so READY=1 was dropped and systemd stopped the unit at its start timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_waits_for_room_in_a_full_notification_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
+    let port = free_port();
+    let (_child, notify) = spawn_notified(dir.path(), port, |notify| {
+        let filler = UnixDatagram::unbound().expect("socket");
+        filler.set_nonblocking(true).expect("nonblocking");
+        let path = notify.local_addr().expect("addr");
+        let path = path.as_pathname().expect("path");
+        let mut queued = 0;
+        while filler.send_to(b"FILLER=1", path).is_ok() {
+            queued += 1;
+            assert!(queued < 100_000, "the queue never fills");
+        }
+    });
+    // Listening, READY=1 still waiting for room.
+    eventually("listening", || async {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    let mut seen = Vec::new();
+    loop {
+        let n = next(&notify);
+        if n == "READY=1" {
+            break;
+        }
+        assert_eq!(n, "FILLER=1", "before READY=1: {seen:?}");
+        seen.push(n);
+    }
+}
+
+/// pgporter on `port` (0: any) with `$NOTIFY_SOCKET` set to a socket in `dir` (its ini names
+/// `dir`'s userlist.txt), and that socket, its reads bounded to 10 s; `prepare` has the socket
+/// before pgporter starts.
+fn spawn_notified(
+    dir: &std::path::Path,
+    port: u16,
+    prepare: impl FnOnce(&UnixDatagram),
+) -> (KillOnDrop, UnixDatagram) {
     let socket_path = dir.join("notify");
     let _ = std::fs::remove_file(&socket_path);
     let notify = UnixDatagram::bind(&socket_path).expect("notify socket");
     notify
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    prepare(&notify);
     let ini = dir.join("notified.ini");
     std::fs::write(
         &ini,
         format!(
             "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-             listen_port = 0\nunix_socket_dir =\nauth_file = userlist.txt\n{extra}"
+             listen_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\n"
         ),
     )
     .expect("ini");
