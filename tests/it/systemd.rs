@@ -68,47 +68,47 @@ async fn notifies_systemd_when_ready_reloading_and_stopping() {
 
     kill("-HUP", pid);
     // STATUS lines may come in between (stats_period = 1).
-    let mut seen: Vec<String> = Vec::new();
-    while !seen.iter().any(|n| n == "READY=1") {
-        seen.push(next(&notify));
-    }
+    let seen = until(&notify, "READY=1");
     let reload: Vec<&String> = seen.iter().filter(|n| !n.starts_with("STATUS=")).collect();
-    assert_eq!(
-        reload,
-        ["RELOADING=1", "READY=1"],
-        "around a reload: {seen:?}"
-    );
+    assert_eq!(reload, ["RELOADING=1"], "before READY=1: {seen:?}");
 
     // A reload that fails still ends with READY=1 (the old configuration keeps serving).
     write_ini("pool_mode = nonsense\n");
     kill("-HUP", pid);
-    let mut seen: Vec<String> = Vec::new();
-    while !seen.iter().any(|n| n == "READY=1") {
-        seen.push(next(&notify));
-    }
+    let seen = until(&notify, "READY=1");
     assert!(seen.iter().any(|n| n == "RELOADING=1"), "{seen:?}");
 
-    let status = loop {
-        let n = next(&notify);
-        if n.starts_with("STATUS=") {
-            break n;
-        }
-    };
+    // The next notification is a STATUS line, one each stats_period.
+    let status = next(&notify);
     assert!(
         status.starts_with("STATUS=stats: ") && status.contains(" xacts/s, "),
         "{status}"
     );
 
     kill("-TERM", pid);
-    loop {
-        let n = next(&notify);
-        if n == "STOPPING=1" {
-            break;
-        }
+    for n in until(&notify, "STOPPING=1") {
         assert!(n.starts_with("STATUS="), "before STOPPING=1: {n}");
     }
     let status = wait_exit(child.0.take().expect("child")).await;
     assert!(status.success(), "exit status {status}");
+}
+
+/// The notifications up to `want` (which ends them, not included), within [`HANG`]: with a
+/// STATUS line every second, waiting for a notification at a time would never time out.
+fn until(socket: &UnixDatagram, want: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + HANG;
+    let mut seen = Vec::new();
+    loop {
+        let n = next(socket);
+        if n == want {
+            return seen;
+        }
+        seen.push(n);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {want} within {HANG:?}: {seen:?}"
+        );
+    }
 }
 
 /// The signal handlers are in place by the time READY=1 is sent: `systemctl reload` right
