@@ -13,28 +13,7 @@ use crate::support::checklist::{e2e_file, run_checklist};
 use crate::support::cmd;
 use crate::support::cnpg::{pgbouncer_ini, show, Pooler, APP, AUTH_USER};
 use crate::support::skip::python;
-use crate::support::{connect, simple_value, HANG};
-
-/// SHOW POOLS as CloudNativePG's exporter reads it for PgBouncer 1.24 (17 columns, by position).
-const POOLS_1_24: [&str; 17] = [
-    "database",
-    "user",
-    "cl_active",
-    "cl_waiting",
-    "cl_active_cancel_req",
-    "cl_waiting_cancel_req",
-    "sv_active",
-    "sv_active_cancel",
-    "sv_being_canceled",
-    "sv_idle",
-    "sv_used",
-    "sv_tested",
-    "sv_login",
-    "maxwait",
-    "maxwait_us",
-    "pool_mode",
-    "load_balance_hosts",
-];
+use crate::support::{connect, simple_value, HANG, SHOW_POOLS};
 
 /// The SHOW LISTS rows the exporter turns into cnpg_pgbouncer_lists_* gauges.
 const LISTS: [&str; 12] = [
@@ -173,7 +152,7 @@ async fn generated_configuration_serves_scram_logins_through_user_search() {
         assert!(items.parse::<i64>().is_ok(), "{name}: {items:?}");
     }
     let (columns, rows) = show(&console, "SHOW POOLS;").await;
-    assert_eq!(columns, POOLS_1_24);
+    assert_eq!(columns, SHOW_POOLS);
     for (db, pool_user) in [(user, user), ("postgres", AUTH_USER)] {
         let row = rows
             .iter()

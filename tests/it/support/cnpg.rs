@@ -10,7 +10,7 @@
 //! 127.0.0.1 and the private cluster's port.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -18,7 +18,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use super::certs::Pki;
 use super::pg::{literal, PgCluster};
 use super::porter::{spawn_pgporter_with_files, Porter};
-use super::{cmd, HANG};
+use super::HANG;
 
 /// The role CloudNativePG creates for the Pooler's auth_query.
 pub(crate) const AUTH_USER: &str = "cnpg_pooler_pgbouncer";
@@ -183,26 +183,7 @@ impl Pooler {
 
     /// `psql -XAt -c sql` with `env` set; its output whatever the outcome.
     pub(crate) async fn psql(&self, connstring: &str, sql: &str, env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(self.pg.bin("psql"));
-        command
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-                connstring,
-            ])
-            .env("PGCONNECT_TIMEOUT", "15")
-            .env_remove("PGPASSWORD")
-            .env_remove("PGSSLMODE")
-            .env_remove("PGOPTIONS");
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        cmd::run(command, Duration::from_secs(30)).await
+        super::psql::psql_with(&self.pg.bin("psql"), connstring, sql, env).await
     }
 
     /// The admin console as the instance manager reaches it: the unix socket, user

@@ -36,5 +36,26 @@ pub(crate) use porter::{spawn_pgporter, Porter};
 pub(crate) use replica::{ReplCluster, ReplFixture};
 pub(crate) use shared_account::SharedAccount;
 
+/// SHOW POOLS' columns, PgBouncer 1.24's: CloudNativePG's exporter reads them by position.
+pub(crate) const SHOW_POOLS: [&str; 17] = [
+    "database",
+    "user",
+    "cl_active",
+    "cl_waiting",
+    "cl_active_cancel_req",
+    "cl_waiting_cancel_req",
+    "sv_active",
+    "sv_active_cancel",
+    "sv_being_canceled",
+    "sv_idle",
+    "sv_used",
+    "sv_tested",
+    "sv_login",
+    "maxwait",
+    "maxwait_us",
+    "pool_mode",
+    "load_balance_hosts",
+];
+
 /// How long a client-side operation may take before a test calls it a hang.
 pub(crate) const HANG: std::time::Duration = std::time::Duration::from_secs(20);

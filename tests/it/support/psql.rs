@@ -1,5 +1,6 @@
 //! psql (libpq) as a client: the real thing for sslmode, channel_binding and client certificates.
 
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -8,7 +9,18 @@ use super::cmd;
 /// Run `psql "<connstring>" -XAtc <sql>` (bounded); returns its output whatever the outcome.
 pub(crate) async fn psql(connstring: &str, sql: &str) -> Output {
     let cluster = super::cluster().await;
-    let mut command = Command::new(cluster.bin("psql"));
+    psql_with(&cluster.bin("psql"), connstring, sql, &[]).await
+}
+
+/// Run the psql at `bin` as [`psql`] does, with `env` set (none of PGPASSWORD, PGSSLMODE or
+/// PGOPTIONS is taken from the test's own environment).
+pub(crate) async fn psql_with(
+    bin: &Path,
+    connstring: &str,
+    sql: &str,
+    env: &[(&str, &str)],
+) -> Output {
+    let mut command = Command::new(bin);
     command
         .args([
             "-X",
@@ -22,7 +34,9 @@ pub(crate) async fn psql(connstring: &str, sql: &str) -> Output {
         ])
         .env("PGCONNECT_TIMEOUT", "15")
         .env_remove("PGPASSWORD")
-        .env_remove("PGSSLMODE");
+        .env_remove("PGSSLMODE")
+        .env_remove("PGOPTIONS")
+        .envs(env.iter().copied());
     cmd::run(command, Duration::from_secs(30)).await
 }
 
