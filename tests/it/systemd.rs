@@ -1,8 +1,10 @@
 //! The real binary under systemd: `Type=notify` notifications (Debian's pgbouncer.service is a
 //! notify unit) and socket activation (`LISTEN_FDS`, Debian's pgbouncer.socket).
 
+use std::ffi::OsString;
 use std::io::Write as _;
 use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -32,36 +34,8 @@ fn next(socket: &UnixDatagram) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifies_systemd_when_ready_reloading_and_stopping() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let socket_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&socket_path).expect("notify socket");
-    notify
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
     let port = free_port();
-    let ini = dir.path().join("pgporter.ini");
-    let write_ini = |extra: &str| {
-        std::fs::write(
-            &ini,
-            format!(
-                "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-                 listen_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\n\
-                 stats_period = 1\n{extra}"
-            ),
-        )
-        .expect("ini")
-    };
-    write_ini("");
-    std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
-    let mut child = KillOnDrop(Some(
-        Command::new(env!("CARGO_BIN_EXE_pgporter"))
-            .arg(&ini)
-            .env("NOTIFY_SOCKET", &socket_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn pgporter"),
-    ));
+    let (mut child, notify) = spawn_notified(dir.path(), port, "stats_period = 1\n", |_| {});
     let pid = child.0.as_ref().expect("child").id();
     assert_eq!(next(&notify), "READY=1");
     std::net::TcpStream::connect(("127.0.0.1", port)).expect("listening once READY=1 is sent");
@@ -73,7 +47,7 @@ async fn notifies_systemd_when_ready_reloading_and_stopping() {
     assert_eq!(reload, ["RELOADING=1"], "before READY=1: {seen:?}");
 
     // A reload that fails still ends with READY=1 (the old configuration keeps serving).
-    write_ini("pool_mode = nonsense\n");
+    minimal_ini(dir.path(), port, "stats_period = 1\npool_mode = nonsense\n");
     kill("-HUP", pid);
     let seen = until(&notify, "READY=1");
     assert!(seen.iter().any(|n| n == "RELOADING=1"), "{seen:?}");
@@ -118,9 +92,8 @@ fn until(socket: &UnixDatagram, want: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_right_after_ready_reloads() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
     for round in 0..50 {
-        let (mut child, notify) = spawn_notified(dir.path(), 0, |_| {});
+        let (mut child, notify) = spawn_notified(dir.path(), 0, "", |_| {});
         let pid = child.0.as_ref().expect("child").id();
         // A shell waiting to send the SIGHUP (its builtin kill: no fork once READY=1 is in).
         let mut hup = KillOnDrop(Some(
@@ -163,9 +136,8 @@ async fn a_reload_right_after_ready_reloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_waits_for_room_in_a_full_notification_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
     let port = free_port();
-    let (_child, notify) = spawn_notified(dir.path(), port, |notify| {
+    let (_child, notify) = spawn_notified(dir.path(), port, "", |notify| {
         let filler = UnixDatagram::unbound().expect("socket");
         filler.set_nonblocking(true).expect("nonblocking");
         let path = notify.local_addr().expect("addr");
@@ -192,12 +164,12 @@ async fn ready_waits_for_room_in_a_full_notification_queue() {
     }
 }
 
-/// pgporter on `port` (0: any) with `$NOTIFY_SOCKET` set to a socket in `dir` (its ini names
-/// `dir`'s userlist.txt), and that socket, its reads bounded to 10 s; `prepare` has the socket
+/// pgporter on [`minimal_ini`] (`port`, `extra`) with `$NOTIFY_SOCKET` set to a socket in `dir`, and that socket, its reads bounded to 10 s; `prepare` has the socket
 /// before pgporter starts.
 fn spawn_notified(
-    dir: &std::path::Path,
+    dir: &Path,
     port: u16,
+    extra: &str,
     prepare: impl FnOnce(&UnixDatagram),
 ) -> (KillOnDrop, UnixDatagram) {
     let socket_path = dir.join("notify");
@@ -207,15 +179,7 @@ fn spawn_notified(
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     prepare(&notify);
-    let ini = dir.join("notified.ini");
-    std::fs::write(
-        &ini,
-        format!(
-            "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-             listen_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\n"
-        ),
-    )
-    .expect("ini");
+    let ini = minimal_ini(dir, port, extra);
     let child = Command::new(env!("CARGO_BIN_EXE_pgporter"))
         .arg(&ini)
         .env("NOTIFY_SOCKET", &socket_path)
@@ -250,13 +214,6 @@ async fn wait_exit(mut child: std::process::Child) -> std::process::ExitStatus {
 /// neither listen_addr:listen_port nor a socket in unix_socket_dir, as PgBouncer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_on_sockets_passed_by_systemd() {
-    let Ok(activate) = which("systemd-socket-activate") else {
-        skip(
-            "systemd::serves_on_sockets_passed_by_systemd",
-            "systemd-socket-activate is not installed (Debian package systemd)",
-        );
-        return;
-    };
     let cluster = cluster().await;
     let user = cluster.unique_name("u");
     let db = cluster.unique_name("db");
@@ -282,21 +239,20 @@ async fn serves_on_sockets_passed_by_systemd() {
     )
     .expect("userlist");
     let unix_socket = dir.path().join(format!(".s.PGSQL.{unix_port}"));
-    let _activator = KillOnDrop(Some(
-        Command::new(activate)
-            .arg("-l")
-            .arg(format!("127.0.0.1:{passed_port}"))
-            .arg("-l")
-            .arg(&unix_socket)
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_pgporter"))
-            .arg(dir.path().join("pgporter.ini"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn systemd-socket-activate"),
-    ));
+    let listen = [
+        "-l".into(),
+        format!("127.0.0.1:{passed_port}").into(),
+        "-l".into(),
+        unix_socket.clone().into(),
+    ];
+    let Some(_activator) = socket_activated(
+        "serves_on_sockets_passed_by_systemd",
+        &listen,
+        &dir.path().join("pgporter.ini"),
+        Stdio::null(),
+    ) else {
+        return;
+    };
     eventually("the passed unix socket exists", || {
         let unix_socket = unix_socket.clone();
         async move { unix_socket.exists() }
@@ -341,40 +297,20 @@ async fn serves_on_sockets_passed_by_systemd() {
 /// did not have. At exit the socket file stays: it is systemd's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passed_unix_socket_alone_shows_listen_port() {
-    let Ok(activate) = which("systemd-socket-activate") else {
-        skip(
-            "systemd::a_passed_unix_socket_alone_shows_listen_port",
-            "systemd-socket-activate is not installed (Debian package systemd)",
-        );
-        return;
-    };
     let dir = tempfile::tempdir().expect("tempdir");
     // listen_port is never bound here: any number will do.
     let (listen_port, unix_port) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("pgporter.ini"),
-        format!(
-            "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-             listen_port = {listen_port}\nunix_socket_dir =\nauth_file = userlist.txt\n\
-             admin_users = u\n"
-        ),
-    )
-    .expect("ini");
-    std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
+    let ini = minimal_ini(dir.path(), listen_port, "admin_users = u\n");
     let unix_socket = dir.path().join(format!(".s.PGSQL.{unix_port}"));
-    let mut activated = KillOnDrop(Some(
-        Command::new(activate)
-            .arg("-l")
-            .arg(&unix_socket)
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_pgporter"))
-            .arg(dir.path().join("pgporter.ini"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn systemd-socket-activate"),
-    ));
+    let listen = [OsString::from("-l"), unix_socket.clone().into()];
+    let Some(mut activated) = socket_activated(
+        "a_passed_unix_socket_alone_shows_listen_port",
+        &listen,
+        &ini,
+        Stdio::null(),
+    ) else {
+        return;
+    };
     eventually("the passed unix socket exists", || {
         let unix_socket = unix_socket.clone();
         async move { unix_socket.exists() }
@@ -420,37 +356,20 @@ async fn a_passed_unix_socket_alone_shows_listen_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passed_connection_refuses_the_start() {
     use std::io::Read as _;
-    let Ok(activate) = which("systemd-socket-activate") else {
-        skip(
-            "systemd::a_passed_connection_refuses_the_start",
-            "systemd-socket-activate is not installed (Debian package systemd)",
-        );
-        return;
-    };
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("pgporter.ini"),
-        "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-         listen_port = 0\nunix_socket_dir =\nauth_file = userlist.txt\n",
-    )
-    .expect("ini");
-    std::fs::write(dir.path().join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
+    let ini = minimal_ini(dir.path(), 0, "");
     let log = dir.path().join("pgporter.log");
     let port = free_port();
-    let _activator = KillOnDrop(Some(
-        Command::new(activate)
-            .arg("--accept")
-            .arg("-l")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_pgporter"))
-            .arg(dir.path().join("pgporter.ini"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).expect("log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn systemd-socket-activate"),
-    ));
+    let accept = ["--accept", "-l", &format!("127.0.0.1:{port}")].map(OsString::from);
+    let stdout = std::fs::File::create(&log).expect("log");
+    let Some(_activator) = socket_activated(
+        "a_passed_connection_refuses_the_start",
+        &accept,
+        &ini,
+        stdout.into(),
+    ) else {
+        return;
+    };
     let mut connection = None;
     eventually("systemd-socket-activate listens", || {
         connection = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
@@ -475,6 +394,50 @@ async fn a_passed_connection_refuses_the_start() {
         async move { said }
     })
     .await;
+}
+
+/// `dir`/pgporter.ini: one database nobody reaches, listen_port `port` on 127.0.0.1 (0: any),
+/// no unix socket, `extra`; and `dir`/userlist.txt with user `u`, password `pw`.
+fn minimal_ini(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("userlist.txt"), "\"u\" \"pw\"\n").expect("userlist");
+    let ini = dir.join("pgporter.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+             listen_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\n{extra}"
+        ),
+    )
+    .expect("ini");
+    ini
+}
+
+/// pgporter on `ini` under systemd-socket-activate with `args` (its sockets, `--accept`), its
+/// stdout to `stdout`; None, the test `name` skipped, when systemd-socket-activate is not here.
+fn socket_activated(
+    name: &str,
+    args: &[OsString],
+    ini: &Path,
+    stdout: Stdio,
+) -> Option<KillOnDrop> {
+    let Ok(activate) = which("systemd-socket-activate") else {
+        skip(
+            &format!("systemd::{name}"),
+            "systemd-socket-activate is not installed (Debian package systemd)",
+        );
+        return None;
+    };
+    let child = Command::new(activate)
+        .args(args)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_pgporter"))
+        .arg(ini)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn systemd-socket-activate");
+    Some(KillOnDrop(Some(child)))
 }
 
 /// A program on PATH.
