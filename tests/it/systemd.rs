@@ -211,7 +211,8 @@ async fn wait_exit(mut child: std::process::Child) -> std::process::ExitStatus {
 
 /// Socket activation as systemd does it (systemd-socket-activate passes the sockets of its
 /// `-l` options as LISTEN_FDS): pgporter serves on the passed TCP and unix sockets and binds
-/// neither listen_addr:listen_port nor a socket in unix_socket_dir, as PgBouncer.
+/// neither listen_addr:listen_port nor a socket in unix_socket_dir, as PgBouncer. A SIGTERM
+/// drain keeps them open (57P03 to new clients) and leaves the unix socket file in place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_on_sockets_passed_by_systemd() {
     let cluster = cluster().await;
@@ -245,7 +246,7 @@ async fn serves_on_sockets_passed_by_systemd() {
         "-l".into(),
         unix_socket.clone().into(),
     ];
-    let Some(_activator) = socket_activated(
+    let Some(mut activated) = socket_activated(
         "serves_on_sockets_passed_by_systemd",
         &listen,
         &dir.path().join("pgporter.ini"),
@@ -258,21 +259,27 @@ async fn serves_on_sockets_passed_by_systemd() {
         async move { unix_socket.exists() }
     })
     .await;
-    for host in ["127.0.0.1".to_string(), dir.path().display().to_string()] {
-        let port = if host.starts_with('/') {
-            unix_port
-        } else {
-            passed_port
-        };
-        let connstring =
-            format!("host={host} port={port} user={user} password=pw dbname={db} sslmode=disable");
-        let (client, conn) = tokio::time::timeout(
-            HANG,
-            tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("no answer through the passed socket {host}:{port}"))
-        .unwrap_or_else(|e| panic!("through the passed socket {host}:{port}: {e}"));
+    let connstrings = [
+        format!("host=127.0.0.1 port={passed_port}"),
+        format!("host={} port={unix_port}", dir.path().display()),
+    ]
+    .map(|at| format!("{at} user={user} password=pw dbname={db} sslmode=disable"));
+    let connect = |connstring: &str| {
+        let connstring = connstring.to_string();
+        async move {
+            tokio::time::timeout(
+                HANG,
+                tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("no answer through the passed socket: {connstring}"))
+        }
+    };
+    let mut clients = Vec::new();
+    for connstring in &connstrings {
+        let (client, conn) = connect(connstring)
+            .await
+            .unwrap_or_else(|e| panic!("through the passed socket {connstring}: {e}"));
         tokio::spawn(conn);
         let one: i32 = client
             .query_one("select 1", &[])
@@ -280,6 +287,7 @@ async fn serves_on_sockets_passed_by_systemd() {
             .expect("query")
             .get(0);
         assert_eq!(one, 1);
+        clients.push(client);
     }
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", own_port)).is_err(),
@@ -289,6 +297,30 @@ async fn serves_on_sockets_passed_by_systemd() {
         std::fs::read_dir(&own_dir).expect("dir").next().is_none(),
         "a socket was made in unix_socket_dir as well"
     );
+
+    // The SIGTERM drain keeps the passed sockets open: new clients hear 57P03 on each while
+    // the sessions finish. At exit the unix socket file stays: it is systemd's.
+    let child = activated.0.take().expect("child");
+    kill("-TERM", child.id());
+    for connstring in &connstrings {
+        eventually("new clients refused with 57P03", || async {
+            match connect(connstring).await {
+                Err(e) => e.as_db_error().is_some_and(|d| d.code().code() == "57P03"),
+                Ok(_) => false,
+            }
+        })
+        .await;
+    }
+    let one: i32 = clients[0]
+        .query_one("select 1", &[])
+        .await
+        .expect("a session goes on during the drain")
+        .get(0);
+    assert_eq!(one, 1);
+    drop(clients);
+    let status = wait_exit(child).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(unix_socket.exists(), "the passed unix socket was removed");
 }
 
 /// Only a unix socket passed (a `.socket` unit whose one ListenStream is a path): the console's
