@@ -175,7 +175,7 @@ async fn check(
                 }
                 Err(None) => probe.refused = true,
                 // Every login takes the same TLS handshake: none can be made.
-                Err(Some(e @ (ServerError::Tls(_) | ServerError::TlsRefused))) => {
+                Err(Some(e)) if tls_setup_fails(&e) => {
                     probe.why = match std::error::Error::source(&e) {
                         Some(source) => format!("{e}: {source}"),
                         None => e.to_string(),
@@ -271,6 +271,18 @@ async fn login(
         }
     }
     Err(None)
+}
+
+/// The TLS setup in force cannot work with this host: its certificate is not trusted (any
+/// error rustls reports, an alert from the server too), or it refuses TLS that is required.
+/// Not the host hanging up during the handshake (a server going down): that is a connection
+/// failure like any other.
+fn tls_setup_fails(e: &ServerError) -> bool {
+    match e {
+        ServerError::TlsRefused => true,
+        ServerError::Tls(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    }
 }
 
 /// A login error from a host that is up: anything but "cannot connect now" (57P0x: starting,

@@ -1,5 +1,6 @@
 //! The routing health monitors and server TLS: they log in with the server_tls_* settings in
-//! force; a TLS setup that fails makes the host unverifiable (SHOW HOSTS says why).
+//! force, and tell a TLS setup that fails (the host unverifiable, SHOW HOSTS says why) from a
+//! host that hangs up during the handshake (down).
 
 use crate::support::certs::Pki;
 
@@ -91,4 +92,60 @@ async fn a_server_tls_reload_reaches_the_health_monitors() {
     fresh.query_one("select 1", &[]).await.expect("new session");
     let over_tls: bool = su.query_one(monitor_tls, &[]).await.unwrap().get(0);
     assert!(over_tls, "the health check logs in over TLS");
+}
+
+/// A host that says `S` to the SSLRequest and hangs up during the handshake (a server going
+/// down) is down, as one that refuses the TCP connection: the monitor took any I/O error of
+/// the handshake for a TLS setup that cannot work, so the host was unknown, "health check
+/// cannot log in: TLS handshake ... failed", and skipped the checks of the next 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_hanging_up_during_the_tls_handshake_is_down() {
+    use pgporter::routing::Liveness;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let fake_port = fake.local_addr().expect("addr").port();
+    let hangs_up = tokio::spawn(async move {
+        while let Ok((mut c, _)) = fake.accept().await {
+            tokio::spawn(async move {
+                let mut ssl_request = [0u8; 8];
+                if c.read_exact(&mut ssl_request).await.is_ok() {
+                    let _ = c.write_all(b"S").await;
+                }
+            });
+        }
+    });
+    let ini = format!(
+        "[databases]\n\
+         db = host=127.0.0.1 port={fake_port} dbname=db target_session_attrs=read-write\n\
+         [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = 0\nunix_socket_dir =\n\
+         auth_type = scram-sha-256\nauth_file = userlist.txt\nserver_tls_sslmode = require\n\
+         health_check_period = 0.2\nserver_connect_timeout = 3\nfailover_wait_timeout = 1\n"
+    );
+    let porter =
+        crate::support::spawn_pgporter(&ini, &crate::support::fixture::userlist(&[("u", "pw")]))
+            .await;
+    // A client makes the pool, whose login the monitor uses; it gets no server.
+    let connstring = format!(
+        "host=127.0.0.1 port={} user=u password=pw dbname=db sslmode=disable",
+        porter.port()
+    );
+    let client = tokio::spawn(async move {
+        let (client, conn) = tokio_postgres::connect(&connstring, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client.simple_query("select 1").await.map(|_| ())
+    });
+    crate::ops::eventually("the host checked down", || async {
+        porter
+            .hosts()
+            .first()
+            .is_some_and(|h| h.status.liveness == Liveness::Down)
+    })
+    .await;
+    let status = porter.hosts()[0].status.clone();
+    assert_eq!(status.refused, None, "{status:?}");
+    let _ = tokio::time::timeout(crate::support::HANG, client).await;
+    hangs_up.abort();
 }
