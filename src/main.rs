@@ -86,6 +86,8 @@ fn main() -> ExitCode {
         println!("{}: configuration OK", path.display());
         return ExitCode::SUCCESS;
     }
+    // Before any other thread exists: listenfd removes LISTEN_* from the environment.
+    let manager = pgporter::systemd::ServiceManager::from_env();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.settings.effective_worker_threads())
         .enable_all()
@@ -102,7 +104,7 @@ fn main() -> ExitCode {
         .pidfile
         .as_deref()
         .map(|f| config::resolve_relative(path, f));
-    match runtime.block_on(run(config, log_file, pidfile)) {
+    match runtime.block_on(run(config, manager, log_file, pidfile)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -113,13 +115,13 @@ fn main() -> ExitCode {
 
 async fn run(
     config: config::Config,
+    manager: pgporter::systemd::ServiceManager,
     log_file: Option<Arc<LogFile>>,
     pidfile: Option<PathBuf>,
 ) -> Result<(), pgporter::Error> {
     if let Some(p) = &pidfile {
         refuse_live_pidfile(p)?;
     }
-    let manager = pgporter::systemd::ServiceManager::from_env();
     let mut app = App::bind_under(config, manager).await?;
     if let Some(log) = log_file {
         app = app.with_log_file(log);
