@@ -109,12 +109,14 @@ pub struct Seat {
 }
 
 /// Serve one client connection to its end. Every failure the client can be told about becomes
-/// a FATAL ErrorResponse with its SQLSTATE.
+/// a FATAL ErrorResponse with its SQLSTATE. `over_max`: the connection came when
+/// max_client_conn connections were already counted (only the admin console may log in).
 pub fn run(
     stream: Stream,
     peer: Peer,
     endpoint: Endpoint,
     shared: crate::net::listener::ClientCount,
+    over_max: bool,
 ) -> impl std::future::Future<Output = ()> + Send {
     // A plain fn around an async block: the block's captures are its only copies of the
     // arguments (an async fn keeps two of each), so every client's task stays smaller.
@@ -127,7 +129,6 @@ pub fn run(
             // Login is large and short-lived: boxed, so an idle session's task stays small.
             Box::pin(async {
                 peer = proxied_peer(&mut conn, peer.clone(), &config).await?;
-                let over_max = shared.over_max_client_conn();
                 start(&mut conn, &peer, endpoint, over_max, &shared, &config).await
             }),
         )

@@ -340,27 +340,19 @@ fn spawn_client(stream: Stream, peer: Peer, endpoint: Endpoint, shared: &Arc<Sha
     // an error response during SSL exchange") and with a CancelRequest still forwarded.
     let counted = ClientCount {
         shared: Arc::clone(shared),
-        over_max: count > max,
     };
     // The session's own future, unwrapped: it is what an idle client costs (W6).
+    let over_max = count > max;
     shared
         .tracker
-        .spawn(client::run(stream, peer, endpoint, counted));
+        .spawn(client::run(stream, peer, endpoint, counted, over_max));
 }
 
-/// An accepted client connection, counted against max_client_conn until dropped.
+/// An accepted client connection, counted against max_client_conn until dropped. One pointer:
+/// a parked idle client keeps it (W6).
 #[derive(Debug)]
 pub struct ClientCount {
     shared: Arc<Shared>,
-    over_max: bool,
-}
-
-impl ClientCount {
-    /// The connection came when max_client_conn connections were already counted: only the
-    /// admin console may log in.
-    pub fn over_max_client_conn(&self) -> bool {
-        self.over_max
-    }
 }
 
 impl std::ops::Deref for ClientCount {
@@ -379,6 +371,16 @@ impl Drop for ClientCount {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A parked idle client keeps its count: one pointer (it grew to two with the
+    /// max_client_conn flag, 8 more bytes per idle client).
+    #[test]
+    fn a_client_count_is_one_pointer() {
+        assert_eq!(
+            std::mem::size_of::<ClientCount>(),
+            std::mem::size_of::<usize>()
+        );
+    }
 
     fn settings(reuseport: bool) -> Settings {
         Settings {
