@@ -132,9 +132,13 @@ impl App {
         let tls = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
         let shared = Arc::new(Shared {
             pools: Arc::new(Pools::new(Arc::clone(&config))),
+            routing: Arc::new(Hosts::new(
+                shutdown.clone(),
+                Arc::clone(&tls),
+                Arc::clone(&config),
+            )),
             config,
             cancels,
-            routing: Arc::new(Hosts::new(shutdown.clone(), Arc::clone(&tls))),
             listen_port: listeners.port(),
             shutdown,
             tracker: TaskTracker::new(),

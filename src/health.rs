@@ -230,7 +230,13 @@ mod tests {
         states.set(a.clone(), state.clone());
         states.set(b.clone(), state);
         states.keep_only(std::slice::from_ref(&b));
-        let routing = Hosts::new(tokio_util::sync::CancellationToken::new(), Arc::default());
+        let raw = crate::config::parse_ini("[pgbouncer]\n", "t.ini").expect("ini");
+        let config = crate::config::from_raw(std::path::Path::new("t.ini"), raw).expect("config");
+        let routing = Hosts::new(
+            tokio_util::sync::CancellationToken::new(),
+            Arc::default(),
+            Arc::new(crate::config::ConfigHandle::new(config)),
+        );
         assert!(states.get(&a, &routing).is_none() && states.get(&b, &routing).is_some());
     }
 }

@@ -318,10 +318,11 @@ pub struct RoutingSettings {
     /// A second port on `listen_addr` where every database resolves to its standby pool.
     /// Default: none; `0` picks a free port (tests). reload: no
     pub readonly_listen_port: Option<u16>,
-    /// How often each monitored backend host is checked. Default 1 s. reload: no (new monitors)
+    /// How often each monitored backend host is checked. Default 1 s. reload: yes (the
+    /// running monitors check at once, then at the new period)
     pub health_check_period: Duration,
     /// A standby replaying further behind than this leaves rotation. Default 0 = no limit.
-    /// reload: yes
+    /// reload: yes (the running monitors judge their hosts at once)
     pub max_standby_lag: Duration,
     /// The same in bytes of received-but-unreplayed WAL. Default 0 = no limit. reload: yes
     pub max_standby_lag_bytes: u64,

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 
 use super::hosts::{Host, Liveness, Observation, Role};
 use super::lag::LagTracker;
+use crate::config::{Config, ConfigHandle};
 use crate::server::{self, query_row, ServerConn, ServerError, ServerTarget};
 use crate::tls::{ServerTls, TlsState};
 
@@ -24,16 +25,45 @@ const CHECK_SQL: &str = "select pg_is_in_recovery(), \
      pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0'), \
      (select count(*) from pg_stat_wal_receiver)";
 
-/// What one monitor needs.
+/// Where one monitor reads its settings: both live, replaced by reloads and admin SET.
 #[derive(Debug, Clone)]
 pub(super) struct MonitorSettings {
-    pub period: Duration,
-    pub connect_timeout: Duration,
-    pub max_lag: Duration,
-    pub max_lag_bytes: u64,
+    /// The running configuration: [`Limits`] are read from it before each check, and again
+    /// whenever a change is stored, so a RELOAD or SET reaches a running monitor (which keeps
+    /// its connection and what it knows of the host).
+    pub config: Arc<ConfigHandle>,
     /// The running TLS contexts: each login uses the server context in force (a reload
     /// replaces it), as new pooled connections do.
     pub tls: Arc<ArcSwap<TlsState>>,
+}
+
+/// The settings one check works under, as the configuration says at the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// health_check_period.
+    pub period: Duration,
+    /// server_connect_timeout, for the monitor's logins and (at least 1 s) its query.
+    pub connect_timeout: Duration,
+    /// max_standby_lag (0: no limit).
+    pub max_lag: Duration,
+    /// max_standby_lag_bytes (0: no limit).
+    pub max_lag_bytes: u64,
+}
+
+impl Limits {
+    pub(super) fn of(config: &Config) -> Limits {
+        let routing = &config.settings.routing;
+        Limits {
+            period: routing.health_check_period,
+            // The monitor's own limit: 0 (no limit) would let one hung check stall it.
+            connect_timeout: match config.settings.server_connect_timeout {
+                d if d.is_zero() => Duration::from_secs(15),
+                d => d,
+            },
+            max_lag: routing.max_standby_lag,
+            max_lag_bytes: routing.max_standby_lag_bytes,
+        }
+    }
 }
 
 /// How often the monitor logs in afresh although its kept connection works: a host that takes
@@ -75,11 +105,12 @@ pub(super) async fn monitor(host: Arc<Host>, cfg: MonitorSettings, shutdown: Can
     let mut lag = LagTracker::default();
     let retired = host.retired.clone();
     loop {
+        let limits = Limits::of(&cfg.config.load());
         let seen = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             _ = retired.cancelled() => return,
-            seen = check(&host, &mut probe, &cfg, &mut lag) => seen,
+            seen = check(&host, &mut probe, &cfg, &limits, &mut lag) => seen,
         };
         if let Some(old) = host.observe(&seen) {
             log_change(&host, &old.liveness, old.role);
@@ -92,13 +123,37 @@ pub(super) async fn monitor(host: Arc<Host>, cfg: MonitorSettings, shutdown: Can
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            _ = retired.cancelled() => return,
-            _ = host.poke.notified() => {}
-            () = unprompted => {}
-            _ = tokio::time::sleep(cfg.period) => {}
+        tokio::pin!(unprompted);
+        let period = tokio::time::sleep(limits.period);
+        tokio::pin!(period);
+        loop {
+            // Enabled before the settings are compared: a change stored after the comparison
+            // wakes this wait.
+            let stored = cfg.config.stored();
+            tokio::pin!(stored);
+            stored.as_mut().enable();
+            let now = Limits::of(&cfg.config.load());
+            if now != limits {
+                // A lag limit judges the host at once (its lag history is kept); a new
+                // period counts from this check.
+                tracing::info!(
+                    host = %host.addr,
+                    health_check_period = ?now.period,
+                    max_standby_lag = ?now.max_lag,
+                    max_standby_lag_bytes = now.max_lag_bytes,
+                    "routing settings changed; checking the host under them now"
+                );
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = retired.cancelled() => return,
+                _ = host.poke.notified() => break,
+                () = &mut unprompted => break,
+                _ = &mut period => break,
+                _ = &mut stored => {}
+            }
         }
     }
 }
@@ -124,6 +179,7 @@ async fn check(
     host: &Host,
     probe: &mut Probe,
     cfg: &MonitorSettings,
+    limits: &Limits,
     lag: &mut LagTracker,
 ) -> Observation {
     // A login the monitor lacked (passthrough keys a client brought) is tried at once.
@@ -153,7 +209,7 @@ async fn check(
         // Said so by the server (57P03: shutting down, starting up): it is alive.
         let mut says_not_now = false;
         if fresh {
-            match login(host, probe, cfg).await {
+            match login(host, probe, limits).await {
                 Ok(c) => {
                     probe.conn = Some(c);
                     probe.refused = false;
@@ -203,19 +259,19 @@ async fn check(
         let Some(c) = probe.conn.as_mut() else {
             break;
         };
-        let limit = cfg.connect_timeout.max(Duration::from_secs(1));
+        let limit = limits.connect_timeout.max(Duration::from_secs(1));
         let orphaned = host.primary_down();
         match timeout(limit, query_row(c, CHECK_SQL)).await {
             Ok(Ok(Some(row))) if refuses_new => {
                 // Keep the lag tracker's view; the host is out of rotation anyway.
-                let _ = observation(&row, cfg, lag, Instant::now(), orphaned);
+                let _ = observation(&row, limits, lag, Instant::now(), orphaned);
                 if says_not_now {
                     // A smart shutdown waits for every connection, this one too: let go.
                     probe.conn = None;
                 }
                 return Observation::Draining;
             }
-            Ok(Ok(Some(row))) => return observation(&row, cfg, lag, Instant::now(), orphaned),
+            Ok(Ok(Some(row))) => return observation(&row, limits, lag, Instant::now(), orphaned),
             Ok(Ok(None)) => tracing::warn!(host = %host.addr, "health check returned no row"),
             Ok(Err(e)) => tracing::debug!(host = %host.addr, error = %e, "health check failed"),
             Err(_) => tracing::debug!(host = %host.addr, "health check timed out"),
@@ -234,7 +290,7 @@ async fn check(
 async fn login(
     host: &Host,
     probe: &mut Probe,
-    cfg: &MonitorSettings,
+    limits: &Limits,
 ) -> Result<ServerConn, Option<ServerError>> {
     let Some((_, count)) = host.login(0) else {
         probe.why = "no pool has offered a login yet".into();
@@ -248,7 +304,7 @@ async fn login(
             tls: probe.tls.clone(),
             ..target
         };
-        match connect(&target, cfg).await {
+        match connect(&target, limits).await {
             Ok(c) => return Ok(c),
             // No credential for this login yet (SCRAM passthrough before any client logged
             // in): the host asked for one, so it is up; try another login.
@@ -291,13 +347,13 @@ fn refusal(sqlstate: &str) -> bool {
     !sqlstate.starts_with("57") && !sqlstate.starts_with("08")
 }
 
-async fn connect(target: &ServerTarget, cfg: &MonitorSettings) -> Result<ServerConn, ServerError> {
+async fn connect(target: &ServerTarget, limits: &Limits) -> Result<ServerConn, ServerError> {
     let params = [(
         "application_name".to_string(),
         "pgporter health check".to_string(),
     )];
     let dial = crate::net::Dial {
-        timeout: cfg.connect_timeout,
+        timeout: limits.connect_timeout,
         socket: crate::net::SocketOptions::default(),
     };
     server::connect(target, &params, dial, None).await
@@ -308,7 +364,7 @@ async fn connect(target: &ServerTarget, cfg: &MonitorSettings) -> Result<ServerC
 /// longer than max_standby_lag would take the read-only endpoint down with the primary.
 fn observation(
     row: &[Option<String>],
-    cfg: &MonitorSettings,
+    limits: &Limits,
     tracker: &mut LagTracker,
     now: Instant,
     orphaned: bool,
@@ -333,8 +389,8 @@ fn observation(
         }
     };
     let lagging = lag.is_some_and(|l| {
-        (!cfg.max_lag.is_zero() && l.time > cfg.max_lag)
-            || (cfg.max_lag_bytes > 0 && l.bytes > cfg.max_lag_bytes)
+        (!limits.max_lag.is_zero() && l.time > limits.max_lag)
+            || (limits.max_lag_bytes > 0 && l.bytes > limits.max_lag_bytes)
     });
     Observation::Up {
         role,
@@ -348,13 +404,12 @@ fn observation(
 mod tests {
     use super::*;
 
-    fn cfg(max_lag: u64, max_bytes: u64) -> MonitorSettings {
-        MonitorSettings {
+    fn cfg(max_lag: u64, max_bytes: u64) -> Limits {
+        Limits {
             period: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             max_lag: Duration::from_secs(max_lag),
             max_lag_bytes: max_bytes,
-            tls: Arc::default(),
         }
     }
 
@@ -411,16 +466,15 @@ mod tests {
                 ..
             }
         ));
-        let standby =
-            |recv: &str, replay: &str, secs: u64, cfg: &MonitorSettings, t: &mut LagTracker| {
-                observation(
-                    &row(&[Some("t"), Some(recv), Some(replay)]),
-                    cfg,
-                    t,
-                    t0 + Duration::from_secs(secs),
-                    false,
-                )
-            };
+        let standby = |recv: &str, replay: &str, secs: u64, cfg: &Limits, t: &mut LagTracker| {
+            observation(
+                &row(&[Some("t"), Some(recv), Some(replay)]),
+                cfg,
+                t,
+                t0 + Duration::from_secs(secs),
+                false,
+            )
+        };
         let c = cfg(1, 0);
         assert!(matches!(
             standby("100", "100", 0, &c, &mut tracker),

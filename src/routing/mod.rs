@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseEntry, LoadBalance, RoutingSettings, SessionAttrs};
+use crate::config::{ConfigHandle, DatabaseEntry, LoadBalance, RoutingSettings, SessionAttrs};
 use crate::server::{self, ServerAddr, ServerConn, ServerError, ServerTarget};
 use crate::tls::TlsState;
 
@@ -112,18 +112,26 @@ pub struct Hosts {
     /// The running TLS contexts (replaced by reloads): the health monitors log in with the
     /// server context in force at each login, as new pooled connections do.
     tls: Arc<ArcSwap<TlsState>>,
+    /// The running configuration: the health monitors follow its routing settings
+    /// (health_check_period, max_standby_lag*, server_connect_timeout) as reloads change them.
+    config: Arc<ConfigHandle>,
 }
 
 impl Hosts {
-    /// Monitors stop when `shutdown` fires, and log in with the server TLS context `tls`
-    /// holds at the time.
-    pub fn new(shutdown: CancellationToken, tls: Arc<ArcSwap<TlsState>>) -> Hosts {
+    /// Monitors stop when `shutdown` fires, log in with the server TLS context `tls` holds at
+    /// the time, and check under the settings `config` holds at the time.
+    pub fn new(
+        shutdown: CancellationToken,
+        tls: Arc<ArcSwap<TlsState>>,
+        config: Arc<ConfigHandle>,
+    ) -> Hosts {
         Hosts {
             map: DashMap::new(),
             changed: Arc::new(watch::channel(0).0),
             shutdown,
             rotations: DashMap::new(),
             tls,
+            config,
         }
     }
 
@@ -146,7 +154,6 @@ impl Hosts {
         endpoint: Endpoint,
         target: &ServerTarget,
         settings: &RoutingSettings,
-        connect_timeout: Duration,
     ) -> HostSet {
         // A host listed twice would get twice the share of new connections: once each.
         let addrs = Endpoint::hosts_of(entry);
@@ -172,19 +179,13 @@ impl Hosts {
         set.offer_login(target);
         if set.monitored {
             for host in set.hosts() {
-                self.start_monitor(host, target, settings, connect_timeout);
+                self.start_monitor(host, target);
             }
         }
         set
     }
 
-    fn start_monitor(
-        &self,
-        host: &Arc<Host>,
-        target: &ServerTarget,
-        settings: &RoutingSettings,
-        connect_timeout: Duration,
-    ) {
+    fn start_monitor(&self, host: &Arc<Host>, target: &ServerTarget) {
         if host
             .monitor_started
             .swap(true, std::sync::atomic::Ordering::AcqRel)
@@ -192,10 +193,7 @@ impl Hosts {
             return;
         }
         let cfg = health::MonitorSettings {
-            period: settings.health_check_period,
-            connect_timeout,
-            max_lag: settings.max_standby_lag,
-            max_lag_bytes: settings.max_standby_lag_bytes,
+            config: Arc::clone(&self.config),
             tls: Arc::clone(&self.tls),
         };
         tracing::info!(host = %host.addr, user = %target.user, "starting health monitor");

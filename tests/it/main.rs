@@ -30,6 +30,7 @@ mod passthrough;
 mod peers;
 mod relay_state;
 mod routing;
+mod routing_reload;
 mod rubin;
 mod session;
 mod statement;

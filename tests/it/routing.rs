@@ -38,7 +38,7 @@ pub(crate) async fn where_am_i(connstring: &str) -> Result<(bool, u16), String> 
 
 /// `n` sessions open at the same time (so each needs its own server connection): where
 /// each one landed.
-async fn concurrent(n: usize, connstring: &str) -> Vec<(bool, u16)> {
+pub(crate) async fn concurrent(n: usize, connstring: &str) -> Vec<(bool, u16)> {
     let mut clients = Vec::new();
     for _ in 0..n {
         clients.push(connect(connstring).await);
@@ -52,12 +52,12 @@ async fn concurrent(n: usize, connstring: &str) -> Vec<(bool, u16)> {
     seen
 }
 
-fn ports(seen: &[(bool, u16)]) -> BTreeSet<u16> {
+pub(crate) fn ports(seen: &[(bool, u16)]) -> BTreeSet<u16> {
     seen.iter().map(|(_, p)| *p).collect()
 }
 
 /// Wait (bounded) until pgporter's host snapshot satisfies `ok`.
-async fn until_hosts(
+pub(crate) async fn until_hosts(
     fx: &ReplFixture,
     what: &str,
     ok: impl Fn(&[pgporter::routing::HostSnapshot]) -> bool,
@@ -74,7 +74,7 @@ async fn until_hosts(
 }
 
 /// Wait until the monitors have seen every host up (the first pool starts them).
-async fn all_up(fx: &ReplFixture) {
+pub(crate) async fn all_up(fx: &ReplFixture) {
     let n = fx.cluster.nodes.len();
     until_hosts(fx, "every host up", |h| {
         h.len() == n
@@ -84,7 +84,7 @@ async fn all_up(fx: &ReplFixture) {
     .await;
 }
 
-fn host(
+pub(crate) fn host(
     hosts: &[pgporter::routing::HostSnapshot],
     port: u16,
 ) -> Option<&pgporter::routing::HostSnapshot> {
