@@ -7,19 +7,20 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::time::{timeout, Duration, Instant};
 
-use super::{Pool, PoolSettings};
+use super::Pool;
+use crate::config::Config;
 use crate::server::{QueryOutcome, ServerConn};
 
 impl Pool {
     /// `conn`, lent after `idle_for` on the idle list (None: newly opened), if it can serve;
     /// else it is handed back (still counted and held) for the caller to discard. The check
     /// gives up at server_reset_timeout, or at the client's `deadline` if that comes first.
-    /// server_check_query and server_check_delay are the current ones, not `settings`'.
+    /// server_check_query, server_check_delay and server_reset_timeout are the current ones,
+    /// not those of the pool's settings as the client's wait began.
     pub(super) async fn checked(
         &self,
         mut conn: ServerConn,
         idle_for: Option<Duration>,
-        settings: &PoolSettings,
         deadline: Option<Instant>,
     ) -> Result<ServerConn, ServerConn> {
         if !self.hosts.accepts(conn.tag.as_ref()) || conn.spoke_while_idle() {
@@ -28,9 +29,10 @@ impl Pool {
         // Read now, from the live configuration, as PgBouncer reads them when it hands a
         // server out: a reload (or admin SET) during the client's wait applies to its check.
         let config = self.limits.config();
-        let (sql, delay) = (
+        let (sql, delay, reset_timeout) = (
             &config.settings.server_check_query,
             config.settings.server_check_delay,
+            Config::limit(config.settings.server_reset_timeout),
         );
         if sql.trim().is_empty() || idle_for.map_or(true, |idle| idle < delay) {
             return Ok(conn);
@@ -45,11 +47,11 @@ impl Pool {
         // At least a moment, so a healthy connection checked as the wait ends is not closed
         // for being asked too late.
         let limit = match deadline {
-            Some(d) => settings.reset_timeout.min(
+            Some(d) => reset_timeout.min(
                 d.saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(100)),
             ),
-            None => settings.reset_timeout,
+            None => reset_timeout,
         };
         let outcome = timeout(limit, crate::server::simple_query(conn, sql)).await;
         let passed = match outcome {

@@ -42,7 +42,7 @@ impl Pool {
             let (conn, idle_for) = self
                 .checkout_one(identity, tag, extra_params, wait, &settings)
                 .await?;
-            match self.checked(conn, idle_for, &settings, wait.at()).await {
+            match self.checked(conn, idle_for, wait.at()).await {
                 Ok(conn) => return Ok(conn),
                 Err(conn) => {
                     tracing::debug!(pid = conn.pid(), host = %conn.addr, "closing a stale idle server connection");

@@ -354,6 +354,39 @@ async fn a_changed_server_check_reaches_waiting_clients() {
     recovered(&fx, 1).await;
 }
 
+/// server_reset_timeout, which bounds a server check, changed by RELOAD while a client waits
+/// for a server: its check gives up at the new value (it ran under the pool's settings as
+/// the wait began, here the full 10 s of a check that does not answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_server_reset_timeout_bounds_a_waiting_clients_check() {
+    let fx = Fixture::with_settings(
+        1,
+        "server_check_query = select pg_sleep(10)\nserver_check_delay = 0\n\
+         server_reset_timeout = 30\nquery_wait_timeout = 30",
+    )
+    .await;
+    // A new connection is never checked.
+    let (holder, first) = with_pid(fx.connect().await).await;
+    let waiter = queued(&fx).await;
+    fx.porter
+        .reload_edited(|ini| ini.replace("server_reset_timeout = 30", "server_reset_timeout = 1"))
+        .await;
+    let released = Instant::now();
+    drop(holder);
+    let (last, second) = timeout(HANG, waiter).await.expect("not served").unwrap();
+    let waited = released.elapsed();
+    assert_ne!(second, first, "the check that does not answer passed");
+    assert!(
+        waited < Duration::from_secs(6),
+        "served after {waited:?}: the check was not cut at the reloaded 1 s"
+    );
+    drop(last);
+    fx.porter
+        .reload_edited(|ini| ini.replace("select pg_sleep(10)", "select 1"))
+        .await;
+    recovered(&fx, 1).await;
+}
+
 /// A cluster of this test's own (restarts and a stopped postmaster would hurt other tests).
 async fn private_cluster() -> &'static PgCluster {
     Box::leak(Box::new(PgCluster::start_private().await))
