@@ -42,6 +42,9 @@ pub enum Control {
 pub enum ControlError {
     #[error("no such database: {0}")]
     NoSuchDatabase(String),
+    /// A per-database command naming the console's own database (PgBouncer's words).
+    #[error("cannot {action} admin db: {db}")]
+    AdminDatabase { action: &'static str, db: String },
     #[error("database {0} is not paused")]
     NotPaused(String),
     #[error("pooler is not paused")]
@@ -76,6 +79,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
         Control::Pause(db) => pause(shared, db).await,
         Control::Resume(db) => resume(shared, db),
         Control::Disable(db) => {
+            not_the_console(&db, "disable")?;
             known_or_auto_db(shared, &db)?;
             tracing::info!(db, "DISABLE");
             shared.gates.update(|g| {
@@ -84,6 +88,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
             Ok(())
         }
         Control::Enable(db) => {
+            not_the_console(&db, "enable")?;
             known_db(shared, &db)?;
             tracing::info!(db, "ENABLE");
             shared.gates.update(|g| {
@@ -93,6 +98,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
         }
         Control::Reconnect(db) => {
             if let Some(d) = &db {
+                not_the_console(d, "reconnect")?;
                 known_or_auto_db(shared, d)?;
             }
             tracing::info!(db = db.as_deref().unwrap_or("*"), "RECONNECT");
@@ -111,6 +117,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
         Control::WaitClose(db) => wait_close(shared, db).await,
         Control::Kill(db) => {
             if let Some(d) = &db {
+                not_the_console(d, "kill")?;
                 known_or_auto_db(shared, d)?;
             }
             tracing::info!(db = db.as_deref().unwrap_or("*"), "KILL");
@@ -180,6 +187,20 @@ fn known_or_auto_db(shared: &Shared, db: &str) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// The console's own database (`pgbouncer`, or the alias `pgporter`) cannot be paused,
+/// disabled, enabled, killed, reconnected or waited in: PgBouncer's error, whether or not a
+/// `*` entry would take the name (it used to be `no such database`).
+fn not_the_console(db: &str, action: &'static str) -> Result<(), ControlError> {
+    if crate::admin::is_admin_database(db) {
+        Err(ControlError::AdminDatabase {
+            action,
+            db: db.to_string(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
 fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<crate::pool::Pool>> {
     shared
         .pools
@@ -191,6 +212,7 @@ fn pools_of(shared: &Shared, db: Option<&str>) -> Vec<Arc<crate::pool::Pool>> {
 
 async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlError> {
     if let Some(d) = &db {
+        not_the_console(d, "pause")?;
         known_or_auto_db(shared, d)?;
     }
     // As PgBouncer: nothing more to pause under a bare PAUSE (a database paused then would
@@ -243,6 +265,7 @@ fn fast_close(shared: &Shared, key: &crate::pool::PoolKey, before_us: u64) {
 
 async fn wait_close(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlError> {
     if let Some(d) = &db {
+        not_the_console(d, "wait in")?;
         known_or_auto_db(shared, d)?;
     }
     let close_needed = |s: &crate::sessions::SessionInfo| {
@@ -276,7 +299,10 @@ fn resume(shared: &Shared, db: Option<String>) -> Result<(), ControlError> {
     match &db {
         None if !state.all_paused => return Err(ControlError::PoolerNotPaused),
         Some(d) if !state.paused.contains(d) => {
-            known_db(shared, d)?;
+            // The console's database exists, and is never paused (as PgBouncer answers).
+            if !crate::admin::is_admin_database(d) {
+                known_db(shared, d)?;
+            }
             return Err(ControlError::NotPaused(d.clone()));
         }
         _ => {}

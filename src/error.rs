@@ -312,6 +312,10 @@ pub fn admin_sqlstate(e: &crate::admin::AdminError) -> &'static str {
         }
         AdminError::Control(c) => match c {
             ControlError::NoSuchDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
+            // The console's own database cannot be paused, disabled, killed ...: PgBouncer's
+            // words, but not its blanket 08P01 (a connection-class code some drivers and pools
+            // take for a broken connection), as for every console error.
+            ControlError::AdminDatabase { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
             ControlError::NoSuchClient => sqlstate::UNDEFINED_OBJECT,
             ControlError::NotPaused(_)
             | ControlError::PoolerNotPaused

@@ -385,3 +385,59 @@ async fn a_connection_being_reset_is_counted_as_tested() {
     let counts = ["sv_active", "sv_idle", "sv_tested", "sv_login"].map(|c| pool.get(c));
     assert_eq!(counts, [Some("0"), Some("0"), Some("1"), Some("0")]);
 }
+
+/// PAUSE, DISABLE, ENABLE, KILL, RECONNECT and WAIT_CLOSE of the console's own database get
+/// PgBouncer's words (checked live with 1.18: ERROR 08P01 `cannot pause admin db:
+/// pgbouncer` ...; 1.18's ENABLE says `disable`, later versions `enable`) under 0A000, not its
+/// blanket 08P01, RESUME of it `database pgbouncer is not paused`, with a `*` entry (which would take any other name) or without;
+/// they were 3D000 no such database. Nothing is paused or disabled, the console goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_database_commands_refuse_the_console_database() {
+    for extra in ["", "[databases]\n* = host=127.0.0.1 port=9"] {
+        let ops = Ops::new(extra).await;
+        let console = ops.admin().await;
+        for name in ["pgbouncer", "pgporter"] {
+            for (command, action) in [
+                ("PAUSE", "pause"),
+                ("DISABLE", "disable"),
+                ("ENABLE", "enable"),
+                ("KILL", "kill"),
+                ("RECONNECT", "reconnect"),
+                ("WAIT_CLOSE", "wait in"),
+            ] {
+                let cmd = format!("{command} {name}");
+                let e = console.simple_query(&cmd).await.expect_err(&cmd);
+                let e = db_error(&e);
+                assert_eq!(
+                    (e.code().code(), e.message()),
+                    (
+                        "0A000",
+                        format!("cannot {action} admin db: {name}").as_str()
+                    ),
+                    "{extra:?}: {cmd}"
+                );
+            }
+            let e = console
+                .simple_query(&format!("RESUME {name}"))
+                .await
+                .expect_err("resume");
+            let e = db_error(&e);
+            assert_eq!(
+                (e.code().code(), e.message()),
+                ("55000", format!("database {name} is not paused").as_str()),
+                "{extra:?}"
+            );
+        }
+        let state = rows(&console, "SHOW STATE").await;
+        assert_eq!(find(&state, "key", "paused").get("value"), Some("no"));
+        let dbs = rows(&console, "SHOW DATABASES").await;
+        let row = find(&dbs, "name", "pgbouncer");
+        assert_eq!(
+            (row.get("paused"), row.get("disabled")),
+            (Some("0"), Some("0"))
+        );
+        let app = ops.client().await;
+        app.simple_query("select 1").await.expect("served");
+        ops.stats_user().await;
+    }
+}
