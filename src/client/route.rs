@@ -47,9 +47,7 @@ impl Route<'_> {
 fn pool_for(entry: &DatabaseEntry, key: &PoolKey, config: &Config, shared: &Shared) -> Arc<Pool> {
     shared.pools.get_or_create(key, |limits| {
         let target = pool_target(entry, key, config, shared.tls.load().server.as_ref());
-        let set = shared
-            .routing
-            .host_set(entry, key.endpoint, &target, &config.settings.routing);
+        let set = shared.routing.host_set(entry, key.endpoint, &target);
         let settings = pool_settings(entry, &key.db, &key.user, config);
         Pool::new(key.clone(), target, settings, limits).with_hosts(set)
     })

@@ -327,7 +327,7 @@ pub struct RoutingSettings {
     /// The same in bytes of received-but-unreplayed WAL. Default 0 = no limit. reload: yes
     pub max_standby_lag_bytes: u64,
     /// How long a new session waits for an eligible host (a primary after a failover). Default
-    /// 30 s; 0 = fail at once. reload: yes
+    /// 30 s; 0 = fail at once. reload: yes (sessions already waiting follow it)
     pub failover_wait_timeout: Duration,
 }
 

@@ -194,6 +194,7 @@ impl Pool {
             params,
             settings.dial,
             Some(&slot.login),
+            || self.limits.config().settings.routing.failover_wait_timeout,
         )
         .await?;
         slot.login.logged_in(conn.pid());

@@ -375,7 +375,6 @@ pub struct HostSet {
     balance: LoadBalance,
     /// False for a single host with target_session_attrs=any: no health checks, always used.
     pub(super) monitored: bool,
-    pub(super) failover_wait: Duration,
     /// For `subscribe`: bumped on any routing-relevant host change.
     pub(super) changed: Arc<watch::Sender<u64>>,
     /// round-robin's position, shared with the other pools' sets of the same hosts and
@@ -438,7 +437,6 @@ impl HostSet {
         hosts: Vec<Arc<Host>>,
         attrs: SessionAttrs,
         balance: LoadBalance,
-        failover_wait: Duration,
         changed: Arc<watch::Sender<u64>>,
     ) -> HostSet {
         let monitored = hosts.len() > 1 || attrs != SessionAttrs::Any;
@@ -449,7 +447,6 @@ impl HostSet {
             monitored,
             outage_since: Mutex::new(None),
             created: tokio::time::Instant::now(),
-            failover_wait,
             changed,
             next: Arc::default(),
         }
@@ -467,13 +464,7 @@ impl HostSet {
     pub fn single(addr: ServerAddr) -> HostSet {
         let changed = Arc::new(watch::channel(0).0);
         let host = Arc::new(Host::new(addr, Arc::clone(&changed)));
-        HostSet::new(
-            vec![host],
-            SessionAttrs::Any,
-            LoadBalance::Disable,
-            Duration::ZERO,
-            changed,
-        )
+        HostSet::new(vec![host], SessionAttrs::Any, LoadBalance::Disable, changed)
     }
 
     pub fn hosts(&self) -> &[Arc<Host>] {

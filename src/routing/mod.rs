@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigHandle, DatabaseEntry, LoadBalance, RoutingSettings, SessionAttrs};
+use crate::config::{ConfigHandle, DatabaseEntry, LoadBalance, SessionAttrs};
 use crate::server::{self, ServerAddr, ServerConn, ServerError, ServerTarget};
 use crate::tls::TlsState;
 
@@ -153,7 +153,6 @@ impl Hosts {
         entry: &DatabaseEntry,
         endpoint: Endpoint,
         target: &ServerTarget,
-        settings: &RoutingSettings,
     ) -> HostSet {
         // A host listed twice would get twice the share of new connections: once each.
         let addrs = Endpoint::hosts_of(entry);
@@ -172,7 +171,6 @@ impl Hosts {
             hosts,
             attrs,
             endpoint.balance(entry),
-            settings.failover_wait_timeout,
             Arc::clone(&self.changed),
         )
         .with_rotation(rotation);
@@ -277,15 +275,18 @@ impl Hosts {
 
 /// Open a server connection on a host `set` allows, tagged with that host. Hosts that fail
 /// are skipped (and their monitor poked); with no eligible host left, waits for a host change
-/// up to the set's failover wait. `login` follows the attempt in progress (SHOW SERVERS).
+/// up to `failover_wait` (failover_wait_timeout) from the outage's start, read again at each
+/// look, so a reload reaches connects already waiting. `login` follows the attempt in
+/// progress (SHOW SERVERS).
 pub async fn connect(
     set: &HostSet,
     target: &ServerTarget,
     extra_params: &[(String, String)],
     dial: crate::net::Dial,
     login: Option<&server::Login>,
+    failover_wait: impl Fn() -> Duration,
 ) -> Result<ServerConn, RouteError> {
-    let mut deadline = None;
+    let mut since = None;
     let mut changes = set.changed.subscribe();
     let mut failed: Vec<ServerAddr> = Vec::new();
     let mut asked: Vec<ServerAddr> = Vec::new();
@@ -343,9 +344,10 @@ pub async fn connect(
             });
         }
         let now = Instant::now();
-        // The wait runs from when this outage began, for every client that meets it.
-        let since = set.outage_started(now);
-        let deadline = *deadline.get_or_insert(since + set.failover_wait);
+        // The wait runs from when this outage began, for every client that meets it (each
+        // look also keeps the outage current for the set).
+        let started = set.outage_started(now);
+        let deadline = *since.get_or_insert(started) + failover_wait();
         if now >= deadline {
             return Err(NoHost {
                 attrs: set.attrs.as_str(),

@@ -118,3 +118,41 @@ async fn the_health_monitors_follow_a_reload() {
     })
     .await;
 }
+
+/// failover_wait_timeout changed by RELOAD reaches sessions already waiting for a primary,
+/// measured from the outage's start as before: the wait was fixed when the pool was made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_failover_wait_reaches_waiting_sessions() {
+    let fx = ReplFixture::new(1, 10, "failover_wait_timeout = 60").await;
+    let primary = fx.cluster.port(0);
+    let rw = fx.connstring(fx.porter.port(), &fx.db);
+    assert!(where_am_i(&rw).await.is_ok());
+    all_up(&fx).await;
+    fx.cluster.stop(0).await;
+    until_hosts(&fx, "primary down", |h| {
+        host(h, primary).is_some_and(|s| s.status.liveness == pgporter::routing::Liveness::Down)
+    })
+    .await;
+    let waiting = tokio::spawn(async move { where_am_i(&rw).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiting.is_finished(), "no primary, yet not waiting");
+
+    let reloaded = Instant::now();
+    fx.porter
+        .reload_edited(|ini| ini.replace("failover_wait_timeout = 60", "failover_wait_timeout = 1"))
+        .await;
+    let answer = tokio::time::timeout(crate::support::HANG, waiting)
+        .await
+        .expect("the session hung")
+        .expect("session task");
+    let took = reloaded.elapsed();
+    let err = answer.expect_err("served with no primary");
+    assert!(
+        err.contains("08006") && err.contains("failover_wait_timeout"),
+        "{err}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "ended {took:?} after the reload"
+    );
+}

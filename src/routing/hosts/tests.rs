@@ -58,7 +58,7 @@ fn set(n: u16, attrs: SessionAttrs, balance: LoadBalance) -> HostSet {
             ))
         })
         .collect();
-    HostSet::new(hosts, attrs, balance, Duration::ZERO, changed)
+    HostSet::new(hosts, attrs, balance, changed)
 }
 
 fn up(h: &Host, role: Role) {
@@ -112,7 +112,6 @@ fn sets_sharing_a_rotation_take_turns() {
                 alice.hosts.clone(),
                 SessionAttrs::Standby,
                 LoadBalance::RoundRobin,
-                Duration::ZERO,
                 Arc::clone(&alice.changed),
             )
             .with_rotation(Arc::clone(&rotation))
@@ -189,7 +188,6 @@ fn split_brain_is_seen_across_entries_listing_a_subset() {
         vec![Arc::clone(&all.hosts[2])],
         SessionAttrs::Primary,
         LoadBalance::Disable,
-        Duration::ZERO,
         changed,
     );
     up(&all.hosts[2], Role::Primary);
