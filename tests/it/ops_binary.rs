@@ -177,6 +177,35 @@ async fn every_example_config_passes_check() {
     );
 }
 
+/// A bad command line exits 64, as README's "Command line" says and a bad config does (clap's
+/// own exit code is 2); `--help` and `--version` still succeed.
+#[tokio::test]
+async fn a_bad_command_line_exits_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ini = dir.path().join("p.ini");
+    std::fs::write(&ini, "[pgbouncer]\n").expect("ini");
+    let ini = ini.to_str().expect("utf-8 path");
+    for args in [
+        vec!["--bogus", ini],
+        vec!["--check", ini, "second.ini"],
+        vec![],
+        vec!["-d", ini],
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pgporter"));
+        c.args(&args);
+        let out = cmd::run(c, HANG).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(!stderr.is_empty(), "{args:?}: nothing said");
+    }
+    for arg in ["--help", "-h", "--version", "-V"] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pgporter"));
+        c.arg(arg);
+        let out = cmd::success(&cmd::run(c, HANG).await, arg);
+        assert!(out.contains("pgporter"), "{arg}: {out}");
+    }
+}
+
 /// The real binary's pidfile and logfile as PgBouncer's: a second instance with the same
 /// pidfile refuses to start and leaves the file alone; SIGHUP after a rotation (logrotate's
 /// `postrotate kill -HUP`) writes to a new logfile; the pidfile goes at exit.
