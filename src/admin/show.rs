@@ -497,7 +497,7 @@ fn hosts(s: &Snapshot) -> ResultSet {
     rs
 }
 
-/// Per client identity (the login user until session tagging provides more).
+/// Per client identity: the login user (as fair sharing and identity tagging count it).
 fn identities(s: &Snapshot) -> ResultSet {
     let mut rs = ResultSet::new(&[
         ("identity", Text),
