@@ -1,8 +1,8 @@
 //! The driver compatibility matrix through pgporter (session mode, SCRAM): the same check list
 //! for each driver (connect, simple query, parameters / prepared statements, a temporary table
 //! across statements, a transaction rolled back, COPY, cancel, an error with its SQLSTATE, a
-//! wrong password). Python drivers and JDBC run tests/e2e programs; tokio-postgres is checked
-//! here; libpq through psql and pgbench is in `drivers_libpq`.
+//! wrong password). Python drivers and JDBC run tests/e2e programs; tokio-postgres and libpq
+//! (psql, pgbench) are in `drivers_native`.
 //!
 //! TLS: each driver here runs the check list twice, in the clear and again with
 //! sslmode=require against a pgporter with client_tls_sslmode=require (certificates made by
