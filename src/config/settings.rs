@@ -141,7 +141,7 @@ pub struct Settings {
     pub server_connect_timeout: Duration,
     /// Default 600 s; 0 = never. reload: yes
     pub server_idle_timeout: Duration,
-    /// Default 3600 s; 0 = unlimited. reload: yes
+    /// Default 3600 s; 0 = one client per connection (closed when it leaves). reload: yes
     pub server_lifetime: Duration,
     /// Default 120 s; 0 = wait forever. reload: yes
     pub query_wait_timeout: Duration,
@@ -217,7 +217,7 @@ pub struct Settings {
     pub admin_users: Vec<String>,
     /// Users allowed SHOW on the admin console. reload: yes
     pub stats_users: Vec<String>,
-    /// Log file in addition to stderr. reload: yes
+    /// Log file in addition to stdout; reopened by path on SIGHUP / RELOAD. reload: no
     pub logfile: Option<String>,
     /// Pid file. reload: no
     pub pidfile: Option<String>,
@@ -245,37 +245,37 @@ pub struct Settings {
     /// pooler shares CPUs with PostgreSQL or the application, and a second thread costs more in
     /// cross-thread wake-ups than it brings), half the CPUs above that. pgporter key. reload: no
     pub worker_threads: u32,
-    /// TLS toward clients. Default disable. reload: no
+    /// TLS toward clients. Default disable. reload: yes (a reload rebuilds the TLS contexts)
     pub client_tls_sslmode: SslMode,
-    /// Private key (PEM) for client TLS; required unless client_tls_sslmode = disable. reload: no
+    /// Private key (PEM) for client TLS; required unless client_tls_sslmode = disable. reload: yes
     pub client_tls_key_file: Option<String>,
-    /// Certificate chain (PEM) for client TLS; required unless disabled. reload: no
+    /// Certificate chain (PEM) for client TLS; required unless disabled. reload: yes
     pub client_tls_cert_file: Option<String>,
-    /// CA (PEM) for client certificates (verify-ca/full, cert auth). Default unset. reload: no
+    /// CA (PEM) for client certificates (verify-ca/full, cert auth). Default unset. reload: yes
     pub client_tls_ca_file: Option<String>,
-    /// Default `secure` (TLS 1.2 and 1.3; rustls has nothing older). reload: no
+    /// Default `secure` (TLS 1.2 and 1.3; rustls has nothing older). reload: yes
     pub client_tls_protocols: TlsProtocols,
-    /// Default `default` (rustls's suites); or rustls suite names. reload: no
+    /// Default `default` (rustls's suites); or rustls suite names. reload: yes
     pub client_tls_ciphers: TlsCiphers,
     /// TLS 1.3 suites (rustls names), replacing those `client_tls_ciphers` chose; None =
-    /// theirs. Default None. reload: no
+    /// theirs. Default None. reload: yes
     pub client_tls13_ciphers: Option<Vec<String>>,
     /// Key exchange groups (rustls names) clients may use; None = rustls's default (all).
-    /// Default None. reload: no
+    /// Default None. reload: yes
     pub client_tls_ecdhcurve: Option<Vec<String>>,
-    /// TLS toward PostgreSQL. Default prefer (as PgBouncer). reload: no
+    /// TLS toward PostgreSQL. Default prefer (as PgBouncer). reload: yes
     pub server_tls_sslmode: SslMode,
-    /// CA (PEM) to verify PostgreSQL's certificate; required for verify-ca/verify-full. reload: no
+    /// CA (PEM) to verify PostgreSQL's certificate; required for verify-ca/verify-full. reload: yes
     pub server_tls_ca_file: Option<String>,
-    /// Client key (PEM) presented to PostgreSQL; default unset. reload: no
+    /// Client key (PEM) presented to PostgreSQL; default unset. reload: yes
     pub server_tls_key_file: Option<String>,
-    /// Client certificate (PEM) presented to PostgreSQL; default unset. reload: no
+    /// Client certificate (PEM) presented to PostgreSQL; default unset. reload: yes
     pub server_tls_cert_file: Option<String>,
-    /// Default `secure`. reload: no
+    /// Default `secure`. reload: yes
     pub server_tls_protocols: TlsProtocols,
-    /// Default `default`. reload: no
+    /// Default `default`. reload: yes
     pub server_tls_ciphers: TlsCiphers,
-    /// As `client_tls13_ciphers`, toward PostgreSQL. reload: no
+    /// As `client_tls13_ciphers`, toward PostgreSQL. reload: yes
     pub server_tls13_ciphers: Option<Vec<String>>,
     /// pg_hba.conf-style rules for auth_type = hba. Default unset. reload: yes
     pub auth_hba_file: Option<String>,
@@ -325,6 +325,7 @@ pub struct RoutingSettings {
     /// reload: yes (the running monitors judge their hosts at once)
     pub max_standby_lag: Duration,
     /// The same in bytes of received-but-unreplayed WAL. Default 0 = no limit. reload: yes
+    /// (the running monitors judge their hosts at once)
     pub max_standby_lag_bytes: u64,
     /// How long a new session waits for an eligible host (a primary after a failover). Default
     /// 30 s; 0 = fail at once. reload: yes (sessions already waiting follow it)
