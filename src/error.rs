@@ -121,8 +121,14 @@ pub enum Error {
     ServerDown,
     #[error(transparent)]
     NoServer(NoHost),
-    #[error("permission denied: the client identity settings are managed by the pooler")]
+    /// A statement (or startup parameter) naming an identity GUC: an ERROR that the session
+    /// survives, or the session's FATAL where the message cannot be held back whole.
+    #[error("pgporter: the client identity settings cannot be read or changed by clients")]
     IdentitySpoof,
+    /// A request cancelled while it waited for a server connection, answered as PostgreSQL
+    /// answers a cancelled statement (an ERROR; the session goes on).
+    #[error("canceling statement due to user request")]
+    Canceled,
     #[error("PROXY protocol")]
     Proxy(#[source] crate::net::proxy::ProxyError),
     #[error("pooler is shutting down")]
@@ -189,6 +195,7 @@ impl Error {
             | Error::NoServer(_)
             | Error::AuthQuery => sqlstate::CONNECTION_FAILURE,
             Error::IdentitySpoof => sqlstate::INSUFFICIENT_PRIVILEGE,
+            Error::Canceled => sqlstate::QUERY_CANCELED,
             Error::Config(_) | Error::Io(_) => sqlstate::INTERNAL_ERROR,
         }
     }
@@ -222,6 +229,7 @@ impl Error {
             | Error::LongTransaction
             | Error::PqexecDisallowed
             | Error::IdentitySpoof
+            | Error::Canceled
             | Error::Proxy(_)
             | Error::DatabaseDisabled(_)
             | Error::AdminNotAllowed(_) => Fault::Client,
@@ -275,7 +283,22 @@ impl Error {
             Error::ClientProtocol(e) => format!("protocol error: {e}"),
             other => other.to_string(),
         };
-        backend::error_response(buf, Severity::Fatal, self.sqlstate(), &text, None);
+        backend::error_response(buf, Severity::Fatal, self.sqlstate(), &text, self.hint());
+    }
+
+    /// As an ERROR the session goes on after (a refused or cancelled statement).
+    pub fn encode_error(&self, buf: &mut BytesMut) {
+        let text = self.to_string();
+        backend::error_response(buf, Severity::Error, self.sqlstate(), &text, self.hint());
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::IdentitySpoof => {
+                Some("The identity GUCs are set by the pooler; statements naming them are refused.")
+            }
+            _ => None,
+        }
     }
 }
 
@@ -377,6 +400,7 @@ mod tests {
             "no read-write server available within failover_wait_timeout"
         );
         assert_eq!(Error::IdentitySpoof.sqlstate(), "42501");
+        assert_eq!(Error::Canceled.sqlstate(), "57014");
         assert_eq!(Error::UnknownRole("x".into()).sqlstate(), "28000");
         let value = Error::InvalidParameterValue {
             name: "TimeZone".into(),

@@ -13,9 +13,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
-use crate::protocol::backend::Severity;
 use crate::protocol::scan::{Rewrite, Scanner, Visit};
-use crate::protocol::{backend, frontend, sqlstate, FramedConn, ProtocolError};
+use crate::protocol::{backend, frontend, FramedConn, ProtocolError};
 
 use super::tap::{Held, RelayState};
 pub use super::tracker::TxTracker;
@@ -308,13 +307,7 @@ where
     let held = state.held.take();
     skip_message(client).await.map_err(RelayEnd::ClientError)?;
     let mut buf = bytes::BytesMut::new();
-    backend::error_response(
-        &mut buf,
-        Severity::Error,
-        sqlstate::INSUFFICIENT_PRIVILEGE,
-        "pgporter: the client identity settings cannot be read or changed by clients",
-        Some("The identity GUCs are set by the pooler; statements naming them are refused."),
-    );
+    crate::error::Error::IdentitySpoof.encode_error(&mut buf);
     client.queue(&buf);
     if held == Some(Held::Parse) {
         client.flush().await.map_err(RelayEnd::ClientError)?;
@@ -406,13 +399,7 @@ pub(super) async fn answer_cancelled<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut FramedConn<C>,
 ) -> Result<(), ProtocolError> {
     let mut buf = BytesMut::new();
-    backend::error_response(
-        &mut buf,
-        Severity::Error,
-        sqlstate::QUERY_CANCELED,
-        "canceling statement due to user request",
-        None,
-    );
+    crate::error::Error::Canceled.encode_error(&mut buf);
     match skip_message(client).await? {
         frontend::QUERY | frontend::FUNCTION_CALL => {}
         frontend::TERMINATE => return Err(ProtocolError::Eof),

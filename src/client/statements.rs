@@ -201,7 +201,7 @@ impl StatementAudit {
         let text = self.logged(sql, false);
         self.count += 1;
         let outcome = Outcome::Error {
-            sqlstate: crate::protocol::sqlstate::INSUFFICIENT_PRIVILEGE.to_string(),
+            sqlstate: crate::error::Error::IdentitySpoof.sqlstate().to_string(),
             tags: Vec::new(),
         };
         self.push_event(&text, extended, outcome, std::time::Duration::ZERO);
