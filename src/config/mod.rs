@@ -267,6 +267,22 @@ pub fn from_raw(path: &Path, raw: RawIni) -> Result<Config, Vec<ConfigError>> {
     if !errors.is_empty() {
         return Err(errors);
     }
+    if settings.identity.identity_tagging {
+        for entry in raw.section("databases") {
+            let parsed = match entry.key.as_str() {
+                "*" => fallback_database.as_ref(),
+                name => databases.get(name),
+            };
+            if parsed.and_then(|d| d.min_pool_size).is_some_and(|n| n > 0) {
+                warnings.push(ConfigWarning {
+                    file: entry.file.clone(),
+                    line: entry.line,
+                    key: entry.key.clone(),
+                    message: settings::MIN_POOL_TAGGED.into(),
+                });
+            }
+        }
+    }
     // auth_dbname names a [databases] entry: without it every auth_query login would fail.
     let global = settings
         .auth_dbname

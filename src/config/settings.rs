@@ -72,6 +72,10 @@ impl PoolMode {
     }
 }
 
+/// The warning for a min_pool_size, in [pgbouncer] or a [databases] entry, under tagging.
+pub(crate) const MIN_POOL_TAGGED: &str = "min_pool_size is not applied with identity_tagging on \
+     (a server connection serves one identity; none is known before a client comes)";
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Comma-separated addresses, `*` = all IPv4+IPv6. Default `127.0.0.1` (PgBouncer: empty = none;
@@ -506,9 +510,7 @@ impl Settings {
                     file: e.file.clone(),
                     line: e.line,
                     key: e.key.clone(),
-                    message: "not applied with identity_tagging on (a server connection serves \
-                              one identity; none is known before a client comes)"
-                        .into(),
+                    message: MIN_POOL_TAGGED.into(),
                 });
             }
         }

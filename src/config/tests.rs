@@ -167,3 +167,35 @@ fn timeouts_of_a_pool_user_then_database_then_default() {
     let batch = config.session_timeouts("batch");
     assert_eq!((batch.query, batch.idle_transaction), (secs(50), secs(7)));
 }
+
+/// min_pool_size is not applied under identity tagging (the default): a [databases] entry's
+/// is warned about as the [pgbouncer] key is (it was silently not applied).
+#[test]
+fn min_pool_size_under_tagging_is_warned_about_wherever_it_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("p.ini");
+    let write = |tagging: &str| {
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\napp = host=127.0.0.1 min_pool_size=2\nother = host=127.0.0.1\n\
+                 [pgbouncer]\nauth_file = users.txt\nmin_pool_size = 1\n{tagging}"
+            ),
+        )
+        .unwrap();
+    };
+    std::fs::write(dir.path().join("users.txt"), "\"u\" \"pw\"\n").unwrap();
+    write("");
+    let config = load(&ini).unwrap();
+    let mut warned: Vec<(&str, usize)> = config
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("identity_tagging"))
+        .map(|w| (w.key.as_str(), w.line))
+        .collect();
+    warned.sort();
+    assert_eq!(warned, [("app", 2), ("min_pool_size", 6)]);
+    write("identity_tagging = 0\n");
+    let config = load(&ini).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
