@@ -31,14 +31,16 @@ pub(super) async fn checkout_unless_gone(
     shared: &Shared,
     config: &crate::config::Config,
 ) -> Result<Waited, Error> {
+    // One checkout future for both ways below: two calls would each have a slot in this
+    // future (4 KB each), copied whole when the session boxes its request.
+    let checkout = checkout(session, info, shared);
+    tokio::pin!(checkout);
     // A request sent together with its Terminate (fire and forget) did not leave because it
     // waited: it runs, as it would on PostgreSQL.
     if conn.terminated() {
-        let (server, pool) = checkout(session, info, shared).await?;
+        let (server, pool) = checkout.await?;
         return Ok(Waited::Served(server, pool));
     }
-    let checkout = checkout(session, info, shared);
-    tokio::pin!(checkout);
     // query_wait_notify: one NOTICE to a client still waiting after that long, once per
     // client (lazy: a checkout served at once never starts the timer).
     let noticed = &session.who.queue_noticed;

@@ -25,16 +25,34 @@ impl Pool {
         exact: bool,
         also: Option<&str>,
     ) {
+        if self.reset(&mut conn, idle, exact, also).await {
+            self.checkin(conn);
+        } else {
+            self.discard(conn).await;
+        }
+    }
+
+    /// Reset `conn` for the next client (see [`Pool::release_with`]); false if it must be
+    /// closed instead. Apart from `release_with`, so that its one `discard` is the only
+    /// closing path: each `return self.discard(conn).await` had a slot of its own in the
+    /// release future (3 KB, copied with every session's request future).
+    async fn reset(
+        &self,
+        conn: &mut ServerConn,
+        idle: bool,
+        exact: bool,
+        also: Option<&str>,
+    ) -> bool {
         if !idle {
             tracing::debug!(
                 pid = conn.pid(),
                 "closing server connection left busy by its client"
             );
-            return self.discard(conn).await;
+            return false;
         }
         if self.is_retired() {
             tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing a connection of a pool a reload replaced");
-            return self.discard(conn).await;
+            return false;
         }
         let settings = self.settings();
         if settings.lifetime == Some(Duration::ZERO) {
@@ -42,7 +60,7 @@ impl Pool {
                 pid = conn.pid(),
                 "server_lifetime = 0: closing after one client"
             );
-            return self.discard(conn).await;
+            return false;
         }
         let queries: Vec<&str> = [Some(&*settings.reset_query), also]
             .into_iter()
@@ -51,39 +69,38 @@ impl Pool {
             .collect();
         let reset = timeout(
             settings.reset_timeout,
-            reset_checked(&mut conn, &queries, !exact),
+            reset_checked(conn, &queries, !exact),
         )
         .await;
         match reset {
-            Ok(Ok(Reset::Clean)) => {}
+            Ok(Ok(Reset::Clean)) => true,
             Ok(Ok(Reset::InTransaction(status))) => {
                 tracing::warn!(pid = conn.pid(), status = %char::from(status), "reset left the server in a transaction; closing it");
-                return self.discard(conn).await;
+                false
             }
             Ok(Ok(Reset::Failed(e))) => {
                 tracing::warn!(pid = conn.pid(), error = %e, "server_reset_query failed; closing the server connection");
-                return self.discard(conn).await;
+                false
             }
             Ok(Ok(Reset::Stale)) => {
                 tracing::warn!(
                     pid = conn.pid(),
                     "answers to requests its client left in flight came before the reset's; closing the server connection"
                 );
-                return self.discard(conn).await;
+                false
             }
             Ok(Err(e)) => {
                 tracing::debug!(pid = conn.pid(), error = %e, "server connection failed during reset");
-                return self.discard(conn).await;
+                false
             }
             Err(_) => {
                 tracing::warn!(
                     pid = conn.pid(),
                     "server_reset_query timed out; closing the server connection"
                 );
-                return self.discard(conn).await;
+                false
             }
         }
-        self.checkin(conn);
     }
 
     /// Give back a connection nobody ran anything on (e.g. one made to learn the welcome
@@ -110,7 +127,7 @@ impl Pool {
     pub async fn discard(&self, mut conn: ServerConn) {
         let holder = conn.holder.take();
         self.forget(holder.as_deref());
-        terminate(conn).await;
+        goodbye(&mut conn).await;
     }
 }
 
@@ -184,6 +201,11 @@ async fn plain_reset(conn: &mut ServerConn, queries: &[&str]) -> Result<Reset, S
 
 /// Say goodbye (Terminate) so PostgreSQL logs a clean disconnect; bounded, best effort.
 pub(crate) async fn terminate(mut conn: ServerConn) {
+    goodbye(&mut conn).await;
+}
+
+/// [`terminate`] on a connection the caller owns (its future holds no second copy of it).
+async fn goodbye(conn: &mut ServerConn) {
     const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
     let _ = timeout(Duration::from_secs(1), async {
         conn.conn.io.write_all(&TERMINATE).await?;
