@@ -331,10 +331,10 @@ async fn relay_session(
     // Cancelled when the health monitor sees the server's host down: end instead of hanging.
     // Without a host tag (no routing) there is nothing to wait for: no token to poll (and
     // lock) on every wake of the relay.
-    let gone = server.tag.as_ref().map(|t| t.gone().clone());
+    let gone = server.tag.as_ref();
     let host_down = async {
-        match &gone {
-            Some(token) => token.cancelled().await,
+        match gone {
+            Some(tag) => tag.went_down().await,
             None => std::future::pending().await,
         }
     };

@@ -1,7 +1,9 @@
 //! The tag a routed server connection carries: its host, role and epoch.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +27,28 @@ impl HostTag {
     /// Cancelled when the host is seen down.
     pub fn gone(&self) -> &CancellationToken {
         &self.gone
+    }
+
+    /// Resolves once the host is seen down ([`Self::gone`]). Cheap to poll again: a relay
+    /// polls it on every wake, and once the token's notification holds this task's waker
+    /// only the flag is read (the token's own future polls its notification every time too).
+    pub async fn went_down(&self) {
+        let mut cancelled = std::pin::pin!(self.gone.cancelled());
+        let mut holds: Option<Waker> = None;
+        std::future::poll_fn(|cx| {
+            if self.gone.is_cancelled() {
+                return Poll::Ready(());
+            }
+            if !holds.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                // Registers (or replaces) the waker; `cancel` sets the flag, then wakes it.
+                if cancelled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                holds = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
     }
 
     /// Does a reported `in_hot_standby` contradict the role this connection was made for?

@@ -339,3 +339,29 @@ fn primary_down_is_a_failover_under_way() {
     standbys.hosts[1].observe(&Observation::Down);
     assert!(!standbys.hosts[0].primary_down());
 }
+
+#[tokio::test]
+async fn went_down_wakes_a_waiting_relay_and_answers_at_once_after() {
+    let s = set(1, SessionAttrs::Any, LoadBalance::Disable);
+    up(&s.hosts[0], Role::Primary);
+    let (h, role, epoch) = s.choose(&[]).unwrap();
+    let tag = h.tag(role, epoch);
+    let mut down = std::pin::pin!(tag.went_down());
+    // Polled as a relay polls it on every wake: pending while the host is up.
+    for _ in 0..3 {
+        let polled = futures_util::poll!(down.as_mut());
+        assert!(polled.is_pending());
+    }
+    let woken = tokio::spawn({
+        let host = Arc::clone(&s.hosts[0]);
+        async move { host.observe(&Observation::Down).is_some() }
+    });
+    assert!(woken.await.unwrap());
+    tokio::time::timeout(std::time::Duration::from_secs(5), down)
+        .await
+        .expect("the waiting future saw the host go down");
+    // Once down, a new wait ends at its first poll.
+    tokio::time::timeout(std::time::Duration::from_secs(5), tag.went_down())
+        .await
+        .expect("already down");
+}
