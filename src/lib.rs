@@ -32,6 +32,11 @@ pub mod systemd;
 pub mod tls;
 pub mod utc;
 
+/// The hasher of internal maps on the login and checkout paths: foldhash, randomly seeded per
+/// process (std's SipHash costs ~4x as much per short key; these keys are names of
+/// authenticated users and databases, or keys pgporter made).
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
 pub use app::App;
 pub use config::Config;
 pub use control::Control;

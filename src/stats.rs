@@ -221,7 +221,7 @@ pub const UNKNOWN_USER: &str = "unknown";
 #[derive(Debug)]
 pub struct Stats {
     /// Per (database, pool user).
-    pools: DashMap<(String, String), Arc<PoolStats>>,
+    pools: DashMap<(String, String), Arc<PoolStats>, crate::FastHash>,
     /// Per known user: failed logins.
     pub auth_failures: DashMap<String, AtomicU64>,
     pub reloads_ok: AtomicU64,
@@ -241,7 +241,7 @@ struct AverageState {
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            pools: DashMap::new(),
+            pools: DashMap::default(),
             auth_failures: DashMap::new(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),

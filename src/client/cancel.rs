@@ -24,7 +24,7 @@ const HOPS: i32 = 0b11;
 
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    map: DashMap<CancelKey, Arc<SessionInfo>>,
+    map: DashMap<CancelKey, Arc<SessionInfo>, crate::FastHash>,
     /// `peer_id` at start-up (0 = no peering); it cannot change while keys are out.
     peer_id: u16,
 }
@@ -45,7 +45,7 @@ impl Drop for Registration {
 impl CancelRegistry {
     pub fn new(peer_id: u16) -> CancelRegistry {
         CancelRegistry {
-            map: DashMap::new(),
+            map: DashMap::default(),
             peer_id,
         }
     }

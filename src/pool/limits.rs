@@ -110,12 +110,15 @@ pub(super) struct Room {
     pub over: bool,
 }
 
+/// Connections per name.
+type Counter = HashMap<String, u32, crate::FastHash>;
+
 #[derive(Debug, Default)]
 struct Counts {
-    servers_by_db: HashMap<String, u32>,
-    servers_by_user: HashMap<String, u32>,
-    clients_by_db: HashMap<String, u32>,
-    clients_by_user: HashMap<String, u32>,
+    servers_by_db: Counter,
+    servers_by_user: Counter,
+    clients_by_db: Counter,
+    clients_by_user: Counter,
 }
 
 /// Shared by every pool (through [`super::Pools`]).
@@ -406,7 +409,7 @@ impl Limits {
 }
 
 /// Count one more for `key` (allocating the key only the first time it is seen).
-fn increment(map: &mut HashMap<String, u32>, key: &str) {
+fn increment(map: &mut Counter, key: &str) {
     match map.get_mut(key) {
         Some(v) => *v += 1,
         None => {
@@ -415,7 +418,7 @@ fn increment(map: &mut HashMap<String, u32>, key: &str) {
     }
 }
 
-fn decrement(map: &mut HashMap<String, u32>, key: &str, n: u32) {
+fn decrement(map: &mut Counter, key: &str, n: u32) {
     if let Some(v) = map.get_mut(key) {
         *v = v.saturating_sub(n);
         if *v == 0 {

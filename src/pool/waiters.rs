@@ -154,7 +154,7 @@ impl<T> Waiters<T> {
 /// Server connections of one pool held per identity (lent out, or being connected for it).
 #[derive(Debug, Default)]
 pub(super) struct Holders {
-    map: HashMap<Identity, u32>,
+    map: HashMap<Identity, u32, crate::FastHash>,
 }
 
 impl Holders {
