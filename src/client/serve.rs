@@ -234,258 +234,267 @@ async fn audit_end(
 
 /// Relay between the client and `server` until one side ends, or in transaction mode until
 /// a transaction ends; then release or close the server connection.
-async fn relay_session(
-    conn: &mut FramedConn<Stream>,
-    session: &mut Session,
+///
+/// A plain fn around an async block: the block's capture is its only copy of `server` (an
+/// async fn keeps two of each argument), and the request future that holds this one is
+/// boxed, and so copied, at every request.
+// Not an async fn: see above.
+#[allow(clippy::manual_async_fn)]
+fn relay_session<'a>(
+    conn: &'a mut FramedConn<Stream>,
+    session: &'a mut Session,
     mut server: ServerConn,
-    info: &SessionInfo,
-    shared: &Shared,
-    config: &crate::config::Config,
-    tally: &mut Tally,
-) -> Result<After, Error> {
-    let pool = Arc::clone(&session.pool);
-    let who = &session.who;
-    // Once per session (its first server connection, in transaction mode).
-    if let (Some(audited), None) = (&who.info, tally.pid) {
-        who.audit
-            .send(AuditEvent::SessionStart {
-                session: Arc::clone(audited),
-                backend_pid: Some(server.pid()),
-                backend_host: Some(server.addr.to_string()),
-            })
-            .await;
-    }
-    tally.pid = Some(server.pid());
-    let greeted = pool.welcome().unwrap_or_default();
-    let tracked = super::params::Tracked(&config.settings.track_extra_parameters);
-    let ahead = match session
-        .params
-        .apply(
-            &mut server,
-            pool.app_default(),
-            &greeted,
-            tracked,
-            &mut conn.wbuf,
-        )
-        .await
-    {
-        Ok(ahead) => ahead,
-        Err(e) => {
-            pool.release(server, false, false).await;
-            return Err(e);
-        }
-    };
-    if !conn.wbuf.is_empty() {
-        if let Err(e) = conn.flush().await {
-            pool.release(server, !ahead, true).await;
-            return Err(Error::ClientProtocol(e));
-        }
-    }
-    // A cancel until here (pgporter's own SETs above are not the client's to cancel) cancels
-    // the request instead: it is not sent.
-    if info.set_up() {
-        if let Err(e) = super::relay::answer_cancelled(conn).await {
-            pool.release(server, !ahead, true).await;
-            return Err(Error::ClientProtocol(e));
-        }
-    }
-    let histogram = shared.metrics.query_histogram(&info.database);
-    let mut state = relay_state(session, config, server.pid(), histogram)
-        .with_read_only_hint(session.read_only_hint.clone());
-    state.ahead = u32::from(ahead);
-    let mode = pool.mode();
-    state.transaction_mode = mode.releases_between_transactions();
-    state.no_simple_query = config.settings.disable_pqexec;
-    state.statement_mode = mode == crate::config::PoolMode::Statement;
-    if state.transaction_mode {
-        session.txn.get_or_insert_with(|| {
-            let keep = config.settings.max_prepared_statements;
-            Box::new(TxnState {
-                renamed: (keep > 0).then(|| ClientStatements::new(keep)),
-                ..TxnState::default()
-            })
-        });
-    }
-    // A session that began in transaction mode keeps following its statements if a reload
-    // turned its database to session mode: between transactions it held no connection, so
-    // its statements are in pgporter's record only.
-    if let Some(txn) = &mut session.txn {
-        if let Some(audit) = &mut state.audit {
-            audit.resume(std::mem::take(&mut txn.audited));
-        }
-        match txn.renamed.take() {
-            Some(client) => {
-                let server = std::mem::take(&mut server.statements);
-                let registry = Arc::clone(&shared.statements);
-                state.renaming = Some(Renaming::new(client, server, registry));
-            }
-            None => {
-                state.prepared = Some(std::mem::take(&mut txn.prepared));
-                state.watch_drops = !server.statements.is_empty();
-            }
-        }
-    }
-    state.watchdog = Watchdog::new(config.session_timeouts(&info.pool_user));
-    let max_message = usize::try_from(config.settings.max_packet_size).unwrap_or(usize::MAX);
-    let traffic = &mut tally.traffic;
-    // Cancelled when the health monitor sees the server's host down: end instead of hanging.
-    // Without a host tag (no routing) there is nothing to wait for: no token to poll (and
-    // lock) on every wake of the relay.
-    let gone = server.tag.as_ref();
-    let host_down = async {
-        match gone {
-            Some(tag) => tag.went_down().await,
-            None => std::future::pending().await,
-        }
-    };
-    let end = tokio::select! {
-        biased;
-        () = info.killed() => Err(ended(shared, info)),
-        () = host_down => Err(Error::ServerDown),
-        end = relay(conn, &mut server.conn, &mut state, max_message, traffic, info, &shared.config) => Ok(end),
-    };
-    // No cancel may reach this server connection once it is released: none can start now,
-    // and one being forwarded is waited for (PostgreSQL delivers it within milliseconds).
-    info.set_idle();
-    let cancels_settled = info
-        .cancels_settled(std::time::Duration::from_secs(5))
-        .await;
-    if let Some(mut a) = state.audit.take() {
-        a.abandon();
-        tally.statements += a.count;
-        if let Some(txn) = &mut session.txn {
-            txn.audited = a.take_prepared();
-        }
-        if let Some(sender) = &mut state.sender {
-            while let Some(ev) = a.events.pop_front() {
-                sender.send(ev).await;
-            }
-        }
-    }
-    if let Some(txn) = &mut session.txn {
-        if let Some(prepared) = state.prepared.take() {
-            info.prepared.store(prepared.len(), Relaxed);
-            txn.prepared = prepared;
-        }
-        if let Some(renaming) = state.renaming.take() {
-            info.prepared.store(renaming.client.len(), Relaxed);
-            if let Some(link) = &server.link {
-                let held = u32::try_from(renaming.server.len()).unwrap_or(u32::MAX);
-                link.prepared.store(held, Relaxed);
-            }
-            txn.renamed = Some(renaming.client);
-            server.statements = renaming.server;
-        }
-        // What the client SET (a reported parameter) follows it to its next connection.
-        (session.params).follow(&state.param_changes, tracked);
-    }
-    if state.dropped_all {
-        server.statements.clear();
-    }
-    for (name, value) in state.param_changes.drain(..) {
-        server.set_param(&name, &value);
-    }
-    let tracker = &state.tracker;
-    // A promotion reported on this connection: close it (and re-check the host).
-    let role_changed = server
-        .tag
-        .as_ref()
-        .is_some_and(|t| t.contradicted_by(state.hot_standby));
-    let reconnect_before = session
-        .stats
-        .reconnect_before_us
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let stale = reconnect_before > 0
-        && crate::stats::micros(
-            server
-                .created_at
-                .saturating_duration_since(shared.stats.epoch),
-        ) < reconnect_before;
-    match end {
-        Ok(end @ (RelayEnd::Terminate | RelayEnd::ClientGone | RelayEnd::Unexpected(_))) => {
-            let reusable = tracker.is_idle()
-                && state.ahead == 0
-                && !state.cut_short
-                && cancels_settled
-                && !stale
-                && !role_changed;
-            // Named prepared statements a transaction-mode client leaves open would meet the
-            // next client's of the same name.
-            let reset = session.statements_open().then_some("DEALLOCATE ALL");
-            pool.release_with(server, reusable, tracker.exact(), reset)
+    info: &'a SessionInfo,
+    shared: &'a Shared,
+    config: &'a crate::config::Config,
+    tally: &'a mut Tally,
+) -> impl Future<Output = Result<After, Error>> + 'a {
+    async move {
+        let pool = Arc::clone(&session.pool);
+        let who = &session.who;
+        // Once per session (its first server connection, in transaction mode).
+        if let (Some(audited), None) = (&who.info, tally.pid) {
+            who.audit
+                .send(AuditEvent::SessionStart {
+                    session: Arc::clone(audited),
+                    backend_pid: Some(server.pid()),
+                    backend_host: Some(server.addr.to_string()),
+                })
                 .await;
-            match end {
-                RelayEnd::Unexpected(tag) => Err(refusal(tag)),
-                _ => Ok(After::Ended),
+        }
+        tally.pid = Some(server.pid());
+        let greeted = pool.welcome().unwrap_or_default();
+        let tracked = super::params::Tracked(&config.settings.track_extra_parameters);
+        let ahead = match session
+            .params
+            .apply(
+                &mut server,
+                pool.app_default(),
+                &greeted,
+                tracked,
+                &mut conn.wbuf,
+            )
+            .await
+        {
+            Ok(ahead) => ahead,
+            Err(e) => {
+                pool.release(server, false, false).await;
+                return Err(e);
+            }
+        };
+        if !conn.wbuf.is_empty() {
+            if let Err(e) = conn.flush().await {
+                pool.release(server, !ahead, true).await;
+                return Err(Error::ClientProtocol(e));
             }
         }
-        Ok(RelayEnd::TransactionEnd) => {
-            let reusable = !state.cut_short && cancels_settled && !stale && !role_changed;
-            pool.release(server, reusable, tracker.exact()).await;
-            Ok(After::NextRequest)
-        }
-        Ok(RelayEnd::ClientError(e)) => {
-            pool.release(server, false, false).await;
-            if e.is_disconnect() {
-                Ok(After::Ended)
-            } else {
-                Err(Error::ClientProtocol(e))
+        // A cancel until here (pgporter's own SETs above are not the client's to cancel) cancels
+        // the request instead: it is not sent.
+        if info.set_up() {
+            if let Err(e) = super::relay::answer_cancelled(conn).await {
+                pool.release(server, !ahead, true).await;
+                return Err(Error::ClientProtocol(e));
             }
         }
-        Ok(RelayEnd::RenamingLost) => {
-            pool.discard(server).await;
-            Err(Error::RenamingLost)
-        }
-        Ok(RelayEnd::LongTransaction) => {
-            // The server is inside a transaction block: closing the connection rolls it back.
-            pool.discard(server).await;
-            Err(Error::LongTransaction)
-        }
-        Ok(RelayEnd::Spoofed) => {
-            pool.discard(server).await;
-            Err(Error::IdentitySpoof)
-        }
-        Ok(RelayEnd::ServerGone) => {
-            pool.discard(server).await;
-            Err(if state.server_fatal {
-                Error::ServerFatal
-            } else {
-                Error::ServerClosed
-            })
-        }
-        Ok(RelayEnd::Timeout(limit)) => {
-            // A query may still run: cancel it (closing the socket alone would leave it
-            // running until it next writes), then close the connection.
-            let (addr, key) = (server.addr.clone(), server.key);
-            let within =
-                crate::config::Config::limit(shared.config.load().settings.server_connect_timeout);
-            tokio::spawn(async move {
-                let _ = crate::server::send_cancel(&addr, key, within).await;
+        let histogram = shared.metrics.query_histogram(&info.database);
+        let mut state = relay_state(session, config, server.pid(), histogram)
+            .with_read_only_hint(session.read_only_hint.clone());
+        state.ahead = u32::from(ahead);
+        let mode = pool.mode();
+        state.transaction_mode = mode.releases_between_transactions();
+        state.no_simple_query = config.settings.disable_pqexec;
+        state.statement_mode = mode == crate::config::PoolMode::Statement;
+        if state.transaction_mode {
+            session.txn.get_or_insert_with(|| {
+                let keep = config.settings.max_prepared_statements;
+                Box::new(TxnState {
+                    renamed: (keep > 0).then(|| ClientStatements::new(keep)),
+                    ..TxnState::default()
+                })
             });
-            pool.discard(server).await;
-            tracing::info!(user = %info.user, db = %info.database, ?limit, "session ended by timeout");
-            Err(match limit {
-                Timeout::Query => Error::QueryTimeout,
-                Timeout::IdleTransaction => Error::IdleTransactionTimeout,
-                Timeout::Transaction => Error::TransactionTimeout,
-            })
         }
-        Ok(RelayEnd::FastClose) => {
-            tracing::info!(user = %info.user, db = %info.database, pid = server.pid(), "server_fast_close: closing the session's server connection");
-            pool.discard(server).await;
-            Err(Error::DatabaseChanged)
+        // A session that began in transaction mode keeps following its statements if a reload
+        // turned its database to session mode: between transactions it held no connection, so
+        // its statements are in pgporter's record only.
+        if let Some(txn) = &mut session.txn {
+            if let Some(audit) = &mut state.audit {
+                audit.resume(std::mem::take(&mut txn.audited));
+            }
+            match txn.renamed.take() {
+                Some(client) => {
+                    let server = std::mem::take(&mut server.statements);
+                    let registry = Arc::clone(&shared.statements);
+                    state.renaming = Some(Renaming::new(client, server, registry));
+                }
+                None => {
+                    state.prepared = Some(std::mem::take(&mut txn.prepared));
+                    state.watch_drops = !server.statements.is_empty();
+                }
+            }
         }
-        Ok(RelayEnd::ServerError(e)) => {
-            pool.discard(server).await;
-            Err(if state.server_fatal {
-                Error::ServerFatal
-            } else {
-                Error::ServerLost(e)
-            })
+        state.watchdog = Watchdog::new(config.session_timeouts(&info.pool_user));
+        let max_message = usize::try_from(config.settings.max_packet_size).unwrap_or(usize::MAX);
+        let traffic = &mut tally.traffic;
+        // Cancelled when the health monitor sees the server's host down: end instead of hanging.
+        // Without a host tag (no routing) there is nothing to wait for: no token to poll (and
+        // lock) on every wake of the relay.
+        let gone = server.tag.as_ref();
+        let host_down = async {
+            match gone {
+                Some(tag) => tag.went_down().await,
+                None => std::future::pending().await,
+            }
+        };
+        let end = tokio::select! {
+            biased;
+            () = info.killed() => Err(ended(shared, info)),
+            () = host_down => Err(Error::ServerDown),
+            end = relay(conn, &mut server.conn, &mut state, max_message, traffic, info, &shared.config) => Ok(end),
+        };
+        // No cancel may reach this server connection once it is released: none can start now,
+        // and one being forwarded is waited for (PostgreSQL delivers it within milliseconds).
+        info.set_idle();
+        let cancels_settled = info
+            .cancels_settled(std::time::Duration::from_secs(5))
+            .await;
+        if let Some(mut a) = state.audit.take() {
+            a.abandon();
+            tally.statements += a.count;
+            if let Some(txn) = &mut session.txn {
+                txn.audited = a.take_prepared();
+            }
+            if let Some(sender) = &mut state.sender {
+                while let Some(ev) = a.events.pop_front() {
+                    sender.send(ev).await;
+                }
+            }
         }
-        Err(e) => {
-            pool.discard(server).await;
-            Err(e)
+        if let Some(txn) = &mut session.txn {
+            if let Some(prepared) = state.prepared.take() {
+                info.prepared.store(prepared.len(), Relaxed);
+                txn.prepared = prepared;
+            }
+            if let Some(renaming) = state.renaming.take() {
+                info.prepared.store(renaming.client.len(), Relaxed);
+                if let Some(link) = &server.link {
+                    let held = u32::try_from(renaming.server.len()).unwrap_or(u32::MAX);
+                    link.prepared.store(held, Relaxed);
+                }
+                txn.renamed = Some(renaming.client);
+                server.statements = renaming.server;
+            }
+            // What the client SET (a reported parameter) follows it to its next connection.
+            (session.params).follow(&state.param_changes, tracked);
+        }
+        if state.dropped_all {
+            server.statements.clear();
+        }
+        for (name, value) in state.param_changes.drain(..) {
+            server.set_param(&name, &value);
+        }
+        let tracker = &state.tracker;
+        // A promotion reported on this connection: close it (and re-check the host).
+        let role_changed = server
+            .tag
+            .as_ref()
+            .is_some_and(|t| t.contradicted_by(state.hot_standby));
+        let reconnect_before = session
+            .stats
+            .reconnect_before_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let stale = reconnect_before > 0
+            && crate::stats::micros(
+                server
+                    .created_at
+                    .saturating_duration_since(shared.stats.epoch),
+            ) < reconnect_before;
+        match end {
+            Ok(end @ (RelayEnd::Terminate | RelayEnd::ClientGone | RelayEnd::Unexpected(_))) => {
+                let reusable = tracker.is_idle()
+                    && state.ahead == 0
+                    && !state.cut_short
+                    && cancels_settled
+                    && !stale
+                    && !role_changed;
+                // Named prepared statements a transaction-mode client leaves open would meet the
+                // next client's of the same name.
+                let reset = session.statements_open().then_some("DEALLOCATE ALL");
+                pool.release_with(server, reusable, tracker.exact(), reset)
+                    .await;
+                match end {
+                    RelayEnd::Unexpected(tag) => Err(refusal(tag)),
+                    _ => Ok(After::Ended),
+                }
+            }
+            Ok(RelayEnd::TransactionEnd) => {
+                let reusable = !state.cut_short && cancels_settled && !stale && !role_changed;
+                pool.release(server, reusable, tracker.exact()).await;
+                Ok(After::NextRequest)
+            }
+            Ok(RelayEnd::ClientError(e)) => {
+                pool.release(server, false, false).await;
+                if e.is_disconnect() {
+                    Ok(After::Ended)
+                } else {
+                    Err(Error::ClientProtocol(e))
+                }
+            }
+            Ok(RelayEnd::RenamingLost) => {
+                pool.discard(server).await;
+                Err(Error::RenamingLost)
+            }
+            Ok(RelayEnd::LongTransaction) => {
+                // The server is inside a transaction block: closing the connection rolls it back.
+                pool.discard(server).await;
+                Err(Error::LongTransaction)
+            }
+            Ok(RelayEnd::Spoofed) => {
+                pool.discard(server).await;
+                Err(Error::IdentitySpoof)
+            }
+            Ok(RelayEnd::ServerGone) => {
+                pool.discard(server).await;
+                Err(if state.server_fatal {
+                    Error::ServerFatal
+                } else {
+                    Error::ServerClosed
+                })
+            }
+            Ok(RelayEnd::Timeout(limit)) => {
+                // A query may still run: cancel it (closing the socket alone would leave it
+                // running until it next writes), then close the connection.
+                let (addr, key) = (server.addr.clone(), server.key);
+                let within = crate::config::Config::limit(
+                    shared.config.load().settings.server_connect_timeout,
+                );
+                tokio::spawn(async move {
+                    let _ = crate::server::send_cancel(&addr, key, within).await;
+                });
+                pool.discard(server).await;
+                tracing::info!(user = %info.user, db = %info.database, ?limit, "session ended by timeout");
+                Err(match limit {
+                    Timeout::Query => Error::QueryTimeout,
+                    Timeout::IdleTransaction => Error::IdleTransactionTimeout,
+                    Timeout::Transaction => Error::TransactionTimeout,
+                })
+            }
+            Ok(RelayEnd::FastClose) => {
+                tracing::info!(user = %info.user, db = %info.database, pid = server.pid(), "server_fast_close: closing the session's server connection");
+                pool.discard(server).await;
+                Err(Error::DatabaseChanged)
+            }
+            Ok(RelayEnd::ServerError(e)) => {
+                pool.discard(server).await;
+                Err(if state.server_fatal {
+                    Error::ServerFatal
+                } else {
+                    Error::ServerLost(e)
+                })
+            }
+            Err(e) => {
+                pool.discard(server).await;
+                Err(e)
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Giving a server connection back: reset it and return it to the pool, or close it.
 
+use std::future::Future;
+
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Duration};
 
@@ -12,23 +14,35 @@ impl Pool {
     /// whose reset fails, errors or takes longer than `reset_timeout`. Unless the relay's count
     /// of answers was `exact`, the reset is followed by a marker query proving that no answer
     /// was still in flight (see [`reset_checked`]).
-    pub async fn release(&self, conn: ServerConn, idle: bool, exact: bool) {
-        self.release_with(conn, idle, exact, None).await;
+    pub fn release(
+        &self,
+        conn: ServerConn,
+        idle: bool,
+        exact: bool,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        self.release_with(conn, idle, exact, None)
     }
 
     /// [`Pool::release`], running `also` after the pool's reset query (a transaction-mode
     /// client leaving named prepared statements behind: `DEALLOCATE ALL`).
-    pub async fn release_with(
-        &self,
+    ///
+    /// This and [`Pool::discard`] are plain fns around an async block: its capture is its
+    /// only copy of the connection (an async fn keeps two of each argument, and the release
+    /// future sits in every session's request future, copied whole when that is boxed).
+    #[allow(clippy::manual_async_fn)]
+    pub fn release_with<'a>(
+        &'a self,
         mut conn: ServerConn,
         idle: bool,
         exact: bool,
-        also: Option<&str>,
-    ) {
-        if self.reset(&mut conn, idle, exact, also).await {
-            self.checkin(conn);
-        } else {
-            self.discard(conn).await;
+        also: Option<&'a str>,
+    ) -> impl Future<Output = ()> + Send + 'a {
+        async move {
+            if self.reset(&mut conn, idle, exact, also).await {
+                self.checkin(conn);
+            } else {
+                self.discard(conn).await;
+            }
         }
     }
 
@@ -124,10 +138,13 @@ impl Pool {
     }
 
     /// Close a connection that must not be reused, and free its slot.
-    pub async fn discard(&self, mut conn: ServerConn) {
-        let holder = conn.holder.take();
-        self.forget(holder.as_deref());
-        goodbye(&mut conn).await;
+    #[allow(clippy::manual_async_fn)]
+    pub fn discard(&self, mut conn: ServerConn) -> impl Future<Output = ()> + Send + '_ {
+        async move {
+            let holder = conn.holder.take();
+            self.forget(holder.as_deref());
+            goodbye(&mut conn).await;
+        }
     }
 }
 
