@@ -22,6 +22,7 @@ mod isolation;
 mod limits;
 mod lobby;
 mod login_edges;
+mod login_wait;
 mod monitor_tls;
 mod negative;
 mod ops;
