@@ -165,11 +165,13 @@ impl Pool {
         }
     }
 
-    /// A connection opened for `holder`, who is no longer waiting for it: for the next client.
+    /// A connection opened for `holder`, who is no longer waiting for it: for the next client,
+    /// or closed if a reload retired the pool meanwhile (nothing would take it from a retired
+    /// pool's idle list, nor close it, while a session keeps that pool alive).
     fn adopt(&self, mut conn: ServerConn, holder: Identity) {
-        tracing::debug!(pid = conn.pid(), pool = ?self.key, "a server login its client gave up on got in; keeping the connection");
+        tracing::debug!(pid = conn.pid(), pool = ?self.key, "a server login its client gave up on got in");
         conn.holder = Some(holder);
-        self.checkin(conn);
+        self.return_unused(conn);
     }
 
     /// Open a connection in a slot already counted (for `holder`, or for the idle list).

@@ -89,3 +89,72 @@ async fn a_login_its_client_gave_up_on_serves_the_next_client() {
     );
     drop(client);
 }
+
+/// The client gives up on a login, and a reload replaces the pool (a changed entry) before
+/// the login gets in: the connection is closed, not kept idle in the retired pool, where
+/// nothing would use or close it while a session of that pool (here one holding its own
+/// server in session mode) keeps the pool alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_its_client_gave_up_on_is_closed_when_its_pool_was_replaced() {
+    let pg: &'static PgCluster = Box::leak(Box::new(PgCluster::start_private().await));
+    let ops = Ops::on(pg, "server_connect_timeout = 60\nquery_wait_timeout = 1").await;
+    let admin = ops.admin().await;
+    let su = pg.superuser_client().await;
+    let holder = ops.client().await;
+    let holder_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Logged in on the pool's welcome; its first query needs a second server connection.
+    let late = ops.client().await;
+    let postmaster = pg.postmaster_pid();
+    signal(postmaster, "-STOP");
+    let stopped = Continue(postmaster);
+    let query = tokio::spawn(async move { late.simple_query("SELECT 1").await.map(|_| ()) });
+    let deadline = tokio::time::Instant::now() + HANG;
+    while pool_counts(&admin, &ops.db).await[4] != "1" {
+        assert!(tokio::time::Instant::now() < deadline, "no server login");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let db = ops.db.clone();
+    ops.porter
+        .reload_edited(|ini| {
+            let line = format!("dbname={db}\n");
+            assert!(ini.contains(&line), "{ini}");
+            ini.replacen(&line, &format!("dbname={db} application_name=moved\n"), 1)
+        })
+        .await;
+    let err = tokio::time::timeout(HANG, query)
+        .await
+        .expect("the query waited past query_wait_timeout")
+        .unwrap()
+        .expect_err("served through a stopped postmaster");
+    let code = err.as_db_error().map(|e| e.code().code().to_string());
+    assert_eq!(code.as_deref(), Some("08P01"), "{err:?}");
+    drop(stopped);
+    // The login gets in within moments of the postmaster going on; its backend must go.
+    let started = tokio::time::Instant::now();
+    let mut seen = false;
+    loop {
+        let n: i64 = su
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = $1 AND usename = $2 AND pid <> $3",
+                &[&ops.db, &ops.user, &holder_pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        seen |= n > 0;
+        if n == 0 && (seen || started.elapsed() > Duration::from_secs(2)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < HANG,
+            "the login's server connection stayed open ({n} backends)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    holder.batch_execute("SELECT 1").await.unwrap();
+}
