@@ -233,6 +233,10 @@ pub(crate) fn pool_settings(
         }
         .into(),
         reset_timeout: Config::limit(s.server_reset_timeout),
+        check_query: Some(s.server_check_query.as_str())
+            .filter(|q| !q.trim().is_empty())
+            .map(Arc::from),
+        check_delay: s.server_check_delay,
         connect_query: entry.connect_query.clone(),
         round_robin: s.server_round_robin,
     }

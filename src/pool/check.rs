@@ -7,34 +7,29 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::time::{timeout, Duration, Instant};
 
-use super::Pool;
-use crate::config::Config;
+use super::{Pool, PoolSettings};
 use crate::server::{QueryOutcome, ServerConn};
 
 impl Pool {
     /// `conn`, lent after `idle_for` on the idle list (None: newly opened), if it can serve;
     /// else it is handed back (still counted and held) for the caller to discard. The check
     /// gives up at server_reset_timeout, or at the client's `deadline` if that comes first.
-    /// server_check_query, server_check_delay and server_reset_timeout are the current ones,
-    /// not those of the pool's settings as the client's wait began.
+    /// `settings` are the pool's as the connection is handed out (the caller reads them
+    /// again after a wait), so a reload or admin SET during the wait applies to the check.
     pub(super) async fn checked(
         &self,
         mut conn: ServerConn,
         idle_for: Option<Duration>,
+        settings: &PoolSettings,
         deadline: Option<Instant>,
     ) -> Result<ServerConn, ServerConn> {
         if !self.hosts.accepts(conn.tag.as_ref()) || conn.spoke_while_idle() {
             return Err(conn);
         }
-        // Read now, from the live configuration, as PgBouncer reads them when it hands a
-        // server out: a reload (or admin SET) during the client's wait applies to its check.
-        let config = self.limits.config();
-        let (sql, delay, reset_timeout) = (
-            &config.settings.server_check_query,
-            config.settings.server_check_delay,
-            Config::limit(config.settings.server_reset_timeout),
-        );
-        if sql.trim().is_empty() || idle_for.map_or(true, |idle| idle < delay) {
+        let Some(sql) = settings.check_query.as_deref() else {
+            return Ok(conn);
+        };
+        if idle_for.map_or(true, |idle| idle < settings.check_delay) {
             return Ok(conn);
         }
         // Dropped mid-check (the client left), the connection is closed and its slot freed.
@@ -47,11 +42,11 @@ impl Pool {
         // At least a moment, so a healthy connection checked as the wait ends is not closed
         // for being asked too late.
         let limit = match deadline {
-            Some(d) => reset_timeout.min(
+            Some(d) => settings.reset_timeout.min(
                 d.saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(100)),
             ),
-            None => reset_timeout,
+            None => settings.reset_timeout,
         };
         let outcome = timeout(limit, crate::server::simple_query(conn, sql)).await;
         let passed = match outcome {

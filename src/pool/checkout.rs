@@ -39,10 +39,15 @@ impl Pool {
     ) -> Result<ServerConn, PoolError> {
         loop {
             let settings = self.settings();
-            let (conn, idle_for) = self
+            let (conn, idle_for, waited) = self
                 .checkout_one(identity, tag, extra_params, wait, &settings)
                 .await?;
-            match self.checked(conn, idle_for, wait.at()).await {
+            // As PgBouncer reads server_check_query / _delay and server_reset_timeout when it
+            // hands a server out: after a wait, the pool's settings again (a reload or admin
+            // SET meanwhile updated them); a connection taken at once, under those just read
+            // (no second read on the path every transaction takes in transaction mode).
+            let settings = if waited { self.settings() } else { settings };
+            match self.checked(conn, idle_for, &settings, wait.at()).await {
                 Ok(conn) => return Ok(conn),
                 Err(conn) => {
                     tracing::debug!(pid = conn.pid(), host = %conn.addr, "closing a stale idle server connection");
@@ -62,7 +67,7 @@ impl Pool {
         extra_params: super::ConnectParams<'_>,
         wait: &Deadline,
         settings: &Arc<PoolSettings>,
-    ) -> Result<(ServerConn, Option<Duration>), PoolError> {
+    ) -> Result<(ServerConn, Option<Duration>, bool), PoolError> {
         if self.is_retired() {
             return Err(PoolError::Retired);
         }
@@ -71,7 +76,8 @@ impl Pool {
             let mut inner = self.lock();
             if let Some(conn) = self.take_now(&mut inner, settings, identity, tag) {
                 drop(inner);
-                return Ok(lent(conn, identity, since));
+                let (conn, idle_for) = lent(conn, identity, since);
+                return Ok((conn, idle_for, false));
             }
             let (seq, rx) = inner.waiters.push_tagged(identity.clone(), tag.cloned());
             let close = self.dispatch(&mut inner, settings);
@@ -82,8 +88,8 @@ impl Pool {
             (seq, rx, blocker, close)
         };
         self.settle(close);
-        let grant = match rx.try_recv() {
-            Ok(grant) => grant,
+        let (grant, waited) = match rx.try_recv() {
+            Ok(grant) => (grant, false),
             Err(_) => {
                 if let Some(b) = blocker {
                     self.limits.evict_for(&self.key, b);
@@ -94,12 +100,13 @@ impl Pool {
                     seq,
                     rx: Some(rx),
                 };
-                guard.wait(since, wait, settings).await?
+                (guard.wait(since, wait, settings).await?, true)
             }
         };
         match grant {
             Grant::Conn(conn) if conn.identity_tag.as_ref() == tag => {
-                Ok(lent(conn, identity, Instant::now()))
+                let (conn, idle_for) = lent(conn, identity, Instant::now());
+                Ok((conn, idle_for, waited))
             }
             Grant::Conn(other) => {
                 // Tagged for someone else: close it and connect in its slot.
@@ -107,13 +114,13 @@ impl Pool {
                 let conn = self
                     .connect_within(identity, tag, extra_params(), settings, wait)
                     .await?;
-                Ok((conn, None))
+                Ok((conn, None, waited))
             }
             Grant::Permit => {
                 let conn = self
                     .connect_within(identity, tag, extra_params(), settings, wait)
                     .await?;
-                Ok((conn, None))
+                Ok((conn, None, waited))
             }
         }
     }

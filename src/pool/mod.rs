@@ -61,6 +61,9 @@ pub struct PoolSettings {
     /// Empty in transaction mode unless server_reset_query_always.
     pub reset_query: Arc<str>,
     pub reset_timeout: Duration,
+    /// server_check_query (None when empty) and server_check_delay.
+    pub check_query: Option<Arc<str>>,
+    pub check_delay: Duration,
     /// The database entry's connect_query: run once on each new connection.
     pub connect_query: Option<String>,
     /// server_round_robin: reuse the least recently used idle connection, not the most.
