@@ -156,14 +156,7 @@ async fn a_server_connection_logging_in_is_listed_as_new() {
     let admin = ops.admin().await;
     let postmaster = pg.postmaster_pid();
     signal(postmaster, "-STOP");
-    // Continued however the test ends (a stopped postmaster outlives a failed assertion).
-    struct Continue(i32);
-    impl Drop for Continue {
-        fn drop(&mut self) {
-            signal(self.0, "-CONT");
-        }
-    }
-    let stopped = Continue(postmaster);
+    let stopped = crate::faults_server::Continue(postmaster);
     // The first client's login needs a server connection (its welcome parameters).
     let connstring = ops.porter.connstring(&ops.user, "pw", &ops.db);
     let client = tokio::spawn(async move { crate::support::connect(&connstring).await });

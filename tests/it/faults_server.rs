@@ -55,6 +55,16 @@ pub(crate) fn signal(pid: i32, sig: &str) {
     assert!(ok, "kill {sig} {pid} failed");
 }
 
+/// A stopped process (`kill -STOP`) continued however the test ends: a stopped postmaster
+/// outlives a failed assertion.
+pub(crate) struct Continue(pub(crate) i32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
 /// Everything that must hold after a fault: baseline pool, bounded backends, clean next client.
 async fn recovered(fx: &Fixture, size: u32) {
     pool_at_baseline(fx, size).await;

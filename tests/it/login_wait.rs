@@ -7,16 +7,8 @@
 use std::time::Duration;
 
 use crate::admin::{find, rows, Ops};
-use crate::faults_server::signal;
+use crate::faults_server::{signal, Continue};
 use crate::support::{PgCluster, HANG};
-
-/// Continued however the test ends (a stopped postmaster outlives a failed assertion).
-struct Continue(i32);
-impl Drop for Continue {
-    fn drop(&mut self) {
-        signal(self.0, "-CONT");
-    }
-}
 
 /// The pool's row of SHOW POOLS as (cl_active, cl_waiting, sv_active, sv_idle, sv_login).
 async fn pool_counts(admin: &tokio_postgres::Client, db: &str) -> [String; 5] {
