@@ -107,11 +107,14 @@ impl Notifier {
         self.send("STOPPING=1");
     }
 
+    /// True when notifications go somewhere (`$NOTIFY_SOCKET` was set).
+    pub fn active(&self) -> bool {
+        self.target.is_some()
+    }
+
     /// The stats_period averages, for `systemctl status`.
     pub fn stats(&self, a: &crate::stats::Averages) {
-        if self.target.is_some() {
-            self.send(&stats_status(a));
-        }
+        self.send(&stats_status(a));
     }
 }
 
