@@ -130,9 +130,10 @@ async fn transaction_timeout_ends_a_long_transaction_not_a_long_session() {
     // server connection, which d gives back).
     drop(d);
     let mut c = raw(&f).await;
+    // The limit runs from the BEGIN's arrival, so time it from before the BEGIN is sent.
+    let started = Instant::now();
     let (_, status, _) = c.rows("BEGIN").await;
     assert_eq!(status, b'T');
-    let started = Instant::now();
     let (text, code) = 'ended: loop {
         assert!(started.elapsed() < HANG, "no transaction timeout");
         c.query("SELECT pg_sleep(0.2)").await;
@@ -150,7 +151,7 @@ async fn transaction_timeout_ends_a_long_transaction_not_a_long_session() {
     };
     assert!(text.starts_with("SFATAL\0"), "{text:?}");
     ended_by_transaction_timeout(&text, code.as_deref());
-    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(started.elapsed() >= Duration::from_millis(950));
     assert!(c.read_msg().await.is_none(), "then the connection closes");
 }
 
