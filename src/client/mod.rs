@@ -22,7 +22,7 @@ mod watchdog;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::time::{timeout, Duration};
+use tokio::time::{timeout, timeout_at, Duration, Instant};
 
 use crate::admin;
 use crate::app::Shared;
@@ -124,11 +124,21 @@ pub fn run(
     let mut peer = peer;
     async move {
         let config = shared.config.load();
+        // Over max_client_conn, the PROXY header and the opening packets together get
+        // OVER_MAX_HANDSHAKE: a trusted peer saying nothing is held no longer than another.
+        let over_max = over_max.then(|| Instant::now() + OVER_MAX_HANDSHAKE);
         let login = timeout(
             Config::limit(config.settings.client_login_timeout),
             // Login is large and short-lived: boxed, so an idle session's task stays small.
             Box::pin(async {
-                peer = proxied_peer(&mut conn, peer.clone(), &config).await?;
+                let proxied = proxied_peer(&mut conn, peer.clone(), &config);
+                peer = match over_max {
+                    Some(by) => match timeout_at(by, proxied).await {
+                        Ok(proxied) => proxied?,
+                        Err(_) => return Err(too_many_clients(&shared, &peer, "", "").await),
+                    },
+                    None => proxied.await?,
+                };
                 start(&mut conn, &peer, endpoint, over_max, &shared, &config).await
             }),
         )
@@ -219,16 +229,17 @@ async fn proxied_peer(
     }
 }
 
-/// How long a connection that came over max_client_conn has for its opening packets.
+/// How long a connection that came over max_client_conn has for its opening packets (a
+/// trusted proxy's PROXY header included).
 const OVER_MAX_HANDSHAKE: Duration = Duration::from_secs(2);
 
 /// Handshake, route and login. `over_max`: the connection came with max_client_conn reached
-/// (only the console may log in).
+/// (only the console may log in), and its opening packets must have come by then.
 async fn start(
     conn: &mut FramedConn<Stream>,
     peer: &Peer,
     endpoint: Endpoint,
-    over_max: bool,
+    over_max: Option<Instant>,
     shared: &Shared,
     config: &Config,
 ) -> Result<Started, Error> {
@@ -236,10 +247,10 @@ async fn start(
     let tls = shared.tls.load_full();
     let client_tls = tls.client.as_deref();
     let hello = handshake(conn, client_tls);
-    let hello = if over_max {
+    let hello = if let Some(by) = over_max {
         // Over max_client_conn only the console gets in: a connection gets no longer than
         // that to say what it is, so a flood over the cap holds little for long.
-        match timeout(OVER_MAX_HANDSHAKE, hello).await {
+        match timeout_at(by, hello).await {
             Ok(hello) => hello?,
             Err(_) => return Err(too_many_clients(shared, peer, "", "").await),
         }
@@ -267,7 +278,7 @@ async fn start(
     if admin::is_admin_database(database) && !user.is_empty() {
         return start_admin(conn, peer, &startup, &ctx, shared, config).await;
     }
-    if over_max {
+    if over_max.is_some() {
         return Err(too_many_clients(shared, peer, user, database).await);
     }
     if shared.lifecycle.draining() {

@@ -72,6 +72,31 @@ async fn a_silent_connection_over_max_client_conn_is_refused_at_once() {
     .await;
 }
 
+/// The same 2 s bound holds for a connection from a trusted proxy address
+/// (proxy_protocol_trusted), whose PROXY header is read first: sending nothing, or half a
+/// header, it was held until client_login_timeout. (PgBouncer 1.18 has no PROXY protocol;
+/// over max_client_conn it stops accepting, so such a connection waits in the backlog.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_proxy_over_max_client_conn_is_refused_at_once() {
+    let ops = Ops::new(
+        "max_client_conn = 1\nclient_login_timeout = 60\nproxy_protocol_trusted = 127.0.0.0/8",
+    )
+    .await;
+    let _app = ops.client().await;
+    for sent in [&b""[..], b"PROXY TCP4 192.0.2.7 "] {
+        let started = tokio::time::Instant::now();
+        let mut silent = RawClient::connect(ops.porter.addr()).await;
+        silent.send(sent).await;
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), silent.read_msg())
+            .await
+            .expect("held past 10 s")
+            .expect("an error, not a silent close");
+        assert_eq!(m.sqlstate().as_deref(), Some("53300"), "after {sent:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(silent.read_msg().await.is_none(), "closed after the error");
+    }
+}
+
 /// As PgBouncer 1.24+ (where these caps come from; 1.18 has neither and refuses to start with
 /// them): a console client counts as a client of the `pgbouncer` database (capped by the
 /// [pgbouncer] max_db_client_connections) and of its user (max_user_client_connections). A
