@@ -144,10 +144,23 @@ impl Pool {
         let (tag, settings) = (tag.cloned(), Arc::clone(settings));
         // Spawned (a rare path): its future is large, and it must outlive the client's wait.
         tokio::spawn(async move {
-            let made = (pool.connect_for(Some(&holder), tag.as_ref(), &params, &settings)).await;
+            let made = loop {
+                let begun = pool.cuts();
+                let made =
+                    (pool.connect_for(Some(&holder), tag.as_ref(), &params, &settings)).await;
+                match made {
+                    // The pool's connections were dropped (RECONNECT ...) during the login and
+                    // the client still waits: it gets one logged in afresh, in the same slot.
+                    Ok(conn) if pool.cuts() != begun && !tx.is_closed() => {
+                        tracing::debug!(pid = conn.pid(), pool = ?pool.key, "closing a server login begun before its pool's connections were dropped; logging in again");
+                        tokio::spawn(super::release::terminate(conn));
+                    }
+                    made => break made.map(|conn| (conn, begun)),
+                }
+            };
             match tx.send(made) {
                 Ok(()) => {}
-                Err(Ok(conn)) => pool.adopt(conn, holder),
+                Err(Ok((conn, begun))) => pool.adopt(conn, holder, begun),
                 Err(Err(e)) => {
                     tracing::debug!(pool = ?pool.key, error = %e, "a server login its client gave up on failed");
                 }
@@ -166,18 +179,25 @@ impl Pool {
             made = rx => {
                 login.rx = None;
                 // The task cannot end unsent but by a panic or the runtime shutting down.
-                made.unwrap_or(Err(PoolError::WaitTimeout(Blocker::ServerLogin)))
+                let made = made.unwrap_or(Err(PoolError::WaitTimeout(Blocker::ServerLogin)));
+                made.map(|(conn, _)| conn)
             }
             () = wait.passed() => Err(PoolError::WaitTimeout(Blocker::ServerLogin)),
         }
     }
 
-    /// A connection opened for `holder`, who is no longer waiting for it: for the next client,
-    /// or closed if a reload retired the pool meanwhile (nothing would take it from a retired
-    /// pool's idle list, nor close it, while a session keeps that pool alive).
-    fn adopt(&self, mut conn: ServerConn, holder: Identity) {
-        tracing::debug!(pid = conn.pid(), pool = ?self.key, "a server login its client gave up on got in");
+    /// A connection opened for `holder`, who is no longer waiting for it, by a login begun at
+    /// the pool's `begun` count of drops: for the next client, or closed if a reload retired
+    /// the pool meanwhile (nothing would take it from a retired pool's idle list, nor close it,
+    /// while a session keeps that pool alive) or KILL, RECONNECT or PAUSE dropped the pool's
+    /// connections since the login began (it would be left idle as if opened after).
+    fn adopt(&self, mut conn: ServerConn, holder: Identity, begun: u64) {
         conn.holder = Some(holder);
+        if self.cuts() != begun {
+            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing a server login its client gave up on, begun before its pool's connections were dropped");
+            return self.abandon(conn);
+        }
+        tracing::debug!(pid = conn.pid(), pool = ?self.key, "a server login its client gave up on got in");
         self.return_unused(conn);
     }
 
@@ -357,12 +377,13 @@ impl Drop for WaitGuard<'_> {
 }
 
 /// A server login under way for a waiting client. Dropped before the client took the
-/// connection (its wait ran out, it left), it leaves the login to finish on its own and checks
-/// in a connection that got in meanwhile.
+/// connection (its wait ran out, it left), it leaves the login to finish on its own and hands
+/// a connection that got in meanwhile to [`Pool::adopt`].
 struct Connecting<'p> {
     pool: &'p Pool,
     identity: &'p Identity,
-    rx: Option<oneshot::Receiver<Result<ServerConn, PoolError>>>,
+    /// The connection, and the pool's count of drops when its login began.
+    rx: Option<oneshot::Receiver<Result<(ServerConn, u64), PoolError>>>,
 }
 
 impl Drop for Connecting<'_> {
@@ -372,8 +393,8 @@ impl Drop for Connecting<'_> {
         };
         // Closed first: from now on the login task keeps what it makes.
         rx.close();
-        if let Ok(Ok(conn)) = rx.try_recv() {
-            self.pool.adopt(conn, self.identity.clone());
+        if let Ok(Ok((conn, begun))) = rx.try_recv() {
+            self.pool.adopt(conn, self.identity.clone(), begun);
         }
     }
 }

@@ -139,6 +139,10 @@ pub struct Pool {
     /// Replaced by a reload (its database entry changed or went away): the sessions still
     /// holding it finish, and each connection they give back is closed.
     retired: std::sync::atomic::AtomicBool,
+    /// Bumped when the pool's server connections are dropped (KILL, RECONNECT, PAUSE: see
+    /// [`Pool::close_idle`]): a login begun before is closed when it gets in, unless a client
+    /// still waits for it, which gets one logged in afresh (`checkout.rs`).
+    cuts: std::sync::atomic::AtomicU64,
     /// Connections lent to server_check_query (SHOW POOLS sv_tested).
     testing: std::sync::atomic::AtomicU32,
 }
@@ -190,6 +194,7 @@ impl Pool {
             inner: Mutex::new(Inner::default()),
             learned: Mutex::new(None),
             retired: std::sync::atomic::AtomicBool::new(false),
+            cuts: std::sync::atomic::AtomicU64::new(0),
             testing: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -204,6 +209,12 @@ impl Pool {
 
     pub fn is_retired(&self) -> bool {
         self.retired.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many times the pool's connections were dropped (see `cuts`): a login that reads
+    /// another count when it gets in began before the latest drop.
+    fn cuts(&self) -> u64 {
+        self.cuts.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Remember a credential from a successful client login, if the config gave none. The

@@ -47,8 +47,12 @@ impl Pool {
     }
 
     /// Close every idle server connection (PAUSE, KILL, RECONNECT, reload); their slots are
-    /// freed in the pool and in the database / user limits, and waiters are woken.
+    /// freed in the pool and in the database / user limits, and waiters are woken. A login
+    /// under way is closed when it gets in if its client gave up meanwhile (else the client
+    /// gets a connection logged in afresh): as PgBouncer, which closes its logins at once,
+    /// nothing opened before survives idle in the pool.
     pub async fn close_idle(&self) {
+        self.cuts.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let idle: Vec<_> = {
             let mut inner = self.lock();
             let idle: Vec<_> = inner.idle.drain(..).collect();

@@ -150,3 +150,163 @@ async fn a_login_its_client_gave_up_on_is_closed_when_its_pool_was_replaced() {
     }
     holder.batch_execute("SELECT 1").await.unwrap();
 }
+
+/// Backends of the pool's database and user, but `except`.
+async fn backends(su: &tokio_postgres::Client, ops: &Ops, except: i32) -> i64 {
+    su.query_one(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = $1 AND usename = $2 AND pid <> $3",
+        &[&ops.db, &ops.user, &except],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// The client gives up (query_wait_timeout) on a login held by a stopped postmaster, then an
+/// admin runs `command` on the database before the login gets in: the connection is closed
+/// when it does, not left idle in the pool, as PgBouncer 1.18 closes such a login at once
+/// (checked live: `closing because: database removed` for KILL, `connect string changed` for
+/// RECONNECT, `pause mode` for PAUSE).
+async fn a_login_given_up_on_is_closed_after(command: &str) {
+    let pg: &'static PgCluster = Box::leak(Box::new(PgCluster::start_private().await));
+    let ops = Ops::on(pg, "server_connect_timeout = 60\nquery_wait_timeout = 1").await;
+    let admin = ops.admin().await;
+    let su = pg.superuser_client().await;
+    let postmaster = pg.postmaster_pid();
+    signal(postmaster, "-STOP");
+    let stopped = Continue(postmaster);
+    let connstring = ops.porter.connstring(&ops.user, "pw", &ops.db);
+    let err = tokio::time::timeout(
+        HANG,
+        tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
+    )
+    .await
+    .expect("the client waited past query_wait_timeout")
+    .err()
+    .expect("logged in through a stopped postmaster");
+    let code = err.as_db_error().map(|e| e.code().code().to_string());
+    assert_eq!(code.as_deref(), Some("08P01"), "{err:?}");
+    assert_eq!(
+        pool_counts(&admin, &ops.db).await,
+        ["0", "0", "0", "0", "1"].map(String::from)
+    );
+    admin
+        .simple_query(&format!("{command} {}", ops.db))
+        .await
+        .unwrap();
+    drop(stopped);
+    // The login gets in within moments of the postmaster going on; its backend must go.
+    let started = tokio::time::Instant::now();
+    let mut seen = false;
+    loop {
+        let n = backends(&su, &ops, 0).await;
+        seen |= n > 0;
+        if n == 0 && (seen || started.elapsed() > Duration::from_secs(2)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < HANG,
+            "the login's server connection stayed open after {command} ({n} backends)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let [.., idle, login] = pool_counts(&admin, &ops.db).await;
+    assert_eq!(
+        (idle.as_str(), login.as_str()),
+        ("0", "0"),
+        "after {command}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_its_client_gave_up_on_is_closed_after_kill() {
+    a_login_given_up_on_is_closed_after("KILL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_its_client_gave_up_on_is_closed_after_reconnect() {
+    a_login_given_up_on_is_closed_after("RECONNECT").await;
+}
+
+/// RECONNECT while a client still waits for a login: the client is served by a connection
+/// logged in afresh, and the one whose login began before the RECONNECT is closed (as
+/// PgBouncer closes it at once, and the waiting client gets a new one). PostgreSQL counts two
+/// sessions of the database once the pool's connection is closed too (KILL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_client_gets_a_login_begun_after_reconnect() {
+    let pg: &'static PgCluster = Box::leak(Box::new(PgCluster::start_private().await));
+    let ops = Ops::on(pg, "server_connect_timeout = 60\nquery_wait_timeout = 30").await;
+    let admin = ops.admin().await;
+    let su = pg.superuser_client().await;
+    let sessions = || async {
+        let n: i64 = su
+            .query_one(
+                "SELECT sessions FROM pg_stat_database WHERE datname = $1",
+                &[&ops.db],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    let before = sessions().await;
+    let postmaster = pg.postmaster_pid();
+    signal(postmaster, "-STOP");
+    let stopped = Continue(postmaster);
+    let connstring = ops.porter.connstring(&ops.user, "pw", &ops.db);
+    let client = tokio::spawn(async move { crate::support::connect(&connstring).await });
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let pools = rows(&admin, "SHOW POOLS").await;
+        let row = pools.iter().find(|r| r.get("database") == Some(&ops.db));
+        if row.is_some_and(|r| r.get("sv_login") == Some("1")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no server login");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin
+        .simple_query(&format!("RECONNECT {}", ops.db))
+        .await
+        .unwrap();
+    drop(stopped);
+    let client = tokio::time::timeout(HANG, client)
+        .await
+        .expect("the client was served")
+        .unwrap();
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The stale login's backend goes; the client's stays.
+    let started = tokio::time::Instant::now();
+    while backends(&su, &ops, pid).await > 0 {
+        assert!(started.elapsed() < HANG, "the stale login stayed open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(client);
+    admin
+        .simple_query(&format!("KILL {}", ops.db))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    loop {
+        let n = sessions().await - before;
+        if n >= 2 {
+            assert_eq!(n, 2);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{n} session(s): the client was served by the login begun before RECONNECT"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_its_client_gave_up_on_is_closed_after_pause() {
+    a_login_given_up_on_is_closed_after("PAUSE").await;
+}
