@@ -2,6 +2,7 @@
 //! keep min_pool_size connections warm (within the cross-pool limits), and re-run each pool's
 //! dispatch so limits raised by a reload reach clients already waiting.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::time::{Duration, Instant};
@@ -67,35 +68,39 @@ pub async fn close_idle_clients(shared: Arc<crate::app::Shared>) {
 /// have been unused that long (no session holds them, no server connection is in use, nobody
 /// waits): one pool per database name any logged-in user makes up would otherwise stay.
 /// pool_idle_timeout (PgBouncer 1.25): the same for the pools of configured databases, once
-/// they also hold no server connection at all.
+/// they also hold no server connection at all. A name a console command registered
+/// (`GateState::registered`) is forgotten after autodb_idle_timeout without a pool in use,
+/// as PgBouncer frees such an auto-database, unless it is paused or disabled.
 pub async fn free_idle_pools(shared: Arc<crate::app::Shared>) {
     let mut ticks = crate::shutdown::Ticks::every(PERIOD);
-    let mut unused_since: std::collections::HashMap<super::PoolKey, Instant> =
-        std::collections::HashMap::new();
+    let mut unused_since: HashMap<super::PoolKey, Instant> = HashMap::new();
+    let mut names_unused_since: HashMap<String, Instant> = HashMap::new();
     while ticks.next(&shared.shutdown).await {
         let config = shared.config.load();
         let now = Instant::now();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
+        // Databases with a pool in use (their registered names are not idle).
+        let mut busy = HashSet::new();
         for pool in shared.pools.all() {
             let auto = !config.databases.contains_key(&*pool.key.db);
+            let counts = pool.counts();
+            // Held only by the registry and this loop: no session has it.
+            let free = Arc::strong_count(&pool) <= 2 && counts.waiting == 0;
+            if !(free && counts.total == counts.idle) {
+                busy.insert(Arc::clone(&pool.key.db));
+            }
             let (limit, why) = if auto {
                 (config.settings.autodb_idle_timeout, "autodb_idle_timeout")
             } else {
                 (config.settings.pool_idle_timeout, "pool_idle_timeout")
             };
-            if limit.is_zero() {
-                continue;
-            }
-            let counts = pool.counts();
-            // Held only by the registry and this loop: no session has it.
-            let unused = Arc::strong_count(&pool) <= 2
-                && counts.waiting == 0
+            let unused = free
                 && if auto {
                     counts.total == counts.idle
                 } else {
                     counts.total == 0
                 };
-            if !unused {
+            if limit.is_zero() || !unused {
                 continue;
             }
             seen.insert(pool.key.clone());
@@ -111,7 +116,47 @@ pub async fn free_idle_pools(shared: Arc<crate::app::Shared>) {
             }
         }
         unused_since.retain(|k, _| seen.contains(k));
+        forget_idle_names(&shared, &busy, &mut names_unused_since, now);
     }
+}
+
+/// Forget the registered names (see [`free_idle_pools`]) idle for autodb_idle_timeout: not
+/// paused, not disabled, no pool of theirs in use (`busy`). `unused_since`: when each was
+/// first seen idle.
+fn forget_idle_names(
+    shared: &crate::app::Shared,
+    busy: &HashSet<Arc<str>>,
+    unused_since: &mut HashMap<String, Instant>,
+    now: Instant,
+) {
+    let limit = shared.config.load().settings.autodb_idle_timeout;
+    let gates = shared.gates.state();
+    let idle = |g: &crate::gates::GateState, name: &str| {
+        !g.paused.contains(name) && !g.disabled.contains(name) && !busy.contains(name)
+    };
+    unused_since.retain(|name, _| gates.registered.contains(name) && idle(&gates, name));
+    if limit.is_zero() {
+        return;
+    }
+    let mut expired = Vec::new();
+    for name in gates.registered.iter().filter(|n| idle(&gates, n)) {
+        let since = *unused_since.entry(name.clone()).or_insert(now);
+        if now.duration_since(since) >= limit {
+            expired.push(name.clone());
+        }
+    }
+    if expired.is_empty() {
+        return;
+    }
+    shared.gates.update(|g| {
+        for name in &expired {
+            // A PAUSE or DISABLE that came meanwhile keeps it.
+            if idle(g, name) && g.registered.remove(name) {
+                tracing::info!(db = %name, "autodb_idle_timeout: forgetting the database");
+                unused_since.remove(name);
+            }
+        }
+    });
 }
 
 impl Pool {

@@ -9,6 +9,7 @@ mod admin_sessions;
 mod audit;
 mod auth;
 mod auth_query;
+mod autodb;
 mod butler;
 mod clients;
 mod cnpg;
