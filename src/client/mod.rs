@@ -202,9 +202,26 @@ async fn serve_seat(
     drop(cancel);
     if config.settings.log_disconnections {
         let who = format_args!("{}@{}", guard.info.user, guard.info.database);
-        tracing::info!(%peer, %who, "client closed");
+        // PgBouncer's wording; a client that left without Terminate is not told apart.
+        let reason: std::borrow::Cow<'_, str> = match &result {
+            Ok(()) => "client close request".into(),
+            Err(e) if e.is_disconnect() => "client unexpected eof".into(),
+            Err(e) => e.to_string().into(),
+        };
+        let age = guard
+            .info
+            .connect_time
+            .elapsed()
+            .unwrap_or_default()
+            .as_secs();
+        tracing::info!(%peer, %who, id = guard.info.id, %reason, age, "client closed");
     }
     result
+}
+
+/// A client connection's TLS for the log: `no`, or version/cipher as SHOW CLIENTS shows it.
+fn tls_text(tls: Option<&crate::tls::TlsInfo>) -> String {
+    tls.map_or_else(|| "no".to_string(), ToString::to_string)
 }
 
 /// The real client address when a trusted proxy sent a PROXY header (TCP only).
@@ -303,9 +320,6 @@ async fn start(
             .await;
     }
     after_login(login, peer, &who, &route.client_user, shared, config).await?;
-    if config.settings.log_connections {
-        tracing::info!(%peer, %who, "login attempt: ok");
-    }
     // The names every part of the session keeps (limits, registry, audit, pool): one
     // allocation each, shared.
     let names = SessionNames::new(&route);
@@ -350,6 +364,11 @@ async fn start(
         },
         &shared.shutdown,
     );
+    if config.settings.log_connections {
+        // Once registered: the line names the session by its id (SHOW CLIENTS ptr).
+        let tls = tls_text(guard.info.tls.as_ref());
+        tracing::info!(%peer, %who, id = guard.info.id, %tls, "login attempt: ok");
+    }
     let registration = shared.cancels.register(&guard.info);
     let stats = shared.stats.pool(&route.key.db, &route.key.user);
     let mut session = Box::new(Session {
@@ -404,9 +423,6 @@ async fn start_admin(
         Ok(slot) => slot,
         Err(limit) => return Err(client_limit(shared, &user, &console, peer, limit).await),
     };
-    if s.log_connections {
-        tracing::info!(%peer, %user, role = ?role, "admin console login");
-    }
     let guard = shared.sessions.register(
         NewSession {
             user: Arc::clone(&user),
@@ -426,6 +442,10 @@ async fn start_admin(
         },
         &shared.shutdown,
     );
+    if s.log_connections {
+        let (user, tls) = (&guard.info.user, tls_text(guard.info.tls.as_ref()));
+        tracing::info!(%peer, %user, db = database, id = guard.info.id, %tls, role = ?role, "admin console login");
+    }
     let key: (i32, i32) = (rand::random::<i32>() & i32::MAX, rand::random());
     admin::welcome(conn, key).await?;
     Ok(Started::Admin { role, guard, slot })

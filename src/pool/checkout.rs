@@ -240,6 +240,12 @@ impl Pool {
             }
         }
         slot.armed = false;
+        if self.limits.config().settings.log_connections {
+            // PgBouncer logs each server login with log_connections too.
+            let local = conn.conn.io.local_addr();
+            let local = local.map_or_else(|| "unix".to_string(), |a| a.to_string());
+            tracing::info!(pid = conn.pid(), db = %self.key.db, user = %self.key.user, addr = %conn.addr, %local, "new connection to server");
+        }
         conn.holder = holder.cloned();
         conn.identity_tag = tag.cloned();
         let mut inner = self.lock();
