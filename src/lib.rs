@@ -18,6 +18,7 @@ pub mod health;
 pub mod http;
 pub mod identity;
 pub mod logfile;
+pub mod logformat;
 pub mod metrics;
 pub mod net;
 pub mod pool;

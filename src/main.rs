@@ -170,7 +170,8 @@ fn refuse_live_pidfile(path: &std::path::Path) -> Result<(), pgporter::Error> {
     Ok(())
 }
 
-/// Logs go to stdout (12-factor / Kubernetes), as text or one JSON object per line.
+/// Logs go to stdout (12-factor / Kubernetes), as text, one JSON object per line, or
+/// PgBouncer's lines.
 /// Log to stdout, and also to `logfile` (appended) when set.
 fn init_tracing(
     cli: &Cli,
@@ -205,6 +206,9 @@ fn init_tracing(
     match format {
         config::LogFormat::Text => builder.init(),
         config::LogFormat::Json => builder.json().flatten_event(true).init(),
+        config::LogFormat::Pgbouncer => builder
+            .event_format(pgporter::logformat::PgBouncerFormat::default())
+            .init(),
     }
     Ok(log)
 }

@@ -99,6 +99,7 @@ fn rows(s: &Settings) -> Vec<(&'static str, String, bool)> {
             match s.log_format {
                 LogFormat::Text => "text",
                 LogFormat::Json => "json",
+                LogFormat::Pgbouncer => "pgbouncer",
             }
             .to_string(),
             false,

@@ -314,6 +314,8 @@ pub struct Settings {
 pub enum LogFormat {
     Text,
     Json,
+    /// PgBouncer 1.18's line shape (`crate::logformat`), for tools that parse its log.
+    Pgbouncer,
 }
 
 /// Read/write routing: the read-only listener, health checks, failover (pgporter keys).

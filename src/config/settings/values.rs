@@ -175,7 +175,10 @@ pub(in crate::config) fn parse_log_format(v: &str) -> Result<LogFormat, String> 
     match v.trim().to_ascii_lowercase().as_str() {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
-        _ => Err(format!("unknown log_format {v:?} (use text or json)")),
+        "pgbouncer" => Ok(LogFormat::Pgbouncer),
+        _ => Err(format!(
+            "unknown log_format {v:?} (use text, json or pgbouncer)"
+        )),
     }
 }
 

@@ -1,0 +1,174 @@
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+
+/// 2026-11-27 20:32:51.618 UTC.
+fn at() -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(1_795_811_571_618)
+}
+
+fn line(level: Level, message: &str, pairs: &[(&'static str, &str)]) -> String {
+    render(at(), 27117, level, Fields::new(message, pairs))
+}
+
+#[test]
+fn login_attempt_and_close_have_pgbouncers_client_prefix() {
+    // PgBouncer 1.18, live: `2026-11-27 20:32:51.618 UTC [27117] LOG C-0x557b056c16c0:
+    // postgres/postgres@127.0.0.1:42738 login attempt: db=postgres user=postgres tls=no`
+    assert_eq!(
+        line(
+            Level::INFO,
+            "login attempt: ok",
+            &[
+                ("peer", "127.0.0.1:42738"),
+                ("who", "postgres@postgres"),
+                ("id", "26"),
+                ("tls", "no")
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1a: postgres/postgres@127.0.0.1:42738 \
+         login attempt: db=postgres user=postgres tls=no\n"
+    );
+    assert_eq!(
+        line(
+            Level::INFO,
+            "client closed",
+            &[
+                ("peer", "127.0.0.1:42738"),
+                ("who", "me@corp@app"),
+                ("id", "26"),
+                ("reason", "client close request"),
+                ("age", "3")
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1a: app/me@corp@127.0.0.1:42738 \
+         closing because: client close request (age=3s)\n"
+    );
+}
+
+#[test]
+fn a_server_login_has_pgbouncers_server_prefix() {
+    // PgBouncer 1.18, live: `... LOG S-0x557b056c8da0: postgres/postgres@127.0.0.1:49001 new
+    // connection to server (from 127.0.0.1:44910)`
+    assert_eq!(
+        line(
+            Level::INFO,
+            "new connection to server",
+            &[
+                ("pid", "27201"),
+                ("db", "postgres"),
+                ("user", "postgres"),
+                ("addr", "127.0.0.1:49001"),
+                ("local", "127.0.0.1:44910")
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG S-0x6a41: postgres/postgres@127.0.0.1:49001 \
+         new connection to server (from 127.0.0.1:44910)\n"
+    );
+}
+
+#[test]
+fn stats_line_is_pgbouncers() {
+    let pairs = [
+        ("xacts_per_s", "47"),
+        ("queries_per_s", "337"),
+        ("in_bytes_per_s", "20436"),
+        ("out_bytes_per_s", "13389"),
+        ("xact_us", "4305"),
+        ("query_us", "575"),
+        ("wait_us", "1050"),
+    ];
+    assert_eq!(
+        line(Level::INFO, "stats", &pairs),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG stats: 47 xacts/s, 337 queries/s, \
+         in 20436 B/s, out 13389 B/s, xact 4305 us, query 575 us, wait 1050 us\n"
+    );
+}
+
+#[test]
+fn startup_signals_and_exit() {
+    assert_eq!(
+        line(
+            Level::INFO,
+            "listening",
+            &[
+                ("version", "pgporter 0.1.0"),
+                ("addr", "127.0.0.1:6432"),
+                ("http", "None")
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG listening on 127.0.0.1:6432\n\
+         2026-11-27 20:32:51.618 UTC [27117] LOG process up: pgporter 0.1.0\n"
+    );
+    assert!(line(
+        Level::INFO,
+        "listening",
+        &[("addr", "[::1]:6432"), ("http", "Some(127.0.0.1:9127)")]
+    )
+    .ends_with("] LOG process up: pgporter http=127.0.0.1:9127\n"));
+    assert!(
+        line(Level::INFO, "signal received", &[("signal", "SIGHUP")])
+            .ends_with("] LOG got SIGHUP, re-reading config\n")
+    );
+    assert!(
+        line(Level::INFO, "signal received", &[("signal", "SIGINT")])
+            .ends_with("] LOG got SIGINT, shutting down\n")
+    );
+    assert!(line(Level::INFO, "shutdown complete", &[])
+        .ends_with("] LOG server connections dropped, exiting\n"));
+}
+
+#[test]
+fn other_events_keep_their_message_and_fields() {
+    assert_eq!(
+        line(
+            Level::WARN,
+            "pooler error",
+            &[
+                ("peer", "127.0.0.1:1"),
+                ("error", "no such database: x"),
+                ("source", "None")
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING pooler error: no such database: x \
+         peer=127.0.0.1:1 source=None\n"
+    );
+    assert_eq!(
+        line(
+            Level::ERROR,
+            "reload rejected; keeping the running configuration",
+            &[("error", "a.ini:3: bad\nvalue \"x\"")]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] ERROR reload rejected; keeping the running \
+         configuration error=\"a.ini:3: bad\\nvalue \\\"x\\\"\"\n"
+    );
+    // Client-caused errors are info in the text log, a WARNING pooler error in PgBouncer's.
+    assert_eq!(
+        line(
+            Level::INFO,
+            "client error",
+            &[("peer", "127.0.0.1:1"), ("error", "no such database: x")]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING pooler error: no such database: x \
+         peer=127.0.0.1:1\n"
+    );
+    assert!(line(Level::DEBUG, "d", &[]).contains("] DEBUG d\n"));
+    assert!(line(Level::TRACE, "t", &[]).contains("] NOISE t\n"));
+}
+
+#[test]
+fn a_failed_login_has_no_session_id_yet() {
+    assert_eq!(
+        line(
+            Level::WARN,
+            "login failed",
+            &[
+                ("peer", "10.0.0.1:5000"),
+                ("who", "bob@app"),
+                ("error", "password authentication failed for user \"bob\"")
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x0: app/bob@10.0.0.1:5000 login failed: \
+         db=app user=bob error=\"password authentication failed for user \\\"bob\\\"\"\n"
+    );
+}
