@@ -22,6 +22,7 @@ mod identity;
 mod isolation;
 mod limits;
 mod lobby;
+mod log_format;
 mod login_edges;
 mod login_wait;
 mod monitor_tls;
