@@ -194,6 +194,19 @@ fn bodies(f: &mut Fields) -> Vec<String> {
                 "S-0x{pid:x}: {db}/{user}@{addr} new connection to server (from {local})"
             )]
         }
+        "server closed" => {
+            let pid = f
+                .take("pid")
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0);
+            let addr = f.take_or("addr", "");
+            let (user, db) = f.take_who();
+            let reason = f.take_or("reason", "");
+            let age = f.take_or("age", "0");
+            vec![format!(
+                "S-0x{pid:x}: {db}/{user}@{addr} closing because: {reason} (age={age}s)"
+            )]
+        }
         "login failed" => {
             let id = client_id(f);
             let peer = f.take_or("peer", "unix");

@@ -65,6 +65,24 @@ fn a_server_login_has_pgbouncers_server_prefix() {
         "2026-11-27 20:32:51.618 UTC [27117] LOG S-0x6a41: postgres/postgres@127.0.0.1:49001 \
          new connection to server (from 127.0.0.1:44910)\n"
     );
+    // `... LOG S-0x557b056c8da0: postgres/postgres@127.0.0.1:49001 closing because: server
+    // idle timeout (age=6s)`
+    assert_eq!(
+        line(
+            Level::INFO,
+            "server closed",
+            &[
+                ("pid", "27201"),
+                ("db", "postgres"),
+                ("user", "postgres"),
+                ("addr", "127.0.0.1:49001"),
+                ("reason", "server idle timeout"),
+                ("age", "6")
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG S-0x6a41: postgres/postgres@127.0.0.1:49001 \
+         closing because: server idle timeout (age=6s)\n"
+    );
 }
 
 #[test]

@@ -176,7 +176,6 @@ impl Pool {
                     !spoke && !expired(c, &settings, now) && self.hosts.accepts(c.tag.as_ref())
                 });
             let keep = keep.into_iter().map(|(_, c)| c);
-            let stale: Vec<_> = stale.into_iter().map(|(_, c)| c).collect();
             inner.idle.extend(keep);
             self.drop_slot(&mut inner, u32::try_from(stale.len()).unwrap_or(0));
             stale
@@ -185,8 +184,28 @@ impl Pool {
             return;
         }
         self.limits.wake(&self.key);
-        for conn in stale {
-            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing idle server connection");
+        let log = self.limits.config().settings.log_disconnections;
+        for (spoke, conn) in stale {
+            if log {
+                // PgBouncer logs each server close with log_disconnections, in its words
+                // where it has them.
+                let reason = if spoke {
+                    "server closed the connection"
+                } else if !self.hosts.accepts(conn.tag.as_ref()) {
+                    "host down or changed role"
+                } else if settings
+                    .lifetime
+                    .is_some_and(|l| now.duration_since(conn.created_at) >= l)
+                {
+                    "server lifetime over"
+                } else {
+                    "server idle timeout"
+                };
+                let age = now.duration_since(conn.created_at).as_secs();
+                tracing::info!(pid = conn.pid(), db = %self.key.db, user = %self.key.user, addr = %conn.addr, reason, age, "server closed");
+            } else {
+                tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing idle server connection");
+            }
             terminate(conn).await;
         }
     }

@@ -64,7 +64,8 @@ async fn pgbouncer_log_format_of_the_real_binary() {
         format!(
             "[databases]\n{db} = host=127.0.0.1 port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
              listen_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\n\
-             logfile = p.log\nlog_format = pgbouncer\nstats_period = 1\n",
+             logfile = p.log\nlog_format = pgbouncer\nstats_period = 1\n\
+             server_idle_timeout = 1\n",
             cluster.port()
         ),
     )
@@ -104,10 +105,15 @@ async fn pgbouncer_log_format_of_the_real_binary() {
     })
     .await;
     assert!(connect("wrong").await.is_err(), "a wrong password got in");
-    eventually("the failed login and a stats line", || async {
-        let l = log();
-        l.contains("login failed: ") && l.contains(" LOG stats: ")
-    })
+    eventually(
+        "the failed login, a stats line, the idle server's close",
+        || async {
+            let l = log();
+            l.contains("login failed: ")
+                && l.contains(" LOG stats: ")
+                && l.contains("closing because: server idle timeout")
+        },
+    )
     .await;
     let kill = |sig: &str| {
         let ok = Command::new("kill")
@@ -146,7 +152,7 @@ async fn pgbouncer_log_format_of_the_real_binary() {
     let client_line = |m: &str, text: &str| {
         object(m).is_some_and(|(k, d, u, t)| k == 'C' && d == db && u == user && t == text)
     };
-    let checks: [(&str, bool); 10] = [
+    let checks: [(&str, bool); 11] = [
         (
             "listening on",
             has("LOG", &|m| m == format!("listening on 127.0.0.1:{port}")),
@@ -176,6 +182,17 @@ async fn pgbouncer_log_format_of_the_real_binary() {
             "closing because",
             has("LOG", &|m| {
                 client_line(m, "closing because: client close request (age=0s)")
+            }),
+        ),
+        (
+            "server closing because",
+            has("LOG", &|m| {
+                object(m).is_some_and(|(k, d, u, t)| {
+                    k == 'S'
+                        && (d, u) == (&db, &user)
+                        && t.starts_with("closing because: server idle timeout (age=")
+                        && t.ends_with("s)")
+                })
             }),
         ),
         (
