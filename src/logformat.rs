@@ -1,14 +1,17 @@
 //! `log_format = pgbouncer`: log lines in PgBouncer 1.18's shape, for the tools that parse
-//! PgBouncer's log (pgbadger's `pgbouncer3` format, which it detects by itself; CloudNativePG's
-//! instance manager, which splits stderr lines into timestamp, pid, level and message; the
-//! Loki / fluent-bit regexes written for PgBouncer).
+//! PgBouncer's log (pgbadger's `pgbouncer3` format, which it also detects in a log of ten lines
+//! or more; CloudNativePG's instance manager, which splits stderr lines into timestamp, pid,
+//! level and message; the Loki / fluent-bit regexes written for PgBouncer).
 //!
 //! A line is `2026-11-27 20:32:51.618 UTC [27117] LOG <message>`: UTC time with milliseconds,
 //! the process id in brackets, PgBouncer's level names (`LOG` for info, `WARNING`, `ERROR`,
-//! `DEBUG`, `NOISE` for trace). The events PgBouncer also logs are written with its wording
-//! and its `C-0x<id>: db/user@addr:port` client prefix (the id is SHOW CLIENTS' `ptr`); every
+//! `FATAL` for the error the process ends on, `DEBUG`, `NOISE` for trace). The events PgBouncer
+//! also logs are written in its words, with its `C-0x<id>: db/user@addr:port` client prefix
+//! (the id is SHOW CLIENTS' `ptr`) and `S-0x<pid>` server prefix (SHOW SERVERS' `ptr`); every
 //! other event is its message followed by its fields as `key=value`. Only the formatting
-//! differs from `text`: the events, their levels and where they are emitted are the same.
+//! differs from `text`: the events and where they are emitted are the same, and so are the
+//! levels but two (a client-caused error is PgBouncer's WARNING `pooler error`, the error the
+//! process ends on its FATAL).
 
 use std::fmt::{self, Write as _};
 use std::time::SystemTime;
@@ -131,6 +134,8 @@ fn level_name(level: Level) -> &'static str {
 
 /// One event as its line(s), each ending in a newline.
 pub fn render(at: SystemTime, pid: u32, level: Level, mut fields: Fields) -> String {
+    // An error the process ends on is PgBouncer's FATAL.
+    let fatal = fields.take("fatal").is_some_and(|v| v == "true");
     let t = Utc::from(at);
     let prefix = format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC [{pid}] {} ",
@@ -143,7 +148,9 @@ pub fn render(at: SystemTime, pid: u32, level: Level, mut fields: Fields) -> Str
         t.millis,
         // PgBouncer logs every error it sends a client as a WARNING `pooler error`;
         // pgporter's text log has the client-caused ones at info.
-        if fields.message == "client error" {
+        if fatal {
+            "FATAL"
+        } else if fields.message == "client error" {
             "WARNING"
         } else {
             level_name(level)

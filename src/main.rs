@@ -118,7 +118,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config, manager, log_file, pidfile)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            // `fatal`: the process ends (PgBouncer's FATAL level in log_format = pgbouncer).
+            tracing::error!(fatal = true, "{e}");
             ExitCode::FAILURE
         }
     }

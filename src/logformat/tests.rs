@@ -170,6 +170,16 @@ fn other_events_keep_their_message_and_fields() {
         "2026-11-27 20:32:51.618 UTC [27117] WARNING pooler error: no such database: x \
          peer=127.0.0.1:1\n"
     );
+    // PgBouncer 1.18, live: `... [21463] FATAL unix socket is in use, cannot continue`
+    assert_eq!(
+        line(
+            Level::ERROR,
+            "cannot listen on 127.0.0.1:49001: Address already in use (os error 98)",
+            &[("fatal", "true")]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] FATAL cannot listen on 127.0.0.1:49001: Address \
+         already in use (os error 98)\n"
+    );
     assert!(line(Level::DEBUG, "d", &[]).contains("] DEBUG d\n"));
     assert!(line(Level::TRACE, "t", &[]).contains("] NOISE t\n"));
 }
