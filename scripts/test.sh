@@ -6,6 +6,7 @@
 #     psycopg 3, asyncpg, pg8000, SQLAlchemy 2) and the Rubin data butler (lsst-daf-butler),
 #   - Debian's PostgreSQL JDBC driver (libpostgresql-jdbc-java) for the JDBC column,
 #   - PgBouncer (apt, as root; its service is never started) for the benchmark smoke run,
+#   - pgbadger (apt, as root) for the log_format = pgbouncer test,
 # and exports PGPORTER_TEST_PYTHON. Skips are never silent: each prints its reason, and the
 # list and count of skips (PGPORTER_SKIP_LOG) is printed at the end. Exits non-zero on any failure.
 #
@@ -81,6 +82,19 @@ ensure_pgbouncer() {
   if [[ "$own_policy" == 1 ]]; then rm -f "$policy"; fi
 }
 
+# pgbadger (a Perl script and two Perl modules) for the log_format = pgbouncer test, which reads
+# pgporter's log with it as operators read PgBouncer's.
+ensure_pgbadger() {
+  if command -v pgbadger >/dev/null || [[ "$(id -u)" -ne 0 ]]; then
+    return
+  fi
+  log "installing pgbadger"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends pgbadger >/dev/null ||
+    { apt-get update -q && apt-get install -y -q --no-install-recommends pgbadger >/dev/null; } ||
+    log "could not install pgbadger: the log_format test's pgbadger part will skip"
+}
+
 log "versions:"
 cargo --version >&2
 rustc --version >&2
@@ -90,6 +104,7 @@ python3 --version >&2
 ensure_venv
 ensure_jdbc
 ensure_pgbouncer
+ensure_pgbadger
 export PGPORTER_TEST_PYTHON="$VENV/bin/python"
 export PGPORTER_SKIP_LOG="$PWD/target/test-skips.log"
 : >"$PGPORTER_SKIP_LOG"
