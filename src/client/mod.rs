@@ -156,6 +156,9 @@ pub fn run(
                 // Boxed: rare and large, it would otherwise size every client's task.
                 let served = Box::pin(admin::serve(&mut conn, role, &guard.info, &shared)).await;
                 drop(slot);
+                if config.settings.log_disconnections {
+                    log_close(&peer, &guard.info, &served);
+                }
                 served
             }
             Ok(Ok(Started::Pool(seat))) => {
@@ -201,22 +204,22 @@ async fn serve_seat(
     let result = serve(conn, session, &guard.info, shared).await;
     drop(cancel);
     if config.settings.log_disconnections {
-        let who = format_args!("{}@{}", guard.info.user, guard.info.database);
-        // PgBouncer's wording; a client that left without Terminate is not told apart.
-        let reason: std::borrow::Cow<'_, str> = match &result {
-            Ok(()) => "client close request".into(),
-            Err(e) if e.is_disconnect() => "client unexpected eof".into(),
-            Err(e) => e.to_string().into(),
-        };
-        let age = guard
-            .info
-            .connect_time
-            .elapsed()
-            .unwrap_or_default()
-            .as_secs();
-        tracing::info!(%peer, %who, id = guard.info.id, %reason, age, "client closed");
+        log_close(peer, &guard.info, &result);
     }
     result
+}
+
+/// The log_disconnections line of a session's end: why (PgBouncer's wording; a client that
+/// left without Terminate is not told apart) and its age.
+fn log_close(peer: &Peer, info: &crate::sessions::SessionInfo, result: &Result<(), Error>) {
+    let who = format_args!("{}@{}", info.user, info.database);
+    let reason: std::borrow::Cow<'_, str> = match result {
+        Ok(()) => "client close request".into(),
+        Err(e) if e.is_disconnect() => "client unexpected eof".into(),
+        Err(e) => e.to_string().into(),
+    };
+    let age = info.connect_time.elapsed().unwrap_or_default().as_secs();
+    tracing::info!(%peer, %who, id = info.id, %reason, age, "client closed");
 }
 
 /// A client connection's TLS for the log: `no`, or version/cipher as SHOW CLIENTS shows it.

@@ -65,7 +65,7 @@ async fn pgbouncer_log_format_of_the_real_binary() {
             "[databases]\n{db} = host=127.0.0.1 port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
              listen_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\n\
              logfile = p.log\nlog_format = pgbouncer\nstats_period = 1\n\
-             server_idle_timeout = 1\n",
+             server_idle_timeout = 1\nadmin_users = {user}\n",
             cluster.port()
         ),
     )
@@ -87,21 +87,28 @@ async fn pgbouncer_log_format_of_the_real_binary() {
     let pid = child.0.as_ref().expect("child").id();
     let logfile = dir.path().join("p.log");
     let log = || std::fs::read_to_string(&logfile).unwrap_or_default();
-    let connect = |password: &str| {
+    let connect_to = |db: &str, password: &str| {
         let connstring = format!(
             "host=127.0.0.1 port={port} user={user} password={password} dbname={db} \
              sslmode=disable"
         );
         async move { tokio_postgres::connect(&connstring, tokio_postgres::NoTls).await }
     };
+    let connect = |password: &str| connect_to(&db, password);
     eventually("listening", || async { log().contains("process up: ") }).await;
-    let (client, conn) = connect("pw").await.expect("login");
-    let conn = tokio::spawn(conn);
-    client.simple_query("select 1").await.expect("query");
-    drop(client);
-    let _ = conn.await;
-    eventually("the close line", || async {
-        log().contains("closing because: ")
+    // A pool session, then an admin console one.
+    for (db, sql) in [(db.as_str(), "select 1"), ("pgbouncer", "show version")] {
+        let (client, conn) = connect_to(db, "pw").await.expect("login");
+        let conn = tokio::spawn(conn);
+        client.simple_query(sql).await.expect("query");
+        drop(client);
+        let _ = conn.await;
+    }
+    eventually("the close lines", || async {
+        log()
+            .matches("closing because: client close request")
+            .count()
+            == 2
     })
     .await;
     assert!(connect("wrong").await.is_err(), "a wrong password got in");
@@ -152,7 +159,27 @@ async fn pgbouncer_log_format_of_the_real_binary() {
     let client_line = |m: &str, text: &str| {
         object(m).is_some_and(|(k, d, u, t)| k == 'C' && d == db && u == user && t == text)
     };
-    let checks: [(&str, bool); 11] = [
+    let console = |m: &str, text: &str| {
+        object(m).is_some_and(|(k, d, u, t)| {
+            k == 'C' && (d, u) == ("pgbouncer", &user) && t.starts_with(text)
+        })
+    };
+    let checks: [(&str, bool); 13] = [
+        (
+            "console login attempt",
+            has("LOG", &|m| {
+                console(
+                    m,
+                    &format!("login attempt: db=pgbouncer user={user} tls=no"),
+                )
+            }),
+        ),
+        (
+            "console closing because",
+            has("LOG", &|m| {
+                console(m, "closing because: client close request (age=")
+            }),
+        ),
         (
             "listening on",
             has("LOG", &|m| m == format!("listening on 127.0.0.1:{port}")),
