@@ -219,7 +219,17 @@ fn log_close(peer: &Peer, info: &crate::sessions::SessionInfo, result: &Result<(
         Err(e) => e.to_string().into(),
     };
     let age = info.connect_time.elapsed().unwrap_or_default().as_secs();
+    let peer = peer_text(peer, info);
     tracing::info!(%peer, %who, id = info.id, %reason, age, "client closed");
+}
+
+/// A session's client in its login and close lines, as PgBouncer names it: `addr:port`, or
+/// `unix(<client pid>):<listen port>` on the unix socket.
+fn peer_text(peer: &Peer, info: &crate::sessions::SessionInfo) -> String {
+    match peer {
+        Peer::Tcp(a) => a.to_string(),
+        Peer::Unix => format!("unix({}):{}", info.peer_pid, info.port),
+    }
 }
 
 /// A client connection's TLS for the log: `no`, or version/cipher as SHOW CLIENTS shows it.
@@ -370,6 +380,7 @@ async fn start(
     if config.settings.log_connections {
         // Once registered: the line names the session by its id (SHOW CLIENTS ptr).
         let tls = tls_text(guard.info.tls.as_ref());
+        let peer = peer_text(peer, &guard.info);
         tracing::info!(%peer, %who, id = guard.info.id, %tls, "login attempt: ok");
     }
     let registration = shared.cancels.register(&guard.info);
@@ -447,6 +458,7 @@ async fn start_admin(
     );
     if s.log_connections {
         let (user, tls) = (&guard.info.user, tls_text(guard.info.tls.as_ref()));
+        let peer = peer_text(peer, &guard.info);
         tracing::info!(%peer, %user, db = database, id = guard.info.id, %tls, role = ?role, "admin console login");
     }
     let key: (i32, i32) = (rand::random::<i32>() & i32::MAX, rand::random());

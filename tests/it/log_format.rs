@@ -63,10 +63,11 @@ async fn pgbouncer_log_format_of_the_real_binary() {
         dir.path().join("p.ini"),
         format!(
             "[databases]\n{db} = host=127.0.0.1 port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-             listen_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\n\
+             listen_port = {port}\nunix_socket_dir = {}\nauth_file = userlist.txt\n\
              logfile = p.log\nlog_format = pgbouncer\nstats_period = 1\n\
              server_idle_timeout = 1\nadmin_users = {user}\n",
-            cluster.port()
+            cluster.port(),
+            dir.path().display()
         ),
     )
     .expect("ini");
@@ -87,18 +88,23 @@ async fn pgbouncer_log_format_of_the_real_binary() {
     let pid = child.0.as_ref().expect("child").id();
     let logfile = dir.path().join("p.log");
     let log = || std::fs::read_to_string(&logfile).unwrap_or_default();
-    let connect_to = |db: &str, password: &str| {
+    let connect_to = |host: &str, db: &str, password: &str| {
         let connstring = format!(
-            "host=127.0.0.1 port={port} user={user} password={password} dbname={db} \
+            "host={host} port={port} user={user} password={password} dbname={db} \
              sslmode=disable"
         );
         async move { tokio_postgres::connect(&connstring, tokio_postgres::NoTls).await }
     };
-    let connect = |password: &str| connect_to(&db, password);
+    let connect = |password: &str| connect_to("127.0.0.1", &db, password);
+    let socket_dir = dir.path().display().to_string();
     eventually("listening", || async { log().contains("process up: ") }).await;
-    // A pool session, then an admin console one.
-    for (db, sql) in [(db.as_str(), "select 1"), ("pgbouncer", "show version")] {
-        let (client, conn) = connect_to(db, "pw").await.expect("login");
+    // A pool session over TCP, then an admin console one over the unix socket.
+    let sessions = [
+        ("127.0.0.1", db.as_str(), "select 1"),
+        (socket_dir.as_str(), "pgbouncer", "show version"),
+    ];
+    for (host, db, sql) in sessions {
+        let (client, conn) = connect_to(host, db, "pw").await.expect("login");
         let conn = tokio::spawn(conn);
         client.simple_query(sql).await.expect("query");
         drop(client);
@@ -159,10 +165,20 @@ async fn pgbouncer_log_format_of_the_real_binary() {
     let client_line = |m: &str, text: &str| {
         object(m).is_some_and(|(k, d, u, t)| k == 'C' && d == db && u == user && t == text)
     };
+    // `unix(<pid>):<port>`, as PgBouncer names a unix socket client.
+    let unix_client = |m: &str| {
+        m.split_once('@')
+            .and_then(|(_, rest)| rest.strip_prefix("unix("))
+            .and_then(|rest| rest.split_once("):"))
+            .is_some_and(|(pid, rest)| {
+                pid.parse::<u32>().is_ok_and(|p| p > 0) && rest.starts_with(&format!("{port} "))
+            })
+    };
     let console = |m: &str, text: &str| {
-        object(m).is_some_and(|(k, d, u, t)| {
-            k == 'C' && (d, u) == ("pgbouncer", &user) && t.starts_with(text)
-        })
+        unix_client(m)
+            && object(m).is_some_and(|(k, d, u, t)| {
+                k == 'C' && (d, u) == ("pgbouncer", &user) && t.starts_with(text)
+            })
     };
     let checks: [(&str, bool); 13] = [
         (
