@@ -116,7 +116,7 @@ fn listen(settings: &Settings, addr: SocketAddr) -> Result<TcpListener, Error> {
 
 impl Listeners {
     /// Bind listen_addr:listen_port and unix_socket_dir, or take the sockets the service
-    /// manager passed instead; and readonly_listen_port.
+    /// manager passed instead; and readonly_listen_port, unless a passed socket is on it.
     pub async fn bind(
         settings: &Settings,
         passed: crate::systemd::PassedSockets,
@@ -125,8 +125,14 @@ impl Listeners {
             Some(fds) => Some(take_passed(fds)?),
             None => None,
         };
-        let (tcp, unix) = match taken {
-            Some(passed) => passed,
+        let readonly_port = settings.routing.readonly_listen_port;
+        // A passed TCP socket on readonly_listen_port is the read-only endpoint; without one,
+        // readonly_listen_port is bound on listen_addr as when nothing is passed.
+        let (tcp, unix, passed_readonly) = match taken {
+            Some((tcp, unix)) => {
+                let (readonly, tcp) = split_readonly(tcp, readonly_port);
+                (tcp, unix, readonly)
+            }
             None => {
                 let tcp = bind_tcp(settings, settings.listen_port).await?;
                 let unix = if settings.unix_socket_dir.is_empty() {
@@ -135,14 +141,15 @@ impl Listeners {
                     let (l, path) = bind_unix(settings, rw_port(settings, &tcp)?)?;
                     vec![(l, Some(path))]
                 };
-                (tcp, unix)
+                (tcp, unix, Vec::new())
             }
         };
-        let readonly = match settings.routing.readonly_listen_port {
+        let readonly = match readonly_port {
+            Some(_) if !passed_readonly.is_empty() => passed_readonly,
             Some(port) => bind_tcp(settings, port).await?,
             None => Vec::new(),
         };
-        if tcp.is_empty() && unix.is_empty() {
+        if tcp.is_empty() && unix.is_empty() && readonly.is_empty() {
             return Err(Error::Config(
                 "nothing to listen on (listen_addr and unix_socket_dir are empty)".into(),
             ));
@@ -183,6 +190,25 @@ fn rw_port(settings: &Settings, tcp: &[TcpListener]) -> Result<u16, Error> {
         Some(l) => Ok(l.local_addr()?.port()),
         None => Ok(settings.listen_port),
     }
+}
+
+/// The passed TCP sockets on `readonly_port` (the read-only endpoint), then the others.
+fn split_readonly(
+    tcp: Vec<TcpListener>,
+    readonly_port: Option<u16>,
+) -> (Vec<TcpListener>, Vec<TcpListener>) {
+    let Some(port) = readonly_port else {
+        return (Vec::new(), tcp);
+    };
+    let (readonly, tcp): (Vec<_>, Vec<_>) = tcp
+        .into_iter()
+        .partition(|l| l.local_addr().is_ok_and(|a| a.port() == port));
+    for l in &readonly {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "passed socket on readonly_listen_port: the read-only endpoint");
+        }
+    }
+    (readonly, tcp)
 }
 
 type Passed = (Vec<TcpListener>, Vec<(UnixListener, Option<PathBuf>)>);

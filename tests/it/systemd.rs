@@ -323,6 +323,87 @@ async fn serves_on_sockets_passed_by_systemd() {
     assert!(unix_socket.exists(), "the passed unix socket was removed");
 }
 
+/// A passed TCP socket on readonly_listen_port is the read-only endpoint, as the listener
+/// pgporter binds there would be: its sessions log in with default_transaction_read_only=on,
+/// those of the other passed socket do not, and pgporter binds no read-only socket of its own.
+/// The passed sockets are on 127.0.0.2, listen_addr is 127.0.0.1: pgporter served every passed
+/// socket as read-write and bound 127.0.0.1:readonly_listen_port besides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_socket_on_readonly_listen_port_is_the_read_only_endpoint() {
+    let cluster = cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rw_port, ro_port, own_port) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        dir.path().join("pgporter.ini"),
+        format!(
+            "[databases]\n{db} = host=127.0.0.1 port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+             listen_port = {own_port}\nreadonly_listen_port = {ro_port}\nunix_socket_dir =\n\
+             auth_file = userlist.txt\n",
+            cluster.port()
+        ),
+    )
+    .expect("ini");
+    std::fs::write(
+        dir.path().join("userlist.txt"),
+        format!("\"{user}\" \"pw\"\n"),
+    )
+    .expect("userlist");
+    let listen = [rw_port, ro_port].map(|p| ["-l".to_string(), format!("127.0.0.2:{p}")]);
+    let listen: Vec<OsString> = listen.into_iter().flatten().map(OsString::from).collect();
+    let Some(mut activated) = socket_activated(
+        "a_passed_socket_on_readonly_listen_port_is_the_read_only_endpoint",
+        &listen,
+        &dir.path().join("pgporter.ini"),
+        Stdio::null(),
+    ) else {
+        return;
+    };
+    eventually("the passed sockets listen", || async {
+        std::net::TcpStream::connect(("127.0.0.2", ro_port)).is_ok()
+    })
+    .await;
+    let read_only = |port: u16| {
+        let connstring = format!(
+            "host=127.0.0.2 port={port} user={user} password=pw dbname={db} sslmode=disable"
+        );
+        async move {
+            let (client, conn) = tokio::time::timeout(
+                HANG,
+                tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("no answer through the passed socket: {connstring}"))
+            .unwrap_or_else(|e| panic!("through the passed socket {connstring}: {e}"));
+            tokio::spawn(conn);
+            let value: String = client
+                .query_one("show default_transaction_read_only", &[])
+                .await
+                .expect("show")
+                .get(0);
+            value
+        }
+    };
+    assert_eq!(read_only(ro_port).await, "on", "on readonly_listen_port");
+    assert_eq!(
+        read_only(rw_port).await,
+        "off",
+        "on the other passed socket"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ro_port)).is_err(),
+        "pgporter bound readonly_listen_port on listen_addr as well"
+    );
+
+    let child = activated.0.take().expect("child");
+    kill("-INT", child.id());
+    let status = wait_exit(child).await;
+    assert!(status.success(), "exit status {status}");
+}
+
 /// Only a unix socket passed (a `.socket` unit whose one ListenStream is a path): the console's
 /// SHOW DATABASES row and a unix socket client's SHOW CLIENTS row give listen_port as their
 /// port, as PgBouncer 1.18's do (checked live); pgporter gave 0, the port of a TCP listener it
