@@ -65,14 +65,20 @@ pub enum ControlError {
 pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError> {
     match c {
         Control::Reload => {
+            // One reload at a time, each RELOADING=1 followed by its READY=1: a SIGHUP or
+            // RELOAD while one runs waits for it. The reloads were serialized by the change
+            // lock alone, so the second one's RELOADING=1 went out during the first, and
+            // systemd took the first one's READY=1 as the end of both.
+            let change = shared.config.change().await;
             // Log rotation: reopen the logs whether or not the new config loads.
             shared.audit.reopen();
             if let Some(log) = shared.log_file.get() {
                 log.reopen();
             }
             shared.systemd.reloading();
-            let result = reload(shared).await;
+            let result = reload(shared, &change).await;
             shared.systemd.ready();
+            drop(change);
             result
         }
         Control::Set { key, value } => set(shared, key, value).await,
@@ -323,8 +329,11 @@ fn resume(shared: &Shared, db: Option<String>) -> Result<(), ControlError> {
 /// server connections are closed. TLS files are read again too (certificates renewed in place,
 /// as cert-manager and CloudNativePG do): see [`install`]. The files are read off the async
 /// workers: the auth_file's plaintext lines cost a PBKDF2 each (`scram_iterations` rounds).
-async fn reload(shared: &Arc<Shared>) -> Result<(), ControlError> {
-    let _change = shared.config.change().await;
+/// The caller holds off other changes (`_change`, see [`crate::config::ConfigHandle::change`]).
+async fn reload(
+    shared: &Arc<Shared>,
+    _change: &tokio::sync::MutexGuard<'_, ()>,
+) -> Result<(), ControlError> {
     let old = shared.config.load();
     let rejected = |errors: Vec<String>| {
         shared

@@ -67,6 +67,52 @@ async fn notifies_systemd_when_ready_reloading_and_stopping() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// Reloads asked for close together run one after the other, each `RELOADING=1` followed by
+/// its `READY=1` before the next `RELOADING=1`: two SIGHUPs, then a console RELOAD and a SIGHUP.
+/// The second `RELOADING=1` was sent while the first reload ran, so systemd took the first
+/// one's `READY=1` as the end of both. A big scram_iterations makes each reload last: the
+/// plaintext password in the auth_file costs a PBKDF2 of that many rounds at every load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_asked_together_notify_one_after_the_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = "admin_users = u\nauth_type = trust\nscram_iterations = 2000000\n";
+    let (mut child, notify) = spawn_notified(dir.path(), port, extra, |_| {});
+    let pid = child.0.as_ref().expect("child").id();
+    assert_eq!(next(&notify), "READY=1");
+    let in_turn = ["READY=1", "RELOADING=1", "READY=1"];
+
+    kill("-HUP", pid);
+    assert_eq!(next(&notify), "RELOADING=1");
+    kill("-HUP", pid);
+    let seen = [next(&notify), next(&notify), next(&notify)];
+    assert_eq!(seen, in_turn, "two SIGHUPs");
+
+    let connstring = format!("host=127.0.0.1 port={port} user=u dbname=pgbouncer sslmode=disable");
+    let (console, conn) = tokio::time::timeout(
+        HANG,
+        tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
+    )
+    .await
+    .expect("the console hung")
+    .expect("the console");
+    tokio::spawn(conn);
+    let reload = tokio::spawn(async move { console.batch_execute("RELOAD").await });
+    assert_eq!(next(&notify), "RELOADING=1");
+    kill("-HUP", pid);
+    let seen = [next(&notify), next(&notify), next(&notify)];
+    assert_eq!(seen, in_turn, "RELOAD, then a SIGHUP");
+    tokio::time::timeout(HANG, reload)
+        .await
+        .expect("RELOAD hung")
+        .expect("join")
+        .expect("RELOAD");
+
+    kill("-INT", pid);
+    let status = wait_exit(child.0.take().expect("child")).await;
+    assert!(status.success(), "exit status {status}");
+}
+
 /// The notifications up to `want` (which ends them, not included), within [`HANG`]: with a
 /// STATUS line every second, waiting for a notification at a time would never time out.
 fn until(socket: &UnixDatagram, want: &str) -> Vec<String> {
