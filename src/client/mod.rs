@@ -213,28 +213,51 @@ async fn serve_seat(
 /// left without Terminate is not told apart) and its age.
 fn log_close(peer: &Peer, info: &crate::sessions::SessionInfo, result: &Result<(), Error>) {
     let who = format_args!("{}@{}", info.user, info.database);
-    let reason: std::borrow::Cow<'_, str> = match result {
-        Ok(()) => "client close request".into(),
-        Err(e) if e.is_disconnect() => "client unexpected eof".into(),
-        Err(e) => e.to_string().into(),
-    };
+    let reason = CloseReason(result);
     let age = info.connect_time.elapsed().unwrap_or_default().as_secs();
-    let peer = peer_text(peer, info);
+    let peer = PeerText(peer, info);
     tracing::info!(%peer, %who, id = info.id, %reason, age, "client closed");
+}
+
+// The login and close lines' fields are written straight into the line, and only when the
+// line is written (its level enabled): no String per login for a line nobody keeps.
+
+/// Why a session ended, as its close line says it.
+struct CloseReason<'a>(&'a Result<(), Error>);
+
+impl std::fmt::Display for CloseReason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Ok(()) => f.write_str("client close request"),
+            Err(e) if e.is_disconnect() => f.write_str("client unexpected eof"),
+            Err(e) => e.fmt(f),
+        }
+    }
 }
 
 /// A session's client in its login and close lines, as PgBouncer names it: `addr:port`, or
 /// `unix(<client pid>):<listen port>` on the unix socket.
-fn peer_text(peer: &Peer, info: &crate::sessions::SessionInfo) -> String {
-    match peer {
-        Peer::Tcp(a) => a.to_string(),
-        Peer::Unix => format!("unix({}):{}", info.peer_pid, info.port),
+struct PeerText<'a>(&'a Peer, &'a crate::sessions::SessionInfo);
+
+impl std::fmt::Display for PeerText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Peer::Tcp(a) => a.fmt(f),
+            Peer::Unix => write!(f, "unix({}):{}", self.1.peer_pid, self.1.port),
+        }
     }
 }
 
 /// A client connection's TLS for the log: `no`, or version/cipher as SHOW CLIENTS shows it.
-fn tls_text(tls: Option<&crate::tls::TlsInfo>) -> String {
-    tls.map_or_else(|| "no".to_string(), ToString::to_string)
+struct TlsText<'a>(Option<&'a crate::tls::TlsInfo>);
+
+impl std::fmt::Display for TlsText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(tls) => tls.fmt(f),
+            None => f.write_str("no"),
+        }
+    }
 }
 
 /// The real client address when a trusted proxy sent a PROXY header (TCP only).
@@ -379,8 +402,8 @@ async fn start(
     );
     if config.settings.log_connections {
         // Once registered: the line names the session by its id (SHOW CLIENTS ptr).
-        let tls = tls_text(guard.info.tls.as_ref());
-        let peer = peer_text(peer, &guard.info);
+        let tls = TlsText(guard.info.tls.as_ref());
+        let peer = PeerText(peer, &guard.info);
         tracing::info!(%peer, %who, id = guard.info.id, %tls, "login attempt: ok");
     }
     let registration = shared.cancels.register(&guard.info);
@@ -457,8 +480,8 @@ async fn start_admin(
         &shared.shutdown,
     );
     if s.log_connections {
-        let (user, tls) = (&guard.info.user, tls_text(guard.info.tls.as_ref()));
-        let peer = peer_text(peer, &guard.info);
+        let (user, tls) = (&guard.info.user, TlsText(guard.info.tls.as_ref()));
+        let peer = PeerText(peer, &guard.info);
         tracing::info!(%peer, %user, db = database, id = guard.info.id, %tls, role = ?role, "admin console login");
     }
     let key: (i32, i32) = (rand::random::<i32>() & i32::MAX, rand::random());

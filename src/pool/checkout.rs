@@ -243,7 +243,11 @@ impl Pool {
         if self.limits.config().settings.log_connections {
             // PgBouncer logs each server login with log_connections too.
             let local = conn.conn.io.local_addr();
-            let local = local.map_or_else(|| "unix".to_string(), |a| a.to_string());
+            // Formatted into the line, only if it is written.
+            let local: &dyn std::fmt::Display = match &local {
+                Some(a) => a,
+                None => &"unix",
+            };
             tracing::info!(pid = conn.pid(), db = %self.key.db, user = %self.key.user, addr = %conn.addr, %local, "new connection to server");
         }
         conn.holder = holder.cloned();
