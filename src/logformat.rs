@@ -88,18 +88,31 @@ impl Fields {
     }
 
     /// The client's user and database: the `user` and `db` fields, or a `who` field
-    /// (`user@db`, split at its last `@`: user names may hold one).
+    /// (`user@db`) split by the one of them given (names may hold an `@`: `who` alone is
+    /// ambiguous, and is then split at its last `@`).
     fn take_who(&mut self) -> (String, String) {
         let (user, db) = (self.take("user"), self.take("db"));
         let who = self.take("who").unwrap_or_default();
-        let (who_user, who_db) = who.rsplit_once('@').unwrap_or((&who, ""));
+        let split = match (&user, &db) {
+            (Some(u), None) => who
+                .strip_prefix(u.as_str())
+                .and_then(|rest| rest.strip_prefix('@'))
+                .map(|db| (u.as_str(), db)),
+            (None, Some(d)) => who
+                .strip_suffix(d.as_str())
+                .and_then(|rest| rest.strip_suffix('@'))
+                .map(|user| (user, d.as_str())),
+            _ => None,
+        };
+        let (who_user, who_db) = split.or_else(|| who.rsplit_once('@')).unwrap_or((&who, ""));
         // PgBouncer's placeholders for a name it does not know.
         let or = |v: Option<String>, from_who: &str, none: &str| match v {
             Some(v) => v,
             None if from_who.is_empty() => none.to_string(),
             None => from_who.to_string(),
         };
-        (or(user, who_user, "(nouser)"), or(db, who_db, "(nodb)"))
+        let (who_user, who_db) = (who_user.to_string(), who_db.to_string());
+        (or(user, &who_user, "(nouser)"), or(db, &who_db, "(nodb)"))
     }
 }
 

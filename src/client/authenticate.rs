@@ -36,7 +36,8 @@ pub(super) async fn after_login(
                 crate::stats::UNKNOWN_USER
             };
             shared.stats.auth_failed(label);
-            tracing::warn!(%peer, %who, error = %e, "login failed");
+            // `user` besides `who`: names may hold an `@`, so `who` alone does not split back.
+            tracing::warn!(%peer, %who, user, error = %e, "login failed");
             tokio::time::sleep(config.settings.auth_failure_delay).await;
         }
     }

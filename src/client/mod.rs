@@ -216,7 +216,9 @@ fn log_close(peer: &Peer, info: &crate::sessions::SessionInfo, result: &Result<(
     let reason = CloseReason(result);
     let age = info.connect_time.elapsed().unwrap_or_default().as_secs();
     let peer = PeerText(peer, info);
-    tracing::info!(%peer, %who, id = info.id, %reason, age, "client closed");
+    // `db` besides `who`: names may hold an `@`, so `who` alone does not split back.
+    let db = &*info.database;
+    tracing::info!(%peer, %who, db, id = info.id, %reason, age, "client closed");
 }
 
 // The login and close lines' fields are written straight into the line, and only when the
@@ -404,7 +406,8 @@ async fn start(
         // Once registered: the line names the session by its id (SHOW CLIENTS ptr).
         let tls = TlsText(guard.info.tls.as_ref());
         let peer = PeerText(peer, &guard.info);
-        tracing::info!(%peer, %who, id = guard.info.id, %tls, "login attempt: ok");
+        let db = &*route.database;
+        tracing::info!(%peer, %who, db, id = guard.info.id, %tls, "login attempt: ok");
     }
     let registration = shared.cancels.register(&guard.info);
     let stats = shared.stats.pool(&route.key.db, &route.key.user);

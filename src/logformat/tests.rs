@@ -200,3 +200,39 @@ fn a_failed_login_has_no_session_id_yet() {
          db=app user=bob error=\"password authentication failed for user \\\"bob\\\"\"\n"
     );
 }
+
+#[test]
+fn names_holding_an_at_sign_split_as_pgbouncer_prints_them() {
+    // PgBouncer 1.18, live (user a@b, database x@y): `... LOG C-0x55bc31222690:
+    // x@y/a@b@127.0.0.1:41084 login attempt: db=x@y user=a@b tls=no`. `who` alone
+    // (`a@b@x@y`) is ambiguous: the event's `db` (or `user`) field says where it splits.
+    assert_eq!(
+        line(
+            Level::INFO,
+            "login attempt: ok",
+            &[
+                ("peer", "127.0.0.1:41084"),
+                ("who", "a@b@x@y"),
+                ("db", "x@y"),
+                ("id", "26"),
+                ("tls", "no")
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1a: x@y/a@b@127.0.0.1:41084 \
+         login attempt: db=x@y user=a@b tls=no\n"
+    );
+    assert_eq!(
+        line(
+            Level::WARN,
+            "login failed",
+            &[
+                ("peer", "127.0.0.1:41084"),
+                ("who", "a@b@x@y"),
+                ("user", "a@b"),
+                ("error", "password authentication failed")
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x0: x@y/a@b@127.0.0.1:41084 \
+         login failed: db=x@y user=a@b error=\"password authentication failed\"\n"
+    );
+}
