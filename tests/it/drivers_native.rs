@@ -11,6 +11,7 @@ use futures_util::{pin_mut, SinkExt as _, TryStreamExt as _};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use crate::support::checks::backend_running;
 use crate::support::cmd::{run, success};
 use crate::support::skip::skip;
 use crate::support::{db_error, Fixture};
@@ -91,18 +92,19 @@ async fn tokio_postgres() {
     assert_eq!(out.concat(), b"10\tten\n11\televen\n");
     pass("tokio-postgres:copy");
     let token = client.cancel_token();
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let canceller = async {
+        backend_running(&fx, "pg_sleep(30)").await;
         token.cancel_query(NoTls).await
-    });
-    let err = tokio::time::timeout(
+    };
+    let query = tokio::time::timeout(
         Duration::from_secs(20),
         client.simple_query("SELECT pg_sleep(30)"),
-    )
-    .await
-    .expect("the cancelled query did not end")
-    .expect_err("pg_sleep(30) was not cancelled");
-    canceller.await.expect("task").expect("cancel request");
+    );
+    let (ended, sent) = tokio::join!(query, canceller);
+    let err = ended
+        .expect("the cancelled query did not end")
+        .expect_err("pg_sleep(30) was not cancelled");
+    sent.expect("cancel request");
     assert_eq!(db_error(&err).code(), &SqlState::QUERY_CANCELED);
     pass("tokio-postgres:cancel");
     let err = client
@@ -236,7 +238,7 @@ async fn psql_libpq() {
     let child = cmd.spawn().expect("spawn psql");
     let pid = child.id().to_string();
     let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    backend_running(&fx, "pg_sleep(30)").await;
     let _ = Command::new("kill").args(["-INT", &pid]).status();
     let out = tokio::time::timeout(Duration::from_secs(20), waiting)
         .await

@@ -14,7 +14,9 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tokio_postgres::NoTls;
 
-use crate::support::checks::{assert_clean, pool_at_baseline, server_conns_at_most};
+use crate::support::checks::{
+    assert_clean, backend_running, pool_at_baseline, server_conns_at_most,
+};
 use crate::support::fixture::{ini, userlist};
 use crate::support::process::PorterProcess;
 use crate::support::raw::RawClient;
@@ -252,7 +254,7 @@ async fn cancel_with_unknown_or_stale_key_is_ignored() {
             .await
             .map(|_| busy)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend_running(&fx, "pg_sleep(1.5)").await;
     for (pid, secret) in [(0, 0), (1, 2), (i32::MAX, -1), (-5, 7)] {
         send_cancel(&fx, pid, secret).await;
     }
@@ -266,7 +268,7 @@ async fn cancel_with_unknown_or_stale_key_is_ignored() {
     // The right key still works.
     let token = busy.cancel_token();
     let long = tokio::spawn(async move { busy.simple_query("select pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend_running(&fx, "pg_sleep(30)").await;
     token.cancel_query(NoTls).await.unwrap();
     let err = timeout(HANG, long)
         .await

@@ -14,29 +14,10 @@ use futures_util::{pin_mut, SinkExt as _, StreamExt as _};
 use tokio::time::{timeout, Instant};
 use tokio_postgres::NoTls;
 
-use crate::support::checks::{assert_clean, pool_at_baseline, server_conns_at_most};
+use crate::support::checks::{
+    assert_clean, backend_running, pool_at_baseline, server_conns_at_most,
+};
 use crate::support::{Fixture, PgCluster, HANG};
-
-/// The pid of the fixture user's backend whose query contains `needle`, once it is running.
-pub(crate) async fn backend_running(fx: &Fixture, needle: &str) -> i32 {
-    let su = fx.superuser().await;
-    let deadline = Instant::now() + HANG;
-    loop {
-        let rows = su
-            .query(
-                "select pid from pg_stat_activity where usename = $1 and state = 'active' \
-                 and query like '%' || $2 || '%'",
-                &[&fx.user, &needle],
-            )
-            .await
-            .expect("pg_stat_activity");
-        if let Some(row) = rows.first() {
-            return row.get(0);
-        }
-        assert!(Instant::now() < deadline, "no backend running {needle:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn terminate(fx: &Fixture, pid: i32) {
     fx.superuser()

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use crate::support::checks::backend_running;
 use crate::support::{db_error, Fixture, HANG};
 
 /// What the server did with a bad opening: answered with an ErrorResponse, or closed.
@@ -399,7 +400,7 @@ async fn a_cancel_is_forwarded_when_max_client_conn_is_reached() {
     let token = sleeper.cancel_token();
     let started = Instant::now();
     let running = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    backend_running(&fx, "pg_sleep(30)").await;
     token.cancel_query(NoTls).await.expect("cancel sent");
     let e = tokio::time::timeout(HANG, running)
         .await

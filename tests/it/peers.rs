@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::checks::backend_running;
 use crate::support::raw::RawClient;
 use crate::support::{spawn_pgporter, Fixture, HANG};
 
@@ -58,17 +59,20 @@ async fn a_cancel_reaching_the_other_peer_is_forwarded() {
     assert_eq!(key.0 >> 16, 1, "the key names its issuer");
     let cancelled = Some("57014".to_string());
     assert_eq!(
-        sleep_cancelled_via(&mut c, b.addr(), key, 10).await,
+        sleep_cancelled_via(&a, &mut c, b.addr(), key, 10).await,
         cancelled
     );
     // Through A itself, as always.
     assert_eq!(
-        sleep_cancelled_via(&mut c, a.porter.addr(), key, 10).await,
+        sleep_cancelled_via(&a, &mut c, a.porter.addr(), key, 10).await,
         cancelled
     );
     // A key with no hops left is not forwarded again (then A ends that sleep).
     let spent = (key.0, key.1 & !0b11);
-    assert_eq!(sleep_cancelled_via(&mut c, b.addr(), spent, 2).await, None);
+    assert_eq!(
+        sleep_cancelled_via(&a, &mut c, b.addr(), spent, 2).await,
+        None
+    );
     cancel(a.porter.addr(), key).await;
     assert_eq!(
         sleep_ends_with(&mut c, Duration::from_secs(10)).await,
@@ -76,16 +80,18 @@ async fn a_cancel_reaching_the_other_peer_is_forwarded() {
     );
 }
 
-/// Start a `pg_sleep(30)` on `c` (idle), cancel it through `addr` with `key`: how it ended
-/// within `secs` seconds (None: still running; then it is left running).
+/// Start a `pg_sleep(30)` on `c` (idle, a client of `fx`), cancel it through `addr` with `key`
+/// once it runs: how it ended within `secs` seconds (None: still running; then it is left
+/// running).
 async fn sleep_cancelled_via(
+    fx: &Fixture,
     c: &mut RawClient,
     addr: SocketAddr,
     key: (i32, i32),
     secs: u64,
 ) -> Option<String> {
     c.query("SELECT pg_sleep(30)").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend_running(fx, "pg_sleep(30)").await;
     cancel(addr, key).await;
     let code = sleep_ends_with(c, Duration::from_secs(secs)).await;
     if code.is_some() {

@@ -9,6 +9,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
 
+use crate::support::checks::backend_running;
 use crate::support::{connect_with_messages, db_error, simple_value, Fixture, HANG};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +122,7 @@ async fn cancel_request_cancels_running_query() {
         let res = client.simple_query("select pg_sleep(30)").await;
         (client, res)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    backend_running(&fx, "pg_sleep(30)").await;
     token
         .cancel_query(NoTls)
         .await

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
+use crate::support::checks::backend_running;
 use crate::support::cmd::{e2e_script, run, success};
 use crate::support::shared_account::SharedAccount;
 use crate::support::skip::python;
@@ -141,7 +142,7 @@ async fn cancel_copy_and_errors_between_turns() {
         let r = a.simple_query("select pg_sleep(30)").await;
         (a, r)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    backend_running(&fx, "pg_sleep(30)").await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let (a, r) = sleeper.await.unwrap();
     assert_eq!(r.unwrap_err().code(), Some(&SqlState::QUERY_CANCELED));

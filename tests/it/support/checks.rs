@@ -61,6 +61,33 @@ pub(crate) async fn server_conns_at_most(fx: &Fixture, max: i64) {
     }
 }
 
+/// The pid of the fixture user's backend whose query contains `needle`, once it is running
+/// (bounded by [`super::HANG`]). A CancelRequest sent before that is lost: PostgreSQL ignores
+/// a cancel for a backend that is not yet running the query, so tests wait for this instead
+/// of sleeping.
+pub(crate) async fn backend_running(fx: &Fixture, needle: &str) -> i32 {
+    let su = fx.superuser().await;
+    let deadline = tokio::time::Instant::now() + super::HANG;
+    loop {
+        let rows = su
+            .query(
+                "select pid from pg_stat_activity where usename = $1 and state = 'active' \
+                 and query like '%' || $2 || '%'",
+                &[&fx.user, &needle],
+            )
+            .await
+            .expect("pg_stat_activity");
+        if let Some(row) = rows.first() {
+            return row.get(0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no backend running {needle:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The session state a previous client may have left behind, as one comparable row.
 pub(crate) async fn session_state(client: &Client) -> Vec<String> {
     let msgs = client
