@@ -170,7 +170,8 @@ async fn closing_idle_connections_frees_database_and_user_slots() {
         vec![format!("PAUSE {db}"), format!("RESUME {db}")],
     ] {
         two_at_once(&ops).await;
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Both back in the pool: the commands act on idle connections.
+        ops.porter.until_idle(2).await;
         for cmd in &cmds {
             admin.simple_query(cmd).await.expect(cmd);
         }

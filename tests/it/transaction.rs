@@ -279,7 +279,16 @@ async fn a_safe_shutdown_waits_for_transactions_not_for_idle_clients() {
     fx.porter.control(pgporter::Control::Shutdown(
         pgporter::shutdown::ShutdownMode::WaitForServers,
     ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The request is applied by a task of its own: wait until it is in force (a sleep let
+    // the next transaction in first on a loaded machine).
+    let deadline = tokio::time::Instant::now() + crate::support::HANG;
+    while fx.porter.shared().lifecycle.mode().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shutdown never took"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let err = idle
         .simple_query("select 2")
         .await
