@@ -387,7 +387,8 @@ async fn a_changed_identity_guc_is_on_every_new_session() {
         .unwrap();
     assert_eq!(first_value(&tag).as_deref(), Some(sa.alice.as_str()));
     drop(alice);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Back in the pool, tagged under the old name, before the change.
+    sa.porter.until_idle(1).await;
     let admin = crate::support::connect(&sa.porter.connstring(
         &sa.alice,
         sa.password(&sa.alice),
