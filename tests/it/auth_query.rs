@@ -139,9 +139,12 @@ async fn auth_query_follows_the_entrys_hosts_past_a_dead_first_one() {
     let db = cluster.unique_name("db");
     cluster.create_role(&user, "pw-routed").await;
     cluster.create_database(&db, &user).await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Bound and never listening, kept for the whole test: connections are refused, and no
+    // other socket (a listener of another test's pgporter) can take the port meanwhile, as
+    // one could after a probe released it.
+    let dead = tokio::net::TcpSocket::new_v4().unwrap();
+    dead.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let dead_port = dead.local_addr().unwrap().port();
-    drop(dead);
     let entry = format!(
         "{db} = host=127.0.0.1,127.0.0.1 port={dead_port},{port} dbname={db} \
          auth_user={SUPERUSER}\n",
@@ -162,4 +165,5 @@ async fn auth_query_follows_the_entrys_hosts_past_a_dead_first_one() {
         .expect("a session of a user auth_query found")
         .get(0);
     assert_eq!(who, user);
+    drop(dead);
 }

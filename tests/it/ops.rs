@@ -531,10 +531,7 @@ async fn one_queued(ops: &Ops, admin: &tokio_postgres::Client) {
 /// as PgBouncer goes on after its "address already in use" warning; pgporter refused to start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_named_twice_is_listened_on_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = crate::support::process::free_port();
     let fx = crate::support::Fixture::with_settings(
         1,
         &format!("listen_addr = 127.0.0.1,127.0.0.1\nlisten_port = {port}"),

@@ -7,12 +7,7 @@ use crate::ops::eventually;
 use crate::support::http::get;
 use crate::support::{cluster, cmd, HANG};
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub(crate) use crate::support::process::free_port;
 
 /// The real binary and a real SIGTERM, as Kubernetes sends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,6 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -442,8 +441,5 @@ pub(super) fn spawn_watchdog(dir: &Path, postmaster_pid: u32) {
 }
 
 pub(super) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("probing a free loopback port")
+    super::process::free_port()
 }

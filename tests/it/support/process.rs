@@ -5,7 +5,41 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+/// A loopback port free when probed, for a process that binds it later (a pgporter child,
+/// PostgreSQL, a configured listen_port). Taken below the kernel's ephemeral range
+/// (ip_local_port_range), where bind(0) and the local ends of outgoing connections (thousands
+/// in a test run, on this machine by every process) get their ports: a port probed from that
+/// range and released could be handed to one of them before its binder starts. Never the same
+/// port twice in one process; processes start at different places (by pid).
+pub(crate) fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(1024).min(16384);
+    if span < 1024 {
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("probing a free loopback port");
+    }
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low - span + (start + n) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below {low}");
+}
 
 #[derive(Debug)]
 pub(crate) struct PorterProcess {
@@ -22,10 +56,7 @@ impl PorterProcess {
             .prefix("pgporter-proc-")
             .tempdir()
             .expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let ini = ini.replace("listen_port = 0", &format!("listen_port = {port}"));
         let ini_path = dir.path().join("pgporter.ini");
         std::fs::write(&ini_path, ini).expect("writing pgporter.ini");
