@@ -27,16 +27,45 @@ RESERVED = {55432, 55433, 6432, 6433, 57432, 57640, 57641}
 
 
 def free_ports(n):
+    """n loopback ports free when probed, from below the kernel's ephemeral range: the ports
+    are bound seconds later (after initdb and pgbench -i), and a port probed with bind(0) and
+    released is in the range where bind(0) and every outgoing connection's local end get theirs,
+    so it could be taken meanwhile (tests/it/support/process.rs free_port does the same)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    span = min(low - 1024, 16384)
     socks, ports = [], []
-    while len(ports) < n:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        socks.append(s)
-        if p not in RESERVED:
+    if span < 1024:
+        while len(ports) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            p = s.getsockname()[1]
+            socks.append(s)
+            if p not in RESERVED:
+                ports.append(p)
+    else:
+        start = (os.getpid() * 7919) % span
+        for i in range(span):
+            p = low - span + (start + i) % span
+            if p in RESERVED:
+                continue
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
             ports.append(p)
+            if len(ports) == n:
+                break
     for s in socks:
         s.close()
+    if len(ports) < n:
+        sys.exit(f"free-ports: only {len(ports)} of {n} free ports below {low}")
     return ports
 
 
