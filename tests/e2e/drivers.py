@@ -32,18 +32,45 @@ def skipped(driver: str, check: str, reason: str) -> None:
     print(f"SKIP {driver}:{check}: {reason}", flush=True)
 
 
-class cancel_later:
-    """Call `cancel()` from another thread while the main thread waits for a query; `done()`
-    waits for that call and raises what it raised (a cancel that reached the server but failed
-    on the client's side, e.g. libpq 17+'s encrypted cancel without the pooler's TLS
-    close_notify, is a failure too)."""
+def wait_running(dsn: str, limit: float = 20.0) -> None:
+    """Return once a session of this user runs SLEEP, as seen from a connection of its own
+    (psycopg2, through the pooler at `dsn`; the pool has room for it)."""
+    import psycopg2
 
-    def __init__(self, cancel, delay: float = 0.5) -> None:
+    mon = psycopg2.connect(dsn)
+    try:
+        mon.autocommit = True
+        cur = mon.cursor()
+        deadline = time.monotonic() + limit
+        while True:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = current_user"
+                " AND state = 'active' AND query LIKE %s AND pid <> pg_backend_pid()",
+                ("%" + SLEEP + "%",),
+            )
+            if cur.fetchone()[0] > 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{SLEEP} not seen running within {limit} s")
+            time.sleep(0.05)
+    finally:
+        mon.close()
+
+
+class cancel_later:
+    """Call `cancel()` from another thread once the main thread's SLEEP runs (watched through
+    `dsn`): PostgreSQL ignores a cancel that comes before its backend has started the query,
+    which a fixed delay could not rule out on a loaded machine (the query then ran its 30 s).
+    `done()` waits for that call and raises what it raised (a cancel that reached the server
+    but failed on the client's side, e.g. libpq 17+'s encrypted cancel without the pooler's
+    TLS close_notify, is a failure too)."""
+
+    def __init__(self, cancel, dsn: str) -> None:
         self.error: BaseException | None = None
 
         def run() -> None:
-            time.sleep(delay)
             try:
+                wait_running(dsn)
                 cancel()
             except BaseException as e:  # noqa: BLE001 - reported by done()
                 self.error = e
@@ -104,7 +131,7 @@ def run_psycopg2(name, host, port, user, password, db) -> None:
     assert out.getvalue() == "10\tten\n11\televen\n", out.getvalue()
     conn.commit()
     passed(name, "copy")
-    canceller = cancel_later(conn.cancel)
+    canceller = cancel_later(conn.cancel, libpq_dsn(host, port, user, password, db))
     try:
         cur.execute(SLEEP)
         raise AssertionError("pg_sleep was not cancelled")
@@ -179,7 +206,9 @@ def run_psycopg3(name, host, port, user, password, db, prepared: bool) -> None:
     assert rows == [("10", "ten"), ("11", "eleven")], rows
     conn.commit()
     passed(name, "copy")
-    canceller = cancel_later(getattr(conn, "cancel_safe", conn.cancel))
+    canceller = cancel_later(
+        getattr(conn, "cancel_safe", conn.cancel), libpq_dsn(host, port, user, password, db)
+    )
     try:
         cur.execute(SLEEP)
         raise AssertionError("pg_sleep was not cancelled")
@@ -316,7 +345,7 @@ def run_sqlalchemy(name, host, port, user, password, db) -> None:
         assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 4
         conn.commit()
         passed(name, "copy")
-        canceller = cancel_later(raw.cancel)
+        canceller = cancel_later(raw.cancel, libpq_dsn(host, port, user, password, db))
         try:
             conn.execute(text(SLEEP))
             raise AssertionError("pg_sleep was not cancelled")

@@ -46,6 +46,29 @@ public class JdbcMatrix {
         return DriverManager.getConnection(url, p);
     }
 
+    /** Return once a session of this user runs `SELECT pg_sleep(30)` (within 20 s). */
+    static void waitRunning(String url, String user, String password) throws Exception {
+        try (Connection mon = connect(url, user, password);
+                PreparedStatement ps = mon.prepareStatement(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = current_user"
+                                + " AND state = 'active' AND query LIKE '%pg_sleep(30)%'"
+                                + " AND pid <> pg_backend_pid()")) {
+            long deadline = System.nanoTime() + 20_000_000_000L;
+            while (true) {
+                try (ResultSet rs = ps.executeQuery()) {
+                    rs.next();
+                    if (rs.getLong(1) > 0) {
+                        return;
+                    }
+                }
+                if (System.nanoTime() > deadline) {
+                    throw new AssertionError("pg_sleep(30) not seen running within 20 s");
+                }
+                Thread.sleep(50);
+            }
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         String url = "jdbc:postgresql://" + args[0] + ":" + args[1] + "/" + args[4];
         String user = args[2], password = args[3];
@@ -96,9 +119,12 @@ public class JdbcMatrix {
         check(out.toString().equals("10\tten\n11\televen\n"), "copy out: " + out);
         pass("copy");
         try (Statement s = c.createStatement()) {
+            // Cancelled once the query runs (watched on a connection of its own): PostgreSQL
+            // ignores a cancel that comes before its backend has started the query, which a
+            // fixed delay could not rule out on a loaded machine.
             Thread canceller = new Thread(() -> {
                 try {
-                    Thread.sleep(500);
+                    waitRunning(url, user, password);
                     s.cancel();
                 } catch (Exception e) {
                     throw new RuntimeException(e);
