@@ -310,20 +310,9 @@ async fn serves_on_sockets_passed_by_systemd() {
         format!("host={} port={unix_port}", dir.path().display()),
     ]
     .map(|at| format!("{at} user={user} password=pw dbname={db} sslmode=disable"));
-    let connect = |connstring: &str| {
-        let connstring = connstring.to_string();
-        async move {
-            tokio::time::timeout(
-                HANG,
-                tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("no answer through the passed socket: {connstring}"))
-        }
-    };
     let mut clients = Vec::new();
     for connstring in &connstrings {
-        let (client, conn) = connect(connstring)
+        let (client, conn) = connect_once_listening(connstring)
             .await
             .unwrap_or_else(|e| panic!("through the passed socket {connstring}: {e}"));
         tokio::spawn(conn);
@@ -350,7 +339,7 @@ async fn serves_on_sockets_passed_by_systemd() {
     kill("-TERM", child.id());
     for connstring in &connstrings {
         eventually("new clients refused with 57P03", || async {
-            match connect(connstring).await {
+            match connect_once_listening(connstring).await {
                 Err(e) => e.as_db_error().is_some_and(|d| d.code().code() == "57P03"),
                 Ok(_) => false,
             }
@@ -479,13 +468,9 @@ async fn a_passed_unix_socket_alone_shows_listen_port() {
         "host={} port={unix_port} user=u password=pw dbname=pgbouncer",
         dir.path().display()
     );
-    let (console, conn) = tokio::time::timeout(
-        HANG,
-        tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
-    )
-    .await
-    .expect("no answer through the passed unix socket")
-    .expect("the console through the passed unix socket");
+    let (console, conn) = connect_once_listening(&connstring)
+        .await
+        .expect("the console through the passed unix socket");
     tokio::spawn(conn);
     let port_of = |(columns, rows): (Vec<String>, Vec<Vec<Option<String>>>), name: &str| {
         let at = |c: &str| columns.iter().position(|n| n == c).expect(c);
@@ -553,6 +538,38 @@ async fn a_passed_connection_refuses_the_start() {
         async move { said }
     })
     .await;
+}
+
+/// A connection through a socket systemd-socket-activate passes, retried while it is refused:
+/// the unix socket's file exists from its bind(), before the listen() (a connect in between
+/// was refused with the machine loaded).
+async fn connect_once_listening(
+    connstring: &str,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ),
+    tokio_postgres::Error,
+> {
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let attempt = tokio::time::timeout(
+            HANG,
+            tokio_postgres::connect(connstring, tokio_postgres::NoTls),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer through the passed socket: {connstring}"));
+        let refused = attempt.as_ref().err().is_some_and(|e| {
+            std::error::Error::source(e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        });
+        if !refused || tokio::time::Instant::now() > deadline {
+            return attempt;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `dir`/pgporter.ini: one database nobody reaches, listen_port `port` on 127.0.0.1 (0: any),
