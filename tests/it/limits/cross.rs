@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::{
     backends, base_settings, code_and_message, eventually, ini, select1, try_connect,
-    two_users_one_db,
+    two_users_one_db, until_backends,
 };
 use crate::support::fixture::{userlist, PASSWORD};
 use crate::support::{cluster, spawn_pgporter, Porter};
@@ -60,7 +60,8 @@ async fn max_db_connections_holds_across_pools() {
         .await
         .expect("u2 after room was made");
     select1(&u2c).await.expect("u2 query");
-    assert_eq!(backends(cluster, None, Some(&db)).await, 2);
+    // u1's idle connection was closed just before u2's opened: awaited until its backend left.
+    until_backends(cluster, None, Some(&db), 2).await;
     assert_eq!(backends(cluster, Some(&u2), Some(&db)).await, 1);
 }
 
@@ -114,7 +115,8 @@ async fn max_user_connections_holds_across_pools() {
         .await
         .expect("d2");
     select1(&on_d2).await.expect("d2 query");
-    assert_eq!(backends(cluster, Some(&u), None).await, 1);
+    // The d1 connection was closed just before: awaited until its backend left.
+    until_backends(cluster, Some(&u), None, 1).await;
 }
 
 /// The reserve pool opens only after reserve_pool_timeout; beyond it, query_wait_timeout.

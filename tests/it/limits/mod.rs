@@ -127,6 +127,11 @@ impl SharedAccount {
     pub(crate) async fn backends(&self) -> i64 {
         backends(self.cluster, Some(&self.backend), Some(&self.db)).await
     }
+
+    /// Wait until PostgreSQL sees `n` of them (see [`until_backends`]).
+    pub(crate) async fn until_backends(&self, n: i64) {
+        until_backends(self.cluster, Some(&self.backend), Some(&self.db), n).await;
+    }
 }
 
 /// The client identities of the shared-account tests.
@@ -166,6 +171,30 @@ pub(crate) async fn backends(cluster: &PgCluster, user: Option<&str>, db: Option
         .await
         .expect("counting backends");
     row.get(0)
+}
+
+/// Wait (up to [`HANG`]) until PostgreSQL runs `n` client backends for `user` / `db`. A
+/// connection pgporter closed (a Terminate sent) stays in pg_stat_activity until its backend
+/// has exited, which a loaded machine delays past the next client's login and query: a count
+/// read at once saw the closed one too. A limit pgporter exceeded for good still fails here.
+pub(crate) async fn until_backends(
+    cluster: &PgCluster,
+    user: Option<&str>,
+    db: Option<&str>,
+    n: i64,
+) {
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let seen = backends(cluster, user, db).await;
+        if seen == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "PostgreSQL runs {seen} backends for {user:?} / {db:?}, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Poll `check` every 50 ms until it is true; panic with `what` after [`HANG`].
