@@ -202,29 +202,22 @@ fn bodies(f: &mut Fields) -> Vec<String> {
             )]
         }
         "new connection to server" => {
-            // S-0x<pid>: SHOW SERVERS' ptr.
-            let pid = f
-                .take("pid")
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(0);
+            let id = server_id(f);
             let addr = f.take_or("addr", "");
             let (user, db) = f.take_who();
             let local = f.take_or("local", "unix");
             vec![format!(
-                "S-0x{pid:x}: {db}/{user}@{addr} new connection to server (from {local})"
+                "{id}: {db}/{user}@{addr} new connection to server (from {local})"
             )]
         }
         "server closed" => {
-            let pid = f
-                .take("pid")
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(0);
+            let id = server_id(f);
             let addr = f.take_or("addr", "");
             let (user, db) = f.take_who();
             let reason = f.take_or("reason", "");
             let age = f.take_or("age", "0");
             vec![format!(
-                "S-0x{pid:x}: {db}/{user}@{addr} closing because: {reason} (age={age}s)"
+                "{id}: {db}/{user}@{addr} closing because: {reason} (age={age}s)"
             )]
         }
         "login failed" => {
@@ -303,6 +296,15 @@ fn client_id(f: &mut Fields) -> String {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     format!("C-0x{id:x}")
+}
+
+/// `S-0x<pid>`: the server connection's backend pid, as SHOW SERVERS' `ptr` shows it (hex).
+fn server_id(f: &mut Fields) -> String {
+    let pid = f
+        .take("pid")
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    format!("S-0x{pid:x}")
 }
 
 /// A field value as it is, or in double quotes (with `"` and `\` escaped) when it is empty

@@ -24,14 +24,14 @@ async fn pool_counts(admin: &tokio_postgres::Client, db: &str) -> [String; 5] {
     .map(|c| row.get(c).unwrap_or("?").to_string())
 }
 
-/// A client gives up (query_wait_timeout) on a login held by a stopped postmaster; once the
-/// postmaster goes on, the login gets in and its connection is idle in the pool, counted
-/// once, and the next client is served by it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_login_its_client_gave_up_on_serves_the_next_client() {
-    let pg: &'static PgCluster = Box::leak(Box::new(PgCluster::start_private().await));
-    let ops = Ops::on(pg, "server_connect_timeout = 60\nquery_wait_timeout = 1").await;
-    let admin = ops.admin().await;
+/// Stop `pg`'s postmaster and have a client give up on its login (08P01 at
+/// query_wait_timeout), leaving the pool's one login under way (sv_login 1). The postmaster
+/// goes on when the returned guard is dropped.
+async fn a_client_gives_up_on_a_login(
+    pg: &PgCluster,
+    ops: &Ops,
+    admin: &tokio_postgres::Client,
+) -> Continue {
     let postmaster = pg.postmaster_pid();
     signal(postmaster, "-STOP");
     let stopped = Continue(postmaster);
@@ -44,12 +44,24 @@ async fn a_login_its_client_gave_up_on_serves_the_next_client() {
     .expect("the client waited past query_wait_timeout")
     .err()
     .expect("logged in through a stopped postmaster");
-    let db_err = err.as_db_error().expect("an ErrorResponse");
-    assert_eq!(db_err.code().code(), "08P01", "{db_err:?}");
+    let code = err.as_db_error().map(|e| e.code().code().to_string());
+    assert_eq!(code.as_deref(), Some("08P01"), "{err:?}");
     assert_eq!(
-        pool_counts(&admin, &ops.db).await,
+        pool_counts(admin, &ops.db).await,
         ["0", "0", "0", "0", "1"].map(String::from)
     );
+    stopped
+}
+
+/// A client gives up (query_wait_timeout) on a login held by a stopped postmaster; once the
+/// postmaster goes on, the login gets in and its connection is idle in the pool, counted
+/// once, and the next client is served by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_its_client_gave_up_on_serves_the_next_client() {
+    let pg: &'static PgCluster = Box::leak(Box::new(PgCluster::start_private().await));
+    let ops = Ops::on(pg, "server_connect_timeout = 60\nquery_wait_timeout = 1").await;
+    let admin = ops.admin().await;
+    let stopped = a_client_gives_up_on_a_login(pg, &ops, &admin).await;
     drop(stopped);
     let deadline = tokio::time::Instant::now() + HANG;
     loop {
@@ -65,7 +77,7 @@ async fn a_login_its_client_gave_up_on_serves_the_next_client() {
         .get("remote_pid")
         .unwrap()
         .to_string();
-    let client = crate::support::connect(&connstring).await;
+    let client = crate::support::connect(&ops.porter.connstring(&ops.user, "pw", &ops.db)).await;
     let row = client
         .query_one("SELECT pg_backend_pid()::text", &[])
         .await
@@ -173,24 +185,7 @@ async fn a_login_given_up_on_is_closed_after(command: &str) {
     let ops = Ops::on(pg, "server_connect_timeout = 60\nquery_wait_timeout = 1").await;
     let admin = ops.admin().await;
     let su = pg.superuser_client().await;
-    let postmaster = pg.postmaster_pid();
-    signal(postmaster, "-STOP");
-    let stopped = Continue(postmaster);
-    let connstring = ops.porter.connstring(&ops.user, "pw", &ops.db);
-    let err = tokio::time::timeout(
-        HANG,
-        tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
-    )
-    .await
-    .expect("the client waited past query_wait_timeout")
-    .err()
-    .expect("logged in through a stopped postmaster");
-    let code = err.as_db_error().map(|e| e.code().code().to_string());
-    assert_eq!(code.as_deref(), Some("08P01"), "{err:?}");
-    assert_eq!(
-        pool_counts(&admin, &ops.db).await,
-        ["0", "0", "0", "0", "1"].map(String::from)
-    );
+    let stopped = a_client_gives_up_on_a_login(pg, &ops, &admin).await;
     admin
         .simple_query(&format!("{command} {}", ops.db))
         .await
