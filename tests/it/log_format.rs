@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use crate::ops::eventually;
 use crate::ops_binary::{free_port, KillOnDrop};
 use crate::support::cluster;
+use crate::support::process::write_config;
 use crate::support::skip::skip;
 
 /// `2026-11-27 20:32:51.618 UTC [27117] LOG <message>`: the pid, level and message of a line
@@ -59,23 +60,17 @@ async fn pgbouncer_log_format_of_the_real_binary() {
     cluster.create_database(&db, &user).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    std::fs::write(
-        dir.path().join("p.ini"),
-        format!(
-            "[databases]\n{db} = host=127.0.0.1 port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-             listen_port = {port}\nunix_socket_dir = {}\nauth_file = userlist.txt\n\
-             logfile = p.log\nlog_format = pgbouncer\nstats_period = 1\n\
-             server_idle_timeout = 1\nadmin_users = {user}\n",
-            cluster.port(),
+    write_config(
+        dir.path(),
+        "p.ini",
+        (&db, &user, cluster.port()),
+        &format!(
+            "listen_port = {port}\nunix_socket_dir = {}\nlogfile = p.log\n\
+             log_format = pgbouncer\nstats_period = 1\nserver_idle_timeout = 1\n\
+             admin_users = {user}\n",
             dir.path().display()
         ),
-    )
-    .expect("ini");
-    std::fs::write(
-        dir.path().join("userlist.txt"),
-        format!("\"{user}\" \"pw\"\n"),
-    )
-    .expect("userlist");
+    );
     let mut child = KillOnDrop(Some(
         Command::new(env!("CARGO_BIN_EXE_pgporter"))
             .arg(dir.path().join("p.ini"))

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::ops::eventually;
 use crate::support::http::get;
+use crate::support::process::write_config;
 use crate::support::{cluster, cmd, HANG};
 
 pub(crate) use crate::support::process::free_port;
@@ -19,22 +20,16 @@ async fn sigterm_drains_the_real_binary() {
     cluster.create_database(&db, &user).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (port, http_port) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("pgporter.ini"),
-        format!(
-            "[databases]\n{db} = host=127.0.0.1 port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-             listen_port = {port}\nunix_socket_dir =\nauth_file = userlist.txt\n\
+    write_config(
+        dir.path(),
+        "pgporter.ini",
+        (&db, &user, cluster.port()),
+        &format!(
+            "listen_port = {port}\nunix_socket_dir =\n\
              metrics_listen_addr = 127.0.0.1:{http_port}\nshutdown_wait_timeout = 20\n\
-             log_format = json\n",
-            cluster.port()
+             log_format = json\n"
         ),
-    )
-    .expect("ini");
-    std::fs::write(
-        dir.path().join("userlist.txt"),
-        format!("\"{user}\" \"pw\"\n"),
-    )
-    .expect("userlist");
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_pgporter"))
         .arg(dir.path().join("pgporter.ini"))
         .stdin(Stdio::null())

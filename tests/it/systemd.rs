@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::ops::eventually;
 use crate::ops_binary::{free_port, KillOnDrop};
 use crate::support::cnpg::show;
+use crate::support::process::write_config;
 use crate::support::{cluster, skip::skip, HANG};
 
 fn kill(sig: &str, pid: u32) {
@@ -270,21 +271,15 @@ async fn serves_on_sockets_passed_by_systemd() {
     let own_dir = dir.path().join("own");
     std::fs::create_dir(&own_dir).expect("dir");
     let (passed_port, own_port, unix_port) = (free_port(), free_port(), free_port());
-    std::fs::write(
-        dir.path().join("pgporter.ini"),
-        format!(
-            "[databases]\n{db} = host=127.0.0.1 port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-             listen_port = {own_port}\nunix_socket_dir = {}\nauth_file = userlist.txt\n",
-            cluster.port(),
+    write_config(
+        dir.path(),
+        "pgporter.ini",
+        (&db, &user, cluster.port()),
+        &format!(
+            "listen_port = {own_port}\nunix_socket_dir = {}\n",
             own_dir.display()
         ),
-    )
-    .expect("ini");
-    std::fs::write(
-        dir.path().join("userlist.txt"),
-        format!("\"{user}\" \"pw\"\n"),
-    )
-    .expect("userlist");
+    );
     let unix_socket = dir.path().join(format!(".s.PGSQL.{unix_port}"));
     let listen = [
         "-l".into(),
@@ -372,21 +367,12 @@ async fn a_passed_socket_on_readonly_listen_port_is_the_read_only_endpoint() {
     cluster.create_database(&db, &user).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (rw_port, ro_port, own_port) = (free_port(), free_port(), free_port());
-    std::fs::write(
-        dir.path().join("pgporter.ini"),
-        format!(
-            "[databases]\n{db} = host=127.0.0.1 port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-             listen_port = {own_port}\nreadonly_listen_port = {ro_port}\nunix_socket_dir =\n\
-             auth_file = userlist.txt\n",
-            cluster.port()
-        ),
-    )
-    .expect("ini");
-    std::fs::write(
-        dir.path().join("userlist.txt"),
-        format!("\"{user}\" \"pw\"\n"),
-    )
-    .expect("userlist");
+    write_config(
+        dir.path(),
+        "pgporter.ini",
+        (&db, &user, cluster.port()),
+        &format!("listen_port = {own_port}\nreadonly_listen_port = {ro_port}\nunix_socket_dir =\n"),
+    );
     let listen = [rw_port, ro_port].map(|p| ["-l".to_string(), format!("127.0.0.2:{p}")]);
     let listen: Vec<OsString> = listen.into_iter().flatten().map(OsString::from).collect();
     let Some(mut activated) = socket_activated(

@@ -127,3 +127,26 @@ impl Drop for PorterProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Write `dir/<name>` for the real binary: `db` on PostgreSQL at `pg_port`, listen_addr
+/// 127.0.0.1, auth_file userlist.txt (written too: `user` with password "pw"), then the other
+/// `[pgbouncer]` lines in `rest`. Returns the ini's path.
+pub(crate) fn write_config(
+    dir: &Path,
+    name: &str,
+    (db, user, pg_port): (&str, &str, u16),
+    rest: &str,
+) -> std::path::PathBuf {
+    let ini = dir.join(name);
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\n{db} = host=127.0.0.1 port={pg_port}\n[pgbouncer]\n\
+             listen_addr = 127.0.0.1\nauth_file = userlist.txt\n{rest}"
+        ),
+    )
+    .expect("writing the ini");
+    std::fs::write(dir.join("userlist.txt"), format!("\"{user}\" \"pw\"\n"))
+        .expect("writing userlist.txt");
+    ini
+}
