@@ -61,6 +61,15 @@ pub enum ControlError {
     Set(String),
 }
 
+/// Send `state` to systemd off the async workers: a send waits up to 5 s for room in a full
+/// notification queue (PID 1 busy), which would stall every session on the worker meanwhile.
+async fn notify_systemd(shared: &Arc<Shared>, state: &'static str) {
+    if shared.systemd.active() {
+        let shared = Arc::clone(shared);
+        let _ = tokio::task::spawn_blocking(move || shared.systemd.send(state)).await;
+    }
+}
+
 /// Carry out `c`. PAUSE returns once the paused databases' server connections are released.
 pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError> {
     match c {
@@ -75,9 +84,9 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
             if let Some(log) = shared.log_file.get() {
                 log.reopen();
             }
-            shared.systemd.reloading();
+            notify_systemd(shared, "RELOADING=1").await;
             let result = reload(shared, &change).await;
-            shared.systemd.ready();
+            notify_systemd(shared, "READY=1").await;
             drop(change);
             result
         }

@@ -211,6 +211,55 @@ async fn ready_waits_for_room_in_a_full_notification_queue() {
     }
 }
 
+/// A reload's RELOADING=1 and READY=1 wait for room in a full notification queue (up to 5 s
+/// each) off the async workers: with one worker, clients are served meanwhile. They were sent
+/// on the worker, which then served no one for up to 10 s per reload while PID 1 was busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_waiting_for_systemd_does_not_stall_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = "worker_threads = 1\nadmin_users = u\n";
+    let (child, notify) = spawn_notified(dir.path(), port, extra, |_| {});
+    assert_eq!(next(&notify), "READY=1");
+    let filler = UnixDatagram::unbound().expect("socket");
+    filler.set_nonblocking(true).expect("nonblocking");
+    let path = notify.local_addr().expect("addr");
+    let path = path.as_pathname().expect("path").to_path_buf();
+    let mut queued = 0;
+    while filler.send_to(b"FILLER=1", &path).is_ok() {
+        queued += 1;
+        assert!(queued < 100_000, "the queue never fills");
+    }
+    let pid = child.0.as_ref().expect("running").id();
+    kill("-HUP", pid);
+    // The reload is under way (its RELOADING=1 waiting for room); a console login and query
+    // must not wait for it. 4 s of room on a loaded machine: the stall was 10 s.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = tokio::time::Instant::now();
+    let connstring = format!("host=127.0.0.1 port={port} user=u password=pw dbname=pgbouncer");
+    let (client, conn) = tokio::time::timeout(
+        HANG,
+        tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
+    )
+    .await
+    .expect("console login in time")
+    .expect("console login");
+    tokio::spawn(conn);
+    client
+        .simple_query("SHOW VERSION")
+        .await
+        .expect("SHOW VERSION");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "served after {took:?}");
+    // The reload still ends with its READY=1 once there is room.
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("READY=1") {
+        seen.push(next(&notify));
+    }
+    seen.retain(|n| n != "FILLER=1");
+    assert_eq!(seen, ["RELOADING=1", "READY=1"]);
+}
+
 /// pgporter on [`minimal_ini`] (`port`, `extra`) with `$NOTIFY_SOCKET` set to a socket in `dir`, and that socket, its reads bounded to 10 s; `prepare` has the socket
 /// before pgporter starts.
 fn spawn_notified(
