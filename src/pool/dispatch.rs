@@ -77,7 +77,7 @@ impl Pool {
                 None
             };
             let grant = if let Some(conn) = conn {
-                if expired(&conn, settings, Instant::now()) {
+                if expired(&conn, settings, Instant::now()).is_some() {
                     self.drop_slot(inner, 1);
                     close.push(conn);
                     continue;
@@ -126,7 +126,7 @@ impl Pool {
             return None;
         }
         let at = matching(&inner.idle, tag, settings.round_robin)?;
-        if expired(inner.idle.get(at)?, settings, Instant::now()) {
+        if expired(inner.idle.get(at)?, settings, Instant::now()).is_some() {
             return None;
         }
         let conn = inner.idle.remove(at)?;

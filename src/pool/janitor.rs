@@ -167,14 +167,22 @@ impl Pool {
         let now = Instant::now();
         let stale: Vec<_> = {
             let mut inner = self.lock();
+            // Closed by the server (restart, terminate), on a host no longer taken, or over
+            // its time: closed now, with the reason (PgBouncer's words where it has them).
             let (keep, stale): (Vec<_>, Vec<_>) = inner
                 .idle
                 .drain(..)
-                .map(|mut c| (c.spoke_while_idle(), c))
-                .partition(|(spoke, c)| {
-                    // Closed by the server (restart, terminate) or over its time: close it now.
-                    !spoke && !expired(c, &settings, now) && self.hosts.accepts(c.tag.as_ref())
-                });
+                .map(|mut c| {
+                    let why = if c.spoke_while_idle() {
+                        Some("server closed the connection")
+                    } else if !self.hosts.accepts(c.tag.as_ref()) {
+                        Some("host down or changed role")
+                    } else {
+                        expired(&c, &settings, now)
+                    };
+                    (why, c)
+                })
+                .partition(|(why, _)| why.is_none());
             let keep = keep.into_iter().map(|(_, c)| c);
             inner.idle.extend(keep);
             self.drop_slot(&mut inner, u32::try_from(stale.len()).unwrap_or(0));
@@ -185,22 +193,10 @@ impl Pool {
         }
         self.limits.wake(&self.key);
         let log = self.limits.config().settings.log_disconnections;
-        for (spoke, conn) in stale {
+        for (reason, conn) in stale {
             if log {
-                // PgBouncer logs each server close with log_disconnections, in its words
-                // where it has them.
-                let reason = if spoke {
-                    "server closed the connection"
-                } else if !self.hosts.accepts(conn.tag.as_ref()) {
-                    "host down or changed role"
-                } else if settings
-                    .lifetime
-                    .is_some_and(|l| now.duration_since(conn.created_at) >= l)
-                {
-                    "server lifetime over"
-                } else {
-                    "server idle timeout"
-                };
+                // PgBouncer logs each server close with log_disconnections.
+                let reason = reason.unwrap_or_default();
                 let age = now.duration_since(conn.created_at).as_secs();
                 tracing::info!(pid = conn.pid(), db = %self.key.db, user = %self.key.user, addr = %conn.addr, reason, age, "server closed");
             } else {

@@ -341,13 +341,21 @@ impl Pool {
     }
 }
 
-fn expired(conn: &ServerConn, settings: &PoolSettings, now: Instant) -> bool {
-    settings
+/// The time limit an idle connection is past, if any, in PgBouncer's words for its close.
+fn expired(conn: &ServerConn, settings: &PoolSettings, now: Instant) -> Option<&'static str> {
+    if settings
         .lifetime
         .is_some_and(|l| now.duration_since(conn.created_at) >= l)
-        || settings
-            .idle_timeout
-            .is_some_and(|l| now.duration_since(conn.last_used) >= l)
+    {
+        Some("server lifetime over")
+    } else if settings
+        .idle_timeout
+        .is_some_and(|l| now.duration_since(conn.last_used) >= l)
+    {
+        Some("server idle timeout")
+    } else {
+        None
+    }
 }
 
 /// All pools, created on first use, and the limits they share.

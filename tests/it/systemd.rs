@@ -89,15 +89,7 @@ async fn reloads_asked_together_notify_one_after_the_other() {
     let seen = [next(&notify), next(&notify), next(&notify)];
     assert_eq!(seen, in_turn, "two SIGHUPs");
 
-    let connstring = format!("host=127.0.0.1 port={port} user=u dbname=pgbouncer sslmode=disable");
-    let (console, conn) = tokio::time::timeout(
-        HANG,
-        tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
-    )
-    .await
-    .expect("the console hung")
-    .expect("the console");
-    tokio::spawn(conn);
+    let console = console(port).await;
     let reload = tokio::spawn(async move { console.batch_execute("RELOAD").await });
     assert_eq!(next(&notify), "RELOADING=1");
     kill("-HUP", pid);
@@ -184,17 +176,7 @@ async fn a_reload_right_after_ready_reloads() {
 async fn ready_waits_for_room_in_a_full_notification_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let (_child, notify) = spawn_notified(dir.path(), port, "", |notify| {
-        let filler = UnixDatagram::unbound().expect("socket");
-        filler.set_nonblocking(true).expect("nonblocking");
-        let path = notify.local_addr().expect("addr");
-        let path = path.as_pathname().expect("path");
-        let mut queued = 0;
-        while filler.send_to(b"FILLER=1", path).is_ok() {
-            queued += 1;
-            assert!(queued < 100_000, "the queue never fills");
-        }
-    });
+    let (_child, notify) = spawn_notified(dir.path(), port, "", fill);
     // Listening, READY=1 still waiting for room.
     eventually("listening", || async {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -221,30 +203,14 @@ async fn a_reload_waiting_for_systemd_does_not_stall_clients() {
     let extra = "worker_threads = 1\nadmin_users = u\n";
     let (child, notify) = spawn_notified(dir.path(), port, extra, |_| {});
     assert_eq!(next(&notify), "READY=1");
-    let filler = UnixDatagram::unbound().expect("socket");
-    filler.set_nonblocking(true).expect("nonblocking");
-    let path = notify.local_addr().expect("addr");
-    let path = path.as_pathname().expect("path").to_path_buf();
-    let mut queued = 0;
-    while filler.send_to(b"FILLER=1", &path).is_ok() {
-        queued += 1;
-        assert!(queued < 100_000, "the queue never fills");
-    }
+    fill(&notify);
     let pid = child.0.as_ref().expect("running").id();
     kill("-HUP", pid);
     // The reload is under way (its RELOADING=1 waiting for room); a console login and query
     // must not wait for it. 4 s of room on a loaded machine: the stall was 10 s.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = tokio::time::Instant::now();
-    let connstring = format!("host=127.0.0.1 port={port} user=u password=pw dbname=pgbouncer");
-    let (client, conn) = tokio::time::timeout(
-        HANG,
-        tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
-    )
-    .await
-    .expect("console login in time")
-    .expect("console login");
-    tokio::spawn(conn);
+    let client = console(port).await;
     client
         .simple_query("SHOW VERSION")
         .await
@@ -258,6 +224,33 @@ async fn a_reload_waiting_for_systemd_does_not_stall_clients() {
     }
     seen.retain(|n| n != "FILLER=1");
     assert_eq!(seen, ["RELOADING=1", "READY=1"]);
+}
+
+/// Fill the notification queue of `notify` (as a busy PID 1 leaves it) with `FILLER=1`s.
+fn fill(notify: &UnixDatagram) {
+    let filler = UnixDatagram::unbound().expect("socket");
+    filler.set_nonblocking(true).expect("nonblocking");
+    let path = notify.local_addr().expect("addr");
+    let path = path.as_pathname().expect("path");
+    let mut queued = 0;
+    while filler.send_to(b"FILLER=1", path).is_ok() {
+        queued += 1;
+        assert!(queued < 100_000, "the queue never fills");
+    }
+}
+
+/// The admin console of the pgporter on `port`, as user u (password pw, or trust).
+async fn console(port: u16) -> tokio_postgres::Client {
+    let connstring = format!("host=127.0.0.1 port={port} user=u password=pw dbname=pgbouncer");
+    let (client, conn) = tokio::time::timeout(
+        HANG,
+        tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
+    )
+    .await
+    .expect("the console login hung")
+    .expect("the console");
+    tokio::spawn(conn);
+    client
 }
 
 /// pgporter on [`minimal_ini`] (`port`, `extra`) with `$NOTIFY_SOCKET` set to a socket in `dir`, and that socket, its reads bounded to 10 s; `prepare` has the socket
