@@ -47,7 +47,7 @@ pub struct Shared {
     pub mock_key: [u8; 32],
     pub stats: Stats,
     pub sessions: Arc<Sessions>,
-    pub gates: Gates,
+    pub gates: Arc<Gates>,
     pub lifecycle: Lifecycle,
     pub hosts: HostStates,
     /// Backend hosts as read/write routing sees them (health monitor, roles, lag).
@@ -130,8 +130,9 @@ impl App {
         let config = Arc::new(ConfigHandle::new(config));
         let shutdown = CancellationToken::new();
         let tls = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
+        let gates = Arc::new(Gates::default());
         let shared = Arc::new(Shared {
-            pools: Arc::new(Pools::new(Arc::clone(&config))),
+            pools: Arc::new(Pools::new(Arc::clone(&config), Arc::clone(&gates))),
             routing: Arc::new(Hosts::new(
                 shutdown.clone(),
                 Arc::clone(&tls),
@@ -147,7 +148,7 @@ impl App {
             mock_key: rand::random(),
             stats: Stats::default(),
             sessions: Arc::default(),
-            gates: Gates::default(),
+            gates,
             lifecycle: Lifecycle::default(),
             hosts: HostStates::default(),
             metrics: Metrics::new(),

@@ -232,6 +232,9 @@ pub(super) async fn acquire(
                 Ok(server) => server,
                 // A reload replaced the pool while this client was queued: queue at the new one.
                 Err(PoolError::Retired) => continue,
+                // PAUSE or KILL came while a new connection logged in for this client: it was
+                // closed, and the client waits for RESUME, as in PgBouncer.
+                Err(PoolError::Paused) => continue,
                 Err(e) => {
                     let by_query = by_query_timeout.load(Relaxed);
                     return Err(pool_error(e, session, &pool, shared, by_query));
@@ -239,8 +242,8 @@ pub(super) async fn acquire(
             };
             if shared.gates.is_paused(db) {
                 // PAUSE came while this client was queued: as PgBouncer, nothing is handed
-                // out while paused; the connection goes back unused and the client waits for
-                // RESUME.
+                // out while paused; the connection goes back unused (and is closed, as the
+                // pool keeps nothing idle while paused) and the client waits for RESUME.
                 pool.return_unused(server);
                 continue;
             }
@@ -310,5 +313,7 @@ fn pool_error(
         PoolError::Connect(e) => Error::ServerLogin(e),
         PoolError::NoHost(e) => Error::NoServer(e),
         PoolError::Retired => Error::DatabaseChanged,
+        // Not returned by `acquire`, which waits for RESUME instead.
+        PoolError::Paused => Error::PausedWaitTimeout,
     }
 }

@@ -12,7 +12,7 @@ use tokio::time::{sleep_until, Duration, Instant};
 use super::deadline::Deadline;
 use super::limits::Blocker;
 use super::waiters::Identity;
-use super::{Grant, Pool, PoolError, PoolSettings};
+use super::{Grant, Pool, PoolError, PoolSettings, Unwanted};
 use crate::routing;
 use crate::server::ServerConn;
 
@@ -130,7 +130,10 @@ impl Pool {
     /// the wait bounds the login too: a client whose wait runs out gets query_wait_timeout
     /// (it waited server_connect_timeout for a host that accepts but does not answer). The
     /// login is the pool's: it goes on, up to server_connect_timeout, when the client gives
-    /// up or leaves, and a connection that gets in is checked in for the next client.
+    /// up or leaves, and a connection that gets in is checked in for the next client (see
+    /// [`Pool::adopt`]). One that gets in after the pool's connections were dropped is closed:
+    /// the waiting client gets one logged in afresh (RECONNECT), or, its database paused
+    /// (PAUSE, KILL), waits for RESUME (`PoolError::Paused`).
     async fn connect_within(
         self: &Arc<Self>,
         identity: &Identity,
@@ -148,27 +151,50 @@ impl Pool {
                 let begun = pool.cuts();
                 let made =
                     (pool.connect_for(Some(&holder), tag.as_ref(), &params, &settings)).await;
-                match made {
-                    // The pool's connections were dropped (RECONNECT ...) during the login and
+                let Ok(conn) = made else {
+                    break made.map(|conn| (conn, begun));
+                };
+                // A drop after this check is one after the client got the connection: a paused
+                // database's client gives it back (closed: `return_unused`), and if the client
+                // is gone, `adopt` asks again under the lock.
+                let unwanted = {
+                    let inner = pool.lock();
+                    pool.unwanted(&inner, Some(begun))
+                };
+                match unwanted {
+                    // The client is gone: `adopt` decides under the lock.
+                    _ if tx.is_closed() => break Ok((conn, begun)),
+                    None => break Ok((conn, begun)),
+                    // The pool's connections were dropped (RECONNECT) during the login and
                     // the client still waits: it gets one logged in afresh, in the same slot.
-                    Ok(conn) if pool.cuts() != begun && !tx.is_closed() => {
+                    Some(Unwanted::Dropped) => {
                         tracing::debug!(pid = conn.pid(), pool = ?pool.key, "closing a server login begun before its pool's connections were dropped; logging in again");
                         tokio::spawn(super::release::terminate(conn));
                     }
-                    made => break made.map(|conn| (conn, begun)),
+                    // As PgBouncer, which closes a paused database's logins, the client goes
+                    // back to wait for RESUME (KILL pauses too: its client is being ended, and
+                    // gets no fresh login); a replaced pool's client queues at the new pool.
+                    // The slot is freed.
+                    Some(why) => {
+                        tracing::debug!(pid = conn.pid(), pool = ?pool.key, "closing a server login its client waits for: {}", why.why());
+                        pool.abandon(conn);
+                        break Err(match why {
+                            Unwanted::Retired => PoolError::Retired,
+                            _ => PoolError::Paused,
+                        });
+                    }
                 }
             };
             match tx.send(made) {
                 Ok(()) => {}
-                Err(Ok((conn, begun))) => pool.adopt(conn, holder, begun),
+                Err(Ok((conn, begun))) => pool.adopt(conn, begun),
                 Err(Err(e)) => {
-                    tracing::debug!(pool = ?pool.key, error = %e, "a server login its client gave up on failed");
+                    tracing::debug!(pool = ?pool.key, error = %e, "a server login its client gave up on ended unused");
                 }
             }
         });
         let mut login = Connecting {
             pool: self,
-            identity,
             rx: Some(rx),
         };
         let Some(rx) = login.rx.as_mut() else {
@@ -186,19 +212,18 @@ impl Pool {
         }
     }
 
-    /// A connection opened for `holder`, who is no longer waiting for it, by a login begun at
-    /// the pool's `begun` count of drops: for the next client, or closed if a reload retired
-    /// the pool meanwhile (nothing would take it from a retired pool's idle list, nor close it,
-    /// while a session keeps that pool alive) or KILL, RECONNECT or PAUSE dropped the pool's
-    /// connections since the login began (it would be left idle as if opened after).
-    fn adopt(&self, mut conn: ServerConn, holder: Identity, begun: u64) {
-        conn.holder = Some(holder);
-        if self.cuts() != begun {
-            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing a server login its client gave up on, begun before its pool's connections were dropped");
-            return self.abandon(conn);
+    /// A connection opened for a client no longer waiting for it (or for min_pool_size), by
+    /// a login begun at the pool's `begun` count of drops: for the next client, or closed if
+    /// a reload retired the pool meanwhile (nothing would take it from a retired pool's idle
+    /// list, nor close it, while a session keeps that pool alive), if the database is paused
+    /// (PAUSE, KILL: PgBouncer keeps nothing idle then), or if KILL, RECONNECT or PAUSE
+    /// dropped the pool's connections since the login began (it would be left idle as if
+    /// opened after). Checked and checked in under one lock (see [`Pool::checkin_unless`]).
+    pub(super) fn adopt(&self, conn: ServerConn, begun: u64) {
+        let pid = conn.pid();
+        if self.checkin_unless(conn, |inner| self.unwanted(inner, Some(begun))) {
+            tracing::debug!(pid, pool = ?self.key, "a server login nobody waited for got in");
         }
-        tracing::debug!(pid = conn.pid(), pool = ?self.key, "a server login its client gave up on got in");
-        self.return_unused(conn);
     }
 
     /// Open a connection in a slot already counted (for `holder`, or for the idle list).
@@ -391,7 +416,6 @@ impl Drop for WaitGuard<'_> {
 /// a connection that got in meanwhile to [`Pool::adopt`].
 struct Connecting<'p> {
     pool: &'p Pool,
-    identity: &'p Identity,
     /// The connection, and the pool's count of drops when its login began.
     rx: Option<oneshot::Receiver<Result<(ServerConn, u64), PoolError>>>,
 }
@@ -404,7 +428,7 @@ impl Drop for Connecting<'_> {
         // Closed first: from now on the login task keeps what it makes.
         rx.close();
         if let Ok(Ok((conn, begun))) = rx.try_recv() {
-            self.pool.adopt(conn, self.identity.clone(), begun);
+            self.pool.adopt(conn, begun);
         }
     }
 }

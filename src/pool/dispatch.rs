@@ -199,7 +199,22 @@ impl Pool {
     /// closed if the pool is over its limits). When another pool sharing a full
     /// max_db_connections / max_user_connections is owed the slot (`Limits::owed_elsewhere`),
     /// the connection is closed instead and the slot goes to that pool's client.
-    pub(super) fn checkin(&self, mut conn: ServerConn) {
+    pub(super) fn checkin(&self, conn: ServerConn) {
+        self.checkin_unless(conn, |_| None);
+    }
+
+    /// [`Pool::checkin`], unless `unwanted` (asked under the pool lock, where the connection
+    /// would be queued or kept idle) gives a reason: then the connection is closed and its
+    /// slot freed. One step, so that no drop of the pool's connections (`close_idle`, under
+    /// the same lock) can come between the check and the check-in. Returns whether it was
+    /// kept. `checkin` passes a check that is never true: the per-transaction path does no
+    /// more than before.
+    #[inline]
+    pub(super) fn checkin_unless(
+        &self,
+        mut conn: ServerConn,
+        unwanted: impl FnOnce(&Inner) -> Option<super::Unwanted>,
+    ) -> bool {
         let holder = conn.holder.take();
         conn.conn.shrink();
         // Idle from now: server_idle_timeout and server_check_delay count from here.
@@ -228,20 +243,38 @@ impl Pool {
             // looked at after, in case its client left meanwhile.
             self.settle(vec![conn]);
             self.poke();
-            return;
+            return false;
         }
-        let close = {
+        let (close, unwanted) = {
             let mut inner = self.lock();
             if let Some(h) = &holder {
                 inner.holders.sub(h);
             }
-            inner.idle.push_back(conn);
-            self.dispatch(&mut inner, &settings)
+            let unwanted = match unwanted(&inner) {
+                Some(why) => {
+                    self.drop_slot(&mut inner, 1);
+                    Some((why.why(), conn))
+                }
+                None => {
+                    inner.idle.push_back(conn);
+                    None
+                }
+            };
+            (self.dispatch(&mut inner, &settings), unwanted)
         };
         self.settle(close);
+        if let Some((why, conn)) = unwanted {
+            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing a server connection coming back without a client: {why}");
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(terminate(conn));
+            }
+            self.limits.wake(&self.key);
+            return false;
+        }
         if shared {
             self.limits.offer_idle(self);
         }
+        true
     }
 
     /// A connection counted in `total` (held by `holder`, if lent) is gone: free its slot for

@@ -207,17 +207,21 @@ impl Pool {
     }
 
     /// Open connections in the background until min_pool_size is met, as far as the pool size
-    /// and max_db_connections / max_user_connections allow.
+    /// and max_db_connections / max_user_connections allow. Not while the database is paused
+    /// (PAUSE, KILL): PgBouncer 1.18 keeps opening them then, and closes each at once (`pause
+    /// mode`); none is opened here. One whose login began before the pool's connections were
+    /// dropped (KILL, RECONNECT, PAUSE, reload) is closed when it gets in, as PgBouncer closes
+    /// its logins at once then (`Pool::adopt`).
     fn fill_min(self: &Arc<Self>) {
         // With identity tagging a connection serves one identity, and the janitor knows no
         // identity to open one for: untagged connections would only take slots (and be
         // replaced one by one). min_pool_size is not applied then (the config load warns).
-        if self.limits.tagging() {
+        if self.limits.tagging() || self.held() {
             return;
         }
         let settings = self.settings();
         let lim = self.limits.resolve(&self.key, &settings);
-        let missing = {
+        let (missing, begun) = {
             let mut inner = self.lock();
             let want = settings.min_size.min(settings.size);
             let mut missing = 0;
@@ -226,14 +230,14 @@ impl Pool {
                 self.limits.add_server(&self.key);
                 missing += 1;
             }
-            missing
+            (missing, inner.cuts)
         };
         for _ in 0..missing {
             let pool = Arc::clone(self);
             let settings = settings.clone();
             tokio::spawn(async move {
                 match pool.connect_for(None, None, &[], &settings).await {
-                    Ok(conn) => pool.checkin(conn),
+                    Ok(conn) => pool.adopt(conn, begun),
                     Err(e) => {
                         tracing::warn!(pool = ?pool.key, error = %e, "min_pool_size connection failed")
                     }

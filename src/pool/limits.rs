@@ -125,6 +125,9 @@ struct Counts {
 #[derive(Debug)]
 pub struct Limits {
     config: Arc<ConfigHandle>,
+    /// PAUSE / KILL state: a paused database's pools keep no connection idle (see
+    /// [`Pool::held`]).
+    gates: Arc<crate::gates::Gates>,
     counts: Mutex<Counts>,
     pools: Mutex<Vec<Weak<Pool>>>,
     /// Per-user rejections, for logs now and admin/metrics later.
@@ -132,9 +135,10 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(config: Arc<ConfigHandle>) -> Self {
+    pub fn new(config: Arc<ConfigHandle>, gates: Arc<crate::gates::Gates>) -> Self {
         Limits {
             config,
+            gates,
             counts: Mutex::new(Counts::default()),
             pools: Mutex::new(Vec::new()),
             rejections: Rejections::default(),
@@ -228,6 +232,11 @@ impl Limits {
             counts.servers_by_db.get(db).copied().unwrap_or(0),
             counts.servers_by_user.get(user).copied().unwrap_or(0),
         )
+    }
+
+    /// Is `db` paused (PAUSE, KILL)?
+    pub(super) fn paused(&self, db: &str) -> bool {
+        self.gates.is_paused(db)
     }
 
     /// Identity tagging is on (server connections are per identity).

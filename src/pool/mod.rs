@@ -14,6 +14,8 @@ mod limits;
 mod rejections;
 mod release;
 mod snapshot;
+#[cfg(test)]
+mod tests;
 mod waiters;
 
 use std::collections::VecDeque;
@@ -85,6 +87,10 @@ pub enum PoolError {
     /// A reload replaced this pool (its database entry changed or went): ask for the new one.
     #[error("database configuration changed")]
     Retired,
+    /// The database was paused (PAUSE, KILL) while a new connection logged in for the
+    /// client: the connection was closed; wait for RESUME and check out again.
+    #[error("database paused during the server login")]
+    Paused,
 }
 
 impl From<RouteError> for PoolError {
@@ -92,6 +98,24 @@ impl From<RouteError> for PoolError {
         match e {
             RouteError::Server(e) => PoolError::Connect(e),
             RouteError::NoHost(e) => PoolError::NoHost(e),
+        }
+    }
+}
+
+/// Why a connection coming back without a client is closed (see [`Pool::unwanted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unwanted {
+    Retired,
+    Paused,
+    Dropped,
+}
+
+impl Unwanted {
+    fn why(self) -> &'static str {
+        match self {
+            Unwanted::Retired => "its pool was replaced by a reload",
+            Unwanted::Paused => "its database is paused",
+            Unwanted::Dropped => "its pool's connections were dropped since its login began",
         }
     }
 }
@@ -120,6 +144,11 @@ struct Inner {
     resolved: Option<limits::Resolved>,
     /// Connections being opened and logged in (part of `total`; SHOW SERVERS `new`).
     logins: Vec<Arc<crate::server::Login>>,
+    /// Bumped, with the idle list drained, when the pool's server connections are dropped
+    /// (KILL, RECONNECT, PAUSE, reload: see [`Pool::close_idle`]). A connection whose login
+    /// began at another count is not kept idle (`Pool::adopt`); read and bumped under the
+    /// lock, so that no check-in can come between a drop and its check.
+    cuts: u64,
 }
 
 #[derive(Debug)]
@@ -139,10 +168,6 @@ pub struct Pool {
     /// Replaced by a reload (its database entry changed or went away): the sessions still
     /// holding it finish, and each connection they give back is closed.
     retired: std::sync::atomic::AtomicBool,
-    /// Bumped when the pool's server connections are dropped (KILL, RECONNECT, PAUSE: see
-    /// [`Pool::close_idle`]): a login begun before is closed when it gets in, unless a client
-    /// still waits for it, which gets one logged in afresh (`checkout.rs`).
-    cuts: std::sync::atomic::AtomicU64,
     /// Connections lent to server_check_query (SHOW POOLS sv_tested).
     testing: std::sync::atomic::AtomicU32,
 }
@@ -194,7 +219,6 @@ impl Pool {
             inner: Mutex::new(Inner::default()),
             learned: Mutex::new(None),
             retired: std::sync::atomic::AtomicBool::new(false),
-            cuts: std::sync::atomic::AtomicU64::new(0),
             testing: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -211,10 +235,35 @@ impl Pool {
         self.retired.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// How many times the pool's connections were dropped (see `cuts`): a login that reads
-    /// another count when it gets in began before the latest drop.
+    /// How many times the pool's connections were dropped (see `Inner::cuts`): a login that
+    /// reads another count when it gets in began before the latest drop.
     fn cuts(&self) -> u64 {
-        self.cuts.load(std::sync::atomic::Ordering::Acquire)
+        self.lock().cuts
+    }
+
+    /// Is the pool's database paused (PAUSE, KILL)? As in PgBouncer, which closes a paused
+    /// pool's idle connections and logins at every turn of its loop (`pause mode`), nothing
+    /// is kept idle then: a connection that gets in or comes back unused is closed. Not asked
+    /// on the per-transaction check-in path: PAUSE drains the idle list once the connections
+    /// in use are back, and nothing is handed out while paused.
+    fn held(&self) -> bool {
+        self.limits.paused(&self.key.db)
+    }
+
+    /// Why a connection coming back without a client (a login its client gave up on, one
+    /// opened for min_pool_size, one given back unused) must be closed rather than kept, if
+    /// it must. Asked under the lock (`inner`), where it is checked in. `begun`: the count of
+    /// drops when its login began, if it is new.
+    fn unwanted(&self, inner: &Inner, begun: Option<u64>) -> Option<Unwanted> {
+        if self.is_retired() {
+            Some(Unwanted::Retired)
+        } else if self.held() {
+            Some(Unwanted::Paused)
+        } else if begun.is_some_and(|b| b != inner.cuts) {
+            Some(Unwanted::Dropped)
+        } else {
+            None
+        }
     }
 
     /// Remember a credential from a successful client login, if the config gave none. The
@@ -366,11 +415,12 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// Pools whose limits follow the live configuration in `config`.
-    pub fn new(config: Arc<ConfigHandle>) -> Self {
+    /// Pools whose limits follow the live configuration in `config`, and whose connections
+    /// are not kept idle while `gates` holds their database paused.
+    pub fn new(config: Arc<ConfigHandle>, gates: Arc<crate::gates::Gates>) -> Self {
         Pools {
             map: DashMap::new(),
-            limits: Arc::new(Limits::new(config)),
+            limits: Arc::new(Limits::new(config, gates)),
         }
     }
 

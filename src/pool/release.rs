@@ -118,13 +118,11 @@ impl Pool {
     }
 
     /// Give back a connection nobody ran anything on (e.g. one made to learn the welcome
-    /// parameters): straight to a waiter or the idle list, no reset. Synchronous, so a login
-    /// timeout cannot cut it short and leak the slot.
+    /// parameters): straight to a waiter or the idle list, no reset; closed instead if a
+    /// reload retired the pool or its database is paused (see [`Pool::held`]). Synchronous, so
+    /// a login timeout cannot cut it short and leak the slot.
     pub fn return_unused(&self, conn: ServerConn) {
-        if self.is_retired() {
-            return self.abandon(conn);
-        }
-        self.checkin(conn);
+        self.checkin_unless(conn, |inner| self.unwanted(inner, None));
     }
 
     /// Give up a lent connection where it cannot be reset (no async context, e.g. a session

@@ -52,9 +52,9 @@ impl Pool {
     /// gets a connection logged in afresh): as PgBouncer, which closes its logins at once,
     /// nothing opened before survives idle in the pool.
     pub async fn close_idle(&self) {
-        self.cuts.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let idle: Vec<_> = {
             let mut inner = self.lock();
+            inner.cuts += 1;
             let idle: Vec<_> = inner.idle.drain(..).collect();
             self.drop_slot(&mut inner, u32::try_from(idle.len()).unwrap_or(u32::MAX));
             idle

@@ -1,0 +1,183 @@
+//! The pool driven directly, where an integration test cannot order the steps: a connection
+//! coming back without a client while the pool's connections are dropped.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Duration, Instant};
+
+use super::{Pool, PoolKey, Pools};
+use crate::config::ConfigHandle;
+use crate::server::ServerConn;
+
+/// A pool of database `app` (its server never dialled), and the gates that pause it.
+fn pool() -> (Arc<Pool>, Arc<crate::gates::Gates>) {
+    pool_on(9)
+}
+
+/// A pool of database `app` whose server is 127.0.0.1:`port`.
+fn pool_on(port: u16) -> (Arc<Pool>, Arc<crate::gates::Gates>) {
+    let text = format!("[databases]\napp = host=127.0.0.1 port={port} dbname=app\n[pgbouncer]\n");
+    let text = text.as_str();
+    let raw = crate::config::parse_ini(text, "test.ini").unwrap();
+    let config = crate::config::from_raw(std::path::Path::new("test.ini"), raw).unwrap();
+    let gates = Arc::new(crate::gates::Gates::default());
+    let pools = Pools::new(Arc::new(ConfigHandle::new(config)), Arc::clone(&gates));
+    let key = PoolKey {
+        db: Arc::from("app"),
+        user: Arc::from("u"),
+        endpoint: crate::routing::Endpoint::ReadWrite,
+    };
+    let config = pools.limits().config();
+    let (target, settings) = crate::client::pool_plan(&config, &key, None).unwrap();
+    let pool = pools.get_or_create(&key, |limits| {
+        Pool::new(key.clone(), target, settings, limits)
+    });
+    (pool, gates)
+}
+
+/// A connection in a slot the pool counts (as a login's), over a loopback socket whose other
+/// end is returned (a real server's part is not needed: the pool never speaks on it here).
+async fn counted_conn(pool: &Pool) -> (ServerConn, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ours = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (theirs, _) = listener.accept().await.unwrap();
+    {
+        let mut inner = pool.lock();
+        inner.total += 1;
+        pool.limits.add_server(&pool.key);
+    }
+    let now = Instant::now();
+    let conn = ServerConn {
+        conn: crate::protocol::FramedConn::new(crate::net::Stream::Tcp(ours)),
+        addr: crate::server::ServerAddr::new("127.0.0.1", 9),
+        key: crate::protocol::startup::CancelKey { pid: 1, secret: 2 },
+        params: Default::default(),
+        spellings: Vec::new(),
+        reported: Vec::new(),
+        created_at: now,
+        last_used: now,
+        holder: None,
+        tag: None,
+        identity_tag: None,
+        tls: None,
+        local: None,
+        set_for_client: Vec::new(),
+        link: None,
+        statements: Default::default(),
+    };
+    (conn, theirs)
+}
+
+/// A login nobody waits for gets in (adopt) while RECONNECT drops the pool's connections
+/// (close_idle). The drop's count and the check-in are one step under the pool lock: the
+/// connection is closed, not left idle as if opened after the drop. Adopt is held up where it
+/// reads the pool's settings (before it takes the pool lock) while close_idle runs, which put
+/// the check before the drop and the check-in after it when the count was read apart from
+/// the check-in. The 0.3 s for the adopting thread to get there cannot make this test fail
+/// wrongly; a slower thread only makes the old order pass.
+// The settings lock is held across close_idle on purpose: adopt waits on it meanwhile.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_getting_in_as_the_pool_drops_its_connections_is_not_kept() {
+    let (pool, _gates) = pool();
+    let (conn, _theirs) = counted_conn(&pool).await;
+    let begun = pool.cuts();
+    let settings = pool.settings.lock().unwrap();
+    let adopting = {
+        let pool = Arc::clone(&pool);
+        tokio::task::spawn_blocking(move || pool.adopt(conn, begun))
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pool.close_idle().await;
+    drop(settings);
+    adopting.await.unwrap();
+    let counts = pool.counts();
+    assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
+    assert_eq!(pool.limits.server_counts("app", "u"), (0, 0));
+}
+
+/// A login nobody waits for that gets in while its database is paused is closed (PgBouncer
+/// keeps nothing idle then); one that gets in unpaused, with no drop since it began, is kept.
+#[tokio::test]
+async fn a_login_getting_in_while_paused_is_not_kept() {
+    let (pool, gates) = pool();
+    let (conn, _theirs) = counted_conn(&pool).await;
+    gates.update(|g| {
+        g.paused.insert("app".into());
+    });
+    pool.adopt(conn, pool.cuts());
+    let counts = pool.counts();
+    assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
+    gates.update(|g| {
+        g.paused.remove("app");
+    });
+    let (conn, _theirs) = counted_conn(&pool).await;
+    pool.adopt(conn, pool.cuts());
+    let counts = pool.counts();
+    assert_eq!((counts.idle, counts.total), (1, 1), "{counts:?}");
+}
+
+/// Accept a server login on `listener` and read its startup packet; the login is answered
+/// (trust: AuthenticationOk, BackendKeyData, ReadyForQuery) by [`let_in`].
+async fn login_under_way(listener: &TcpListener) -> TcpStream {
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let len = socket.read_i32().await.unwrap();
+    let mut rest = vec![0; usize::try_from(len - 4).unwrap()];
+    socket.read_exact(&mut rest).await.unwrap();
+    socket
+}
+
+async fn let_in(socket: &mut TcpStream) {
+    let mut answer = Vec::new();
+    answer.extend_from_slice(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]);
+    answer.extend_from_slice(&[b'K', 0, 0, 0, 12, 0, 0, 0, 7, 0, 0, 0, 8]);
+    answer.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+    socket.write_all(&answer).await.unwrap();
+}
+
+/// KILL (or PAUSE) comes while a new connection logs in for a client that still waits (a
+/// client being killed has not ended yet): the login that gets in is closed, no fresh one is
+/// begun (PgBouncer closes the login, and a killed or paused database's client gets none),
+/// the slot is freed, and the client is told to wait for RESUME. The client's checkout is
+/// simply kept waiting here, which a real killed client does only for a moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_getting_in_after_kill_is_neither_redone_nor_kept() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (pool, gates) = pool_on(listener.local_addr().unwrap().port());
+    let client = {
+        let pool = Arc::clone(&pool);
+        tokio::spawn(async move {
+            let identity: super::Identity = Arc::from("u");
+            let wait = super::Deadline::new(Instant::now(), Some(Duration::from_secs(60)));
+            pool.checkout(&identity, None, &Vec::new, &wait)
+                .await
+                .map(|conn| conn.pid())
+        })
+    };
+    let mut login = login_under_way(&listener).await;
+    // As KILL: the database paused, then the pool's connections dropped.
+    gates.update(|g| {
+        g.paused.insert("app".into());
+    });
+    pool.close_idle().await;
+    let_in(&mut login).await;
+    let got = tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .expect("a fresh login was begun for the client")
+        .unwrap();
+    assert!(matches!(got, Err(super::PoolError::Paused)), "{got:?}");
+    // Closed: the server side reads the Terminate, then EOF.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), login.read_to_end(&mut rest))
+        .await
+        .expect("the login's connection stayed open")
+        .unwrap();
+    let counts = pool.counts();
+    assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
+}
