@@ -11,7 +11,7 @@ use crate::faults_server::{signal, Continue};
 use crate::support::{PgCluster, HANG};
 
 /// The pool's row of SHOW POOLS as (cl_active, cl_waiting, sv_active, sv_idle, sv_login).
-async fn pool_counts(admin: &tokio_postgres::Client, db: &str) -> [String; 5] {
+pub(crate) async fn pool_counts(admin: &tokio_postgres::Client, db: &str) -> [String; 5] {
     let pools = rows(admin, "SHOW POOLS").await;
     let row = find(&pools, "database", db);
     [
@@ -164,7 +164,7 @@ async fn a_login_its_client_gave_up_on_is_closed_when_its_pool_was_replaced() {
 }
 
 /// Backends of the pool's database and user, but `except`.
-async fn backends(su: &tokio_postgres::Client, ops: &Ops, except: i32) -> i64 {
+pub(crate) async fn backends(su: &tokio_postgres::Client, ops: &Ops, except: i32) -> i64 {
     su.query_one(
         "SELECT count(*) FROM pg_stat_activity \
          WHERE datname = $1 AND usename = $2 AND pid <> $3",

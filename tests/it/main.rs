@@ -25,6 +25,7 @@ mod lobby;
 mod log_format;
 mod login_edges;
 mod login_wait;
+mod login_wait_pause;
 mod monitor_tls;
 mod negative;
 mod ops;

@@ -1,0 +1,239 @@
+//! Server logins under way when PAUSE, KILL or RECONNECT comes: as in PgBouncer 1.18, which
+//! closes them at once, nothing begun before stays idle in the pool, and a paused database
+//! keeps its clients waiting, not served, until RESUME. A stopped postmaster holds the login.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use crate::admin::Ops;
+use crate::faults_server::{signal, Continue};
+use crate::login_wait::{backends, pool_counts};
+use crate::support::{PgCluster, HANG};
+
+/// Await `done(SHOW POOLS counts, backends of the pool's user)` up to HANG; `what` names the
+/// wrong state in the failure.
+async fn until(
+    admin: &tokio_postgres::Client,
+    su: &tokio_postgres::Client,
+    ops: &Ops,
+    what: &str,
+    done: impl Fn(&[String; 5], i64) -> bool,
+) -> [String; 5] {
+    let started = tokio::time::Instant::now();
+    loop {
+        let counts = pool_counts(admin, &ops.db).await;
+        let n = backends(su, ops, 0).await;
+        if done(&counts, n) {
+            return counts;
+        }
+        assert!(
+            started.elapsed() < HANG,
+            "{what}: (cl_active, cl_waiting, sv_active, sv_idle, sv_login) {counts:?}, {n} backends"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client's query waits on a login held by a stopped postmaster; PAUSE comes, then the
+/// postmaster goes on. As PgBouncer 1.18 (checked live: the login `closing because: pause
+/// mode`, the client in cl_waiting, served by a new login after RESUME), the login is closed
+/// when it gets in, nothing stays idle, and the client waits, unserved, until RESUME. It was
+/// logged in afresh, and that connection kept idle in the paused pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_on_a_login_during_pause_waits_for_resume() {
+    let pg: &'static PgCluster = Box::leak(Box::new(PgCluster::start_private().await));
+    let ops = Ops::on(pg, "server_connect_timeout = 60\nquery_wait_timeout = 60").await;
+    let admin = ops.admin().await;
+    let su = pg.superuser_client().await;
+    // Logged in on the pool's first connection, which RECONNECT then closes: the client's
+    // query needs a new one.
+    let client = ops.client().await;
+    until(&admin, &su, &ops, "the welcome connection", |c, _| {
+        c[3] == "1"
+    })
+    .await;
+    admin
+        .simple_query(&format!("RECONNECT {}", ops.db))
+        .await
+        .unwrap();
+    until(&admin, &su, &ops, "RECONNECT", |c, n| c[3] == "0" && n == 0).await;
+    let postmaster = pg.postmaster_pid();
+    signal(postmaster, "-STOP");
+    let stopped = Continue(postmaster);
+    let query = tokio::spawn(async move {
+        let row = client.query_one("SELECT pg_backend_pid()", &[]).await;
+        (row.map(|r| r.get::<_, i32>(0)), client)
+    });
+    until(&admin, &su, &ops, "no server login", |c, _| c[4] == "1").await;
+    admin
+        .simple_query(&format!("PAUSE {}", ops.db))
+        .await
+        .unwrap();
+    drop(stopped);
+    // Awaited, not timed: the login gets in (sv_login 0) once the postmaster goes on, however
+    // long that takes on a loaded machine; then its backend must go, and none stay idle.
+    let counts = until(
+        &admin,
+        &su,
+        &ops,
+        "a connection stayed open in the paused pool",
+        |c, n| c[4] == "0" && c[3] == "0" && n == 0,
+    )
+    .await;
+    assert_eq!(counts[1], "1", "the client no longer waits: {counts:?}");
+    assert!(!query.is_finished(), "the client was served while paused");
+    admin
+        .simple_query(&format!("RESUME {}", ops.db))
+        .await
+        .unwrap();
+    let (pid, _client) = tokio::time::timeout(HANG, query)
+        .await
+        .expect("the client was not served after RESUME")
+        .unwrap();
+    let pid = pid.expect("the query failed");
+    assert_eq!(
+        backends(&su, &ops, pid).await,
+        0,
+        "a second backend is open"
+    );
+}
+
+/// The number of sessions PostgreSQL has counted in `db`.
+async fn sessions(su: &tokio_postgres::Client, db: &str) -> i64 {
+    su.query_one(
+        "SELECT sessions FROM pg_stat_database WHERE datname = $1",
+        &[&db],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// The fixtures of the min_pool_size tests: the pgporter, its console, a superuser client
+/// of PostgreSQL, and PostgreSQL's count of sessions in the database before any.
+struct MinPool {
+    ops: Ops,
+    admin: tokio_postgres::Client,
+    su: tokio_postgres::Client,
+    before: i64,
+}
+
+/// With min_pool_size = 1 (identity_tagging off, as min_pool_size needs), the janitor's login
+/// for it is held by a stopped postmaster when `command` comes for the database; then the
+/// postmaster goes on.
+async fn a_min_pool_size_login_then(command: &str) -> MinPool {
+    let pg: &'static PgCluster = Box::leak(Box::new(PgCluster::start_private().await));
+    let ops = Ops::on(
+        pg,
+        "server_connect_timeout = 60\nmin_pool_size = 1\nidentity_tagging = 0",
+    )
+    .await;
+    let admin = ops.admin().await;
+    let su = pg.superuser_client().await;
+    let before = sessions(&su, &ops.db).await;
+    // A client's login makes the pool; its first connection stays idle for min_pool_size.
+    drop(ops.client().await);
+    until(&admin, &su, &ops, "the welcome connection", |c, _| {
+        c[3] == "1"
+    })
+    .await;
+    let postmaster = pg.postmaster_pid();
+    signal(postmaster, "-STOP");
+    let stopped = Continue(postmaster);
+    // Closed by RECONNECT: the janitor logs in another for min_pool_size.
+    admin
+        .simple_query(&format!("RECONNECT {}", ops.db))
+        .await
+        .unwrap();
+    until(&admin, &su, &ops, "no min_pool_size login", |c, _| {
+        c[3] == "0" && c[4] == "1"
+    })
+    .await;
+    admin
+        .simple_query(&format!("{command} {}", ops.db))
+        .await
+        .unwrap();
+    drop(stopped);
+    MinPool {
+        ops,
+        admin,
+        su,
+        before,
+    }
+}
+
+/// KILL or PAUSE: the min_pool_size login is closed when it gets in, as PgBouncer 1.18 closes
+/// its logins at once then (it was kept idle in the paused pool), and no other is opened while
+/// the database is paused (PgBouncer 1.18 opens one at each turn of its loop and closes it at
+/// once, `pause mode`, checked live: none stays). After RESUME the pool is filled again.
+async fn a_min_pool_size_login_is_closed_while_paused_by(command: &str) {
+    let MinPool { ops, admin, su, .. } = a_min_pool_size_login_then(command).await;
+    until(
+        &admin,
+        &su,
+        &ops,
+        &format!("a connection stayed open after {command}"),
+        |c, n| c[4] == "0" && c[3] == "0" && n == 0,
+    )
+    .await;
+    // The janitor runs every second: two and a half of its rounds open nothing.
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        let counts = pool_counts(&admin, &ops.db).await;
+        let n = backends(&su, &ops, 0).await;
+        assert!(
+            counts[3] == "0" && counts[4] == "0" && n == 0,
+            "a connection was opened while paused: {counts:?}, {n} backends"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin
+        .simple_query(&format!("RESUME {}", ops.db))
+        .await
+        .unwrap();
+    until(&admin, &su, &ops, "not filled after RESUME", |c, n| {
+        c[3] == "1" && n == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_min_pool_size_login_is_closed_after_kill() {
+    a_min_pool_size_login_is_closed_while_paused_by("KILL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_min_pool_size_login_is_closed_after_pause() {
+    a_min_pool_size_login_is_closed_while_paused_by("PAUSE").await;
+}
+
+/// RECONNECT: the min_pool_size login begun before is closed when it gets in (it was kept
+/// idle as if opened after), and the janitor opens another. PostgreSQL counts three sessions:
+/// the pool's first connection (closed by the first RECONNECT), the stale login, the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_min_pool_size_login_is_closed_after_reconnect() {
+    let MinPool {
+        ops,
+        admin,
+        su,
+        before,
+    } = a_min_pool_size_login_then("RECONNECT").await;
+    let started = tokio::time::Instant::now();
+    loop {
+        let n = sessions(&su, &ops.db).await - before;
+        if n >= 3 {
+            assert_eq!(n, 3);
+            break;
+        }
+        assert!(
+            started.elapsed() < HANG,
+            "{n} session(s): the login begun before RECONNECT was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    until(&admin, &su, &ops, "not one idle connection", |c, n| {
+        c[3] == "1" && c[4] == "0" && n == 1
+    })
+    .await;
+}
