@@ -152,6 +152,12 @@ impl Pool {
                 let made =
                     (pool.connect_for(Some(&holder), tag.as_ref(), &params, &settings)).await;
                 let Ok(conn) = made else {
+                    // Failed (server_connect_timeout ...) once the database was paused, which
+                    // in PgBouncer closed it: the client waits for RESUME, not told of it.
+                    if pool.held() && !tx.is_closed() {
+                        tracing::debug!(pool = ?pool.key, "a server login failed while its database was paused; its client waits for RESUME");
+                        break Err(PoolError::Paused);
+                    }
                     break made.map(|conn| (conn, begun));
                 };
                 // A drop after this check is one after the client got the connection: a paused

@@ -264,7 +264,7 @@ impl Pool {
         };
         self.settle(close);
         if let Some((why, conn)) = unwanted {
-            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing a server connection coming back without a client: {why}");
+            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing a server connection instead of keeping it: {why}");
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(terminate(conn));
             }

@@ -208,10 +208,10 @@ impl Pool {
 
     /// Open connections in the background until min_pool_size is met, as far as the pool size
     /// and max_db_connections / max_user_connections allow. Not while the database is paused
-    /// (PAUSE, KILL): PgBouncer 1.18 keeps opening them then, and closes each at once (`pause
-    /// mode`); none is opened here. One whose login began before the pool's connections were
-    /// dropped (KILL, RECONNECT, PAUSE, reload) is closed when it gets in, as PgBouncer closes
-    /// its logins at once then (`Pool::adopt`).
+    /// (PAUSE, KILL): after `PAUSE db` PgBouncer 1.18 keeps opening them, and closes each at
+    /// once (`pause mode`); none is opened here. One whose login began before the pool's
+    /// connections were dropped (KILL, RECONNECT, PAUSE, reload) is closed when it gets in,
+    /// as PgBouncer closes its logins at once then (`Pool::adopt`).
     fn fill_min(self: &Arc<Self>) {
         // With identity tagging a connection serves one identity, and the janitor knows no
         // identity to open one for: untagged connections would only take slots (and be

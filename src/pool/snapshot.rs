@@ -48,9 +48,11 @@ impl Pool {
 
     /// Close every idle server connection (PAUSE, KILL, RECONNECT, reload); their slots are
     /// freed in the pool and in the database / user limits, and waiters are woken. A login
-    /// under way is closed when it gets in if its client gave up meanwhile (else the client
-    /// gets a connection logged in afresh): as PgBouncer, which closes its logins at once,
-    /// nothing opened before survives idle in the pool.
+    /// under way is closed when it gets in if its client gave up meanwhile, or was opened for
+    /// min_pool_size (else the client gets a connection logged in afresh or, its database
+    /// paused, waits for RESUME): as PgBouncer, which closes its logins at once, nothing opened
+    /// before survives idle in the pool. The count of drops is bumped with the idle list
+    /// drained, under the lock (see `Inner::cuts`).
     pub async fn close_idle(&self) {
         let idle: Vec<_> = {
             let mut inner = self.lock();

@@ -99,6 +99,56 @@ async fn a_client_waiting_on_a_login_during_pause_waits_for_resume() {
     );
 }
 
+/// As above, but the login fails (server_connect_timeout) after PAUSE, before the postmaster
+/// goes on: PgBouncer closed it at the PAUSE, and its client waits for RESUME; so does this
+/// one, instead of being told the login failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_failing_during_pause_leaves_its_client_waiting_for_resume() {
+    let pg: &'static PgCluster = Box::leak(Box::new(PgCluster::start_private().await));
+    let ops = Ops::on(pg, "server_connect_timeout = 2\nquery_wait_timeout = 60").await;
+    let admin = ops.admin().await;
+    let su = pg.superuser_client().await;
+    let client = ops.client().await;
+    until(&admin, &su, &ops, "the welcome connection", |c, _| {
+        c[3] == "1"
+    })
+    .await;
+    admin
+        .simple_query(&format!("RECONNECT {}", ops.db))
+        .await
+        .unwrap();
+    until(&admin, &su, &ops, "RECONNECT", |c, n| c[3] == "0" && n == 0).await;
+    let postmaster = pg.postmaster_pid();
+    signal(postmaster, "-STOP");
+    let stopped = Continue(postmaster);
+    let query = tokio::spawn(async move {
+        let row = client.query_one("SELECT pg_backend_pid()", &[]).await;
+        (row.map(|r| r.get::<_, i32>(0)), client)
+    });
+    until(&admin, &su, &ops, "no server login", |c, _| c[4] == "1").await;
+    admin
+        .simple_query(&format!("PAUSE {}", ops.db))
+        .await
+        .unwrap();
+    // The login ends at server_connect_timeout (sv_login 0), the postmaster still stopped.
+    let counts = until(&admin, &su, &ops, "the login did not end", |c, _| {
+        c[4] == "0"
+    })
+    .await;
+    assert_eq!(counts[1], "1", "the client no longer waits: {counts:?}");
+    assert!(!query.is_finished(), "the client was answered while paused");
+    drop(stopped);
+    admin
+        .simple_query(&format!("RESUME {}", ops.db))
+        .await
+        .unwrap();
+    let (pid, _client) = tokio::time::timeout(HANG, query)
+        .await
+        .expect("the client was not served after RESUME")
+        .unwrap();
+    pid.expect("the query failed");
+}
+
 /// The number of sessions PostgreSQL has counted in `db`.
 async fn sessions(su: &tokio_postgres::Client, db: &str) -> i64 {
     su.query_one(
