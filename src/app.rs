@@ -235,6 +235,8 @@ impl App {
         let runtime = tokio::runtime::Handle::current();
         shared.lobby.start(runtime, shared.tracker.token())?;
         let background = spawn_background(&shared, http);
+        // Queued for the notifier's thread, which waits for room at systemd's end: the loop
+        // below takes signals meanwhile (a SIGTERM right after the start drains at once).
         shared.systemd.ready();
         let mut mode_rx = shared.lifecycle.subscribe();
         loop {
@@ -243,6 +245,7 @@ impl App {
                 _ = mode_rx.wait_for(Option::is_some) => break,
             }
         }
+        // Queued too: the drain (and its shutdown_wait_timeout) starts now.
         shared.systemd.stopping();
         drain(&shared, &mut control_rx).await;
         shared.shutdown.cancel();
@@ -268,6 +271,7 @@ impl App {
             let _ = task.await;
         }
         shared.audit.flush().await;
+        shared.systemd.flush().await;
         tracing::info!("shutdown complete");
         Ok(())
     }

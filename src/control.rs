@@ -61,15 +61,6 @@ pub enum ControlError {
     Set(String),
 }
 
-/// Send `state` to systemd off the async workers: a send waits up to 5 s for room in a full
-/// notification queue (PID 1 busy), which would stall every session on the worker meanwhile.
-async fn notify_systemd(shared: &Arc<Shared>, state: &'static str) {
-    if shared.systemd.active() {
-        let shared = Arc::clone(shared);
-        let _ = tokio::task::spawn_blocking(move || shared.systemd.send(state)).await;
-    }
-}
-
 /// Carry out `c`. PAUSE returns once the paused databases' server connections are released.
 pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError> {
     match c {
@@ -84,9 +75,10 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
             if let Some(log) = shared.log_file.get() {
                 log.reopen();
             }
-            notify_systemd(shared, "RELOADING=1").await;
+            // Queued, in order, for the thread that waits for room at systemd's end.
+            shared.systemd.reloading();
             let result = reload(shared, &change).await;
-            notify_systemd(shared, "READY=1").await;
+            shared.systemd.ready();
             drop(change);
             result
         }

@@ -661,12 +661,7 @@ pub async fn run_stats_period(shared: Arc<Shared>) {
             () = tokio::time::sleep(period) => {}
         }
         let a = shared.stats.roll();
-        if shared.systemd.active() {
-            // Off the async workers: a send waits for room in systemd's queue (up to 5 s),
-            // which must not stall the sessions every stats_period.
-            let shared = Arc::clone(&shared);
-            tokio::task::spawn_blocking(move || shared.systemd.stats(&a));
-        }
+        shared.systemd.stats(&a);
         if shared.config.load().settings.log_stats {
             tracing::info!(
                 xacts_per_s = a.xact_count,

@@ -7,9 +7,14 @@
 //! notification that cannot be sent is logged at debug level. A full queue at the service
 //! manager (PID 1 busy; a datagram socket queues net.unix.max_dgram_qlen of them) is waited on
 //! for up to [`SEND_WAIT`], as libsystemd's sd_notify waits: dropping READY=1 there would have
-//! systemd stop the unit at its start timeout.
+//! systemd stop the unit at its start timeout. That wait is a thread's of its own, which
+//! sends the notifications one at a time in the order they were asked for: the caller never
+//! waits (an async worker waiting would stall every session it serves, a shutdown waiting
+//! would start its drain late), and systemd still sees `READY=1` before a later
+//! `RELOADING=1`, each `RELOADING=1` before its `READY=1`, and `STOPPING=1` after them.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// How long a notification waits for room in the service manager's queue.
@@ -47,10 +52,19 @@ impl std::fmt::Debug for PassedSockets {
     }
 }
 
-/// Where notifications go, read once from the environment at startup.
+/// Where notifications go, read once from the environment at startup: the queue of the
+/// thread that sends them, in order.
 #[derive(Debug, Default)]
 pub struct Notifier {
-    target: Option<(UnixDatagram, SocketAddr)>,
+    queue: Option<mpsc::Sender<Job>>,
+}
+
+/// What the sending thread is asked to do.
+enum Job {
+    /// Send this notification.
+    Send(String),
+    /// Say so once every notification asked for before is sent (or given up on).
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Notifier {
@@ -71,26 +85,39 @@ impl Notifier {
             }
             None => SocketAddr::from_pathname(path),
         };
-        let socket = UnixDatagram::unbound().and_then(|s| {
-            s.set_write_timeout(Some(SEND_WAIT))?;
-            Ok(s)
+        let socket = UnixDatagram::unbound();
+        let (tx, rx) = mpsc::channel();
+        let sender = socket.and_then(|socket| {
+            let addr = addr?;
+            std::thread::Builder::new()
+                .name("systemd-notify".into())
+                .spawn(move || send_in_order(&socket, &addr, &rx))
         });
-        match (socket, addr) {
-            (Ok(socket), Ok(addr)) => Notifier {
-                target: Some((socket, addr)),
-            },
-            (Err(e), _) | (_, Err(e)) => {
+        match sender {
+            Ok(_) => Notifier { queue: Some(tx) },
+            Err(e) => {
                 tracing::warn!(notify_socket = path, error = %e, "cannot notify systemd");
                 Notifier::default()
             }
         }
     }
 
-    /// Send `state` (newline-separated `KEY=value` assignments).
+    /// Send `state` (newline-separated `KEY=value` assignments), after the notifications
+    /// asked for before it. Returns at once.
     pub fn send(&self, state: &str) {
-        if let Some((socket, addr)) = &self.target {
-            if let Err(e) = socket.send_to_addr(state.as_bytes(), addr) {
-                tracing::debug!(error = %e, state, "systemd notification not sent");
+        if let Some(queue) = &self.queue {
+            // Fails only with the thread gone: dropped, as a send that failed would be.
+            let _ = queue.send(Job::Send(state.to_owned()));
+        }
+    }
+
+    /// Wait, up to [`SEND_WAIT`], for the notifications asked for so far to be sent: at exit,
+    /// so that `STOPPING=1` is not lost with the process.
+    pub async fn flush(&self) {
+        if let Some(queue) = &self.queue {
+            let (done, sent) = tokio::sync::oneshot::channel();
+            if queue.send(Job::Flush(done)).is_ok() {
+                let _ = tokio::time::timeout(SEND_WAIT, sent).await;
             }
         }
     }
@@ -109,12 +136,47 @@ impl Notifier {
 
     /// True when notifications go somewhere (`$NOTIFY_SOCKET` was set).
     pub fn active(&self) -> bool {
-        self.target.is_some()
+        self.queue.is_some()
     }
 
     /// The stats_period averages, for `systemctl status`.
     pub fn stats(&self, a: &crate::stats::Averages) {
         self.send(&stats_status(a));
+    }
+}
+
+/// The sending thread: each notification in turn, each waiting up to [`SEND_WAIT`] for room.
+fn send_in_order(socket: &UnixDatagram, addr: &SocketAddr, jobs: &mpsc::Receiver<Job>) {
+    for job in jobs {
+        match job {
+            Job::Send(state) => {
+                if let Err(e) = send_waiting(socket, addr, &state) {
+                    tracing::debug!(error = %e, state, "systemd notification not sent");
+                }
+            }
+            Job::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Send `state`, waiting up to [`SEND_WAIT`] in all for room. A signal caught meanwhile (on
+/// this thread: the kernel hands a process's signal to any thread) ends the wait with EINTR,
+/// whatever SA_RESTART says (a socket with a send timeout): the wait goes on. READY=1 was
+/// dropped so when a `systemctl stop` came during it.
+fn send_waiting(socket: &UnixDatagram, addr: &SocketAddr, state: &str) -> std::io::Result<()> {
+    let deadline = tokio::time::Instant::now() + SEND_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        socket.set_write_timeout(Some(left))?;
+        match socket.send_to_addr(state.as_bytes(), addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            sent => return sent.map(drop),
+        }
     }
 }
 
@@ -168,6 +230,32 @@ mod tests {
             stats_status(&a),
             "STATUS=stats: 1 xacts/s, 2 queries/s, in 3 B/s, out 4 B/s, xact 5 μs, query 6 μs, wait 7 μs"
         );
+    }
+
+    /// Asked for while the queue is full, the notifications wait for room without holding up
+    /// the caller, and arrive in the order they were asked for.
+    #[tokio::test]
+    async fn a_full_queue_keeps_the_order_without_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).expect("bind");
+        let filler = UnixDatagram::unbound().expect("socket");
+        filler.set_nonblocking(true).expect("nonblocking");
+        while filler.send_to(b"FILLER=1", &path).is_ok() {}
+        let notifier = Notifier::to(&path.to_string_lossy());
+        notifier.ready();
+        notifier.reloading();
+        notifier.ready();
+        notifier.stopping();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 64];
+        while seen.last().map(String::as_str) != Some("STOPPING=1") {
+            let n = listener.recv(&mut buf).expect("recv");
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        seen.retain(|n| n != "FILLER=1");
+        assert_eq!(seen, ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]);
+        notifier.flush().await;
     }
 
     #[test]

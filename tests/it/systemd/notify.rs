@@ -6,10 +6,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{kill, minimal_ini, wait_exit};
+use super::{connect_once_listening, kill, minimal_ini, wait_exit};
 use crate::ops::eventually;
 use crate::ops_binary::{free_port, KillOnDrop};
-use crate::support::HANG;
+use crate::support::process::write_config;
+use crate::support::{cluster, HANG};
 
 /// The next notification, within 10 s.
 fn next(socket: &UnixDatagram) -> String {
@@ -215,6 +216,127 @@ async fn a_reload_waiting_for_systemd_does_not_stall_clients() {
     assert_eq!(seen, ["RELOADING=1", "READY=1"]);
 }
 
+/// A SIGTERM while READY=1 waits for room in a full notification queue starts the drain at
+/// once: new clients are refused (57P03) while a session goes on, and READY=1 then
+/// STOPPING=1 reach systemd in that order. The start sent READY=1 on the thread the signal
+/// came to, which it interrupted (EINTR): READY=1 was lost (had it not been, the SIGTERM would
+/// have waited for it, up to 5 s, with new clients served).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_while_ready_waits_for_systemd_drains_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // From before the start: READY=1 is sent (and waits) once the listeners are bound.
+    let started = tokio::time::Instant::now();
+    let (child, notify, connstring) = notified_in_front_of_a_db(dir.path(), fill).await;
+    let (client, _conn) = login(&connstring).await;
+    kill("-TERM", child.0.as_ref().expect("running").id());
+    refused_with_57p03(&connstring).await;
+    let took = started.elapsed();
+    // The start, a login and the refusal, with 4 s of room on a loaded machine: the wait
+    // was 5 s.
+    assert!(
+        took < Duration::from_secs(4),
+        "drained {took:?} after the start"
+    );
+    client
+        .simple_query("select 1")
+        .await
+        .expect("a session is served during the drain");
+    assert_eq!(
+        notifications_until_stopping(&notify),
+        ["READY=1", "STOPPING=1"]
+    );
+}
+
+/// STOPPING=1 waiting for room in a full notification queue holds up neither the sessions nor
+/// the drain: an open session is served during it, and ended at shutdown_wait_timeout (1 s)
+/// after the SIGTERM. The drain began once STOPPING=1 was sent, up to 5 s late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_waiting_for_systemd_does_not_delay_the_drain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, notify, connstring) = notified_in_front_of_a_db(dir.path(), |_| {}).await;
+    assert_eq!(next(&notify), "READY=1");
+    let (client, conn) = login(&connstring).await;
+    client.simple_query("select 1").await.expect("select 1");
+    fill(&notify);
+    let started = tokio::time::Instant::now();
+    kill("-TERM", child.0.as_ref().expect("running").id());
+    refused_with_57p03(&connstring).await;
+    client
+        .simple_query("select 1")
+        .await
+        .expect("a session is served during the drain");
+    let ended = tokio::time::timeout(HANG, conn)
+        .await
+        .expect("the session outlived the drain")
+        .expect("join");
+    let took = started.elapsed();
+    assert!(ended.is_err(), "the session was not ended: {ended:?}");
+    // shutdown_wait_timeout is 1 s; 3 s of room on a loaded machine: it ended after 6 s.
+    assert!(took < Duration::from_secs(4), "ended after {took:?}");
+    assert_eq!(notifications_until_stopping(&notify), ["STOPPING=1"]);
+}
+
+/// pgporter (one worker thread, shutdown_wait_timeout = 1) in front of a database of its
+/// own, as [`spawn_notified_on`]; and a connection string for that database through it.
+async fn notified_in_front_of_a_db(
+    dir: &Path,
+    prepare: impl FnOnce(&UnixDatagram),
+) -> (KillOnDrop, UnixDatagram, String) {
+    let cluster = cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    let port = free_port();
+    let ini = write_config(
+        dir,
+        "pgporter.ini",
+        (&db, &user, cluster.port()),
+        &format!(
+            "listen_port = {port}\nunix_socket_dir =\nworker_threads = 1\nshutdown_wait_timeout = 1\n"
+        ),
+    );
+    let (child, notify) = spawn_notified_on(dir, &ini, prepare);
+    let connstring =
+        format!("host=127.0.0.1 port={port} user={user} password=pw dbname={db} sslmode=disable");
+    (child, notify, connstring)
+}
+
+/// A session through `connstring` (pgporter retried until it listens), and its connection's
+/// task, which ends when the session does.
+async fn login(
+    connstring: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, conn) = connect_once_listening(connstring)
+        .await
+        .unwrap_or_else(|e| panic!("login through {connstring}: {e}"));
+    (client, tokio::spawn(conn))
+}
+
+/// Once a shutdown began: new clients through `connstring` hear 57P03.
+async fn refused_with_57p03(connstring: &str) {
+    eventually("new clients refused with 57P03", || async {
+        match tokio_postgres::connect(connstring, tokio_postgres::NoTls).await {
+            Err(e) => e.as_db_error().is_some_and(|d| d.code().code() == "57P03"),
+            Ok(_) => false,
+        }
+    })
+    .await;
+}
+
+/// The notifications up to STOPPING=1 (included), the queue's fillers left out.
+fn notifications_until_stopping(notify: &UnixDatagram) -> Vec<String> {
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("STOPPING=1") {
+        seen.push(next(notify));
+    }
+    seen.retain(|n| n != "FILLER=1");
+    seen
+}
+
 /// Fill the notification queue of `notify` (as a busy PID 1 leaves it) with `FILLER=1`s.
 fn fill(notify: &UnixDatagram) {
     let filler = UnixDatagram::unbound().expect("socket");
@@ -250,6 +372,16 @@ fn spawn_notified(
     extra: &str,
     prepare: impl FnOnce(&UnixDatagram),
 ) -> (KillOnDrop, UnixDatagram) {
+    let ini = minimal_ini(dir, port, extra);
+    spawn_notified_on(dir, &ini, prepare)
+}
+
+/// pgporter on `ini`, as [`spawn_notified`].
+fn spawn_notified_on(
+    dir: &Path,
+    ini: &Path,
+    prepare: impl FnOnce(&UnixDatagram),
+) -> (KillOnDrop, UnixDatagram) {
     let socket_path = dir.join("notify");
     let _ = std::fs::remove_file(&socket_path);
     let notify = UnixDatagram::bind(&socket_path).expect("notify socket");
@@ -257,9 +389,8 @@ fn spawn_notified(
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     prepare(&notify);
-    let ini = minimal_ini(dir, port, extra);
     let child = Command::new(env!("CARGO_BIN_EXE_pgporter"))
-        .arg(&ini)
+        .arg(ini)
         .env("NOTIFY_SOCKET", &socket_path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
