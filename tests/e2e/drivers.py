@@ -274,16 +274,24 @@ async def run_asyncpg(name, host, port, user, password, db) -> None:
     await conn.copy_from_query("SELECT id, name FROM t WHERE id >= 10 ORDER BY id", output=out)
     assert out.getvalue() == b"10\tten\n11\televen\n", out.getvalue()
     passed(name, "copy")
-    # A timeout makes asyncpg send a CancelRequest for the running query.
+    dsn = libpq_dsn(host, port, user, password, db)
+    # A timeout makes asyncpg send a CancelRequest for the running query. Its timer runs on
+    # this event loop, so the loop is held (a blocking wait_running) from the moment the query
+    # is sent until it runs: the overdue timer fires then, never before the backend has the
+    # query (a cancel that came first would be ignored and the query would run its 30 s).
+    sleep = await conn.prepare(SLEEP)
+    fetch = asyncio.ensure_future(sleep.fetch(timeout=0.5))
+    await asyncio.sleep(0)  # the task sends Bind/Execute, then waits for the answer
+    wait_running(dsn)
     try:
-        await conn.fetch(SLEEP, timeout=0.5)
+        await fetch
         raise AssertionError("pg_sleep was not cancelled")
     except asyncio.TimeoutError:
         pass
     assert await conn.fetchval("SELECT 7") == 7
-    # Cancelling the awaiting task also cancels the query on the server.
+    # Cancelling the awaiting task also cancels the query on the server (once it runs).
     task = asyncio.ensure_future(conn.fetch(SLEEP))
-    await asyncio.sleep(0.5)
+    await asyncio.get_running_loop().run_in_executor(None, wait_running, dsn)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert await conn.fetchval("SELECT 8") == 8
