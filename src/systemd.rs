@@ -31,24 +31,64 @@ pub struct ServiceManager {
 }
 
 impl ServiceManager {
-    /// `$NOTIFY_SOCKET`, and `$LISTEN_FDS` (for this process: `$LISTEN_PID`).
+    /// `$NOTIFY_SOCKET`, and `$LISTEN_FDS` (for this process: `$LISTEN_PID`) with the
+    /// sockets' names, `$LISTEN_FDNAMES`.
     pub fn from_env() -> ServiceManager {
         let fds = listenfd::ListenFd::from_env();
+        let fds = (fds.len() > 0).then_some(fds);
+        let names = fds
+            .as_ref()
+            .and_then(|_| std::env::var("LISTEN_FDNAMES").ok());
         ServiceManager {
             notifier: Notifier::from_env(),
-            sockets: PassedSockets((fds.len() > 0).then_some(fds)),
+            sockets: PassedSockets { fds, names },
         }
     }
 }
 
+/// The name (`FileDescriptorName=` in its .socket unit) that makes a passed socket the
+/// read-only endpoint, whatever its port.
+pub const READONLY_FD_NAME: &str = "readonly";
+
 /// Listening sockets passed by the service manager (none: bind our own).
 #[derive(Default)]
-pub struct PassedSockets(pub(crate) Option<listenfd::ListenFd>);
+pub struct PassedSockets {
+    pub(crate) fds: Option<listenfd::ListenFd>,
+    /// `$LISTEN_FDNAMES` as given: see [`PassedSockets::names`].
+    names: Option<String>,
+}
+
+impl PassedSockets {
+    /// The name of each of the `n` passed sockets, in order (None: unnamed). systemd gives
+    /// them colon-separated in `$LISTEN_FDNAMES`, one per socket (`FileDescriptorName=`, by
+    /// default the .socket unit's name). A list that does not name each socket once is
+    /// ignored, with a warning (libsystemd's sd_listen_fds_with_names refuses it; the sockets
+    /// are served all the same).
+    pub(crate) fn names(&self, n: usize) -> Vec<Option<&str>> {
+        let Some(raw) = self.names.as_deref() else {
+            return vec![None; n];
+        };
+        let names: Vec<&str> = raw.split(':').collect();
+        if names.len() != n {
+            tracing::warn!(
+                LISTEN_FDNAMES = raw,
+                sockets = n,
+                "LISTEN_FDNAMES does not name each passed socket once: the names are ignored \
+                 (readonly_listen_port alone says which socket is read-only)"
+            );
+            return vec![None; n];
+        }
+        names
+            .into_iter()
+            .map(|name| (!name.is_empty()).then_some(name))
+            .collect()
+    }
+}
 
 impl std::fmt::Debug for PassedSockets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.0.as_ref().map_or(0, listenfd::ListenFd::len);
-        write!(f, "PassedSockets({n})")
+        let n = self.fds.as_ref().map_or(0, listenfd::ListenFd::len);
+        write!(f, "PassedSockets({n}, names {:?})", self.names)
     }
 }
 
@@ -256,6 +296,25 @@ mod tests {
         seen.retain(|n| n != "FILLER=1");
         assert_eq!(seen, ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]);
         notifier.flush().await;
+    }
+
+    #[test]
+    fn passed_socket_names_are_one_per_socket_or_none() {
+        let passed = |names: Option<&str>| PassedSockets {
+            fds: None,
+            names: names.map(str::to_owned),
+        };
+        assert_eq!(passed(None).names(2), [None, None]);
+        assert_eq!(
+            passed(Some("pgbouncer.socket:readonly")).names(2),
+            [Some("pgbouncer.socket"), Some("readonly")]
+        );
+        assert_eq!(passed(Some(":readonly")).names(2), [None, Some("readonly")]);
+        // Not one per socket: ignored.
+        assert_eq!(passed(Some("readonly")).names(2), [None, None]);
+        assert_eq!(passed(Some("a:readonly:c")).names(2), [None, None]);
+        assert_eq!(passed(Some("")).names(2), [None, None]);
+        assert_eq!(passed(Some("")).names(1), [None]);
     }
 
     #[test]

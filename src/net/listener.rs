@@ -16,12 +16,16 @@ use crate::error::Error;
 use crate::net::Stream;
 use crate::routing::Endpoint;
 
+/// Unix listeners, each with the socket file to remove at the end (None: the service
+/// manager's own socket) and its endpoint (read-only: a passed socket named so).
+type UnixListeners = Vec<(UnixListener, Option<PathBuf>, Endpoint)>;
+
 #[derive(Debug)]
 pub struct Listeners {
     tcp: Vec<TcpListener>,
-    /// With the socket file to remove at the end (None: the service manager's own socket).
-    unix: Vec<(UnixListener, Option<PathBuf>)>,
-    /// readonly_listen_port on the same addresses (TCP only).
+    unix: UnixListeners,
+    /// readonly_listen_port on the same addresses, or the passed TCP sockets that are the
+    /// read-only endpoint.
     readonly: Vec<TcpListener>,
     /// The port clients are told and shown (see [`Listeners::port`]).
     port: u16,
@@ -116,36 +120,33 @@ fn listen(settings: &Settings, addr: SocketAddr) -> Result<TcpListener, Error> {
 
 impl Listeners {
     /// Bind listen_addr:listen_port and unix_socket_dir, or take the sockets the service
-    /// manager passed instead; and readonly_listen_port, unless a passed socket is on it.
+    /// manager passed instead; and readonly_listen_port, unless a passed socket is the
+    /// read-only endpoint.
     pub async fn bind(
         settings: &Settings,
         passed: crate::systemd::PassedSockets,
     ) -> Result<Listeners, Error> {
-        let taken = match passed.0 {
-            Some(fds) => Some(take_passed(fds)?),
-            None => None,
-        };
         let readonly_port = settings.routing.readonly_listen_port;
-        // A passed TCP socket on readonly_listen_port is the read-only endpoint; without one,
-        // readonly_listen_port is bound on listen_addr as when nothing is passed.
-        let (tcp, unix, passed_readonly) = match taken {
-            Some((tcp, unix)) => {
-                let (readonly, tcp) = split_readonly(tcp, readonly_port);
-                (tcp, unix, readonly)
-            }
+        // A passed socket named `readonly`, or a passed TCP socket on readonly_listen_port, is
+        // the read-only endpoint; without one, readonly_listen_port is bound on listen_addr
+        // as when nothing is passed.
+        let (tcp, unix, passed_readonly) = match take_passed(passed)? {
+            Some(passed) => split_readonly(passed, readonly_port),
             None => {
                 let tcp = bind_tcp(settings, settings.listen_port).await?;
                 let unix = if settings.unix_socket_dir.is_empty() {
                     Vec::new()
                 } else {
                     let (l, path) = bind_unix(settings, rw_port(settings, &tcp)?)?;
-                    vec![(l, Some(path))]
+                    vec![(l, Some(path), Endpoint::ReadWrite)]
                 };
                 (tcp, unix, Vec::new())
             }
         };
+        let readonly_passed =
+            !passed_readonly.is_empty() || unix.iter().any(|(_, _, e)| *e == Endpoint::ReadOnly);
         let readonly = match readonly_port {
-            Some(_) if !passed_readonly.is_empty() => passed_readonly,
+            _ if readonly_passed => passed_readonly,
             Some(port) => bind_tcp(settings, port).await?,
             None => Vec::new(),
         };
@@ -192,45 +193,77 @@ fn rw_port(settings: &Settings, tcp: &[TcpListener]) -> Result<u16, Error> {
     }
 }
 
-/// The passed TCP sockets on `readonly_port` (the read-only endpoint), then the others.
+/// The passed sockets sorted by endpoint: read-write TCP, unix (read-only when named so),
+/// read-only TCP (named so, or on `readonly_port`).
 fn split_readonly(
-    tcp: Vec<TcpListener>,
+    passed: Passed,
     readonly_port: Option<u16>,
-) -> (Vec<TcpListener>, Vec<TcpListener>) {
-    let Some(port) = readonly_port else {
-        return (Vec::new(), tcp);
-    };
-    let (readonly, tcp): (Vec<_>, Vec<_>) = tcp
-        .into_iter()
-        .partition(|l| l.local_addr().is_ok_and(|a| a.port() == port));
-    for l in &readonly {
-        if let Ok(addr) = l.local_addr() {
-            tracing::info!(%addr, "passed socket on readonly_listen_port: the read-only endpoint");
+) -> (Vec<TcpListener>, UnixListeners, Vec<TcpListener>) {
+    let (mut tcp, mut readonly) = (Vec::new(), Vec::new());
+    for (l, named) in passed.tcp {
+        let addr = l.local_addr().ok();
+        let on_port = readonly_port.is_some() && addr.map(|a| a.port()) == readonly_port;
+        if named || on_port {
+            let why = if named {
+                "passed socket named readonly: the read-only endpoint"
+            } else {
+                "passed socket on readonly_listen_port: the read-only endpoint"
+            };
+            tracing::info!(addr = ?addr, "{why}");
+            readonly.push(l);
+        } else {
+            tcp.push(l);
         }
     }
-    (readonly, tcp)
+    let unix = passed
+        .unix
+        .into_iter()
+        .map(|(l, named)| {
+            if named {
+                tracing::info!("passed unix socket named readonly: the read-only endpoint");
+                (l, None, Endpoint::ReadOnly)
+            } else {
+                (l, None, Endpoint::ReadWrite)
+            }
+        })
+        .collect();
+    (tcp, unix, readonly)
 }
 
-type Passed = (Vec<TcpListener>, Vec<(UnixListener, Option<PathBuf>)>);
+/// The sockets the service manager passed, each with whether it is named `readonly`
+/// ([`crate::systemd::READONLY_FD_NAME`]).
+struct Passed {
+    tcp: Vec<(TcpListener, bool)>,
+    unix: Vec<(UnixListener, bool)>,
+}
 
 /// The listening sockets systemd passed (socket activation, `LISTEN_FDS`: a `.socket` unit
 /// such as Debian's pgbouncer.socket), used instead of binding listen_addr:listen_port and
-/// unix_socket_dir, as PgBouncer does. A passed socket that is not a listening TCP or unix
-/// stream socket refuses the start.
-fn take_passed(mut fds: listenfd::ListenFd) -> Result<Passed, Error> {
+/// unix_socket_dir, as PgBouncer does; None when none were. A passed socket that is not a
+/// listening TCP or unix stream socket refuses the start.
+fn take_passed(passed: crate::systemd::PassedSockets) -> Result<Option<Passed>, Error> {
+    let n = passed.fds.as_ref().map_or(0, listenfd::ListenFd::len);
+    let readonly: Vec<bool> = passed
+        .names(n)
+        .into_iter()
+        .map(|name| name == Some(crate::systemd::READONLY_FD_NAME))
+        .collect();
+    let Some(mut fds) = passed.fds else {
+        return Ok(None);
+    };
     let (mut tcp, mut unix) = (Vec::new(), Vec::new());
-    for idx in 0..fds.len() {
+    for (idx, named) in readonly.into_iter().enumerate() {
         let fd = idx + 3;
         let taken = match fds.take_tcp_listener(idx) {
             Ok(Some(l)) => listening(&l).and_then(|()| l.set_nonblocking(true)).and_then(|()| {
                 tracing::info!(fd, addr = %l.local_addr()?, "socket passed from the service manager");
-                tcp.push(TcpListener::from_std(l)?);
+                tcp.push((TcpListener::from_std(l)?, named));
                 Ok(())
             }),
             _ => match fds.take_unix_listener(idx) {
                 Ok(Some(l)) => listening(&l).and_then(|()| l.set_nonblocking(true)).and_then(|()| {
                     tracing::info!(fd, "unix socket passed from the service manager");
-                    unix.push((UnixListener::from_std(l)?, None));
+                    unix.push((UnixListener::from_std(l)?, named));
                     Ok(())
                 }),
                 Ok(None) => Ok(()),
@@ -246,7 +279,7 @@ fn take_passed(mut fds: listenfd::ListenFd) -> Result<Passed, Error> {
     tracing::info!(
         "listening on the sockets passed from the service manager; listen_addr, listen_port and unix_socket_dir are not bound"
     );
-    Ok((tcp, unix))
+    Ok(Some(Passed { tcp, unix }))
 }
 
 /// A connection (what a `.socket` unit with Accept=yes passes) is a TCP or unix stream socket
@@ -315,8 +348,8 @@ pub async fn serve(listeners: Listeners, shared: Arc<Shared>) {
         tasks.spawn(accept_tcp(l, Endpoint::ReadOnly, Arc::clone(&shared)));
     }
     let mut unix_paths = Vec::new();
-    for (l, path) in listeners.unix {
-        tasks.spawn(accept_unix(l, Arc::clone(&shared)));
+    for (l, path, endpoint) in listeners.unix {
+        tasks.spawn(accept_unix(l, endpoint, Arc::clone(&shared)));
         unix_paths.extend(path);
     }
     shared.shutdown.cancelled().await;
@@ -340,12 +373,10 @@ async fn accept_tcp(listener: TcpListener, endpoint: Endpoint, shared: Arc<Share
     }
 }
 
-async fn accept_unix(listener: UnixListener, shared: Arc<Shared>) {
+async fn accept_unix(listener: UnixListener, endpoint: Endpoint, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
-            Ok((unix, _)) => {
-                spawn_client(Stream::Unix(unix), Peer::Unix, Endpoint::ReadWrite, &shared)
-            }
+            Ok((unix, _)) => spawn_client(Stream::Unix(unix), Peer::Unix, endpoint, &shared),
             Err(e) => backoff(e).await,
         }
     }

@@ -138,30 +138,10 @@ async fn a_passed_socket_on_readonly_listen_port_is_the_read_only_endpoint() {
     ) else {
         return;
     };
-    eventually("the passed sockets listen", || async {
-        std::net::TcpStream::connect(("127.0.0.2", ro_port)).is_ok()
-    })
-    .await;
     let read_only = |port: u16| {
-        let connstring = format!(
+        read_only_through(format!(
             "host=127.0.0.2 port={port} user={user} password=pw dbname={db} sslmode=disable"
-        );
-        async move {
-            let (client, conn) = tokio::time::timeout(
-                HANG,
-                tokio_postgres::connect(&connstring, tokio_postgres::NoTls),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("no answer through the passed socket: {connstring}"))
-            .unwrap_or_else(|e| panic!("through the passed socket {connstring}: {e}"));
-            tokio::spawn(conn);
-            let value: String = client
-                .query_one("show default_transaction_read_only", &[])
-                .await
-                .expect("show")
-                .get(0);
-            value
-        }
+        ))
     };
     assert_eq!(read_only(ro_port).await, "on", "on readonly_listen_port");
     assert_eq!(
@@ -178,6 +158,140 @@ async fn a_passed_socket_on_readonly_listen_port_is_the_read_only_endpoint() {
     kill("-INT", child.id());
     let status = wait_exit(child).await;
     assert!(status.success(), "exit status {status}");
+}
+
+/// Passed sockets named `readonly` (`FileDescriptorName=readonly`, in `LISTEN_FDNAMES`) are
+/// the read-only endpoint whatever their port, a unix socket too; the one named otherwise
+/// (as systemd names a unit's sockets by default) is read-write, and pgporter binds no
+/// read-only socket of its own on readonly_listen_port. The names were not read: every
+/// passed socket off readonly_listen_port was served read-write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passed_sockets_named_readonly_are_the_read_only_endpoint() {
+    let cluster = cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rw_port, named_port, unix_port) = (free_port(), free_port(), free_port());
+    let (own_port, ro_port) = (free_port(), free_port());
+    write_config(
+        dir.path(),
+        "pgporter.ini",
+        (&db, &user, cluster.port()),
+        &format!("listen_port = {own_port}\nreadonly_listen_port = {ro_port}\nunix_socket_dir =\n"),
+    );
+    let unix_socket = dir.path().join(format!(".s.PGSQL.{unix_port}"));
+    let listen: Vec<OsString> = vec![
+        "-l".into(),
+        format!("127.0.0.2:{rw_port}").into(),
+        "-l".into(),
+        format!("127.0.0.2:{named_port}").into(),
+        "-l".into(),
+        unix_socket.into(),
+        "--fdname=pgbouncer.socket:readonly:readonly".into(),
+    ];
+    let Some(mut activated) = socket_activated(
+        "passed_sockets_named_readonly_are_the_read_only_endpoint",
+        &listen,
+        &dir.path().join("pgporter.ini"),
+        Stdio::null(),
+    ) else {
+        return;
+    };
+    let through = |at: String| {
+        read_only_through(format!(
+            "{at} user={user} password=pw dbname={db} sslmode=disable"
+        ))
+    };
+    let tcp = |port: u16| through(format!("host=127.0.0.2 port={port}"));
+    assert_eq!(tcp(named_port).await, "on", "the TCP socket named readonly");
+    assert_eq!(
+        tcp(rw_port).await,
+        "off",
+        "the socket named pgbouncer.socket"
+    );
+    let unix = through(format!("host={} port={unix_port}", dir.path().display()));
+    assert_eq!(unix.await, "on", "the unix socket named readonly");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ro_port)).is_err(),
+        "pgporter bound readonly_listen_port on listen_addr as well"
+    );
+
+    let child = activated.0.take().expect("child");
+    kill("-INT", child.id());
+    let status = wait_exit(child).await;
+    assert!(status.success(), "exit status {status}");
+}
+
+/// `LISTEN_FDNAMES` that does not name each passed socket once is ignored, with a warning:
+/// the socket it would name `readonly` is read-write, and readonly_listen_port alone says
+/// which socket is read-only, as without names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_not_one_per_passed_socket_are_ignored() {
+    let cluster = cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rw_port, named_port, own_port) = (free_port(), free_port(), free_port());
+    write_config(
+        dir.path(),
+        "pgporter.ini",
+        (&db, &user, cluster.port()),
+        &format!(
+            "listen_port = {own_port}\nreadonly_listen_port = {named_port}\nunix_socket_dir =\n"
+        ),
+    );
+    let listen: Vec<OsString> = vec![
+        "-l".into(),
+        format!("127.0.0.2:{rw_port}").into(),
+        "-l".into(),
+        format!("127.0.0.2:{named_port}").into(),
+        // Three names for two sockets.
+        "--fdname=readonly:x:y".into(),
+    ];
+    let log = dir.path().join("pgporter.log");
+    let stdout = std::fs::File::create(&log).expect("log");
+    let Some(mut activated) = socket_activated(
+        "names_not_one_per_passed_socket_are_ignored",
+        &listen,
+        &dir.path().join("pgporter.ini"),
+        stdout.into(),
+    ) else {
+        return;
+    };
+    let tcp = |port: u16| {
+        read_only_through(format!(
+            "host=127.0.0.2 port={port} user={user} password=pw dbname={db} sslmode=disable"
+        ))
+    };
+    assert_eq!(tcp(rw_port).await, "off", "the socket named first");
+    assert_eq!(tcp(named_port).await, "on", "on readonly_listen_port");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged.contains("LISTEN_FDNAMES does not name each passed socket once"),
+        "no warning: {logged}"
+    );
+
+    let child = activated.0.take().expect("child");
+    kill("-INT", child.id());
+    let status = wait_exit(child).await;
+    assert!(status.success(), "exit status {status}");
+}
+
+/// `show default_transaction_read_only` in a session through `connstring`, a passed socket.
+async fn read_only_through(connstring: String) -> String {
+    let (client, conn) = connect_once_listening(&connstring)
+        .await
+        .unwrap_or_else(|e| panic!("through the passed socket {connstring}: {e}"));
+    tokio::spawn(conn);
+    client
+        .query_one("show default_transaction_read_only", &[])
+        .await
+        .expect("show")
+        .get(0)
 }
 
 /// Only a unix socket passed (a `.socket` unit whose one ListenStream is a path): the console's
