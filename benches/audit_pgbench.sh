@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # pgbench through pgporter (release build) with audit_statements = none / write / all.
-#   bash benches/audit_pgbench.sh [seconds per run] [rounds]
+#   bash benches/audit_pgbench.sh [seconds per run] [rounds]     (short: ... 2 1, ~10 s)
 # Starts a throwaway PostgreSQL 15 on a free loopback port (as `postgres` when root), runs
 # `pgbench -S -c 16 -j 2` (read-only, simple protocol) for each setting, alternating the
 # settings over several rounds to even out machine noise, prints tps per run and the ratios.
+# Ports come from below the kernel's ephemeral range (bench_tool.py free-ports, as
+# compare.sh's). PGPORTER_BIN runs another pgporter binary (default: the release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-15}"
 ROUNDS="${2:-2}"
 PG_BIN="${PGPORTER_PG_BIN:-/usr/lib/postgresql/15/bin}"
-BIN="$PWD/target/release/pgporter"
+BIN="${PGPORTER_BIN:-$PWD/target/release/pgporter}"
 [[ -x "$BIN" ]] || { echo "build first: cargo build --release" >&2; exit 1; }
+command -v ss >/dev/null || { echo "ss (iproute2) is needed to wait for pgporter" >&2; exit 1; }
 
 DIR="$(mktemp -d /tmp/pgporter-bench-XXXXXX)"
 as_pg() { if [[ "$(id -u)" -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [[ "$(id -u)" -eq 0 ]] && chown postgres "$DIR"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PG_PORT="$(free_port)"
+# Picked with bind(0) and released, a port is in the range where bind(0) and every outgoing
+# connection's local end get theirs, and could be taken before initdb and pgbench -i are done.
+read -r PG_PORT PORTER_PORT < <(python3 benches/bench_tool.py free-ports 2 | paste -sd' ')
+[[ -n "$PORTER_PORT" ]] || { echo "no free ports" >&2; exit 1; }
 PORTER_PID=""
 cleanup() {
   [[ -n "$PORTER_PID" ]] && kill "$PORTER_PID" 2>/dev/null || true
@@ -34,9 +39,20 @@ as_pg "$PG_BIN/pg_ctl" start -w -D "$DIR/data" -l "$DIR/pg.log" -o \
 PGPASSWORD=bench "$PG_BIN/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
 echo '"bench" "bench"' >"$DIR/userlist.txt"
 
+# Until pgporter (pid $1) listens on $2, up to 30 s; fails if it exits first.
+wait_listen() {
+  local i
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$1" 2>/dev/null || { echo "pgporter exited at start: $(tail -n 5 "$DIR/pgporter.err")" >&2; return 1; }
+    ss -Hltn "sport = :$2" 2>/dev/null | grep -q . && return 0
+    sleep 0.1
+  done
+  echo "pgporter is not listening on 127.0.0.1:$2 after 30 s" >&2
+  return 1
+}
+
 run() {
-  local mode="$1" port
-  port="$(free_port)"
+  local mode="$1" port="$PORTER_PORT"
   cat >"$DIR/pgporter.ini" <<INI
 [databases]
 bench = host=127.0.0.1 port=$PG_PORT dbname=bench
@@ -53,7 +69,7 @@ audit_statements = $mode
 INI
   "$BIN" -q "$DIR/pgporter.ini" 2>>"$DIR/pgporter.err" &
   PORTER_PID=$!
-  sleep 0.5
+  wait_listen "$PORTER_PID" "$port" || { kill "$PORTER_PID" 2>/dev/null; return 1; }
   local tps
   tps=$(PGPASSWORD=bench "$PG_BIN/pgbench" -n -S -c 16 -j 2 -T "$SECS" -h 127.0.0.1 -p "$port" \
         -U bench bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
