@@ -129,7 +129,7 @@ pub async fn serve(
             () = session.killed() => return Err(Error::Shutdown),
             m = conn.read_message(MAX_CONTROL_MESSAGE) => match m {
                 Ok(m) => m,
-                Err(e) if e.is_disconnect() => return Ok(()),
+                // EOF included: the close line tells it from a Terminate.
                 Err(e) => return Err(Error::ClientProtocol(e)),
             },
         };
@@ -146,7 +146,7 @@ pub async fn serve(
                     r = execute(&sql, role, shared, &mut buf) => r,
                     () = conn.closed(MAX_CONTROL_MESSAGE) => {
                         tracing::info!(user = %session.user, command = %sql.trim(), "admin client left before its command finished");
-                        return Ok(());
+                        return Err(Error::ClientProtocol(crate::protocol::ProtocolError::Eof));
                     }
                 };
                 if let Err(e) = done {

@@ -209,8 +209,8 @@ async fn serve_seat(
     result
 }
 
-/// The log_disconnections line of a session's end: why (PgBouncer's wording; a client that
-/// left without Terminate is not told apart) and its age.
+/// The log_disconnections line of a session's end: why (PgBouncer's wording: Terminate is
+/// `client close request`, a closed socket `client unexpected eof`) and its age.
 fn log_close(peer: &Peer, info: &crate::sessions::SessionInfo, result: &Result<(), Error>) {
     let who = format_args!("{}@{}", info.user, info.database);
     let reason = CloseReason(result);

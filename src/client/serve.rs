@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::identity::GucNames;
 use crate::net::Stream;
 use crate::pool::{ClientSlot, Identity, Pool};
-use crate::protocol::{frontend, FramedConn};
+use crate::protocol::{frontend, FramedConn, ProtocolError};
 use crate::server::ServerConn;
 use crate::sessions::SessionInfo;
 use crate::stats::{Meter, PoolStats};
@@ -153,7 +153,9 @@ pub(super) async fn serve(
             let waited = checkout_unless_gone(conn, &session, info, shared, &config).await?;
             let (server, pool) = match waited {
                 Waited::Served(server, pool) => (server, pool),
-                Waited::Left => return Ok(After::Ended),
+                // Terminate is a close request; a closed socket, an unexpected EOF.
+                Waited::Left if conn.terminated() => return Ok(After::Ended),
+                Waited::Left => return Err(Error::ClientProtocol(ProtocolError::Eof)),
                 Waited::Cancelled => {
                     super::relay::answer_cancelled(conn)
                         .await
@@ -216,7 +218,9 @@ async fn audit_end(
             .await;
     }
     let reason = match result {
+        // The audit log does not tell a Terminate from a closed socket.
         Ok(()) => "client closed".to_string(),
+        Err(e) if e.is_disconnect() => "client closed".to_string(),
         Err(e) => e.to_string(),
     };
     who.audit
@@ -423,6 +427,7 @@ fn relay_session<'a>(
                     .await;
                 match end {
                     RelayEnd::Unexpected(tag) => Err(refusal(tag)),
+                    RelayEnd::ClientGone => Err(Error::ClientProtocol(ProtocolError::Eof)),
                     _ => Ok(After::Ended),
                 }
             }
@@ -433,11 +438,8 @@ fn relay_session<'a>(
             }
             Ok(RelayEnd::ClientError(e)) => {
                 pool.release(server, false, false).await;
-                if e.is_disconnect() {
-                    Ok(After::Ended)
-                } else {
-                    Err(Error::ClientProtocol(e))
-                }
+                // A reset or EOF too: the close line says `client unexpected eof`.
+                Err(Error::ClientProtocol(e))
             }
             Ok(RelayEnd::RenamingLost) => {
                 pool.discard(server).await;
@@ -539,7 +541,8 @@ pub(super) fn ended(shared: &Shared, info: &SessionInfo) -> Error {
     }
 }
 
-/// Wait for the client's first request; false if it leaves (EOF or Terminate) first.
+/// Wait for the client's first request; false if it sends Terminate first (a closed socket is
+/// an error: `client unexpected eof`).
 async fn first_request(
     conn: &mut FramedConn<Stream>,
     info: &SessionInfo,
@@ -571,7 +574,7 @@ async fn first_request(
             () = info.killed() => return Err(ended(shared, info)),
             read = conn.fill() => match read {
                 Ok(()) => {}
-                Err(e) if e.is_disconnect() => return Ok(false),
+                // EOF included: the session's close line tells it from a Terminate.
                 Err(e) => return Err(Error::ClientProtocol(e)),
             },
         }

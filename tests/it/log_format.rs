@@ -12,7 +12,7 @@ use crate::support::skip::skip;
 
 /// `2026-11-27 20:32:51.618 UTC [27117] LOG <message>`: the pid, level and message of a line
 /// of PgBouncer's shape, as pgbadger's `pgbouncer3` and CloudNativePG's regex split it.
-fn split(line: &str) -> Option<(u32, &str, &str)> {
+pub(crate) fn split(line: &str) -> Option<(u32, &str, &str)> {
     let (stamp, rest) = (line.get(..23)?, line.get(23..)?);
     let digits = |r: std::ops::Range<usize>| stamp[r].bytes().all(|b| b.is_ascii_digit());
     let shape = stamp.as_bytes();
@@ -38,7 +38,7 @@ fn split(line: &str) -> Option<(u32, &str, &str)> {
 
 /// `C-0x1a: db/user@127.0.0.1:5000 <text>` -> (`C`, db, user, `<text>`), as pgbadger's
 /// session-id and db/user@host patterns read it.
-fn object(message: &str) -> Option<(char, &str, &str, &str)> {
+pub(crate) fn object(message: &str) -> Option<(char, &str, &str, &str)> {
     let (id, rest) = message.split_once(": ")?;
     let kind = id.chars().next()?;
     let hex = id.get(4..)?;

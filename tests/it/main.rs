@@ -23,6 +23,7 @@ mod isolation;
 mod limits;
 mod lobby;
 mod log_format;
+mod log_lines;
 mod login_edges;
 mod login_wait;
 mod login_wait_pause;

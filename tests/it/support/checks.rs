@@ -66,14 +66,18 @@ pub(crate) async fn server_conns_at_most(fx: &Fixture, max: i64) {
 /// a cancel for a backend that is not yet running the query, so tests wait for this instead
 /// of sleeping.
 pub(crate) async fn backend_running(fx: &Fixture, needle: &str) -> i32 {
-    let su = fx.superuser().await;
+    backend_running_as(&fx.superuser().await, &fx.user, needle).await
+}
+
+/// As [`backend_running`], for `user`'s backend, read through the superuser client `su`.
+pub(crate) async fn backend_running_as(su: &Client, user: &str, needle: &str) -> i32 {
     let deadline = tokio::time::Instant::now() + super::HANG;
     loop {
         let rows = su
             .query(
                 "select pid from pg_stat_activity where usename = $1 and state = 'active' \
                  and query like '%' || $2 || '%'",
-                &[&fx.user, &needle],
+                &[&user, &needle],
             )
             .await
             .expect("pg_stat_activity");

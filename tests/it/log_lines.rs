@@ -1,0 +1,136 @@
+//! The client and server lines of `log_format = pgbouncer` on the real binary, for the events
+//! PgBouncer 1.18 logs in its own words (captured live; see src/logformat/tests.rs): a client
+//! gone without Terminate, refused logins, the errors sent to clients, server connections
+//! closed outside the janitor.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use crate::log_format::{object, split};
+use crate::ops::eventually;
+use crate::ops_binary::{free_port, KillOnDrop};
+use crate::support::checks::backend_running_as;
+use crate::support::cluster;
+use crate::support::process::write_config;
+use crate::support::raw::RawClient;
+
+/// The real binary with log_format = pgbouncer and `rest`, logging to `p.log` in its dir.
+struct Logged {
+    _child: KillOnDrop,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl Logged {
+    async fn start(db: &str, user: &str, pg_port: u16, rest: &str) -> Logged {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        write_config(
+            dir.path(),
+            "p.ini",
+            (db, user, pg_port),
+            &format!(
+                "listen_port = {port}\nunix_socket_dir =\nlogfile = p.log\n\
+                 log_format = pgbouncer\nadmin_users = {user}\n{rest}"
+            ),
+        );
+        let child = KillOnDrop(Some(
+            Command::new(env!("CARGO_BIN_EXE_pgporter"))
+                .arg(dir.path().join("p.ini"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn pgporter"),
+        ));
+        let logged = Logged {
+            _child: child,
+            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        eventually("listening", || async {
+            logged.log().contains("process up: ")
+        })
+        .await;
+        logged
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("p.log")).unwrap_or_default()
+    }
+
+    /// The messages (after the level) of the lines at `level` of the client or server
+    /// object (`C` or `S`) whose text starts with `text`, and those lines' ids.
+    fn lines(&self, level: &str, kind: char, text: &str) -> Vec<(String, String)> {
+        let log = self.log();
+        log.lines()
+            .filter_map(split)
+            .filter(|(_, l, _)| *l == level)
+            .filter_map(|(_, _, m)| {
+                let (k, _, _, t) = object(m)?;
+                let id = m.split_once(": ")?.0;
+                (k == kind && t.starts_with(text)).then(|| (id.to_string(), m.to_string()))
+            })
+            .collect()
+    }
+
+    /// Wait until `n` lines at `level` of `kind` start with `text`; those lines.
+    async fn await_lines(
+        &self,
+        n: usize,
+        level: &str,
+        kind: char,
+        text: &str,
+    ) -> Vec<(String, String)> {
+        eventually(&format!("{n} {level} {kind}-lines `{text}`"), || async {
+            self.lines(level, kind, text).len() >= n
+        })
+        .await;
+        self.lines(level, kind, text)
+    }
+}
+
+const TERMINATE: &[u8] = b"X\0\0\0\x04";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_without_terminate_is_an_unexpected_eof() {
+    let cluster = cluster().await;
+    let user = cluster.unique_name("ll");
+    let db = cluster.unique_name("lldb");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    let porter = Logged::start(&db, &user, cluster.port(), "").await;
+    // Idle (parked in the lobby, or not yet), then its socket closed.
+    let idle = RawClient::login(porter.addr, &user, "pw", &db).await;
+    drop(idle);
+    // Closed in the middle of a query.
+    let mut busy = RawClient::login(porter.addr, &user, "pw", &db).await;
+    busy.query("select pg_sleep(30)").await;
+    let su = cluster.superuser_client().await;
+    backend_running_as(&su, &user, "pg_sleep(30)").await;
+    drop(busy);
+    // An admin console session too.
+    let console = RawClient::login(porter.addr, &user, "pw", "pgbouncer").await;
+    drop(console);
+    let eofs = porter
+        .await_lines(
+            3,
+            "LOG",
+            'C',
+            "closing because: client unexpected eof (age=",
+        )
+        .await;
+    // A Terminate is a close request.
+    let mut polite = RawClient::login(porter.addr, &user, "pw", &db).await;
+    polite.send(TERMINATE).await;
+    let requests = porter
+        .await_lines(1, "LOG", 'C', "closing because: client close request (age=")
+        .await;
+    let log = porter.log();
+    assert_eq!((eofs.len(), requests.len()), (3, 1), "{log}");
+    let logins = porter.lines("LOG", 'C', "login attempt: ");
+    let ids = |lines: &[(String, String)]| lines.iter().map(|l| l.0.clone()).collect::<Vec<_>>();
+    let mut closed = ids(&eofs);
+    closed.extend(ids(&requests));
+    assert_eq!(ids(&logins), closed, "{log}");
+}
