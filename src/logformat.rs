@@ -182,7 +182,9 @@ pub fn render(at: SystemTime, pid: u32, level: Level, mut fields: Fields) -> Str
 /// event's message; the fields a wording does not use follow as `key=value`.
 fn bodies(f: &mut Fields) -> Vec<String> {
     let mut lines = match f.message.as_str() {
-        "login attempt: ok" | "admin console login" => {
+        // A refused login's line comes with its refusal (PgBouncer: when its startup packet
+        // came), before its closing line.
+        "login attempt: ok" | "login attempt: refused" | "admin console login" => {
             let id = client_id(f);
             let peer = f.take_or("peer", "unix");
             let (user, db) = f.take_who();
@@ -232,7 +234,14 @@ fn bodies(f: &mut Fields) -> Vec<String> {
         }
         "pooler error" | "client error" => {
             let error = f.take_or("error", "");
-            vec![format!("pooler error: {error}")]
+            if f.pairs.iter().any(|(k, _)| *k == "id") {
+                let id = client_id(f);
+                let peer = f.take_or("peer", "unix");
+                let (user, db) = f.take_who();
+                vec![format!("{id}: {db}/{user}@{peer} pooler error: {error}")]
+            } else {
+                vec![format!("pooler error: {error}")]
+            }
         }
         "stats" => {
             let mut n = |k| f.take_or(k, "0");
@@ -288,8 +297,8 @@ fn bodies(f: &mut Fields) -> Vec<String> {
     lines
 }
 
-/// `C-0x<id>`: the session's id as SHOW CLIENTS' `ptr` shows it (hex); `C-0x0` for a client
-/// not yet registered (a failed login).
+/// `C-0x<id>`: the session's id as SHOW CLIENTS' `ptr` shows it (hex), given when the
+/// connection came (a refused login has one too).
 fn client_id(f: &mut Fields) -> String {
     let id = f
         .take("id")

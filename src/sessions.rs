@@ -373,6 +373,9 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 /// What a new session registers with.
 #[derive(Debug)]
 pub struct NewSession<'a> {
+    /// From [`Sessions::next_client_id`], taken when the connection came (its log lines
+    /// name it by this id from then on).
+    pub id: u64,
     pub user: Arc<str>,
     pub database: Arc<str>,
     pub pool_user: Arc<str>,
@@ -418,7 +421,7 @@ impl Sessions {
         s: NewSession<'_>,
         parent: &CancellationToken,
     ) -> SessionGuard {
-        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let id = s.id;
         let now = SystemTime::now();
         let info = Arc::new(SessionInfo {
             id,
@@ -454,6 +457,11 @@ impl Sessions {
             sessions: Arc::clone(self),
             info,
         }
+    }
+
+    /// A fresh id for a client connection (its session's once it logs in).
+    pub fn next_client_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed) + 1
     }
 
     /// A fresh id for a server connection being attached.
@@ -520,7 +528,10 @@ pub(crate) mod tests {
     }
 
     fn new<'a>(db: &'a str, admin: bool) -> NewSession<'a> {
+        // Unique across the tests' registries, as a registry's own ids are.
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         NewSession {
+            id: NEXT.fetch_add(1, Relaxed),
             user: "u".into(),
             database: db.into(),
             pool_user: "u".into(),

@@ -23,6 +23,7 @@ use super::{route, Peer};
 pub(super) async fn after_login(
     result: Result<(), Error>,
     peer: &Peer,
+    ctx: &LoginContext<'_>,
     who: &str,
     user: &str,
     shared: &Shared,
@@ -37,7 +38,8 @@ pub(super) async fn after_login(
             };
             shared.stats.auth_failed(label);
             // `user` besides `who`: names may hold an `@`, so `who` alone does not split back.
-            tracing::warn!(%peer, %who, user, error = %e, "login failed");
+            let (peer, id) = (ctx.tag.peer(peer), ctx.tag.id);
+            tracing::warn!(%peer, %who, user, id, error = %e, "login failed");
             tokio::time::sleep(config.settings.auth_failure_delay).await;
         }
     }
@@ -62,6 +64,7 @@ pub(super) async fn authenticate_admin(
     after_login(
         result,
         peer,
+        ctx,
         &format!("{user}@{database}"),
         user,
         shared,
@@ -156,6 +159,7 @@ fn plan(
 pub(super) fn login_context<'a>(
     conn: &FramedConn<Stream>,
     client_tls: Option<&ClientTls>,
+    tag: &'a super::lines::Tag,
     shared: &'a Shared,
     config: &'a Config,
 ) -> LoginContext<'a> {
@@ -166,6 +170,7 @@ pub(super) fn login_context<'a>(
             .filter(|_| conn.io.is_tls())
             .and_then(|t| t.end_point.clone()),
         ident: &config.ident,
+        tag,
     }
 }
 

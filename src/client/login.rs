@@ -26,6 +26,8 @@ pub(super) struct LoginContext<'a> {
     pub end_point: Option<Arc<[u8]>>,
     /// auth_ident_file entries for cert authentication.
     pub ident: &'a [crate::config::hba::IdentEntry],
+    /// The connection as its log lines name it (its failed login's line too).
+    pub tag: &'a super::lines::Tag,
 }
 
 /// Authenticate `user` (AuthenticationOk is not sent here). Unknown users fail exactly like

@@ -5,6 +5,7 @@ mod acquire;
 mod authenticate;
 mod cancel;
 mod handshake;
+mod lines;
 mod login;
 mod not_utf8;
 mod params;
@@ -27,7 +28,7 @@ use tokio::time::{timeout, timeout_at, Duration, Instant};
 use crate::admin;
 use crate::app::Shared;
 use crate::config::Config;
-use crate::error::{Error, Fault};
+use crate::error::Error;
 use crate::net::Stream;
 use crate::pool::{ClientLimit, ClientSlot};
 use crate::protocol::{backend, FramedConn};
@@ -41,6 +42,7 @@ pub use route::pool_plan;
 
 use authenticate::{after_login, authenticate_admin, login, login_context};
 use handshake::{handshake, Hello};
+use lines::{log_close, PeerText, Tag, TlsText};
 use params::ClientParams;
 use serve::{serve, Session, Who};
 
@@ -124,6 +126,12 @@ pub fn run(
     let mut peer = peer;
     async move {
         let config = shared.config.load();
+        let peer_pid = conn.io.peer_pid().unwrap_or(0);
+        let mut tag = Tag::new(
+            shared.sessions.next_client_id(),
+            peer_pid,
+            shared.listen_port,
+        );
         // Over max_client_conn, the PROXY header and the opening packets together get
         // OVER_MAX_HANDSHAKE: a trusted peer saying nothing is held no longer than another.
         let over_max = over_max.then(|| Instant::now() + OVER_MAX_HANDSHAKE);
@@ -139,7 +147,8 @@ pub fn run(
                     },
                     None => proxied.await?,
                 };
-                start(&mut conn, &peer, endpoint, over_max, &shared, &config).await
+                let tag = &mut tag;
+                start(&mut conn, &peer, endpoint, over_max, tag, &shared, &config).await
             }),
         )
         .await;
@@ -147,12 +156,16 @@ pub fn run(
             tracing::warn!(%peer, error = %e, "closing connection");
             return;
         }
+        let login = login.unwrap_or(Err(Error::LoginTimeout));
+        if let Err(e) = &login {
+            tag.refused(&peer, e, &config, || conn.io.tls_info());
+        }
         let result = match login {
-            Err(_) => Err(Error::LoginTimeout),
-            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e),
             // Handled; the TLS shutdown below still applies.
-            Ok(Ok(Started::Cancel)) => Ok(()),
-            Ok(Ok(Started::Admin { role, guard, slot })) => {
+            Ok(Started::Cancel) => Ok(()),
+            Ok(Started::Admin { role, guard, slot }) => {
+                tag.named_as(&guard.info);
                 // Boxed: rare and large, it would otherwise size every client's task.
                 let served = Box::pin(admin::serve(&mut conn, role, &guard.info, &shared)).await;
                 drop(slot);
@@ -161,7 +174,8 @@ pub fn run(
                 }
                 served
             }
-            Ok(Ok(Started::Pool(seat))) => {
+            Ok(Started::Pool(seat)) => {
+                tag.named_as(&seat.guard.info);
                 // A client that stays quiet after its login waits in the lobby, taskless.
                 if park::quiet(&conn, &seat.guard.info).await {
                     if let Some(tcp) = conn.io.take_tcp() {
@@ -172,7 +186,7 @@ pub fn run(
             }
         };
         if let Err(e) = result {
-            report(&mut conn, &peer, &e, &config).await;
+            report(&mut conn, &peer, &tag, &e, &config).await;
         }
         // A TLS peer gets close_notify (libpq 17's encrypted cancel waits for it: without it
         // OpenSSL reports "unexpected eof"). Plain sockets just close (FIN): everything was
@@ -209,59 +223,6 @@ async fn serve_seat(
     result
 }
 
-/// The log_disconnections line of a session's end: why (PgBouncer's wording: Terminate is
-/// `client close request`, a closed socket `client unexpected eof`) and its age.
-fn log_close(peer: &Peer, info: &crate::sessions::SessionInfo, result: &Result<(), Error>) {
-    let who = format_args!("{}@{}", info.user, info.database);
-    let reason = CloseReason(result);
-    let age = info.connect_time.elapsed().unwrap_or_default().as_secs();
-    let peer = PeerText(peer, info);
-    // `db` besides `who`: names may hold an `@`, so `who` alone does not split back.
-    let db = &*info.database;
-    tracing::info!(%peer, %who, db, id = info.id, %reason, age, "client closed");
-}
-
-// The login and close lines' fields are written straight into the line, and only when the
-// line is written (its level enabled): no String per login for a line nobody keeps.
-
-/// Why a session ended, as its close line says it.
-struct CloseReason<'a>(&'a Result<(), Error>);
-
-impl std::fmt::Display for CloseReason<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Ok(()) => f.write_str("client close request"),
-            Err(e) if e.is_disconnect() => f.write_str("client unexpected eof"),
-            Err(e) => e.fmt(f),
-        }
-    }
-}
-
-/// A session's client in its login and close lines, as PgBouncer names it: `addr:port`, or
-/// `unix(<client pid>):<listen port>` on the unix socket.
-struct PeerText<'a>(&'a Peer, &'a crate::sessions::SessionInfo);
-
-impl std::fmt::Display for PeerText<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Peer::Tcp(a) => a.fmt(f),
-            Peer::Unix => write!(f, "unix({}):{}", self.1.peer_pid, self.1.port),
-        }
-    }
-}
-
-/// A client connection's TLS for the log: `no`, or version/cipher as SHOW CLIENTS shows it.
-struct TlsText<'a>(Option<&'a crate::tls::TlsInfo>);
-
-impl std::fmt::Display for TlsText<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(tls) => tls.fmt(f),
-            None => f.write_str("no"),
-        }
-    }
-}
-
 /// The real client address when a trusted proxy sent a PROXY header (TCP only).
 async fn proxied_peer(
     conn: &mut FramedConn<Stream>,
@@ -295,6 +256,7 @@ async fn start(
     peer: &Peer,
     endpoint: Endpoint,
     over_max: Option<Instant>,
+    tag: &mut Tag,
     shared: &Shared,
     config: &Config,
 ) -> Result<Started, Error> {
@@ -329,103 +291,114 @@ async fn start(
         .get("database")
         .filter(|d| !d.is_empty())
         .unwrap_or(user);
-    let ctx = login_context(conn, client_tls, shared, config);
-    if admin::is_admin_database(database) && !user.is_empty() {
-        return start_admin(conn, peer, &startup, &ctx, shared, config).await;
+    let ctx = login_context(conn, client_tls, tag, shared, config);
+    let started = async {
+        if admin::is_admin_database(database) && !user.is_empty() {
+            return start_admin(conn, peer, &startup, &ctx, shared, config).await;
+        }
+        if over_max.is_some() {
+            return Err(too_many_clients(shared, peer, user, database).await);
+        }
+        if shared.lifecycle.draining() {
+            return Err(Error::Draining);
+        }
+        let route = route::route(&startup, config, shared, endpoint)?;
+        if shared.gates.is_disabled(&route.database) {
+            return Err(Error::DatabaseDisabled(route.database));
+        }
+        let who = format!("{}@{}", route.client_user, route.database);
+        let login = login(conn, peer, &route, &ctx, shared, config).await;
+        if let Err(e @ Error::AuthFailed { .. }) = &login {
+            shared
+                .audit
+                .send(crate::audit::AuditEvent::AuthFailure {
+                    user: route.client_user.clone(),
+                    client_addr: crate::identity::addr_text(peer.ip()),
+                    client_port: Some(peer.port()).filter(|p| *p != 0),
+                    database: route.database.clone(),
+                    reason: e.to_string(),
+                })
+                .await;
+        }
+        after_login(login, peer, &ctx, &who, &route.client_user, shared, config).await?;
+        // The names every part of the session keeps (limits, registry, audit, pool): one
+        // allocation each, shared.
+        let names = SessionNames::new(&route);
+        // Counted against max_user_client_connections and max_db_client_connections after
+        // authentication, so that clients without the password cannot use up a user's slots.
+        let client_slot = match shared.pools.limits().admit_client(&names.user, &names.db) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                return Err(client_limit(shared, &names.user, &names.db, peer, limit).await)
+            }
+        };
+        let session_who = who_is(
+            &route,
+            &names,
+            &startup.params,
+            peer,
+            shared,
+            config,
+            conn.io.is_tls(),
+        );
+        let params = ClientParams::from_startup(
+            &startup.params,
+            config,
+            peer,
+            &route.client_user,
+            !session_who.checked,
+        )?;
+        let guard = shared.sessions.register(
+            NewSession {
+                id: ctx.tag.id,
+                user: Arc::clone(&names.user),
+                database: Arc::clone(&names.db),
+                pool_user: Arc::clone(&names.pool_user),
+                ip: peer.ip(),
+                // On the unix socket, the listen port (as PgBouncer shows it).
+                port: peer.port_or(shared.listen_port),
+                application_name: params::name_data(
+                    startup.get("application_name").unwrap_or_default(),
+                ),
+                admin: false,
+                tls: conn.io.tls_info(),
+                endpoint: route.key.endpoint,
+                local: conn.io.local_addr(),
+                peer_pid: conn.io.peer_pid().unwrap_or(0),
+            },
+            &shared.shutdown,
+        );
+        if config.settings.log_connections {
+            // Once registered: the line names the session by its id (SHOW CLIENTS ptr).
+            let tls = TlsText(guard.info.tls.as_ref());
+            let peer = PeerText::of(peer, &guard.info);
+            let db = &*route.database;
+            tracing::info!(%peer, %who, db, id = guard.info.id, %tls, "login attempt: ok");
+        }
+        let registration = shared.cancels.register(&guard.info);
+        let stats = shared.stats.pool(&route.key.db, &route.key.user);
+        let mut session = Box::new(Session {
+            pool: Arc::clone(route.pool()),
+            client_slot,
+            params,
+            stats,
+            read_only_hint: route.read_only_hint.map(Arc::from),
+            who: session_who,
+            txn: None,
+        });
+        welcome(conn, &mut session, registration.key, &guard.info, shared).await?;
+        Ok(Started::Pool(Seat {
+            session,
+            cancel: registration,
+            guard,
+        }))
     }
-    if over_max.is_some() {
-        return Err(too_many_clients(shared, peer, user, database).await);
+    .await;
+    if started.is_err() {
+        // The names the refused login's lines give (allocated for those only).
+        tag.named(user, database);
     }
-    if shared.lifecycle.draining() {
-        return Err(Error::Draining);
-    }
-    let route = route::route(&startup, config, shared, endpoint)?;
-    if shared.gates.is_disabled(&route.database) {
-        return Err(Error::DatabaseDisabled(route.database));
-    }
-    let who = format!("{}@{}", route.client_user, route.database);
-    let login = login(conn, peer, &route, &ctx, shared, config).await;
-    if let Err(e @ Error::AuthFailed { .. }) = &login {
-        shared
-            .audit
-            .send(crate::audit::AuditEvent::AuthFailure {
-                user: route.client_user.clone(),
-                client_addr: crate::identity::addr_text(peer.ip()),
-                client_port: Some(peer.port()).filter(|p| *p != 0),
-                database: route.database.clone(),
-                reason: e.to_string(),
-            })
-            .await;
-    }
-    after_login(login, peer, &who, &route.client_user, shared, config).await?;
-    // The names every part of the session keeps (limits, registry, audit, pool): one
-    // allocation each, shared.
-    let names = SessionNames::new(&route);
-    // Counted against max_user_client_connections and max_db_client_connections after
-    // authentication, so that clients without the password cannot use up a user's slots.
-    let client_slot = match shared.pools.limits().admit_client(&names.user, &names.db) {
-        Ok(slot) => slot,
-        Err(limit) => return Err(client_limit(shared, &names.user, &names.db, peer, limit).await),
-    };
-    let session_who = who_is(
-        &route,
-        &names,
-        &startup.params,
-        peer,
-        shared,
-        config,
-        conn.io.is_tls(),
-    );
-    let params = ClientParams::from_startup(
-        &startup.params,
-        config,
-        peer,
-        &route.client_user,
-        !session_who.checked,
-    )?;
-    let guard = shared.sessions.register(
-        NewSession {
-            user: Arc::clone(&names.user),
-            database: Arc::clone(&names.db),
-            pool_user: Arc::clone(&names.pool_user),
-            ip: peer.ip(),
-            // On the unix socket, the listen port (as PgBouncer shows it).
-            port: peer.port_or(shared.listen_port),
-            application_name: params::name_data(
-                startup.get("application_name").unwrap_or_default(),
-            ),
-            admin: false,
-            tls: conn.io.tls_info(),
-            endpoint: route.key.endpoint,
-            local: conn.io.local_addr(),
-            peer_pid: conn.io.peer_pid().unwrap_or(0),
-        },
-        &shared.shutdown,
-    );
-    if config.settings.log_connections {
-        // Once registered: the line names the session by its id (SHOW CLIENTS ptr).
-        let tls = TlsText(guard.info.tls.as_ref());
-        let peer = PeerText(peer, &guard.info);
-        let db = &*route.database;
-        tracing::info!(%peer, %who, db, id = guard.info.id, %tls, "login attempt: ok");
-    }
-    let registration = shared.cancels.register(&guard.info);
-    let stats = shared.stats.pool(&route.key.db, &route.key.user);
-    let mut session = Box::new(Session {
-        pool: Arc::clone(route.pool()),
-        client_slot,
-        params,
-        stats,
-        read_only_hint: route.read_only_hint.map(Arc::from),
-        who: session_who,
-        txn: None,
-    });
-    welcome(conn, &mut session, registration.key, &guard.info, shared).await?;
-    Ok(Started::Pool(Seat {
-        session,
-        cancel: registration,
-        guard,
-    }))
+    started
 }
 
 /// The admin console: `pgbouncer` over the unix socket from our own OS user gets in without a
@@ -465,6 +438,7 @@ async fn start_admin(
     };
     let guard = shared.sessions.register(
         NewSession {
+            id: ctx.tag.id,
             user: Arc::clone(&user),
             database: Arc::from(database),
             pool_user: user,
@@ -484,7 +458,7 @@ async fn start_admin(
     );
     if s.log_connections {
         let (user, tls) = (&guard.info.user, TlsText(guard.info.tls.as_ref()));
-        let peer = PeerText(peer, &guard.info);
+        let peer = PeerText::of(peer, &guard.info);
         tracing::info!(%peer, %user, db = database, id = guard.info.id, %tls, role = ?role, "admin console login");
     }
     let key: (i32, i32) = (rand::random::<i32>() & i32::MAX, rand::random());
@@ -643,17 +617,16 @@ async fn welcome(
 }
 
 /// Log an error and tell the client, if it is still there to hear it.
-async fn report(conn: &mut FramedConn<Stream>, peer: &Peer, error: &Error, config: &Config) {
+async fn report(
+    conn: &mut FramedConn<Stream>,
+    peer: &Peer,
+    tag: &Tag,
+    error: &Error,
+    config: &Config,
+) {
+    tag.error(peer, error, config);
     if error.is_disconnect() {
-        tracing::debug!(%peer, error = %error, "client disconnected");
         return;
-    }
-    match error.fault() {
-        Fault::Client => tracing::info!(%peer, error = %error, "client error"),
-        Fault::Server | Fault::Internal if config.settings.log_pooler_errors => {
-            tracing::warn!(%peer, error = %error, source = ?std::error::Error::source(error), "pooler error")
-        }
-        _ => {}
     }
     if matches!(error, Error::ServerFatal) {
         // The server's FATAL was the client's last message, as on a direct connection.

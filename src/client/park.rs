@@ -86,6 +86,7 @@ pub(super) fn park(tcp: tokio::net::TcpStream, parked: Parked) {
 /// The client is back from the lobby: serve it in a task of its own.
 async fn resume(socket: std::net::TcpStream, parked: Parked) {
     let peer = parked.peer();
+    let tag = super::lines::Tag::of(&parked.seat.guard.info);
     let Parked { seat, shared } = parked;
     let tcp = match tokio::net::TcpStream::from_std(socket) {
         Ok(tcp) => tcp,
@@ -97,6 +98,6 @@ async fn resume(socket: std::net::TcpStream, parked: Parked) {
     let mut conn = FramedConn::new(Stream::Tcp(tcp));
     let config = shared.config.load();
     if let Err(e) = serve_seat(&mut conn, seat, &peer, &shared, &config).await {
-        report(&mut conn, &peer, &e, &config).await;
+        report(&mut conn, &peer, &tag, &e, &config).await;
     }
 }

@@ -185,7 +185,8 @@ fn other_events_keep_their_message_and_fields() {
 }
 
 #[test]
-fn a_failed_login_has_no_session_id_yet() {
+fn a_refused_login_has_its_connections_id() {
+    // Given at accept: the failed login's line names the connection as its other lines do.
     assert_eq!(
         line(
             Level::WARN,
@@ -193,11 +194,81 @@ fn a_failed_login_has_no_session_id_yet() {
             &[
                 ("peer", "10.0.0.1:5000"),
                 ("who", "bob@app"),
+                ("user", "bob"),
+                ("id", "27"),
                 ("error", "password authentication failed for user \"bob\"")
             ]
         ),
-        "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x0: app/bob@10.0.0.1:5000 login failed: \
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x1b: app/bob@10.0.0.1:5000 login failed: \
          db=app user=bob error=\"password authentication failed for user \\\"bob\\\"\"\n"
+    );
+    // PgBouncer 1.18, live (auth_type = hba, a `reject` line): `... LOG C-0x5634fb730e80:
+    // app/carol@127.0.0.1:56160 login attempt: db=app user=carol tls=no`, `... LOG
+    // C-0x5634fb730e80: app/carol@127.0.0.1:56160 closing because: login rejected (age=0s)`,
+    // `... WARNING C-0x5634fb730e80: app/carol@127.0.0.1:56160 pooler error: login rejected`.
+    let who = [
+        ("peer", "127.0.0.1:56160"),
+        ("who", "carol@app"),
+        ("db", "app"),
+        ("id", "27"),
+    ];
+    let with = |more: &[(&'static str, &'static str)]| {
+        let mut pairs = who.to_vec();
+        pairs.extend_from_slice(more);
+        pairs
+    };
+    assert_eq!(
+        line(
+            Level::INFO,
+            "login attempt: refused",
+            &with(&[("tls", "no")])
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1b: app/carol@127.0.0.1:56160 \
+         login attempt: db=app user=carol tls=no\n"
+    );
+    assert_eq!(
+        line(
+            Level::INFO,
+            "client closed",
+            &with(&[("reason", "login rejected"), ("age", "0")])
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1b: app/carol@127.0.0.1:56160 \
+         closing because: login rejected (age=0s)\n"
+    );
+    assert_eq!(
+        line(
+            Level::INFO,
+            "client error",
+            &with(&[("error", "login rejected")])
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x1b: app/carol@127.0.0.1:56160 \
+         pooler error: login rejected\n"
+    );
+    // Before a startup packet names them: PgBouncer's placeholders, live: `... LOG
+    // C-0x5634fb7310e0: (nodb)/(nouser)@127.0.0.1:33110 closing because: no more connections
+    // allowed (max_client_conn) (age=0s)`, `... WARNING C-0x5634fb7310e0:
+    // (nodb)/(nouser)@127.0.0.1:33110 pooler error: no more connections allowed
+    // (max_client_conn)`.
+    let nobody = [
+        ("peer", "127.0.0.1:33110"),
+        ("who", "(nouser)@(nodb)"),
+        ("db", "(nodb)"),
+        ("id", "28"),
+    ];
+    let reason = "no more connections allowed (max_client_conn)";
+    let mut closed = nobody.to_vec();
+    closed.extend([("reason", reason), ("age", "0")]);
+    assert_eq!(
+        line(Level::INFO, "client closed", &closed),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1c: (nodb)/(nouser)@127.0.0.1:33110 \
+         closing because: no more connections allowed (max_client_conn) (age=0s)\n"
+    );
+    let mut error = nobody.to_vec();
+    error.extend([("error", reason), ("source", "None")]);
+    assert_eq!(
+        line(Level::WARN, "pooler error", &error),
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x1c: (nodb)/(nouser)@127.0.0.1:33110 \
+         pooler error: no more connections allowed (max_client_conn) source=None\n"
     );
 }
 
@@ -229,10 +300,11 @@ fn names_holding_an_at_sign_split_as_pgbouncer_prints_them() {
                 ("peer", "127.0.0.1:41084"),
                 ("who", "a@b@x@y"),
                 ("user", "a@b"),
+                ("id", "26"),
                 ("error", "password authentication failed")
             ]
         ),
-        "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x0: x@y/a@b@127.0.0.1:41084 \
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x1a: x@y/a@b@127.0.0.1:41084 \
          login failed: db=x@y user=a@b error=\"password authentication failed\"\n"
     );
 }

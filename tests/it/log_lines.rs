@@ -134,3 +134,111 @@ async fn a_client_gone_without_terminate_is_an_unexpected_eof() {
     closed.extend(ids(&requests));
     assert_eq!(ids(&logins), closed, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_logins_have_pgbouncers_lines() {
+    let cluster = cluster().await;
+    let user = cluster.unique_name("ll");
+    let db = cluster.unique_name("lldb");
+    let rejected = cluster.unique_name("llrej");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hba = dir.path().join("hba.conf");
+    std::fs::write(
+        &hba,
+        format!(
+            "host all {rejected} 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        ),
+    )
+    .expect("hba");
+    let porter = Logged::start(
+        &db,
+        &user,
+        cluster.port(),
+        &format!(
+            "auth_type = hba\nauth_hba_file = {}\nmax_client_conn = 2\nauth_failure_delay = 0\n",
+            hba.display()
+        ),
+    )
+    .await;
+    let connect = |user: &str, password: &str, db: &str| {
+        let connstring = format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db} sslmode=disable",
+            porter.addr.port()
+        );
+        async move { tokio_postgres::connect(&connstring, tokio_postgres::NoTls).await }
+    };
+    assert!(
+        connect(&user, "wrong", &db).await.is_err(),
+        "a wrong password got in"
+    );
+    assert!(
+        connect(&user, "pw", "nosuchdb").await.is_err(),
+        "no such database got in"
+    );
+    assert!(
+        connect(&rejected, "pw", &db).await.is_err(),
+        "hba reject got in"
+    );
+    let mut junk = RawClient::connect(porter.addr).await;
+    junk.send(&[0, 0, 0, 8, 0, 0, 0x30, 0x39]).await;
+    let _ = junk.read_msg().await;
+    let held = [
+        RawClient::login(porter.addr, &user, "pw", &db).await,
+        RawClient::login(porter.addr, &user, "pw", &db).await,
+    ];
+    assert!(
+        connect(&user, "pw", &db).await.is_err(),
+        "over max_client_conn got in"
+    );
+    drop(held);
+    porter
+        .await_lines(5, "WARNING", 'C', "pooler error: ")
+        .await;
+    let log = porter.log();
+    // Each refused login's lines, by its id: level, `db/user`, and the text after the address.
+    let of = |id: &str| -> Vec<(String, String, String)> {
+        log.lines()
+            .filter_map(split)
+            .filter_map(|(_, level, m)| {
+                let (_, d, u, text) = object(m)?;
+                (m.split_once(": ")?.0 == id)
+                    .then(|| (level.to_string(), format!("{d}/{u}"), text.to_string()))
+            })
+            .collect()
+    };
+    let refused = |reason: &str, who: &str, attempt: bool| {
+        let failed = porter.lines("WARNING", 'C', &format!("pooler error: {reason}"));
+        assert_eq!(failed.len(), 1, "{reason}: {log}");
+        let id = &failed[0].0;
+        assert_ne!(id, "C-0x0", "{log}");
+        let lines = of(id);
+        let has = |level: &str, text: &str| {
+            lines
+                .iter()
+                .any(|(l, w, t)| l == level && w == who && t.starts_with(text))
+        };
+        assert_eq!(has("LOG", "login attempt: "), attempt, "{reason}: {log}");
+        let closing = format!("closing because: {reason}");
+        assert!(has("LOG", &closing), "{reason}: {log}");
+        id.clone()
+    };
+    let named = format!("{db}/{user}");
+    let wrong = refused("password authentication failed", &named, true);
+    // Its login failed line names the same connection.
+    let failed = porter.lines("WARNING", 'C', "login failed: ");
+    assert!(failed.iter().any(|(id, _)| *id == wrong), "{log}");
+    refused(
+        "no such database: nosuchdb",
+        &format!("nosuchdb/{user}"),
+        true,
+    );
+    refused("pg_hba.conf rejects", &format!("{db}/{rejected}"), true);
+    refused("unsupported frontend protocol", "(nodb)/(nouser)", false);
+    refused(
+        "no more connections allowed (max_client_conn)",
+        &named,
+        true,
+    );
+}

@@ -1,0 +1,194 @@
+//! A client connection's log lines: its login, its end, the error it is sent. Each names the
+//! connection as PgBouncer does, by an id given at accept (the session's, SHOW CLIENTS'
+//! `ptr`, once it is registered), its user and database once its startup packet named them,
+//! and its address.
+//!
+//! The fields are written straight into the line, and only when the line is written (its
+//! level enabled): no String per login for a line nobody keeps.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::error::{Error, Fault};
+use crate::sessions::SessionInfo;
+
+use super::Peer;
+
+/// A client connection as its log lines name it, from its accept on.
+#[derive(Debug)]
+pub(super) struct Tag {
+    /// The session's id once it is registered (given at accept: a refused login has one).
+    pub id: u64,
+    /// The client's process id on the unix socket, else 0.
+    pub peer_pid: i32,
+    /// The listen port (a unix socket client's port, as PgBouncer names it).
+    pub port: u16,
+    since: Instant,
+    /// The user and database the client asked for, once known: set from the startup packet
+    /// only when the login is refused, from the session's registry entry otherwise.
+    names: Option<(Arc<str>, Arc<str>)>,
+}
+
+impl Tag {
+    pub(super) fn new(id: u64, peer_pid: i32, listen_port: u16) -> Tag {
+        Tag {
+            id,
+            peer_pid,
+            port: listen_port,
+            since: Instant::now(),
+            names: None,
+        }
+    }
+
+    /// The tag of a registered session.
+    pub(super) fn of(info: &SessionInfo) -> Tag {
+        Tag {
+            id: info.id,
+            peer_pid: info.peer_pid,
+            port: info.port,
+            since: Instant::now(),
+            names: Some((Arc::clone(&info.user), Arc::clone(&info.database))),
+        }
+    }
+
+    /// The user and database the client asked for.
+    pub(super) fn named(&mut self, user: &str, database: &str) {
+        self.names = Some((Arc::from(user), Arc::from(database)));
+    }
+
+    /// As [`Self::named`], from a registered session (no allocation).
+    pub(super) fn named_as(&mut self, info: &SessionInfo) {
+        self.names = Some((Arc::clone(&info.user), Arc::clone(&info.database)));
+    }
+
+    /// The client's address as its lines show it, with its port as `port` says.
+    pub(super) fn peer<'a>(&self, peer: &'a Peer) -> PeerText<'a> {
+        PeerText {
+            peer,
+            pid: self.peer_pid,
+            port: self.port,
+        }
+    }
+
+    /// A login refused (not a client gone, nor a cancel request): its login attempt (with
+    /// log_connections) and closing lines (with log_disconnections), as PgBouncer logs them.
+    pub(super) fn refused(
+        &self,
+        peer: &Peer,
+        error: &Error,
+        config: &crate::config::Config,
+        tls: impl FnOnce() -> Option<crate::tls::TlsInfo>,
+    ) {
+        if error.is_disconnect() {
+            return;
+        }
+        let s = &config.settings;
+        let peer = self.peer(peer);
+        let (user, db) = self.names();
+        let who = format_args!("{user}@{db}");
+        if s.log_connections && self.names.is_some() {
+            let tls = tls();
+            let tls = TlsText(tls.as_ref());
+            tracing::info!(%peer, %who, db, id = self.id, %tls, "login attempt: refused");
+        }
+        if s.log_disconnections {
+            let age = self.since.elapsed().as_secs();
+            tracing::info!(%peer, %who, db, id = self.id, reason = %error, age, "client closed");
+        }
+    }
+
+    /// The error a client is sent, logged: `client error` (info) when the client caused it,
+    /// else `pooler error` (with log_pooler_errors); a client gone is debug only.
+    pub(super) fn error(&self, peer: &Peer, error: &Error, config: &crate::config::Config) {
+        let peer = self.peer(peer);
+        if error.is_disconnect() {
+            tracing::debug!(%peer, id = self.id, error = %error, "client disconnected");
+            return;
+        }
+        let (user, db) = self.names();
+        let who = format_args!("{user}@{db}");
+        match error.fault() {
+            Fault::Client => {
+                tracing::info!(%peer, %who, db, id = self.id, error = %error, "client error")
+            }
+            Fault::Server | Fault::Internal if config.settings.log_pooler_errors => {
+                let source = std::error::Error::source(error);
+                tracing::warn!(%peer, %who, db, id = self.id, error = %error, source = ?source, "pooler error")
+            }
+            _ => {}
+        }
+    }
+
+    /// PgBouncer's placeholders for names not known (no startup packet read).
+    fn names(&self) -> (&str, &str) {
+        match &self.names {
+            Some((user, db)) => (user, db),
+            None => ("(nouser)", "(nodb)"),
+        }
+    }
+}
+
+/// The log_disconnections line of a session's end: why (PgBouncer's wording: Terminate is
+/// `client close request`, a closed socket `client unexpected eof`) and its age.
+pub(super) fn log_close(peer: &Peer, info: &SessionInfo, result: &Result<(), Error>) {
+    let who = format_args!("{}@{}", info.user, info.database);
+    let reason = CloseReason(result);
+    let age = info.connect_time.elapsed().unwrap_or_default().as_secs();
+    let peer = PeerText::of(peer, info);
+    // `db` besides `who`: names may hold an `@`, so `who` alone does not split back.
+    let db = &*info.database;
+    tracing::info!(%peer, %who, db, id = info.id, %reason, age, "client closed");
+}
+
+/// Why a session ended, as its close line says it.
+struct CloseReason<'a>(&'a Result<(), Error>);
+
+impl std::fmt::Display for CloseReason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Ok(()) => f.write_str("client close request"),
+            Err(e) if e.is_disconnect() => f.write_str("client unexpected eof"),
+            Err(e) => e.fmt(f),
+        }
+    }
+}
+
+/// A client in its log lines, as PgBouncer names it: `addr:port`, or
+/// `unix(<client pid>):<listen port>` on the unix socket.
+pub(super) struct PeerText<'a> {
+    peer: &'a Peer,
+    pid: i32,
+    port: u16,
+}
+
+impl<'a> PeerText<'a> {
+    pub(super) fn of(peer: &'a Peer, info: &SessionInfo) -> PeerText<'a> {
+        PeerText {
+            peer,
+            pid: info.peer_pid,
+            port: info.port,
+        }
+    }
+}
+
+impl std::fmt::Display for PeerText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.peer {
+            Peer::Tcp(a) => a.fmt(f),
+            Peer::Unix => write!(f, "unix({}):{}", self.pid, self.port),
+        }
+    }
+}
+
+/// A client connection's TLS for the log: `no`, or version/cipher as SHOW CLIENTS shows it.
+pub(super) struct TlsText<'a>(pub Option<&'a crate::tls::TlsInfo>);
+
+impl std::fmt::Display for TlsText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(tls) => tls.fmt(f),
+            None => f.write_str("no"),
+        }
+    }
+}
