@@ -117,7 +117,8 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
                     .reconnect_before_us
                     .store(now, std::sync::atomic::Ordering::Relaxed);
                 fast_close(shared, &pool.key, now);
-                pool.close_idle().await;
+                // PgBouncer 1.18's words for RECONNECT's idle connections (live).
+                pool.close_idle("database configuration changed").await;
             }
             Ok(())
         }
@@ -137,7 +138,8 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
             shared.sessions.kill_database(db.as_deref());
             shared.lobby.nudge();
             for pool in pools_of(shared, db.as_deref()) {
-                pool.close_idle().await;
+                // PgBouncer 1.18's words for KILL's (live).
+                pool.close_idle("database removed").await;
             }
             Ok(())
         }
@@ -247,7 +249,8 @@ async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlEr
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for pool in pools_of(shared, db.as_deref()) {
-        pool.close_idle().await;
+        // PgBouncer 1.18's words (live).
+        pool.close_idle("pause mode").await;
     }
     Ok(())
 }
@@ -444,6 +447,11 @@ fn install(
                 endpoint.balance(entry),
             )
         });
+        // PgBouncer's words for its idle connections' close lines.
+        let why = match &wanted {
+            None => "database removed",
+            Some(_) => "database configuration changed",
+        };
         match wanted {
             Some((target, settings))
                 if target == pool.target
@@ -465,7 +473,7 @@ fn install(
                 shared.pools.remove(&pool.key);
                 pool.retire();
                 let pool = Arc::clone(&pool);
-                tokio::spawn(async move { pool.close_idle().await });
+                tokio::spawn(async move { pool.close_idle(why).await });
             }
         }
     }

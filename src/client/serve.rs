@@ -441,21 +441,22 @@ fn relay_session<'a>(
                 // A reset or EOF too: the close line says `client unexpected eof`.
                 Err(Error::ClientProtocol(e))
             }
+            // The reasons of the servers' close lines: PgBouncer's words where it has them.
             Ok(RelayEnd::RenamingLost) => {
-                pool.discard(server).await;
+                pool.discard(server, UNCLEAN).await;
                 Err(Error::RenamingLost)
             }
             Ok(RelayEnd::LongTransaction) => {
                 // The server is inside a transaction block: closing the connection rolls it back.
-                pool.discard(server).await;
+                pool.discard(server, UNCLEAN).await;
                 Err(Error::LongTransaction)
             }
             Ok(RelayEnd::Spoofed) => {
-                pool.discard(server).await;
+                pool.discard(server, UNCLEAN).await;
                 Err(Error::IdentitySpoof)
             }
             Ok(RelayEnd::ServerGone) => {
-                pool.discard(server).await;
+                pool.discard(server, CRASHED).await;
                 Err(if state.server_fatal {
                     Error::ServerFatal
                 } else {
@@ -472,7 +473,12 @@ fn relay_session<'a>(
                 tokio::spawn(async move {
                     let _ = crate::server::send_cancel(&addr, key, within).await;
                 });
-                pool.discard(server).await;
+                let reason = match limit {
+                    Timeout::Query => "query timeout",
+                    Timeout::IdleTransaction => "idle transaction timeout",
+                    Timeout::Transaction => "transaction timeout",
+                };
+                pool.discard(server, reason).await;
                 tracing::info!(user = %info.user, db = %info.database, ?limit, "session ended by timeout");
                 Err(match limit {
                     Timeout::Query => Error::QueryTimeout,
@@ -482,11 +488,11 @@ fn relay_session<'a>(
             }
             Ok(RelayEnd::FastClose) => {
                 tracing::info!(user = %info.user, db = %info.database, pid = server.pid(), "server_fast_close: closing the session's server connection");
-                pool.discard(server).await;
+                pool.discard(server, "database configuration changed").await;
                 Err(Error::DatabaseChanged)
             }
             Ok(RelayEnd::ServerError(e)) => {
-                pool.discard(server).await;
+                pool.discard(server, CRASHED).await;
                 Err(if state.server_fatal {
                     Error::ServerFatal
                 } else {
@@ -494,12 +500,22 @@ fn relay_session<'a>(
                 })
             }
             Err(e) => {
-                pool.discard(server).await;
+                let reason = match e {
+                    Error::ServerDown => "host down or changed role",
+                    Error::Shutdown => "shutting down",
+                    _ => UNCLEAN,
+                };
+                pool.discard(server, reason).await;
                 Err(e)
             }
         }
     }
 }
+
+/// PgBouncer's reason for a server connection closed in an unknown state.
+const UNCLEAN: &str = "unclean server";
+/// PgBouncer's reason for a server connection that failed or closed under its client.
+const CRASHED: &str = "server conn crashed?";
 
 /// The relay's view of the session: stats meter, spoof check, statement audit (what to log
 /// follows the live config; where to, the audit handle).

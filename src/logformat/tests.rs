@@ -86,6 +86,40 @@ fn a_server_login_has_pgbouncers_server_prefix() {
 }
 
 #[test]
+fn server_closes_outside_the_janitor_have_pgbouncers_reasons() {
+    // PgBouncer 1.18, live: `... LOG S-0x5634fb7380a0: app/bob@127.0.0.1:49010 closing
+    // because: server conn crashed? (age=1s)` (its backend terminated under a query), and
+    // `database removed` (KILL), `pause mode` (PAUSE), `database configuration changed`
+    // (RECONNECT) for idle ones.
+    for reason in [
+        "server conn crashed?",
+        "database removed",
+        "pause mode",
+        "database configuration changed",
+        "unclean server",
+    ] {
+        assert_eq!(
+            line(
+                Level::INFO,
+                "server closed",
+                &[
+                    ("pid", "27201"),
+                    ("db", "app"),
+                    ("user", "bob"),
+                    ("addr", "127.0.0.1:49010"),
+                    ("reason", reason),
+                    ("age", "1")
+                ]
+            ),
+            format!(
+                "2026-11-27 20:32:51.618 UTC [27117] LOG S-0x6a41: app/bob@127.0.0.1:49010 \
+                 closing because: {reason} (age=1s)\n"
+            )
+        );
+    }
+}
+
+#[test]
 fn stats_line_is_pgbouncers() {
     let pairs = [
         ("xacts_per_s", "47"),

@@ -22,9 +22,13 @@ impl Pool {
         idle_for: Option<Duration>,
         settings: &PoolSettings,
         deadline: Option<Instant>,
-    ) -> Result<ServerConn, ServerConn> {
-        if !self.hosts.accepts(conn.tag.as_ref()) || conn.spoke_while_idle() {
-            return Err(conn);
+    ) -> Result<ServerConn, (ServerConn, &'static str)> {
+        if conn.spoke_while_idle() {
+            // PgBouncer's words for an idle connection that was sent something.
+            return Err((conn, "idle server got dirty"));
+        }
+        if !self.hosts.accepts(conn.tag.as_ref()) {
+            return Err((conn, "host down or changed role"));
         }
         let Some(sql) = settings.check_query.as_deref() else {
             return Ok(conn);
@@ -49,30 +53,29 @@ impl Pool {
             None => settings.reset_timeout,
         };
         let outcome = timeout(limit, crate::server::simple_query(conn, sql)).await;
-        let passed = match outcome {
-            Ok(Ok(QueryOutcome::Done(b'I'))) => true,
+        let failed = match outcome {
+            Ok(Ok(QueryOutcome::Done(b'I'))) => None,
             Ok(Ok(QueryOutcome::Done(status))) => {
                 tracing::warn!(pid = conn.pid(), status = %char::from(status), "server_check_query left a transaction open; closing the server connection");
-                false
+                Some("server_check_query left a transaction open")
             }
             Ok(Ok(QueryOutcome::Failed(e))) => {
                 tracing::warn!(pid = conn.pid(), error = %e, "server_check_query failed; closing the server connection");
-                false
+                Some("server_check_query failed")
             }
             Ok(Err(e)) => {
                 tracing::info!(pid = conn.pid(), host = %conn.addr, error = %e, "server connection lost while idle (server_check_query); closing it");
-                false
+                Some("server conn crashed?")
             }
             Err(_) => {
                 tracing::warn!(pid = conn.pid(), host = %conn.addr, "server_check_query timed out; closing the server connection");
-                false
+                Some("server_check_query timed out")
             }
         };
         let conn = lent.conn.take().expect("set above");
-        if passed {
-            Ok(conn)
-        } else {
-            Err(conn)
+        match failed {
+            None => Ok(conn),
+            Some(reason) => Err((conn, reason)),
         }
     }
 }
@@ -88,7 +91,8 @@ impl Drop for Lent<'_> {
     fn drop(&mut self) {
         self.pool.testing.fetch_sub(1, Relaxed);
         if let Some(conn) = self.conn.take() {
-            self.pool.abandon(conn);
+            // Cut off in the middle of its check query.
+            self.pool.abandon(conn, "unclean server");
         }
     }
 }

@@ -49,9 +49,8 @@ impl Pool {
             let settings = if waited { self.settings() } else { settings };
             match self.checked(conn, idle_for, &settings, wait.at()).await {
                 Ok(conn) => return Ok(conn),
-                Err(conn) => {
-                    tracing::debug!(pid = conn.pid(), host = %conn.addr, "closing a stale idle server connection");
-                    self.discard(conn).await;
+                Err((conn, reason)) => {
+                    self.discard(conn, reason).await;
                     if wait.at().is_some_and(|d| Instant::now() >= d) {
                         return Err(PoolError::WaitTimeout(Blocker::ServerCheck));
                     }
@@ -110,6 +109,7 @@ impl Pool {
             }
             Grant::Conn(other) => {
                 // Tagged for someone else: close it and connect in its slot.
+                self.log_close(&other, "tagged for another identity");
                 tokio::spawn(super::release::terminate(other));
                 let conn = self
                     .connect_within(identity, tag, extra_params(), settings, wait)
@@ -175,6 +175,7 @@ impl Pool {
                     // the client still waits: it gets one logged in afresh, in the same slot.
                     Some(Unwanted::Dropped) => {
                         tracing::debug!(pid = conn.pid(), pool = ?pool.key, "closing a server login begun before its pool's connections were dropped; logging in again");
+                        pool.log_close(&conn, "close_needed");
                         tokio::spawn(super::release::terminate(conn));
                     }
                     // As PgBouncer, which closes a paused database's logins, the client goes
@@ -183,7 +184,7 @@ impl Pool {
                     // The slot is freed.
                     Some(why) => {
                         tracing::debug!(pid = conn.pid(), pool = ?pool.key, "closing a server login its client waits for: {}", why.why());
-                        pool.abandon(conn);
+                        pool.abandon(conn, why.reason());
                         break Err(match why {
                             Unwanted::Retired => PoolError::Retired,
                             _ => PoolError::Paused,

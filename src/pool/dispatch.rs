@@ -10,6 +10,12 @@ use super::release::terminate;
 use super::{expired, Grant, Inner, Pool, PoolSettings};
 use crate::server::ServerConn;
 
+/// A connection to close, and why (its log_disconnections line).
+pub(super) type Closing = (ServerConn, &'static str);
+
+/// PgBouncer's reason for an idle connection closed over the pool's size (or a limit).
+const TOO_MANY: &str = "too many servers in the pool";
+
 impl Pool {
     /// Re-run the dispatch: after a reload, a freed cross-pool slot, or as a periodic check.
     pub(super) fn poke(&self) {
@@ -37,9 +43,9 @@ impl Pool {
         }
     }
 
-    /// Serve waiters with what is free now; returns connections to close (idle ones over the
-    /// pool size or over a lowered limit, and expired ones met on the way).
-    pub(super) fn dispatch(&self, inner: &mut Inner, settings: &PoolSettings) -> Vec<ServerConn> {
+    /// Serve waiters with what is free now; returns connections to close, and why (idle ones
+    /// over the pool size or over a lowered limit, and expired ones met on the way).
+    pub(super) fn dispatch(&self, inner: &mut Inner, settings: &PoolSettings) -> Vec<Closing> {
         let lim = self.resolved(inner, settings);
         let mut close = Vec::new();
         inner.waiters.prune();
@@ -77,9 +83,9 @@ impl Pool {
                 None
             };
             let grant = if let Some(conn) = conn {
-                if expired(&conn, settings, Instant::now()).is_some() {
+                if let Some(why) = expired(&conn, settings, Instant::now()) {
                     self.drop_slot(inner, 1);
-                    close.push(conn);
+                    close.push((conn, why));
                     continue;
                 }
                 Grant::Conn(conn)
@@ -138,13 +144,13 @@ impl Pool {
     /// or over a lowered cross-pool limit are closed. Reserve connections stay, as in
     /// PgBouncer, until server_idle_timeout: under a lasting overload each client would
     /// otherwise wait reserve_pool_timeout again, and log in again.
-    fn trim(&self, inner: &mut Inner, lim: &PoolLimits, close: &mut Vec<ServerConn>) {
+    fn trim(&self, inner: &mut Inner, lim: &PoolLimits, close: &mut Vec<Closing>) {
         while !inner.idle.is_empty()
             && (inner.total > lim.cap(true) || self.limits.room(&self.key, lim).over)
         {
             if let Some(conn) = inner.idle.pop_front() {
                 self.drop_slot(inner, 1);
-                close.push(conn);
+                close.push((conn, TOO_MANY));
             }
         }
     }
@@ -157,12 +163,12 @@ impl Pool {
 
     /// After the lock is released: close what dispatch set aside (in the background, this is
     /// the rare path) and, as slots were freed, let sibling pools' waiters have them.
-    pub(super) fn settle(&self, close: Vec<ServerConn>) {
+    pub(super) fn settle(&self, close: Vec<Closing>) {
         if close.is_empty() {
             return;
         }
-        for conn in close {
-            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing server connection over the pool's limits");
+        for (conn, reason) in close {
+            self.log_close(&conn, reason);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(terminate(conn));
             }
@@ -241,7 +247,7 @@ impl Pool {
             drop(inner);
             // The sibling is poked first and takes the slot; this pool's own waiters are
             // looked at after, in case its client left meanwhile.
-            self.settle(vec![conn]);
+            self.settle(vec![(conn, TOO_MANY)]);
             self.poke();
             return false;
         }
@@ -253,7 +259,7 @@ impl Pool {
             let unwanted = match unwanted(&inner) {
                 Some(why) => {
                     self.drop_slot(&mut inner, 1);
-                    Some((why.why(), conn))
+                    Some((why, conn))
                 }
                 None => {
                     inner.idle.push_back(conn);
@@ -264,7 +270,8 @@ impl Pool {
         };
         self.settle(close);
         if let Some((why, conn)) = unwanted {
-            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing a server connection instead of keeping it: {why}");
+            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing a server connection instead of keeping it: {}", why.why());
+            self.log_close(&conn, why.reason());
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(terminate(conn));
             }
@@ -303,7 +310,8 @@ impl Pool {
             self.drop_slot(&mut inner, 1);
             conn
         };
-        self.settle(vec![conn]);
+        // PgBouncer's word for a connection closed for another pool's client.
+        self.settle(vec![(conn, "evicted")]);
         true
     }
 }

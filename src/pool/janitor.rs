@@ -111,7 +111,7 @@ pub async fn free_idle_pools(shared: Arc<crate::app::Shared>) {
                 // A login that took it just now keeps it, as a retired pool.
                 pool.retire();
                 shared.stats.forget_pool(&pool.key.db, &pool.key.user);
-                pool.close_idle().await;
+                pool.close_idle("database removed").await;
                 seen.remove(&pool.key);
             }
         }
@@ -174,7 +174,8 @@ impl Pool {
                 .drain(..)
                 .map(|mut c| {
                     let why = if c.spoke_while_idle() {
-                        Some("server closed the connection")
+                        // PgBouncer 1.18's words, live (a backend terminated while idle).
+                        Some("server conn crashed?")
                     } else if !self.hosts.accepts(c.tag.as_ref()) {
                         Some("host down or changed role")
                     } else {
@@ -192,16 +193,8 @@ impl Pool {
             return;
         }
         self.limits.wake(&self.key);
-        let log = self.limits.config().settings.log_disconnections;
         for (reason, conn) in stale {
-            if log {
-                // PgBouncer logs each server close with log_disconnections.
-                let reason = reason.unwrap_or_default();
-                let age = now.duration_since(conn.created_at).as_secs();
-                tracing::info!(pid = conn.pid(), db = %self.key.db, user = %self.key.user, addr = %conn.addr, reason, age, "server closed");
-            } else {
-                tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing idle server connection");
-            }
+            self.log_close(&conn, reason.unwrap_or_default());
             terminate(conn).await;
         }
     }

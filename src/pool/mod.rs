@@ -118,6 +118,14 @@ impl Unwanted {
             Unwanted::Dropped => "its pool's connections were dropped since its login began",
         }
     }
+
+    /// PgBouncer's words for the close, in its log_disconnections line.
+    fn reason(self) -> &'static str {
+        match self {
+            Unwanted::Retired | Unwanted::Dropped => "close_needed",
+            Unwanted::Paused => "pause mode",
+        }
+    }
 }
 
 /// What a waiting client is handed.

@@ -38,16 +38,15 @@ impl Pool {
         also: Option<&'a str>,
     ) -> impl Future<Output = ()> + Send + 'a {
         async move {
-            if self.reset(&mut conn, idle, exact, also).await {
-                self.checkin(conn);
-            } else {
-                self.discard(conn).await;
+            match self.reset(&mut conn, idle, exact, also).await {
+                None => self.checkin(conn),
+                Some(reason) => self.discard(conn, reason).await,
             }
         }
     }
 
-    /// Reset `conn` for the next client (see [`Pool::release_with`]); false if it must be
-    /// closed instead. Apart from `release_with`, so that its one `discard` is the only
+    /// Reset `conn` for the next client (see [`Pool::release_with`]); why it must be closed
+    /// instead, if it must (PgBouncer's words where it has them). Apart from `release_with`, so that its one `discard` is the only
     /// closing path: each `return self.discard(conn).await` had a slot of its own in the
     /// release future (3 KB, copied with every session's request future).
     async fn reset(
@@ -56,25 +55,18 @@ impl Pool {
         idle: bool,
         exact: bool,
         also: Option<&str>,
-    ) -> bool {
+    ) -> Option<&'static str> {
         if !idle {
-            tracing::debug!(
-                pid = conn.pid(),
-                "closing server connection left busy by its client"
-            );
-            return false;
+            // Left busy by its client, or marked by RECONNECT or a role change.
+            return Some("unclean server");
         }
         if self.is_retired() {
-            tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing a connection of a pool a reload replaced");
-            return false;
+            // A reload replaced the pool (PgBouncer 1.18's words for it, live).
+            return Some("close_needed");
         }
         let settings = self.settings();
         if settings.lifetime == Some(Duration::ZERO) {
-            tracing::debug!(
-                pid = conn.pid(),
-                "server_lifetime = 0: closing after one client"
-            );
-            return false;
+            return Some("server lifetime over");
         }
         let queries: Vec<&str> = [Some(&*settings.reset_query), also]
             .into_iter()
@@ -87,32 +79,32 @@ impl Pool {
         )
         .await;
         match reset {
-            Ok(Ok(Reset::Clean)) => true,
+            Ok(Ok(Reset::Clean)) => None,
             Ok(Ok(Reset::InTransaction(status))) => {
                 tracing::warn!(pid = conn.pid(), status = %char::from(status), "reset left the server in a transaction; closing it");
-                false
+                Some("server_reset_query left a transaction open")
             }
             Ok(Ok(Reset::Failed(e))) => {
                 tracing::warn!(pid = conn.pid(), error = %e, "server_reset_query failed; closing the server connection");
-                false
+                Some("server_reset_query failed")
             }
             Ok(Ok(Reset::Stale)) => {
                 tracing::warn!(
                     pid = conn.pid(),
                     "answers to requests its client left in flight came before the reset's; closing the server connection"
                 );
-                false
+                Some("unclean server")
             }
             Ok(Err(e)) => {
                 tracing::debug!(pid = conn.pid(), error = %e, "server connection failed during reset");
-                false
+                Some("server conn crashed?")
             }
             Err(_) => {
                 tracing::warn!(
                     pid = conn.pid(),
                     "server_reset_query timed out; closing the server connection"
                 );
-                false
+                Some("server_reset_query timed out")
             }
         }
     }
@@ -127,7 +119,8 @@ impl Pool {
 
     /// Give up a lent connection where it cannot be reset (no async context, e.g. a session
     /// dropped during login): free its slot now and close it in the background.
-    pub fn abandon(&self, mut conn: ServerConn) {
+    pub fn abandon(&self, mut conn: ServerConn, reason: &str) {
+        self.log_close(&conn, reason);
         let holder = conn.holder.take();
         self.forget(holder.as_deref());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -135,13 +128,34 @@ impl Pool {
         }
     }
 
-    /// Close a connection that must not be reused, and free its slot.
+    /// Close a connection that must not be reused for `reason` (its log_disconnections line
+    /// says it), and free its slot.
     #[allow(clippy::manual_async_fn)]
-    pub fn discard(&self, mut conn: ServerConn) -> impl Future<Output = ()> + Send + '_ {
+    pub fn discard(
+        &self,
+        mut conn: ServerConn,
+        reason: &'static str,
+    ) -> impl Future<Output = ()> + Send + '_ {
         async move {
+            self.log_close(&conn, reason);
             let holder = conn.holder.take();
             self.forget(holder.as_deref());
             goodbye(&mut conn).await;
+        }
+    }
+}
+
+impl Pool {
+    /// The close of a server connection for `reason`: PgBouncer's `closing because` line with
+    /// log_disconnections (formatted only if it is written), else a debug line.
+    pub(super) fn log_close(&self, conn: &ServerConn, reason: &str) {
+        let (pid, addr) = (conn.pid(), &conn.addr);
+        if self.limits.config().settings.log_disconnections {
+            let age = conn.created_at.elapsed().as_secs();
+            let (db, user) = (&self.key.db, &self.key.user);
+            tracing::info!(pid, db = %db, user = %user, addr = %addr, reason, age, "server closed");
+        } else {
+            tracing::debug!(pid, pool = ?self.key, reason, "closing server connection");
         }
     }
 }

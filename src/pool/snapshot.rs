@@ -52,8 +52,9 @@ impl Pool {
     /// min_pool_size (else the client gets a connection logged in afresh or, its database
     /// paused, waits for RESUME): as PgBouncer, which closes its logins at once, nothing opened
     /// before survives idle in the pool. The count of drops is bumped with the idle list
-    /// drained, under the lock (see `Inner::cuts`).
-    pub async fn close_idle(&self) {
+    /// drained, under the lock (see `Inner::cuts`). `reason`: what their log_disconnections
+    /// lines say.
+    pub async fn close_idle(&self, reason: &str) {
         let idle: Vec<_> = {
             let mut inner = self.lock();
             inner.cuts += 1;
@@ -66,6 +67,7 @@ impl Pool {
         }
         self.limits.wake(&self.key);
         for conn in idle {
+            self.log_close(&conn, reason);
             terminate(conn).await;
         }
     }

@@ -94,7 +94,7 @@ async fn a_login_getting_in_as_the_pool_drops_its_connections_is_not_kept() {
         tokio::task::spawn_blocking(move || pool.adopt(conn, begun))
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    pool.close_idle().await;
+    pool.close_idle("database configuration changed").await;
     drop(settings);
     adopting.await.unwrap();
     let counts = pool.counts();
@@ -165,7 +165,7 @@ async fn a_login_getting_in_after_kill_is_neither_redone_nor_kept() {
     gates.update(|g| {
         g.paused.insert("app".into());
     });
-    pool.close_idle().await;
+    pool.close_idle("database configuration changed").await;
     let_in(&mut login).await;
     let got = tokio::time::timeout(Duration::from_secs(10), client)
         .await

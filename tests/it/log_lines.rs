@@ -242,3 +242,110 @@ async fn refused_logins_have_pgbouncers_lines() {
         true,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_closes_outside_the_janitor_have_pgbouncers_lines() {
+    let cluster = cluster().await;
+    let user = cluster.unique_name("ll");
+    let db = cluster.unique_name("lldb");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    let porter = Logged::start(&db, &user, cluster.port(), "query_timeout = 1\n").await;
+    let su = cluster.superuser_client().await;
+    let connect = |db: &str| {
+        let connstring = format!(
+            "host=127.0.0.1 port={} user={user} password=pw dbname={db} sslmode=disable",
+            porter.addr.port()
+        );
+        async move {
+            let (client, conn) = tokio_postgres::connect(&connstring, tokio_postgres::NoTls)
+                .await
+                .expect("login");
+            tokio::spawn(conn);
+            client
+        }
+    };
+    let admin = connect("pgbouncer").await;
+    let closes = |reason: &str| {
+        porter
+            .lines("LOG", 'S', &format!("closing because: {reason} (age="))
+            .len()
+    };
+    // A connection back in the pool, idle (SHOW POOLS' sv_idle).
+    let idle_one = || async {
+        let client = connect(&db).await;
+        client.simple_query("select 1").await.expect("select 1");
+        drop(client);
+        eventually("an idle server connection", || async {
+            admin
+                .simple_query("show pools")
+                .await
+                .expect("show pools")
+                .iter()
+                .any(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        r.get("database") == Some(db.as_str())
+                            && r.get("sv_idle").is_some_and(|n| n != "0")
+                    }
+                    _ => false,
+                })
+        })
+        .await;
+    };
+    // Its backend terminated under a query: PgBouncer's `server conn crashed?`.
+    let mut busy = RawClient::login(porter.addr, &user, "pw", &db).await;
+    busy.query("select pg_sleep(30)").await;
+    let pid = backend_running_as(&su, &user, "pg_sleep(30)").await;
+    su.execute("select pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("terminate");
+    porter
+        .await_lines(1, "LOG", 'S', "closing because: server conn crashed? (age=")
+        .await;
+    drop(busy);
+    // Idle ones closed by RECONNECT, PAUSE and KILL, in PgBouncer 1.18's words.
+    for (sql, reason, paused) in [
+        (
+            format!("reconnect {db}"),
+            "database configuration changed",
+            false,
+        ),
+        (format!("pause {db}"), "pause mode", true),
+        (format!("kill {db}"), "database removed", true),
+    ] {
+        idle_one().await;
+        let before = closes(reason);
+        admin.simple_query(&sql).await.expect("admin command");
+        if paused {
+            let resume = format!("resume {db}");
+            admin.simple_query(&resume).await.expect("resume");
+        }
+        eventually(reason, || async { closes(reason) > before }).await;
+    }
+    // Its client gone in the middle of a query, and query_timeout.
+    let mut busy = RawClient::login(porter.addr, &user, "pw", &db).await;
+    busy.query("select pg_sleep(0.5)").await;
+    backend_running_as(&su, &user, "pg_sleep(0.5)").await;
+    drop(busy);
+    porter
+        .await_lines(1, "LOG", 'S', "closing because: unclean server (age=")
+        .await;
+    let slow = connect(&db).await;
+    assert!(
+        slow.simple_query("select pg_sleep(30)").await.is_err(),
+        "query_timeout"
+    );
+    porter
+        .await_lines(1, "LOG", 'S', "closing because: query timeout (age=")
+        .await;
+    // Each close names a connection the log saw open, with its database and user.
+    let log = porter.log();
+    let opened = porter.lines("LOG", 'S', "new connection to server");
+    for (id, line) in porter.lines("LOG", 'S', "closing because: ") {
+        assert!(
+            opened.iter().any(|(o, _)| *o == id),
+            "{line} never opened: {log}"
+        );
+        assert!(line.contains(&format!(": {db}/{user}@")), "{line}: {log}");
+    }
+}
