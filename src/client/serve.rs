@@ -423,8 +423,13 @@ fn relay_session<'a>(
                 // Named prepared statements a transaction-mode client leaves open would meet the
                 // next client's of the same name.
                 let reset = session.statements_open().then_some("DEALLOCATE ALL");
-                pool.release_with(server, reusable, tracker.exact(), reset)
-                    .await;
+                if matches!(end, RelayEnd::ClientGone) && !tracker.is_idle() {
+                    // Closed as a release would close it, in PgBouncer's words for the case.
+                    pool.discard(server, GONE_BUSY).await;
+                } else {
+                    pool.release_with(server, reusable, tracker.exact(), reset)
+                        .await;
+                }
                 match end {
                     RelayEnd::Unexpected(tag) => Err(refusal(tag)),
                     RelayEnd::ClientGone => Err(Error::ClientProtocol(ProtocolError::Eof)),
@@ -437,7 +442,11 @@ fn relay_session<'a>(
                 Ok(After::NextRequest)
             }
             Ok(RelayEnd::ClientError(e)) => {
-                pool.release(server, false, false).await;
+                if e.is_disconnect() && !tracker.is_idle() {
+                    pool.discard(server, GONE_BUSY).await;
+                } else {
+                    pool.release(server, false, false).await;
+                }
                 // A reset or EOF too: the close line says `client unexpected eof`.
                 Err(Error::ClientProtocol(e))
             }
@@ -514,6 +523,9 @@ fn relay_session<'a>(
 
 /// PgBouncer's reason for a server connection closed in an unknown state.
 const UNCLEAN: &str = "unclean server";
+/// PgBouncer's reason for a server connection whose client went away (EOF, reset) in the
+/// middle of a request.
+const GONE_BUSY: &str = "client disconnect while server was not ready";
 /// PgBouncer's reason for a server connection that failed or closed under its client.
 const CRASHED: &str = "server conn crashed?";
 

@@ -322,14 +322,23 @@ async fn server_closes_outside_the_janitor_have_pgbouncers_lines() {
         }
         eventually(reason, || async { closes(reason) > before }).await;
     }
-    // Its client gone in the middle of a query, and query_timeout.
-    let mut busy = RawClient::login(porter.addr, &user, "pw", &db).await;
-    busy.query("select pg_sleep(0.5)").await;
-    backend_running_as(&su, &user, "pg_sleep(0.5)").await;
-    drop(busy);
-    porter
-        .await_lines(1, "LOG", 'S', "closing because: unclean server (age=")
-        .await;
+    // Its client gone in the middle of a query, or ending its session (Terminate) there.
+    for (sleep, ending, reason) in [
+        ("0.5", None, "client disconnect while server was not ready"),
+        ("0.6", Some(TERMINATE), "unclean server"),
+    ] {
+        let mut busy = RawClient::login(porter.addr, &user, "pw", &db).await;
+        let sql = format!("select pg_sleep({sleep})");
+        busy.query(&sql).await;
+        backend_running_as(&su, &user, &sql).await;
+        if let Some(bytes) = ending {
+            busy.send(bytes).await;
+        }
+        drop(busy);
+        let text = format!("closing because: {reason} (age=");
+        porter.await_lines(1, "LOG", 'S', &text).await;
+    }
+    // query_timeout.
     let slow = connect(&db).await;
     assert!(
         slow.simple_query("select pg_sleep(30)").await.is_err(),
