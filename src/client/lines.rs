@@ -71,8 +71,10 @@ impl Tag {
         }
     }
 
-    /// A login refused (not a client gone, nor a cancel request): its login attempt (with
-    /// log_connections) and closing lines (with log_disconnections), as PgBouncer logs them.
+    /// A login that did not get in (not a cancel request): its login attempt (with
+    /// log_connections, once the startup packet named user and database) and, unless the
+    /// client went away, its closing line (with log_disconnections), as PgBouncer 1.18 logs
+    /// them (live: a client gone in the middle of its login has no closing line).
     pub(super) fn refused(
         &self,
         peer: &Peer,
@@ -80,9 +82,6 @@ impl Tag {
         config: &crate::config::Config,
         tls: impl FnOnce() -> Option<crate::tls::TlsInfo>,
     ) {
-        if error.is_disconnect() {
-            return;
-        }
         let s = &config.settings;
         let peer = self.peer(peer);
         let (user, db) = self.names();
@@ -92,7 +91,7 @@ impl Tag {
             let tls = TlsText(tls.as_ref());
             tracing::info!(%peer, %who, db, id = self.id, %tls, "login attempt: refused");
         }
-        if s.log_disconnections {
+        if s.log_disconnections && !error.is_disconnect() {
             let age = self.since.elapsed().as_secs();
             tracing::info!(%peer, %who, db, id = self.id, reason = %error, age, "client closed");
         }

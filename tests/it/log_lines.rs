@@ -181,6 +181,19 @@ async fn refused_logins_have_pgbouncers_lines() {
         connect(&rejected, "pw", &db).await.is_err(),
         "hba reject got in"
     );
+    // Gone in the middle of its login (the SCRAM exchange): a login attempt line only, as
+    // PgBouncer 1.18 logs it (live).
+    let mut gone = RawClient::connect(porter.addr).await;
+    let quitter = cluster.unique_name("llquit");
+    gone.send(&crate::support::raw::startup_packet(&[
+        (b"user".as_slice(), quitter.as_bytes()),
+        (b"database".as_slice(), db.as_bytes()),
+    ]))
+    .await;
+    let _ = gone.read_msg().await;
+    drop(gone);
+    let quit = format!("login attempt: db={db} user={quitter} ");
+    porter.await_lines(1, "LOG", 'C', &quit).await;
     let mut junk = RawClient::connect(porter.addr).await;
     junk.send(&[0, 0, 0, 8, 0, 0, 0x30, 0x39]).await;
     let _ = junk.read_msg().await;
@@ -241,6 +254,8 @@ async fn refused_logins_have_pgbouncers_lines() {
         &named,
         true,
     );
+    let quit_id = porter.lines("LOG", 'C', &quit)[0].0.clone();
+    assert_eq!(of(&quit_id).len(), 1, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
