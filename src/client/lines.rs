@@ -4,7 +4,8 @@
 //! and its address.
 //!
 //! The fields are written straight into the line, and only when the line is written (its
-//! level enabled): no String per login for a line nobody keeps.
+//! level enabled): no String per login for a line nobody keeps (a refused login's user and
+//! database names excepted, copied out of its startup packet for its lines).
 
 use std::sync::Arc;
 
@@ -21,9 +22,9 @@ pub(super) struct Tag {
     /// The session's id once it is registered (given at accept: a refused login has one).
     pub id: u64,
     /// The client's process id on the unix socket, else 0.
-    pub peer_pid: i32,
-    /// The listen port (a unix socket client's port, as PgBouncer names it).
-    pub port: u16,
+    peer_pid: i32,
+    /// A unix socket client's port as PgBouncer names it: the listen port.
+    port: u16,
     since: Instant,
     /// The user and database the client asked for, once known: set from the startup packet
     /// only when the login is refused, from the session's registry entry otherwise.
