@@ -24,8 +24,9 @@ impl Pool {
         deadline: Option<Instant>,
     ) -> Result<ServerConn, (ServerConn, &'static str)> {
         if conn.spoke_while_idle() {
-            // PgBouncer's words for an idle connection that was sent something.
-            return Err((conn, "idle server got dirty"));
+            // Its backend ended (a FATAL, then EOF), as the janitor says it too: PgBouncer
+            // 1.18's words for a backend terminated while idle (live).
+            return Err((conn, "server conn crashed?"));
         }
         if !self.hosts.accepts(conn.tag.as_ref()) {
             return Err((conn, "host down or changed role"));

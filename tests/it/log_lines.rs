@@ -374,6 +374,29 @@ async fn server_closes_outside_the_janitor_have_pgbouncers_lines() {
             .await
             .expect("terminate");
     }
+    // Its backend terminated while idle, found when a client takes it (or by the janitor, if
+    // its tick comes first): `server conn crashed?` too, as PgBouncer 1.18 says (live).
+    idle_one().await;
+    let crashed = closes("server conn crashed?");
+    let idle = "select pid from pg_stat_activity where usename = $1 and state = 'idle'";
+    let pid: i32 = su.query_one(idle, &[&user]).await.expect("idle").get(0);
+    su.execute("select pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("terminate");
+    eventually("the idle backend gone", || async {
+        let gone = "select 1 from pg_stat_activity where pid = $1";
+        su.query(gone, &[&pid]).await.expect("backends").is_empty()
+    })
+    .await;
+    let client = connect(&db).await;
+    client
+        .simple_query("select 1")
+        .await
+        .expect("on a new connection");
+    eventually("its close line", || async {
+        closes("server conn crashed?") > crashed
+    })
+    .await;
     // query_timeout, set now: the sessions above were to outlast any limit.
     admin
         .simple_query("set query_timeout = 1")
