@@ -142,6 +142,15 @@ impl Pool {
         settings: &Arc<PoolSettings>,
         wait: &Deadline,
     ) -> Result<ServerConn, PoolError> {
+        if self.held() {
+            // Granted a slot while its database is paused (queued before PAUSE or KILL, served
+            // as a slot freed): as PgBouncer, which launches no server login for a paused
+            // database, none is begun; the slot goes back and the client waits for RESUME.
+            // A login begun would be closed when it got in, and free its slot for the next
+            // queued client's login: one login per queued client, all closed.
+            self.forget(Some(identity));
+            return Err(PoolError::Paused);
+        }
         let (tx, rx) = oneshot::channel();
         let (pool, holder) = (Arc::clone(self), identity.clone());
         let (tag, settings) = (tag.cloned(), Arc::clone(settings));

@@ -181,3 +181,28 @@ async fn a_login_getting_in_after_kill_is_neither_redone_nor_kept() {
     let counts = pool.counts();
     assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
 }
+
+/// A client granted a slot while its database is paused (one queued before PAUSE or KILL is
+/// served so as a slot frees) begins no server login: PgBouncer launches none for a paused
+/// database. The slot goes back and the client is told to wait for RESUME. A login begun got
+/// in only to be closed, freeing the slot for the next queued client's login, and so on.
+#[tokio::test]
+async fn a_slot_granted_while_paused_begins_no_login() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (pool, gates) = pool_on(listener.local_addr().unwrap().port());
+    gates.update(|g| {
+        g.paused.insert("app".into());
+    });
+    let identity: super::Identity = Arc::from("u");
+    let wait = super::Deadline::new(Instant::now(), Some(Duration::from_secs(60)));
+    let checkout = pool.checkout(&identity, None, &Vec::new, &wait);
+    let got = tokio::select! {
+        got = checkout => got.map(|conn| conn.pid()),
+        _ = listener.accept() => panic!("a server login was begun while the database was paused"),
+    };
+    assert!(matches!(got, Err(super::PoolError::Paused)), "{got:?}");
+    let counts = pool.counts();
+    assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
+    assert_eq!(pool.held_by("u"), 0);
+    assert_eq!(pool.limits.server_counts("app", "u"), (0, 0));
+}
