@@ -64,6 +64,11 @@ impl Gates {
         self.tx.send_modify(f);
     }
 
+    /// How many wait for a RESUME ([`Gates::wait_unpaused`]) now.
+    pub fn waiting(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// Resolve once `db` is not paused.
     pub async fn wait_unpaused(&self, db: &str) {
         let mut rx = self.tx.subscribe();

@@ -239,6 +239,11 @@ impl Limits {
         self.gates.is_paused(db)
     }
 
+    /// Resolve once `db` is not paused (RESUME).
+    pub(super) async fn resumed(&self, db: &str) {
+        self.gates.wait_unpaused(db).await;
+    }
+
     /// Identity tagging is on (server connections are per identity).
     pub(super) fn tagging(&self) -> bool {
         self.config.load().settings.identity.identity_tagging

@@ -258,6 +258,12 @@ impl Pool {
         self.limits.paused(&self.key.db)
     }
 
+    /// Resolve once the pool's database is not paused: a checkout that got
+    /// [`PoolError::Paused`] may be tried again then.
+    pub async fn resumed(&self) {
+        self.limits.resumed(&self.key.db).await;
+    }
+
     /// Why a connection coming back without a client (a login its client gave up on, one
     /// opened for min_pool_size, one given back unused) must be closed rather than kept, if
     /// it must. Asked under the lock (`inner`), where it is checked in. `begun`: the count of

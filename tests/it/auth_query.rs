@@ -167,3 +167,59 @@ async fn auth_query_follows_the_entrys_hosts_past_a_dead_first_one() {
     assert_eq!(who, user);
     drop(dead);
 }
+
+/// A client whose login needs auth_query while its database is paused waits for RESUME, then
+/// logs in, as through PgBouncer 1.18 (checked live: the login waits in `cl_waiting` of the
+/// auth_user's pool, no server login is begun, and it is served once RESUME came). It was
+/// refused (`08006 authentication lookup failed`): the lookup's server login was closed as it
+/// got in, the database being paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_looked_up_while_paused_waits_for_resume() {
+    let fx = Fixture::custom(|_| Spec {
+        userlist: Some(fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD)])),
+        ..Spec::new(format!(
+            "auth_user = {SUPERUSER}\nadmin_users = {SUPERUSER}\n"
+        ))
+    })
+    .await;
+    let admin = crate::support::connect(&fx.porter.connstring(
+        SUPERUSER,
+        SUPERUSER_PASSWORD,
+        "pgbouncer",
+    ))
+    .await;
+    admin
+        .simple_query(&format!("PAUSE {}", fx.db))
+        .await
+        .expect("PAUSE");
+    let connstring = fx.porter.connstring(&fx.user, &fx.password, &fx.db);
+    let login = tokio::spawn(async move { tokio_postgres::connect(&connstring, NoTls).await });
+    let gates = &fx.porter.shared().gates;
+    let started = tokio::time::Instant::now();
+    while gates.waiting() == 0 {
+        if login.is_finished() {
+            let ended = login.await.unwrap().map(drop);
+            panic!("the login ended while the database was paused: {ended:?}");
+        }
+        assert!(
+            started.elapsed() < HANG,
+            "the login never waited for RESUME"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    admin
+        .simple_query(&format!("RESUME {}", fx.db))
+        .await
+        .expect("RESUME");
+    let (client, conn) = tokio::time::timeout(HANG, login)
+        .await
+        .expect("the login hung after RESUME")
+        .unwrap()
+        .expect("the login failed after RESUME");
+    tokio::spawn(conn);
+    let row = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("query after RESUME");
+    assert_eq!(row.get::<_, String>(0), fx.user);
+}
