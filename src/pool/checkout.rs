@@ -184,7 +184,7 @@ impl Pool {
                     // the client still waits: it gets one logged in afresh, in the same slot.
                     Some(Unwanted::Dropped) => {
                         tracing::debug!(pid = conn.pid(), pool = ?pool.key, "closing a server login begun before its pool's connections were dropped; logging in again");
-                        pool.log_close(&conn, "close_needed");
+                        pool.log_close(&conn, "connect string changed");
                         tokio::spawn(super::release::terminate(conn));
                     }
                     // As PgBouncer, which closes a paused database's logins, the client goes

@@ -122,7 +122,7 @@ impl Unwanted {
     /// PgBouncer's words for the close, in its log_disconnections line.
     fn reason(self) -> &'static str {
         match self {
-            Unwanted::Retired | Unwanted::Dropped => "close_needed",
+            Unwanted::Retired | Unwanted::Dropped => "connect string changed",
             Unwanted::Paused => "pause mode",
         }
     }
