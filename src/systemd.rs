@@ -181,7 +181,9 @@ impl Notifier {
 
     /// The stats_period averages, for `systemctl status`.
     pub fn stats(&self, a: &crate::stats::Averages) {
-        self.send(&stats_status(a));
+        if self.active() {
+            self.send(&stats_status(a));
+        }
     }
 }
 

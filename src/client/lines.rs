@@ -32,6 +32,11 @@ pub(super) struct Tag {
 }
 
 impl Tag {
+    /// The client's pid on a unix socket (SO_PEERCRED, read once at accept), else 0.
+    pub(super) fn peer_pid(&self) -> i32 {
+        self.peer_pid
+    }
+
     pub(super) fn new(id: u64, peer_pid: i32, listen_port: u16) -> Tag {
         Tag {
             id,

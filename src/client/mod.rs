@@ -364,7 +364,7 @@ async fn start(
                 tls: conn.io.tls_info(),
                 endpoint: route.key.endpoint,
                 local: conn.io.local_addr(),
-                peer_pid: conn.io.peer_pid().unwrap_or(0),
+                peer_pid: ctx.tag.peer_pid(),
             },
             &shared.shutdown,
         );
@@ -452,7 +452,7 @@ async fn start_admin(
             tls: conn.io.tls_info(),
             endpoint: crate::routing::Endpoint::ReadWrite,
             local: conn.io.local_addr(),
-            peer_pid: conn.io.peer_pid().unwrap_or(0),
+            peer_pid: ctx.tag.peer_pid(),
         },
         &shared.shutdown,
     );
