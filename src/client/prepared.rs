@@ -138,6 +138,12 @@ pub(super) fn cstr(bytes: &[u8]) -> Option<&[u8]> {
     bytes.iter().position(|&b| b == 0).map(|end| &bytes[..end])
 }
 
+/// `bytes` when they are one NUL-terminated string and nothing more (the name ending a
+/// Describe or Close: PostgreSQL refuses bytes after it with 08P01 before acting on it).
+pub(super) fn only_cstr(bytes: &[u8]) -> Option<&[u8]> {
+    cstr(bytes).filter(|s| s.len() + 1 == bytes.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ use crate::protocol::scan::{front_len, replace_front};
 use crate::protocol::{backend, frontend};
 use crate::server::statements::{drops_all, id_of, Registry, ServerStatements, Stmt};
 
-use super::prepared::{cstr, Named, StreamedName};
+use super::prepared::{cstr, only_cstr, Named, StreamedName};
 
 /// A statement name no connection ever has (pgporter's start at 1): a Close of it is
 /// answered with CloseComplete and does nothing.
@@ -338,7 +338,8 @@ impl Renaming {
 
     fn describe(&mut self, rest: &[u8]) -> Option<(BytesMut, u32)> {
         let mut out = BytesMut::new();
-        let (stmt, count) = self.target(cstr(rest)?, &mut out)?;
+        // Bytes after the name: passed on as they are, for the server's 08P01.
+        let (stmt, count) = self.target(only_cstr(rest)?, &mut out)?;
         put_message(&mut out, frontend::DESCRIBE, |b| {
             b.put_u8(b'S');
             put_cstr(b, stmt.as_ref().map_or(NOTHING, |s| &s.name));
@@ -364,7 +365,8 @@ impl Renaming {
 
     fn close(&mut self, body: &[u8]) -> Option<(BytesMut, u32)> {
         let name = match body {
-            [b'S', rest @ ..] => cstr(rest),
+            // Bytes after the name: passed on as they are, for the server's 08P01.
+            [b'S', rest @ ..] => only_cstr(rest),
             _ => None,
         };
         let mapped = name.and_then(|n| self.client.names.remove_entry(n));

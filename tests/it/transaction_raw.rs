@@ -366,3 +366,35 @@ async fn an_unknown_message_type_ends_the_session() {
         "connection kept"
     );
 }
+
+/// A Close or Describe of a statement with bytes after its name is refused by PostgreSQL
+/// (`08P01 invalid message format`, checked live) before it acts on it; pgporter passes it on
+/// as it came instead of rewriting it to a well-formed message under its own name, so the
+/// client gets that error through pgporter too and its statement stays open. (The fuzz round
+/// found it: the Close was answered CloseComplete, the Describe described.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_or_describe_with_bytes_after_its_name_is_refused_as_by_postgresql() {
+    let fx = fixture("").await;
+    let (mut a, mut b) = (login(&fx, &[]).await, login(&fx, &[]).await);
+    parse(&mut a, "s1", "select 7").await;
+    assert_eq!(error_of(&sync(&mut a).await), None);
+    let shared = value(&mut b, "select name from pg_prepared_statements").await;
+    for (c, name) in [(&mut a, "s1"), (&mut b, shared.as_str())] {
+        for tag in [b'C', b'D'] {
+            let mut body = vec![b'S'];
+            body.extend(cstr(name));
+            body.extend(b"xx");
+            c.send_msg(tag, &body).await;
+            let msgs = sync(c).await;
+            let what = format!("{} of {name}", char::from(tag));
+            assert_eq!(error_of(&msgs).as_deref(), Some("08P01"), "{what}");
+            let m = msgs.iter().find(|m| m.tag == b'E').expect("the error");
+            let text = m.error_field(b'M');
+            assert_eq!(text.as_deref(), Some("invalid message format"), "{what}");
+        }
+    }
+    bind_execute(&mut a, "s1", &[]).await;
+    let msgs = sync(&mut a).await;
+    assert_eq!(error_of(&msgs), None, "s1 is still open");
+    assert!(msgs.iter().any(|m| m.tag == b'D' && m.body.ends_with(b"7")));
+}
