@@ -185,6 +185,8 @@ impl Visit for Front<'_> {
             frontend::CLOSE => st.audit.is_some() || st.prepared.is_some() || renaming.is_some(),
             frontend::DESCRIBE => renaming.is_some(),
             frontend::EXECUTE => st.audit.is_some(),
+            // Empty when well-formed; one with a body opens a batch (see below).
+            frontend::FLUSH => true,
             _ => false,
         }
     }
@@ -261,6 +263,9 @@ impl Visit for Front<'_> {
                 // Replaced by `rewrite`; the tracker sees the replacement.
                 return Flow::StopBefore;
             }
+        }
+        if tag == frontend::FLUSH && body != Some(&[]) {
+            return st.tracker.on_flush_with_body();
         }
         st.tracker.on_client(tag)
     }

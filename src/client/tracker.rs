@@ -195,6 +195,15 @@ impl TxTracker {
         Flow::Continue
     }
 
+    /// A Flush with a body: PostgreSQL refuses it (08P01 invalid message format) and, as
+    /// after any failed extended-protocol message, skips to the next Sync: a batch is open.
+    pub(super) fn on_flush_with_body(&mut self) -> Flow {
+        self.asked = true;
+        self.batch_started();
+        self.unsynced = true;
+        Flow::Continue
+    }
+
     fn start(&mut self) {
         self.syncs_since_start = 0;
         self.counting = true;

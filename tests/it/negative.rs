@@ -442,3 +442,85 @@ async fn disable_pqexec_refuses_simple_queries() {
     let row = again.query_one("select 3::int4", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 3);
 }
+
+/// A Flush with a body is refused by PostgreSQL (`ERROR 08P01 invalid message format`, checked
+/// live), which then skips everything up to the next Sync, as after any failed
+/// extended-protocol message. pgporter took a Flush for a message that asks for nothing, so a
+/// client leaving right after one had its server connection taken for idle: the release's
+/// reset query went to a server skipping to a Sync, and the client's socket and the pool's
+/// only connection were held until server_reset_timeout (here 60 s); in transaction mode the
+/// connection was released at the Flush and the error never reached the client. Found by the
+/// fuzz round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_after_a_flush_with_a_body_is_let_go_at_once() {
+    use crate::support::raw::RawClient;
+    use crate::support::Spec;
+    let fx = Fixture::custom(|_| Spec {
+        pool_size: 1,
+        ..Spec::new("server_reset_timeout = 60\nquery_wait_timeout = 120")
+    })
+    .await;
+    let login = || RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db);
+    let bad_flush = b"H\0\0\0\x07abc";
+
+    // Answered as PostgreSQL answers it; after the Sync the connection is clean and kept.
+    let mut c = login().await;
+    let (pid, _, _) = c.rows("select pg_backend_pid()").await;
+    c.send(bad_flush).await;
+    c.send_msg(b'S', &[]).await;
+    let msgs = c.until_ready().await.expect("an answer");
+    let error = msgs
+        .iter()
+        .find(|m| m.tag == b'E')
+        .expect("an ErrorResponse");
+    assert_eq!(error.sqlstate().as_deref(), Some("08P01"));
+    assert_eq!(
+        error.error_field(b'M').as_deref(),
+        Some("invalid message format")
+    );
+    drop(c);
+    let mut next = login().await;
+    assert_eq!(next.rows("select pg_backend_pid()").await.0, pid, "kept");
+    drop(next);
+
+    // Leaving before any Sync: the client is let go and the next one served at once.
+    let mut c = login().await;
+    c.rows("select 1").await;
+    c.send(bad_flush).await;
+    let m = c.read_msg().await.expect("the ErrorResponse");
+    assert_eq!(m.sqlstate().as_deref(), Some("08P01"));
+    let start = Instant::now();
+    c.sock.shutdown().await.expect("shutdown");
+    let closed = tokio::time::timeout(Duration::from_secs(10), c.read_msg()).await;
+    assert!(
+        matches!(closed, Ok(None)),
+        "not closed within 10 s of the client leaving"
+    );
+    let mut next = login().await;
+    let (rows, status, error) = next.rows("select 1").await;
+    assert_eq!((rows, status, error), (vec!["1".to_string()], b'I', None));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the next client waited {:?}",
+        start.elapsed()
+    );
+
+    // In transaction mode the connection was released at the Flush, as if it asked nothing,
+    // and the client never got the error (PgBouncer 1.18 passes it on, checked live).
+    let fx = Fixture::custom(|_| Spec {
+        pool_size: 1,
+        ..Spec::new("pool_mode = transaction")
+    })
+    .await;
+    let mut c = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
+    c.rows("select 1").await;
+    c.send(bad_flush).await;
+    c.send_msg(b'S', &[]).await;
+    let msgs = c.until_ready().await.expect("an answer");
+    let codes: Vec<_> = msgs.iter().map(|m| (m.tag, m.sqlstate())).collect();
+    assert_eq!(
+        codes,
+        [(b'E', Some("08P01".to_string())), (b'Z', None)],
+        "transaction mode"
+    );
+}
