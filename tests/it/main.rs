@@ -17,6 +17,7 @@ mod drivers;
 mod drivers_native;
 mod faults_client;
 mod faults_server;
+mod fuzz;
 mod hba;
 mod identity;
 mod isolation;
