@@ -36,8 +36,14 @@ pub enum Error {
     /// A login user that cannot exist (its name is not UTF-8); PostgreSQL's text.
     #[error("role \"{0}\" does not exist")]
     UnknownRole(String),
+    /// A wrong password, or a user with no secret (`unknown`: the exchange was a mock one, so
+    /// that the client cannot tell); `sasl`: the exchange was SCRAM's.
     #[error("password authentication failed for user \"{user}\"")]
-    AuthFailed { user: String },
+    AuthFailed {
+        user: String,
+        unknown: bool,
+        sasl: bool,
+    },
     #[error("SSL required")]
     SslRequired,
     #[error("TLS handshake with the client failed")]
@@ -260,6 +266,35 @@ impl Error {
         }
     }
 
+    /// PgBouncer 1.18's words for a refused login in its `closing because:` line, where they
+    /// differ from the message the client is sent (checked live): the client still gets the
+    /// message (PostgreSQL's text), the log line says what PgBouncer's says.
+    pub fn close_reason(&self) -> Option<&'static str> {
+        match self {
+            Error::AuthFailed { sasl: true, .. } => Some("SASL authentication failed"),
+            Error::AuthFailed { sasl: false, .. } => Some("password authentication failed"),
+            // PgBouncer rejects a login no hba line matches as one a `reject` line matches.
+            Error::HbaReject { .. } | Error::HbaNoEntry { .. } => Some("login rejected"),
+            Error::PeerAuthFailed { .. } => Some("unix socket login rejected"),
+            Error::CertAuthFailed { .. } | Error::NoClientCertificate => {
+                Some("certificate authentication failed")
+            }
+            _ => None,
+        }
+    }
+
+    /// A refused login that names no pool, which PgBouncer's lines show as `(nodb)`: its
+    /// database is unknown, or its user (no secret, a mock exchange; or a name that cannot
+    /// be one).
+    pub fn names_no_pool(&self) -> bool {
+        matches!(
+            self,
+            Error::UnknownDatabase(_)
+                | Error::UnknownRole(_)
+                | Error::AuthFailed { unknown: true, .. }
+        )
+    }
+
     /// A failed login attempt that costs the client `auth_failure_delay` and is counted.
     pub fn is_auth_failure(&self) -> bool {
         matches!(
@@ -355,8 +390,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refused_logins_close_with_pgbouncers_words() {
+        // PgBouncer 1.18, live: `closing because: SASL authentication failed` (a wrong
+        // password or an unknown user under SCRAM), `login rejected` (hba).
+        let failed = |unknown, sasl| Error::AuthFailed {
+            user: "bob".into(),
+            unknown,
+            sasl,
+        };
+        let rejected = Error::HbaReject {
+            host: "127.0.0.1".into(),
+            user: "bob".into(),
+            database: "app".into(),
+            tls: false,
+        };
+        let reason = |e: &Error| e.close_reason();
+        assert_eq!(
+            reason(&failed(false, true)),
+            Some("SASL authentication failed")
+        );
+        assert_eq!(
+            reason(&failed(true, false)),
+            Some("password authentication failed")
+        );
+        assert_eq!(reason(&rejected), Some("login rejected"));
+        assert_eq!(reason(&Error::UnknownDatabase("x".into())), None);
+        assert!(failed(true, true).names_no_pool());
+        assert!(!failed(false, true).names_no_pool());
+        assert!(Error::UnknownDatabase("x".into()).names_no_pool());
+        assert!(!rejected.names_no_pool());
+    }
+
+    #[test]
     fn sqlstates() {
-        assert_eq!(Error::AuthFailed { user: "a".into() }.sqlstate(), "28P01");
+        let failed = Error::AuthFailed {
+            user: "a".into(),
+            unknown: false,
+            sasl: true,
+        };
+        assert_eq!(failed.sqlstate(), "28P01");
         assert_eq!(Error::UnknownDatabase("x".into()).sqlstate(), "3D000");
         assert_eq!(Error::TooManyClients.sqlstate(), "53300");
         assert_eq!(
@@ -422,7 +494,9 @@ mod tests {
         );
         assert_eq!(
             Error::AuthFailed {
-                user: "alice".into()
+                user: "alice".into(),
+                unknown: true,
+                sasl: false,
             }
             .to_string(),
             "password authentication failed for user \"alice\""

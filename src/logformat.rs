@@ -116,6 +116,17 @@ impl Fields {
     }
 }
 
+impl Fields {
+    /// The database a client line's prefix names: `db`, or PgBouncer's `(nodb)` for a refused
+    /// login that named no pool (an unknown user or database; the `nodb` field).
+    fn pool_db(&mut self, db: &str) -> String {
+        match self.take("nodb").as_deref() {
+            Some("true") => "(nodb)".to_string(),
+            _ => db.to_string(),
+        }
+    }
+}
+
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
@@ -188,19 +199,24 @@ fn bodies(f: &mut Fields) -> Vec<String> {
             let id = client_id(f);
             let peer = f.take_or("peer", "unix");
             let (user, db) = f.take_who();
+            let pool = f.pool_db(&db);
             let tls = f.take_or("tls", "no");
             vec![format!(
-                "{id}: {db}/{user}@{peer} login attempt: db={db} user={user} tls={tls}"
+                "{id}: {pool}/{user}@{peer} login attempt: db={db} user={user} tls={tls}"
             )]
         }
         "client closed" => {
             let id = client_id(f);
             let peer = f.take_or("peer", "unix");
             let (user, db) = f.take_who();
+            let pool = f.pool_db(&db);
             let reason = f.take_or("reason", "client close request");
+            // The message the client got, where `reason` has PgBouncer's words instead: its
+            // pooler error line says it.
+            f.take("error");
             let age = f.take_or("age", "0");
             vec![format!(
-                "{id}: {db}/{user}@{peer} closing because: {reason} (age={age}s)"
+                "{id}: {pool}/{user}@{peer} closing because: {reason} (age={age}s)"
             )]
         }
         "new connection to server" => {
@@ -226,9 +242,10 @@ fn bodies(f: &mut Fields) -> Vec<String> {
             let id = client_id(f);
             let peer = f.take_or("peer", "unix");
             let (user, db) = f.take_who();
+            let pool = f.pool_db(&db);
             let error = f.take_or("error", "");
             vec![format!(
-                "{id}: {db}/{user}@{peer} login failed: db={db} user={user} error={}",
+                "{id}: {pool}/{user}@{peer} login failed: db={db} user={user} error={}",
                 quoted(&error)
             )]
         }
@@ -238,7 +255,8 @@ fn bodies(f: &mut Fields) -> Vec<String> {
                 let id = client_id(f);
                 let peer = f.take_or("peer", "unix");
                 let (user, db) = f.take_who();
-                vec![format!("{id}: {db}/{user}@{peer} pooler error: {error}")]
+                let pool = f.pool_db(&db);
+                vec![format!("{id}: {pool}/{user}@{peer} pooler error: {error}")]
             } else {
                 vec![format!("pooler error: {error}")]
             }

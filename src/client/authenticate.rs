@@ -18,13 +18,11 @@ use crate::tls::ClientTls;
 use super::login::LoginContext;
 use super::{route, Peer};
 
-/// Count a failed login (per known user; unknown names share one label), log it, and make
-/// the attacker wait `auth_failure_delay` before the error goes out.
+/// Count a failed login (per known user; unknown names share one label) and make the
+/// attacker wait `auth_failure_delay` before the error goes out. Its `login failed` line comes
+/// with the refused login's other lines (`Tag::refused`), after its login attempt.
 pub(super) async fn after_login(
     result: Result<(), Error>,
-    peer: &Peer,
-    ctx: &LoginContext<'_>,
-    who: &str,
     user: &str,
     shared: &Shared,
     config: &Config,
@@ -37,9 +35,6 @@ pub(super) async fn after_login(
                 crate::stats::UNKNOWN_USER
             };
             shared.stats.auth_failed(label);
-            // `user` besides `who`: names may hold an `@`, so `who` alone does not split back.
-            let (peer, id) = (ctx.tag.peer(peer), ctx.tag.id);
-            tracing::warn!(%peer, %who, user, id, error = %e, "login failed");
             tokio::time::sleep(config.settings.auth_failure_delay).await;
         }
     }
@@ -61,16 +56,7 @@ pub(super) async fn authenticate_admin(
     let result = super::login::authenticate(conn, &method, user, secret, ctx)
         .await
         .map(|_| ());
-    after_login(
-        result,
-        peer,
-        ctx,
-        &format!("{user}@{database}"),
-        user,
-        shared,
-        config,
-    )
-    .await
+    after_login(result, user, shared, config).await
 }
 
 /// Choose the method (auth_type / hba), find the secret (auth_file, else auth_query), run the

@@ -78,9 +78,11 @@ impl Tag {
     }
 
     /// A login that did not get in (not a cancel request): its login attempt (with
-    /// log_connections, once the startup packet named user and database) and, unless the
-    /// client went away, its closing line (with log_disconnections), as PgBouncer 1.18 logs
-    /// them (live: a client gone in the middle of its login has no closing line).
+    /// log_connections, once the startup packet named user and database), its `login failed`
+    /// line (a failed authentication) and, unless the client went away, its closing line (with
+    /// log_disconnections), in PgBouncer 1.18's order (live: the attempt first; a client gone
+    /// in the middle of its login has no closing line). The closing line's `reason` is
+    /// PgBouncer's words where they differ from the message the client got (`error`).
     pub(super) fn refused(
         &self,
         peer: &Peer,
@@ -92,15 +94,30 @@ impl Tag {
         let peer = self.peer(peer);
         let (user, db) = self.names();
         let who = format_args!("{user}@{db}");
+        let (id, nodb) = (self.id, self.nodb(error));
         if s.log_connections && self.names.is_some() {
             let tls = tls();
             let tls = TlsText(tls.as_ref());
-            tracing::info!(%peer, %who, db, id = self.id, %tls, "login attempt: refused");
+            tracing::info!(%peer, %who, db, id, nodb, %tls, "login attempt: refused");
+        }
+        if error.is_auth_failure() {
+            tracing::warn!(%peer, %who, user, id, nodb, error = %error, "login failed");
         }
         if s.log_disconnections && !error.is_disconnect() {
             let age = self.since.elapsed().as_secs();
-            tracing::info!(%peer, %who, db, id = self.id, reason = %error, age, "client closed");
+            let words = error.close_reason();
+            let (reason, error): (&dyn std::fmt::Display, _) = match &words {
+                Some(words) => (words, Some(tracing::field::display(error))),
+                None => (error, None),
+            };
+            tracing::info!(%peer, %who, db, id, nodb, %reason, error, age, "client closed");
         }
+    }
+
+    /// `Some(true)` when the lines should show PgBouncer's `(nodb)` for a login that names
+    /// no pool (the field is left out otherwise).
+    fn nodb(&self, error: &Error) -> Option<bool> {
+        (self.names.is_some() && error.names_no_pool()).then_some(true)
     }
 
     /// The error a client is sent, logged: `client error` (info) when the client caused it,
@@ -113,13 +130,15 @@ impl Tag {
         }
         let (user, db) = self.names();
         let who = format_args!("{user}@{db}");
+        let (id, nodb) = (self.id, self.nodb(error));
         match error.fault() {
             Fault::Client => {
-                tracing::info!(%peer, %who, db, id = self.id, error = %error, "client error")
+                tracing::info!(%peer, %who, db, id, nodb, error = %error, "client error")
             }
             Fault::Server | Fault::Internal if config.settings.log_pooler_errors => {
-                let source = std::error::Error::source(error);
-                tracing::warn!(%peer, %who, db, id = self.id, error = %error, source = ?source, "pooler error")
+                // Left out when there is none (PgBouncer's line has nothing after the error).
+                let source = std::error::Error::source(error).map(tracing::field::debug);
+                tracing::warn!(%peer, %who, db, id, nodb, error = %error, source, "pooler error")
             }
             _ => {}
         }

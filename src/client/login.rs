@@ -56,10 +56,15 @@ pub(super) async fn authenticate(
             scram_exchange(conn, server).await?.map(Some)
         }
     };
+    // Which exchange ran (PgBouncer's log names a SCRAM failure apart).
+    let sasl =
+        matches!(method, Method::ScramSha256) || (matches!(method, Method::Md5) && scram_only);
     outcome.map_err(|e| match e {
         AuthError::Malformed(what) => Error::ClientProtocol(ProtocolError::Malformed(what)),
         AuthError::Failed | AuthError::Unsupported(_) => Error::AuthFailed {
             user: user.to_string(),
+            unknown: secret.is_none(),
+            sasl,
         },
     })
 }

@@ -285,7 +285,21 @@ async fn start(
     {
         return Err(Error::SslRequired);
     }
-    not_utf8::settle(&mut startup, config)?;
+    if let Err(e) = not_utf8::settle(&mut startup, config) {
+        // A user or database name that is not UTF-8 is PgBouncer's unknown user or database
+        // (it takes any bytes): its lines name the login, escaped. Other parameters are its
+        // unsupported startup parameter, refused before it looks at the names.
+        let or_user = |user: &str| match startup.get("database").filter(|d| !d.is_empty()) {
+            Some(db) => db.to_string(),
+            None => user.to_string(),
+        };
+        match &e {
+            Error::UnknownRole(user) => tag.named(user, &or_user(user)),
+            Error::UnknownDatabase(db) => tag.named(startup.get("user").unwrap_or_default(), db),
+            _ => {}
+        }
+        return Err(e);
+    }
     let user = startup.get("user").unwrap_or_default();
     let database = startup
         .get("database")
@@ -306,7 +320,6 @@ async fn start(
         if shared.gates.is_disabled(&route.database) {
             return Err(Error::DatabaseDisabled(route.database));
         }
-        let who = format!("{}@{}", route.client_user, route.database);
         let login = login(conn, peer, &route, &ctx, shared, config).await;
         if let Err(e @ Error::AuthFailed { .. }) = &login {
             shared
@@ -320,7 +333,7 @@ async fn start(
                 })
                 .await;
         }
-        after_login(login, peer, &ctx, &who, &route.client_user, shared, config).await?;
+        after_login(login, &route.client_user, shared, config).await?;
         // The names every part of the session keeps (limits, registry, audit, pool): one
         // allocation each, shared.
         let names = SessionNames::new(&route);
@@ -373,6 +386,7 @@ async fn start(
             let tls = TlsText(guard.info.tls.as_ref());
             let peer = PeerText::of(peer, &guard.info);
             let db = &*route.database;
+            let who = format_args!("{}@{db}", route.client_user);
             tracing::info!(%peer, %who, db, id = guard.info.id, %tls, "login attempt: ok");
         }
         let registration = shared.cancels.register(&guard.info);
@@ -394,9 +408,12 @@ async fn start(
         }))
     }
     .await;
-    if started.is_err() {
+    match &started {
+        // PgBouncer refuses a login over max_client_conn before it looks at its names (live:
+        // `(nodb)/(nouser)`, no login attempt line).
+        Err(Error::TooManyClients) | Ok(_) => {}
         // The names the refused login's lines give (allocated for those only).
-        tag.named(user, database);
+        Err(_) => tag.named(user, database),
     }
     started
 }
@@ -466,10 +483,9 @@ async fn start_admin(
     Ok(Started::Admin { role, guard, slot })
 }
 
-/// max_client_conn refused a connection (of `user` on `db`, when known): logged, audited; the
-/// error for the client.
+/// max_client_conn refused a connection (of `user` on `db`, when known): audited; the error
+/// for the client, whose lines log it (its closing and pooler error lines, as PgBouncer's).
 async fn too_many_clients(shared: &Shared, peer: &Peer, user: &str, db: &str) -> Error {
-    tracing::warn!(%peer, "no more connections allowed (max_client_conn)");
     shared
         .audit
         .send(crate::audit::AuditEvent::LimitRejection {

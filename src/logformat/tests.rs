@@ -297,12 +297,60 @@ fn a_refused_login_has_its_connections_id() {
         "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1c: (nodb)/(nouser)@127.0.0.1:33110 \
          closing because: no more connections allowed (max_client_conn) (age=0s)\n"
     );
+    // No `source` field when the error has none (it was `source=None`, after PgBouncer's text).
     let mut error = nobody.to_vec();
-    error.extend([("error", reason), ("source", "None")]);
+    error.push(("error", reason));
     assert_eq!(
         line(Level::WARN, "pooler error", &error),
         "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x1c: (nodb)/(nouser)@127.0.0.1:33110 \
-         pooler error: no more connections allowed (max_client_conn) source=None\n"
+         pooler error: no more connections allowed (max_client_conn)\n"
+    );
+}
+
+#[test]
+fn a_refused_login_naming_no_pool_is_nodb_with_pgbouncers_reason() {
+    // PgBouncer 1.18, live (auth_type = scram-sha-256, user nobody unknown): `LOG
+    // C-0x55f3062fcd80: (nodb)/nobody@127.0.0.1:34140 login attempt: db=app user=nobody
+    // tls=no`, `LOG C-0x55f3062fcd80: (nodb)/nobody@127.0.0.1:34140 closing because: SASL
+    // authentication failed (age=0s)`; for an unknown database `(nodb)/bob@...`.
+    let nobody = [
+        ("peer", "127.0.0.1:34140"),
+        ("who", "nobody@app"),
+        ("db", "app"),
+        ("id", "29"),
+        ("nodb", "true"),
+    ];
+    let mut attempt = nobody.to_vec();
+    attempt.push(("tls", "no"));
+    assert_eq!(
+        line(Level::INFO, "login attempt: refused", &attempt),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1d: (nodb)/nobody@127.0.0.1:34140 \
+         login attempt: db=app user=nobody tls=no\n"
+    );
+    // The message the client got (`error`) stays in the text and json lines only.
+    let mut closed = nobody.to_vec();
+    closed.extend([
+        ("reason", "SASL authentication failed"),
+        (
+            "error",
+            "password authentication failed for user \"nobody\"",
+        ),
+        ("age", "0"),
+    ]);
+    assert_eq!(
+        line(Level::INFO, "client closed", &closed),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1d: (nodb)/nobody@127.0.0.1:34140 \
+         closing because: SASL authentication failed (age=0s)\n"
+    );
+    let mut error = nobody.to_vec();
+    error.push((
+        "error",
+        "password authentication failed for user \"nobody\"",
+    ));
+    assert_eq!(
+        line(Level::INFO, "client error", &error),
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x1d: (nodb)/nobody@127.0.0.1:34140 \
+         pooler error: password authentication failed for user \"nobody\"\n"
     );
 }
 

@@ -185,6 +185,20 @@ async fn refused_logins_have_pgbouncers_lines() {
         connect(&rejected, "pw", &db).await.is_err(),
         "hba reject got in"
     );
+    let nobody = cluster.unique_name("llnobody");
+    assert!(
+        connect(&nobody, "pw", &db).await.is_err(),
+        "an unknown user got in"
+    );
+    // A user name that is not UTF-8: PgBouncer's unknown user (it takes any bytes).
+    let mut bytes = RawClient::connect(porter.addr).await;
+    bytes
+        .send(&crate::support::raw::startup_packet(&[
+            (b"user".as_slice(), b"ll\xe9".as_slice()),
+            (b"database".as_slice(), db.as_bytes()),
+        ]))
+        .await;
+    let _ = bytes.read_msg().await;
     // Gone in the middle of its login (the SCRAM exchange): a login attempt line only, as
     // PgBouncer 1.18 logs it (live).
     let mut gone = RawClient::connect(porter.addr).await;
@@ -222,10 +236,11 @@ async fn refused_logins_have_pgbouncers_lines() {
     );
     drop(held);
     porter
-        .await_lines(5, "WARNING", 'C', "pooler error: ")
+        .await_lines(7, "WARNING", 'C', "pooler error: ")
         .await;
     let log = porter.log();
-    // Each refused login's lines, by its id: level, `db/user`, and the text after the address.
+    // Each refused login's lines, by its id, in order: level, `db/user`, and the text after
+    // the address.
     let of = |id: &str| -> Vec<(String, String, String)> {
         log.lines()
             .filter_map(split)
@@ -236,41 +251,82 @@ async fn refused_logins_have_pgbouncers_lines() {
             })
             .collect()
     };
-    let refused = |reason: &str, who: &str, attempt: bool| {
-        let failed = porter.lines("WARNING", 'C', &format!("pooler error: {reason}"));
+    // The refused login whose pooler error (the message the client got) starts with `error`:
+    // its lines name it as `who`, its closing line gives PgBouncer's `reason`, and it has a
+    // login attempt line (first) if `attempt`. Its id.
+    let refused = |error: &str, reason: &str, who: &str, attempt: bool| {
+        let failed = porter.lines("WARNING", 'C', &format!("pooler error: {error}"));
         // The last (a login waiting for room may have been refused first).
         let Some((id, _)) = failed.last() else {
-            panic!("no pooler error {reason}: {log}");
+            panic!("no pooler error {error}: {log}");
         };
         assert_ne!(id, "C-0x0", "{log}");
         let lines = of(id);
-        let has = |level: &str, text: &str| {
+        assert!(lines.iter().all(|(_, w, _)| w == who), "{error}: {log}");
+        let at = |level: &str, text: &str| {
             lines
                 .iter()
-                .any(|(l, w, t)| l == level && w == who && t.starts_with(text))
+                .position(|(l, _, t)| l == level && t.starts_with(text))
         };
-        assert_eq!(has("LOG", "login attempt: "), attempt, "{reason}: {log}");
+        let login = at("LOG", "login attempt: ");
+        assert_eq!(login.is_some(), attempt, "{error}: {log}");
+        assert!(
+            login.unwrap_or(0) == 0,
+            "{error}: the attempt comes first: {log}"
+        );
         let closing = format!("closing because: {reason}");
-        assert!(has("LOG", &closing), "{reason}: {log}");
+        assert!(at("LOG", &closing).is_some(), "{error}: {log}");
         id.clone()
     };
     let named = format!("{db}/{user}");
-    let wrong = refused("password authentication failed", &named, true);
-    // Its login failed line names the same connection.
+    let wrong = refused(
+        &format!("password authentication failed for user \"{user}\""),
+        "SASL authentication failed",
+        &named,
+        true,
+    );
+    // Its login failed line names the same connection, after its login attempt.
     let failed = porter.lines("WARNING", 'C', "login failed: ");
     assert!(failed.iter().any(|(id, _)| *id == wrong), "{log}");
     refused(
         "no such database: nosuchdb",
-        &format!("nosuchdb/{user}"),
+        "no such database: nosuchdb",
+        &format!("(nodb)/{user}"),
         true,
     );
-    refused("pg_hba.conf rejects", &format!("{db}/{rejected}"), true);
-    refused("unsupported frontend protocol", "(nodb)/(nouser)", false);
     refused(
-        "no more connections allowed (max_client_conn)",
-        &named,
+        "pg_hba.conf rejects",
+        "login rejected",
+        &format!("{db}/{rejected}"),
         true,
     );
+    let unknown = format!("password authentication failed for user \"{nobody}\"");
+    refused(
+        &unknown,
+        "SASL authentication failed",
+        &format!("(nodb)/{nobody}"),
+        true,
+    );
+    refused(
+        "role \"ll\\xe9\" does not exist",
+        "role \"ll\\xe9\" does not exist",
+        "(nodb)/ll\\xe9",
+        true,
+    );
+    refused(
+        "unsupported frontend protocol",
+        "unsupported frontend protocol",
+        "(nodb)/(nouser)",
+        false,
+    );
+    // Refused before PgBouncer looks at its names (live), and logged by its own lines only.
+    let over = "no more connections allowed (max_client_conn)";
+    refused(over, over, "(nodb)/(nouser)", false);
+    let over_lines = log.lines().filter(|l| l.contains(over)).count();
+    let over_ids = porter
+        .lines("WARNING", 'C', &format!("pooler error: {over}"))
+        .len();
+    assert_eq!(over_lines, 2 * over_ids, "{log}");
     let quit_id = porter.lines("LOG", 'C', &quit)[0].0.clone();
     assert_eq!(of(&quit_id).len(), 1, "{log}");
 }
