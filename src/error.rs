@@ -419,6 +419,15 @@ mod tests {
         assert!(!failed(false, true).names_no_pool());
         assert!(Error::UnknownDatabase("x".into()).names_no_pool());
         assert!(!rejected.names_no_pool());
+        let refused = ServerError::Connect {
+            addr: "127.0.0.1:1".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(refused.close_reason(), "connect failed");
+        assert_eq!(
+            ServerError::NoPassword("md5").close_reason(),
+            "login failed"
+        );
     }
 
     #[test]

@@ -233,6 +233,8 @@ fn bodies(f: &mut Fields) -> Vec<String> {
             let addr = f.take_or("addr", "");
             let (user, db) = f.take_who();
             let reason = f.take_or("reason", "");
+            // A failed login's error (PgBouncer logs it on a line of its own).
+            f.take("error");
             let age = f.take_or("age", "0");
             vec![format!(
                 "{id}: {db}/{user}@{addr} closing because: {reason} (age={age}s)"

@@ -355,6 +355,28 @@ fn a_refused_login_naming_no_pool_is_nodb_with_pgbouncers_reason() {
 }
 
 #[test]
+fn a_server_login_that_failed_has_pgbouncers_close_line() {
+    // PgBouncer 1.18, live: `LOG S-0x55f51ff39720: bad/bob@127.0.0.1:44001 closing because:
+    // login failed (age=0s)`. The connection had no backend: its id is 0.
+    assert_eq!(
+        line(
+            Level::INFO,
+            "server closed",
+            &[
+                ("db", "bad"),
+                ("user", "bob"),
+                ("addr", "127.0.0.1:44001"),
+                ("reason", "login failed"),
+                ("error", "password authentication failed for user \"bob\""),
+                ("age", "0"),
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG S-0x0: bad/bob@127.0.0.1:44001 \
+         closing because: login failed (age=0s)\n"
+    );
+}
+
+#[test]
 fn names_holding_an_at_sign_split_as_pgbouncer_prints_them() {
     // PgBouncer 1.18, live (user a@b, database x@y): `... LOG C-0x55bc31222690:
     // x@y/a@b@127.0.0.1:41084 login attempt: db=x@y user=a@b tls=no`. `who` alone

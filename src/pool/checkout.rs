@@ -258,6 +258,7 @@ impl Pool {
             login,
             armed: true,
         };
+        let since = Instant::now();
         let mut conn = routing::connect(
             &self.hosts,
             &self.effective_target(),
@@ -265,6 +266,7 @@ impl Pool {
             settings.dial,
             Some(&slot.login),
             || self.limits.config().settings.routing.failover_wait_timeout,
+            |addr, e| self.log_failed_login(addr, e, since),
         )
         .await?;
         slot.login.logged_in(conn.pid());

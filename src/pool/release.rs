@@ -160,6 +160,24 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// A server connection that did not log in (to `addr`, dialled `since`): PgBouncer's
+    /// `closing because: connect failed` / `login failed` line with log_disconnections. It had
+    /// no backend, so no pid: its id is `S-0x0`.
+    pub(super) fn log_failed_login(
+        &self,
+        addr: &crate::server::ServerAddr,
+        error: &ServerError,
+        since: tokio::time::Instant,
+    ) {
+        if self.limits.config().settings.log_disconnections {
+            let (db, user) = (&self.key.db, &self.key.user);
+            let (reason, age) = (error.close_reason(), since.elapsed().as_secs());
+            tracing::info!(db = %db, user = %user, addr = %addr, reason, error = %error, age, "server closed");
+        }
+    }
+}
+
 /// How a reset went.
 #[derive(Debug)]
 enum Reset {

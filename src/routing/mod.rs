@@ -277,7 +277,8 @@ impl Hosts {
 /// are skipped (and their monitor poked); with no eligible host left, waits for a host change
 /// up to `failover_wait` (failover_wait_timeout) from the outage's start, read again at each
 /// look, so a reload reaches connects already waiting. `login` follows the attempt in
-/// progress (SHOW SERVERS).
+/// progress (SHOW SERVERS). `dial_failed` hears of each host that did not take the login
+/// (its close line: only here is the host known).
 pub async fn connect(
     set: &HostSet,
     target: &ServerTarget,
@@ -285,6 +286,7 @@ pub async fn connect(
     dial: crate::net::Dial,
     login: Option<&server::Login>,
     failover_wait: impl Fn() -> Duration,
+    dial_failed: impl Fn(&ServerAddr, &ServerError),
 ) -> Result<ServerConn, RouteError> {
     let mut since = None;
     let mut changes = set.changed.subscribe();
@@ -320,8 +322,12 @@ pub async fn connect(
                     conn.tag = Some(host.tag(role, epoch));
                     return Ok(conn);
                 }
-                Err(e) if !host_failure(&e) => return Err(e.into()),
+                Err(e) if !host_failure(&e) => {
+                    dial_failed(&host.addr, &e);
+                    return Err(e.into());
+                }
                 Err(e) => {
+                    dial_failed(&host.addr, &e);
                     tracing::debug!(host = %host.addr, error = %e, "server connect failed; trying another host");
                     host.poke();
                     failed.push(host.addr.clone());
@@ -330,7 +336,16 @@ pub async fn connect(
                 }
             }
         }
-        if let Err(e) = ask_unverifiable(set, target, extra_params, dial, login, &mut asked).await {
+        let asking = ask_unverifiable(
+            set,
+            target,
+            extra_params,
+            dial,
+            login,
+            &mut asked,
+            &dial_failed,
+        );
+        if let Err(e) = asking.await {
             return Err(e.into());
         }
         if !set.monitored {
@@ -380,6 +395,7 @@ async fn ask_unverifiable(
     dial: crate::net::Dial,
     login: Option<&server::Login>,
     asked: &mut Vec<ServerAddr>,
+    dial_failed: &impl Fn(&ServerAddr, &ServerError),
 ) -> Result<(), ServerError> {
     for host in set.unverifiable() {
         if asked.contains(&host.addr) {
@@ -391,8 +407,12 @@ async fn ask_unverifiable(
             ..target.clone()
         };
         match server::connect(&target, extra_params, dial, login).await {
-            Err(e) if !host_failure(&e) => return Err(e),
+            Err(e) if !host_failure(&e) => {
+                dial_failed(&host.addr, &e);
+                return Err(e);
+            }
             Err(e) => {
+                dial_failed(&host.addr, &e);
                 tracing::debug!(host = %host.addr, error = %e, "unchecked host: connect failed")
             }
             Ok(_) => {

@@ -119,6 +119,26 @@ pub enum ServerError {
     Tls(#[source] std::io::Error),
 }
 
+impl ServerError {
+    /// PgBouncer 1.18's reason for a server connection that did not log in, as its `closing
+    /// because:` line gives it (live: `connect failed` for a refused TCP connect, `login
+    /// failed` for a login the server refused; its server_connect_timeout's `connect
+    /// timeout`).
+    pub fn close_reason(&self) -> &'static str {
+        match self {
+            ServerError::Connect { .. } => "connect failed",
+            ServerError::Timeout => "connect timeout",
+            ServerError::Protocol(_)
+            | ServerError::Rejected(_)
+            | ServerError::NoPassword(_)
+            | ServerError::UnsupportedAuth(_)
+            | ServerError::Scram(_)
+            | ServerError::TlsRefused
+            | ServerError::Tls(_) => "login failed",
+        }
+    }
+}
+
 /// A logged-in server connection.
 #[derive(Debug)]
 pub struct ServerConn {

@@ -477,3 +477,54 @@ async fn server_closes_outside_the_janitor_have_pgbouncers_lines() {
         assert!(line.contains(&format!(": {db}/{user}@")), "{line}: {log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_server_logins_have_pgbouncers_close_lines() {
+    let cluster = cluster().await;
+    let user = cluster.unique_name("ll");
+    let db = cluster.unique_name("lldb");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    // A database whose server refuses the login (a wrong password), and one where nothing
+    // listens (a port taken and released: refused at once).
+    let closed = free_port();
+    let pg = cluster.port();
+    let porter = Logged::start(
+        &db,
+        &user,
+        pg,
+        &format!(
+            "[databases]\nllbadpw = host=127.0.0.1 port={pg} dbname={db} user={user} \
+             password=nope\nllclosed = host=127.0.0.1 port={closed} dbname={db}\n"
+        ),
+    )
+    .await;
+    for (name, reason, port) in [
+        ("llbadpw", "login failed", pg),
+        ("llclosed", "connect failed", closed),
+    ] {
+        let connstring = format!(
+            "host=127.0.0.1 port={} user={user} password=pw dbname={name} sslmode=disable \
+             connect_timeout=20",
+            porter.addr.port()
+        );
+        assert!(
+            tokio_postgres::connect(&connstring, tokio_postgres::NoTls)
+                .await
+                .is_err(),
+            "{name} got in"
+        );
+        // PgBouncer 1.18, live: `S-0x55f51ff39720: bad/bob@127.0.0.1:44001 closing because:
+        // login failed (age=0s)`, `S-0x55e7adabde80: bad2/bob@127.0.0.1:44009 closing
+        // because: connect failed (age=0s)`.
+        let text = format!("closing because: {reason} (age=");
+        let lines = porter.await_lines(1, "LOG", 'S', &text).await;
+        let log = porter.log();
+        let (id, line) = &lines[0];
+        assert_eq!(id, "S-0x0", "{log}");
+        assert!(
+            line.starts_with(&format!("S-0x0: {name}/{user}@127.0.0.1:{port} {text}")),
+            "{log}"
+        );
+    }
+}
