@@ -127,10 +127,7 @@ async fn peer_authentication_on_the_unix_socket() {
         return;
     };
     let cluster = crate::support::cluster().await;
-    let user = cluster.unique_name("u");
-    let db = cluster.unique_name("db");
-    cluster.create_role(&user, "pw").await;
-    cluster.create_database(&db, &user).await;
+    let (user, db) = cluster.owner_and_db("u", "db").await;
     let ini = format!(
         "[databases]\n{db} = host=127.0.0.1 port={port} dbname={db} user={user} password=pw\n\
          [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = 0\nunix_socket_dir = {{dir}}\n\

@@ -54,10 +54,7 @@ pub(crate) fn object(message: &str) -> Option<(char, &str, &str, &str)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbouncer_log_format_of_the_real_binary() {
     let cluster = cluster().await;
-    let user = cluster.unique_name("lf");
-    let db = cluster.unique_name("lfdb");
-    cluster.create_role(&user, "pw").await;
-    cluster.create_database(&db, &user).await;
+    let (user, db) = cluster.owner_and_db("lf", "lfdb").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     write_config(

@@ -95,10 +95,7 @@ const TERMINATE: &[u8] = b"X\0\0\0\x04";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_without_terminate_is_an_unexpected_eof() {
     let cluster = cluster().await;
-    let user = cluster.unique_name("ll");
-    let db = cluster.unique_name("lldb");
-    cluster.create_role(&user, "pw").await;
-    cluster.create_database(&db, &user).await;
+    let (user, db) = cluster.owner_and_db("ll", "lldb").await;
     let porter = Logged::start(&db, &user, cluster.port(), "").await;
     // Idle (parked in the lobby, or not yet), then its socket closed.
     let idle = RawClient::login(porter.addr, &user, "pw", &db).await;
@@ -334,10 +331,7 @@ async fn refused_logins_have_pgbouncers_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_closes_outside_the_janitor_have_pgbouncers_lines() {
     let cluster = cluster().await;
-    let user = cluster.unique_name("ll");
-    let db = cluster.unique_name("lldb");
-    cluster.create_role(&user, "pw").await;
-    cluster.create_database(&db, &user).await;
+    let (user, db) = cluster.owner_and_db("ll", "lldb").await;
     let porter = Logged::start(&db, &user, cluster.port(), "").await;
     let su = cluster.superuser_client().await;
     let connect = |db: &str| {
@@ -481,10 +475,7 @@ async fn server_closes_outside_the_janitor_have_pgbouncers_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_server_logins_have_pgbouncers_close_lines() {
     let cluster = cluster().await;
-    let user = cluster.unique_name("ll");
-    let db = cluster.unique_name("lldb");
-    cluster.create_role(&user, "pw").await;
-    cluster.create_database(&db, &user).await;
+    let (user, db) = cluster.owner_and_db("ll", "lldb").await;
     // A database whose server refuses the login (a wrong password), and one where nothing
     // listens (a port taken and released: refused at once).
     let closed = free_port();

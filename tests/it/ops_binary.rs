@@ -14,10 +14,7 @@ pub(crate) use crate::support::process::free_port;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_real_binary() {
     let cluster = cluster().await;
-    let user = cluster.unique_name("u");
-    let db = cluster.unique_name("db");
-    cluster.create_role(&user, "pw").await;
-    cluster.create_database(&db, &user).await;
+    let (user, db) = cluster.owner_and_db("u", "db").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (port, http_port) = (free_port(), free_port());
     write_config(

@@ -275,6 +275,15 @@ impl PgCluster {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// A new role (password `pw`) and a database it owns, named from the two prefixes
+    /// ([`Self::unique_name`]): `(user, db)`.
+    pub(crate) async fn owner_and_db(&self, user: &str, db: &str) -> (String, String) {
+        let (user, db) = (self.unique_name(user), self.unique_name(db));
+        self.create_role(&user, "pw").await;
+        self.create_database(&db, &user).await;
+        (user, db)
+    }
+
     /// `CREATE DATABASE name OWNER owner`.
     pub(crate) async fn create_database(&self, name: &str, owner: &str) {
         let sql = format!("CREATE DATABASE {} OWNER {}", ident(name), ident(owner));

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{connect_once_listening, kill, minimal_ini, wait_exit};
+use super::{connect_once_listening, interrupt, kill, minimal_ini, wait_exit};
 use crate::ops::eventually;
 use crate::ops_binary::{free_port, KillOnDrop};
 use crate::support::cnpg::show;
@@ -18,10 +18,7 @@ use crate::support::{cluster, skip::skip, HANG};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_on_sockets_passed_by_systemd() {
     let cluster = cluster().await;
-    let user = cluster.unique_name("u");
-    let db = cluster.unique_name("db");
-    cluster.create_role(&user, "pw").await;
-    cluster.create_database(&db, &user).await;
+    let (user, db) = cluster.owner_and_db("u", "db").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let own_dir = dir.path().join("own");
     std::fs::create_dir(&own_dir).expect("dir");
@@ -116,10 +113,7 @@ async fn serves_on_sockets_passed_by_systemd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passed_socket_on_readonly_listen_port_is_the_read_only_endpoint() {
     let cluster = cluster().await;
-    let user = cluster.unique_name("u");
-    let db = cluster.unique_name("db");
-    cluster.create_role(&user, "pw").await;
-    cluster.create_database(&db, &user).await;
+    let (user, db) = cluster.owner_and_db("u", "db").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (rw_port, ro_port, own_port) = (free_port(), free_port(), free_port());
     write_config(
@@ -154,10 +148,7 @@ async fn a_passed_socket_on_readonly_listen_port_is_the_read_only_endpoint() {
         "pgporter bound readonly_listen_port on listen_addr as well"
     );
 
-    let child = activated.0.take().expect("child");
-    kill("-INT", child.id());
-    let status = wait_exit(child).await;
-    assert!(status.success(), "exit status {status}");
+    interrupt(activated.0.take().expect("child")).await;
 }
 
 /// Passed sockets named `readonly` (`FileDescriptorName=readonly`, in `LISTEN_FDNAMES`) are
@@ -168,10 +159,7 @@ async fn a_passed_socket_on_readonly_listen_port_is_the_read_only_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passed_sockets_named_readonly_are_the_read_only_endpoint() {
     let cluster = cluster().await;
-    let user = cluster.unique_name("u");
-    let db = cluster.unique_name("db");
-    cluster.create_role(&user, "pw").await;
-    cluster.create_database(&db, &user).await;
+    let (user, db) = cluster.owner_and_db("u", "db").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (rw_port, named_port, unix_port) = (free_port(), free_port(), free_port());
     let (own_port, ro_port) = (free_port(), free_port());
@@ -218,10 +206,7 @@ async fn passed_sockets_named_readonly_are_the_read_only_endpoint() {
         "pgporter bound readonly_listen_port on listen_addr as well"
     );
 
-    let child = activated.0.take().expect("child");
-    kill("-INT", child.id());
-    let status = wait_exit(child).await;
-    assert!(status.success(), "exit status {status}");
+    interrupt(activated.0.take().expect("child")).await;
 }
 
 /// `LISTEN_FDNAMES` that does not name each passed socket once is ignored, with a warning:
@@ -230,10 +215,7 @@ async fn passed_sockets_named_readonly_are_the_read_only_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_not_one_per_passed_socket_are_ignored() {
     let cluster = cluster().await;
-    let user = cluster.unique_name("u");
-    let db = cluster.unique_name("db");
-    cluster.create_role(&user, "pw").await;
-    cluster.create_database(&db, &user).await;
+    let (user, db) = cluster.owner_and_db("u", "db").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (rw_port, named_port, own_port) = (free_port(), free_port(), free_port());
     write_config(
@@ -275,10 +257,7 @@ async fn names_not_one_per_passed_socket_are_ignored() {
         "no warning: {logged}"
     );
 
-    let child = activated.0.take().expect("child");
-    kill("-INT", child.id());
-    let status = wait_exit(child).await;
-    assert!(status.success(), "exit status {status}");
+    interrupt(activated.0.take().expect("child")).await;
 }
 
 /// `show default_transaction_read_only` in a session through `connstring`, a passed socket.
@@ -341,10 +320,7 @@ async fn a_passed_unix_socket_alone_shows_listen_port() {
     assert_eq!(port_of(clients, "database"), want, "SHOW CLIENTS");
     drop(console);
 
-    let child = activated.0.take().expect("child");
-    kill("-INT", child.id());
-    let status = wait_exit(child).await;
-    assert!(status.success(), "exit status {status}");
+    interrupt(activated.0.take().expect("child")).await;
     assert!(unix_socket.exists(), "the passed unix socket was removed");
 }
 

@@ -19,6 +19,13 @@ fn kill(sig: &str, pid: u32) {
         .success());
 }
 
+/// SIGINT to `child`, which must exit successfully within [`HANG`].
+async fn interrupt(child: std::process::Child) {
+    kill("-INT", child.id());
+    let status = wait_exit(child).await;
+    assert!(status.success(), "exit status {status}");
+}
+
 /// The exit status of `child`, which must exit within [`HANG`].
 async fn wait_exit(mut child: std::process::Child) -> std::process::ExitStatus {
     let exited = tokio::time::timeout(HANG, async {

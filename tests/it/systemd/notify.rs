@@ -285,10 +285,7 @@ async fn notified_in_front_of_a_db(
     prepare: impl FnOnce(&UnixDatagram),
 ) -> (KillOnDrop, UnixDatagram, String) {
     let cluster = cluster().await;
-    let user = cluster.unique_name("u");
-    let db = cluster.unique_name("db");
-    cluster.create_role(&user, "pw").await;
-    cluster.create_database(&db, &user).await;
+    let (user, db) = cluster.owner_and_db("u", "db").await;
     let port = free_port();
     let ini = write_config(
         dir,
