@@ -59,18 +59,13 @@ impl AuthQueryCache {
                 return Ok(hit.1.clone());
             }
         }
-        let mut server = loop {
-            let wait = crate::pool::Deadline::new(
-                tokio::time::Instant::now(),
-                Some(Duration::from_secs(5)),
-            );
-            match pool.checkout(&pool.key.user, None, &Vec::new, &wait).await {
-                // The database is paused (PAUSE, KILL): as in PgBouncer, the login waits for
-                // RESUME (client_login_timeout bounds it), not refused.
-                Err(PoolError::Paused) => pool.resumed().await,
-                server => break server?,
-            }
-        };
+        let wait =
+            crate::pool::Deadline::new(tokio::time::Instant::now(), Some(Duration::from_secs(5)));
+        // A paused database (PAUSE, KILL) answers `PoolError::Paused`: the caller lists the
+        // login as waiting, and waits for RESUME (or KILL) before it asks again.
+        let mut server = pool
+            .checkout(&pool.key.user, None, &Vec::new, &wait)
+            .await?;
         let result = run(&mut server, query, user).await;
         // pgporter's own query: its answers are all read.
         pool.release(server, result.is_ok(), true).await;

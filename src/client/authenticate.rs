@@ -5,14 +5,17 @@
 use std::borrow::Cow;
 
 use crate::app::Shared;
+use crate::auth::auth_query::AuthQueryError;
 use crate::auth::hba::Transport;
 use crate::auth::passthrough::ScramKeys;
 use crate::auth::{self, Method, PlanError, Secret};
 use crate::config::Config;
 use crate::error::Error;
 use crate::net::Stream;
+use crate::pool::PoolError;
 use crate::protocol::FramedConn;
 use crate::server::BackendPassword;
+use crate::sessions::NewSession;
 use crate::tls::ClientTls;
 
 use super::login::LoginContext;
@@ -66,14 +69,31 @@ pub(super) async fn login(
     peer: &Peer,
     route: &route::Route<'_>,
     ctx: &LoginContext<'_>,
+    application_name: &str,
     shared: &Shared,
     config: &Config,
 ) -> Result<(), Error> {
     let user = route.client_user.as_str();
     let method = plan(conn, peer, &route.database, user, config)?;
+    // How a login waiting for a paused auth_query database is listed (SHOW CLIENTS, POOLS):
+    // in the auth_user's pool, where PgBouncer queues it, with no user yet.
+    let waiting = |pool: &crate::pool::Pool| NewSession {
+        id: ctx.tag.id,
+        user: "(nouser)".into(),
+        database: pool.key.db.clone(),
+        pool_user: pool.key.user.clone(),
+        ip: peer.ip(),
+        port: peer.port_or(shared.listen_port),
+        application_name: super::params::name_data(application_name),
+        admin: false,
+        tls: conn.io.tls_info(),
+        endpoint: pool.key.endpoint,
+        local: conn.io.local_addr(),
+        peer_pid: ctx.tag.peer_pid(),
+    };
     let secret = match method {
         Method::Trust | Method::Cert { .. } | Method::Peer { .. } => None,
-        _ => lookup_secret(route, user, shared, config).await?,
+        _ => lookup_secret(route, user, shared, config, waiting).await?,
     };
     let client_key =
         super::login::authenticate(conn, &method, user, secret.as_deref(), ctx).await?;
@@ -161,11 +181,12 @@ pub(super) fn login_context<'a>(
 }
 
 /// The user's secret from auth_file, else from auth_query when auth_user is set.
-async fn lookup_secret<'c>(
+async fn lookup_secret<'c, 'n>(
     route: &route::Route<'_>,
     user: &str,
     shared: &Shared,
     config: &'c Config,
+    waiting: impl Fn(&crate::pool::Pool) -> NewSession<'n>,
 ) -> Result<Option<Cow<'c, Secret>>, Error> {
     if let Some(secret) = config.userlist.get(user) {
         return Ok(Some(Cow::Borrowed(secret)));
@@ -173,19 +194,48 @@ async fn lookup_secret<'c>(
     let Some((pool, query)) = route::auth_pool(config, shared, &route.database) else {
         return Ok(None);
     };
-    let found = shared
-        .auth_cache
-        .lookup(
-            &pool,
-            query,
-            user,
-            config.settings.auth_query_cache_ttl,
-            config.settings.scram_iterations,
-        )
-        .await
-        .map_err(|e| {
-            tracing::warn!(user, error = %e, source = ?std::error::Error::source(&e), "auth_query lookup failed");
-            Error::AuthQuery
-        })?;
+    let found = loop {
+        let found = shared
+            .auth_cache
+            .lookup(
+                &pool,
+                query,
+                user,
+                config.settings.auth_query_cache_ttl,
+                config.settings.scram_iterations,
+            )
+            .await;
+        match found {
+            // The database is paused (PAUSE, KILL): as in PgBouncer, the login waits for
+            // RESUME (client_login_timeout bounds it), not refused; then it looks up again.
+            Err(AuthQueryError::Pool(PoolError::Paused)) => {
+                wait_for_resume(&pool, waiting(&pool), shared).await?;
+            }
+            found => break found,
+        }
+    }
+    .map_err(|e| {
+        tracing::warn!(user, error = %e, source = ?std::error::Error::source(&e), "auth_query lookup failed");
+        Error::AuthQuery
+    })?;
     Ok(found.map(Cow::Owned))
+}
+
+/// Wait for RESUME of the auth_query pool's database, listed meanwhile as PgBouncer 1.18
+/// lists such a login (checked live): in SHOW CLIENTS as `(nouser)`, waiting, and in
+/// cl_waiting of the auth_user's pool. Listed, it is ended as that database's other clients
+/// are: by KILL (57P01 as any killed client; PgBouncer 1.18 sends `08P01 database removed`),
+/// KILL_CLIENT, a shutdown.
+async fn wait_for_resume(
+    pool: &crate::pool::Pool,
+    listed: NewSession<'_>,
+    shared: &Shared,
+) -> Result<(), Error> {
+    let guard = shared.sessions.register(listed, &shared.shutdown);
+    // Untimed, as PgBouncer's wait and maxwait stay 0 for it (live).
+    guard.info.set_waiting(None);
+    tokio::select! {
+        () = pool.resumed() => Ok(()),
+        () = guard.info.killed() => Err(Error::Killed),
+    }
 }

@@ -320,7 +320,8 @@ async fn start(
         if shared.gates.is_disabled(&route.database) {
             return Err(Error::DatabaseDisabled(route.database));
         }
-        let login = login(conn, peer, &route, &ctx, shared, config).await;
+        let app = startup.get("application_name").unwrap_or_default();
+        let login = login(conn, peer, &route, &ctx, app, shared, config).await;
         if let Err(e @ Error::AuthFailed { .. }) = &login {
             shared
                 .audit

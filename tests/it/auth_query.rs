@@ -223,3 +223,76 @@ async fn a_login_looked_up_while_paused_waits_for_resume() {
         .expect("query after RESUME");
     assert_eq!(row.get::<_, String>(0), fx.user);
 }
+
+/// A login whose auth_query lookup waits for RESUME is listed as PgBouncer 1.18 lists it
+/// (checked live): SHOW CLIENTS `(nouser)`, waiting; SHOW POOLS cl_waiting of the auth_user's
+/// pool. KILL of the database ends it at once, as it ends the database's other clients
+/// (57P01; PgBouncer 1.18: `FATAL 08P01 database removed`). It was ended only by
+/// client_login_timeout, and not listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_waiting_for_resume_is_listed_and_killed() {
+    let fx = Fixture::custom(|_| Spec {
+        userlist: Some(fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD)])),
+        ..Spec::new(format!(
+            "auth_user = {SUPERUSER}\nadmin_users = {SUPERUSER}\nclient_login_timeout = 120\n"
+        ))
+    })
+    .await;
+    let admin = crate::support::connect(&fx.porter.connstring(
+        SUPERUSER,
+        SUPERUSER_PASSWORD,
+        "pgbouncer",
+    ))
+    .await;
+    admin
+        .simple_query(&format!("PAUSE {}", fx.db))
+        .await
+        .expect("PAUSE");
+    let connstring = fx.porter.connstring(&fx.user, &fx.password, &fx.db);
+    let login = tokio::spawn(async move { tokio_postgres::connect(&connstring, NoTls).await });
+    let started = tokio::time::Instant::now();
+    loop {
+        let clients = crate::admin::rows(&admin, "SHOW CLIENTS").await;
+        let pools = crate::admin::rows(&admin, "SHOW POOLS").await;
+        let listed = clients.iter().any(|c| {
+            c.get("user") == Some("(nouser)")
+                && c.get("database") == Some(fx.db.as_str())
+                && c.get("state") == Some("waiting")
+        });
+        let counted = pools.iter().any(|p| {
+            p.get("database") == Some(fx.db.as_str())
+                && p.get("user") == Some(SUPERUSER)
+                && p.get("cl_waiting") == Some("1")
+        });
+        if listed && counted {
+            break;
+        }
+        if login.is_finished() {
+            let ended = login.await.unwrap().map(drop);
+            panic!("the login ended while the database was paused: {ended:?}");
+        }
+        assert!(
+            started.elapsed() < HANG,
+            "the waiting login was never listed (SHOW CLIENTS (nouser), cl_waiting 1)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    admin
+        .simple_query(&format!("KILL {}", fx.db))
+        .await
+        .expect("KILL");
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), login)
+        .await
+        .expect("the waiting login was not ended by KILL within 10 s")
+        .unwrap();
+    let err = match ended {
+        Ok(_) => panic!("the login was served after KILL"),
+        Err(e) => e,
+    };
+    assert_eq!(db_error(&err).code(), &SqlState::ADMIN_SHUTDOWN, "{err}");
+    let clients = crate::admin::rows(&admin, "SHOW CLIENTS").await;
+    assert!(
+        clients.iter().all(|c| c.get("user") != Some("(nouser)")),
+        "the killed login is still listed"
+    );
+}
