@@ -62,10 +62,20 @@ impl AuthQueryCache {
         let wait =
             crate::pool::Deadline::new(tokio::time::Instant::now(), Some(Duration::from_secs(5)));
         // A paused database (PAUSE, KILL) answers `PoolError::Paused`: the caller lists the
-        // login as waiting, and waits for RESUME (or KILL) before it asks again.
+        // login as waiting, and waits for RESUME (or KILL) before it asks again. Asked here
+        // as a client's checkout asks it (`client::acquire`): before, as an idle connection
+        // is there to take until PAUSE has closed them (once its sessions gave theirs back),
+        // and after, for one handed out as PAUSE came; that one goes back, closed.
+        if pool.is_paused() {
+            return Err(PoolError::Paused.into());
+        }
         let mut server = pool
             .checkout(&pool.key.user, None, &Vec::new, &wait)
             .await?;
+        if pool.is_paused() {
+            pool.return_unused(server);
+            return Err(PoolError::Paused.into());
+        }
         let result = run(&mut server, query, user).await;
         // pgporter's own query: its answers are all read.
         pool.release(server, result.is_ok(), true).await;

@@ -258,6 +258,12 @@ impl Pool {
         self.limits.paused(&self.key.db)
     }
 
+    /// [`Pool::held`], for checkouts outside a client's session (auth_query), which do not
+    /// look at the gates themselves.
+    pub fn is_paused(&self) -> bool {
+        self.held()
+    }
+
     /// Resolve once the pool's database is not paused: a checkout that got
     /// [`PoolError::Paused`] may be tried again then.
     pub async fn resumed(&self) {

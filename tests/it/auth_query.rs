@@ -296,3 +296,103 @@ async fn a_login_waiting_for_resume_is_listed_and_killed() {
         "the killed login is still listed"
     );
 }
+
+/// PAUSE of the auth_query database returns once its sessions gave their server connections
+/// back; until then the pool's idle connections are still there. A login looked up meanwhile
+/// waits for RESUME, as any checkout of a paused database does (PgBouncer queues it in
+/// cl_waiting of the auth_user's pool, checked live): it took an idle connection of the
+/// paused database and was served. The lookup runs on a database of its own (auth_dbname)
+/// so that the client's database, not paused, would serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_takes_no_idle_connection_of_a_database_being_paused() {
+    let cluster = crate::support::cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&user, "pw-p").await;
+    cluster.create_database(&db, &user).await;
+    let port = cluster.port();
+    let entries = format!(
+        "{db} = host=127.0.0.1 port={port} dbname={db}\n\
+         authdb = host=127.0.0.1 port={port} dbname={db}\n"
+    );
+    let ini = fixture::ini(
+        &[],
+        4,
+        &format!(
+            "auth_user = {SUPERUSER}\nauth_dbname = authdb\nadmin_users = {SUPERUSER}\n\
+             auth_query_cache_ttl = 0\n"
+        ),
+    )
+    .replacen("[databases]\n", &format!("[databases]\n{entries}"), 1);
+    let userlist = fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD)]);
+    let porter = crate::support::spawn_pgporter(&ini, &userlist).await;
+    // A session of the auth database holds a connection (session mode): PAUSE waits for it.
+    let holder =
+        crate::support::connect(&porter.connstring(SUPERUSER, SUPERUSER_PASSWORD, "authdb")).await;
+    holder.simple_query("SELECT 1").await.expect("holder");
+    // A lookup then leaves a second connection of the auth pool idle.
+    let first = crate::support::connect(&porter.connstring(&user, "pw-p", &db)).await;
+    first.simple_query("SELECT 1").await.expect("first");
+    let admin =
+        crate::support::connect(&porter.connstring(SUPERUSER, SUPERUSER_PASSWORD, "pgbouncer"))
+            .await;
+    let idle_in_auth_pool = || async {
+        let pools = crate::admin::rows(&admin, "SHOW POOLS").await;
+        pools
+            .iter()
+            .find(|p| p.get("database") == Some("authdb") && p.get("user") == Some(SUPERUSER))
+            .and_then(|p| p.get("sv_idle").map(str::to_string))
+    };
+    assert_eq!(idle_in_auth_pool().await.as_deref(), Some("1"));
+    let pausing = {
+        let (pauser, conn) = tokio_postgres::connect(
+            &porter.connstring(SUPERUSER, SUPERUSER_PASSWORD, "pgbouncer"),
+            NoTls,
+        )
+        .await
+        .expect("console");
+        tokio::spawn(conn);
+        tokio::spawn(async move { pauser.simple_query("PAUSE authdb").await.map(drop) })
+    };
+    let started = tokio::time::Instant::now();
+    while !porter.shared().gates.is_paused("authdb") {
+        assert!(started.elapsed() < HANG, "PAUSE never began");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !pausing.is_finished(),
+        "PAUSE returned with a session holding a connection"
+    );
+    let connstring = porter.connstring(&user, "pw-p", &db);
+    let login = tokio::spawn(async move { tokio_postgres::connect(&connstring, NoTls).await });
+    loop {
+        let clients = crate::admin::rows(&admin, "SHOW CLIENTS").await;
+        if clients.iter().any(|c| c.get("user") == Some("(nouser)")) {
+            break;
+        }
+        if login.is_finished() {
+            let ended = login.await.unwrap().map(drop);
+            panic!("the lookup was served while its database was paused: {ended:?}");
+        }
+        assert!(
+            started.elapsed() < HANG,
+            "the login never waited for RESUME"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(holder);
+    tokio::time::timeout(HANG, pausing)
+        .await
+        .expect("PAUSE did not return once the session left")
+        .unwrap()
+        .expect("PAUSE");
+    assert!(!login.is_finished(), "the login ended while paused");
+    admin.simple_query("RESUME authdb").await.expect("RESUME");
+    let (client, conn) = tokio::time::timeout(HANG, login)
+        .await
+        .expect("the login hung after RESUME")
+        .unwrap()
+        .expect("the login failed after RESUME");
+    tokio::spawn(conn);
+    client.simple_query("SELECT 1").await.expect("after RESUME");
+}
