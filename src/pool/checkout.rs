@@ -419,9 +419,11 @@ impl Drop for WaitGuard<'_> {
         // Leave the queue first, so nothing more can be sent; then return what was.
         self.pool.lock().waiters.remove(self.seq);
         match rx.try_recv() {
+            // Granted as the client left (KILL ended it, its wait ran out): unused, so closed
+            // if its database is paused meanwhile, not kept idle (`Pool::return_unused`).
             Ok(Grant::Conn(mut conn)) => {
                 conn.holder = Some(self.identity.clone());
-                self.pool.checkin(conn);
+                self.pool.return_unused(conn);
             }
             Ok(Grant::Permit) => self.pool.forget(Some(self.identity)),
             Err(_) => {}

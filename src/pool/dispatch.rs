@@ -99,7 +99,16 @@ impl Pool {
             };
             match waiter.tx.send(grant) {
                 Ok(()) => inner.holders.add(&waiter.identity),
-                Err(Grant::Conn(conn)) => inner.idle.push_back(conn),
+                // The waiter vanished (not by today's callers: a waiter leaves the queue
+                // before its receiver goes): kept idle, unless its database is paused (or
+                // the pool retired), as any connection coming back unused.
+                Err(Grant::Conn(conn)) => match self.unwanted(inner, None) {
+                    Some(why) => {
+                        self.drop_slot(inner, 1);
+                        close.push((conn, why.reason()));
+                    }
+                    None => inner.idle.push_back(conn),
+                },
                 Err(Grant::Permit) => self.drop_slot(inner, 1),
             }
         }

@@ -20,7 +20,14 @@ fn pool() -> (Arc<Pool>, Arc<crate::gates::Gates>) {
 
 /// A pool of database `app` whose server is 127.0.0.1:`port`.
 fn pool_on(port: u16) -> (Arc<Pool>, Arc<crate::gates::Gates>) {
-    let text = format!("[databases]\napp = host=127.0.0.1 port={port} dbname=app\n[pgbouncer]\n");
+    pool_with(port, "")
+}
+
+/// [`pool_on`], with `settings` lines in [pgbouncer].
+fn pool_with(port: u16, settings: &str) -> (Arc<Pool>, Arc<crate::gates::Gates>) {
+    let text = format!(
+        "[databases]\napp = host=127.0.0.1 port={port} dbname=app\n[pgbouncer]\n{settings}"
+    );
     let text = text.as_str();
     let raw = crate::config::parse_ini(text, "test.ini").unwrap();
     let config = crate::config::from_raw(std::path::Path::new("test.ini"), raw).unwrap();
@@ -201,6 +208,36 @@ async fn a_slot_granted_while_paused_begins_no_login() {
         _ = listener.accept() => panic!("a server login was begun while the database was paused"),
     };
     assert!(matches!(got, Err(super::PoolError::Paused)), "{got:?}");
+    let counts = pool.counts();
+    assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
+    assert_eq!(pool.held_by("u"), 0);
+    assert_eq!(pool.limits.server_counts("app", "u"), (0, 0));
+}
+
+/// A connection granted to a queued client that leaves before it takes it (KILL ended it, its
+/// wait ran out) goes back unused: closed while its database is paused, as the pool keeps
+/// nothing idle then. It was checked in as after a transaction, and stayed idle while paused.
+#[tokio::test]
+async fn a_grant_left_behind_while_paused_is_not_kept_idle() {
+    let (pool, gates) = pool_with(9, "default_pool_size = 1\n");
+    // The pool's one slot is lent out: the next client queues.
+    let (conn, _theirs) = counted_conn(&pool).await;
+    let identity: super::Identity = Arc::from("u");
+    let wait = super::Deadline::new(Instant::now(), Some(Duration::from_secs(60)));
+    let mut queued = Box::pin(pool.checkout(&identity, None, &Vec::new, &wait));
+    tokio::select! {
+        biased;
+        got = &mut queued => panic!("served with the pool full: {:?}", got.map(|c| c.pid())),
+        () = std::future::ready(()) => {}
+    }
+    assert_eq!(pool.counts().waiting, 1);
+    gates.update(|g| {
+        g.paused.insert("app".into());
+    });
+    // The lent connection comes back and is granted to the queued client, which then leaves.
+    pool.checkin(conn);
+    assert_eq!(pool.counts().waiting, 0);
+    drop(queued);
     let counts = pool.counts();
     assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
     assert_eq!(pool.held_by("u"), 0);
