@@ -132,8 +132,12 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
             shared.gates.update(|g| match &db {
                 Some(d) => {
                     g.paused.insert(d.clone());
+                    g.killed.insert(d.clone());
                 }
-                None => g.all_paused = true,
+                None => {
+                    g.all_paused = true;
+                    g.all_killed = true;
+                }
             });
             shared.sessions.kill_database(db.as_deref());
             shared.lobby.nudge();
@@ -321,8 +325,12 @@ fn resume(shared: &Shared, db: Option<String>) -> Result<(), ControlError> {
     shared.gates.update(|g| match &db {
         Some(d) => {
             g.paused.remove(d);
+            g.killed.remove(d);
         }
-        None => g.all_paused = false,
+        None => {
+            g.all_paused = false;
+            g.all_killed = false;
+        }
     });
     Ok(())
 }

@@ -11,6 +11,11 @@ pub struct GateState {
     pub all_paused: bool,
     /// PAUSE db / KILL db.
     pub paused: BTreeSet<String>,
+    /// Paused by KILL, not PAUSE: a bare KILL (`all_paused` then), `KILL db` (in `paused`).
+    /// RESUME lifts it with the pause. PgBouncer's close lines tell them apart (`database
+    /// removed`, `pause mode`).
+    pub all_killed: bool,
+    pub killed: BTreeSet<String>,
     /// DISABLE db.
     pub disabled: BTreeSet<String>,
     /// Databases reached through `*` that PAUSE, KILL, DISABLE, RECONNECT or WAIT_CLOSE named:
@@ -25,6 +30,11 @@ impl GateState {
     }
     pub fn is_disabled(&self, db: &str) -> bool {
         self.disabled.contains(db)
+    }
+    /// Paused by KILL (bare or of `db`), and not resumed since.
+    pub fn is_killed(&self, db: &str) -> bool {
+        (self.all_paused && self.all_killed)
+            || (self.paused.contains(db) && self.killed.contains(db))
     }
     /// Paused on its own (`PAUSE db`): what PgBouncer's SHOW DATABASES `paused` reports (a
     /// bare PAUSE shows in SHOW STATE instead).
@@ -60,6 +70,9 @@ impl Gates {
     pub fn is_disabled(&self, db: &str) -> bool {
         self.tx.borrow().is_disabled(db)
     }
+    pub fn is_killed(&self, db: &str) -> bool {
+        self.tx.borrow().is_killed(db)
+    }
     pub fn update(&self, f: impl FnOnce(&mut GateState)) {
         self.tx.send_modify(f);
     }
@@ -80,6 +93,24 @@ impl Gates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pause_by_kill_is_told_from_pause_until_resume() {
+        let mut s = GateState::default();
+        s.paused.insert("a".into());
+        assert!(s.is_paused("a") && !s.is_killed("a"));
+        s.killed.insert("a".into());
+        assert!(s.is_killed("a") && !s.is_killed("b"));
+        // RESUME a: both go.
+        s.paused.remove("a");
+        s.killed.remove("a");
+        assert!(!s.is_killed("a"));
+        // A bare KILL: every database; a bare RESUME lifts it.
+        (s.all_paused, s.all_killed) = (true, true);
+        assert!(s.is_killed("b"));
+        (s.all_paused, s.all_killed) = (false, false);
+        assert!(!s.is_killed("b"));
+    }
 
     #[tokio::test]
     async fn pause_and_resume_wakes_waiters() {

@@ -239,6 +239,11 @@ impl Limits {
         self.gates.is_paused(db)
     }
 
+    /// Is `db` paused by KILL (not PAUSE)?
+    pub(super) fn killed(&self, db: &str) -> bool {
+        self.gates.is_killed(db)
+    }
+
     /// Resolve once `db` is not paused (RESUME).
     pub(super) async fn resumed(&self, db: &str) {
         self.gates.wait_unpaused(db).await;

@@ -107,6 +107,8 @@ impl From<RouteError> for PoolError {
 enum Unwanted {
     Retired,
     Paused,
+    /// Paused by KILL.
+    Killed,
     Dropped,
 }
 
@@ -115,6 +117,7 @@ impl Unwanted {
         match self {
             Unwanted::Retired => "its pool was replaced by a reload",
             Unwanted::Paused => "its database is paused",
+            Unwanted::Killed => "its database was killed (KILL) and is paused",
             Unwanted::Dropped => "its pool's connections were dropped since its login began",
         }
     }
@@ -124,6 +127,8 @@ impl Unwanted {
         match self {
             Unwanted::Retired | Unwanted::Dropped => "connect string changed",
             Unwanted::Paused => "pause mode",
+            // As PgBouncer 1.18 closes a killed database's logins (live).
+            Unwanted::Killed => "database removed",
         }
     }
 }
@@ -278,7 +283,12 @@ impl Pool {
         if self.is_retired() {
             Some(Unwanted::Retired)
         } else if self.held() {
-            Some(Unwanted::Paused)
+            // Which command paused it, asked only then (this path is not the hot one).
+            Some(if self.limits.killed(&self.key.db) {
+                Unwanted::Killed
+            } else {
+                Unwanted::Paused
+            })
         } else if begun.is_some_and(|b| b != inner.cuts) {
             Some(Unwanted::Dropped)
         } else {

@@ -519,3 +519,72 @@ async fn failed_server_logins_have_pgbouncers_close_lines() {
         );
     }
 }
+
+/// A server login that gets in after KILL of its database is closed with PgBouncer 1.18's
+/// words for KILL's closes, `database removed` (checked live), not PAUSE's `pause mode`: the
+/// gates tell the two pauses apart. The login is held by a stopped postmaster while a client
+/// waits for it (its first server connection), KILL ends the client, and the postmaster goes
+/// on. No other connection of the pool is there for KILL to close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_getting_in_after_kill_is_closed_as_database_removed() {
+    let pg: &'static crate::support::PgCluster =
+        Box::leak(Box::new(crate::support::PgCluster::start_private().await));
+    let user = pg.unique_name("ll");
+    let db = pg.unique_name("lldb");
+    pg.create_role(&user, "pw").await;
+    pg.create_database(&db, &user).await;
+    let porter = Logged::start(
+        &db,
+        &user,
+        pg.port(),
+        "server_connect_timeout = 60\nquery_wait_timeout = 60",
+    )
+    .await;
+    let connstring = |db: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} password=pw dbname={db} sslmode=disable",
+            porter.addr.port()
+        )
+    };
+    let (admin, conn) = tokio_postgres::connect(&connstring("pgbouncer"), tokio_postgres::NoTls)
+        .await
+        .expect("console");
+    tokio::spawn(conn);
+    let postmaster = pg.postmaster_pid();
+    crate::faults_server::signal(postmaster, "-STOP");
+    let stopped = crate::faults_server::Continue(postmaster);
+    let client = {
+        let connstring = connstring(&db);
+        tokio::spawn(async move {
+            tokio_postgres::connect(&connstring, tokio_postgres::NoTls)
+                .await
+                .map(drop)
+        })
+    };
+    eventually("a server login under way", || async {
+        let pools = crate::admin::rows(&admin, "SHOW POOLS").await;
+        pools
+            .iter()
+            .any(|p| p.get("database") == Some(db.as_str()) && p.get("sv_login") == Some("1"))
+    })
+    .await;
+    admin
+        .simple_query(&format!("KILL {db}"))
+        .await
+        .expect("KILL");
+    let ended = tokio::time::timeout(crate::support::HANG, client)
+        .await
+        .expect("the killed client was not ended")
+        .unwrap();
+    assert!(ended.is_err(), "the client was served after KILL");
+    drop(stopped);
+    porter
+        .await_lines(1, "LOG", 'S', "closing because: database removed (age=")
+        .await;
+    assert!(
+        porter
+            .lines("LOG", 'S', "closing because: pause mode")
+            .is_empty(),
+        "a close after KILL said pause mode"
+    );
+}
