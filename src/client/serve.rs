@@ -597,6 +597,11 @@ async fn first_request(
     // header: a client that sent a few bytes and stalled holds none (client_idle_timeout
     // still applies to it).
     while conn.rbuf.len() < 5 {
+        // A type byte no client may send is refused at once, as PostgreSQL does, rather than
+        // after a length word that may never come. Checked only here, where the read waits.
+        if let Some(&tag) = conn.rbuf.first().filter(|&&t| !frontend::after_login(t)) {
+            return Err(refusal(tag));
+        }
         tokio::select! {
             biased;
             () = info.killed() => return Err(ended(shared, info)),

@@ -524,3 +524,45 @@ async fn a_client_leaving_after_a_flush_with_a_body_is_let_go_at_once() {
         "transaction mode"
     );
 }
+
+/// One byte of a type no client may send, and nothing after it: PostgreSQL ends the session at
+/// once (`FATAL 08P01 invalid frontend message type 1`, checked live; PgBouncer 1.18 waits
+/// for the length word). pgporter waited for the whole header, so the client heard nothing
+/// until client_idle_timeout. Refused where the read waits between requests: right after the
+/// login, between transactions (transaction mode), and for a client back from the lobby.
+/// The fuzz round's lone-byte cases try it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_unknown_type_byte_is_refused_at_once() {
+    use crate::support::raw::RawClient;
+    use crate::support::Spec;
+    let fx = Fixture::custom(|_| Spec {
+        pool_size: 1,
+        ..Spec::new("pool_mode = transaction")
+    })
+    .await;
+    let lobby = &fx.porter.shared().lobby;
+    for when in ["after login", "between transactions", "parked"] {
+        let mut c = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
+        match when {
+            "between transactions" => assert_eq!(c.rows("select 1").await.1, b'I'),
+            "parked" => {
+                let deadline = Instant::now() + HANG;
+                while lobby.parked() != 1 {
+                    assert!(Instant::now() < deadline, "never parked");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            _ => {}
+        }
+        c.send(&[0x01]).await;
+        let answer = tokio::time::timeout(Duration::from_secs(10), c.read_msg())
+            .await
+            .unwrap_or_else(|_| panic!("{when}: no answer within 10 s"))
+            .unwrap_or_else(|| panic!("{when}: closed without a word"));
+        assert_eq!(answer.sqlstate().as_deref(), Some("08P01"), "{when}");
+        assert_eq!(answer.error_field(b'S').as_deref(), Some("FATAL"), "{when}");
+        let closed = tokio::time::timeout(Duration::from_secs(10), c.read_msg()).await;
+        assert!(matches!(closed, Ok(None)), "{when}: not closed");
+    }
+    still_serves(&fx).await;
+}
