@@ -555,7 +555,7 @@ async fn direct_tls_and_channel_binding_downgrade() {
     }
 }
 
-fn tls_client_config(ca: &std::path::Path) -> rustls::ClientConfig {
+pub(crate) fn tls_client_config(ca: &std::path::Path) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).expect("reading CA");
     use rustls::pki_types::pem::PemObject as _;

@@ -199,7 +199,8 @@ async fn exchange(c: &mut RawClient, bytes: &[u8]) -> Result<bool, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_console_answers_or_closes_and_keeps_serving() {
     watch_panics();
-    let fx = fixture("session").await;
+    let certs = crate::tls::Certs::new();
+    let (fx, _) = fixture("session", &certs).await;
     // A tenth of the pool modes' cases (at least 10, or the one being replayed).
     let all = seeds();
     let n = (all.len() / 10).max(10);

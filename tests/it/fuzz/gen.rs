@@ -35,6 +35,23 @@ pub(super) enum Ending {
     /// PostgreSQL's limit for its type: 1 GiB, 10,000 bytes for the short ones): the
     /// connection must close (an ErrorResponse first is allowed).
     Dead,
+    /// The only step is one byte of an unknown message type, and nothing follows it:
+    /// PostgreSQL refuses it at once (FATAL 08P01 invalid frontend message type), without
+    /// waiting for a length word.
+    Lone,
+}
+
+/// How the case's client reaches pgporter (PostgreSQL is always reached over plain TCP: the
+/// answers do not depend on the transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transport {
+    /// Plain TCP, the garbage sent while the session is active (after its setup queries).
+    Plain,
+    /// Plain TCP, quiet after login until pgporter parked it in the lobby; the garbage is
+    /// the first thing it sends (no setup queries, no own cancel).
+    Parked,
+    /// TLS (SSLRequest, then the handshake).
+    Tls,
 }
 
 #[derive(Debug, Clone)]
@@ -46,14 +63,28 @@ pub(super) struct Case {
     pub(super) cancel_own: bool,
     /// Leave with a Terminate (else: drop the socket) once the marker is answered.
     pub(super) terminate: bool,
+    pub(super) transport: Transport,
+    /// Parked: the first step's bytes come in two writes, a moment apart (the lobby hands
+    /// the client back on a part of a message).
+    pub(super) split_first: Option<usize>,
+    /// TLS: a disconnect is an abrupt TCP close in the middle of a TLS record (else a
+    /// close_notify and FIN).
+    pub(super) tls_abrupt: bool,
 }
 
 impl Case {
     /// The case as a replayable list (for a failure message).
     pub(super) fn describe(&self) -> String {
         let mut s = format!(
-            "seed {:#x}: cancel_own={} terminate={} ending={:?}\n",
-            self.seed, self.cancel_own, self.terminate, self.ending
+            "seed {:#x}: cancel_own={} terminate={} ending={:?} transport={:?} \
+             split_first={:?} tls_abrupt={}\n",
+            self.seed,
+            self.cancel_own,
+            self.terminate,
+            self.ending,
+            self.transport,
+            self.split_first,
+            self.tls_abrupt
         );
         for (i, step) in self.steps.iter().enumerate() {
             match step {
@@ -290,8 +321,10 @@ fn message(rng: &mut StdRng) -> (String, Vec<u8>) {
     }
 }
 
-/// The case drawn from `seed`.
-pub(super) fn case(seed: u64) -> Case {
+/// The case drawn from `seed`. A session-mode client holds its server connection from its
+/// first request on, and the relay waits for whole headers, so a lone type byte is tried in
+/// session mode only as a parked client's first byte.
+pub(super) fn case(seed: u64, session: bool) -> Case {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut steps = Vec::new();
     let n = rng.gen_range(1..=16);
@@ -411,7 +444,55 @@ pub(super) fn case(seed: u64) -> Case {
         ending: Ending::Marker,
         cancel_own: rng.gen_ratio(1, 4),
         terminate: rng.gen_bool(0.5),
+        transport: Transport::Plain,
+        split_first: None,
+        tls_abrupt: false,
     };
+    // Drawn after the steps, so that a seed's steps are those it had before transports.
+    case.transport = match rng.gen_range(0..10) {
+        0 | 1 => Transport::Parked,
+        2 | 3 => Transport::Tls,
+        _ => Transport::Plain,
+    };
+    case.tls_abrupt = case.transport == Transport::Tls && rng.gen_bool(0.5);
+    if case.transport == Transport::Parked {
+        case.cancel_own = false;
+        match rng.gen_range(0..8) {
+            // Gone while parked, without a word or after half a header.
+            0 => {
+                case.steps = match rng.gen_range(0..3) {
+                    0 => Vec::new(),
+                    n => vec![Step::Bytes {
+                        label: "half a header".into(),
+                        bytes: frame(b'Q', b"select 1\0")[..n * 2].to_vec(),
+                    }],
+                };
+                disconnect = true;
+            }
+            1 | 2 => {
+                let first = case.steps.iter().find_map(|s| match s {
+                    Step::Bytes { bytes, .. } if bytes.len() > 1 => Some(bytes.len()),
+                    _ => None,
+                });
+                case.split_first = first.map(|n| rng.gen_range(1..n));
+            }
+            _ => {}
+        }
+    }
+    if (case.transport == Transport::Parked || !session) && rng.gen_ratio(1, 30) {
+        let tag = loop {
+            let t: u8 = rng.gen();
+            if !FRONTEND_TAGS.contains(&t) {
+                break t;
+            }
+        };
+        case.steps = vec![Step::Bytes {
+            label: format!("a lone type byte {tag:#04x}"),
+            bytes: vec![tag],
+        }];
+        case.ending = Ending::Lone;
+        return case;
+    }
     if disconnect {
         case.steps.push(Step::Disconnect);
         case.ending = Ending::Left;

@@ -3,7 +3,10 @@
 //! pgporter answered or closed within a bound, nothing panicked, no server connection leaked
 //! or stayed in a transaction, and the next client (on the same backend, pool_size = 1) sees
 //! none of the fuzzed session's state (in session mode). The same bytes also go straight to
-//! PostgreSQL, and pgporter's answers must be PostgreSQL's ([`wire::same_answers`]).
+//! PostgreSQL, and pgporter's answers must be PostgreSQL's ([`wire::same_answers`]; in
+//! statement mode pgporter may instead refuse a transaction block,
+//! [`wire::statement_refusal`]). Clients reach pgporter over plain TCP, over TLS, or are
+//! parked in the lobby before their garbage ([`gen::Transport`]).
 //!
 //! The panic hook is process-wide: a panic in pgporter's code (src/) raised by another test
 //! running meanwhile would be reported here too (it is a bug all the same).
@@ -20,14 +23,14 @@ mod admin;
 mod gen;
 mod wire;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::checks::{pool_at_baseline, session_state, CLEAN};
 use crate::support::raw::RawClient;
 use crate::support::{Fixture, Spec};
 
-use gen::{Case, Ending};
+use gen::{Case, Ending, Transport};
 use wire::{Outcome, Target};
 
 /// Cases per pool mode when `PGPORTER_FUZZ_CASES` is not set.
@@ -83,12 +86,15 @@ pub(super) fn panics() -> Vec<String> {
     PANICS.lock().unwrap().clone()
 }
 
-async fn fixture(mode: &str) -> Fixture {
+/// The fixture, with TLS for clients that ask (`client_tls_sslmode = allow`), and the
+/// client TLS configuration trusting it.
+async fn fixture(mode: &str, certs: &crate::tls::Certs) -> (Fixture, Arc<rustls::ClientConfig>) {
     let fx = Fixture::custom(|n| Spec {
         pool_size: 1,
         extra: format!(
-            "pool_mode = {mode}\nadmin_users = {}\nquery_wait_timeout = 10",
-            n.user
+            "pool_mode = {mode}\nadmin_users = {}\nquery_wait_timeout = 10\n{}",
+            n.user,
+            certs.client_tls("allow")
         ),
         userlist: None,
         files: Vec::new(),
@@ -102,7 +108,8 @@ async fn fixture(mode: &str) -> Fixture {
         )
         .await
         .unwrap();
-    fx
+    let tls = Arc::new(crate::tls::tls_client_config(certs.pki.ca_file()));
+    (fx, tls)
 }
 
 /// Backends of the fixture's user idle in a transaction, awaited to be none (a closed
@@ -137,6 +144,8 @@ async fn after_case(
     session: bool,
     fuzzed_pid: Option<String>,
 ) -> Result<bool, String> {
+    // A client parked in the lobby that is gone or was served left it.
+    wire::parked(fx, 0).await?;
     pool_at_baseline(fx, 1).await;
     none_idle_in_transaction(fx).await?;
     let mut next = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
@@ -179,26 +188,34 @@ fn check_ending(case: &Case, out: &Outcome) -> Result<(), String> {
             out.answered, out.closed
         )),
         Ending::Unfinished | Ending::Left if !out.closed => Err("did not close after the client left".into()),
+        Ending::Lone if out.answered || !out.closed => {
+            Err("a lone unknown type byte did not end the session".into())
+        }
         _ => Ok(()),
     }
 }
 
 async fn run_mode(mode: &str) {
     watch_panics();
-    let fx = fixture(mode).await;
+    let certs = crate::tls::Certs::new();
+    let (fx, tls) = fixture(mode, &certs).await;
     let session = mode == "session";
+    let statement = mode == "statement";
     let seeds = seeds();
     let started = tokio::time::Instant::now();
     let (mut closed, mut answered, mut reused, mut waited) = (0, 0, 0, 0);
+    let (mut refused, mut parked, mut tls_cases, mut lone) = (0, 0, 0, 0);
     for &seed in &seeds {
-        let case = gen::case(seed);
-        let porter = Target::porter(&fx, session);
+        let case = gen::case(seed, session);
+        // A parked client sends nothing before its garbage, so leaves no state first.
+        let dirty = session && case.transport != Transport::Parked;
+        let porter = Target::porter(&fx, dirty, &tls);
         let result = async {
             let out = wire::run(&fx, &porter, &case).await?;
             if out.hung {
                 // Allowed only where PostgreSQL waits too (a request it has not been sent
                 // the end of).
-                let pg = wire::run(&fx, &Target::direct(&fx, session), &case).await?;
+                let pg = wire::run(&fx, &Target::direct(&fx, dirty), &case).await?;
                 if std::env::var("PGPORTER_FUZZ_SURVEY").is_ok() {
                     eprintln!("WAITED {}", case.describe());
                 }
@@ -213,13 +230,20 @@ async fn run_mode(mode: &str) {
                 check_ending(&case, &out)?;
             }
             if !matches!(case.ending, Ending::Left | Ending::Unfinished) {
-                let direct = Target::direct(&fx, session);
+                let direct = Target::direct(&fx, dirty);
                 let pg = wire::run(&fx, &direct, &case).await?;
-                wire::same_answers(
+                let same = wire::same_answers(
                     &out,
                     &pg,
                     matches!(case.ending, Ending::Dead | Ending::Terminated),
-                )?;
+                );
+                match same {
+                    Err(e) if statement => {
+                        wire::statement_refusal(&out, &pg).map_err(|_| e)?;
+                        refused += 1;
+                    }
+                    other => other?,
+                }
             }
             let found = panics();
             if !found.is_empty() {
@@ -231,6 +255,9 @@ async fn run_mode(mode: &str) {
         .await;
         match result {
             Ok((out, same)) => {
+                parked += usize::from(case.transport == Transport::Parked);
+                tls_cases += usize::from(case.transport == Transport::Tls);
+                lone += usize::from(case.ending == Ending::Lone);
                 closed += usize::from(out.closed);
                 answered += usize::from(out.answered);
                 reused += usize::from(same);
@@ -250,7 +277,8 @@ async fn run_mode(mode: &str) {
     eprintln!(
         "fuzz {mode}: {} cases from seed {:#x} in {:.1} s: {answered} answered the marker, \
          {closed} closed, {waited} waited for more as PostgreSQL does, {reused} left their \
-         backend to the next client",
+         backend to the next client; {parked} parked first, {tls_cases} over TLS, {lone} a lone \
+         type byte, {refused} transaction blocks refused (statement mode)",
         seeds.len(),
         seeds.first().copied().unwrap_or_default(),
         started.elapsed().as_secs_f64()
@@ -260,6 +288,11 @@ async fn run_mode(mode: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_matches_postgresql_and_leaves_nothing_behind() {
     run_mode("session").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_mode_matches_postgresql_or_refuses_transaction_blocks() {
+    run_mode("statement").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::HANG;
@@ -41,9 +41,10 @@ impl Msg {
     }
 }
 
+/// Over plain TCP unless a test gives it another stream (a TLS one: [`RawClient::login_on`]).
 #[derive(Debug)]
-pub(crate) struct RawClient {
-    pub(crate) sock: TcpStream,
+pub(crate) struct RawClient<S = TcpStream> {
+    pub(crate) sock: S,
     buf: BytesMut,
     /// The BackendKeyData of the login (pid, secret).
     pub(crate) key: Option<(i32, i32)>,
@@ -93,7 +94,52 @@ impl RawClient {
         startup: &[(&[u8], &[u8])],
         password: &str,
     ) -> (RawClient, Vec<(String, String)>) {
+        let sock = TcpStream::connect(addr).await.expect("tcp connect");
+        RawClient::login_on(sock, startup, password).await
+    }
+
+    /// Start a SCRAM-SHA-256 login as `user` on `db` and return the server-first-message
+    /// (`r=<nonce>,s=<salt>,i=<iterations>`): the salt and iteration count of the verifier
+    /// pgporter checks this user against. The login goes no further.
+    pub(crate) async fn scram_server_first(
+        addr: std::net::SocketAddr,
+        user: &str,
+        db: &str,
+    ) -> String {
         let mut c = RawClient::connect(addr).await;
+        let mut out = BytesMut::new();
+        frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
+        c.send(&out).await;
+        let m = c.read_msg().await.expect("login: connection closed");
+        assert_eq!(
+            (m.tag, auth_code(&m)),
+            (b'R', Some(10)),
+            "not a SASL request"
+        );
+        let scram = ScramSha256::new(b"unused", ChannelBinding::unsupported());
+        let mut out = BytesMut::new();
+        frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out).unwrap();
+        c.send(&out).await;
+        let m = c.read_msg().await.expect("login: connection closed");
+        assert_eq!((m.tag, auth_code(&m)), (b'R', Some(11)), "not SASLContinue");
+        String::from_utf8(m.body[4..].to_vec()).expect("server-first is UTF-8")
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
+    /// Log in on `sock` (already connected, TLS already negotiated if any) with these
+    /// startup parameters; returns after the first ReadyForQuery, with the welcome's
+    /// ParameterStatus values.
+    pub(crate) async fn login_on(
+        sock: S,
+        startup: &[(&[u8], &[u8])],
+        password: &str,
+    ) -> (RawClient<S>, Vec<(String, String)>) {
+        let mut c = RawClient {
+            sock,
+            buf: BytesMut::new(),
+            key: None,
+        };
         c.send(&startup_packet(startup)).await;
         let mut welcome = Vec::new();
         let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
@@ -128,33 +174,6 @@ impl RawClient {
                 _ => {}
             }
         }
-    }
-
-    /// Start a SCRAM-SHA-256 login as `user` on `db` and return the server-first-message
-    /// (`r=<nonce>,s=<salt>,i=<iterations>`): the salt and iteration count of the verifier
-    /// pgporter checks this user against. The login goes no further.
-    pub(crate) async fn scram_server_first(
-        addr: std::net::SocketAddr,
-        user: &str,
-        db: &str,
-    ) -> String {
-        let mut c = RawClient::connect(addr).await;
-        let mut out = BytesMut::new();
-        frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
-        c.send(&out).await;
-        let m = c.read_msg().await.expect("login: connection closed");
-        assert_eq!(
-            (m.tag, auth_code(&m)),
-            (b'R', Some(10)),
-            "not a SASL request"
-        );
-        let scram = ScramSha256::new(b"unused", ChannelBinding::unsupported());
-        let mut out = BytesMut::new();
-        frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out).unwrap();
-        c.send(&out).await;
-        let m = c.read_msg().await.expect("login: connection closed");
-        assert_eq!((m.tag, auth_code(&m)), (b'R', Some(11)), "not SASLContinue");
-        String::from_utf8(m.body[4..].to_vec()).expect("server-first is UTF-8")
     }
 
     pub(crate) async fn send(&mut self, bytes: &[u8]) {
