@@ -48,7 +48,7 @@ pub(super) enum Transport {
     /// Plain TCP, the garbage sent while the session is active (after its setup queries).
     Plain,
     /// Plain TCP, quiet after login until pgporter parked it in the lobby; the garbage is
-    /// the first thing it sends (no setup queries, no own cancel).
+    /// the first thing it sends (no setup queries; an own cancel finds nothing running).
     Parked,
     /// TLS (SSLRequest, then the handshake).
     Tls,
@@ -59,7 +59,8 @@ pub(super) struct Case {
     pub(super) seed: u64,
     pub(super) steps: Vec<Step>,
     pub(super) ending: Ending,
-    /// Cancel a running query with the session's own key before the garbage.
+    /// Cancel a running query with the session's own key before the garbage (parked: a
+    /// CancelRequest with its key while it is parked and nothing runs).
     pub(super) cancel_own: bool,
     /// Leave with a Terminate (else: drop the socket) once the marker is answered.
     pub(super) terminate: bool,
@@ -456,7 +457,6 @@ pub(super) fn case(seed: u64, session: bool) -> Case {
     };
     case.tls_abrupt = case.transport == Transport::Tls && rng.gen_bool(0.5);
     if case.transport == Transport::Parked {
-        case.cancel_own = false;
         match rng.gen_range(0..8) {
             // Gone while parked, without a word or after half a header.
             0 => {

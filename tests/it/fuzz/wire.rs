@@ -156,7 +156,14 @@ pub(super) async fn run(fx: &Fixture, target: &Target, case: &Case) -> Result<Ou
             .await
             .ok_or("the named Parse ended the session")?;
     }
-    if case.cancel_own {
+    if case.cancel_own && quiet {
+        // Nothing runs: PostgreSQL ignores it, and pgporter must leave the client parked.
+        let (pid, secret) = c.key.ok_or("no BackendKeyData")?;
+        cancel(target.addr, pid, secret).await?;
+        if target.name == "pgporter" {
+            parked(fx, 1).await?;
+        }
+    } else if case.cancel_own {
         let needle = format!("fuzzcancel{:x}{}", case.seed, target.name);
         c.query(&format!("select pg_sleep(20) /* {needle} */"))
             .await;
