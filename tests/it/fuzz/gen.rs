@@ -65,8 +65,8 @@ pub(super) struct Case {
     /// Leave with a Terminate (else: drop the socket) once the marker is answered.
     pub(super) terminate: bool,
     pub(super) transport: Transport,
-    /// Parked: the first step's bytes come in two writes, a moment apart (the lobby hands
-    /// the client back on a part of a message).
+    /// The first step's bytes come in two writes, a moment apart (parked: the lobby hands
+    /// the client back on a part of a message; TLS: in two records).
     pub(super) split_first: Option<usize>,
     /// TLS: a disconnect is an abrupt TCP close in the middle of a TLS record (else a
     /// close_notify and FIN).
@@ -469,15 +469,12 @@ pub(super) fn case(seed: u64, session: bool) -> Case {
                 };
                 disconnect = true;
             }
-            1 | 2 => {
-                let first = case.steps.iter().find_map(|s| match s {
-                    Step::Bytes { bytes, .. } if bytes.len() > 1 => Some(bytes.len()),
-                    _ => None,
-                });
-                case.split_first = first.map(|n| rng.gen_range(1..n));
-            }
+            1 | 2 => case.split_first = split_point(&mut rng, &case.steps),
             _ => {}
         }
+    } else if rng.gen_ratio(1, 6) {
+        // Active clients too (over TLS: the first message in two records).
+        case.split_first = split_point(&mut rng, &case.steps);
     }
     if (case.transport == Transport::Parked || !session) && rng.gen_ratio(1, 30) {
         let tag = loop {
@@ -503,6 +500,15 @@ pub(super) fn case(seed: u64, session: bool) -> Case {
         case.steps.push(Step::Disconnect);
     }
     case
+}
+
+/// Where to split the first step's bytes in two writes.
+fn split_point(rng: &mut StdRng, steps: &[Step]) -> Option<usize> {
+    let first = steps.iter().find_map(|s| match s {
+        Step::Bytes { bytes, .. } => Some(bytes.len()),
+        _ => None,
+    })?;
+    (first > 1).then(|| rng.gen_range(1..first))
 }
 
 /// Walk the case's frames as PostgreSQL reads them and pad the last one when its length
