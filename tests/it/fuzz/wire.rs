@@ -373,8 +373,8 @@ fn field(body: &[u8], code: u8) -> String {
 /// be the start of PostgreSQL's: it ends the session at the bad frame, as PgBouncer does,
 /// without waiting for the answers to what the client sent before it.
 ///
-/// In statement mode, pgporter may instead end the session where PostgreSQL's answers reach a
-/// ReadyForQuery in a transaction block (`T` or `E`): its answers up to there are the start
+/// In statement mode, pgporter may instead end the session where PostgreSQL's next
+/// ReadyForQuery is in a transaction block (`T` or `E`): its answers up to there are the start
 /// of PostgreSQL's and its last is `FATAL 08P01 transaction blocks not allowed in statement
 /// pooling mode` ([`statement_refusal`]).
 pub(super) fn same_answers(porter: &Outcome, pg: &Outcome, cut_short: bool) -> Result<(), String> {
@@ -424,10 +424,12 @@ pub(super) fn statement_refusal(porter: &Outcome, pg: &Outcome) -> Result<(), St
         && porter.last_error.as_deref()
             == Some("transaction blocks not allowed in statement pooling mode");
     let before = &porter.answers[..porter.answers.len().saturating_sub(1)];
+    // The next ReadyForQuery PostgreSQL sent is the one pgporter refused.
     let in_block = pg.answers.starts_with(before)
         && pg.answers[before.len()..]
             .iter()
-            .any(|(t, d)| *t == 'Z' && (d == "T" || d == "E"));
+            .find(|(t, _)| *t == 'Z')
+            .is_some_and(|(_, d)| d == "T" || d == "E");
     if refused && in_block {
         Ok(())
     } else {
