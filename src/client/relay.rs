@@ -230,12 +230,15 @@ where
         &mut state.front(),
     );
     if let Poll::Ready(end) = c2s {
-        return Poll::Ready(match end {
-            PumpEnd::Stopped => RelayEnd::Terminate,
-            PumpEnd::Eof => RelayEnd::ClientGone,
-            PumpEnd::ReadError(e) => RelayEnd::ClientError(e),
-            PumpEnd::WriteError(e) => RelayEnd::ServerError(e.into()),
-        });
+        return match end {
+            PumpEnd::Stopped => Poll::Ready(RelayEnd::Terminate),
+            PumpEnd::Eof => Poll::Ready(RelayEnd::ClientGone),
+            PumpEnd::ReadError(e) => Poll::Ready(RelayEnd::ClientError(e)),
+            // The server stopped taking bytes (it closed, after its FATAL, while the client
+            // still sent): what it sent before goes to the client first, as on a direct
+            // connection, and the relay ends where that stream ends.
+            PumpEnd::WriteError(_) => poll_down(cx, server, &mut client.io, state, down),
+        };
     }
     poll_down(cx, server, &mut client.io, state, down)
 }

@@ -299,3 +299,29 @@ async fn statement_mode_matches_postgresql_or_refuses_transaction_blocks() {
 async fn transaction_mode_matches_postgresql_and_leaves_no_transaction_behind() {
     run_mode("transaction").await;
 }
+
+/// A case that found a race: PostgreSQL answered the whole batch, ended it with
+/// `FATAL 08P01 terminating connection because protocol synchronization was lost` (a Query
+/// during COPY FROM STDIN) and closed while the client was still sending. When pgporter's
+/// next write to the closed server failed before it had read those answers, it ended the
+/// session with its own `08006` at once and dropped them all (about one run in eight); a
+/// direct client reads them all. Replayed many times (a race).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_answers_before_its_close_reach_a_client_still_sending() {
+    let certs = crate::tls::Certs::new();
+    let (fx, tls) = fixture("transaction", &certs).await;
+    let case = gen::case(0xdf7d_f54d_f625_55f9, false);
+    let pg = wire::run(&fx, &Target::direct(&fx, false), &case)
+        .await
+        .unwrap();
+    assert!(pg.closed && pg.answers.len() > 2, "{:?}", pg.answers);
+    for attempt in 0..40 {
+        let out = wire::run(&fx, &Target::porter(&fx, false, &tls), &case)
+            .await
+            .unwrap();
+        if let Err(e) = wire::same_answers(&out, &pg, false) {
+            panic!("attempt {attempt}: {e}");
+        }
+        pool_at_baseline(&fx, 1).await;
+    }
+}
