@@ -175,38 +175,12 @@ async fn auth_query_follows_the_entrys_hosts_past_a_dead_first_one() {
 /// got in, the database being paused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_looked_up_while_paused_waits_for_resume() {
-    let fx = Fixture::custom(|_| Spec {
-        userlist: Some(fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD)])),
-        ..Spec::new(format!(
-            "auth_user = {SUPERUSER}\nadmin_users = {SUPERUSER}\n"
-        ))
+    let (fx, admin, mut login) = login_during_pause("").await;
+    let gates = &fx.porter.shared().gates;
+    until_waiting(&mut login, "the login never waited for RESUME", || async {
+        gates.waiting() > 0
     })
     .await;
-    let admin = crate::support::connect(&fx.porter.connstring(
-        SUPERUSER,
-        SUPERUSER_PASSWORD,
-        "pgbouncer",
-    ))
-    .await;
-    admin
-        .simple_query(&format!("PAUSE {}", fx.db))
-        .await
-        .expect("PAUSE");
-    let connstring = fx.porter.connstring(&fx.user, &fx.password, &fx.db);
-    let login = tokio::spawn(async move { tokio_postgres::connect(&connstring, NoTls).await });
-    let gates = &fx.porter.shared().gates;
-    let started = tokio::time::Instant::now();
-    while gates.waiting() == 0 {
-        if login.is_finished() {
-            let ended = login.await.unwrap().map(drop);
-            panic!("the login ended while the database was paused: {ended:?}");
-        }
-        assert!(
-            started.elapsed() < HANG,
-            "the login never waited for RESUME"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
     admin
         .simple_query(&format!("RESUME {}", fx.db))
         .await
@@ -231,27 +205,8 @@ async fn a_login_looked_up_while_paused_waits_for_resume() {
 /// client_login_timeout, and not listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_waiting_for_resume_is_listed_and_killed() {
-    let fx = Fixture::custom(|_| Spec {
-        userlist: Some(fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD)])),
-        ..Spec::new(format!(
-            "auth_user = {SUPERUSER}\nadmin_users = {SUPERUSER}\nclient_login_timeout = 120\n"
-        ))
-    })
-    .await;
-    let admin = crate::support::connect(&fx.porter.connstring(
-        SUPERUSER,
-        SUPERUSER_PASSWORD,
-        "pgbouncer",
-    ))
-    .await;
-    admin
-        .simple_query(&format!("PAUSE {}", fx.db))
-        .await
-        .expect("PAUSE");
-    let connstring = fx.porter.connstring(&fx.user, &fx.password, &fx.db);
-    let login = tokio::spawn(async move { tokio_postgres::connect(&connstring, NoTls).await });
-    let started = tokio::time::Instant::now();
-    loop {
+    let (fx, admin, mut login) = login_during_pause("client_login_timeout = 120\n").await;
+    let listed = || async {
         let clients = crate::admin::rows(&admin, "SHOW CLIENTS").await;
         let pools = crate::admin::rows(&admin, "SHOW POOLS").await;
         let listed = clients.iter().any(|c| {
@@ -264,19 +219,10 @@ async fn a_login_waiting_for_resume_is_listed_and_killed() {
                 && p.get("user") == Some(SUPERUSER)
                 && p.get("cl_waiting") == Some("1")
         });
-        if listed && counted {
-            break;
-        }
-        if login.is_finished() {
-            let ended = login.await.unwrap().map(drop);
-            panic!("the login ended while the database was paused: {ended:?}");
-        }
-        assert!(
-            started.elapsed() < HANG,
-            "the waiting login was never listed (SHOW CLIENTS (nouser), cl_waiting 1)"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        listed && counted
+    };
+    let what = "the waiting login was never listed (SHOW CLIENTS (nouser), cl_waiting 1)";
+    until_waiting(&mut login, what, listed).await;
     admin
         .simple_query(&format!("KILL {}", fx.db))
         .await
@@ -364,22 +310,12 @@ async fn a_lookup_takes_no_idle_connection_of_a_database_being_paused() {
         "PAUSE returned with a session holding a connection"
     );
     let connstring = porter.connstring(&user, "pw-p", &db);
-    let login = tokio::spawn(async move { tokio_postgres::connect(&connstring, NoTls).await });
-    loop {
+    let mut login = tokio::spawn(async move { tokio_postgres::connect(&connstring, NoTls).await });
+    let listed = || async {
         let clients = crate::admin::rows(&admin, "SHOW CLIENTS").await;
-        if clients.iter().any(|c| c.get("user") == Some("(nouser)")) {
-            break;
-        }
-        if login.is_finished() {
-            let ended = login.await.unwrap().map(drop);
-            panic!("the lookup was served while its database was paused: {ended:?}");
-        }
-        assert!(
-            started.elapsed() < HANG,
-            "the login never waited for RESUME"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        clients.iter().any(|c| c.get("user") == Some("(nouser)"))
+    };
+    until_waiting(&mut login, "the login never waited for RESUME", listed).await;
     drop(holder);
     tokio::time::timeout(HANG, pausing)
         .await
@@ -395,4 +331,58 @@ async fn a_lookup_takes_no_idle_connection_of_a_database_being_paused() {
         .expect("the login failed after RESUME");
     tokio::spawn(conn);
     client.simple_query("SELECT 1").await.expect("after RESUME");
+}
+
+/// A login in a task: the client and its connection, or the error it ended with.
+type Login = tokio::task::JoinHandle<
+    Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+        ),
+        tokio_postgres::Error,
+    >,
+>;
+
+/// The fixture with auth_query (`extra` added to its ini), its console, and a login begun
+/// once its database is paused (its lookup meets the pause).
+async fn login_during_pause(extra: &str) -> (Fixture, tokio_postgres::Client, Login) {
+    let fx = Fixture::custom(|_| Spec {
+        userlist: Some(fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD)])),
+        ..Spec::new(format!(
+            "auth_user = {SUPERUSER}\nadmin_users = {SUPERUSER}\n{extra}"
+        ))
+    })
+    .await;
+    let admin = crate::support::connect(&fx.porter.connstring(
+        SUPERUSER,
+        SUPERUSER_PASSWORD,
+        "pgbouncer",
+    ))
+    .await;
+    admin
+        .simple_query(&format!("PAUSE {}", fx.db))
+        .await
+        .expect("PAUSE");
+    let connstring = fx.porter.connstring(&fx.user, &fx.password, &fx.db);
+    let login = tokio::spawn(async move { tokio_postgres::connect(&connstring, NoTls).await });
+    (fx, admin, login)
+}
+
+/// Poll `waits` up to HANG (`what` names its failure) while `login` must not end: a login
+/// waiting for RESUME.
+async fn until_waiting<F: std::future::Future<Output = bool>>(
+    login: &mut Login,
+    what: &str,
+    waits: impl Fn() -> F,
+) {
+    let started = tokio::time::Instant::now();
+    while !waits().await {
+        if login.is_finished() {
+            let ended = login.await.expect("the login task").map(drop);
+            panic!("the login ended while its database was paused: {ended:?}");
+        }
+        assert!(started.elapsed() < HANG, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

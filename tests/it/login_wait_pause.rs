@@ -35,6 +35,41 @@ async fn until(
     }
 }
 
+/// A client's query, in a task (its backend pid, and the client), waiting on a server login
+/// that a stopped postmaster holds (the `Continue` goes on with it), when PAUSE of its
+/// database comes. The client logged in on the pool's first connection, which RECONNECT then
+/// closed: its query needs a new one.
+async fn paused_during_a_login(
+    pg: &PgCluster,
+    ops: &Ops,
+    admin: &tokio_postgres::Client,
+    su: &tokio_postgres::Client,
+) -> (
+    Continue,
+    tokio::task::JoinHandle<(Result<i32, tokio_postgres::Error>, tokio_postgres::Client)>,
+) {
+    let client = ops.client().await;
+    until(admin, su, ops, "the welcome connection", |c, _| c[3] == "1").await;
+    admin
+        .simple_query(&format!("RECONNECT {}", ops.db))
+        .await
+        .unwrap();
+    until(admin, su, ops, "RECONNECT", |c, n| c[3] == "0" && n == 0).await;
+    let postmaster = pg.postmaster_pid();
+    signal(postmaster, "-STOP");
+    let stopped = Continue(postmaster);
+    let query = tokio::spawn(async move {
+        let row = client.query_one("SELECT pg_backend_pid()", &[]).await;
+        (row.map(|r| r.get::<_, i32>(0)), client)
+    });
+    until(admin, su, ops, "no server login", |c, _| c[4] == "1").await;
+    admin
+        .simple_query(&format!("PAUSE {}", ops.db))
+        .await
+        .unwrap();
+    (stopped, query)
+}
+
 /// A client's query waits on a login held by a stopped postmaster; PAUSE comes, then the
 /// postmaster goes on. As PgBouncer 1.18 (checked live: the login `closing because: pause
 /// mode`, the client in cl_waiting, served by a new login after RESUME), the login is closed
@@ -46,30 +81,7 @@ async fn a_client_waiting_on_a_login_during_pause_waits_for_resume() {
     let ops = Ops::on(pg, "server_connect_timeout = 60\nquery_wait_timeout = 60").await;
     let admin = ops.admin().await;
     let su = pg.superuser_client().await;
-    // Logged in on the pool's first connection, which RECONNECT then closes: the client's
-    // query needs a new one.
-    let client = ops.client().await;
-    until(&admin, &su, &ops, "the welcome connection", |c, _| {
-        c[3] == "1"
-    })
-    .await;
-    admin
-        .simple_query(&format!("RECONNECT {}", ops.db))
-        .await
-        .unwrap();
-    until(&admin, &su, &ops, "RECONNECT", |c, n| c[3] == "0" && n == 0).await;
-    let postmaster = pg.postmaster_pid();
-    signal(postmaster, "-STOP");
-    let stopped = Continue(postmaster);
-    let query = tokio::spawn(async move {
-        let row = client.query_one("SELECT pg_backend_pid()", &[]).await;
-        (row.map(|r| r.get::<_, i32>(0)), client)
-    });
-    until(&admin, &su, &ops, "no server login", |c, _| c[4] == "1").await;
-    admin
-        .simple_query(&format!("PAUSE {}", ops.db))
-        .await
-        .unwrap();
+    let (stopped, query) = paused_during_a_login(pg, &ops, &admin, &su).await;
     drop(stopped);
     // Awaited, not timed: the login gets in (sv_login 0) once the postmaster goes on, however
     // long that takes on a loaded machine; then its backend must go, and none stay idle.
@@ -108,28 +120,7 @@ async fn a_login_failing_during_pause_leaves_its_client_waiting_for_resume() {
     let ops = Ops::on(pg, "server_connect_timeout = 2\nquery_wait_timeout = 60").await;
     let admin = ops.admin().await;
     let su = pg.superuser_client().await;
-    let client = ops.client().await;
-    until(&admin, &su, &ops, "the welcome connection", |c, _| {
-        c[3] == "1"
-    })
-    .await;
-    admin
-        .simple_query(&format!("RECONNECT {}", ops.db))
-        .await
-        .unwrap();
-    until(&admin, &su, &ops, "RECONNECT", |c, n| c[3] == "0" && n == 0).await;
-    let postmaster = pg.postmaster_pid();
-    signal(postmaster, "-STOP");
-    let stopped = Continue(postmaster);
-    let query = tokio::spawn(async move {
-        let row = client.query_one("SELECT pg_backend_pid()", &[]).await;
-        (row.map(|r| r.get::<_, i32>(0)), client)
-    });
-    until(&admin, &su, &ops, "no server login", |c, _| c[4] == "1").await;
-    admin
-        .simple_query(&format!("PAUSE {}", ops.db))
-        .await
-        .unwrap();
+    let (stopped, query) = paused_during_a_login(pg, &ops, &admin, &su).await;
     // The login ends at server_connect_timeout (sv_login 0), the postmaster still stopped.
     let counts = until(&admin, &su, &ops, "the login did not end", |c, _| {
         c[4] == "0"
