@@ -240,13 +240,17 @@ async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlEr
         }
         None => g.all_paused = true,
     });
-    // Session mode: a server connection is released when its client leaves.
+    // Session mode: a server connection is released when its client leaves. A session turns
+    // idle as its relay ends, before its connection is reset and back in the pool: the pools'
+    // count of connections lent out says when that is done (PgBouncer waits for its servers
+    // being reset too). Without it, PAUSE returned while the reset ran, and the connection then
+    // went to the idle list of the paused pool and stayed.
     loop {
         let busy = shared.sessions.all().iter().any(|s| {
             !s.admin
                 && s.state() == crate::sessions::ClientState::Active
                 && db.as_deref().map_or(true, |d| d == &*s.database)
-        });
+        }) || pools_of(shared, db.as_deref()).iter().any(|p| p.lent() > 0);
         if !busy {
             break;
         }

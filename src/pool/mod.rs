@@ -401,6 +401,16 @@ impl Pool {
         }
     }
 
+    /// Server connections lent out: in use by a client, being reset after one (server_reset_query)
+    /// or tested (server_check_query); not idle, not logging in. PAUSE waits for these, as
+    /// PgBouncer's waits for its active and tested servers.
+    pub fn lent(&self) -> u32 {
+        let inner = self.lock();
+        let idle = u32::try_from(inner.idle.len()).unwrap_or(u32::MAX);
+        let logins = u32::try_from(inner.logins.len()).unwrap_or(u32::MAX);
+        inner.total.saturating_sub(idle).saturating_sub(logins)
+    }
+
     /// Server connections of this pool held by clients of `identity` (in use or connecting).
     pub fn held_by(&self, identity: &str) -> u32 {
         self.lock().holders.get(identity)

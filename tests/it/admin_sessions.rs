@@ -401,3 +401,63 @@ async fn local_addresses_are_shown() {
     assert_eq!(row.get::<_, i32>(0), port);
     assert_eq!(server.get("local_addr"), Some("127.0.0.1"));
 }
+
+/// PAUSE returns only once a connection its client gave back has been reset and closed: as
+/// PgBouncer counts a server running server_reset_query as in use (tested) until it is done.
+/// PAUSE went by the sessions' states, which turn idle as the relay ends, before the reset:
+/// it returned at once, and the reset's end put the connection on the paused pool's idle
+/// list, where it stayed until RESUME (its backend connected to the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_waits_for_a_connection_being_reset() {
+    let ops = Ops::new("server_reset_query = select pg_sleep(2)").await;
+    let admin = ops.admin().await;
+    let app = ops.client().await;
+    app.simple_query("select 1").await.expect("select");
+    let pauser = ops.admin().await;
+    let db = ops.db.clone();
+    let pausing =
+        tokio::spawn(async move { pauser.simple_query(&format!("PAUSE {db}")).await.map(drop) });
+    let deadline = tokio::time::Instant::now() + HANG;
+    while find(&rows(&admin, "SHOW DATABASES").await, "name", &ops.db).get("paused") != Some("1") {
+        assert!(tokio::time::Instant::now() < deadline, "PAUSE never began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !pausing.is_finished(),
+        "PAUSE returned with a session holding a connection"
+    );
+    drop(app);
+    tokio::time::timeout(HANG, pausing)
+        .await
+        .expect("PAUSE did not return once the connection was reset")
+        .expect("task")
+        .expect("PAUSE");
+    let pools = rows(&admin, "SHOW POOLS").await;
+    let pool = find(&pools, "database", &ops.db);
+    let counts = ["sv_active", "sv_idle", "sv_tested", "sv_login"]
+        .map(|c| pool.get(c).unwrap_or_default().to_string());
+    assert_eq!(counts, ["0", "0", "0", "0"], "connections left after PAUSE");
+    // Its backend goes (Terminate was sent), and stays gone while paused.
+    let su = cluster().await.superuser_client().await;
+    let backends = || async {
+        su.query_one(
+            "select count(*) from pg_stat_activity where datname = $1",
+            &[&ops.db],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get::<_, i64>(0)
+    };
+    let deadline = tokio::time::Instant::now() + HANG;
+    while backends().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a backend stayed while paused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin
+        .simple_query(&format!("RESUME {}", ops.db))
+        .await
+        .expect("resume");
+}
