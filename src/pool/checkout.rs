@@ -222,7 +222,10 @@ impl Pool {
                 login.rx = None;
                 // The task cannot end unsent but by a panic or the runtime shutting down.
                 let made = made.unwrap_or(Err(PoolError::WaitTimeout(Blocker::ServerLogin)));
-                made.map(|(conn, _)| conn)
+                made.map(|(mut conn, begun)| {
+                    conn.lent_at = begun;
+                    conn
+                })
             }
             () = wait.passed() => Err(PoolError::WaitTimeout(Blocker::ServerLogin)),
         }

@@ -82,12 +82,13 @@ impl Pool {
             } else {
                 None
             };
-            let grant = if let Some(conn) = conn {
+            let grant = if let Some(mut conn) = conn {
                 if let Some(why) = expired(&conn, settings, Instant::now()) {
                     self.drop_slot(inner, 1);
                     close.push((conn, why));
                     continue;
                 }
+                conn.lent_at = inner.cuts;
                 Grant::Conn(conn)
             } else {
                 inner.total += 1;
@@ -144,8 +145,9 @@ impl Pool {
         if expired(inner.idle.get(at)?, settings, Instant::now()).is_some() {
             return None;
         }
-        let conn = inner.idle.remove(at)?;
+        let mut conn = inner.idle.remove(at)?;
         inner.holders.add(identity);
+        conn.lent_at = inner.cuts;
         Some(conn)
     }
 
@@ -214,16 +216,25 @@ impl Pool {
     /// closed if the pool is over its limits). When another pool sharing a full
     /// max_db_connections / max_user_connections is owed the slot (`Limits::owed_elsewhere`),
     /// the connection is closed instead and the slot goes to that pool's client.
+    /// One lent before a drop of the pool's connections (KILL, RECONNECT, PAUSE) is closed:
+    /// a KILL while its client gave it back (its reset running) had nothing idle to close, and
+    /// the connection went idle in the killed, paused pool after. Compared under the lock, as
+    /// `close_idle` bumps the count; the reason is asked only then.
     pub(super) fn checkin(&self, conn: ServerConn) {
-        self.checkin_unless(conn, |_| None);
+        let lent_at = conn.lent_at;
+        self.checkin_unless(conn, |inner| {
+            (lent_at != inner.cuts)
+                .then(|| self.unwanted(inner, Some(lent_at)))
+                .flatten()
+        });
     }
 
     /// [`Pool::checkin`], unless `unwanted` (asked under the pool lock, where the connection
     /// would be queued or kept idle) gives a reason: then the connection is closed and its
     /// slot freed. One step, so that no drop of the pool's connections (`close_idle`, under
     /// the same lock) can come between the check and the check-in. Returns whether it was
-    /// kept. `checkin` passes a check that is never true: the per-transaction path does no
-    /// more than before.
+    /// kept. `checkin` passes a comparison of two counts: the per-transaction path does
+    /// little more than before.
     #[inline]
     pub(super) fn checkin_unless(
         &self,

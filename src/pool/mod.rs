@@ -118,7 +118,9 @@ impl Unwanted {
             Unwanted::Retired => "its pool was replaced by a reload",
             Unwanted::Paused => "its database is paused",
             Unwanted::Killed => "its database was killed (KILL) and is paused",
-            Unwanted::Dropped => "its pool's connections were dropped since its login began",
+            Unwanted::Dropped => {
+                "its pool's connections were dropped since its login began or it was lent"
+            }
         }
     }
 
@@ -278,7 +280,8 @@ impl Pool {
     /// Why a connection coming back without a client (a login its client gave up on, one
     /// opened for min_pool_size, one given back unused) must be closed rather than kept, if
     /// it must. Asked under the lock (`inner`), where it is checked in. `begun`: the count of
-    /// drops when its login began, if it is new.
+    /// drops when its login began, if it is new, or when it was lent (a check-in whose count
+    /// differs).
     fn unwanted(&self, inner: &Inner, begun: Option<u64>) -> Option<Unwanted> {
         if self.is_retired() {
             Some(Unwanted::Retired)

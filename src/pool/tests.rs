@@ -70,6 +70,7 @@ async fn counted_conn(pool: &Pool) -> (ServerConn, TcpStream) {
         created_at: now,
         last_used: now,
         holder: None,
+        lent_at: 0,
         tag: None,
         identity_tag: None,
         tls: None,

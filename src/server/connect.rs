@@ -76,6 +76,7 @@ async fn connect_inner(
         created_at: now,
         last_used: now,
         holder: None,
+        lent_at: 0,
         tag: None,
         identity_tag: None,
         tls,

@@ -158,6 +158,10 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// Pool bookkeeping: the client identity this connection is lent to, if any.
     pub holder: Option<std::sync::Arc<str>>,
+    /// Pool bookkeeping: the pool's count of drops (KILL, RECONNECT, PAUSE) when the
+    /// connection was lent, or when its login began. Given back after another drop, it is
+    /// closed rather than kept idle.
+    pub lent_at: u64,
     /// The backend host and role this connection was made for (routing); None until tagged.
     pub tag: Option<crate::routing::HostTag>,
     /// The client identity this connection is tagged with (startup GUCs), if any.

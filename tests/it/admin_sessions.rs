@@ -461,3 +461,48 @@ async fn pause_waits_for_a_connection_being_reset() {
         .await
         .expect("resume");
 }
+
+/// KILL of a database whose connection is being reset after its client left closes it when
+/// the reset ends, as PgBouncer 1.18 closes it at once (checked live: a `tested` server,
+/// `closing because: database removed`). KILL found nothing idle to close, and the reset's end
+/// put the connection on the killed (paused) pool's idle list, where it stayed until RESUME.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_closes_a_connection_being_reset() {
+    let ops = Ops::new("server_reset_query = select pg_sleep(2)").await;
+    let admin = ops.admin().await;
+    let app = ops.client().await;
+    app.simple_query("select 1").await.expect("select");
+    drop(app);
+    let counts = || async {
+        let pools = rows(&admin, "SHOW POOLS").await;
+        let pool = find(&pools, "database", &ops.db);
+        ["sv_active", "sv_idle", "sv_tested", "sv_login"]
+            .map(|c| pool.get(c).unwrap_or_default().to_string())
+    };
+    let deadline = tokio::time::Instant::now() + HANG;
+    while counts().await != ["0", "0", "1", "0"] {
+        assert!(tokio::time::Instant::now() < deadline, "never being reset");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin
+        .simple_query(&format!("KILL {}", ops.db))
+        .await
+        .expect("kill");
+    let deadline = tokio::time::Instant::now() + HANG;
+    let after = loop {
+        let now = counts().await;
+        if now[2] == "0" {
+            break now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reset never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(after, ["0", "0", "0", "0"], "a connection kept after KILL");
+    admin
+        .simple_query(&format!("RESUME {}", ops.db))
+        .await
+        .expect("resume");
+}
