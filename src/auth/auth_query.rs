@@ -69,16 +69,31 @@ impl AuthQueryCache {
         if pool.is_paused() {
             return Err(PoolError::Paused.into());
         }
-        let mut server = pool
+        let server = pool
             .checkout(&pool.key.user, None, &Vec::new, &wait)
             .await?;
         if pool.is_paused() {
             pool.return_unused(server);
             return Err(PoolError::Paused.into());
         }
-        let result = run(&mut server, query, user).await;
-        // pgporter's own query: its answers are all read.
-        pool.release(server, result.is_ok(), true).await;
+        // The login waiting for the lookup may be cut short (client_login_timeout) in the
+        // middle of the query or the reset: a connection dropped there kept its slot for good
+        // (an auth_query pool of one answered no lookup again). During the query a guard closes
+        // it, as PgBouncer 1.18 closes it (checked live: `closing because: client disconnect
+        // while server was not ready`); the reset runs in a task of its own.
+        let mut lent = Lookup {
+            pool,
+            server: Some(server),
+        };
+        let result = match lent.server.as_mut() {
+            Some(server) => run(server, query, user).await,
+            None => Ok(None),
+        };
+        if let Some(server) = lent.server.take() {
+            // pgporter's own query: its answers are all read.
+            let (owner, ok) = (std::sync::Arc::clone(pool), result.is_ok());
+            let _ = tokio::spawn(async move { owner.release(server, ok, true).await }).await;
+        }
         let secret = match result? {
             Some(text) => {
                 tokio::task::spawn_blocking(move || Secret::parse(&text, scram_iterations).ok())
@@ -93,6 +108,22 @@ impl AuthQueryCache {
         }
         self.map.insert(key, (Instant::now(), secret.clone()));
         Ok(secret)
+    }
+}
+
+/// A lookup's connection while its query runs (see [`AuthQueryCache::lookup`]): dropped
+/// before the query ended, it is closed and its slot freed.
+struct Lookup<'p> {
+    pool: &'p Pool,
+    server: Option<ServerConn>,
+}
+
+impl Drop for Lookup<'_> {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.pool
+                .abandon(server, "client disconnect while server was not ready");
+        }
     }
 }
 

@@ -386,3 +386,63 @@ async fn until_waiting<F: std::future::Future<Output = bool>>(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A login whose auth_query lookup is cut short by client_login_timeout gives its connection
+/// back (closed, as PgBouncer 1.18 closes it: `client disconnect while server was not ready`).
+/// It was dropped with the login, its slot kept for good: with a pool of one, every later
+/// lookup waited for a slot that never came, and no user missing from auth_file logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_cut_short_by_the_login_timeout_gives_its_connection_back() {
+    // The lookup of one name takes 3 s; the others are answered at once.
+    let query = "SELECT $1::text, (SELECT passwd FROM pg_shadow WHERE usename = $1::text) \
+                 FROM pg_sleep(CASE WHEN $1::text = 'slow_lookup' THEN 3 ELSE 0 END)";
+    let fx = Fixture::custom(|_| Spec {
+        pool_size: 1,
+        userlist: Some(fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD)])),
+        ..Spec::new(format!(
+            "auth_user = {SUPERUSER}\nadmin_users = {SUPERUSER}\nauth_query = {query}\n\
+             client_login_timeout = 1\n"
+        ))
+    })
+    .await;
+    let slow = tokio::time::timeout(
+        HANG,
+        tokio_postgres::connect(&fx.porter.connstring("slow_lookup", "x", &fx.db), NoTls),
+    )
+    .await
+    .expect("hung");
+    assert!(slow.is_err(), "the slow lookup's login was let in");
+    // The auth_user's pool lends nothing out (polled: the close follows the client's error).
+    let admin = crate::support::connect(&fx.porter.connstring(
+        SUPERUSER,
+        SUPERUSER_PASSWORD,
+        "pgbouncer",
+    ))
+    .await;
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let pools = crate::admin::rows(&admin, "SHOW POOLS").await;
+        let lent = pools
+            .iter()
+            .filter(|p| p.get("database") == Some(fx.db.as_str()))
+            .filter(|p| p.get("user") == Some(SUPERUSER))
+            .map(|p| {
+                ["sv_active", "sv_tested", "sv_login"]
+                    .iter()
+                    .map(|c| p.get(*c).unwrap_or("0").parse::<u32>().unwrap_or(0))
+                    .sum::<u32>()
+            })
+            .sum::<u32>();
+        if lent == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lookup's connection was never given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // And a user found by auth_query logs in (through the pool of one).
+    let client = fx.connect().await;
+    client.simple_query("SELECT 1").await.expect("query");
+}
