@@ -324,7 +324,8 @@ async fn drain(shared: &Arc<Shared>, control_rx: &mut mpsc::UnboundedReceiver<Co
             ShutdownMode::Immediate => return,
             ShutdownMode::Drain => {
                 let started = *drain_started.get_or_insert_with(Instant::now);
-                Some(started + shared.config.load().settings.shutdown_wait_timeout)
+                // None past the clock's range: no limit then.
+                started.checked_add(shared.config.load().settings.shutdown_wait_timeout)
             }
             ShutdownMode::WaitForClients | ShutdownMode::WaitForServers => None,
         };

@@ -110,15 +110,21 @@ impl Watchdog {
                 self.last_server = now;
             }
         }
-        let query = self.query.map(|q| (self.last_request + q, Timeout::Query));
+        // A limit past the clock's range (the config takes any number of seconds) never runs
+        // out: `checked_add`, where `+` panicked.
+        let query = (self.query)
+            .and_then(|q| self.last_request.checked_add(q))
+            .map(|at| (at, Timeout::Query));
         let idle = match (server, self.idle_transaction) {
-            (ServerState::IdleInTransaction, Some(limit)) => {
-                Some((self.last_server + limit, Timeout::IdleTransaction))
-            }
+            (ServerState::IdleInTransaction, Some(limit)) => (self.last_server)
+                .checked_add(limit)
+                .map(|at| (at, Timeout::IdleTransaction)),
             _ => None,
         };
         let transaction = match (xact_since, self.transaction) {
-            (Some(since), Some(limit)) => Some((since + limit, Timeout::Transaction)),
+            (Some(since), Some(limit)) => since
+                .checked_add(limit)
+                .map(|at| (at, Timeout::Transaction)),
             _ => None,
         };
         let due = match server {
@@ -193,6 +199,27 @@ mod tests {
     fn poll(w: &mut Watchdog, up: bool, down: bool, s: ServerState) -> Poll<Timeout> {
         let waker = std::task::Waker::noop();
         w.poll(&mut Context::from_waker(waker), up, down, s, None)
+    }
+
+    /// A limit past what a clock can count (the config takes up to u64::MAX seconds) never
+    /// runs out; adding it to the time of the last request panicked the session's task.
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_past_the_clocks_range_never_runs_out() {
+        let huge = crate::config::SessionTimeouts {
+            query: Duration::MAX,
+            idle_transaction: Duration::from_secs(u64::MAX / 2),
+            transaction: Duration::from_secs(10_000_000_000_000_000_000),
+        };
+        let mut w = Watchdog::new(huge).unwrap();
+        let at = |w: &mut Watchdog, s, since| {
+            let waker = std::task::Waker::noop();
+            w.poll(&mut Context::from_waker(waker), false, false, s, since)
+        };
+        let begun = Some(Instant::now());
+        assert!(poll(&mut w, true, false, ServerState::Busy).is_pending());
+        assert!(at(&mut w, ServerState::IdleInTransaction, begun).is_pending());
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(at(&mut w, ServerState::IdleInTransaction, begun).is_pending());
     }
 
     #[tokio::test(start_paused = true)]

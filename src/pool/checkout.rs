@@ -350,7 +350,7 @@ impl WaitGuard<'_> {
                 let lim = self.pool.limits.resolve(&self.pool.key, settings);
                 lim.reserve_timeout
                     .filter(|_| lim.reserve_size > 0)
-                    .map(|t| since + t)
+                    .and_then(|t| since.checked_add(t))
             };
             let Some(rx) = self.rx.as_mut() else {
                 return Err(PoolError::WaitTimeout(Blocker::PoolSize));

@@ -362,8 +362,9 @@ pub async fn connect(
         // The wait runs from when this outage began, for every client that meets it (each
         // look also keeps the outage current for the set).
         let started = set.outage_started(now);
-        let deadline = *since.get_or_insert(started) + failover_wait();
-        if now >= deadline {
+        // None past the clock's range (the config takes any number of seconds): no limit.
+        let deadline = since.get_or_insert(started).checked_add(failover_wait());
+        if deadline.is_some_and(|d| now >= d) {
             return Err(NoHost {
                 attrs: set.attrs.as_str(),
                 last,
@@ -371,7 +372,9 @@ pub async fn connect(
             .into());
         }
         // Wait for the monitors to report a change; retry failed hosts now and then anyway.
-        let retry = (deadline - now).min(Duration::from_millis(500));
+        let retry = deadline
+            .map_or(Duration::MAX, |d| d - now)
+            .min(Duration::from_millis(500));
         let woke = tokio::time::timeout(retry, changes.changed()).await;
         tracing::debug!(
             attrs = set.attrs.as_str(),
