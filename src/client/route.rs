@@ -264,14 +264,21 @@ fn pool_target(
 
 /// What pool `key` should look like under `config` (reload): its server target and sizes, or
 /// None when the config no longer leads there. (A changed host list or target_session_attrs
-/// beyond the first host applies to pools created after the change.)
+/// beyond the first host applies to pools created after the change.) An entry that forces a
+/// user (`user=`) still leads to the pool of an auth_user the config names (auth_query runs
+/// there, see [`auth_pool`]): that pool was replaced at every RELOAD.
 pub fn pool_plan(
     config: &Config,
     key: &PoolKey,
     server_tls: Option<&Arc<ServerTls>>,
 ) -> Option<(ServerTarget, PoolSettings)> {
     let entry = config.database(&key.db)?;
-    if entry.user.as_deref().is_some_and(|u| *u != *key.user) {
+    let auth_user = |user: &str| {
+        config.settings.auth_user.as_deref() == Some(user)
+            || (config.databases.values().chain(&config.fallback_database))
+                .any(|e| e.auth_user.as_deref() == Some(user))
+    };
+    if entry.user.as_deref().is_some_and(|u| *u != *key.user) && !auth_user(&key.user) {
         return None;
     }
     Some((

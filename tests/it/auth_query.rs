@@ -446,3 +446,56 @@ async fn a_lookup_cut_short_by_the_login_timeout_gives_its_connection_back() {
     let client = fx.connect().await;
     client.simple_query("SELECT 1").await.expect("query");
 }
+
+/// A RELOAD that changes nothing keeps the auth_user's pool of a database entry that forces
+/// another user (`user=`): its idle connection stays. The pool was taken for one the new
+/// configuration no longer leads to (the entry's user is not the auth_user) and replaced at
+/// every RELOAD, its connections closed (`database removed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_auth_pool_of_an_entry_forcing_a_user() {
+    let cluster = crate::support::cluster().await;
+    let owner = cluster.unique_name("u");
+    let guest = cluster.unique_name("g");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&owner, "pw-owner").await;
+    cluster.create_role(&guest, "pw-guest").await;
+    cluster.create_database(&db, &owner).await;
+    let entry = format!(
+        "{db} = host=127.0.0.1 port={port} dbname={db} user={owner} auth_user={SUPERUSER}\n",
+        port = cluster.port()
+    );
+    let ini = fixture::ini(&[], 2, &format!("admin_users = {SUPERUSER}")).replacen(
+        "[databases]\n",
+        &format!("[databases]\n{entry}"),
+        1,
+    );
+    let userlist = fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD), (&owner, "pw-owner")]);
+    let porter = crate::support::spawn_pgporter(&ini, &userlist).await;
+    // The guest is looked up through the auth_user's pool, and served as the entry's user.
+    let client = crate::support::connect(&porter.connstring(&guest, "pw-guest", &db)).await;
+    let who: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("a session of a user auth_query found")
+        .get(0);
+    assert_eq!(who, owner);
+    let admin =
+        crate::support::connect(&porter.connstring(SUPERUSER, SUPERUSER_PASSWORD, "pgbouncer"))
+            .await;
+    let lookups = |servers: Vec<tokio_postgres::SimpleQueryRow>| -> Vec<String> {
+        servers
+            .iter()
+            .filter(|s| s.get("database") == Some(db.as_str()))
+            .filter(|s| s.get("user") == Some(SUPERUSER))
+            .map(|s| s.get("remote_pid").unwrap_or_default().to_string())
+            .collect()
+    };
+    let before = lookups(crate::admin::rows(&admin, "SHOW SERVERS").await);
+    assert_eq!(before.len(), 1, "the lookup's connection: {before:?}");
+    admin.simple_query("RELOAD").await.expect("reload");
+    let after = lookups(crate::admin::rows(&admin, "SHOW SERVERS").await);
+    assert_eq!(
+        after, before,
+        "the auth_user's pool was replaced by a RELOAD"
+    );
+}
