@@ -154,7 +154,7 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
                 .filter(|s| !s.admin)
                 .ok_or(ControlError::NoSuchClient)?;
             tracing::info!(id, user = %s.user, db = %s.database, "KILL_CLIENT");
-            s.kill();
+            s.kill_for(crate::sessions::KillReason::Client);
             shared.lobby.nudge();
             Ok(())
         }

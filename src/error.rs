@@ -141,8 +141,12 @@ pub enum Error {
     Shutdown,
     #[error("pooler is shutting down; not accepting new connections")]
     Draining,
-    #[error("connection terminated by the admin console")]
-    Killed,
+    /// KILL of the session's database: PgBouncer's text (it sends 08P01).
+    #[error("database removed")]
+    DatabaseKilled,
+    /// KILL_CLIENT: PgBouncer's text (it sends 08P01).
+    #[error("admin forced disconnect")]
+    ClientKilled,
     #[error("query_wait_timeout (database paused)")]
     PausedWaitTimeout,
     #[error("database \"{0}\" is not currently accepting connections")]
@@ -185,7 +189,9 @@ impl Error {
             Error::ClientTls(_) => sqlstate::PROTOCOL_VIOLATION,
             Error::UnknownDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
             Error::TooManyClients | Error::ClientLimit(_) => sqlstate::TOO_MANY_CONNECTIONS,
-            Error::Shutdown | Error::Killed => sqlstate::ADMIN_SHUTDOWN,
+            Error::Shutdown | Error::DatabaseKilled | Error::ClientKilled => {
+                sqlstate::ADMIN_SHUTDOWN
+            }
             Error::Draining => sqlstate::CANNOT_CONNECT_NOW,
             Error::DatabaseDisabled(_) => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
             Error::AdminNotAllowed(_) | Error::UnknownRole(_) => {
@@ -250,7 +256,8 @@ impl Error {
             | Error::NoServer(_) => Fault::Server,
             Error::Shutdown
             | Error::Draining
-            | Error::Killed
+            | Error::DatabaseKilled
+            | Error::ClientKilled
             | Error::DatabaseChanged
             | Error::Config(_)
             | Error::Io(_) => Fault::Internal,
@@ -456,7 +463,8 @@ mod tests {
         );
         assert_eq!(Error::Shutdown.sqlstate(), "57P01");
         assert_eq!(Error::Draining.sqlstate(), "57P03");
-        assert_eq!(Error::Killed.sqlstate(), "57P01");
+        assert_eq!(Error::DatabaseKilled.sqlstate(), "57P01");
+        assert_eq!(Error::ClientKilled.sqlstate(), "57P01");
         assert_eq!(Error::AdminNotAllowed("x".into()).sqlstate(), "28000");
         assert_eq!(Error::SslRequired.sqlstate(), "28000");
         let e = Error::HbaNoEntry {

@@ -91,10 +91,14 @@ pub enum CancelTarget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum KillReason {
-    /// KILL, KILL_CLIENT, shutdown.
-    Admin = 1,
+    /// Shutdown (SHUTDOWN, signals), which ends sessions with its own words.
+    Shutdown = 1,
     /// client_idle_timeout.
     ClientIdleTimeout = 2,
+    /// KILL of the session's database (or a bare KILL).
+    Database = 3,
+    /// KILL_CLIENT.
+    Client = 4,
 }
 
 /// `wait_start_us` of a wait that is not timed.
@@ -218,9 +222,10 @@ impl SessionInfo {
         let _server = self.server.lock().unwrap_or_else(|p| p.into_inner());
         self.asks.fetch_and(!(SETTING_UP | ASK_CANCEL), SeqCst) & ASK_CANCEL != 0
     }
-    /// End the session (it learns at its next wait, or at once if waiting in [`Self::killed`]).
+    /// End the session for a shutdown (it learns at its next wait, or at once if waiting in
+    /// [`Self::killed`]).
     pub fn kill(&self) {
-        self.kill_for(KillReason::Admin);
+        self.kill_for(KillReason::Shutdown);
     }
 
     /// As [`Self::kill`], saying why (the first reason given stays).
@@ -286,7 +291,9 @@ impl SessionInfo {
         match self.killed.load(SeqCst) {
             0 => None,
             r if r == KillReason::ClientIdleTimeout as u8 => Some(KillReason::ClientIdleTimeout),
-            _ => Some(KillReason::Admin),
+            r if r == KillReason::Database as u8 => Some(KillReason::Database),
+            r if r == KillReason::Client as u8 => Some(KillReason::Client),
+            _ => Some(KillReason::Shutdown),
         }
     }
 
@@ -505,7 +512,7 @@ impl Sessions {
         for e in self.map.iter() {
             let s = e.value();
             if !s.admin && db.map_or(true, |d| d == &*s.database) {
-                s.kill();
+                s.kill_for(KillReason::Database);
                 n += 1;
             }
         }

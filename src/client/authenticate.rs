@@ -224,8 +224,8 @@ async fn lookup_secret<'c, 'n>(
 /// Wait for RESUME of the auth_query pool's database, listed meanwhile as PgBouncer 1.18
 /// lists such a login (checked live): in SHOW CLIENTS as `(nouser)`, waiting, and in
 /// cl_waiting of the auth_user's pool. Listed, it is ended as that database's other clients
-/// are: by KILL (57P01 as any killed client; PgBouncer 1.18 sends `08P01 database removed`),
-/// KILL_CLIENT, a shutdown.
+/// are, with the same error: by KILL (57P01 `database removed`; PgBouncer 1.18 sends
+/// `08P01 database removed`), KILL_CLIENT, a shutdown.
 async fn wait_for_resume(
     pool: &crate::pool::Pool,
     listed: NewSession<'_>,
@@ -236,6 +236,6 @@ async fn wait_for_resume(
     guard.info.set_waiting(None);
     tokio::select! {
         () = pool.resumed() => Ok(()),
-        () = guard.info.killed() => Err(Error::Killed),
+        () = guard.info.killed() => Err(super::serve::ended(shared, &guard.info)),
     }
 }

@@ -558,14 +558,18 @@ fn relay_state(
     )
 }
 
-/// Why a session was killed: process shutdown, or the admin console.
+/// Why a session was killed: process shutdown, client_idle_timeout, or the admin console
+/// (KILL: `database removed`, KILL_CLIENT: `admin forced disconnect`, PgBouncer's words).
 pub(super) fn ended(shared: &Shared, info: &SessionInfo) -> Error {
+    use crate::sessions::KillReason;
     if shared.shutdown.is_cancelled() || shared.lifecycle.draining() {
-        Error::Shutdown
-    } else if info.kill_reason() == Some(crate::sessions::KillReason::ClientIdleTimeout) {
-        Error::ClientIdleTimeout
-    } else {
-        Error::Killed
+        return Error::Shutdown;
+    }
+    match info.kill_reason() {
+        Some(KillReason::ClientIdleTimeout) => Error::ClientIdleTimeout,
+        Some(KillReason::Database) => Error::DatabaseKilled,
+        Some(KillReason::Client) => Error::ClientKilled,
+        Some(KillReason::Shutdown) | None => Error::Shutdown,
     }
 }
 

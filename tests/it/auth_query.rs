@@ -200,12 +200,18 @@ async fn a_login_looked_up_while_paused_waits_for_resume() {
 
 /// A login whose auth_query lookup waits for RESUME is listed as PgBouncer 1.18 lists it
 /// (checked live): SHOW CLIENTS `(nouser)`, waiting; SHOW POOLS cl_waiting of the auth_user's
-/// pool. KILL of the database ends it at once, as it ends the database's other clients
-/// (57P01; PgBouncer 1.18: `FATAL 08P01 database removed`). It was ended only by
-/// client_login_timeout, and not listed.
+/// pool. KILL of the database ends it at once, as it ends the database's other clients, a
+/// client queued for a server connection there included, with the same FATAL: 57P01
+/// `database removed` (PgBouncer 1.18 sends both `FATAL 08P01 database removed`, checked
+/// live). It was ended only by client_login_timeout, and not listed; then, with `connection
+/// terminated by the admin console`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_waiting_for_resume_is_listed_and_killed() {
-    let (fx, admin, mut login) = login_during_pause("client_login_timeout = 120\n").await;
+    let fx = auth_query_fixture("client_login_timeout = 120\n").await;
+    // Logged in before PAUSE (in auth_file: no lookup, nothing cached for the login below).
+    let queued =
+        crate::support::connect(&fx.porter.connstring(SUPERUSER, SUPERUSER_PASSWORD, &fx.db)).await;
+    let (admin, mut login) = pause_and_log_in(&fx).await;
     let listed = || async {
         let clients = crate::admin::rows(&admin, "SHOW CLIENTS").await;
         let pools = crate::admin::rows(&admin, "SHOW POOLS").await;
@@ -223,6 +229,19 @@ async fn a_login_waiting_for_resume_is_listed_and_killed() {
     };
     let what = "the waiting login was never listed (SHOW CLIENTS (nouser), cl_waiting 1)";
     until_waiting(&mut login, what, listed).await;
+    let query = tokio::spawn(async move { queued.simple_query("SELECT 1").await.map(drop) });
+    let both = || async {
+        let pools = crate::admin::rows(&admin, "SHOW POOLS").await;
+        pools
+            .iter()
+            .any(|p| p.get("database") == Some(fx.db.as_str()) && p.get("cl_waiting") == Some("2"))
+    };
+    until_waiting(
+        &mut login,
+        "the queued query never waited (cl_waiting 2)",
+        both,
+    )
+    .await;
     admin
         .simple_query(&format!("KILL {}", fx.db))
         .await
@@ -235,7 +254,18 @@ async fn a_login_waiting_for_resume_is_listed_and_killed() {
         Ok(_) => panic!("the login was served after KILL"),
         Err(e) => e,
     };
-    assert_eq!(db_error(&err).code(), &SqlState::ADMIN_SHUTDOWN, "{err}");
+    let killed = |e: &tokio_postgres::Error| {
+        let e = db_error(e);
+        (e.code().clone(), e.message().to_string())
+    };
+    let expected = (SqlState::ADMIN_SHUTDOWN, "database removed".to_string());
+    assert_eq!(killed(&err), expected, "the login: {err}");
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), query)
+        .await
+        .expect("the queued query was not ended by KILL within 10 s")
+        .unwrap()
+        .expect_err("the queued query was served after KILL");
+    assert_eq!(killed(&err), expected, "the queued query: {err}");
     let clients = crate::admin::rows(&admin, "SHOW CLIENTS").await;
     assert!(
         clients.iter().all(|c| c.get("user") != Some("(nouser)")),
@@ -347,13 +377,24 @@ type Login = tokio::task::JoinHandle<
 /// The fixture with auth_query (`extra` added to its ini), its console, and a login begun
 /// once its database is paused (its lookup meets the pause).
 async fn login_during_pause(extra: &str) -> (Fixture, tokio_postgres::Client, Login) {
-    let fx = Fixture::custom(|_| Spec {
+    let fx = auth_query_fixture(extra).await;
+    let (admin, login) = pause_and_log_in(&fx).await;
+    (fx, admin, login)
+}
+
+/// The fixture with auth_query, only its auth_user in auth_file (`extra` added to its ini).
+async fn auth_query_fixture(extra: &str) -> Fixture {
+    Fixture::custom(|_| Spec {
         userlist: Some(fixture::userlist(&[(SUPERUSER, SUPERUSER_PASSWORD)])),
         ..Spec::new(format!(
             "auth_user = {SUPERUSER}\nadmin_users = {SUPERUSER}\n{extra}"
         ))
     })
-    .await;
+    .await
+}
+
+/// PAUSE the fixture's database; then begin a login that needs auth_query.
+async fn pause_and_log_in(fx: &Fixture) -> (tokio_postgres::Client, Login) {
     let admin = crate::support::connect(&fx.porter.connstring(
         SUPERUSER,
         SUPERUSER_PASSWORD,
@@ -366,7 +407,7 @@ async fn login_during_pause(extra: &str) -> (Fixture, tokio_postgres::Client, Lo
         .expect("PAUSE");
     let connstring = fx.porter.connstring(&fx.user, &fx.password, &fx.db);
     let login = tokio::spawn(async move { tokio_postgres::connect(&connstring, NoTls).await });
-    (fx, admin, login)
+    (admin, login)
 }
 
 /// Poll `waits` up to HANG (`what` names its failure) while `login` must not end: a login

@@ -106,6 +106,11 @@ async fn kill_client_and_shutdown_reach_parked_clients() {
         .expect("kill_client");
     let m = victim.read_msg().await.expect("an error before the close");
     assert_eq!(m.sqlstate().as_deref(), Some("57P01"));
+    // PgBouncer's words for KILL_CLIENT (its code is 08P01).
+    assert_eq!(
+        m.error_field(b'M').as_deref(),
+        Some("admin forced disconnect")
+    );
     assert!(victim.read_msg().await.is_none(), "closed after the error");
     parked(&ops, 1).await;
 
@@ -113,6 +118,10 @@ async fn kill_client_and_shutdown_reach_parked_clients() {
         .control(Control::Shutdown(ShutdownMode::Immediate));
     let m = other.read_msg().await.expect("an error before the close");
     assert_eq!(m.sqlstate().as_deref(), Some("57P01"));
+    assert_eq!(
+        m.error_field(b'M').as_deref(),
+        Some("pooler is shutting down")
+    );
     assert!(other.read_msg().await.is_none(), "closed after the error");
     ops.porter.wait_stopped(HANG).await;
 }
