@@ -129,16 +129,10 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
                 known_or_auto_db(shared, d)?;
             }
             tracing::info!(db = db.as_deref().unwrap_or("*"), "KILL");
-            shared.gates.update(|g| match &db {
-                Some(d) => {
-                    g.paused.insert(d.clone());
-                    g.killed.insert(d.clone());
-                }
-                None => {
-                    g.all_paused = true;
-                    g.all_killed = true;
-                }
-            });
+            // The gates first: a session registered after `kill_database` passed it sees the
+            // KILL there (an auth_query login that saw its database paused, see
+            // `GateState::kill_mark`).
+            shared.gates.update(|g| g.kill(db.as_deref()));
             shared.sessions.kill_database(db.as_deref());
             shared.lobby.nudge();
             for pool in pools_of(shared, db.as_deref()) {
@@ -333,7 +327,7 @@ fn resume(shared: &Shared, db: Option<String>) -> Result<(), ControlError> {
         }
         None => {
             g.all_paused = false;
-            g.all_killed = false;
+            g.all_killed = 0;
         }
     });
     Ok(())

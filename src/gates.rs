@@ -1,7 +1,7 @@
 //! PAUSE / DISABLE state: which databases may hand out server connections and accept new
 //! clients. A `watch` channel so paused sessions wait without polling and RESUME wakes them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::sync::watch;
 
@@ -11,11 +11,13 @@ pub struct GateState {
     pub all_paused: bool,
     /// PAUSE db / KILL db.
     pub paused: BTreeSet<String>,
-    /// Paused by KILL, not PAUSE: a bare KILL (`all_paused` then), `KILL db` (in `paused`).
-    /// RESUME lifts it with the pause. PgBouncer's close lines tell them apart (`database
-    /// removed`, `pause mode`).
-    pub all_killed: bool,
-    pub killed: BTreeSet<String>,
+    /// Paused by KILL, not PAUSE: a bare KILL (`all_paused` then), `KILL db` (in `paused`),
+    /// each with the number of its latest KILL (`all_killed` 0: none). RESUME lifts it with
+    /// the pause. PgBouncer's close lines tell them apart (`database removed`, `pause mode`).
+    pub all_killed: u64,
+    pub killed: BTreeMap<String, u64>,
+    /// KILLs so far: each takes the next number (see [`GateState::kill_mark`]).
+    pub kills: u64,
     /// DISABLE db.
     pub disabled: BTreeSet<String>,
     /// Databases reached through `*` that PAUSE, KILL, DISABLE, RECONNECT or WAIT_CLOSE named:
@@ -33,8 +35,34 @@ impl GateState {
     }
     /// Paused by KILL (bare or of `db`), and not resumed since.
     pub fn is_killed(&self, db: &str) -> bool {
-        (self.all_paused && self.all_killed)
-            || (self.paused.contains(db) && self.killed.contains(db))
+        (self.all_paused && self.all_killed != 0)
+            || (self.paused.contains(db) && self.killed.contains_key(db))
+    }
+    /// KILL of `db` (None: a bare KILL): paused, and marked as killed.
+    pub fn kill(&mut self, db: Option<&str>) {
+        self.kills += 1;
+        match db {
+            Some(d) => {
+                self.paused.insert(d.to_string());
+                self.killed.insert(d.to_string(), self.kills);
+            }
+            None => {
+                self.all_paused = true;
+                self.all_killed = self.kills;
+            }
+        }
+    }
+    /// The number of the latest KILL still in force for `db` (0: none). It only grows but by
+    /// RESUME, so a KILL came after a mark taken earlier iff the mark is now exceeded
+    /// ([`GateState::killed_since`]): a task that saw `db` paused before it was listed where
+    /// KILL ends its clients can tell whether a KILL missed it.
+    pub fn kill_mark(&self, db: &str) -> u64 {
+        let own = self.killed.get(db).copied().unwrap_or(0);
+        own.max(self.all_killed)
+    }
+    /// A KILL of `db` came after `mark` was taken ([`GateState::kill_mark`]).
+    pub fn killed_since(&self, db: &str, mark: u64) -> bool {
+        self.kill_mark(db) > mark
     }
     /// Paused on its own (`PAUSE db`): what PgBouncer's SHOW DATABASES `paused` reports (a
     /// bare PAUSE shows in SHOW STATE instead).
@@ -73,6 +101,12 @@ impl Gates {
     pub fn is_killed(&self, db: &str) -> bool {
         self.tx.borrow().is_killed(db)
     }
+    pub fn kill_mark(&self, db: &str) -> u64 {
+        self.tx.borrow().kill_mark(db)
+    }
+    pub fn killed_since(&self, db: &str, mark: u64) -> bool {
+        self.tx.borrow().killed_since(db, mark)
+    }
     pub fn update(&self, f: impl FnOnce(&mut GateState)) {
         self.tx.send_modify(f);
     }
@@ -99,17 +133,38 @@ mod tests {
         let mut s = GateState::default();
         s.paused.insert("a".into());
         assert!(s.is_paused("a") && !s.is_killed("a"));
-        s.killed.insert("a".into());
+        s.kill(Some("a"));
         assert!(s.is_killed("a") && !s.is_killed("b"));
         // RESUME a: both go.
         s.paused.remove("a");
         s.killed.remove("a");
         assert!(!s.is_killed("a"));
         // A bare KILL: every database; a bare RESUME lifts it.
-        (s.all_paused, s.all_killed) = (true, true);
+        s.kill(None);
         assert!(s.is_killed("b"));
-        (s.all_paused, s.all_killed) = (false, false);
+        (s.all_paused, s.all_killed) = (false, 0);
         assert!(!s.is_killed("b"));
+    }
+
+    #[test]
+    fn a_kill_after_a_mark_is_told_from_one_before_it() {
+        let mut s = GateState::default();
+        s.kill(Some("a"));
+        // Taken after the KILL (a login that came once a was killed): not exceeded.
+        let mark = s.kill_mark("a");
+        assert!(!s.killed_since("a", mark));
+        // KILL of another database, and a RESUME: not a KILL of a.
+        s.kill(Some("b"));
+        assert!(!s.killed_since("a", mark));
+        s.paused.remove("a");
+        s.killed.remove("a");
+        assert!(!s.killed_since("a", mark));
+        // KILL of a again, after RESUME and after the mark; a bare KILL too.
+        s.kill(Some("a"));
+        assert!(s.killed_since("a", mark));
+        let mark = s.kill_mark("c");
+        s.kill(None);
+        assert!(s.killed_since("c", mark));
     }
 
     #[tokio::test]

@@ -195,6 +195,8 @@ async fn lookup_secret<'c, 'n>(
         return Ok(None);
     };
     let found = loop {
+        // Taken before the lookup asks whether the database is paused (see `listed_waiting`).
+        let mark = shared.gates.kill_mark(&pool.key.db);
         let found = shared
             .auth_cache
             .lookup(
@@ -209,7 +211,7 @@ async fn lookup_secret<'c, 'n>(
             // The database is paused (PAUSE, KILL): as in PgBouncer, the login waits for
             // RESUME (client_login_timeout bounds it), not refused; then it looks up again.
             Err(AuthQueryError::Pool(PoolError::Paused)) => {
-                wait_for_resume(&pool, waiting(&pool), shared).await?;
+                wait_for_resume(&pool, waiting(&pool), shared, mark).await?;
             }
             found => break found,
         }
@@ -230,12 +232,84 @@ async fn wait_for_resume(
     pool: &crate::pool::Pool,
     listed: NewSession<'_>,
     shared: &Shared,
+    mark: u64,
 ) -> Result<(), Error> {
-    let guard = shared.sessions.register(listed, &shared.shutdown);
-    // Untimed, as PgBouncer's wait and maxwait stay 0 for it (live).
-    guard.info.set_waiting(None);
+    let guard = listed_waiting(
+        &shared.sessions,
+        &shared.gates,
+        mark,
+        listed,
+        &shared.shutdown,
+    );
     tokio::select! {
         () = pool.resumed() => Ok(()),
         () = guard.info.killed() => Err(super::serve::ended(shared, &guard.info)),
+    }
+}
+
+/// List `listed` (database: the auth_query pool's) as waiting for RESUME. Its lookup saw the
+/// database paused before it was listed, where KILL finds the clients it ends: a KILL in
+/// between (after `mark`, taken before the lookup's pause check) ends it now, as KILL ended
+/// the database's other clients, rather than leave it waiting for a RESUME. KILL marks the
+/// gates before it ends the listed clients, so one of the two sees the other.
+fn listed_waiting(
+    sessions: &std::sync::Arc<crate::sessions::Sessions>,
+    gates: &crate::gates::Gates,
+    mark: u64,
+    listed: NewSession<'_>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> crate::sessions::SessionGuard {
+    let guard = sessions.register(listed, shutdown);
+    // Untimed, as PgBouncer's wait and maxwait stay 0 for it (live).
+    guard.info.set_waiting(None);
+    if gates.killed_since(&guard.info.database, mark) {
+        guard.info.kill_for(crate::sessions::KillReason::Database);
+    }
+    guard
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::listed_waiting;
+    use crate::gates::Gates;
+    use crate::sessions::tests::new_session;
+    use crate::sessions::{KillReason, Sessions};
+
+    /// KILL as the console runs it (`control::apply`): the gates, then the listed clients.
+    fn kill(gates: &Gates, sessions: &Sessions, db: &str) {
+        gates.update(|g| g.kill(Some(db)));
+        sessions.kill_database(Some(db));
+    }
+
+    /// An auth_query login saw its database paused (PAUSE), then KILL came before it was
+    /// listed (a window no real cluster can hold open): it is ended as KILL ended the
+    /// database's clients, not left waiting for RESUME. One that came once the database was
+    /// killed waits, as in PgBouncer (KILL leaves the database paused); a KILL of another
+    /// database leaves it waiting too.
+    #[test]
+    fn a_kill_between_the_pause_check_and_the_listing_ends_the_login() {
+        let (gates, sessions) = (Gates::default(), Arc::new(Sessions::default()));
+        let root = CancellationToken::new();
+        gates.update(|g| {
+            g.paused.insert("app".into());
+        });
+        let mark = gates.kill_mark("app");
+        kill(&gates, &sessions, "app");
+        let missed = listed_waiting(&sessions, &gates, mark, new_session("app"), &root);
+        assert_eq!(missed.info.kill_reason(), Some(KillReason::Database));
+
+        // Came after the KILL: waits for RESUME.
+        let mark = gates.kill_mark("app");
+        let later = listed_waiting(&sessions, &gates, mark, new_session("app"), &root);
+        assert_eq!(later.info.kill_reason(), None);
+        kill(&gates, &sessions, "other");
+        assert_eq!(later.info.kill_reason(), None);
+        // Listed: the next KILL of its database finds it.
+        kill(&gates, &sessions, "app");
+        assert_eq!(later.info.kill_reason(), Some(KillReason::Database));
     }
 }
