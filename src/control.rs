@@ -136,6 +136,9 @@ pub async fn apply(shared: &Arc<Shared>, c: Control) -> Result<(), ControlError>
             shared.sessions.kill_database(db.as_deref());
             shared.lobby.nudge();
             for pool in pools_of(shared, db.as_deref()) {
+                // As PgBouncer 1.18 closes a killed database's server logins at once (live:
+                // `closing because: database removed`, a stopped postmaster holding the login).
+                pool.abort_logins();
                 // PgBouncer 1.18's words for KILL's (live).
                 pool.close_idle("database removed").await;
             }

@@ -262,29 +262,18 @@ impl Pool {
             armed: true,
         };
         let since = Instant::now();
-        let mut conn = routing::connect(
-            &self.hosts,
-            &self.effective_target(),
-            params,
-            settings.dial,
-            Some(&slot.login),
-            || self.limits.config().settings.routing.failover_wait_timeout,
-            |addr, e| self.log_failed_login(addr, e, since),
-        )
-        .await?;
-        slot.login.logged_in(conn.pid());
-        if let Some(sql) = &settings.connect_query {
-            match crate::server::simple_query(&mut conn, sql).await {
-                Ok(crate::server::QueryOutcome::Done(_)) => {}
-                Ok(crate::server::QueryOutcome::Failed(fields)) => {
-                    tracing::warn!(db = %self.key.db, user = %self.key.user, error = %fields.message(), "connect_query failed");
-                    return Err(PoolError::Connect(crate::server::ServerError::Rejected(
-                        fields,
-                    )));
-                }
-                Err(e) => return Err(PoolError::Connect(e)),
+        let login = Arc::clone(&slot.login);
+        let mut conn = tokio::select! {
+            biased;
+            // KILL of the database (`Pool::abort_logins`): as PgBouncer 1.18 closes its logins
+            // at once then, the login is dropped where it stands, its socket with it, so that
+            // PostgreSQL's backend (if one began) ends; the slot goes (`slot` is armed).
+            () = login.aborted() => {
+                self.log_aborted_login(&login, since);
+                return Err(PoolError::Paused);
             }
-        }
+            made = self.log_in(&login, params, settings, since) => made?,
+        };
         slot.armed = false;
         if self.limits.config().settings.log_connections {
             // PgBouncer logs each server login with log_connections too.
@@ -305,6 +294,49 @@ impl Pool {
         // Before `slot` (declared earlier, dropped later) takes the lock to unlist the login.
         drop(inner);
         Ok(conn)
+    }
+
+    /// Connect, log in and run connect_query: the phases of [`Pool::connect_for`] that
+    /// `login` (listed in SHOW SERVERS) follows.
+    async fn log_in(
+        &self,
+        login: &crate::server::Login,
+        params: &[(String, String)],
+        settings: &PoolSettings,
+        since: Instant,
+    ) -> Result<ServerConn, PoolError> {
+        let mut conn = routing::connect(
+            &self.hosts,
+            &self.effective_target(),
+            params,
+            settings.dial,
+            Some(login),
+            || self.limits.config().settings.routing.failover_wait_timeout,
+            |addr, e| self.log_failed_login(addr, e, since),
+        )
+        .await?;
+        login.logged_in(conn.pid());
+        if let Some(sql) = &settings.connect_query {
+            match crate::server::simple_query(&mut conn, sql).await {
+                Ok(crate::server::QueryOutcome::Done(_)) => {}
+                Ok(crate::server::QueryOutcome::Failed(fields)) => {
+                    tracing::warn!(db = %self.key.db, user = %self.key.user, error = %fields.message(), "connect_query failed");
+                    return Err(PoolError::Connect(crate::server::ServerError::Rejected(
+                        fields,
+                    )));
+                }
+                Err(e) => return Err(PoolError::Connect(e)),
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Give up the pool's server logins under way (KILL of its database): each drops its
+    /// socket at once (see [`Pool::connect_for`]).
+    pub fn abort_logins(&self) {
+        for login in &self.lock().logins {
+            login.abort();
+        }
     }
 
     /// The waiter `seq` has waited past reserve_pool_timeout: let it use the reserve pool.

@@ -9,7 +9,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::release::terminate;
-use super::{expired, Pool, Pools};
+use super::{expired, Pool, PoolError, Pools};
 
 const PERIOD: Duration = Duration::from_secs(1);
 
@@ -231,6 +231,8 @@ impl Pool {
             tokio::spawn(async move {
                 match pool.connect_for(None, None, &[], &settings).await {
                     Ok(conn) => pool.adopt(conn, begun),
+                    // Given up by KILL of the database.
+                    Err(PoolError::Paused) => {}
                     Err(e) => {
                         tracing::warn!(pool = ?pool.key, error = %e, "min_pool_size connection failed")
                     }

@@ -164,6 +164,26 @@ impl Pool {
     /// A server connection that did not log in (to `addr`, dialled `since`): PgBouncer's
     /// `closing because: connect failed` / `login failed` line with log_disconnections. It had
     /// no backend, so no pid: its id is `S-0x0`.
+    /// A server login given up by KILL of its database: PgBouncer 1.18's `closing because:
+    /// database removed` line with log_disconnections (checked live, the login held by a
+    /// stopped postmaster); with its backend's pid if PostgreSQL had sent it.
+    pub(super) fn log_aborted_login(
+        &self,
+        login: &crate::server::Login,
+        since: tokio::time::Instant,
+    ) {
+        let seen = login.seen();
+        let (db, user) = (&self.key.db, &self.key.user);
+        let age = since.elapsed().as_secs();
+        match &seen.addr {
+            Some(addr) if self.limits.config().settings.log_disconnections => {
+                let (pid, reason) = (seen.pid, "database removed");
+                tracing::info!(pid, db = %db, user = %user, addr = %addr, reason, age, "server closed");
+            }
+            _ => tracing::debug!(pool = ?self.key, "a server login was given up (KILL)"),
+        }
+    }
+
     pub(super) fn log_failed_login(
         &self,
         addr: &crate::server::ServerAddr,

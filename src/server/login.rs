@@ -14,6 +14,9 @@ pub struct Login {
     /// When the pool started it (SHOW SERVERS connect_time).
     pub started: SystemTime,
     seen: Mutex<LoginSeen>,
+    /// Cancelled to give the login up where it stands (KILL of its database): see
+    /// [`Login::abort`].
+    abort: tokio_util::sync::CancellationToken,
 }
 
 /// What is known of a [`Login`] so far.
@@ -32,6 +35,7 @@ impl Default for Login {
         Login {
             started: SystemTime::now(),
             seen: Mutex::default(),
+            abort: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -57,6 +61,17 @@ impl Login {
 
     pub fn seen(&self) -> LoginSeen {
         self.lock().clone()
+    }
+
+    /// Give the login up: whoever drives it ([`Self::aborted`]) drops its socket, so that
+    /// PostgreSQL's backend, if one was started, ends too.
+    pub fn abort(&self) {
+        self.abort.cancel();
+    }
+
+    /// Resolves once [`Self::abort`] was called.
+    pub async fn aborted(&self) {
+        self.abort.cancelled().await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LoginSeen> {

@@ -48,6 +48,20 @@ async fn paused_during_a_login(
     Continue,
     tokio::task::JoinHandle<(Result<i32, tokio_postgres::Error>, tokio_postgres::Client)>,
 ) {
+    during_a_login("PAUSE", pg, ops, admin, su).await
+}
+
+/// [`paused_during_a_login`], with `command` (PAUSE, KILL) for the database.
+async fn during_a_login(
+    command: &str,
+    pg: &PgCluster,
+    ops: &Ops,
+    admin: &tokio_postgres::Client,
+    su: &tokio_postgres::Client,
+) -> (
+    Continue,
+    tokio::task::JoinHandle<(Result<i32, tokio_postgres::Error>, tokio_postgres::Client)>,
+) {
     let client = ops.client().await;
     until(admin, su, ops, "the welcome connection", |c, _| c[3] == "1").await;
     admin
@@ -64,10 +78,57 @@ async fn paused_during_a_login(
     });
     until(admin, su, ops, "no server login", |c, _| c[4] == "1").await;
     admin
-        .simple_query(&format!("PAUSE {}", ops.db))
+        .simple_query(&format!("{command} {}", ops.db))
         .await
         .unwrap();
     (stopped, query)
+}
+
+/// A client's query waits on a login held by a stopped postmaster; KILL comes. As PgBouncer
+/// 1.18 (checked live: the login `closing because: database removed` at the KILL, its socket
+/// closed with the postmaster still stopped), the login is given up at once: gone from SHOW
+/// POOLS with the postmaster still stopped, and no backend of it left once the postmaster goes
+/// on. The client is ended (57P01 `database removed`). The login was closed only when it got
+/// in (or at server_connect_timeout), listed until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_under_way_is_closed_at_once_by_kill() {
+    let pg: &'static PgCluster = Box::leak(Box::new(PgCluster::start_private().await));
+    let ops = Ops::on(pg, "server_connect_timeout = 60\nquery_wait_timeout = 60").await;
+    let admin = ops.admin().await;
+    let su = pg.superuser_client().await;
+    let (stopped, query) = during_a_login("KILL", pg, &ops, &admin, &su).await;
+    let (ended, _client) = tokio::time::timeout(Duration::from_secs(10), query)
+        .await
+        .expect("the client was not ended by KILL within 10 s")
+        .unwrap();
+    let err = ended.expect_err("the client was served after KILL");
+    let db = crate::support::db_error(&err);
+    assert_eq!(
+        (db.code().code(), db.message()),
+        ("57P01", "database removed")
+    );
+    // At once: the postmaster is still stopped.
+    let started = tokio::time::Instant::now();
+    loop {
+        let counts = pool_counts(&admin, &ops.db).await;
+        if counts[4] == "0" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the login is still under way 10 s after KILL: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stopped);
+    until(
+        &admin,
+        &su,
+        &ops,
+        "a connection stayed open after KILL",
+        |c, n| c[4] == "0" && c[3] == "0" && n == 0,
+    )
+    .await;
 }
 
 /// A client's query waits on a login held by a stopped postmaster; PAUSE comes, then the
