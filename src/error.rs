@@ -24,8 +24,10 @@ pub enum Error {
     UnsupportedProtocol { major: u16, minor: u16 },
     #[error("no user name in startup packet")]
     NoUser,
-    #[error("unsupported startup parameter: {0}")]
-    UnsupportedStartupParameter(String),
+    /// A startup parameter pgporter does not take (`value`, for PgBouncer's log line that
+    /// shows it; the client is told the name only).
+    #[error("unsupported startup parameter: {name}")]
+    UnsupportedStartupParameter { name: String, value: String },
     /// A startup parameter's value is not UTF-8 where pgporter passes it on in SQL, which the
     /// server would refuse (PostgreSQL's text; `bytes`: the first invalid sequence, `0xe9`).
     #[error("invalid byte sequence for encoding \"UTF8\": {bytes} (startup parameter \"{name}\")")]
@@ -166,7 +168,7 @@ impl Error {
             Error::ClientProtocol(_)
             | Error::Proxy(_)
             | Error::NoUser
-            | Error::UnsupportedStartupParameter(_)
+            | Error::UnsupportedStartupParameter { .. }
             | Error::QueryWaitTimeout(_)
             | Error::PausedWaitTimeout
             | Error::LoginTimeout
@@ -217,7 +219,7 @@ impl Error {
             Error::ClientProtocol(_)
             | Error::UnsupportedProtocol { .. }
             | Error::NoUser
-            | Error::UnsupportedStartupParameter(_)
+            | Error::UnsupportedStartupParameter { .. }
             | Error::NotUtf8 { .. }
             | Error::InvalidParameterValue { .. }
             | Error::UnknownRole(_)
@@ -276,7 +278,9 @@ impl Error {
     /// PgBouncer 1.18's words for a refused login in its `closing because:` line, where they
     /// differ from the message the client is sent (checked live): the client still gets the
     /// message (PostgreSQL's text), the log line says what PgBouncer's says.
-    pub fn close_reason(&self) -> Option<&'static str> {
+    /// A server login the server refused is its message alone (PgBouncer passes the server's
+    /// error on as its own).
+    pub fn close_reason(&self) -> Option<&str> {
         match self {
             Error::AuthFailed { sasl: true, .. } => Some("SASL authentication failed"),
             Error::AuthFailed { sasl: false, .. } => Some("password authentication failed"),
@@ -286,6 +290,7 @@ impl Error {
             Error::CertAuthFailed { .. } | Error::NoClientCertificate => {
                 Some("certificate authentication failed")
             }
+            Error::ServerLogin(ServerError::Rejected(fields)) => Some(fields.message()),
             _ => None,
         }
     }
@@ -411,7 +416,9 @@ mod tests {
             database: "app".into(),
             tls: false,
         };
-        let reason = |e: &Error| e.close_reason();
+        fn reason(e: &Error) -> Option<&str> {
+            e.close_reason()
+        }
         assert_eq!(
             reason(&failed(false, true)),
             Some("SASL authentication failed")
@@ -422,6 +429,15 @@ mod tests {
         );
         assert_eq!(reason(&rejected), Some("login rejected"));
         assert_eq!(reason(&Error::UnknownDatabase("x".into())), None);
+        // A server login refused: the server's message alone.
+        let fields = crate::protocol::backend::ErrorFields::parse(
+            b"SFATAL\0C28P01\0Mpassword authentication failed for user \"bob\"\0\0",
+        )
+        .expect("fields");
+        assert_eq!(
+            reason(&Error::ServerLogin(ServerError::Rejected(fields))),
+            Some("password authentication failed for user \"bob\"")
+        );
         assert!(failed(true, true).names_no_pool());
         assert!(!failed(false, true).names_no_pool());
         assert!(Error::UnknownDatabase("x".into()).names_no_pool());

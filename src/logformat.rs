@@ -145,6 +145,21 @@ impl Visit for Fields {
     }
 }
 
+impl Fields {
+    /// PgBouncer's level for the event: its own where it differs from pgporter's text log.
+    fn level_name(&self, level: Level) -> &'static str {
+        let has = |k: &str, v: &str| self.pairs.iter().any(|(n, x)| *n == k && x == v);
+        match self.message.as_str() {
+            // PgBouncer logs every error it sends a client as a WARNING `pooler error`;
+            // pgporter's text log has the client-caused ones at info.
+            "client error" => "WARNING",
+            // A failed password or SCRAM exchange: PgBouncer's ERROR line.
+            "login failed" if has("password", "true") => "ERROR",
+            _ => level_name(level),
+        }
+    }
+}
+
 /// PgBouncer's name for a level.
 fn level_name(level: Level) -> &'static str {
     match level {
@@ -170,14 +185,10 @@ pub fn render(at: SystemTime, pid: u32, level: Level, mut fields: Fields) -> Str
         t.minute,
         t.second,
         t.millis,
-        // PgBouncer logs every error it sends a client as a WARNING `pooler error`;
-        // pgporter's text log has the client-caused ones at info.
         if fatal {
             "FATAL"
-        } else if fields.message == "client error" {
-            "WARNING"
         } else {
-            level_name(level)
+            fields.level_name(level)
         }
     );
     let mut out = String::with_capacity(160);
@@ -246,13 +257,51 @@ fn bodies(f: &mut Fields) -> Vec<String> {
             let (user, db) = f.take_who();
             let pool = f.pool_db(&db);
             let error = f.take_or("error", "");
+            if f.take("password").is_some_and(|v| v == "true") {
+                vec![format!(
+                    "{id}: {pool}/{user}@{peer} password authentication failed"
+                )]
+            } else {
+                vec![format!(
+                    "{id}: {pool}/{user}@{peer} login failed: db={db} user={user} error={}",
+                    quoted(&error)
+                )]
+            }
+        }
+        // Refusals PgBouncer logs before it has looked up the login's pool.
+        "no such user" => {
+            let id = client_id(f);
+            let peer = f.take_or("peer", "unix");
+            let user = f.take_or("user", "");
+            vec![format!("{id}: (nodb)/(nouser)@{peer} no such user: {user}")]
+        }
+        "unsupported startup parameter" => {
+            let id = client_id(f);
+            let peer = f.take_or("peer", "unix");
+            let (name, value) = (f.take_or("name", ""), f.take_or("value", ""));
             vec![format!(
-                "{id}: {pool}/{user}@{peer} login failed: db={db} user={user} error={}",
-                quoted(&error)
+                "{id}: (nodb)/(nouser)@{peer} unsupported startup parameter: {name}={value}"
             )]
         }
-        "pooler error" | "client error" => {
+        // The server's error on a login it refused; PgBouncer's line names no connection.
+        "server login failed" => {
+            let severity = f.take_or("severity", "");
             let error = f.take_or("error", "");
+            for k in ["db", "user", "addr"] {
+                f.take(k);
+            }
+            vec![format!("server login failed: {severity} {error}")]
+        }
+        "pooler error" | "client error" => {
+            // PgBouncer's words where they differ from the message the client got.
+            let error = match f.take("reason") {
+                Some(reason) => {
+                    f.take("error");
+                    f.take("source");
+                    reason
+                }
+                None => f.take_or("error", ""),
+            };
             if f.pairs.iter().any(|(k, _)| *k == "id") {
                 let id = client_id(f);
                 let peer = f.take_or("peer", "unix");

@@ -7,6 +7,7 @@
 //! level enabled): no String per login for a line nobody keeps (a refused login's user and
 //! database names excepted, copied out of its startup packet for its lines).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -29,6 +30,9 @@ pub(super) struct Tag {
     /// The user and database the client asked for, once known: set from the startup packet
     /// only when the login is refused, from the session's registry entry otherwise.
     names: Option<(Arc<str>, Arc<str>)>,
+    /// Its login attempt line is written (a login that fails after it, at its first server
+    /// login, has no second one).
+    attempted: AtomicBool,
 }
 
 impl Tag {
@@ -44,6 +48,7 @@ impl Tag {
             port: listen_port,
             since: Instant::now(),
             names: None,
+            attempted: AtomicBool::new(false),
         }
     }
 
@@ -55,7 +60,13 @@ impl Tag {
             port: info.port,
             since: Instant::now(),
             names: Some((Arc::clone(&info.user), Arc::clone(&info.database))),
+            attempted: AtomicBool::new(false),
         }
+    }
+
+    /// Its login attempt line was written.
+    pub(super) fn attempt_logged(&self) {
+        self.attempted.store(true, Ordering::Relaxed);
     }
 
     /// The user and database the client asked for.
@@ -95,13 +106,18 @@ impl Tag {
         let (user, db) = self.names();
         let who = format_args!("{user}@{db}");
         let (id, nodb) = (self.id, self.nodb(error));
-        if s.log_connections && self.names.is_some() {
+        before_attempt(&peer, id, error);
+        let attempted = self.attempted.load(Ordering::Relaxed);
+        if s.log_connections && self.names.is_some() && !attempted {
             let tls = tls();
             let tls = TlsText(tls.as_ref());
             tracing::info!(%peer, %who, db, id, nodb, %tls, "login attempt: refused");
         }
         if error.is_auth_failure() {
-            tracing::warn!(%peer, %who, user, id, nodb, error = %error, "login failed");
+            // A password or SCRAM exchange that failed (PgBouncer's ERROR line has words of
+            // its own for it).
+            let password = matches!(error, Error::AuthFailed { .. }).then_some(true);
+            tracing::warn!(%peer, %who, user, id, nodb, password, error = %error, "login failed");
         }
         if s.log_disconnections && !error.is_disconnect() {
             let age = self.since.elapsed().as_secs();
@@ -131,14 +147,16 @@ impl Tag {
         let (user, db) = self.names();
         let who = format_args!("{user}@{db}");
         let (id, nodb) = (self.id, self.nodb(error));
+        // PgBouncer's words for the error where they differ (as in the closing line).
+        let reason = error.close_reason();
         match error.fault() {
             Fault::Client => {
-                tracing::info!(%peer, %who, db, id, nodb, error = %error, "client error")
+                tracing::info!(%peer, %who, db, id, nodb, error = %error, reason, "client error")
             }
             Fault::Server | Fault::Internal if config.settings.log_pooler_errors => {
                 // Left out when there is none (PgBouncer's line has nothing after the error).
                 let source = std::error::Error::source(error).map(tracing::field::debug);
-                tracing::warn!(%peer, %who, db, id, nodb, error = %error, source, "pooler error")
+                tracing::warn!(%peer, %who, db, id, nodb, error = %error, reason, source, "pooler error")
             }
             _ => {}
         }
@@ -150,6 +168,24 @@ impl Tag {
             Some((user, db)) => (user, db),
             None => ("(nouser)", "(nodb)"),
         }
+    }
+}
+
+/// PgBouncer's line of a refusal that comes before the login attempt's, as PgBouncer 1.18
+/// writes it before it has a pool for the client (live: `(nodb)/(nouser)`, whatever the
+/// login named): a user not in the auth file (`no such user`), a startup parameter it does not
+/// take (a warning, with the parameter's value).
+fn before_attempt(peer: &PeerText<'_>, id: u64, error: &Error) {
+    match error {
+        Error::AuthFailed {
+            user,
+            unknown: true,
+            ..
+        } => tracing::info!(%peer, id, user, "no such user"),
+        Error::UnsupportedStartupParameter { name, value } => {
+            tracing::warn!(%peer, id, name, value, "unsupported startup parameter")
+        }
+        _ => {}
     }
 }
 

@@ -305,6 +305,9 @@ async fn start(
         .get("database")
         .filter(|d| !d.is_empty())
         .unwrap_or(user);
+    if !admin::is_admin_database(database) {
+        params::refuse_unsupported(&startup.params, config)?;
+    }
     let ctx = login_context(conn, client_tls, tag, shared, config);
     let started = async {
         if admin::is_admin_database(database) && !user.is_empty() {
@@ -389,6 +392,7 @@ async fn start(
             let db = &*route.database;
             let who = format_args!("{}@{db}", route.client_user);
             tracing::info!(%peer, %who, db, id = guard.info.id, %tls, "login attempt: ok");
+            ctx.tag.attempt_logged();
         }
         let registration = shared.cancels.register(&guard.info);
         let stats = shared.stats.pool(&route.key.db, &route.key.user);

@@ -33,9 +33,11 @@ pub(super) fn settle(startup: &mut StartupParams, config: &Config) -> Result<(),
             ("database", _) => return Err(Error::UnknownDatabase(escaped(&value))),
             (_, "application_name") => startup.params.push((name, printable_ascii(&value))),
             (_, lower) if dropped(lower, config) => {}
-            (_, "options" | "replication") => return Err(Error::UnsupportedStartupParameter(name)),
+            (_, "options" | "replication") => {
+                return Err(super::params::unsupported(&name, &escaped(&value)))
+            }
             _ if !super::params::is_guc_name(&name) => {
-                return Err(Error::UnsupportedStartupParameter(name))
+                return Err(super::params::unsupported(&name, &escaped(&value)))
             }
             (_, lower) if ASCII_VALUED.contains(&lower) => {
                 let value = escaped(&value);

@@ -37,6 +37,64 @@ impl<'a> Tracked<'a> {
 /// Startup parameters that are not GUCs or that pgporter consumes itself.
 const CONSUMED: &[&str] = &["user", "database"];
 
+/// What becomes of a startup parameter (`lower`: its name in lower case).
+#[derive(Debug, PartialEq, Eq)]
+enum Taken {
+    /// Refused: `unsupported startup parameter`.
+    Refused,
+    /// Consumed, ignored or meaningless here.
+    Skipped,
+    /// SET on the server connection.
+    Set,
+}
+
+fn taken(name: &str, lower: &str, value: &str, ignored: &[String]) -> Taken {
+    if lower == "replication" {
+        return match wants_replication(value) {
+            true => Taken::Refused,
+            false => Taken::Skipped,
+        };
+    }
+    // `_pq_.` protocol options were declined in NegotiateProtocolVersion.
+    // PostgreSQL sets session_authorization to the login user whatever the packet says.
+    if lower == "session_authorization"
+        || CONSUMED.contains(&lower)
+        || ignored.iter().any(|i| i == lower)
+        || lower.starts_with("_pq_.")
+    {
+        return Taken::Skipped;
+    }
+    if lower == "options" || !is_guc_name(name) {
+        return Taken::Refused;
+    }
+    Taken::Set
+}
+
+/// The error of a startup parameter pgporter does not take.
+pub(super) fn unsupported(name: &str, value: &str) -> Error {
+    Error::UnsupportedStartupParameter {
+        name: name.to_string(),
+        value: value.to_string(),
+    }
+}
+
+/// Refuse a startup packet with a parameter pgporter does not take, before authentication
+/// and before its user and database are looked at, as PgBouncer 1.18 does (its log lines
+/// name nobody: `(nodb)/(nouser)`, and there is no login attempt line).
+pub(super) fn refuse_unsupported(
+    params: &[(String, String)],
+    config: &Config,
+) -> Result<(), Error> {
+    let ignored = &config.settings.ignore_startup_parameters;
+    for (name, value) in params {
+        let lower = name.to_ascii_lowercase();
+        if taken(name, &lower, value, ignored) == Taken::Refused {
+            return Err(unsupported(name, value));
+        }
+    }
+    Ok(())
+}
+
 /// `replication` asking for a replication connection (walsender), which a pooler cannot serve
 /// (PgBouncer 1.18 refuses it too); `false` / `off` / `no` / `0` ask for an ordinary session.
 fn wants_replication(value: &str) -> bool {
@@ -79,25 +137,10 @@ impl ClientParams {
             {
                 return Err(Error::IdentitySpoof);
             }
-            if lower == "replication" {
-                if wants_replication(value) {
-                    return Err(Error::UnsupportedStartupParameter(name.clone()));
-                }
-                continue;
-            }
-            // `_pq_.` protocol options were declined in NegotiateProtocolVersion.
-            // PostgreSQL sets it to the login user whatever the packet says.
-            if lower == "session_authorization" {
-                continue;
-            }
-            if CONSUMED.contains(&lower.as_str())
-                || ignored.contains(&lower)
-                || lower.starts_with("_pq_.")
-            {
-                continue;
-            }
-            if lower == "options" || !is_guc_name(name) {
-                return Err(Error::UnsupportedStartupParameter(name.clone()));
+            match taken(name, &lower, value, ignored) {
+                Taken::Refused => return Err(unsupported(name, value)),
+                Taken::Skipped => continue,
+                Taken::Set => {}
             }
             let mut value = value.clone();
             if lower == "application_name" {

@@ -412,3 +412,93 @@ fn names_holding_an_at_sign_split_as_pgbouncer_prints_them() {
          login failed: db=x@y user=a@b error=\"password authentication failed\"\n"
     );
 }
+
+#[test]
+fn refusals_and_failed_server_logins_have_pgbouncers_words() {
+    // PgBouncer 1.18, live (auth_type = scram-sha-256, a user not in the auth file, then a
+    // wrong password): `LOG C-0x55f68df999d0: (nodb)/(nouser)@127.0.0.1:56004 no such user:
+    // nobody`, `ERROR C-0x55f68df999d0: (nodb)/nobody@127.0.0.1:56004 password authentication
+    // failed`, `WARNING C-0x55f68df999d0: (nodb)/nobody@127.0.0.1:56004 pooler error: SASL
+    // authentication failed`.
+    let peer = ("peer", "127.0.0.1:56004");
+    assert_eq!(
+        line(
+            Level::INFO,
+            "no such user",
+            &[peer, ("id", "1"), ("user", "nobody")]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1: (nodb)/(nouser)@127.0.0.1:56004 \
+         no such user: nobody\n"
+    );
+    let named = [peer, ("who", "nobody@app"), ("user", "nobody"), ("id", "1")];
+    let failed = [
+        &named[..],
+        &[
+            ("nodb", "true"),
+            ("password", "true"),
+            (
+                "error",
+                "password authentication failed for user \"nobody\"",
+            ),
+        ],
+    ]
+    .concat();
+    assert_eq!(
+        line(Level::WARN, "login failed", &failed),
+        "2026-11-27 20:32:51.618 UTC [27117] ERROR C-0x1: (nodb)/nobody@127.0.0.1:56004 \
+         password authentication failed\n"
+    );
+    let error = [
+        &named[..],
+        &[
+            ("nodb", "true"),
+            (
+                "error",
+                "password authentication failed for user \"nobody\"",
+            ),
+            ("reason", "SASL authentication failed"),
+        ],
+    ]
+    .concat();
+    assert_eq!(
+        line(Level::INFO, "client error", &error),
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x1: (nodb)/nobody@127.0.0.1:56004 \
+         pooler error: SASL authentication failed\n"
+    );
+    // `WARNING C-0x55f68df99c30: (nodb)/(nouser)@127.0.0.1:56048 unsupported startup
+    // parameter: options=-c work_mem=64kB`.
+    assert_eq!(
+        line(
+            Level::WARN,
+            "unsupported startup parameter",
+            &[
+                ("peer", "127.0.0.1:56048"),
+                ("id", "2"),
+                ("name", "options"),
+                ("value", "-c work_mem=64kB")
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING C-0x2: (nodb)/(nouser)@127.0.0.1:56048 \
+         unsupported startup parameter: options=-c work_mem=64kB\n"
+    );
+    // `WARNING server login failed: FATAL password authentication failed for user
+    // "wrongsrv"`: no connection named.
+    assert_eq!(
+        line(
+            Level::WARN,
+            "server login failed",
+            &[
+                ("db", "app"),
+                ("user", "wrongsrv"),
+                ("addr", "127.0.0.1:10200"),
+                ("severity", "FATAL"),
+                (
+                    "error",
+                    "password authentication failed for user \"wrongsrv\""
+                )
+            ]
+        ),
+        "2026-11-27 20:32:51.618 UTC [27117] WARNING server login failed: FATAL password \
+         authentication failed for user \"wrongsrv\"\n"
+    );
+}

@@ -312,7 +312,7 @@ impl Pool {
             settings.dial,
             Some(login),
             || self.limits.config().settings.routing.failover_wait_timeout,
-            |addr, e| self.log_failed_login(addr, e, since),
+            |addr, e| self.log_failed_login(addr, e, since, login.seen().local),
         )
         .await?;
         login.logged_in(conn.pid());

@@ -161,9 +161,6 @@ impl Pool {
 }
 
 impl Pool {
-    /// A server connection that did not log in (to `addr`, dialled `since`): PgBouncer's
-    /// `closing because: connect failed` / `login failed` line with log_disconnections. It had
-    /// no backend, so no pid: its id is `S-0x0`.
     /// A server login given up by KILL of its database: PgBouncer 1.18's `closing because:
     /// database removed` line with log_disconnections (checked live, the login held by a
     /// stopped postmaster); with its backend's pid if PostgreSQL had sent it.
@@ -184,13 +181,33 @@ impl Pool {
         }
     }
 
+    /// A server connection that did not log in (to `addr`, dialled `since`, from `local`):
+    /// PgBouncer 1.18's lines (live). A login the server refused was connected: its `new
+    /// connection to server` line (log_connections), then the server's error on a `server
+    /// login failed` warning; then, for any failure, its `closing because: connect failed` /
+    /// `login failed` line (log_disconnections). It had no backend, so no pid: its id is
+    /// `S-0x0`.
     pub(super) fn log_failed_login(
         &self,
         addr: &crate::server::ServerAddr,
         error: &ServerError,
         since: tokio::time::Instant,
+        local: Option<std::net::SocketAddr>,
     ) {
-        if self.limits.config().settings.log_disconnections {
+        let settings = &self.limits.config().settings;
+        if let ServerError::Rejected(fields) = error {
+            let (db, user) = (&self.key.db, &self.key.user);
+            if settings.log_connections {
+                let local: &dyn std::fmt::Display = match &local {
+                    Some(a) => a,
+                    None => &"unix",
+                };
+                tracing::info!(db = %db, user = %user, addr = %addr, %local, "new connection to server");
+            }
+            let (severity, error) = (fields.severity(), fields.message());
+            tracing::warn!(db = %db, user = %user, addr = %addr, severity, error, "server login failed");
+        }
+        if settings.log_disconnections {
             let (db, user) = (&self.key.db, &self.key.user);
             let (reason, age) = (error.close_reason(), since.elapsed().as_secs());
             tracing::info!(db = %db, user = %user, addr = %addr, reason, error = %error, age, "server closed");

@@ -114,7 +114,7 @@ async fn pgbouncer_log_format_of_the_real_binary() {
         "the failed login, a stats line, the idle server's close",
         || async {
             let l = log();
-            l.contains("login failed: ")
+            l.contains(" ERROR C-0x")
                 && l.contains(" LOG stats: ")
                 && l.contains("closing because: server idle timeout")
         },
@@ -236,12 +236,10 @@ async fn pgbouncer_log_format_of_the_real_binary() {
             }),
         ),
         (
-            "login failed",
-            has("WARNING", &|m| {
+            "password authentication failed",
+            has("ERROR", &|m| {
                 object(m).is_some_and(|(k, d, u, t)| {
-                    k == 'C'
-                        && (d, u) == (&db, &user)
-                        && t.starts_with(&format!("login failed: db={db} user={user} "))
+                    k == 'C' && (d, u) == (&db, &user) && t == "password authentication failed"
                 })
             }),
         ),
@@ -340,7 +338,13 @@ fn pgbadger_reads(log: &std::path::Path, db: &str) {
     );
     let errors = report["pgb_error_info"].as_object().expect("errors");
     assert!(
-        errors.keys().any(|k| k.contains("login failed")),
+        // As on PgBouncer's log: its ERROR line and its pooler error.
+        errors
+            .keys()
+            .any(|k| k.contains("ERROR:  password authentication failed"))
+            && errors
+                .keys()
+                .any(|k| k.contains("pooler error: SASL authentication failed")),
         "errors: {errors:?}"
     );
 }

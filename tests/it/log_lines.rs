@@ -15,14 +15,14 @@ use crate::support::process::write_config;
 use crate::support::raw::RawClient;
 
 /// The real binary with log_format = pgbouncer and `rest`, logging to `p.log` in its dir.
-struct Logged {
+pub(crate) struct Logged {
     _child: KillOnDrop,
     dir: tempfile::TempDir,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Logged {
-    async fn start(db: &str, user: &str, pg_port: u16, rest: &str) -> Logged {
+    pub(crate) async fn start(db: &str, user: &str, pg_port: u16, rest: &str) -> Logged {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         write_config(
@@ -55,13 +55,13 @@ impl Logged {
         logged
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("p.log")).unwrap_or_default()
     }
 
     /// The messages (after the level) of the lines at `level` of the client or server
     /// object (`C` or `S`) whose text starts with `text`, and those lines' ids.
-    fn lines(&self, level: &str, kind: char, text: &str) -> Vec<(String, String)> {
+    pub(crate) fn lines(&self, level: &str, kind: char, text: &str) -> Vec<(String, String)> {
         let log = self.log();
         log.lines()
             .filter_map(split)
@@ -75,7 +75,7 @@ impl Logged {
     }
 
     /// Wait until `n` lines at `level` of `kind` start with `text`; those lines.
-    async fn await_lines(
+    pub(crate) async fn await_lines(
         &self,
         n: usize,
         level: &str,
@@ -171,21 +171,12 @@ async fn refused_logins_have_pgbouncers_lines() {
         async move { tokio_postgres::connect(&connstring, tokio_postgres::NoTls).await }
     };
     assert!(
-        connect(&user, "wrong", &db).await.is_err(),
-        "a wrong password got in"
-    );
-    assert!(
         connect(&user, "pw", "nosuchdb").await.is_err(),
         "no such database got in"
     );
     assert!(
         connect(&rejected, "pw", &db).await.is_err(),
         "hba reject got in"
-    );
-    let nobody = cluster.unique_name("llnobody");
-    assert!(
-        connect(&nobody, "pw", &db).await.is_err(),
-        "an unknown user got in"
     );
     // A user name that is not UTF-8: PgBouncer's unknown user (it takes any bytes).
     let mut bytes = RawClient::connect(porter.addr).await;
@@ -233,7 +224,7 @@ async fn refused_logins_have_pgbouncers_lines() {
     );
     drop(held);
     porter
-        .await_lines(7, "WARNING", 'C', "pooler error: ")
+        .await_lines(5, "WARNING", 'C', "pooler error: ")
         .await;
     let log = porter.log();
     // Each refused login's lines, by its id, in order: level, `db/user`, and the text after
@@ -275,33 +266,18 @@ async fn refused_logins_have_pgbouncers_lines() {
         assert!(at("LOG", &closing).is_some(), "{error}: {log}");
         id.clone()
     };
-    let named = format!("{db}/{user}");
-    let wrong = refused(
-        &format!("password authentication failed for user \"{user}\""),
-        "SASL authentication failed",
-        &named,
-        true,
-    );
-    // Its login failed line names the same connection, after its login attempt.
-    let failed = porter.lines("WARNING", 'C', "login failed: ");
-    assert!(failed.iter().any(|(id, _)| *id == wrong), "{log}");
+    // A wrong password and an unknown user: log_lines_login.rs.
     refused(
         "no such database: nosuchdb",
         "no such database: nosuchdb",
         &format!("(nodb)/{user}"),
         true,
     );
+    // The pooler error line has PgBouncer's words too (live: `pooler error: login rejected`).
     refused(
-        "pg_hba.conf rejects",
+        "login rejected",
         "login rejected",
         &format!("{db}/{rejected}"),
-        true,
-    );
-    let unknown = format!("password authentication failed for user \"{nobody}\"");
-    refused(
-        &unknown,
-        "SASL authentication failed",
-        &format!("(nodb)/{nobody}"),
         true,
     );
     refused(

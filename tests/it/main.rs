@@ -25,6 +25,7 @@ mod limits;
 mod lobby;
 mod log_format;
 mod log_lines;
+mod log_lines_login;
 mod login_edges;
 mod login_wait;
 mod login_wait_pause;
