@@ -91,9 +91,12 @@ impl CancelRegistry {
                 ..key
             },
         };
-        let session = self.map.get(&local).map(|s| Arc::clone(&s));
+        let Some(session) = self.map.get(&local).map(|s| Arc::clone(&s)) else {
+            tracing::debug!("cancel request for an unknown or idle session ignored");
+            return;
+        };
         // In flight until delivered: the session does not give the connection back before.
-        let target = session.map_or(CancelTarget::Nothing, |s| s.begin_cancel());
+        let target = session.begin_cancel();
         let (link, _in_flight) = match target {
             CancelTarget::Server(link, in_flight) => (link, in_flight),
             CancelTarget::Waiting => {
@@ -110,8 +113,17 @@ impl CancelRegistry {
             pid: link.pid,
             secret: link.secret,
         };
+        let since = tokio::time::Instant::now();
         if let Err(e) = send_cancel(&addr, server_key, connect_timeout(config)).await {
-            tracing::warn!(server = %addr, error = %e, "could not forward cancel request");
+            if config.settings.log_disconnections {
+                // PgBouncer 1.18's line for its cancel connection (live: `closing because:
+                // connect failed`, named by the pool of the query it was to cancel).
+                let (db, user) = (&session.database, &session.pool_user);
+                let (reason, age) = (e.close_reason(), since.elapsed().as_secs());
+                tracing::info!(db = %db, user = %user, addr = %addr, reason, error = %e, age, "server closed");
+            } else {
+                tracing::warn!(server = %addr, error = %e, "could not forward cancel request");
+            }
         }
     }
 

@@ -1,10 +1,16 @@
-//! `log_format = pgbouncer`: the lines of refused logins and of a server login the server
-//! refuses, compared whole, in order, with PgBouncer 1.18's (captured live with the same
-//! clients; quoted at each test).
+//! `log_format = pgbouncer`: the lines of refused logins, of a server login the server
+//! refuses and of a cancel request whose connection fails, compared whole, in order, with
+//! PgBouncer 1.18's (captured live with the same clients; quoted at each test).
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::log_format::{object, split};
 use crate::log_lines::Logged;
+use crate::ops::eventually;
+use crate::support::checks::backend_running_as;
 use crate::support::cluster;
+use crate::support::raw::RawClient;
 
 /// The lines of the connection `id` (`C-0x..` or `S-0x..`), in order, as `LEVEL db/user
 /// text`, each closing line's `(age=..)` left out (a loaded machine may take a second).
@@ -195,4 +201,73 @@ async fn a_refused_server_login_writes_pgbouncers_lines() {
         log.contains(&format!(" WARNING {failed}\n")),
         "the line is PgBouncer's, nothing after the error: {log}"
     );
+}
+
+/// A forwarder to PostgreSQL that stops taking connections when `stop` is dropped (those it
+/// took go on).
+async fn forwarder(pg: u16) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                accepted = listener.accept() => {
+                    let Ok((mut client, _)) = accepted else { return };
+                    tokio::spawn(async move {
+                        if let Ok(mut server) = TcpStream::connect(("127.0.0.1", pg)).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                }
+            }
+        }
+    });
+    (port, stop)
+}
+
+/// A cancel request whose connection to the server is refused. PgBouncer 1.18 (live, its
+/// server reached through a forwarder that then stopped listening): `LOG S-0x55f68dfa10b0:
+/// fwd/alice@127.0.0.1:10203 closing because: connect failed (age=0s)`, the pool's
+/// database and user (PgBouncer tries again each second; pgporter once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_whose_connect_fails_writes_a_connect_failed_line() {
+    let cluster = cluster().await;
+    let (user, db) = cluster.owner_and_db("lg", "lgdb").await;
+    let (port, stop) = forwarder(cluster.port()).await;
+    let porter = Logged::start(
+        &db,
+        &user,
+        cluster.port(),
+        &format!("[databases]\nlgfwd = host=127.0.0.1 port={port} dbname={db}\n"),
+    )
+    .await;
+    let mut busy = RawClient::login(porter.addr, &user, "pw", "lgfwd").await;
+    busy.query("select pg_sleep(30)").await;
+    let su = cluster.superuser_client().await;
+    let pid = backend_running_as(&su, &user, "pg_sleep(30)").await;
+    drop(stop);
+    eventually("the forwarder stopped listening", || async {
+        TcpStream::connect(("127.0.0.1", port)).await.is_err()
+    })
+    .await;
+    let (key_pid, secret) = busy.key.expect("BackendKeyData");
+    let mut cancel = TcpStream::connect(porter.addr).await.expect("connect");
+    let mut packet = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    packet.extend_from_slice(&key_pid.to_be_bytes());
+    packet.extend_from_slice(&secret.to_be_bytes());
+    cancel.write_all(&packet).await.expect("cancel request");
+    let _ = cancel.read(&mut [0u8; 1]).await;
+    let text = "closing because: connect failed (age=";
+    let lines = porter.await_lines(1, "LOG", 'S', text).await;
+    let log = porter.log();
+    assert_eq!(
+        lines[0].1,
+        format!("S-0x0: lgfwd/{user}@127.0.0.1:{port} {text}0s)"),
+        "{log}"
+    );
+    su.execute("select pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("terminate");
 }
