@@ -414,20 +414,18 @@ fn relay_session<'a>(
             ) < reconnect_before;
         match end {
             Ok(end @ (RelayEnd::Terminate | RelayEnd::ClientGone | RelayEnd::Unexpected(_))) => {
-                let reusable = tracker.is_idle()
-                    && state.ahead == 0
-                    && !state.cut_short
-                    && cancels_settled
-                    && !stale
-                    && !role_changed;
+                let clean =
+                    tracker.is_idle() && state.ahead == 0 && !state.cut_short && cancels_settled;
                 // Named prepared statements a transaction-mode client leaves open would meet the
                 // next client's of the same name.
                 let reset = session.statements_open().then_some("DEALLOCATE ALL");
                 if matches!(end, RelayEnd::ClientGone) && !tracker.is_idle() {
                     // Closed as a release would close it, in PgBouncer's words for the case.
                     pool.discard(server, GONE_BUSY).await;
+                } else if clean && (stale || role_changed) {
+                    pool.discard(server, CLOSE_NEEDED).await;
                 } else {
-                    pool.release_with(server, reusable, tracker.exact(), reset)
+                    pool.release_with(server, clean, tracker.exact(), reset)
                         .await;
                 }
                 match end {
@@ -437,8 +435,12 @@ fn relay_session<'a>(
                 }
             }
             Ok(RelayEnd::TransactionEnd) => {
-                let reusable = !state.cut_short && cancels_settled && !stale && !role_changed;
-                pool.release(server, reusable, tracker.exact()).await;
+                let clean = !state.cut_short && cancels_settled;
+                if clean && (stale || role_changed) {
+                    pool.discard(server, CLOSE_NEEDED).await;
+                } else {
+                    pool.release(server, clean, tracker.exact()).await;
+                }
                 Ok(After::NextRequest)
             }
             Ok(RelayEnd::ClientError(e)) => {
@@ -523,6 +525,10 @@ fn relay_session<'a>(
 
 /// PgBouncer's reason for a server connection closed in an unknown state.
 const UNCLEAN: &str = "unclean server";
+/// PgBouncer's reason for a server connection marked to be closed when its client is done
+/// with it (live, PgBouncer 1.18: after RECONNECT); pgporter's role change (a promotion or
+/// demotion seen on the connection) marks it the same way.
+const CLOSE_NEEDED: &str = "close_needed";
 /// PgBouncer's reason for a server connection whose client went away (EOF, reset) in the
 /// middle of a request.
 const GONE_BUSY: &str = "client disconnect while server was not ready";

@@ -1,6 +1,7 @@
 //! `log_format = pgbouncer`: the lines of refused logins, of a server login the server
-//! refuses and of a cancel request whose connection fails, compared whole, in order, with
-//! PgBouncer 1.18's (captured live with the same clients; quoted at each test).
+//! refuses, of a cancel request whose connection fails and of a server connection RECONNECT
+//! marked, compared whole, in order, with PgBouncer 1.18's (captured live with the same
+//! clients; quoted at each test).
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -270,4 +271,43 @@ async fn a_cancel_whose_connect_fails_writes_a_connect_failed_line() {
     su.execute("select pg_terminate_backend($1)", &[&pid])
         .await
         .expect("terminate");
+}
+
+/// A server connection its client holds when RECONNECT comes, closed when the client is done
+/// with it. PgBouncer 1.18 (live, session mode): `LOG S-0x55f68dfa10b0: app/alice@127.0.0.1:10200
+/// closing because: close_needed (age=0s)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_reconnect_marked_closes_as_close_needed() {
+    let cluster = cluster().await;
+    let (user, db) = cluster.owner_and_db("lg", "lgdb").await;
+    let porter = Logged::start(&db, &user, cluster.port(), "").await;
+    let connect = |db: &str| {
+        let connstring = format!(
+            "host=127.0.0.1 port={} user={user} password=pw dbname={db} sslmode=disable",
+            porter.addr.port()
+        );
+        async move {
+            let (client, conn) = tokio_postgres::connect(&connstring, tokio_postgres::NoTls)
+                .await
+                .expect("login");
+            tokio::spawn(conn);
+            client
+        }
+    };
+    let client = connect(&db).await;
+    client.simple_query("select 1").await.expect("select 1");
+    let admin = connect("pgbouncer").await;
+    admin
+        .simple_query(&format!("RECONNECT {db}"))
+        .await
+        .expect("RECONNECT");
+    client.simple_query("select 2").await.expect("select 2");
+    drop(client);
+    let closed = porter
+        .await_lines(1, "LOG", 'S', "closing because: close_needed (age=")
+        .await;
+    let log = porter.log();
+    let opened = porter.lines("LOG", 'S', "new connection to server");
+    assert!(opened.iter().any(|(id, _)| *id == closed[0].0), "{log}");
+    assert!(!log.contains("unclean server"), "{log}");
 }
