@@ -10,6 +10,7 @@ mod lex;
 #[cfg(test)]
 mod proptests;
 mod redact;
+mod tx_hints;
 mod writer;
 
 use std::future::poll_fn;
@@ -25,6 +26,7 @@ use crate::config::AuditSettings;
 pub use classify::is_read_only;
 pub use event::{AuditEvent, Outcome, SessionEnd, SessionInfo, StatementEvent};
 pub use redact::redact;
+pub use tx_hints::{tx_hints, TxHints};
 
 /// What the writer thread is asked to do.
 #[derive(Debug)]
