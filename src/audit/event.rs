@@ -45,6 +45,23 @@ pub struct StatementEvent {
     pub truncated: bool,
     pub outcome: Outcome,
     pub duration: Duration,
+    /// The session's transaction it ran in (counted from 1; None: it did not run, as a
+    /// statement refused by pgporter), and the last one if its statements reached into later
+    /// ones (a simple Query with a COMMIT or ROLLBACK before its end).
+    pub xact: Option<u64>,
+    pub xact_last: Option<u64>,
+}
+
+/// A transaction with a logged statement ended.
+#[derive(Debug, Clone)]
+pub struct TransactionEnd {
+    pub session: Arc<SessionInfo>,
+    pub backend_pid: i32,
+    pub xact: u64,
+    /// `commit`, `rollback`, `prepared` or `unknown`.
+    pub outcome: &'static str,
+    /// ROLLBACK TO SAVEPOINT statements that ran in it.
+    pub savepoint_rollbacks: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +85,7 @@ pub enum AuditEvent {
         backend_host: Option<String>,
     },
     Statement(StatementEvent),
+    TransactionEnd(TransactionEnd),
     SessionEnd(SessionEnd),
     AuthFailure {
         user: String,
@@ -115,6 +133,19 @@ impl AuditEvent {
                 o.bool("truncated", s.truncated);
                 o.outcome(&s.outcome);
                 o.num("duration_ms", s.duration.as_secs_f64() * 1000.0);
+                o.opt_num("xact", s.xact);
+                if let Some(last) = s.xact_last {
+                    o.num("xact_last", last);
+                }
+            }
+            AuditEvent::TransactionEnd(t) => {
+                o.str("event", "transaction_end").str("time", &rfc3339(at));
+                o.num("session_id", t.session.session_id);
+                o.str("client_user", &t.session.client_user);
+                o.str("database", &t.session.database);
+                o.num("backend_pid", t.backend_pid);
+                o.num("xact", t.xact).str("outcome", t.outcome);
+                o.num("savepoint_rollbacks", t.savepoint_rollbacks);
             }
             AuditEvent::SessionEnd(e) => {
                 o.str("event", "session_end").str("time", &rfc3339(at));

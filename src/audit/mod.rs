@@ -24,7 +24,7 @@ use tokio_util::sync::PollSender;
 use crate::config::AuditSettings;
 
 pub use classify::is_read_only;
-pub use event::{AuditEvent, Outcome, SessionEnd, SessionInfo, StatementEvent};
+pub use event::{AuditEvent, Outcome, SessionEnd, SessionInfo, StatementEvent, TransactionEnd};
 pub use redact::redact;
 pub use tx_hints::{tx_hints, TxHints};
 

@@ -19,6 +19,7 @@ mod statements;
 mod tap;
 mod tracker;
 mod watchdog;
+mod xact;
 
 use std::sync::Arc;
 

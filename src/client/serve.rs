@@ -59,6 +59,8 @@ pub(super) struct TxnState {
     /// The texts of its named statements, for the audit log (a Bind in a later transaction
     /// names the statement only).
     audited: super::statements::Named,
+    /// The session's transactions so far (the audit log numbers them).
+    xacts: u64,
     /// The session tag, asked for at every transaction.
     tag: std::sync::Mutex<Option<TagUnder>>,
 }
@@ -322,7 +324,7 @@ fn relay_session<'a>(
         // its statements are in pgporter's record only.
         if let Some(txn) = &mut session.txn {
             if let Some(audit) = &mut state.audit {
-                audit.resume(std::mem::take(&mut txn.audited));
+                audit.resume(std::mem::take(&mut txn.audited), txn.xacts);
             }
             match txn.renamed.take() {
                 Some(client) => {
@@ -366,6 +368,7 @@ fn relay_session<'a>(
             tally.statements += a.count;
             if let Some(txn) = &mut session.txn {
                 txn.audited = a.take_prepared();
+                txn.xacts = a.xacts_counted();
             }
             if let Some(sender) = &mut state.sender {
                 while let Some(ev) = a.events.pop_front() {

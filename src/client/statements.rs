@@ -10,9 +10,14 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::audit::{self, AuditEvent, Outcome, SessionInfo, StatementEvent};
+use crate::audit::{self, AuditEvent, Outcome, SessionInfo, StatementEvent, TxHints};
 use crate::config::AuditStatements;
 use crate::protocol::{backend, frontend};
+
+use super::xact::Xacts;
+
+#[path = "statements_xact.rs"]
+mod xact_events;
 
 /// Statement text as logged: redacted, truncated, and whether it is logged at all.
 #[derive(Debug, Clone)]
@@ -20,6 +25,8 @@ struct Text {
     sql: Arc<str>,
     truncated: bool,
     log: bool,
+    /// Its transaction control, to read its ROLLBACK tags (see [`super::xact`]).
+    tx: TxHints,
 }
 
 #[derive(Debug)]
@@ -32,6 +39,11 @@ enum InFlight {
         tags: Vec<String>,
         rows: u64,
         error: Option<String>,
+        /// The transactions it ran in: the first and the last (a simple Query's statements
+        /// may end one and begin another).
+        xact: Option<(u64, u64)>,
+        /// COMMIT and ROLLBACK tags answered so far.
+        ends: u32,
     },
     Sync,
 }
@@ -63,6 +75,8 @@ pub(super) struct StatementAudit {
     /// DataRows answering the Execute in progress (a suspended portal's rows: its
     /// PortalSuspended carries no count).
     data_rows: u64,
+    /// The session's transactions, and which of them ended.
+    xacts: Xacts,
 }
 
 impl StatementAudit {
@@ -84,6 +98,7 @@ impl StatementAudit {
             empty: Arc::from(""),
             count: 0,
             data_rows: 0,
+            xacts: Xacts::default(),
         }
     }
 
@@ -93,14 +108,23 @@ impl StatementAudit {
             AuditStatements::All => true,
             AuditStatements::Write => more || !audit::is_read_only(sql),
         };
+        let tx = if more {
+            TxHints::UNCERTAIN
+        } else {
+            audit::tx_hints(sql)
+        };
         if !log {
             return Text {
                 sql: Arc::clone(&self.empty),
                 truncated: false,
                 log,
+                tx,
             };
         }
-        self.logged(sql, more)
+        Text {
+            tx,
+            ..self.logged(sql, more)
+        }
     }
 
     /// `sql` as logged: truncated and redacted.
@@ -111,6 +135,7 @@ impl StatementAudit {
             sql: Arc::from(audit::redact(&shown).as_ref()),
             truncated: more || cut < sql.len(),
             log: true,
+            tx: TxHints::default(),
         }
     }
 
@@ -204,7 +229,8 @@ impl StatementAudit {
             sqlstate: crate::error::Error::IdentitySpoof.sqlstate().to_string(),
             tags: Vec::new(),
         };
-        self.push_event(&text, extended, outcome, std::time::Duration::ZERO);
+        // Not sent to the server: it ran in no transaction.
+        self.push_event(&text, extended, outcome, std::time::Duration::ZERO, None);
     }
 
     fn push_event(
@@ -213,8 +239,11 @@ impl StatementAudit {
         extended: bool,
         outcome: Outcome,
         duration: std::time::Duration,
+        xact: Option<(u64, u64)>,
     ) {
         self.events.push_back(AuditEvent::Statement(StatementEvent {
+            xact: xact.map(|x| x.0),
+            xact_last: xact.filter(|x| x.1 != x.0).map(|x| x.1),
             session: Arc::clone(&self.session),
             backend_pid: self.pid,
             protocol: if extended { "extended" } else { "simple" },
@@ -258,6 +287,12 @@ impl StatementAudit {
             },
             truncated,
             log,
+            // Which definition runs is not known.
+            tx: if new.tx == old.tx {
+                new.tx
+            } else {
+                TxHints::UNCERTAIN
+            },
         }
     }
 
@@ -277,6 +312,7 @@ impl StatementAudit {
             sql: Arc::from(sql),
             truncated: false,
             log: self.mode != AuditStatements::None,
+            tx: TxHints::default(),
         }
     }
 
@@ -288,6 +324,8 @@ impl StatementAudit {
             tags: Vec::new(),
             rows: 0,
             error: None,
+            xact: None,
+            ends: 0,
         });
     }
 
@@ -296,6 +334,9 @@ impl StatementAudit {
         match tag {
             backend::COMMAND_COMPLETE => {
                 let extended = self.front_is_extended();
+                let tag_text = cstr(body.unwrap_or_default());
+                self.answered();
+                self.xact_tag(tag_text);
                 if let Some(InFlight::Stmt {
                     tags,
                     rows,
@@ -303,8 +344,7 @@ impl StatementAudit {
                     ..
                 }) = self.front_stmt()
                 {
-                    let tag_text =
-                        String::from_utf8_lossy(cstr(body.unwrap_or_default())).into_owned();
+                    let tag_text = String::from_utf8_lossy(tag_text).into_owned();
                     *rows += rows_of(&tag_text);
                     tags.push(tag_text);
                 }
@@ -314,6 +354,7 @@ impl StatementAudit {
             }
             backend::DATA_ROW if self.front_is_extended() => self.data_rows += 1,
             EMPTY_QUERY | PORTAL_SUSPENDED if self.front_is_extended() => {
+                self.answered();
                 let data_rows = self.data_rows;
                 if tag == PORTAL_SUSPENDED {
                     if let Some(InFlight::Stmt { tags, rows, .. }) = self.front_stmt() {
@@ -328,6 +369,8 @@ impl StatementAudit {
                     .and_then(backend::ErrorFields::parse)
                     .map_or_else(|| "XX000".to_string(), |f| f.code().to_string());
                 let extended = self.front_is_extended();
+                self.answered();
+                self.xacts.error();
                 if let Some(InFlight::Stmt { error, .. }) = self.front_stmt() {
                     error.get_or_insert(code);
                 }
@@ -345,12 +388,14 @@ impl StatementAudit {
                 }
             }
             backend::READY_FOR_QUERY => {
+                let status = body.and_then(<[u8]>::first).copied().unwrap_or(b'E');
                 // Portals end with their transaction: idle, none is left (the map stays small
                 // however many named portals a session binds).
-                if body.and_then(<[u8]>::first) == Some(&b'I') {
+                if status == b'I' {
                     self.portals.clear();
                 }
-                while let Some(item) = self.inflight.pop_front() {
+                while let Some(mut item) = self.inflight.pop_front() {
+                    self.place(&mut item);
                     match item {
                         InFlight::Sync => break,
                         stmt @ InFlight::Stmt {
@@ -362,9 +407,11 @@ impl StatementAudit {
                         stmt => self.emit(stmt),
                     }
                 }
+                self.xacts.ready(status);
             }
             _ => {}
         }
+        self.write_ended();
     }
 
     /// The server ignores `n` Syncs sent after the statement that started a COPY IN.
@@ -401,9 +448,16 @@ impl StatementAudit {
     }
 
     /// A transaction-mode session's next transaction: the statements it prepared in earlier
-    /// ones (named statements outlive transactions; a Bind of one names it only).
-    pub(super) fn resume(&mut self, prepared: Named) {
+    /// ones (named statements outlive transactions; a Bind of one names it only), and the
+    /// number of transactions it had.
+    pub(super) fn resume(&mut self, prepared: Named, xacts: u64) {
         self.prepared = prepared;
+        self.xacts = Xacts::resume(xacts);
+    }
+
+    /// Transactions the session had so far (carried to its next server connection).
+    pub(super) fn xacts_counted(&self) -> u64 {
+        self.xacts.count()
     }
 
     /// The named statements' texts, for the session's next transaction.
@@ -411,16 +465,27 @@ impl StatementAudit {
         std::mem::take(&mut self.prepared)
     }
 
-    /// The session ended: whatever is still in flight has an unknown outcome.
+    /// The session ended: whatever is still in flight has an unknown outcome, and so has an
+    /// open transaction whose end may have been in flight; one with nothing in flight is rolled
+    /// back (its server connection is closed).
     pub(super) fn abandon(&mut self) {
+        let in_flight = !self.inflight.is_empty();
         while let Some(item) = self.inflight.pop_front() {
             if let InFlight::Stmt {
                 text,
                 extended,
                 started,
+                xact,
                 ..
             } = item
             {
+                let (log, tx) = text
+                    .as_ref()
+                    .map_or((false, TxHints::default()), |t| (t.log, t.tx));
+                let xact = xact.or_else(|| {
+                    let n = self.xacts.answer(log, &tx);
+                    Some((n, n))
+                });
                 self.emit(InFlight::Stmt {
                     text,
                     extended,
@@ -428,9 +493,13 @@ impl StatementAudit {
                     tags: Vec::new(),
                     rows: 0,
                     error: Some(UNKNOWN.into()),
+                    xact,
+                    ends: 0,
                 });
             }
         }
+        self.xacts.abandon(in_flight);
+        self.write_ended();
     }
 
     fn emit(&mut self, item: InFlight) {
@@ -441,6 +510,8 @@ impl StatementAudit {
             tags,
             rows,
             error,
+            xact,
+            ..
         } = item
         else {
             return;
@@ -457,7 +528,7 @@ impl StatementAudit {
                 tags,
             },
         };
-        self.push_event(&text, extended, outcome, started.elapsed());
+        self.push_event(&text, extended, outcome, started.elapsed(), xact);
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::support::{SharedAccount, HANG};
 
 /// Every event written so far (after a writer flush).
-async fn events(sa: &SharedAccount, file: &str) -> Vec<Value> {
+pub(crate) async fn events(sa: &SharedAccount, file: &str) -> Vec<Value> {
     sa.porter.shared().audit.flush().await;
     let text = std::fs::read_to_string(sa.porter.dir().join(file)).unwrap_or_default();
     text.lines()
@@ -17,7 +17,7 @@ async fn events(sa: &SharedAccount, file: &str) -> Vec<Value> {
         .collect()
 }
 
-fn statements(events: &[Value]) -> Vec<&Value> {
+pub(crate) fn statements(events: &[Value]) -> Vec<&Value> {
     events
         .iter()
         .filter(|e| e["event"] == "statement")

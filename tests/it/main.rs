@@ -7,6 +7,7 @@ mod admin;
 mod admin_console;
 mod admin_sessions;
 mod audit;
+mod audit_xact;
 mod auth;
 mod auth_query;
 mod autodb;
