@@ -311,3 +311,27 @@ async fn transaction_mode_numbers_the_sessions_transactions() {
     assert!(xacts[0] < xacts[1] && xacts[1] < xacts[2], "{xacts:?}");
     assert_eq!(stored(&sa).await, ["t1", "t3"]);
 }
+
+/// A session that ends with a request unanswered: its transaction's end is `unknown`, not
+/// `rollback`. Here the autocommitted write commits after the client left (PostgreSQL finds
+/// the closed socket only when it sends the answer, after the commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_flight_when_the_session_ends_is_unknown() {
+    let sa = SharedAccount::new(2, LOG).await;
+    let mut c = RawClient::login(sa.porter.addr(), &sa.alice, sa.password(&sa.alice), &sa.db).await;
+    let sql = format!("{}; select pg_sleep(1)", insert("in flight"));
+    c.query(&sql).await;
+    let su = sa.cluster.superuser_client().await;
+    crate::support::checks::backend_running_as(&su, &sa.rubin, "pg_sleep(1)").await;
+    drop(c);
+    let evs = until_sessions_end(&sa, 1).await;
+    assert_eq!(ended(&evs, &sql), outcome("unknown"));
+    let deadline = tokio::time::Instant::now() + HANG;
+    while stored(&sa).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the write never committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
