@@ -384,8 +384,13 @@ impl Visit for Back<'_> {
         {
             // A transaction block in statement mode: the session ends instead, and the
             // answers read with this ReadyForQuery (BEGIN's) are not passed on (PgBouncer);
-            // whole answers to earlier requests read with it are.
+            // whole answers to earlier requests read with it are. The audit log has them
+            // all the same: the statements ran, and their transaction is rolled back (the
+            // server connection is closed).
             st.long_transaction = true;
+            if let Some(a) = &mut st.audit {
+                a.on_server(tag, body);
+            }
             return Flow::Abandon;
         }
         if let (Some(r), backend::PARSE_COMPLETE | backend::CLOSE_COMPLETE) =

@@ -335,3 +335,19 @@ async fn a_write_in_flight_when_the_session_ends_is_unknown() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Statement mode ends a session that leaves a transaction open (its ReadyForQuery `T` is
+/// held back, the server connection closed): the write ran, and its transaction was rolled
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_refused_in_statement_mode_is_rolled_back() {
+    let sa = SharedAccount::new(2, &format!("{LOG}pool_mode = statement\n")).await;
+    let sql = format!("begin; {}", insert("in a block"));
+    psql_err(&sa.connstring(&sa.alice), &sql).await;
+    let evs = until_sessions_end(&sa, 1).await;
+    let s = statements(&evs);
+    assert_eq!(s.len(), 1, "{evs:#?}");
+    assert_eq!(s[0]["outcome"], "ok", "{evs:#?}");
+    assert_eq!(ended(&evs, &sql), outcome("rollback"));
+    assert!(stored(&sa).await.is_empty());
+}
