@@ -1,7 +1,7 @@
 //! What a statement text tells about the transaction control it holds, for the words the
 //! server's command tags leave ambiguous: a `ROLLBACK` tag answers `ROLLBACK`, `ABORT`, a
 //! `COMMIT` of a failed transaction and `ROLLBACK TO SAVEPOINT` alike, and a `CALL`ed
-//! procedure may commit inside without any tag saying so.
+//! procedure or a `DO` block may commit inside without any tag saying so.
 
 /// Transaction control in one Query or Parse text.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -13,7 +13,8 @@ pub struct TxHints {
     /// `standard_conforming_strings` (a backslash), one that does not end, a text cut short,
     /// or more than 64 such statements.
     pub uncertain: bool,
-    /// The text has a CALL statement: a procedure may commit part of its work inside.
+    /// The text has a CALL or DO statement: a procedure or a DO block may commit part of its
+    /// work inside.
     pub call: bool,
 }
 
@@ -35,12 +36,12 @@ impl TxHints {
     }
 }
 
-/// The hints for `sql`. Texts without the words ROLLBACK, ABORT or CALL (nearly all) are not
-/// read further: their ROLLBACK tags can only be rollbacks of the transaction.
+/// The hints for `sql`. Texts without the letters of ROLLBACK, ABORT, CALL or DO are not read
+/// further: their ROLLBACK tags can only be rollbacks of the transaction.
 pub fn tx_hints(sql: &[u8]) -> TxHints {
-    let words: [&[u8]; 3] = [b"rollback", b"abort", b"call"];
+    let words: [&[u8]; 4] = [b"rollback", b"abort", b"call", b"do"];
     let mentioned = sql.iter().enumerate().any(|(i, &c)| {
-        matches!(c | 0x20, b'r' | b'a' | b'c')
+        matches!(c | 0x20, b'r' | b'a' | b'c' | b'd')
             && words.iter().any(|w| {
                 sql.get(i..i + w.len())
                     .is_some_and(|s| s.eq_ignore_ascii_case(w))
@@ -63,12 +64,14 @@ fn read(sql: &[u8]) -> TxHints {
     let mut finish = |piece: &[&[u8]; 3], hints: &mut TxHints| {
         let first = piece[0];
         let is = |w: &[u8], s: &str| w.eq_ignore_ascii_case(s.as_bytes());
-        if is(first, "call") {
+        if is(first, "call") || is(first, "do") {
             hints.call = true;
         }
+        // COMMIT PREPARED and ROLLBACK PREPARED have tags of their own.
         if ["commit", "end", "rollback", "abort"]
             .iter()
             .any(|s| is(first, s))
+            && !is(piece[1], "prepared")
         {
             let to = is(first, "rollback")
                 && (is(piece[1], "to")
@@ -186,6 +189,12 @@ mod tests {
     #[test]
     fn calls_and_uncertain_texts() {
         assert!(tx_hints(b"CALL p()").call);
+        assert!(tx_hints(b"do $$begin commit; end$$").call);
+        assert!(!tx_hints(b"select done from t").call);
+        assert_eq!(
+            tx_hints(b"commit prepared 'x'; rollback to a").rollback_to(0),
+            Some(true)
+        );
         assert!(tx_hints(b"select 1; call p()").call);
         assert!(!tx_hints(b"select recall from t").call);
         assert!(!tx_hints(b"select 'call p()'").call);

@@ -351,3 +351,19 @@ async fn a_block_refused_in_statement_mode_is_rolled_back() {
     assert_eq!(ended(&evs, &sql), outcome("rollback"));
     assert!(stored(&sa).await.is_empty());
 }
+
+/// A DO block (or a CALLed procedure) may commit inside, which no tag shows: when its
+/// transaction then rolls back, part of it may have stuck, so its end is `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_do_block_that_committed_inside_then_failed_is_unknown() {
+    let sa = SharedAccount::new(2, LOG).await;
+    let sql = format!(
+        "do $$ begin {}; commit; {}; perform 1/0; end $$",
+        insert("committed inside"),
+        insert("rolled back inside")
+    );
+    psql_err(&sa.connstring(&sa.alice), &sql).await;
+    let evs = until_sessions_end(&sa, 1).await;
+    assert_eq!(ended(&evs, &sql), outcome("unknown"));
+    assert_eq!(stored(&sa).await, ["committed inside"]);
+}
