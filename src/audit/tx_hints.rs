@@ -16,6 +16,8 @@ pub struct TxHints {
     /// The text has a CALL or DO statement: a procedure or a DO block may commit part of its
     /// work inside.
     pub call: bool,
+    /// The text has a SAVEPOINT, RELEASE [SAVEPOINT] or ROLLBACK TO [SAVEPOINT] statement.
+    pub savepoints: bool,
 }
 
 impl TxHints {
@@ -24,6 +26,7 @@ impl TxHints {
         to_savepoint: 0,
         uncertain: true,
         call: true,
+        savepoints: false,
     };
 
     /// For the `i`-th COMMIT or ROLLBACK tag answering the text: whether its statement was a
@@ -36,12 +39,19 @@ impl TxHints {
     }
 }
 
-/// The hints for `sql`. Texts without the letters of ROLLBACK, ABORT, CALL or DO are not read
-/// further: their ROLLBACK tags can only be rollbacks of the transaction.
+/// The hints for `sql`. Texts without the letters of ROLLBACK, ABORT, CALL, DO, SAVEPOINT or
+/// RELEASE are not read further: their ROLLBACK tags can only be rollbacks of the transaction.
 pub fn tx_hints(sql: &[u8]) -> TxHints {
-    let words: [&[u8]; 4] = [b"rollback", b"abort", b"call", b"do"];
+    let words: [&[u8]; 6] = [
+        b"rollback",
+        b"abort",
+        b"call",
+        b"do",
+        b"savepoint",
+        b"release",
+    ];
     let mentioned = sql.iter().enumerate().any(|(i, &c)| {
-        matches!(c | 0x20, b'r' | b'a' | b'c' | b'd')
+        matches!(c | 0x20, b'r' | b'a' | b'c' | b'd' | b's')
             && words.iter().any(|w| {
                 sql.get(i..i + w.len())
                     .is_some_and(|s| s.eq_ignore_ascii_case(w))
@@ -67,6 +77,9 @@ fn read(sql: &[u8]) -> TxHints {
         if is(first, "call") || is(first, "do") {
             hints.call = true;
         }
+        if is(first, "savepoint") || is(first, "release") {
+            hints.savepoints = true;
+        }
         // COMMIT PREPARED and ROLLBACK PREPARED have tags of their own.
         if ["commit", "end", "rollback", "abort"]
             .iter()
@@ -77,6 +90,7 @@ fn read(sql: &[u8]) -> TxHints {
                 && (is(piece[1], "to")
                     || ((is(piece[1], "work") || is(piece[1], "transaction"))
                         && is(piece[2], "to")));
+            hints.savepoints |= to;
             if ends >= 64 {
                 hints.uncertain = true;
             } else if to {
@@ -191,6 +205,11 @@ mod tests {
         assert!(tx_hints(b"CALL p()").call);
         assert!(tx_hints(b"do $$begin commit; end$$").call);
         assert!(!tx_hints(b"select done from t").call);
+        assert!(tx_hints(b"SAVEPOINT a").savepoints);
+        assert!(tx_hints(b"release savepoint a").savepoints);
+        assert!(tx_hints(b"rollback to a").savepoints);
+        assert!(!tx_hints(b"rollback").savepoints);
+        assert!(!tx_hints(b"select 'savepoint a'").savepoints);
         assert_eq!(
             tx_hints(b"commit prepared 'x'; rollback to a").rollback_to(0),
             Some(true)

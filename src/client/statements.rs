@@ -68,6 +68,9 @@ pub(super) struct StatementAudit {
     inflight: VecDeque<InFlight>,
     /// Events ready for the writer.
     pub events: VecDeque<AuditEvent>,
+    /// Savepoint statements of the open transaction (not logged on their own) held until it
+    /// has a logged statement (then written before it), or dropped at its end.
+    deferred: Vec<(u64, AuditEvent)>,
     /// The text of statements not logged (no allocation per statement).
     empty: Arc<str>,
     /// Query and Execute messages the client sent.
@@ -95,6 +98,7 @@ impl StatementAudit {
             portals: HashMap::new(),
             inflight: VecDeque::new(),
             events: VecDeque::new(),
+            deferred: Vec::new(),
             empty: Arc::from(""),
             count: 0,
             data_rows: 0,
@@ -113,7 +117,7 @@ impl StatementAudit {
         } else {
             audit::tx_hints(sql)
         };
-        if !log {
+        if !log && !tx.savepoints {
             return Text {
                 sql: Arc::clone(&self.empty),
                 truncated: false,
@@ -121,8 +125,11 @@ impl StatementAudit {
                 tx,
             };
         }
+        // Savepoint control not logged on its own is kept for a transaction that turns out to
+        // have logged statements (see `emit`).
         Text {
             tx,
+            log,
             ..self.logged(sql, more)
         }
     }
@@ -241,7 +248,19 @@ impl StatementAudit {
         duration: std::time::Duration,
         xact: Option<(u64, u64)>,
     ) {
-        self.events.push_back(AuditEvent::Statement(StatementEvent {
+        let event = self.event(text, extended, outcome, duration, xact);
+        self.events.push_back(event);
+    }
+
+    fn event(
+        &self,
+        text: &Text,
+        extended: bool,
+        outcome: Outcome,
+        duration: std::time::Duration,
+        xact: Option<(u64, u64)>,
+    ) -> AuditEvent {
+        AuditEvent::Statement(StatementEvent {
             xact: xact.map(|x| x.0),
             xact_last: xact.filter(|x| x.1 != x.0).map(|x| x.1),
             session: Arc::clone(&self.session),
@@ -251,7 +270,7 @@ impl StatementAudit {
             truncated: text.truncated,
             outcome,
             duration,
-        }));
+        })
     }
 
     /// The text of a statement name defined twice: the new definition, and the earlier one
@@ -340,13 +359,15 @@ impl StatementAudit {
                 if let Some(InFlight::Stmt {
                     tags,
                     rows,
-                    text: Some(Text { log: true, .. }),
+                    text: Some(text),
                     ..
                 }) = self.front_stmt()
                 {
-                    let tag_text = String::from_utf8_lossy(tag_text).into_owned();
-                    *rows += rows_of(&tag_text);
-                    tags.push(tag_text);
+                    if text.log || text.tx.savepoints {
+                        let tag_text = String::from_utf8_lossy(tag_text).into_owned();
+                        *rows += rows_of(&tag_text);
+                        tags.push(tag_text);
+                    }
                 }
                 if extended {
                     self.finish_front();
@@ -408,6 +429,9 @@ impl StatementAudit {
                     }
                 }
                 self.xacts.ready(status);
+                if self.xacts.open().is_none() {
+                    self.deferred.clear();
+                }
             }
             _ => {}
         }
@@ -499,6 +523,7 @@ impl StatementAudit {
             }
         }
         self.xacts.abandon(in_flight);
+        self.deferred.clear();
         self.write_ended();
     }
 
@@ -516,7 +541,7 @@ impl StatementAudit {
         else {
             return;
         };
-        if !text.log {
+        if !text.log && !text.tx.savepoints {
             return;
         }
         let outcome = match error.as_deref() {
@@ -528,9 +553,29 @@ impl StatementAudit {
                 tags,
             },
         };
-        self.push_event(&text, extended, outcome, started.elapsed(), xact);
+        let event = self.event(&text, extended, outcome, started.elapsed(), xact);
+        let first = xact.map(|x| x.0);
+        if text.log {
+            // The savepoints of its transaction held so far go first.
+            for (n, held) in std::mem::take(&mut self.deferred) {
+                if Some(n) == first {
+                    self.events.push_back(held);
+                }
+            }
+            self.events.push_back(event);
+        } else if first.is_some_and(|n| self.xacts.logged_in(n)) {
+            self.events.push_back(event);
+        } else if let Some(n) = first.filter(|&n| Some(n) == self.xacts.open()) {
+            if self.deferred.len() < MAX_DEFERRED {
+                self.deferred.push((n, event));
+            }
+        }
     }
 }
+
+/// Savepoint statements held per transaction before its first logged statement; beyond
+/// these they are not logged.
+const MAX_DEFERRED: usize = 100;
 
 const EMPTY_QUERY: u8 = b'I';
 const PORTAL_SUSPENDED: u8 = b's';

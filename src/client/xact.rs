@@ -78,6 +78,11 @@ impl Xacts {
         self.n
     }
 
+    /// Whether transaction `n` (the open one, or the last) has a logged statement.
+    pub(super) fn logged_in(&self, n: u64) -> bool {
+        n == self.n && self.logged
+    }
+
     /// The open transaction, if one is open.
     pub(super) fn open(&self) -> Option<u64> {
         self.open.then_some(self.n)

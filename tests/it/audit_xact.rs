@@ -367,3 +367,58 @@ async fn a_do_block_that_committed_inside_then_failed_is_unknown() {
     assert_eq!(ended(&evs, &sql), outcome("unknown"));
     assert_eq!(stored(&sa).await, ["committed inside"]);
 }
+
+/// Savepoint statements (read-only, not logged on their own) are logged in a transaction
+/// that has logged statements, in order, those before its first logged one included: which
+/// writes a ROLLBACK TO undid can be read from the log. A read-only transaction's savepoints
+/// add nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savepoints_around_logged_writes_are_logged_in_order() {
+    let sa = SharedAccount::new(2, LOG).await;
+    let alice = sa.connect(&sa.alice).await;
+    for sql in [
+        "begin",
+        "savepoint r",
+        "select 1",
+        "rollback to savepoint r",
+        "release r",
+        "commit",
+        "begin",
+        "savepoint a",
+        &insert("undone"),
+        "rollback to a",
+        &insert("kept"),
+        "release savepoint a",
+        "commit",
+    ] {
+        alice.batch_execute(sql).await.unwrap();
+    }
+    drop(alice);
+    let evs = until_sessions_end(&sa, 1).await;
+    let logged: Vec<String> = evs
+        .iter()
+        .filter(|e| e["event"] == "statement" || e["event"] == "transaction_end")
+        .map(|e| match e["event"].as_str() {
+            Some("statement") => format!("{} ({})", e["text"].as_str().unwrap(), e["xact"]),
+            _ => format!(
+                "end {} ({}, {})",
+                e["outcome"].as_str().unwrap(),
+                e["xact"],
+                e["savepoint_rollbacks"]
+            ),
+        })
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            "savepoint a (2)".to_string(),
+            format!("{} (2)", insert("undone")),
+            "rollback to a (2)".to_string(),
+            format!("{} (2)", insert("kept")),
+            "release savepoint a (2)".to_string(),
+            "end commit (2, 1)".to_string(),
+        ],
+        "{evs:#?}"
+    );
+    assert_eq!(stored(&sa).await, ["kept"]);
+}
