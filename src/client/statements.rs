@@ -24,6 +24,8 @@ mod xact_events;
 struct Text {
     sql: Arc<str>,
     truncated: bool,
+    /// Logged on its own. (A savepoint statement that is not keeps its text: it is logged in
+    /// a transaction with logged statements.)
     log: bool,
     /// Its transaction control, to read its ROLLBACK tags (see [`super::xact`]).
     tx: TxHints,
