@@ -20,6 +20,9 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod admin;
+mod chaos;
+mod chaos_actors;
+mod chaos_wire;
 mod gen;
 mod wire;
 

@@ -1,0 +1,374 @@
+//! A seeded chaos round: in each case, well-behaved clients of a session-mode and a
+//! transaction-mode pool (one pgporter, one PostgreSQL database behind both, pool size 2 each)
+//! run queries, COPY, transactions across requests and (session mode) leave session state,
+//! while other clients reset (RST) or half-close their connection at a random point (mid
+//! startup, mid SCRAM, mid query, mid COPY, queued for a server, parked in the lobby, in a
+//! transaction) and the console sends PAUSE/RESUME, KILL/RESUME, DISABLE/ENABLE, RECONNECT,
+//! WAIT_CLOSE, RELOAD, KILL_CLIENT, `SET default_pool_size` and SHOWs at random moments
+//! ([`chaos_actors::plan`]).
+//!
+//! Every client's every request is answered (ReadyForQuery, errors allowed) or its session
+//! ends with an ErrorResponse carrying a SQLSTATE, within [`WAIT`]; a half-closed client is
+//! let go within it; every console command is answered. Once the case is over and things
+//! settled: no panic in pgporter's code, no client left, no waiter, every server connection
+//! idle and within the pool size; PostgreSQL runs exactly the backends SHOW SERVERS lists
+//! and SHOW POOLS counts for the user (nothing leaked, nothing lost), SHOW POOLS has
+//! `cl_active` and `cl_waiting` at 0, and fresh clients holding every server connection of
+//! each pool see no temp table, SET, LISTEN, lock, prepared statement or transaction of
+//! another's.
+//!
+//! `PGPORTER_CHAOS_CASES` (default [`DEFAULT_CASES`]) and `PGPORTER_FUZZ_SEED` (the first
+//! case's seed) replay a failure; `PGPORTER_FUZZ_SURVEY=1` reports failing cases and goes on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::support::checks::{session_state, CLEAN};
+use crate::support::fixture::{userlist, PASSWORD};
+use crate::support::{spawn_pgporter, Fixture};
+
+use super::chaos_actors::{plan, run_admin, run_fault, run_load, Plan, Point, Target};
+use super::chaos_wire::WAIT;
+use super::{panics, watch_panics, SEED_STEP};
+
+/// Cases when `PGPORTER_CHAOS_CASES` is not set (about 2 s each on 2 shared cores).
+const DEFAULT_CASES: u64 = 12;
+const DEFAULT_SEED: u64 = 0xc4a0_5000_0001;
+const POOL_SIZE: u32 = 2;
+
+fn chaos_seeds() -> Vec<u64> {
+    let n = std::env::var("PGPORTER_CHAOS_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CASES);
+    let base = std::env::var("PGPORTER_FUZZ_SEED")
+        .ok()
+        .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(DEFAULT_SEED);
+    (0..n)
+        .map(|i| base.wrapping_add(i.wrapping_mul(SEED_STEP)))
+        .collect()
+}
+
+/// One role and database; two pgporter entries for it: `{db}` in session mode and
+/// `{db}_tx` in transaction mode; the role is an admin.
+async fn rig() -> Fixture {
+    let cluster = crate::support::cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    cluster.create_role(&user, PASSWORD).await;
+    cluster.create_database(&db, &user).await;
+    let port = cluster.port();
+    let ini = format!(
+        "[databases]\n\
+         {db} = host=127.0.0.1 port={port} dbname={db} pool_mode=session\n\
+         {db}_tx = host=127.0.0.1 port={port} dbname={db} pool_mode=transaction\n\
+         [pgbouncer]\n\
+         listen_addr = 127.0.0.1\n\
+         listen_port = 0\n\
+         unix_socket_dir =\n\
+         auth_type = scram-sha-256\n\
+         auth_file = userlist.txt\n\
+         default_pool_size = {POOL_SIZE}\n\
+         query_wait_timeout = 5\n\
+         admin_users = {user}\n"
+    );
+    let porter = spawn_pgporter(&ini, &userlist(&[(&user, PASSWORD)])).await;
+    let fx = Fixture {
+        cluster,
+        user,
+        password: PASSWORD.to_string(),
+        db,
+        porter,
+    };
+    fx.direct()
+        .await
+        .batch_execute("create table chaos_t (a text)")
+        .await
+        .unwrap();
+    fx
+}
+
+async fn admin(fx: &Fixture) -> tokio_postgres::Client {
+    crate::support::connect(&fx.porter.connstring(&fx.user, &fx.password, "pgbouncer")).await
+}
+
+/// What the clients and the console met, over all cases: SQLSTATE -> count.
+type Codes = BTreeMap<String, usize>;
+
+/// Run the case's actors together; Err for a broken invariant.
+async fn run_case(fx: &Fixture, plan: &Plan, codes: &mut Codes) -> Result<(), String> {
+    let t = Target {
+        addr: fx.porter.addr(),
+        user: fx.user.clone(),
+        password: fx.password.clone(),
+        db: fx.db.clone(),
+    };
+    let pools = || {
+        let waiting = fx.porter.pool_counts().iter().map(|(_, c)| c.waiting).sum();
+        (waiting, fx.porter.shared().lobby.parked())
+    };
+    let console = admin(fx).await;
+    let loads = join_all(plan.load.iter().map(|p| run_load(t.clone(), p.clone())));
+    let faults = join_all(
+        plan.faults
+            .iter()
+            .map(|p| run_fault(t.clone(), p.clone(), pools)),
+    );
+    let admin_acts = run_admin(t.clone(), console, plan.admin.clone());
+    let all = async { tokio::join!(loads, faults, admin_acts) };
+    let (loads, faults, admin_out) = tokio::time::timeout(Duration::from_secs(120), all)
+        .await
+        .map_err(|_| "the case did not end within 120 s".to_string())?;
+    for (i, out) in loads.into_iter().enumerate() {
+        let out = out.map_err(|e| format!("load client {i}: {e}"))?;
+        for code in out
+            .errors
+            .iter()
+            .chain(out.refused.iter())
+            .chain(out.ended.iter())
+        {
+            *codes.entry(code.clone()).or_default() += 1;
+        }
+        *codes.entry("answered".into()).or_default() += out.answered;
+    }
+    for (i, (out, p)) in faults.into_iter().zip(&plan.faults).enumerate() {
+        let reached = out.map_err(|e| format!("faulty client {i}: {e}"))?;
+        let how = if p.reset { "reset" } else { "half-close" };
+        let point = match p.point {
+            Point::Query(_) => "Query".to_string(),
+            other => format!("{other:?}"),
+        };
+        *codes
+            .entry(format!("{point} {how}: {reached}"))
+            .or_default() += 1;
+    }
+    let admin_out = admin_out?;
+    for code in admin_out.refused {
+        *codes.entry(format!("console {code}")).or_default() += 1;
+    }
+    Ok(())
+}
+
+/// Lift whatever a failed case may have left in force (errors ignored: most are "not
+/// paused").
+async fn restore(fx: &Fixture) {
+    let console = admin(fx).await;
+    let (s, t) = (fx.db.clone(), format!("{}_tx", fx.db));
+    for sql in [
+        "resume".to_string(),
+        format!("resume {s}"),
+        format!("resume {t}"),
+        format!("enable {s}"),
+        format!("enable {t}"),
+        format!("set default_pool_size = {POOL_SIZE}"),
+    ] {
+        let _ = console.simple_query(&sql).await;
+    }
+}
+
+/// Poll `check` (Ok(true) = settled) up to [`WAIT`].
+async fn settled<F, Fut>(what: &str, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("not settled within {WAIT:?}: {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// No client, none parked, no waiter, every server connection idle and within the size.
+async fn at_baseline(fx: &Fixture) -> Result<(), String> {
+    let state = || {
+        format!(
+            "clients {}, parked {}, pools {:?}",
+            fx.porter.clients(),
+            fx.porter.shared().lobby.parked(),
+            fx.porter.pool_counts()
+        )
+    };
+    settled(&state(), || async {
+        Ok(fx.porter.clients() == 0
+            && fx.porter.shared().lobby.parked() == 0
+            && fx
+                .porter
+                .pool_counts()
+                .iter()
+                .all(|(_, c)| c.waiting == 0 && c.idle == c.total && c.total <= POOL_SIZE))
+    })
+    .await
+    .map_err(|e| format!("{e} (now {})", state()))
+}
+
+fn rows(msgs: &[SimpleQueryMessage]) -> Vec<&tokio_postgres::SimpleQueryRow> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The books: PostgreSQL's backends for the user = pgporter's server connections, as its
+/// pools count them and as SHOW SERVERS and SHOW POOLS list them; no client active or waiting.
+async fn books_balance(fx: &Fixture) -> Result<(), String> {
+    let su = fx.superuser().await;
+    let pg = || async {
+        let n: i64 = su
+            .query_one(
+                "select count(*) from pg_stat_activity where usename = $1",
+                &[&fx.user],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        Ok::<_, String>(n)
+    };
+    let total = || -> i64 {
+        fx.porter
+            .pool_counts()
+            .iter()
+            .map(|(_, c)| i64::from(c.total))
+            .sum()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (backends, ours) = (pg().await?, total());
+        if backends == ours {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "PostgreSQL runs {backends} backends for the user, pgporter's pools count {ours}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let console = admin(fx).await;
+    let servers = console.simple_query("show servers").await.unwrap();
+    let listed = rows(&servers)
+        .iter()
+        .filter(|r| r.get("user") == Some(fx.user.as_str()))
+        .count();
+    let pools = console.simple_query("show pools").await.unwrap();
+    let mut counted = 0;
+    for r in rows(&pools) {
+        if r.get("user") != Some(fx.user.as_str()) || r.get("database") == Some("pgbouncer") {
+            continue;
+        }
+        let n = |k: &str| r.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(-1);
+        for k in ["cl_active", "cl_waiting", "sv_active"] {
+            if n(k) != 0 {
+                return Err(format!(
+                    "SHOW POOLS {:?}: {k} = {}",
+                    r.get("database"),
+                    n(k)
+                ));
+            }
+        }
+        counted += n("sv_idle") + n("sv_used") + n("sv_tested") + n("sv_login");
+    }
+    let pg_now = pg().await?;
+    if usize::try_from(pg_now).ok() != Some(listed) || counted != pg_now {
+        return Err(format!(
+            "PostgreSQL runs {pg_now} backends for the user; SHOW SERVERS lists {listed}, \
+             SHOW POOLS counts {counted}"
+        ));
+    }
+    Ok(())
+}
+
+/// Fresh clients holding every server connection of each pool see no one else's state.
+async fn clean_servers(fx: &Fixture) -> Result<(), String> {
+    for tx in [false, true] {
+        let db = if tx {
+            format!("{}_tx", fx.db)
+        } else {
+            fx.db.clone()
+        };
+        let connstring = fx.porter.connstring(&fx.user, &fx.password, &db);
+        let mut held = Vec::new();
+        for _ in 0..POOL_SIZE {
+            let c = crate::support::connect(&connstring).await;
+            // In transaction mode a transaction holds its server connection.
+            c.simple_query("begin").await.map_err(|e| e.to_string())?;
+            held.push(c);
+        }
+        for c in &held {
+            let state = session_state(c).await;
+            if state != CLEAN {
+                return Err(format!("{db}: a dirty server connection: {state:?}"));
+            }
+        }
+        for c in &held {
+            c.simple_query("commit").await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+async fn after_case(fx: &Fixture) -> Result<(), String> {
+    let found = panics();
+    if !found.is_empty() {
+        return Err(format!("pgporter panicked: {found:?}"));
+    }
+    at_baseline(fx).await?;
+    books_balance(fx).await?;
+    at_baseline(fx).await?;
+    clean_servers(fx).await?;
+    at_baseline(fx).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_faults_and_admin_commands_under_load_leave_the_books_balanced() {
+    watch_panics();
+    let fx = rig().await;
+    let survey = std::env::var("PGPORTER_FUZZ_SURVEY").is_ok();
+    let seeds = chaos_seeds();
+    let started = tokio::time::Instant::now();
+    let mut codes = Codes::new();
+    let mut failed = 0;
+    for &seed in &seeds {
+        let plan = plan(&mut StdRng::seed_from_u64(seed));
+        let result = match run_case(&fx, &plan, &mut codes).await {
+            Ok(()) => {
+                restore(&fx).await;
+                after_case(&fx).await
+            }
+            Err(e) => {
+                restore(&fx).await;
+                Err(e)
+            }
+        };
+        if let Err(e) = result {
+            failed += 1;
+            let replay = format!(
+                "replay: PGPORTER_FUZZ_SEED={seed:#x} PGPORTER_CHAOS_CASES=1 cargo test \
+                 --test it fuzz::chaos::\n{plan:#?}"
+            );
+            assert!(survey, "chaos case failed: {e}\n{replay}");
+            eprintln!("SURVEY chaos {e}\n{replay}");
+            let _ = at_baseline(&fx).await;
+        }
+    }
+    eprintln!(
+        "chaos: {} cases from seed {:#x} in {:.1} s, {failed} failed; answers and SQLSTATEs: \
+         {codes:?}",
+        seeds.len(),
+        seeds.first().copied().unwrap_or_default(),
+        started.elapsed().as_secs_f64()
+    );
+}
