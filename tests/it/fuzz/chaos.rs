@@ -75,7 +75,7 @@ async fn rig() -> Fixture {
          auth_type = scram-sha-256\n\
          auth_file = userlist.txt\n\
          default_pool_size = {POOL_SIZE}\n\
-         query_wait_timeout = 5\n\
+         query_wait_timeout = 25\n\
          admin_users = {user}\n"
     );
     let porter = spawn_pgporter(&ini, &userlist(&[(&user, PASSWORD)])).await;
@@ -108,21 +108,31 @@ async fn run_case(fx: &Fixture, plan: &Plan, codes: &mut Codes) -> Result<(), St
         user: fx.user.clone(),
         password: fx.password.clone(),
         db: fx.db.clone(),
+        ini: fx.porter.ini_path(),
     };
     let pools = || {
         let waiting = fx.porter.pool_counts().iter().map(|(_, c)| c.waiting).sum();
         (waiting, fx.porter.shared().lobby.parked())
     };
-    let console = admin(fx).await;
+    let listed = |port: u16| {
+        let sessions = fx.porter.shared().sessions.all();
+        sessions.iter().any(|s| s.port == port)
+    };
+    let (first, second) = (admin(fx).await, admin(fx).await);
     let loads = join_all(plan.load.iter().map(|p| run_load(t.clone(), p.clone())));
     let faults = join_all(
         plan.faults
             .iter()
-            .map(|p| run_fault(t.clone(), p.clone(), pools)),
+            .map(|p| run_fault(t.clone(), p.clone(), pools, listed)),
     );
-    let admin_acts = run_admin(t.clone(), console, plan.admin.clone());
-    let all = async { tokio::join!(loads, faults, admin_acts) };
-    let (loads, faults, admin_out) = tokio::time::timeout(Duration::from_secs(120), all)
+    let consoles = async {
+        tokio::join!(
+            run_admin(t.clone(), first, plan.admin[0].clone()),
+            run_admin(t.clone(), second, plan.admin[1].clone())
+        )
+    };
+    let all = async { tokio::join!(loads, faults, consoles) };
+    let (loads, faults, consoles) = tokio::time::timeout(Duration::from_secs(120), all)
         .await
         .map_err(|_| "the case did not end within 120 s".to_string())?;
     for (i, out) in loads.into_iter().enumerate() {
@@ -148,16 +158,18 @@ async fn run_case(fx: &Fixture, plan: &Plan, codes: &mut Codes) -> Result<(), St
             .entry(format!("{point} {how}: {reached}"))
             .or_default() += 1;
     }
-    let admin_out = admin_out?;
-    for code in admin_out.refused {
-        *codes.entry(format!("console {code}")).or_default() += 1;
+    for out in [consoles.0?, consoles.1?] {
+        for code in out.refused {
+            *codes.entry(format!("console {code}")).or_default() += 1;
+        }
     }
     Ok(())
 }
 
-/// Lift whatever a failed case may have left in force (errors ignored: most are "not
-/// paused").
-async fn restore(fx: &Fixture) {
+/// Lift whatever the case left in force: the original ini reloaded (the SETs undone with
+/// it), every pause lifted, every database enabled (errors ignored: most are "not paused").
+async fn restore(fx: &Fixture, ini: &str) {
+    std::fs::write(fx.porter.ini_path(), ini).unwrap();
     let console = admin(fx).await;
     let (s, t) = (fx.db.clone(), format!("{}_tx", fx.db));
     for sql in [
@@ -166,7 +178,7 @@ async fn restore(fx: &Fixture) {
         format!("resume {t}"),
         format!("enable {s}"),
         format!("enable {t}"),
-        format!("set default_pool_size = {POOL_SIZE}"),
+        "reload".to_string(),
     ] {
         let _ = console.simple_query(&sql).await;
     }
@@ -336,6 +348,7 @@ async fn after_case(fx: &Fixture) -> Result<(), String> {
 async fn client_faults_and_admin_commands_under_load_leave_the_books_balanced() {
     watch_panics();
     let fx = rig().await;
+    let ini = std::fs::read_to_string(fx.porter.ini_path()).unwrap();
     let survey = std::env::var("PGPORTER_FUZZ_SURVEY").is_ok();
     let seeds = chaos_seeds();
     let started = tokio::time::Instant::now();
@@ -345,11 +358,11 @@ async fn client_faults_and_admin_commands_under_load_leave_the_books_balanced() 
         let plan = plan(&mut StdRng::seed_from_u64(seed));
         let result = match run_case(&fx, &plan, &mut codes).await {
             Ok(()) => {
-                restore(&fx).await;
+                restore(&fx, &ini).await;
                 after_case(&fx).await
             }
             Err(e) => {
-                restore(&fx).await;
+                restore(&fx, &ini).await;
                 Err(e)
             }
         };

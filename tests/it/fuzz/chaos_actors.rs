@@ -11,6 +11,9 @@ use tokio_postgres::SimpleQueryMessage;
 
 use super::chaos_wire::{login, msg, Conn, LoginStop, Reply, WAIT};
 
+/// How soon a client that vanished must be gone from pgporter's sessions.
+const GONE: Duration = Duration::from_secs(10);
+
 /// Where the actors connect, and who they are.
 #[derive(Debug, Clone)]
 pub(super) struct Target {
@@ -19,6 +22,7 @@ pub(super) struct Target {
     pub(super) password: String,
     /// The session-mode database; the transaction-mode one is `{db}_tx`.
     pub(super) db: String,
+    pub(super) ini: std::path::PathBuf,
 }
 
 impl Target {
@@ -99,13 +103,17 @@ pub(super) struct FaultPlan {
 #[derive(Debug, Clone)]
 pub(super) enum AdminAct {
     Pause(Option<bool>, u64),
-    Kill(bool, u64),
+    Kill(Option<bool>, u64),
     Disable(bool, u64),
     Reconnect(Option<bool>),
     WaitClose(Option<bool>),
     Reload,
+    /// The database's entry in pgporter.ini changed (a `connect_query` added or taken out),
+    /// then RELOAD: its pools are replaced, connections in use marked close_needed.
+    EditReload(bool),
     KillClient,
-    PoolSize(u32),
+    /// SET of a pool setting.
+    Set(&'static str, u32),
     Show(&'static str),
 }
 
@@ -113,8 +121,8 @@ pub(super) enum AdminAct {
 pub(super) struct Plan {
     pub(super) load: Vec<LoadPlan>,
     pub(super) faults: Vec<FaultPlan>,
-    /// ms of quiet before each command.
-    pub(super) admin: Vec<(u64, AdminAct)>,
+    /// Two consoles, each with ms of quiet before each of its commands, sent meanwhile.
+    pub(super) admin: [Vec<(u64, AdminAct)>; 2],
 }
 
 fn step(rng: &mut StdRng, tx: bool) -> Step {
@@ -139,15 +147,18 @@ fn target(rng: &mut StdRng) -> Option<bool> {
 
 fn admin_act(rng: &mut StdRng) -> AdminAct {
     let hold = rng.gen_range(0..600);
-    match rng.gen_range(0..12) {
+    match rng.gen_range(0..15) {
         0 | 1 => AdminAct::Pause(target(rng), hold),
-        2 => AdminAct::Kill(rng.gen(), hold),
+        2 => AdminAct::Kill(target(rng), hold),
         3 => AdminAct::Disable(rng.gen(), hold),
         4 | 5 => AdminAct::Reconnect(target(rng)),
         6 => AdminAct::WaitClose(target(rng)),
         7 => AdminAct::Reload,
-        8 => AdminAct::KillClient,
-        9 | 10 => AdminAct::PoolSize(rng.gen_range(1..=4)),
+        8 => AdminAct::EditReload(rng.gen()),
+        9 => AdminAct::KillClient,
+        10 | 11 => AdminAct::Set("default_pool_size", rng.gen_range(1..=4)),
+        12 => AdminAct::Set("max_db_connections", rng.gen_range(0..=3)),
+        13 => AdminAct::Set("server_fast_close", rng.gen_range(0..=1)),
         _ => AdminAct::Show(["show pools", "show servers", "show clients"][rng.gen_range(0..3)]),
     }
 }
@@ -188,9 +199,14 @@ pub(super) fn plan(rng: &mut StdRng) -> Plan {
             reset: rng.gen(),
         })
         .collect();
-    let admin = (0..rng.gen_range(1..=4))
+    let (n, m) = (rng.gen_range(1..=4), rng.gen_range(0..=2));
+    let first = (0..n)
         .map(|_| (rng.gen_range(0..400), admin_act(rng)))
         .collect();
+    let second = (0..m)
+        .map(|_| (rng.gen_range(0..400), admin_act(rng)))
+        .collect();
+    let admin = [first, second];
     Plan {
         load,
         faults,
@@ -317,6 +333,7 @@ pub(super) async fn run_fault(
     t: Target,
     plan: FaultPlan,
     pools: impl Fn() -> (u32, usize),
+    listed: impl Fn(u16) -> bool,
 ) -> Result<&'static str, String> {
     tokio::time::sleep(Duration::from_millis(plan.start_ms)).await;
     let stop = match plan.point {
@@ -364,12 +381,39 @@ pub(super) async fn run_fault(
             c.until(&[]).await?;
         }
     }
+    let port = c.sock.local_addr().map_or(0, |a| a.port());
+    let started = tokio::time::Instant::now();
     if plan.reset {
         c.reset();
     } else {
         c.half_close().await?;
     }
+    // A logged-in client that vanished is let go at once (10 s on a loaded machine), not at
+    // its query_wait_timeout (25 s) or later.
+    if stop == LoginStop::Done {
+        while listed(port) {
+            if started.elapsed() > GONE {
+                return Err(format!("still listed {GONE:?} after it vanished"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     Ok(reached)
+}
+
+/// Add `connect_query` to `db`'s entry in the ini, or take it out.
+fn edit_entry(ini: &std::path::Path, db: &str) -> Result<(), String> {
+    const ADDED: &str = " connect_query='select 1'";
+    let text = std::fs::read_to_string(ini).map_err(|e| e.to_string())?;
+    let edited: Vec<String> = text
+        .lines()
+        .map(|line| match line.strip_suffix(ADDED) {
+            Some(rest) if line.starts_with(&format!("{db} = ")) => rest.to_string(),
+            None if line.starts_with(&format!("{db} = ")) => format!("{line}{ADDED}"),
+            _ => line.to_string(),
+        })
+        .collect();
+    std::fs::write(ini, edited.join("\n") + "\n").map_err(|e| e.to_string())
 }
 
 /// What the console did: commands answered, and the SQLSTATEs of those refused.
@@ -414,9 +458,9 @@ pub(super) async fn run_admin(
                 console(&admin, &format!("pause {}", name(*db)), &mut out).await?;
                 Some((format!("resume {}", name(*db)), *hold))
             }
-            AdminAct::Kill(tx, hold) => {
-                console(&admin, &format!("kill {}", t.db(*tx)), &mut out).await?;
-                Some((format!("resume {}", t.db(*tx)), *hold))
+            AdminAct::Kill(db, hold) => {
+                console(&admin, &format!("kill {}", name(*db)), &mut out).await?;
+                Some((format!("resume {}", name(*db)), *hold))
             }
             AdminAct::Disable(tx, hold) => {
                 console(&admin, &format!("disable {}", t.db(*tx)), &mut out).await?;
@@ -434,8 +478,13 @@ pub(super) async fn run_admin(
                 console(&admin, "reload", &mut out).await?;
                 None
             }
-            AdminAct::PoolSize(n) => {
-                console(&admin, &format!("set default_pool_size = {n}"), &mut out).await?;
+            AdminAct::Set(key, n) => {
+                console(&admin, &format!("set {key} = {n}"), &mut out).await?;
+                None
+            }
+            AdminAct::EditReload(tx) => {
+                edit_entry(&t.ini, &t.db(*tx))?;
+                console(&admin, "reload", &mut out).await?;
                 None
             }
             AdminAct::Show(sql) => {

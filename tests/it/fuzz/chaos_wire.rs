@@ -11,9 +11,9 @@ use tokio::net::TcpStream;
 
 use crate::support::raw::{startup_packet, Msg};
 
-/// How long a read may wait: longer than `query_wait_timeout` (5 s) and a PAUSE's wait for
-/// the session clients before it, so only a real hang reaches it.
-pub(super) const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long a read may wait: longer than `query_wait_timeout` (25 s), so only a real hang
+/// reaches it.
+pub(super) const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(super) struct Conn {
     pub(super) sock: TcpStream,
