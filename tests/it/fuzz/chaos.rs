@@ -36,7 +36,7 @@ use super::chaos_actors::{plan, run_admin, run_fault, run_load, Plan, Point, Tar
 use super::chaos_wire::WAIT;
 use super::{panics, watch_panics, SEED_STEP};
 
-/// Cases when `PGPORTER_CHAOS_CASES` is not set (about 2 s each on 2 shared cores).
+/// Cases when `PGPORTER_CHAOS_CASES` is not set (about 1.5 s each on 2 shared cores).
 const DEFAULT_CASES: u64 = 12;
 const DEFAULT_SEED: u64 = 0xc4a0_5000_0001;
 const POOL_SIZE: u32 = 2;

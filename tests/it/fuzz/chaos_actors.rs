@@ -359,7 +359,7 @@ pub(super) async fn run_fault(
         }
         Point::Queued => {
             c.query("select pg_sleep(0.05)").await;
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
             while pools().0 == 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
