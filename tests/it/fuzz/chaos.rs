@@ -18,7 +18,8 @@
 //! another's.
 //!
 //! `PGPORTER_CHAOS_CASES` (default [`DEFAULT_CASES`]) and `PGPORTER_FUZZ_SEED` (the first
-//! case's seed) replay a failure; `PGPORTER_FUZZ_SURVEY=1` reports failing cases and goes on.
+//! case's seed) replay a failure; `PGPORTER_FUZZ_SURVEY=1` reports failing cases and goes on;
+//! `PGPORTER_CHAOS_CROWD=1` runs a crowded variant ([`crowd`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,6 +41,19 @@ use super::{panics, watch_panics, SEED_STEP};
 const DEFAULT_CASES: u64 = 12;
 const DEFAULT_SEED: u64 = 0xc4a0_5000_0001;
 const POOL_SIZE: u32 = 2;
+
+/// `PGPORTER_CHAOS_CROWD=1`: pool size 1 and 5 to 12 load clients (so most requests queue).
+fn crowd() -> bool {
+    std::env::var("PGPORTER_CHAOS_CROWD").is_ok()
+}
+
+fn pool_size() -> u32 {
+    if crowd() {
+        1
+    } else {
+        POOL_SIZE
+    }
+}
 
 fn chaos_seeds() -> Vec<u64> {
     let n = std::env::var("PGPORTER_CHAOS_CASES")
@@ -74,9 +88,10 @@ async fn rig() -> Fixture {
          unix_socket_dir =\n\
          auth_type = scram-sha-256\n\
          auth_file = userlist.txt\n\
-         default_pool_size = {POOL_SIZE}\n\
+         default_pool_size = {}\n\
          query_wait_timeout = 25\n\
-         admin_users = {user}\n"
+         admin_users = {user}\n",
+        pool_size()
     );
     let porter = spawn_pgporter(&ini, &userlist(&[(&user, PASSWORD)])).await;
     let fx = Fixture {
@@ -219,7 +234,7 @@ async fn at_baseline(fx: &Fixture) -> Result<(), String> {
                 .porter
                 .pool_counts()
                 .iter()
-                .all(|(_, c)| c.waiting == 0 && c.idle == c.total && c.total <= POOL_SIZE))
+                .all(|(_, c)| c.waiting == 0 && c.idle == c.total && c.total <= pool_size()))
     })
     .await
     .map_err(|e| format!("{e} (now {})", state()))
@@ -313,7 +328,7 @@ async fn clean_servers(fx: &Fixture) -> Result<(), String> {
         };
         let connstring = fx.porter.connstring(&fx.user, &fx.password, &db);
         let mut held = Vec::new();
-        for _ in 0..POOL_SIZE {
+        for _ in 0..pool_size() {
             let c = crate::support::connect(&connstring).await;
             // In transaction mode a transaction holds its server connection.
             c.simple_query("begin").await.map_err(|e| e.to_string())?;
@@ -355,7 +370,7 @@ async fn client_faults_and_admin_commands_under_load_leave_the_books_balanced() 
     let mut codes = Codes::new();
     let mut failed = 0;
     for &seed in &seeds {
-        let plan = plan(&mut StdRng::seed_from_u64(seed));
+        let plan = plan(&mut StdRng::seed_from_u64(seed), crowd());
         let result = match run_case(&fx, &plan, &mut codes).await {
             Ok(()) => {
                 restore(&fx, &ini).await;

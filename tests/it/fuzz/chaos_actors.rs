@@ -163,8 +163,10 @@ fn admin_act(rng: &mut StdRng) -> AdminAct {
     }
 }
 
-pub(super) fn plan(rng: &mut StdRng) -> Plan {
-    let load = (0..rng.gen_range(3..=7))
+/// A case's plan; `crowd`: more load clients (5 to 12, else 3 to 7).
+pub(super) fn plan(rng: &mut StdRng, crowd: bool) -> Plan {
+    let clients = if crowd { 5..=12 } else { 3..=7 };
+    let load = (0..rng.gen_range(clients))
         .map(|_| {
             let tx = rng.gen();
             LoadPlan {
