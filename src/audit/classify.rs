@@ -225,7 +225,7 @@ fn strip_comments(s: &str) -> String {
             }
             (b'\'' | b'"', _) => {
                 let body = b.get(i + 1..).unwrap_or_default();
-                let Some(len) = quoted_len(body, c) else {
+                let Some(len) = super::lex::quoted_len(body, c) else {
                     // Unterminated, or a backslash: keep the rest untouched.
                     out.extend_from_slice(b.get(i..).unwrap_or_default());
                     break;
@@ -254,25 +254,6 @@ fn strip_comments(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The length of a `'...'` or `"..."` body (doubled quotes inside) up to its closing quote;
-/// None when it does not end or holds a backslash (in `'...'`: its end is then uncertain).
-fn quoted_len(body: &[u8], quote: u8) -> Option<usize> {
-    let mut i = 0;
-    loop {
-        match body.get(i)? {
-            b'\\' if quote == b'\'' => return None,
-            &c if c == quote => {
-                if body.get(i + 1) == Some(&quote) {
-                    i += 2;
-                } else {
-                    return Some(i);
-                }
-            }
-            _ => i += 1,
-        }
-    }
 }
 
 fn is_word_byte(b: u8) -> bool {

@@ -1,4 +1,5 @@
-//! SQL comments, for the classifier and the redaction: where one that starts at a position ends.
+//! SQL comments and quoted texts, for the classifier, the transaction hints and the
+//! redaction: where one that starts at a position ends.
 
 /// Past a `-- ...` comment starting at `i`: the index of its newline (or the end).
 pub(super) fn line_comment_end(b: &[u8], i: usize) -> usize {
@@ -47,6 +48,25 @@ pub(super) fn dollar_quoted_len(s: &[u8]) -> Option<usize> {
     let tag = s.get(..open)?;
     let end = s.get(open..)?.windows(open).position(|w| w == tag)?;
     Some(open + end + open)
+}
+
+/// The length of a `'...'` or `"..."` body (doubled quotes inside) up to its closing quote;
+/// None when it does not end or holds a backslash (in `'...'`: its end is then uncertain).
+pub(super) fn quoted_len(body: &[u8], quote: u8) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        match body.get(i)? {
+            b'\\' if quote == b'\'' => return None,
+            &c if c == quote => {
+                if body.get(i + 1) == Some(&quote) {
+                    i += 2;
+                } else {
+                    return Some(i);
+                }
+            }
+            _ => i += 1,
+        }
+    }
 }
 
 #[cfg(test)]

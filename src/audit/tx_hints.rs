@@ -109,13 +109,15 @@ fn read(sql: &[u8]) -> TxHints {
             }
             (b'-', Some(b'-')) => i = super::lex::line_comment_end(sql, i),
             (b'/', Some(b'*')) => i = super::lex::block_comment_end(sql, i),
-            (b'\'' | b'"', _) => match quoted_len(sql.get(i + 1..).unwrap_or_default(), c) {
-                Some(len) => i += len + 2,
-                None => {
-                    hints.uncertain = true;
-                    return hints;
+            (b'\'' | b'"', _) => {
+                match super::lex::quoted_len(sql.get(i + 1..).unwrap_or_default(), c) {
+                    Some(len) => i += len + 2,
+                    None => {
+                        hints.uncertain = true;
+                        return hints;
+                    }
                 }
-            },
+            }
             (b'$', Some(&d)) if d == b'$' || d == b'_' || d.is_ascii_alphabetic() || d >= 0x80 => {
                 match super::lex::dollar_quoted_len(sql.get(i..).unwrap_or_default()) {
                     Some(len) => i += len,
@@ -143,25 +145,6 @@ fn read(sql: &[u8]) -> TxHints {
     }
     finish(&piece, &mut hints);
     hints
-}
-
-/// The length of a `'...'` or `"..."` body up to its closing quote (doubled quotes inside);
-/// None when it does not end or (in `'...'`) holds a backslash.
-fn quoted_len(body: &[u8], quote: u8) -> Option<usize> {
-    let mut i = 0;
-    loop {
-        match body.get(i)? {
-            b'\\' if quote == b'\'' => return None,
-            &c if c == quote => {
-                if body.get(i + 1) == Some(&quote) {
-                    i += 2;
-                } else {
-                    return Some(i);
-                }
-            }
-            _ => i += 1,
-        }
-    }
 }
 
 #[cfg(test)]

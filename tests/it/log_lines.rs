@@ -22,6 +22,19 @@ pub(crate) struct Logged {
 }
 
 impl Logged {
+    /// A tokio-postgres client of `db` as `user` (password `pw`) through this pgporter.
+    pub(crate) async fn client(&self, user: &str, db: &str) -> tokio_postgres::Client {
+        let connstring = format!(
+            "host=127.0.0.1 port={} user={user} password=pw dbname={db} sslmode=disable",
+            self.addr.port()
+        );
+        let (client, conn) = tokio_postgres::connect(&connstring, tokio_postgres::NoTls)
+            .await
+            .expect("login");
+        tokio::spawn(conn);
+        client
+    }
+
     pub(crate) async fn start(db: &str, user: &str, pg_port: u16, rest: &str) -> Logged {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -310,20 +323,7 @@ async fn server_closes_outside_the_janitor_have_pgbouncers_lines() {
     let (user, db) = cluster.owner_and_db("ll", "lldb").await;
     let porter = Logged::start(&db, &user, cluster.port(), "").await;
     let su = cluster.superuser_client().await;
-    let connect = |db: &str| {
-        let connstring = format!(
-            "host=127.0.0.1 port={} user={user} password=pw dbname={db} sslmode=disable",
-            porter.addr.port()
-        );
-        async move {
-            let (client, conn) = tokio_postgres::connect(&connstring, tokio_postgres::NoTls)
-                .await
-                .expect("login");
-            tokio::spawn(conn);
-            client
-        }
-    };
-    let admin = connect("pgbouncer").await;
+    let admin = porter.client(&user, "pgbouncer").await;
     let closes = |reason: &str| {
         porter
             .lines("LOG", 'S', &format!("closing because: {reason} (age="))
@@ -331,7 +331,7 @@ async fn server_closes_outside_the_janitor_have_pgbouncers_lines() {
     };
     // A connection back in the pool, idle (SHOW POOLS' sv_idle).
     let idle_one = || async {
-        let client = connect(&db).await;
+        let client = porter.client(&user, &db).await;
         client.simple_query("select 1").await.expect("select 1");
         drop(client);
         eventually("an idle server connection", || async {
@@ -414,7 +414,7 @@ async fn server_closes_outside_the_janitor_have_pgbouncers_lines() {
         su.query(gone, &[&pid]).await.expect("backends").is_empty()
     })
     .await;
-    let client = connect(&db).await;
+    let client = porter.client(&user, &db).await;
     client
         .simple_query("select 1")
         .await
@@ -428,7 +428,7 @@ async fn server_closes_outside_the_janitor_have_pgbouncers_lines() {
         .simple_query("set query_timeout = 1")
         .await
         .expect("set query_timeout");
-    let slow = connect(&db).await;
+    let slow = porter.client(&user, &db).await;
     assert!(
         slow.simple_query("select pg_sleep(30)").await.is_err(),
         "query_timeout"

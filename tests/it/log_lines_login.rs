@@ -281,22 +281,9 @@ async fn a_server_reconnect_marked_closes_as_close_needed() {
     let cluster = cluster().await;
     let (user, db) = cluster.owner_and_db("lg", "lgdb").await;
     let porter = Logged::start(&db, &user, cluster.port(), "").await;
-    let connect = |db: &str| {
-        let connstring = format!(
-            "host=127.0.0.1 port={} user={user} password=pw dbname={db} sslmode=disable",
-            porter.addr.port()
-        );
-        async move {
-            let (client, conn) = tokio_postgres::connect(&connstring, tokio_postgres::NoTls)
-                .await
-                .expect("login");
-            tokio::spawn(conn);
-            client
-        }
-    };
-    let client = connect(&db).await;
+    let client = porter.client(&user, &db).await;
     client.simple_query("select 1").await.expect("select 1");
-    let admin = connect("pgbouncer").await;
+    let admin = porter.client(&user, "pgbouncer").await;
     admin
         .simple_query(&format!("RECONNECT {db}"))
         .await
