@@ -124,10 +124,7 @@ impl AuditEvent {
                 o.opt_str("application_name", session.application_name.as_deref());
             }
             AuditEvent::Statement(s) => {
-                o.str("event", "statement").str("time", &rfc3339(at));
-                o.num("session_id", s.session.session_id);
-                o.str("client_user", &s.session.client_user);
-                o.str("database", &s.session.database);
+                o.head("statement", at, &s.session);
                 o.num("backend_pid", s.backend_pid);
                 o.str("protocol", s.protocol).str("text", &s.text);
                 o.bool("truncated", s.truncated);
@@ -139,19 +136,13 @@ impl AuditEvent {
                 }
             }
             AuditEvent::TransactionEnd(t) => {
-                o.str("event", "transaction_end").str("time", &rfc3339(at));
-                o.num("session_id", t.session.session_id);
-                o.str("client_user", &t.session.client_user);
-                o.str("database", &t.session.database);
+                o.head("transaction_end", at, &t.session);
                 o.num("backend_pid", t.backend_pid);
                 o.num("xact", t.xact).str("outcome", t.outcome);
                 o.num("savepoint_rollbacks", t.savepoint_rollbacks);
             }
             AuditEvent::SessionEnd(e) => {
-                o.str("event", "session_end").str("time", &rfc3339(at));
-                o.num("session_id", e.session.session_id);
-                o.str("client_user", &e.session.client_user);
-                o.str("database", &e.session.database);
+                o.head("session_end", at, &e.session);
                 o.opt_num("backend_pid", e.backend_pid);
                 o.num("duration_ms", e.duration.as_secs_f64() * 1000.0);
                 o.num("statements", e.statements);
@@ -244,6 +235,15 @@ impl<'a> Obj<'a> {
         self.key(k);
         self.out.push_str(v);
         self
+    }
+
+    /// The fields that start a statement, transaction_end or session_end event: which
+    /// session's.
+    fn head(&mut self, event: &str, at: SystemTime, s: &SessionInfo) -> &mut Self {
+        self.str("event", event).str("time", &rfc3339(at));
+        self.num("session_id", s.session_id);
+        self.str("client_user", &s.client_user);
+        self.str("database", &s.database)
     }
 
     fn session(&mut self, s: &SessionInfo) -> &mut Self {
