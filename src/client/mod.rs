@@ -15,6 +15,7 @@ mod relay;
 mod renaming;
 mod route;
 mod serve;
+mod set_up;
 mod statements;
 mod tap;
 mod tracker;

@@ -25,6 +25,7 @@ use super::acquire::{checkout_unless_gone, Waited};
 use super::params::ClientParams;
 use super::relay::{relay, RelayEnd, Traffic, TxTracker};
 use super::renaming::{ClientStatements, Renaming};
+use super::set_up::{set_up, SetUpEnd};
 use super::statements::StatementAudit;
 use super::tap::RelayState;
 use super::watchdog::{Timeout, Watchdog};
@@ -257,51 +258,45 @@ fn relay_session<'a>(
 ) -> impl Future<Output = Result<After, Error>> + 'a {
     async move {
         let pool = Arc::clone(&session.pool);
-        let who = &session.who;
-        // Once per session (its first server connection, in transaction mode).
-        if let (Some(audited), None) = (&who.info, tally.pid) {
-            who.audit
-                .send(AuditEvent::SessionStart {
-                    session: Arc::clone(audited),
-                    backend_pid: Some(server.pid()),
-                    backend_host: Some(server.addr.to_string()),
-                })
-                .await;
-        }
-        tally.pid = Some(server.pid());
         let greeted = pool.welcome().unwrap_or_default();
         let tracked = super::params::Tracked(&config.settings.track_extra_parameters);
-        let ahead = match session
-            .params
-            .apply(
-                &mut server,
-                pool.app_default(),
-                &greeted,
-                tracked,
-                &mut conn.wbuf,
-            )
-            .await
-        {
+        // The set-up goes at the client's and the audit writer's pace (a client that stopped
+        // reading holds up the flush, one that stalls mid-message the cancelled answer), the
+        // server connection held: a kill or shutdown must reach it. Polled first: a set-up done
+        // at its first poll (the usual case, nothing to write) never registers for the kill.
+        let set_up = set_up(
+            conn,
+            session,
+            &mut server,
+            info,
+            &mut tally.pid,
+            &greeted,
+            tracked,
+        );
+        let ahead = match tokio::select! {
+            biased;
+            done = set_up => done,
+            () = info.killed() => Err(SetUpEnd::Killed(ended(shared, info))),
+        } {
             Ok(ahead) => ahead,
-            Err(e) => {
-                pool.release(server, false, false).await;
+            Err(SetUpEnd::Failed {
+                error,
+                clean,
+                exact,
+            }) => {
+                pool.release(server, clean, exact).await;
+                return Err(error);
+            }
+            Err(SetUpEnd::Killed(e)) => {
+                let reason = if matches!(e, Error::Shutdown) {
+                    "shutting down"
+                } else {
+                    UNCLEAN
+                };
+                pool.discard(server, reason).await;
                 return Err(e);
             }
         };
-        if !conn.wbuf.is_empty() {
-            if let Err(e) = conn.flush().await {
-                pool.release(server, !ahead, true).await;
-                return Err(Error::ClientProtocol(e));
-            }
-        }
-        // A cancel until here (pgporter's own SETs above are not the client's to cancel) cancels
-        // the request instead: it is not sent.
-        if info.set_up() {
-            if let Err(e) = super::relay::answer_cancelled(conn).await {
-                pool.release(server, !ahead, true).await;
-                return Err(Error::ClientProtocol(e));
-            }
-        }
         let histogram = shared.metrics.query_histogram(&info.database);
         let mut state = relay_state(session, config, server.pid(), histogram)
             .with_read_only_hint(session.read_only_hint.clone());

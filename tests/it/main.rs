@@ -16,6 +16,7 @@ mod clients;
 mod cnpg;
 mod drivers;
 mod drivers_native;
+mod ending;
 mod faults_client;
 mod faults_server;
 mod fuzz;
