@@ -291,6 +291,14 @@ where
         if state.tracker.answered() && state.ahead == 0 && drained && server.rbuf.is_empty() {
             return Poll::Ready(Ok(()));
         }
+        // A wait for the server as any other: query_timeout and transaction_timeout run (the
+        // relay's kill and host-down branches enclose this one).
+        if let Some(w) = &mut state.watchdog {
+            let since = state.tracker.xact_since();
+            if let Poll::Ready(limit) = w.poll(cx, false, false, ServerState::Busy, since) {
+                return Poll::Ready(Err(RelayEnd::Timeout(limit)));
+            }
+        }
         // The client may leave meanwhile: what it sends is kept (behind the held message),
         // its EOF ends the session.
         while client.rbuf.len() < HELD_READ_LIMIT {

@@ -1,14 +1,16 @@
 //! Ending sessions at any point: a kill reaching a session still setting up its server
-//! connection.
+//! connection, query_timeout over every wait for the server.
 
 use std::time::Duration;
 
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
 use crate::admin::{rows, Ops};
-use crate::support::cluster;
 use crate::support::raw::RawClient;
+use crate::support::{cluster, SharedAccount};
 
 /// "At once", on a loaded machine.
 const AT_ONCE: Duration = Duration::from_secs(10);
@@ -127,4 +129,42 @@ async fn a_kill_reaches_a_session_held_up_in_its_set_up() {
         .simple_query(&format!("RESUME {}", ops.db))
         .await
         .expect("RESUME");
+}
+
+/// A statement naming an identity setting waits, unsent, for the answers to the requests
+/// before it; that wait is a wait for the server as any other: query_timeout ends it (the
+/// session ends with `query timeout`, the running query is cancelled). It waited outside
+/// the watchdog: here 60 s, for the earlier pg_sleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_covers_the_wait_before_a_refused_statement() {
+    let sa = SharedAccount::new(1, "query_timeout = 1").await;
+    let mut c = RawClient::login(sa.porter.addr(), &sa.alice, sa.password(&sa.alice), &sa.db).await;
+    let mut both = BytesMut::new();
+    frontend::query("select pg_sleep(60)", &mut both).expect("query");
+    frontend::query("SET pgporter.client_user = 'bob'", &mut both).expect("query");
+    let sent = Instant::now();
+    c.send(&both).await;
+    let ended = tokio::time::timeout(AT_ONCE, async {
+        let mut last = None;
+        while let Some(m) = c.read_msg().await {
+            last = Some(m);
+        }
+        last
+    })
+    .await
+    .expect("query_timeout did not end the wait before the refused statement");
+    let last = ended.expect("an answer");
+    assert_eq!(
+        last.error_field(b'M').as_deref(),
+        Some("query timeout"),
+        "{last:?}"
+    );
+    assert!(sent.elapsed() >= Duration::from_secs(1));
+    // The sleep is cancelled, its connection closed.
+    let su = cluster().await.superuser_client().await;
+    let since = Instant::now();
+    while !backends(&su, &sa.db).await.is_empty() {
+        assert!(since.elapsed() < AT_ONCE, "the sleeping backend stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
