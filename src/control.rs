@@ -242,7 +242,24 @@ async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlEr
     // count of connections lent out says when that is done (PgBouncer waits for its servers
     // being reset too). Without it, PAUSE returned while the reset ran, and the connection then
     // went to the idle list of the paused pool and stayed.
+    // A RESUME while PAUSE waits lifts the pause: the PAUSE ends then, answered as done
+    // (the answer PgBouncer 1.18 gives it only when a later pause completes), and closes
+    // nothing of the resumed database.
+    let in_force = || {
+        let g = shared.gates.state();
+        match &db {
+            Some(d) => g.paused.contains(d),
+            None => g.all_paused,
+        }
+    };
     loop {
+        if !in_force() {
+            tracing::info!(
+                db = db.as_deref().unwrap_or("*"),
+                "PAUSE lifted by RESUME before it was done"
+            );
+            return Ok(());
+        }
         let busy = shared.sessions.all().iter().any(|s| {
             !s.admin
                 && s.state() == crate::sessions::ClientState::Active
@@ -254,6 +271,9 @@ async fn pause(shared: &Arc<Shared>, db: Option<String>) -> Result<(), ControlEr
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for pool in pools_of(shared, db.as_deref()) {
+        if !in_force() {
+            break;
+        }
         // PgBouncer 1.18's words (live).
         pool.close_idle("pause mode").await;
     }

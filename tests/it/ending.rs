@@ -1,5 +1,5 @@
 //! Ending sessions at any point: a kill reaching a session still setting up its server
-//! connection, query_timeout over every wait for the server.
+//! connection, query_timeout over every wait for the server, a PAUSE lifted by RESUME.
 
 use std::time::Duration;
 
@@ -8,9 +8,9 @@ use postgres_protocol::message::frontend;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
-use crate::admin::{rows, Ops};
+use crate::admin::{find, rows, Ops, ADMIN_PW};
 use crate::support::raw::RawClient;
-use crate::support::{cluster, SharedAccount};
+use crate::support::{cluster, SharedAccount, HANG};
 
 /// "At once", on a loaded machine.
 const AT_ONCE: Duration = Duration::from_secs(10);
@@ -167,4 +167,63 @@ async fn query_timeout_covers_the_wait_before_a_refused_statement() {
         assert!(since.elapsed() < AT_ONCE, "the sleeping backend stayed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A RESUME while a PAUSE waits for its clients lifts the pause: the PAUSE ends then (answered
+/// PAUSE, as PgBouncer 1.18 answers it once a later pause is done) and closes nothing of the
+/// resumed database. It went on waiting, and then closed the idle connections "for the
+/// pause" of a database no longer paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_ends_a_pause_in_progress() {
+    let ops = Ops::new("").await;
+    let admin = ops.admin().await;
+    let db = ops.db.clone();
+    // An idle server connection in the pool, and a session holding another.
+    let left = ops.client().await;
+    left.simple_query("select 1").await.expect("select");
+    let holder = ops.client().await;
+    holder.simple_query("select 1").await.expect("select");
+    drop(left);
+    let idle = || async {
+        let pools = rows(&admin, "SHOW POOLS").await;
+        find(&pools, "database", &db)
+            .get("sv_idle")
+            .unwrap_or_default()
+            .to_string()
+    };
+    let since = Instant::now();
+    while idle().await != "1" {
+        assert!(
+            since.elapsed() < HANG,
+            "the first client's connection never idle"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pauser =
+        crate::support::connect(&ops.porter.connstring(&ops.admin, ADMIN_PW, "pgbouncer")).await;
+    let cmd = format!("PAUSE {db}");
+    let pausing = tokio::spawn(async move { pauser.simple_query(&cmd).await.map(|m| m.len()) });
+    let since = Instant::now();
+    while find(&rows(&admin, "SHOW DATABASES").await, "name", &db).get("paused") != Some("1") {
+        assert!(since.elapsed() < HANG, "PAUSE never began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin
+        .simple_query(&format!("RESUME {db}"))
+        .await
+        .expect("RESUME");
+    tokio::time::timeout(AT_ONCE, pausing)
+        .await
+        .expect("PAUSE went on after RESUME")
+        .expect("task")
+        .expect("PAUSE answered as done");
+    assert_eq!(
+        idle().await,
+        "1",
+        "RESUME'd database's idle connection closed"
+    );
+    holder
+        .simple_query("select 1")
+        .await
+        .expect("the holder goes on");
 }
