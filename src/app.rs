@@ -374,7 +374,7 @@ async fn evict_on_host_change(shared: Arc<Shared>) {
             changed = changes.changed() => if changed.is_err() { return },
         }
         for pool in shared.pools.all() {
-            pool.evict_expired().await;
+            pool.evict_expired();
         }
     }
 }

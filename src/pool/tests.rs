@@ -244,3 +244,35 @@ async fn a_grant_left_behind_while_paused_is_not_kept_idle() {
     assert_eq!(pool.held_by("u"), 0);
     assert_eq!(pool.limits.server_counts("app", "u"), (0, 0));
 }
+
+/// Idle connections past server_lifetime whose servers read nothing (their socket buffers
+/// full, so each Terminate waits out its 1 s bound) are closed without holding up the
+/// janitor's tick: the check returns at once, not after a second per connection, and the
+/// slots are freed at once too.
+#[tokio::test]
+async fn expired_connections_of_slow_servers_do_not_hold_up_the_janitor() {
+    const SLOW: u32 = 12;
+    let (pool, _gates) = pool_with(9, "server_lifetime = 1\n");
+    let mut peers = Vec::new();
+    for _ in 0..SLOW {
+        let (mut conn, theirs) = counted_conn(&pool).await;
+        let crate::net::Stream::Tcp(ours) = &conn.conn.io else {
+            unreachable!("counted_conn dials TCP")
+        };
+        // Fill the send buffer: the peer never reads, so the next write would wait.
+        let chunk = vec![0_u8; 64 * 1024];
+        while ours.try_write(&chunk).is_ok() {}
+        let old = Instant::now().checked_sub(Duration::from_secs(10)).unwrap();
+        conn.created_at = old;
+        conn.lent_at = pool.cuts();
+        pool.checkin(conn);
+        peers.push(theirs);
+    }
+    assert_eq!(pool.counts().idle, SLOW);
+    let before = Instant::now();
+    pool.evict_expired();
+    let took = before.elapsed();
+    assert!(took < Duration::from_secs(10), "the check took {took:?}");
+    let counts = pool.counts();
+    assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
+}
