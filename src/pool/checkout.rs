@@ -275,16 +275,7 @@ impl Pool {
             made = self.log_in(&login, params, settings, since) => made?,
         };
         slot.armed = false;
-        if self.limits.config().settings.log_connections {
-            // PgBouncer logs each server login with log_connections too.
-            let local = conn.conn.io.local_addr();
-            // Formatted into the line, only if it is written.
-            let local: &dyn std::fmt::Display = match &local {
-                Some(a) => a,
-                None => &"unix",
-            };
-            tracing::info!(pid = conn.pid(), db = %self.key.db, user = %self.key.user, addr = %conn.addr, %local, "new connection to server");
-        }
+        self.log_opened(&conn);
         conn.holder = holder.cloned();
         conn.identity_tag = tag.cloned();
         let mut inner = self.lock();
@@ -305,6 +296,11 @@ impl Pool {
         settings: &PoolSettings,
         since: Instant,
     ) -> Result<ServerConn, PoolError> {
+        let report = LoginReport {
+            pool: self,
+            login,
+            since,
+        };
         let mut conn = routing::connect(
             &self.hosts,
             &self.effective_target(),
@@ -312,7 +308,7 @@ impl Pool {
             settings.dial,
             Some(login),
             || self.limits.config().settings.routing.failover_wait_timeout,
-            |addr, e| self.log_failed_login(addr, e, since, login.seen().local),
+            &report,
         )
         .await?;
         login.logged_in(conn.pid());
@@ -350,6 +346,41 @@ impl Pool {
             self.dispatch(&mut inner, settings)
         };
         self.settle(close);
+    }
+}
+
+impl Pool {
+    /// PgBouncer logs each server login with log_connections.
+    fn log_opened(&self, conn: &ServerConn) {
+        if self.limits.config().settings.log_connections {
+            let local = conn.conn.io.local_addr();
+            // Formatted into the line, only if it is written.
+            let local: &dyn std::fmt::Display = match &local {
+                Some(a) => a,
+                None => &"unix",
+            };
+            tracing::info!(pid = conn.pid(), db = %self.key.db, user = %self.key.user, addr = %conn.addr, %local, "new connection to server");
+        }
+    }
+}
+
+/// A login's attempts on the pool's hosts, told to the pool's log ([`routing::connect`]).
+struct LoginReport<'a> {
+    pool: &'a Pool,
+    login: &'a crate::server::Login,
+    since: Instant,
+}
+
+impl routing::ConnectReport for LoginReport<'_> {
+    fn dial_failed(&self, addr: &crate::server::ServerAddr, e: &crate::server::ServerError) {
+        let local = self.login.seen().local;
+        self.pool.log_failed_login(addr, e, self.since, local);
+    }
+
+    fn set_aside(&self, conn: ServerConn, reason: &'static str) {
+        self.pool.log_opened(&conn);
+        self.pool.log_close(&conn, reason);
+        tokio::spawn(super::release::terminate(conn));
     }
 }
 

@@ -273,12 +273,22 @@ impl Hosts {
     }
 }
 
+/// What [`connect`] tells its pool of the logins it makes.
+pub trait ConnectReport {
+    /// `addr` did not take the login (`e`).
+    fn dial_failed(&self, addr: &ServerAddr, e: &ServerError);
+    /// A login that got in but is not handed over (the host reports another role than the
+    /// monitor saw, or the monitor has not checked it yet): closed as every server
+    /// connection is (Terminate, the `closing because` line with `reason`).
+    fn set_aside(&self, conn: ServerConn, reason: &'static str);
+}
+
 /// Open a server connection on a host `set` allows, tagged with that host. Hosts that fail
 /// are skipped (and their monitor poked); with no eligible host left, waits for a host change
 /// up to `failover_wait` (failover_wait_timeout) from the outage's start, read again at each
 /// look, so a reload reaches connects already waiting. `login` follows the attempt in
-/// progress (SHOW SERVERS). `dial_failed` hears of each host that did not take the login
-/// (its close line: only here is the host known).
+/// progress (SHOW SERVERS). `report` hears of each host that did not take the login (its
+/// close line: only here is the host known), and closes the logins made but not handed over.
 pub async fn connect(
     set: &HostSet,
     target: &ServerTarget,
@@ -286,7 +296,7 @@ pub async fn connect(
     dial: crate::net::Dial,
     login: Option<&server::Login>,
     failover_wait: impl Fn() -> Duration,
-    dial_failed: impl Fn(&ServerAddr, &ServerError),
+    report: &impl ConnectReport,
 ) -> Result<ServerConn, RouteError> {
     let mut since = None;
     let mut changes = set.changed.subscribe();
@@ -313,6 +323,7 @@ pub async fn connect(
                     if set.monitored && seen.is_some_and(|r| r != role) {
                         // The monitor has not noticed a promotion (or a demotion) yet.
                         tracing::info!(host = %host.addr, expected = role.as_str(), "server reports another role; re-checking the host");
+                        report.set_aside(conn, "host down or changed role");
                         host.poke();
                         failed.push(host.addr.clone());
                         continue;
@@ -323,11 +334,11 @@ pub async fn connect(
                     return Ok(conn);
                 }
                 Err(e) if !host_failure(&e) => {
-                    dial_failed(&host.addr, &e);
+                    report.dial_failed(&host.addr, &e);
                     return Err(e.into());
                 }
                 Err(e) => {
-                    dial_failed(&host.addr, &e);
+                    report.dial_failed(&host.addr, &e);
                     tracing::debug!(host = %host.addr, error = %e, "server connect failed; trying another host");
                     host.poke();
                     failed.push(host.addr.clone());
@@ -336,15 +347,7 @@ pub async fn connect(
                 }
             }
         }
-        let asking = ask_unverifiable(
-            set,
-            target,
-            extra_params,
-            dial,
-            login,
-            &mut asked,
-            &dial_failed,
-        );
+        let asking = ask_unverifiable(set, target, extra_params, dial, login, &mut asked, report);
         if let Err(e) = asking.await {
             return Err(e.into());
         }
@@ -389,8 +392,9 @@ pub async fn connect(
 /// them (a refused login, or SCRAM passthrough with no key yet): no failover will bring them,
 /// and waiting failover_wait_timeout for nothing ended in a misleading "no server". The
 /// session's own login tells why at once: PostgreSQL's refusal or "no usable password" comes
-/// back as the session's error. A login that works is dropped and the monitor told to check
-/// again (it has this login too). Each host is asked once per connect (`asked`).
+/// back as the session's error. A login that works is closed (`host not checked yet`) and the
+/// monitor told to check again (it has this login too). Each host is asked once per connect
+/// (`asked`).
 async fn ask_unverifiable(
     set: &HostSet,
     target: &ServerTarget,
@@ -398,7 +402,7 @@ async fn ask_unverifiable(
     dial: crate::net::Dial,
     login: Option<&server::Login>,
     asked: &mut Vec<ServerAddr>,
-    dial_failed: &impl Fn(&ServerAddr, &ServerError),
+    report: &impl ConnectReport,
 ) -> Result<(), ServerError> {
     for host in set.unverifiable() {
         if asked.contains(&host.addr) {
@@ -411,15 +415,16 @@ async fn ask_unverifiable(
         };
         match server::connect(&target, extra_params, dial, login).await {
             Err(e) if !host_failure(&e) => {
-                dial_failed(&host.addr, &e);
+                report.dial_failed(&host.addr, &e);
                 return Err(e);
             }
             Err(e) => {
-                dial_failed(&host.addr, &e);
+                report.dial_failed(&host.addr, &e);
                 tracing::debug!(host = %host.addr, error = %e, "unchecked host: connect failed")
             }
-            Ok(_) => {
-                tracing::debug!(host = %host.addr, "unchecked host takes this login; re-checking it")
+            Ok(conn) => {
+                tracing::debug!(host = %host.addr, "unchecked host takes this login; re-checking it");
+                report.set_aside(conn, "host not checked yet");
             }
         }
         host.poke();
@@ -446,3 +451,6 @@ fn host_failure(e: &ServerError) -> bool {
         | ServerError::Tls(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests;
