@@ -476,6 +476,14 @@ fn install(
                 endpoint.balance(entry),
             )
         });
+        // A removed (or changed) `user=`: its sessions must not go on as that user, though the
+        // pool (of a user that may also log in as itself) looks the same.
+        let forced = |c: &crate::config::Config| {
+            c.database(&pool.key.db)
+                .and_then(|e| e.user.as_deref())
+                .is_some_and(|u| *u == *pool.key.user)
+        };
+        let unforced = forced(&old) && !forced(&config);
         // PgBouncer's words for its idle connections' close lines.
         let why = match &wanted {
             None => "database removed",
@@ -485,6 +493,7 @@ fn install(
             Some((target, settings))
                 if target == pool.target
                     && same_routing
+                    && !unforced
                     && settings.mode == pool.settings().mode =>
             {
                 pool.update_settings(settings)

@@ -203,7 +203,7 @@ pub(super) async fn acquire(
         let mut pool = Arc::clone(&session.pool);
         loop {
             if pool.is_retired() {
-                pool = super::route::successor(&pool, shared)?;
+                pool = super::route::successor(&pool, session.identity(), shared)?;
                 if pool.is_retired() {
                     // Replaced again at this very moment: let the client reconnect.
                     return Err(Error::DatabaseChanged);

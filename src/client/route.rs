@@ -55,14 +55,21 @@ fn pool_for(entry: &DatabaseEntry, key: &PoolKey, config: &Config, shared: &Shar
 
 /// The pool that replaced `retired` after a reload changed its database entry: same database,
 /// user and endpoint under the live configuration. An error when the database is gone, or
-/// now forces another user (the session logged in for this one).
-pub(super) fn successor(retired: &Pool, shared: &Shared) -> Result<Arc<Pool>, Error> {
+/// would now log `client_user` in as another user than the pool's: the entry forces another
+/// user, or no longer forces the one the session was served as (PgBouncer 1.18 keeps a
+/// removed `user=` in force until restart, for every client; here new sessions go in as
+/// themselves, and one served as the forced user ends with 08P01).
+pub(super) fn successor(
+    retired: &Pool,
+    client_user: &str,
+    shared: &Shared,
+) -> Result<Arc<Pool>, Error> {
     let config = shared.config.load();
     let key = &retired.key;
     let entry = config
         .database(&key.db)
         .ok_or_else(|| Error::UnknownDatabase(key.db.to_string()))?;
-    if entry.user.as_deref().is_some_and(|u| *u != *key.user) {
+    if *entry.user.as_deref().unwrap_or(client_user) != *key.user {
         return Err(Error::DatabaseChanged);
     }
     let pool = pool_for(entry, key, &config, shared);

@@ -266,6 +266,46 @@ async fn a_reload_into_transaction_mode_replaces_the_pool() {
     assert_eq!(backend_pid(&b).await, pid);
 }
 
+/// A reload takes `user=` out of the entry: a transaction-mode session served as that forced
+/// user is not served as it any longer; its next transaction ends it with `08P01 database
+/// configuration changed` (it went on as the forced user: the pool, looking the same, was not
+/// replaced, and a replaced one was succeeded by the forced user's pool). A new session goes
+/// in as itself. (PgBouncer 1.18 keeps the removed forced user for every client, held or new:
+/// `WARNING losing forced user not supported, keeping old setting`, checked live.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_of_a_removed_forced_user_is_not_served_as_it() {
+    use crate::support::fixture::{userlist, PASSWORD};
+    let cluster = crate::support::cluster().await;
+    let person = cluster.unique_name("w");
+    cluster.create_role(&person, "w-pw").await;
+    let fx = Fixture::custom(|n| Spec {
+        userlist: Some(userlist(&[(&n.user, PASSWORD), (&person, "w-pw")])),
+        ..Spec::new("pool_mode = transaction")
+    })
+    .await;
+    let (db, forced) = (fx.db.clone(), fx.user.clone());
+    let plain = format!("dbname={db}\n");
+    let with_user = format!("dbname={db} user={forced}\n");
+    (fx.porter)
+        .reload_edited(|ini| ini.replace(&plain, &with_user))
+        .await;
+    let connstring = fx.porter.connstring(&person, "w-pw", &db);
+    let held = crate::support::connect(&connstring).await;
+    assert_eq!(value(&held, "select current_user").await, forced);
+    (fx.porter)
+        .reload_edited(|ini| ini.replace(&with_user, &plain))
+        .await;
+    let e = held
+        .simple_query("select current_user")
+        .await
+        .expect_err("the session went on as the removed forced user");
+    let e = crate::support::db_error(&e);
+    assert_eq!(e.code(), &SqlState::PROTOCOL_VIOLATION, "{e:?}");
+    assert_eq!(e.message(), "database configuration changed");
+    let fresh = crate::support::connect(&connstring).await;
+    assert_eq!(value(&fresh, "select current_user").await, person);
+}
+
 /// SIGINT (SHUTDOWN WAIT_FOR_SERVERS) as in PgBouncer: running transactions finish, no new
 /// one starts (57P01), and the process exits once no server connection is in use, without
 /// waiting for idle clients to leave.
