@@ -156,7 +156,17 @@ impl Pool {
         let (tag, settings) = (tag.cloned(), Arc::clone(settings));
         // Spawned (a rare path): its future is large, and it must outlive the client's wait.
         tokio::spawn(async move {
+            let mut again = false;
             let made = loop {
+                // A login redone after RECONNECT: not begun if the database was paused since
+                // (PgBouncer launches none then); the slot goes back, the client waits for
+                // RESUME.
+                if again && pool.held() {
+                    tracing::debug!(pool = ?pool.key, "the database was paused; its client waits for RESUME, no login is begun again");
+                    pool.forget(Some(&holder));
+                    break Err(PoolError::Paused);
+                }
+                again = true;
                 let begun = pool.cuts();
                 let made =
                     (pool.connect_for(Some(&holder), tag.as_ref(), &params, &settings)).await;

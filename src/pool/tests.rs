@@ -276,3 +276,85 @@ async fn expired_connections_of_slow_servers_do_not_hold_up_the_janitor() {
     let counts = pool.counts();
     assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
 }
+
+/// A tracing layer that runs `then` once, at the first event whose message starts `at`: a
+/// place in the pool's code for a test to act at (this thread's events only).
+struct ActAt<F> {
+    at: &'static str,
+    then: std::sync::Mutex<Option<F>>,
+}
+
+impl<S, F> tracing_subscriber::Layer<S> for ActAt<F>
+where
+    S: tracing::Subscriber,
+    F: FnOnce() + Send + 'static,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        if message.0.starts_with(self.at) {
+            if let Some(then) = self.then.lock().unwrap().take() {
+                then();
+            }
+        }
+    }
+}
+
+/// RECONNECT comes while a client's login is under way, and PAUSE right after the login got
+/// in and was found dropped: no login is begun again (PgBouncer launches none for a paused
+/// database); the client is told to wait for RESUME. The retry began a login regardless,
+/// closed only once it got in. PAUSE is made at the moment the dropped login is closed (the
+/// pool's debug line), which no client could time.
+#[tokio::test]
+async fn a_login_redone_after_reconnect_is_not_begun_once_paused() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (pool, gates) = pool_on(listener.local_addr().unwrap().port());
+    let pause = {
+        let gates = Arc::clone(&gates);
+        move || {
+            gates.update(|g| {
+                g.paused.insert("app".into());
+            });
+        }
+    };
+    let layer = ActAt {
+        at: "closing a server login begun before its pool's connections were dropped",
+        then: std::sync::Mutex::new(Some(pause)),
+    };
+    // This runtime has one thread: the login's task logs here too.
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let client = {
+        let pool = Arc::clone(&pool);
+        tokio::spawn(async move {
+            let identity: super::Identity = Arc::from("u");
+            let wait = super::Deadline::new(Instant::now(), Some(Duration::from_secs(60)));
+            pool.checkout(&identity, None, &Vec::new, &wait)
+                .await
+                .map(|conn| conn.pid())
+        })
+    };
+    let mut login = login_under_way(&listener).await;
+    // As RECONNECT: the pool's connections dropped, the database not paused.
+    pool.close_idle("database configuration changed").await;
+    let_in(&mut login).await;
+    let got = tokio::select! {
+        got = client => got.unwrap(),
+        _ = listener.accept() => panic!("a login was begun again while the database was paused"),
+        () = tokio::time::sleep(Duration::from_secs(10)) => panic!("the client was not answered"),
+    };
+    assert!(matches!(got, Err(super::PoolError::Paused)), "{got:?}");
+    let counts = pool.counts();
+    assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
+    assert_eq!(pool.held_by("u"), 0);
+    assert_eq!(pool.limits.server_counts("app", "u"), (0, 0));
+}
