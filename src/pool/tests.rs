@@ -209,10 +209,7 @@ async fn a_slot_granted_while_paused_begins_no_login() {
         _ = listener.accept() => panic!("a server login was begun while the database was paused"),
     };
     assert!(matches!(got, Err(super::PoolError::Paused)), "{got:?}");
-    let counts = pool.counts();
-    assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
-    assert_eq!(pool.held_by("u"), 0);
-    assert_eq!(pool.limits.server_counts("app", "u"), (0, 0));
+    assert_nothing_kept(&pool);
 }
 
 /// A connection granted to a queued client that leaves before it takes it (KILL ended it, its
@@ -239,10 +236,7 @@ async fn a_grant_left_behind_while_paused_is_not_kept_idle() {
     pool.checkin(conn);
     assert_eq!(pool.counts().waiting, 0);
     drop(queued);
-    let counts = pool.counts();
-    assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
-    assert_eq!(pool.held_by("u"), 0);
-    assert_eq!(pool.limits.server_counts("app", "u"), (0, 0));
+    assert_nothing_kept(&pool);
 }
 
 /// Idle connections past server_lifetime whose servers read nothing (their socket buffers
@@ -353,6 +347,12 @@ async fn a_login_redone_after_reconnect_is_not_begun_once_paused() {
         () = tokio::time::sleep(Duration::from_secs(10)) => panic!("the client was not answered"),
     };
     assert!(matches!(got, Err(super::PoolError::Paused)), "{got:?}");
+    assert_nothing_kept(&pool);
+}
+
+/// The pool of "app" for "u" keeps no connection: none idle, none counted, none held by "u",
+/// none in the limits' server counts.
+fn assert_nothing_kept(pool: &super::Pool) {
     let counts = pool.counts();
     assert_eq!((counts.idle, counts.total), (0, 0), "{counts:?}");
     assert_eq!(pool.held_by("u"), 0);

@@ -36,22 +36,9 @@ async fn until(
 }
 
 /// A client's query, in a task (its backend pid, and the client), waiting on a server login
-/// that a stopped postmaster holds (the `Continue` goes on with it), when PAUSE of its
-/// database comes. The client logged in on the pool's first connection, which RECONNECT then
-/// closed: its query needs a new one.
-async fn paused_during_a_login(
-    pg: &PgCluster,
-    ops: &Ops,
-    admin: &tokio_postgres::Client,
-    su: &tokio_postgres::Client,
-) -> (
-    Continue,
-    tokio::task::JoinHandle<(Result<i32, tokio_postgres::Error>, tokio_postgres::Client)>,
-) {
-    during_a_login("PAUSE", pg, ops, admin, su).await
-}
-
-/// [`paused_during_a_login`], with `command` (PAUSE, KILL) for the database.
+/// that a stopped postmaster holds (the `Continue` goes on with it), when `command` (PAUSE,
+/// KILL) for its database comes. The client logged in on the pool's first connection, which
+/// RECONNECT then closed: its query needs a new one.
 async fn during_a_login(
     command: &str,
     pg: &PgCluster,
@@ -142,7 +129,7 @@ async fn a_client_waiting_on_a_login_during_pause_waits_for_resume() {
     let ops = Ops::on(pg, "server_connect_timeout = 60\nquery_wait_timeout = 60").await;
     let admin = ops.admin().await;
     let su = pg.superuser_client().await;
-    let (stopped, query) = paused_during_a_login(pg, &ops, &admin, &su).await;
+    let (stopped, query) = during_a_login("PAUSE", pg, &ops, &admin, &su).await;
     drop(stopped);
     // Awaited, not timed: the login gets in (sv_login 0) once the postmaster goes on, however
     // long that takes on a loaded machine; then its backend must go, and none stay idle.
@@ -181,7 +168,7 @@ async fn a_login_failing_during_pause_leaves_its_client_waiting_for_resume() {
     let ops = Ops::on(pg, "server_connect_timeout = 2\nquery_wait_timeout = 60").await;
     let admin = ops.admin().await;
     let su = pg.superuser_client().await;
-    let (stopped, query) = paused_during_a_login(pg, &ops, &admin, &su).await;
+    let (stopped, query) = during_a_login("PAUSE", pg, &ops, &admin, &su).await;
     // The login ends at server_connect_timeout (sv_login 0), the postmaster still stopped.
     let counts = until(&admin, &su, &ops, "the login did not end", |c, _| {
         c[4] == "0"
