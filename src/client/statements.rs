@@ -27,6 +27,9 @@ struct Text {
     /// Logged on its own. (A savepoint statement that is not keeps its text: it is logged in
     /// a transaction with logged statements.)
     log: bool,
+    /// Logged and may change data: its transaction's end is logged (read-only ones, logged
+    /// with `audit_statements = all`, change nothing whichever way it ends).
+    write: bool,
     /// Its transaction control, to read its ROLLBACK tags (see [`super::xact`]).
     tx: TxHints,
 }
@@ -109,10 +112,11 @@ impl StatementAudit {
     }
 
     fn text(&self, sql: &[u8], more: bool) -> Text {
+        let write = self.mode != AuditStatements::None && (more || !audit::is_read_only(sql));
         let log = match self.mode {
             AuditStatements::None => false,
             AuditStatements::All => true,
-            AuditStatements::Write => more || !audit::is_read_only(sql),
+            AuditStatements::Write => write,
         };
         let tx = if more {
             TxHints::UNCERTAIN
@@ -124,6 +128,7 @@ impl StatementAudit {
                 sql: Arc::clone(&self.empty),
                 truncated: false,
                 log,
+                write,
                 tx,
             };
         }
@@ -132,6 +137,7 @@ impl StatementAudit {
         Text {
             tx,
             log,
+            write,
             ..self.logged(sql, more)
         }
     }
@@ -144,6 +150,7 @@ impl StatementAudit {
             sql: Arc::from(audit::redact(&shown).as_ref()),
             truncated: more || cut < sql.len(),
             log: true,
+            write: true,
             tx: TxHints::default(),
         }
     }
@@ -308,6 +315,7 @@ impl StatementAudit {
             },
             truncated,
             log,
+            write: new.write || old.write,
             // Which definition runs is not known.
             tx: if new.tx == old.tx {
                 new.tx
@@ -333,6 +341,7 @@ impl StatementAudit {
             sql: Arc::from(sql),
             truncated: false,
             log: self.mode != AuditStatements::None,
+            write: self.mode != AuditStatements::None,
             tx: TxHints::default(),
         }
     }
@@ -505,11 +514,11 @@ impl StatementAudit {
                 ..
             } = item
             {
-                let (log, tx) = text
+                let (write, tx) = text
                     .as_ref()
-                    .map_or((false, TxHints::default()), |t| (t.log, t.tx));
+                    .map_or((false, TxHints::default()), |t| (t.write, t.tx));
                 let xact = xact.or_else(|| {
-                    let n = self.xacts.answer(log, &tx);
+                    let n = self.xacts.answer(write, &tx);
                     Some((n, n))
                 });
                 self.emit(InFlight::Stmt {

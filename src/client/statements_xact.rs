@@ -16,10 +16,10 @@ impl StatementAudit {
         } = self;
         match inflight.front_mut() {
             Some(InFlight::Stmt { text, xact, .. }) => {
-                let (log, tx) = text
+                let (write, tx) = text
                     .as_ref()
-                    .map_or((false, TxHints::default()), |t| (t.log, t.tx));
-                let n = xacts.answer(log, &tx);
+                    .map_or((false, TxHints::default()), |t| (t.write, t.tx));
+                let n = xacts.answer(write, &tx);
                 *xact = Some(xact.map_or((n, n), |(first, _)| (first, n)));
             }
             _ => {
@@ -57,12 +57,12 @@ impl StatementAudit {
             ..
         } = item
         {
-            let (log, tx) = text
+            let (write, tx) = text
                 .as_ref()
-                .map_or((false, TxHints::default()), |t| (t.log, t.tx));
+                .map_or((false, TxHints::default()), |t| (t.write, t.tx));
             let ran = !*extended && error.as_deref() != Some(SKIPPED);
             if ran || self.xacts.open().is_some() {
-                let n = self.xacts.answer(log, &tx);
+                let n = self.xacts.answer(write, &tx);
                 *xact = Some((n, n));
             }
         }

@@ -5,7 +5,7 @@
 //! relay reads anyway: command tags, ErrorResponse, ReadyForQuery's status byte (and, to read
 //! an ambiguous `ROLLBACK` tag, what [`crate::audit::tx_hints`] found in the statement's text).
 //! Transactions are numbered per session, every one counted (logged or not); one
-//! `transaction_end` is written for each that had a logged statement.
+//! `transaction_end` is written for each that had a logged statement that may write.
 
 use crate::audit::TxHints;
 
@@ -33,7 +33,7 @@ impl XactEnd {
     }
 }
 
-/// A transaction that ended, to be written (it had a logged statement).
+/// A transaction that ended, to be written (it had a logged statement that may write).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Ended {
     pub(super) xact: u64,
@@ -49,7 +49,7 @@ pub(super) struct Xacts {
     /// The open transaction's number, or the last one's.
     n: u64,
     open: bool,
-    /// The open transaction has a logged statement.
+    /// The open transaction has a logged statement that may write.
     logged: bool,
     /// An error aborted it (an implicit transaction rolls back; a block's COMMIT will say
     /// ROLLBACK).
@@ -78,7 +78,8 @@ impl Xacts {
         self.n
     }
 
-    /// Whether transaction `n` (the open one, or the last) has a logged statement.
+    /// Whether transaction `n` (the open one, or the last) has a logged statement that may
+    /// write.
     pub(super) fn logged_in(&self, n: u64) -> bool {
         n == self.n && self.logged
     }
@@ -89,7 +90,7 @@ impl Xacts {
     }
 
     /// A statement's answer (a command tag, an error): it ran in the open transaction, or in
-    /// one it began. Returns that transaction's number.
+    /// one it began; `logged`: it is logged and may write. Returns that transaction's number.
     pub(super) fn answer(&mut self, logged: bool, hints: &TxHints) -> u64 {
         if !self.open {
             self.n += 1;

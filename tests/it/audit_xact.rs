@@ -422,3 +422,31 @@ async fn savepoints_around_logged_writes_are_logged_in_order() {
     );
     assert_eq!(stored(&sa).await, ["kept"]);
 }
+
+/// `audit_statements = all` logs read-only statements too, but only a transaction with a
+/// statement that may write gets a `transaction_end`: a read-only one changed nothing
+/// whichever way it ended (otherwise every autocommitted SELECT would write two lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_transactions_get_no_end_in_all_mode() {
+    let sa = SharedAccount::new(2, &format!("{LOG}audit_statements = all\n")).await;
+    let cs = sa.connstring(&sa.alice);
+    psql_ok(&cs, "select 1").await;
+    psql_ok(&cs, "begin; select 2; rollback").await;
+    psql_ok(&cs, &insert("written")).await;
+    let evs = until_sessions_end(&sa, 3).await;
+    let texts: Vec<&str> = statements(&evs)
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert!(
+        texts.contains(&"select 1"),
+        "read-only statements are logged: {evs:#?}"
+    );
+    assert!(texts.contains(&"begin; select 2; rollback"), "{evs:#?}");
+    assert_eq!(ended(&evs, &insert("written")), outcome("commit"));
+    let ends = evs
+        .iter()
+        .filter(|e| e["event"] == "transaction_end")
+        .count();
+    assert_eq!(ends, 1, "only the write's transaction: {evs:#?}");
+}
