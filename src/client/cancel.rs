@@ -76,12 +76,15 @@ impl CancelRegistry {
 
     /// Forward a cancel for `key`: to the server connection of the live session it names,
     /// or (peering) to the peer that issued it. Unknown or stale keys are ignored silently,
-    /// as PostgreSQL does.
-    pub async fn cancel(&self, key: CancelKey, config: &Config) {
+    /// as PostgreSQL does; what became of the request is returned for its client's closing
+    /// line. The server connection's lines are PgBouncer 1.18's (live): `new connection to
+    /// server` (log_connections), `started sending cancel request` (always, as PgBouncer
+    /// logs it), `closing because: successfully sent cancel request` (log_disconnections).
+    pub(super) async fn cancel(&self, key: CancelKey, config: &Config) -> Cancelled {
         let issuer = u16::try_from(key.pid >> 16).unwrap_or(0);
         if self.peer_id != 0 && issuer != self.peer_id {
             self.forward(key, issuer, config).await;
-            return;
+            return Cancelled::ToPeer;
         }
         let local = match self.peer_id {
             0 => key,
@@ -92,8 +95,8 @@ impl CancelRegistry {
             },
         };
         let Some(session) = self.map.get(&local).map(|s| Arc::clone(&s)) else {
-            tracing::debug!("cancel request for an unknown or idle session ignored");
-            return;
+            tracing::debug!("cancel request for an unknown session ignored");
+            return Cancelled::Unknown;
         };
         // In flight until delivered: the session does not give the connection back before.
         let target = session.begin_cancel();
@@ -101,11 +104,11 @@ impl CancelRegistry {
             CancelTarget::Server(link, in_flight) => (link, in_flight),
             CancelTarget::Waiting => {
                 tracing::debug!("cancel request for a session waiting for a server");
-                return;
+                return Cancelled::Waiting(Arc::clone(&session.database));
             }
             CancelTarget::Nothing => {
-                tracing::debug!("cancel request for an unknown or idle session ignored");
-                return;
+                tracing::debug!("cancel request for an idle session ignored");
+                return Cancelled::Idle;
             }
         };
         let addr = ServerAddr::new(&link.addr, link.port);
@@ -114,15 +117,38 @@ impl CancelRegistry {
             secret: link.secret,
         };
         let since = tokio::time::Instant::now();
-        if let Err(e) = send_cancel(&addr, server_key, connect_timeout(config)).await {
-            if config.settings.log_disconnections {
-                // PgBouncer 1.18's line for its cancel connection (live: `closing because:
-                // connect failed`, named by the pool of the query it was to cancel).
-                let (db, user) = (&session.database, &session.pool_user);
-                let (reason, age) = (e.close_reason(), since.elapsed().as_secs());
-                tracing::info!(db = %db, user = %user, addr = %addr, reason, error = %e, age, "server closed");
-            } else {
-                tracing::warn!(server = %addr, error = %e, "could not forward cancel request");
+        let s = &config.settings;
+        let (db, user) = (&session.database, &session.pool_user);
+        let sent = |local: Option<std::net::SocketAddr>| {
+            if s.log_connections {
+                let local: &dyn std::fmt::Display = match &local {
+                    Some(a) => a,
+                    None => &"unix",
+                };
+                tracing::info!(db = %db, user = %user, addr = %addr, %local, "new connection to server");
+            }
+            tracing::info!("started sending cancel request");
+        };
+        let age = || since.elapsed().as_secs();
+        match send_cancel(&addr, server_key, connect_timeout(config), sent).await {
+            Ok(()) => {
+                if s.log_disconnections {
+                    let (reason, age) = (SENT, age());
+                    tracing::info!(db = %db, user = %user, addr = %addr, reason, age, "server closed");
+                }
+                Cancelled::Sent(Arc::clone(db))
+            }
+            Err(e) => {
+                if s.log_disconnections {
+                    // PgBouncer 1.18's line for its cancel connection (live: `closing
+                    // because: connect failed`, named by the pool of the query it was to
+                    // cancel).
+                    let (reason, age) = (e.close_reason(), age());
+                    tracing::info!(db = %db, user = %user, addr = %addr, reason, error = %e, age, "server closed");
+                } else {
+                    tracing::warn!(server = %addr, error = %e, "could not forward cancel request");
+                }
+                Cancelled::NotSent(Arc::clone(db))
             }
         }
     }
@@ -143,9 +169,47 @@ impl CancelRegistry {
             secret: key.secret & !HOPS | (hops - 1),
             ..key
         };
-        if let Err(e) = send_cancel(&addr, key, connect_timeout(config)).await {
+        if let Err(e) = send_cancel(&addr, key, connect_timeout(config), |_| {}).await {
             tracing::warn!(peer, to = %addr, error = %e, "could not forward cancel request to peer");
         }
+    }
+}
+
+/// PgBouncer's reason for the close of a cancel request's connections, client and server.
+const SENT: &str = "successfully sent cancel request";
+
+/// What became of a cancel request: its connection's closing line says it.
+#[derive(Debug)]
+pub(super) enum Cancelled {
+    /// Sent to the server connection of a session of this database (PgBouncer names the
+    /// cancel's connection by the pool it went to, its user unknown).
+    Sent(Arc<str>),
+    /// Its connection to that server failed (the server's closing line says how).
+    NotSent(Arc<str>),
+    /// Its session of this database was waiting for a server: the wait was cancelled.
+    Waiting(Arc<str>),
+    /// No session has the key: a wrong key, or its client gone.
+    Unknown,
+    /// Its session has no server connection: nothing runs that could be cancelled.
+    Idle,
+    /// Passed on to the peer that issued the key.
+    ToPeer,
+}
+
+impl Cancelled {
+    /// The database its closing line names (none: PgBouncer's `(nodb)`), and why it closed:
+    /// PgBouncer 1.18's words (live), pgporter's own for a waiting session and a failed
+    /// send (PgBouncer keeps the request until it gets through); none for a request passed
+    /// on to a peer.
+    pub(super) fn close(&self) -> Option<(Option<&str>, &'static str)> {
+        Some(match self {
+            Cancelled::Sent(db) => (Some(db), SENT),
+            Cancelled::NotSent(db) => (Some(db), "failed to send cancel request"),
+            Cancelled::Waiting(db) => (Some(db), "cancel request for waiting client"),
+            Cancelled::Unknown => (None, "failed cancel request"),
+            Cancelled::Idle => (None, "cancel request for idle client"),
+            Cancelled::ToPeer => return None,
+        })
     }
 }
 

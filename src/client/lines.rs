@@ -130,6 +130,24 @@ impl Tag {
         }
     }
 
+    /// A cancel request's closing line (log_disconnections), as PgBouncer 1.18 writes it
+    /// (live): named by the database of the session it was for (`(nodb)` when none), its
+    /// user unknown, e.g. `app/(nouser)@.. closing because: successfully sent cancel request`.
+    pub(super) fn cancel_closed(
+        &self,
+        peer: &Peer,
+        done: &super::cancel::Cancelled,
+        config: &crate::config::Config,
+    ) {
+        let Some((db, reason)) = done.close() else {
+            return;
+        };
+        if config.settings.log_disconnections {
+            let (peer, id, age) = (self.peer(peer), self.id, self.since.elapsed().as_secs());
+            tracing::info!(%peer, db, id, reason, age, "client closed");
+        }
+    }
+
     /// `Some(true)` when the lines should show PgBouncer's `(nodb)` for a login that names
     /// no pool (the field is left out otherwise).
     fn nodb(&self, error: &Error) -> Option<bool> {

@@ -91,8 +91,8 @@ impl std::fmt::Display for Peer {
 
 /// What a connection turned out to be, once logged in.
 enum Started {
-    /// A CancelRequest (already handled).
-    Cancel,
+    /// A CancelRequest (already handled), and what became of it.
+    Cancel(cancel::Cancelled),
     Pool(Seat),
     Admin {
         role: admin::Role,
@@ -165,7 +165,10 @@ pub fn run(
         let result = match login {
             Err(e) => Err(e),
             // Handled; the TLS shutdown below still applies.
-            Ok(Started::Cancel) => Ok(()),
+            Ok(Started::Cancel(done)) => {
+                tag.cancel_closed(&peer, &done, &config);
+                Ok(())
+            }
             Ok(Started::Admin { role, guard, slot }) => {
                 tag.named_as(&guard.info);
                 // Boxed: rare and large, it would otherwise size every client's task.
@@ -278,8 +281,7 @@ async fn start(
     };
     let mut startup = match hello {
         Hello::Cancel(key) => {
-            shared.cancels.cancel(key, config).await;
-            return Ok(Started::Cancel);
+            return Ok(Started::Cancel(shared.cancels.cancel(key, config).await));
         }
         Hello::Startup(startup) => startup,
     };

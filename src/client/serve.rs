@@ -480,7 +480,7 @@ fn relay_session<'a>(
                     shared.config.load().settings.server_connect_timeout,
                 );
                 tokio::spawn(async move {
-                    let _ = crate::server::send_cancel(&addr, key, within).await;
+                    let _ = crate::server::send_cancel(&addr, key, within, |_| {}).await;
                 });
                 let reason = match limit {
                     Timeout::Query => "query timeout",

@@ -198,11 +198,13 @@ async fn read_info(
 
 /// Send a CancelRequest for `key` to the server (or peer) at `addr`, connecting within
 /// `connect_timeout` (server_connect_timeout: a host that drops SYNs would otherwise hold the
-/// request for the kernel's two minutes of retries).
+/// request for the kernel's two minutes of retries). `sent` is called once the request is
+/// written, with the connection's local address (none on a unix socket), for its log lines.
 pub(crate) async fn send_cancel(
     addr: &ServerAddr,
     key: CancelKey,
     connect_timeout: Duration,
+    sent: impl FnOnce(Option<std::net::SocketAddr>),
 ) -> Result<(), ServerError> {
     let mut stream = timeout(connect_timeout, open(addr))
         .await
@@ -210,6 +212,7 @@ pub(crate) async fn send_cancel(
     let mut buf = BytesMut::new();
     frontend::cancel_request(key.pid, key.secret, &mut buf);
     stream.write_all(&buf).await.map_err(ProtocolError::Io)?;
+    sent(stream.local_addr());
     // PostgreSQL closes the socket when done; wait briefly so the request is not cut short.
     let mut byte = [0u8; 1];
     let _ = timeout(Duration::from_secs(5), stream.read(&mut byte)).await;

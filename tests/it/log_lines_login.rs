@@ -15,7 +15,7 @@ use crate::support::raw::RawClient;
 
 /// The lines of the connection `id` (`C-0x..` or `S-0x..`), in order, as `LEVEL db/user
 /// text`, each closing line's `(age=..)` left out (a loaded machine may take a second).
-fn of(log: &str, id: &str) -> Vec<String> {
+pub(crate) fn of(log: &str, id: &str) -> Vec<String> {
     log.lines()
         .filter_map(split)
         .filter_map(|(_, level, m)| {
@@ -27,7 +27,7 @@ fn of(log: &str, id: &str) -> Vec<String> {
 }
 
 /// The position in `log` of the first line whose level and message `matches`.
-fn at(log: &str, what: &str, matches: impl Fn(&str, &str) -> bool) -> usize {
+pub(crate) fn at(log: &str, what: &str, matches: impl Fn(&str, &str) -> bool) -> usize {
     log.lines()
         .filter_map(split)
         .position(|(_, level, m)| matches(level, m))
@@ -231,7 +231,8 @@ async fn forwarder(pg: u16) -> (u16, tokio::sync::oneshot::Sender<()>) {
 /// A cancel request whose connection to the server is refused. PgBouncer 1.18 (live, its
 /// server reached through a forwarder that then stopped listening): `LOG S-0x55f68dfa10b0:
 /// fwd/alice@127.0.0.1:10203 closing because: connect failed (age=0s)`, the pool's
-/// database and user (PgBouncer tries again each second; pgporter once).
+/// database and user (PgBouncer tries again each second; pgporter once, and then closes the
+/// request's connection: `closing because: failed to send cancel request`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_whose_connect_fails_writes_a_connect_failed_line() {
     let cluster = cluster().await;
@@ -267,6 +268,15 @@ async fn a_cancel_whose_connect_fails_writes_a_connect_failed_line() {
         lines[0].1,
         format!("S-0x0: lgfwd/{user}@127.0.0.1:{port} {text}0s)"),
         "{log}"
+    );
+    // Its client's closing line, in pgporter's words (PgBouncer keeps the request and tries
+    // again).
+    let text = "closing because: failed to send cancel request (age=";
+    let client = porter.await_lines(1, "LOG", 'C', text).await;
+    assert!(
+        client[0].1.contains(": lgfwd/(nouser)@127.0.0.1:"),
+        "{}",
+        porter.log()
     );
     su.execute("select pg_terminate_backend($1)", &[&pid])
         .await
