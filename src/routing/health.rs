@@ -89,6 +89,9 @@ struct Probe {
     why: String,
     /// The server TLS context of the kept connection and of the logins.
     tls: Option<Arc<ServerTls>>,
+    /// Why the logins fail (PgBouncer's words: `connect failed`, `connect timeout`, `login
+    /// failed`) since the failure's line was written; none while they work.
+    failing: Option<&'static str>,
 }
 
 /// Run until `shutdown`, or until the host leaves the configuration.
@@ -101,6 +104,7 @@ pub(super) async fn monitor(host: Arc<Host>, cfg: MonitorSettings, shutdown: Can
         refused: false,
         why: String::new(),
         tls: cfg.tls.load().server.clone(),
+        failing: None,
     };
     let mut lag = LagTracker::default();
     let retired = host.retired.clone();
@@ -209,7 +213,9 @@ async fn check(
         // Said so by the server (57P03: shutting down, starting up): it is alive.
         let mut says_not_now = false;
         if fresh {
-            match login(host, probe, limits).await {
+            let tried = login(host, probe, limits).await;
+            log_login(host, probe, &tried);
+            match tried {
                 Ok(c) => {
                     probe.conn = Some(c);
                     probe.refused = false;
@@ -327,6 +333,37 @@ async fn login(
         }
     }
     Err(None)
+}
+
+/// A fresh login's line, written on a change only, so that a host down for an hour writes
+/// one line, not one per health_check_period: the first failure (`health check login failed`,
+/// with PgBouncer's words for it as `reason`: `connect failed`, `connect timeout`, `login
+/// failed`, and the error), another when the reason changes, and `health check logs in again`
+/// once one works. Refused logins and a TLS setup that cannot work have warnings of their own
+/// (at most one a minute).
+fn log_login(host: &Host, probe: &mut Probe, tried: &Result<ServerConn, Option<ServerError>>) {
+    match tried {
+        Ok(_) => {
+            if let Some(was) = probe.failing.take() {
+                tracing::info!(host = %host.addr, was, "health check logs in again");
+            }
+        }
+        Err(Some(e)) if !tls_setup_fails(e) => {
+            let reason = e.close_reason();
+            if probe.failing != Some(reason) {
+                // The whole chain: `protocol error: I/O error` alone does not say what failed.
+                let mut error = e.to_string();
+                let mut cause = std::error::Error::source(e);
+                while let Some(c) = cause {
+                    error = format!("{error}: {c}");
+                    cause = c.source();
+                }
+                tracing::warn!(host = %host.addr, reason, error, "health check login failed");
+                probe.failing = Some(reason);
+            }
+        }
+        Err(_) => {}
+    }
 }
 
 /// The TLS setup in force cannot work with this host: its certificate is not trusted (any

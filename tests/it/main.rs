@@ -28,6 +28,7 @@ mod lobby;
 mod log_format;
 mod log_lines;
 mod log_lines_cancel;
+mod log_lines_health;
 mod log_lines_login;
 mod login_edges;
 mod login_wait;
