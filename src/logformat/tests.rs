@@ -502,3 +502,31 @@ fn refusals_and_failed_server_logins_have_pgbouncers_words() {
          authentication failed for user \"wrongsrv\"\n"
     );
 }
+
+#[test]
+fn a_cancel_requests_lines_are_pgbouncers() {
+    // PgBouncer 1.18, live (a query cancelled by psql): `LOG started sending cancel request`,
+    // then `LOG C-0x5568afc95c20: app/(nouser)@127.0.0.1:48626 closing because: successfully
+    // sent cancel request (age=0s)`; a key nobody has: `LOG C-0x5568afc959c0:
+    // (nodb)/(nouser)@127.0.0.1:43710 closing because: failed cancel request (age=0s)`.
+    assert_eq!(
+        line(Level::INFO, "started sending cancel request", &[]),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG started sending cancel request\n"
+    );
+    let closed = |db: Option<&'static str>, reason: &'static str| {
+        let mut pairs = vec![("peer", "127.0.0.1:48626")];
+        pairs.extend(db.map(|db| ("db", db)));
+        pairs.extend([("id", "30"), ("reason", reason), ("age", "0")]);
+        line(Level::INFO, "client closed", &pairs)
+    };
+    assert_eq!(
+        closed(Some("app"), "successfully sent cancel request"),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1e: app/(nouser)@127.0.0.1:48626 \
+         closing because: successfully sent cancel request (age=0s)\n"
+    );
+    assert_eq!(
+        closed(None, "failed cancel request"),
+        "2026-11-27 20:32:51.618 UTC [27117] LOG C-0x1e: (nodb)/(nouser)@127.0.0.1:48626 \
+         closing because: failed cancel request (age=0s)\n"
+    );
+}
