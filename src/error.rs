@@ -114,8 +114,10 @@ pub enum Error {
     /// client_idle_timeout: logged in and silent that long without a server connection.
     #[error("client_idle_timeout")]
     ClientIdleTimeout,
+    /// A server login failed; a refusal carries its server's closing line, written when the
+    /// error is dropped, after the client's lines (see [`crate::pool::OwedClose`]).
     #[error("server login failed: {0}")]
-    ServerLogin(#[source] ServerError),
+    ServerLogin(#[source] ServerError, Option<Box<crate::pool::OwedClose>>),
     #[error("server connection failed")]
     ServerLost(#[source] ProtocolError),
     #[error("server closed the connection unexpectedly")]
@@ -201,7 +203,7 @@ impl Error {
             }
             Error::NotUtf8 { .. } => sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
             Error::InvalidParameterValue { .. } => sqlstate::INVALID_PARAMETER_VALUE,
-            Error::ServerLogin(_)
+            Error::ServerLogin(..)
             | Error::ServerLost(_)
             | Error::ServerClosed
             | Error::ServerFatal
@@ -250,7 +252,7 @@ impl Error {
             Error::QueryWaitTimeout(_)
             | Error::PausedWaitTimeout
             | Error::AuthQuery
-            | Error::ServerLogin(_)
+            | Error::ServerLogin(..)
             | Error::ServerLost(_)
             | Error::ServerClosed
             | Error::ServerFatal
@@ -290,7 +292,7 @@ impl Error {
             Error::CertAuthFailed { .. } | Error::NoClientCertificate => {
                 Some("certificate authentication failed")
             }
-            Error::ServerLogin(ServerError::Rejected(fields)) => Some(fields.message()),
+            Error::ServerLogin(ServerError::Rejected(fields), _) => Some(fields.message()),
             _ => None,
         }
     }
@@ -322,11 +324,11 @@ impl Error {
     /// Encode the FATAL ErrorResponse the client gets for this error.
     pub fn encode(&self, buf: &mut BytesMut) {
         // A server's own login error (bad database, role missing ...) goes to the client as is.
-        if let Error::ServerLogin(ServerError::Rejected(fields)) = self {
+        if let Error::ServerLogin(ServerError::Rejected(fields), _) = self {
             return fatal_copy(fields, buf);
         }
         let text = match self {
-            Error::ServerLogin(e) => format!("server login failed: {e}"),
+            Error::ServerLogin(e, _) => format!("server login failed: {e}"),
             Error::ClientProtocol(e) => format!("protocol error: {e}"),
             other => other.to_string(),
         };
@@ -435,7 +437,7 @@ mod tests {
         )
         .expect("fields");
         assert_eq!(
-            reason(&Error::ServerLogin(ServerError::Rejected(fields))),
+            reason(&Error::ServerLogin(ServerError::Rejected(fields), None)),
             Some("password authentication failed for user \"bob\"")
         );
         assert!(failed(true, true).names_no_pool());

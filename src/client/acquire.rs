@@ -310,7 +310,8 @@ fn pool_error(
                 Error::QueryWaitTimeout(blocker)
             }
         }
-        PoolError::Connect(e) => Error::ServerLogin(e),
+        PoolError::Connect(e) => Error::ServerLogin(e, None),
+        PoolError::Refused(e, owed) => Error::ServerLogin(e, Some(owed)),
         PoolError::NoHost(e) => Error::NoServer(e),
         PoolError::Retired => Error::DatabaseChanged,
         // Not returned by `acquire`, which waits for RESUME instead.

@@ -276,12 +276,12 @@ impl ClientParams {
             sql.push_str("SET application_name = ");
             push_literal(&mut sql, &sets[0].1);
             queue_queries(&mut server.conn.wbuf, &[&sql])
-                .map_err(|e| Error::ServerLogin(ServerError::from(e)))?;
+                .map_err(|e| Error::ServerLogin(ServerError::from(e), None))?;
             server
                 .conn
                 .flush()
                 .await
-                .map_err(|e| Error::ServerLogin(ServerError::from(e)))?;
+                .map_err(|e| Error::ServerLogin(ServerError::from(e), None))?;
             record(server, &sets);
             return Ok(true);
         }
@@ -302,7 +302,7 @@ impl ClientParams {
         // change) and be reported to a later client.
         let values = query_row(server, &sql)
             .await
-            .map_err(Error::ServerLogin)?
+            .map_err(|e| Error::ServerLogin(e, None))?
             .unwrap_or_default();
         for ((name, asked), now) in sets.iter().zip(values) {
             if server.reported(name).is_some() {

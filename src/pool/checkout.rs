@@ -310,8 +310,9 @@ impl Pool {
             pool: self,
             login,
             since,
+            owed: std::sync::Mutex::new(None),
         };
-        let mut conn = routing::connect(
+        let connected = routing::connect(
             &self.hosts,
             &self.effective_target(),
             params,
@@ -320,7 +321,15 @@ impl Pool {
             || self.limits.config().settings.routing.failover_wait_timeout,
             &report,
         )
-        .await?;
+        .await;
+        let owed = report.owed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut conn = match (connected, owed) {
+            (Ok(conn), _) => conn,
+            (Err(routing::RouteError::Server(e)), Some(owed)) => {
+                return Err(PoolError::Refused(e, Box::new(owed)))
+            }
+            (Err(e), _) => return Err(e.into()),
+        };
         login.logged_in(conn.pid());
         if let Some(sql) = &settings.connect_query {
             match crate::server::simple_query(&mut conn, sql).await {
@@ -379,12 +388,21 @@ struct LoginReport<'a> {
     pool: &'a Pool,
     login: &'a crate::server::Login,
     since: Instant,
+    /// The closing line of the refusal the login ends with, owed to its client's error.
+    owed: std::sync::Mutex<Option<super::OwedClose>>,
 }
 
 impl routing::ConnectReport for LoginReport<'_> {
-    fn dial_failed(&self, addr: &crate::server::ServerAddr, e: &crate::server::ServerError) {
+    fn dial_failed(
+        &self,
+        addr: &crate::server::ServerAddr,
+        e: &crate::server::ServerError,
+        last: bool,
+    ) {
         let local = self.login.seen().local;
-        self.pool.log_failed_login(addr, e, self.since, local);
+        if let Some(owed) = self.pool.log_failed_login(addr, e, self.since, local, last) {
+            *self.owed.lock().unwrap_or_else(|p| p.into_inner()) = Some(owed);
+        }
     }
 
     fn set_aside(&self, conn: ServerConn, reason: &'static str) {

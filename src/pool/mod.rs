@@ -32,6 +32,7 @@ pub use deadline::Deadline;
 pub use janitor::{close_idle_clients, free_idle_pools, run_janitor};
 pub use limits::{Blocker, ClientLimit, ClientSlot, Limits};
 pub use rejections::Rejections;
+pub use release::OwedClose;
 pub use waiters::{Identity, Order};
 
 pub use snapshot::IdleServer;
@@ -82,6 +83,10 @@ pub enum PoolError {
     WaitTimeout(Blocker),
     #[error(transparent)]
     Connect(#[from] ServerError),
+    /// The server refused the login, whose closing line is owed until the client's lines
+    /// are written.
+    #[error("{0}")]
+    Refused(ServerError, Box<OwedClose>),
     #[error(transparent)]
     NoHost(#[from] NoHost),
     /// A reload replaced this pool (its database entry changed or went): ask for the new one.

@@ -5,6 +5,8 @@ use std::future::Future;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Duration};
 
+use std::sync::Arc;
+
 use super::Pool;
 use crate::server::{ServerConn, ServerError};
 
@@ -186,14 +188,16 @@ impl Pool {
     /// connection to server` line (log_connections), then the server's error on a `server
     /// login failed` warning; then, for any failure, its `closing because: connect failed` /
     /// `login failed` line (log_disconnections). It had no backend, so no pid: its id is
-    /// `S-0x0`.
+    /// `S-0x0`. The closing line of a refusal that is the login's outcome (`last`: its error
+    /// goes to the client) is returned, owed, to go with the error (see [`OwedClose`]).
     pub(super) fn log_failed_login(
         &self,
         addr: &crate::server::ServerAddr,
         error: &ServerError,
         since: tokio::time::Instant,
         local: Option<std::net::SocketAddr>,
-    ) {
+        last: bool,
+    ) -> Option<OwedClose> {
         let settings = &self.limits.config().settings;
         if let ServerError::Rejected(fields) = error {
             let (db, user) = (&self.key.db, &self.key.user);
@@ -207,11 +211,49 @@ impl Pool {
             let (severity, error) = (fields.severity(), fields.message());
             tracing::warn!(db = %db, user = %user, addr = %addr, severity, error, "server login failed");
         }
-        if settings.log_disconnections {
-            let (db, user) = (&self.key.db, &self.key.user);
-            let (reason, age) = (error.close_reason(), since.elapsed().as_secs());
-            tracing::info!(db = %db, user = %user, addr = %addr, reason, error = %error, age, "server closed");
+        if !settings.log_disconnections {
+            return None;
         }
+        let close = OwedClose {
+            db: Arc::clone(&self.key.db),
+            user: Arc::clone(&self.key.user),
+            addr: addr.clone(),
+            reason: error.close_reason(),
+            error: error.to_string(),
+            age: since.elapsed().as_secs(),
+        };
+        // Written now (dropped) unless the client is to get the server's refusal.
+        (last && matches!(error, ServerError::Rejected(_))).then_some(close)
+    }
+}
+
+/// The `closing because: login failed` line of a server login the server refused, owed until
+/// the client that gets the refusal has written its lines: PgBouncer 1.18 writes it after the
+/// client's closing and `pooler error` lines (live). It travels with the error
+/// ([`crate::Error::ServerLogin`]) and is written when dropped: after the client's lines, or
+/// at once wherever the error ends without a client (one whose wait ended, a min_pool_size
+/// login), so it is never lost.
+#[derive(Debug)]
+pub struct OwedClose {
+    db: Arc<str>,
+    user: Arc<str>,
+    addr: crate::server::ServerAddr,
+    reason: &'static str,
+    error: String,
+    age: u64,
+}
+
+impl Drop for OwedClose {
+    fn drop(&mut self) {
+        let OwedClose {
+            db,
+            user,
+            addr,
+            reason,
+            error,
+            age,
+        } = &*self;
+        tracing::info!(db = %db, user = %user, addr = %addr, reason, error, age, "server closed");
     }
 }
 

@@ -275,8 +275,9 @@ impl Hosts {
 
 /// What [`connect`] tells its pool of the logins it makes.
 pub trait ConnectReport {
-    /// `addr` did not take the login (`e`).
-    fn dial_failed(&self, addr: &ServerAddr, e: &ServerError);
+    /// `addr` did not take the login (`e`); `last`: `e` is the error [`connect`] returns
+    /// (no other host is tried).
+    fn dial_failed(&self, addr: &ServerAddr, e: &ServerError, last: bool);
     /// A login that got in but is not handed over (the host reports another role than the
     /// monitor saw, or the monitor has not checked it yet): closed as every server
     /// connection is (Terminate, the `closing because` line with `reason`).
@@ -334,11 +335,11 @@ pub async fn connect(
                     return Ok(conn);
                 }
                 Err(e) if !host_failure(&e) => {
-                    report.dial_failed(&host.addr, &e);
+                    report.dial_failed(&host.addr, &e, true);
                     return Err(e.into());
                 }
                 Err(e) => {
-                    report.dial_failed(&host.addr, &e);
+                    report.dial_failed(&host.addr, &e, false);
                     tracing::debug!(host = %host.addr, error = %e, "server connect failed; trying another host");
                     host.poke();
                     failed.push(host.addr.clone());
@@ -415,11 +416,11 @@ async fn ask_unverifiable(
         };
         match server::connect(&target, extra_params, dial, login).await {
             Err(e) if !host_failure(&e) => {
-                report.dial_failed(&host.addr, &e);
+                report.dial_failed(&host.addr, &e, true);
                 return Err(e);
             }
             Err(e) => {
-                report.dial_failed(&host.addr, &e);
+                report.dial_failed(&host.addr, &e, false);
                 tracing::debug!(host = %host.addr, error = %e, "unchecked host: connect failed")
             }
             Ok(conn) => {

@@ -17,7 +17,7 @@ use crate::server::BackendPassword;
 struct Seen(Mutex<Vec<&'static str>>);
 
 impl ConnectReport for Seen {
-    fn dial_failed(&self, _: &ServerAddr, _: &ServerError) {}
+    fn dial_failed(&self, _: &ServerAddr, _: &ServerError, _: bool) {}
 
     fn set_aside(&self, conn: ServerConn, reason: &'static str) {
         self.0.lock().unwrap().push(reason);

@@ -125,8 +125,7 @@ async fn refused_logins_write_pgbouncers_lines_in_its_order() {
 /// 127.0.0.1:43836)`, `WARNING server login failed: FATAL password authentication failed for
 /// user "wrongsrv"`, `LOG C-..: closing because: password authentication failed for user
 /// "wrongsrv" (age=0s)`, `WARNING C-..: pooler error: password authentication failed for user
-/// "wrongsrv"`, `LOG S-..: closing because: login failed (age=0s)`. pgporter's server closing
-/// line comes before the client's two (the pool logs it as the login fails).
+/// "wrongsrv"`, `LOG S-..: closing because: login failed (age=0s)`, in that order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_server_login_writes_pgbouncers_lines() {
     let cluster = cluster().await;
@@ -155,7 +154,7 @@ async fn a_refused_server_login_writes_pgbouncers_lines() {
         Some(server_error.clone())
     );
     porter
-        .await_lines(1, "WARNING", 'C', "pooler error: ")
+        .await_lines(1, "LOG", 'S', "closing because: login failed")
         .await;
     let log = porter.log();
     let client = porter.lines("LOG", 'C', "login attempt: db=lgbadpw ");
@@ -195,6 +194,12 @@ async fn a_refused_server_login_writes_pgbouncers_lines() {
         }),
         at(&log, "client closing", |l, m| {
             l == "LOG" && m.starts_with(&format!("{id}: ")) && m.contains(" closing because: ")
+        }),
+        at(&log, "pooler error", |l, m| {
+            l == "WARNING" && m.starts_with(&format!("{id}: ")) && m.contains(" pooler error: ")
+        }),
+        at(&log, "server closing", |l, m| {
+            l == "LOG" && m.starts_with("S-0x0: ") && m.contains(" closing because: login failed")
         }),
     ];
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}: {log}");
