@@ -316,15 +316,18 @@ where
     })
     .await?;
     let held = state.held.take();
-    skip_message(client).await.map_err(RelayEnd::ClientError)?;
+    // Waits for the client from here on hold the server connection in the middle of the
+    // client's request (for Parse, a batch the server has not seen the Sync of): the limits
+    // run as for any request in progress.
+    let since = state.tracker.xact_since();
+    let mut watch = Watch::new(state.watchdog.as_mut(), since);
+    skip_message(client, &mut watch).await?;
     let mut buf = bytes::BytesMut::new();
     crate::error::Error::IdentitySpoof.encode_error(&mut buf);
     client.queue(&buf);
     if held == Some(Held::Parse) {
         client.flush().await.map_err(RelayEnd::ClientError)?;
-        skip_through_sync(client)
-            .await
-            .map_err(RelayEnd::ClientError)?;
+        skip_through_sync(client, &mut watch).await?;
     }
     if state.tracker.status() == b'T' {
         let status = abort_transaction(server, client)
@@ -373,16 +376,104 @@ where
     }
 }
 
+/// Why skipping the client's messages stopped short.
+#[derive(Debug)]
+pub(super) enum SkipEnd {
+    /// The client left, or broke the protocol.
+    Client(ProtocolError),
+    /// A session limit ran out while the client was awaited (see [`Watch`]).
+    Timeout(Timeout),
+}
+
+impl From<ProtocolError> for SkipEnd {
+    fn from(e: ProtocolError) -> Self {
+        SkipEnd::Client(e)
+    }
+}
+
+impl SkipEnd {
+    /// What ends the session (the relay's timeouts end it with these too).
+    pub(super) fn into_error(self) -> crate::error::Error {
+        use crate::error::Error;
+        match self {
+            SkipEnd::Client(e) => Error::ClientProtocol(e),
+            SkipEnd::Timeout(Timeout::Query) => Error::QueryTimeout,
+            SkipEnd::Timeout(Timeout::IdleTransaction) => Error::IdleTransactionTimeout,
+            SkipEnd::Timeout(Timeout::Transaction) => Error::TransactionTimeout,
+        }
+    }
+}
+
+impl From<SkipEnd> for RelayEnd {
+    fn from(end: SkipEnd) -> Self {
+        match end {
+            SkipEnd::Client(e) => RelayEnd::ClientError(e),
+            SkipEnd::Timeout(limit) => RelayEnd::Timeout(limit),
+        }
+    }
+}
+
+/// What bounds a wait for the client's bytes while a refused or cancelled request is
+/// skipped: with a server connection held, the session's watchdog, as for a request in
+/// progress (query_timeout from the client's last bytes, transaction_timeout); without
+/// one, nothing here (the session is idle, where client_idle_timeout reaches it).
+pub(super) struct Watch<'a> {
+    dog: Option<&'a mut super::watchdog::Watchdog>,
+    xact_since: Option<tokio::time::Instant>,
+}
+
+impl<'a> Watch<'a> {
+    pub(super) fn new(
+        dog: Option<&'a mut super::watchdog::Watchdog>,
+        xact_since: Option<tokio::time::Instant>,
+    ) -> Self {
+        Watch { dog, xact_since }
+    }
+
+    /// No limit runs (no server connection is held).
+    pub(super) fn none() -> Self {
+        Watch::new(None, None)
+    }
+
+    /// Read more of the client's bytes, unless a limit runs out first.
+    async fn fill<C: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut FramedConn<C>,
+    ) -> Result<(), SkipEnd> {
+        let Some(dog) = self.dog.as_deref_mut() else {
+            return Ok(client.fill().await?);
+        };
+        let since = self.xact_since;
+        let mut fill = std::pin::pin!(client.fill());
+        let mut sent = false;
+        poll_fn(|cx| {
+            if let Poll::Ready(read) = std::future::Future::poll(fill.as_mut(), cx) {
+                sent = true;
+                return Poll::Ready(read.map_err(SkipEnd::Client));
+            }
+            dog.poll(cx, false, false, ServerState::Busy, since)
+                .map(|limit| Err(SkipEnd::Timeout(limit)))
+        })
+        .await?;
+        if sent {
+            // A request's bytes: query_timeout counts from here, as in the relay.
+            dog.requested();
+        }
+        Ok(())
+    }
+}
+
 /// Drop the message at the front of the client's buffer, reading more of it if needed.
 async fn skip_message<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut FramedConn<C>,
-) -> Result<u8, ProtocolError> {
+    watch: &mut Watch<'_>,
+) -> Result<u8, SkipEnd> {
     while client.rbuf.len() < 5 {
-        client.fill().await?;
+        watch.fill(client).await?;
     }
     let (tag, len) = match client.rbuf.get(..5) {
         Some(&[tag, a, b, c, d]) => (tag, i32::from_be_bytes([a, b, c, d])),
-        _ => return Err(ProtocolError::Malformed("message header")),
+        _ => return Err(ProtocolError::Malformed("message header").into()),
     };
     let mut left = usize::try_from(len)
         .ok()
@@ -396,7 +487,7 @@ async fn skip_message<C: AsyncRead + AsyncWrite + Unpin>(
         if left == 0 {
             return Ok(tag);
         }
-        client.fill().await?;
+        watch.fill(client).await?;
     }
 }
 
@@ -408,33 +499,35 @@ async fn skip_message<C: AsyncRead + AsyncWrite + Unpin>(
 /// transaction.
 pub(super) async fn answer_cancelled<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut FramedConn<C>,
-) -> Result<(), ProtocolError> {
+    watch: &mut Watch<'_>,
+) -> Result<(), SkipEnd> {
     let mut buf = BytesMut::new();
     crate::error::Error::Canceled.encode_error(&mut buf);
-    match skip_message(client).await? {
+    match skip_message(client, watch).await? {
         frontend::QUERY | frontend::FUNCTION_CALL => {}
-        frontend::TERMINATE => return Err(ProtocolError::Eof),
+        frontend::TERMINATE => return Err(ProtocolError::Eof.into()),
         frontend::SYNC => buf.clear(),
         _ => {
             client.queue(&buf);
             client.flush().await?;
             buf.clear();
-            skip_through_sync(client).await?;
+            skip_through_sync(client, watch).await?;
         }
     }
     backend::ready_for_query(&mut buf, b'I');
     client.queue(&buf);
-    client.flush().await
+    Ok(client.flush().await?)
 }
 
 /// After a refused Parse: discard what the client sent up to and including its Sync.
 async fn skip_through_sync<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut FramedConn<C>,
-) -> Result<(), ProtocolError> {
+    watch: &mut Watch<'_>,
+) -> Result<(), SkipEnd> {
     loop {
-        match skip_message(client).await? {
+        match skip_message(client, watch).await? {
             frontend::SYNC => return Ok(()),
-            frontend::TERMINATE => return Err(ProtocolError::Eof),
+            frontend::TERMINATE => return Err(ProtocolError::Eof.into()),
             _ => {}
         }
     }

@@ -160,9 +160,17 @@ pub(super) async fn serve(
                 Waited::Left if conn.terminated() => return Ok(After::Ended),
                 Waited::Left => return Err(Error::ClientProtocol(ProtocolError::Eof)),
                 Waited::Cancelled => {
-                    super::relay::answer_cancelled(conn)
-                        .await
-                        .map_err(Error::ClientProtocol)?;
+                    // No server connection is held: the session is idle (set so by the
+                    // cancel) while the rest of its request is skipped, and
+                    // client_idle_timeout, a kill, must reach it.
+                    let mut watch = super::relay::Watch::none();
+                    tokio::select! {
+                        biased;
+                        () = info.killed() => return Err(ended(shared, info)),
+                        done = super::relay::answer_cancelled(conn, &mut watch) => {
+                            done.map_err(super::relay::SkipEnd::into_error)?;
+                        }
+                    }
                     // Its request was cancelled while it waited: it may send the next one.
                     return Ok(After::NextRequest);
                 }
@@ -258,19 +266,19 @@ fn relay_session<'a>(
 ) -> impl Future<Output = Result<After, Error>> + 'a {
     async move {
         let pool = Arc::clone(&session.pool);
-        let greeted = pool.welcome().unwrap_or_default();
         let tracked = super::params::Tracked(&config.settings.track_extra_parameters);
         // The set-up goes at the client's and the audit writer's pace (a client that stopped
         // reading holds up the flush, one that stalls mid-message the cancelled answer), the
         // server connection held: a kill or shutdown must reach it. Polled first: a set-up done
         // at its first poll (the usual case, nothing to write) never registers for the kill.
+        let mut watchdog = Watchdog::new(config.session_timeouts(&info.pool_user));
         let set_up = set_up(
             conn,
             session,
             &mut server,
             info,
             &mut tally.pid,
-            &greeted,
+            watchdog.as_mut(),
             tracked,
         );
         let ahead = match tokio::select! {
@@ -333,7 +341,7 @@ fn relay_session<'a>(
                 }
             }
         }
-        state.watchdog = Watchdog::new(config.session_timeouts(&info.pool_user));
+        state.watchdog = watchdog;
         let max_message = usize::try_from(config.settings.max_packet_size).unwrap_or(usize::MAX);
         let traffic = &mut tally.traffic;
         // Cancelled when the health monitor sees the server's host down: end instead of hanging.

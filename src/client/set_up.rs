@@ -27,7 +27,8 @@ pub(super) enum SetUpEnd {
 
 /// Between checkout and relay: session_start in the audit log (once per session), the
 /// client's parameters applied to `server` (ParameterStatus for the client where a value
-/// differs from what it was told), and a request cancelled meanwhile answered. `first_pid`:
+/// differs from what it was told), and a request cancelled meanwhile answered (`watchdog`:
+/// the session's limits, which bound the wait for the rest of that request). `first_pid`:
 /// the session's first server connection's pid, None until this one (session_start is due). Returns
 /// whether pgporter's own SET travels ahead of the client's request.
 pub(super) async fn set_up(
@@ -36,7 +37,7 @@ pub(super) async fn set_up(
     server: &mut ServerConn,
     info: &SessionInfo,
     first_pid: &mut Option<i32>,
-    greeted: &[(String, String)],
+    watchdog: Option<&mut super::watchdog::Watchdog>,
     tracked: Tracked<'_>,
 ) -> Result<bool, SetUpEnd> {
     let (pool, who) = (&session.pool, &session.who);
@@ -51,8 +52,15 @@ pub(super) async fn set_up(
             .await;
     }
     *first_pid = Some(server.pid());
+    let greeted = pool.welcome().unwrap_or_default();
     let ahead = (session.params)
-        .apply(server, pool.app_default(), greeted, tracked, &mut conn.wbuf)
+        .apply(
+            server,
+            pool.app_default(),
+            &greeted,
+            tracked,
+            &mut conn.wbuf,
+        )
         .await
         .map_err(|error| SetUpEnd::Failed {
             error,
@@ -69,8 +77,20 @@ pub(super) async fn set_up(
     }
     // A cancel until here (pgporter's own SETs above are not the client's to cancel) cancels
     // the request instead: it is not sent.
+    // The rest of the request is skipped, the server connection held: the session's limits
+    // run as for a request in progress.
     if info.set_up() {
-        super::relay::answer_cancelled(conn).await.map_err(lost)?;
+        let mut watch = super::relay::Watch::new(watchdog, None);
+        super::relay::answer_cancelled(conn, &mut watch)
+            .await
+            .map_err(|end| match end {
+                super::relay::SkipEnd::Client(e) => lost(e),
+                end => SetUpEnd::Failed {
+                    error: end.into_error(),
+                    clean: false,
+                    exact: true,
+                },
+            })?;
     }
     Ok(ahead)
 }

@@ -88,6 +88,11 @@ impl Watchdog {
         Some(new)
     }
 
+    /// The client sent bytes of a request outside the relay: query_timeout counts from now.
+    pub(super) fn requested(&mut self) {
+        self.last_request = Instant::now();
+    }
+
     /// After a wake of the relay that is not finished: `up` / `down` = whether client / server
     /// bytes moved; `xact_since`: when the transaction in progress began (the request that
     /// took the server out of idle, or the end of the previous transaction when requests were

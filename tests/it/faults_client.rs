@@ -462,6 +462,96 @@ async fn cancel_while_a_server_is_set_up_cancels_the_request() {
     recovered(&fx, 1).await;
 }
 
+/// Parse, Bind, Execute and Flush of `sql`: a batch without its Sync.
+async fn unsynced_batch(c: &mut RawClient, sql: &str) {
+    let parse = format!("\0{sql}\0\0\0");
+    c.send_all(&[
+        (b'P', parse.as_bytes()),
+        (b'B', b"\0\0\0\0\0\0\0\0"),
+        (b'E', b"\0\0\0\0\0"),
+        (b'H', b""),
+    ])
+    .await;
+}
+
+/// The session's next message is its FATAL (`what`, 08P01), within 10 s; then it closes.
+async fn ends_with(c: &mut RawClient, what: &str) {
+    let started = Instant::now();
+    let m = timeout(HANG, c.read_msg())
+        .await
+        .expect("the session was not ended")
+        .expect("a FATAL before the close");
+    assert_eq!(m.error_field(b'S').as_deref(), Some("FATAL"), "{m:?}");
+    assert_eq!(m.error_field(b'M').as_deref(), Some(what), "{m:?}");
+    assert_eq!(m.sqlstate().as_deref(), Some("08P01"), "{m:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{m:?}");
+    assert!(c.read_msg().await.is_none(), "then the connection closes");
+}
+
+/// A batch cancelled while it waited for a server connection is skipped up to its Sync
+/// (ERROR 57014 at once). Holding no server connection meanwhile, the session is idle:
+/// client_idle_timeout ends it when the Sync never comes. It waited for good, counted as
+/// waiting for a server and out of every limit's reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cancelled_while_waiting_and_never_synced_ends_at_client_idle_timeout() {
+    let fx = Fixture::with_settings(1, "query_wait_timeout = 60\nclient_idle_timeout = 1").await;
+    let holder = fx.connect().await;
+    holder.simple_query("select 1").await.unwrap();
+    let mut c = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
+    unsynced_batch(&mut c, "select 1").await;
+    let (pid, secret) = c.key.expect("BackendKeyData");
+    let deadline = Instant::now() + HANG;
+    while !fx.porter.pool_counts().iter().any(|(_, n)| n.waiting == 1) {
+        assert!(Instant::now() < deadline, "the client never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_cancel(&fx, pid, secret).await;
+    let cancelled = timeout(HANG, c.read_msg()).await.expect("no answer");
+    let cancelled = cancelled.expect("the cancelled batch's error");
+    assert_eq!(
+        cancelled.sqlstate().as_deref(),
+        Some("57014"),
+        "{cancelled:?}"
+    );
+    ends_with(&mut c, "client_idle_timeout").await;
+    assert_eq!(holder.simple_query("select 2").await.unwrap().len(), 3);
+}
+
+/// The same batch cancelled while its server connection is set up: skipped up to its Sync
+/// with the connection held, so the session's limits run as for a request in progress, and
+/// query_timeout ends a session whose Sync never comes; the connection serves the next
+/// client. Only a kill reached it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cancelled_while_set_up_and_never_synced_ends_at_query_timeout() {
+    let fx = Fixture::with_settings(1, "query_timeout = 1").await;
+    let pid = crate::faults_server::served_by(&fx).await;
+    pool_at_baseline(&fx, 1).await;
+    // The backend stops answering: pgporter's SET of the client's parameters waits on it.
+    crate::faults_server::signal(pid, "-STOP");
+    let params = [("application_name", "set-up"), ("TimeZone", "UTC+3")];
+    let (mut c, _) =
+        RawClient::login_with(fx.porter.addr(), &fx.user, &fx.password, &fx.db, &params).await;
+    unsynced_batch(&mut c, "select 1").await;
+    let deadline = Instant::now() + HANG;
+    while !fx.porter.pool_counts().iter().any(|(_, n)| n.idle == 0) {
+        assert!(Instant::now() < deadline, "the server was never granted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (key_pid, secret) = c.key.expect("BackendKeyData");
+    send_cancel(&fx, key_pid, secret).await;
+    crate::faults_server::signal(pid, "-CONT");
+    let cancelled = timeout(HANG, c.read_msg()).await.expect("no answer");
+    let cancelled = cancelled.expect("the cancelled batch's error");
+    assert_eq!(
+        cancelled.sqlstate().as_deref(),
+        Some("57014"),
+        "{cancelled:?}"
+    );
+    ends_with(&mut c, "query timeout").await;
+    let mut next = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
+    assert_eq!(next.rows("select 2").await.0, ["2"]);
+}
+
 /// Once `c` waits for a server connection, cancel its request; its answer through
 /// ReadyForQuery.
 async fn cancel_while_queued(fx: &Fixture, c: &mut RawClient) -> Vec<crate::support::raw::Msg> {

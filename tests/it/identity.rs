@@ -1,12 +1,16 @@
 //! Per-user identity on a shared backend account: session tags seen by a trigger, tags that
 //! survive the client's own resets, spoof attempts refused, PROXY protocol.
 
+use std::time::Duration;
+
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use crate::support::{db_error, SharedAccount, HANG};
+use crate::support::raw::RawClient;
+use crate::support::{db_error, Fixture, SharedAccount, HANG};
 
 fn first_value(msgs: &[SimpleQueryMessage]) -> Option<String> {
     msgs.iter().find_map(|m| match m {
@@ -405,4 +409,37 @@ async fn a_changed_identity_guc_is_on_every_new_session() {
         .await
         .unwrap();
     assert_eq!(first_value(&tag).as_deref(), Some(sa.alice.as_str()));
+}
+
+/// A Parse refused for naming an identity setting: the messages after it are skipped up to
+/// the client's Sync, the server connection held meanwhile, so the session's limits run as
+/// for any batch not yet synced. A client that never sends the Sync is ended by
+/// query_timeout and its connection freed for the next client (only a kill reached it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_parse_never_synced_ends_at_query_timeout() {
+    let f = Fixture::with_settings(1, "query_timeout = 1").await;
+    let addr = f.porter.addr();
+    let mut c = RawClient::login(addr, &f.user, &f.password, &f.db).await;
+    assert_eq!(c.rows("SELECT 1").await.0, ["1"]);
+    c.send_all(&[
+        (b'P', b"\0SHOW pgporter.client_user\0\0\0"),
+        (b'B', b"\0\0\0\0\0\0\0\0"),
+        (b'E', b"\0\0\0\0\0"),
+        (b'H', b""),
+    ])
+    .await;
+    let refused = c.read_msg().await.expect("the refusal");
+    assert_eq!(refused.sqlstate().as_deref(), Some("42501"), "{refused:?}");
+    let started = Instant::now();
+    let ended = tokio::time::timeout(HANG, c.read_msg())
+        .await
+        .expect("the session held its server connection past query_timeout")
+        .expect("a FATAL before the close");
+    assert_eq!(ended.error_field(b'S').as_deref(), Some("FATAL"));
+    assert_eq!(ended.sqlstate().as_deref(), Some("08P01"));
+    assert_eq!(ended.error_field(b'M').as_deref(), Some("query timeout"));
+    assert!(started.elapsed() < Duration::from_secs(10), "{ended:?}");
+    assert!(c.read_msg().await.is_none(), "then the connection closes");
+    let mut next = RawClient::login(addr, &f.user, &f.password, &f.db).await;
+    assert_eq!(next.rows("SELECT 2").await.0, ["2"]);
 }
