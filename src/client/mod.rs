@@ -309,9 +309,7 @@ async fn start(
         .get("database")
         .filter(|d| !d.is_empty())
         .unwrap_or(user);
-    if !admin::is_admin_database(database) {
-        params::refuse_unsupported(&startup.params, config)?;
-    }
+    params::refuse_unsupported(&startup.params, config, admin::is_admin_database(database))?;
     let ctx = login_context(conn, client_tls, tag, shared, config);
     let started = async {
         if admin::is_admin_database(database) && !user.is_empty() {

@@ -80,16 +80,24 @@ pub(super) fn unsupported(name: &str, value: &str) -> Error {
 
 /// Refuse a startup packet with a parameter pgporter does not take, before authentication
 /// and before its user and database are looked at, as PgBouncer 1.18 does (its log lines
-/// name nobody: `(nodb)/(nouser)`, and there is no login attempt line).
+/// name nobody: `(nodb)/(nouser)`, and there is no login attempt line). A login to the admin
+/// `console` takes only the parameters a session of pgporter's follows itself (the tracked
+/// ones): there is no server to SET any other on, and PgBouncer refuses those everywhere.
 pub(super) fn refuse_unsupported(
     params: &[(String, String)],
     config: &Config,
+    console: bool,
 ) -> Result<(), Error> {
     let ignored = &config.settings.ignore_startup_parameters;
+    let tracked = Tracked(&config.settings.track_extra_parameters);
     for (name, value) in params {
         let lower = name.to_ascii_lowercase();
-        if taken(name, &lower, value, ignored) == Taken::Refused {
-            return Err(unsupported(name, value));
+        match taken(name, &lower, value, ignored) {
+            Taken::Refused => return Err(unsupported(name, value)),
+            Taken::Set if console && !tracked.contains(name) => {
+                return Err(unsupported(name, value))
+            }
+            Taken::Set | Taken::Skipped => {}
         }
     }
     Ok(())

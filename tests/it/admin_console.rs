@@ -444,3 +444,62 @@ async fn per_database_commands_refuse_the_console_database() {
         ops.stats_user().await;
     }
 }
+
+/// A console login's startup parameters are checked as PgBouncer 1.18 checks every login's,
+/// before authentication (a wrong password is not looked at): `options`, `replication`, a
+/// name no setting has and any setting pgporter does not follow itself (on the console there
+/// is no server to SET it on) get `FATAL 08P01 unsupported startup parameter: <name>`, as
+/// from PgBouncer (checked live: `options=-c work_mem=1MB`, `foo=bar`, `work_mem=1MB`,
+/// `search_path=foo`). The ones it follows and ignore_startup_parameters get in. They were
+/// taken whatever they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refuses_unsupported_startup_parameters() {
+    let ops = Ops::new("ignore_startup_parameters = extra_float_digits").await;
+    let addr = ops.porter.addr();
+    for (name, value) in [
+        ("options", "-c work_mem=1MB"),
+        ("foo", "bar"),
+        ("work_mem", "1MB"),
+        ("search_path", "foo"),
+        ("replication", "database"),
+        ("bad-name", "x"),
+    ] {
+        for db in ["pgbouncer", "pgporter"] {
+            let mut c = RawClient::connect(addr).await;
+            let startup: [(&[u8], &[u8]); 3] = [
+                (b"user", ops.admin.as_bytes()),
+                (b"database", db.as_bytes()),
+                (name.as_bytes(), value.as_bytes()),
+            ];
+            c.send(&crate::support::raw::startup_packet(&startup)).await;
+            let m = c.read_msg().await.expect("an answer to the startup packet");
+            assert_eq!(
+                (
+                    m.error_field(b'S').as_deref(),
+                    m.sqlstate().as_deref(),
+                    m.error_field(b'M')
+                ),
+                (
+                    Some("FATAL"),
+                    Some("08P01"),
+                    Some(format!("unsupported startup parameter: {name}"))
+                ),
+                "{db}: {name}={value}"
+            );
+            assert!(c.read_msg().await.is_none(), "{db}: {name}: then EOF");
+        }
+    }
+    let params = [
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO"),
+        ("TimeZone", "UTC"),
+        ("standard_conforming_strings", "on"),
+        ("IntervalStyle", "iso_8601"),
+        ("application_name", "console"),
+        ("extra_float_digits", "2"),
+        ("replication", "off"),
+    ];
+    let (mut c, _) = RawClient::login_with(addr, &ops.admin, ADMIN_PW, "pgbouncer", &params).await;
+    let (_, status, error) = c.rows("SHOW VERSION").await;
+    assert_eq!((status, error), (b'I', None));
+}
