@@ -266,6 +266,16 @@ impl App {
         {
             tracing::warn!("sessions still running after the shutdown");
         }
+        // Then the idle server connections, each with a Terminate (PostgreSQL logged an
+        // unexpected EOF for every one, cut off at exit), and every goodbye still under way in
+        // the background; each is bounded (1 s).
+        if !shared
+            .pools
+            .close_all("shutting down", Duration::from_secs(2))
+            .await
+        {
+            tracing::warn!("server connections still closing after the shutdown");
+        }
         let _ = accept.await;
         for task in background {
             let _ = task.await;

@@ -510,8 +510,7 @@ fn install(
                 fast_close(shared, &pool.key, now);
                 shared.pools.remove(&pool.key);
                 pool.retire();
-                let pool = Arc::clone(&pool);
-                tokio::spawn(async move { pool.close_idle(why).await });
+                pool.close_idle_later(why);
             }
         }
     }

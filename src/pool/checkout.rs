@@ -110,7 +110,7 @@ impl Pool {
             Grant::Conn(other) => {
                 // Tagged for someone else: close it and connect in its slot.
                 self.log_close(&other, "tagged for another identity");
-                tokio::spawn(super::release::terminate(other));
+                self.close_later(other);
                 let conn = self
                     .connect_within(identity, tag, extra_params(), settings, wait)
                     .await?;
@@ -195,7 +195,7 @@ impl Pool {
                     Some(Unwanted::Dropped) => {
                         tracing::debug!(pid = conn.pid(), pool = ?pool.key, "closing a server login begun before its pool's connections were dropped; logging in again");
                         pool.log_close(&conn, "connect string changed");
-                        tokio::spawn(super::release::terminate(conn));
+                        pool.close_later(conn);
                     }
                     // As PgBouncer, which closes a paused database's logins, the client goes
                     // back to wait for RESUME (KILL pauses too: its client is being ended, and
@@ -408,7 +408,7 @@ impl routing::ConnectReport for LoginReport<'_> {
     fn set_aside(&self, conn: ServerConn, reason: &'static str) {
         self.pool.log_opened(&conn);
         self.pool.log_close(&conn, reason);
-        tokio::spawn(super::release::terminate(conn));
+        self.pool.close_later(conn);
     }
 }
 

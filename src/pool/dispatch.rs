@@ -6,7 +6,6 @@
 use tokio::time::Instant;
 
 use super::limits::{Blocker, PoolLimits};
-use super::release::terminate;
 use super::{expired, Grant, Inner, Pool, PoolSettings};
 use crate::server::ServerConn;
 
@@ -180,9 +179,7 @@ impl Pool {
         }
         for (conn, reason) in close {
             self.log_close(&conn, reason);
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(terminate(conn));
-            }
+            self.close_later(conn);
         }
         self.limits.wake(&self.key);
     }
@@ -292,9 +289,7 @@ impl Pool {
         if let Some((why, conn)) = unwanted {
             tracing::debug!(pid = conn.pid(), pool = ?self.key, "closing a server connection instead of keeping it: {}", why.why());
             self.log_close(&conn, why.reason());
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(terminate(conn));
-            }
+            self.close_later(conn);
             self.limits.wake(&self.key);
             return false;
         }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::release::terminate;
 use super::{expired, Pool, PoolError, Pools};
 
 const PERIOD: Duration = Duration::from_secs(1);
@@ -197,7 +196,7 @@ impl Pool {
         self.limits.wake(&self.key);
         for (reason, conn) in stale {
             self.log_close(&conn, reason.unwrap_or_default());
-            tokio::spawn(terminate(conn));
+            self.close_later(conn);
         }
     }
 

@@ -190,6 +190,9 @@ pub struct Pool {
     retired: std::sync::atomic::AtomicBool,
     /// Connections lent to server_check_query (SHOW POOLS sv_tested).
     testing: std::sync::atomic::AtomicU32,
+    /// Where its connections' goodbyes run in the background (the tracker all pools share,
+    /// see [`Pools::close_all`]).
+    closing: tokio_util::task::TaskTracker,
 }
 
 impl Drop for Pool {
@@ -240,7 +243,24 @@ impl Pool {
             learned: Mutex::new(None),
             retired: std::sync::atomic::AtomicBool::new(false),
             testing: std::sync::atomic::AtomicU32::new(0),
+            closing: tokio_util::task::TaskTracker::new(),
         }
+    }
+
+    /// Close `conn` in the background (Terminate, see [`release::terminate`]), tracked: a
+    /// shutdown waits for it (bounded) rather than exiting mid-goodbye. Needs a runtime (none
+    /// when a session is dropped outside one: the socket just closes).
+    pub(crate) fn close_later(&self, conn: ServerConn) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.closing.spawn_on(release::terminate(conn), &rt);
+        }
+    }
+
+    /// [`Pool::close_idle`] in the background, tracked as [`Pool::close_later`].
+    pub fn close_idle_later(self: &Arc<Self>, reason: &'static str) {
+        let pool = Arc::clone(self);
+        self.closing
+            .spawn(async move { pool.close_idle(reason).await });
     }
 
     /// A reload replaced this pool: connections given back from now on are closed.
@@ -460,6 +480,8 @@ fn expired(conn: &ServerConn, settings: &PoolSettings, now: Instant) -> Option<&
 pub struct Pools {
     map: DashMap<PoolKey, Arc<Pool>>,
     limits: Arc<Limits>,
+    /// Every pool's background closes ([`Pool::close_later`]).
+    closing: tokio_util::task::TaskTracker,
 }
 
 impl Pools {
@@ -469,6 +491,7 @@ impl Pools {
         Pools {
             map: DashMap::new(),
             limits: Arc::new(Limits::new(config, gates)),
+            closing: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -491,7 +514,9 @@ impl Pools {
             .map
             .entry(key.clone())
             .or_insert_with(|| {
-                let pool = Arc::new(make(Arc::clone(&self.limits)));
+                let mut pool = make(Arc::clone(&self.limits));
+                pool.closing = self.closing.clone();
+                let pool = Arc::new(pool);
                 created = Some(Arc::clone(&pool));
                 pool
             })
@@ -509,5 +534,20 @@ impl Pools {
     /// A snapshot of every pool (no map guard is kept).
     pub fn all(&self) -> Vec<Arc<Pool>> {
         self.map.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// At shutdown, once the sessions are over: close every pool's idle connections with
+    /// Terminate (`reason`: their log_disconnections lines), as PgBouncer closes its servers
+    /// before it exits, and wait up to `within` for those and for every close begun in the
+    /// background before (a released or evicted connection's goodbye). False if some were
+    /// still under way then.
+    pub async fn close_all(&self, reason: &'static str, within: Duration) -> bool {
+        for pool in self.all() {
+            pool.close_idle_later(reason);
+        }
+        self.closing.close();
+        tokio::time::timeout(within, self.closing.wait())
+            .await
+            .is_ok()
     }
 }

@@ -125,9 +125,7 @@ impl Pool {
         self.log_close(&conn, reason);
         let holder = conn.holder.take();
         self.forget(holder.as_deref());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(terminate(conn));
-        }
+        self.close_later(conn);
     }
 
     /// Close a connection that must not be reused for `reason` (its log_disconnections line

@@ -549,3 +549,59 @@ async fn an_address_named_twice_is_listened_on_once() {
     let client = fx.connect().await;
     client.simple_query("select 1").await.expect("served");
 }
+
+/// A shutdown closes the idle server connections with Terminate, and waits (bounded) for the
+/// goodbyes still under way in the background, before it exits: PostgreSQL sees each client
+/// leave cleanly. It logged `unexpected EOF on client connection` for every idle connection
+/// (DEBUG1 outside a transaction, so a private cluster logs at that level here): the process
+/// exited with them open, and cut off background goodbyes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_says_goodbye_to_idle_server_connections() {
+    let pg: &'static crate::support::PgCluster =
+        Box::leak(Box::new(crate::support::PgCluster::start_private().await));
+    let su = pg.superuser_client().await;
+    for sql in [
+        "ALTER SYSTEM SET log_min_messages = debug1",
+        "ALTER SYSTEM SET log_disconnections = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        su.batch_execute(sql).await.expect(sql);
+    }
+    drop(su);
+    eventually("the new log settings", || async {
+        let su = pg.superuser_client().await;
+        let row = su.query_one("SHOW log_min_messages", &[]).await;
+        row.expect("SHOW").get::<_, String>(0) == "debug1"
+    })
+    .await;
+    let mut f = crate::support::Fixture::on_cluster(pg, 3, "").await;
+    let clients = futures_util::future::join_all((0..3).map(|_| f.connect())).await;
+    let queries = clients
+        .iter()
+        .map(|c| c.simple_query("select pg_sleep(0.2)"));
+    for done in futures_util::future::join_all(queries).await {
+        done.expect("a query");
+    }
+    drop(clients);
+    f.porter.until_idle(3).await;
+    let log_path = pg.socket_dir().join("server.log");
+    let log_from = std::fs::read_to_string(&log_path)
+        .expect("server.log")
+        .len();
+    f.porter.control(Control::Shutdown(ShutdownMode::Drain));
+    f.porter.wait_stopped(HANG).await;
+    let user = format!("user={} database={}", f.user, f.db);
+    let mut log = String::new();
+    eventually("three disconnections logged", || {
+        log = std::fs::read_to_string(&log_path).expect("server.log")[log_from..].to_string();
+        let n = log
+            .lines()
+            .filter(|l| l.contains("disconnection:") && l.contains(&user))
+            .count();
+        async move { n == 3 }
+    })
+    .await;
+    for bad in ["unexpected EOF", "could not receive data from client"] {
+        assert!(!log.contains(bad), "{bad}:\n{log}");
+    }
+}
