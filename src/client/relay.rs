@@ -394,12 +394,9 @@ impl From<ProtocolError> for SkipEnd {
 impl SkipEnd {
     /// What ends the session (the relay's timeouts end it with these too).
     pub(super) fn into_error(self) -> crate::error::Error {
-        use crate::error::Error;
         match self {
-            SkipEnd::Client(e) => Error::ClientProtocol(e),
-            SkipEnd::Timeout(Timeout::Query) => Error::QueryTimeout,
-            SkipEnd::Timeout(Timeout::IdleTransaction) => Error::IdleTransactionTimeout,
-            SkipEnd::Timeout(Timeout::Transaction) => Error::TransactionTimeout,
+            SkipEnd::Client(e) => crate::error::Error::ClientProtocol(e),
+            SkipEnd::Timeout(limit) => limit.error(),
         }
     }
 }
@@ -445,20 +442,16 @@ impl<'a> Watch<'a> {
         };
         let since = self.xact_since;
         let mut fill = std::pin::pin!(client.fill());
-        let mut sent = false;
         poll_fn(|cx| {
             if let Poll::Ready(read) = std::future::Future::poll(fill.as_mut(), cx) {
-                sent = true;
                 return Poll::Ready(read.map_err(SkipEnd::Client));
             }
             dog.poll(cx, false, false, ServerState::Busy, since)
                 .map(|limit| Err(SkipEnd::Timeout(limit)))
         })
         .await?;
-        if sent {
-            // A request's bytes: query_timeout counts from here, as in the relay.
-            dog.requested();
-        }
+        // A request's bytes: query_timeout counts from here, as in the relay.
+        dog.requested();
         Ok(())
     }
 }

@@ -497,11 +497,7 @@ fn relay_session<'a>(
                 };
                 pool.discard(server, reason).await;
                 tracing::info!(user = %info.user, db = %info.database, ?limit, "session ended by timeout");
-                Err(match limit {
-                    Timeout::Query => Error::QueryTimeout,
-                    Timeout::IdleTransaction => Error::IdleTransactionTimeout,
-                    Timeout::Transaction => Error::TransactionTimeout,
-                })
+                Err(limit.error())
             }
             Ok(RelayEnd::FastClose) => {
                 tracing::info!(user = %info.user, db = %info.database, pid = server.pid(), "server_fast_close: closing the session's server connection");

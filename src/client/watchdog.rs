@@ -21,6 +21,18 @@ pub(super) enum Timeout {
     Transaction,
 }
 
+impl Timeout {
+    /// What the session ends with.
+    pub(super) fn error(self) -> crate::error::Error {
+        use crate::error::Error;
+        match self {
+            Timeout::Query => Error::QueryTimeout,
+            Timeout::IdleTransaction => Error::IdleTransactionTimeout,
+            Timeout::Transaction => Error::TransactionTimeout,
+        }
+    }
+}
+
 /// The limits, from the settings (zero: off).
 /// query_timeout, idle_transaction_timeout, transaction_timeout (0 = off), as the config
 /// resolves them for the session's pool user.
