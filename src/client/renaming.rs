@@ -90,6 +90,14 @@ enum Pending {
     Injected(Arc<Stmt>),
     /// pgporter's Close of a least recently used statement: dropped; undone, it is still there.
     Evicted(Arc<Stmt>),
+    /// The client's Parse of a name it has open, sent as a Parse of that statement with the
+    /// client's text: PostgreSQL refuses it (42P05), unless a DISCARD ALL / DEALLOCATE ALL
+    /// sent ahead of it dropped the statement (`true`: the client's text is the statement's
+    /// own). Passed on; nothing to undo.
+    Again(Box<[u8]>, Arc<Stmt>, bool),
+    /// pgporter's Close of a statement a DISCARD ALL / DEALLOCATE ALL ahead of it dropped
+    /// already: dropped; nothing to undo.
+    Gone,
 }
 
 /// What the relay does with a ParseComplete / CloseComplete (see [`Renaming::on_complete`]).
@@ -179,7 +187,10 @@ impl Renaming {
         self.lost = true;
         for (_, p) in &mut self.pending {
             match p {
-                Pending::Injected(_) | Pending::Evicted(_) | Pending::Reused(.., true) => {
+                Pending::Injected(_)
+                | Pending::Evicted(_)
+                | Pending::Gone
+                | Pending::Reused(.., true) => {
                     self.doomed = true;
                 }
                 // Passed on; undoing it later would be guesswork: what is recorded stays.
@@ -281,7 +292,9 @@ impl Renaming {
             // pgporter's name for it.
             count += self.ensure(&existing, &mut out);
             put_parse(&mut out, &existing.name, tail);
-            self.pending.push_back((self.batch, Pending::Pass));
+            let own_text = *existing.tail == *tail;
+            self.pending
+                .push_back((self.batch, Pending::Again(name.into(), existing, own_text)));
             return Some((out, count + 1));
         }
         let stmt = self.registry.intern(tail);
@@ -473,7 +486,7 @@ impl Renaming {
             return Answer::Pass;
         }
         match self.pending.pop_front().map(|(_, p)| p) {
-            Some(Pending::Injected(_) | Pending::Evicted(_)) => Answer::Drop,
+            Some(Pending::Injected(_) | Pending::Evicted(_) | Pending::Gone) => Answer::Drop,
             Some(Pending::Reused(.., true)) => {
                 self.converting = true;
                 Answer::ToParseComplete
@@ -512,12 +525,7 @@ impl Renaming {
                     self.undo(p);
                 }
             }
-            backend::COMMAND_COMPLETE if body.is_some_and(drops_all) => {
-                // DISCARD ALL / DEALLOCATE ALL: every statement of the session is gone, the
-                // client's included.
-                self.server.clear();
-                self.client.names.clear();
-            }
+            backend::COMMAND_COMPLETE if body.is_some_and(drops_all) => self.dropped_all(),
             backend::ERROR_RESPONSE if body.is_some_and(plan_changed) => self.server.stale = true,
             backend::ERROR_RESPONSE => {
                 // 26000 about one of pgporter's statements: something dropped it behind
@@ -530,6 +538,55 @@ impl Renaming {
         }
     }
 
+    /// DISCARD ALL / DEALLOCATE ALL: every statement of the session is gone, the client's
+    /// included, except those the messages sent behind it make: the Parses and Closes still
+    /// to be answered came after it (the server answers in order), and were sent as if it had
+    /// not run. What they do is done again on the emptied records (a Parse of a name the
+    /// client has open with another text, which now makes pgporter's statement with that
+    /// text, cannot be followed: the session ends, see [`Renaming::unsure`]).
+    fn dropped_all(&mut self) {
+        self.server.clear();
+        self.client.names.clear();
+        let (client, server) = (&mut self.client.names, &mut self.server);
+        for (_, p) in &mut self.pending {
+            match p {
+                Pending::Pass | Pending::Gone => {}
+                Pending::Parsed(name, stmt) => {
+                    client.insert(name.clone(), Arc::clone(stmt));
+                    server.insert(Arc::clone(stmt));
+                }
+                // The connection lacks it now: a Bind parses it first.
+                Pending::Reused(name, stmt, true) => {
+                    client.insert(name.clone(), Arc::clone(stmt));
+                }
+                // A Parse of the statement: it makes it, unless a message before it did.
+                Pending::Reused(name, stmt, false) | Pending::Again(name, stmt, true) => {
+                    if !server.has(stmt) {
+                        client.insert(name.clone(), Arc::clone(stmt));
+                        server.insert(Arc::clone(stmt));
+                        *p = Pending::Parsed(name.clone(), Arc::clone(stmt));
+                    }
+                }
+                Pending::Again(_, stmt, false) => {
+                    if !server.has(stmt) {
+                        self.doomed = true;
+                    }
+                }
+                Pending::Closed(name, _) => {
+                    client.remove(name);
+                }
+                Pending::Injected(stmt) => server.insert(Arc::clone(stmt)),
+                Pending::Evicted(stmt) => {
+                    if server.has(stmt) {
+                        server.remove(stmt);
+                    } else {
+                        *p = Pending::Gone;
+                    }
+                }
+            }
+        }
+    }
+
     /// The server skipped a message (an error came first in its batch).
     fn undo(&mut self, skipped: Pending) {
         let forget = |names: &mut HashMap<Box<[u8]>, Arc<Stmt>>, name: &[u8], stmt: &Arc<Stmt>| {
@@ -538,7 +595,7 @@ impl Renaming {
             }
         };
         match skipped {
-            Pending::Pass => {}
+            Pending::Pass | Pending::Again(..) | Pending::Gone => {}
             Pending::Parsed(name, stmt) => {
                 forget(&mut self.client.names, &name, &stmt);
                 self.server.remove(&stmt);

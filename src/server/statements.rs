@@ -100,6 +100,11 @@ impl ServerStatements {
         }
     }
 
+    /// Whether the connection has `stmt` (not counted as a use).
+    pub fn has(&self, stmt: &Stmt) -> bool {
+        self.held.contains_key(&stmt.id)
+    }
+
     pub fn insert(&mut self, stmt: Arc<Stmt>) {
         self.clock += 1;
         self.held.insert(stmt.id, (stmt, self.clock));

@@ -398,3 +398,46 @@ async fn a_close_or_describe_with_bytes_after_its_name_is_refused_as_by_postgres
     assert_eq!(error_of(&msgs), None, "s1 is still open");
     assert!(msgs.iter().any(|m| m.tag == b'D' && m.body.ends_with(b"7")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_parsed_behind_a_pipelined_discard_all_are_kept() {
+    let fx = fixture("").await;
+    let (mut a, mut b) = (login(&fx, &[]).await, login(&fx, &[]).await);
+    parse(&mut b, "x", "select 99").await;
+    assert_eq!(error_of(&sync(&mut b).await), None);
+    // The connection loses b's statement (pgporter parses it again when b next uses it).
+    value(&mut a, "discard all").await;
+    // DISCARD ALL, then, before its answer came, a Parse: it runs after the DISCARD, so the
+    // statement it makes stays, as on PostgreSQL (it was forgotten with the others; then a
+    // Bind of it got 26000, and b's next use 42P05 from pgporter's own Parse, on every use,
+    // the connection holding a statement pgporter believed gone).
+    a.send_all(&[
+        (b'Q', b"discard all\0"),
+        (b'P', b"s9\0select 99\0\0\0"),
+        (b'S', b""),
+    ])
+    .await;
+    for _ in 0..2 {
+        let msgs = a.until_ready().await.expect("answers");
+        assert_eq!(error_of(&msgs), None, "{msgs:?}");
+    }
+    for (c, name) in [(&mut a, "s9"), (&mut b, "x")] {
+        bind_execute(c, name, &[]).await;
+        let msgs = sync(c).await;
+        assert_eq!(error_of(&msgs), None, "{name}: {msgs:?}");
+        assert!(msgs
+            .iter()
+            .any(|m| m.tag == b'D' && m.body.ends_with(b"99")));
+    }
+    // The same behind an extended-protocol DEALLOCATE ALL, in its own batch.
+    parse(&mut a, "", "deallocate all").await;
+    bind_execute(&mut a, "", &[]).await;
+    parse(&mut a, "s10", "select 10").await;
+    assert_eq!(error_of(&sync(&mut a).await), None);
+    bind_execute(&mut a, "s10", &[]).await;
+    bind_execute(&mut a, "s9", &[]).await;
+    let msgs = sync(&mut a).await;
+    let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"2DCEZ", "s10 is there, s9 is not: {msgs:?}");
+    assert_eq!(error_of(&msgs).as_deref(), Some("26000"));
+}

@@ -275,8 +275,96 @@ fn what_the_server_skipped_after_an_error_is_undone() {
 fn discard_all_forgets_every_statement() {
     let mut r = fresh();
     send(&mut r, frontend::PARSE, &parse(b"s1", SELECT_1));
+    send(&mut r, frontend::QUERY, b"discard all\0");
+    assert_eq!(r.on_complete(), Answer::Pass);
     r.server(backend::COMMAND_COMPLETE, Some(b"DISCARD ALL\0"));
     assert!(r.client.names.is_empty() && r.server.is_empty());
+}
+
+/// What the client sent behind a DISCARD ALL / DEALLOCATE ALL, before its answer came, runs
+/// after it: the statements it makes are kept, what it closes stays closed.
+#[test]
+fn what_follows_a_pipelined_discard_all_is_done_again() {
+    let registry = Arc::new(Registry::default());
+    let mut r = renaming(ServerStatements::default(), &registry, 10);
+    let tail = |t: &str| format!("select '{t}'\0\0\0").into_bytes();
+    send(&mut r, frontend::PARSE, &parse(b"a", &tail("a")));
+    send(&mut r, frontend::PARSE, &parse(b"b", &tail("b")));
+    send(&mut r, frontend::SYNC, b"");
+    for _ in 0..2 {
+        r.on_complete();
+    }
+    ready(&mut r);
+    send(&mut r, frontend::QUERY, b"discard all\0");
+    // A Parse of a text the connection has (sent as a Close of nothing), a new one, a Close,
+    // a second Parse of an open name with its own text (PostgreSQL's 42P05, but not here).
+    let sent = [
+        send(&mut r, frontend::PARSE, &parse(b"b2", &tail("b"))),
+        send(&mut r, frontend::PARSE, &parse(b"d", &tail("d"))),
+        send(&mut r, frontend::CLOSE, &close(b"a")),
+        send(&mut r, frontend::PARSE, &parse(b"b", &tail("b"))),
+    ];
+    assert_eq!(sent[0], [(frontend::CLOSE, close(NOTHING))]);
+    assert_eq!(
+        sent[1],
+        [(frontend::PARSE, parse(b"pgporter_3", &tail("d")))]
+    );
+    assert_eq!(
+        sent[3],
+        [(frontend::PARSE, parse(b"pgporter_2", &tail("b")))]
+    );
+    send(&mut r, frontend::SYNC, b"");
+    r.server(backend::COMMAND_COMPLETE, Some(b"DISCARD ALL\0"));
+    ready(&mut r);
+    let answers: Vec<Answer> = (0..4).map(|_| r.on_complete()).collect();
+    assert_eq!(answers[0], Answer::ToParseComplete);
+    ready(&mut r);
+    let mut names: Vec<&[u8]> = r.client.names.keys().map(|k| &k[..]).collect();
+    names.sort_unstable();
+    assert_eq!(names, [&b"b"[..], b"b2", b"d"]);
+    let held = |r: &Fed, t| r.server.has(&registry.intern(&tail(t)));
+    assert!(held(&r, "b") && held(&r, "d") && !held(&r, "a"));
+    // b2's statement, which the DISCARD took, is parsed again at its next use.
+    assert!(!r.unsure());
+    // pgporter's Close of a statement the DISCARD took: still dropped, nothing to undo.
+    let mut r = renaming(
+        ServerStatements::default(),
+        &Arc::new(Registry::default()),
+        1,
+    );
+    send(&mut r, frontend::PARSE, &parse(b"a", &tail("a")));
+    send(&mut r, frontend::SYNC, b"");
+    r.on_complete();
+    ready(&mut r);
+    send(&mut r, frontend::QUERY, b"discard all\0");
+    assert_eq!(
+        send(&mut r, frontend::PARSE, &parse(b"e", &tail("e"))),
+        [
+            (frontend::CLOSE, close(b"pgporter_1")),
+            (frontend::PARSE, parse(b"pgporter_2", &tail("e")))
+        ]
+    );
+    r.server(backend::COMMAND_COMPLETE, Some(b"DISCARD ALL\0"));
+    ready(&mut r);
+    error(&mut r, "42601", "syntax error");
+    send(&mut r, frontend::SYNC, b"");
+    ready(&mut r);
+    assert!(r.server.is_empty() && r.client.names.is_empty());
+}
+
+/// A second Parse of an open name with another text behind a DISCARD ALL makes pgporter's
+/// statement with that text: the session cannot go on.
+#[test]
+fn a_reparse_with_another_text_behind_discard_all_ends_the_session() {
+    let mut r = with_s1();
+    send(&mut r, frontend::QUERY, b"deallocate all\0");
+    send(&mut r, frontend::PARSE, &parse(b"s1", b"select 2\0\0\0"));
+    assert!(
+        !r.unsure(),
+        "PostgreSQL refuses it unless the DEALLOCATE runs first"
+    );
+    r.server(backend::COMMAND_COMPLETE, Some(b"DEALLOCATE ALL\0"));
+    assert!(r.unsure());
 }
 
 #[test]
