@@ -97,8 +97,7 @@ pub enum Error {
     TransactionTimeout,
     /// Transaction mode with max_prepared_statements: the client pipelined so that which of
     /// the server's answers were still due could not be told (an error with simple queries
-    /// behind an unsynced batch, a failed COPY with Syncs inside it), or a second Parse of an
-    /// open name with another text sent behind a DISCARD ALL / DEALLOCATE ALL.
+    /// behind an unsynced batch, a failed COPY with Syncs inside it).
     #[error("pgporter lost track of the server's answers to this client's renamed prepared statements (max_prepared_statements = 0 avoids renaming)")]
     RenamingLost,
     /// disable_pqexec: the client sent a simple Query (PgBouncer's text).

@@ -91,10 +91,14 @@ enum Pending {
     /// pgporter's Close of a least recently used statement: dropped; undone, it is still there.
     Evicted(Arc<Stmt>),
     /// The client's Parse of a name it has open, sent as a Parse of that statement with the
-    /// client's text: PostgreSQL refuses it (42P05), unless a DISCARD ALL / DEALLOCATE ALL
-    /// sent ahead of it dropped the statement (`true`: the client's text is the statement's
-    /// own). Passed on; nothing to undo.
-    Again(Box<[u8]>, Arc<Stmt>, bool),
+    /// client's text: PostgreSQL refuses it (42P05), unless the statement is not there after
+    /// all (its Parse was skipped, a DISCARD ALL dropped it): then the server makes it, with
+    /// the client's text, the statement this names (None: the statement's own). Passed on;
+    /// nothing to undo.
+    Again(Box<[u8]>, Arc<Stmt>, Option<Arc<Stmt>>),
+    /// pgporter's Close of a statement the server holds with another statement's text (see
+    /// [`ServerStatements::foreign`]): dropped; undone, it is still there.
+    Unforeign(Arc<Stmt>),
     /// pgporter's Close of a statement a DISCARD ALL / DEALLOCATE ALL ahead of it dropped
     /// already: dropped; nothing to undo.
     Gone,
@@ -190,6 +194,7 @@ impl Renaming {
                 Pending::Injected(_)
                 | Pending::Evicted(_)
                 | Pending::Gone
+                | Pending::Unforeign(_)
                 | Pending::Reused(.., true) => {
                     self.doomed = true;
                 }
@@ -292,9 +297,9 @@ impl Renaming {
             // pgporter's name for it.
             count += self.ensure(&existing, &mut out);
             put_parse(&mut out, &existing.name, tail);
-            let own_text = *existing.tail == *tail;
+            let text = (*existing.tail != *tail).then(|| self.registry.intern(tail));
             self.pending
-                .push_back((self.batch, Pending::Again(name.into(), existing, own_text)));
+                .push_back((self.batch, Pending::Again(name.into(), existing, text)));
             return Some((out, count + 1));
         }
         let stmt = self.registry.intern(tail);
@@ -420,6 +425,14 @@ impl Renaming {
     /// Closes of the least recently used statements, leaving room for one more; how many.
     fn make_room(&mut self, out: &mut BytesMut) -> u32 {
         let mut count = 0;
+        // Before any statement is parsed here (one of these, maybe): the names holding
+        // another statement's text are closed.
+        for stmt in std::mem::take(&mut self.server.foreign) {
+            put_close(out, &stmt.name);
+            self.pending
+                .push_back((self.batch, Pending::Unforeign(stmt)));
+            count += 1;
+        }
         while let Some(old) = self.server.evict_over(self.client.keep - 1) {
             put_close(out, &old.name);
             self.pending.push_back((self.batch, Pending::Evicted(old)));
@@ -486,7 +499,22 @@ impl Renaming {
             return Answer::Pass;
         }
         match self.pending.pop_front().map(|(_, p)| p) {
-            Some(Pending::Injected(_) | Pending::Evicted(_) | Pending::Gone) => Answer::Drop,
+            Some(
+                Pending::Injected(_) | Pending::Evicted(_) | Pending::Gone | Pending::Unforeign(_),
+            ) => Answer::Drop,
+            Some(Pending::Again(name, stmt, text)) => {
+                // Taken: the statement was not there; the server made it with the client's
+                // text, under its name.
+                match text {
+                    None => self.server.insert(Arc::clone(&stmt)),
+                    Some(_) => {
+                        self.server.remove(&stmt);
+                        self.server.foreign.push(Arc::clone(&stmt));
+                    }
+                }
+                self.client.names.insert(name, text.unwrap_or(stmt));
+                Answer::Pass
+            }
             Some(Pending::Reused(.., true)) => {
                 self.converting = true;
                 Answer::ToParseComplete
@@ -541,16 +569,14 @@ impl Renaming {
     /// DISCARD ALL / DEALLOCATE ALL: every statement of the session is gone, the client's
     /// included, except those the messages sent behind it make: the Parses and Closes still
     /// to be answered came after it (the server answers in order), and were sent as if it had
-    /// not run. What they do is done again on the emptied records (a Parse of a name the
-    /// client has open with another text, which now makes pgporter's statement with that
-    /// text, cannot be followed: the session ends, see [`Renaming::unsure`]).
+    /// not run. What they do is done again on the emptied records.
     fn dropped_all(&mut self) {
         self.server.clear();
         self.client.names.clear();
         let (client, server) = (&mut self.client.names, &mut self.server);
         for (_, p) in &mut self.pending {
             match p {
-                Pending::Pass | Pending::Gone => {}
+                Pending::Pass | Pending::Gone | Pending::Unforeign(_) => {}
                 Pending::Parsed(name, stmt) => {
                     client.insert(name.clone(), Arc::clone(stmt));
                     server.insert(Arc::clone(stmt));
@@ -560,18 +586,15 @@ impl Renaming {
                     client.insert(name.clone(), Arc::clone(stmt));
                 }
                 // A Parse of the statement: it makes it, unless a message before it did.
-                Pending::Reused(name, stmt, false) | Pending::Again(name, stmt, true) => {
+                Pending::Reused(name, stmt, false) => {
                     if !server.has(stmt) {
                         client.insert(name.clone(), Arc::clone(stmt));
                         server.insert(Arc::clone(stmt));
                         *p = Pending::Parsed(name.clone(), Arc::clone(stmt));
                     }
                 }
-                Pending::Again(_, stmt, false) => {
-                    if !server.has(stmt) {
-                        self.doomed = true;
-                    }
-                }
+                // Its answer says what it did (see `on_complete`).
+                Pending::Again(..) => {}
                 Pending::Closed(name, _) => {
                     client.remove(name);
                 }
@@ -606,6 +629,7 @@ impl Renaming {
             }
             Pending::Injected(stmt) => self.server.remove(&stmt),
             Pending::Evicted(stmt) => self.server.insert(stmt),
+            Pending::Unforeign(stmt) => self.server.foreign.push(stmt),
         }
     }
 }

@@ -440,10 +440,10 @@ impl Visit for Back<'_> {
             r.on_server(tag, body, readies);
             if self.0.tracker.lost() {
                 r.lose();
-            }
-            if r.unsure() {
-                self.0.renaming_lost = true;
-                return Flow::StopBefore;
+                if r.unsure() {
+                    self.0.renaming_lost = true;
+                    return Flow::StopBefore;
+                }
             }
         } else if tag == backend::COMMAND_COMPLETE
             && self.0.watch_drops

@@ -85,6 +85,11 @@ pub struct ServerStatements {
     /// a statement): the statements are closed before the next one is parsed here, so that
     /// a client preparing afresh gets a fresh plan.
     pub stale: bool,
+    /// Statements whose names the server holds with another text (a client's second Parse
+    /// of a name, sent as a Parse of its statement, which the server took because an error
+    /// or a DISCARD ALL had left the statement unmade): not held, and closed before anything
+    /// is parsed here.
+    pub foreign: Vec<Arc<Stmt>>,
 }
 
 impl ServerStatements {
@@ -131,6 +136,7 @@ impl ServerStatements {
     /// The server dropped them all (DISCARD ALL, DEALLOCATE ALL).
     pub fn clear(&mut self) {
         self.held.clear();
+        self.foreign.clear();
         self.stale = false;
     }
 

@@ -441,3 +441,39 @@ async fn statements_parsed_behind_a_pipelined_discard_all_are_kept() {
     assert_eq!(tags, b"2DCEZ", "s10 is there, s9 is not: {msgs:?}");
     assert_eq!(error_of(&msgs).as_deref(), Some("26000"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reparse_after_a_skipped_parse_does_not_change_a_shared_statement() {
+    let fx = fixture("").await;
+    let (mut a, mut c) = (login(&fx, &[]).await, login(&fx, &[]).await);
+    parse(&mut c, "keep", "select 1").await;
+    assert_eq!(error_of(&sync(&mut c).await), None);
+    // The connection loses c's statement (pgporter parses it again when c next uses it).
+    value(&mut a, "discard all").await;
+    // A Parse skipped after an error, then a second Parse of its name with another text: on
+    // PostgreSQL the first never happened and the second makes the statement. It went as a
+    // Parse of pgporter's statement for the first text, which the server took: that
+    // statement held the second text, and c's use of it then got 42P05 (it was forgotten as
+    // never made, parsed again) on every use, while a's name was gone (26000).
+    a.send_all(&[
+        (b'B', b"\0nosuch\0\0\0\0\0\0\0"),
+        (b'E', b"\0\0\0\0\0"),
+        (b'P', b"b\0select 1\0\0\0"),
+        (b'S', b""),
+        (b'P', b"b\0select 7\0\0\0"),
+        (b'S', b""),
+    ])
+    .await;
+    let msgs = a.until_ready().await.expect("answers");
+    assert_eq!(error_of(&msgs).as_deref(), Some("26000"));
+    let msgs = a.until_ready().await.expect("answers");
+    assert_eq!(error_of(&msgs), None, "{msgs:?}");
+    for (on_a, name, want) in [(true, "b", "7"), (false, "keep", "1"), (true, "b", "7")] {
+        let client = if on_a { &mut a } else { &mut c };
+        bind_execute(client, name, &[]).await;
+        let msgs = sync(client).await;
+        assert_eq!(error_of(&msgs), None, "{name}: {msgs:?}");
+        let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+        assert!(row.body.ends_with(want.as_bytes()), "{name}: {msgs:?}");
+    }
+}

@@ -352,19 +352,51 @@ fn what_follows_a_pipelined_discard_all_is_done_again() {
     assert!(r.server.is_empty() && r.client.names.is_empty());
 }
 
-/// A second Parse of an open name with another text behind a DISCARD ALL makes pgporter's
-/// statement with that text: the session cannot go on.
+/// A second Parse of an open name with another text, which the server takes (the statement
+/// was not there: a DEALLOCATE ALL ahead of it, a Parse skipped after an error): pgporter's
+/// statement then holds that text on the server; it is closed before anything is parsed
+/// there, and the client's name stands for a statement of its text.
 #[test]
-fn a_reparse_with_another_text_behind_discard_all_ends_the_session() {
+fn a_statement_holding_another_text_is_closed_before_use() {
     let mut r = with_s1();
     send(&mut r, frontend::QUERY, b"deallocate all\0");
-    send(&mut r, frontend::PARSE, &parse(b"s1", b"select 2\0\0\0"));
-    assert!(
-        !r.unsure(),
-        "PostgreSQL refuses it unless the DEALLOCATE runs first"
+    assert_eq!(
+        send(&mut r, frontend::PARSE, &parse(b"s1", b"select 2\0\0\0")),
+        [(frontend::PARSE, parse(b"pgporter_1", b"select 2\0\0\0"))],
+        "PostgreSQL answers 42P05 unless the DEALLOCATE runs first"
     );
+    send(&mut r, frontend::SYNC, b"");
     r.server(backend::COMMAND_COMPLETE, Some(b"DEALLOCATE ALL\0"));
-    assert!(r.unsure());
+    ready(&mut r);
+    assert_eq!(r.on_complete(), Answer::Pass);
+    ready(&mut r);
+    assert!(r.server.is_empty() && !r.unsure());
+    assert_eq!(
+        send(&mut r, frontend::BIND, &bind(b"s1")),
+        [
+            (frontend::CLOSE, close(b"pgporter_1")),
+            (frontend::PARSE, parse(b"pgporter_2", b"select 2\0\0\0")),
+            (frontend::BIND, bind(b"pgporter_2"))
+        ]
+    );
+    // The same after a Parse skipped behind an error.
+    let mut r = fresh();
+    send(&mut r, frontend::BIND, &bind(b"nosuch"));
+    send(&mut r, frontend::PARSE, &parse(b"b", SELECT_1));
+    send(&mut r, frontend::SYNC, b"");
+    send(&mut r, frontend::PARSE, &parse(b"b", b"select 7\0\0\0"));
+    send(&mut r, frontend::SYNC, b"");
+    error(
+        &mut r,
+        "26000",
+        "prepared statement \"nosuch\" does not exist",
+    );
+    ready(&mut r);
+    assert_eq!(r.on_complete(), Answer::Pass);
+    ready(&mut r);
+    let b = r.client.names.get(&b"b"[..]).map(|s| s.tail.clone());
+    assert_eq!(b.as_deref(), Some(&b"select 7\0\0\0"[..]));
+    assert_eq!(r.server.foreign.len(), 1);
 }
 
 #[test]
