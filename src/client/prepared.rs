@@ -8,7 +8,7 @@
 //! after an error the server skips the rest of the batch, a Close included, and the statement
 //! stays. A failed Parse is counted too: keeping the connection is the safe mistake.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::protocol::{backend, frontend};
 
@@ -17,17 +17,24 @@ const NAME_LIMIT: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(super) struct Prepared {
-    names: HashSet<Box<[u8]>>,
+    /// Each open name, with the number of its latest Parse (see `sent`).
+    names: HashMap<Box<[u8]>, u64>,
+    /// Parse and Close messages sent so far: a Close ends a name only if no Parse of it was
+    /// sent after it (a Close and a Parse of one name pipelined: the name is open again).
+    sent: u64,
     /// A name could not be read (a malformed Parse): the client keeps its server connection
     /// for the rest of the session.
     unknown: bool,
     /// Closes sent and not yet answered, in order: the number of sync points sent before
-    /// each (its batch ends at the next ReadyForQuery), and the statement's name (None: a
-    /// portal's Close, answered all the same).
-    closing: VecDeque<(u64, Option<Box<[u8]>>)>,
+    /// each (its batch ends at the next ReadyForQuery), and the statement's name with the
+    /// Close's number (None: a portal's Close, answered all the same).
+    closing: VecDeque<(u64, Option<Closing>)>,
     /// A Parse body too large to be read whole, until its name ends.
     head: StreamedName,
 }
+
+/// A statement's name being closed, and the Close's number.
+type Closing = (Box<[u8]>, u64);
 
 impl Prepared {
     /// Whether the client's connection may go back to the pool (at a transaction's end).
@@ -51,7 +58,8 @@ impl Prepared {
             },
             (frontend::PARSE, None) => self.head.start(),
             (frontend::CLOSE, Some([kind, rest @ ..])) => {
-                let name = (*kind == b'S').then(|| cstr(rest).unwrap_or(rest).into());
+                self.sent += 1;
+                let name = (*kind == b'S').then(|| (cstr(rest).unwrap_or(rest).into(), self.sent));
                 self.closing.push_back((syncs, name));
             }
             _ => {}
@@ -72,8 +80,10 @@ impl Prepared {
     pub(super) fn on_server(&mut self, tag: u8, readies: u64) {
         match tag {
             backend::CLOSE_COMPLETE => {
-                if let Some((_, Some(name))) = self.closing.pop_front() {
-                    self.names.remove(&name);
+                if let Some((_, Some((name, close)))) = self.closing.pop_front() {
+                    if self.names.get(&name).is_some_and(|&parse| parse < close) {
+                        self.names.remove(&name);
+                    }
                 }
             }
             backend::READY_FOR_QUERY => {
@@ -86,8 +96,9 @@ impl Prepared {
     }
 
     fn open(&mut self, name: &[u8]) {
+        self.sent += 1;
         if !name.is_empty() {
-            self.names.insert(name.into());
+            self.names.insert(name.into(), self.sent);
         }
     }
 }
@@ -216,6 +227,25 @@ mod tests {
     }
 
     #[test]
+    fn a_parse_sent_behind_a_close_of_its_name_keeps_it_open() {
+        let mut p = Fed::default();
+        p.on_client(frontend::PARSE, Some(PARSE_S1));
+        closed(&mut p, b"s1");
+        p.on_client(frontend::PARSE, Some(PARSE_S1));
+        p.on_client(frontend::SYNC, None);
+        p.on_server(backend::PARSE_COMPLETE);
+        p.on_server(backend::CLOSE_COMPLETE);
+        p.on_server(backend::PARSE_COMPLETE);
+        p.on_server(backend::READY_FOR_QUERY);
+        assert!(!p.none_open(), "parsed again after its Close");
+        closed(&mut p, b"s1");
+        p.on_client(frontend::SYNC, None);
+        p.on_server(backend::CLOSE_COMPLETE);
+        p.on_server(backend::READY_FOR_QUERY);
+        assert!(p.none_open());
+    }
+
+    #[test]
     fn a_streamed_parse_is_named_from_its_first_bytes() {
         let mut p = Fed::default();
         p.on_client(frontend::PARSE, None);
@@ -227,7 +257,7 @@ mod tests {
         p.p.on_chunk(b"bi", false);
         p.p.on_chunk(b"g\0select 1 where", false);
         p.p.on_chunk(b" true\0\0\0", true);
-        assert_eq!(p.p.names.iter().next().map(|n| &n[..]), Some(&b"big"[..]));
+        assert_eq!(p.p.names.keys().next().map(|n| &n[..]), Some(&b"big"[..]));
         // No NUL in the first NAME_LIMIT bytes: not a name pgporter can follow.
         let mut q = Fed::default();
         q.on_client(frontend::PARSE, None);

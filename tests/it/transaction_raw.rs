@@ -477,3 +477,27 @@ async fn a_reparse_after_a_skipped_parse_does_not_change_a_shared_statement() {
         assert!(row.body.ends_with(want.as_bytes()), "{name}: {msgs:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_closed_and_parsed_again_in_one_batch_stays_open() {
+    // pgx after "cached plan must not change result type": a Close of its statement and a
+    // Parse under the same name, pipelined.
+    let fx = fixture("max_prepared_statements = 0").await;
+    let mut a = login(&fx, &[]).await;
+    parse(&mut a, "s", "select 1").await;
+    assert_eq!(error_of(&sync(&mut a).await), None);
+    close_statement(&mut a, "s").await;
+    parse(&mut a, "s", "select 1").await;
+    assert_eq!(error_of(&sync(&mut a).await), None);
+    bind_execute(&mut a, "s", &[]).await;
+    assert_eq!(error_of(&sync(&mut a).await), None);
+    // a kept its connection while its statement was open (the CloseComplete ended it, and
+    // the connection went on to the next client, statement and all: 42P05), and leaves it
+    // cleared.
+    leave(a).await;
+    let mut b = login(&fx, &[]).await;
+    parse(&mut b, "s", "select 2").await;
+    bind_execute(&mut b, "s", &[]).await;
+    let msgs = sync(&mut b).await;
+    assert_eq!(error_of(&msgs), None, "{msgs:?}");
+}
