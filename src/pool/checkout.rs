@@ -332,15 +332,28 @@ impl Pool {
         };
         login.logged_in(conn.pid());
         if let Some(sql) = &settings.connect_query {
-            match crate::server::simple_query(&mut conn, sql).await {
-                Ok(crate::server::QueryOutcome::Done(_)) => {}
-                Ok(crate::server::QueryOutcome::Failed(fields)) => {
+            // Part of the login, as in PgBouncer: server_connect_timeout, counted from this
+            // connection's connect, bounds it too (a connect_query waiting on a lock held the
+            // login, its slot and its client for as long as the lock was held).
+            let began = login.seen().began.unwrap_or(since);
+            let left = settings.dial.timeout.saturating_sub(began.elapsed());
+            let ran = tokio::time::timeout(left, crate::server::simple_query(&mut conn, sql));
+            match ran.await {
+                Ok(Ok(crate::server::QueryOutcome::Done(_))) => {}
+                Ok(Ok(crate::server::QueryOutcome::Failed(fields))) => {
                     tracing::warn!(db = %self.key.db, user = %self.key.user, error = %fields.message(), "connect_query failed");
                     return Err(PoolError::Connect(crate::server::ServerError::Rejected(
                         fields,
                     )));
                 }
-                Err(e) => return Err(PoolError::Connect(e)),
+                Ok(Err(e)) => return Err(PoolError::Connect(e)),
+                Err(_) => {
+                    // PgBouncer 1.18's line (live): `closing because: connect timeout`.
+                    let timed_out = crate::server::ServerError::Timeout;
+                    let local = login.seen().local;
+                    self.log_failed_login(&conn.addr, &timed_out, began, local);
+                    return Err(PoolError::Connect(timed_out));
+                }
             }
         }
         Ok(conn)

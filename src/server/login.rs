@@ -28,6 +28,9 @@ pub struct LoginSeen {
     pub local: Option<SocketAddr>,
     /// The backend's pid, once BackendKeyData came (connect_query still runs), else 0.
     pub pid: i32,
+    /// When the attempt at `addr` began: server_connect_timeout counts from here, through
+    /// connect_query.
+    pub began: Option<tokio::time::Instant>,
 }
 
 impl Default for Login {
@@ -45,6 +48,7 @@ impl Login {
     pub fn trying(&self, addr: &ServerAddr) {
         *self.lock() = LoginSeen {
             addr: Some(addr.clone()),
+            began: Some(tokio::time::Instant::now()),
             ..LoginSeen::default()
         };
     }
@@ -92,13 +96,17 @@ mod tests {
         login.logged_in(7);
         assert_eq!(login.seen().pid, 7);
         let b = ServerAddr::new("10.0.0.2", 5432);
+        let before = tokio::time::Instant::now();
         login.trying(&b);
+        let seen = login.seen();
+        assert!(seen.began.is_some_and(|t| t >= before), "{seen:?}");
         assert_eq!(
-            login.seen(),
+            seen,
             LoginSeen {
                 addr: Some(b),
                 local: None,
-                pid: 0
+                pid: 0,
+                began: seen.began,
             }
         );
     }

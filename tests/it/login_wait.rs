@@ -308,3 +308,60 @@ async fn a_waiting_client_gets_a_login_begun_after_reconnect() {
 async fn a_login_its_client_gave_up_on_is_closed_after_pause() {
     a_login_given_up_on_is_closed_after("PAUSE").await;
 }
+
+/// connect_query is part of the login, as in PgBouncer: server_connect_timeout bounds it too.
+/// Here it waits on a lock the test holds: the login is given up at server_connect_timeout
+/// (the client hears of it at once, 08006, and nothing is left in sv_login), where it held
+/// its slot, and its client until query_wait_timeout, for as long as the lock was held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connect_timeout_bounds_connect_query() {
+    let cluster = crate::support::cluster().await;
+    let user = cluster.unique_name("u");
+    let db = cluster.unique_name("db");
+    let admin_user = cluster.unique_name("adm");
+    cluster.create_role(&user, "pw").await;
+    cluster.create_database(&db, &user).await;
+    let holder = cluster.local_client(&user, &db).await;
+    holder
+        .simple_query("SELECT pg_advisory_lock(4242)")
+        .await
+        .expect("lock");
+    let ini = format!(
+        "[databases]\n{db} = host=127.0.0.1 port={port} dbname={db} \
+         connect_query='SELECT pg_advisory_lock(4242)'\n\
+         [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = 0\nunix_socket_dir =\n\
+         auth_type = scram-sha-256\nauth_file = userlist.txt\nadmin_users = {admin_user}\n\
+         server_connect_timeout = 2\nquery_wait_timeout = 60\n",
+        port = cluster.port()
+    );
+    let userlist = format!("\"{user}\" \"pw\"\n\"{admin_user}\" \"pw\"\n");
+    let porter = crate::support::spawn_pgporter(&ini, &userlist).await;
+    let started = tokio::time::Instant::now();
+    let err = tokio::time::timeout(
+        HANG,
+        tokio_postgres::connect(&porter.connstring(&user, "pw", &db), tokio_postgres::NoTls),
+    )
+    .await
+    .expect("the login waited on connect_query past server_connect_timeout")
+    .err()
+    .expect("logged in while connect_query waited on the lock");
+    let code = err.as_db_error().map(|e| e.code().code().to_string());
+    assert_eq!(code.as_deref(), Some("08006"), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "given up after {:?}",
+        started.elapsed()
+    );
+    let (admin, conn) = tokio_postgres::connect(
+        &porter.connstring(&admin_user, "pw", "pgbouncer"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("console");
+    tokio::spawn(conn);
+    assert_eq!(
+        pool_counts(&admin, &db).await,
+        ["0", "0", "0", "0", "0"].map(String::from)
+    );
+    drop(holder);
+}
