@@ -14,17 +14,44 @@ use crate::snapshot::{readiness, Snapshot};
 const MAX_HEAD: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bind `host:port` (`*` = all IPv4 addresses).
+/// Bind `host:port`. `*:port` is every address, IPv4 and IPv6: one dual-stack socket on `::`
+/// (IPv4 clients arrive mapped), or `0.0.0.0` alone on a host without IPv6. It was `0.0.0.0`
+/// alone, so on an IPv6 (or IPv6-first dual-stack) Kubernetes cluster, where the kubelet
+/// probes and Prometheus scrapes the pod's IPv6 address, nothing answered.
 pub async fn bind(addr: &str) -> Result<TcpListener, Error> {
-    let addr = match addr.strip_prefix("*:") {
-        Some(port) => format!("0.0.0.0:{port}"),
-        None => addr.to_string(),
-    };
-    TcpListener::bind(&addr).await.map_err(|e| {
+    let refused = |addr: &str, e: std::io::Error| {
         Error::Config(format!(
             "cannot listen on {addr} (metrics_listen_addr): {e}"
         ))
-    })
+    };
+    let Some(port) = addr.strip_prefix("*:") else {
+        return TcpListener::bind(addr).await.map_err(|e| refused(addr, e));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| Error::Config(format!("metrics_listen_addr: bad port in {addr}")))?;
+    match dual_stack(port) {
+        Ok(listener) => Ok(listener),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics_listen_addr: cannot listen on [::]:{port} (no IPv6?); listening on IPv4 only");
+            let v4 = format!("0.0.0.0:{port}");
+            TcpListener::bind(&v4).await.map_err(|e| refused(&v4, e))
+        }
+    }
+}
+
+/// A listener on `[::]:port` taking IPv4 connections too (IPV6_V6ONLY off, whatever the
+/// host's `net.ipv6.bindv6only`).
+fn dual_stack(port: u16) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Serve until shutdown (the listener stays up during the drain, so /readyz can say 503).

@@ -605,3 +605,23 @@ async fn a_shutdown_says_goodbye_to_idle_server_connections() {
         assert!(!log.contains(bad), "{bad}:\n{log}");
     }
 }
+
+/// `metrics_listen_addr = *:port` answers on every address, IPv6 as well as IPv4 (it bound
+/// `0.0.0.0` alone: on an IPv6 cluster the probes and the scrape of the pod's address got no
+/// answer). Skipped on a host without IPv6 loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_star_answers_over_ipv4_and_ipv6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        crate::support::skip::skip(
+            "ops::metrics_on_star_answers_over_ipv4_and_ipv6",
+            "no IPv6 loopback",
+        );
+        return;
+    }
+    let ops = Ops::new("metrics_listen_addr = *:0").await;
+    let port = ops.porter.http_addr().port();
+    for ip in ["127.0.0.1", "::1"] {
+        let addr = std::net::SocketAddr::new(ip.parse().expect("ip"), port);
+        assert_eq!(get(addr, "/healthz").await.0, 200, "{addr}");
+    }
+}
