@@ -240,9 +240,6 @@ fn integers_in_strtol_bases() {
         let e = one_error(&format!("[pgbouncer]\nmax_client_conn = {v}\n"));
         assert!(e.message.contains(needle), "{v}: {e}");
     }
-    // Durations keep their syntax (PgBouncer: strtod, no hex or octal).
-    assert!(parse_duration("0x10").is_err());
-    assert_eq!(parse_duration("010"), Ok(Duration::from_secs(10)));
     // [databases]/[users] values stay decimal.
     assert_eq!(parse_u32("010"), Ok(10));
     assert!(parse_u32("0x10").is_err());
@@ -250,6 +247,24 @@ fn integers_in_strtol_bases() {
 
 #[test]
 fn durations() {
+    // Durations are read with strtod, as PgBouncer 1.18 reads them (live: SHOW CONFIG
+    // showed 16, 100, 5 and 25): hex, exponents and a sign, but no octal.
+    assert_eq!(parse_duration("0x10"), Ok(Duration::from_secs(16)));
+    assert_eq!(parse_duration("010"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("1e2"), Ok(Duration::from_secs(100)));
+    assert_eq!(parse_duration("+5"), Ok(Duration::from_secs(5)));
+    assert_eq!(parse_duration("2.5E1"), Ok(Duration::from_secs(25)));
+    assert_eq!(parse_millis("0x10"), Ok(Duration::from_millis(16)));
+    assert_eq!(parse_millis("1e3"), Ok(Duration::from_secs(1)));
+    assert_eq!(parse_millis("30s"), Ok(Duration::from_secs(30)));
+    let loaded = ok(
+        "[pgbouncer]\nserver_idle_timeout = 1e2\nquery_timeout = +5\n\
+                     client_idle_timeout = 0x10\nidle_transaction_timeout = 2.5E1\n",
+    );
+    assert_eq!(loaded.server_idle_timeout, Duration::from_secs(100));
+    assert_eq!(loaded.query_timeout, Duration::from_secs(5));
+    assert_eq!(loaded.client_idle_timeout, Duration::from_secs(16));
+    assert_eq!(loaded.idle_transaction_timeout, Duration::from_secs(25));
     assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
     assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
     assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
@@ -257,7 +272,9 @@ fn durations() {
     assert_eq!(parse_duration("10 s"), Ok(Duration::from_secs(10)));
     assert_eq!(parse_duration("3min"), Ok(Duration::from_secs(180)));
     assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-    for bad in ["-1", "", "abc", "5 days", "1.2.3", ".", "1e3"] {
+    for bad in [
+        "-1", "", "abc", "5 days", "1.2.3", ".", "1e", "0x", "inf", "nan", "+", "1e999",
+    ] {
         assert!(parse_duration(bad).is_err(), "{bad:?}");
     }
     let e = one_error("[pgbouncer]\nserver_lifetime = soon\n");

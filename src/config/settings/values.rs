@@ -125,34 +125,65 @@ pub(in crate::config) fn parse_bool(v: &str) -> Result<bool, String> {
 
 /// Seconds as in PgBouncer (`15`, `0.5`), or a number with a unit: `ms`, `s`, `min`, `h`.
 pub(in crate::config) fn parse_duration(v: &str) -> Result<Duration, String> {
-    let t = v.trim();
-    if t.starts_with('-') {
-        return Err(format!("duration {v:?} must not be negative"));
-    }
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let bad = || format!("{v:?} is not a duration (seconds, or a number with ms, s, min or h)");
-    let n: f64 = number.parse().map_err(|_| bad())?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {v:?} is out of range"))
+    let (n, unit) = number_and_unit(v)?;
+    seconds(v, n, if unit.is_empty() { "s" } else { unit })
 }
 
 /// A duration whose bare number means milliseconds (PgBouncer's `tcp_user_timeout`); a
 /// unit may be given as for [`parse_duration`].
 pub(in crate::config) fn parse_millis(v: &str) -> Result<Duration, String> {
+    let (n, unit) = number_and_unit(v)?;
+    seconds(v, n, if unit.is_empty() { "ms" } else { unit })
+}
+
+/// A duration's number and its unit (empty when none was given). A bare number is read as
+/// PgBouncer reads its time values, with C `strtod`: an optional `+`, then decimal with an
+/// optional exponent (`1e3`, `2.5E1`) or `0x` hexadecimal (`0x10` = 16); PgBouncer 1.18
+/// loads all of these (checked live), and pgporter refused the whole file.
+fn number_and_unit(v: &str) -> Result<(f64, &str), String> {
     let t = v.trim();
-    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return parse_duration(&format!("{t}ms"));
+    if t.starts_with('-') {
+        return Err(format!("duration {v:?} must not be negative"));
     }
-    parse_duration(v)
+    if let Some(n) = c_number(t) {
+        return Ok((n, ""));
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().map_err(|_| not_a_duration(v))?;
+    Ok((n, unit.trim()))
+}
+
+/// The whole of `t` as C `strtod` reads a non-negative finite number, if it is one.
+fn c_number(t: &str) -> Option<f64> {
+    let body = t.strip_prefix('+').unwrap_or(t);
+    if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        // An integer too large for u64 is far past any limit anyway: left to the error path.
+        return u64::from_str_radix(hex, 16).ok().map(|n| n as f64);
+    }
+    // Not `inf` or `nan`, which Rust's parser (like strtod) would take.
+    if !body.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    body.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+fn not_a_duration(v: &str) -> String {
+    format!("{v:?} is not a duration (seconds, or a number with ms, s, min or h)")
+}
+
+/// `n` of `unit` as a duration.
+fn seconds(v: &str, n: f64, unit: &str) -> Result<Duration, String> {
+    let secs = match unit {
+        "s" => n,
+        "ms" => n / 1000.0,
+        "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(not_a_duration(v)),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {v:?} is out of range"))
 }
 
 /// `host:port` (empty = off); the port is required, the host may be `*` (all addresses).
