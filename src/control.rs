@@ -313,11 +313,16 @@ async fn wait_close(shared: &Arc<Shared>, db: Option<String>) -> Result<(), Cont
     let mine = |s: &crate::sessions::SessionInfo| {
         !s.admin && db.as_deref().map_or(true, |d| d == &*s.database)
     };
+    // And connections being reset that RECONNECT (or KILL) cut short: closed at once, but
+    // still there for a moment.
     while shared
         .sessions
         .all()
         .iter()
         .any(|s| mine(s) && close_needed(s))
+        || pools_of(shared, db.as_deref())
+            .iter()
+            .any(|p| p.resets_cut_short())
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -351,7 +351,7 @@ impl Pool {
                     // PgBouncer 1.18's line (live): `closing because: connect timeout`.
                     let timed_out = crate::server::ServerError::Timeout;
                     let local = login.seen().local;
-                    self.log_failed_login(&conn.addr, &timed_out, began, local);
+                    self.log_failed_login(&conn.addr, &timed_out, began, local, false);
                     return Err(PoolError::Connect(timed_out));
                 }
             }

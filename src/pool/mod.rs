@@ -169,6 +169,13 @@ struct Inner {
     /// began at another count is not kept idle (`Pool::adopt`); read and bumped under the
     /// lock, so that no check-in can come between a drop and its check.
     cuts: u64,
+    /// Why the pool's connections were last dropped (`cuts`): the close line of a connection
+    /// whose reset that drop cut short.
+    cut_reason: &'static str,
+    /// The `lent_at` of each connection whose reset (`server_reset_query`) is running: one
+    /// lent before the latest drop is closed at once (`Pool::cut`), and WAIT_CLOSE waits
+    /// for it to go (see [`Pool::resets_cut_short`]).
+    resets: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -193,6 +200,11 @@ pub struct Pool {
     /// Where its connections' goodbyes run in the background (the tracker all pools share,
     /// see [`Pools::close_all`]).
     closing: tokio_util::task::TaskTracker,
+    /// Told when the pool's connections are dropped (`Inner::cuts`) or the pool retired: a
+    /// reset then running stops and closes its connection, as PgBouncer closes a server it
+    /// is resetting at RECONNECT, KILL or a reload (live: `closing because: database
+    /// configuration changed (age=0s)` while its `server_reset_query` slept).
+    cut: tokio::sync::Notify,
 }
 
 impl Drop for Pool {
@@ -244,6 +256,7 @@ impl Pool {
             retired: std::sync::atomic::AtomicBool::new(false),
             testing: std::sync::atomic::AtomicU32::new(0),
             closing: tokio_util::task::TaskTracker::new(),
+            cut: tokio::sync::Notify::new(),
         }
     }
 
@@ -269,6 +282,7 @@ impl Pool {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         // Queued clients go to the pool that replaces this one (`PoolError::Retired`).
         self.lock().waiters.clear();
+        self.cut.notify_waiters();
     }
 
     pub fn is_retired(&self) -> bool {
@@ -279,6 +293,14 @@ impl Pool {
     /// reads another count when it gets in began before the latest drop.
     fn cuts(&self) -> u64 {
         self.lock().cuts
+    }
+
+    /// Resets running on connections lent before the latest drop of the pool's connections
+    /// (RECONNECT, KILL, PAUSE): WAIT_CLOSE waits for them, as PgBouncer's waits for its
+    /// servers in `tested`.
+    pub fn resets_cut_short(&self) -> bool {
+        let inner = self.lock();
+        inner.resets.iter().any(|&lent_at| lent_at != inner.cuts)
     }
 
     /// Is the pool's database paused (PAUSE, KILL)? As in PgBouncer, which closes a paused

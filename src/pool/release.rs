@@ -75,11 +75,25 @@ impl Pool {
             .flatten()
             .filter(|q| !q.is_empty())
             .collect();
-        let reset = timeout(
-            settings.reset_timeout,
-            reset_checked(conn, &queries, !exact),
-        )
-        .await;
+        if queries.is_empty() && exact {
+            // Nothing to send (transaction mode without server_reset_query_always).
+            return None;
+        }
+        // A drop of the pool's connections (RECONNECT, KILL, a reload) while the reset runs
+        // stops it and closes the connection, as PgBouncer does; so does one that came before
+        // it began. Listening before the look at the count, so none is missed.
+        let cut = self.cut.notified();
+        tokio::pin!(cut);
+        cut.as_mut().enable();
+        let _running = match self.reset_begins(conn.lent_at) {
+            Ok(running) => running,
+            Err(reason) => return Some(reason),
+        };
+        let reset = tokio::select! {
+            biased;
+            () = &mut cut => return Some(self.cut_reason()),
+            reset = timeout(settings.reset_timeout, reset_checked(conn, &queries, !exact)) => reset,
+        };
         match reset {
             Ok(Ok(Reset::Clean)) => None,
             Ok(Ok(Reset::InTransaction(status))) => {
@@ -141,6 +155,49 @@ impl Pool {
             let holder = conn.holder.take();
             self.forget(holder.as_deref());
             goodbye(&mut conn).await;
+        }
+    }
+}
+
+/// A reset listed in `Inner::resets` while it runs (unlisted when dropped, however it ends).
+struct Running<'p> {
+    pool: &'p Pool,
+    lent_at: u64,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.pool.lock();
+        if let Some(i) = inner.resets.iter().position(|&l| l == self.lent_at) {
+            inner.resets.swap_remove(i);
+        }
+    }
+}
+
+impl Pool {
+    /// List a reset of a connection lent at `lent_at`, unless the pool's connections were
+    /// dropped since (or it was retired): then why it is closed instead.
+    fn reset_begins(&self, lent_at: u64) -> Result<Running<'_>, &'static str> {
+        let mut inner = self.lock();
+        if self.is_retired() {
+            return Err("close_needed");
+        }
+        if lent_at != inner.cuts {
+            return Err(inner.cut_reason);
+        }
+        inner.resets.push(lent_at);
+        Ok(Running {
+            pool: self,
+            lent_at,
+        })
+    }
+
+    /// Why a reset cut short closes its connection.
+    fn cut_reason(&self) -> &'static str {
+        if self.is_retired() {
+            "close_needed"
+        } else {
+            self.lock().cut_reason
         }
     }
 }

@@ -54,14 +54,17 @@ impl Pool {
     /// before survives idle in the pool. The count of drops is bumped with the idle list
     /// drained, under the lock (see `Inner::cuts`). `reason`: what their log_disconnections
     /// lines say.
-    pub async fn close_idle(&self, reason: &str) {
+    pub async fn close_idle(&self, reason: &'static str) {
         let idle: Vec<_> = {
             let mut inner = self.lock();
             inner.cuts += 1;
+            inner.cut_reason = reason;
             let idle: Vec<_> = inner.idle.drain(..).collect();
             self.drop_slot(&mut inner, u32::try_from(idle.len()).unwrap_or(u32::MAX));
             idle
         };
+        // Resets under way on connections lent before this drop stop and close them.
+        self.cut.notify_waiters();
         if idle.is_empty() {
             return;
         }

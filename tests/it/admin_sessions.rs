@@ -462,8 +462,8 @@ async fn pause_waits_for_a_connection_being_reset() {
         .expect("resume");
 }
 
-/// KILL of a database whose connection is being reset after its client left closes it when
-/// the reset ends, as PgBouncer 1.18 closes it at once (checked live: a `tested` server,
+/// KILL of a database whose connection is being reset after its client left closes it at
+/// once (the reset stops), as PgBouncer 1.18 does (checked live: a `tested` server,
 /// `closing because: database removed`). KILL found nothing idle to close, and the reset's end
 /// put the connection on the killed (paused) pool's idle list, where it stayed until RESUME.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,4 +505,46 @@ async fn kill_closes_a_connection_being_reset() {
         .simple_query(&format!("RESUME {}", ops.db))
         .await
         .expect("resume");
+}
+
+/// RECONNECT closes a connection being reset after its client left at once, as PgBouncer 1.18
+/// does (checked live, `server_reset_query = select pg_sleep(3)`: the `tested` server went
+/// `closing because: database configuration changed (age=0s)`, and WAIT_CLOSE returned in
+/// 0.2 s with nothing left). The reset ran on, WAIT_CLOSE returned at once while the
+/// connection was still there (its sessions were all gone), and the reset's end closed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_closes_a_connection_being_reset_before_wait_close_returns() {
+    let ops = Ops::new("server_reset_query = select pg_sleep(15)").await;
+    let admin = ops.admin().await;
+    let app = ops.client().await;
+    app.simple_query("select 1").await.expect("select");
+    drop(app);
+    let counts = || async {
+        let pools = rows(&admin, "SHOW POOLS").await;
+        let pool = find(&pools, "database", &ops.db);
+        ["sv_active", "sv_idle", "sv_tested", "sv_login"]
+            .map(|c| pool.get(c).unwrap_or_default().to_string())
+    };
+    let deadline = tokio::time::Instant::now() + HANG;
+    while counts().await != ["0", "0", "1", "0"] {
+        assert!(tokio::time::Instant::now() < deadline, "never being reset");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = tokio::time::Instant::now();
+    for command in ["RECONNECT", "WAIT_CLOSE"] {
+        tokio::time::timeout(HANG, admin.simple_query(&format!("{command} {}", ops.db)))
+            .await
+            .unwrap_or_else(|_| panic!("{command} hung"))
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        counts().await,
+        ["0", "0", "0", "0"],
+        "a connection left after RECONNECT and WAIT_CLOSE"
+    );
 }
