@@ -169,11 +169,13 @@ impl Snapshot {
             let idle = pool.idle_servers();
             // This pool's (a database may have a read-write and a read-only pool per user).
             let sv_active = (servers.len() - servers_before) as u64;
-            for s in &idle {
+            let resetting = pool.resetting_servers();
+            let states = std::iter::repeat("idle").zip(&idle);
+            for (state, s) in states.chain(std::iter::repeat("tested").zip(&resetting)) {
                 servers.push(ServerRow {
                     database: db.to_string(),
                     user: user.to_string(),
-                    state: "idle",
+                    state,
                     addr: s.addr.clone(),
                     pid: s.pid,
                     connect_time: wall - now.duration_since(s.created_at),

@@ -175,7 +175,14 @@ struct Inner {
     /// The `lent_at` of each connection whose reset (`server_reset_query`) is running: one
     /// lent before the latest drop is closed at once (`Pool::cut`), and WAIT_CLOSE waits
     /// for it to go (see [`Pool::resets_cut_short`]).
-    resets: Vec<u64>,
+    resets: Vec<Resetting>,
+}
+
+/// A connection whose reset is running (`Inner::resets`), as SHOW SERVERS lists it (`tested`).
+#[derive(Debug)]
+struct Resetting {
+    lent_at: u64,
+    server: snapshot::IdleServer,
 }
 
 #[derive(Debug)]
@@ -300,7 +307,7 @@ impl Pool {
     /// servers in `tested`.
     pub fn resets_cut_short(&self) -> bool {
         let inner = self.lock();
-        inner.resets.iter().any(|&lent_at| lent_at != inner.cuts)
+        inner.resets.iter().any(|r| r.lent_at != inner.cuts)
     }
 
     /// Is the pool's database paused (PAUSE, KILL)? As in PgBouncer, which closes a paused

@@ -85,7 +85,7 @@ impl Pool {
         let cut = self.cut.notified();
         tokio::pin!(cut);
         cut.as_mut().enable();
-        let _running = match self.reset_begins(conn.lent_at) {
+        let _running = match self.reset_begins(conn) {
             Ok(running) => running,
             Err(reason) => return Some(reason),
         };
@@ -162,34 +162,36 @@ impl Pool {
 /// A reset listed in `Inner::resets` while it runs (unlisted when dropped, however it ends).
 struct Running<'p> {
     pool: &'p Pool,
-    lent_at: u64,
+    pid: i32,
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         let mut inner = self.pool.lock();
-        if let Some(i) = inner.resets.iter().position(|&l| l == self.lent_at) {
+        if let Some(i) = inner.resets.iter().position(|r| r.server.pid == self.pid) {
             inner.resets.swap_remove(i);
         }
     }
 }
 
 impl Pool {
-    /// List a reset of a connection lent at `lent_at`, unless the pool's connections were
-    /// dropped since (or it was retired): then why it is closed instead.
-    fn reset_begins(&self, lent_at: u64) -> Result<Running<'_>, &'static str> {
+    /// List the reset of `conn` (SHOW SERVERS `tested`), unless the pool's connections were
+    /// dropped since it was lent (or the pool was retired): then why it is closed instead.
+    fn reset_begins(&self, conn: &ServerConn) -> Result<Running<'_>, &'static str> {
+        let server = super::snapshot::IdleServer::of(conn);
         let mut inner = self.lock();
         if self.is_retired() {
             return Err("close_needed");
         }
-        if lent_at != inner.cuts {
+        if conn.lent_at != inner.cuts {
             return Err(inner.cut_reason);
         }
-        inner.resets.push(lent_at);
-        Ok(Running {
-            pool: self,
-            lent_at,
-        })
+        let pid = server.pid;
+        inner.resets.push(super::Resetting {
+            lent_at: conn.lent_at,
+            server,
+        });
+        Ok(Running { pool: self, pid })
     }
 
     /// Why a reset cut short closes its connection.

@@ -22,6 +22,20 @@ pub struct IdleServer {
     pub prepared: usize,
 }
 
+impl IdleServer {
+    pub(super) fn of(c: &crate::server::ServerConn) -> IdleServer {
+        IdleServer {
+            addr: c.addr.clone(),
+            pid: c.pid(),
+            created_at: c.created_at,
+            last_used: c.last_used,
+            tls: c.tls,
+            local: c.local,
+            prepared: c.statements.len(),
+        }
+    }
+}
+
 impl Pool {
     /// The server connections being opened and logged in right now.
     pub fn logins(&self) -> Vec<(std::time::SystemTime, crate::server::LoginSeen)> {
@@ -31,18 +45,14 @@ impl Pool {
 
     /// The idle server connections right now.
     pub fn idle_servers(&self) -> Vec<IdleServer> {
-        self.lock()
-            .idle
-            .iter()
-            .map(|c| IdleServer {
-                addr: c.addr.clone(),
-                pid: c.pid(),
-                created_at: c.created_at,
-                last_used: c.last_used,
-                tls: c.tls,
-                local: c.local,
-                prepared: c.statements.len(),
-            })
+        self.lock().idle.iter().map(IdleServer::of).collect()
+    }
+
+    /// The server connections being reset (server_reset_query) right now, which PgBouncer
+    /// lists as `tested`.
+    pub fn resetting_servers(&self) -> Vec<IdleServer> {
+        (self.lock().resets.iter())
+            .map(|r| r.server.clone())
             .collect()
     }
 

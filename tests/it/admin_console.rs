@@ -364,7 +364,9 @@ fn described(body: &[u8]) -> Vec<(String, u32)> {
 
 /// A released connection running server_reset_query is counted `sv_tested` in SHOW POOLS, as
 /// PgBouncer counts it, not `sv_login` (which is for connections logging in, the `new` rows of
-/// SHOW SERVERS).
+/// SHOW SERVERS), and listed in SHOW SERVERS as `tested`, with its backend's pid, as PgBouncer
+/// 1.18 lists it (checked live); SHOW SERVERS left it out, so its rows and SHOW POOLS' counts
+/// disagreed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_being_reset_is_counted_as_tested() {
     let ops = Ops::new("server_reset_query = select pg_sleep(5)").await;
@@ -387,6 +389,20 @@ async fn a_connection_being_reset_is_counted_as_tested() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(counts, ["0", "0", "1", "0"]);
+    let servers = rows(&admin, "SHOW SERVERS").await;
+    let mine: Vec<_> = servers
+        .iter()
+        .filter(|r| r.get("database") == Some(ops.db.as_str()))
+        .map(|r| {
+            (
+                r.get("state").unwrap_or_default(),
+                r.get("remote_pid").unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].0, "tested", "{mine:?}");
+    assert_ne!(mine[0].1, "0", "{mine:?}");
 }
 
 /// PAUSE, DISABLE, ENABLE, KILL, RECONNECT and WAIT_CLOSE of the console's own database get
