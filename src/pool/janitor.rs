@@ -12,6 +12,13 @@ use super::{expired, Pool, PoolError, Pools};
 
 const PERIOD: Duration = Duration::from_secs(1);
 
+/// After a min_pool_size connection fails, how long the janitor leaves the pool unfilled:
+/// PgBouncer's default `server_login_retry`, which paces its own min_pool_size logins so
+/// (1.18, checked live: one attempt on a dead port in 15 s). The janitor tried again at every
+/// tick, each missing connection a connect, a WARN and a close line a second, for as long as
+/// the server was down. A client's own login is not held back by it.
+pub(super) const FILL_RETRY: Duration = Duration::from_secs(15);
+
 /// Run until `shutdown` fires.
 pub async fn run_janitor(pools: Arc<Pools>, shutdown: CancellationToken) {
     let mut ticks = crate::shutdown::Ticks::every(PERIOD);
@@ -213,6 +220,10 @@ impl Pool {
         if self.limits.tagging() || self.held() {
             return;
         }
+        let failed = *self.fill_failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.is_some_and(|at| at.elapsed() < FILL_RETRY) {
+            return;
+        }
         let settings = self.settings();
         let lim = self.limits.resolve(&self.key, &settings);
         let (missing, begun) = {
@@ -230,12 +241,18 @@ impl Pool {
             let pool = Arc::clone(self);
             let settings = settings.clone();
             tokio::spawn(async move {
-                match pool.connect_for(None, None, &[], &settings).await {
-                    Ok(conn) => pool.adopt(conn, begun),
+                let outcome = pool.connect_for(None, None, &[], &settings).await;
+                let failed = match &outcome {
                     // Given up by KILL of the database.
+                    Ok(_) | Err(PoolError::Paused) => None,
+                    Err(_) => Some(Instant::now()),
+                };
+                *pool.fill_failed.lock().unwrap_or_else(|p| p.into_inner()) = failed;
+                match outcome {
+                    Ok(conn) => pool.adopt(conn, begun),
                     Err(PoolError::Paused) => {}
                     Err(e) => {
-                        tracing::warn!(pool = ?pool.key, error = %e, "min_pool_size connection failed")
+                        tracing::warn!(pool = ?pool.key, error = %e, retry_in = ?FILL_RETRY, "min_pool_size connection failed")
                     }
                 }
             });

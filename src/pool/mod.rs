@@ -212,6 +212,9 @@ pub struct Pool {
     /// is resetting at RECONNECT, KILL or a reload (live: `closing because: database
     /// configuration changed (age=0s)` while its `server_reset_query` slept).
     cut: tokio::sync::Notify,
+    /// When a min_pool_size connection last failed: the janitor leaves the pool unfilled for
+    /// [`janitor::FILL_RETRY`] after it.
+    fill_failed: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Drop for Pool {
@@ -264,6 +267,7 @@ impl Pool {
             testing: std::sync::atomic::AtomicU32::new(0),
             closing: tokio_util::task::TaskTracker::new(),
             cut: tokio::sync::Notify::new(),
+            fill_failed: Mutex::new(None),
         }
     }
 

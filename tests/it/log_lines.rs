@@ -564,3 +564,39 @@ async fn a_login_getting_in_after_kill_is_closed_as_database_removed() {
         "a close after KILL said pause mode"
     );
 }
+
+/// After a min_pool_size connection fails, the janitor leaves the pool unfilled for 15 s
+/// (PgBouncer's default server_login_retry), as PgBouncer 1.18 paces its own (checked live: one
+/// attempt on a dead port in 15 s). It tried again every second: each missing connection a
+/// connect, a WARN and a close line a second, for as long as the server was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_connections_that_fail_are_retried_after_a_pause() {
+    let dead_port = free_port();
+    let porter = Logged::start(
+        "gone",
+        "fill",
+        dead_port,
+        "min_pool_size = 2\nidentity_tagging = 0\n",
+    )
+    .await;
+    let connstring = format!(
+        "host=127.0.0.1 port={} user=fill password=pw dbname=gone sslmode=disable",
+        porter.addr.port()
+    );
+    // The login fails (nothing listens there), and leaves its pool for the janitor to fill.
+    let login = tokio_postgres::connect(&connstring, tokio_postgres::NoTls);
+    let refused = tokio::time::timeout(crate::support::HANG, login)
+        .await
+        .expect("login hung");
+    assert!(refused.is_err(), "logged in to a dead port");
+    let failed = || {
+        (porter.log().lines())
+            .filter(|l| l.contains("closing because: connect failed"))
+            .count()
+    };
+    // The client's connect and the janitor's first two.
+    eventually("the janitor's first try", || async { failed() >= 3 }).await;
+    let seen = failed();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(failed(), seen, "tried again within 3 s:\n{}", porter.log());
+}
