@@ -4,8 +4,11 @@
 //! while other clients reset (RST) or half-close their connection at a random point (mid
 //! startup, mid SCRAM, mid query, mid COPY, queued for a server, parked in the lobby, in a
 //! transaction) and the console sends PAUSE/RESUME, KILL/RESUME, DISABLE/ENABLE, RECONNECT,
-//! WAIT_CLOSE, RELOAD, KILL_CLIENT, `SET default_pool_size` and SHOWs at random moments
-//! ([`chaos_actors::plan`]).
+//! WAIT_CLOSE, RELOAD, KILL_CLIENT, `SET default_pool_size`, SUSPEND (refused) and SHOWs at
+//! random moments ([`chaos_actors::plan`]). Some clients of both kinds come over TLS (and some
+//! vanish mid handshake); load clients cancel queries at random moments, cancel one whose
+//! backend was just terminated, and send their key again once their session ended
+//! ([`super::chaos_cancel`]): no one else's query may be cancelled by it.
 //!
 //! Every client's every request is answered (ReadyForQuery, errors allowed) or its session
 //! ends with an ErrorResponse carrying a SQLSTATE, within [`WAIT`]; a half-closed client is
@@ -15,25 +18,29 @@
 //! and SHOW POOLS counts for the user (nothing leaked, nothing lost), SHOW POOLS has
 //! `cl_active` and `cl_waiting` at 0, and fresh clients holding every server connection of
 //! each pool see no temp table, SET, LISTEN, lock, prepared statement or transaction of
-//! another's.
+//! another's. The run ends with a case in which pgporter is shut down under load
+//! ([`shutdown_case`]).
 //!
 //! `PGPORTER_CHAOS_CASES` (default [`DEFAULT_CASES`]) and `PGPORTER_FUZZ_SEED` (the first
 //! case's seed) replay a failure; `PGPORTER_FUZZ_SURVEY=1` reports failing cases and goes on;
 //! `PGPORTER_CHAOS_CROWD=1` runs a crowded variant ([`crowd`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng as _, SeedableRng};
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::support::checks::{session_state, CLEAN};
 use crate::support::fixture::{userlist, PASSWORD};
 use crate::support::{spawn_pgporter, Fixture};
 
-use super::chaos_actors::{plan, run_admin, run_fault, run_load, Plan, Point, Target};
+use super::chaos_actors::{
+    plan, run_admin, run_fault, run_load, LoadOutcome, Plan, Point, Step, Target,
+};
 use super::chaos_wire::WAIT;
 use super::{panics, watch_panics, SEED_STEP};
 
@@ -55,6 +62,7 @@ fn pool_size() -> u32 {
     }
 }
 
+/// The cases' seeds, and one more for the shutdown case ([`shutdown_case`]).
 fn chaos_seeds() -> Vec<u64> {
     let n = std::env::var("PGPORTER_CHAOS_CASES")
         .ok()
@@ -64,14 +72,14 @@ fn chaos_seeds() -> Vec<u64> {
         .ok()
         .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
         .unwrap_or(DEFAULT_SEED);
-    (0..n)
+    (0..=n)
         .map(|i| base.wrapping_add(i.wrapping_mul(SEED_STEP)))
         .collect()
 }
 
 /// One role and database; two pgporter entries for it: `{db}` in session mode and
-/// `{db}_tx` in transaction mode; the role is an admin.
-async fn rig() -> Fixture {
+/// `{db}_tx` in transaction mode; the role is an admin; TLS for clients that ask.
+async fn rig(certs: &crate::tls::Certs) -> Fixture {
     let cluster = crate::support::cluster().await;
     let user = cluster.unique_name("u");
     let db = cluster.unique_name("db");
@@ -90,8 +98,10 @@ async fn rig() -> Fixture {
          auth_file = userlist.txt\n\
          default_pool_size = {}\n\
          query_wait_timeout = 25\n\
-         admin_users = {user}\n",
-        pool_size()
+         admin_users = {user}\n\
+         {}",
+        pool_size(),
+        certs.client_tls("allow")
     );
     let porter = spawn_pgporter(&ini, &userlist(&[(&user, PASSWORD)])).await;
     let fx = Fixture {
@@ -116,15 +126,22 @@ async fn admin(fx: &Fixture) -> tokio_postgres::Client {
 /// What the clients and the console met, over all cases: SQLSTATE -> count.
 type Codes = BTreeMap<String, usize>;
 
-/// Run the case's actors together; Err for a broken invariant.
-async fn run_case(fx: &Fixture, plan: &Plan, codes: &mut Codes) -> Result<(), String> {
-    let t = Target {
+/// Where the case's actors connect: `fx`'s pgporter, TLS clients trusting `certs`.
+async fn target(fx: &Fixture, certs: &crate::tls::Certs) -> Target {
+    Target {
         addr: fx.porter.addr(),
         user: fx.user.clone(),
         password: fx.password.clone(),
         db: fx.db.clone(),
         ini: fx.porter.ini_path(),
-    };
+        tls: Arc::new(crate::tls::tls_client_config(certs.pki.ca_file())),
+        su: Arc::new(fx.superuser().await),
+        draining: false,
+    }
+}
+
+/// Run the case's actors together; Err for a broken invariant.
+async fn run_case(fx: &Fixture, t: &Target, plan: &Plan, codes: &mut Codes) -> Result<(), String> {
     let pools = || {
         let waiting = fx.porter.pool_counts().iter().map(|(_, c)| c.waiting).sum();
         (waiting, fx.porter.shared().lobby.parked())
@@ -150,6 +167,40 @@ async fn run_case(fx: &Fixture, plan: &Plan, codes: &mut Codes) -> Result<(), St
     let (loads, faults, consoles) = tokio::time::timeout(Duration::from_secs(120), all)
         .await
         .map_err(|_| "the case did not end within 120 s".to_string())?;
+    tally(plan, loads, faults, codes)?;
+    for out in [consoles.0?, consoles.1?] {
+        for code in out.refused {
+            *codes.entry(format!("console {code}")).or_default() += 1;
+        }
+    }
+    Ok(())
+}
+
+type Outcomes<T> = Vec<Result<T, String>>;
+
+/// Count what the load and faulty clients met; Err for the first broken invariant.
+fn tally(
+    plan: &Plan,
+    loads: Outcomes<LoadOutcome>,
+    faults: Outcomes<&'static str>,
+    codes: &mut Codes,
+) -> Result<(), String> {
+    for p in &plan.load {
+        let mut count = |what: &str| *codes.entry(what.to_string()).or_default() += 1;
+        if p.tls {
+            count("load client (TLS)");
+        }
+        if p.cancel_after_end {
+            count("load client: cancel after its end");
+        }
+        for (_, step) in &p.steps {
+            match step {
+                Step::Cancel(..) => count("step: cancel"),
+                Step::KillCancel(_) => count("step: backend terminated, then cancel"),
+                _ => {}
+            }
+        }
+    }
     for (i, out) in loads.into_iter().enumerate() {
         let out = out.map_err(|e| format!("load client {i}: {e}"))?;
         for code in out
@@ -169,14 +220,10 @@ async fn run_case(fx: &Fixture, plan: &Plan, codes: &mut Codes) -> Result<(), St
             Point::Query(_) => "Query".to_string(),
             other => format!("{other:?}"),
         };
+        let tls = if p.tls { " (TLS)" } else { "" };
         *codes
-            .entry(format!("{point} {how}: {reached}"))
+            .entry(format!("{point}{tls} {how}: {reached}"))
             .or_default() += 1;
-    }
-    for out in [consoles.0?, consoles.1?] {
-        for code in out.refused {
-            *codes.entry(format!("console {code}")).or_default() += 1;
-        }
     }
     Ok(())
 }
@@ -362,16 +409,19 @@ async fn after_case(fx: &Fixture) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_faults_and_admin_commands_under_load_leave_the_books_balanced() {
     watch_panics();
-    let fx = rig().await;
+    let certs = crate::tls::Certs::new();
+    let mut fx = rig(&certs).await;
+    let t = target(&fx, &certs).await;
     let ini = std::fs::read_to_string(fx.porter.ini_path()).unwrap();
     let survey = std::env::var("PGPORTER_FUZZ_SURVEY").is_ok();
-    let seeds = chaos_seeds();
+    let mut seeds = chaos_seeds();
+    let last = seeds.pop().unwrap_or(DEFAULT_SEED);
     let started = tokio::time::Instant::now();
     let mut codes = Codes::new();
     let mut failed = 0;
     for &seed in &seeds {
         let plan = plan(&mut StdRng::seed_from_u64(seed), crowd());
-        let result = match run_case(&fx, &plan, &mut codes).await {
+        let result = match run_case(&fx, &t, &plan, &mut codes).await {
             Ok(()) => {
                 restore(&fx, &ini).await;
                 after_case(&fx).await
@@ -392,11 +442,102 @@ async fn client_faults_and_admin_commands_under_load_leave_the_books_balanced() 
             let _ = at_baseline(&fx).await;
         }
     }
+    if let Err(e) = shutdown_case(&mut fx, &t, last, &mut codes).await {
+        failed += 1;
+        let replay = format!(
+            "replay: PGPORTER_FUZZ_SEED={last:#x} PGPORTER_CHAOS_CASES=0 cargo test --test it \
+             fuzz::chaos::"
+        );
+        assert!(survey, "the shutdown case failed: {e}\n{replay}");
+        eprintln!("SURVEY chaos shutdown {e}\n{replay}");
+    }
     eprintln!(
-        "chaos: {} cases from seed {:#x} in {:.1} s, {failed} failed; answers and SQLSTATEs: \
-         {codes:?}",
+        "chaos: {} cases and a shutdown from seed {:#x} in {:.1} s, {failed} failed; answers \
+         and SQLSTATEs: {codes:?}",
         seeds.len(),
         seeds.first().copied().unwrap_or_default(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The run's last case ends with pgporter shut down under load at a random moment: SHUTDOWN
+/// WAIT_FOR_CLIENTS on the console, or SIGTERM's drain. Every request is answered or its
+/// session ends with a SQLSTATE (or the client finds pgporter no longer listening), pgporter
+/// stops within [`WAIT`], and PostgreSQL is left with no backend of the user.
+async fn shutdown_case(
+    fx: &mut Fixture,
+    t: &Target,
+    seed: u64,
+    codes: &mut Codes,
+) -> Result<(), String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut plan = plan(&mut rng, crowd());
+    // No waiting to be queued or parked: a session the shutdown ended is neither.
+    plan.faults
+        .retain(|f| !matches!(f.point, Point::Queued | Point::Parked));
+    let (at, wait_for_clients) = (rng.gen_range(0..800), rng.gen::<bool>());
+    let t = Target {
+        draining: true,
+        ..t.clone()
+    };
+    let porter = &fx.porter;
+    let pools = || (porter.pool_counts().iter().map(|(_, c)| c.waiting).sum(), 0);
+    let listed = |port: u16| {
+        porter
+            .shared()
+            .sessions
+            .all()
+            .iter()
+            .any(|s| s.port == port)
+    };
+    let console = admin(fx).await;
+    let stop = async move {
+        tokio::time::sleep(Duration::from_millis(at)).await;
+        if !wait_for_clients {
+            porter.control(pgporter::Control::Shutdown(pgporter::ShutdownMode::Drain));
+            return Ok("SIGTERM".to_string());
+        }
+        // The console is a client too: it leaves once answered.
+        match tokio::time::timeout(WAIT, console.simple_query("shutdown wait_for_clients")).await {
+            Err(_) => Err(format!(
+                "SHUTDOWN WAIT_FOR_CLIENTS not answered within {WAIT:?}"
+            )),
+            Ok(Ok(_)) => Ok("SHUTDOWN WAIT_FOR_CLIENTS answered".to_string()),
+            Ok(Err(e)) => Ok(format!(
+                "SHUTDOWN WAIT_FOR_CLIENTS: {:?}",
+                e.as_db_error().map(|e| e.code().code().to_string())
+            )),
+        }
+    };
+    let loads = join_all(plan.load.iter().map(|p| run_load(t.clone(), p.clone())));
+    let faults = join_all(
+        plan.faults
+            .iter()
+            .map(|p| run_fault(t.clone(), p.clone(), pools, listed)),
+    );
+    let all = async { tokio::join!(loads, faults, stop) };
+    let (loads, faults, how) = tokio::time::timeout(Duration::from_secs(120), all)
+        .await
+        .map_err(|_| "the shutdown case did not end within 120 s".to_string())?;
+    *codes.entry(how?).or_default() += 1;
+    tally(&plan, loads, faults, codes)?;
+    fx.porter.wait_stopped(WAIT).await;
+    let found = panics();
+    if !found.is_empty() {
+        return Err(format!("pgporter panicked: {found:?}"));
+    }
+    let su = fx.superuser().await;
+    settled("no backend of the user left after the shutdown", || async {
+        let n: i64 = su
+            .query_one(
+                "select count(*) from pg_stat_activity where usename = $1",
+                &[&fx.user],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        Ok(n == 0)
+    })
+    .await
+    .map_err(|e| format!("{e} (pools {:?})", fx.porter.pool_counts()))
 }

@@ -1,7 +1,9 @@
 //! The chaos round's actors, each drawn from the case's seed: well-behaved load clients (in
-//! the session-mode and the transaction-mode pool), clients that reset or half-close their
-//! connection at a chosen point, and the console client that sends admin commands meanwhile.
+//! the session-mode and the transaction-mode pool, over plain TCP or TLS, some cancelling
+//! their queries), clients that reset or half-close their connection at a chosen point, and
+//! the console client that sends admin commands meanwhile.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -9,13 +11,14 @@ use rand::seq::SliceRandom as _;
 use rand::Rng;
 use tokio_postgres::SimpleQueryMessage;
 
-use super::chaos_wire::{login, msg, Conn, LoginStop, Reply, WAIT};
+use super::chaos_cancel::{cancel_step, misdirected};
+use super::chaos_wire::{cancel, login, msg, Conn, LoginStop, Reply, WAIT};
 
 /// How soon a client that vanished must be gone from pgporter's sessions.
 const GONE: Duration = Duration::from_secs(10);
 
 /// Where the actors connect, and who they are.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct Target {
     pub(super) addr: std::net::SocketAddr,
     pub(super) user: String,
@@ -23,6 +26,12 @@ pub(super) struct Target {
     /// The session-mode database; the transaction-mode one is `{db}_tx`.
     pub(super) db: String,
     pub(super) ini: std::path::PathBuf,
+    /// TLS clients' configuration (trusting pgporter's certificate).
+    pub(super) tls: Arc<rustls::ClientConfig>,
+    /// A superuser's connection to PostgreSQL (to terminate a backend).
+    pub(super) su: Arc<tokio_postgres::Client>,
+    /// pgporter is being shut down: a refused connect is an end, not a failure.
+    pub(super) draining: bool,
 }
 
 impl Target {
@@ -32,6 +41,10 @@ impl Target {
         } else {
             self.db.clone()
         }
+    }
+
+    pub(super) fn tls(&self, tls: bool) -> Option<&Arc<rustls::ClientConfig>> {
+        tls.then_some(&self.tls)
     }
 }
 
@@ -59,6 +72,12 @@ pub(super) enum Step {
     CopyIn,
     CopyOut,
     Extended,
+    /// `select pg_sleep(ms / 1000)`, and a CancelRequest for it after `after` ms (before,
+    /// during or after its end), passed on before the next step.
+    Cancel(u32, u64),
+    /// `pg_sleep(2)` marked with this tag; once PostgreSQL runs it, its backend is
+    /// terminated and a CancelRequest for it sent at once.
+    KillCancel(u32),
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +91,9 @@ pub(super) struct LoadPlan {
     pub(super) steps: Vec<(u64, Step)>,
     /// Ends with a Terminate (else: just closes).
     pub(super) terminate: bool,
+    pub(super) tls: bool,
+    /// Sends a CancelRequest with its key once its session ended.
+    pub(super) cancel_after_end: bool,
 }
 
 /// Where a faulty client vanishes.
@@ -97,6 +119,7 @@ pub(super) struct FaultPlan {
     pub(super) point: Point,
     /// A reset (RST); else a half-close.
     pub(super) reset: bool,
+    pub(super) tls: bool,
 }
 
 /// A console command and, for PAUSE, KILL and DISABLE, how long before it is lifted.
@@ -115,6 +138,8 @@ pub(super) enum AdminAct {
     /// SET of a pool setting.
     Set(&'static str, u32),
     Show(&'static str),
+    /// SUSPEND (refused: 0A000), then RESUME.
+    Suspend,
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +151,7 @@ pub(super) struct Plan {
 }
 
 fn step(rng: &mut StdRng, tx: bool) -> Step {
-    match rng.gen_range(0..10) {
+    match rng.gen_range(0..13) {
         0..=2 => Step::Select(rng.gen_range(0..80)),
         3 | 4 if !tx => Step::Dirty(rng.gen_range(0..DIRTY.len())),
         3 => Step::Select(0),
@@ -134,7 +159,9 @@ fn step(rng: &mut StdRng, tx: bool) -> Step {
         6 => Step::Commit,
         7 => Step::CopyIn,
         8 => Step::CopyOut,
-        _ => Step::Extended,
+        9 => Step::Extended,
+        10 | 11 => Step::Cancel(rng.gen_range(0..300), rng.gen_range(0..350)),
+        _ => Step::KillCancel(rng.gen()),
     }
 }
 
@@ -147,7 +174,7 @@ fn target(rng: &mut StdRng) -> Option<bool> {
 
 fn admin_act(rng: &mut StdRng) -> AdminAct {
     let hold = rng.gen_range(0..600);
-    match rng.gen_range(0..15) {
+    match rng.gen_range(0..16) {
         0 | 1 => AdminAct::Pause(target(rng), hold),
         2 => AdminAct::Kill(target(rng), hold),
         3 => AdminAct::Disable(rng.gen(), hold),
@@ -159,6 +186,7 @@ fn admin_act(rng: &mut StdRng) -> AdminAct {
         10 | 11 => AdminAct::Set("default_pool_size", rng.gen_range(1..=4)),
         12 => AdminAct::Set("max_db_connections", rng.gen_range(0..=3)),
         13 => AdminAct::Set("server_fast_close", rng.gen_range(0..=1)),
+        14 => AdminAct::Suspend,
         _ => AdminAct::Show(["show pools", "show servers", "show clients"][rng.gen_range(0..3)]),
     }
 }
@@ -177,6 +205,8 @@ pub(super) fn plan(rng: &mut StdRng, crowd: bool) -> Plan {
                     .map(|_| (rng.gen_range(0..180), step(rng, tx)))
                     .collect(),
                 terminate: rng.gen(),
+                tls: rng.gen_bool(0.3),
+                cancel_after_end: rng.gen_bool(0.3),
             }
         })
         .collect();
@@ -191,14 +221,23 @@ pub(super) fn plan(rng: &mut StdRng, crowd: bool) -> Plan {
         Point::InTransaction,
     ];
     let faults = (0..rng.gen_range(1..=5))
-        .map(|_| FaultPlan {
-            tx: rng.gen(),
-            start_ms: rng.gen_range(0..400),
-            point: match *points.choose(rng).unwrap() {
+        .map(|_| {
+            let tls = rng.gen_bool(0.3);
+            let point = match *points.choose(rng).unwrap() {
+                // TLS clients are never parked (they stay in their tasks).
+                Point::Parked if tls => Point::Query(rng.gen_range(0..300)),
                 Point::Query(_) => Point::Query(rng.gen_range(0..300)),
+                // Half of the TLS logins stop mid handshake.
+                Point::Login(_) if tls && rng.gen() => Point::Login(LoginStop::TlsHandshake),
                 p => p,
-            },
-            reset: rng.gen(),
+            };
+            FaultPlan {
+                tx: rng.gen(),
+                start_ms: rng.gen_range(0..400),
+                point,
+                reset: rng.gen(),
+                tls,
+            }
         })
         .collect();
     let (n, m) = (rng.gen_range(1..=4), rng.gen_range(0..=2));
@@ -226,7 +265,7 @@ pub(super) struct LoadOutcome {
 }
 
 /// One request of `step`; Ready or Ended.
-async fn request(c: &mut Conn, step: &Step, in_tx: &mut bool) -> Result<Reply, String> {
+async fn request(t: &Target, c: &mut Conn, step: &Step, in_tx: &mut bool) -> Result<Reply, String> {
     let sql = match step {
         Step::Select(ms) => format!("select pg_sleep({}), 'ok'", f64::from(*ms) / 1000.0),
         Step::Dirty(i) => DIRTY[*i].to_string(),
@@ -261,6 +300,7 @@ async fn request(c: &mut Conn, step: &Step, in_tx: &mut bool) -> Result<Reply, S
             c.send(&m).await;
             return c.until(&[]).await;
         }
+        Step::Cancel(..) | Step::KillCancel(_) => return cancel_step(t, c, step).await,
     };
     c.query(&sql).await;
     c.until(&[]).await
@@ -275,24 +315,38 @@ pub(super) async fn run_load(t: Target, plan: LoadPlan) -> Result<LoadOutcome, S
     let mut logins = if plan.again { 2 } else { 1 };
     while logins > 0 {
         logins -= 1;
+        let who = (t.user.as_str(), t.password.as_str(), t.db(plan.tx));
         let mut c = match login(
             t.addr,
-            &t.user,
-            &t.password,
-            &t.db(plan.tx),
+            t.tls(plan.tls),
+            (who.0, who.1, &who.2),
             LoginStop::Done,
         )
         .await
-        .map_err(|e| format!("login: {e}"))?
         {
-            Ok(c) => c,
-            Err(code) => {
+            Ok(Ok(c)) => c,
+            Ok(Err(code)) => {
                 out.refused = Some(code);
                 continue;
             }
+            // Shut down: no longer listening.
+            Err(e) if t.draining && e.starts_with("connect: ") => {
+                out.refused = Some("not listening".into());
+                break;
+            }
+            Err(e) => return Err(format!("login: {e}")),
         };
-        if session(&mut c, &mut steps, &mut out).await? && plan.terminate {
+        if session(&t, &mut c, &mut steps, &mut out).await? && plan.terminate {
             c.send(&msg(b'X', &[])).await;
+        }
+        let key = c.key;
+        drop(c);
+        if let Some(key) = key.filter(|_| plan.cancel_after_end) {
+            // The key of a session just ended: ignored (and it cancels no one else's query).
+            match cancel(t.addr, key).await {
+                Err(e) if !t.draining => return Err(format!("after its end: {e}")),
+                _ => {}
+            }
         }
     }
     Ok(out)
@@ -300,21 +354,28 @@ pub(super) async fn run_load(t: Target, plan: LoadPlan) -> Result<LoadOutcome, S
 
 /// Run `steps` on `c` until they are done (true) or the session was ended (false).
 async fn session(
+    t: &Target,
     c: &mut Conn,
     steps: &mut impl Iterator<Item = (u64, Step)>,
     out: &mut LoadOutcome,
 ) -> Result<bool, String> {
     let mut in_tx = false;
+    // Requests left that a cancel of this client's own may still reach.
+    let mut own_cancel = 0;
     for (quiet, step) in steps {
         tokio::time::sleep(Duration::from_millis(quiet)).await;
         if let Some(code) = c.ended_meanwhile().await? {
             out.ended = Some(code);
             return Ok(false);
         }
-        match request(c, &step, &mut in_tx)
+        if matches!(step, Step::Cancel(..) | Step::KillCancel(_)) {
+            own_cancel = 2;
+        }
+        let reply = request(t, c, &step, &mut in_tx)
             .await
-            .map_err(|e| format!("{step:?}: {e}"))?
-        {
+            .map_err(|e| format!("{step:?}: {e}"))?;
+        own_cancel = misdirected(&step, &reply, own_cancel)?;
+        match reply {
             Reply::Ready(errors) => {
                 out.answered += 1;
                 out.errors.extend(errors);
@@ -342,9 +403,12 @@ pub(super) async fn run_fault(
         Point::Login(stop) => stop,
         _ => LoginStop::Done,
     };
-    let mut c = match login(t.addr, &t.user, &t.password, &t.db(plan.tx), stop).await? {
-        Ok(c) => c,
-        Err(_) => return Ok("refused at login"), // DISABLE: nothing to vanish from
+    let who = (t.user.as_str(), t.password.as_str(), t.db(plan.tx));
+    let mut c = match login(t.addr, t.tls(plan.tls), (who.0, who.1, &who.2), stop).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(_)) => return Ok("refused at login"), // DISABLE: nothing to vanish from
+        Err(e) if t.draining && e.starts_with("connect: ") => return Ok("not listening"),
+        Err(e) => return Err(e),
     };
     let mut reached = "reached";
     match plan.point {
@@ -383,7 +447,7 @@ pub(super) async fn run_fault(
             c.until(&[]).await?;
         }
     }
-    let port = c.sock.local_addr().map_or(0, |a| a.port());
+    let port = c.port();
     let started = tokio::time::Instant::now();
     if plan.reset {
         c.reset();
@@ -492,6 +556,17 @@ pub(super) async fn run_admin(
             AdminAct::Show(sql) => {
                 console(&admin, sql, &mut out).await?;
                 None
+            }
+            AdminAct::Suspend => {
+                let before = out.refused.len();
+                console(&admin, "suspend", &mut out).await?;
+                if out.refused.get(before).map(String::as_str) != Some("0A000") {
+                    return Err(format!(
+                        "SUSPEND not refused with 0A000: {:?}",
+                        &out.refused[before..]
+                    ));
+                }
+                Some(("resume".to_string(), 0))
             }
             AdminAct::KillClient => {
                 let rows = console(&admin, "show clients", &mut out).await?;

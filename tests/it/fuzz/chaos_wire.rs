@@ -1,12 +1,16 @@
-//! The chaos round's wire client: a raw connection whose every read is bounded and whose
-//! every way of ending is reported (an answer, an ErrorResponse then a close, a bare close,
-//! a hang), and the two ways a client can vanish on purpose: a reset (SO_LINGER 0, then
-//! close: an RST) and a half-close (shutdown of the write side).
+//! The chaos round's wire client: a raw connection (plain TCP or TLS) whose every read is
+//! bounded and whose every way of ending is reported (an answer, an ErrorResponse then a
+//! close, a bare close, a hang), and the two ways a client can vanish on purpose: a reset
+//! (SO_LINGER 0, then close: an RST, under TLS in the middle of the stream) and a
+//! half-close (shutdown of the write side; under TLS a close_notify first).
+
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
+use futures_util::FutureExt as _;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::support::raw::{startup_packet, Msg};
@@ -15,9 +19,17 @@ use crate::support::raw::{startup_packet, Msg};
 /// reaches it.
 pub(super) const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A client's connection, plain or TLS.
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 pub(super) struct Conn {
-    pub(super) sock: TcpStream,
+    sock: Box<dyn Io>,
+    /// A second handle on the TCP socket (under TLS too): its port, and the reset.
+    tcp: std::net::TcpStream,
     buf: BytesMut,
+    /// The BackendKeyData of the login (pid, secret).
+    pub(super) key: Option<(i32, i32)>,
 }
 
 /// How a request ended.
@@ -48,14 +60,59 @@ fn sqlstate(m: &Msg) -> Result<String, String> {
 }
 
 impl Conn {
-    pub(super) async fn connect(addr: std::net::SocketAddr) -> Result<Conn, String> {
-        let sock = TcpStream::connect(addr)
+    /// Connect over plain TCP, or with `tls` over TLS (SSLRequest, then the handshake);
+    /// `cut`: the handshake stops after half a ClientHello (the client is left mid
+    /// handshake, on the plain socket).
+    pub(super) async fn connect(
+        addr: std::net::SocketAddr,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        cut: bool,
+    ) -> Result<Conn, String> {
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        Ok(Conn {
+        let std = tcp.into_std().map_err(|e| format!("into_std: {e}"))?;
+        let second = std.try_clone().map_err(|e| format!("try_clone: {e}"))?;
+        let mut tcp = TcpStream::from_std(std).map_err(|e| format!("from_std: {e}"))?;
+        let conn = |sock: Box<dyn Io>| Conn {
             sock,
+            tcp: second,
             buf: BytesMut::new(),
-        })
+            key: None,
+        };
+        let Some(config) = tls else {
+            return Ok(conn(Box::new(tcp)));
+        };
+        let said = async {
+            tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+            tcp.read_u8().await
+        };
+        match tokio::time::timeout(WAIT, said).await {
+            Err(_) => return Err("SSLRequest not answered".into()),
+            Ok(Err(e)) => return Err(format!("SSLRequest: {e}")),
+            Ok(Ok(b'S')) => {}
+            Ok(Ok(other)) => return Err(format!("SSLRequest answered {:?}", char::from(other))),
+        }
+        if cut {
+            // A handshake record header announcing 200 bytes, and 3 of them.
+            let _ = tcp
+                .write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00])
+                .await;
+            return Ok(conn(Box::new(tcp)));
+        }
+        let name =
+            rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+        let tls = tokio::time::timeout(WAIT, connector.connect(name, tcp))
+            .await
+            .map_err(|_| "the TLS handshake hung".to_string())?
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        Ok(conn(Box::new(tls)))
+    }
+
+    /// The client's own port (how SHOW CLIENTS and the session registry know it).
+    pub(super) fn port(&self) -> u16 {
+        self.tcp.local_addr().map_or(0, |a| a.port())
     }
 
     /// Write `bytes`; false if the connection is gone (what it said before is still read).
@@ -113,14 +170,7 @@ impl Conn {
     /// Whether pgporter ended the session while the client was quiet (a KILL, a
     /// server_fast_close): Some(its SQLSTATE) if an ErrorResponse is waiting unread.
     pub(super) async fn ended_meanwhile(&mut self) -> Result<Option<String>, String> {
-        loop {
-            match self.sock.try_read_buf(&mut self.buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => break,
-            }
-        }
+        while let Some(Ok(1..)) = self.sock.read_buf(&mut self.buf).now_or_never() {}
         if self.buf.first() == Some(&b'E') {
             return match self.until(&[]).await? {
                 Reply::Ended(code) => Ok(Some(code)),
@@ -130,10 +180,11 @@ impl Conn {
         Ok(None)
     }
 
-    /// Reset the connection: SO_LINGER 0, then close (an RST, not a FIN).
+    /// Reset the connection: SO_LINGER 0, then close (an RST, not a FIN; under TLS with
+    /// no close_notify).
     pub(super) fn reset(self) {
-        let _ = self.sock.set_zero_linger();
-        drop(self.sock);
+        let _ = socket2::SockRef::from(&self.tcp).set_linger(Some(std::time::Duration::ZERO));
+        drop(self);
     }
 
     /// Half-close (shutdown of the write side), then read to the close, which must come
@@ -154,6 +205,8 @@ impl Conn {
 /// Where a login stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum LoginStop {
+    /// SSLRequest answered, half a ClientHello sent (TLS clients only).
+    TlsHandshake,
     /// Half of the startup packet sent.
     HalfStartup,
     /// SASLInitialResponse sent, before the server-first message is read.
@@ -164,15 +217,18 @@ pub(super) enum LoginStop {
     Done,
 }
 
-/// Log in as `user` on `db` with SCRAM, stopping at `stop`. Ok(Err(sqlstate)) when refused.
+/// Log in as `user` on `db` with SCRAM (over TLS with `tls`), stopping at `stop`.
+/// Ok(Err(sqlstate)) when refused.
 pub(super) async fn login(
     addr: std::net::SocketAddr,
-    user: &str,
-    password: &str,
-    db: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    (user, password, db): (&str, &str, &str),
     stop: LoginStop,
 ) -> Result<Result<Conn, String>, String> {
-    let mut c = Conn::connect(addr).await?;
+    let mut c = Conn::connect(addr, tls, stop == LoginStop::TlsHandshake).await?;
+    if stop == LoginStop::TlsHandshake {
+        return Ok(Ok(c));
+    }
     let packet = startup_packet(&[(b"user", user.as_bytes()), (b"database", db.as_bytes())]);
     if stop == LoginStop::HalfStartup {
         c.send(&packet[..packet.len() / 2]).await;
@@ -212,6 +268,12 @@ pub(super) async fn login(
             (b'R', Some(12)) => scram
                 .finish(&m.body[4..])
                 .map_err(|e| format!("server-final: {e}"))?,
+            (b'K', _) if m.body.len() >= 8 => {
+                let int = |i: usize| {
+                    i32::from_be_bytes([m.body[i], m.body[i + 1], m.body[i + 2], m.body[i + 3]])
+                };
+                c.key = Some((int(0), int(4)));
+            }
             (b'Z', _) => return Ok(Ok(c)),
             (b'E', _) => {
                 let code = sqlstate(&m)?;
@@ -232,4 +294,23 @@ pub(super) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&i32::try_from(body.len() + 4).unwrap().to_be_bytes());
     out.extend_from_slice(body);
     out
+}
+
+/// Send a CancelRequest for `key` on a connection of its own and read to its close, which
+/// pgporter makes once the cancel is passed on (or ignored): within [`WAIT`].
+pub(super) async fn cancel(addr: std::net::SocketAddr, key: (i32, i32)) -> Result<(), String> {
+    let mut sock = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cancel: connect: {e}"))?;
+    let mut out = BytesMut::new();
+    frontend::cancel_request(key.0, key.1, &mut out);
+    let _ = sock.write_all(&out).await;
+    let mut chunk = [0u8; 64];
+    match tokio::time::timeout(WAIT, sock.read(&mut chunk)).await {
+        Err(_) => Err(format!(
+            "a CancelRequest's connection not closed within {WAIT:?}"
+        )),
+        Ok(Ok(0) | Err(_)) => Ok(()),
+        Ok(Ok(n)) => Err(format!("a CancelRequest answered {:?}", &chunk[..n])),
+    }
 }

@@ -22,6 +22,7 @@
 mod admin;
 mod chaos;
 mod chaos_actors;
+mod chaos_cancel;
 mod chaos_wire;
 mod gen;
 mod wire;
