@@ -339,11 +339,11 @@ pub(super) async fn run_load(t: Target, plan: LoadPlan) -> Result<LoadOutcome, S
         if session(&t, &mut c, &mut steps, &mut out).await? && plan.terminate {
             c.send(&msg(b'X', &[])).await;
         }
-        let key = c.key;
+        let (key, tls) = (c.key, c.tls.clone());
         drop(c);
         if let Some(key) = key.filter(|_| plan.cancel_after_end) {
             // The key of a session just ended: ignored (and it cancels no one else's query).
-            match cancel(t.addr, key).await {
+            match cancel(t.addr, tls.as_ref(), key).await {
                 Err(e) if !t.draining => return Err(format!("after its end: {e}")),
                 _ => {}
             }

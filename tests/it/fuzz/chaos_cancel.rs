@@ -11,8 +11,11 @@ use super::chaos_wire::{cancel, Conn, Reply, WAIT};
 
 /// Run a [`Step::Cancel`] or [`Step::KillCancel`]: its query, and the CancelRequest for it,
 /// which is passed on (its connection closed by pgporter) before the step ends.
+/// A TLS client sends it over TLS too.
 pub(super) async fn cancel_step(t: &Target, c: &mut Conn, step: &Step) -> Result<Reply, String> {
     let key = c.key.ok_or("no BackendKeyData at login")?;
+    let tls = c.tls.clone();
+    let tls = tls.as_ref();
     let (reply, sent) = match *step {
         Step::Cancel(ms, after) => {
             c.query(&format!(
@@ -22,7 +25,7 @@ pub(super) async fn cancel_step(t: &Target, c: &mut Conn, step: &Step) -> Result
             .await;
             let send = async {
                 tokio::time::sleep(Duration::from_millis(after)).await;
-                cancel(t.addr, key).await
+                cancel(t.addr, tls, key).await
             };
             tokio::join!(c.until(&[]), send)
         }
@@ -38,7 +41,7 @@ pub(super) async fn cancel_step(t: &Target, c: &mut Conn, step: &Step) -> Result
             };
             let kill = async {
                 terminate_when_running(t, &needle, &answered).await?;
-                cancel(t.addr, key).await
+                cancel(t.addr, tls, key).await
             };
             tokio::join!(reply, kill)
         }
@@ -46,7 +49,7 @@ pub(super) async fn cancel_step(t: &Target, c: &mut Conn, step: &Step) -> Result
     };
     match sent {
         // Shut down meanwhile: no longer listening.
-        Err(e) if t.draining && e.contains("connect") => {}
+        Err(e) if t.draining && e.contains("connect: ") => {}
         Err(e) => return Err(e),
         Ok(()) => {}
     }

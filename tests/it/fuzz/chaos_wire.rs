@@ -30,6 +30,8 @@ pub(super) struct Conn {
     buf: BytesMut,
     /// The BackendKeyData of the login (pid, secret).
     pub(super) key: Option<(i32, i32)>,
+    /// Over TLS: its configuration (for the client's cancels).
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How a request ended.
@@ -79,6 +81,7 @@ impl Conn {
             tcp: second,
             buf: BytesMut::new(),
             key: None,
+            tls: tls.cloned(),
         };
         let Some(config) = tls else {
             return Ok(conn(Box::new(tcp)));
@@ -296,17 +299,22 @@ pub(super) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Send a CancelRequest for `key` on a connection of its own and read to its close, which
-/// pgporter makes once the cancel is passed on (or ignored): within [`WAIT`].
-pub(super) async fn cancel(addr: std::net::SocketAddr, key: (i32, i32)) -> Result<(), String> {
-    let mut sock = TcpStream::connect(addr)
+/// Send a CancelRequest for `key` on a connection of its own (over TLS with `tls`, as libpq
+/// 17's cancel API does) and read to its close, which pgporter makes once the cancel is
+/// passed on (or ignored): within [`WAIT`], nothing written back.
+pub(super) async fn cancel(
+    addr: std::net::SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    key: (i32, i32),
+) -> Result<(), String> {
+    let mut c = Conn::connect(addr, tls, false)
         .await
-        .map_err(|e| format!("cancel: connect: {e}"))?;
+        .map_err(|e| format!("cancel: {e}"))?;
     let mut out = BytesMut::new();
     frontend::cancel_request(key.0, key.1, &mut out);
-    let _ = sock.write_all(&out).await;
+    c.send(&out).await;
     let mut chunk = [0u8; 64];
-    match tokio::time::timeout(WAIT, sock.read(&mut chunk)).await {
+    match tokio::time::timeout(WAIT, c.sock.read(&mut chunk)).await {
         Err(_) => Err(format!(
             "a CancelRequest's connection not closed within {WAIT:?}"
         )),
