@@ -160,7 +160,12 @@ fn step(rng: &mut StdRng, tx: bool) -> Step {
         7 => Step::CopyIn,
         8 => Step::CopyOut,
         9 => Step::Extended,
-        10 | 11 => Step::Cancel(rng.gen_range(0..300), rng.gen_range(0..350)),
+        10 => Step::Cancel(rng.gen_range(0..300), rng.gen_range(0..350)),
+        // Aimed at the query's end (the release of its server connection).
+        11 => {
+            let ms = rng.gen_range(0..300);
+            Step::Cancel(ms, u64::from(ms) + rng.gen_range(0..=6))
+        }
         _ => Step::KillCancel(rng.gen()),
     }
 }
