@@ -432,11 +432,11 @@ async fn pause_waits_for_a_connection_being_reset() {
         .expect("PAUSE did not return once the connection was reset")
         .expect("task")
         .expect("PAUSE");
-    let pools = rows(&admin, "SHOW POOLS").await;
-    let pool = find(&pools, "database", &ops.db);
-    let counts = ["sv_active", "sv_idle", "sv_tested", "sv_login"]
-        .map(|c| pool.get(c).unwrap_or_default().to_string());
-    assert_eq!(counts, ["0", "0", "0", "0"], "connections left after PAUSE");
+    assert_eq!(
+        server_counts(&admin, &ops.db).await,
+        ["0", "0", "0", "0"],
+        "connections left after PAUSE"
+    );
     // Its backend goes (Terminate was sent), and stays gone while paused.
     let su = cluster().await.superuser_client().await;
     let backends = || async {
@@ -469,21 +469,8 @@ async fn pause_waits_for_a_connection_being_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_closes_a_connection_being_reset() {
     let ops = Ops::new("server_reset_query = select pg_sleep(2)").await;
-    let admin = ops.admin().await;
-    let app = ops.client().await;
-    app.simple_query("select 1").await.expect("select");
-    drop(app);
-    let counts = || async {
-        let pools = rows(&admin, "SHOW POOLS").await;
-        let pool = find(&pools, "database", &ops.db);
-        ["sv_active", "sv_idle", "sv_tested", "sv_login"]
-            .map(|c| pool.get(c).unwrap_or_default().to_string())
-    };
-    let deadline = tokio::time::Instant::now() + HANG;
-    while counts().await != ["0", "0", "1", "0"] {
-        assert!(tokio::time::Instant::now() < deadline, "never being reset");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let admin = leave_a_connection_being_reset(&ops).await;
+    let counts = || server_counts(&admin, &ops.db);
     admin
         .simple_query(&format!("KILL {}", ops.db))
         .await
@@ -515,21 +502,8 @@ async fn kill_closes_a_connection_being_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_closes_a_connection_being_reset_before_wait_close_returns() {
     let ops = Ops::new("server_reset_query = select pg_sleep(15)").await;
-    let admin = ops.admin().await;
-    let app = ops.client().await;
-    app.simple_query("select 1").await.expect("select");
-    drop(app);
-    let counts = || async {
-        let pools = rows(&admin, "SHOW POOLS").await;
-        let pool = find(&pools, "database", &ops.db);
-        ["sv_active", "sv_idle", "sv_tested", "sv_login"]
-            .map(|c| pool.get(c).unwrap_or_default().to_string())
-    };
-    let deadline = tokio::time::Instant::now() + HANG;
-    while counts().await != ["0", "0", "1", "0"] {
-        assert!(tokio::time::Instant::now() < deadline, "never being reset");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let admin = leave_a_connection_being_reset(&ops).await;
+    let counts = || server_counts(&admin, &ops.db);
     let started = tokio::time::Instant::now();
     for command in ["RECONNECT", "WAIT_CLOSE"] {
         tokio::time::timeout(HANG, admin.simple_query(&format!("{command} {}", ops.db)))
@@ -547,4 +521,27 @@ async fn reconnect_closes_a_connection_being_reset_before_wait_close_returns() {
         ["0", "0", "0", "0"],
         "a connection left after RECONNECT and WAIT_CLOSE"
     );
+}
+
+/// A client used a server connection and left; returns a console once that connection is
+/// being reset (SHOW POOLS: `sv_tested` 1, nothing else).
+async fn leave_a_connection_being_reset(ops: &Ops) -> Client {
+    let admin = ops.admin().await;
+    let app = ops.client().await;
+    app.simple_query("select 1").await.expect("select");
+    drop(app);
+    let deadline = tokio::time::Instant::now() + HANG;
+    while server_counts(&admin, &ops.db).await != ["0", "0", "1", "0"] {
+        assert!(tokio::time::Instant::now() < deadline, "never being reset");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin
+}
+
+/// SHOW POOLS' sv_active, sv_idle, sv_tested and sv_login of `db`.
+async fn server_counts(admin: &Client, db: &str) -> [String; 4] {
+    let pools = rows(admin, "SHOW POOLS").await;
+    let pool = find(&pools, "database", db);
+    ["sv_active", "sv_idle", "sv_tested", "sv_login"]
+        .map(|c| pool.get(c).unwrap_or_default().to_string())
 }
