@@ -26,6 +26,21 @@ pub(crate) fn of(log: &str, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// A server connection without a backend (`S-0x0`: a failed login, a cancel's) wrote two
+/// lines for `named` (`db/user`): its `new connection to server` line, then `closing because:
+/// {reason}`.
+pub(crate) fn assert_unnumbered_server(log: &str, named: &str, reason: &str) {
+    let server = of(log, "S-0x0");
+    assert_eq!(server.len(), 2, "{log}");
+    assert!(
+        server[0].starts_with(&format!(
+            "LOG {named} new connection to server (from 127.0.0.1:"
+        )),
+        "{log}"
+    );
+    assert_eq!(server[1], format!("LOG {named} closing because: {reason}"));
+}
+
 /// The position in `log` of the first line whose level and message `matches`.
 pub(crate) fn at(log: &str, what: &str, matches: impl Fn(&str, &str) -> bool) -> usize {
     log.lines()
@@ -170,18 +185,7 @@ async fn a_refused_server_login_writes_pgbouncers_lines() {
         "{log}"
     );
     // No backend pid: the connection is `S-0x0`.
-    let server = of(&log, "S-0x0");
-    assert_eq!(server.len(), 2, "{log}");
-    assert!(
-        server[0].starts_with(&format!(
-            "LOG {named} new connection to server (from 127.0.0.1:"
-        )),
-        "{log}"
-    );
-    assert_eq!(
-        server[1],
-        format!("LOG {named} closing because: login failed")
-    );
+    assert_unnumbered_server(&log, &named, "login failed");
     let failed = format!("server login failed: FATAL {server_error}");
     let (id, attempt) = &client[0];
     let order = [
