@@ -506,13 +506,7 @@ async fn a_batch_cancelled_while_waiting_and_never_synced_ends_at_client_idle_ti
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     send_cancel(&fx, pid, secret).await;
-    let cancelled = timeout(HANG, c.read_msg()).await.expect("no answer");
-    let cancelled = cancelled.expect("the cancelled batch's error");
-    assert_eq!(
-        cancelled.sqlstate().as_deref(),
-        Some("57014"),
-        "{cancelled:?}"
-    );
+    answered_57014(&mut c).await;
     ends_with(&mut c, "client_idle_timeout").await;
     assert_eq!(holder.simple_query("select 2").await.unwrap().len(), 3);
 }
@@ -540,13 +534,7 @@ async fn a_batch_cancelled_while_set_up_and_never_synced_ends_at_query_timeout()
     let (key_pid, secret) = c.key.expect("BackendKeyData");
     send_cancel(&fx, key_pid, secret).await;
     crate::faults_server::signal(pid, "-CONT");
-    let cancelled = timeout(HANG, c.read_msg()).await.expect("no answer");
-    let cancelled = cancelled.expect("the cancelled batch's error");
-    assert_eq!(
-        cancelled.sqlstate().as_deref(),
-        Some("57014"),
-        "{cancelled:?}"
-    );
+    answered_57014(&mut c).await;
     ends_with(&mut c, "query timeout").await;
     let mut next = RawClient::login(fx.porter.addr(), &fx.user, &fx.password, &fx.db).await;
     assert_eq!(next.rows("select 2").await.0, ["2"]);
@@ -566,4 +554,15 @@ async fn cancel_while_queued(fx: &Fixture, c: &mut RawClient) -> Vec<crate::supp
         .await
         .expect("the cancelled request was not answered")
         .expect("answers")
+}
+
+/// The next message `c` gets is the cancelled batch's 57014.
+async fn answered_57014(c: &mut RawClient) {
+    let cancelled = timeout(HANG, c.read_msg()).await.expect("no answer");
+    let cancelled = cancelled.expect("the cancelled batch's error");
+    assert_eq!(
+        cancelled.sqlstate().as_deref(),
+        Some("57014"),
+        "{cancelled:?}"
+    );
 }
