@@ -296,21 +296,23 @@ fn rows(msgs: &[SimpleQueryMessage]) -> Vec<&tokio_postgres::SimpleQueryRow> {
         .collect()
 }
 
+/// PostgreSQL's backends of `user` (pg_stat_activity).
+async fn backends_of(su: &tokio_postgres::Client, user: &str) -> Result<i64, String> {
+    let row = su
+        .query_one(
+            "select count(*) from pg_stat_activity where usename = $1",
+            &[&user],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
 /// The books: PostgreSQL's backends for the user = pgporter's server connections, as its
 /// pools count them and as SHOW SERVERS and SHOW POOLS list them; no client active or waiting.
 async fn books_balance(fx: &Fixture) -> Result<(), String> {
     let su = fx.superuser().await;
-    let pg = || async {
-        let n: i64 = su
-            .query_one(
-                "select count(*) from pg_stat_activity where usename = $1",
-                &[&fx.user],
-            )
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
-        Ok::<_, String>(n)
-    };
+    let pg = || backends_of(&su, &fx.user);
     let total = || -> i64 {
         fx.porter
             .pool_counts()
@@ -528,15 +530,7 @@ async fn shutdown_case(
     }
     let su = fx.superuser().await;
     settled("no backend of the user left after the shutdown", || async {
-        let n: i64 = su
-            .query_one(
-                "select count(*) from pg_stat_activity where usename = $1",
-                &[&fx.user],
-            )
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
-        Ok(n == 0)
+        Ok(backends_of(&su, &fx.user).await? == 0)
     })
     .await
     .map_err(|e| format!("{e} (pools {:?})", fx.porter.pool_counts()))
