@@ -487,7 +487,7 @@ fn relay_session<'a>(
                 let within = crate::config::Config::limit(
                     shared.config.load().settings.server_connect_timeout,
                 );
-                tokio::spawn(async move {
+                pool.track(async move {
                     let _ = crate::server::send_cancel(&addr, key, within, |_| {}).await;
                 });
                 let reason = match limit {

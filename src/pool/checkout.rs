@@ -155,7 +155,8 @@ impl Pool {
         let (pool, holder) = (Arc::clone(self), identity.clone());
         let (tag, settings) = (tag.cloned(), Arc::clone(settings));
         // Spawned (a rare path): its future is large, and it must outlive the client's wait.
-        tokio::spawn(async move {
+        // Tracked: a login that gets in during the shutdown is closed, not left to the exit.
+        self.track(async move {
             let mut again = false;
             let made = loop {
                 // A login redone after RECONNECT: not begun if the database was paused since

@@ -240,7 +240,7 @@ impl Pool {
         for _ in 0..missing {
             let pool = Arc::clone(self);
             let settings = settings.clone();
-            tokio::spawn(async move {
+            self.track(async move {
                 let outcome = pool.connect_for(None, None, &[], &settings).await;
                 let failed = match &outcome {
                     // Given up by KILL of the database.

@@ -280,6 +280,17 @@ impl Pool {
         }
     }
 
+    /// Run `task` (a server login, a cancel) in the background, tracked as
+    /// [`Pool::close_later`]: the shutdown waits for it (bounded). A login that gets in after
+    /// [`Pools::close_all`] is closed with Terminate, as that drop of the pool's connections
+    /// makes it unwanted (`Unwanted::Dropped`).
+    pub(crate) fn track<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.closing.spawn(task);
+    }
+
     /// [`Pool::close_idle`] in the background, tracked as [`Pool::close_later`].
     pub fn close_idle_later(self: &Arc<Self>, reason: &'static str) {
         let pool = Arc::clone(self);
