@@ -248,11 +248,20 @@ impl Host {
                     BackendPassword::None | BackendPassword::ScramKeys(_)
                 )
         };
+        let credential = target.password != BackendPassword::None;
         match logins.iter_mut().find(|t| unusable(t)) {
-            Some(slot) if target.password != BackendPassword::None => *slot = target,
+            Some(slot) if credential => *slot = target,
             _ => logins.push(target),
         }
         drop(logins);
+        if credential {
+            // A host never checked for want of a credential is about to be: no longer
+            // unverifiable, and a new set settles for its check (see [`HostSet::settling`]).
+            let mut status = self.lock();
+            if status.liveness == Liveness::Unknown {
+                status.refused = None;
+            }
+        }
         self.new_login.store(true, Ordering::Relaxed);
         self.poke();
     }

@@ -304,11 +304,14 @@ pub async fn connect(
     let mut failed: Vec<ServerAddr> = Vec::new();
     let mut asked: Vec<ServerAddr> = Vec::new();
     let mut last: Option<ServerError> = None;
-    while set.settling() {
-        // Each monitor's first check reports within moments (a login and one query).
-        let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
-    }
     loop {
+        // Also after a wait for a host: the monitors' first checks with a login a client just
+        // brought (SCRAM passthrough) report one host at a time, and the first report must
+        // not take a whole burst of waiting sessions.
+        while set.settling() {
+            // Each monitor's first check reports within moments (a login and one query).
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+        }
         changes.borrow_and_update();
         if let Some((host, role, epoch)) = set.choose(&failed) {
             let target = ServerTarget {

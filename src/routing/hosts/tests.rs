@@ -246,6 +246,36 @@ fn a_host_the_monitor_cannot_log_in_to_is_unverifiable() {
     assert!(s.unverifiable().is_empty());
 }
 
+/// SCRAM passthrough at start: the monitors have no password until a client logs in, so the
+/// hosts are unverifiable; the keys that client brings make each host "not checked yet"
+/// again, and a burst of sessions waiting meanwhile settles for every check, not only the
+/// first to report (each person's first session all went to one standby).
+#[tokio::test(start_paused = true)]
+async fn a_credential_brought_for_unchecked_hosts_makes_a_new_set_settle_again() {
+    let s = set(2, SessionAttrs::Standby, LoadBalance::RoundRobin);
+    for h in &s.hosts {
+        h.observe(&Observation::Refused("user alice: no password yet".into()));
+    }
+    assert!(!s.settling());
+    assert_eq!(s.unverifiable().len(), 2);
+    for h in &s.hosts {
+        h.add_login(ServerTarget {
+            addr: h.addr.clone(),
+            dbname: "db".into(),
+            user: "alice".into(),
+            password: BackendPassword::Plain("pw".into()),
+            params: Vec::new(),
+            tls: None,
+        });
+    }
+    assert!(s.unverifiable().is_empty(), "the checks are coming");
+    assert!(s.settling());
+    up(&s.hosts[0], Role::Standby);
+    assert!(s.settling(), "the other host's check is still coming");
+    up(&s.hosts[1], Role::Standby);
+    assert!(!s.settling());
+}
+
 /// A failed TLS handshake forgets what the monitor knew (learned under a TLS setup no longer
 /// in force, or from a server that changed): the host is unverifiable, sessions on it go on.
 #[test]
