@@ -21,6 +21,10 @@
 //! another's. The run ends with a case in which pgporter is shut down under load
 //! ([`shutdown_case`]).
 //!
+//! The people's round runs the same on a shared account: three people log in through
+//! entries forcing one role, each capped at half a pool, their connections tagged with who
+//! they are; after each case every person must still get a server connection.
+//!
 //! `PGPORTER_CHAOS_CASES` (default [`DEFAULT_CASES`]) and `PGPORTER_FUZZ_SEED` (the first
 //! case's seed) replay a failure; `PGPORTER_FUZZ_SURVEY=1` reports failing cases and goes on;
 //! `PGPORTER_CHAOS_CROWD=1` runs a crowded variant ([`crowd`]).
@@ -62,16 +66,25 @@ fn pool_size() -> u32 {
     }
 }
 
-/// The cases' seeds, and one more for the shutdown case ([`shutdown_case`]).
-fn chaos_seeds() -> Vec<u64> {
+/// The cases' seeds, and one more for the shutdown case ([`shutdown_case`]); the people's
+/// round ([`rig`]) runs half as many cases by default, from seeds of its own.
+fn chaos_seeds(people: bool) -> Vec<u64> {
     let n = std::env::var("PGPORTER_CHAOS_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_CASES);
+        .unwrap_or(if people {
+            DEFAULT_CASES / 2
+        } else {
+            DEFAULT_CASES
+        });
     let base = std::env::var("PGPORTER_FUZZ_SEED")
         .ok()
         .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
-        .unwrap_or(DEFAULT_SEED);
+        .unwrap_or(if people {
+            DEFAULT_SEED ^ 0x9e09_1e00
+        } else {
+            DEFAULT_SEED
+        });
     (0..=n)
         .map(|i| base.wrapping_add(i.wrapping_mul(SEED_STEP)))
         .collect()
@@ -79,17 +92,28 @@ fn chaos_seeds() -> Vec<u64> {
 
 /// One role and database; two pgporter entries for it: `{db}` in session mode and
 /// `{db}_tx` in transaction mode; the role is an admin; TLS for clients that ask.
-async fn rig(certs: &crate::tls::Certs) -> Fixture {
+/// The people of [`people_on_a_shared_account_under_chaos_leave_the_books_balanced`].
+const PEOPLE: [&str; 3] = ["ann", "ben", "cat"];
+
+/// `people`: the entries force the role's user, and [`PEOPLE`] log in through them (each
+/// with the role's password), each allowed half of a pool (`max_user_pool_share`), their
+/// server connections tagged with who they are (`identity_tagging`, the default).
+async fn rig(certs: &crate::tls::Certs, people: bool) -> Fixture {
     let cluster = crate::support::cluster().await;
     let user = cluster.unique_name("u");
     let db = cluster.unique_name("db");
     cluster.create_role(&user, PASSWORD).await;
     cluster.create_database(&db, &user).await;
     let port = cluster.port();
+    let shared = if people {
+        format!(" user={user} password={PASSWORD} max_user_pool_share=50%")
+    } else {
+        String::new()
+    };
     let ini = format!(
         "[databases]\n\
-         {db} = host=127.0.0.1 port={port} dbname={db} pool_mode=session\n\
-         {db}_tx = host=127.0.0.1 port={port} dbname={db} pool_mode=transaction\n\
+         {db} = host=127.0.0.1 port={port} dbname={db} pool_mode=session{shared}\n\
+         {db}_tx = host=127.0.0.1 port={port} dbname={db} pool_mode=transaction{shared}\n\
          [pgbouncer]\n\
          listen_addr = 127.0.0.1\n\
          listen_port = 0\n\
@@ -103,7 +127,11 @@ async fn rig(certs: &crate::tls::Certs) -> Fixture {
         pool_size(),
         certs.client_tls("allow")
     );
-    let porter = spawn_pgporter(&ini, &userlist(&[(&user, PASSWORD)])).await;
+    let mut users = vec![(user.as_str(), PASSWORD)];
+    if people {
+        users.extend(PEOPLE.iter().map(|p| (*p, PASSWORD)));
+    }
+    let porter = spawn_pgporter(&ini, &userlist(&users)).await;
     let fx = Fixture {
         cluster,
         user,
@@ -127,7 +155,7 @@ async fn admin(fx: &Fixture) -> tokio_postgres::Client {
 type Codes = BTreeMap<String, usize>;
 
 /// Where the case's actors connect: `fx`'s pgporter, TLS clients trusting `certs`.
-async fn target(fx: &Fixture, certs: &crate::tls::Certs) -> Target {
+async fn target(fx: &Fixture, certs: &crate::tls::Certs, people: bool) -> Target {
     Target {
         addr: fx.porter.addr(),
         user: fx.user.clone(),
@@ -137,6 +165,11 @@ async fn target(fx: &Fixture, certs: &crate::tls::Certs) -> Target {
         tls: Arc::new(crate::tls::tls_client_config(certs.pki.ca_file())),
         su: Arc::new(fx.superuser().await),
         draining: false,
+        people: if people {
+            PEOPLE.iter().map(|p| p.to_string()).collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -367,20 +400,18 @@ async fn books_balance(fx: &Fixture) -> Result<(), String> {
     Ok(())
 }
 
-/// Fresh clients holding every server connection of each pool see no one else's state.
-async fn clean_servers(fx: &Fixture) -> Result<(), String> {
+/// Fresh clients holding every server connection of each pool see no one else's state. With
+/// people (`t.people`), each holds its share (one connection), a different person each, and
+/// then every person in turn gets one: a share the case left counted would hold them back.
+async fn clean_servers(fx: &Fixture, t: &Target) -> Result<(), String> {
     for tx in [false, true] {
-        let db = if tx {
-            format!("{}_tx", fx.db)
-        } else {
-            fx.db.clone()
-        };
-        let connstring = fx.porter.connstring(&fx.user, &fx.password, &db);
+        let db = t.db(tx);
+        let connstring = |i: u64| fx.porter.connstring(t.login_user(i), &fx.password, &db);
         let mut held = Vec::new();
-        for _ in 0..pool_size() {
-            let c = crate::support::connect(&connstring).await;
+        for i in 0..u64::from(pool_size()) {
+            let c = crate::support::connect(&connstring(i)).await;
             // In transaction mode a transaction holds its server connection.
-            c.simple_query("begin").await.map_err(|e| e.to_string())?;
+            c.simple_query("begin").await.map_err(pg_error)?;
             held.push(c);
         }
         for c in &held {
@@ -390,13 +421,34 @@ async fn clean_servers(fx: &Fixture) -> Result<(), String> {
             }
         }
         for c in &held {
-            c.simple_query("commit").await.map_err(|e| e.to_string())?;
+            c.simple_query("commit").await.map_err(pg_error)?;
+        }
+        drop(held);
+        for i in 0..t.people.len() as u64 {
+            let c = crate::support::connect(&connstring(i)).await;
+            let got = c.simple_query("begin").await.map_err(|e| {
+                format!(
+                    "{db}: {} got no server connection: {}",
+                    t.login_user(i),
+                    pg_error(e)
+                )
+            })?;
+            drop(got);
+            c.simple_query("commit").await.map_err(pg_error)?;
         }
     }
     Ok(())
 }
 
-async fn after_case(fx: &Fixture) -> Result<(), String> {
+/// A client error with PostgreSQL's SQLSTATE and message, where there is one.
+fn pg_error(e: tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} {}", d.code().code(), d.message()),
+        None => e.to_string(),
+    }
+}
+
+async fn after_case(fx: &Fixture, t: &Target) -> Result<(), String> {
     let found = panics();
     if !found.is_empty() {
         return Err(format!("pgporter panicked: {found:?}"));
@@ -404,19 +456,37 @@ async fn after_case(fx: &Fixture) -> Result<(), String> {
     at_baseline(fx).await?;
     books_balance(fx).await?;
     at_baseline(fx).await?;
-    clean_servers(fx).await?;
+    clean_servers(fx, t).await?;
     at_baseline(fx).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_faults_and_admin_commands_under_load_leave_the_books_balanced() {
+    chaos_round(false).await;
+}
+
+/// The same round on a shared account: the actors are three people logging in through
+/// entries that force one role, each capped at half a pool, their server connections tagged
+/// with who they are (so a checkout may close another person's idle connection and log in
+/// anew). Fewer cases: the faults are the same, only the pool's bookkeeping differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_on_a_shared_account_under_chaos_leave_the_books_balanced() {
+    chaos_round(true).await;
+}
+
+async fn chaos_round(people: bool) {
     watch_panics();
     let certs = crate::tls::Certs::new();
-    let mut fx = rig(&certs).await;
-    let t = target(&fx, &certs).await;
+    let mut fx = rig(&certs, people).await;
+    let t = target(&fx, &certs, people).await;
     let ini = std::fs::read_to_string(fx.porter.ini_path()).unwrap();
     let survey = std::env::var("PGPORTER_FUZZ_SURVEY").is_ok();
-    let mut seeds = chaos_seeds();
+    let mut seeds = chaos_seeds(people);
+    let test = if people {
+        "people_on_a_shared_account_under_chaos_leave_the_books_balanced"
+    } else {
+        "client_faults_and_admin_commands_under_load_leave_the_books_balanced"
+    };
     let last = seeds.pop().unwrap_or(DEFAULT_SEED);
     let started = tokio::time::Instant::now();
     let mut codes = Codes::new();
@@ -426,7 +496,7 @@ async fn client_faults_and_admin_commands_under_load_leave_the_books_balanced() 
         let result = match run_case(&fx, &t, &plan, &mut codes).await {
             Ok(()) => {
                 restore(&fx, &ini).await;
-                after_case(&fx).await
+                after_case(&fx, &t).await
             }
             Err(e) => {
                 restore(&fx, &ini).await;
@@ -437,7 +507,7 @@ async fn client_faults_and_admin_commands_under_load_leave_the_books_balanced() 
             failed += 1;
             let replay = format!(
                 "replay: PGPORTER_FUZZ_SEED={seed:#x} PGPORTER_CHAOS_CASES=1 cargo test \
-                 --test it fuzz::chaos::\n{plan:#?}"
+                 --test it fuzz::chaos::{test}\n{plan:#?}"
             );
             assert!(survey, "chaos case failed: {e}\n{replay}");
             eprintln!("SURVEY chaos {e}\n{replay}");
@@ -448,13 +518,13 @@ async fn client_faults_and_admin_commands_under_load_leave_the_books_balanced() 
         failed += 1;
         let replay = format!(
             "replay: PGPORTER_FUZZ_SEED={last:#x} PGPORTER_CHAOS_CASES=0 cargo test --test it \
-             fuzz::chaos::"
+             fuzz::chaos::{test}"
         );
         assert!(survey, "the shutdown case failed: {e}\n{replay}");
         eprintln!("SURVEY chaos shutdown {e}\n{replay}");
     }
     eprintln!(
-        "chaos: {} cases and a shutdown from seed {:#x} in {:.1} s, {failed} failed; answers \
+        "chaos ({test}): {} cases and a shutdown from seed {:#x} in {:.1} s, {failed} failed; answers \
          and SQLSTATEs: {codes:?}",
         seeds.len(),
         seeds.first().copied().unwrap_or_default(),

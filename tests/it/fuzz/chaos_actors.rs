@@ -32,6 +32,9 @@ pub(super) struct Target {
     pub(super) su: Arc<tokio_postgres::Client>,
     /// pgporter is being shut down: a refused connect is an end, not a failure.
     pub(super) draining: bool,
+    /// People logging in (password `password`) through entries forcing `user`: each actor
+    /// is one of them. Empty: every actor logs in as `user`.
+    pub(super) people: Vec<String>,
 }
 
 impl Target {
@@ -45,6 +48,19 @@ impl Target {
 
     pub(super) fn tls(&self, tls: bool) -> Option<&Arc<rustls::ClientConfig>> {
         tls.then_some(&self.tls)
+    }
+
+    /// Who an actor starting at `start_ms` logs in as (one of `people`, drawn from its start
+    /// so that the seeds' plans stay as they were).
+    pub(super) fn login_user(&self, start_ms: u64) -> &str {
+        let n = self.people.len() as u64;
+        match self
+            .people
+            .get(usize::try_from(start_ms % n.max(1)).unwrap_or(0))
+        {
+            Some(person) => person,
+            None => &self.user,
+        }
     }
 }
 
@@ -320,7 +336,11 @@ pub(super) async fn run_load(t: Target, plan: LoadPlan) -> Result<LoadOutcome, S
     let mut logins = if plan.again { 2 } else { 1 };
     while logins > 0 {
         logins -= 1;
-        let who = (t.user.as_str(), t.password.as_str(), t.db(plan.tx));
+        let who = (
+            t.login_user(plan.start_ms),
+            t.password.as_str(),
+            t.db(plan.tx),
+        );
         let mut c = match login(
             t.addr,
             t.tls(plan.tls),
@@ -408,7 +428,11 @@ pub(super) async fn run_fault(
         Point::Login(stop) => stop,
         _ => LoginStop::Done,
     };
-    let who = (t.user.as_str(), t.password.as_str(), t.db(plan.tx));
+    let who = (
+        t.login_user(plan.start_ms),
+        t.password.as_str(),
+        t.db(plan.tx),
+    );
     let mut c = match login(t.addr, t.tls(plan.tls), (who.0, who.1, &who.2), stop).await {
         Ok(Ok(c)) => c,
         Ok(Err(_)) => return Ok("refused at login"), // DISABLE: nothing to vanish from
