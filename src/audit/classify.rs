@@ -8,7 +8,8 @@
 //! side-effect-free ones; SHOW; BEGIN / START TRANSACTION / COMMIT / END / ROLLBACK / SAVEPOINT
 //! / RELEASE (not ... PREPARED); SET / RESET of ordinary settings (not ROLE or SESSION
 //! AUTHORIZATION); FETCH, MOVE, CLOSE, DEALLOCATE, LISTEN, UNLISTEN, DISCARD.
-//! Words inside string literals count too (more false positives, never fewer writes).
+//! Words inside string literals count too (more false positives, never fewer writes); a `;`
+//! inside one does not end a statement (see [`statements`]).
 
 /// Words that make an otherwise read-only statement a write (or worth logging).
 const WRITE_WORDS: &[&str] = &[
@@ -45,7 +46,6 @@ const PAREN_KEYWORDS: &[&str] = &[
     "using",
     "over",
     "filter",
-    "within",
     "from",
     "join",
     "where",
@@ -89,7 +89,6 @@ const PAREN_KEYWORDS: &[&str] = &[
     "intersect",
     "except",
     "returning",
-    "cursor",
     "for",
     "float",
     "bit",
@@ -197,72 +196,95 @@ const PURE_FUNCTIONS: &[&str] = &[
 
 /// True when `sql` is known to be read-only (see the module docs).
 pub fn is_read_only(sql: &[u8]) -> bool {
-    // Splitting inside literals only makes more pieces; every real statement still starts one.
-    if sql.windows(2).any(|w| w == b"--" || w == b"/*") {
-        let text = String::from_utf8_lossy(sql).into_owned();
-        return text
-            .split(';')
-            .all(|piece| piece_read_only(strip_comments(piece).as_bytes()));
+    if !sql.iter().any(|&b| b == b';' || b == b'-' || b == b'/') {
+        return piece_read_only(sql);
     }
-    sql.split(|&b| b == b';').all(piece_read_only)
+    statements(sql).is_some_and(|pieces| pieces.iter().all(|p| piece_read_only(p)))
 }
 
-/// `s` without its comments (nested `/* */` too), where they are surely comments: a `--` or
-/// `/*` inside a literal or a quoted name stays. Where a literal's end is uncertain (a backslash
-/// in `'...'`, which ends it or not depending on standard_conforming_strings) the rest is kept
-/// as it is: keeping a comment can only make a statement look like a write, removing code
-/// could hide one.
-fn strip_comments(s: &str) -> String {
-    let b = s.as_bytes();
+/// `sql` cut at each `;` that is surely a statement's end, comments (nested `/* */` too)
+/// made spaces: a `;`, `--` or `/*` inside a literal, a quoted name or a dollar-quoted text
+/// neither cuts nor starts a comment, so no piece starts inside another statement's text
+/// (where a SHOW or SET would be taken as a harmless command without its rest being read).
+/// Where a literal's end is uncertain (a backslash in `'...'`, which ends it or not depending
+/// on standard_conforming_strings, or one that does not end) the rest is kept as it is, and
+/// None (a write) when a `;` follows in it, as that may start any statement.
+fn statements(b: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut pieces = Vec::new();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while let Some(&c) = b.get(i) {
-        match (c, b.get(i + 1)) {
-            (b'-', Some(b'-')) => i = super::lex::line_comment_end(b, i),
+        let quoted = match (c, b.get(i + 1)) {
+            (b';', _) => {
+                pieces.push(std::mem::take(&mut out));
+                i += 1;
+                continue;
+            }
+            (b'-', Some(b'-')) => {
+                i = super::lex::line_comment_end(b, i);
+                continue;
+            }
             (b'/', Some(b'*')) => {
                 i = super::lex::block_comment_end(b, i);
                 out.push(b' ');
+                continue;
             }
-            (b'\'' | b'"', _) => {
-                let body = b.get(i + 1..).unwrap_or_default();
-                let Some(len) = super::lex::quoted_len(body, c) else {
-                    // Unterminated, or a backslash: keep the rest untouched.
-                    out.extend_from_slice(b.get(i..).unwrap_or_default());
-                    break;
-                };
-                out.extend_from_slice(b.get(i..i + 2 + len).unwrap_or_default());
-                i += 2 + len;
-            }
-            (b'$', Some(&n)) if n == b'$' || n == b'_' || n.is_ascii_alphabetic() || n >= 0x80 => {
-                // A dollar-quote opener (a `$1` parameter starts with a digit).
-                match super::lex::dollar_quoted_len(b.get(i..).unwrap_or_default()) {
-                    Some(len) => {
-                        out.extend_from_slice(b.get(i..i + len).unwrap_or_default());
-                        i += len;
-                    }
-                    None => {
-                        // Unterminated or not a tag after all: keep the rest untouched.
-                        out.extend_from_slice(b.get(i..).unwrap_or_default());
-                        break;
-                    }
-                }
+            (b'\'' | b'"', _) => super::lex::quoted_len(b.get(i + 1..)?, c).map(|len| 2 + len),
+            // A dollar-quote opener (a `$1` parameter starts with a digit; `x$` is a name).
+            (b'$', Some(&n))
+                if (n == b'$' || n == b'_' || n.is_ascii_alphabetic() || n >= 0x80)
+                    && !i
+                        .checked_sub(1)
+                        .and_then(|p| b.get(p))
+                        .is_some_and(|&p| is_word_byte(p)) =>
+            {
+                super::lex::dollar_quoted_len(b.get(i..)?)
             }
             _ => {
                 out.push(c);
                 i += 1;
+                continue;
             }
-        }
+        };
+        let Some(len) = quoted else {
+            let rest = b.get(i..).unwrap_or_default();
+            if rest.contains(&b';') {
+                return None;
+            }
+            out.extend_from_slice(rest);
+            break;
+        };
+        out.extend_from_slice(b.get(i..i + len).unwrap_or_default());
+        i += len;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    pieces.push(out);
+    Some(pieces)
 }
 
+/// Identifier bytes: PostgreSQL takes every non-ASCII byte as a letter (`wipeé` is one name).
 fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$'
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
-/// (word, followed by `(` (a call, also of a quoted name: `"f"()`), qualified by a schema
-/// (`s.f`)), no allocation.
-fn words(s: &[u8]) -> impl Iterator<Item = (&[u8], bool, bool)> {
+/// A word of a statement's text.
+struct Word<'a> {
+    text: &'a [u8],
+    /// Followed by `(`: a call (also of a quoted name: `"f"()`).
+    call: bool,
+    /// Qualified by a schema (`s.f`).
+    qualified: bool,
+    /// A quoted name, exactly: `"f"`, not part of `"x f"` (quoted names keep their case).
+    quoted: bool,
+    /// A quote between the word and its `(` (a call of a quoted name).
+    quote_after: bool,
+    /// The last byte before it that is not whitespace.
+    before: Option<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// The words of `s`, no allocation.
+fn words(s: &[u8]) -> impl Iterator<Item = Word<'_>> {
     let mut pos = 0;
     std::iter::from_fn(move || {
         while s.get(pos).is_some_and(|&b| !is_word_byte(b)) {
@@ -284,18 +306,103 @@ fn words(s: &[u8]) -> impl Iterator<Item = (&[u8], bool, bool)> {
         }
         // Qualified: a `.` before the name, across quotes and whitespace (comments are
         // already spaces here).
-        let before = s.get(..start).unwrap_or_default();
-        let qualified = before
+        let before_word = s.get(..start).unwrap_or_default();
+        let qualified = before_word
             .iter()
             .rev()
             .find(|&&b| !(b.is_ascii_whitespace() || b == b'"'))
             == Some(&b'.');
-        Some((
-            s.get(start..pos).unwrap_or_default(),
-            s.get(after) == Some(&b'('),
+        Some(Word {
+            text: s.get(start..pos).unwrap_or_default(),
+            call: s.get(after) == Some(&b'('),
             qualified,
-        ))
+            quoted: before_word.last() == Some(&b'"') && s.get(pos) == Some(&b'"'),
+            quote_after: s.get(pos..after).unwrap_or_default().contains(&b'"'),
+            before: before_word
+                .iter()
+                .rev()
+                .find(|b| !b.is_ascii_whitespace())
+                .copied(),
+            start,
+            end: pos,
+        })
     })
+}
+
+/// Keywords after which an expression starts (so a `like(`, `is(`, `join(` there is a call).
+const EXPRESSION_STARTS: &[&str] = &[
+    "select",
+    "where",
+    "and",
+    "or",
+    "not",
+    "when",
+    "then",
+    "else",
+    "case",
+    "on",
+    "having",
+    "by",
+    "from",
+    "distinct",
+    "all",
+    "any",
+    "some",
+    "returning",
+    "limit",
+    "offset",
+    "in",
+    "using",
+    "with",
+    "values",
+    "between",
+    "is",
+    "like",
+    "ilike",
+    "join",
+    "similar",
+    "escape",
+    "lateral",
+    "array",
+    "group",
+    "order",
+    "union",
+    "intersect",
+    "except",
+    "as",
+];
+
+/// Whether a keyword followed by `(` is syntax there rather than a call of a function of
+/// that name. PostgreSQL accepts its unreserved and type/function-name keywords as function
+/// names (`select filter(1)`, `select like(1)`), so those are syntax only in their place;
+/// the others (reserved and column-name keywords) cannot name an unquoted function.
+/// `prev` is the word just before (only whitespace between), `first` whether it starts the
+/// statement.
+fn keyword_syntax(w: &Word<'_>, prev: Option<&[u8]>, first: bool) -> bool {
+    let prev_is = |list: &[&str]| prev.is_some_and(|p| is(p, list));
+    let t = w.text;
+    if is(t, &["filter", "over"]) {
+        w.before == Some(b')')
+    } else if is(t, &["cube", "rollup"]) {
+        prev_is(&["by"])
+    } else if is(t, &["sets"]) {
+        prev_is(&["grouping"])
+    } else if is(t, &["by"]) {
+        prev_is(&["group", "order", "partition"])
+    } else if is(t, &["varying"]) {
+        prev_is(&["character", "bit"])
+    } else if is(t, &["explain"]) {
+        first
+    } else if is(t, &["like", "ilike", "is", "join"]) {
+        // After an operand only.
+        match w.before {
+            Some(b')' | b']' | b'\'' | b'"') => true,
+            Some(b) if is_word_byte(b) => !prev_is(EXPRESSION_STARTS),
+            _ => false,
+        }
+    } else {
+        is(t, PAREN_KEYWORDS)
+    }
 }
 
 fn is(w: &[u8], list: &[&str]) -> bool {
@@ -303,7 +410,7 @@ fn is(w: &[u8], list: &[&str]) -> bool {
 }
 
 fn piece_read_only(piece: &[u8]) -> bool {
-    let Some((first, _, _)) = words(piece).next() else {
+    let Some(Word { text: first, .. }) = words(piece).next() else {
         return piece
             .iter()
             .all(|&c| c.is_ascii_whitespace() || c == b'(' || c == b')');
@@ -333,21 +440,39 @@ fn piece_read_only(piece: &[u8]) -> bool {
         first,
         &["begin", "start", "commit", "end", "rollback", "abort"],
     ) {
-        !words(piece).any(|(w, _, _)| is(w, &["prepared"]))
+        !words(piece).any(|w| is(w.text, &["prepared"]))
     } else if is(first, &["set", "reset"]) {
-        !words(piece).any(|(w, _, _)| is(w, &["role", "authorization"]))
+        !words(piece).any(|w| is(w.text, &["role", "authorization"]))
     } else {
         false
     }
 }
 
 fn query_read_only(piece: &[u8]) -> bool {
-    words(piece).all(|(w, call, qualified)| {
-        if is(w, WRITE_WORDS) {
-            return false;
-        }
-        // A schema-qualified call may be anyone's function of that name.
-        !call || is(w, PAREN_KEYWORDS) || (!qualified && is(w, PURE_FUNCTIONS))
+    let mut prev: Option<(&[u8], usize)> = None;
+    let mut first = true;
+    words(piece).all(|w| {
+        let adjacent = prev
+            .filter(|&(_, end)| {
+                piece
+                    .get(end..w.start)
+                    .is_some_and(|gap| gap.iter().all(u8::is_ascii_whitespace))
+            })
+            .map(|(p, _)| p);
+        let ok = if is(w.text, WRITE_WORDS) {
+            false
+        } else if !w.call {
+            true
+        } else if w.quote_after {
+            // A quoted name is that name exactly: only a pure function's own lowercase name.
+            w.quoted && !w.qualified && PURE_FUNCTIONS.iter().any(|f| w.text == f.as_bytes())
+        } else {
+            // A schema-qualified call may be anyone's function of that name.
+            keyword_syntax(&w, adjacent, first) || (!w.qualified && is(w.text, PURE_FUNCTIONS))
+        };
+        prev = Some((w.text, w.end));
+        first = false;
+        ok
     })
 }
 
@@ -409,5 +534,66 @@ mod tests {
         assert!(!ro("select s./**/random()"));
         assert!(!ro("select $\u{e9}$ -- $\u{e9}$, wipe()"));
         assert!(!ro("select $x$ -- unterminated, wipe()"));
+    }
+
+    #[test]
+    fn a_semicolon_inside_a_literal_or_comment_does_not_start_a_statement() {
+        // The text after such a `;` is not a SHOW / SET / BEGIN whose rest goes unread.
+        assert!(!ro("select 'a;show', wipe()"));
+        assert!(!ro("select 1 as \"a;set\", wipe()"));
+        assert!(!ro("select $q$;begin$q$, wipe()"));
+        assert!(!ro("select 1 /* ;show */ , wipe()"));
+        assert!(!ro("select 1 -- ;discard\n, wipe()"));
+        // A backslash makes the literal's end uncertain: a later `;` may start anything.
+        assert!(!ro("select 'a\\'; show x; delete from t; --'"));
+        assert!(!ro("set application_name = 'a\\'; delete from t; --'"));
+        // Real statements still split.
+        assert!(ro("select 'a;b'; show x; select \"c;d\" from t"));
+        assert!(ro("select 1 /* ; */; -- ;\nselect 2"));
+        assert!(ro("select E'a\\nb'"));
+    }
+
+    #[test]
+    fn non_ascii_and_quoted_function_names() {
+        // Non-ASCII bytes are identifier bytes.
+        assert!(!ro("select wipe\u{e9}()"));
+        assert!(!ro("select \u{fc}()"));
+        assert!(ro("select count(*) from \u{fc}bersicht"));
+        // A quoted name is one name, case and all: "Count" and "x count" are not count.
+        assert!(!ro("select \"Count\"(x) from t"));
+        assert!(!ro("select \"x count\"(1)"));
+        assert!(!ro("select \"wipe-count\"(1)"));
+        assert!(!ro("select \"in\"(1)"));
+        assert!(ro("select \"count\"(x) from t"));
+    }
+
+    #[test]
+    fn keywords_that_can_also_name_a_function() {
+        // Unreserved keywords PostgreSQL accepts as function names, called as such.
+        assert!(!ro("select filter(1)"));
+        assert!(!ro("select over(1)"));
+        assert!(!ro("select cube(1)"));
+        assert!(!ro("select 1, rollup(2)"));
+        assert!(!ro("select cursor(1)"));
+        assert!(!ro("select * from explain(1)"));
+        assert!(!ro("select within(1)"));
+        assert!(!ro("select sets(1)"));
+        assert!(!ro("select by(1)"));
+        assert!(!ro("select varying(1)"));
+        // ... and where they are syntax.
+        assert!(ro(
+            "select count(*) filter (where x > 1) over (partition by (y)) from t"
+        ));
+        assert!(ro("select x from t group by cube(a)"));
+        assert!(ro("select x from t group by rollup(a)"));
+        assert!(ro("select x from t group by grouping sets ((a), (b))"));
+        assert!(ro(
+            "select * from a join (select 1) b on true left join (select 2) c on true"
+        ));
+        assert!(ro("select x from t where y like ('a')"));
+        // Only right after BY: a later `, cube(` is logged (a read logged, not a write missed).
+        assert!(!ro("select x from t group by a, cube(b)"));
+        assert!(ro("select cast(x as character varying(10)) from t"));
+        assert!(ro("explain (costs off) select 1"));
     }
 }
