@@ -7,7 +7,7 @@
 //! CALL, EXECUTE, LOCK, TRUNCATE, NOTIFY, and call no function outside a list of known
 //! side-effect-free ones; SHOW; BEGIN / START TRANSACTION / COMMIT / END / ROLLBACK / SAVEPOINT
 //! / RELEASE (not ... PREPARED); SET / RESET of ordinary settings (not ROLE or SESSION
-//! AUTHORIZATION); FETCH, MOVE, CLOSE, DEALLOCATE, LISTEN, UNLISTEN, DISCARD.
+//! AUTHORIZATION, also spelled session_authorization); FETCH, MOVE, CLOSE, DEALLOCATE, LISTEN, UNLISTEN, DISCARD.
 //! Words inside string literals count too (more false positives, never fewer writes); a `;`
 //! inside one does not end a statement (see [`statements`]).
 
@@ -442,7 +442,7 @@ fn piece_read_only(piece: &[u8]) -> bool {
     ) {
         !words(piece).any(|w| is(w.text, &["prepared"]))
     } else if is(first, &["set", "reset"]) {
-        !words(piece).any(|w| is(w.text, &["role", "authorization"]))
+        !words(piece).any(|w| is(w.text, &["role", "authorization", "session_authorization"]))
     } else {
         false
     }
@@ -513,6 +513,10 @@ mod tests {
         assert!(!ro("create table t (x int)"));
         assert!(!ro("set role admin"));
         assert!(!ro("SET SESSION AUTHORIZATION bob"));
+        // The same setting by its GUC name (checked live on PostgreSQL 15: it switches user).
+        assert!(!ro("set session_authorization = 'bob'"));
+        assert!(!ro("SET \"session_authorization\" TO bob"));
+        assert!(!ro("reset session_authorization"));
         assert!(!ro("commit prepared 'x'"));
         assert!(!ro("vacuum"));
         assert!(!ro("update t set x = 1"));
