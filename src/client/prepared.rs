@@ -7,24 +7,32 @@
 //! A name counts as open from its Parse until the server confirms its Close (CloseComplete):
 //! after an error the server skips the rest of the batch, a Close included, and the statement
 //! stays. A failed Parse is counted too: keeping the connection is the safe mistake.
+//!
+//! DISCARD ALL and DEALLOCATE ALL (their CommandComplete) drop every name parsed in an
+//! earlier batch (answered before them); a Parse in their own batch may have come before or
+//! after them, and stays counted.
 
 use std::collections::{HashMap, VecDeque};
 
 use crate::protocol::{backend, frontend};
+use crate::server::statements::drops_all;
 
 /// How much of a streamed Parse body is kept looking for the end of its name.
 const NAME_LIMIT: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(super) struct Prepared {
-    /// Each open name, with the number of its latest Parse (see `sent`).
-    names: HashMap<Box<[u8]>, u64>,
+    /// Each open name, with the number of its latest Parse (see `sent`) and its batch (the
+    /// sync points sent before it).
+    names: HashMap<Box<[u8]>, (u64, u64)>,
     /// Parse and Close messages sent so far: a Close ends a name only if no Parse of it was
     /// sent after it (a Close and a Parse of one name pipelined: the name is open again).
     sent: u64,
-    /// A name could not be read (a malformed Parse): the client keeps its server connection
-    /// for the rest of the session.
-    unknown: bool,
+    /// A name could not be read (a malformed Parse), in this batch: the client keeps its
+    /// server connection until a DISCARD ALL / DEALLOCATE ALL of a later batch.
+    unknown: Option<u64>,
+    /// The batch of the latest client message (the sync points sent before it).
+    batch: u64,
     /// Closes sent and not yet answered, in order: the number of sync points sent before
     /// each (its batch ends at the next ReadyForQuery), and the statement's name with the
     /// Close's number (None: a portal's Close, answered all the same).
@@ -39,7 +47,7 @@ type Closing = (Box<[u8]>, u64);
 impl Prepared {
     /// Whether the client's connection may go back to the pool (at a transaction's end).
     pub(super) fn none_open(&self) -> bool {
-        self.names.is_empty() && !self.unknown
+        self.names.is_empty() && self.unknown.is_none()
     }
 
     /// Statements open (SHOW CLIENTS).
@@ -51,10 +59,11 @@ impl Prepared {
     /// past (too large to read whole; its bytes go to [`Prepared::on_chunk`]). `syncs`: the
     /// sync points sent before it ([`super::tracker::TxTracker::syncs_sent`]).
     pub(super) fn on_client(&mut self, tag: u8, body: Option<&[u8]>, syncs: u64) {
+        self.batch = syncs;
         match (tag, body) {
             (frontend::PARSE, Some(body)) => match cstr(body) {
                 Some(name) => self.open(name),
-                None => self.unknown = true,
+                None => self.unknown = Some(syncs),
             },
             (frontend::PARSE, None) => self.head.start(),
             (frontend::CLOSE, Some([kind, rest @ ..])) => {
@@ -70,18 +79,28 @@ impl Prepared {
     pub(super) fn on_chunk(&mut self, bytes: &[u8], last: bool) {
         match self.head.feed(bytes, last) {
             Some(Named::Name(name)) => self.open(&name),
-            Some(Named::Unreadable) => self.unknown = true,
+            Some(Named::Unreadable) => self.unknown = Some(self.batch),
             None => {}
         }
     }
 
-    /// A server message the client will see; `readies`: the ReadyForQuery messages received
-    /// so far, this one included ([`super::tracker::TxTracker::readies`]).
-    pub(super) fn on_server(&mut self, tag: u8, readies: u64) {
+    /// A server message the client will see (`body`: a CommandComplete's, when read);
+    /// `readies`: the ReadyForQuery messages received so far, this one included
+    /// ([`super::tracker::TxTracker::readies`]).
+    pub(super) fn on_server(&mut self, tag: u8, body: Option<&[u8]>, readies: u64) {
         match tag {
+            backend::COMMAND_COMPLETE if body.is_some_and(drops_all) => {
+                // It runs in batch number `readies`: the batches before it are answered.
+                self.names.retain(|_, &mut (_, batch)| batch >= readies);
+                self.unknown = self.unknown.filter(|&batch| batch >= readies);
+            }
             backend::CLOSE_COMPLETE => {
                 if let Some((_, Some((name, close)))) = self.closing.pop_front() {
-                    if self.names.get(&name).is_some_and(|&parse| parse < close) {
+                    if self
+                        .names
+                        .get(&name)
+                        .is_some_and(|&(parse, _)| parse < close)
+                    {
                         self.names.remove(&name);
                     }
                 }
@@ -98,7 +117,7 @@ impl Prepared {
     fn open(&mut self, name: &[u8]) {
         self.sent += 1;
         if !name.is_empty() {
-            self.names.insert(name.into(), self.sent);
+            self.names.insert(name.into(), (self.sent, self.batch));
         }
     }
 }
@@ -176,7 +195,13 @@ mod tests {
         }
         fn on_server(&mut self, tag: u8) {
             self.t.on_server(tag, b"I");
-            self.p.on_server(tag, self.t.readies());
+            self.p.on_server(tag, None, self.t.readies());
+        }
+        fn completed(&mut self, command_tag: &[u8]) {
+            self.t.on_server(backend::COMMAND_COMPLETE, command_tag);
+            let readies = self.t.readies();
+            self.p
+                .on_server(backend::COMMAND_COMPLETE, Some(command_tag), readies);
         }
         fn none_open(&self) -> bool {
             self.p.none_open()
@@ -289,6 +314,40 @@ mod tests {
         p.on_server(backend::COMMAND_COMPLETE);
         p.on_server(backend::CLOSE_COMPLETE);
         p.on_server(backend::READY_FOR_QUERY);
+        assert!(p.none_open());
+    }
+
+    #[test]
+    fn discard_all_drops_the_names_of_earlier_batches() {
+        let mut p = Fed::default();
+        p.on_client(frontend::PARSE, Some(PARSE_S1));
+        p.on_client(frontend::PARSE, Some(b"bad"));
+        p.on_client(frontend::SYNC, None);
+        p.on_client(frontend::QUERY, None);
+        p.on_server(backend::PARSE_COMPLETE);
+        p.on_server(backend::READY_FOR_QUERY);
+        assert!(!p.none_open());
+        p.completed(b"DISCARD ALL\0");
+        p.on_server(backend::READY_FOR_QUERY);
+        assert!(p.none_open(), "DISCARD ALL dropped them");
+        // A Parse in the batch of a DEALLOCATE ALL may come after it: it stays.
+        p.on_client(frontend::PARSE, Some(b"\0deallocate all\0\0\0"));
+        p.on_client(frontend::PARSE, Some(PARSE_S1));
+        p.on_client(frontend::SYNC, None);
+        p.on_server(backend::PARSE_COMPLETE);
+        p.completed(b"DEALLOCATE ALL\0");
+        p.on_server(backend::PARSE_COMPLETE);
+        p.on_server(backend::READY_FOR_QUERY);
+        assert!(!p.none_open());
+        p.on_client(frontend::QUERY, None);
+        p.completed(b"DEALLOCATE\0");
+        p.on_server(backend::READY_FOR_QUERY);
+        assert!(
+            !p.none_open(),
+            "DEALLOCATE of one name: which one is not known"
+        );
+        p.on_client(frontend::QUERY, None);
+        p.completed(b"DEALLOCATE ALL\0");
         assert!(p.none_open());
     }
 }

@@ -330,7 +330,10 @@ impl Visit for Back<'_> {
             || self.0.ahead > 0
             || tag == backend::PARAMETER_STATUS
             || tag == backend::ERROR_RESPONSE
-            || ((self.0.audit.is_some() || self.0.renaming.is_some() || self.0.watch_drops)
+            || ((self.0.audit.is_some()
+                || self.0.prepared.is_some()
+                || self.0.renaming.is_some()
+                || self.0.watch_drops)
                 && tag == backend::COMMAND_COMPLETE)
     }
 
@@ -434,7 +437,7 @@ impl Visit for Back<'_> {
         let ignored = self.0.tracker.on_server(tag, body.unwrap_or_default());
         let readies = self.0.tracker.readies();
         if let Some(p) = &mut self.0.prepared {
-            p.on_server(tag, readies);
+            p.on_server(tag, body, readies);
         }
         if let Some(r) = &mut self.0.renaming {
             r.on_server(tag, body, readies);

@@ -501,3 +501,19 @@ async fn a_statement_closed_and_parsed_again_in_one_batch_stays_open() {
     let msgs = sync(&mut b).await;
     assert_eq!(error_of(&msgs), None, "{msgs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_all_or_deallocate_all_lets_the_connection_go() {
+    let fx = fixture("max_prepared_statements = 0").await;
+    let mut a = login(&fx, &[]).await;
+    let mut b = login(&fx, &[]).await;
+    for reset in ["discard all", "deallocate all"] {
+        parse(&mut a, "s1", "select 1").await;
+        parse(&mut a, "s2", "select 2").await;
+        assert_eq!(error_of(&sync(&mut a).await), None);
+        value(&mut a, reset).await;
+        // Without a statement open, a's connection went back at its transaction's end (b
+        // would wait query_wait_timeout for the only one otherwise).
+        assert_eq!(value(&mut b, "select 'b'").await, "b", "after {reset}");
+    }
+}
