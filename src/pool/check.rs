@@ -8,7 +8,24 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::time::{timeout, Duration, Instant};
 
 use super::{Pool, PoolSettings};
-use crate::server::{QueryOutcome, ServerConn};
+use crate::protocol::backend;
+use crate::server::{QueryOutcome, ServerConn, Spoke};
+
+/// The close line's reason for a connection that spoke while idle (it is closed: what it
+/// sent would reach the next client, and a LISTEN left on it would send more). A FATAL (its
+/// backend terminated) or EOF: PgBouncer 1.18's `server conn crashed?` (live). Another
+/// message PgBouncer 1.18 skips with a WARNING in these words and keeps the connection (live:
+/// a NOTIFY to a LISTEN left behind in transaction mode): pgporter's close line says them.
+pub(super) fn idle_reason(spoke: Spoke) -> &'static str {
+    match spoke {
+        Spoke::Message(backend::NOTIFICATION_RESPONSE) => {
+            "got packet 'A' from server when not linked"
+        }
+        Spoke::Message(backend::NOTICE_RESPONSE) => "got packet 'N' from server when not linked",
+        Spoke::Message(backend::PARAMETER_STATUS) => "got packet 'S' from server when not linked",
+        Spoke::Message(_) | Spoke::Gone => "server conn crashed?",
+    }
+}
 
 impl Pool {
     /// `conn`, lent after `idle_for` on the idle list (None: newly opened), if it can serve;
@@ -23,10 +40,9 @@ impl Pool {
         settings: &PoolSettings,
         deadline: Option<Instant>,
     ) -> Result<ServerConn, (ServerConn, &'static str)> {
-        if conn.spoke_while_idle() {
-            // Its backend ended (a FATAL, then EOF), as the janitor says it too: PgBouncer
-            // 1.18's words for a backend terminated while idle (live).
-            return Err((conn, "server conn crashed?"));
+        if let Some(spoke) = conn.spoke_while_idle() {
+            // As the janitor says it too.
+            return Err((conn, idle_reason(spoke)));
         }
         if !self.hosts.accepts(conn.tag.as_ref()) {
             return Err((conn, "host down or changed role"));

@@ -181,9 +181,8 @@ impl Pool {
                 .idle
                 .drain(..)
                 .map(|mut c| {
-                    let why = if c.spoke_while_idle() {
-                        // PgBouncer 1.18's words, live (a backend terminated while idle).
-                        Some("server conn crashed?")
+                    let why = if let Some(spoke) = c.spoke_while_idle() {
+                        Some(super::check::idle_reason(spoke))
                     } else if !self.hosts.accepts(c.tag.as_ref()) {
                         Some("host down or changed role")
                     } else {

@@ -245,24 +245,42 @@ impl ServerConn {
     }
 
     /// An idle connection must be silent: bytes or EOF arriving while it sat in the pool (a
-    /// FATAL from a shutting-down server, a role change) mean it must not be handed out.
+    /// FATAL from a shutting-down server, a role change, a NOTIFY to a LISTEN its last client
+    /// left behind) mean it must not be handed out. What broke the silence, if anything.
     /// Does not wait.
-    pub fn spoke_while_idle(&mut self) -> bool {
+    pub fn spoke_while_idle(&mut self) -> Option<Spoke> {
         use std::future::Future;
         use std::sync::Arc;
-        use std::task::{Context, Poll, Wake, Waker};
+        use std::task::{Context, Wake, Waker};
         struct Noop;
         impl Wake for Noop {
             fn wake(self: Arc<Self>) {}
         }
-        if !self.conn.rbuf.is_empty() {
-            return true;
+        if self.conn.rbuf.is_empty() {
+            let waker = Waker::from(Arc::new(Noop));
+            let mut cx = Context::from_waker(&waker);
+            let fill = std::pin::pin!(self.conn.fill());
+            if fill.poll(&mut cx).is_pending() {
+                return None;
+            }
         }
-        let waker = Waker::from(Arc::new(Noop));
-        let mut cx = Context::from_waker(&waker);
-        let fill = std::pin::pin!(self.conn.fill());
-        matches!(fill.poll(&mut cx), Poll::Ready(_))
+        // Bytes, or none: EOF or a failed read.
+        Some(
+            self.conn
+                .rbuf
+                .first()
+                .map_or(Spoke::Gone, |&tag| Spoke::Message(tag)),
+        )
     }
+}
+
+/// What an idle connection sent (see [`ServerConn::spoke_while_idle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spoke {
+    /// A message, by its type byte (the first one unread).
+    Message(u8),
+    /// EOF, or the socket failed.
+    Gone,
 }
 
 /// Can a socket to `addr` be opened? (health checks; the socket is closed at once)

@@ -30,6 +30,7 @@ mod log_lines;
 mod log_lines_cancel;
 mod log_lines_health;
 mod log_lines_login;
+mod log_lines_server;
 mod login_edges;
 mod login_wait;
 mod login_wait_pause;

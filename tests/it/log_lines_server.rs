@@ -1,0 +1,61 @@
+//! `log_format = pgbouncer`: close lines of server connections whose reason was checked
+//! live against PgBouncer 1.18 (quoted at each test) or is pgporter's own.
+
+use crate::log_lines::Logged;
+use crate::ops::eventually;
+use crate::support::cluster;
+
+/// Wait until the pool of `db` has a server connection idle (SHOW POOLS' sv_idle).
+async fn an_idle_connection(porter: &Logged, user: &str, db: &str) {
+    let admin = porter.client(user, "pgbouncer").await;
+    eventually("an idle server connection", || async {
+        admin
+            .simple_query("show pools")
+            .await
+            .expect("show pools")
+            .iter()
+            .any(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    r.get("database") == Some(db) && r.get("sv_idle").is_some_and(|n| n != "0")
+                }
+                _ => false,
+            })
+    })
+    .await;
+}
+
+/// A LISTEN left behind in transaction mode, then a NOTIFY to the idle connection. PgBouncer
+/// 1.18 (live) skips the message and keeps the connection: `WARNING S-0x5586b0426ef0:
+/// postgres/postgres@127.0.0.1:12100 got packet 'A' from server when not linked`. pgporter
+/// closes it (the next client must not get the notification, nor later ones), in those words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_to_an_idle_connection_is_named_in_its_close_line() {
+    let cluster = cluster().await;
+    let (user, db) = cluster.owner_and_db("ln", "lndb").await;
+    let porter = Logged::start(&db, &user, cluster.port(), "pool_mode = transaction\n").await;
+    let listener = porter.client(&user, &db).await;
+    listener
+        .simple_query("listen porter_news")
+        .await
+        .expect("listen");
+    an_idle_connection(&porter, &user, &db).await;
+    let direct = cluster.local_client(&user, &db).await;
+    direct
+        .simple_query("notify porter_news")
+        .await
+        .expect("notify");
+    // Found by the janitor, or when a client takes it.
+    let next = porter.client(&user, &db).await;
+    next.simple_query("select 1").await.expect("select 1");
+    porter
+        .await_lines(
+            1,
+            "LOG",
+            'S',
+            "closing because: got packet 'A' from server when not linked (age=",
+        )
+        .await;
+    assert!(porter
+        .lines("LOG", 'S', "closing because: server conn crashed?")
+        .is_empty());
+}
