@@ -343,6 +343,11 @@ impl Pool {
                 Ok(Ok(crate::server::QueryOutcome::Done(_))) => {}
                 Ok(Ok(crate::server::QueryOutcome::Failed(fields))) => {
                     tracing::warn!(db = %self.key.db, user = %self.key.user, error = %fields.message(), "connect_query failed");
+                    // pgporter's words: PgBouncer 1.18 keeps the connection (live: `ERROR S:
+                    // error while executing exec_on_query: ERROR: division by zero`, then the
+                    // client served on it).
+                    self.log_close(&conn, "connect_query failed");
+                    self.close_later(conn);
                     return Err(PoolError::Connect(crate::server::ServerError::Rejected(
                         fields,
                     )));
