@@ -28,7 +28,7 @@ use super::renaming::{ClientStatements, Renaming};
 use super::set_up::{set_up, SetUpEnd};
 use super::statements::StatementAudit;
 use super::tap::RelayState;
-use super::watchdog::{Timeout, Watchdog};
+use super::watchdog::Watchdog;
 
 /// A logged-in client, ready to be served.
 #[derive(Debug)]
@@ -295,6 +295,12 @@ fn relay_session<'a>(
                 pool.release(server, clean, exact).await;
                 return Err(error);
             }
+            Err(SetUpEnd::TimedOut(limit)) => {
+                // Nothing of the client's was sent (its request was cancelled): no cancel.
+                pool.discard(server, limit.close_reason()).await;
+                tracing::info!(user = %info.user, db = %info.database, ?limit, "session ended by timeout");
+                return Err(limit.error());
+            }
             Err(SetUpEnd::Killed(e)) => {
                 let reason = if matches!(e, Error::Shutdown) {
                     "shutting down"
@@ -490,12 +496,7 @@ fn relay_session<'a>(
                 pool.track(async move {
                     let _ = crate::server::send_cancel(&addr, key, within, |_| {}).await;
                 });
-                let reason = match limit {
-                    Timeout::Query => "query timeout",
-                    Timeout::IdleTransaction => "idle transaction timeout",
-                    Timeout::Transaction => "transaction timeout",
-                };
-                pool.discard(server, reason).await;
+                pool.discard(server, limit.close_reason()).await;
                 tracing::info!(user = %info.user, db = %info.database, ?limit, "session ended by timeout");
                 Err(limit.error())
             }

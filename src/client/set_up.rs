@@ -23,6 +23,9 @@ pub(super) enum SetUpEnd {
     },
     /// Killed (KILL, KILL_CLIENT, shutdown) meanwhile: the connection is closed.
     Killed(Error),
+    /// A session limit ran out while a cancelled request was skipped: the connection is
+    /// closed, the limit's reason in its close line.
+    TimedOut(super::watchdog::Timeout),
 }
 
 /// Between checkout and relay: session_start in the audit log (once per session), the
@@ -85,11 +88,7 @@ pub(super) async fn set_up(
             .await
             .map_err(|end| match end {
                 super::relay::SkipEnd::Client(e) => lost(e),
-                end => SetUpEnd::Failed {
-                    error: end.into_error(),
-                    clean: false,
-                    exact: true,
-                },
+                super::relay::SkipEnd::Timeout(limit) => SetUpEnd::TimedOut(limit),
             })?;
     }
     Ok(ahead)

@@ -31,6 +31,16 @@ impl Timeout {
             Timeout::Transaction => Error::TransactionTimeout,
         }
     }
+
+    /// PgBouncer's reason in the close line of the server connection it ends (`query
+    /// timeout`: live, PgBouncer 1.18).
+    pub(super) fn close_reason(self) -> &'static str {
+        match self {
+            Timeout::Query => "query timeout",
+            Timeout::IdleTransaction => "idle transaction timeout",
+            Timeout::Transaction => "transaction timeout",
+        }
+    }
 }
 
 /// The limits, from the settings (zero: off).

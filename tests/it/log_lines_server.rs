@@ -1,14 +1,20 @@
 //! `log_format = pgbouncer`: close lines of server connections whose reason was checked
 //! live against PgBouncer 1.18 (quoted at each test) or is pgporter's own.
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::faults_server::{signal, Continue};
 use crate::log_lines::Logged;
 use crate::ops::eventually;
 use crate::support::cluster;
+use crate::support::raw::RawClient;
 
-/// Wait until the pool of `db` has a server connection idle (SHOW POOLS' sv_idle).
-async fn an_idle_connection(porter: &Logged, user: &str, db: &str) {
+/// Wait until the pool of `db` has a server connection `column` (SHOW POOLS' sv_idle,
+/// sv_active).
+async fn a_connection(porter: &Logged, user: &str, db: &str, column: &str) {
     let admin = porter.client(user, "pgbouncer").await;
-    eventually("an idle server connection", || async {
+    eventually(&format!("a server connection {column}"), || async {
         admin
             .simple_query("show pools")
             .await
@@ -16,7 +22,7 @@ async fn an_idle_connection(porter: &Logged, user: &str, db: &str) {
             .iter()
             .any(|m| match m {
                 tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    r.get("database") == Some(db) && r.get("sv_idle").is_some_and(|n| n != "0")
+                    r.get("database") == Some(db) && r.get(column).is_some_and(|n| n != "0")
                 }
                 _ => false,
             })
@@ -38,7 +44,7 @@ async fn a_notification_to_an_idle_connection_is_named_in_its_close_line() {
         .simple_query("listen porter_news")
         .await
         .expect("listen");
-    an_idle_connection(&porter, &user, &db).await;
+    a_connection(&porter, &user, &db, "sv_idle").await;
     let direct = cluster.local_client(&user, &db).await;
     direct
         .simple_query("notify porter_news")
@@ -94,4 +100,62 @@ async fn a_failed_connect_query_writes_a_close_line() {
         .await_lines(1, "LOG", 'S', "closing because: connect_query failed (age=")
         .await;
     assert_eq!(closes.len(), 1, "{}", porter.log());
+}
+
+/// A request cancelled while its server connection is set up (pgporter's SETs of the client's
+/// parameters), never synced: query_timeout ends the session as for a request in progress,
+/// and the connection's close line gives that reason, as PgBouncer 1.18's does for a query
+/// timeout (live: `closing because: query timeout (age=1s)`). It said `unclean server`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_up_ended_by_query_timeout_says_so_in_its_close_line() {
+    let cluster = cluster().await;
+    let (user, db) = cluster.owner_and_db("lt", "ltdb").await;
+    let porter = Logged::start(
+        &db,
+        &user,
+        cluster.port(),
+        "default_pool_size = 1\nquery_timeout = 1\n",
+    )
+    .await;
+    let first = porter.client(&user, &db).await;
+    let row = first
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("pid");
+    let pid: i32 = row.get(0);
+    drop(first);
+    a_connection(&porter, &user, &db, "sv_idle").await;
+    // The backend stops answering: pgporter's SET of the client's parameters waits on it.
+    signal(pid, "-STOP");
+    let stopped = Continue(pid);
+    let params = [("application_name", "set-up"), ("TimeZone", "UTC+3")];
+    let (mut c, _) = RawClient::login_with(porter.addr, &user, "pw", &db, &params).await;
+    // Parse, Bind, Execute, Flush: a batch without its Sync.
+    c.send_all(&[
+        (b'P', b"\0select 1\0\0\0"),
+        (b'B', b"\0\0\0\0\0\0\0\0"),
+        (b'E', b"\0\0\0\0\0"),
+        (b'H', b""),
+    ])
+    .await;
+    a_connection(&porter, &user, &db, "sv_active").await;
+    let (key_pid, secret) = c.key.expect("BackendKeyData");
+    let mut cancel = TcpStream::connect(porter.addr).await.expect("connect");
+    let mut packet = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    packet.extend_from_slice(&key_pid.to_be_bytes());
+    packet.extend_from_slice(&secret.to_be_bytes());
+    cancel.write_all(&packet).await.expect("cancel request");
+    let _ = cancel.read(&mut [0u8; 1]).await;
+    drop(stopped);
+    let cancelled = c.read_msg().await.expect("the cancelled batch's error");
+    assert_eq!(
+        cancelled.sqlstate().as_deref(),
+        Some("57014"),
+        "{cancelled:?}"
+    );
+    porter
+        .await_lines(1, "LOG", 'S', "closing because: query timeout (age=")
+        .await;
+    let log = porter.log();
+    assert!(!log.contains("closing because: unclean server"), "{log}");
 }
