@@ -53,6 +53,21 @@ impl Pool {
         if idle_for.map_or(true, |idle| idle < settings.check_delay) {
             return Ok(conn);
         }
+        // A drop of the pool's connections (RECONNECT, KILL, a reload) while the check runs
+        // stops it and closes the connection, as for a reset, and the client takes another:
+        // PgBouncer 1.18 closes a server in `tested` at RECONNECT (live: `closing because:
+        // database configuration changed` at once, mid-check). So does one that came since
+        // the connection was lent. Listening before the look at the count, so none is missed.
+        let cut = self.cut.notified();
+        tokio::pin!(cut);
+        cut.as_mut().enable();
+        let dropped = {
+            let inner = self.lock();
+            (conn.lent_at != inner.cuts).then_some(inner.cut_reason)
+        };
+        if let Some(reason) = dropped {
+            return Err((conn, reason));
+        }
         // Dropped mid-check (the client left), the connection is closed and its slot freed.
         self.testing.fetch_add(1, Relaxed);
         let mut lent = Lent {
@@ -69,22 +84,27 @@ impl Pool {
             ),
             None => settings.reset_timeout,
         };
-        let outcome = timeout(limit, crate::server::simple_query(conn, sql)).await;
+        let outcome = tokio::select! {
+            biased;
+            () = &mut cut => None,
+            outcome = timeout(limit, crate::server::simple_query(conn, sql)) => Some(outcome),
+        };
         let failed = match outcome {
-            Ok(Ok(QueryOutcome::Done(b'I'))) => None,
-            Ok(Ok(QueryOutcome::Done(status))) => {
+            None => Some(self.cut_reason()),
+            Some(Ok(Ok(QueryOutcome::Done(b'I')))) => None,
+            Some(Ok(Ok(QueryOutcome::Done(status)))) => {
                 tracing::warn!(pid = conn.pid(), status = %char::from(status), "server_check_query left a transaction open; closing the server connection");
                 Some("server_check_query left a transaction open")
             }
-            Ok(Ok(QueryOutcome::Failed(e))) => {
+            Some(Ok(Ok(QueryOutcome::Failed(e)))) => {
                 tracing::warn!(pid = conn.pid(), error = %e, "server_check_query failed; closing the server connection");
                 Some("server_check_query failed")
             }
-            Ok(Err(e)) => {
+            Some(Ok(Err(e))) => {
                 tracing::info!(pid = conn.pid(), host = %conn.addr, error = %e, "server connection lost while idle (server_check_query); closing it");
                 Some("server conn crashed?")
             }
-            Err(_) => {
+            Some(Err(_)) => {
                 tracing::warn!(pid = conn.pid(), host = %conn.addr, "server_check_query timed out; closing the server connection");
                 Some("server_check_query timed out")
             }

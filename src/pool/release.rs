@@ -194,8 +194,8 @@ impl Pool {
         Ok(Running { pool: self, pid })
     }
 
-    /// Why a reset cut short closes its connection.
-    fn cut_reason(&self) -> &'static str {
+    /// Why a reset or check cut short closes its connection.
+    pub(super) fn cut_reason(&self) -> &'static str {
         if self.is_retired() {
             "close_needed"
         } else {

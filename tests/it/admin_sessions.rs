@@ -545,3 +545,54 @@ async fn server_counts(admin: &Client, db: &str) -> [String; 4] {
     ["sv_active", "sv_idle", "sv_tested", "sv_login"]
         .map(|c| pool.get(c).unwrap_or_default().to_string())
 }
+
+/// RECONNECT while server_check_query runs on the connection a client is to get: the check is
+/// cut short, the connection closed, and the client served on a new one, as PgBouncer 1.18
+/// does (checked live, `server_check_delay = 0`, `server_check_query = select pg_sleep(4)`:
+/// the `tested` server went `closing because: database configuration changed` at once, and
+/// the waiting client was served on a new connection). The check ran on to its end, and the
+/// client got the connection RECONNECT had dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_cuts_short_a_server_check_query() {
+    // The check holds on once the table exists.
+    let ops = Ops::new(
+        "server_check_delay = 0\nserver_check_query = select pg_sleep(case when exists \
+         (select from pg_class where relname = 'hold_checks') then 60 else 0 end)",
+    )
+    .await;
+    let admin = ops.admin().await;
+    let first = ops.client().await;
+    let old: i32 = first
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    first
+        .simple_query("create table hold_checks ()")
+        .await
+        .expect("create");
+    drop(first);
+    let deadline = tokio::time::Instant::now() + HANG;
+    while server_counts(&admin, &ops.db).await != ["0", "1", "0", "0"] {
+        assert!(tokio::time::Instant::now() < deadline, "never idle");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let next = ops.client().await;
+    let served = tokio::spawn(async move {
+        let row = next.query_one("select pg_backend_pid()", &[]).await;
+        row.expect("served").get::<_, i32>(0)
+    });
+    while server_counts(&admin, &ops.db).await[2] != "1" {
+        assert!(tokio::time::Instant::now() < deadline, "never checked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin
+        .simple_query(&format!("RECONNECT {}", ops.db))
+        .await
+        .expect("reconnect");
+    let new = tokio::time::timeout(HANG, served)
+        .await
+        .expect("the client waited for the check to end")
+        .expect("served");
+    assert_ne!(new, old, "served on the connection RECONNECT dropped");
+}
