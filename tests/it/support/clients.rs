@@ -24,7 +24,7 @@ pub(crate) async fn connect(connstring: &str) -> Client {
         tokio::time::timeout(super::HANG, tokio_postgres::connect(connstring, NoTls))
             .await
             .unwrap_or_else(|_| panic!("connect hung: {connstring}"))
-            .unwrap_or_else(|e| panic!("connect failed: {e} ({connstring})"));
+            .unwrap_or_else(|e| panic!("connect failed: {e:?} ({connstring})"));
     tokio::spawn(conn);
     client
 }
@@ -37,7 +37,7 @@ pub(crate) async fn connect_with_messages(
         tokio::time::timeout(super::HANG, tokio_postgres::connect(connstring, NoTls))
             .await
             .unwrap_or_else(|_| panic!("connect hung: {connstring}"))
-            .unwrap_or_else(|e| panic!("connect failed: {e} ({connstring})"));
+            .unwrap_or_else(|e| panic!("connect failed: {e:?} ({connstring})"));
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = poll_fn(move |cx| conn.poll_message(cx));
