@@ -39,7 +39,12 @@ impl SharedAccount {
             .batch_execute(TRIGGER_SQL)
             .await
             .expect("installing the identity trigger");
-        let extra = extra.replace("{alice}", &alice).replace("{bob}", &bob);
+        // Room for the pool's first server login, which the first client's login waits for
+        // within query_wait_timeout: the fixture's 2 s ran out under the CI's load (a new
+        // database's first backend). A test's own value in `extra` comes later and wins.
+        let extra = format!("query_wait_timeout = 20\n{extra}")
+            .replace("{alice}", &alice)
+            .replace("{bob}", &bob);
         let ini = ini(&[(&db, cluster.port())], pool_size, &extra).replace(
             &format!("dbname={db}\n"),
             &format!("dbname={db} user={rubin} password={PASSWORD}\n"),
