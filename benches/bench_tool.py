@@ -123,12 +123,15 @@ def snap(shell_pid, pg_pid, poolers):
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     # user nice system idle iowait irq softirq steal
-    busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-    total = busy + v[3] + v[4]
+    # steal (time the hypervisor gave our vCPUs to other guests) is kept apart from busy:
+    # it is not CPU any process here used, but it slows every target alike
+    busy = v[0] + v[1] + v[2] + v[5] + v[6]
+    steal = v[7] if len(v) > 7 else 0
+    total = busy + steal + v[3] + v[4]
     pg = proc_cpu(pg_pid, True) + sum(proc_cpu(c, True) for c in child_pids(pg_pid))
     ticks = {p: proc_ticks(p) for p in poolers if p}
     return {
-        "t": time.time(), "busy": busy, "total": total, "pg": pg,
+        "t": time.time(), "busy": busy, "steal": steal, "total": total, "pg": pg,
         "shell": proc_cpu(shell_pid, True),
         "poolers": {p: t[0] + t[1] for p, t in ticks.items()},
         "pooler_user": {p: t[0] for p, t in ticks.items()},
@@ -181,6 +184,7 @@ def record(a):
         "wall_s": round(e["t"] - b["t"], 3),
         "foreign_cpu_pct": round(100.0 * foreign / span, 1),
         "machine_busy_pct": round(100.0 * (e["busy"] - b["busy"]) / span, 1),
+        "steal_pct": round(100.0 * (e.get("steal", 0) - b.get("steal", 0)) / span, 1),
     })
     if a.pooler_pid and run["xacts"]:
         us = pooler_ticks.get(a.pooler_pid, 0) * 1e6 / TICK
@@ -201,11 +205,11 @@ def record(a):
     with open(a.out, "a") as f:
         f.write(json.dumps(run) + "\n")
     ok = a.rc == 0 and run["tps"] is not None
-    print("%-3s %-9s round %d: tps=%s%s%s foreign_cpu=%s%%%s" % (
+    print("%-3s %-9s round %d: tps=%s%s%s foreign_cpu=%s%% steal=%s%%%s" % (
         a.workload, a.target, a.round, fmt(run["tps"], 0),
         " p50=%.3fms p99=%.3fms" % (run["lat_p50_ms"], run["lat_p99_ms"]) if run.get("lat_p50_ms") else "",
         " pooler=%sus/xact" % run["pooler_cpu_us_per_xact"] if "pooler_cpu_us_per_xact" in run else "",
-        run["foreign_cpu_pct"], "" if ok else " FAILED (rc=%d, see %s)" % (a.rc, a.log)), file=sys.stderr)
+        run["foreign_cpu_pct"], run["steal_pct"], "" if ok else " FAILED (rc=%d, see %s)" % (a.rc, a.log)), file=sys.stderr)
     return 0 if ok else 2
 
 
@@ -234,6 +238,7 @@ def summarize(runs):
                 "pooler_invol_switches_per_xact": median(
                     [r.get("pooler_invol_switches_per_xact") for r in good]),
                 "foreign_cpu_pct_max": max([r["foreign_cpu_pct"] for r in rs], default=None),
+                "steal_pct_max": max([r.get("steal_pct", 0) for r in rs], default=None),
             }
     return summary
 
@@ -260,14 +265,16 @@ def report(runs_path, mem_path, meta_path, out_path):
     with open(meta_path) as f:
         meta = json.load(f)
     summary = summarize(runs)
-    rows = []  # (label, direct, pgbouncer, pgporter, digits, foreign)
+    rows = []  # (label, direct, pgbouncer, pgporter, digits, (foreign, steal))
 
     def cell(wl, tgt, key):
         return summary.get(wl, {}).get(tgt, {}).get(key)
 
     def foreign(wl):
-        return max([v["foreign_cpu_pct_max"] for v in summary.get(wl, {}).values()
-                    if v["foreign_cpu_pct_max"] is not None], default=None)
+        def most(key):
+            return max([v[key] for v in summary.get(wl, {}).values() if v.get(key) is not None],
+                       default=None)
+        return (most("foreign_cpu_pct_max"), most("steal_pct_max"))
 
     labels = {"W1": "W1 tps simple -c16", "W2": "W2 tps extended -c16", "W3": "W3 tps connect -C -c16",
               "W4": "W4 tps connect -C -c%s" % meta.get("w4_clients", 200), "W5": "W5 tps -c1",
@@ -277,30 +284,31 @@ def report(runs_path, mem_path, meta_path, out_path):
         if wl in summary:
             rows.append((labels[wl], *[cell(wl, t, "tps") for t in TARGETS], 0, foreign(wl)))
     if "W5" in summary:
-        rows.append(("W5 latency p50 ms", *[cell("W5", t, "lat_p50_ms") for t in TARGETS], 3, None))
-        rows.append(("W5 latency p99 ms", *[cell("W5", t, "lat_p99_ms") for t in TARGETS], 3, None))
+        rows.append(("W5 latency p50 ms", *[cell("W5", t, "lat_p50_ms") for t in TARGETS], 3, (None, None)))
+        rows.append(("W5 latency p99 ms", *[cell("W5", t, "lat_p99_ms") for t in TARGETS], 3, (None, None)))
     mem_t = memory.get("targets", {})
     if mem_t:
         rows.append(("W6 KB/idle client (n=%s)" % memory.get("n"),
-                     None, *[mem_t.get(t, {}).get("kb_per_client") for t in TARGETS[1:]], 2, None))
+                     None, *[mem_t.get(t, {}).get("kb_per_client") for t in TARGETS[1:]], 2, (None, None)))
     for wl in ["W1", "W3"]:
         if wl in summary:
             rows.append(("W7 pooler CPU us/xact %s" % wl,
-                         None, *[cell(wl, t, "pooler_cpu_us_per_xact") for t in TARGETS[1:]], 1, None))
+                         None, *[cell(wl, t, "pooler_cpu_us_per_xact") for t in TARGETS[1:]], 1, (None, None)))
             rows.append(("  of which user us/xact %s" % wl,
-                         None, *[cell(wl, t, "pooler_user_us_per_xact") for t in TARGETS[1:]], 1, None))
+                         None, *[cell(wl, t, "pooler_user_us_per_xact") for t in TARGETS[1:]], 1, (None, None)))
             if wl == "W1":
                 rows.append(("  pooler preempted /xact W1", None,
-                             *[cell(wl, t, "pooler_invol_switches_per_xact") for t in TARGETS[1:]], 2, None))
+                             *[cell(wl, t, "pooler_invol_switches_per_xact") for t in TARGETS[1:]], 2, (None, None)))
 
     ratios = {}
-    lines = ["%-30s %11s %11s %11s %9s %9s %8s" % (
-        "workload", "direct", "pgbouncer", "pgporter", "pgp/pgb", "pgp/dir", "foreign%")]
-    for label, d, b, p, digits, frn in rows:
+    lines = ["%-30s %11s %11s %11s %9s %9s %8s %6s" % (
+        "workload", "direct", "pgbouncer", "pgporter", "pgp/pgb", "pgp/dir", "foreign%", "steal%")]
+    for label, d, b, p, digits, (frn, stl) in rows:
         rb, rd = ratio(p, b), ratio(p, d)
         ratios[label] = {"pgporter/pgbouncer": rb, "pgporter/direct": rd, "pgbouncer/direct": ratio(b, d)}
-        lines.append("%-30s %11s %11s %11s %9s %9s %8s" % (
-            label, fmt(d, digits), fmt(b, digits), fmt(p, digits), fmt(rb, 2), fmt(rd, 2), fmt(frn, 0)))
+        lines.append("%-30s %11s %11s %11s %9s %9s %8s %6s" % (
+            label, fmt(d, digits), fmt(b, digits), fmt(p, digits), fmt(rb, 2), fmt(rd, 2), fmt(frn, 0),
+            fmt(stl, 0)))
     if "W5" in summary:
         d = cell("W5", "direct", "lat_p50_ms")
         added = {t: round((cell("W5", t, "lat_p50_ms") - d) * 1000, 1)
@@ -318,7 +326,8 @@ def report(runs_path, mem_path, meta_path, out_path):
     for r in failed:
         lines.append("FAILED run: %s %s round %s (rc=%s)" % (r["workload"], r["target"], r["round"], r["rc"]))
     lines.append("median of %s round(s) x %s s per cell; foreign%% = max CPU share of processes not part "
-                 "of the benchmark during the row's runs" % (meta.get("rounds"), meta.get("duration_s")))
+                 "of the benchmark during the row's runs; steal%% = max share of the vCPUs' time the hypervisor gave "
+                 "to other guests (both slow every target)" % (meta.get("rounds"), meta.get("duration_s")))
     table = "\n".join(lines)
     print(table)
     result = {"meta": meta, "summary": summary, "ratios": ratios, "memory": memory, "runs": runs, "table": table}

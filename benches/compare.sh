@@ -33,6 +33,10 @@
 #   PGBIN [/usr/lib/postgresql/15/bin]
 #   SERVER_SOCKET [tcp] unix = both poolers reach PostgreSQL over its unix socket (as a sidecar in
 #                 PostgreSQL's pod could; local logins are trust in this cluster); clients stay on TCP
+#   CALLGRIND [0] 1 = count instead of time: both poolers run under valgrind --tool=callgrind and
+#                 the table gives user-space instructions per transaction (C1 -M simple, C2 -M
+#                 extended: -c 1 -t CG_XACTS [20000] after 1000) and per connection (C3 -C -c 1
+#                 -t CG_CONNS [300] after 50). Counts do not depend on the machine's load or steal.
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +47,7 @@ if [[ "$SHORT" == 1 ]]; then
 else
     : "${DURATION:=10}" "${ROUNDS:=3}" "${WARMUP:=3}" "${SCALE:=10}" "${IDLE_CLIENTS:=10000}"
 fi
+: "${CALLGRIND:=0}" "${CG_XACTS:=20000}" "${CG_CONNS:=300}"
 : "${IDLE_CONCURRENCY:=64}" "${W4_CLIENTS:=200}" "${POOL_SIZE:=20}" "${MAX_CONNECTIONS:=300}"
 : "${W8_CLIENTS:=32}" "${W8_POOL_SIZE:=8}"
 : "${SCRAM_ITER:=4096}" "${WORKLOADS:=W6 W1 W2 W3 W4 W5 W8 W9}" "${PGBOUNCER:=auto}" "${PROFILE:=release}"
@@ -77,6 +82,10 @@ wait_listen() { # pid port name
 
 [[ -x "$PGBIN/initdb" && -n "$PGBENCH" ]] || die "PostgreSQL 15 binaries not found in $PGBIN (set PGBIN)"
 command -v ss >/dev/null || die "ss (iproute2) is needed to wait for listeners"
+WRAP=() # CALLGRIND=1: the command line both poolers run under
+if [[ "$CALLGRIND" == 1 ]]; then
+    command -v valgrind >/dev/null || die "CALLGRIND=1 needs valgrind (apt-get install valgrind)"
+fi
 if [[ "$(id -u)" -eq 0 ]]; then
     OSUSER=postgres
     AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME=/tmp)
@@ -104,6 +113,11 @@ chmod 0755 "$RUN"
 mkdir -p "$RUN/data" "$RUN/sock" "$RUN/pgbouncer" "$RUN/lat"
 chmod 0700 "$RUN/data"
 chown "$OSUSER:" "$RUN/data" "$RUN/sock" "$RUN/pgbouncer" "$RUN/lat" 2>/dev/null || true
+if [[ "$CALLGRIND" == 1 ]]; then
+    mkdir -p "$RUN/callgrind"
+    chmod 0777 "$RUN/callgrind"
+    WRAP=(valgrind --tool=callgrind "--callgrind-out-file=$RUN/callgrind/%q{BENCH_TARGET}.out")
+fi
 PG_PID="" PGB_PID="" PORTER_PID="" IDLE_PID="" BENCH_PID=""
 cleanup() {
     local rc=$?
@@ -200,16 +214,16 @@ pidfile = $RUN/pgbouncer/pgbouncer.pid
 EOF
     chown -R "$OSUSER:" "$RUN/pgbouncer"
     # pgbouncer refuses to run as root; setpriv execs, so $! is pgbouncer itself
-    "${AS_PG[@]}" "$PGB_BIN" --quiet "$RUN/pgbouncer/pgbouncer.ini" </dev/null >"$RUN/pgbouncer.log" 2>&1 &
+    BENCH_TARGET=pgbouncer "${AS_PG[@]}" "${WRAP[@]}" "$PGB_BIN" --quiet "$RUN/pgbouncer/pgbouncer.ini" </dev/null >"$RUN/pgbouncer.log" 2>&1 &
     PGB_PID=$!
     wait_listen "$PGB_PID" "$PGB_PORT" pgbouncer
     TARGETS+=(pgbouncer)
     log "$("$PGB_BIN" --version | head -1) pid $PGB_PID on 127.0.0.1:$PGB_PORT"
 fi
-BENCH_LISTEN_HOST=127.0.0.1 BENCH_LISTEN_PORT="$PORTER_PORT" BENCH_PG_HOST="$SERVER_HOST" BENCH_PG_PORT="$PG_PORT" \
+BENCH_TARGET=pgporter BENCH_LISTEN_HOST=127.0.0.1 BENCH_LISTEN_PORT="$PORTER_PORT" BENCH_PG_HOST="$SERVER_HOST" BENCH_PG_PORT="$PG_PORT" \
     BENCH_DB="$DB" BENCH_USER="$USER_NAME" BENCH_PASSWORD="$PASSWORD" BENCH_AUTH_FILE="$RUN/userlist.txt" \
     BENCH_POOL_SIZE="$POOL_SIZE" BENCH_POOL_MODE=session BENCH_TX_POOL_SIZE="$W8_POOL_SIZE" BENCH_MAX_CLIENT_CONN="$MAX_CLIENT_CONN" \
-    BENCH_RUN_DIR="$RUN" BENCH_WORKER_THREADS="${WORKER_THREADS:-}" \
+    BENCH_RUN_DIR="$RUN" BENCH_WORKER_THREADS="${WORKER_THREADS:-}" BENCH_WRAP="${WRAP[*]}" \
     bash "$ROOT/benches/pgporter_candidate.sh" </dev/null >"$RUN/pgporter.log" 2>&1 &
 PORTER_PID=$!
 wait_listen "$PORTER_PID" "$PORTER_PORT" pgporter
@@ -303,6 +317,12 @@ for t in "${TARGETS[@]}"; do
     pgbench_bg "$RUN/warmup.$t.log" -T "$WARMUP" -S -c 16 -j 2 "$(conninfo "$t")" ||
         die "warmup against $t failed: $(tail -n 5 "$RUN/warmup.$t.log")"
 done
+if [[ "$CALLGRIND" == 1 ]]; then
+    # shellcheck source=benches/callgrind_counts.sh
+    source "$ROOT/benches/callgrind_counts.sh"
+    count_all
+    exit 0
+fi
 mem_parts=()
 for wl in $WORKLOADS; do
     if [[ "$wl" == W6 ]]; then

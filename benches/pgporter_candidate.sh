@@ -33,4 +33,6 @@ threads="${BENCH_WORKER_THREADS:-${WORKER_THREADS:-}}"
 if [[ -n "$threads" ]]; then
     echo "worker_threads = $threads" >>"$dir/pgporter.ini"
 fi
-exec "$bin" -q "$dir/pgporter.ini"
+# BENCH_WRAP: a command line to run pgporter under (benches/compare.sh CALLGRIND=1: valgrind)
+# shellcheck disable=SC2086
+exec ${BENCH_WRAP:-} "$bin" -q "$dir/pgporter.ini"
