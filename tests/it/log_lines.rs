@@ -35,6 +35,26 @@ impl Logged {
         client
     }
 
+    /// Wait until the pool of `db` has a server connection `column` (SHOW POOLS' sv_idle,
+    /// sv_active), asking the console as `user`.
+    pub(crate) async fn a_connection(&self, user: &str, db: &str, column: &str) {
+        let admin = self.client(user, "pgbouncer").await;
+        eventually(&format!("a server connection {column}"), || async {
+            admin
+                .simple_query("show pools")
+                .await
+                .expect("show pools")
+                .iter()
+                .any(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        r.get("database") == Some(db) && r.get(column).is_some_and(|n| n != "0")
+                    }
+                    _ => false,
+                })
+        })
+        .await;
+    }
+
     pub(crate) async fn start(db: &str, user: &str, pg_port: u16, rest: &str) -> Logged {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -334,21 +354,7 @@ async fn server_closes_outside_the_janitor_have_pgbouncers_lines() {
         let client = porter.client(&user, &db).await;
         client.simple_query("select 1").await.expect("select 1");
         drop(client);
-        eventually("an idle server connection", || async {
-            admin
-                .simple_query("show pools")
-                .await
-                .expect("show pools")
-                .iter()
-                .any(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(r) => {
-                        r.get("database") == Some(db.as_str())
-                            && r.get("sv_idle").is_some_and(|n| n != "0")
-                    }
-                    _ => false,
-                })
-        })
-        .await;
+        porter.a_connection(&user, &db, "sv_idle").await;
     };
     // Its backend terminated under a query: PgBouncer's `server conn crashed?`.
     let mut busy = RawClient::login(porter.addr, &user, "pw", &db).await;

@@ -6,29 +6,8 @@ use tokio::net::TcpStream;
 
 use crate::faults_server::{signal, Continue};
 use crate::log_lines::Logged;
-use crate::ops::eventually;
 use crate::support::cluster;
 use crate::support::raw::RawClient;
-
-/// Wait until the pool of `db` has a server connection `column` (SHOW POOLS' sv_idle,
-/// sv_active).
-async fn a_connection(porter: &Logged, user: &str, db: &str, column: &str) {
-    let admin = porter.client(user, "pgbouncer").await;
-    eventually(&format!("a server connection {column}"), || async {
-        admin
-            .simple_query("show pools")
-            .await
-            .expect("show pools")
-            .iter()
-            .any(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    r.get("database") == Some(db) && r.get(column).is_some_and(|n| n != "0")
-                }
-                _ => false,
-            })
-    })
-    .await;
-}
 
 /// A LISTEN left behind in transaction mode, then a NOTIFY to the idle connection. PgBouncer
 /// 1.18 (live) skips the message and keeps the connection: `WARNING S-0x5586b0426ef0:
@@ -44,7 +23,7 @@ async fn a_notification_to_an_idle_connection_is_named_in_its_close_line() {
         .simple_query("listen porter_news")
         .await
         .expect("listen");
-    a_connection(&porter, &user, &db, "sv_idle").await;
+    porter.a_connection(&user, &db, "sv_idle").await;
     let direct = cluster.local_client(&user, &db).await;
     direct
         .simple_query("notify porter_news")
@@ -124,7 +103,7 @@ async fn a_set_up_ended_by_query_timeout_says_so_in_its_close_line() {
         .expect("pid");
     let pid: i32 = row.get(0);
     drop(first);
-    a_connection(&porter, &user, &db, "sv_idle").await;
+    porter.a_connection(&user, &db, "sv_idle").await;
     // The backend stops answering: pgporter's SET of the client's parameters waits on it.
     signal(pid, "-STOP");
     let stopped = Continue(pid);
@@ -138,7 +117,7 @@ async fn a_set_up_ended_by_query_timeout_says_so_in_its_close_line() {
         (b'H', b""),
     ])
     .await;
-    a_connection(&porter, &user, &db, "sv_active").await;
+    porter.a_connection(&user, &db, "sv_active").await;
     let (key_pid, secret) = c.key.expect("BackendKeyData");
     let mut cancel = TcpStream::connect(porter.addr).await.expect("connect");
     let mut packet = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
