@@ -527,6 +527,9 @@ mod tests {
         assert!(!ro("select '/*', wipe(), '*/'"));
         assert!(!ro("select \"--\", wipe() from t"));
         assert!(!ro("select $$--$$, wipe()"));
+        // A carriage return ends a `--` comment, as a newline does (PostgreSQL 15, live).
+        assert!(!ro("select 1 --c\r, wipe()"));
+        assert!(!ro("select 1 --c\r; delete from t"));
         // A backslash makes a literal's end uncertain: nothing after it is dropped.
         assert!(!ro("select 'a\\', wipe(), '--'"));
         // Quoted and schema-qualified calls.

@@ -1,10 +1,11 @@
 //! SQL comments and quoted texts, for the classifier, the transaction hints and the
 //! redaction: where one that starts at a position ends.
 
-/// Past a `-- ...` comment starting at `i`: the index of its newline (or the end).
+/// Past a `-- ...` comment starting at `i`: the index of its newline (or the end). A `\r`
+/// ends it too, as in PostgreSQL's lexer (`newline [\n\r]`).
 pub(super) fn line_comment_end(b: &[u8], i: usize) -> usize {
     b.get(i..)
-        .and_then(|r| r.iter().position(|&c| c == b'\n'))
+        .and_then(|r| r.iter().position(|&c| c == b'\n' || c == b'\r'))
         .map_or(b.len(), |p| i + p)
 }
 
@@ -78,6 +79,7 @@ mod tests {
         let sql = b"a /* x /* y */ z */ b -- c\nd";
         assert_eq!(block_comment_end(sql, 2), 19);
         assert_eq!(line_comment_end(sql, 22), 26);
+        assert_eq!(line_comment_end(b"a -- b\rc\nd", 2), 6);
         assert_eq!(block_comment_end(b"/* open", 0), 7);
         assert_eq!(dollar_quoted_len(b"$x$ -- $x$, f()"), Some(10));
         assert_eq!(dollar_quoted_len(b"$$a$$"), Some(5));

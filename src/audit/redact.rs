@@ -208,6 +208,11 @@ mod tests {
             redact("CREATE ROLE x PASSWORD--c\n'c2'"),
             "CREATE ROLE x PASSWORD--c\n'***'"
         );
+        // A carriage return ends a `--` comment too (PostgreSQL 15 reads the literal).
+        assert_eq!(
+            redact("CREATE ROLE x PASSWORD--c\r'c2' LOGIN"),
+            "CREATE ROLE x PASSWORD--c\r'***' LOGIN"
+        );
         assert_eq!(
             redact(r"ALTER ROLE r PASSWORD U&'c\0033'"),
             "ALTER ROLE r PASSWORD '***'"
