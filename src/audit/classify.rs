@@ -31,6 +31,8 @@ const WRITE_WORDS: &[&str] = &[
     "role",
     "authorization",
     "do",
+    // `U&"!0077ipe" UESCAPE '!'` is the name wipe, spelled in no word here.
+    "uescape",
 ];
 
 /// Words that may precede `(` without being a function call.
@@ -273,7 +275,8 @@ struct Word<'a> {
     call: bool,
     /// Qualified by a schema (`s.f`).
     qualified: bool,
-    /// A quoted name, exactly: `"f"`, not part of `"x f"` (quoted names keep their case).
+    /// A quoted name, exactly: `"f"`, not part of `"x f"` nor of `"x""f"` (quoted names keep
+    /// their case; a doubled quote is a quote inside the name).
     quoted: bool,
     /// A quote between the word and its `(` (a call of a quoted name).
     quote_after: bool,
@@ -316,7 +319,10 @@ fn words(s: &[u8]) -> impl Iterator<Item = Word<'_>> {
             text: s.get(start..pos).unwrap_or_default(),
             call: s.get(after) == Some(&b'('),
             qualified,
-            quoted: before_word.last() == Some(&b'"') && s.get(pos) == Some(&b'"'),
+            quoted: before_word.last() == Some(&b'"')
+                && start.checked_sub(2).and_then(|p| s.get(p)) != Some(&b'"')
+                && s.get(pos) == Some(&b'"')
+                && s.get(pos + 1) != Some(&b'"'),
             quote_after: s.get(pos..after).unwrap_or_default().contains(&b'"'),
             before: before_word
                 .iter()
@@ -370,21 +376,50 @@ const EXPRESSION_STARTS: &[&str] = &[
     "intersect",
     "except",
     "as",
+    // FETCH FIRST / NEXT n, a window frame's ROWS / RANGE / GROUPS n PRECEDING, SIMILAR TO,
+    // AT TIME ZONE, SUBSTRING / OVERLAY / TRIM's FOR / PLACING / BOTH / LEADING / TRAILING,
+    // BETWEEN SYMMETRIC, the XML functions' DOCUMENT / CONTENT / PASSING [BY REF | VALUE] /
+    // VERSION: an expression follows each (PostgreSQL 15, live: `fetch first like(1) rows
+    // only` calls a function like).
+    "first",
+    "next",
+    "rows",
+    "range",
+    "groups",
+    "to",
+    "for",
+    "zone",
+    "placing",
+    "both",
+    "leading",
+    "trailing",
+    "symmetric",
+    "asymmetric",
+    "document",
+    "content",
+    "passing",
+    "ref",
+    "value",
+    "version",
 ];
 
 /// Whether a keyword followed by `(` is syntax there rather than a call of a function of
 /// that name. PostgreSQL accepts its unreserved and type/function-name keywords as function
 /// names (`select filter(1)`, `select like(1)`), so those are syntax only in their place;
 /// the others (reserved and column-name keywords) cannot name an unquoted function.
-/// `prev` is the word just before (only whitespace between), `first` whether it starts the
-/// statement.
-fn keyword_syntax(w: &Word<'_>, prev: Option<&[u8]>, first: bool) -> bool {
-    let prev_is = |list: &[&str]| prev.is_some_and(|p| is(p, list));
+/// `prev`: the word just before and the one before it (only whitespace between each), `first`
+/// whether it starts the statement. A schema-qualified one is always a call (`s.values(1)`:
+/// after a `.`, any keyword names a function).
+fn keyword_syntax(w: &Word<'_>, prev: [Option<&[u8]>; 2], first: bool) -> bool {
+    let prev_is = |list: &[&str]| prev[0].is_some_and(|p| is(p, list));
     let t = w.text;
-    if is(t, &["filter", "over"]) {
+    if w.qualified {
+        false
+    } else if is(t, &["filter", "over"]) {
         w.before == Some(b')')
     } else if is(t, &["cube", "rollup"]) {
-        prev_is(&["by"])
+        // Grouping syntax in GROUP BY only: `order by cube(1)` calls a function cube.
+        prev_is(&["by"]) && prev[1].is_some_and(|p| is(p, &["group"]))
     } else if is(t, &["sets"]) {
         prev_is(&["grouping"])
     } else if is(t, &["by"]) {
@@ -442,23 +477,29 @@ fn piece_read_only(piece: &[u8]) -> bool {
     ) {
         !words(piece).any(|w| is(w.text, &["prepared"]))
     } else if is(first, &["set", "reset"]) {
-        !words(piece).any(|w| is(w.text, &["role", "authorization", "session_authorization"]))
+        // A Unicode-escaped name (`U&"rol\0065"`) may spell any setting.
+        !piece.windows(2).any(|p| p == b"&\"")
+            && !words(piece)
+                .any(|w| is(w.text, &["role", "authorization", "session_authorization"]))
     } else {
         false
     }
 }
 
 fn query_read_only(piece: &[u8]) -> bool {
-    let mut prev: Option<(&[u8], usize)> = None;
+    // The words before the last one's end, each with only whitespace up to the next.
+    let mut chain: [Option<&[u8]>; 2] = [None, None];
+    let mut last_end: Option<usize> = None;
     let mut first = true;
     words(piece).all(|w| {
-        let adjacent = prev
-            .filter(|&(_, end)| {
-                piece
-                    .get(end..w.start)
-                    .is_some_and(|gap| gap.iter().all(u8::is_ascii_whitespace))
-            })
-            .map(|(p, _)| p);
+        let adjacent = if last_end
+            .and_then(|end| piece.get(end..w.start))
+            .is_some_and(|gap| gap.iter().all(u8::is_ascii_whitespace))
+        {
+            chain
+        } else {
+            [None, None]
+        };
         let ok = if is(w.text, WRITE_WORDS) {
             false
         } else if !w.call {
@@ -470,7 +511,8 @@ fn query_read_only(piece: &[u8]) -> bool {
             // A schema-qualified call may be anyone's function of that name.
             keyword_syntax(&w, adjacent, first) || (!w.qualified && is(w.text, PURE_FUNCTIONS))
         };
-        prev = Some((w.text, w.end));
+        chain = [Some(w.text), adjacent[0]];
+        last_end = Some(w.end);
         first = false;
         ok
     })
@@ -602,5 +644,37 @@ mod tests {
         assert!(!ro("select x from t group by a, cube(b)"));
         assert!(ro("select cast(x as character varying(10)) from t"));
         assert!(ro("explain (costs off) select 1"));
+    }
+
+    #[test]
+    fn keyword_named_calls_where_an_expression_or_a_qualified_name_goes() {
+        // Each calls a user function of that name (PostgreSQL 15, live).
+        assert!(!ro("select public.values(1)"));
+        assert!(!ro("select s.in(1), s.\"from\"(2)"));
+        assert!(!ro("select 1 order by cube(1)"));
+        assert!(!ro("select count(*) over (partition by rollup(1))"));
+        assert!(!ro("select 1 fetch first like(1) rows only"));
+        assert!(!ro("select 1 offset 0 fetch next ilike(1) rows only"));
+        assert!(!ro("select 'a' similar to like(1)::text"));
+        assert!(!ro("select now() at time zone like(1)::text"));
+        assert!(!ro("select substring('abc' from 1 for like(1))"));
+        assert!(!ro("select trim(both like(1)::text from 'x')"));
+        assert!(!ro("select 1 between symmetric like(1) and 2"));
+        assert!(!ro(
+            "select count(*) over (rows like(1) preceding) from (values (1)) v"
+        ));
+        // A quoted name with a doubled quote is another name: x"count, "count, count".
+        assert!(!ro("select \"x\"\"count\"(1)"));
+        assert!(!ro("select \"\"\"count\"(1)"));
+        assert!(!ro("select \"count\"\"\"(1)"));
+        // A Unicode-escaped name: wipe, role.
+        assert!(!ro("select U&\"!0077ipe\" UESCAPE '!'()"));
+        assert!(!ro("set U&\"rol\\0065\" = admin"));
+        assert!(!ro("reset u&\"rol\\0065\""));
+        // Still syntax in their place.
+        assert!(ro("select x from t group by cube(a)"));
+        assert!(ro("select x from t where y like ('a') or z ilike ('b')"));
+        assert!(ro("select \"count\"(x), U&\"count\"(y) from t"));
+        assert!(ro("set application_name = 'a&b'"));
     }
 }
