@@ -263,6 +263,13 @@ fn statements(b: &[u8]) -> Option<Vec<Vec<u8>>> {
     Some(pieces)
 }
 
+/// Whitespace between tokens: PostgreSQL 15's (space, tab, newline, carriage return, form
+/// feed) and the vertical tab, which later versions' lexers also skip (where PostgreSQL 15
+/// refuses it, taking it for a space can only make more calls).
+fn is_space(b: u8) -> bool {
+    b.is_ascii_whitespace() || b == 0x0b
+}
+
 /// Identifier bytes: PostgreSQL takes every non-ASCII byte as a letter (`wipeé` is one name).
 fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
@@ -301,10 +308,7 @@ fn words(s: &[u8]) -> impl Iterator<Item = Word<'_>> {
             return None;
         }
         let mut after = pos;
-        while s
-            .get(after)
-            .is_some_and(|&b| b.is_ascii_whitespace() || b == b'"')
-        {
+        while s.get(after).is_some_and(|&b| is_space(b) || b == b'"') {
             after += 1;
         }
         // Qualified: a `.` before the name, across quotes and whitespace (comments are
@@ -313,7 +317,7 @@ fn words(s: &[u8]) -> impl Iterator<Item = Word<'_>> {
         let qualified = before_word
             .iter()
             .rev()
-            .find(|&&b| !(b.is_ascii_whitespace() || b == b'"'))
+            .find(|&&b| !(is_space(b) || b == b'"'))
             == Some(&b'.');
         Some(Word {
             text: s.get(start..pos).unwrap_or_default(),
@@ -324,11 +328,7 @@ fn words(s: &[u8]) -> impl Iterator<Item = Word<'_>> {
                 && s.get(pos) == Some(&b'"')
                 && s.get(pos + 1) != Some(&b'"'),
             quote_after: s.get(pos..after).unwrap_or_default().contains(&b'"'),
-            before: before_word
-                .iter()
-                .rev()
-                .find(|b| !b.is_ascii_whitespace())
-                .copied(),
+            before: before_word.iter().rev().find(|&&b| !is_space(b)).copied(),
             start,
             end: pos,
         })
@@ -452,9 +452,7 @@ fn piece_read_only(piece: &[u8]) -> bool {
         return false;
     }
     let Some(Word { text: first, .. }) = words(piece).next() else {
-        return piece
-            .iter()
-            .all(|&c| c.is_ascii_whitespace() || c == b'(' || c == b')');
+        return piece.iter().all(|&c| is_space(c) || c == b'(' || c == b')');
     };
     if is(
         first,
@@ -497,7 +495,7 @@ fn query_read_only(piece: &[u8]) -> bool {
     words(piece).all(|w| {
         let adjacent = if last_end
             .and_then(|end| piece.get(end..w.start))
-            .is_some_and(|gap| gap.iter().all(u8::is_ascii_whitespace))
+            .is_some_and(|gap| gap.iter().all(|&b| is_space(b)))
         {
             chain
         } else {
@@ -674,6 +672,8 @@ mod tests {
         assert!(!ro("select U&\"!0077ipe\" UESCAPE '!'()"));
         assert!(!ro("set U&\"rol\\0065\" = admin"));
         assert!(!ro("reset u&\"rol\\0065\""));
+        // A vertical tab between a name and its `(` (whitespace to PostgreSQL 17's lexer).
+        assert!(!ro("select wipe\u{b}()"));
         assert!(!ro(
             "explain (U&\"\\0061nalyze\") create table t2 as select 1"
         ));
