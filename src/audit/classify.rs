@@ -408,15 +408,18 @@ const EXPRESSION_STARTS: &[&str] = &[
 /// names (`select filter(1)`, `select like(1)`), so those are syntax only in their place;
 /// the others (reserved and column-name keywords) cannot name an unquoted function.
 /// `prev`: the word just before and the one before it (only whitespace between each), `first`
-/// whether it starts the statement. A schema-qualified one is always a call (`s.values(1)`:
+/// whether it starts the statement, `distinct_on` whether a DISTINCT ON came before (a `)`
+/// then may end its list, where the target list starts: `select distinct on (a) like(1)`
+/// calls `like`, PostgreSQL 15, live). A schema-qualified one is always a call (`s.values(1)`:
 /// after a `.`, any keyword names a function).
-fn keyword_syntax(w: &Word<'_>, prev: [Option<&[u8]>; 2], first: bool) -> bool {
+fn keyword_syntax(w: &Word<'_>, prev: [Option<&[u8]>; 2], first: bool, distinct_on: bool) -> bool {
     let prev_is = |list: &[&str]| prev[0].is_some_and(|p| is(p, list));
     let t = w.text;
+    let after_paren = w.before == Some(b')') && !distinct_on;
     if w.qualified {
         false
     } else if is(t, &["filter", "over"]) {
-        w.before == Some(b')')
+        after_paren
     } else if is(t, &["cube", "rollup"]) {
         // Grouping syntax in GROUP BY only: `order by cube(1)` calls a function cube.
         prev_is(&["by"]) && prev[1].is_some_and(|p| is(p, &["group"]))
@@ -431,7 +434,8 @@ fn keyword_syntax(w: &Word<'_>, prev: [Option<&[u8]>; 2], first: bool) -> bool {
     } else if is(t, &["like", "ilike", "is", "join"]) {
         // After an operand only.
         match w.before {
-            Some(b')' | b']' | b'\'' | b'"') => true,
+            Some(b')') => after_paren,
+            Some(b']' | b'\'' | b'"') => true,
             Some(b) if is_word_byte(b) => !prev_is(EXPRESSION_STARTS),
             _ => false,
         }
@@ -492,6 +496,7 @@ fn query_read_only(piece: &[u8]) -> bool {
     let mut chain: [Option<&[u8]>; 2] = [None, None];
     let mut last_end: Option<usize> = None;
     let mut first = true;
+    let mut distinct_on = false;
     words(piece).all(|w| {
         let adjacent = if last_end
             .and_then(|end| piece.get(end..w.start))
@@ -510,8 +515,10 @@ fn query_read_only(piece: &[u8]) -> bool {
             w.quoted && !w.qualified && PURE_FUNCTIONS.iter().any(|f| w.text == f.as_bytes())
         } else {
             // A schema-qualified call may be anyone's function of that name.
-            keyword_syntax(&w, adjacent, first) || (!w.qualified && is(w.text, PURE_FUNCTIONS))
+            keyword_syntax(&w, adjacent, first, distinct_on)
+                || (!w.qualified && is(w.text, PURE_FUNCTIONS))
         };
+        distinct_on |= is(w.text, &["on"]) && adjacent[0].is_some_and(|p| is(p, &["distinct"]));
         chain = [Some(w.text), adjacent[0]];
         last_end = Some(w.end);
         first = false;
@@ -672,6 +679,9 @@ mod tests {
         assert!(!ro("select U&\"!0077ipe\" UESCAPE '!'()"));
         assert!(!ro("set U&\"rol\\0065\" = admin"));
         assert!(!ro("reset u&\"rol\\0065\""));
+        // After DISTINCT ON's list the target list starts: a call there.
+        assert!(!ro("select distinct on (1) like(1)"));
+        assert!(!ro("select distinct on (x) filter(1), over(2) from t"));
         // A vertical tab between a name and its `(` (whitespace to PostgreSQL 17's lexer).
         assert!(!ro("select wipe\u{b}()"));
         assert!(!ro(
