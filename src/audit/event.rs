@@ -50,6 +50,10 @@ pub struct StatementEvent {
     /// ones (a simple Query with a COMMIT or ROLLBACK before its end).
     pub xact: Option<u64>,
     pub xact_last: Option<u64>,
+    /// How its transaction ended, when the transaction was this statement alone and had
+    /// ended when the event was written (an autocommitted statement): no transaction_end
+    /// is written for it then.
+    pub xact_end: Option<&'static str>,
 }
 
 /// A transaction with a logged statement ended.
@@ -133,6 +137,9 @@ impl AuditEvent {
                 o.opt_num("xact", s.xact);
                 if let Some(last) = s.xact_last {
                     o.num("xact_last", last);
+                }
+                if let Some(end) = s.xact_end {
+                    o.str("xact_end", end);
                 }
             }
             AuditEvent::TransactionEnd(t) => {

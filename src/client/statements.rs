@@ -49,6 +49,8 @@ enum InFlight {
         xact: Option<(u64, u64)>,
         /// COMMIT and ROLLBACK tags answered so far.
         ends: u32,
+        /// Its number among the session's statements (see [`Xacts::answer`]).
+        seq: u64,
     },
     Sync,
 }
@@ -85,6 +87,9 @@ pub(super) struct StatementAudit {
     data_rows: u64,
     /// The session's transactions, and which of them ended.
     xacts: Xacts,
+    /// An Execute answered with its Sync next, in a transaction it began, and when its
+    /// answer came: its event waits for the Sync's ReadyForQuery to carry how that ended.
+    held: Option<(InFlight, Instant)>,
 }
 
 impl StatementAudit {
@@ -108,6 +113,7 @@ impl StatementAudit {
             count: 0,
             data_rows: 0,
             xacts: Xacts::default(),
+            held: None,
         }
     }
 
@@ -270,6 +276,7 @@ impl StatementAudit {
         xact: Option<(u64, u64)>,
     ) -> AuditEvent {
         AuditEvent::Statement(StatementEvent {
+            xact_end: None,
             xact: xact.map(|x| x.0),
             xact_last: xact.filter(|x| x.1 != x.0).map(|x| x.1),
             session: Arc::clone(&self.session),
@@ -356,6 +363,7 @@ impl StatementAudit {
             error: None,
             xact: None,
             ends: 0,
+            seq: self.count,
         });
     }
 
@@ -426,6 +434,10 @@ impl StatementAudit {
                 if status == b'I' {
                     self.portals.clear();
                 }
+                // What completes at this ReadyForQuery: a simple Query, or the Execute held
+                // for its Sync; written after the model has seen the status, to carry how its
+                // transaction ended if it was the whole transaction.
+                let mut last = self.held.take();
                 while let Some(mut item) = self.inflight.pop_front() {
                     self.place(&mut item);
                     match item {
@@ -433,13 +445,16 @@ impl StatementAudit {
                         stmt @ InFlight::Stmt {
                             extended: false, ..
                         } => {
-                            self.emit(stmt);
+                            last = Some((stmt, Instant::now()));
                             break;
                         }
-                        stmt => self.emit(stmt),
+                        stmt => self.emit(stmt, Instant::now()),
                     }
                 }
                 self.xacts.ready(status);
+                if let Some((stmt, done)) = last {
+                    self.emit(stmt, done);
+                }
                 if self.xacts.open().is_none() {
                     self.deferred.clear();
                 }
@@ -478,7 +493,11 @@ impl StatementAudit {
     fn finish_front(&mut self) {
         self.data_rows = 0;
         if let Some(stmt) = self.inflight.pop_front() {
-            self.emit(stmt);
+            if self.waits_for_sync(&stmt) {
+                self.held = Some((stmt, Instant::now()));
+            } else {
+                self.emit(stmt, Instant::now());
+            }
         }
     }
 
@@ -505,12 +524,16 @@ impl StatementAudit {
     /// back (its server connection is closed).
     pub(super) fn abandon(&mut self) {
         let in_flight = !self.inflight.is_empty();
+        if let Some((stmt, done)) = self.held.take() {
+            self.emit(stmt, done);
+        }
         while let Some(item) = self.inflight.pop_front() {
             if let InFlight::Stmt {
                 text,
                 extended,
                 started,
                 xact,
+                seq,
                 ..
             } = item
             {
@@ -518,10 +541,10 @@ impl StatementAudit {
                     .as_ref()
                     .map_or((false, TxHints::default()), |t| (t.write, t.tx));
                 let xact = xact.or_else(|| {
-                    let n = self.xacts.answer(write, &tx);
+                    let n = self.xacts.answer(write, &tx, Some(seq));
                     Some((n, n))
                 });
-                self.emit(InFlight::Stmt {
+                let stmt = InFlight::Stmt {
                     text,
                     extended,
                     started,
@@ -530,7 +553,9 @@ impl StatementAudit {
                     error: Some(UNKNOWN.into()),
                     xact,
                     ends: 0,
-                });
+                    seq,
+                };
+                self.emit(stmt, Instant::now());
             }
         }
         self.xacts.abandon(in_flight);
@@ -538,7 +563,8 @@ impl StatementAudit {
         self.write_ended();
     }
 
-    fn emit(&mut self, item: InFlight) {
+    /// Queue the event of a statement answered at `done`.
+    fn emit(&mut self, item: InFlight, done: Instant) {
         let InFlight::Stmt {
             text: Some(text),
             extended,
@@ -547,6 +573,7 @@ impl StatementAudit {
             rows,
             error,
             xact,
+            seq,
             ..
         } = item
         else {
@@ -564,9 +591,15 @@ impl StatementAudit {
                 tags,
             },
         };
-        let event = self.event(&text, extended, outcome, started.elapsed(), xact);
+        let mut event = self.event(&text, extended, outcome, done - started, xact);
         let first = xact.map(|x| x.0);
         if text.log {
+            // The whole transaction: its event says how it ended, no transaction_end follows.
+            if let (AuditEvent::Statement(e), Some((n, last))) = (&mut event, xact) {
+                if n == last {
+                    e.xact_end = self.xacts.take_own(n, seq).map(|o| o.as_str());
+                }
+            }
             // The savepoints of its transaction held so far go first.
             for (n, held) in std::mem::take(&mut self.deferred) {
                 if Some(n) == first {

@@ -1,6 +1,7 @@
 //! The audit's side of the transaction model (`xact.rs`): which transaction each
 //! statement ran in, and the `transaction_end` events, queued after the statement events of
-//! the transactions they end.
+//! the transactions they end (or the end carried by the event of a statement that was its
+//! transaction alone).
 
 use std::sync::Arc;
 
@@ -15,15 +16,17 @@ impl StatementAudit {
             inflight, xacts, ..
         } = self;
         match inflight.front_mut() {
-            Some(InFlight::Stmt { text, xact, .. }) => {
+            Some(InFlight::Stmt {
+                text, xact, seq, ..
+            }) => {
                 let (write, tx) = text
                     .as_ref()
                     .map_or((false, TxHints::default()), |t| (t.write, t.tx));
-                let n = xacts.answer(write, &tx);
+                let n = xacts.answer(write, &tx, Some(*seq));
                 *xact = Some(xact.map_or((n, n), |(first, _)| (first, n)));
             }
             _ => {
-                xacts.answer(false, &TxHints::default());
+                xacts.answer(false, &TxHints::default(), None);
             }
         }
     }
@@ -54,6 +57,7 @@ impl StatementAudit {
             extended,
             error,
             text,
+            seq,
             ..
         } = item
         {
@@ -62,10 +66,30 @@ impl StatementAudit {
                 .map_or((false, TxHints::default()), |t| (t.write, t.tx));
             let ran = !*extended && error.as_deref() != Some(SKIPPED);
             if ran || self.xacts.open().is_some() {
-                let n = self.xacts.answer(write, &tx);
+                let n = self.xacts.answer(write, &tx, Some(*seq));
                 *xact = Some((n, n));
             }
         }
+    }
+
+    /// An answered Execute that began the open transaction (nothing else ran in it), with
+    /// the Sync that ends an implicit one already sent: how it ends is one answer away, and
+    /// its event waits for it (see `finish_front`).
+    pub(super) fn waits_for_sync(&self, stmt: &InFlight) -> bool {
+        let InFlight::Stmt {
+            text: Some(text),
+            xact: Some((first, last)),
+            seq,
+            ..
+        } = stmt
+        else {
+            return false;
+        };
+        text.log
+            && first == last
+            && self.xacts.open() == Some(*first)
+            && self.xacts.only() == Some(*seq)
+            && matches!(self.inflight.front(), Some(InFlight::Sync))
     }
 
     /// Queue a transaction_end for each logged transaction that ended, after the statement

@@ -5,7 +5,8 @@
 //! relay reads anyway: command tags, ErrorResponse, ReadyForQuery's status byte (and, to read
 //! an ambiguous `ROLLBACK` tag, what [`crate::audit::tx_hints`] found in the statement's text).
 //! Transactions are numbered per session, every one counted (logged or not); one
-//! `transaction_end` is written for each that had a logged statement that may write.
+//! `transaction_end` is written for each that had a logged statement that may write, unless
+//! that statement was the whole transaction: its event then says how it ended (`xact_end`).
 
 use crate::audit::TxHints;
 
@@ -41,6 +42,9 @@ pub(super) struct Ended {
     /// ROLLBACK TO SAVEPOINT statements that ran in it: with `commit`, the statements
     /// between a SAVEPOINT and its rollback did not stick.
     pub(super) savepoint_rollbacks: u32,
+    /// The statement (a Query, Execute or FunctionCall, by number) that every answer in it
+    /// came from, if only one did: its event can carry the end (see [`Xacts::take_own`]).
+    pub(super) only: Option<u64>,
 }
 
 /// The session's transactions as far as the server's answers tell.
@@ -59,6 +63,8 @@ pub(super) struct Xacts {
     /// A CALL ran in it (a procedure may have committed inside).
     called: bool,
     savepoint_rollbacks: u32,
+    /// The statement all its answers so far came from, if one did.
+    only: Option<u64>,
     /// Ended transactions not yet written.
     ended: Vec<Ended>,
 }
@@ -84,15 +90,22 @@ impl Xacts {
         n == self.n && self.logged
     }
 
+    /// The statement every answer of the open (or last) transaction came from, if one did.
+    pub(super) fn only(&self) -> Option<u64> {
+        self.only
+    }
+
     /// The open transaction, if one is open.
     pub(super) fn open(&self) -> Option<u64> {
         self.open.then_some(self.n)
     }
 
     /// A statement's answer (a command tag, an error): it ran in the open transaction, or in
-    /// one it began; `logged`: it is logged and may write. Returns that transaction's number.
-    pub(super) fn answer(&mut self, logged: bool, hints: &TxHints) -> u64 {
+    /// one it began; `logged`: it is logged and may write; `stmt`: which statement it answers
+    /// (None: a message not followed, or not known). Returns that transaction's number.
+    pub(super) fn answer(&mut self, logged: bool, hints: &TxHints, stmt: Option<u64>) -> u64 {
         if !self.open {
+            self.only = stmt;
             self.n += 1;
             self.open = true;
             self.logged = false;
@@ -100,6 +113,8 @@ impl Xacts {
             self.unsure = false;
             self.called = false;
             self.savepoint_rollbacks = 0;
+        } else if self.only != stmt {
+            self.only = None;
         }
         self.logged |= logged;
         self.called |= hints.call;
@@ -151,7 +166,7 @@ impl Xacts {
             b'I' => {}
             // A block the model did not see begin (COMMIT AND CHAIN, ROLLBACK AND CHAIN).
             _ => {
-                self.answer(false, &TxHints::default());
+                self.answer(false, &TxHints::default(), None);
                 self.failed |= status == b'E';
             }
         }
@@ -179,6 +194,7 @@ impl Xacts {
                 xact: self.n,
                 outcome,
                 savepoint_rollbacks: self.savepoint_rollbacks,
+                only: self.only,
             });
         }
         self.open = false;
@@ -187,6 +203,17 @@ impl Xacts {
     /// Transactions that ended since the last call, oldest first.
     pub(super) fn take_ended(&mut self) -> impl Iterator<Item = Ended> + '_ {
         self.ended.drain(..)
+    }
+
+    /// The end of transaction `n` if it ended, is not yet taken, had answers from statement
+    /// `stmt` only and no ROLLBACK TO SAVEPOINT: that statement's event says how it ended, in
+    /// place of a transaction_end (one line for an autocommitted statement).
+    pub(super) fn take_own(&mut self, n: u64, stmt: u64) -> Option<XactEnd> {
+        let i = self
+            .ended
+            .iter()
+            .position(|e| e.xact == n && e.only == Some(stmt) && e.savepoint_rollbacks == 0)?;
+        Some(self.ended.remove(i).outcome)
     }
 
     /// Transactions that ended and are not yet taken.

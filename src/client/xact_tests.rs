@@ -16,22 +16,49 @@ fn ended(x: &mut Xacts) -> Vec<(u64, XactEnd, u32)> {
 fn an_implicit_transaction_commits_unless_an_error_ends_it() {
     let mut x = Xacts::default();
     // insert into t ...  (autocommit)
-    assert_eq!(x.answer(true, &plain()), 1);
+    assert_eq!(x.answer(true, &plain(), None), 1);
     x.tag(b"INSERT 0 1", &plain(), 0);
     x.ready(b'I');
     assert_eq!(ended(&mut x), [(1, XactEnd::Commit, 0)]);
     // insert ...; select 1/0  (one Query: one implicit transaction)
-    assert_eq!(x.answer(true, &plain()), 2);
+    assert_eq!(x.answer(true, &plain(), None), 2);
     x.tag(b"INSERT 0 1", &plain(), 0);
-    x.answer(true, &plain());
+    x.answer(true, &plain(), None);
     x.error();
     x.ready(b'I');
     assert_eq!(ended(&mut x), [(2, XactEnd::Rollback, 0)]);
     // A read-only transaction writes nothing (but is counted).
-    x.answer(false, &plain());
+    x.answer(false, &plain(), None);
     x.ready(b'I');
     assert!(ended(&mut x).is_empty());
     assert_eq!(x.count(), 3);
+}
+
+#[test]
+fn a_transaction_of_one_statement_is_its_statements_own() {
+    let mut x = Xacts::default();
+    // Statement 7 autocommitted: its event carries the end.
+    x.answer(true, &plain(), Some(7));
+    x.tag(b"INSERT 0 1", &plain(), 0);
+    x.ready(b'I');
+    assert_eq!(x.take_own(1, 6), None, "another statement's");
+    assert_eq!(x.take_own(1, 7), Some(XactEnd::Commit));
+    assert!(ended(&mut x).is_empty(), "taken once");
+    // Statements 8 and 9 in one block: neither owns it.
+    x.answer(false, &plain(), Some(8));
+    x.answer(true, &plain(), Some(9));
+    x.tag(b"COMMIT", &plain(), 0);
+    x.ready(b'I');
+    assert_eq!(x.take_own(2, 9), None);
+    assert_eq!(ended(&mut x), [(2, XactEnd::Commit, 0)]);
+    // A ROLLBACK TO in it: the transaction_end says how many.
+    let to = tx_hints(b"begin; insert into t values (1); rollback to a; commit");
+    x.answer(true, &to, Some(10));
+    x.tag(b"ROLLBACK", &to, 0);
+    x.tag(b"COMMIT", &to, 1);
+    x.ready(b'I');
+    assert_eq!(x.take_own(3, 10), None);
+    assert_eq!(ended(&mut x), [(3, XactEnd::Commit, 1)]);
 }
 
 #[test]
@@ -41,13 +68,13 @@ fn a_block_ends_with_its_commit_or_rollback_tag() {
         (&b"COMMIT"[..], XactEnd::Commit),
         (b"ROLLBACK", XactEnd::Rollback),
     ] {
-        x.answer(false, &plain());
+        x.answer(false, &plain(), None);
         x.tag(b"BEGIN", &plain(), 0);
         x.ready(b'T');
-        x.answer(true, &plain());
+        x.answer(true, &plain(), None);
         x.tag(b"INSERT 0 1", &plain(), 0);
         x.ready(b'T');
-        x.answer(false, &plain());
+        x.answer(false, &plain(), None);
         x.tag(last, &plain(), 0);
         assert!(
             x.has_ended(),
@@ -57,11 +84,11 @@ fn a_block_ends_with_its_commit_or_rollback_tag() {
         assert_eq!(ended(&mut x), [(x.count(), outcome, 0)]);
     }
     // A failed block's COMMIT answers ROLLBACK.
-    x.answer(false, &plain());
-    x.answer(true, &plain());
+    x.answer(false, &plain(), None);
+    x.answer(true, &plain(), None);
     x.error();
     x.ready(b'E');
-    x.answer(false, &tx_hints(b"commit"));
+    x.answer(false, &tx_hints(b"commit"), None);
     x.tag(b"ROLLBACK", &tx_hints(b"commit"), 0);
     x.ready(b'I');
     assert_eq!(ended(&mut x), [(3, XactEnd::Rollback, 0)]);
@@ -71,20 +98,20 @@ fn a_block_ends_with_its_commit_or_rollback_tag() {
 fn savepoint_rollbacks_are_counted_and_a_chain_starts_a_new_transaction() {
     let mut x = Xacts::default();
     let to = tx_hints(b"rollback to savepoint a");
-    x.answer(true, &plain());
+    x.answer(true, &plain(), None);
     x.ready(b'T');
-    x.answer(false, &to);
+    x.answer(false, &to, None);
     x.tag(b"ROLLBACK", &to, 0);
     x.ready(b'T');
-    x.answer(false, &plain());
+    x.answer(false, &plain(), None);
     x.tag(b"COMMIT", &plain(), 0);
     x.ready(b'I');
     assert_eq!(ended(&mut x), [(1, XactEnd::Commit, 1)]);
     // COMMIT AND CHAIN: the chained transaction is the next one.
-    x.answer(true, &plain());
+    x.answer(true, &plain(), None);
     x.tag(b"COMMIT", &plain(), 0);
     x.ready(b'T');
-    x.answer(true, &plain());
+    x.answer(true, &plain(), None);
     x.ready(b'T');
     assert_eq!(ended(&mut x), [(2, XactEnd::Commit, 0)]);
     assert_eq!(x.open(), Some(3));
@@ -97,23 +124,23 @@ fn savepoint_rollbacks_are_counted_and_a_chain_starts_a_new_transaction() {
 fn what_cannot_be_known_is_unknown() {
     let mut x = Xacts::default();
     // A COMMIT in flight when the session ended.
-    x.answer(true, &plain());
+    x.answer(true, &plain(), None);
     x.ready(b'T');
     x.abandon(true);
     assert_eq!(ended(&mut x), [(1, XactEnd::Unknown, 0)]);
     // A ROLLBACK tag of a text that could not be read.
-    x.answer(true, &plain());
+    x.answer(true, &plain(), None);
     x.tag(b"ROLLBACK", &TxHints::UNCERTAIN, 0);
     x.ready(b'I');
     assert_eq!(ended(&mut x), [(2, XactEnd::Unknown, 1)]);
     // A procedure that may have committed inside, then an error.
     let call = tx_hints(b"call p()");
-    x.answer(true, &call);
+    x.answer(true, &call, None);
     x.error();
     x.ready(b'I');
     assert_eq!(ended(&mut x), [(3, XactEnd::Unknown, 0)]);
     // PREPARE TRANSACTION.
-    x.answer(true, &plain());
+    x.answer(true, &plain(), None);
     x.tag(b"PREPARE TRANSACTION", &plain(), 0);
     x.ready(b'I');
     assert_eq!(ended(&mut x), [(4, XactEnd::Prepared, 0)]);
@@ -175,20 +202,21 @@ struct Pg {
 
 impl Pg {
     /// Run one simple Query of `sts` as PostgreSQL does, telling the model its answers.
-    fn query(&mut self, sts: &[St], x: &mut Xacts, xact_of: &mut Vec<u64>) {
+    /// `q`: the Query's number; `xact_of` gets each write's transaction and Query.
+    fn query(&mut self, q: u64, sts: &[St], x: &mut Xacts, xact_of: &mut Vec<(u64, u64)>) {
         let hints = tx_hints(text(sts).as_bytes());
         let mut ends = 0;
         let mut implicit = false;
         for &s in sts {
             let failed = matches!(self.block, Some((true, _)));
-            let n = x.answer(s == St::Write, &hints);
+            let n = x.answer(s == St::Write, &hints, Some(q));
             let tag: Result<&[u8], ()> = match s {
                 _ if failed && !matches!(s, St::Commit | St::Rollback | St::RollbackTo) => Err(()),
                 St::Write => {
                     implicit |= self.block.is_none();
                     self.pending.push(self.stuck.len());
                     self.stuck.push(false);
-                    xact_of.push(n);
+                    xact_of.push((n, q));
                     Ok(b"INSERT 0 1")
                 }
                 St::Read => {
@@ -278,24 +306,29 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]
 
     /// Whatever the session does, a write logged in a transaction reported `commit` (without
-    /// savepoint rollbacks) stuck, and one reported `rollback` did not.
+    /// savepoint rollbacks) stuck, and one reported `rollback` did not; a transaction said to
+    /// be one statement's alone had no write from another.
     #[test]
     fn the_reported_outcome_is_what_postgresql_did(
         queries in proptest::collection::vec(proptest::collection::vec(st(), 1..5), 1..12),
         leave_in_flight in any::<bool>(),
     ) {
         let (mut pg, mut x, mut xact_of) = (Pg::default(), Xacts::default(), Vec::new());
-        for q in &queries {
-            pg.query(q, &mut x, &mut xact_of);
+        for (i, q) in (0u64..).zip(&queries) {
+            pg.query(i, q, &mut x, &mut xact_of);
         }
         let open_before = x.open();
         x.abandon(leave_in_flight);
         pg.finish(false);
         let ends: Vec<Ended> = x.take_ended().collect();
-        for (w, &n) in xact_of.iter().enumerate() {
+        for (w, &(n, q)) in xact_of.iter().enumerate() {
             let mine: Vec<&Ended> = ends.iter().filter(|e| e.xact == n).collect();
             prop_assert_eq!(mine.len(), 1, "write {} in xact {}: {:?}", w, n, ends);
             let e = mine[0];
+            // An end its statement's event may carry: that statement was the whole transaction.
+            if let Some(only) = e.only {
+                prop_assert_eq!(only, q, "{:?}", queries);
+            }
             let stuck = pg.stuck[w];
             match e.outcome {
                 XactEnd::Commit if e.savepoint_rollbacks == 0 => prop_assert!(stuck, "{:?}", queries),

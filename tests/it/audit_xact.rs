@@ -1,6 +1,7 @@
 //! The audit log tells a change that was rolled back from one that stuck: every statement
 //! event carries its transaction (`xact`), and a `transaction_end` event says how each
-//! transaction with a logged statement ended. Checked against what the table holds.
+//! transaction with a logged statement ended, or the statement event itself (`xact_end`) when
+//! the transaction was that statement alone. Checked against what the table holds.
 
 use serde_json::Value;
 
@@ -27,9 +28,9 @@ async fn until_sessions_end(sa: &SharedAccount, n: usize) -> Vec<Value> {
     }
 }
 
-/// The transaction_end of the transaction the statement with `text` ran in: (outcome,
+/// How the transaction the statement with `text` ran in ended: (outcome,
 /// savepoint_rollbacks). Exactly one statement has that text, and its transaction exactly one
-/// end.
+/// end: the statement's own `xact_end` (then no transaction_end), or one transaction_end.
 fn ended(evs: &[Value], text: &str) -> (String, u64) {
     let stmts: Vec<&Value> = statements(evs)
         .into_iter()
@@ -46,6 +47,10 @@ fn ended(evs: &[Value], text: &str) -> (String, u64) {
                 && e["xact"] == xact
         })
         .collect();
+    if let Some(own) = s["xact_end"].as_str() {
+        assert!(ends.is_empty(), "{text:?} (xact {xact}): {evs:#?}");
+        return (own.to_string(), 0);
+    }
     assert_eq!(ends.len(), 1, "{text:?} (xact {xact}): {evs:#?}");
     let e = ends[0];
     assert_eq!(e["client_user"], s["client_user"]);
@@ -122,12 +127,13 @@ async fn simple_queries_say_whether_their_writes_stuck() {
         ["committed", "kept", "split kept"],
         "the log agrees with the table"
     );
-    // Read-only traffic adds no transaction_end.
+    // Read-only traffic adds no transaction_end, and a transaction that was one Query's
+    // alone is told in its event: only the split Query's two transactions have one.
     let ends = evs
         .iter()
         .filter(|e| e["event"] == "transaction_end")
         .count();
-    assert_eq!(ends, 6, "{evs:#?}");
+    assert_eq!(ends, 2, "{evs:#?}");
 }
 
 /// tokio-postgres (extended protocol) with explicit transactions: rolled back, failed then
@@ -448,5 +454,67 @@ async fn read_only_transactions_get_no_end_in_all_mode() {
         .iter()
         .filter(|e| e["event"] == "transaction_end")
         .count();
-    assert_eq!(ends, 1, "only the write's transaction: {evs:#?}");
+    assert_eq!(ends, 0, "the write's transaction is in its event: {evs:#?}");
+}
+
+/// An autocommitted write is one line: its statement event says how its transaction ended
+/// (`xact_end`), simple protocol and extended (the Execute's event waits for its Sync's
+/// ReadyForQuery), committed or rolled back; a transaction of more statements still gets a
+/// transaction_end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autocommitted_write_is_one_line() {
+    let sa = SharedAccount::new(2, LOG).await;
+    let cs = sa.connstring(&sa.alice);
+    psql_ok(&cs, &insert("simple")).await;
+    let failing = format!("{}; select 1/0", insert("undone"));
+    psql_err(&cs, &failing).await;
+    let alice = sa.connect(&sa.alice).await;
+    alice
+        .execute(insert("extended").as_str(), &[])
+        .await
+        .unwrap();
+    alice
+        .execute("insert into datasets(name) values ((1/0)::text)", &[])
+        .await
+        .unwrap_err();
+    alice.batch_execute("begin").await.unwrap();
+    alice
+        .execute(insert("in a block").as_str(), &[])
+        .await
+        .unwrap();
+    alice.batch_execute("commit").await.unwrap();
+    drop(alice);
+    let evs = until_sessions_end(&sa, 3).await;
+    let own = |text: &str| {
+        let s = statements(&evs);
+        let s = s.iter().find(|e| e["text"] == text).expect(text);
+        s["xact_end"].as_str().map(str::to_string)
+    };
+    assert_eq!(
+        own(&insert("simple")).as_deref(),
+        Some("commit"),
+        "{evs:#?}"
+    );
+    assert_eq!(own(&failing).as_deref(), Some("rollback"), "{evs:#?}");
+    assert_eq!(
+        own(&insert("extended")).as_deref(),
+        Some("commit"),
+        "{evs:#?}"
+    );
+    assert_eq!(
+        own("insert into datasets(name) values ((1/0)::text)").as_deref(),
+        Some("rollback"),
+        "{evs:#?}"
+    );
+    assert_eq!(own(&insert("in a block")), None, "{evs:#?}");
+    assert_eq!(ended(&evs, &insert("in a block")), outcome("commit"));
+    let lines = evs
+        .iter()
+        .filter(|e| e["event"] == "statement" || e["event"] == "transaction_end")
+        .count();
+    assert_eq!(
+        lines, 6,
+        "four one-line writes, one write and its end: {evs:#?}"
+    );
+    assert_eq!(stored(&sa).await, ["extended", "in a block", "simple"]);
 }
