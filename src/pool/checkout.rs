@@ -352,13 +352,16 @@ impl Pool {
                         fields,
                     )));
                 }
-                Ok(Err(e)) => return Err(PoolError::Connect(e)),
+                // The connection broke mid-way (its backend ended): PgBouncer 1.18's line
+                // (live): `closing because: server conn crashed?`, with the pid, as here.
+                Ok(Err(e)) => {
+                    self.log_close(&conn, "server conn crashed?");
+                    return Err(PoolError::Connect(e));
+                }
                 Err(_) => {
                     // PgBouncer 1.18's line (live): `closing because: connect timeout`.
-                    let timed_out = crate::server::ServerError::Timeout;
-                    let local = login.seen().local;
-                    self.log_failed_login(&conn.addr, &timed_out, began, local, false);
-                    return Err(PoolError::Connect(timed_out));
+                    self.log_close(&conn, "connect timeout");
+                    return Err(PoolError::Connect(crate::server::ServerError::Timeout));
                 }
             }
         }

@@ -138,3 +138,63 @@ async fn a_set_up_ended_by_query_timeout_says_so_in_its_close_line() {
     let log = porter.log();
     assert!(!log.contains("closing because: unclean server"), "{log}");
 }
+
+/// A connect_query whose server connection breaks mid-way (here it ends its own backend) or
+/// outlasts server_connect_timeout: the close line names the connection by its backend's pid,
+/// as for any other connection. PgBouncer 1.18 (live): `S-0x..: db/user@host closing because:
+/// server conn crashed? (age=0s)` after `ERROR S: error while executing exec_on_query: FATAL:
+/// terminating connection due to administrator command`, and `closing because: connect
+/// timeout (age=2s)`. pgporter wrote no line for the first and `S-0x0` for the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_query_that_breaks_or_times_out_writes_a_close_line_with_the_pid() {
+    let cluster = cluster().await;
+    let (user, db) = cluster.owner_and_db("lb", "lbdb").await;
+    let port = cluster.port();
+    let porter = Logged::start(
+        &db,
+        &user,
+        port,
+        &format!(
+            "server_connect_timeout = 1\n[databases]\n\
+             lbcrash = host=127.0.0.1 port={port} dbname={db} \
+             connect_query='select pg_terminate_backend(pg_backend_pid())'\n\
+             lbslow = host=127.0.0.1 port={port} dbname={db} \
+             connect_query='select pg_sleep(60)'\n"
+        ),
+    )
+    .await;
+    for (entry, reason) in [
+        ("lbcrash", "server conn crashed?"),
+        ("lbslow", "connect timeout"),
+    ] {
+        let connstring = format!(
+            "host=127.0.0.1 port={} user={user} password=pw dbname={entry} sslmode=disable",
+            porter.addr.port()
+        );
+        // Its login waits for the pool's server login; whatever it gets is not checked here.
+        let client = tokio::spawn(async move {
+            if let Ok((client, conn)) =
+                tokio_postgres::connect(&connstring, tokio_postgres::NoTls).await
+            {
+                tokio::spawn(conn);
+                let _ = client.simple_query("select 1").await;
+            }
+        });
+        let text = format!("closing because: {reason} (age=");
+        let mine = || {
+            porter
+                .lines("LOG", 'S', &text)
+                .into_iter()
+                .filter(|(_, m)| m.contains(&format!(": {entry}/")))
+                .collect::<Vec<_>>()
+        };
+        eventually(&format!("{entry}: a close line"), || async {
+            !mine().is_empty()
+        })
+        .await;
+        for (id, line) in mine() {
+            assert_ne!(id, "S-0x0", "{entry}: no pid in {line}");
+        }
+        client.abort();
+    }
+}
