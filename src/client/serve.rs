@@ -609,27 +609,40 @@ async fn first_request(
     // would wait for the client's next one. A server is taken only for a whole message
     // header: a client that sent a few bytes and stalled holds none (client_idle_timeout
     // still applies to it).
-    while conn.rbuf.len() < 5 {
-        // A type byte no client may send is refused at once, as PostgreSQL does, rather than
-        // after a length word that may never come. Checked only here, where the read waits.
-        if let Some(&tag) = conn.rbuf.first().filter(|&&t| !frontend::after_login(t)) {
-            return Err(refusal(tag));
+    loop {
+        while conn.rbuf.len() < 5 {
+            // A type byte no client may send is refused at once, as PostgreSQL does, rather
+            // than after a length word that may never come. Checked only here, where the read
+            // waits.
+            if let Some(&tag) = conn.rbuf.first().filter(|&&t| !frontend::after_login(t)) {
+                return Err(refusal(tag));
+            }
+            tokio::select! {
+                biased;
+                () = info.killed() => return Err(ended(shared, info)),
+                read = conn.fill() => match read {
+                    Ok(()) => {}
+                    // EOF included: the session's close line tells it from a Terminate.
+                    Err(e) => return Err(Error::ClientProtocol(e)),
+                },
+            }
         }
-        tokio::select! {
-            biased;
-            () = info.killed() => return Err(ended(shared, info)),
-            read = conn.fill() => match read {
-                Ok(()) => {}
-                // EOF included: the session's close line tells it from a Terminate.
-                Err(e) => return Err(Error::ClientProtocol(e)),
-            },
+        // A Flush first asks for nothing: no server connection is held, so no answer is
+        // pending. It is dropped and the session stays idle (PgBouncer 1.18 takes a server
+        // connection for it and holds it until the client's next ReadyForQuery, live).
+        if !conn.rbuf.starts_with(LONE_FLUSH) {
+            break;
         }
+        bytes::Buf::advance(&mut conn.rbuf, LONE_FLUSH.len());
     }
     if info.is_killed() {
         return Err(ended(shared, info));
     }
     Ok(conn.rbuf.first() != Some(&frontend::TERMINATE))
 }
+
+/// A Flush message (no body).
+const LONE_FLUSH: &[u8] = &[frontend::FLUSH, 0, 0, 0, 4];
 
 /// Whether a logged-in client may send a message of this type: one valid after login, and
 /// not a simple Query under disable_pqexec.

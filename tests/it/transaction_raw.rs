@@ -517,3 +517,43 @@ async fn discard_all_or_deallocate_all_lets_the_connection_go() {
         assert_eq!(value(&mut b, "select 'b'").await, "b", "after {reset}");
     }
 }
+
+/// A lone Flush outside a transaction asks PostgreSQL for nothing (with no server connection
+/// held, no answer is pending): pgporter takes no connection for it. Counted by the checks
+/// run as a connection is handed out (server_check_delay = 0: at every reuse), each of which
+/// takes a number from a sequence. PgBouncer 1.18 (live, transaction mode) takes one for it
+/// and holds it until the client's next ReadyForQuery (SHOW POOLS: sv_active 1, sv_idle 0);
+/// pgporter took one and gave it back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_flush_takes_no_server_connection() {
+    let fx =
+        fixture("server_check_delay = 0\nserver_check_query = select nextval('porter_checks')\n")
+            .await;
+    let mut a = login(&fx, &[]).await;
+    let mut b = login(&fx, &[]).await;
+    // The first check fails (no sequence yet): that connection is closed, a new one is not
+    // checked.
+    value(&mut b, "create sequence porter_checks").await;
+    value(&mut b, "select nextval('porter_checks')").await;
+    let taken = |v: String| v.parse::<i64>().expect("a number");
+    let before = taken(value(&mut b, "select last_value from porter_checks").await);
+    a.send_msg(b'H', &[]).await;
+    // Sent apart (a Flush read in one piece with a Query would go with it, on the Query's
+    // connection): b's query in between. Once a's Query is answered, its Flush was read.
+    assert_eq!(value(&mut b, "select 'b'").await, "b");
+    a.query("select 'a'").await;
+    let msgs = a.until_ready().await.expect("answered");
+    assert_eq!(error_of(&msgs), None);
+    let after = taken(value(&mut b, "select last_value from porter_checks").await);
+    assert_eq!(
+        after - before,
+        3,
+        "a's Query and b's two: one connection each, none for the Flush"
+    );
+    // A Flush inside a batch still reaches PostgreSQL, which sends what it has so far.
+    parse(&mut a, "", "select 'a'").await;
+    bind_execute(&mut a, "", &[]).await;
+    a.send_msg(b'H', &[]).await;
+    while a.read_msg().await.expect("answered").tag != b'C' {}
+    assert_eq!(error_of(&sync(&mut a).await), None);
+}
