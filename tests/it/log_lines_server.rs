@@ -6,6 +6,7 @@ use tokio::net::TcpStream;
 
 use crate::faults_server::{signal, Continue};
 use crate::log_lines::Logged;
+use crate::ops::eventually;
 use crate::support::cluster;
 use crate::support::raw::RawClient;
 
