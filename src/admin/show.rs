@@ -245,7 +245,13 @@ fn clients(s: &Snapshot) -> ResultSet {
 /// SHOW CLIENTS rows (only active and waiting clients if `active_only`).
 fn client_rows(s: &Snapshot, active_only: bool) -> impl Iterator<Item = Vec<Value>> + '_ {
     s.clients.iter().filter_map(move |c| {
-        let state = c.state();
+        // A console client never waits for a server: PgBouncer 1.18 lists every one as
+        // `active` (checked live), the one running the SHOW and the idle ones alike.
+        let state = if c.admin {
+            ClientState::Active
+        } else {
+            c.state()
+        };
         if active_only && state == ClientState::Idle {
             return None;
         }

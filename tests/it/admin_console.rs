@@ -144,6 +144,24 @@ async fn the_console_is_listed_as_the_pgbouncer_database() {
     );
 }
 
+/// Console clients are `active` in SHOW CLIENTS, the one running the command and an idle
+/// one alike, as PgBouncer 1.18 lists them (checked live); an idle
+/// regular client (transaction mode, no server held) stays `idle` (pgporter's choice, README).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_clients_are_listed_as_active() {
+    let ops = Ops::new("pool_mode = transaction").await;
+    let app = ops.client().await;
+    app.simple_query("select 1").await.expect("select");
+    let _idle_console = ops.stats_user().await;
+    let admin = ops.admin().await;
+    let clients = rows(&admin, "SHOW CLIENTS").await;
+    for user in [&ops.admin, &ops.stats] {
+        let state = find(&clients, "user", user).get("state");
+        assert_eq!(state, Some("active"), "console client {user}");
+    }
+    assert_eq!(find(&clients, "user", &ops.user).get("state"), Some("idle"));
+}
+
 /// A server connection still logging in is listed by SHOW SERVERS in PgBouncer's state
 /// `new` (counted as `sv_login` in SHOW POOLS): where it goes, pgporter's end of the socket,
 /// no backend pid yet. Held there by a stopped postmaster (the kernel accepts the TCP
