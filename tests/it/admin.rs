@@ -90,6 +90,30 @@ pub(crate) fn find<'a>(rows: &'a [SimpleQueryRow], key: &str, value: &str) -> &'
         .unwrap_or_else(|| panic!("no row with {key} = {value}"))
 }
 
+/// SHOW STATS total_wait_time is time clients spent queued for a server, as PgBouncer 1.18
+/// counts it (checked live: 200 queries of one client on an idle pool added 0); requests
+/// given an idle connection at once add nothing (pgporter added each checkout's µs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_served_at_once_add_no_wait_time() {
+    let ops = Ops::new("pool_mode = transaction").await;
+    let app = ops.client().await;
+    app.simple_query("select 1").await.expect("select");
+    let admin = ops.admin().await;
+    let wait = || async {
+        let stats = rows(&admin, "SHOW STATS").await;
+        let s = find(&stats, "database", &ops.db);
+        (
+            s.get("total_wait_time").map(str::to_string),
+            s.get("total_xact_count").map(str::to_string),
+        )
+    };
+    let (before, _) = wait().await;
+    for _ in 0..20 {
+        app.simple_query("select 1").await.expect("select");
+    }
+    assert_eq!(wait().await, (before, Some("21".to_string())));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_commands_have_pgbouncer_columns_and_counts() {
     let ops = Ops::new("").await;
