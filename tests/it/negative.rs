@@ -143,6 +143,15 @@ async fn pool_exhausted_client_gets_query_wait_timeout() {
 
 /// A startup packet with `version` and `params`, sent raw; returns the first message back.
 async fn first_answer(fx: &Fixture, version: u32, params: &[(&str, &str)]) -> (u8, Vec<u8>) {
+    let packet = startup_packet(fx, version, params);
+    let mut c = crate::support::raw::RawClient::connect(fx.porter.addr()).await;
+    c.send(&packet).await;
+    let m = c.read_msg().await.expect("an answer");
+    (m.tag, m.body)
+}
+
+/// A startup packet for the fixture's user and database, with `version` and `params`.
+fn startup_packet(fx: &Fixture, version: u32, params: &[(&str, &str)]) -> Vec<u8> {
     let mut body = version.to_be_bytes().to_vec();
     for (k, v) in [("user", fx.user.as_str()), ("database", fx.db.as_str())]
         .iter()
@@ -157,10 +166,41 @@ async fn first_answer(fx: &Fixture, version: u32, params: &[(&str, &str)]) -> (u
     let len = u32::try_from(body.len() + 4).expect("a small packet");
     let mut packet = len.to_be_bytes().to_vec();
     packet.extend_from_slice(&body);
-    let mut c = crate::support::raw::RawClient::connect(fx.porter.addr()).await;
-    c.send(&packet).await;
-    let m = c.read_msg().await.expect("an answer");
-    (m.tag, m.body)
+    packet
+}
+
+/// A client that asks for encryption again after an `N` (SSLRequest or GSSENCRequest, as many
+/// times as it likes) gets `N` each time, as from PgBouncer 1.18 (checked live: 200
+/// SSLRequests in a row, each answered `N`; PostgreSQL 15 ends a second SSLRequest with FATAL
+/// 0A000 `unsupported frontend protocol 1234.5679`); then its startup packet logs in.
+/// pgporter ended the connection with an error at the fourth request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_encryption_requests_are_each_answered_n() {
+    const SSL: u32 = 80_877_103;
+    const GSS: u32 = 80_877_104;
+    let fx = Fixture::new(1).await;
+    let mut sock = TcpStream::connect(fx.porter.addr())
+        .await
+        .expect("tcp connect");
+    for (i, code) in [SSL, SSL, GSS, SSL, SSL, GSS, SSL].into_iter().enumerate() {
+        let mut request = 8u32.to_be_bytes().to_vec();
+        request.extend_from_slice(&code.to_be_bytes());
+        sock.write_all(&request).await.expect("request sent");
+        let mut answer = [0u8; 1];
+        tokio::time::timeout(HANG, sock.read_exact(&mut answer))
+            .await
+            .expect("answered within HANG")
+            .expect("an answer");
+        assert_eq!(answer, *b"N", "request {i} ({code})");
+    }
+    let packet = startup_packet(&fx, 0x0003_0000, &[]);
+    sock.write_all(&packet).await.expect("startup sent");
+    let mut tag = [0u8; 1];
+    tokio::time::timeout(HANG, sock.read_exact(&mut tag))
+        .await
+        .expect("answered within HANG")
+        .expect("an answer");
+    assert_eq!(tag, *b"R", "the login goes on");
 }
 
 /// A client asking for protocol 3.2, or naming `_pq_.` options, is told 3.0 (the whole version
