@@ -114,7 +114,10 @@ fn route(path: &str, shared: &Shared) -> (u16, &'static str, String) {
 async fn read_request_path(stream: &mut TcpStream) -> Option<(bool, String)> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+    // The head ends at an empty line. Lines may end in a bare LF (`printf 'GET / HTTP/1.0\n\n'
+    // | nc`), which HTTP/1.1 allows a server to accept (RFC 9112 2.2) and most servers do;
+    // `\n\r\n` covers CRLF ends (and a CRLF blank line after LF ones).
+    while !(buf.windows(2).any(|w| w == b"\n\n") || buf.windows(3).any(|w| w == b"\n\r\n")) {
         let n = stream.read(&mut chunk).await.ok()?;
         if n == 0 || buf.len() + n > MAX_HEAD {
             return None;

@@ -625,3 +625,23 @@ async fn metrics_on_star_answers_over_ipv4_and_ipv6() {
         assert_eq!(get(addr, "/healthz").await.0, 200, "{addr}");
     }
 }
+
+/// The metrics and probe endpoints answer a request whose lines end in a bare LF (`printf
+/// 'GET /metrics HTTP/1.0\n\n' | nc`), as most HTTP servers do (RFC 9112 lets them); such a
+/// request waited for a CRLF until the connection's timeout, unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_with_bare_lf_line_ends_are_answered() {
+    use crate::support::http::raw;
+    let ops = Ops::new("").await;
+    let http = ops.porter.http_addr();
+    let (status, body) = raw(http, "GET /healthz HTTP/1.0\n\n").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, page) = raw(http, "GET /metrics HTTP/1.1\nhost: localhost\n\n").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("pgbouncer_up 1"), "{page}");
+    // Mixed: LF lines, then a CRLF blank line.
+    assert_eq!(
+        raw(http, "GET /nope HTTP/1.1\nhost: x\r\n\r\n").await.0,
+        404
+    );
+}

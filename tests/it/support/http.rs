@@ -11,11 +11,16 @@ pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// `method path`: (status, body).
 pub(crate) async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let req = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    raw(addr, &req).await
+}
+
+/// Send `req` as it is (the whole request head); (status, body).
+pub(crate) async fn raw(addr: SocketAddr, req: &str) -> (u16, String) {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
             .expect("connect http");
-        let req = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
         s.write_all(req.as_bytes()).await.expect("write");
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.expect("read");
