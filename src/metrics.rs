@@ -1,17 +1,17 @@
 //! Prometheus metrics: names, label rules, rendering, and the periodic stats line.
 //!
-//! Histograms (wait time, query duration) are recorded as things happen into a recorder owned
-//! by the app (no global recorder: several apps can run in one process, as the tests do).
-//! Everything else is read from the counters and registries at scrape time into a fresh
-//! recorder, so removed pools disappear and nothing is double-kept. Labels come from a closed
+//! Histograms (wait time, query duration) are recorded as things happen into per-database
+//! histograms owned by the app (`histogram`; no global recorder: several apps can run in one
+//! process, as the tests do), dropped once their database is gone. Everything else is read
+//! from the counters and registries at scrape time into a fresh recorder, so removed pools
+//! disappear and nothing is double-kept. Labels come from a closed
 //! set (database, user, identity, host, state, role, outcome): never ports or session ids;
 //! user labels are the configured users, anything else is `unknown` (see `stats`).
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::app::Shared;
 use crate::sessions::ClientState;
@@ -42,19 +42,14 @@ pub const AUDIT_QUEUED: &str = "pgporter_audit_queue_events";
 pub const AUDIT_QUEUE_SIZE: &str = "pgporter_audit_queue_size";
 pub const AUDIT_STALLS: &str = "pgporter_audit_queue_full_total";
 
-/// Buckets (seconds) for both histograms: 100 µs .. 60 s.
-const BUCKETS: &[f64] = &[
-    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0,
-];
+mod histogram;
 
-/// The app's histogram recorder.
+pub use histogram::Histogram;
+
+/// The app's histograms (see [`histogram`]).
 pub struct Metrics {
-    histograms: PrometheusRecorder,
-    /// Histogram handles by database, registered once (a fresh handle is an allocation of
-    /// its own, per session or per checkout).
-    query: DashMap<Box<str>, metrics::Histogram>,
-    wait: DashMap<Box<str>, metrics::Histogram>,
+    query: histogram::Family,
+    wait: histogram::Family,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -71,62 +66,63 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(CLIENT_WAIT.into()), BUCKETS)
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(QUERY_DURATION.into()), BUCKETS))
-            .unwrap_or_else(|_| PrometheusBuilder::new());
-        let histograms = builder.build_recorder();
-        metrics::with_local_recorder(&histograms, || {
-            describe_histogram!(
-                CLIENT_WAIT,
-                metrics::Unit::Seconds,
-                "Time clients waited for a server connection"
-            );
-            describe_histogram!(
-                QUERY_DURATION,
-                metrics::Unit::Seconds,
-                "Time from a request to its ReadyForQuery"
-            );
-        });
         Metrics {
-            histograms,
-            query: DashMap::new(),
-            wait: DashMap::new(),
+            query: histogram::Family::new(
+                QUERY_DURATION,
+                "Time from a request to its ReadyForQuery",
+            ),
+            wait: histogram::Family::new(
+                CLIENT_WAIT,
+                "Time clients waited for a server connection",
+            ),
         }
     }
 
     /// The wait-time histogram of `database`.
-    pub fn wait_histogram(&self, database: &str) -> metrics::Histogram {
-        self.handle(&self.wait, CLIENT_WAIT, database)
+    pub fn wait_histogram(&self, database: &str) -> Arc<Histogram> {
+        self.wait.get(database)
     }
 
     /// The query-duration histogram of `database`.
-    pub fn query_histogram(&self, database: &str) -> metrics::Histogram {
-        self.handle(&self.query, QUERY_DURATION, database)
+    pub fn query_histogram(&self, database: &str) -> Arc<Histogram> {
+        self.query.get(database)
     }
 
-    /// `name`'s histogram for `database`, registered once and then taken from `cache`.
-    fn handle(
-        &self,
-        cache: &DashMap<Box<str>, metrics::Histogram>,
-        name: &'static str,
-        database: &str,
-    ) -> metrics::Histogram {
-        if let Some(h) = cache.get(database) {
-            return h.clone();
+    /// Drop the series of databases that are gone: not in [databases] (a `*` database is not),
+    /// no pool, no session. A reload that removes a database, or the freeing of a `*`
+    /// database's pool, leaves them otherwise for good (a label set per name ever used).
+    /// Their SHOW STATS counters go too, as PgBouncer 1.18 drops a removed database once it
+    /// has no clients (checked live: `dropping database 'd1' as it does not exist anymore`,
+    /// and it left SHOW STATS).
+    pub fn forget_gone(&self, shared: &Shared) {
+        let config = shared.config.load();
+        // The names first: a pool or session that comes after them is of a name not among them
+        // or is seen below.
+        let mut names = self.query.databases();
+        names.extend(self.wait.databases());
+        names.extend(shared.stats.databases());
+        names.sort();
+        names.dedup();
+        let mut in_use: std::collections::HashSet<Box<str>> = (shared.pools.all().iter())
+            .map(|p| Box::<str>::from(&*p.key.db))
+            .collect();
+        in_use.extend(
+            shared
+                .sessions
+                .all()
+                .iter()
+                .map(|s| Box::<str>::from(&*s.database)),
+        );
+        let gone = |db: &str| {
+            !config.databases.contains_key(db)
+                && !crate::admin::is_admin_database(db)
+                && !in_use.contains(db)
+        };
+        for db in names.iter().filter(|d| gone(d)) {
+            self.query.forget(db);
+            self.wait.forget(db);
+            shared.stats.forget_database(db);
         }
-        let db = database.to_string();
-        let h =
-            metrics::with_local_recorder(&self.histograms, || histogram!(name, "database" => db));
-        cache.insert(database.into(), h.clone());
-        h
-    }
-
-    /// Fold the samples recorded since the last call into the histograms. The exporter keeps
-    /// every sample until then, so without it memory grows with each query when nobody
-    /// scrapes /metrics (measured: ~18 bytes per query).
-    pub fn upkeep(&self) {
-        self.histograms.handle().run_upkeep();
     }
 
     /// The whole /metrics page.
@@ -137,7 +133,8 @@ impl Metrics {
             pgbouncer_compat(s);
         });
         let mut out = now.handle().render();
-        out.push_str(&self.histograms.handle().render());
+        self.wait.render(&mut out);
+        self.query.render(&mut out);
         out
     }
 }
@@ -639,14 +636,14 @@ const STATS_SECONDS: [(&str, &str); 3] = [
     ),
 ];
 
-/// How often recorded histogram samples are folded in (see [`Metrics::upkeep`]).
+/// How often the series of databases that are gone are dropped (see [`Metrics::forget_gone`]).
 const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Fold histogram samples in every few seconds until shutdown.
+/// Drop the series of databases that are gone, every few seconds until shutdown.
 pub async fn run_upkeep(shared: Arc<Shared>) {
     let mut ticks = crate::shutdown::Ticks::every(UPKEEP_PERIOD);
     while ticks.next(&shared.shutdown).await {
-        shared.metrics.upkeep();
+        shared.metrics.forget_gone(&shared);
     }
 }
 

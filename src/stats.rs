@@ -144,7 +144,7 @@ impl Totals {
 #[derive(Clone)]
 pub struct Meter {
     pub pool: Arc<PoolStats>,
-    pub query_histogram: metrics::Histogram,
+    pub query_histogram: Arc<crate::metrics::Histogram>,
     busy_since: Option<Instant>,
     xact_since: Option<Instant>,
 }
@@ -156,7 +156,7 @@ impl std::fmt::Debug for Meter {
 }
 
 impl Meter {
-    pub fn new(pool: Arc<PoolStats>, query_histogram: metrics::Histogram) -> Meter {
+    pub fn new(pool: Arc<PoolStats>, query_histogram: Arc<crate::metrics::Histogram>) -> Meter {
         Meter {
             pool,
             query_histogram,
@@ -264,6 +264,19 @@ impl Stats {
     /// Drop a freed pool's counters (its database left SHOW STATS, as in PgBouncer).
     pub fn forget_pool(&self, db: &str, user: &str) {
         self.pools.remove(&(db.to_string(), user.to_string()));
+    }
+
+    /// Drop every pool's counters of `db` (a database that is gone).
+    pub fn forget_database(&self, db: &str) {
+        self.pools.retain(|k, _| k.0 != db);
+    }
+
+    /// The databases that have counters.
+    pub fn databases(&self) -> Vec<Box<str>> {
+        self.pools
+            .iter()
+            .map(|e| e.key().0.as_str().into())
+            .collect()
     }
 
     /// µs since the process started (for timestamps kept in atomics).

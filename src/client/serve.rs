@@ -544,7 +544,7 @@ fn relay_state(
     session: &Session,
     config: &crate::config::Config,
     pid: i32,
-    query_histogram: metrics::Histogram,
+    query_histogram: Arc<crate::metrics::Histogram>,
 ) -> RelayState {
     let who = &session.who;
     let audit_cfg = &config.settings.audit;

@@ -645,3 +645,43 @@ async fn http_requests_with_bare_lf_line_ends_are_answered() {
         404
     );
 }
+
+/// A database a reload removed leaves SHOW STATS and /metrics (its histograms too) once it
+/// has no client, as PgBouncer 1.18 drops it (checked live: `dropping database 'd1' as it
+/// does not exist anymore or inactive auto-database`, and it left SHOW STATS). Its
+/// histogram series stayed for good, and its SHOW STATS row with its counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_database_leaves_show_stats_and_metrics() {
+    let ops = Ops::new("").await;
+    let cluster = cluster().await;
+    let gone = cluster.unique_name("db");
+    cluster.create_database(&gone, &ops.user).await;
+    let entry = format!(
+        "{gone} = host=127.0.0.1 port={} dbname={gone}\n",
+        cluster.port()
+    );
+    (ops.porter)
+        .reload_edited(|ini| ini.replace("[pgbouncer]", &format!("{entry}[pgbouncer]")))
+        .await;
+    let client = connect(&ops.porter.connstring(&ops.user, "pw", &gone)).await;
+    client.simple_query("select 1").await.expect("select");
+    drop(client);
+    let http = ops.porter.http_addr();
+    let label = format!("{{database=\"{gone}\"");
+    let (_, page) = get(http, "/metrics").await;
+    let count = format!("pgporter_query_duration_seconds_count{label}}} 1");
+    assert!(page.contains(&count), "{page}");
+    ops.porter
+        .reload_edited(|ini| ini.replace(&entry, ""))
+        .await;
+    eventually("the removed database's series are dropped", || {
+        let label = label.clone();
+        async move { !get(http, "/metrics").await.1.contains(&label) }
+    })
+    .await;
+    let admin = ops.admin().await;
+    let stats = rows(&admin, "SHOW STATS").await;
+    assert!(stats
+        .iter()
+        .all(|r| r.get("database") != Some(gone.as_str())));
+}
