@@ -340,7 +340,18 @@ impl Pool {
             let left = settings.dial.timeout.saturating_sub(began.elapsed());
             let ran = tokio::time::timeout(left, crate::server::simple_query(&mut conn, sql));
             match ran.await {
-                Ok(Ok(crate::server::QueryOutcome::Done(_))) => {}
+                Ok(Ok(crate::server::QueryOutcome::Done(b'I'))) => {}
+                // A connect_query that opens a transaction ('begin') would hand every client a
+                // connection already inside one, and the reset at release would fail on it:
+                // refused like a failed one (pgporter's choice; PgBouncer 1.18 serves it).
+                Ok(Ok(crate::server::QueryOutcome::Done(_))) => {
+                    tracing::warn!(db = %self.key.db, user = %self.key.user, "connect_query left a transaction open");
+                    self.log_close(&conn, "connect_query failed");
+                    self.close_later(conn);
+                    return Err(PoolError::Connect(
+                        crate::server::ServerError::ConnectQueryInTransaction,
+                    ));
+                }
                 Ok(Ok(crate::server::QueryOutcome::Failed(fields))) => {
                     tracing::warn!(db = %self.key.db, user = %self.key.user, error = %fields.message(), "connect_query failed");
                     // pgporter's words: PgBouncer 1.18 keeps the connection (live: `ERROR S:

@@ -452,7 +452,8 @@ fn host_failure(e: &ServerError) -> bool {
         | ServerError::UnsupportedAuth(_)
         | ServerError::Scram(_)
         | ServerError::TlsRefused
-        | ServerError::Tls(_) => false,
+        | ServerError::Tls(_)
+        | ServerError::ConnectQueryInTransaction => false,
     }
 }
 

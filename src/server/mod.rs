@@ -117,6 +117,9 @@ pub enum ServerError {
     TlsRefused,
     #[error("TLS handshake with the server failed")]
     Tls(#[source] std::io::Error),
+    /// connect_query ended inside a transaction block (ReadyForQuery status `T` or `E`).
+    #[error("connect_query left the server connection inside a transaction block")]
+    ConnectQueryInTransaction,
 }
 
 impl ServerError {
@@ -135,6 +138,7 @@ impl ServerError {
             | ServerError::Scram(_)
             | ServerError::TlsRefused
             | ServerError::Tls(_) => "login failed",
+            ServerError::ConnectQueryInTransaction => "connect_query failed",
         }
     }
 }

@@ -82,6 +82,43 @@ async fn a_failed_connect_query_writes_a_close_line() {
     assert_eq!(closes.len(), 1, "{}", porter.log());
 }
 
+/// A connect_query that leaves a transaction open (`begin`): the connection is refused as for
+/// a failed one, so no client is served inside a transaction it did not open (pgporter's
+/// choice; PgBouncer 1.18 serves it). The client gets 08006 with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_query_that_opens_a_transaction_is_refused() {
+    let cluster = cluster().await;
+    let (user, db) = cluster.owner_and_db("lb", "lbdb").await;
+    let port = cluster.port();
+    let porter = Logged::start(
+        &db,
+        &user,
+        port,
+        &format!(
+            "[databases]\nlbcq = host=127.0.0.1 port={port} dbname={db} connect_query='begin'\n"
+        ),
+    )
+    .await;
+    let connstring = format!(
+        "host=127.0.0.1 port={} user={user} password=pw dbname=lbcq sslmode=disable",
+        porter.addr.port()
+    );
+    let refused = match tokio_postgres::connect(&connstring, tokio_postgres::NoTls).await {
+        Err(e) => e,
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            client.simple_query("select 1").await.expect_err("refused")
+        }
+    };
+    let text = format!("{refused:?}");
+    assert!(text.contains("inside a transaction block"), "{text}");
+    assert_eq!(refused.code().map(|c| c.code()), Some("08006"), "{text}");
+    let closes = porter
+        .await_lines(1, "LOG", 'S', "closing because: connect_query failed (age=")
+        .await;
+    assert_eq!(closes.len(), 1, "{}", porter.log());
+}
+
 /// A request cancelled while its server connection is set up (pgporter's SETs of the client's
 /// parameters), never synced: query_timeout ends the session as for a request in progress,
 /// and the connection's close line gives that reason, as PgBouncer 1.18's does for a query
