@@ -359,9 +359,12 @@ impl Pool {
                     // client served on it).
                     self.log_close(&conn, "connect_query failed");
                     self.close_later(conn);
-                    return Err(PoolError::Connect(crate::server::ServerError::Rejected(
-                        fields,
-                    )));
+                    // 08006 with the query's message: a FATAL carrying the query's own
+                    // SQLSTATE (42704 for a SET of an unknown setting, say) would read as a
+                    // refusal of the client's own login.
+                    return Err(PoolError::Connect(
+                        crate::server::ServerError::ConnectQueryFailed(fields),
+                    ));
                 }
                 // The connection broke mid-way (its backend ended): PgBouncer 1.18's line
                 // (live): `closing because: server conn crashed?`, with the pid, as here.

@@ -453,6 +453,7 @@ fn host_failure(e: &ServerError) -> bool {
         | ServerError::Scram(_)
         | ServerError::TlsRefused
         | ServerError::Tls(_)
+        | ServerError::ConnectQueryFailed(_)
         | ServerError::ConnectQueryInTransaction => false,
     }
 }

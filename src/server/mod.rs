@@ -117,6 +117,9 @@ pub enum ServerError {
     TlsRefused,
     #[error("TLS handshake with the server failed")]
     Tls(#[source] std::io::Error),
+    /// connect_query failed: the server's error.
+    #[error("connect_query failed: {0}")]
+    ConnectQueryFailed(ErrorFields),
     /// connect_query ended inside a transaction block (ReadyForQuery status `T` or `E`).
     #[error("connect_query left the server connection inside a transaction block")]
     ConnectQueryInTransaction,
@@ -138,7 +141,9 @@ impl ServerError {
             | ServerError::Scram(_)
             | ServerError::TlsRefused
             | ServerError::Tls(_) => "login failed",
-            ServerError::ConnectQueryInTransaction => "connect_query failed",
+            ServerError::ConnectQueryFailed(_) | ServerError::ConnectQueryInTransaction => {
+                "connect_query failed"
+            }
         }
     }
 }

@@ -44,8 +44,8 @@ async fn a_notification_to_an_idle_connection_is_named_in_its_close_line() {
         .is_empty());
 }
 
-/// A connect_query that fails: the login is refused (the client gets the error) and the
-/// connection closed, with a close line. PgBouncer 1.18 (live, `connect_query='select 1/0'`)
+/// A connect_query that fails: the login is refused (the client gets 08006 with the query's
+/// error) and the connection closed, with a close line. PgBouncer 1.18 (live, `connect_query='select 1/0'`)
 /// keeps the connection and serves the client on it: `ERROR S: error while executing
 /// exec_on_query: ERROR: division by zero`, no close line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,14 +68,19 @@ async fn a_failed_connect_query_writes_a_close_line() {
         porter.addr.port()
     );
     let refused = match tokio_postgres::connect(&connstring, tokio_postgres::NoTls).await {
-        Err(e) => format!("{e:?}"),
+        Err(e) => e,
         Ok((client, conn)) => {
             tokio::spawn(conn);
-            let e = client.simple_query("select 1").await.expect_err("refused");
-            format!("{e:?}")
+            client.simple_query("select 1").await.expect_err("refused")
         }
     };
-    assert!(refused.contains("division by zero"), "{refused}");
+    // 08006, not the query's 22012: the client's own login was not what failed.
+    let text = format!("{refused:?}");
+    assert!(
+        text.contains("connect_query failed: ERROR: division by zero (22012)"),
+        "{text}"
+    );
+    assert_eq!(refused.code().map(|c| c.code()), Some("08006"), "{text}");
     let closes = porter
         .await_lines(1, "LOG", 'S', "closing because: connect_query failed (age=")
         .await;
