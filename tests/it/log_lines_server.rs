@@ -50,41 +50,13 @@ async fn a_notification_to_an_idle_connection_is_named_in_its_close_line() {
 /// exec_on_query: ERROR: division by zero`, no close line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_connect_query_writes_a_close_line() {
-    let cluster = cluster().await;
-    let (user, db) = cluster.owner_and_db("lq", "lqdb").await;
-    let port = cluster.port();
-    let porter = Logged::start(
-        &db,
-        &user,
-        port,
-        &format!(
-            "[databases]\nlqcq = host=127.0.0.1 port={port} dbname={db} \
-             connect_query='select 1/0'\n"
-        ),
+    // 08006, not the query's 22012: the client's own login was not what failed.
+    refused_by_connect_query(
+        "lq",
+        "select 1/0",
+        "connect_query failed: ERROR: division by zero (22012)",
     )
     .await;
-    let connstring = format!(
-        "host=127.0.0.1 port={} user={user} password=pw dbname=lqcq sslmode=disable",
-        porter.addr.port()
-    );
-    let refused = match tokio_postgres::connect(&connstring, tokio_postgres::NoTls).await {
-        Err(e) => e,
-        Ok((client, conn)) => {
-            tokio::spawn(conn);
-            client.simple_query("select 1").await.expect_err("refused")
-        }
-    };
-    // 08006, not the query's 22012: the client's own login was not what failed.
-    let text = format!("{refused:?}");
-    assert!(
-        text.contains("connect_query failed: ERROR: division by zero (22012)"),
-        "{text}"
-    );
-    assert_eq!(refused.code().map(|c| c.code()), Some("08006"), "{text}");
-    let closes = porter
-        .await_lines(1, "LOG", 'S', "closing because: connect_query failed (age=")
-        .await;
-    assert_eq!(closes.len(), 1, "{}", porter.log());
 }
 
 /// A connect_query that leaves a transaction open (`begin`): the connection is refused as for
@@ -92,20 +64,24 @@ async fn a_failed_connect_query_writes_a_close_line() {
 /// choice; PgBouncer 1.18 serves it). The client gets 08006 with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_query_that_opens_a_transaction_is_refused() {
+    refused_by_connect_query("lb", "begin", "inside a transaction block").await;
+}
+
+/// A client of a database whose connect_query is `query` is refused with 08006 and a message
+/// holding `says`, and the server connection gets one `connect_query failed` close line.
+async fn refused_by_connect_query(name: &str, query: &str, says: &str) {
     let cluster = cluster().await;
-    let (user, db) = cluster.owner_and_db("lb", "lbdb").await;
+    let (user, db) = cluster.owner_and_db(name, &format!("{name}db")).await;
     let port = cluster.port();
     let porter = Logged::start(
         &db,
         &user,
         port,
-        &format!(
-            "[databases]\nlbcq = host=127.0.0.1 port={port} dbname={db} connect_query='begin'\n"
-        ),
+        &format!("[databases]\n{name}cq = host=127.0.0.1 port={port} dbname={db} connect_query='{query}'\n"),
     )
     .await;
     let connstring = format!(
-        "host=127.0.0.1 port={} user={user} password=pw dbname=lbcq sslmode=disable",
+        "host=127.0.0.1 port={} user={user} password=pw dbname={name}cq sslmode=disable",
         porter.addr.port()
     );
     let refused = match tokio_postgres::connect(&connstring, tokio_postgres::NoTls).await {
@@ -116,7 +92,7 @@ async fn a_connect_query_that_opens_a_transaction_is_refused() {
         }
     };
     let text = format!("{refused:?}");
-    assert!(text.contains("inside a transaction block"), "{text}");
+    assert!(text.contains(says), "{text}");
     assert_eq!(refused.code().map(|c| c.code()), Some("08006"), "{text}");
     let closes = porter
         .await_lines(1, "LOG", 'S', "closing because: connect_query failed (age=")
