@@ -339,33 +339,16 @@ impl Pool {
             let began = login.seen().began.unwrap_or(since);
             let left = settings.dial.timeout.saturating_sub(began.elapsed());
             let ran = tokio::time::timeout(left, crate::server::simple_query(&mut conn, sql));
-            match ran.await {
-                Ok(Ok(crate::server::QueryOutcome::Done(b'I'))) => {}
-                // A connect_query that opens a transaction ('begin') would hand every client a
-                // connection already inside one, and the reset at release would fail on it:
-                // refused like a failed one (pgporter's choice; PgBouncer 1.18 serves it).
-                Ok(Ok(crate::server::QueryOutcome::Done(_))) => {
-                    tracing::warn!(db = %self.key.db, user = %self.key.user, "connect_query left a transaction open");
-                    self.log_close(&conn, "connect_query failed");
-                    self.close_later(conn);
-                    return Err(PoolError::Connect(
-                        crate::server::ServerError::ConnectQueryInTransaction,
-                    ));
-                }
-                Ok(Ok(crate::server::QueryOutcome::Failed(fields))) => {
-                    tracing::warn!(db = %self.key.db, user = %self.key.user, error = %fields.message(), "connect_query failed");
-                    // pgporter's words: PgBouncer 1.18 keeps the connection (live: `ERROR S:
-                    // error while executing exec_on_query: ERROR: division by zero`, then the
-                    // client served on it).
-                    self.log_close(&conn, "connect_query failed");
-                    self.close_later(conn);
-                    // 08006 with the query's message: a FATAL carrying the query's own
-                    // SQLSTATE (42704 for a SET of an unknown setting, say) would read as a
-                    // refusal of the client's own login.
-                    return Err(PoolError::Connect(
-                        crate::server::ServerError::ConnectQueryFailed(fields),
-                    ));
-                }
+            use crate::server::{QueryOutcome, ServerError};
+            let refused = match ran.await {
+                Ok(Ok(QueryOutcome::Done(b'I'))) => return Ok(conn),
+                // 08006 with the query's message: a FATAL carrying the query's own SQLSTATE
+                // (42704 for a SET of an unknown setting, say) would read as a refusal of the
+                // client's own login.
+                Ok(Ok(QueryOutcome::Failed(fields))) => ServerError::ConnectQueryFailed(fields),
+                // One that opens a transaction ('begin') would hand every client a connection
+                // already inside one, and the reset at release would fail on it.
+                Ok(Ok(QueryOutcome::Done(_))) => ServerError::ConnectQueryInTransaction,
                 // The connection broke mid-way (its backend ended): PgBouncer 1.18's line
                 // (live): `closing because: server conn crashed?`, with the pid, as here.
                 Ok(Err(e)) => {
@@ -375,9 +358,17 @@ impl Pool {
                 Err(_) => {
                     // PgBouncer 1.18's line (live): `closing because: connect timeout`.
                     self.log_close(&conn, "connect timeout");
-                    return Err(PoolError::Connect(crate::server::ServerError::Timeout));
+                    return Err(PoolError::Connect(ServerError::Timeout));
                 }
-            }
+            };
+            // pgporter's choice. PgBouncer 1.18 (live) keeps a connection whose connect_query
+            // failed (`ERROR S: error while executing exec_on_query: ERROR: division by zero`,
+            // then the client served on it), and never finishes a login whose connect_query
+            // left a transaction open (its client waited unanswered for over 10 minutes).
+            tracing::warn!(db = %self.key.db, user = %self.key.user, error = %refused, "connect_query failed");
+            self.log_close(&conn, refused.close_reason());
+            self.close_later(conn);
+            return Err(PoolError::Connect(refused));
         }
         Ok(conn)
     }
