@@ -60,8 +60,8 @@ async fn a_failed_connect_query_writes_a_close_line() {
 }
 
 /// A connect_query that leaves a transaction open (`begin`): the connection is refused as for
-/// a failed one, so no client is served inside a transaction it did not open (pgporter's
-/// choice; PgBouncer 1.18 serves it). The client gets 08006 with the reason.
+/// a failed one, so no client is served inside a transaction it did not open. The client
+/// gets 08006 with the reason (PgBouncer 1.18, live, never answers such a login).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_query_that_opens_a_transaction_is_refused() {
     refused_by_connect_query("lb", "begin", "inside a transaction block").await;
